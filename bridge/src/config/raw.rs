@@ -1,0 +1,52 @@
+//! `ota.toml` as written: every section and key optional, unknown keys
+//! refused (a typo must not be silently ignored). [`super::Config::load`]
+//! validates it into the types the code uses.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub bridge: RawBridge,
+    #[serde(default)]
+    pub broker: broker::RawBrokerConfig,
+    #[serde(default)]
+    pub status: RawStatus,
+    #[serde(default)]
+    pub operator: RawOperator,
+}
+
+/// `[bridge]`
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBridge {
+    pub prefix: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub broker_user: Option<String>,
+    pub operator_keys: Option<Vec<PathBuf>>,
+    pub release_keys: Option<Vec<PathBuf>>,
+    pub command_window_secs: Option<u64>,
+    pub metrics_interval_secs: Option<u64>,
+}
+
+/// `[status]`
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    pub commit_window_ms: Option<u64>,
+    pub max_batch: Option<usize>,
+}
+
+/// `[operator]`: what the `ota` CLI uses when given `--config`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperator {
+    pub key: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}

@@ -1,0 +1,3 @@
+//! Durable status.
+
+pub mod tracker;

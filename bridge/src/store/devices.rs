@@ -1,0 +1,100 @@
+//! The device registry's tree: one JSON [`DeviceRecord`] per device id.
+
+use std::collections::BTreeMap;
+
+use schemas::DeviceId;
+use serde::{Deserialize, Serialize};
+
+use super::{corrupt, StoreError};
+
+const TREE: &str = "devices";
+
+/// What the bridge knows about one device, from its Hello and Presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub arch: String,
+    /// Component name → installed version.
+    pub versions: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub boot_id: String,
+    pub online: bool,
+    /// Unix seconds of the first Hello.
+    pub first_seen: u64,
+    /// Unix seconds of the last message from the device (Hello, Presence,
+    /// Status; persisted at most once a minute when nothing else changed).
+    pub last_seen: u64,
+    /// Unix seconds of the last Hello.
+    pub last_hello: u64,
+    /// Reboots seen (a Hello with a new boot_id).
+    pub reboots: u64,
+}
+
+/// The `devices` tree.
+#[derive(Clone)]
+pub struct DeviceStore {
+    tree: sled::Tree,
+}
+
+impl DeviceStore {
+    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            tree: db.open_tree(TREE)?,
+        })
+    }
+
+    /// Writes a record (durable at the next flush).
+    pub fn put(&self, r: &DeviceRecord) -> Result<(), StoreError> {
+        // Invariant: a DeviceRecord holds only strings, maps and numbers.
+        let json = serde_json::to_vec(r).expect("a device record always serializes");
+        self.tree.insert(r.id.as_str(), json)?;
+        Ok(())
+    }
+
+    /// One record.
+    pub fn get(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        match self.tree.get(id.as_str())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(TREE, id.as_str().as_bytes(), e)),
+        }
+    }
+
+    /// Every record. An unreadable one is an error naming its key.
+    pub fn all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut out = Vec::with_capacity(self.tree.len());
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(TREE, &k, e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::super::Store::open(dir.path()).unwrap();
+        let r = DeviceRecord {
+            id: DeviceId::new("dev-1").unwrap(),
+            arch: "esp32".into(),
+            versions: [("main".to_string(), "1.0.0".to_string())].into(),
+            labels: [("customer".to_string(), "acme".to_string())].into(),
+            boot_id: "b1".into(),
+            online: true,
+            first_seen: 1,
+            last_seen: 2,
+            last_hello: 2,
+            reboots: 0,
+        };
+        s.devices.put(&r).unwrap();
+        assert_eq!(s.devices.get(&r.id).unwrap(), Some(r.clone()));
+        assert_eq!(s.devices.all().unwrap(), vec![r]);
+        assert_eq!(s.devices.get(&DeviceId::new("nope").unwrap()).unwrap(), None);
+    }
+}

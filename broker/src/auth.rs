@@ -1,0 +1,186 @@
+//! The decision behind rumqttd's auth handler: who may connect.
+//!
+//! rumqttd calls the handler with `(client_id, username, password)` for each
+//! CONNECT that carries a login (one without a login is refused before it)
+//! and disconnects a refused client without a CONNACK. Here a client is
+//! admitted when, in this order:
+//!
+//! 1. its client id is one rumqttd's router will take (no `+ $ # /`) and not
+//!    the id of our own internal link: the router drops such a client after
+//!    the listener has registered it, and a retry with the same id then
+//!    panics the listener (upstream issue #991, the same path as the
+//!    connection limit);
+//! 2. its username and password are in `[broker.users]`, or the pluggable
+//!    credential check (the bridge's device registry) accepts them;
+//! 3. the connection guard has room (`guard.rs`).
+//!
+//! The decision is synchronous and quick: it runs on the listener's single
+//! thread, between two accepts.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use tracing::{error, warn};
+
+use crate::guard::{Admission, GuardState};
+
+/// A credential check: `(client_id, username, password) -> accept`.
+///
+/// It runs on rumqttd's listener thread for every login that
+/// `[broker.users]` does not accept, so it must answer from memory in
+/// microseconds: no I/O, no blocking, no async. A panic counts as a refusal.
+pub type CredentialCheck = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
+
+/// The client id of the broker's own in-process link (`meter.rs`). Refused
+/// to remote clients so that none can take it over.
+pub(crate) const TICK_CLIENT_ID: &str = "ota-broker-tick";
+
+/// Characters rumqttd's router refuses in a client id.
+const ROUTER_REFUSED: [char; 4] = ['+', '$', '#', '/'];
+
+pub(crate) struct Auth {
+    users: BTreeMap<String, String>,
+    check: RwLock<Option<CredentialCheck>>,
+    pub(crate) guard: Mutex<GuardState>,
+}
+
+impl Auth {
+    pub(crate) fn new(users: BTreeMap<String, String>, limit: usize) -> Self {
+        Auth {
+            users,
+            check: RwLock::new(None),
+            guard: Mutex::new(GuardState::new(limit)),
+        }
+    }
+
+    pub(crate) fn set_check(&self, check: CredentialCheck) {
+        // The lock only guards an Arc swap: a poisoned lock holds a valid value.
+        *self.check.write().unwrap_or_else(PoisonError::into_inner) = Some(check);
+    }
+
+    pub(crate) fn guard(&self) -> std::sync::MutexGuard<'_, GuardState> {
+        // GuardState's methods cannot panic halfway through an update.
+        self.guard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The auth handler's answer.
+    pub(crate) fn authorize(&self, client_id: &str, username: &str, password: &str) -> bool {
+        if client_id.contains(ROUTER_REFUSED) || client_id == TICK_CLIENT_ID {
+            warn!(client_id, username, "mqtt connect refused: client id not allowed");
+            return false;
+        }
+        if !self.credentials_ok(client_id, username, password) {
+            warn!(client_id, username, "mqtt connect refused: bad credentials");
+            return false;
+        }
+        let mut guard = self.guard();
+        match guard.admit() {
+            Admission::Admitted => true,
+            Admission::Refused { estimate } => {
+                warn!(
+                    client_id,
+                    estimate,
+                    limit = guard.limit(),
+                    "mqtt connect refused: [broker] max_connections reached"
+                );
+                false
+            }
+        }
+    }
+
+    fn credentials_ok(&self, client_id: &str, username: &str, password: &str) -> bool {
+        if let Some(expected) = self.users.get(username) {
+            if constant_time_eq(expected.as_bytes(), password.as_bytes()) {
+                return true;
+            }
+        }
+        let check = self
+            .check
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(check) = check else {
+            return false;
+        };
+        // A panicking check must not take the listener's task down with it.
+        match catch_unwind(AssertUnwindSafe(|| check(client_id, username, password))) {
+            Ok(accept) => accept,
+            Err(_) => {
+                error!(client_id, username, "credential check panicked: login refused");
+                false
+            }
+        }
+    }
+}
+
+/// Compare without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(limit: usize) -> Auth {
+        Auth::new([("bridge".to_owned(), "pw".to_owned())].into(), limit)
+    }
+
+    #[test]
+    fn static_users() {
+        let a = auth(10);
+        assert!(a.authorize("b1", "bridge", "pw"));
+        assert!(!a.authorize("b1", "bridge", "pW"));
+        assert!(!a.authorize("b1", "bridge", ""));
+        assert!(!a.authorize("b1", "nobody", "pw"));
+    }
+
+    #[test]
+    fn credential_check_is_consulted_after_the_users() {
+        let a = auth(10);
+        assert!(!a.authorize("dev-1", "dev-1", "token"));
+        a.set_check(Arc::new(|id, user, pass| id == user && pass == "token"));
+        assert!(a.authorize("dev-1", "dev-1", "token"));
+        assert!(!a.authorize("dev-2", "dev-1", "token"));
+        assert!(a.authorize("b", "bridge", "pw"));
+    }
+
+    #[test]
+    fn a_panicking_check_refuses() {
+        let a = auth(10);
+        a.set_check(Arc::new(|_, _, _| panic!("registry bug")));
+        assert!(!a.authorize("dev-1", "dev-1", "token"));
+        assert!(a.authorize("b", "bridge", "pw"));
+    }
+
+    #[test]
+    fn client_ids_the_router_would_drop_are_refused() {
+        let a = auth(10);
+        for id in ["a+b", "a/b", "$sys", "x#", TICK_CLIENT_ID] {
+            assert!(!a.authorize(id, "bridge", "pw"), "{id}");
+        }
+        // Refusals do not use up the guard.
+        assert_eq!(a.guard().estimate(), 0);
+    }
+
+    #[test]
+    fn the_guard_refuses_past_the_limit() {
+        let a = auth(2);
+        assert!(a.authorize("a", "bridge", "pw"));
+        assert!(!a.authorize("b", "bridge", "bad"));
+        assert!(a.authorize("b", "bridge", "pw"));
+        assert!(!a.authorize("c", "bridge", "pw"));
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

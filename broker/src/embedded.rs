@@ -1,0 +1,302 @@
+//! Start rumqttd inside the process: check the port, build rumqttd's config,
+//! install the auth handler, run the broker on its own thread and wait
+//! until it accepts connections.
+
+use std::collections::HashMap;
+use std::fs;
+use std::future::ready;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rumqttd::{
+    Broker, Config, ConnectionSettings, MetricSettings, MetricType, RouterConfig, ServerSettings,
+    TlsConfig,
+};
+use tracing::{error, info, warn};
+
+use crate::auth::{Auth, CredentialCheck, TICK_CLIENT_ID};
+use crate::config::EmbeddedConfig;
+use crate::error::BrokerError;
+use crate::meter;
+
+/// How long [`start`] waits for the listener to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_POLL: Duration = Duration::from_millis(20);
+/// rumqttd's sample value: QoS0 messages read from a filter's log per
+/// connection per round. (QoS1 is bounded by its fixed 100-message window.)
+const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
+/// File descriptors the process needs besides the broker's connections:
+/// the bridge's store, logs, its own MQTT connection.
+const FD_HEADROOM: usize = 64;
+
+/// A running embedded broker.
+///
+/// rumqttd has no shutdown API: the broker's threads (router, listener,
+/// metrics timer, our meter thread) run until the process exits. Dropping
+/// this handle does not stop them, and the port stays taken. Start one
+/// broker per process (tests may start several, on different ports).
+pub struct EmbeddedBroker {
+    listen: SocketAddr,
+    connect_addr: SocketAddr,
+    auth: Arc<Auth>,
+    requires_auth: bool,
+    thread: JoinHandle<()>,
+}
+
+/// The connection guard's view, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// `[broker] max_connections`.
+    pub limit: usize,
+    /// The guard's conservative count of live connections (see `guard.rs`).
+    pub estimate: usize,
+    /// The router's count in its last report, if any came.
+    pub live: Option<usize>,
+    /// How old that report is; reports come about every second.
+    pub report_age: Option<Duration>,
+    /// Whether the guard refuses clients: only with authentication on
+    /// (rumqttd calls no handler for anonymous brokers).
+    pub guarded: bool,
+}
+
+impl EmbeddedBroker {
+    /// The address the listener is bound to (`[broker] listen`).
+    pub fn addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The address a client in this process should connect to: `addr()`
+    /// with a wildcard IP replaced by loopback.
+    pub fn connect_addr(&self) -> SocketAddr {
+        self.connect_addr
+    }
+
+    /// Let `check` accept logins that `[broker.users]` does not, such as
+    /// devices registered with the bridge. It replaces any earlier check and
+    /// takes effect for the next CONNECT. See [`CredentialCheck`] for what
+    /// it may do. Fails on a broker without users, which runs anonymous.
+    pub fn set_credential_check(&self, check: CredentialCheck) -> Result<(), BrokerError> {
+        if !self.requires_auth {
+            return Err(BrokerError::Anonymous);
+        }
+        self.auth.set_check(check);
+        Ok(())
+    }
+
+    /// The connection guard's current numbers.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        let guard = self.auth.guard();
+        ConnectionStats {
+            limit: guard.limit(),
+            estimate: guard.estimate(),
+            live: guard.live(),
+            report_age: guard.report_age(Instant::now()),
+            guarded: self.requires_auth,
+        }
+    }
+
+    /// False once rumqttd's listener thread has ended (it logs why).
+    pub fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+}
+
+/// Start the embedded broker and return once it accepts TCP connections.
+///
+/// Blocks for as long as that takes (tens of milliseconds, at most 10 s):
+/// call it before starting the async runtime or inside `spawn_blocking`.
+///
+/// Fails fast, with a message naming the `[broker]` key to change, on an
+/// invalid config, a port already in use, or TLS files that cannot be read.
+pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
+    cfg.validate()?;
+    if let Some(tls) = &cfg.tls {
+        check_pem("tls.cert_path", &tls.cert_path, "CERTIFICATE")?;
+        check_pem("tls.key_path", &tls.key_path, "PRIVATE KEY")?;
+    }
+    check_port(cfg.listen)?;
+    cfg.warn_if_small_log();
+    warn_if_few_fds(cfg.router_max_connections() + FD_HEADROOM);
+
+    let auth = Arc::new(Auth::new(cfg.users.clone(), cfg.max_connections));
+    // Broker::new starts the router thread; links are taken before start().
+    let mut broker = Broker::new(rumqttd_config(cfg, &auth));
+    let meters = broker
+        .meters()
+        .map_err(|e| BrokerError::Router(format!("meters link: {e}")))?;
+    let tick = broker
+        .link(TICK_CLIENT_ID)
+        .map_err(|e| BrokerError::Router(format!("tick link: {e}")))?;
+    meter::spawn(auth.clone(), meters, tick).map_err(BrokerError::Thread)?;
+
+    let listen = cfg.listen;
+    let thread = thread::Builder::new()
+        .name("ota-broker".into())
+        .spawn(move || {
+            // Blocks while the listener runs, which is until the process
+            // exits unless the listener fails (a bind error, a panic).
+            match broker.start() {
+                Ok(()) => error!(%listen, "embedded broker listener stopped"),
+                Err(e) => error!(%listen, error = %e, "embedded broker failed"),
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+
+    let connect_addr = cfg.connect_addr();
+    wait_until_accepting(connect_addr, &thread)?;
+    info!(
+        %listen,
+        max_connections = cfg.max_connections,
+        auth = cfg.requires_auth(),
+        tls = cfg.tls.is_some(),
+        "embedded broker accepting connections"
+    );
+    Ok(EmbeddedBroker {
+        listen,
+        connect_addr,
+        auth,
+        requires_auth: cfg.requires_auth(),
+        thread,
+    })
+}
+
+fn rumqttd_config(cfg: &EmbeddedConfig, auth: &Arc<Auth>) -> Config {
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: cfg.connection_timeout_ms,
+        max_payload_size: cfg.max_payload_size,
+        max_inflight_count: cfg.max_inflight_count,
+        // The static map is not given to rumqttd: its handler would override
+        // it anyway, and ours checks the same map before the guard.
+        auth: None,
+        external_auth: None,
+        // No effect in rumqttd 0.20 (its filter lookup never reports "no
+        // match"): a publish nobody subscribes to is dropped, not stored.
+        dynamic_filters: false,
+    };
+    if cfg.requires_auth() {
+        let auth = auth.clone();
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            ready(auth.authorize(&client_id, &user, &pass))
+        });
+    }
+    let server = ServerSettings {
+        name: "ota-v4".into(),
+        listen: cfg.listen,
+        tls: cfg.tls.as_ref().map(|t| TlsConfig::Rustls {
+            capath: None,
+            certpath: t.cert_path.to_string_lossy().into_owned(),
+            keypath: t.key_path.to_string_lossy().into_owned(),
+        }),
+        next_connection_delay_ms: cfg.next_connection_delay_ms,
+        connections,
+    };
+    let router = RouterConfig {
+        max_connections: cfg.router_max_connections(),
+        max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
+        max_segment_size: cfg.segment_size,
+        max_segment_count: cfg.segment_count,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("ota".to_owned(), server)])),
+        // Drives the router's meter reports to our meter thread.
+        metrics: Some(HashMap::from([(MetricType::Meters, meters_every_second())])),
+        ..Default::default()
+    }
+}
+
+fn meters_every_second() -> MetricSettings {
+    // MetricSettings' only field is private; serde is the way in. The
+    // literal matches its one field, so this cannot fail.
+    serde_json::from_value(serde_json::json!({ "push_interval": 1 }))
+        .expect("MetricSettings is { push_interval: u64 }")
+}
+
+/// rumqttd only logs a port it cannot bind and runs on without a listener:
+/// bind it ourselves first, and let go. (Another process could take the
+/// port in the microseconds between; `wait_until_accepting` would then see
+/// the listener thread end.)
+fn check_port(addr: SocketAddr) -> Result<(), BrokerError> {
+    match TcpListener::bind(addr) {
+        Ok(listener) => {
+            drop(listener);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(BrokerError::AddrInUse { addr })
+        }
+        Err(source) => Err(BrokerError::Bind { addr, source }),
+    }
+}
+
+/// rumqttd reads the TLS files on every TLS accept, so a bad file would only
+/// show as an error on the first client's connect. Check them now.
+fn check_pem(key: &'static str, path: &Path, label: &str) -> Result<(), BrokerError> {
+    let bad = |reason: String| BrokerError::TlsFile {
+        key,
+        path: path.to_owned(),
+        reason,
+    };
+    let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    if !text.lines().any(|l| l.starts_with("-----BEGIN") && l.contains(label)) {
+        return Err(bad(format!("no PEM block with {label} in it")));
+    }
+    Ok(())
+}
+
+/// Poll a TCP connect until the listener answers. The probe sends no
+/// CONNECT, so rumqttd logs one "Error while handling MQTT connect packet"
+/// at start: that is this probe.
+fn wait_until_accepting(addr: SocketAddr, thread: &JoinHandle<()>) -> Result<(), BrokerError> {
+    let started = Instant::now();
+    loop {
+        if thread.is_finished() {
+            return Err(BrokerError::Stopped { addr });
+        }
+        if TcpStream::connect_timeout(&addr, READY_POLL * 5).is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() >= READY_TIMEOUT {
+            return Err(BrokerError::NotReady {
+                addr,
+                waited: started.elapsed(),
+            });
+        }
+        thread::sleep(READY_POLL);
+    }
+}
+
+/// At the open-file limit rumqttd's accept loop retries at once, forever,
+/// logging an error each time: warn while that can still be avoided.
+fn warn_if_few_fds(needed: usize) {
+    let Some(soft) = soft_fd_limit() else {
+        return;
+    };
+    if soft < needed {
+        warn!(
+            soft_limit = soft,
+            needed,
+            "the open-file limit (ulimit -n) is below [broker] max_connections plus its margin: \
+             at the limit rumqttd spins on failing accepts; raise the limit or lower \
+             max_connections"
+        );
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` from `/proc/self/limits` (Linux only).
+fn soft_fd_limit() -> Option<usize> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

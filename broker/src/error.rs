@@ -1,0 +1,75 @@
+//! Errors: a bad `[broker]` section ([`ConfigError`]) and a broker that
+//! cannot start ([`BrokerError`]). Each message says what was wrong and
+//! what to do about it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A `[broker]` key with a value that cannot be used.
+///
+/// Displays as `[broker] max_payload_size: must be at least ...`, so that
+/// the operator knows which line of the file to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[broker] {key}: {message}")]
+pub struct ConfigError {
+    /// The key as written in the file (`tls.cert_path` for nested keys).
+    pub key: String,
+    /// What is wrong with it and what is expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the embedded broker did not start, or refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid broker config: {0}")]
+    Config(#[from] ConfigError),
+
+    /// Someone else listens on the port. rumqttd itself would only log this
+    /// and keep running without a listener, hence the check before it.
+    #[error("address {addr} is in use: stop the other broker or set [broker] listen")]
+    AddrInUse { addr: SocketAddr },
+
+    #[error("cannot listen on {addr}: {source}: check [broker] listen")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+
+    #[error("[broker] {key}: cannot use {path}: {reason}")]
+    TlsFile {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("cannot start the embedded broker: {0}")]
+    Thread(#[source] std::io::Error),
+
+    /// A link to rumqttd's router (meters, the tick link) could not be made.
+    #[error("cannot attach to the embedded broker's router: {0}")]
+    Router(String),
+
+    #[error("the embedded broker stopped while starting on {addr}: see rumqttd's error above")]
+    Stopped { addr: SocketAddr },
+
+    #[error("the embedded broker did not accept connections on {addr} within {waited:?}")]
+    NotReady { addr: SocketAddr, waited: Duration },
+
+    /// [`crate::EmbeddedBroker::set_credential_check`] on a broker that runs
+    /// without authentication.
+    #[error(
+        "[broker] users is empty, so the embedded broker accepts anonymous clients and never \
+         checks credentials: add at least one user under [broker.users] to enable the check"
+    )]
+    Anonymous,
+}

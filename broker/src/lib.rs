@@ -1,0 +1,81 @@
+//! The MQTT broker for ota: the `[broker]` section of `ota.toml` and the
+//! embedded rumqttd 0.20 broker that `ota serve` runs by default.
+//!
+//! ```text
+//! [broker] (toml) --serde--> RawBrokerConfig --validate()--> BrokerConfig
+//!                                                  |-- External(ExternalConfig): host, port, tls,
+//!                                                  |     credentials for the bridge's rumqttc client
+//!                                                  `-- Embedded(EmbeddedConfig) --start()--> EmbeddedBroker
+//! ```
+//!
+//! # Layout
+//!
+//! - `config`   — `[broker]`: raw serde struct (unknown keys refused), then
+//!   validated types with defaults and errors that name the key; the
+//!   endpoint a client should connect to in either mode.
+//! - `embedded` — [`start`]: fail-fast port check, rumqttd's config built in
+//!   code, the broker on its own thread, wait until it accepts connections.
+//! - `auth`     — who may connect: `[broker.users]`, a pluggable
+//!   [`CredentialCheck`] (the bridge's device registry), client ids rumqttd
+//!   would choke on, and the connection guard.
+//! - `guard`    — the connection guard: a conservative live-connection count
+//!   that refuses clients before rumqttd's router limit (upstream issue
+//!   #991: going over it panics the listener for good).
+//! - `meter`    — the thread that feeds the router's connection count to the
+//!   guard (rumqttd tells the auth handler about connects, never about
+//!   disconnects).
+//! - `error`    — [`ConfigError`] and [`BrokerError`].
+//!
+//! # What rumqttd 0.20 does that clients and operators should know
+//!
+//! - **Keep-alive 0 is refused.** A CONNECT with keep-alive 0 is dropped
+//!   without a CONNACK. Device firmware must send a keep-alive of at least
+//!   1 s (rumqttc's default is 60 s). rumqttd disconnects a client silent for
+//!   1.5 x its keep-alive.
+//! - **A refused client gets no CONNACK**, whatever the reason (bad login,
+//!   connection limit, keep-alive 0): it sees the connection close. Clients
+//!   should reconnect with backoff.
+//! - **With users configured, a CONNECT without a username is refused.**
+//!   With `[broker.users]` empty the broker is anonymous: anyone connects,
+//!   no credential check runs and no guard refuses clients below the
+//!   router's own limit. Anonymous mode is for development.
+//! - **Client ids must not contain `+ $ # /`** (refused at login).
+//! - **Topics starting with `$` match no subscription**, not even an exact
+//!   one: such publishes are dropped.
+//! - **Nothing is persisted**: retained messages and persistent sessions
+//!   live in memory and are gone after a restart. There are no topic ACLs.
+//! - **A subscriber that falls more than `log_window_bytes()` behind on a
+//!   filter silently loses messages**, even at QoS1 (a WARN in rumqttd's
+//!   log). See `DEFAULT_SEGMENT_SIZE`.
+//! - **TLS:** rumqttd performs each TLS handshake inside its accept loop,
+//!   with no timeout: a client that opens a TCP connection and never
+//!   finishes its handshake stops all new connections on that listener. Do
+//!   not expose the embedded TLS listener to untrusted networks; put a TLS
+//!   terminating proxy in front, or use an external broker.
+//! - **No shutdown:** see [`EmbeddedBroker`].
+//!
+//! # Logs
+//!
+//! rumqttd logs through `tracing` under the `rumqttd` target and is noisy:
+//! INFO for every connect, subscribe and disconnect, and ERROR for routine
+//! events (a client closing its connection, a refused login). Quiet it with
+//! `RUST_LOG=info,rumqttd=warn`, or `rumqttd=off` to drop its routine
+//! errors too; our own decisions (refused logins, the guard) are logged
+//! under the `broker` target.
+
+mod auth;
+mod config;
+mod embedded;
+mod error;
+mod guard;
+mod meter;
+
+pub use auth::CredentialCheck;
+pub use config::{
+    BrokerConfig, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode, RawBrokerConfig,
+    RawTls, TlsFiles, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE, DEFAULT_NEXT_CONNECTION_DELAY_MS,
+    DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE, MIN_MAX_PAYLOAD_SIZE,
+};
+pub use embedded::{start, ConnectionStats, EmbeddedBroker};
+pub use error::{BrokerError, ConfigError};

@@ -1,0 +1,25 @@
+//! The reference device agent: a faithful implementation of PROTOCOL.md
+//! "What a device does with an announcement", runnable on an embedded-Linux
+//! device or by the thousands in the simulator.
+//!
+//! # Layout
+//!
+//! - [`machine`]: the pure state machine, [`Agent::handle`]`(now, event) -> actions`.
+//! - [`event`]: its events and actions.
+//! - [`steps`]: steps 1 to 3 (pick, verify, versions) as a pure function.
+//! - [`policy`]: the deferral hook (step 4).
+//! - [`config`]: identity, provisioning and timings.
+//! - [`state`]: what survives a restart.
+
+pub mod config;
+pub mod event;
+pub mod machine;
+pub mod policy;
+pub mod state;
+pub mod steps;
+
+pub use config::{AgentConfig, Timing};
+pub use event::{Action, BootOutcome, Event, ImageDigest, InstallRequest, Notice, TimerId};
+pub use machine::Agent;
+pub use policy::{BusyFor, DeferPolicy, NeverDefer};
+pub use state::{DeviceState, Job, OutboxEntry, OutboxState, Stage, StateError};

@@ -1,0 +1,136 @@
+//! Hello: a device says who it is (`P/devices/{id}/hello`, device → bridge).
+
+use std::collections::BTreeMap;
+
+use super::limits::{MAX_MAP_ENTRIES, MAX_TEXT};
+use super::{DecodeError, WireMessage};
+use crate::cbor::{MapBuilder, MapReader, Value};
+use crate::ids::{ComponentName, Epoch};
+
+/// `Hello = { "proto": 1, "arch", "versions", "labels", "boot_id", "epoch", "outbox" }`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version: 1.
+    pub proto: u64,
+    /// The device's architecture, e.g. `esp32`.
+    pub arch: String,
+    /// Installed version per component.
+    pub versions: BTreeMap<ComponentName, String>,
+    /// Provisioning facts, e.g. customer, site, line.
+    pub labels: BTreeMap<String, String>,
+    /// New at every boot.
+    pub boot_id: String,
+    /// Names the device's seq counter.
+    pub epoch: Epoch,
+    /// The lowest seq the device holds unacknowledged, or its next seq.
+    pub outbox: u64,
+}
+
+impl WireMessage for Hello {
+    const NAME: &'static str = "Hello";
+
+    fn to_value(&self) -> Value {
+        let versions = self
+            .versions
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        MapBuilder::new()
+            .put("proto", self.proto)
+            .put("arch", self.arch.as_str())
+            .put_text_map("versions", &versions)
+            .put_text_map("labels", &self.labels)
+            .put("boot_id", self.boot_id.as_str())
+            .put("epoch", self.epoch.as_str())
+            .put("outbox", self.outbox)
+            .build()
+    }
+
+    fn from_reader(r: &mut MapReader) -> Result<Self, DecodeError> {
+        let proto = r.uint("proto")?;
+        let arch = r.text("arch", MAX_TEXT)?;
+        if arch.is_empty() {
+            return Err(DecodeError::Invalid {
+                key: "arch",
+                reason: "must not be empty".into(),
+            });
+        }
+        let raw_versions = r.text_map("versions", MAX_MAP_ENTRIES, MAX_TEXT)?;
+        let mut versions = BTreeMap::new();
+        for (k, v) in raw_versions {
+            let k = ComponentName::new(k).map_err(|e| DecodeError::Invalid {
+                key: "versions",
+                reason: e.to_string(),
+            })?;
+            versions.insert(k, v);
+        }
+        Ok(Hello {
+            proto,
+            arch,
+            versions,
+            labels: r.text_map("labels", MAX_MAP_ENTRIES, MAX_TEXT)?,
+            boot_id: r.text("boot_id", MAX_TEXT)?,
+            epoch: r.name("epoch")?,
+            outbox: r.uint("outbox")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::testutil::*;
+
+    pub(crate) fn sample() -> Hello {
+        Hello {
+            proto: 1,
+            arch: "esp32".into(),
+            versions: [(ComponentName::new("main").unwrap(), "1.2.0".to_string())].into(),
+            labels: [("customer".to_string(), "acme".to_string()), ("line".into(), "3".into())].into(),
+            boot_id: "b-7f3a".into(),
+            epoch: Epoch::new("k3j9x0qa").unwrap(),
+            outbox: 17,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        round_trip(&sample());
+        let mut empty = sample();
+        empty.versions.clear();
+        empty.labels.clear();
+        round_trip(&empty);
+    }
+
+    #[test]
+    fn ignores_unknown_keys() {
+        let b = with_unknown_key(&sample().encode());
+        assert_eq!(Hello::decode(&b).unwrap(), sample());
+    }
+
+    #[test]
+    fn names_missing_and_bad_keys() {
+        let b = MapBuilder::new().put("proto", 1u64).encode();
+        assert_eq!(Hello::decode(&b), Err(DecodeError::Missing { key: "arch" }));
+        let mut h = sample();
+        h.epoch = Epoch::new("ok").unwrap();
+        let v = h.to_value();
+        let Value::Map(mut m) = v else { unreachable!() };
+        for (k, v) in m.iter_mut() {
+            if k == &Value::Text("epoch".into()) {
+                *v = Value::Text("bad/epoch".into());
+            }
+        }
+        let b = crate::cbor::encode(&Value::Map(m));
+        assert!(matches!(Hello::decode(&b), Err(DecodeError::Invalid { key: "epoch", .. })));
+    }
+
+    #[test]
+    fn bounds_the_label_map() {
+        let mut h = sample();
+        for i in 0..65 {
+            h.labels.insert(format!("k{i}"), "v".into());
+        }
+        assert!(matches!(Hello::decode(&h.encode()), Err(DecodeError::Invalid { key: "labels", .. })));
+    }
+}

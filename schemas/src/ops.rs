@@ -1,0 +1,395 @@
+//! The operator command contract: signed JSON over MQTT.
+//!
+//! - Commands go to `P/ops/commands` as a [`CommandEnvelope`]:
+//!   `{"kid": hex, "sig": hex, "body": "<json text>"}`. The signature is
+//!   ed25519 over the exact UTF-8 bytes of `body`, by an operator key whose
+//!   kid (first 8 bytes of SHA-256 of the public key) the bridge trusts.
+//! - The body is a [`CommandBody`]: a unique `request_id`, an `issued_at`
+//!   time (Unix seconds) and the [`Command`]. The bridge refuses a body
+//!   outside its time window and a `request_id` it has already seen
+//!   ([`ReplayGuard`]), so a captured command cannot be replayed.
+//! - Replies go to `P/ops/replies/{request_id}` as a [`Reply`]; events to
+//!   `P/ops/events` as [`Event`]s.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ArtifactId, CampaignId, DeviceId, GroupName, RequestId};
+use crate::keys::{Kid, SigningKey, VerifyingKey};
+
+/// Largest command envelope accepted (an artifact chunk of 64 KiB in base64
+/// plus the envelope).
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
+
+/// Largest raw chunk of an artifact upload.
+pub const UPLOAD_CHUNK: usize = 48 * 1024;
+
+/// The signed envelope published on `P/ops/commands`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEnvelope {
+    /// Hex of the signing key's kid (16 hex characters).
+    pub kid: String,
+    /// Hex of the 64-byte ed25519 signature over `body`'s bytes.
+    pub sig: String,
+    /// The JSON text of a [`CommandBody`], signed as it is.
+    pub body: String,
+}
+
+/// What an operator asks, with its replay protection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// Unique per command; names the reply topic.
+    pub request_id: RequestId,
+    /// When the operator issued it (Unix seconds).
+    pub issued_at: u64,
+    /// The command.
+    pub command: Command,
+}
+
+/// Every operator command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Create or replace a group: a label selector or an explicit member list.
+    GroupPut {
+        name: GroupName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selector: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<DeviceId>>,
+    },
+    /// Delete a group.
+    GroupDelete { name: GroupName },
+    /// List groups with their member counts.
+    GroupList,
+    /// List devices, optionally of one group.
+    DeviceList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupName>,
+    },
+    /// One device's registry entry and campaign states.
+    DeviceShow { id: DeviceId },
+    /// One chunk of an artifact upload. The first chunk (offset 0) carries
+    /// the manifest; the reply says how many bytes the bridge holds, so a
+    /// broken-off push resumes there.
+    ArtifactUpload {
+        /// Base64 (standard) of the COSE_Sign1 manifest.
+        manifest: String,
+        /// Where `data` starts in the image.
+        offset: u64,
+        /// Base64 (standard) of up to [`UPLOAD_CHUNK`] bytes.
+        data: String,
+    },
+    /// List artifacts.
+    ArtifactList,
+    /// One artifact.
+    ArtifactShow { id: ArtifactId },
+    /// Delete an artifact (refused while a campaign uses it).
+    ArtifactDelete { id: ArtifactId },
+    /// Create a campaign from a spec (JSON; see the bridge's campaign docs).
+    CampaignCreate { spec: serde_json::Value },
+    /// Start a created campaign.
+    CampaignStart { id: CampaignId },
+    /// Pause a running campaign.
+    CampaignPause { id: CampaignId },
+    /// Resume a paused or halted campaign.
+    CampaignResume { id: CampaignId },
+    /// Abort a campaign.
+    CampaignAbort { id: CampaignId },
+    /// A campaign's state, waves and counts.
+    CampaignStatus { id: CampaignId },
+    /// All campaigns.
+    CampaignList,
+    /// An emergency: skip the waves and every deferral.
+    Emergency {
+        /// The campaign id (made up by the CLI when not given).
+        id: CampaignId,
+        /// One artifact per architecture.
+        release: Vec<ArtifactId>,
+        /// Target groups; empty with `all` = every device.
+        #[serde(default)]
+        groups: Vec<GroupName>,
+        /// Every device, on `P/emergency`.
+        #[serde(default)]
+        all: bool,
+    },
+}
+
+impl Command {
+    /// The command's name, for logs and the audit trail.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::GroupPut { .. } => "group_put",
+            Command::GroupDelete { .. } => "group_delete",
+            Command::GroupList => "group_list",
+            Command::DeviceList { .. } => "device_list",
+            Command::DeviceShow { .. } => "device_show",
+            Command::ArtifactUpload { .. } => "artifact_upload",
+            Command::ArtifactList => "artifact_list",
+            Command::ArtifactShow { .. } => "artifact_show",
+            Command::ArtifactDelete { .. } => "artifact_delete",
+            Command::CampaignCreate { .. } => "campaign_create",
+            Command::CampaignStart { .. } => "campaign_start",
+            Command::CampaignPause { .. } => "campaign_pause",
+            Command::CampaignResume { .. } => "campaign_resume",
+            Command::CampaignAbort { .. } => "campaign_abort",
+            Command::CampaignStatus { .. } => "campaign_status",
+            Command::CampaignList => "campaign_list",
+            Command::Emergency { .. } => "emergency",
+        }
+    }
+}
+
+/// The bridge's answer on `P/ops/replies/{request_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The command's request id.
+    pub request_id: RequestId,
+    /// True when the command was carried out.
+    pub ok: bool,
+    /// What the command returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why it was refused, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    /// A success.
+    pub fn ok(request_id: RequestId, result: serde_json::Value) -> Self {
+        Self {
+            request_id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A refusal.
+    pub fn err(request_id: RequestId, error: impl Into<String>) -> Self {
+        Self {
+            request_id,
+            ok: false,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// Something that happened, on `P/ops/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub ts: u64,
+    /// e.g. `campaign.wave_started`, `campaign.halted`, `device.registered`.
+    pub kind: String,
+    /// The campaign concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<CampaignId>,
+    /// One line for people.
+    pub message: String,
+    /// Details for scripts.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+/// Why a command was refused before it ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("command is not a valid envelope: {0}")]
+    Malformed(String),
+    #[error("command signed by unknown operator key {0}: add its public key to [bridge] operator_keys")]
+    UnknownKey(String),
+    #[error("command signature does not verify")]
+    BadSignature,
+    #[error("command issued at {issued_at}, outside the bridge's window of {window}s around {now}: check the operator's clock")]
+    Stale { issued_at: u64, now: u64, window: u64 },
+    #[error("command {0} was already received: replay refused")]
+    Replay(String),
+}
+
+impl CommandEnvelope {
+    /// Signs `body` with an operator key.
+    pub fn sign(body: &CommandBody, key: &SigningKey) -> Self {
+        use ed25519_dalek::Signer;
+        // Invariant: CommandBody holds only strings, numbers, and JSON
+        // values, which always serialize.
+        let text = serde_json::to_string(body).expect("a command body always serializes");
+        let sig = key.sign(text.as_bytes());
+        Self {
+            kid: hex::encode(crate::keys::kid(&key.verifying_key())),
+            sig: hex::encode(sig.to_bytes()),
+            body: text,
+        }
+    }
+
+    /// The envelope as JSON bytes, to publish.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Invariant: three strings always serialize.
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    /// Parses an envelope from a payload.
+    pub fn parse(bytes: &[u8]) -> Result<Self, CommandError> {
+        if bytes.len() > MAX_COMMAND_BYTES {
+            return Err(CommandError::Malformed(format!(
+                "{} bytes, over the limit of {MAX_COMMAND_BYTES}",
+                bytes.len()
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| CommandError::Malformed(e.to_string()))
+    }
+
+    /// Checks the signature against the trusted operator keys and parses the
+    /// body. Freshness and replay are checked by [`ReplayGuard`].
+    pub fn verify(&self, keys: &BTreeMap<Kid, VerifyingKey>) -> Result<CommandBody, CommandError> {
+        let kid: Kid = hex::decode(&self.kid)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| CommandError::UnknownKey(self.kid.chars().take(32).collect()))?;
+        let key = keys
+            .get(&kid)
+            .ok_or_else(|| CommandError::UnknownKey(self.kid.clone()))?;
+        let sig: [u8; 64] = hex::decode(&self.sig)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or(CommandError::BadSignature)?;
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        key.verify_strict(self.body.as_bytes(), &sig)
+            .map_err(|_| CommandError::BadSignature)?;
+        serde_json::from_str(&self.body).map_err(|e| CommandError::Malformed(e.to_string()))
+    }
+}
+
+/// Refuses stale commands and replays: a request id is remembered for as
+/// long as a command carrying it could still be inside the time window.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    window: u64,
+    seen: HashMap<RequestId, u64>,
+    order: VecDeque<(u64, RequestId)>,
+}
+
+impl ReplayGuard {
+    /// A guard accepting `issued_at` within `window` seconds of now.
+    pub fn new(window: u64) -> Self {
+        Self {
+            window,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The window in seconds.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Remembers a request id seen earlier (e.g. loaded from the audit log).
+    pub fn remember(&mut self, id: RequestId, issued_at: u64) {
+        if self.seen.insert(id.clone(), issued_at).is_none() {
+            self.order.push_back((issued_at, id));
+        }
+    }
+
+    /// Accepts the body once, if it is fresh.
+    pub fn check(&mut self, body: &CommandBody, now: u64) -> Result<(), CommandError> {
+        self.prune(now);
+        if body.issued_at + self.window < now || body.issued_at > now + self.window {
+            return Err(CommandError::Stale {
+                issued_at: body.issued_at,
+                now,
+                window: self.window,
+            });
+        }
+        if self.seen.contains_key(&body.request_id) {
+            return Err(CommandError::Replay(body.request_id.to_string()));
+        }
+        self.remember(body.request_id.clone(), body.issued_at);
+        Ok(())
+    }
+
+    fn prune(&mut self, now: u64) {
+        // Entries are pushed roughly in time order; stop at the first fresh one.
+        while let Some((t, _)) = self.order.front() {
+            if t + 2 * self.window >= now {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.seen.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn body(id: &str, at: u64) -> CommandBody {
+        CommandBody {
+            request_id: RequestId::new(id).unwrap(),
+            issued_at: at,
+            command: Command::GroupPut {
+                name: GroupName::new("acme").unwrap(),
+                selector: Some("customer=acme".into()),
+                members: None,
+            },
+        }
+    }
+
+    fn trusted(k: &SigningKey) -> BTreeMap<Kid, VerifyingKey> {
+        [(crate::keys::kid(&k.verifying_key()), k.verifying_key())].into()
+    }
+
+    #[test]
+    fn signed_command_verifies() {
+        let k = key(3);
+        let env = CommandEnvelope::sign(&body("r1", 100), &k);
+        let parsed = CommandEnvelope::parse(&env.to_bytes()).unwrap();
+        assert_eq!(parsed.verify(&trusted(&k)).unwrap(), body("r1", 100));
+    }
+
+    #[test]
+    fn forged_or_unknown_is_refused() {
+        let k = key(3);
+        let mut env = CommandEnvelope::sign(&body("r1", 100), &k);
+        assert!(matches!(env.verify(&trusted(&key(4))), Err(CommandError::UnknownKey(_))));
+        env.body = env.body.replace("acme", "evil");
+        assert_eq!(env.verify(&trusted(&k)), Err(CommandError::BadSignature));
+        assert!(matches!(CommandEnvelope::parse(b"{}"), Err(CommandError::Malformed(_))));
+        assert!(matches!(CommandEnvelope::parse(b"\xff"), Err(CommandError::Malformed(_))));
+    }
+
+    #[test]
+    fn replay_and_staleness_are_refused() {
+        let mut g = ReplayGuard::new(300);
+        assert!(g.check(&body("r1", 1000), 1000).is_ok());
+        assert!(matches!(g.check(&body("r1", 1000), 1001), Err(CommandError::Replay(_))));
+        assert!(matches!(g.check(&body("r2", 600), 1000), Err(CommandError::Stale { .. })));
+        assert!(matches!(g.check(&body("r3", 1400), 1000), Err(CommandError::Stale { .. })));
+        // Long after, the id is forgotten but the command is stale anyway.
+        assert!(matches!(g.check(&body("r1", 1000), 5000), Err(CommandError::Stale { .. })));
+    }
+
+    #[test]
+    fn command_json_shape() {
+        let c = Command::CampaignStart {
+            id: CampaignId::new("c1").unwrap(),
+        };
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"op":"campaign_start","id":"c1"}"#);
+        let c: Command = serde_json::from_str(r#"{"op":"group_list"}"#).unwrap();
+        assert_eq!(c, Command::GroupList);
+        // Unknown fields are refused on commands with fields (a typo in a
+        // flag must not silently do something else).
+        assert!(serde_json::from_str::<Command>(r#"{"op":"campaign_start","id":"c1","x":1}"#).is_err());
+    }
+}

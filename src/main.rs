@@ -1,0 +1,124 @@
+//! `ota`: over-the-air updates for fleets of IoT devices, over MQTT.
+//!
+//! The binary holds no logic: it parses the command line, loads files and
+//! calls a library. Each family of subcommands lives in its own file:
+//!
+//! - `cmd_keys.rs`: `ota keygen`.
+//! - `cmd_artifact.rs`: `ota artifact sign | inspect`.
+//! - `keyfile.rs`: reading and writing key files (mode 0600, no overwrite).
+//! - `rt.rs`: the tokio runtime and shutdown signal for long-running families.
+//!
+//! Adding a family is two lines here: `mod cmd_x;` and one line in
+//! `commands!`, naming a clap `Args` (or, with `#[command(subcommand)]`, a
+//! `Subcommand`) type that implements [`Run`]. Its doc comment is its help.
+//!
+//! Errors are `anyhow` here only, printed as one line `error: ...` with exit
+//! code 1; clap's usage errors exit with 2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cmd_artifact;
+mod cmd_keys;
+mod keyfile;
+mod rt;
+// other families' modules register here: mod cmd_fleet; mod cmd_sim; ...
+
+/// What a parsed subcommand does.
+trait Run {
+    /// Runs it to the end; the error is shown to the user as one line.
+    fn run(self) -> anyhow::Result<()>;
+}
+
+/// Declares the subcommands and dispatches each to its [`Run`]. The order
+/// here is the order of `ota --help`: the order a new user meets them.
+macro_rules! commands {
+    ($( $(#[$meta:meta])* $variant:ident($ty:ty), )*) => {
+        #[derive(clap::Subcommand)]
+        enum Command {
+            $( $(#[$meta])* $variant($ty), )*
+        }
+
+        impl Run for Command {
+            fn run(self) -> anyhow::Result<()> {
+                match self {
+                    $( Command::$variant(c) => c.run(), )*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    // demo registers here (issue 6): the first command a new user runs.
+    Keygen(cmd_keys::Keygen),
+    #[command(subcommand)] Artifact(cmd_artifact::Artifact),
+    // other families register here, in this order:
+    // serve, group, devices (cmd_fleet.rs); campaign, emergency; sim (cmd_sim.rs); bench.
+}
+
+/// ota moves signed firmware, apps and configuration to fleets of IoT
+/// devices over MQTT, in waves that stop by themselves when devices fail.
+///
+/// Devices speak a small CBOR protocol (docs/protocol.md) to a bridge
+/// (`ota serve`) through any MQTT broker; every image is signed with a
+/// release key that only you hold (`ota keygen`, `ota artifact sign`), and
+/// every device checks every block against the signed manifest.
+#[derive(Parser)]
+#[command(
+    name = "ota",
+    version,
+    propagate_version = false,
+    after_help = "Logs go to stderr; set RUST_LOG (default: info,rumqttd=warn) to change them.\n\
+                  Docs: README.md, docs/protocol.md, docs/ARCHITECTURE.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version exit 0, usage errors 2, as clap decides.
+        Err(e) => e.exit(),
+    };
+    init_logs();
+    quiet_panics();
+    match cli.command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// tracing to stderr, filtered by RUST_LOG (default `info,rumqttd=warn`).
+fn init_logs() {
+    const DEFAULT: &str = "info,rumqttd=warn";
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A panic is a bug in ota: say so in one line instead of a backtrace
+/// dump, unless the user asked for backtraces.
+fn quiet_panics() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.to_string().replace('\n', " ");
+        eprintln!("error: internal error, a bug in ota (please report it): {msg}");
+    }));
+}
+
+/// The error and its causes, `: `-separated, on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace(['\n', '\r'], " ")
+}
