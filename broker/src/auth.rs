@@ -67,7 +67,10 @@ impl Auth {
     /// The auth handler's answer.
     pub(crate) fn authorize(&self, client_id: &str, username: &str, password: &str) -> bool {
         if client_id.contains(ROUTER_REFUSED) || client_id == TICK_CLIENT_ID {
-            warn!(client_id, username, "mqtt connect refused: client id not allowed");
+            warn!(
+                client_id,
+                username, "mqtt connect refused: client id not allowed"
+            );
             return false;
         }
         if !self.credentials_ok(client_id, username, password) {
@@ -107,7 +110,10 @@ impl Auth {
         match catch_unwind(AssertUnwindSafe(|| check(client_id, username, password))) {
             Ok(accept) => accept,
             Err(_) => {
-                error!(client_id, username, "credential check panicked: login refused");
+                error!(
+                    client_id,
+                    username, "credential check panicked: login refused"
+                );
                 false
             }
         }

@@ -254,7 +254,10 @@ impl RawBrokerConfig {
                 "next_connection_delay_ms",
                 self.next_connection_delay_ms.is_some(),
             ),
-            ("connection_timeout_ms", self.connection_timeout_ms.is_some()),
+            (
+                "connection_timeout_ms",
+                self.connection_timeout_ms.is_some(),
+            ),
             ("users", self.users.is_some()),
             ("tls", self.tls.is_some()),
         ] {
@@ -326,8 +329,8 @@ impl EmbeddedConfig {
             return Err(ConfigError::new(
                 "max_connections",
                 format!(
-                    "must be between 1 and {MAX_CONNECTIONS_LIMIT} (rumqttd preallocates a slot \
-                     per connection), got {}",
+                    "must be between 1 and {MAX_CONNECTIONS_LIMIT} (rumqttd reserves a slot \
+                     per connection at start), got {}",
                     self.max_connections
                 ),
             ));
@@ -442,7 +445,7 @@ impl EmbeddedConfig {
     }
 }
 
-/// rumqttd allocates slabs of this many slots when it starts.
+/// rumqttd reserves (virtual) slabs of this many slots when it starts.
 const MAX_CONNECTIONS_LIMIT: usize = 500_000;
 const ROUTER_MARGIN_MIN: usize = 1_000;
 
@@ -502,11 +505,15 @@ fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
         ));
     }
     if rest.contains(['/', '?', '#']) {
-        return Err(format!("{url:?} has a path or query: give only host and port"));
+        return Err(format!(
+            "{url:?} has a path or query: give only host and port"
+        ));
     }
     let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
         let Some((host, after)) = bracketed.split_once(']') else {
-            return Err(format!("{url:?} has an IPv6 address without its closing ']'"));
+            return Err(format!(
+                "{url:?} has an IPv6 address without its closing ']'"
+            ));
         };
         if host.parse::<Ipv6Addr>().is_err() {
             return Err(format!("{url:?}: {host:?} is not an IPv6 address"));
@@ -580,7 +587,10 @@ impl fmt::Debug for RawBrokerConfig {
             .field("segment_count", &self.segment_count)
             .field("next_connection_delay_ms", &self.next_connection_delay_ms)
             .field("connection_timeout_ms", &self.connection_timeout_ms)
-            .field("users", &self.users.as_ref().map(|u| u.keys().collect::<Vec<_>>()))
+            .field(
+                "users",
+                &self.users.as_ref().map(|u| u.keys().collect::<Vec<_>>()),
+            )
             .field("tls", &self.tls)
             .field("url", &self.url)
             .field("username", &self.username)
@@ -688,14 +698,29 @@ mod tests {
             ("[broker]\nmax_inflight_count = 0", "max_inflight_count"),
             ("[broker]\nsegment_size = 1024", "segment_size"),
             ("[broker]\nsegment_count = 1", "segment_count"),
-            ("[broker]\nconnection_timeout_ms = 70000", "connection_timeout_ms"),
-            ("[broker]\nconnection_timeout_ms = 0", "connection_timeout_ms"),
-            ("[broker]\nnext_connection_delay_ms = 5000", "next_connection_delay_ms"),
+            (
+                "[broker]\nconnection_timeout_ms = 70000",
+                "connection_timeout_ms",
+            ),
+            (
+                "[broker]\nconnection_timeout_ms = 0",
+                "connection_timeout_ms",
+            ),
+            (
+                "[broker]\nnext_connection_delay_ms = 5000",
+                "next_connection_delay_ms",
+            ),
             ("[broker.users]\n\"\" = \"x\"", "users"),
             ("[broker]\nurl = \"mqtt://h\"", "url"),
             ("[broker]\nmode = \"external\"", "url"),
-            ("[broker]\nmode = \"external\"\nurl = \"mqtt://h\"\nlisten = \"127.0.0.1:1\"", "listen"),
-            ("[broker]\nmode = \"external\"\nurl = \"mqtt://h\"\npassword = \"p\"", "password"),
+            (
+                "[broker]\nmode = \"external\"\nurl = \"mqtt://h\"\nlisten = \"127.0.0.1:1\"",
+                "listen",
+            ),
+            (
+                "[broker]\nmode = \"external\"\nurl = \"mqtt://h\"\npassword = \"p\"",
+                "password",
+            ),
             ("[broker]\nmode = \"external\"\nurl = \"http://h\"", "url"),
         ];
         for (text, key) in cases {
@@ -707,7 +732,10 @@ mod tests {
     fn error_message_names_the_key_and_the_fix() {
         let err = parse("[broker]\nmax_payload_size = 20480").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("[broker] max_payload_size: must be between 98304"), "{text}");
+        assert!(
+            text.starts_with("[broker] max_payload_size: must be between 98304"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -744,7 +772,10 @@ mod tests {
             }
         );
         let creds = cfg.credentials().unwrap();
-        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("bridge", "s3cret"));
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("bridge", "s3cret")
+        );
         assert!(!format!("{cfg:?}").contains("s3cret"));
     }
 

@@ -119,6 +119,14 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
     }
     check_port(cfg.listen)?;
     cfg.warn_if_small_log();
+    if !cfg.requires_auth() && !cfg.listen.ip().is_loopback() {
+        warn!(
+            listen = %cfg.listen,
+            "anonymous embedded broker on a network address: anyone can connect, and rumqttd \
+             0.20 lets a client break its listener (a client id with + $ # / sent twice): \
+             set [broker.users] to close both"
+        );
+    }
     warn_if_few_fds(cfg.router_max_connections() + FD_HEADROOM);
 
     let auth = Arc::new(Auth::new(cfg.users.clone(), cfg.max_connections));
@@ -206,16 +214,22 @@ fn rumqttd_config(cfg: &EmbeddedConfig, auth: &Arc<Auth>) -> Config {
         id: 0,
         router,
         v4: Some(HashMap::from([("ota".to_owned(), server)])),
-        // Drives the router's meter reports to our meter thread.
-        metrics: Some(HashMap::from([(MetricType::Meters, meters_every_second())])),
+        // Drives the router's meter reports to our meter thread. Both kinds
+        // must be set: with only one, rumqttd's timer thread unwraps the
+        // other's `None` and dies (`link/timer.rs`), and no report ever comes.
+        metrics: Some(HashMap::from([
+            (MetricType::Meters, metric_every(1)),
+            // Nobody listens to alerts (rumqttd logs cursor jumps itself).
+            (MetricType::Alerts, metric_every(3_600)),
+        ])),
         ..Default::default()
     }
 }
 
-fn meters_every_second() -> MetricSettings {
+fn metric_every(seconds: u64) -> MetricSettings {
     // MetricSettings' only field is private; serde is the way in. The
-    // literal matches its one field, so this cannot fail.
-    serde_json::from_value(serde_json::json!({ "push_interval": 1 }))
+    // value matches that one field, so this cannot fail.
+    serde_json::from_value(serde_json::json!({ "push_interval": seconds }))
         .expect("MetricSettings is { push_interval: u64 }")
 }
 
@@ -229,9 +243,7 @@ fn check_port(addr: SocketAddr) -> Result<(), BrokerError> {
             drop(listener);
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(BrokerError::AddrInUse { addr })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(BrokerError::AddrInUse { addr }),
         Err(source) => Err(BrokerError::Bind { addr, source }),
     }
 }
@@ -245,7 +257,10 @@ fn check_pem(key: &'static str, path: &Path, label: &str) -> Result<(), BrokerEr
         reason,
     };
     let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    if !text.lines().any(|l| l.starts_with("-----BEGIN") && l.contains(label)) {
+    if !text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN") && l.contains(label))
+    {
         return Err(bad(format!("no PEM block with {label} in it")));
     }
     Ok(())

@@ -94,8 +94,7 @@ impl GuardState {
     }
 
     pub(crate) fn report_age(&self, now: Instant) -> Option<Duration> {
-        self.last_report
-            .map(|at| now.saturating_duration_since(at))
+        self.last_report.map(|at| now.saturating_duration_since(at))
     }
 }
 

@@ -37,8 +37,10 @@
 //!   should reconnect with backoff.
 //! - **With users configured, a CONNECT without a username is refused.**
 //!   With `[broker.users]` empty the broker is anonymous: anyone connects,
-//!   no credential check runs and no guard refuses clients below the
-//!   router's own limit. Anonymous mode is for development.
+//!   and rumqttd calls no auth handler, so no credential check runs, no
+//!   guard refuses clients below the router's own limit, and a client id
+//!   with `+ $ # /` sent twice breaks the listener. Anonymous mode is for
+//!   development on loopback.
 //! - **Client ids must not contain `+ $ # /`** (refused at login).
 //! - **Topics starting with `$` match no subscription**, not even an exact
 //!   one: such publishes are dropped.
@@ -57,11 +59,14 @@
 //! # Logs
 //!
 //! rumqttd logs through `tracing` under the `rumqttd` target and is noisy:
-//! INFO for every connect, subscribe and disconnect, and ERROR for routine
-//! events (a client closing its connection, a refused login). Quiet it with
+//! INFO for every accept, connect, subscribe and disconnect, and ERROR for
+//! routine events: a client that sends DISCONNECT ("router-drop"), a refused
+//! login ("InvalidAuth"), a connection closed before its CONNECT (one at
+//! every start: [`start`]'s readiness probe). Quiet it with
 //! `RUST_LOG=info,rumqttd=warn`, or `rumqttd=off` to drop its routine
-//! errors too; our own decisions (refused logins, the guard) are logged
-//! under the `broker` target.
+//! errors too (and its WARN on subscribers that lost messages). Our own
+//! decisions (refused logins with the reason, the guard, start-up checks)
+//! are logged under the `broker` target.
 
 mod auth;
 mod config;

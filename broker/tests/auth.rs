@@ -28,25 +28,32 @@ async fn a_wrong_password_gets_no_connack() {
     assert!(refused.is_err(), "unknown user accepted");
 
     let (client, mut events) = connect(&broker, "bridge-1", Some(BRIDGE)).await;
-    client.subscribe("ota/test/x", QoS::AtLeastOnce).await.unwrap();
+    client
+        .subscribe("ota/test/x", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     wait_suback(&mut events).await;
 }
 
 #[tokio::test]
 async fn the_credential_check_admits_registered_devices() {
     let broker = start(config_with_users(&[BRIDGE])).await;
-    assert!(try_connect(&broker, "dev-1", Some(("dev-1", "dev-1-token")))
-        .await
-        .is_err());
+    assert!(
+        try_connect(&broker, "dev-1", Some(("dev-1", "dev-1-token")))
+            .await
+            .is_err()
+    );
     broker
         .set_credential_check(Arc::new(|client_id, user, pass| {
             client_id == user && pass == format!("{user}-token")
         }))
         .unwrap();
     connect(&broker, "dev-1", Some(("dev-1", "dev-1-token"))).await;
-    assert!(try_connect(&broker, "dev-2", Some(("dev-1", "dev-1-token")))
-        .await
-        .is_err());
+    assert!(
+        try_connect(&broker, "dev-2", Some(("dev-1", "dev-1-token")))
+            .await
+            .is_err()
+    );
     // The static users still work.
     connect(&broker, "bridge-1", Some(BRIDGE)).await;
 }

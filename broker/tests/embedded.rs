@@ -24,7 +24,12 @@ async fn a_block_sized_message_makes_the_round_trip() {
     let (publisher, mut pub_events) = connect(&broker, "pub", None).await;
     let payload: Vec<u8> = (0..BLOCK_MESSAGE).map(|i| (i % 251) as u8).collect();
     publisher
-        .publish("ota/test/blocks/7", QoS::AtLeastOnce, false, payload.clone())
+        .publish(
+            "ota/test/blocks/7",
+            QoS::AtLeastOnce,
+            false,
+            payload.clone(),
+        )
         .await
         .unwrap();
     // Drive the publisher's connection until the broker has taken it.
@@ -53,7 +58,12 @@ async fn a_packet_over_max_payload_size_disconnects_its_sender() {
     let broker = start(cfg).await;
     let (publisher, mut events) = connect(&broker, "big", None).await;
     publisher
-        .publish("ota/test/big", QoS::AtLeastOnce, false, vec![0u8; limit + 1])
+        .publish(
+            "ota/test/big",
+            QoS::AtLeastOnce,
+            false,
+            vec![0u8; limit + 1],
+        )
         .await
         .unwrap();
     wait_disconnect(&mut events, "sender of an oversized packet").await;
@@ -66,7 +76,12 @@ async fn a_retained_message_reaches_a_late_subscriber() {
     let broker = start(config()).await;
     let (publisher, mut pub_events) = connect(&broker, "retainer", None).await;
     publisher
-        .publish("ota/test/groups/dev-1", QoS::AtLeastOnce, true, b"g1,g2".to_vec())
+        .publish(
+            "ota/test/groups/dev-1",
+            QoS::AtLeastOnce,
+            true,
+            b"g1,g2".to_vec(),
+        )
         .await
         .unwrap();
     wait_for(&mut pub_events, "PUBACK", |e| {
@@ -82,7 +97,10 @@ async fn a_retained_message_reaches_a_late_subscriber() {
     let got = wait_publish(&mut late_events).await;
     assert_eq!(&got.topic, "ota/test/groups/dev-1");
     assert_eq!(&got.payload[..], b"g1,g2");
-    assert!(got.retain, "a retained message arrives with the retain flag");
+    assert!(
+        got.retain,
+        "a retained message arrives with the retain flag"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +146,9 @@ async fn an_invalid_config_is_refused_before_binding() {
         max_payload_size: 20 * 1024,
         ..config()
     };
-    let err = broker::start(&cfg).err().expect("started with a tiny payload limit");
+    let err = broker::start(&cfg)
+        .err()
+        .expect("started with a tiny payload limit");
     assert!(
         err.to_string().contains("[broker] max_payload_size"),
         "{err}"
@@ -144,6 +164,8 @@ async fn unreadable_tls_files_are_refused_at_start() {
         }),
         ..config()
     };
-    let err = broker::start(&cfg).err().expect("started without TLS files");
+    let err = broker::start(&cfg)
+        .err()
+        .expect("started without TLS files");
     assert!(err.to_string().contains("[broker] tls.cert_path"), "{err}");
 }

@@ -55,6 +55,7 @@ pub fn build(offset: u32, missing: impl IntoIterator<Item = u32>) -> Vec<u8> {
             continue;
         };
         if rel < MAX_BLOCKS_PER_REQUEST {
+            // rel < 1024, so the byte index is below 128, the bitmap's length.
             bitmap[rel as usize / 8] |= 1 << (rel % 8);
         }
     }
@@ -75,6 +76,7 @@ pub fn requests_for_missing(have: &BlockSet, blocks: u32) -> Vec<(u32, Vec<u8>)>
     let mut current: Option<(u32, Vec<u8>)> = None;
     for index in (0..blocks).filter(|&i| !have.contains(i)) {
         if let Some((offset, bitmap)) = &mut current {
+            // Missing blocks come in ascending order, so index >= offset.
             let rel = index - *offset;
             if rel < MAX_BLOCKS_PER_REQUEST {
                 let byte = rel as usize / 8;
@@ -102,7 +104,7 @@ pub struct BlockSet {
 }
 
 impl BlockSet {
-    /// An empty set of `len` blocks.
+    /// An empty set of `len` blocks; it takes `ceil(len / 8)` bytes.
     pub fn new(len: u32) -> Self {
         Self {
             bits: vec![0; (len as usize).div_ceil(8)],

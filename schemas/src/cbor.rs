@@ -75,6 +75,9 @@ pub fn encode(value: &Value) -> Vec<u8> {
 }
 
 fn check_unique_keys(v: &Value, depth: usize) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::Cbor("nested too deeply".into()));
+    }
     match v {
         Value::Map(entries) => {
             let mut seen = HashSet::with_capacity(entries.len());
@@ -88,7 +91,9 @@ fn check_unique_keys(v: &Value, depth: usize) -> Result<(), DecodeError> {
             }
             Ok(())
         }
-        Value::Array(items) => items.iter().try_for_each(|i| check_unique_keys(i, depth + 1)),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|i| check_unique_keys(i, depth + 1)),
         Value::Tag(_, inner) => check_unique_keys(inner, depth + 1),
         _ => Ok(()),
     }
@@ -157,8 +162,14 @@ impl MapReader {
     }
 
     /// An optional text value of at most `max` bytes.
-    pub fn opt_text(&mut self, key: &'static str, max: usize) -> Result<Option<String>, DecodeError> {
-        self.opt_value(key).map(|v| as_text(key, v, max)).transpose()
+    pub fn opt_text(
+        &mut self,
+        key: &'static str,
+        max: usize,
+    ) -> Result<Option<String>, DecodeError> {
+        self.opt_value(key)
+            .map(|v| as_text(key, v, max))
+            .transpose()
     }
 
     /// A required name (id type), validated.
@@ -167,10 +178,11 @@ impl MapReader {
         T: std::str::FromStr<Err = crate::ids::NameError>,
     {
         let s = self.text(key, crate::ids::MAX_NAME_LEN * 4)?;
-        s.parse().map_err(|e: crate::ids::NameError| DecodeError::Invalid {
-            key,
-            reason: e.to_string(),
-        })
+        s.parse()
+            .map_err(|e: crate::ids::NameError| DecodeError::Invalid {
+                key,
+                reason: e.to_string(),
+            })
     }
 
     /// An optional name (id type), validated.
@@ -345,7 +357,8 @@ impl MapBuilder {
 
     /// Adds `key: value`.
     pub fn put(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.entries.push((Value::Text(key.to_string()), value.into()));
+        self.entries
+            .push((Value::Text(key.to_string()), value.into()));
         self
     }
 
@@ -399,13 +412,24 @@ mod tests {
     fn refuses_duplicate_keys_at_any_depth() {
         // {"a": 1, "a": 2}
         let top = [0xa2, 0x61, b'a', 0x01, 0x61, b'a', 0x02];
-        assert!(matches!(decode_strict(&top, 100, "t"), Err(DecodeError::DuplicateKey(_))));
+        assert!(matches!(
+            decode_strict(&top, 100, "t"),
+            Err(DecodeError::DuplicateKey(_))
+        ));
         // {"m": [{"x": 1, "x": 1}]}
-        let nested = [0xa1, 0x61, b'm', 0x81, 0xa2, 0x61, b'x', 0x01, 0x61, b'x', 0x01];
-        assert!(matches!(decode_strict(&nested, 100, "t"), Err(DecodeError::DuplicateKey(_))));
+        let nested = [
+            0xa1, 0x61, b'm', 0x81, 0xa2, 0x61, b'x', 0x01, 0x61, b'x', 0x01,
+        ];
+        assert!(matches!(
+            decode_strict(&nested, 100, "t"),
+            Err(DecodeError::DuplicateKey(_))
+        ));
         // {1: 0, 0x18 0x01 (1 in a longer form): 0}: equal as decoded
         let wide = [0xa2, 0x01, 0x00, 0x18, 0x01, 0x00];
-        assert!(matches!(decode_strict(&wide, 100, "t"), Err(DecodeError::DuplicateKey(_))));
+        assert!(matches!(
+            decode_strict(&wide, 100, "t"),
+            Err(DecodeError::DuplicateKey(_))
+        ));
         // {"a": 1, "b": 1} is fine
         let ok = [0xa2, 0x61, b'a', 0x01, 0x61, b'b', 0x01];
         assert!(decode_strict(&ok, 100, "t").is_ok());
@@ -413,14 +437,23 @@ mod tests {
 
     #[test]
     fn refuses_oversized_and_empty() {
-        assert!(matches!(decode_strict(&[0u8; 10], 5, "t"), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode_strict(&[0u8; 10], 5, "t"),
+            Err(DecodeError::TooLarge { .. })
+        ));
         assert_eq!(decode_strict(&[], 5, "t"), Err(DecodeError::Empty));
-        assert!(matches!(decode_strict(&[0xff], 5, "t"), Err(DecodeError::Cbor(_))));
+        assert!(matches!(
+            decode_strict(&[0xff], 5, "t"),
+            Err(DecodeError::Cbor(_))
+        ));
     }
 
     #[test]
     fn refuses_deep_nesting() {
-        let deep = vec![0x81u8; 100].into_iter().chain([0x00]).collect::<Vec<_>>();
+        let deep = vec![0x81u8; 100]
+            .into_iter()
+            .chain([0x00])
+            .collect::<Vec<_>>();
         assert!(decode_strict(&deep, 1000, "t").is_err());
     }
 
@@ -428,14 +461,25 @@ mod tests {
     fn reader_names_the_key() {
         let b = MapBuilder::new().put("n", "text").put("x", 5u64).encode();
         let mut r = MapReader::from_bytes(&b, 100, "t").unwrap();
-        assert_eq!(r.uint("n"), Err(DecodeError::WrongType { key: "n", expected: "an unsigned integer" }));
-        assert_eq!(r.uint("missing"), Err(DecodeError::Missing { key: "missing" }));
+        assert_eq!(
+            r.uint("n"),
+            Err(DecodeError::WrongType {
+                key: "n",
+                expected: "an unsigned integer"
+            })
+        );
+        assert_eq!(
+            r.uint("missing"),
+            Err(DecodeError::Missing { key: "missing" })
+        );
         assert_eq!(r.uint("x"), Ok(5));
     }
 
     #[test]
     fn negative_is_not_unsigned() {
-        let b = MapBuilder::new().put("n", Value::Integer((-1i64).into())).encode();
+        let b = MapBuilder::new()
+            .put("n", Value::Integer((-1i64).into()))
+            .encode();
         let mut r = MapReader::from_bytes(&b, 100, "t").unwrap();
         assert!(r.uint("n").is_err());
     }

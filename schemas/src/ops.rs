@@ -202,12 +202,18 @@ pub struct Event {
 pub enum CommandError {
     #[error("command is not a valid envelope: {0}")]
     Malformed(String),
-    #[error("command signed by unknown operator key {0}: add its public key to [bridge] operator_keys")]
+    #[error(
+        "command signed by unknown operator key {0}: add its public key to [bridge] operator_keys"
+    )]
     UnknownKey(String),
     #[error("command signature does not verify")]
     BadSignature,
     #[error("command issued at {issued_at}, outside the bridge's window of {window}s around {now}: check the operator's clock")]
-    Stale { issued_at: u64, now: u64, window: u64 },
+    Stale {
+        issued_at: u64,
+        now: u64,
+        window: u64,
+    },
     #[error("command {0} was already received: replay refused")]
     Replay(String),
 }
@@ -362,22 +368,43 @@ mod tests {
     fn forged_or_unknown_is_refused() {
         let k = key(3);
         let mut env = CommandEnvelope::sign(&body("r1", 100), &k);
-        assert!(matches!(env.verify(&trusted(&key(4))), Err(CommandError::UnknownKey(_))));
+        assert!(matches!(
+            env.verify(&trusted(&key(4))),
+            Err(CommandError::UnknownKey(_))
+        ));
         env.body = env.body.replace("acme", "evil");
         assert_eq!(env.verify(&trusted(&k)), Err(CommandError::BadSignature));
-        assert!(matches!(CommandEnvelope::parse(b"{}"), Err(CommandError::Malformed(_))));
-        assert!(matches!(CommandEnvelope::parse(b"\xff"), Err(CommandError::Malformed(_))));
+        assert!(matches!(
+            CommandEnvelope::parse(b"{}"),
+            Err(CommandError::Malformed(_))
+        ));
+        assert!(matches!(
+            CommandEnvelope::parse(b"\xff"),
+            Err(CommandError::Malformed(_))
+        ));
     }
 
     #[test]
     fn replay_and_staleness_are_refused() {
         let mut g = ReplayGuard::new(300);
         assert!(g.check(&body("r1", 1000), 1000).is_ok());
-        assert!(matches!(g.check(&body("r1", 1000), 1001), Err(CommandError::Replay(_))));
-        assert!(matches!(g.check(&body("r2", 600), 1000), Err(CommandError::Stale { .. })));
-        assert!(matches!(g.check(&body("r3", 1400), 1000), Err(CommandError::Stale { .. })));
+        assert!(matches!(
+            g.check(&body("r1", 1000), 1001),
+            Err(CommandError::Replay(_))
+        ));
+        assert!(matches!(
+            g.check(&body("r2", 600), 1000),
+            Err(CommandError::Stale { .. })
+        ));
+        assert!(matches!(
+            g.check(&body("r3", 1400), 1000),
+            Err(CommandError::Stale { .. })
+        ));
         // Long after, the id is forgotten but the command is stale anyway.
-        assert!(matches!(g.check(&body("r1", 1000), 5000), Err(CommandError::Stale { .. })));
+        assert!(matches!(
+            g.check(&body("r1", 1000), 5000),
+            Err(CommandError::Stale { .. })
+        ));
     }
 
     #[test]
@@ -385,11 +412,16 @@ mod tests {
         let c = Command::CampaignStart {
             id: CampaignId::new("c1").unwrap(),
         };
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"op":"campaign_start","id":"c1"}"#);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"op":"campaign_start","id":"c1"}"#
+        );
         let c: Command = serde_json::from_str(r#"{"op":"group_list"}"#).unwrap();
         assert_eq!(c, Command::GroupList);
         // Unknown fields are refused on commands with fields (a typo in a
         // flag must not silently do something else).
-        assert!(serde_json::from_str::<Command>(r#"{"op":"campaign_start","id":"c1","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Command>(r#"{"op":"campaign_start","id":"c1","x":1}"#).is_err()
+        );
     }
 }

@@ -78,7 +78,9 @@ pub enum ReleaseError {
     BadVersion { field: &'static str, value: String },
     #[error("{field} is {len} characters long: at most {MAX_VERSION_LEN} are allowed")]
     VersionTooLong { field: &'static str, len: usize },
-    #[error("arch {0:?} is not a name of 1-64 characters of [A-Za-z0-9._-] (e.g. esp32, armv7, any)")]
+    #[error(
+        "arch {0:?} is not a name of 1-64 characters of [A-Za-z0-9._-] (e.g. esp32, armv7, any)"
+    )]
     BadArch(String),
     #[error("block size {0} is not allowed: use a power of two from 256 to 65536")]
     BadBlockSize(u32),
@@ -217,7 +219,9 @@ pub fn read_unverified(envelope: &[u8]) -> Option<Unverified> {
     let kid = match value {
         Value::Array(items) => match items.get(1) {
             Some(Value::Map(header)) => header.iter().find_map(|(label, v)| match (label, v) {
-                (Value::Integer(l), Value::Bytes(b)) if i128::from(*l) == crate::cose::HEADER_KID => {
+                (Value::Integer(l), Value::Bytes(b))
+                    if i128::from(*l) == crate::cose::HEADER_KID =>
+                {
                     Kid::try_from(b.as_slice()).ok()
                 }
                 _ => None,
@@ -255,7 +259,10 @@ mod tests {
         assert_eq!(m.blocks, 3);
         assert_eq!(m.block_size, 4096);
         assert_eq!(m.sha256, <[u8; 32]>::from(Sha256::digest(&image)));
-        assert_eq!(m.merkle_root, MerkleTree::build(&image, 4096).unwrap().root());
+        assert_eq!(
+            m.merkle_root,
+            MerkleTree::build(&image, 4096).unwrap().root()
+        );
         assert_eq!(m.artifact.as_str(), "main-1.3.0-esp32");
         assert_eq!(m.created, 1_790_000_000);
     }
@@ -265,19 +272,40 @@ mod tests {
         assert_eq!(build_manifest(&[], &spec()), Err(ReleaseError::EmptyImage));
         let mut s = spec();
         s.version = "1.3".into();
-        assert!(matches!(build_manifest(&[1], &s), Err(ReleaseError::BadVersion { field: "version", .. })));
+        assert!(matches!(
+            build_manifest(&[1], &s),
+            Err(ReleaseError::BadVersion {
+                field: "version",
+                ..
+            })
+        ));
         let mut s = spec();
         s.min_version = Some("one".into());
-        assert!(matches!(build_manifest(&[1], &s), Err(ReleaseError::BadVersion { field: "min version", .. })));
+        assert!(matches!(
+            build_manifest(&[1], &s),
+            Err(ReleaseError::BadVersion {
+                field: "min version",
+                ..
+            })
+        ));
         let mut s = spec();
         s.version = format!("1.0.0-{}", "a".repeat(200));
-        assert!(matches!(build_manifest(&[1], &s), Err(ReleaseError::VersionTooLong { .. })));
+        assert!(matches!(
+            build_manifest(&[1], &s),
+            Err(ReleaseError::VersionTooLong { .. })
+        ));
         let mut s = spec();
         s.block_size = 1000;
-        assert_eq!(build_manifest(&[1], &s), Err(ReleaseError::BadBlockSize(1000)));
+        assert_eq!(
+            build_manifest(&[1], &s),
+            Err(ReleaseError::BadBlockSize(1000))
+        );
         let mut s = spec();
         s.arch = "arm v7".into();
-        assert!(matches!(build_manifest(&[1], &s), Err(ReleaseError::BadArch(_))));
+        assert!(matches!(
+            build_manifest(&[1], &s),
+            Err(ReleaseError::BadArch(_))
+        ));
     }
 
     #[test]
@@ -296,7 +324,10 @@ mod tests {
     #[test]
     fn derives_ids_in_the_alphabet() {
         let c = ComponentName::new("main").unwrap();
-        assert_eq!(default_artifact_id(&c, "1.3.0+build.5", "esp32").as_str(), "main-1.3.0-build.5-esp32");
+        assert_eq!(
+            default_artifact_id(&c, "1.3.0+build.5", "esp32").as_str(),
+            "main-1.3.0-build.5-esp32"
+        );
         let long = default_artifact_id(&c, &format!("1.0.0-{}", "x".repeat(80)), "armv7");
         assert_eq!(long.as_str().len(), 64);
         let other = default_artifact_id(&c, &format!("1.0.0-{}", "x".repeat(80)), "esp32");

@@ -231,7 +231,10 @@ mod tests {
     fn spec_table_strings() {
         let t = Topics::default();
         let d = DeviceId::new("dev-0001").unwrap();
-        assert_eq!(t.build(&Topic::Hello(d.clone())), "ota/v1/devices/dev-0001/hello");
+        assert_eq!(
+            t.build(&Topic::Hello(d.clone())),
+            "ota/v1/devices/dev-0001/hello"
+        );
         assert_eq!(t.build(&Topic::Ack(d)), "ota/v1/devices/dev-0001/ack");
         assert_eq!(t.build(&Topic::Emergency), "ota/v1/emergency");
         assert_eq!(
@@ -244,12 +247,30 @@ mod tests {
     #[test]
     fn refuses_bad_topics() {
         let t = Topics::default();
-        assert!(matches!(t.parse("other/devices/a/hello"), Err(TopicError::ForeignPrefix(_))));
-        assert!(matches!(t.parse("ota/v1x/devices/a/hello"), Err(TopicError::ForeignPrefix(_))));
-        assert!(matches!(t.parse("ota/v1/devices/a/reboot"), Err(TopicError::Unknown(_))));
-        assert!(matches!(t.parse("ota/v1/devices/a/b/hello"), Err(TopicError::Unknown(_))));
-        assert!(matches!(t.parse("ota/v1/devices//hello"), Err(TopicError::BadName { .. })));
-        assert!(matches!(t.parse("ota/v1/devices/a+b/hello"), Err(TopicError::BadName { .. })));
+        assert!(matches!(
+            t.parse("other/devices/a/hello"),
+            Err(TopicError::ForeignPrefix(_))
+        ));
+        assert!(matches!(
+            t.parse("ota/v1x/devices/a/hello"),
+            Err(TopicError::ForeignPrefix(_))
+        ));
+        assert!(matches!(
+            t.parse("ota/v1/devices/a/reboot"),
+            Err(TopicError::Unknown(_))
+        ));
+        assert!(matches!(
+            t.parse("ota/v1/devices/a/b/hello"),
+            Err(TopicError::Unknown(_))
+        ));
+        assert!(matches!(
+            t.parse("ota/v1/devices//hello"),
+            Err(TopicError::BadName { .. })
+        ));
+        assert!(matches!(
+            t.parse("ota/v1/devices/a+b/hello"),
+            Err(TopicError::BadName { .. })
+        ));
         assert!(matches!(
             t.parse(&format!("ota/v1/devices/{}/status", "x".repeat(65))),
             Err(TopicError::BadName { .. })

@@ -1811,6 +1811,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn inputs_and_effects_round_trip() {
+        let inputs = [
+            Input::Start,
+            Input::SetGates(Gates::default()),
+            Input::Counts {
+                wave: 2,
+                counts: tally(5, 1, 1, 1),
+            },
+        ];
+        for i in inputs {
+            let json = serde_json::to_string(&i).unwrap();
+            assert_eq!(serde_json::from_str::<Input>(&json).unwrap(), i, "{json}");
+        }
+        let mut gate = started(Gates::default());
+        let mut fx = count(&mut gate, T0 + 1, 0, tally(10, 5, 5, 0));
+        fx.extend(gate.step(T0 + 2, Input::Abort).unwrap());
+        for e in fx {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Effect>(&json).unwrap(), e, "{json}");
+        }
+    }
+
     /// The judgement of one running wave (bar 95 %, halt 10 %, sample 10)
     /// for a tally, before and at the timeout.
     #[test]

@@ -13,30 +13,33 @@
 //! # The gate's state machine
 //!
 //! ```text
-//!                 Start
-//!   Draft ─────────────────────────► Running(k) ◄──────────────────────┐
-//!     │                                 │  │ │                          │
-//!     │       failure rate > halt bar   │  │ │ success bar met, or      │ soak over,
-//!     │       (once sample reached), or │  │ │ timeout: bar met over    │ k+1 < n:
-//!     │       timeout: too few reports  │  │ │ ≥ min_sample terminal,   │ announce
-//!     │       or under the bar          │  │ │ or no applicable member  │ cohorts(k+1)
-//!     │                                 ▼  │ ▼                          │
-//!     │                      Halted(k) ◄───│─── Soaking(k, until) ──────┘
-//!     │           announce paused │  ▲     │     (still halts on the failure rate;
-//!     │                           │  │     │      soak 0: straight to Running(k+1))
-//!     │    Resume: Running(k),    │  │     │
-//!     │    fresh timeout, judged  │  │     │ k = last wave passed
-//!     │    at once ◄──────────────┘  │     ▼
-//!     │                              │   Completed   (announcement stays active)
-//!     │
-//!     │   Pause:  Running(k) / Soaking(k) ──► Paused(k, time left), announce paused
-//!     │   Resume: Paused ──► where it was, deadline = now + time left, announce active
-//!     │   Abort:  any phase but Completed/Aborted ──► Aborted, announce aborted
-//!     └──────────────────────────────────────────────► (nothing announced from Draft)
+//!                Start             pass, k < last            soak over
+//!   Draft ───────────────► Running(k) ──────────────► Soaking(k) ─────────► Running(k+1)
+//!                           │  ▲   │                      │
+//!             pass, k last  │  │   │ halt                 │ halt
+//!                           ▼  │   ▼                      │
+//!                   Completed  │  Halted(k) ◄─────────────┘
+//!                              │     │
+//!                              └─────┘
+//!                       Resume: fresh timeout, judged at once
+//!
+//!   pass      success bar met; or at the timeout, bar met over at least
+//!             min_sample terminal reports; or no applicable member.
+//!             Soak 0: straight to Running(k+1), which announces cohorts(k+1).
+//!   halt      failure rate above the halt bar once the sample is met (also
+//!             while soaking); or every applicable member decided, under the
+//!             bar; or at the timeout, too few terminal reports or under the
+//!             bar. Announces paused.
+//!   Pause     Running(k) | Soaking(k) ──► Paused(k, time left), announces paused
+//!   Resume    Paused ──► where it was, timer = now + time left, announces active
+//!   SetGates  any phase but Completed/Aborted (the override before a Resume)
+//!   Abort     any phase but Completed/Aborted ──► Aborted, announces aborted
+//!             (from Draft nothing was announced, so nothing is)
+//!   Completed leaves the last announcement active for devices still offline.
 //!
 //!   Emergency: one implicit wave (its groups at 10000, or every device), no
-//!   success bar, never halted by the gate: Running(0) ──► Completed when every
-//!   applicable member decided or at the timeout.
+//!   success bar, never halted by the gate: Running(0) ──► Completed when
+//!   every applicable member decided, or at the timeout.
 //! ```
 
 pub mod gate;

@@ -1,4 +1,325 @@
-//! The fleet: who the devices are and which groups they are in.
+//! The fleet: who the devices are ([`DeviceRecord`]s from Hello and
+//! Presence), the groups, and the membership last published to each device.
+//!
+//! [`Fleet`] is pure state (no I/O): the core actor feeds it events, writes
+//! what it returns through the store and publishes the membership changes.
+//! It also answers the queries the campaign engine needs: the devices of a
+//! group, a device's arch and versions, the groups a device is in.
+//!
+//! - [`selector`]: the label selector language and its parser.
+//! - [`groups`]: group definitions and the membership arithmetic.
 
 pub mod groups;
 pub mod selector;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use schemas::msg::Hello;
+use schemas::{DeviceId, GroupName};
+
+pub use groups::{Group, GroupError, GroupRecord, GroupRule, Groups};
+pub use selector::{Selector, SelectorError};
+
+use crate::store::DeviceRecord;
+
+/// How often, at most, `last_seen` alone is written to the store.
+pub const LAST_SEEN_PERSIST_SECS: u64 = 60;
+
+/// What a Hello changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HelloChange {
+    /// The device was not known before.
+    pub registered: bool,
+    /// Its boot_id changed: it rebooted.
+    pub rebooted: bool,
+    /// Its labels changed: its groups may have.
+    pub labels_changed: bool,
+    /// Its installed versions changed.
+    pub versions_changed: bool,
+}
+
+/// Registry, groups and published membership.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    devices: BTreeMap<DeviceId, DeviceRecord>,
+    groups: Groups,
+    /// The membership each device was last sent (retained on its topic).
+    published: HashMap<DeviceId, Vec<GroupName>>,
+    /// The `last_seen` last written to the store, per device.
+    persisted_seen: HashMap<DeviceId, u64>,
+}
+
+impl Fleet {
+    /// The fleet as loaded from the store.
+    pub fn new(
+        devices: Vec<DeviceRecord>,
+        groups: Vec<Group>,
+        published: HashMap<DeviceId, Vec<GroupName>>,
+    ) -> Self {
+        let mut gs = Groups::new();
+        for g in groups {
+            gs.put(g);
+        }
+        Self {
+            persisted_seen: devices.iter().map(|d| (d.id.clone(), d.last_seen)).collect(),
+            devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            groups: gs,
+            published,
+        }
+    }
+
+    /// The same fleet, knowing what membership each device was last sent
+    /// (read back from the retained tree at start).
+    pub fn with_published(mut self, published: HashMap<DeviceId, Vec<GroupName>>) -> Self {
+        self.published = published;
+        self
+    }
+
+    /// Registers or updates a device from its Hello. A Hello also means the
+    /// device is online now.
+    pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
+        let versions: BTreeMap<String, String> =
+            h.versions.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        self.persisted_seen.insert(id.clone(), now);
+        match self.devices.get_mut(id) {
+            None => {
+                self.devices.insert(
+                    id.clone(),
+                    DeviceRecord {
+                        id: id.clone(),
+                        arch: h.arch.clone(),
+                        versions,
+                        labels: h.labels.clone(),
+                        boot_id: h.boot_id.clone(),
+                        online: true,
+                        first_seen: now,
+                        last_seen: now,
+                        last_hello: now,
+                        reboots: 0,
+                    },
+                );
+                HelloChange {
+                    registered: true,
+                    labels_changed: true,
+                    versions_changed: true,
+                    rebooted: false,
+                }
+            }
+            Some(d) => {
+                let change = HelloChange {
+                    registered: false,
+                    rebooted: d.boot_id != h.boot_id,
+                    labels_changed: d.labels != h.labels,
+                    versions_changed: d.versions != versions,
+                };
+                if change.rebooted {
+                    d.reboots += 1;
+                }
+                d.arch = h.arch.clone();
+                d.versions = versions;
+                d.labels = h.labels.clone();
+                d.boot_id = h.boot_id.clone();
+                d.online = true;
+                d.last_seen = now;
+                d.last_hello = now;
+                change
+            }
+        }
+    }
+
+    /// Applies a Presence. `None` for a device that never said Hello;
+    /// otherwise whether `online` changed.
+    pub fn presence(&mut self, id: &DeviceId, online: bool, now: u64) -> Option<bool> {
+        let d = self.devices.get_mut(id)?;
+        let changed = d.online != online;
+        d.online = online;
+        d.last_seen = d.last_seen.max(now);
+        self.persisted_seen.insert(id.clone(), d.last_seen);
+        Some(changed)
+    }
+
+    /// Notes traffic from a device. True when the record should be written
+    /// (its stored `last_seen` is more than a minute old).
+    pub fn seen(&mut self, id: &DeviceId, now: u64) -> bool {
+        let Some(d) = self.devices.get_mut(id) else {
+            return false;
+        };
+        d.last_seen = d.last_seen.max(now);
+        let stored = self.persisted_seen.get(id).copied().unwrap_or(0);
+        if now >= stored + LAST_SEEN_PERSIST_SECS {
+            self.persisted_seen.insert(id.clone(), now);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One device.
+    pub fn device(&self, id: &DeviceId) -> Option<&DeviceRecord> {
+        self.devices.get(id)
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceRecord> {
+        self.devices.values()
+    }
+
+    /// How many devices are registered.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// True when no device is registered.
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// The groups.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Creates or replaces a group; call [`Fleet::membership_changes`] next.
+    pub fn put_group(&mut self, g: Group) -> Option<Group> {
+        self.groups.put(g)
+    }
+
+    /// Deletes a group; call [`Fleet::membership_changes`] next.
+    pub fn remove_group(&mut self, name: &GroupName) -> Option<Group> {
+        self.groups.remove(name)
+    }
+
+    /// The groups a device is in now (registered or explicitly listed).
+    pub fn groups_of(&self, id: &DeviceId) -> Vec<GroupName> {
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        let labels = self.devices.get(id).map(|d| &d.labels).unwrap_or(&NO_LABELS);
+        self.groups.groups_of(id, labels)
+    }
+
+    /// The registered devices of a group, by id. Empty for an unknown group.
+    pub fn devices_in(&self, group: &GroupName) -> Vec<&DeviceRecord> {
+        let Some(g) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        self.devices.values().filter(|d| g.contains(&d.id, &d.labels)).collect()
+    }
+
+    /// The membership last published to a device.
+    pub fn published(&self, id: &DeviceId) -> Option<&Vec<GroupName>> {
+        self.published.get(id)
+    }
+
+    /// Recomputes membership (of one device, or of every device registered,
+    /// listed or previously published) and returns the devices whose groups
+    /// changed since last published, recording them as published. The
+    /// caller publishes each one.
+    pub fn membership_changes(&mut self, only: Option<&DeviceId>) -> Vec<(DeviceId, Vec<GroupName>)> {
+        let scope: BTreeSet<DeviceId> = match only {
+            Some(id) => [id.clone()].into(),
+            None => self
+                .devices
+                .keys()
+                .cloned()
+                .chain(self.groups.listed_devices())
+                .chain(self.published.keys().cloned())
+                .collect(),
+        };
+        let mut changes = Vec::new();
+        for id in scope {
+            let now = self.groups_of(&id);
+            let before = self.published.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+            if now.as_slice() != before {
+                self.published.insert(id.clone(), now.clone());
+                changes.push((id, now));
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{ComponentName, Epoch};
+
+    fn d(s: &str) -> DeviceId {
+        DeviceId::new(s).unwrap()
+    }
+    fn g(s: &str) -> GroupName {
+        GroupName::new(s).unwrap()
+    }
+    fn hello(boot: &str, labels: &[(&str, &str)]) -> Hello {
+        Hello {
+            proto: 1,
+            arch: "esp32".into(),
+            versions: [(ComponentName::new("main").unwrap(), "1.0.0".into())].into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            boot_id: boot.into(),
+            epoch: Epoch::new("ep000001").unwrap(),
+            outbox: 1,
+        }
+    }
+
+    #[test]
+    fn hello_registers_then_detects_reboots_and_label_changes() {
+        let mut f = Fleet::default();
+        let c = f.hello(&d("a"), &hello("b1", &[("customer", "acme")]), 10);
+        assert!(c.registered && c.labels_changed && !c.rebooted);
+        let c = f.hello(&d("a"), &hello("b1", &[("customer", "acme")]), 20);
+        assert_eq!(c, HelloChange::default());
+        let c = f.hello(&d("a"), &hello("b2", &[("customer", "globex")]), 30);
+        assert!(c.rebooted && c.labels_changed && !c.registered);
+        let r = f.device(&d("a")).unwrap();
+        assert_eq!((r.reboots, r.first_seen, r.last_hello), (1, 10, 30));
+    }
+
+    #[test]
+    fn presence_of_unknown_devices_is_ignored() {
+        let mut f = Fleet::default();
+        assert_eq!(f.presence(&d("a"), true, 1), None);
+        f.hello(&d("a"), &hello("b1", &[]), 1);
+        assert_eq!(f.presence(&d("a"), false, 2), Some(true));
+        assert_eq!(f.presence(&d("a"), false, 3), Some(false));
+        assert!(!f.device(&d("a")).unwrap().online);
+    }
+
+    #[test]
+    fn last_seen_is_persisted_at_most_once_a_minute() {
+        let mut f = Fleet::default();
+        f.hello(&d("a"), &hello("b1", &[]), 100);
+        assert!(!f.seen(&d("a"), 130));
+        assert_eq!(f.device(&d("a")).unwrap().last_seen, 130);
+        assert!(f.seen(&d("a"), 161));
+        assert!(!f.seen(&d("a"), 170));
+        assert!(!f.seen(&d("ghost"), 170));
+    }
+
+    #[test]
+    fn membership_is_published_only_when_it_changes() {
+        let mut f = Fleet::default();
+        f.hello(&d("a"), &hello("b1", &[("customer", "acme")]), 1);
+        f.hello(&d("b"), &hello("b1", &[("customer", "globex")]), 1);
+        // No groups: nothing to publish.
+        assert!(f.membership_changes(None).is_empty());
+        f.put_group(Group::new(g("acme"), Some("customer=acme"), None, 1).unwrap());
+        assert_eq!(f.membership_changes(None), vec![(d("a"), vec![g("acme")])]);
+        assert!(f.membership_changes(None).is_empty());
+        // A listed device that never said Hello gets its membership ready.
+        f.put_group(Group::new(g("canary"), None, Some(&[d("b"), d("c")]), 1).unwrap());
+        assert_eq!(
+            f.membership_changes(None),
+            vec![(d("b"), vec![g("canary")]), (d("c"), vec![g("canary")])]
+        );
+        // A label change moves a device.
+        f.hello(&d("b"), &hello("b1", &[("customer", "acme")]), 2);
+        assert_eq!(f.membership_changes(Some(&d("b"))), vec![(d("b"), vec![g("acme"), g("canary")])]);
+        // Deleting a group empties memberships, published once.
+        f.remove_group(&g("canary"));
+        let ch = f.membership_changes(None);
+        assert_eq!(ch, vec![(d("b"), vec![g("acme")]), (d("c"), vec![])]);
+        assert!(f.membership_changes(None).is_empty());
+        assert_eq!(f.devices_in(&g("acme")).len(), 2);
+        assert!(f.devices_in(&g("nope")).is_empty());
+        assert_eq!(f.groups_of(&d("a")), vec![g("acme")]);
+    }
+}

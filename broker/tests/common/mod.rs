@@ -73,11 +73,12 @@ pub async fn try_connect(
     broker: &EmbeddedBroker,
     id: &str,
     login: Option<(&str, &str)>,
-) -> Result<(AsyncClient, EventLoop), ConnectionError> {
+) -> Result<(AsyncClient, EventLoop), Box<ConnectionError>> {
     let (client, mut events) = AsyncClient::new(options(broker, id, login), 16);
-    let first = timeout(WAIT, events.poll())
-        .await
-        .unwrap_or_else(|_| panic!("{id}: no answer to CONNECT within {WAIT:?}"))?;
+    let Ok(first) = timeout(WAIT, events.poll()).await else {
+        panic!("{id}: no answer to CONNECT within {WAIT:?}");
+    };
+    let first = first.map_err(Box::new)?;
     match first {
         Event::Incoming(Packet::ConnAck(_)) => Ok((client, events)),
         other => panic!("{id}: expected CONNACK, got {other:?}"),

@@ -66,6 +66,36 @@ pub enum Event {
     },
 }
 
+/// The shape of an image, from its manifest: where each block goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Bytes of the whole image.
+    pub size: u64,
+    /// Bytes per block (the last may be shorter).
+    pub block_size: u32,
+    /// Blocks in the image.
+    pub blocks: u32,
+    /// The Merkle root: with the artifact id, names the image exactly.
+    pub merkle_root: [u8; 32],
+}
+
+impl Geometry {
+    /// The geometry a manifest describes.
+    pub fn of(m: &schemas::msg::Manifest) -> Self {
+        Self {
+            size: m.size,
+            block_size: m.block_size,
+            blocks: m.blocks,
+            merkle_root: m.merkle_root,
+        }
+    }
+
+    /// Byte offset of block `index`.
+    pub fn offset(&self, index: u32) -> u64 {
+        u64::from(index) * u64::from(self.block_size)
+    }
+}
+
 /// Size and SHA-256 of an assembled image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageDigest {
@@ -148,6 +178,8 @@ pub enum Action {
     StoreBlock {
         /// The artifact.
         artifact: ArtifactId,
+        /// The image's shape.
+        geometry: Geometry,
         /// The block's index.
         index: u32,
         /// Its bytes, already verified against the Merkle root.
@@ -162,8 +194,8 @@ pub enum Action {
     CheckImage {
         /// The artifact.
         artifact: ArtifactId,
-        /// Bytes expected.
-        size: u64,
+        /// The image's shape.
+        geometry: Geometry,
     },
     /// Install the image and answer with [`Event::InstallDone`].
     Install(InstallRequest),

@@ -13,13 +13,17 @@
 
 pub mod config;
 pub mod event;
+pub mod installer;
 pub mod machine;
 pub mod policy;
 pub mod state;
 pub mod steps;
+pub mod store;
 
 pub use config::{AgentConfig, Timing};
-pub use event::{Action, BootOutcome, Event, ImageDigest, InstallRequest, Notice, TimerId};
+pub use event::{Action, BootOutcome, Event, Geometry, ImageDigest, InstallRequest, Notice, TimerId};
+pub use installer::{FileInstaller, Installer, MemoryInstaller};
 pub use machine::Agent;
 pub use policy::{BusyFor, DeferPolicy, NeverDefer};
+pub use store::{DeviceStore, FileStore, MemoryStore, SharedImages, StoreError};
 pub use state::{DeviceState, Job, OutboxEntry, OutboxState, Stage, StateError};

@@ -46,7 +46,11 @@ impl WireMessage for Announcement {
     const MAX_BYTES: usize = super::limits::MAX_ANNOUNCEMENT_BYTES;
 
     fn to_value(&self) -> Value {
-        let release = self.release.iter().map(|m| Value::Bytes(m.clone())).collect();
+        let release = self
+            .release
+            .iter()
+            .map(|m| Value::Bytes(m.clone()))
+            .collect();
         MapBuilder::new()
             .put("campaign", self.campaign.as_str())
             .put("kind", self.kind.as_str())
@@ -138,7 +142,10 @@ mod tests {
     fn refuses_bad_fields() {
         let mut a = sample();
         a.release.clear();
-        assert!(matches!(Announcement::decode(&a.encode()), Err(DecodeError::Invalid { key: "release", .. })));
+        assert!(matches!(
+            Announcement::decode(&a.encode()),
+            Err(DecodeError::Invalid { key: "release", .. })
+        ));
         let mut a = sample();
         a.release = vec![vec![0; MAX_MANIFEST_BYTES + 1]];
         assert!(Announcement::decode(&a.encode()).is_err());
@@ -153,11 +160,17 @@ mod tests {
             .put("emergency", false)
             .put("state", "active")
             .encode();
-        assert!(matches!(Announcement::decode(&b), Err(DecodeError::Invalid { key: "cohort", .. })));
+        assert!(matches!(
+            Announcement::decode(&b),
+            Err(DecodeError::Invalid { key: "cohort", .. })
+        ));
         let b = MapBuilder::new()
             .put("campaign", "c")
             .put("kind", "kernel")
             .encode();
-        assert!(matches!(Announcement::decode(&b), Err(DecodeError::Invalid { key: "kind", .. })));
+        assert!(matches!(
+            Announcement::decode(&b),
+            Err(DecodeError::Invalid { key: "kind", .. })
+        ));
     }
 }

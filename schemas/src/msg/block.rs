@@ -24,7 +24,11 @@ impl WireMessage for Block {
     const MAX_BYTES: usize = super::limits::MAX_BLOCK_BYTES;
 
     fn to_value(&self) -> Value {
-        let proof = self.proof.iter().map(|h| Value::Bytes(h.to_vec())).collect();
+        let proof = self
+            .proof
+            .iter()
+            .map(|h| Value::Bytes(h.to_vec()))
+            .collect();
         MapBuilder::new()
             .put("artifact", self.artifact.as_str())
             .put("index", u64::from(self.index))
@@ -96,7 +100,10 @@ mod tests {
             .put_bytes("data", &[1])
             .put("proof", Value::Array(vec![Value::Bytes(vec![0; 31])]))
             .encode();
-        assert!(matches!(Block::decode(&b), Err(DecodeError::WrongType { key: "proof", .. })));
+        assert!(matches!(
+            Block::decode(&b),
+            Err(DecodeError::WrongType { key: "proof", .. })
+        ));
     }
 
     #[test]

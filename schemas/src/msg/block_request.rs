@@ -81,9 +81,15 @@ mod tests {
             offset: 0,
             bitmap: vec![],
         };
-        assert!(matches!(BlockRequest::decode(&r.encode()), Err(DecodeError::Invalid { key: "bitmap", .. })));
+        assert!(matches!(
+            BlockRequest::decode(&r.encode()),
+            Err(DecodeError::Invalid { key: "bitmap", .. })
+        ));
         r.bitmap = vec![0xff; 129];
-        assert!(matches!(BlockRequest::decode(&r.encode()), Err(DecodeError::Invalid { key: "bitmap", .. })));
+        assert!(matches!(
+            BlockRequest::decode(&r.encode()),
+            Err(DecodeError::Invalid { key: "bitmap", .. })
+        ));
         r.bitmap = vec![0xff; 128];
         assert!(BlockRequest::decode(&r.encode()).is_ok());
     }

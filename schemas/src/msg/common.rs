@@ -89,7 +89,10 @@ impl StatusState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            StatusState::Success | StatusState::Failed | StatusState::RolledBack | StatusState::Cancelled
+            StatusState::Success
+                | StatusState::Failed
+                | StatusState::RolledBack
+                | StatusState::Cancelled
         )
     }
 }
@@ -158,7 +161,10 @@ mod tests {
         }
         assert_eq!(ErrorCode::ALL.len(), 12);
         assert_eq!(StatusState::ALL.len(), 10);
-        assert_eq!(serde_json::to_string(&StatusState::RolledBack).unwrap(), "\"rolled_back\"");
+        assert_eq!(
+            serde_json::to_string(&StatusState::RolledBack).unwrap(),
+            "\"rolled_back\""
+        );
     }
 
     #[test]
@@ -166,14 +172,31 @@ mod tests {
         use ErrorCode::*;
         use StatusState::*;
         assert_eq!(outcome(Success, None), Some(Outcome::Success));
-        for e in [IncompatibleArch, UnknownComponent, VersionRejected, MinVersion] {
+        for e in [
+            IncompatibleArch,
+            UnknownComponent,
+            VersionRejected,
+            MinVersion,
+        ] {
             assert_eq!(outcome(Failed, Some(e)), Some(Outcome::NotApplicable));
         }
-        for e in [BadSignature, UnknownKey, BadManifest, HashMismatch, NoSpace, InstallFailed, BootFailed, Timeout] {
+        for e in [
+            BadSignature,
+            UnknownKey,
+            BadManifest,
+            HashMismatch,
+            NoSpace,
+            InstallFailed,
+            BootFailed,
+            Timeout,
+        ] {
             assert_eq!(outcome(Failed, Some(e)), Some(Outcome::Failure));
         }
         assert_eq!(outcome(Failed, None), Some(Outcome::Failure));
-        assert_eq!(outcome(RolledBack, Some(BootFailed)), Some(Outcome::Failure));
+        assert_eq!(
+            outcome(RolledBack, Some(BootFailed)),
+            Some(Outcome::Failure)
+        );
         assert_eq!(outcome(Cancelled, None), Some(Outcome::NotApplicable));
         assert_eq!(outcome(Downloading, None), None);
     }

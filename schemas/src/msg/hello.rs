@@ -86,7 +86,11 @@ mod tests {
             proto: 1,
             arch: "esp32".into(),
             versions: [(ComponentName::new("main").unwrap(), "1.2.0".to_string())].into(),
-            labels: [("customer".to_string(), "acme".to_string()), ("line".into(), "3".into())].into(),
+            labels: [
+                ("customer".to_string(), "acme".to_string()),
+                ("line".into(), "3".into()),
+            ]
+            .into(),
             boot_id: "b-7f3a".into(),
             epoch: Epoch::new("k3j9x0qa").unwrap(),
             outbox: 17,
@@ -122,7 +126,10 @@ mod tests {
             }
         }
         let b = crate::cbor::encode(&Value::Map(m));
-        assert!(matches!(Hello::decode(&b), Err(DecodeError::Invalid { key: "epoch", .. })));
+        assert!(matches!(
+            Hello::decode(&b),
+            Err(DecodeError::Invalid { key: "epoch", .. })
+        ));
     }
 
     #[test]
@@ -131,6 +138,9 @@ mod tests {
         for i in 0..65 {
             h.labels.insert(format!("k{i}"), "v".into());
         }
-        assert!(matches!(Hello::decode(&h.encode()), Err(DecodeError::Invalid { key: "labels", .. })));
+        assert!(matches!(
+            Hello::decode(&h.encode()),
+            Err(DecodeError::Invalid { key: "labels", .. })
+        ));
     }
 }

@@ -250,17 +250,32 @@ pub(crate) mod tests {
     fn refuses_inconsistent_fields() {
         let mut m = sample("esp32");
         m.blocks = 2;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(DecodeError::Invalid { key: "blocks", .. })));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(DecodeError::Invalid { key: "blocks", .. })
+        ));
         let mut m = sample("esp32");
         m.block_size = 1000;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(DecodeError::Invalid { key: "block_size", .. })));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(DecodeError::Invalid {
+                key: "block_size",
+                ..
+            })
+        ));
         let mut m = sample("esp32");
         m.size = 0;
         m.blocks = 0;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(DecodeError::Invalid { key: "size", .. })));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(DecodeError::Invalid { key: "size", .. })
+        ));
         let mut m = sample("esp32");
         m.version = "1.3".into();
-        assert!(matches!(Manifest::decode(&m.encode()), Err(DecodeError::Invalid { key: "version", .. })));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(DecodeError::Invalid { key: "version", .. })
+        ));
     }
 
     #[test]
@@ -271,24 +286,39 @@ pub(crate) mod tests {
         assert_eq!(verify_entry(&env, &trust).unwrap(), sample("esp32"));
 
         let other = TrustStore::new([key(2).verifying_key()]);
-        assert_eq!(verify_entry(&env, &other).unwrap_err().code, ErrorCode::UnknownKey);
+        assert_eq!(
+            verify_entry(&env, &other).unwrap_err().code,
+            ErrorCode::UnknownKey
+        );
 
         let mut bad = env.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
-        assert_eq!(verify_entry(&bad, &trust).unwrap_err().code, ErrorCode::BadSignature);
+        assert_eq!(
+            verify_entry(&bad, &trust).unwrap_err().code,
+            ErrorCode::BadSignature
+        );
 
-        assert_eq!(verify_entry(&[0x01], &trust).unwrap_err().code, ErrorCode::BadManifest);
+        assert_eq!(
+            verify_entry(&[0x01], &trust).unwrap_err().code,
+            ErrorCode::BadManifest
+        );
 
         // A validly signed payload that is not a valid manifest.
         let env = cose::sign(&MapBuilder::new().put("arch", "esp32").encode(), &k);
-        assert_eq!(verify_entry(&env, &trust).unwrap_err().code, ErrorCode::BadManifest);
+        assert_eq!(
+            verify_entry(&env, &trust).unwrap_err().code,
+            ErrorCode::BadManifest
+        );
         // A duplicate key inside a signed manifest is bad_manifest.
         let mut payload = sample("esp32").encode();
         payload[0] += 1; // one more entry in the map header
         payload.extend_from_slice(&[0x64, b'a', b'r', b'c', b'h', 0x61, b'x']);
         let env = cose::sign(&payload, &k);
-        assert_eq!(verify_entry(&env, &trust).unwrap_err().code, ErrorCode::BadManifest);
+        assert_eq!(
+            verify_entry(&env, &trust).unwrap_err().code,
+            ErrorCode::BadManifest
+        );
     }
 
     #[test]
@@ -300,7 +330,10 @@ pub(crate) mod tests {
         assert_eq!(pick(&[esp.clone(), arm.clone()], "armv7"), Pick::Entry(1));
         assert_eq!(pick(&[any.clone(), arm.clone()], "armv7"), Pick::Entry(1));
         assert_eq!(pick(&[esp.clone(), any.clone()], "armv7"), Pick::Entry(1));
-        assert_eq!(pick(&[esp.clone()], "armv7"), Pick::Incompatible);
+        assert_eq!(
+            pick(std::slice::from_ref(&esp), "armv7"),
+            Pick::Incompatible
+        );
         assert_eq!(pick(&[esp.clone(), vec![0xff]], "armv7"), Pick::Unreadable);
         assert_eq!(pick(&[vec![0xff], esp], "esp32"), Pick::Entry(1));
     }

@@ -28,8 +28,14 @@ impl WireMessage for Membership {
     const NAME: &'static str = "Membership";
 
     fn to_value(&self) -> Value {
-        let groups = self.groups.iter().map(|g| Value::Text(g.to_string())).collect();
-        MapBuilder::new().put("groups", Value::Array(groups)).build()
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| Value::Text(g.to_string()))
+            .collect();
+        MapBuilder::new()
+            .put("groups", Value::Array(groups))
+            .build()
     }
 
     fn from_reader(r: &mut MapReader) -> Result<Self, DecodeError> {
@@ -56,14 +62,25 @@ mod tests {
     fn round_trips() {
         round_trip(&Membership::default());
         round_trip(&Membership {
-            groups: vec![GroupName::new("acme").unwrap(), GroupName::new("canary").unwrap()],
+            groups: vec![
+                GroupName::new("acme").unwrap(),
+                GroupName::new("canary").unwrap(),
+            ],
         });
-        assert_eq!(Membership::decode_retained(&[]).unwrap(), Membership::default());
+        assert_eq!(
+            Membership::decode_retained(&[]).unwrap(),
+            Membership::default()
+        );
     }
 
     #[test]
     fn refuses_a_bad_group_name() {
-        let b = MapBuilder::new().put("groups", Value::Array(vec!["a/b".into()])).encode();
-        assert!(matches!(Membership::decode(&b), Err(DecodeError::Invalid { key: "groups", .. })));
+        let b = MapBuilder::new()
+            .put("groups", Value::Array(vec!["a/b".into()]))
+            .encode();
+        assert!(matches!(
+            Membership::decode(&b),
+            Err(DecodeError::Invalid { key: "groups", .. })
+        ));
     }
 }

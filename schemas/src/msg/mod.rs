@@ -103,7 +103,10 @@ pub(crate) mod testutil {
             crate::cbor::Value::Map(m) => m,
             _ => panic!("not a map"),
         };
-        entries.push(("zz_future_key".into(), crate::cbor::Value::Array(vec![1.into()])));
+        entries.push((
+            "zz_future_key".into(),
+            crate::cbor::Value::Array(vec![1.into()]),
+        ));
         crate::cbor::encode(&crate::cbor::Value::Map(entries))
     }
 }

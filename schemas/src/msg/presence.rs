@@ -34,12 +34,21 @@ mod tests {
     fn round_trips() {
         round_trip(&Presence { online: true });
         round_trip(&Presence { online: false });
-        assert_eq!(Presence { online: true }.encode(), [0xa1, 0x66, b'o', b'n', b'l', b'i', b'n', b'e', 0xf5]);
+        assert_eq!(
+            Presence { online: true }.encode(),
+            [0xa1, 0x66, b'o', b'n', b'l', b'i', b'n', b'e', 0xf5]
+        );
     }
 
     #[test]
     fn wrong_type_is_named() {
         let b = MapBuilder::new().put("online", 1u64).encode();
-        assert_eq!(Presence::decode(&b), Err(DecodeError::WrongType { key: "online", expected: "a boolean" }));
+        assert_eq!(
+            Presence::decode(&b),
+            Err(DecodeError::WrongType {
+                key: "online",
+                expected: "a boolean"
+            })
+        );
     }
 }

@@ -120,19 +120,32 @@ mod tests {
             detail: None,
             versions: BTreeMap::new(),
         });
-        assert_eq!(Status::decode(&with_unknown_key(&sample().encode())).unwrap(), sample());
+        assert_eq!(
+            Status::decode(&with_unknown_key(&sample().encode())).unwrap(),
+            sample()
+        );
     }
 
     #[test]
     fn refuses_unknown_state_and_error() {
-        let b = MapBuilder::new().put("seq", 1u64).put("state", "exploded").put_text_map("versions", &BTreeMap::new()).encode();
-        assert!(matches!(Status::decode(&b), Err(DecodeError::Invalid { key: "state", .. })));
+        let b = MapBuilder::new()
+            .put("seq", 1u64)
+            .put("state", "exploded")
+            .put_text_map("versions", &BTreeMap::new())
+            .encode();
+        assert!(matches!(
+            Status::decode(&b),
+            Err(DecodeError::Invalid { key: "state", .. })
+        ));
         let b = MapBuilder::new()
             .put("seq", 1u64)
             .put("state", "failed")
             .put("error", "meltdown")
             .put_text_map("versions", &BTreeMap::new())
             .encode();
-        assert!(matches!(Status::decode(&b), Err(DecodeError::Invalid { key: "error", .. })));
+        assert!(matches!(
+            Status::decode(&b),
+            Err(DecodeError::Invalid { key: "error", .. })
+        ));
     }
 }

@@ -19,7 +19,9 @@ impl WireMessage for StatusAck {
     }
 
     fn from_reader(r: &mut MapReader) -> Result<Self, DecodeError> {
-        Ok(StatusAck { seq: r.uint("seq")? })
+        Ok(StatusAck {
+            seq: r.uint("seq")?,
+        })
     }
 }
 
@@ -32,6 +34,8 @@ mod tests {
     fn round_trips() {
         round_trip(&StatusAck { seq: 0 });
         round_trip(&StatusAck { seq: u64::MAX });
-        round_trip(&StatusAck { seq: 1_790_000_000_000 });
+        round_trip(&StatusAck {
+            seq: 1_790_000_000_000,
+        });
     }
 }

@@ -12,7 +12,7 @@ use schemas::topic::Topic;
 use schemas::{ArtifactId, CampaignId};
 
 use super::{install_request, Active, Agent, Link, Report};
-use crate::agent::event::{Action, BootOutcome, ImageDigest, Notice, TimerId};
+use crate::agent::event::{Action, BootOutcome, Geometry, ImageDigest, Notice, TimerId};
 use crate::agent::state::Stage;
 
 impl Agent {
@@ -148,6 +148,7 @@ impl Agent {
         };
         job.stalled_ms = 0;
         out.push(Action::StoreBlock {
+            geometry: Geometry::of(&job.manifest),
             artifact: b.artifact,
             index: b.index,
             data: b.data,
@@ -240,7 +241,7 @@ impl Agent {
         self.dirty = true;
         out.push(Action::CheckImage {
             artifact: job.manifest.artifact.clone(),
-            size: job.manifest.size,
+            geometry: Geometry::of(&job.manifest),
         });
     }
 

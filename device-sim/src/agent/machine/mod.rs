@@ -30,7 +30,7 @@ use schemas::topic::Topic;
 use schemas::{ArtifactId, CampaignId, GroupName, PROTOCOL_VERSION};
 
 use super::config::AgentConfig;
-use super::event::{Action, Event, InstallRequest, Notice, TimerId};
+use super::event::{Action, Event, Geometry, InstallRequest, Notice, TimerId};
 use super::policy::DeferPolicy;
 use super::state::{DeviceState, OutboxEntry, Stage};
 use super::steps::clip;
@@ -253,7 +253,7 @@ impl Agent {
             match job.stage {
                 Stage::Verifying => rearm.push(Action::CheckImage {
                     artifact: job.manifest.artifact.clone(),
-                    size: job.manifest.size,
+                    geometry: Geometry::of(&job.manifest),
                 }),
                 // Installing again is the installer's to make idempotent.
                 Stage::Installing => rearm.push(Action::Install(install_request(job))),

@@ -62,7 +62,7 @@ fn incompatible_arch_is_reported_once_and_nothing_downloaded() {
     d.online();
     d.join(&["g1"]);
     d.announce("g1", &a);
-    assert!(d.published().is_empty());
+    assert!(d.queued().is_empty());
 }
 
 #[test]

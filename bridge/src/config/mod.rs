@@ -1,0 +1,499 @@
+//! `ota.toml` in two steps: [`raw`] (serde, unknown keys refused), then
+//! validated here into [`Config`], with defaults applied, key files read and
+//! every error naming its section and key.
+//!
+//! ```toml
+//! [bridge]
+//! prefix = "ota/v1"                 # topic prefix, default "ota/v1"
+//! data_dir = "data"                 # default "data"; relative to this file
+//! client_id = "ota-bridge"          # the bridge's MQTT client id
+//! broker_user = "bridge"            # embedded broker with users: which one the bridge logs in as
+//! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
+//! release_keys = ["keys/release.pub"]
+//! command_window_secs = 300
+//! metrics_interval_secs = 60
+//!
+//! [broker]                          # the broker crate's section
+//!
+//! [status]
+//! commit_window_ms = 5
+//! max_batch = 4096
+//!
+//! [operator]                        # for the `ota` CLI with --config
+//! key = "keys/alice.key"
+//! ```
+//!
+//! Key lists hold paths to key files (64 hex characters and a newline, the
+//! format of `schemas::keys`), never inline keys: a key file can be
+//! rotated, permission-checked and shared without editing the config.
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemas::keys::{Kid, VerifyingKey};
+use schemas::topic::Topics;
+
+use raw::RawConfig;
+
+/// Default `[bridge] client_id`.
+pub const DEFAULT_CLIENT_ID: &str = "ota-bridge";
+/// Default `[bridge] data_dir`, relative to the config file.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default `[bridge] command_window_secs`.
+pub const DEFAULT_COMMAND_WINDOW_SECS: u64 = 300;
+/// Default `[bridge] metrics_interval_secs`.
+pub const DEFAULT_METRICS_INTERVAL_SECS: u64 = 60;
+/// Default `[status] commit_window_ms`.
+pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 5;
+/// Default `[status] max_batch`.
+pub const DEFAULT_MAX_BATCH: usize = 4096;
+
+/// A config file that cannot be used: which file, which key, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: [{section}] {key}: {message}")]
+    Key {
+        path: PathBuf,
+        section: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error("config file {path}: {source}")]
+    Broker {
+        path: PathBuf,
+        #[source]
+        source: broker::ConfigError,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bridge: BridgeConfig,
+    pub broker: broker::BrokerConfig,
+    pub status: StatusConfig,
+    pub operator: OperatorConfig,
+}
+
+/// `[bridge]`
+#[derive(Clone)]
+pub struct BridgeConfig {
+    /// The topic set under `prefix`.
+    pub topics: Topics,
+    /// Where the database lives (`data_dir/db`): what to back up.
+    pub data_dir: PathBuf,
+    /// The bridge's MQTT client id (and persistent session name).
+    pub client_id: String,
+    /// The bridge's broker login, resolved from `broker_user` (embedded) or
+    /// `[broker] username/password` (external).
+    pub credentials: Option<broker::Credentials>,
+    /// Operator public keys by kid: who may send commands.
+    pub operator_keys: BTreeMap<Kid, VerifyingKey>,
+    /// Release public keys by kid: whose manifests uploads may carry.
+    pub release_keys: BTreeMap<Kid, VerifyingKey>,
+    /// Commands issued further than this from now are refused.
+    pub command_window_secs: u64,
+    /// How often the counters are logged.
+    pub metrics_interval: Duration,
+}
+
+impl std::fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("prefix", &self.topics.prefix())
+            .field("data_dir", &self.data_dir)
+            .field("client_id", &self.client_id)
+            .field("credentials", &self.credentials.as_ref().map(|c| &c.username))
+            .field("operator_keys", &self.operator_keys.keys().map(hex::encode).collect::<Vec<_>>())
+            .field("release_keys", &self.release_keys.keys().map(hex::encode).collect::<Vec<_>>())
+            .field("command_window_secs", &self.command_window_secs)
+            .finish()
+    }
+}
+
+/// `[status]`: the group commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// How long a batch gathers after its first report.
+    pub commit_window: Duration,
+    /// The most reports one commit covers.
+    pub max_batch: usize,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            commit_window: Duration::from_millis(DEFAULT_COMMIT_WINDOW_MS),
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// `[operator]`: the CLI's own identity when run with `--config`.
+#[derive(Clone, Default)]
+pub struct OperatorConfig {
+    /// The operator's private key file.
+    pub key: Option<PathBuf>,
+    /// The operator's broker login; when absent the CLI uses the bridge's.
+    pub credentials: Option<broker::Credentials>,
+}
+
+impl std::fmt::Debug for OperatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorConfig")
+            .field("key", &self.key)
+            .field("username", &self.credentials.as_ref().map(|c| &c.username))
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Validator { path, base }.config(raw)
+    }
+
+    /// A configuration with every default, an embedded broker as given and
+    /// the data in `data_dir`: for tests and tools that build it in code.
+    pub fn with_defaults(data_dir: PathBuf, broker: broker::BrokerConfig) -> Config {
+        Config {
+            bridge: BridgeConfig {
+                topics: Topics::default(),
+                data_dir,
+                client_id: DEFAULT_CLIENT_ID.to_string(),
+                credentials: broker.credentials().cloned(),
+                operator_keys: BTreeMap::new(),
+                release_keys: BTreeMap::new(),
+                command_window_secs: DEFAULT_COMMAND_WINDOW_SECS,
+                metrics_interval: Duration::from_secs(DEFAULT_METRICS_INTERVAL_SECS),
+            },
+            broker,
+            status: StatusConfig::default(),
+            operator: OperatorConfig::default(),
+        }
+    }
+
+    /// Where MQTT clients of this config connect.
+    pub fn endpoint(&self) -> broker::Endpoint {
+        self.broker.endpoint()
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, section: &'static str, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            path: self.path.to_path_buf(),
+            section,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let broker_users = raw.broker.users.clone().unwrap_or_default();
+        let broker = raw.broker.validate().map_err(|source| ConfigError::Broker {
+            path: self.path.to_path_buf(),
+            source,
+        })?;
+        if broker.endpoint().tls {
+            return Err(self.err(
+                "broker",
+                "url",
+                "mqtts:// is not supported by the bridge's MQTT client in this build; \
+                 use mqtt:// on a trusted network or a TLS-terminating proxy",
+            ));
+        }
+        let b = raw.bridge;
+        let topics = Topics::new(b.prefix.unwrap_or_else(|| schemas::DEFAULT_PREFIX.to_string()))
+            .map_err(|e| self.err("bridge", "prefix", e.to_string()))?;
+        let client_id = b.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
+        if let Err(e) = schemas::DeviceId::new(client_id.as_str()) {
+            return Err(self.err("bridge", "client_id", e.to_string()));
+        }
+        let credentials = self.bridge_credentials(&broker, &broker_users, b.broker_user)?;
+        let command_window_secs = b.command_window_secs.unwrap_or(DEFAULT_COMMAND_WINDOW_SECS);
+        if !(10..=86_400).contains(&command_window_secs) {
+            return Err(self.err(
+                "bridge",
+                "command_window_secs",
+                format!("{command_window_secs} is outside 10..=86400 seconds"),
+            ));
+        }
+        let metrics_secs = b.metrics_interval_secs.unwrap_or(DEFAULT_METRICS_INTERVAL_SECS);
+        if metrics_secs == 0 {
+            return Err(self.err("bridge", "metrics_interval_secs", "must be at least 1"));
+        }
+        let bridge = BridgeConfig {
+            topics,
+            data_dir: self.resolve(b.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+            client_id,
+            credentials,
+            operator_keys: self.keys("operator_keys", b.operator_keys.unwrap_or_default())?,
+            release_keys: self.keys("release_keys", b.release_keys.unwrap_or_default())?,
+            command_window_secs,
+            metrics_interval: Duration::from_secs(metrics_secs),
+        };
+
+        let s = raw.status;
+        let commit_ms = s.commit_window_ms.unwrap_or(DEFAULT_COMMIT_WINDOW_MS);
+        if commit_ms > 1000 {
+            return Err(self.err(
+                "status",
+                "commit_window_ms",
+                format!("{commit_ms} ms would hold every StatusAck that long; use 0..=1000"),
+            ));
+        }
+        let max_batch = s.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
+        if !(1..=65_536).contains(&max_batch) {
+            return Err(self.err("status", "max_batch", format!("{max_batch} is outside 1..=65536")));
+        }
+        let status = StatusConfig {
+            commit_window: Duration::from_millis(commit_ms),
+            max_batch,
+        };
+
+        let o = raw.operator;
+        let operator_credentials = match (o.username, o.password) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(self.err("operator", "password", "given without a username: set [operator] username too"))
+            }
+            (Some(username), password) => Some(broker::Credentials {
+                username,
+                password: password.unwrap_or_default(),
+            }),
+        };
+        let operator = OperatorConfig {
+            key: o.key.map(|k| self.resolve(k)),
+            credentials: operator_credentials,
+        };
+        Ok(Config {
+            bridge,
+            broker,
+            status,
+            operator,
+        })
+    }
+
+    fn bridge_credentials(
+        &self,
+        broker: &broker::BrokerConfig,
+        users: &BTreeMap<String, String>,
+        broker_user: Option<String>,
+    ) -> Result<Option<broker::Credentials>, ConfigError> {
+        match broker {
+            broker::BrokerConfig::External(x) => {
+                if broker_user.is_some() {
+                    return Err(self.err(
+                        "bridge",
+                        "broker_user",
+                        "only used with the embedded broker; an external broker's login is [broker] username/password",
+                    ));
+                }
+                Ok(x.credentials.clone())
+            }
+            broker::BrokerConfig::Embedded(_) if users.is_empty() => {
+                if broker_user.is_some() {
+                    return Err(self.err(
+                        "bridge",
+                        "broker_user",
+                        "[broker.users] is empty (the broker is anonymous): add the user there or remove this key",
+                    ));
+                }
+                Ok(None)
+            }
+            broker::BrokerConfig::Embedded(_) => {
+                let Some(user) = broker_user else {
+                    return Err(self.err(
+                        "bridge",
+                        "broker_user",
+                        "required because [broker.users] is not empty: name the user the bridge logs in as",
+                    ));
+                };
+                let Some(password) = users.get(&user) else {
+                    return Err(self.err(
+                        "bridge",
+                        "broker_user",
+                        format!("{user:?} is not in [broker.users]: add it there"),
+                    ));
+                };
+                Ok(Some(broker::Credentials {
+                    username: user,
+                    password: password.clone(),
+                }))
+            }
+        }
+    }
+
+    fn keys(&self, key: &'static str, files: Vec<PathBuf>) -> Result<BTreeMap<Kid, VerifyingKey>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let at = format!("{key}[{i}]");
+            let path = self.resolve(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| self.err("bridge", at.clone(), format!("cannot read {}: {e}", path.display())))?;
+            let vk = schemas::keys::parse_verifying_key(&text).map_err(|e| {
+                self.err(
+                    "bridge",
+                    at.clone(),
+                    format!("{}: {e} (list public key files, the .pub of `ota keygen`)", path.display()),
+                )
+            })?;
+            out.insert(schemas::keys::kid(&vk), vk);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_key(dir: &Path, name: &str, seed: u8) -> VerifyingKey {
+        let vk = schemas::keys::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+        std::fs::write(dir.join(name), schemas::keys::verifying_key_to_text(&vk)).unwrap();
+        vk
+    }
+
+    fn load(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+        let path = dir.join("ota.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn an_empty_file_takes_every_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), "").unwrap();
+        assert_eq!(c.bridge.topics.prefix(), "ota/v1");
+        assert_eq!(c.bridge.client_id, "ota-bridge");
+        assert_eq!(c.bridge.data_dir, dir.path().join("data"));
+        assert_eq!(c.bridge.command_window_secs, 300);
+        assert_eq!(c.status, StatusConfig::default());
+        assert!(c.bridge.operator_keys.is_empty());
+        assert!(matches!(c.broker, broker::BrokerConfig::Embedded(_)));
+        assert!(c.bridge.credentials.is_none());
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = write_key(dir.path(), "op.pub", 1);
+        write_key(dir.path(), "rel.pub", 2);
+        let c = load(
+            dir.path(),
+            r#"
+            [bridge]
+            prefix = "plant-7/ota/v1"
+            data_dir = "/var/lib/ota"
+            client_id = "bridge-2"
+            broker_user = "bridge"
+            operator_keys = ["op.pub"]
+            release_keys = ["rel.pub"]
+            command_window_secs = 60
+            [broker]
+            listen = "127.0.0.1:18830"
+            [broker.users]
+            bridge = "s3cret"
+            [status]
+            commit_window_ms = 2
+            max_batch = 100
+            [operator]
+            key = "op.key"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.bridge.topics.prefix(), "plant-7/ota/v1");
+        assert_eq!(c.bridge.data_dir, PathBuf::from("/var/lib/ota"));
+        assert_eq!(c.bridge.operator_keys.get(&schemas::keys::kid(&op)), Some(&op));
+        assert_eq!(c.bridge.release_keys.len(), 1);
+        assert_eq!(c.bridge.credentials.as_ref().unwrap().password, "s3cret");
+        assert_eq!(c.status.max_batch, 100);
+        assert_eq!(c.operator.key, Some(dir.path().join("op.key")));
+        assert_eq!(c.endpoint().port, 18830);
+        // Debug never shows secrets.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.pub"), "not a key\n").unwrap();
+        let cases = [
+            ("[bridge]\nprefx = \"x\"", "prefx"),
+            ("[bridge]\nprefix = \"a/#\"", "[bridge] prefix"),
+            ("[bridge]\nclient_id = \"a/b\"", "[bridge] client_id"),
+            ("[bridge]\noperator_keys = [\"missing.pub\"]", "[bridge] operator_keys[0]: cannot read"),
+            ("[bridge]\noperator_keys = [\"bad.pub\"]", "[bridge] operator_keys[0]"),
+            ("[bridge]\ncommand_window_secs = 1", "[bridge] command_window_secs"),
+            ("[bridge]\nbroker_user = \"x\"", "[bridge] broker_user"),
+            ("[broker.users]\nu = \"p\"", "[bridge] broker_user: required"),
+            ("[status]\nmax_batch = 0", "[status] max_batch"),
+            ("[status]\ncommit_window_ms = 5000", "[status] commit_window_ms"),
+            ("[broker]\nmode = \"external\"", "[broker] url"),
+            ("[broker]\nmode = \"external\"\nurl = \"mqtts://h\"", "[broker] url: mqtts://"),
+            ("[operator]\npassword = \"p\"", "[operator] password"),
+            ("[nope]\n", "nope"),
+            ("[bridge\n", "not valid"),
+        ];
+        for (text, needle) in cases {
+            let e = load(dir.path(), text).expect_err(text).to_string();
+            assert!(e.contains(needle), "{text:?} gave {e}");
+            assert!(e.contains("ota.toml"), "{e}");
+        }
+        let e = Config::load(&dir.path().join("absent.toml")).unwrap_err().to_string();
+        assert!(e.contains("cannot read config file"), "{e}");
+    }
+
+    #[test]
+    fn external_broker_credentials_are_the_bridges() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(
+            dir.path(),
+            "[broker]\nmode = \"external\"\nurl = \"mqtt://10.0.0.5:1884\"\nusername = \"b\"\npassword = \"p\"",
+        )
+        .unwrap();
+        assert_eq!(c.bridge.credentials.unwrap().username, "b");
+        assert_eq!(c.endpoint().host, "10.0.0.5");
+    }
+}

@@ -1,0 +1,271 @@
+//! The task that owns the rumqttc `EventLoop`. It awaits nothing but
+//! `poll()` (and, rarely, room in an actor's inbox): every incoming publish
+//! is parsed to a [`schemas::topic::Topic`] and handed to its owner with `try_send`.
+//!
+//! - **Back-pressure.** With manual acks the broker sends at most its
+//!   in-flight window of unacknowledged QoS 1 messages, and each actor's
+//!   inbox holds more than that, so `try_send` normally succeeds. When an
+//!   inbox is full the message waits in a local overflow queue, drained in
+//!   order with `reserve()`. Only while that queue is non-empty does the
+//!   loop `select!` between `poll()` and `reserve()`: rumqttc's `poll()` is
+//!   cancel-safe except inside a write that waits on a full socket buffer,
+//!   so it is not raced against anything in the common case. Past
+//!   [`MAX_OVERFLOW`] (a QoS 0 flood) messages are dropped, counted and
+//!   acknowledged.
+//! - **Bad input** (a topic outside the protocol or the alphabet, a topic
+//!   nobody handles) is counted, logged and acknowledged here.
+//! - **Reconnects.** rumqttc reconnects at once on the next `poll()`; the
+//!   loop waits with exponential backoff first. On a ConnAck without a
+//!   session it subscribes again; with one, the broker kept the
+//!   subscriptions and redelivers what was not acknowledged.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
+use schemas::topic::{Filter, Topics};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::inbound::{AckToken, HandOff, Incoming, Routes, Target};
+use super::publisher::Publisher;
+use crate::metrics::{DropReason, Metrics};
+
+/// Most messages held in the overflow queue before new ones are dropped.
+pub const MAX_OVERFLOW: usize = 10_000;
+/// First and longest wait before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The connection as the rest of the bridge sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkState {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Our subscriptions are in place (SubAck received, or the broker kept
+    /// the session): devices' messages reach the bridge.
+    pub subscribed: bool,
+    /// ConnAcks so far.
+    pub connects: u64,
+}
+
+/// The event loop task's state.
+pub struct MqttLoop {
+    pub(crate) eventloop: EventLoop,
+    pub(crate) publisher: Publisher,
+    pub(crate) topics: Topics,
+    pub(crate) routes: Routes,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) generation: Arc<AtomicU64>,
+    pub(crate) state: watch::Sender<LinkState>,
+    overflow: VecDeque<(Target, Incoming)>,
+    /// PUBACKs of dropped messages that did not fit the request queue.
+    owed: VecDeque<AckToken>,
+    need_subscribe: bool,
+    backoff: Duration,
+}
+
+impl MqttLoop {
+    pub(crate) fn new(
+        eventloop: EventLoop,
+        publisher: Publisher,
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        generation: Arc<AtomicU64>,
+        state: watch::Sender<LinkState>,
+    ) -> Self {
+        Self {
+            topics: publisher.topics().clone(),
+            eventloop,
+            publisher,
+            routes,
+            metrics,
+            generation,
+            state,
+            overflow: VecDeque::new(),
+            owed: VecDeque::new(),
+            need_subscribe: false,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    /// The filters the bridge subscribes to.
+    fn filters(&self) -> Vec<SubscribeFilter> {
+        let mut f = vec![Filter::AllHello, Filter::AllStatus, Filter::AllPresence, Filter::OpsCommands];
+        if self.routes.blocks.is_some() {
+            f.push(Filter::AllRequests);
+        }
+        f.into_iter()
+            .map(|f| SubscribeFilter::new(self.topics.filter(f), QoS::AtLeastOnce))
+            .collect()
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.retry_owed();
+            if self.need_subscribe {
+                self.subscribe();
+            }
+            let head = self.overflow.front().map(|(t, _)| *t);
+            let event = if let Some(target) = head {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    permit = self.routes.reserve(target) => {
+                        let Some((_, m)) = self.overflow.pop_front() else { continue };
+                        match permit {
+                            Some(p) => p.send(m),
+                            None => self.no_owner(target, m),
+                        }
+                        continue;
+                    }
+                    ev = self.eventloop.poll() => ev,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    ev = self.eventloop.poll() => ev,
+                }
+            };
+            match event {
+                Ok(Event::Incoming(Packet::Publish(p))) => self.incoming(p),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(ack.session_present),
+                Ok(Event::Incoming(Packet::SubAck(s))) => {
+                    let refused = s
+                        .return_codes
+                        .iter()
+                        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .count();
+                    if refused > 0 {
+                        warn!(refused, "broker refused some subscriptions: check its ACLs for the bridge's user");
+                    }
+                    self.state.send_modify(|s| s.subscribed = true);
+                    info!("subscribed: devices and operators reach the bridge");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let was = self.state.borrow().connected;
+                    self.state.send_modify(|s| {
+                        s.connected = false;
+                        s.subscribed = false;
+                    });
+                    if was {
+                        warn!(error = %e, "lost the broker connection; reconnecting");
+                    } else {
+                        debug!(error = %e, backoff_ms = self.backoff.as_millis() as u64, "cannot reach the broker");
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.state.send_modify(|s| {
+            s.connected = false;
+            s.subscribed = false;
+        });
+    }
+
+    fn connected(&mut self, session_present: bool) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        Metrics::add(&self.metrics.connects, 1);
+        self.backoff = BACKOFF_MIN;
+        // Acks of the old connection are void: its packet ids are gone.
+        self.owed.clear();
+        info!(session_present, generation, "connected to the broker");
+        self.state.send_modify(|s| {
+            s.connected = true;
+            s.connects += 1;
+            s.subscribed = session_present;
+        });
+        if !session_present {
+            self.need_subscribe = true;
+        }
+    }
+
+    fn subscribe(&mut self) {
+        match self.publisher.try_subscribe_many(self.filters()) {
+            Ok(()) => self.need_subscribe = false,
+            // The request queue is full: try again on the next turn.
+            Err(()) => debug!("subscribe deferred: request queue full"),
+        }
+    }
+
+    fn incoming(&mut self, p: Publish) {
+        let ack = AckToken {
+            pkid: p.pkid,
+            qos: p.qos,
+            generation: self.generation.load(Ordering::Acquire),
+        };
+        let topic_str = p.topic.as_str();
+        let topic = match self.topics.parse(topic_str) {
+            Ok(t) => t,
+            Err(e) => {
+                self.metrics.drop(DropReason::BadTopic);
+                warn!(error = %e, "dropped a publish on a bad topic");
+                return self.ack_now(ack);
+            }
+        };
+        let Some(target) = Target::of(&topic) else {
+            self.metrics.drop(DropReason::BadTopic);
+            warn!(topic = %topic_str, "dropped a publish on a topic the bridge only sends");
+            return self.ack_now(ack);
+        };
+        let m = Incoming {
+            topic,
+            payload: p.payload,
+            retain: p.retain,
+            ack,
+        };
+        if !self.overflow.is_empty() {
+            // Keep the order: behind what already waits.
+            return self.queue(target, m);
+        }
+        match self.routes.try_send(target, m) {
+            Ok(()) => {}
+            Err(HandOff::Full(m)) => self.queue(target, m),
+            Err(HandOff::NoOwner(m)) => self.no_owner(target, m),
+        }
+    }
+
+    fn queue(&mut self, target: Target, m: Incoming) {
+        if self.overflow.len() >= MAX_OVERFLOW {
+            self.metrics.drop(DropReason::Overloaded);
+            warn!(topic = ?m.topic, queued = self.overflow.len(), "bridge overloaded: dropped an incoming message");
+            return self.ack_now(m.ack);
+        }
+        if self.overflow.is_empty() {
+            debug!(?target, "an actor inbox is full: queueing locally");
+        }
+        self.overflow.push_back((target, m));
+    }
+
+    fn no_owner(&mut self, target: Target, m: Incoming) {
+        self.metrics.drop(DropReason::Unrouted);
+        warn!(?target, topic = ?m.topic, "dropped a message nobody handles now");
+        self.ack_now(m.ack);
+    }
+
+    fn ack_now(&mut self, token: AckToken) {
+        if let Err(t) = self.publisher.try_ack(token) {
+            self.owed.push_back(t);
+        }
+    }
+
+    fn retry_owed(&mut self) {
+        while let Some(t) = self.owed.pop_front() {
+            if let Err(t) = self.publisher.try_ack(t) {
+                self.owed.push_front(t);
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! From a command to its handler: the one place that knows every command.
+//! Each area adds its arm (artifacts, campaigns) calling its own module.
+
+use schemas::ops::Command;
+
+use super::{fleet_cmds, OpsError};
+use crate::core::CoreState;
+
+/// Runs an accepted command; its JSON result is the reply's `result`.
+pub async fn dispatch(state: &mut CoreState, cmd: Command, now: u64) -> Result<serde_json::Value, OpsError> {
+    match cmd {
+        Command::GroupPut { name, selector, members } => {
+            fleet_cmds::group_put(state, name, selector, members, now).await
+        }
+        Command::GroupDelete { name } => fleet_cmds::group_delete(state, name).await,
+        Command::GroupList => fleet_cmds::group_list(state),
+        Command::DeviceList { group } => fleet_cmds::device_list(state, group.as_ref()),
+        Command::DeviceShow { id } => fleet_cmds::device_show(state, &id),
+        other @ (Command::ArtifactUpload { .. }
+        | Command::ArtifactList
+        | Command::ArtifactShow { .. }
+        | Command::ArtifactDelete { .. }
+        | Command::CampaignCreate { .. }
+        | Command::CampaignStart { .. }
+        | Command::CampaignPause { .. }
+        | Command::CampaignResume { .. }
+        | Command::CampaignAbort { .. }
+        | Command::CampaignStatus { .. }
+        | Command::CampaignList
+        | Command::Emergency { .. }) => Err(OpsError::NotImplemented(other.name())),
+    }
+}

@@ -1,0 +1,189 @@
+//! Group and device commands, and the JSON shapes of their results (which
+//! the CLI reads back through [`crate::client`]).
+
+use std::collections::BTreeMap;
+
+use schemas::{DeviceId, GroupName};
+use serde::{Deserialize, Serialize};
+
+use super::OpsError;
+use crate::core::CoreState;
+use crate::fleet::{Group, GroupRecord};
+use crate::store::{CurrentState, DeviceRecord};
+
+/// A device as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    #[serde(flatten)]
+    pub record: DeviceRecord,
+    /// The groups it is in now.
+    pub groups: Vec<GroupName>,
+}
+
+/// `device_list` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceView>,
+}
+
+/// `device_show` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceShow {
+    pub device: DeviceView,
+    /// Its state in each campaign it reported on.
+    pub campaigns: Vec<CurrentState>,
+    /// Reports kept aside because their seq was stored with other content.
+    pub conflicts: usize,
+}
+
+/// A group as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    #[serde(flatten)]
+    pub record: GroupRecord,
+    /// Registered devices in it now.
+    pub devices: usize,
+}
+
+/// `group_list` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupView>,
+}
+
+/// `group_put` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPut {
+    pub group: GroupView,
+    /// True when it replaced a group of the same name.
+    pub replaced: bool,
+    /// Devices whose membership changed (and were sent it).
+    pub membership_changed: usize,
+}
+
+/// `group_delete` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDelete {
+    pub name: GroupName,
+    pub membership_changed: usize,
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    // Invariant: these result types hold strings, numbers, maps and lists.
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn view(state: &CoreState, r: &DeviceRecord) -> DeviceView {
+    DeviceView {
+        record: r.clone(),
+        groups: state.fleet.groups_of(&r.id),
+    }
+}
+
+fn group_view(state: &CoreState, g: &Group) -> GroupView {
+    GroupView {
+        record: g.to_record(),
+        devices: state.fleet.devices_in(&g.name).len(),
+    }
+}
+
+/// `group put NAME (--selector EXPR | --members a,b)`
+pub async fn group_put(
+    state: &mut CoreState,
+    name: GroupName,
+    selector: Option<String>,
+    members: Option<Vec<DeviceId>>,
+    now: u64,
+) -> Result<serde_json::Value, OpsError> {
+    let g = Group::new(name, selector.as_deref(), members.as_deref(), now)
+        .map_err(|e| OpsError::Invalid(e.to_string()))?;
+    state.store.groups.put(&g.to_record())?;
+    let replaced = state.fleet.put_group(g.clone()).is_some();
+    let changes = state.fleet.membership_changes(None);
+    let membership_changed = changes.len();
+    state.publish_memberships(changes).await?;
+    let group = group_view(state, &g);
+    state
+        .event(
+            "group.put",
+            format!("group {} {} ({} devices)", g.name, if replaced { "replaced" } else { "created" }, group.devices),
+            serde_json::json!({ "group": g.name, "devices": group.devices }),
+        )
+        .await?;
+    Ok(to_json(&GroupPut {
+        group,
+        replaced,
+        membership_changed,
+    }))
+}
+
+/// `group delete NAME`
+pub async fn group_delete(state: &mut CoreState, name: GroupName) -> Result<serde_json::Value, OpsError> {
+    if state.fleet.remove_group(&name).is_none() {
+        return Err(OpsError::NotFound(format!(
+            "group {name} does not exist: see `ota group list`"
+        )));
+    }
+    state.store.groups.delete(&name)?;
+    let changes = state.fleet.membership_changes(None);
+    let membership_changed = changes.len();
+    state.publish_memberships(changes).await?;
+    state
+        .event(
+            "group.deleted",
+            format!("group {name} deleted"),
+            serde_json::json!({ "group": name }),
+        )
+        .await?;
+    Ok(to_json(&GroupDelete {
+        name,
+        membership_changed,
+    }))
+}
+
+/// `group list`
+pub fn group_list(state: &CoreState) -> Result<serde_json::Value, OpsError> {
+    let groups = state.fleet.groups().iter().map(|g| group_view(state, g)).collect();
+    Ok(to_json(&GroupList { groups }))
+}
+
+/// `devices list [--group G]`
+pub fn device_list(state: &CoreState, group: Option<&GroupName>) -> Result<serde_json::Value, OpsError> {
+    let devices = match group {
+        None => state.fleet.devices().map(|r| view(state, r)).collect(),
+        Some(g) => {
+            if state.fleet.groups().get(g).is_none() {
+                return Err(OpsError::NotFound(format!(
+                    "group {g} does not exist: see `ota group list`"
+                )));
+            }
+            state.fleet.devices_in(g).into_iter().map(|r| view(state, r)).collect()
+        }
+    };
+    Ok(to_json(&DeviceList { devices }))
+}
+
+/// `devices show ID`
+pub fn device_show(state: &CoreState, id: &DeviceId) -> Result<serde_json::Value, OpsError> {
+    let Some(r) = state.fleet.device(id) else {
+        return Err(OpsError::NotFound(format!(
+            "device {id} is not registered: it has not said Hello to this bridge (check its id and its broker)"
+        )));
+    };
+    let campaigns = state.store.status.currents_of(id)?;
+    let conflicts = state.store.status.conflicts_of(id)?.len();
+    Ok(to_json(&DeviceShow {
+        device: view(state, r),
+        campaigns,
+        conflicts,
+    }))
+}
+
+/// Labels as `k=v,k=v`, for tables.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,102 @@
+//! `ota keygen`: a release key pair and an operator key pair, as text
+//! files (see `keyfile.rs` for the format and the file modes).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use schemas::keys;
+
+use crate::keyfile::{self, PRIVATE_EXT, PUBLIC_EXT};
+use crate::Run;
+
+/// Create a release key pair and an operator key pair.
+///
+/// Writes four files into DIR: release.key and release.pub, operator.key
+/// and operator.pub. Each holds 64 hex characters and a newline; the
+/// private (.key) files get mode 0600.
+///
+/// The release key signs what devices install: keep release.key offline
+/// and give release.pub to your devices when you provision them. The
+/// operator key signs the commands you send to the bridge: give
+/// operator.pub to the bridge and keep operator.key for the ota CLI.
+///
+/// keygen never overwrites a key unless you pass --force.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  ota keygen --out keys/")]
+pub struct Keygen {
+    /// The directory to write the four key files into; created if missing.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+
+    /// Replace key files that already exist. The old keys are lost: images
+    /// signed with the old release key no longer verify on devices that
+    /// only trust the new one.
+    #[arg(long)]
+    force: bool,
+}
+
+/// The two pairs keygen writes, by file stem.
+const PAIRS: [&str; 2] = ["release", "operator"];
+
+impl Run for Keygen {
+    fn run(self) -> anyhow::Result<()> {
+        if self.out.exists() && !self.out.is_dir() {
+            bail!("{} exists and is not a directory", self.out.display());
+        }
+        std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create {}", self.out.display()))?;
+
+        // Check every target first, so a refusal leaves no half-written set.
+        if !self.force {
+            for stem in PAIRS {
+                for ext in [PRIVATE_EXT, PUBLIC_EXT] {
+                    let path = file(&self.out, stem, ext);
+                    if path.exists() {
+                        bail!(
+                            "{} already exists: keys are never overwritten; use --force to replace them (the old keys are lost)",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+
+        let mut kids = Vec::new();
+        for stem in PAIRS {
+            let key = keys::generate();
+            let private = file(&self.out, stem, PRIVATE_EXT);
+            let public = file(&self.out, stem, PUBLIC_EXT);
+            keyfile::write_key_file(&private, &keys::signing_key_to_text(&key), true, self.force)?;
+            keyfile::write_key_file(&public, &keys::verifying_key_to_text(&key.verifying_key()), false, self.force)?;
+            kids.push((stem, keys::kid_to_hex(&keys::kid(&key.verifying_key())), private, public));
+        }
+
+        for (stem, kid, private, public) in &kids {
+            println!(
+                "{stem} key pair: {} (private, mode 0600) and {} (kid {kid})",
+                private.display(),
+                public.display()
+            );
+        }
+        let release_key = file(&self.out, "release", PRIVATE_EXT);
+        let release_pub = file(&self.out, "release", PUBLIC_EXT);
+        let (rk, rp) = (release_key.display(), release_pub.display());
+        let op = file(&self.out, "operator", PUBLIC_EXT);
+        let ok = file(&self.out, "operator", PRIVATE_EXT);
+        println!();
+        println!("next steps:");
+        println!("  keep {rk} offline: whoever holds it can sign images your devices install");
+        println!("  provision your devices with {rp} (their trusted release key)");
+        println!("  sign an image:  ota artifact sign IMAGE --kind firmware --component main --version 1.0.0 --arch esp32 --key {rk}");
+        println!("  check it:       ota artifact inspect IMAGE.manifest --trust {rp}");
+        println!(
+            "  give {} to the bridge (a trusted operator key); the ota fleet commands sign with {}",
+            op.display(),
+            ok.display()
+        );
+        Ok(())
+    }
+}
+
+fn file(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{stem}.{ext}"))
+}

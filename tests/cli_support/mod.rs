@@ -1,0 +1,58 @@
+//! Running the built `ota` binary as a user would, for the root package's
+//! CLI tests (`tests/cli_*.rs`). Not a test target itself: cargo only
+//! builds `tests/*.rs` and `tests/*/main.rs`.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// What one run of `ota` printed and how it ended.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Succeeded with exit code 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Failed with `code` and one line `error: ...` on stderr (nothing
+    /// else: no panic, no backtrace) that contains every one of `words`.
+    #[track_caller]
+    pub fn fails_with(self, code: i32, words: &[&str]) -> Self {
+        assert_eq!(self.code, code, "expected exit code {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        let first = self.stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: "), "stderr does not start with 'error: ':\n{}", self.stderr);
+        if code == 1 {
+            assert_eq!(self.stderr.trim_end().lines().count(), 1, "more than one line on stderr:\n{}", self.stderr);
+        }
+        for w in words {
+            assert!(first.contains(w), "the error line lacks {w:?}:\n{first}");
+        }
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert!(!self.stderr.contains("backtrace"), "{}", self.stderr);
+        self
+    }
+}
+
+/// Runs `ota args...` in `dir`, with the default log filter.
+pub fn ota(dir: &Path, args: &[&str]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_ota"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("the ota binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,3 @@
+//! Benchmarks behind `ota bench`: each returns figures, the caller prints.
+
+pub mod raw_fanout;

@@ -1,0 +1,120 @@
+//! The machine's own limit for our kind of work: the same bytes, cut in
+//! the same blocks, written to N loopback TCP sockets, with no broker and
+//! no protocol. Every MQTT figure is read against this one.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What one raw fan-out run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RawFanout {
+    /// Sockets written to.
+    pub clients: usize,
+    /// Bytes each socket received.
+    pub bytes_per_client: u64,
+    /// From the first write to the last byte read by the last client.
+    pub wall: Duration,
+}
+
+impl RawFanout {
+    /// Aggregate throughput in Gbit/s.
+    pub fn gbit_per_s(&self) -> f64 {
+        (self.clients as f64 * self.bytes_per_client as f64 * 8.0) / self.wall.as_secs_f64() / 1e9
+    }
+}
+
+/// Errors of the raw fan-out run.
+#[derive(Debug, thiserror::Error)]
+pub enum RawFanoutError {
+    #[error("socket i/o failed: {0} (is `ulimit -n` above {1}?)")]
+    Io(std::io::Error, usize),
+    #[error("a reader task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Writes `image` in `block_size` pieces to `clients` loopback sockets, the
+/// way a broker fans a block out, and waits until every client has read it
+/// all.
+pub async fn run(clients: usize, image: &[u8], block_size: usize) -> Result<RawFanout, RawFanoutError> {
+    let io = |e| RawFanoutError::Io(e, clients * 2 + 50);
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let addr = listener.local_addr().map_err(io)?;
+    let total = image.len() as u64;
+
+    let mut readers = Vec::with_capacity(clients);
+    let mut writers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = TcpStream::connect(addr).await.map_err(io)?;
+        let (server, _) = listener.accept().await.map_err(io)?;
+        server.set_nodelay(true).map_err(io)?;
+        writers.push(server);
+        readers.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0u64;
+            while got < total {
+                let n = client.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            Ok::<u64, std::io::Error>(got)
+        }));
+    }
+
+    let started = Instant::now();
+    // One writer task per core's worth of sockets, each writing every block
+    // to its share of sockets in turn: the broker's fan-out loop, minus MQTT.
+    let shards = 4.min(clients.max(1));
+    let mut per_shard: Vec<Vec<TcpStream>> = (0..shards).map(|_| Vec::new()).collect();
+    for (i, w) in writers.into_iter().enumerate() {
+        per_shard[i % shards].push(w);
+    }
+    let image = bytes::Bytes::copy_from_slice(image);
+    let mut tasks = Vec::new();
+    for mut socks in per_shard {
+        let image = image.clone();
+        tasks.push(tokio::spawn(async move {
+            for block in image.chunks(block_size.max(1)) {
+                for s in socks.iter_mut() {
+                    s.write_all(block).await?;
+                }
+            }
+            for s in socks.iter_mut() {
+                s.flush().await?;
+            }
+            Ok::<_, std::io::Error>(socks)
+        }));
+    }
+    let mut keep = Vec::new();
+    for t in tasks {
+        keep.push(t.await?.map_err(io)?);
+    }
+    let mut min_got = u64::MAX;
+    for r in readers {
+        min_got = min_got.min(r.await?.map_err(io)?);
+    }
+    let wall = started.elapsed();
+    drop(keep);
+    Ok(RawFanout {
+        clients,
+        bytes_per_client: if clients == 0 { 0 } else { min_got },
+        wall,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_client_gets_every_byte() {
+        let image: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let r = run(8, &image, 4096).await.unwrap();
+        assert_eq!(r.clients, 8);
+        assert_eq!(r.bytes_per_client, image.len() as u64);
+    }
+}
