@@ -42,8 +42,10 @@ impl Run for Artifact {
 /// devices verify before they download a single block. The image itself
 /// is not changed. Images of 1 byte to 64 MiB are accepted.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  ota artifact sign fw-1.3.0.bin --kind firmware --component main \\\n      \
-                        --version 1.3.0 --arch esp32 --key keys/release.key")]
+#[command(
+    after_help = "Example:\n  ota artifact sign fw-1.3.0.bin --kind firmware --component main \\\n      \
+                        --version 1.3.0 --arch esp32 --key keys/release.key"
+)]
 pub struct Sign {
     /// The image file to sign.
     #[arg(value_name = "IMAGE")]
@@ -123,8 +125,12 @@ impl Run for Sign {
         let manifest = release::build_manifest(&image, &spec)?;
         let envelope = sign(&manifest, &key);
         // Check what we wrote the way a device will, with the public key.
-        verify_entry(&envelope, &TrustStore::new([key.verifying_key()]))
-            .map_err(|e| anyhow::anyhow!("the manifest just signed does not verify ({}): this is a bug in ota", describe(&e)))?;
+        verify_entry(&envelope, &TrustStore::new([key.verifying_key()])).map_err(|e| {
+            anyhow::anyhow!(
+                "the manifest just signed does not verify ({}): this is a bug in ota",
+                describe(&e)
+            )
+        })?;
 
         let out = self.out.unwrap_or_else(|| manifest_path(&self.image));
         write_atomically(&out, &envelope)?;
@@ -156,7 +162,9 @@ impl Run for Sign {
 /// key that signed it. With --trust, also checks the signature the way a
 /// device does, and exits with 1 when it does not verify.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  ota artifact inspect fw-1.3.0.bin.manifest --trust keys/release.pub")]
+#[command(
+    after_help = "Example:\n  ota artifact inspect fw-1.3.0.bin.manifest --trust keys/release.pub"
+)]
 pub struct Inspect {
     /// The signed manifest file (IMAGE.manifest from `ota artifact sign`).
     #[arg(value_name = "MANIFEST")]
@@ -187,20 +195,39 @@ impl Run for Inspect {
                 self.manifest.display()
             );
         };
-        let manifest = read
-            .manifest
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{} holds no valid manifest (bad_manifest): {e}", self.manifest.display()))?;
-        let verdict = (!trust.is_empty()).then(|| verify_entry(&envelope, &TrustStore::new(trust.clone())));
+        let manifest = read.manifest.as_ref().map_err(|e| {
+            anyhow::anyhow!(
+                "{} holds no valid manifest (bad_manifest): {e}",
+                self.manifest.display()
+            )
+        })?;
+        let verdict =
+            (!trust.is_empty()).then(|| verify_entry(&envelope, &TrustStore::new(trust.clone())));
 
         let kid = read.kid.map(|k| keys::kid_to_hex(&k));
         if self.json {
-            print_json(manifest, kid.as_deref(), read.tagged, &trust, verdict.as_ref())?;
+            print_json(
+                manifest,
+                kid.as_deref(),
+                read.tagged,
+                &trust,
+                verdict.as_ref(),
+            )?;
         } else {
-            print_text(manifest, kid.as_deref(), read.tagged, &self.trust, verdict.as_ref());
+            print_text(
+                manifest,
+                kid.as_deref(),
+                read.tagged,
+                &self.trust,
+                verdict.as_ref(),
+            );
         }
         match verdict {
-            Some(Err(e)) => bail!("{} does not verify: {}", self.manifest.display(), describe(&e)),
+            Some(Err(e)) => bail!(
+                "{} does not verify: {}",
+                self.manifest.display(),
+                describe(&e)
+            ),
             _ => Ok(()),
         }
     }
@@ -228,8 +255,19 @@ fn print_text(
     row("min_version", &m.min_version.as_deref().unwrap_or("-"));
     row("allow_downgrade", &m.allow_downgrade);
     row("kid", &kid.unwrap_or("- (none: no device will accept it)"));
-    row("envelope", &if tagged { "COSE_Sign1, tagged (18)" } else { "COSE_Sign1, untagged" });
-    let names = trust.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    row(
+        "envelope",
+        &if tagged {
+            "COSE_Sign1, tagged (18)"
+        } else {
+            "COSE_Sign1, untagged"
+        },
+    );
+    let names = trust
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let signature = match verdict {
         None => "not checked (give --trust PUBKEY to check it)".to_string(),
         Some(Ok(_)) => format!("verified with {names}"),
@@ -273,19 +311,26 @@ fn print_json(
         "verified": verified,
         "error": error,
     });
-    println!("{}", serde_json::to_string_pretty(&out).context("cannot print JSON")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).context("cannot print JSON")?
+    );
     Ok(())
 }
 
 /// Reads an image, refusing an empty one and one over 64 MiB before
 /// reading it.
 fn read_image(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
     if !meta.is_file() {
         bail!("image {} is not a file", path.display());
     }
     if meta.len() == 0 {
-        bail!("image {} is empty: an artifact needs at least one byte", path.display());
+        bail!(
+            "image {} is empty: an artifact needs at least one byte",
+            path.display()
+        );
     }
     if meta.len() > MAX_IMAGE_BYTES {
         bail!(
@@ -300,7 +345,8 @@ fn read_image(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Reads a manifest file, refusing one too large to be a manifest (an
 /// image given by mistake, say).
 fn read_manifest(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
     if !meta.is_file() {
         bail!("manifest {} is not a file", path.display());
     }
@@ -317,7 +363,10 @@ fn read_manifest(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// `IMAGE.manifest`: the image's whole file name with `.manifest` added.
 fn manifest_path(image: &Path) -> PathBuf {
-    let mut name: OsString = image.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name: OsString = image
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".manifest");
     image.with_file_name(name)
 }
@@ -325,7 +374,10 @@ fn manifest_path(image: &Path) -> PathBuf {
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
 /// `path`, so a reader never sees half a manifest.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp_name: OsString = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut tmp_name: OsString = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -379,7 +431,10 @@ fn parse_name<T: std::str::FromStr<Err = schemas::NameError>>(s: &str) -> Result
 
 fn parse_semver(s: &str) -> Result<String, String> {
     if s.len() > release::MAX_VERSION_LEN {
-        return Err(format!("at most {} characters are allowed", release::MAX_VERSION_LEN));
+        return Err(format!(
+            "at most {} characters are allowed",
+            release::MAX_VERSION_LEN
+        ));
     }
     if schemas::version::is_valid_semver(s) {
         Ok(s.to_string())
@@ -420,6 +475,9 @@ mod tests {
 
     #[test]
     fn manifest_goes_beside_the_image() {
-        assert_eq!(manifest_path(Path::new("out/fw.bin")), PathBuf::from("out/fw.bin.manifest"));
+        assert_eq!(
+            manifest_path(Path::new("out/fw.bin")),
+            PathBuf::from("out/fw.bin.manifest")
+        );
     }
 }

@@ -43,7 +43,8 @@ impl Run for Keygen {
         if self.out.exists() && !self.out.is_dir() {
             bail!("{} exists and is not a directory", self.out.display());
         }
-        std::fs::create_dir_all(&self.out).with_context(|| format!("cannot create {}", self.out.display()))?;
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
 
         // Check every target first, so a refusal leaves no half-written set.
         if !self.force {
@@ -66,8 +67,18 @@ impl Run for Keygen {
             let private = file(&self.out, stem, PRIVATE_EXT);
             let public = file(&self.out, stem, PUBLIC_EXT);
             keyfile::write_key_file(&private, &keys::signing_key_to_text(&key), true, self.force)?;
-            keyfile::write_key_file(&public, &keys::verifying_key_to_text(&key.verifying_key()), false, self.force)?;
-            kids.push((stem, keys::kid_to_hex(&keys::kid(&key.verifying_key())), private, public));
+            keyfile::write_key_file(
+                &public,
+                &keys::verifying_key_to_text(&key.verifying_key()),
+                false,
+                self.force,
+            )?;
+            kids.push((
+                stem,
+                keys::kid_to_hex(&keys::kid(&key.verifying_key())),
+                private,
+                public,
+            ));
         }
 
         for (stem, kid, private, public) in &kids {

@@ -41,7 +41,10 @@ fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("{what} {} does not exist (`ota keygen --out DIR` creates key pairs)", path.display())
+            bail!(
+                "{what} {} does not exist (`ota keygen --out DIR` creates key pairs)",
+                path.display()
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {what} {}", path.display())),
     };
@@ -84,7 +87,8 @@ pub fn load_signing_key(path: &Path, role: Role) -> anyhow::Result<SigningKey> {
         );
     }
     let text = read_text(path, &what)?;
-    let key = keys::parse_signing_key(&text).with_context(|| format!("{what} {} is not a key file", path.display()))?;
+    let key = keys::parse_signing_key(&text)
+        .with_context(|| format!("{what} {} is not a key file", path.display()))?;
     warn_if_readable_by_others(path);
     let public = path.with_extension(PUBLIC_EXT);
     if has_ext(path, PRIVATE_EXT) && public.is_file() {
@@ -114,7 +118,8 @@ pub fn load_verifying_key(path: &Path) -> anyhow::Result<VerifyingKey> {
         );
     }
     let text = read_text(path, "public key")?;
-    keys::parse_verifying_key(&text).with_context(|| format!("public key {} is not a key file", path.display()))
+    keys::parse_verifying_key(&text)
+        .with_context(|| format!("public key {} is not a key file", path.display()))
 }
 
 #[cfg(unix)]
@@ -155,7 +160,10 @@ pub fn write_key_file(path: &Path, text: &str, private: bool, force: bool) -> an
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }

@@ -5,12 +5,18 @@
 //!
 //! - `cmd_keys.rs`: `ota keygen`.
 //! - `cmd_artifact.rs`: `ota artifact sign | inspect`.
+//! - `cmd_fleet.rs`: `ota serve`, `ota group put | list | delete`,
+//!   `ota devices list | show`.
+//! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
+//!   pause | resume | abort | status | list | watch`, `ota emergency`.
 //! - `keyfile.rs`: reading and writing key files (mode 0600, no overwrite).
 //! - `rt.rs`: the tokio runtime and shutdown signal for long-running families.
 //!
 //! Adding a family is two lines here: `mod cmd_x;` and one line in
 //! `commands!`, naming a clap `Args` (or, with `#[command(subcommand)]`, a
 //! `Subcommand`) type that implements [`Run`]. Its doc comment is its help.
+//! A family that needs async calls
+//! `rt::block_on(lib::run(config, rt::shutdown_signal()))` in its `run`.
 //!
 //! Errors are `anyhow` here only, printed as one line `error: ...` with exit
 //! code 1; clap's usage errors exit with 2.
@@ -20,10 +26,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cmd_artifact;
+mod cmd_campaign;
+mod cmd_fleet;
 mod cmd_keys;
+mod cmd_sim;
 mod keyfile;
 mod rt;
-// other families' modules register here: mod cmd_fleet; mod cmd_sim; ...
+// other families' modules register here: mod cmd_sim; ...
 
 /// What a parsed subcommand does.
 trait Run {
@@ -54,8 +63,14 @@ commands! {
     // demo registers here (issue 6): the first command a new user runs.
     Keygen(cmd_keys::Keygen),
     #[command(subcommand)] Artifact(cmd_artifact::Artifact),
+    Serve(cmd_fleet::Serve),
+    #[command(subcommand)] Group(cmd_fleet::Group),
+    #[command(subcommand)] Devices(cmd_fleet::Devices),
+    #[command(subcommand)] Campaign(cmd_campaign::Campaign),
+    Emergency(cmd_campaign::Emergency),
     // other families register here, in this order:
-    // serve, group, devices (cmd_fleet.rs); campaign, emergency; sim (cmd_sim.rs); bench.
+    // sim (cmd_sim.rs); bench.
+    Sim(cmd_sim::Sim),
 }
 
 /// ota moves signed firmware, apps and configuration to fleets of IoT

@@ -25,7 +25,9 @@ impl Setup {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         ota(dir.path(), &["keygen", "--out", "keys"]).ok();
-        let image: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let image: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         std::fs::write(dir.path().join("fw.bin"), &image).unwrap();
         Setup { dir, image }
     }
@@ -39,12 +41,16 @@ impl Setup {
     }
 
     fn public(&self, stem: &str) -> keys::VerifyingKey {
-        keys::parse_verifying_key(&std::fs::read_to_string(self.path(&format!("keys/{stem}.pub"))).unwrap()).unwrap()
+        keys::parse_verifying_key(
+            &std::fs::read_to_string(self.path(&format!("keys/{stem}.pub"))).unwrap(),
+        )
+        .unwrap()
     }
 
     fn inspect_json(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
         let run = ota(self.dir(), args);
-        let json = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
+        let json = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
         (run.code, json, run.stderr)
     }
 }
@@ -76,7 +82,14 @@ fn sign_then_inspect_shows_every_field_and_verifies() {
     assert!(run.stdout.contains("fw.bin.manifest"), "{}", run.stdout);
 
     let release_kid = keys::kid_to_hex(&keys::kid(&s.public("release")));
-    let (code, j, _) = s.inspect_json(&["artifact", "inspect", "fw.bin.manifest", "--trust", "keys/release.pub", "--json"]);
+    let (code, j, _) = s.inspect_json(&[
+        "artifact",
+        "inspect",
+        "fw.bin.manifest",
+        "--trust",
+        "keys/release.pub",
+        "--json",
+    ]);
     assert_eq!(code, 0);
     let tree = MerkleTree::build(&s.image, 4096).unwrap();
     assert_eq!(j["artifact"], "main-1.3.0-esp32");
@@ -97,18 +110,47 @@ fn sign_then_inspect_shows_every_field_and_verifies() {
     assert_eq!(j["verified"], true);
 
     // The text form names every field too.
-    let text = ota(s.dir(), &["artifact", "inspect", "fw.bin.manifest", "--trust", "keys/release.pub"]).ok().stdout;
+    let text = ota(
+        s.dir(),
+        &[
+            "artifact",
+            "inspect",
+            "fw.bin.manifest",
+            "--trust",
+            "keys/release.pub",
+        ],
+    )
+    .ok()
+    .stdout;
     for field in [
-        "artifact", "kind", "component", "version", "arch", "size", "sha256", "block_size", "blocks", "merkle_root",
-        "created", "min_version", "allow_downgrade", "kid", "signature",
+        "artifact",
+        "kind",
+        "component",
+        "version",
+        "arch",
+        "size",
+        "sha256",
+        "block_size",
+        "blocks",
+        "merkle_root",
+        "created",
+        "min_version",
+        "allow_downgrade",
+        "kid",
+        "signature",
     ] {
-        assert!(text.lines().any(|l| l.starts_with(field)), "{field} missing:\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(field)),
+            "{field} missing:\n{text}"
+        );
     }
     assert!(text.contains("verified with keys/release.pub"), "{text}");
     assert!(text.contains(&hex::encode(tree.root())), "{text}");
 
     // Without --trust it shows the manifest and says the signature was not checked.
-    let text = ota(s.dir(), &["artifact", "inspect", "fw.bin.manifest"]).ok().stdout;
+    let text = ota(s.dir(), &["artifact", "inspect", "fw.bin.manifest"])
+        .ok()
+        .stdout;
     assert!(text.contains("not checked"), "{text}");
 }
 
@@ -127,7 +169,13 @@ fn the_manifest_verifies_as_a_device_verifies_it() {
         let start = i as usize * m.block_size as usize;
         let end = (start + m.block_size as usize).min(s.image.len());
         let proof = tree.proof(i).unwrap();
-        assert!(schemas::merkle::verify_block(&m.merkle_root, i, m.blocks, &s.image[start..end], &proof));
+        assert!(schemas::merkle::verify_block(
+            &m.merkle_root,
+            i,
+            m.blocks,
+            &s.image[start..end],
+            &proof
+        ));
     }
     // The operator key is not a release key.
     let e = verify_entry(&envelope, &TrustStore::new([s.public("operator")])).unwrap_err();
@@ -160,12 +208,27 @@ fn optional_flags_land_in_the_manifest() {
     assert_eq!(j["blocks"], 40);
     assert_eq!(j["min_version"], "1.1.0");
     assert_eq!(j["allow_downgrade"], true);
-    assert_eq!(j["verified"], serde_json::Value::Null, "not checked without --trust");
+    assert_eq!(
+        j["verified"],
+        serde_json::Value::Null,
+        "not checked without --trust"
+    );
 
     // A version with build metadata gives a default id inside the alphabet.
     let args = [
-        "artifact", "sign", "fw.bin", "--kind", "app", "--component", "ui", "--version", "2.0.0-rc.1+b7", "--arch",
-        "any", "--key", "keys/release.key",
+        "artifact",
+        "sign",
+        "fw.bin",
+        "--kind",
+        "app",
+        "--component",
+        "ui",
+        "--version",
+        "2.0.0-rc.1+b7",
+        "--arch",
+        "any",
+        "--key",
+        "keys/release.key",
     ];
     ota(s.dir(), &args).ok();
     let (_, j, _) = s.inspect_json(&["artifact", "inspect", "fw.bin.manifest", "--json"]);
@@ -179,18 +242,35 @@ fn inspect_fails_when_the_trusted_keys_do_not_verify() {
     ota(s.dir(), SIGN).ok();
 
     // Signed by another key: unknown_key, exit 1, the fields still shown.
-    let (code, j, stderr) =
-        s.inspect_json(&["artifact", "inspect", "fw.bin.manifest", "--trust", "keys/operator.pub", "--json"]);
+    let (code, j, stderr) = s.inspect_json(&[
+        "artifact",
+        "inspect",
+        "fw.bin.manifest",
+        "--trust",
+        "keys/operator.pub",
+        "--json",
+    ]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(j["verified"], false);
     assert_eq!(j["error"]["code"], "unknown_key");
     assert_eq!(j["artifact"], "main-1.3.0-esp32");
-    assert!(stderr.starts_with("error: ") && stderr.contains("unknown_key"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("unknown_key"),
+        "{stderr}"
+    );
 
     // Several --trust keys: verifies when one of them signed it.
     ota(
         s.dir(),
-        &["artifact", "inspect", "fw.bin.manifest", "--trust", "keys/operator.pub", "--trust", "keys/release.pub"],
+        &[
+            "artifact",
+            "inspect",
+            "fw.bin.manifest",
+            "--trust",
+            "keys/operator.pub",
+            "--trust",
+            "keys/release.pub",
+        ],
     )
     .ok();
 
@@ -199,8 +279,17 @@ fn inspect_fails_when_the_trusted_keys_do_not_verify() {
     let last = envelope.len() - 1;
     envelope[last] ^= 0x01;
     std::fs::write(s.path("tampered.manifest"), &envelope).unwrap();
-    ota(s.dir(), &["artifact", "inspect", "tampered.manifest", "--trust", "keys/release.pub"])
-        .fails_with(1, &["tampered.manifest", "bad_signature"]);
+    ota(
+        s.dir(),
+        &[
+            "artifact",
+            "inspect",
+            "tampered.manifest",
+            "--trust",
+            "keys/release.pub",
+        ],
+    )
+    .fails_with(1, &["tampered.manifest", "bad_signature"]);
 }
 
 #[test]
@@ -219,9 +308,12 @@ fn sign_errors_are_one_clear_line() {
     // Bad values are usage errors (exit 2) that name the flag.
     ota(d, &replace("--version", "1.3")).fails_with(2, &["--version", "1.3", "semver"]);
     ota(d, &with(SIGN, &["--min-version", "one"])).fails_with(2, &["--min-version", "semver"]);
-    ota(d, &replace("--kind", "kernel")).fails_with(2, &["--kind", "kernel", "firmware, app, config"]);
-    ota(d, &with(SIGN, &["--block-size", "1000"])).fails_with(2, &["--block-size", "1000", "power of two"]);
-    ota(d, &with(SIGN, &["--block-size", "131072"])).fails_with(2, &["--block-size", "power of two"]);
+    ota(d, &replace("--kind", "kernel"))
+        .fails_with(2, &["--kind", "kernel", "firmware, app, config"]);
+    ota(d, &with(SIGN, &["--block-size", "1000"]))
+        .fails_with(2, &["--block-size", "1000", "power of two"]);
+    ota(d, &with(SIGN, &["--block-size", "131072"]))
+        .fails_with(2, &["--block-size", "power of two"]);
     ota(d, &with(SIGN, &["--block-size", "big"])).fails_with(2, &["--block-size", "not a number"]);
     ota(d, &replace("--arch", "arm v7")).fails_with(2, &["--arch"]);
     ota(d, &replace("--component", "ma/in")).fails_with(2, &["--component", "ma/in"]);
@@ -229,10 +321,17 @@ fn sign_errors_are_one_clear_line() {
     // Wrong keys: exit 1, say what was expected.
     ota(d, &replace("--key", "keys/release.pub")).fails_with(1, &["public key", "release.key"]);
     ota(d, &replace("--key", "keys/operator.key")).fails_with(1, &["operator key", "release"]);
-    ota(d, &replace("--key", "keys/missing.key")).fails_with(1, &["keys/missing.key", "ota keygen"]);
+    ota(d, &replace("--key", "keys/missing.key"))
+        .fails_with(1, &["keys/missing.key", "ota keygen"]);
     ota(d, &replace("--key", "fw.bin")).fails_with(1, &["fw.bin", "64 hex characters"]);
     std::fs::write(s.path("garbage.key"), "not a key at all\n").unwrap();
     ota(d, &replace("--key", "garbage.key")).fails_with(1, &["garbage.key", "64 hex characters"]);
+    // A key that does not belong to the .pub beside it: one was replaced.
+    std::fs::create_dir(s.path("mixed")).unwrap();
+    std::fs::copy(s.path("keys/release.key"), s.path("mixed/release.key")).unwrap();
+    std::fs::copy(s.path("keys/operator.pub"), s.path("mixed/release.pub")).unwrap();
+    ota(d, &replace("--key", "mixed/release.key"))
+        .fails_with(1, &["does not belong to", "mixed/release.pub"]);
     // Nothing was written by any of them.
     assert!(!s.path("fw.bin.manifest").exists());
 }
@@ -265,7 +364,26 @@ fn inspect_errors_are_one_clear_line() {
     ota(d, &["artifact", "inspect", "missing.manifest"]).fails_with(1, &["missing.manifest"]);
     ota(d, &["artifact", "inspect", "fw.bin"]).fails_with(1, &["fw.bin", "image"]);
     ota(d, &["artifact", "inspect", "keys/release.pub"]).fails_with(1, &["not a signed manifest"]);
-    ota(d, &["artifact", "inspect", "fw.bin.manifest", "--trust", "keys/release.key"])
-        .fails_with(1, &["private key", "release.pub"]);
-    ota(d, &["artifact", "inspect", "fw.bin.manifest", "--trust", "keys/nope.pub"]).fails_with(1, &["keys/nope.pub"]);
+    ota(
+        d,
+        &[
+            "artifact",
+            "inspect",
+            "fw.bin.manifest",
+            "--trust",
+            "keys/release.key",
+        ],
+    )
+    .fails_with(1, &["private key", "release.pub"]);
+    ota(
+        d,
+        &[
+            "artifact",
+            "inspect",
+            "fw.bin.manifest",
+            "--trust",
+            "keys/nope.pub",
+        ],
+    )
+    .fails_with(1, &["keys/nope.pub"]);
 }

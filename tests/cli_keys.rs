@@ -56,7 +56,11 @@ fn every_flag_is_explained() {
     ];
     for (args, flags) in cases {
         let help = ota(dir.path(), args).ok().stdout;
-        let lines: Vec<&str> = help.lines().collect();
+        // The Options section: one line per flag, its explanation below.
+        let lines: Vec<&str> = help
+            .lines()
+            .skip_while(|l| !l.starts_with("Options:"))
+            .collect();
         for flag in *flags {
             // The flag's line, then its explanation on the next line.
             let at = lines
@@ -82,13 +86,19 @@ fn keygen_writes_two_pairs_with_private_files_0600() {
         for text in [&sk, &pk] {
             assert_eq!(text.len(), 65);
             assert!(text.ends_with('\n'));
-            assert!(text[..64].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(text[..64]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
         let sk = keys::parse_signing_key(&sk).unwrap();
         let pk = keys::parse_verifying_key(&pk).unwrap();
         assert_eq!(sk.verifying_key(), pk, "{stem}.pub belongs to {stem}.key");
         let kid = keys::kid_to_hex(&keys::kid(&pk));
-        assert!(run.stdout.contains(&kid), "the kid of {stem} is printed:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(&kid),
+            "the kid of {stem} is printed:\n{}",
+            run.stdout
+        );
     }
     assert!(run.stdout.contains("next steps"), "{}", run.stdout);
     assert!(run.stdout.contains("ota artifact sign"), "{}", run.stdout);
@@ -113,7 +123,10 @@ fn keygen_never_overwrites_without_force() {
     let lone = tempfile::tempdir().unwrap();
     std::fs::write(lone.path().join("operator.pub"), "x\n").unwrap();
     ota(lone.path(), &["keygen", "--out", "."]).fails_with(1, &["operator.pub", "already exists"]);
-    assert!(!lone.path().join("release.key").exists(), "a refusal writes nothing");
+    assert!(
+        !lone.path().join("release.key").exists(),
+        "a refusal writes nothing"
+    );
 
     // --force replaces them, and the new private file is 0600 again.
     ota(dir.path(), &["keygen", "--out", "keys", "--force"]).ok();

@@ -51,6 +51,10 @@ pub struct CoreState {
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
+    /// The artifact commands (upload, list, show, delete).
+    pub artifacts: crate::artifacts::ArtifactOps,
+    /// Every campaign, its gate and live tally ([`crate::campaign::hooks`]).
+    pub campaigns: crate::campaign::Campaigns,
 }
 
 /// The actor.
@@ -79,12 +83,14 @@ impl CoreState {
     /// Publishes changed memberships (retained, recorded in the store).
     pub async fn publish_memberships(&mut self, changes: Vec<(DeviceId, Vec<GroupName>)>) -> Result<(), BridgeError> {
         let n = changes.len() as u64;
+        let moved: Vec<DeviceId> = changes.iter().map(|(id, _)| id.clone()).collect();
         for (id, groups) in changes {
             let payload = Membership { groups }.encode();
             self.publisher.retain(&Topic::Groups(id), payload).await?;
         }
         Metrics::add(&self.metrics.memberships_published, n);
-        Ok(())
+        // Campaign members follow the groups.
+        crate::campaign::hooks::devices_changed(self, &moved).await
     }
 
     /// Publishes an event for operators on `P/ops/events`.
@@ -114,10 +120,13 @@ impl Core {
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), BridgeError> {
         self.start().await?;
+        let mut tick = tokio::time::interval(crate::campaign::hooks::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = tick.tick() => crate::campaign::hooks::tick(&mut self.state).await?,
                 m = self.internal.recv() => match m {
                     Some(m) => self.internal(m).await?,
                     None => break,
@@ -169,6 +178,7 @@ impl Core {
         }
         s.publish_memberships(changes).await?;
         info!(devices = s.fleet.len(), groups = s.fleet.groups().len(), retained = n, "core ready");
+        crate::campaign::hooks::started(&mut self.state).await?;
         Ok(())
     }
 
@@ -188,6 +198,7 @@ impl Core {
                         self.state.put_device(&id)?;
                     }
                 }
+                crate::campaign::hooks::statuses(&mut self.state, &updates).await?;
                 for u in updates {
                     self.status_update(u);
                 }
@@ -208,6 +219,7 @@ impl Core {
                 serde_json::json!({ "device": id, "arch": hello.arch }),
             )
             .await?;
+            crate::campaign::hooks::devices_changed(s, std::slice::from_ref(id)).await?;
         } else if change.rebooted {
             info!(device = %id, boot_id = %hello.boot_id, "device rebooted");
         }
@@ -235,7 +247,7 @@ impl Core {
             Topic::Presence(id) => self.presence(id, &m)?,
             Topic::OpsCommands => crate::ops::handle(&mut self.state, &m.payload).await?,
             other => {
-                self.state.metrics.drop(DropReason::BadTopic);
+                self.state.metrics.count_drop(DropReason::BadTopic);
                 warn!(topic = ?other, "core got a topic it does not own");
             }
         }
@@ -252,7 +264,7 @@ impl Core {
         let p = match Presence::decode(&m.payload) {
             Ok(p) => p,
             Err(e) => {
-                s.metrics.drop(match e {
+                s.metrics.count_drop(match e {
                     schemas::msg::DecodeError::TooLarge { .. } => DropReason::Oversized,
                     _ => DropReason::Malformed,
                 });

@@ -1,7 +1,412 @@
-//! (map written once the modules settle)
+//! The ota bridge: the service operators run (`ota serve`). It registers
+//! devices from their Hello, keeps groups and publishes each device's
+//! membership, stores every Status durably before acknowledging it, and
+//! takes signed operator commands. Also the operator client library the
+//! CLI uses ([`client`]).
+//!
+//! # Layout
+//!
+//! - [`config`]: `ota.toml` in two steps (raw serde, then validated).
+//! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
+//!   status, retained, audit).
+//! - [`mqtt`]: the one rumqttc connection: options, the event loop task
+//!   that routes publishes to actors, the [`mqtt::Publisher`].
+//! - [`status`]: the pure ack tracker and the ingest actor (group commit,
+//!   flush, PUBACK, retained StatusAck).
+//! - [`fleet`]: the registry, label selectors, groups and membership.
+//! - [`ops`]: operator commands: verification, audit, dispatch, handlers.
+//! - [`core`]: the actor owning fleet, groups and commands (and later
+//!   artifacts and campaigns).
+//! - [`campaign`]: campaign specs and the wave gate (pure).
+//! - [`client`]: [`client::OpsClient`], signed commands over MQTT.
+//! - [`bench`]: the durable status ingest benchmark.
+//! - [`metrics`]: counters, logged periodically.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  broker ──poll()──► mqtt::MqttLoop ──try_send──► status::Ingest ──► sled, flush
+//!                          │                          │   └──► PUBACK, retained StatusAck
+//!                          │                          ▼
+//!                          └─────────try_send──────► core::Core ──► sled
+//!                       (presence, commands)          └──► Membership, replies, events
+//! ```
+//!
+//! Shutdown is passed in ([`run`]): the actors finish the batch in hand,
+//! the connection closes cleanly, the store is flushed.
 
+pub mod artifacts;
+pub mod bench;
+pub mod blocks;
 pub mod campaign;
+pub mod client;
+pub mod config;
+pub mod core;
 pub mod fleet;
 pub mod metrics;
+pub mod mqtt;
+pub mod ops;
 pub mod status;
 pub mod store;
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::{Config, ConfigError};
+pub use metrics::{DropReason, Metrics};
+
+use mqtt::{LinkState, MqttLoop, Publisher, Routes};
+use store::{Store, StoreError};
+
+/// Why the bridge could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no operator keys are configured, so no command could ever be accepted: generate one with `ota keygen` and list its .pub file in [bridge] operator_keys")]
+    NoOperatorKeys,
+    #[error("cannot create data_dir {path}: {source} (check the path and its permissions)")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Publish(#[from] mqtt::PublishError),
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::ArtifactError),
+    #[error("a bridge task failed: {0}")]
+    Task(String),
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An actor task: it ends with an error only when the bridge cannot go on.
+type ActorHandle = JoinHandle<Result<(), BridgeError>>;
+
+/// How long shutdown waits for the broker to see our DISCONNECT.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// A running bridge. [`run`] is start, wait for the shutdown signal, stop;
+/// tests use the handle to wait until it is subscribed and to read its
+/// counters.
+pub struct Bridge {
+    metrics: Arc<Metrics>,
+    blocks: blocks::BlockServerHandle,
+    artifacts: artifacts::ArtifactStore,
+    link: watch::Receiver<LinkState>,
+    store: Store,
+    publisher: Publisher,
+    endpoint: broker::Endpoint,
+    actors_token: CancellationToken,
+    loop_token: CancellationToken,
+    /// An actor's handle is taken out once [`Bridge::failed`] saw it end.
+    actors: Vec<(&'static str, Option<ActorHandle>)>,
+    mqtt_loop: JoinHandle<()>,
+    metrics_log: JoinHandle<()>,
+    /// Kept for as long as the bridge runs (rumqttd cannot be stopped).
+    _broker: Option<broker::EmbeddedBroker>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, BridgeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BridgeError::Task(e.to_string()))
+}
+
+impl Bridge {
+    /// Opens the store, starts the embedded broker if configured, connects
+    /// and spawns the actors. Returns once they run; the connection may
+    /// still be coming up (see [`Bridge::ready`]).
+    pub async fn start(config: Config) -> Result<Bridge, BridgeError> {
+        if config.bridge.operator_keys.is_empty() {
+            return Err(BridgeError::NoOperatorKeys);
+        }
+        let data_dir = config.bridge.data_dir.clone();
+        tokio::fs::create_dir_all(&data_dir)
+            .await
+            .map_err(|source| BridgeError::DataDir {
+                path: data_dir.clone(),
+                source,
+            })?;
+        let store = blocking(move || Store::open(&data_dir)).await??;
+
+        let embedded = match &config.broker {
+            broker::BrokerConfig::Embedded(e) => {
+                let e = e.clone();
+                let b = blocking(move || broker::start(&e)).await??;
+                info!(listen = %b.addr(), "embedded broker running");
+                Some(b)
+            }
+            broker::BrokerConfig::External(x) => {
+                info!(host = %x.host, port = x.port, "using an external broker");
+                None
+            }
+        };
+        let endpoint = config.endpoint();
+
+        let metrics = Arc::new(Metrics::default());
+        let (client, eventloop) =
+            rumqttc::AsyncClient::new(mqtt::options::mqtt_options(&config), mqtt::options::REQUEST_QUEUE);
+        let generation = Arc::new(AtomicU64::new(0));
+        let publisher = Publisher::new(
+            client,
+            config.bridge.topics.clone(),
+            store.retained.clone(),
+            generation.clone(),
+        );
+        let (s, dir) = (store.clone(), config.bridge.data_dir.clone());
+        let artifact_store = blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
+        let actors_token = CancellationToken::new();
+        let (block_server, blocks_task) = blocks::spawn(
+            config.blocks.clone(),
+            artifact_store.clone(),
+            publisher.clone(),
+            actors_token.clone(),
+        );
+        let (ingest_tx, ingest_rx) = mpsc::channel(status::ingest::INBOX);
+        let (core_mqtt_tx, core_mqtt_rx) = mpsc::channel(core::INBOX);
+        let (core_tx, core_rx) = mpsc::channel(core::INBOX);
+        let routes = Routes {
+            ingest: ingest_tx,
+            core: core_mqtt_tx,
+            blocks: Some(block_server.requests()),
+        };
+        let (link_tx, link) = watch::channel(LinkState::default());
+        let loop_token = CancellationToken::new();
+        let mqtt_loop = tokio::spawn(
+            MqttLoop::new(eventloop, publisher.clone(), routes, metrics.clone(), generation, link_tx)
+                .run(loop_token.clone().cancelled_owned()),
+        );
+
+        let s = store.clone();
+        let tracker = blocking(move || status::Ingest::load_tracker(&s)).await??;
+        let s = store.clone();
+        let fleet = blocking(move || core::CoreState::load_fleet(&s)).await??;
+        let s = store.clone();
+        let campaigns = blocking(move || campaign::Campaigns::load(&s)).await??;
+        let window = config.bridge.command_window_secs;
+        let mut auth = ops::Authenticator::new(config.bridge.operator_keys.clone(), window);
+        let s = store.clone();
+        let recent = blocking(move || s.audit.since(unix_now().saturating_sub(2 * window))).await??;
+        let seeded = auth.seed(&recent);
+        info!(
+            devices = fleet.len(),
+            counters = tracker.len(),
+            replay_ids = seeded,
+            "state loaded"
+        );
+
+        let ingest = status::Ingest {
+            rx: ingest_rx,
+            store: store.clone(),
+            publisher: publisher.clone(),
+            core: core_tx,
+            metrics: metrics.clone(),
+            config: config.status,
+            tracker,
+        };
+        let core = core::Core {
+            state: core::CoreState {
+                fleet,
+                store: store.clone(),
+                publisher: publisher.clone(),
+                metrics: metrics.clone(),
+                auth,
+                artifacts: artifacts::ArtifactOps::new(
+                    artifact_store.clone(),
+                    &config.bridge.release_keys,
+                    Some(block_server.clone()),
+                ),
+                campaigns,
+            },
+            mqtt: core_mqtt_rx,
+            internal: core_rx,
+        };
+        let actors = vec![
+            ("status ingest", Some(tokio::spawn(ingest.run(actors_token.clone())))),
+            ("core", Some(tokio::spawn(core.run(actors_token.clone())))),
+            ("block server", Some(blocks_task)),
+        ];
+        let metrics_log = tokio::spawn(log_metrics(
+            metrics.clone(),
+            config.bridge.metrics_interval,
+            actors_token.clone(),
+        ));
+        Ok(Bridge {
+            metrics,
+            blocks: block_server,
+            artifacts: artifact_store,
+            link,
+            store,
+            publisher,
+            endpoint,
+            actors_token,
+            loop_token,
+            actors,
+            mqtt_loop,
+            metrics_log,
+            _broker: embedded,
+        })
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where the bridge's broker listens (for clients in tests).
+    pub fn endpoint(&self) -> &broker::Endpoint {
+        &self.endpoint
+    }
+
+    /// The store (tests read what was stored).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The block server (its counters; priorities).
+    pub fn blocks(&self) -> &blocks::BlockServerHandle {
+        &self.blocks
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &artifacts::ArtifactStore {
+        &self.artifacts
+    }
+
+    /// The connection state now.
+    pub fn link(&self) -> LinkState {
+        *self.link.borrow()
+    }
+
+    /// Waits until the bridge is connected and subscribed.
+    pub async fn ready(&self) {
+        let mut rx = self.link.clone();
+        // An error means the loop stopped; then there is nothing to wait for.
+        let _ = rx.wait_for(|s| s.subscribed).await;
+    }
+
+    /// Completes when an actor stops on its own (an error): the bridge
+    /// cannot go on and should be stopped.
+    pub async fn failed(&mut self) -> BridgeError {
+        let running: Vec<_> = self
+            .actors
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, (_, h))| h.as_mut().map(|h| Box::pin(async move { (i, h.await) })))
+            .collect();
+        if running.is_empty() {
+            return std::future::pending().await;
+        }
+        let ((i, result), _, _) = futures::future::select_all(running).await;
+        let name = self.actors[i].0;
+        self.actors[i].1 = None;
+        match result {
+            Ok(Ok(())) => BridgeError::Task(format!("{name} stopped unexpectedly")),
+            Ok(Err(e)) => e,
+            Err(e) => BridgeError::Task(format!("{name}: {e}")),
+        }
+    }
+
+    /// Stops: the actors finish the batch in hand, the connection closes,
+    /// the store is flushed. Returns the first error an actor had.
+    pub async fn shutdown(self) -> Result<(), BridgeError> {
+        self.actors_token.cancel();
+        let mut first_err = None;
+        for (name, h) in self.actors {
+            let Some(h) = h else { continue };
+            match h.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(task = name, error = %e, "task failed");
+                    first_err.get_or_insert(e);
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    error!(task = name, error = %e, "task panicked");
+                    first_err.get_or_insert(BridgeError::Task(format!("{name}: {e}")));
+                }
+            }
+        }
+        // Let the PUBACKs and acks queued by the actors go out, then close.
+        self.publisher.disconnect().await;
+        let mut link = self.link.clone();
+        if tokio::time::timeout(DISCONNECT_WAIT, link.wait_for(|s| !s.connected)).await.is_err() {
+            warn!("the broker did not close the connection in time; closing it ourselves");
+        }
+        self.loop_token.cancel();
+        let _ = self.mqtt_loop.await;
+        let _ = self.metrics_log.await;
+        self.store.flush().await?;
+        info!(metrics = ?self.metrics.snapshot(), "bridge stopped");
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn log_metrics(metrics: Arc<Metrics>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let s = metrics.snapshot();
+                info!(
+                    hellos = s.hellos,
+                    statuses_stored = s.statuses_stored,
+                    duplicates = s.statuses_duplicate,
+                    conflicts = s.statuses_conflict,
+                    commits = s.commits,
+                    acks = s.acks_published,
+                    commands = s.commands_accepted,
+                    refused = s.commands_refused,
+                    dropped = s.dropped_total(),
+                    "counters"
+                );
+            }
+        }
+    }
+}
+
+/// Runs the bridge until `shutdown` completes (the caller wires Ctrl-C and
+/// SIGTERM to it), or until a task fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), BridgeError> {
+    let mut bridge = Bridge::start(config).await?;
+    tokio::pin!(shutdown);
+    let failure = tokio::select! {
+        _ = &mut shutdown => None,
+        e = bridge.failed() => Some(e),
+    };
+    match failure {
+        None => {
+            info!("shutting down");
+            bridge.shutdown().await
+        }
+        Some(e) => {
+            error!(error = %e, "the bridge cannot go on; stopping");
+            let _ = bridge.shutdown().await;
+            Err(e)
+        }
+    }
+}

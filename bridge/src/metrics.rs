@@ -124,7 +124,7 @@ fn get(a: &AtomicU64) -> u64 {
 
 impl Metrics {
     /// Counts one drop.
-    pub fn drop(&self, r: DropReason) {
+    pub fn count_drop(&self, r: DropReason) {
         self.dropped[r.index()].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -168,9 +168,9 @@ mod tests {
     #[test]
     fn counts_per_reason() {
         let m = Metrics::default();
-        m.drop(DropReason::Malformed);
-        m.drop(DropReason::Malformed);
-        m.drop(DropReason::Unrouted);
+        m.count_drop(DropReason::Malformed);
+        m.count_drop(DropReason::Malformed);
+        m.count_drop(DropReason::Unrouted);
         Metrics::add(&m.statuses_stored, 5);
         let s = m.snapshot();
         assert_eq!(s.dropped(DropReason::Malformed), 2);

@@ -42,5 +42,21 @@
 //!   every applicable member decided, or at the timeout.
 //! ```
 
+pub mod announce;
+pub mod error;
+pub mod events;
 pub mod gate;
+pub mod hooks;
+pub mod manager;
+pub mod members;
+pub mod ops;
+pub mod preflight;
+pub mod record;
+pub mod release;
 pub mod spec;
+pub mod store;
+pub mod tally;
+pub mod view;
+
+pub use error::CampaignError;
+pub use manager::{Campaigns, Ctx};

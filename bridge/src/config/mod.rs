@@ -84,6 +84,8 @@ pub struct Config {
     pub broker: broker::BrokerConfig,
     pub status: StatusConfig,
     pub operator: OperatorConfig,
+    /// `[blocks]`: the block server.
+    pub blocks: crate::blocks::BlocksConfig,
 }
 
 /// `[bridge]`
@@ -196,6 +198,7 @@ impl Config {
             broker,
             status: StatusConfig::default(),
             operator: OperatorConfig::default(),
+            blocks: crate::blocks::BlocksConfig::default(),
         }
     }
 
@@ -291,6 +294,11 @@ impl Validator<'_> {
             max_batch,
         };
 
+        raw.blocks
+            .validate()
+            .map_err(|e| self.err("blocks", e.key, e.message))?;
+        let blocks = raw.blocks;
+
         let o = raw.operator;
         let operator_credentials = match (o.username, o.password) {
             (None, None) => None,
@@ -311,6 +319,7 @@ impl Validator<'_> {
             broker,
             status,
             operator,
+            blocks,
         })
     }
 
@@ -486,6 +495,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        write_key(&dir.path().join("keys"), "operator.pub", 1);
+        write_key(&dir.path().join("keys"), "release.pub", 2);
+        let c = load(dir.path(), include_str!("../../../config/ota.toml")).unwrap();
+        assert_eq!(c.bridge.operator_keys.len(), 1);
+        assert_eq!(c.status, StatusConfig::default());
+        assert_eq!(c.operator.key, Some(dir.path().join("keys/operator.key")));
+        assert_eq!(c.endpoint().port, 1883);
+    }
+
+    #[test]
     fn external_broker_credentials_are_the_bridges() {
         let dir = tempfile::tempdir().unwrap();
         let c = load(
@@ -493,7 +515,7 @@ mod tests {
             "[broker]\nmode = \"external\"\nurl = \"mqtt://10.0.0.5:1884\"\nusername = \"b\"\npassword = \"p\"",
         )
         .unwrap();
-        assert_eq!(c.bridge.credentials.unwrap().username, "b");
+        assert_eq!(c.bridge.credentials.as_ref().unwrap().username, "b");
         assert_eq!(c.endpoint().host, "10.0.0.5");
     }
 }

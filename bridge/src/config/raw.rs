@@ -18,6 +18,9 @@ pub struct RawConfig {
     pub status: RawStatus,
     #[serde(default)]
     pub operator: RawOperator,
+    /// `[blocks]`: validated as it is (see `crate::blocks::BlocksConfig`).
+    #[serde(default)]
+    pub blocks: crate::blocks::BlocksConfig,
 }
 
 /// `[bridge]`

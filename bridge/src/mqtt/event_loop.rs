@@ -40,6 +40,15 @@ pub const MAX_OVERFLOW: usize = 10_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// One turn of the loop.
+enum Step {
+    Event(Result<Event, rumqttc::ConnectionError>),
+    /// A queued message went to its owner.
+    Sent,
+    /// The head of the queue has no owner any more.
+    OwnerGone,
+}
+
 /// The connection as the rest of the bridge sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LinkState {
@@ -103,7 +112,8 @@ impl MqttLoop {
             .collect()
     }
 
-    /// Runs until `shutdown` completes.
+    /// Runs until `shutdown` completes or the bridge's own DISCONNECT has
+    /// been sent.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -112,25 +122,36 @@ impl MqttLoop {
                 self.subscribe();
             }
             let head = self.overflow.front().map(|(t, _)| *t);
-            let event = if let Some(target) = head {
+            let step = if let Some(target) = head {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
-                    permit = self.routes.reserve(target) => {
-                        let Some((_, m)) = self.overflow.pop_front() else { continue };
-                        match permit {
-                            Some(p) => p.send(m),
-                            None => self.no_owner(target, m),
+                    permit = self.routes.reserve(target) => match permit {
+                        Some(p) => {
+                            if let Some((_, m)) = self.overflow.pop_front() {
+                                p.send(m);
+                            }
+                            Step::Sent
                         }
-                        continue;
-                    }
-                    ev = self.eventloop.poll() => ev,
+                        None => Step::OwnerGone,
+                    },
+                    ev = self.eventloop.poll() => Step::Event(ev),
                 }
             } else {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
-                    ev = self.eventloop.poll() => ev,
+                    ev = self.eventloop.poll() => Step::Event(ev),
+                }
+            };
+            let event = match step {
+                Step::Event(ev) => ev,
+                Step::Sent => continue,
+                Step::OwnerGone => {
+                    if let Some((t, m)) = self.overflow.pop_front() {
+                        self.no_owner(t, m);
+                    }
+                    continue;
                 }
             };
             match event {
@@ -147,6 +168,11 @@ impl MqttLoop {
                     }
                     self.state.send_modify(|s| s.subscribed = true);
                     info!("subscribed: devices and operators reach the bridge");
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    // Our own clean shutdown: the DISCONNECT is flushed.
+                    info!("disconnected from the broker");
+                    break;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -209,13 +235,13 @@ impl MqttLoop {
         let topic = match self.topics.parse(topic_str) {
             Ok(t) => t,
             Err(e) => {
-                self.metrics.drop(DropReason::BadTopic);
+                self.metrics.count_drop(DropReason::BadTopic);
                 warn!(error = %e, "dropped a publish on a bad topic");
                 return self.ack_now(ack);
             }
         };
         let Some(target) = Target::of(&topic) else {
-            self.metrics.drop(DropReason::BadTopic);
+            self.metrics.count_drop(DropReason::BadTopic);
             warn!(topic = %topic_str, "dropped a publish on a topic the bridge only sends");
             return self.ack_now(ack);
         };
@@ -238,7 +264,7 @@ impl MqttLoop {
 
     fn queue(&mut self, target: Target, m: Incoming) {
         if self.overflow.len() >= MAX_OVERFLOW {
-            self.metrics.drop(DropReason::Overloaded);
+            self.metrics.count_drop(DropReason::Overloaded);
             warn!(topic = ?m.topic, queued = self.overflow.len(), "bridge overloaded: dropped an incoming message");
             return self.ack_now(m.ack);
         }
@@ -249,7 +275,7 @@ impl MqttLoop {
     }
 
     fn no_owner(&mut self, target: Target, m: Incoming) {
-        self.metrics.drop(DropReason::Unrouted);
+        self.metrics.count_drop(DropReason::Unrouted);
         warn!(?target, topic = ?m.topic, "dropped a message nobody handles now");
         self.ack_now(m.ack);
     }

@@ -65,14 +65,16 @@ impl Authenticator {
     }
 
     /// Verifies a command payload at time `now` (Unix seconds).
-    pub fn check(&mut self, payload: &[u8], now: u64) -> Result<CommandBody, Refusal> {
-        let env = CommandEnvelope::parse(payload).map_err(|error| Refusal {
-            error,
-            reason: DropReason::CommandMalformed,
-            request_id: None,
-            kid: None,
-            op: None,
-            issued_at: None,
+    pub fn check(&mut self, payload: &[u8], now: u64) -> Result<CommandBody, Box<Refusal>> {
+        let env = CommandEnvelope::parse(payload).map_err(|error| {
+            Box::new(Refusal {
+                error,
+                reason: DropReason::CommandMalformed,
+                request_id: None,
+                kid: None,
+                op: None,
+                issued_at: None,
+            })
         })?;
         let body = env.verify(&self.keys).map_err(|error| {
             let reason = match error {
@@ -80,25 +82,27 @@ impl Authenticator {
                 _ => DropReason::CommandForged,
             };
             let loose = Loose::read(&env.body);
-            Refusal {
+            Box::new(Refusal {
                 error,
                 reason,
                 request_id: loose.request_id,
                 kid: Some(env.kid.chars().take(32).collect()),
                 op: loose.op,
                 issued_at: loose.issued_at,
-            }
+            })
         })?;
-        self.guard.check(&body, now).map_err(|error| Refusal {
-            reason: match error {
-                CommandError::Replay(_) => DropReason::CommandReplayed,
-                _ => DropReason::CommandStale,
-            },
-            error,
-            request_id: Some(body.request_id.clone()),
-            kid: Some(env.kid.clone()),
-            op: Some(body.command.name().to_string()),
-            issued_at: Some(body.issued_at),
+        self.guard.check(&body, now).map_err(|error| {
+            Box::new(Refusal {
+                reason: match error {
+                    CommandError::Replay(_) => DropReason::CommandReplayed,
+                    _ => DropReason::CommandStale,
+                },
+                error,
+                request_id: Some(body.request_id.clone()),
+                kid: Some(env.kid.clone()),
+                op: Some(body.command.name().to_string()),
+                issued_at: Some(body.issued_at),
+            })
         })?;
         Ok(body)
     }

@@ -16,17 +16,21 @@ pub async fn dispatch(state: &mut CoreState, cmd: Command, now: u64) -> Result<s
         Command::GroupList => fleet_cmds::group_list(state),
         Command::DeviceList { group } => fleet_cmds::device_list(state, group.as_ref()),
         Command::DeviceShow { id } => fleet_cmds::device_show(state, &id),
-        other @ (Command::ArtifactUpload { .. }
+        cmd @ (Command::ArtifactUpload { .. }
         | Command::ArtifactList
         | Command::ArtifactShow { .. }
-        | Command::ArtifactDelete { .. }
-        | Command::CampaignCreate { .. }
+        | Command::ArtifactDelete { .. }) => {
+            // Delete is refused while a campaign that has not ended uses it.
+            let in_use = |a: &schemas::ArtifactId| crate::campaign::hooks::user_of(state, a);
+            state.artifacts.handle(&cmd, &in_use).await.map_err(OpsError::Invalid)
+        }
+        cmd @ (Command::CampaignCreate { .. }
         | Command::CampaignStart { .. }
         | Command::CampaignPause { .. }
         | Command::CampaignResume { .. }
         | Command::CampaignAbort { .. }
         | Command::CampaignStatus { .. }
         | Command::CampaignList
-        | Command::Emergency { .. }) => Err(OpsError::NotImplemented(other.name())),
+        | Command::Emergency { .. }) => crate::campaign::ops::handle(state, cmd, now).await,
     }
 }

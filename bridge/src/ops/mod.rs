@@ -94,9 +94,9 @@ pub async fn handle(state: &mut CoreState, payload: &[u8]) -> Result<(), BridgeE
     }
 }
 
-async fn refuse(state: &mut CoreState, r: Refusal, now: u64) -> Result<(), BridgeError> {
+async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), BridgeError> {
     Metrics::add(&state.metrics.commands_refused, 1);
-    state.metrics.drop(r.reason);
+    state.metrics.count_drop(r.reason);
     warn!(
         reason = r.reason.as_str(),
         request = ?r.request_id.as_ref().map(|x| x.as_str()),

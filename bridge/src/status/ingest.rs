@@ -171,7 +171,7 @@ impl Ingest {
                     }
                 }
                 other => {
-                    self.metrics.drop(DropReason::BadTopic);
+                    self.metrics.count_drop(DropReason::BadTopic);
                     warn!(topic = ?other, "status ingest got a topic it does not own");
                 }
             }
@@ -266,7 +266,7 @@ impl Ingest {
             }
         };
         let Some(acks) = self.tracker.get(id) else {
-            self.metrics.drop(DropReason::UnknownDevice);
+            self.metrics.count_drop(DropReason::UnknownDevice);
             warn!(device = %id, seq = status.seq, "dropped a status from a device that never said hello");
             return Ok(None);
         };
@@ -311,7 +311,7 @@ impl Ingest {
             DecodeError::TooLarge { .. } => DropReason::Oversized,
             _ => DropReason::Malformed,
         };
-        self.metrics.drop(reason);
+        self.metrics.count_drop(reason);
         warn!(device = %id, message = what, error = %e, "dropped a payload that does not decode");
     }
 }

@@ -117,7 +117,10 @@ impl FileInstaller {
                 Ok(None) if started.elapsed() > self.timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("health check still running after {:?}", self.timeout));
+                    return Err(format!(
+                        "health check still running after {:?}",
+                        self.timeout
+                    ));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(format!("health check: {e}")),
@@ -130,7 +133,8 @@ impl FileInstaller {
         let current = self.path(req, "");
         let prev = self.path(req, ".prev");
         if current.exists() {
-            std::fs::rename(&current, &prev).map_err(|e| format!("keeping {}: {e}", current.display()))?;
+            std::fs::rename(&current, &prev)
+                .map_err(|e| format!("keeping {}: {e}", current.display()))?;
         }
         std::fs::rename(new, &current).map_err(|e| format!("installing {}: {e}", current.display()))
     }
@@ -147,9 +151,11 @@ impl FileInstaller {
 impl Installer for FileInstaller {
     fn install(&mut self, req: &InstallRequest, image: Option<&Path>) -> Result<(), String> {
         let image = image.ok_or("no image file to install from")?;
-        std::fs::create_dir_all(&self.root).map_err(|e| format!("creating {}: {e}", self.root.display()))?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| format!("creating {}: {e}", self.root.display()))?;
         let staged = self.path(req, ".next");
-        std::fs::copy(image, &staged).map_err(|e| format!("copying the image to {}: {e}", staged.display()))?;
+        std::fs::copy(image, &staged)
+            .map_err(|e| format!("copying the image to {}: {e}", staged.display()))?;
         if let Ok(f) = std::fs::File::open(&staged) {
             let _ = f.sync_all();
         }
@@ -221,7 +227,11 @@ mod tests {
         assert_eq!(std::fs::read(root.join("main")).unwrap(), b"new");
 
         std::fs::write(root.join("main"), b"old").unwrap();
-        let check = vec!["sh".into(), "-c".into(), "test \"$OTA_VERSION\" = 9.9.9".into()];
+        let check = vec![
+            "sh".into(),
+            "-c".into(),
+            "test \"$OTA_VERSION\" = 9.9.9".into(),
+        ];
         let mut bad = FileInstaller::new(&root, Some(check));
         let e = bad.install(&req(Kind::App), Some(&img)).unwrap_err();
         assert!(e.contains("health check"), "{e}");
@@ -238,14 +248,21 @@ mod tests {
         std::fs::write(root.join("main"), b"old").unwrap();
         let mut i = FileInstaller::new(&root, Some(vec!["true".into()]));
         i.install(&req(Kind::Firmware), Some(&img)).unwrap();
-        assert_eq!(std::fs::read(root.join("main")).unwrap(), b"old", "not before the boot");
+        assert_eq!(
+            std::fs::read(root.join("main")).unwrap(),
+            b"old",
+            "not before the boot"
+        );
         assert_eq!(i.boot(&req(Kind::Firmware)), BootOutcome::Healthy);
         assert_eq!(std::fs::read(root.join("main")).unwrap(), b"new");
 
         std::fs::write(root.join("main"), b"old").unwrap();
         let mut bad = FileInstaller::new(&root, Some(vec!["false".into()]));
         bad.install(&req(Kind::Firmware), Some(&img)).unwrap();
-        assert!(matches!(bad.boot(&req(Kind::Firmware)), BootOutcome::RolledBack { .. }));
+        assert!(matches!(
+            bad.boot(&req(Kind::Firmware)),
+            BootOutcome::RolledBack { .. }
+        ));
         assert_eq!(std::fs::read(root.join("main")).unwrap(), b"old");
     }
 }

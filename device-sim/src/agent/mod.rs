@@ -14,16 +14,21 @@
 pub mod config;
 pub mod event;
 pub mod installer;
+pub mod io;
 pub mod machine;
+pub mod pace;
 pub mod policy;
 pub mod state;
 pub mod steps;
 pub mod store;
 
 pub use config::{AgentConfig, Timing};
-pub use event::{Action, BootOutcome, Event, Geometry, ImageDigest, InstallRequest, Notice, TimerId};
+pub use event::{
+    Action, BootOutcome, Event, Geometry, ImageDigest, InstallRequest, Notice, TimerId,
+};
 pub use installer::{FileInstaller, Installer, MemoryInstaller};
+pub use io::{run_device, DeviceError, DeviceIoConfig, Disruption, Hooks, NoHooks};
 pub use machine::Agent;
 pub use policy::{BusyFor, DeferPolicy, NeverDefer};
-pub use store::{DeviceStore, FileStore, MemoryStore, SharedImages, StoreError};
 pub use state::{DeviceState, Job, OutboxEntry, OutboxState, Stage, StateError};
+pub use store::{DeviceStore, FileStore, MemoryStore, SharedImages, StoreError};

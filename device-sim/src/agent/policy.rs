@@ -7,7 +7,7 @@ use schemas::msg::Manifest;
 use schemas::CampaignId;
 
 /// Decides whether to put a campaign off.
-pub trait DeferPolicy: Send {
+pub trait DeferPolicy: Send + Sync {
     /// `Some(ms)`: put `campaign` off and look again in `ms` milliseconds;
     /// `None`: go ahead. Asked when the device accepts and at each look
     /// again; never for an emergency.

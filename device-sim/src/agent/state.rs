@@ -38,7 +38,11 @@ impl DeviceState {
     /// A device's first boot (or a factory reset): a new epoch, and a seq
     /// counter that starts from the clock in Unix milliseconds (from 1 when
     /// the clock is unknown, i.e. `now_unix_ms == 0`).
-    pub fn fresh(versions: BTreeMap<ComponentName, String>, now_unix_ms: u64, rng: &mut impl Rng) -> Self {
+    pub fn fresh(
+        versions: BTreeMap<ComponentName, String>,
+        now_unix_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Self {
         Self {
             format: STATE_FORMAT,
             versions,
@@ -82,7 +86,9 @@ pub fn new_epoch(rng: &mut impl Rng) -> Epoch {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Not JSON of the expected shape.
-    #[error("state file is not a device state: {0}; remove it to start the device afresh (a new epoch)")]
+    #[error(
+        "state file is not a device state: {0}; remove it to start the device afresh (a new epoch)"
+    )]
     Parse(#[source] serde_json::Error),
     /// Written by another version.
     #[error("state file has format {0}, this agent reads format {STATE_FORMAT}")]
@@ -243,9 +249,15 @@ mod tests {
         assert_eq!(back.outbox.entries[0].published_at, None);
         assert_eq!(back.outbox.entries[0].payload, vec![0xa1, 0x00]);
         assert_eq!(back.versions, s.versions);
-        assert!(matches!(DeviceState::from_json(b"{}"), Err(StateError::Parse(_))));
+        assert!(matches!(
+            DeviceState::from_json(b"{}"),
+            Err(StateError::Parse(_))
+        ));
         let mut other = s.clone();
         other.format = 99;
-        assert!(matches!(DeviceState::from_json(&other.to_json()), Err(StateError::Format(99))));
+        assert!(matches!(
+            DeviceState::from_json(&other.to_json()),
+            Err(StateError::Format(99))
+        ));
     }
 }

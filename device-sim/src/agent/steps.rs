@@ -83,7 +83,10 @@ pub fn evaluate(
     if manifest.kind != ann.kind {
         return Verdict::Terminal(Terminal::failed(
             ErrorCode::BadManifest,
-            format!("manifest kind {} differs from the announcement's {}", manifest.kind, ann.kind),
+            format!(
+                "manifest kind {} differs from the announcement's {}",
+                manifest.kind, ann.kind
+            ),
             artifact,
         ));
     }

@@ -73,11 +73,20 @@ pub trait DeviceStore: Send + 'static {
     fn load_blocks(&mut self, artifact: &ArtifactId, geometry: &Geometry) -> Option<BlockSet>;
 
     /// Keeps a verified block and sets its bit.
-    fn put_block(&mut self, artifact: &ArtifactId, geometry: &Geometry, index: u32, data: &[u8])
-        -> Result<(), StoreError>;
+    fn put_block(
+        &mut self,
+        artifact: &ArtifactId,
+        geometry: &Geometry,
+        index: u32,
+        data: &[u8],
+    ) -> Result<(), StoreError>;
 
     /// Size and SHA-256 of the assembled image.
-    fn digest(&mut self, artifact: &ArtifactId, geometry: &Geometry) -> Result<ImageDigest, StoreError>;
+    fn digest(
+        &mut self,
+        artifact: &ArtifactId,
+        geometry: &Geometry,
+    ) -> Result<ImageDigest, StoreError>;
 
     /// Where the assembled image is, for an installer that reads files.
     fn image_path(&self, artifact: &ArtifactId) -> Option<PathBuf>;
@@ -151,7 +160,11 @@ impl FileStore {
         BlockSet::from_bytes(blocks, &bytes).ok()
     }
 
-    fn open_image(&mut self, artifact: &ArtifactId, g: &Geometry) -> Result<&mut OpenImage, StoreError> {
+    fn open_image(
+        &mut self,
+        artifact: &ArtifactId,
+        g: &Geometry,
+    ) -> Result<&mut OpenImage, StoreError> {
         if !self.open.contains_key(artifact) {
             let img_path = self.img_path(artifact);
             let bits_path = self.bits_path(artifact);
@@ -166,7 +179,9 @@ impl FileStore {
             if img.metadata().map_err(io("reading", &img_path))?.len() != g.size {
                 img.set_len(g.size).map_err(io("sizing", &img_path))?;
             }
-            let bits = self.read_bits(artifact, g.blocks).unwrap_or_else(|| BlockSet::new(g.blocks));
+            let bits = self
+                .read_bits(artifact, g.blocks)
+                .unwrap_or_else(|| BlockSet::new(g.blocks));
             let bits_file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -253,7 +268,9 @@ impl DeviceStore for FileStore {
         let img_path = self.img_path(artifact);
         let bits_path = self.bits_path(artifact);
         let o = self.open_image(artifact, geometry)?;
-        o.img.write_all_at(data, offset).map_err(io("writing", &img_path))?;
+        o.img
+            .write_all_at(data, offset)
+            .map_err(io("writing", &img_path))?;
         if sync {
             o.img.sync_data().map_err(io("syncing", &img_path))?;
         }
@@ -266,7 +283,11 @@ impl DeviceStore for FileStore {
         Ok(())
     }
 
-    fn digest(&mut self, artifact: &ArtifactId, geometry: &Geometry) -> Result<ImageDigest, StoreError> {
+    fn digest(
+        &mut self,
+        artifact: &ArtifactId,
+        geometry: &Geometry,
+    ) -> Result<ImageDigest, StoreError> {
         let path = self.img_path(artifact);
         let mut f = File::open(&path).map_err(io("opening", &path))?;
         let mut h = Sha256::new();
@@ -312,11 +333,14 @@ struct SharedInner {
     have: BlockSet,
 }
 
+/// An image's name in [`SharedImages`]: its artifact id and Merkle root.
+type ImageKey = (ArtifactId, [u8; 32]);
+
 /// The images held in memory by the simulator, by (artifact, Merkle root).
 /// An image is freed when the last device holding it drops it.
 #[derive(Debug, Default)]
 pub struct SharedImages {
-    images: Mutex<HashMap<(ArtifactId, [u8; 32]), Weak<SharedImage>>>,
+    images: Mutex<HashMap<ImageKey, Weak<SharedImage>>>,
 }
 
 impl SharedImages {
@@ -374,7 +398,9 @@ impl MemoryStore {
 
     /// The saved state, decoded (for tests and the simulator's counters).
     pub fn saved(&self) -> Option<DeviceState> {
-        self.state.as_deref().and_then(|b| DeviceState::from_json(b).ok())
+        self.state
+            .as_deref()
+            .and_then(|b| DeviceState::from_json(b).ok())
     }
 }
 
@@ -416,10 +442,12 @@ impl DeviceStore for MemoryStore {
             });
         }
         let shared = &self.shared;
-        let (bits, img) = self
-            .bits
-            .entry(artifact.clone())
-            .or_insert_with(|| (BlockSet::new(geometry.blocks), shared.get(artifact, geometry)));
+        let (bits, img) = self.bits.entry(artifact.clone()).or_insert_with(|| {
+            (
+                BlockSet::new(geometry.blocks),
+                shared.get(artifact, geometry),
+            )
+        });
         {
             let mut inner = img.inner.lock().unwrap_or_else(|p| p.into_inner());
             if !inner.have.contains(index) {
@@ -435,7 +463,11 @@ impl DeviceStore for MemoryStore {
         Ok(())
     }
 
-    fn digest(&mut self, artifact: &ArtifactId, geometry: &Geometry) -> Result<ImageDigest, StoreError> {
+    fn digest(
+        &mut self,
+        artifact: &ArtifactId,
+        geometry: &Geometry,
+    ) -> Result<ImageDigest, StoreError> {
         let (bits, img) = self
             .bits
             .get(artifact)
@@ -448,7 +480,10 @@ impl DeviceStore for MemoryStore {
             Sha256::digest(&inner.data).into()
         });
         let _ = geometry;
-        Ok(ImageDigest { size: img.size, sha256 })
+        Ok(ImageDigest {
+            size: img.size,
+            sha256,
+        })
     }
 
     fn image_path(&self, _artifact: &ArtifactId) -> Option<PathBuf> {
@@ -467,13 +502,23 @@ mod tests {
     use schemas::msg::Kind;
 
     fn img() -> TestImage {
-        TestImage::new("fw-1", Kind::Firmware, "main", "1.3.0", "esp32", pattern_image(10_000, 4), 4096).unwrap()
+        TestImage::new(
+            "fw-1",
+            Kind::Firmware,
+            "main",
+            "1.3.0",
+            "esp32",
+            pattern_image(10_000, 4),
+            4096,
+        )
+        .unwrap()
     }
 
     fn put_all(s: &mut impl DeviceStore, t: &TestImage, range: std::ops::Range<u32>) {
         let g = Geometry::of(&t.manifest);
         for i in range {
-            s.put_block(&t.manifest.artifact, &g, i, &t.block(i).unwrap().data).unwrap();
+            s.put_block(&t.manifest.artifact, &g, i, &t.block(i).unwrap().data)
+                .unwrap();
         }
     }
 

@@ -101,7 +101,7 @@ impl Agent {
         let mut latest: Option<&Held> = None;
         let mut admits = false;
         for h in self.held.values().filter(|h| &h.ann.campaign == c) {
-            if latest.is_none_or_older(h) {
+            if latest.is_none_or(|l| h.order > l.order) {
                 latest = Some(h);
             }
             admits |= admitted(c, &self.cfg.id, h.ann.cohort, h.ann.emergency);
@@ -122,7 +122,9 @@ impl Agent {
             .held
             .values()
             .map(|h| h.ann.campaign.clone())
-            .filter(|c| !self.state.done.contains(c) && !self.state.jobs.iter().any(|j| &j.campaign == c))
+            .filter(|c| {
+                !self.state.done.contains(c) && !self.state.jobs.iter().any(|j| &j.campaign == c)
+            })
             .collect();
         fresh.sort();
         fresh.dedup();
@@ -142,7 +144,8 @@ impl Agent {
                 }
             }
         }
-        let campaigns: Vec<CampaignId> = self.state.jobs.iter().map(|j| j.campaign.clone()).collect();
+        let campaigns: Vec<CampaignId> =
+            self.state.jobs.iter().map(|j| j.campaign.clone()).collect();
         for c in campaigns {
             let Some(v) = self.view(&c) else { continue };
             let Some(job) = self.state.jobs.iter_mut().find(|j| j.campaign == c) else {
@@ -152,10 +155,14 @@ impl Agent {
                 job.emergency = v.emergency;
                 self.dirty = true;
             }
-            let stoppable = matches!(job.stage, Stage::Waiting | Stage::Downloading | Stage::Verifying);
+            let stoppable = matches!(
+                job.stage,
+                Stage::Waiting | Stage::Downloading | Stage::Verifying
+            );
             if v.state == CampaignState::Aborted && stoppable {
                 let artifact = job.manifest.artifact.clone();
-                let r = Report::new(&c, Some(&artifact), StatusState::Cancelled).detail(Some("aborted".into()));
+                let r = Report::new(&c, Some(&artifact), StatusState::Cancelled)
+                    .detail(Some("aborted".into()));
                 self.finish(now, &c, r, out);
             }
         }
@@ -179,7 +186,12 @@ impl Agent {
                 self.finish(now, c, r, out);
             }
             Verdict::Accept(m) => {
-                let installed = self.state.versions.get(&m.component).cloned().unwrap_or_default();
+                let installed = self
+                    .state
+                    .versions
+                    .get(&m.component)
+                    .cloned()
+                    .unwrap_or_default();
                 let artifact = m.artifact.clone();
                 self.state.jobs.push(Job {
                     campaign: c.clone(),
@@ -194,7 +206,11 @@ impl Agent {
                     last_progress_ms: None,
                 });
                 self.dirty = true;
-                self.report(now, Report::new(c, Some(&artifact), StatusState::Accepted), out);
+                self.report(
+                    now,
+                    Report::new(c, Some(&artifact), StatusState::Accepted),
+                    out,
+                );
                 if !ann.emergency {
                     self.maybe_defer(now, c, out);
                 }
@@ -221,7 +237,11 @@ impl Agent {
         if !job.deferred_reported {
             job.deferred_reported = true;
             let artifact = job.manifest.artifact.clone();
-            self.report(now, Report::new(c, Some(&artifact), StatusState::Deferred), out);
+            self.report(
+                now,
+                Report::new(c, Some(&artifact), StatusState::Deferred),
+                out,
+            );
         }
     }
 
@@ -260,27 +280,34 @@ impl Agent {
         // Each pass either returns or ends a job or the running download,
         // so this terminates; the bound is a guard.
         for _ in 0..=self.state.jobs.len() * 2 + 2 {
-            if self
-                .state
-                .jobs
-                .iter()
-                .any(|j| matches!(j.stage, Stage::Verifying | Stage::Installing | Stage::Rebooting))
-            {
+            if self.state.jobs.iter().any(|j| {
+                matches!(
+                    j.stage,
+                    Stage::Verifying | Stage::Installing | Stage::Rebooting
+                )
+            }) {
                 return;
             }
-            let runnable: Vec<usize> = (0..self.state.jobs.len()).filter(|&i| self.runnable(i)).collect();
+            let runnable: Vec<usize> = (0..self.state.jobs.len())
+                .filter(|&i| self.runnable(i))
+                .collect();
             let best = runnable
                 .iter()
                 .copied()
                 .find(|&i| self.state.jobs[i].emergency)
                 .or_else(|| runnable.first().copied());
             if let Some(a) = &self.active {
-                let Some(ai) = self.state.jobs.iter().position(|j| j.campaign == a.campaign) else {
+                let Some(ai) = self
+                    .state
+                    .jobs
+                    .iter()
+                    .position(|j| j.campaign == a.campaign)
+                else {
                     self.active = None;
                     continue;
                 };
-                let pre_empted =
-                    best.is_some_and(|b| self.state.jobs[b].emergency) && !self.state.jobs[ai].emergency;
+                let pre_empted = best.is_some_and(|b| self.state.jobs[b].emergency)
+                    && !self.state.jobs[ai].emergency;
                 if runnable.contains(&ai) && !pre_empted {
                     return;
                 }
@@ -315,19 +342,9 @@ impl Agent {
         }
         let c = job.campaign.clone();
         let artifact = job.manifest.artifact.clone();
-        let r = Report::new(&c, Some(&artifact), StatusState::Cancelled).detail(Some("superseded".into()));
+        let r = Report::new(&c, Some(&artifact), StatusState::Cancelled)
+            .detail(Some("superseded".into()));
         self.finish(now, &c, r, out);
         true
-    }
-}
-
-/// "No latest yet, or this one was received later".
-trait LatestExt {
-    fn is_none_or_older(&self, h: &Held) -> bool;
-}
-
-impl LatestExt for Option<&Held> {
-    fn is_none_or_older(&self, h: &Held) -> bool {
-        self.map_or(true, |l| h.order > l.order)
     }
 }

@@ -26,7 +26,10 @@ impl Agent {
     pub(super) fn start(&mut self, now: u64, i: usize, out: &mut Vec<Action>) {
         let job = &mut self.state.jobs[i];
         let blocks = job.manifest.blocks;
-        let have = job.have.get_or_insert_with(|| BlockSet::new(blocks)).count();
+        let have = job
+            .have
+            .get_or_insert_with(|| BlockSet::new(blocks))
+            .count();
         if job.stage != Stage::Downloading {
             job.stage = Stage::Downloading;
             self.dirty = true;
@@ -62,14 +65,23 @@ impl Agent {
     /// Stops the running download, keeping its blocks.
     pub(super) fn suspend(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(a) = self.active.take() else { return };
-        if let Some(job) = self.state.jobs.iter_mut().find(|j| j.campaign == a.campaign) {
+        if let Some(job) = self
+            .state
+            .jobs
+            .iter_mut()
+            .find(|j| j.campaign == a.campaign)
+        {
             job.stalled_ms += now.saturating_sub(a.since_ms);
             self.dirty = true;
             if self.link != Link::Offline {
-                out.push(Action::Unsubscribe(Topic::ArtifactBlocks(job.manifest.artifact.clone())));
+                out.push(Action::Unsubscribe(Topic::ArtifactBlocks(
+                    job.manifest.artifact.clone(),
+                )));
             }
         }
-        out.push(Action::Notice(Notice::DownloadSuspended { campaign: a.campaign }));
+        out.push(Action::Notice(Notice::DownloadSuspended {
+            campaign: a.campaign,
+        }));
     }
 
     /// Sends the next requests of this round (a few windows of up to 1024
@@ -105,7 +117,12 @@ impl Agent {
 
     pub(super) fn on_block(&mut self, now: u64, b: Block, out: &mut Vec<Action>) {
         let Some(a) = &self.active else { return };
-        let Some(i) = self.state.jobs.iter().position(|j| j.campaign == a.campaign) else {
+        let Some(i) = self
+            .state
+            .jobs
+            .iter()
+            .position(|j| j.campaign == a.campaign)
+        else {
             return;
         };
         let job = &self.state.jobs[i];
@@ -182,8 +199,12 @@ impl Agent {
         }
         job.last_progress_ms = Some(now);
         let progress = job.have.as_ref().map_or(0, BlockSet::count);
-        let r = Report::new(&job.campaign.clone(), Some(&job.manifest.artifact.clone()), StatusState::Downloading)
-            .progress(u64::from(progress));
+        let r = Report::new(
+            &job.campaign.clone(),
+            Some(&job.manifest.artifact.clone()),
+            StatusState::Downloading,
+        )
+        .progress(u64::from(progress));
         self.report(now, r, out);
     }
 
@@ -208,12 +229,18 @@ impl Agent {
             let artifact = job.manifest.artifact.clone();
             let r = Report::new(&campaign, Some(&artifact), StatusState::Failed)
                 .error(Some(ErrorCode::Timeout))
-                .detail(Some(format!("no new verified block for {} s", stalled / 1000)));
+                .detail(Some(format!(
+                    "no new verified block for {} s",
+                    stalled / 1000
+                )));
             self.finish(now, &campaign, r, out);
             self.schedule(now, out);
             return;
         }
-        let missing = job.have.as_ref().map_or(job.manifest.blocks, |h| h.len() - h.count());
+        let missing = job
+            .have
+            .as_ref()
+            .map_or(job.manifest.blocks, |h| h.len() - h.count());
         let deadline = self.quiet_deadline(now);
         if let Some(a) = &mut self.active {
             a.requested_until = 0;
@@ -231,10 +258,16 @@ impl Agent {
     /// Every block is in: check the whole image.
     fn begin_verify(&mut self, i: usize, out: &mut Vec<Action>) {
         let job = &mut self.state.jobs[i];
-        if self.active.as_ref().is_some_and(|a| a.campaign == job.campaign) {
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.campaign == job.campaign)
+        {
             self.active = None;
             if self.link != Link::Offline {
-                out.push(Action::Unsubscribe(Topic::ArtifactBlocks(job.manifest.artifact.clone())));
+                out.push(Action::Unsubscribe(Topic::ArtifactBlocks(
+                    job.manifest.artifact.clone(),
+                )));
             }
         }
         job.stage = Stage::Verifying;
@@ -301,7 +334,11 @@ impl Agent {
             Report::new(&campaign, Some(&m.artifact), StatusState::Downloaded).progress(blocks),
             out,
         );
-        self.report(now, Report::new(&campaign, Some(&m.artifact), StatusState::Installing), out);
+        self.report(
+            now,
+            Report::new(&campaign, Some(&m.artifact), StatusState::Installing),
+            out,
+        );
         let job = &mut self.state.jobs[i];
         job.stage = Stage::Installing;
         self.dirty = true;
@@ -334,7 +371,11 @@ impl Agent {
                 self.finish(now, campaign, r, out);
             }
             (Kind::Firmware, Ok(())) => {
-                self.report(now, Report::new(campaign, Some(&m.artifact), StatusState::Rebooting), out);
+                self.report(
+                    now,
+                    Report::new(campaign, Some(&m.artifact), StatusState::Rebooting),
+                    out,
+                );
                 let job = &mut self.state.jobs[i];
                 job.stage = Stage::Rebooting;
                 self.dirty = true;
@@ -344,27 +385,46 @@ impl Agent {
                 return;
             }
             (Kind::App | Kind::Config, Ok(())) => {
-                self.state.versions.insert(m.component.clone(), m.version.clone());
+                self.state
+                    .versions
+                    .insert(m.component.clone(), m.version.clone());
                 self.dirty = true;
                 self.persist_if_dirty(out);
                 self.publish_hello(out);
-                self.finish(now, campaign, Report::new(campaign, Some(&m.artifact), StatusState::Success), out);
+                self.finish(
+                    now,
+                    campaign,
+                    Report::new(campaign, Some(&m.artifact), StatusState::Success),
+                    out,
+                );
             }
         }
         self.schedule(now, out);
     }
 
     pub(super) fn on_booted(&mut self, now: u64, outcome: BootOutcome, out: &mut Vec<Action>) {
-        let Some(i) = self.state.jobs.iter().position(|j| j.stage == Stage::Rebooting) else {
+        let Some(i) = self
+            .state
+            .jobs
+            .iter()
+            .position(|j| j.stage == Stage::Rebooting)
+        else {
             return;
         };
         let m = self.state.jobs[i].manifest.clone();
         let campaign = self.state.jobs[i].campaign.clone();
         match outcome {
             BootOutcome::Healthy => {
-                self.state.versions.insert(m.component.clone(), m.version.clone());
+                self.state
+                    .versions
+                    .insert(m.component.clone(), m.version.clone());
                 self.dirty = true;
-                self.finish(now, &campaign, Report::new(&campaign, Some(&m.artifact), StatusState::Success), out);
+                self.finish(
+                    now,
+                    &campaign,
+                    Report::new(&campaign, Some(&m.artifact), StatusState::Success),
+                    out,
+                );
             }
             BootOutcome::RolledBack { detail } => {
                 let r = Report::new(&campaign, Some(&m.artifact), StatusState::RolledBack)

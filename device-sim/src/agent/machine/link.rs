@@ -61,7 +61,7 @@ impl Agent {
     }
 
     pub(super) fn on_ack(&mut self, now: u64, seq: u64, out: &mut Vec<Action>) {
-        let above = self.state.outbox.last_used().map_or(true, |last| seq > last);
+        let above = self.state.outbox.last_used().is_none_or(|last| seq > last);
         if above {
             out.push(Action::Notice(Notice::AckIgnored { seq }));
             return;

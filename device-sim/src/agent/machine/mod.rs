@@ -135,7 +135,12 @@ impl Report {
 impl Agent {
     /// An agent booting with `state` (saved, or [`DeviceState::fresh`]).
     /// `seed` feeds the jitter and the boot id. Feed [`Event::Start`] first.
-    pub fn new(cfg: Arc<AgentConfig>, state: DeviceState, policy: Box<dyn DeferPolicy>, seed: u64) -> Self {
+    pub fn new(
+        cfg: Arc<AgentConfig>,
+        state: DeviceState,
+        policy: Box<dyn DeferPolicy>,
+        seed: u64,
+    ) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let boot_id = (0..16)
             .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
@@ -154,6 +159,16 @@ impl Agent {
             resend_wait_until: None,
             dirty: false,
         }
+    }
+
+    /// Takes the deferral policy back (to build the agent of the next boot).
+    pub fn into_policy(self) -> Box<dyn DeferPolicy> {
+        self.policy
+    }
+
+    /// True while connected (a `Connected` was the last link event).
+    pub fn is_connected(&self) -> bool {
+        self.link != Link::Offline
     }
 
     /// The state to save on [`Action::Persist`].
@@ -178,18 +193,17 @@ impl Agent {
             .jobs
             .iter()
             .find(|j| j.stage == Stage::Rebooting)
-            .map(|j| install_request(j))
+            .map(install_request)
     }
 
     /// Artifacts whose verified blocks the block store should load before
-    /// [`Event::Start`]: `(artifact, blocks)` of every job that has begun
-    /// downloading.
-    pub fn partial_downloads(&self) -> Vec<(ArtifactId, u32)> {
+    /// [`Event::Start`]: every job that has begun downloading.
+    pub fn partial_downloads(&self) -> Vec<(ArtifactId, Geometry)> {
         self.state
             .jobs
             .iter()
             .filter(|j| matches!(j.stage, Stage::Downloading | Stage::Verifying))
-            .map(|j| (j.manifest.artifact.clone(), j.manifest.blocks))
+            .map(|j| (j.manifest.artifact.clone(), Geometry::of(&j.manifest)))
             .collect()
     }
 
@@ -207,7 +221,10 @@ impl Agent {
     pub fn download_progress(&self) -> Option<(u32, u32)> {
         let a = self.active.as_ref()?;
         let job = self.state.jobs.iter().find(|j| j.campaign == a.campaign)?;
-        Some((job.have.as_ref().map_or(0, BlockSet::count), job.manifest.blocks))
+        Some((
+            job.have.as_ref().map_or(0, BlockSet::count),
+            job.manifest.blocks,
+        ))
     }
 
     /// Handles one event at `now_ms` and returns what to do, in order.
@@ -220,12 +237,18 @@ impl Agent {
             Event::Connected { .. } => self.on_connected(now, &mut out),
             Event::Disconnected => self.on_disconnected(now, &mut out),
             Event::Membership(m) => self.on_membership(now, m, &mut out),
-            Event::Announcement { topic, payload } => self.on_announcement(now, topic, payload, &mut out),
+            Event::Announcement { topic, payload } => {
+                self.on_announcement(now, topic, payload, &mut out)
+            }
             Event::Block(b) => self.on_block(now, b, &mut out),
             Event::Ack(a) => self.on_ack(now, a.seq, &mut out),
             Event::Timer(id) => self.on_timer(now, id, &mut out),
-            Event::ImageChecked { artifact, result } => self.on_image_checked(now, &artifact, result, &mut out),
-            Event::InstallDone { campaign, result } => self.on_install_done(now, &campaign, result, &mut out),
+            Event::ImageChecked { artifact, result } => {
+                self.on_image_checked(now, &artifact, result, &mut out)
+            }
+            Event::InstallDone { campaign, result } => {
+                self.on_install_done(now, &campaign, result, &mut out)
+            }
             Event::BlockLost { artifact, index } => self.on_block_lost(&artifact, index),
         }
         self.persist_if_dirty(&mut out);
@@ -309,7 +332,11 @@ impl Agent {
     /// campaign is ignored from now on (step 8).
     fn finish(&mut self, now: u64, campaign: &CampaignId, r: Report, out: &mut Vec<Action>) {
         if let Some(i) = self.state.jobs.iter().position(|j| &j.campaign == campaign) {
-            if self.active.as_ref().is_some_and(|a| &a.campaign == campaign) {
+            if self
+                .active
+                .as_ref()
+                .is_some_and(|a| &a.campaign == campaign)
+            {
                 self.active = None;
                 if self.link != Link::Offline {
                     out.push(Action::Unsubscribe(Topic::ArtifactBlocks(

@@ -20,16 +20,28 @@ fn cohort_admits_by_bucket() {
     d.join(&["g1"]);
     a.cohort = 7170;
     d.announce("g1", &a);
-    assert!(d.published().is_empty(), "bucket 7170 is not below cohort 7170");
+    assert!(
+        d.published().is_empty(),
+        "bucket 7170 is not below cohort 7170"
+    );
     a.cohort = 7171;
     d.announce("g1", &a);
-    assert_eq!(d.states(), [StatusState::Accepted, StatusState::Downloading]);
+    assert_eq!(
+        d.states(),
+        [StatusState::Accepted, StatusState::Downloading]
+    );
     // Emergency admits whatever the cohort.
     let mut e = ann("camp-2026-002", &image("fw2", "1.4.0", Kind::App));
     e.cohort = 0;
     e.emergency = true;
     d.announce_on(Topic::Emergency, Some(&e));
-    assert!(d.states().iter().filter(|s| **s == StatusState::Accepted).count() == 2);
+    assert!(
+        d.states()
+            .iter()
+            .filter(|s| **s == StatusState::Accepted)
+            .count()
+            == 2
+    );
 }
 
 #[test]
@@ -71,9 +83,14 @@ fn several_groups_any_admits_and_last_received_state_wins() {
     // Leaving g2: g1 holds a cohort of 0, which does not admit: stopped.
     d.join(&["g1"]);
     assert!(!d.subscribed_to(&t));
-    assert!(d.log.contains(&Action::Unsubscribe(Topic::GroupCampaign(group("g2")))));
+    assert!(d
+        .log
+        .contains(&Action::Unsubscribe(Topic::GroupCampaign(group("g2")))));
     // No Status for stopping.
-    assert_eq!(d.states(), [StatusState::Accepted, StatusState::Downloading]);
+    assert_eq!(
+        d.states(),
+        [StatusState::Accepted, StatusState::Downloading]
+    );
 }
 
 #[test]
@@ -103,7 +120,11 @@ fn deferral_reports_once_and_looks_again_on_its_own_timer() {
     d.ev(Event::Timer(TimerId::Relook(CampaignId::new("c").unwrap())));
     assert_eq!(
         d.states(),
-        [StatusState::Accepted, StatusState::Deferred, StatusState::Downloading]
+        [
+            StatusState::Accepted,
+            StatusState::Deferred,
+            StatusState::Downloading
+        ]
     );
     assert_eq!(d.requests().len(), 1);
 }
@@ -117,7 +138,13 @@ fn deferral_survives_a_restart() {
     d.announce("g1", &ann("c", &img));
     d.restart(Box::new(NeverDefer));
     // Start re-arms the look-again timer kept in the state.
-    assert!(d.log.iter().any(|a| matches!(a, Action::SetTimer { id: TimerId::Relook(_), .. })));
+    assert!(d.log.iter().any(|a| matches!(
+        a,
+        Action::SetTimer {
+            id: TimerId::Relook(_),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -128,14 +155,35 @@ fn an_emergency_is_never_deferred() {
     let mut e = ann("e", &img);
     e.emergency = true;
     d.announce_on(Topic::Emergency, Some(&e));
-    assert_eq!(d.states(), [StatusState::Accepted, StatusState::Downloading]);
+    assert_eq!(
+        d.states(),
+        [StatusState::Accepted, StatusState::Downloading]
+    );
     assert_eq!(d.requests().len(), 1);
 }
 
 #[test]
 fn an_emergency_pre_empts_and_the_other_download_continues_with_its_blocks() {
-    let a_img = TestImage::new("fw-a", Kind::App, "main", "1.3.0", "esp32", pattern_image(5 * 4096, 1), 4096).unwrap();
-    let e_img = TestImage::new("cfg-e", Kind::Config, "main", "1.3.1", "esp32", pattern_image(2 * 4096, 2), 4096).unwrap();
+    let a_img = TestImage::new(
+        "fw-a",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(5 * 4096, 1),
+        4096,
+    )
+    .unwrap();
+    let e_img = TestImage::new(
+        "cfg-e",
+        Kind::Config,
+        "main",
+        "1.3.1",
+        "esp32",
+        pattern_image(2 * 4096, 2),
+        4096,
+    )
+    .unwrap();
     let mut d = downloading(&a_img);
     d.blocks(&a_img, 0..2);
     let mut e = ann("e", &e_img);
@@ -165,15 +213,34 @@ fn an_emergency_pre_empts_and_the_other_download_continues_with_its_blocks() {
 
 #[test]
 fn pre_empted_download_resumes_from_its_blocks() {
-    let a_img = TestImage::new("fw-a", Kind::App, "main", "1.3.0", "esp32", pattern_image(5 * 4096, 1), 4096).unwrap();
+    let a_img = TestImage::new(
+        "fw-a",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(5 * 4096, 1),
+        4096,
+    )
+    .unwrap();
     // The emergency updates another component.
-    let e_img = TestImage::new("cfg-e", Kind::Config, "net", "2.0.0", "esp32", pattern_image(4096, 2), 4096).unwrap();
+    let e_img = TestImage::new(
+        "cfg-e",
+        Kind::Config,
+        "net",
+        "2.0.0",
+        "esp32",
+        pattern_image(4096, 2),
+        4096,
+    )
+    .unwrap();
     let mut cfg = config("dev-0001");
     cfg.room_bytes = None;
     let mut d = Dev::with(cfg, Box::new(NeverDefer));
     // Give the device a second component through a restart with it.
     let mut st = d.agent.state().clone();
-    st.versions.insert(ComponentName::new("net").unwrap(), "1.0.0".into());
+    st.versions
+        .insert(ComponentName::new("net").unwrap(), "1.0.0".into());
     d.agent = Agent::new(d.cfg.clone(), st, Box::new(NeverDefer), 3);
     d.online();
     d.join(&["g1"]);
@@ -192,13 +259,35 @@ fn pre_empted_download_resumes_from_its_blocks() {
     assert!(d.subscribed_to(&artifact_topic(&a_img)));
     let r = d.requests();
     assert_eq!(r.len(), 1);
-    assert_eq!(r[0].wanted().collect::<Vec<_>>(), [2, 3, 4], "only the missing blocks");
+    assert_eq!(
+        r[0].wanted().collect::<Vec<_>>(),
+        [2, 3, 4],
+        "only the missing blocks"
+    );
 }
 
 #[test]
 fn accepted_campaigns_wait_their_turn_in_accept_order() {
-    let a = TestImage::new("fw-a", Kind::App, "main", "1.3.0", "esp32", pattern_image(4096, 1), 4096).unwrap();
-    let b = TestImage::new("fw-b", Kind::App, "main", "1.4.0", "esp32", pattern_image(4096, 2), 4096).unwrap();
+    let a = TestImage::new(
+        "fw-a",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(4096, 1),
+        4096,
+    )
+    .unwrap();
+    let b = TestImage::new(
+        "fw-b",
+        Kind::App,
+        "main",
+        "1.4.0",
+        "esp32",
+        pattern_image(4096, 2),
+        4096,
+    )
+    .unwrap();
     let mut d = Dev::new();
     d.online();
     d.join(&["g1", "g2"]);
@@ -213,7 +302,16 @@ fn accepted_campaigns_wait_their_turn_in_accept_order() {
 
 #[test]
 fn paused_stops_requests_and_active_continues() {
-    let img = TestImage::new("fw", Kind::App, "main", "1.3.0", "esp32", pattern_image(4 * 4096, 1), 4096).unwrap();
+    let img = TestImage::new(
+        "fw",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(4 * 4096, 1),
+        4096,
+    )
+    .unwrap();
     let mut d = downloading(&img);
     d.block(&img, 0);
     d.announce("g1", &paused(ann("camp-1", &img)));
@@ -249,7 +347,10 @@ fn aborted_cancels_before_install_and_not_after() {
     let img = image("fw", "1.3.0", Kind::App);
     let mut d = downloading(&img);
     d.block(&img, 0);
-    d.announce("g1", &with_state(ann("camp-1", &img), CampaignState::Aborted));
+    d.announce(
+        "g1",
+        &with_state(ann("camp-1", &img), CampaignState::Aborted),
+    );
     assert_eq!(d.states().last(), Some(&StatusState::Cancelled));
     assert!(d.log.iter().any(|a| matches!(a, Action::DropBlocks { .. })));
     // Once, across a restart too.
@@ -264,7 +365,10 @@ fn aborted_cancels_before_install_and_not_after() {
     let mut d = downloading(&img);
     d.blocks(&img, 0..3);
     d.checked(&img);
-    d.announce("g1", &with_state(ann("camp-1", &img), CampaignState::Aborted));
+    d.announce(
+        "g1",
+        &with_state(ann("camp-1", &img), CampaignState::Aborted),
+    );
     assert!(!d.states().contains(&StatusState::Cancelled));
     d.ev(Event::InstallDone {
         campaign: CampaignId::new("camp-1").unwrap(),
@@ -283,7 +387,11 @@ fn aborted_deferred_campaign_is_cancelled() {
     d.announce("g1", &with_state(ann("c", &img), CampaignState::Aborted));
     assert_eq!(
         d.states(),
-        [StatusState::Accepted, StatusState::Deferred, StatusState::Cancelled]
+        [
+            StatusState::Accepted,
+            StatusState::Deferred,
+            StatusState::Cancelled
+        ]
     );
 }
 

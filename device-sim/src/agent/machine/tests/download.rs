@@ -36,7 +36,16 @@ fn requests_what_it_lacks() {
 
 #[test]
 fn requests_hold_at_most_1024_blocks_and_the_next_go_out_when_those_are_in() {
-    let img = TestImage::new("big", Kind::App, "main", "1.3.0", "esp32", pattern_image(3000 * 256, 5), 256).unwrap();
+    let img = TestImage::new(
+        "big",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(3000 * 256, 5),
+        256,
+    )
+    .unwrap();
     let mut cfg = config("dev-0001");
     cfg.timing.requests_in_flight = 2;
     let mut d = Dev::with(cfg, Box::new(NeverDefer));
@@ -76,11 +85,17 @@ fn blocks_failing_their_checks_are_dropped() {
 
     let mut wrong_proof = block_of(&img, 0);
     wrong_proof.proof = block_of(&img, 1).proof;
-    assert_eq!(rejected(&d.ev(Event::Block(wrong_proof))), ["merkle proof failed"]);
+    assert_eq!(
+        rejected(&d.ev(Event::Block(wrong_proof))),
+        ["merkle proof failed"]
+    );
 
     let mut past = block_of(&img, 2);
     past.index = 3;
-    assert_eq!(rejected(&d.ev(Event::Block(past))), ["index past the image"]);
+    assert_eq!(
+        rejected(&d.ev(Event::Block(past))),
+        ["index past the image"]
+    );
 
     // The genuine block is still wanted, kept once, duplicates ignored.
     assert_eq!(stored(&d.block(&img, 1)), [1]);
@@ -96,7 +111,11 @@ fn re_requests_after_a_quiet_spell_with_jitter() {
     let mut d = downloading(&img);
     let start = d.now;
     let first = quiet_at(&d.log).unwrap();
-    assert!((start + 2_000..=start + 4_000).contains(&first), "{}", first - start);
+    assert!(
+        (start + 2_000..=start + 4_000).contains(&first),
+        "{}",
+        first - start
+    );
     d.advance(first - start - 1);
     d.block(&img, 0);
     d.now = start;
@@ -125,8 +144,18 @@ fn jitter_differs_between_devices() {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let st = DeviceState::fresh(versions("1.2.0"), T0, &mut rng);
         let mut a = Agent::new(cfg, st, Box::new(NeverDefer), seed);
-        let mut out = a.handle(T0, Event::Connected { session_present: false });
-        out.extend(a.handle(T0, Event::Membership(Membership { groups: vec![group("g1")] })));
+        let mut out = a.handle(
+            T0,
+            Event::Connected {
+                session_present: false,
+            },
+        );
+        out.extend(a.handle(
+            T0,
+            Event::Membership(Membership {
+                groups: vec![group("g1")],
+            }),
+        ));
         out.extend(a.handle(
             T0,
             Event::Announcement {
@@ -166,12 +195,24 @@ fn times_out_after_two_minutes_without_a_new_block_not_counting_pauses() {
     }
     let s = d.published();
     let last = s.last().unwrap();
-    assert_eq!((last.state, last.error), (StatusState::Failed, Some(ErrorCode::Timeout)));
+    assert_eq!(
+        (last.state, last.error),
+        (StatusState::Failed, Some(ErrorCode::Timeout))
+    );
 }
 
 #[test]
 fn a_new_block_resets_the_timeout() {
-    let img = TestImage::new("fw", Kind::App, "main", "1.3.0", "esp32", pattern_image(8 * 4096, 1), 4096).unwrap();
+    let img = TestImage::new(
+        "fw",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(8 * 4096, 1),
+        4096,
+    )
+    .unwrap();
     let mut d = downloading(&img);
     for i in 0..7 {
         for _ in 0..25 {
@@ -185,7 +226,16 @@ fn a_new_block_resets_the_timeout() {
 
 #[test]
 fn progress_at_most_every_interval() {
-    let img = TestImage::new("fw", Kind::App, "main", "1.3.0", "esp32", pattern_image(40 * 256, 1), 256).unwrap();
+    let img = TestImage::new(
+        "fw",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(40 * 256, 1),
+        256,
+    )
+    .unwrap();
     let mut cfg = config("dev-0001");
     cfg.timing.progress_every_ms = 2_000;
     let mut d = Dev::with(cfg, Box::new(NeverDefer));
@@ -217,7 +267,10 @@ fn offline_stops_the_download_and_it_resumes_when_announced_again() {
     d.ev(Event::Timer(TimerId::Quiet));
     assert!(d.log.iter().all(|a| !matches!(a, Action::Publish { .. })));
     d.online();
-    assert!(d.requests().is_empty(), "waits for the retained announcement");
+    assert!(
+        d.requests().is_empty(),
+        "waits for the retained announcement"
+    );
     d.join(&["g1"]);
     d.announce("g1", &ann("camp-1", &img));
     assert_eq!(d.requests()[0].wanted().collect::<Vec<_>>(), [1, 2]);

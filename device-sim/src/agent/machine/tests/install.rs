@@ -37,7 +37,10 @@ fn hash_mismatch() {
     d.checked(&img);
     let s = d.published();
     assert_eq!(s.len(), 1);
-    assert_eq!((s[0].state, s[0].error), (StatusState::Failed, Some(ErrorCode::HashMismatch)));
+    assert_eq!(
+        (s[0].state, s[0].error),
+        (StatusState::Failed, Some(ErrorCode::HashMismatch))
+    );
     assert!(d.log.iter().any(|a| matches!(a, Action::DropBlocks { .. })));
     assert!(!d.log.iter().any(|a| matches!(a, Action::Install(_))));
 
@@ -49,7 +52,10 @@ fn hash_mismatch() {
         artifact: img.manifest.artifact.clone(),
         result: Err("short read".into()),
     });
-    assert_eq!(d.queued().last(), Some(&(StatusState::Failed, Some(ErrorCode::HashMismatch))));
+    assert_eq!(
+        d.queued().last(),
+        Some(&(StatusState::Failed, Some(ErrorCode::HashMismatch)))
+    );
 }
 
 #[test]
@@ -57,7 +63,10 @@ fn app_success_only_after_install_and_health_check() {
     let (mut d, img) = done_downloading(Kind::App);
     d.clear();
     d.checked(&img);
-    assert_eq!(d.states(), [StatusState::Downloaded, StatusState::Installing]);
+    assert_eq!(
+        d.states(),
+        [StatusState::Downloaded, StatusState::Installing]
+    );
     let req = d.log.iter().find_map(|a| match a {
         Action::Install(r) => Some(r.clone()),
         _ => None,
@@ -103,7 +112,10 @@ fn app_failing_its_health_check_is_install_failed() {
     });
     let s = d.published();
     let last = s.last().unwrap();
-    assert_eq!((last.state, last.error), (StatusState::Failed, Some(ErrorCode::InstallFailed)));
+    assert_eq!(
+        (last.state, last.error),
+        (StatusState::Failed, Some(ErrorCode::InstallFailed))
+    );
     assert_eq!(last.versions, versions("1.2.0"));
     assert!(!d.states().contains(&StatusState::Success));
 }
@@ -137,12 +149,29 @@ fn firmware_reboots_and_succeeds_after_a_healthy_boot() {
     let presence = d
         .log
         .iter()
-        .position(|a| matches!(a, Action::Publish { topic: Topic::Presence(_), retain: true, .. }))
+        .position(|a| {
+            matches!(
+                a,
+                Action::Publish {
+                    topic: Topic::Presence(_),
+                    retain: true,
+                    ..
+                }
+            )
+        })
         .unwrap();
     let hello = d
         .log
         .iter()
-        .position(|a| matches!(a, Action::Publish { topic: Topic::Hello(_), .. }))
+        .position(|a| {
+            matches!(
+                a,
+                Action::Publish {
+                    topic: Topic::Hello(_),
+                    ..
+                }
+            )
+        })
         .unwrap();
     assert!(presence < hello);
     let h = d.hellos();
@@ -163,7 +192,10 @@ fn a_failed_boot_is_rolled_back() {
     d.online();
     let s = d.published();
     let last = s.last().unwrap();
-    assert_eq!((last.state, last.error), (StatusState::RolledBack, Some(ErrorCode::BootFailed)));
+    assert_eq!(
+        (last.state, last.error),
+        (StatusState::RolledBack, Some(ErrorCode::BootFailed))
+    );
     assert_eq!(last.versions, versions("1.2.0"));
     assert_eq!(d.hellos()[0].versions, versions("1.2.0"));
 }

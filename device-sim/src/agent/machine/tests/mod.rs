@@ -14,8 +14,8 @@ use std::sync::Arc;
 use schemas::cose::TrustStore;
 use schemas::keys::SigningKey;
 use schemas::msg::{
-    Announcement, Block, BlockRequest, CampaignState, ErrorCode, Hello, Kind, Membership, Status, StatusAck,
-    StatusState, WireMessage,
+    Announcement, Block, BlockRequest, CampaignState, ErrorCode, Hello, Kind, Membership, Status,
+    StatusAck, StatusState, WireMessage,
 };
 use schemas::topic::Topic;
 use schemas::{ComponentName, DeviceId, GroupName};
@@ -36,7 +36,16 @@ pub(super) fn group(s: &str) -> GroupName {
 
 /// A 3-block app image for `esp32` (10 000 bytes, block size 4096).
 pub(super) fn image(artifact: &str, version: &str, kind: Kind) -> TestImage {
-    TestImage::new(artifact, kind, "main", version, "esp32", pattern_image(10_000, 3), 4096).unwrap()
+    TestImage::new(
+        artifact,
+        kind,
+        "main",
+        version,
+        "esp32",
+        pattern_image(10_000, 3),
+        4096,
+    )
+    .unwrap()
 }
 
 pub(super) fn ann(campaign: &str, img: &TestImage) -> Announcement {
@@ -113,7 +122,9 @@ impl Dev {
     /// Connected, then online at once (an ack for nothing yet is above the
     /// last seq, so let the 2 s wait pass).
     pub fn online(&mut self) {
-        self.ev(Event::Connected { session_present: false });
+        self.ev(Event::Connected {
+            session_present: false,
+        });
         self.advance(2_000);
         self.ev(Event::Timer(crate::agent::TimerId::ResendWait));
     }
@@ -170,7 +181,9 @@ impl Dev {
         self.log
             .iter()
             .filter_map(|a| match a {
-                Action::Notice(crate::agent::Notice::StatusQueued { state, error, .. }) => Some((*state, *error)),
+                Action::Notice(crate::agent::Notice::StatusQueued { state, error, .. }) => {
+                    Some((*state, *error))
+                }
                 _ => None,
             })
             .collect()

@@ -38,7 +38,8 @@ fn seq_starts_from_the_clock_and_increases_strictly_across_restarts() {
     // The state's counter is past every seq used.
     assert!(d.agent.state().outbox.next_seq > *sorted.last().unwrap());
     // Epoch is kept across restarts.
-    let epochs: std::collections::BTreeSet<_> = d.hellos().iter().map(|h| h.epoch.clone()).collect();
+    let epochs: std::collections::BTreeSet<_> =
+        d.hellos().iter().map(|h| h.epoch.clone()).collect();
     assert_eq!(epochs.len(), 1);
 }
 
@@ -47,7 +48,9 @@ fn statuses_wait_after_a_reconnect_until_an_ack_or_2_s() {
     let (mut d, img) = two_pending();
     d.ev(Event::Disconnected);
     d.clear();
-    d.ev(Event::Connected { session_present: false });
+    d.ev(Event::Connected {
+        session_present: false,
+    });
     d.join(&["g1"]);
     d.announce("g1", &ann("camp-1", &img));
     d.advance(5_000);
@@ -62,7 +65,11 @@ fn statuses_wait_after_a_reconnect_until_an_ack_or_2_s() {
     d.ack(T0);
     let s = d.published();
     let seqs: Vec<u64> = s.iter().map(|s| s.seq).collect();
-    assert_eq!(seqs, [T0 + 1, T0 + 2], "oldest first, the acked one dropped");
+    assert_eq!(
+        seqs,
+        [T0 + 1, T0 + 2],
+        "oldest first, the acked one dropped"
+    );
 }
 
 #[test]
@@ -70,7 +77,9 @@ fn after_2_s_without_an_ack_the_outbox_is_resent_oldest_first() {
     let (mut d, _img) = two_pending();
     d.ev(Event::Disconnected);
     d.clear();
-    d.ev(Event::Connected { session_present: false });
+    d.ev(Event::Connected {
+        session_present: false,
+    });
     d.advance(1_999);
     d.ev(Event::Timer(TimerId::ResendWait));
     assert!(d.published().is_empty());
@@ -137,7 +146,10 @@ fn uncovered_statuses_are_resent_every_30_s() {
     assert!(d.published().is_empty());
     d.advance(1);
     d.ev(Event::Timer(TimerId::Resend));
-    assert_eq!(d.published().iter().map(|s| s.seq).collect::<Vec<_>>(), [T0 + 1]);
+    assert_eq!(
+        d.published().iter().map(|s| s.seq).collect::<Vec<_>>(),
+        [T0 + 1]
+    );
     d.ack(T0 + 1);
     d.clear();
     d.advance(60_000);
@@ -151,7 +163,15 @@ fn a_status_is_saved_before_it_is_published() {
     let first_status = d
         .log
         .iter()
-        .position(|a| matches!(a, Action::Publish { topic: Topic::Status(_), .. }))
+        .position(|a| {
+            matches!(
+                a,
+                Action::Publish {
+                    topic: Topic::Status(_),
+                    ..
+                }
+            )
+        })
         .unwrap();
     assert!(d.log[..first_status].contains(&Action::Persist));
 }
@@ -159,7 +179,9 @@ fn a_status_is_saved_before_it_is_published() {
 #[test]
 fn connect_sequence() {
     let mut d = Dev::new();
-    let out = d.ev(Event::Connected { session_present: false });
+    let out = d.ev(Event::Connected {
+        session_present: false,
+    });
     let id = DeviceId::new("dev-0001").unwrap();
     let subs: Vec<&Topic> = out
         .iter()
@@ -182,7 +204,10 @@ fn connect_sequence() {
     assert_eq!(h[0].proto, 1);
     assert_eq!(h[0].arch, "esp32");
     assert_eq!(h[0].outbox, T0);
-    assert_eq!(h[0].labels.get("customer").map(String::as_str), Some("acme"));
+    assert_eq!(
+        h[0].labels.get("customer").map(String::as_str),
+        Some("acme")
+    );
     let out = d.ev(Event::Membership(Membership {
         groups: vec![group("g1")],
     }));

@@ -36,7 +36,12 @@ fn picks_its_own_arch_then_any() {
     let mut any = image("fw-any", "1.3.0", Kind::App);
     any.manifest.arch = "any".into();
     let k = key(1);
-    let a = announcement("c", Kind::App, vec![arm.envelope(&k), any.envelope(&k), esp.envelope(&k)]).unwrap();
+    let a = announcement(
+        "c",
+        Kind::App,
+        vec![arm.envelope(&k), any.envelope(&k), esp.envelope(&k)],
+    )
+    .unwrap();
     let d = device_sees(&a);
     let s = d.published();
     assert_eq!(s[0].state, StatusState::Accepted);
@@ -44,7 +49,10 @@ fn picks_its_own_arch_then_any() {
 
     let a = announcement("c", Kind::App, vec![arm.envelope(&k), any.envelope(&k)]).unwrap();
     let d = device_sees(&a);
-    assert_eq!(d.published()[0].artifact.as_ref().unwrap().as_str(), "fw-any");
+    assert_eq!(
+        d.published()[0].artifact.as_ref().unwrap().as_str(),
+        "fw-any"
+    );
 }
 
 #[test]
@@ -69,15 +77,28 @@ fn incompatible_arch_is_reported_once_and_nothing_downloaded() {
 fn unreadable_entries_without_a_match_are_bad_manifest() {
     let mut arm = image("fw-arm", "1.3.0", Kind::App);
     arm.manifest.arch = "armv7".into();
-    let a = announcement("c", Kind::App, vec![arm.envelope(&key(1)), vec![0xff, 0x00]]).unwrap();
-    one_terminal(&device_sees(&a), StatusState::Failed, Some(ErrorCode::BadManifest));
+    let a = announcement(
+        "c",
+        Kind::App,
+        vec![arm.envelope(&key(1)), vec![0xff, 0x00]],
+    )
+    .unwrap();
+    one_terminal(
+        &device_sees(&a),
+        StatusState::Failed,
+        Some(ErrorCode::BadManifest),
+    );
 }
 
 #[test]
 fn unknown_key() {
     let img = image("fw", "1.3.0", Kind::App);
     let a = announcement("c", Kind::App, vec![img.envelope(&key(2))]).unwrap();
-    one_terminal(&device_sees(&a), StatusState::Failed, Some(ErrorCode::UnknownKey));
+    one_terminal(
+        &device_sees(&a),
+        StatusState::Failed,
+        Some(ErrorCode::UnknownKey),
+    );
 }
 
 #[test]
@@ -87,7 +108,11 @@ fn bad_signature() {
     let n = env.len();
     env[n - 1] ^= 0x01;
     let a = announcement("c", Kind::App, vec![env]).unwrap();
-    one_terminal(&device_sees(&a), StatusState::Failed, Some(ErrorCode::BadSignature));
+    one_terminal(
+        &device_sees(&a),
+        StatusState::Failed,
+        Some(ErrorCode::BadSignature),
+    );
 }
 
 #[test]
@@ -95,12 +120,20 @@ fn bad_manifest_kind_and_content() {
     // The manifest says firmware, the announcement app.
     let img = image("fw", "1.3.0", Kind::Firmware);
     let a = announcement("c", Kind::App, vec![img.envelope(&key(1))]).unwrap();
-    one_terminal(&device_sees(&a), StatusState::Failed, Some(ErrorCode::BadManifest));
+    one_terminal(
+        &device_sees(&a),
+        StatusState::Failed,
+        Some(ErrorCode::BadManifest),
+    );
     // Signed, but `blocks` disagrees with `size`.
     let mut img = image("fw", "1.3.0", Kind::App);
     img.manifest.blocks = 7;
     let a = announcement("c", Kind::App, vec![sign(&img.manifest, &key(1))]).unwrap();
-    one_terminal(&device_sees(&a), StatusState::Failed, Some(ErrorCode::BadManifest));
+    one_terminal(
+        &device_sees(&a),
+        StatusState::Failed,
+        Some(ErrorCode::BadManifest),
+    );
 }
 
 #[test]
@@ -140,15 +173,35 @@ fn version_rejected_unless_downgrade_allowed() {
 fn min_version() {
     let mut img = image("fw", "2.0.0", Kind::App);
     img.manifest.min_version = Some("1.5.0".into());
-    one_terminal(&device_sees(&ann("c", &img)), StatusState::Failed, Some(ErrorCode::MinVersion));
+    one_terminal(
+        &device_sees(&ann("c", &img)),
+        StatusState::Failed,
+        Some(ErrorCode::MinVersion),
+    );
     img.manifest.min_version = Some("1.2.0".into());
-    assert_eq!(device_sees(&ann("c", &img)).published()[0].state, StatusState::Accepted);
+    assert_eq!(
+        device_sees(&ann("c", &img)).published()[0].state,
+        StatusState::Accepted
+    );
 }
 
 #[test]
 fn no_space_before_downloading() {
-    let img = TestImage::new("big", Kind::App, "main", "1.3.0", "esp32", pattern_image(3 << 20, 1), 65536).unwrap();
-    one_terminal(&device_sees(&ann("c", &img)), StatusState::Failed, Some(ErrorCode::NoSpace));
+    let img = TestImage::new(
+        "big",
+        Kind::App,
+        "main",
+        "1.3.0",
+        "esp32",
+        pattern_image(3 << 20, 1),
+        65536,
+    )
+    .unwrap();
+    one_terminal(
+        &device_sees(&ann("c", &img)),
+        StatusState::Failed,
+        Some(ErrorCode::NoSpace),
+    );
 }
 
 #[test]
@@ -157,7 +210,12 @@ fn accepted_once_with_the_installed_versions() {
     let mut d = device_sees(&ann("c", &img));
     d.announce("g1", &ann("c", &img));
     let s = d.published();
-    assert_eq!(s.iter().filter(|s| s.state == StatusState::Accepted).count(), 1);
+    assert_eq!(
+        s.iter()
+            .filter(|s| s.state == StatusState::Accepted)
+            .count(),
+        1
+    );
     assert_eq!(s[0].versions, versions("1.2.0"));
     assert_eq!(s[0].campaign.as_ref().unwrap().as_str(), "c");
 }

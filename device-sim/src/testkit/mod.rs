@@ -57,7 +57,11 @@ impl TestImage {
             min_version: None,
             allow_downgrade: false,
         };
-        Ok(Self { image, manifest, tree })
+        Ok(Self {
+            image,
+            manifest,
+            tree,
+        })
     }
 
     /// The release entry: the manifest signed with `key`.
@@ -85,12 +89,21 @@ impl TestImage {
 /// `len` bytes of a pattern that differs with `seed`.
 pub fn pattern_image(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).rotate_left((i % 7) as u32))
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed)
+                .rotate_left((i % 7) as u32)
+        })
         .collect()
 }
 
 /// An announcement of `release` for everyone (`cohort` 10000), active.
-pub fn announcement(campaign: &str, kind: Kind, release: Vec<Vec<u8>>) -> Result<Announcement, TestkitError> {
+pub fn announcement(
+    campaign: &str,
+    kind: Kind,
+    release: Vec<Vec<u8>>,
+) -> Result<Announcement, TestkitError> {
     Ok(Announcement {
         campaign: CampaignId::new(campaign)?,
         kind,
@@ -101,3 +114,5 @@ pub fn announcement(campaign: &str, kind: Kind, release: Vec<Vec<u8>>) -> Result
         deadline: None,
     })
 }
+
+pub mod bridge;

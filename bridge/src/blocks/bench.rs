@@ -1,0 +1,1 @@
+//! N devices downloading one image at once (being written).

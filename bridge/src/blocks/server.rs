@@ -1,0 +1,263 @@
+//! The block server actor: takes BlockRequests (checked, rate limited,
+//! counted), feeds the [`Scheduler`], and once per merge window hands the
+//! window's blocks to the worker. It never waits on the network: a
+//! request's PUBACK is queued on the publisher, and when the worker is
+//! still busy with the previous window the blocks simply stay pending,
+//! merging with newer requests.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use schemas::msg::{BlockRequest, WireMessage};
+use schemas::topic::Topic;
+use schemas::{ArtifactId, DeviceId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::metrics::{BlockMetrics, Refusal};
+use super::schedule::{Scheduler, Shape, Wanted};
+use super::worker::Batch;
+use super::{BlockEvent, BlocksConfig};
+use crate::artifacts::ArtifactStore;
+use crate::mqtt::{Incoming, Publisher};
+
+/// Most blocks handed to the worker per window, whatever the budget.
+const MAX_BATCH: usize = 4096;
+/// How often the per-device limiter forgets quiet devices.
+const LIMITER_SWEEP: Duration = Duration::from_secs(10);
+/// A flood of made-up device ids sweeps the limiter early past this.
+const LIMITER_MAX_KEYS: usize = 100_000;
+/// Artifact shapes remembered (a sled read on a miss).
+const MAX_SHAPES: usize = 1024;
+/// One log line per refusal reason per this long.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) struct Server {
+    pub cfg: BlocksConfig,
+    pub store: ArtifactStore,
+    pub publisher: Publisher,
+    pub metrics: Arc<BlockMetrics>,
+    pub events: mpsc::Receiver<BlockEvent>,
+    pub requests: mpsc::Receiver<Incoming>,
+    pub batches: mpsc::Sender<Batch>,
+    pub failed: mpsc::Receiver<ArtifactId>,
+    pub scheduler: Scheduler,
+}
+
+/// Per-device request limiter.
+fn device_limiter(cfg: &BlocksConfig) -> DefaultKeyedRateLimiter<DeviceId> {
+    let rate = NonZeroU32::new(cfg.device_requests_per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(cfg.device_request_burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Rate-limited warnings: the first of each reason, then one every
+/// [`LOG_EVERY`] with how many were not logged.
+#[derive(Default)]
+struct LogLimiter {
+    last: HashMap<Refusal, (Instant, u64)>,
+}
+
+impl LogLimiter {
+    /// `Some(suppressed since the last line)` when this one may be logged.
+    fn allow(&mut self, r: Refusal, now: Instant) -> Option<u64> {
+        match self.last.get_mut(&r) {
+            Some((at, suppressed)) if now.duration_since(*at) < LOG_EVERY => {
+                *suppressed += 1;
+                None
+            }
+            Some((at, suppressed)) => {
+                *at = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                self.last.insert(r, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+impl Server {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let limiter = device_limiter(&self.cfg);
+        let mut logs = LogLimiter::default();
+        let mut shapes: HashMap<ArtifactId, Shape> = HashMap::new();
+        let mut forget: Vec<ArtifactId> = Vec::new();
+        let mut tick = tokio::time::interval(self.cfg.merge_window());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(LIMITER_SWEEP);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(m) = self.requests.recv() => {
+                    match &m.topic {
+                        Topic::Request(device) => {
+                            let device = device.clone();
+                            self.on_request(&device, &m.payload, &limiter, &mut shapes, &mut logs);
+                        }
+                        other => debug!(topic = ?other, "not a request topic; ignored"),
+                    }
+                    // Nothing to make durable: acknowledge at once.
+                    if self.publisher.ack(m.ack).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ev) = self.events.recv() => match ev {
+                    BlockEvent::Request { device, payload } => {
+                        self.on_request(&device, &payload, &limiter, &mut shapes, &mut logs);
+                    }
+                    BlockEvent::SetPriority { artifact, emergency } => {
+                        debug!(artifact = %artifact, emergency, "block priority set");
+                        self.scheduler.set_emergency(&artifact, emergency);
+                    }
+                    BlockEvent::ArtifactRemoved(artifact) => {
+                        self.scheduler.remove_artifact(&artifact);
+                        shapes.remove(&artifact);
+                        forget.push(artifact);
+                    }
+                },
+                Some(artifact) = self.failed.recv() => {
+                    // Not servable now (deleted, damaged): drop its wants;
+                    // a later request reads the store again.
+                    self.scheduler.remove_artifact(&artifact);
+                    shapes.remove(&artifact);
+                    forget.push(artifact);
+                }
+                _ = tick.tick() => self.dispatch(&mut forget),
+                _ = sweep.tick() => {
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            }
+            if limiter.len() > LIMITER_MAX_KEYS {
+                limiter.retain_recent();
+            }
+        }
+    }
+
+    /// Hands this window's blocks to the worker, if it is ready for them.
+    fn dispatch(&mut self, forget: &mut Vec<ArtifactId>) {
+        if self.scheduler.is_idle() && forget.is_empty() {
+            return;
+        }
+        let Ok(permit) = self.batches.try_reserve() else {
+            // The worker is still publishing: keep merging.
+            return;
+        };
+        let items = self.scheduler.take(self.cfg.window_budget(), MAX_BATCH);
+        permit.send(Batch {
+            items,
+            forget: std::mem::take(forget),
+        });
+    }
+
+    fn on_request(
+        &mut self,
+        device: &DeviceId,
+        payload: &[u8],
+        limiter: &DefaultKeyedRateLimiter<DeviceId>,
+        shapes: &mut HashMap<ArtifactId, Shape>,
+        logs: &mut LogLimiter,
+    ) {
+        let mut refuse = |r: Refusal, artifact: Option<&ArtifactId>, detail: &str| {
+            self.metrics.refuse(r);
+            if let Some(suppressed) = logs.allow(r, Instant::now()) {
+                warn!(
+                    device = %device,
+                    artifact = artifact.map(|a| a.as_str()).unwrap_or(""),
+                    reason = r.as_str(),
+                    detail,
+                    suppressed,
+                    "block request refused"
+                );
+            }
+        };
+        // Cheapest first: a flooding device costs a hash lookup.
+        if limiter.check_key(device).is_err() {
+            return refuse(Refusal::RateLimited, None, "over the device's request rate");
+        }
+        let req = match BlockRequest::decode(payload) {
+            Ok(r) => r,
+            Err(e) => return refuse(Refusal::Malformed, None, &e.to_string()),
+        };
+        let shape = match shapes.get(&req.artifact) {
+            Some(s) => *s,
+            None => match self.store.get(&req.artifact) {
+                Ok(Some(record)) => {
+                    let s = shape_of(&req.artifact, record.blocks, record.block_size);
+                    if shapes.len() >= MAX_SHAPES {
+                        shapes.clear();
+                    }
+                    shapes.insert(req.artifact.clone(), s);
+                    s
+                }
+                Ok(None) => return refuse(Refusal::UnknownArtifact, Some(&req.artifact), "not stored"),
+                Err(e) => return refuse(Refusal::UnknownArtifact, Some(&req.artifact), &e.to_string()),
+            },
+        };
+        if req.offset >= shape.blocks {
+            return refuse(Refusal::PastEnd, Some(&req.artifact), "offset past the last block");
+        }
+        let blocks = shape.blocks;
+        let mut wanted = req.wanted().take_while(|i| *i < blocks).peekable();
+        if wanted.peek().is_none() {
+            return refuse(Refusal::Empty, Some(&req.artifact), "the bitmap asks for no block");
+        }
+        match self.scheduler.want(device, &req.artifact, shape, wanted) {
+            Wanted::Added { merged, .. } => {
+                BlockMetrics::add(&self.metrics.requests, 1);
+                BlockMetrics::add(&self.metrics.merged, u64::from(merged));
+            }
+            Wanted::Overloaded => refuse(Refusal::Overloaded, Some(&req.artifact), "too many devices at once"),
+        }
+    }
+}
+
+/// The scheduler's view of an artifact: its block count, and what one
+/// encoded block costs (data, a 32-byte proof entry per tree level, the
+/// artifact id and CBOR framing).
+pub(crate) fn shape_of(artifact: &ArtifactId, blocks: u32, block_size: u32) -> Shape {
+    let depth = u64::from(32 - blocks.saturating_sub(1).leading_zeros());
+    Shape {
+        blocks,
+        cost: u64::from(block_size) + 34 * depth + artifact.as_str().len() as u64 + 48,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_covers_the_encoded_block() {
+        let a = ArtifactId::new("fw-1.0.0-esp32").unwrap();
+        for blocks in [1u32, 2, 3, 256, 1000, 16384] {
+            let tree_depth = (blocks as f64).log2().ceil() as usize;
+            let b = schemas::msg::Block {
+                artifact: a.clone(),
+                index: blocks - 1,
+                data: vec![0; 4096],
+                proof: vec![[0; 32]; tree_depth],
+            };
+            let cost = shape_of(&a, blocks, 4096).cost;
+            let real = b.encode().len() as u64;
+            assert!(cost >= real && cost < real + 64, "{blocks} blocks: cost {cost}, real {real}");
+        }
+    }
+
+    #[test]
+    fn log_limiter_counts_what_it_holds_back() {
+        let mut l = LogLimiter::default();
+        let t = Instant::now();
+        assert_eq!(l.allow(Refusal::Malformed, t), Some(0));
+        assert_eq!(l.allow(Refusal::Malformed, t), None);
+        assert_eq!(l.allow(Refusal::Malformed, t), None);
+        assert_eq!(l.allow(Refusal::PastEnd, t), Some(0));
+        assert_eq!(l.allow(Refusal::Malformed, t + LOG_EVERY), Some(2));
+    }
+}

@@ -1,0 +1,75 @@
+//! Why a campaign command was refused or failed. The message is what the
+//! operator reads in `ota campaign ...`: what was wrong and what to do.
+
+use schemas::{ArtifactId, CampaignId, GroupName};
+
+use super::gate::StepError;
+use super::spec::{Kind, SpecError};
+use crate::mqtt::PublishError;
+use crate::ops::OpsError;
+use crate::store::StoreError;
+
+/// A campaign command that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error("the campaign spec does not read: {0} (see `ota campaign create --help` for its shape)")]
+    SpecJson(String),
+    #[error("the campaign spec is refused: {0}")]
+    Spec(#[from] SpecError),
+    #[error("campaign {0} already exists: pick another id (`ota campaign list` shows the ones taken)")]
+    Exists(CampaignId),
+    #[error("no campaign {0}: `ota campaign list` shows the campaigns")]
+    NotFound(CampaignId),
+    #[error("artifact {0} is not stored on the bridge: push it first with `ota artifact push` (`ota artifact list` shows what the bridge holds)")]
+    NoArtifact(ArtifactId),
+    #[error("artifact {0} is not usable: {1}")]
+    BadArtifact(ArtifactId, String),
+    #[error("artifacts {a} and {b} differ in {what} ({va} vs {vb}): a release holds one kind, one component and one version, with one manifest per arch")]
+    MixedRelease {
+        a: ArtifactId,
+        b: ArtifactId,
+        what: &'static str,
+        va: String,
+        vb: String,
+    },
+    #[error("artifacts {a} and {b} are both for arch {arch}: a release holds one manifest per arch, drop one of them")]
+    SameArch {
+        a: ArtifactId,
+        b: ArtifactId,
+        arch: String,
+    },
+    #[error("the campaign's kind is {spec} but its artifacts are {artifacts}: set \"kind\" to {artifacts} (or --kind {artifacts})")]
+    KindMismatch { spec: Kind, artifacts: Kind },
+    #[error("the release names {0} artifacts; an announcement carries at most {max} manifests", max = schemas::msg::limits::MAX_RELEASE)]
+    TooManyArtifacts(usize),
+    #[error("group {0} does not exist: create it first with `ota group put`, or fix the name (`ota group list`)")]
+    NoGroup(GroupName),
+    #[error("{topic} is held by campaign {other}, which is {state}: a topic carries one campaign at a time; wait until {other} completes or abort it, then start {id}")]
+    TopicBusy {
+        id: CampaignId,
+        other: CampaignId,
+        state: &'static str,
+        topic: String,
+    },
+    #[error("an emergency needs a target: give --groups G,H or --all, not both and not neither")]
+    EmergencyTarget,
+    #[error("{0}")]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl From<CampaignError> for OpsError {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::Store(s) => OpsError::Store(s),
+            CampaignError::Publish(p) => OpsError::Publish(p),
+            e @ (CampaignError::NotFound(_) | CampaignError::NoArtifact(_)) => {
+                OpsError::NotFound(e.to_string())
+            }
+            other => OpsError::Invalid(other.to_string()),
+        }
+    }
+}

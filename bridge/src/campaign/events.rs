@@ -1,0 +1,100 @@
+//! Operator events for campaigns, on `P/ops/events`: one per gate effect
+//! (`campaign.wave_started`, `campaign.halted`, `campaign.decision`, ...),
+//! plus `campaign.created` and throttled `campaign.progress` tallies. The
+//! `data` of a gate effect is the effect itself as JSON, so scripts read
+//! the same shapes as `ota campaign status --json`.
+
+use schemas::ops::Event;
+use schemas::CampaignId;
+
+use super::gate::{AnnounceState, Effect, WaveCounts};
+
+/// The event kind of every campaign event, for `--json` readers.
+pub mod kind {
+    pub const CREATED: &str = "campaign.created";
+    pub const ANNOUNCED: &str = "campaign.announced";
+    pub const WAVE_STARTED: &str = "campaign.wave_started";
+    pub const WAVE_PASSED: &str = "campaign.wave_passed";
+    pub const SOAKING: &str = "campaign.soaking";
+    pub const HALTED: &str = "campaign.halted";
+    pub const PAUSED: &str = "campaign.paused";
+    pub const RESUMED: &str = "campaign.resumed";
+    pub const COMPLETED: &str = "campaign.completed";
+    pub const ABORTED: &str = "campaign.aborted";
+    pub const DECISION: &str = "campaign.decision";
+    pub const PROGRESS: &str = "campaign.progress";
+}
+
+/// The event for one gate effect.
+pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
+    let (k, message) = match effect {
+        Effect::Announce(a) => (
+            kind::ANNOUNCED,
+            format!(
+                "campaign {campaign} announced {} at wave {}",
+                match a.state {
+                    AnnounceState::Active => "active",
+                    AnnounceState::Paused => "paused",
+                    AnnounceState::Aborted => "aborted",
+                },
+                a.wave + 1
+            ),
+        ),
+        Effect::WaveStarted { wave, deadline } => (
+            kind::WAVE_STARTED,
+            format!("campaign {campaign}: wave {} started, waits until {deadline}", wave + 1),
+        ),
+        Effect::WavePassed { wave, counts, .. } => (
+            kind::WAVE_PASSED,
+            format!("campaign {campaign}: wave {} passed ({})", wave + 1, counts_text(counts)),
+        ),
+        Effect::Soaking { wave, until } => (
+            kind::SOAKING,
+            format!("campaign {campaign}: wave {} soaks until {until}", wave + 1),
+        ),
+        Effect::Halted { wave, reason, .. } => (
+            kind::HALTED,
+            format!("campaign {campaign}: halted at wave {}: {reason}", wave + 1),
+        ),
+        Effect::Paused { wave } => (
+            kind::PAUSED,
+            format!("campaign {campaign}: paused at wave {}", wave + 1),
+        ),
+        Effect::Resumed { wave } => (
+            kind::RESUMED,
+            format!("campaign {campaign}: resumed at wave {}", wave + 1),
+        ),
+        Effect::Completed { counts } => (
+            kind::COMPLETED,
+            format!("campaign {campaign} completed ({})", counts_text(counts)),
+        ),
+        Effect::Aborted => (kind::ABORTED, format!("campaign {campaign} aborted")),
+        Effect::Decision(d) => (kind::DECISION, format!("campaign {campaign}: {}", d.text)),
+    };
+    Event {
+        ts: at,
+        kind: k.to_string(),
+        campaign: Some(campaign.clone()),
+        message,
+        data: serde_json::to_value(effect).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// A progress event: the current wave's tally.
+pub fn progress(campaign: &CampaignId, at: u64, wave: Option<usize>, counts: &WaveCounts) -> Event {
+    Event {
+        ts: at,
+        kind: kind::PROGRESS.to_string(),
+        campaign: Some(campaign.clone()),
+        message: format!("campaign {campaign}: {}", counts_text(counts)),
+        data: serde_json::json!({ "wave": wave, "counts": counts }),
+    }
+}
+
+/// `12 members: 10 success, 1 failure, 1 not applicable, 0 pending`
+pub fn counts_text(c: &WaveCounts) -> String {
+    format!(
+        "{} members: {} success, {} failure, {} not applicable, {} pending",
+        c.members, c.success, c.failure, c.not_applicable, c.pending
+    )
+}

@@ -1,0 +1,581 @@
+//! The campaign manager: every campaign's record and live tally, inside the
+//! core actor. Core calls it with operator commands, committed status
+//! changes, membership changes and a one-second tick, in the order they
+//! happen; it steps the gates, and carries out what they decide.
+//!
+//! # Carrying out a step ([`Campaigns::apply`])
+//!
+//! 1. After every `WaveStarted`, the new wave's members are computed and
+//!    its counts sent at once (also for an empty wave: only counts tell
+//!    the gate a wave is empty); that may start the next wave, and so on.
+//! 2. If the steps returned effects: the record (gate included) is
+//!    written, the new announcements are written to the retained tree, and
+//!    one flush makes both durable. Only then are the announcements
+//!    published (retained) and the events sent. A bridge killed at any
+//!    point finds its store at or ahead of what the broker saw, and the
+//!    retained tree is republished at start.
+//! 3. An emergency's artifacts are marked at the block server while it is
+//!    live, and unmarked when it completes or is aborted.
+//!
+//! # Restart ([`Campaigns::load`], then [`Campaigns::started`])
+//!
+//! Records are loaded with each live campaign's device states from the
+//! status store; once core has its fleet, every live campaign gets its
+//! current members and fresh counts before the first tick, so a wave
+//! whose timeout passed while the bridge was down is judged on what the
+//! devices actually reported.
+
+use std::collections::{BTreeMap, HashSet};
+
+use schemas::ops::Event;
+use schemas::topic::Topic;
+use schemas::{ArtifactId, CampaignId, DeviceId, GroupName};
+use tracing::{error, info, warn};
+
+use super::announce;
+use super::error::CampaignError;
+use super::events;
+use super::gate::{Effect, Gate, Input, WaveCounts};
+use super::members::Admission;
+use super::preflight::Preflight;
+use super::record::{CampaignRecord, Release, WaveEnd};
+use super::spec::{CampaignSpec, Gates, WaveSpec, FULL_COHORT};
+use super::store::CampaignStore;
+use super::tally::{Report, Tally};
+use super::view::{self, CampaignList, CampaignStatus};
+use crate::blocks::BlockServerHandle;
+use crate::fleet::Fleet;
+use crate::mqtt::Publisher;
+use crate::status::StatusUpdate;
+use crate::store::{Store, StoreError};
+
+/// What the manager works with, borrowed from core for one call.
+pub struct Ctx<'a> {
+    pub fleet: &'a Fleet,
+    pub store: &'a Store,
+    pub publisher: &'a Publisher,
+    /// The block server, to mark emergency artifacts (absent in tests of
+    /// the core alone).
+    pub blocks: Option<&'a BlockServerHandle>,
+}
+
+/// One campaign in memory.
+struct Entry {
+    record: CampaignRecord,
+    tally: Tally,
+    /// False for a finished campaign loaded at start: its device states
+    /// are read on the first `status`.
+    tally_loaded: bool,
+    /// The counts last sent as a progress event.
+    progress_sent: Option<WaveCounts>,
+}
+
+/// Every campaign.
+pub struct Campaigns {
+    store: CampaignStore,
+    entries: BTreeMap<CampaignId, Entry>,
+}
+
+impl Campaigns {
+    /// Loads every campaign, and the device states of the live ones. Blocks
+    /// (reads the campaign tree and scans the status store once per live
+    /// campaign): call with `spawn_blocking`.
+    pub fn load(store: &Store) -> Result<Campaigns, StoreError> {
+        let cs = CampaignStore::open(store.db())?;
+        let (records, bad) = cs.all()?;
+        for (key, e) in bad {
+            error!(campaign = %key, error = %e, "stored campaign does not read; it is left alone (restore data_dir from a backup to get it back)");
+        }
+        let mut entries = BTreeMap::new();
+        for record in records {
+            let mut tally = Tally::new();
+            let live = record.is_live();
+            if live {
+                for (device, cur) in store.status.currents_of_campaign(record.id())? {
+                    tally.report(
+                        &device,
+                        Report {
+                            state: cur.state,
+                            error: cur.error,
+                        },
+                    );
+                }
+            }
+            entries.insert(
+                record.id().clone(),
+                Entry {
+                    record,
+                    tally,
+                    tally_loaded: live,
+                    progress_sent: None,
+                },
+            );
+        }
+        Ok(Campaigns { store: cs, entries })
+    }
+
+    /// How many campaigns, and how many of them are live.
+    pub fn len(&self) -> (usize, usize) {
+        let live = self.entries.values().filter(|e| e.record.is_live()).count();
+        (self.entries.len(), live)
+    }
+
+    /// The campaign that uses `artifact` and has not ended, if any: the
+    /// artifact delete guard. A draft counts (it will announce the
+    /// artifact when started).
+    pub fn user_of(&self, artifact: &ArtifactId) -> Option<CampaignId> {
+        self.entries
+            .values()
+            .find(|e| !e.record.gate.is_finished() && e.record.uses(artifact))
+            .map(|e| e.record.id().clone())
+    }
+
+    /// A campaign's record.
+    pub fn get(&self, id: &CampaignId) -> Option<&CampaignRecord> {
+        self.entries.get(id).map(|e| &e.record)
+    }
+
+    /// Once core has its fleet (at start): every live campaign gets its
+    /// members and fresh counts, and live emergencies their block
+    /// priority, before the first tick.
+    pub async fn started(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        let live: Vec<CampaignId> = self
+            .entries
+            .values()
+            .filter(|e| e.record.is_live())
+            .map(|e| e.record.id().clone())
+            .collect();
+        for id in &live {
+            if let Some(e) = self.entries.get(id) {
+                if e.record.is_emergency() {
+                    mark_emergency(ctx, &e.record, true).await;
+                }
+            }
+            self.recount(ctx, id, now).await?;
+        }
+        if !live.is_empty() {
+            info!(live = live.len(), total = self.entries.len(), "campaigns resumed from the store");
+        }
+        Ok(())
+    }
+
+    /// `campaign create`: checks the spec, the groups and the release,
+    /// computes the pre-flight and stores a draft.
+    pub fn create(
+        &mut self,
+        ctx: &Ctx<'_>,
+        spec: CampaignSpec,
+        release: Release,
+        now: u64,
+    ) -> Result<CampaignStatus, CampaignError> {
+        spec.validate()?;
+        if self.entries.contains_key(&spec.id) || self.store.contains(&spec.id)? {
+            return Err(CampaignError::Exists(spec.id));
+        }
+        for g in spec.target_groups() {
+            if ctx.fleet.groups().get(&g).is_none() {
+                return Err(CampaignError::NoGroup(g));
+            }
+        }
+        let gate = Gate::new(&spec)?;
+        let final_cohorts = spec.cohorts_at(usize::MAX);
+        let preflight = Preflight::compute(
+            ctx.fleet,
+            Admission {
+                campaign: &spec.id,
+                cohorts: &final_cohorts,
+                emergency: spec.emergency,
+            },
+            release.arches(),
+        );
+        let record = CampaignRecord {
+            spec,
+            release,
+            created: now,
+            preflight,
+            gate,
+            waves: BTreeMap::new(),
+        };
+        self.store.put(&record)?;
+        info!(
+            campaign = %record.id(),
+            emergency = record.is_emergency(),
+            targeted = record.preflight.targeted,
+            uncovered = record.preflight.uncovered,
+            "campaign created"
+        );
+        let id = record.id().clone();
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                record,
+                tally: Tally::new(),
+                tally_loaded: true,
+                progress_sent: None,
+            },
+        );
+        self.status_now(ctx, &id, now)
+    }
+
+    /// The event that announces a create (sent by the caller after the
+    /// reply's flush).
+    pub fn created_event(&self, id: &CampaignId, now: u64) -> Option<Event> {
+        let r = self.get(id)?;
+        let p = &r.preflight;
+        Some(Event {
+            ts: now,
+            kind: events::kind::CREATED.to_string(),
+            campaign: Some(id.clone()),
+            message: format!(
+                "campaign {id} created: {} {} {}, {} devices targeted, {} with an arch the release does not cover",
+                r.release.kind, r.release.component, r.release.version, p.targeted, p.uncovered
+            ),
+            data: serde_json::to_value(p).unwrap_or_default(),
+        })
+    }
+
+    /// The spec of an emergency: one wave with its groups at 10000, or
+    /// none for every device.
+    pub fn emergency_spec(
+        id: CampaignId,
+        release: &Release,
+        groups: Vec<GroupName>,
+        all: bool,
+    ) -> Result<CampaignSpec, CampaignError> {
+        let waves = match (groups.is_empty(), all) {
+            (true, true) => Vec::new(),
+            (false, false) => vec![WaveSpec {
+                cohorts: groups.into_iter().map(|g| (g, FULL_COHORT)).collect(),
+            }],
+            _ => return Err(CampaignError::EmergencyTarget),
+        };
+        Ok(CampaignSpec {
+            id,
+            kind: release.kind,
+            release: release.entries.iter().map(|e| e.artifact.clone()).collect(),
+            waves,
+            gates: Gates::default(),
+            emergency: true,
+        })
+    }
+
+    /// `campaign start`: refused while another live campaign holds one of
+    /// its topics.
+    pub async fn start(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<CampaignStatus, CampaignError> {
+        let record = &self.entry(id)?.record;
+        let mine = announce::topics(record);
+        for other in self.entries.values().filter(|e| e.record.is_live() && e.record.id() != id) {
+            if let Some(t) = announce::topics(&other.record).into_iter().find(|t| mine.contains(t)) {
+                return Err(CampaignError::TopicBusy {
+                    id: id.clone(),
+                    other: other.record.id().clone(),
+                    state: other.record.state_word(),
+                    topic: ctx.publisher.topics().build(&t),
+                });
+            }
+        }
+        let emergency = record.is_emergency();
+        let fx = self.entry_mut(id)?.record.gate.step(now, Input::Start)?;
+        if emergency {
+            if let Some(e) = self.entries.get(id) {
+                mark_emergency(ctx, &e.record, true).await;
+            }
+        }
+        self.apply(ctx, id, fx, now).await?;
+        self.status_now(ctx, id, now)
+    }
+
+    /// `campaign pause | resume | abort`.
+    pub async fn operator(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        input: Input,
+        now: u64,
+    ) -> Result<CampaignStatus, CampaignError> {
+        let fx = self.entry_mut(id)?.record.gate.step(now, input)?;
+        self.apply(ctx, id, fx, now).await?;
+        self.status_now(ctx, id, now)
+    }
+
+    /// `campaign status`: a finished campaign loaded at start reads its
+    /// device states first (off the runtime).
+    pub async fn status(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<CampaignStatus, CampaignError> {
+        let entry = self.entry_mut(id)?;
+        if !entry.tally_loaded {
+            let store = ctx.store.clone();
+            let cid = id.clone();
+            let states = tokio::task::spawn_blocking(move || store.status.currents_of_campaign(&cid))
+                .await
+                .map_err(|e| CampaignError::Store(StoreError::Corrupt {
+                    tree: "status_current",
+                    key: id.to_string(),
+                    reason: format!("reading task failed: {e}"),
+                }))??;
+            for (device, cur) in states {
+                entry.tally.report(
+                    &device,
+                    Report {
+                        state: cur.state,
+                        error: cur.error,
+                    },
+                );
+            }
+            let members = current_members(&entry.record, ctx.fleet);
+            entry.tally.set_members(members);
+            entry.tally_loaded = true;
+        }
+        self.status_now(ctx, id, now)
+    }
+
+    /// `campaign list`.
+    pub fn list(&self) -> CampaignList {
+        CampaignList {
+            campaigns: self.entries.values().map(|e| view::summary(&e.record)).collect(),
+        }
+    }
+
+    /// Committed status changes from the ingest actor.
+    pub async fn statuses(&mut self, ctx: &Ctx<'_>, updates: &[StatusUpdate], now: u64) -> Result<(), CampaignError> {
+        let mut dirty = Vec::new();
+        for u in updates {
+            let Some(e) = self.entries.get_mut(&u.campaign) else {
+                continue;
+            };
+            let changed = e.tally.report(
+                &u.device,
+                Report {
+                    state: u.state,
+                    error: u.error,
+                },
+            );
+            if changed && e.record.is_live() && !dirty.contains(&u.campaign) {
+                dirty.push(u.campaign.clone());
+            }
+        }
+        for id in dirty {
+            self.send_counts(ctx, &id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Devices whose groups changed, or that registered: the members of
+    /// every live campaign's current wave are updated.
+    pub async fn devices_changed(&mut self, ctx: &Ctx<'_>, devices: &[DeviceId], now: u64) -> Result<(), CampaignError> {
+        let mut dirty = Vec::new();
+        for e in self.entries.values_mut().filter(|e| e.record.is_live()) {
+            let Some(wave) = e.record.gate.current_wave() else {
+                continue;
+            };
+            let admission = Admission {
+                campaign: &e.record.spec.id,
+                cohorts: e.record.gate.cohorts(wave),
+                emergency: e.record.is_emergency(),
+            };
+            let mut changed = false;
+            for d in devices {
+                changed |= e.tally.set_member(d, admission.admits_in(ctx.fleet, d));
+            }
+            if changed {
+                dirty.push(e.record.id().clone());
+            }
+        }
+        for id in dirty {
+            self.send_counts(ctx, &id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The one-second tick: gates whose timer is due are stepped, and
+    /// changed tallies go out as progress events.
+    pub async fn tick(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        let due: Vec<CampaignId> = self
+            .entries
+            .values()
+            .filter(|e| e.record.gate.next_timer().is_some_and(|t| now >= t))
+            .map(|e| e.record.id().clone())
+            .collect();
+        for id in due {
+            let fx = self.entry_mut(&id)?.record.gate.step(now, Input::Tick)?;
+            self.apply(ctx, &id, fx, now).await?;
+        }
+        let mut progress = Vec::new();
+        for e in self.entries.values_mut().filter(|e| e.record.is_live()) {
+            let counts = e.tally.counts();
+            if e.progress_sent != Some(counts) {
+                e.progress_sent = Some(counts);
+                progress.push(events::progress(e.record.id(), now, e.record.gate.current_wave(), &counts));
+            }
+        }
+        for ev in progress {
+            send_event(ctx, &ev).await?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the members of a live campaign's current wave, then
+    /// sends its counts.
+    async fn recount(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<(), CampaignError> {
+        let e = self.entry_mut(id)?;
+        let members = current_members(&e.record, ctx.fleet);
+        e.tally.set_members(members);
+        self.send_counts(ctx, id, now).await
+    }
+
+    /// Sends the current wave's counts to the gate and carries out what it
+    /// decides.
+    async fn send_counts(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<(), CampaignError> {
+        let e = self.entry_mut(id)?;
+        let Some(wave) = e.record.gate.current_wave() else {
+            return Ok(());
+        };
+        if e.record.gate.is_finished() {
+            return Ok(());
+        }
+        let counts = e.tally.counts();
+        let fx = e.record.gate.step(now, Input::Counts { wave, counts })?;
+        self.apply(ctx, id, fx, now).await
+    }
+
+    /// Carries out a step's effects (see the module doc).
+    async fn apply(&mut self, ctx: &Ctx<'_>, id: &CampaignId, mut fx: Vec<Effect>, now: u64) -> Result<(), CampaignError> {
+        // Not `entry_mut`: `self.store` is borrowed alongside.
+        let e = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| CampaignError::NotFound(id.clone()))?;
+        // 1. Every started wave gets its members and counts at once.
+        let mut seen = 0;
+        loop {
+            let started = fx[seen..].iter().any(|f| matches!(f, Effect::WaveStarted { .. }));
+            seen = fx.len();
+            if !started {
+                break;
+            }
+            let Some(wave) = e.record.gate.current_wave() else { break };
+            if e.record.gate.is_finished() {
+                break;
+            }
+            let members = current_members(&e.record, ctx.fleet);
+            e.tally.set_members(members);
+            let counts = e.tally.counts();
+            match e.record.gate.step(now, Input::Counts { wave, counts }) {
+                Ok(more) => fx.extend(more),
+                Err(err) => {
+                    // The gate named this wave as current a moment ago.
+                    warn!(campaign = %id, error = %err, "counts for a started wave refused");
+                    break;
+                }
+            }
+        }
+        if fx.is_empty() {
+            return Ok(());
+        }
+        for f in &fx {
+            match f {
+                Effect::WavePassed { wave, rule, counts } => {
+                    e.record.waves.insert(
+                        *wave,
+                        WaveEnd::Passed {
+                            at: now,
+                            rule: *rule,
+                            counts: *counts,
+                        },
+                    );
+                }
+                Effect::Halted { wave, reason, counts } => {
+                    e.record.waves.insert(
+                        *wave,
+                        WaveEnd::Halted {
+                            at: now,
+                            reason: *reason,
+                            counts: *counts,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        // 2. Record and retained tree, one flush, then the broker.
+        self.store.put(&e.record)?;
+        let announced = fx.iter().any(|f| matches!(f, Effect::Announce(_)));
+        let mut messages = Vec::new();
+        if announced {
+            if let Some(a) = e.record.gate.announcement() {
+                for (topic, payload) in announce::messages(&e.record, &a) {
+                    let t = ctx.publisher.topics().build(&topic);
+                    ctx.store.retained.put(&t, &payload)?;
+                    messages.push((topic, payload));
+                }
+            }
+        }
+        ctx.store.flush().await?;
+        for (topic, payload) in messages {
+            ctx.publisher.publish(&topic, payload, true).await?;
+        }
+        for f in &fx {
+            log_effect(id, f);
+            send_event(ctx, &events::of_effect(id, now, f)).await?;
+        }
+        // 3. An ended emergency gives up its priority.
+        let ended = fx
+            .iter()
+            .any(|f| matches!(f, Effect::Completed { .. } | Effect::Aborted));
+        if ended && e.record.is_emergency() {
+            mark_emergency(ctx, &e.record, false).await;
+        }
+        Ok(())
+    }
+
+    fn status_now(&self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<CampaignStatus, CampaignError> {
+        let e = self.entry(id)?;
+        Ok(view::status(&e.record, &e.tally, ctx.fleet, now))
+    }
+
+    fn entry(&self, id: &CampaignId) -> Result<&Entry, CampaignError> {
+        self.entries.get(id).ok_or_else(|| CampaignError::NotFound(id.clone()))
+    }
+
+    fn entry_mut(&mut self, id: &CampaignId) -> Result<&mut Entry, CampaignError> {
+        self.entries.get_mut(id).ok_or_else(|| CampaignError::NotFound(id.clone()))
+    }
+}
+
+/// The members of the campaign's current wave (none before the start).
+fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {
+    match r.gate.current_wave() {
+        None => HashSet::new(),
+        Some(w) => Admission {
+            campaign: r.id(),
+            cohorts: r.gate.cohorts(w),
+            emergency: r.is_emergency(),
+        }
+        .members(fleet),
+    }
+}
+
+async fn mark_emergency(ctx: &Ctx<'_>, r: &CampaignRecord, on: bool) {
+    let Some(blocks) = ctx.blocks else { return };
+    for entry in &r.release.entries {
+        if !blocks.set_priority(entry.artifact.clone(), on).await {
+            warn!(campaign = %r.id(), artifact = %entry.artifact, "block server gone: emergency priority not set");
+        }
+    }
+}
+
+pub(crate) async fn send_event(ctx: &Ctx<'_>, ev: &Event) -> Result<(), CampaignError> {
+    // Invariant: an Event holds strings, numbers and JSON values only.
+    let json = serde_json::to_vec(ev).unwrap_or_default();
+    ctx.publisher.publish(&Topic::OpsEvents, json, false).await?;
+    Ok(())
+}
+
+fn log_effect(id: &CampaignId, f: &Effect) {
+    match f {
+        Effect::Decision(d) => info!(campaign = %id, wave = ?d.wave.map(|w| w + 1), "{}", d.text),
+        Effect::Halted { wave, reason, .. } => {
+            warn!(campaign = %id, wave = wave + 1, reason = %reason, "campaign halted")
+        }
+        _ => {}
+    }
+}

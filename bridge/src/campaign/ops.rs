@@ -1,0 +1,90 @@
+//! The campaign operator commands (`campaign_*` and `emergency`), as the
+//! ops dispatch calls them: each borrows what it needs from core's state
+//! and returns the reply's JSON ([`super::view`] shapes).
+
+use schemas::ops::Command;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::CampaignError;
+use super::gate::Input;
+use super::manager::{send_event, Campaigns, Ctx};
+use super::record::Release;
+use super::release;
+use super::spec::CampaignSpec;
+use crate::artifacts::ArtifactStore;
+use crate::core::CoreState;
+use crate::ops::OpsError;
+
+/// Runs one campaign command. Other commands are refused.
+pub async fn handle(state: &mut CoreState, cmd: Command, now: u64) -> Result<Value, OpsError> {
+    let ctx = Ctx {
+        fleet: &state.fleet,
+        store: &state.store,
+        publisher: &state.publisher,
+        blocks: state.artifacts.blocks(),
+    };
+    let artifacts = state.artifacts.store();
+    let c = &mut state.campaigns;
+    Ok(run(c, &ctx, artifacts, cmd, now).await?)
+}
+
+async fn run(
+    c: &mut Campaigns,
+    ctx: &Ctx<'_>,
+    artifacts: &ArtifactStore,
+    cmd: Command,
+    now: u64,
+) -> Result<Value, CampaignError> {
+    match cmd {
+        Command::CampaignCreate { spec } => {
+            let spec: CampaignSpec =
+                serde_json::from_value(spec).map_err(|e| CampaignError::SpecJson(e.to_string()))?;
+            spec.validate()?;
+            let release = resolve(artifacts, &spec.release, Some(spec.kind))?;
+            let id = spec.id.clone();
+            let status = c.create(ctx, spec, release, now)?;
+            if let Some(ev) = c.created_event(&id, now) {
+                send_event(ctx, &ev).await?;
+            }
+            Ok(json(&status))
+        }
+        Command::CampaignStart { id } => Ok(json(&c.start(ctx, &id, now).await?)),
+        Command::CampaignPause { id } => Ok(json(&c.operator(ctx, &id, Input::Pause, now).await?)),
+        Command::CampaignResume { id } => Ok(json(&c.operator(ctx, &id, Input::Resume, now).await?)),
+        Command::CampaignAbort { id } => Ok(json(&c.operator(ctx, &id, Input::Abort, now).await?)),
+        Command::CampaignStatus { id } => Ok(json(&c.status(ctx, &id, now).await?)),
+        Command::CampaignList => Ok(json(&c.list())),
+        Command::Emergency {
+            id,
+            release: ids,
+            groups,
+            all,
+        } => {
+            let release = resolve(artifacts, &ids, None)?;
+            let spec = Campaigns::emergency_spec(id.clone(), &release, groups, all)?;
+            c.create(ctx, spec, release, now)?;
+            if let Some(ev) = c.created_event(&id, now) {
+                send_event(ctx, &ev).await?;
+            }
+            Ok(json(&c.start(ctx, &id, now).await?))
+        }
+        other => Err(CampaignError::SpecJson(format!(
+            "{} is not a campaign command",
+            other.name()
+        ))),
+    }
+}
+
+fn resolve(
+    artifacts: &ArtifactStore,
+    ids: &[schemas::ArtifactId],
+    kind: Option<super::spec::Kind>,
+) -> Result<Release, CampaignError> {
+    release::resolve(ids, kind, |id| artifacts.get(id))
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    // Invariant: the view types hold names, numbers, maps and lists.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}

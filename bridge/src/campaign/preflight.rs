@@ -1,0 +1,134 @@
+//! Pre-flight, computed at create: how many devices the campaign targets
+//! (those its final cohorts admit), by arch, and how many have an arch the
+//! release does not cover. Those devices will report `failed` /
+//! `incompatible_arch`, which gating counts apart from failures
+//! (PROTOCOL.md, "What the bridge promises").
+
+use std::collections::BTreeMap;
+
+use schemas::msg::manifest::ANY_ARCH;
+use schemas::GroupName;
+use serde::{Deserialize, Serialize};
+
+use super::members::Admission;
+use crate::fleet::Fleet;
+
+/// One arch among the targeted devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchLine {
+    pub devices: u32,
+    /// The release has a manifest for it (or one for `any`).
+    pub covered: bool,
+}
+
+/// One target group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLine {
+    /// Registered devices in the group now.
+    pub devices: u32,
+    /// Of those, the ones the final cohort admits.
+    pub targeted: u32,
+    /// The final cohort, in basis points.
+    pub cohort: u16,
+}
+
+/// The pre-flight report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preflight {
+    /// Registered devices the final cohorts admit.
+    pub targeted: u32,
+    /// Targeted devices by registered arch.
+    pub by_arch: BTreeMap<String, ArchLine>,
+    /// Targeted devices whose arch the release does not cover.
+    pub uncovered: u32,
+    /// The target groups (empty for an emergency to every device).
+    pub groups: BTreeMap<GroupName, GroupLine>,
+    /// The arches the release covers, in release order.
+    pub release_arches: Vec<String>,
+}
+
+impl Preflight {
+    /// Counts the fleet as it is now.
+    pub fn compute<'a>(
+        fleet: &Fleet,
+        admission: Admission<'_>,
+        release_arches: impl IntoIterator<Item = &'a str>,
+    ) -> Preflight {
+        let release_arches: Vec<String> = release_arches.into_iter().map(str::to_string).collect();
+        let any = release_arches.iter().any(|a| a == ANY_ARCH);
+        let covers = |arch: &str| any || release_arches.iter().any(|a| a == arch);
+        let members = admission.members(fleet);
+        let mut p = Preflight {
+            release_arches: release_arches.clone(),
+            ..Preflight::default()
+        };
+        for id in &members {
+            let Some(d) = fleet.device(id) else { continue };
+            let line = p.by_arch.entry(d.arch.clone()).or_insert(ArchLine {
+                devices: 0,
+                covered: covers(&d.arch),
+            });
+            line.devices += 1;
+            p.targeted += 1;
+            if !line.covered {
+                p.uncovered += 1;
+            }
+        }
+        if !admission.everyone() {
+            for (group, &cohort) in admission.cohorts {
+                let devices = fleet.devices_in(group);
+                let targeted = devices.iter().filter(|d| members.contains(&d.id)).count();
+                p.groups.insert(
+                    group.clone(),
+                    GroupLine {
+                        devices: u32::try_from(devices.len()).unwrap_or(u32::MAX),
+                        targeted: u32::try_from(targeted).unwrap_or(u32::MAX),
+                        cohort,
+                    },
+                );
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::members::tests::fleet;
+    use schemas::CampaignId;
+
+    #[test]
+    fn counts_uncovered_arches() {
+        let f = fleet(&[("acme", 10), ("globex", 4)]);
+        let c = CampaignId::new("camp-1").unwrap();
+        let cohorts: BTreeMap<GroupName, u16> = [
+            (GroupName::new("acme").unwrap(), 10000),
+            (GroupName::new("globex").unwrap(), 10000),
+        ]
+        .into();
+        let a = Admission {
+            campaign: &c,
+            cohorts: &cohorts,
+            emergency: false,
+        };
+        let p = Preflight::compute(&f, a, ["esp32"]);
+        assert_eq!(p.targeted, 14);
+        assert_eq!(p.uncovered, 7);
+        assert_eq!(
+            p.by_arch["armv7"],
+            ArchLine {
+                devices: 7,
+                covered: false
+            }
+        );
+        assert!(p.by_arch["esp32"].covered);
+        assert_eq!(p.groups[&GroupName::new("globex").unwrap()].targeted, 4);
+        // `any` covers every arch.
+        let p = Preflight::compute(&f, a, ["esp32", "any"]);
+        assert_eq!(p.uncovered, 0);
+        // JSON for the CLI.
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["by_arch"]["armv7"]["devices"], 7);
+    }
+}

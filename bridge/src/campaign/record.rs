@@ -1,0 +1,154 @@
+//! What the bridge keeps about one campaign: the operator's spec, the
+//! release as it was resolved at create (each manifest's exact signed
+//! bytes, so announcements never depend on the artifact store again), the
+//! pre-flight, the gate, and the result of every wave that ended. One JSON
+//! record per campaign in the `campaigns` tree ([`super::store`]).
+
+use std::collections::BTreeMap;
+
+use schemas::ids::{ArtifactId, CampaignId, ComponentName};
+use serde::{Deserialize, Serialize};
+
+use super::gate::{Gate, HaltReason, PassRule, Phase, WaveCounts};
+use super::preflight::Preflight;
+use super::spec::{CampaignSpec, Kind};
+
+/// One manifest of the release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseEntry {
+    pub artifact: ArtifactId,
+    pub arch: String,
+    pub size: u64,
+    pub blocks: u32,
+    /// The COSE_Sign1 manifest exactly as signed (hex in the JSON record).
+    #[serde(with = "hex_bytes")]
+    pub manifest: Vec<u8>,
+}
+
+/// The release a campaign rolls out: one manifest per arch, one kind,
+/// component and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub kind: Kind,
+    pub component: ComponentName,
+    pub version: String,
+    /// In the order the spec lists them (the order of `release` on the wire).
+    pub entries: Vec<ReleaseEntry>,
+}
+
+impl Release {
+    /// The architectures it covers (`any` included when present).
+    pub fn arches(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.arch.as_str())
+    }
+
+    /// The release entries as an announcement carries them.
+    pub fn manifests(&self) -> Vec<Vec<u8>> {
+        self.entries.iter().map(|e| e.manifest.clone()).collect()
+    }
+}
+
+/// How a wave ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum WaveEnd {
+    Passed {
+        at: u64,
+        rule: PassRule,
+        counts: WaveCounts,
+    },
+    Halted {
+        at: u64,
+        reason: HaltReason,
+        counts: WaveCounts,
+    },
+}
+
+/// One campaign as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignRecord {
+    pub spec: CampaignSpec,
+    pub release: Release,
+    /// Unix seconds of the create.
+    pub created: u64,
+    /// Who it targeted at create, by arch.
+    pub preflight: Preflight,
+    pub gate: Gate,
+    /// Each wave's latest ending (a halted wave that was resumed and passed
+    /// shows as passed), by 0-based wave index.
+    #[serde(default)]
+    pub waves: BTreeMap<usize, WaveEnd>,
+}
+
+impl CampaignRecord {
+    pub fn id(&self) -> &CampaignId {
+        &self.spec.id
+    }
+
+    /// True for the emergency lane.
+    pub fn is_emergency(&self) -> bool {
+        self.spec.emergency
+    }
+
+    /// Started and not yet completed or aborted: it owns its announcement
+    /// topics and its counts are live.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.gate.phase(), Phase::Draft) && !self.gate.is_finished()
+    }
+
+    /// A word for the phase: draft, running, soaking, paused, halted,
+    /// completed or aborted.
+    pub fn state_word(&self) -> &'static str {
+        phase_word(self.gate.phase())
+    }
+
+    /// Whether the campaign uses `artifact` in its release.
+    pub fn uses(&self, artifact: &ArtifactId) -> bool {
+        self.release.entries.iter().any(|e| &e.artifact == artifact)
+    }
+}
+
+/// A word for a phase.
+pub fn phase_word(p: &Phase) -> &'static str {
+    match p {
+        Phase::Draft => "draft",
+        Phase::Running { .. } => "running",
+        Phase::Soaking { .. } => "soaking",
+        Phase::Paused { .. } => "paused",
+        Phase::Halted { .. } => "halted",
+        Phase::Completed { .. } => "completed",
+        Phase::Aborted { .. } => "aborted",
+    }
+}
+
+/// The wire kind of a spec kind.
+pub fn wire_kind(k: Kind) -> schemas::msg::Kind {
+    match k {
+        Kind::Firmware => schemas::msg::Kind::Firmware,
+        Kind::App => schemas::msg::Kind::App,
+        Kind::Config => schemas::msg::Kind::Config,
+    }
+}
+
+/// The spec kind of a wire kind.
+pub fn spec_kind(k: schemas::msg::Kind) -> Kind {
+    match k {
+        schemas::msg::Kind::Firmware => Kind::Firmware,
+        schemas::msg::Kind::App => Kind::App,
+        schemas::msg::Kind::Config => Kind::Config,
+    }
+}
+
+/// Byte strings as lowercase hex in JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}

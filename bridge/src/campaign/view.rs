@@ -1,0 +1,202 @@
+//! The JSON shapes of campaign replies (`campaign create/start/.../status`
+//! return a [`CampaignStatus`], `campaign list` a [`CampaignList`]), which
+//! the CLI reads back through [`crate::client::OpsClient::call_ok`].
+
+use std::collections::BTreeMap;
+
+use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId, GroupName};
+use serde::{Deserialize, Serialize};
+
+use super::gate::{Decision, Phase, WaveCounts};
+use super::members::Admission;
+use super::preflight::Preflight;
+use super::record::{CampaignRecord, WaveEnd};
+use super::spec::{Gates, Kind};
+use super::tally::{Breakdown, Tally};
+use crate::fleet::Fleet;
+
+/// One line of `campaign list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignSummary {
+    pub id: CampaignId,
+    pub kind: Kind,
+    pub emergency: bool,
+    /// draft, running, soaking, paused, halted, completed or aborted.
+    pub state: String,
+    /// The current wave (0-based), once started.
+    pub wave: Option<usize>,
+    pub waves: usize,
+    pub component: ComponentName,
+    pub version: String,
+    pub created: u64,
+    /// The current wave's tally as the gate last saw it.
+    pub counts: Option<WaveCounts>,
+}
+
+/// `campaign list`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignList {
+    pub campaigns: Vec<CampaignSummary>,
+}
+
+/// One artifact of the release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactLine {
+    pub artifact: ArtifactId,
+    pub arch: String,
+    pub size: u64,
+    pub blocks: u32,
+}
+
+/// One wave of the plan and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveView {
+    /// 0-based.
+    pub wave: usize,
+    /// Cumulative cohorts once this wave started, basis points.
+    pub cohorts: BTreeMap<GroupName, u16>,
+    /// pending, running, soaking, paused, halted, passed or aborted.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<WaveEnd>,
+}
+
+/// The current wave's members in one target group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupProgress {
+    pub group: GroupName,
+    /// The group's cohort at the current wave, basis points.
+    pub cohort: u16,
+    /// Registered devices in the group.
+    pub devices: u32,
+    /// Its members of the current wave, by state and error.
+    pub members: Breakdown,
+}
+
+/// `campaign status` (and the reply of every campaign command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignStatus {
+    #[serde(flatten)]
+    pub summary: CampaignSummary,
+    pub phase: Phase,
+    pub gates: Gates,
+    /// When the gate next looks at the clock (wave timeout or soak end).
+    pub next_timer: Option<u64>,
+    pub release: Vec<ArtifactLine>,
+    pub plan: Vec<WaveView>,
+    /// Per target group (empty for an emergency to every device).
+    pub groups: Vec<GroupProgress>,
+    /// Every member of the current wave, by state and error.
+    pub current: Option<Breakdown>,
+    pub preflight: Preflight,
+    pub history: Vec<Decision>,
+    /// The bridge's clock when this was made (Unix seconds).
+    pub now: u64,
+}
+
+/// The summary of a record.
+pub fn summary(r: &CampaignRecord) -> CampaignSummary {
+    CampaignSummary {
+        id: r.id().clone(),
+        kind: r.release.kind,
+        emergency: r.is_emergency(),
+        state: r.state_word().to_string(),
+        wave: r.gate.current_wave(),
+        waves: r.gate.wave_count(),
+        component: r.release.component.clone(),
+        version: r.release.version.clone(),
+        created: r.created,
+        counts: r.gate.counts().copied(),
+    }
+}
+
+/// The full status of a record, with `tally` for the live breakdowns.
+pub fn status(r: &CampaignRecord, tally: &Tally, fleet: &Fleet, now: u64) -> CampaignStatus {
+    let gate = &r.gate;
+    let current = gate.current_wave();
+    let plan = (0..gate.wave_count())
+        .map(|w| WaveView {
+            wave: w,
+            cohorts: gate.cohorts(w).clone(),
+            state: wave_state(gate.phase(), w, current, r.waves.get(&w)).to_string(),
+            end: r.waves.get(&w).cloned(),
+        })
+        .collect();
+    let mut groups = Vec::new();
+    let mut current_breakdown = None;
+    if let Some(w) = current {
+        let cohorts = gate.cohorts(w);
+        let admission = Admission {
+            campaign: r.id(),
+            cohorts,
+            emergency: r.is_emergency(),
+        };
+        if !admission.everyone() {
+            for (g, &cohort) in cohorts {
+                let in_group = fleet.devices_in(g);
+                let members: Vec<&DeviceId> = in_group
+                    .iter()
+                    .map(|d| &d.id)
+                    .filter(|id| tally.is_member(id))
+                    .collect();
+                groups.push(GroupProgress {
+                    group: g.clone(),
+                    cohort,
+                    devices: u32::try_from(in_group.len()).unwrap_or(u32::MAX),
+                    members: tally.breakdown(members),
+                });
+            }
+        }
+        current_breakdown = Some(tally.breakdown(tally.members()));
+    }
+    CampaignStatus {
+        summary: summary(r),
+        phase: gate.phase().clone(),
+        gates: *gate.gates(),
+        next_timer: gate.next_timer(),
+        release: r
+            .release
+            .entries
+            .iter()
+            .map(|e| ArtifactLine {
+                artifact: e.artifact.clone(),
+                arch: e.arch.clone(),
+                size: e.size,
+                blocks: e.blocks,
+            })
+            .collect(),
+        plan,
+        groups,
+        current: current_breakdown,
+        preflight: r.preflight.clone(),
+        history: gate.history().to_vec(),
+        now,
+    }
+}
+
+fn wave_state(phase: &Phase, wave: usize, current: Option<usize>, end: Option<&WaveEnd>) -> &'static str {
+    let Some(cur) = current else {
+        return "pending";
+    };
+    if wave > cur {
+        return match phase {
+            Phase::Aborted { .. } => "aborted",
+            _ => "pending",
+        };
+    }
+    if wave < cur {
+        return "passed";
+    }
+    match phase {
+        Phase::Draft => "pending",
+        Phase::Running { .. } => "running",
+        Phase::Soaking { .. } => "soaking",
+        Phase::Paused { .. } => "paused",
+        Phase::Halted { .. } => "halted",
+        Phase::Completed { .. } => "passed",
+        Phase::Aborted { .. } => match end {
+            Some(WaveEnd::Passed { .. }) => "passed",
+            _ => "aborted",
+        },
+    }
+}

@@ -1,0 +1,807 @@
+//! The I/O loop of one device: a rumqttc connection, timers, the store and
+//! the installer around the pure [`Agent`]. It selects on the MQTT event
+//! loop, the next timer, finished background work and shutdown, turns what
+//! it sees into [`Event`]s and performs the [`Action`]s the agent returns,
+//! in order.
+//!
+//! - Connect: client id = device id, clean session, keep-alive (never 0:
+//!   rumqttd refuses it), last will = retained `Presence{online: false}`.
+//!   Each attempt waits at the shared [`Pacer`]; a lost connection backs off
+//!   with jitter.
+//! - Publishes never await inside the loop that polls the event loop
+//!   (NOTES.md: that deadlocks): requests go through `try_*`, and those the
+//!   client's bounded channel cannot take yet wait in a local queue.
+//! - Blocking work (files, hashing, installing) runs on the blocking pool;
+//!   image checks and installs report back through a bounded channel so the
+//!   connection keeps being served meanwhile.
+//! - A reboot (firmware, or a simulated power loss) drops the connection and
+//!   the agent, and boots a new agent from the store.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rumqttc::{
+    AsyncClient, ClientError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, QoS,
+};
+use schemas::msg::{Announcement, Block, Membership, Presence, StatusAck, WireMessage};
+use schemas::topic::{Topic, Topics};
+use schemas::ComponentName;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::event::{Action, BootOutcome, Event, InstallRequest, Notice, TimerId};
+use super::installer::Installer;
+use super::pace::{Backoff, Pacer};
+use super::policy::DeferPolicy;
+use super::state::DeviceState;
+use super::store::{DeviceStore, StoreError};
+use super::{Agent, AgentConfig};
+
+/// Everything one device needs to run, besides its store and installer.
+pub struct DeviceIoConfig {
+    /// Identity, provisioning, trusted keys, timings.
+    pub agent: Arc<AgentConfig>,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Topic prefix.
+    pub topics: Topics,
+    /// MQTT keep-alive (at least 5 s).
+    pub keep_alive: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Versions installed at the first boot.
+    pub factory_versions: BTreeMap<ComponentName, String>,
+    /// The deferral policy (step 4).
+    pub policy: Box<dyn DeferPolicy>,
+    /// Seeds jitter, boot ids and a fresh epoch.
+    pub seed: u64,
+    /// Shared connect pacing, if any.
+    pub pacer: Option<Arc<Pacer>>,
+}
+
+/// Why a device stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The store failed: the device cannot keep its promises (seq, blocks).
+    #[error("device {device}: {source}")]
+    Store {
+        /// The device.
+        device: String,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// A blocking task panicked.
+    #[error("device {device}: a background task failed: {detail}")]
+    Task {
+        /// The device.
+        device: String,
+        /// The join error.
+        detail: String,
+    },
+}
+
+/// A disruption the simulator injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruption {
+    /// Drop the connection (the will is published), then reconnect.
+    Disconnect,
+    /// Power loss: drop everything not saved and boot again from the store.
+    PowerLoss,
+}
+
+/// Observation and fault hooks (the simulator's; a real device uses
+/// [`NoHooks`]). All default to doing nothing.
+pub trait Hooks: Send + Sync + 'static {
+    /// The connection went up or down.
+    fn link(&mut self, _up: bool) {}
+    /// The agent noticed something (Status queued, acks, rejected blocks...).
+    fn notice(&mut self, _notice: &Notice) {}
+    /// A payload was refused (malformed, bad names) and dropped.
+    fn dropped(&mut self, _what: &'static str) {}
+    /// A block arrived: `false` loses it (block loss).
+    fn keep_block(&mut self) -> bool {
+        true
+    }
+    /// After each block: disrupt the device now?
+    fn disrupt(&mut self, _have: u32, _blocks: u32) -> Option<Disruption> {
+        None
+    }
+    /// The device booted (the first time, and after every reboot).
+    fn booted(&mut self, _boot: u32) {}
+}
+
+/// No hooks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// Results of background work.
+enum Done {
+    Checked(Event),
+    Installed(Event),
+}
+
+/// How a connection ended.
+enum Exit {
+    Shutdown,
+    Reconnect,
+    Reboot,
+}
+
+/// One queued MQTT request.
+enum Outgoing {
+    Subscribe(String),
+    Unsubscribe(String),
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+}
+
+/// The device's clock: Unix milliseconds, monotonic within a run (tokio's
+/// clock, so paused-time tests work).
+#[derive(Clone, Copy)]
+struct Clock {
+    base: Instant,
+    base_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let base_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            base: Instant::now(),
+            base_ms,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.base.elapsed().as_millis() as u64
+    }
+
+    fn instant(&self, at_ms: u64) -> Instant {
+        self.base + Duration::from_millis(at_ms.saturating_sub(self.base_ms))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock was already reported by its task; the
+    // store's own invariants hold between calls.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one device until `shutdown` completes or its store fails.
+pub async fn run_device<S, I, H>(
+    cfg: DeviceIoConfig,
+    installer: I,
+    store: S,
+    hooks: H,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DeviceError>
+where
+    S: DeviceStore,
+    I: Installer,
+    H: Hooks,
+{
+    let mut dev = Device {
+        store: Arc::new(Mutex::new(store)),
+        installer: Arc::new(Mutex::new(installer)),
+        hooks,
+        clock: Clock::new(),
+        rng: StdRng::seed_from_u64(cfg.seed ^ 0x5eed),
+        timers: BTreeMap::new(),
+        outgoing: VecDeque::new(),
+        boots: 0,
+        attempt: 0,
+        cfg,
+    };
+    tokio::pin!(shutdown);
+    let mut policy = Some(std::mem::replace(
+        &mut dev.cfg.policy,
+        Box::new(super::NeverDefer),
+    ));
+    loop {
+        let Some(p) = policy.take() else {
+            return Ok(());
+        };
+        let (mut agent, reboot_now) = dev.boot(p).await?;
+        if reboot_now {
+            // An install cut short by the last power loss finished during
+            // this boot and asks for a reboot already.
+            policy = Some(agent.into_policy());
+            continue;
+        }
+        let exit = dev.run_boot(&mut agent, &mut shutdown).await?;
+        policy = Some(agent.into_policy());
+        match exit {
+            Exit::Shutdown => return Ok(()),
+            Exit::Reboot | Exit::Reconnect => continue,
+        }
+    }
+}
+
+struct Device<S, I, H> {
+    cfg: DeviceIoConfig,
+    store: Arc<Mutex<S>>,
+    installer: Arc<Mutex<I>>,
+    hooks: H,
+    clock: Clock,
+    rng: StdRng,
+    timers: BTreeMap<TimerId, u64>,
+    outgoing: VecDeque<Outgoing>,
+    boots: u32,
+    attempt: u32,
+}
+
+impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
+    fn id(&self) -> String {
+        self.cfg.agent.id.to_string()
+    }
+
+    fn store_err(&self, source: StoreError) -> DeviceError {
+        DeviceError::Store {
+            device: self.id(),
+            source,
+        }
+    }
+
+    /// Runs `f` on the store: inline for memory, on the blocking pool for
+    /// files.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut S) -> T + Send + 'static,
+    ) -> Result<T, DeviceError> {
+        if S::BLOCKING {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || f(&mut lock(&store)))
+                .await
+                .map_err(|e| DeviceError::Task {
+                    device: self.id(),
+                    detail: e.to_string(),
+                })
+        } else {
+            Ok(f(&mut lock(&self.store)))
+        }
+    }
+
+    /// Boots an agent from the store (or fresh), feeding Start and, after a
+    /// firmware reboot, the boot outcome.
+    async fn boot(&mut self, policy: Box<dyn DeferPolicy>) -> Result<(Agent, bool), DeviceError> {
+        self.boots += 1;
+        self.timers.clear();
+        self.outgoing.clear();
+        let saved = self
+            .with_store(|s| s.load_state())
+            .await?
+            .map_err(|e| self.store_err(e))?;
+        let now = self.clock.now_ms();
+        // The clock enters the seed: a boot id must be new at every boot,
+        // also when the same device (same seed) starts again.
+        let seed = self
+            .cfg
+            .seed
+            .wrapping_add(u64::from(self.boots).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            ^ now.rotate_left(17);
+        let fresh = saved.is_none();
+        let state = match saved {
+            Some(s) => s,
+            None => {
+                let mut rng = StdRng::seed_from_u64(seed ^ now);
+                DeviceState::fresh(self.cfg.factory_versions.clone(), now, &mut rng)
+            }
+        };
+        let mut agent = Agent::new(self.cfg.agent.clone(), state, policy, seed);
+        for (artifact, geometry) in agent.partial_downloads() {
+            let a = artifact.clone();
+            if let Some(have) = self
+                .with_store(move |s| s.load_blocks(&a, &geometry))
+                .await?
+            {
+                agent.restore_blocks(&artifact, have);
+            }
+        }
+        if fresh {
+            let st = agent.state().clone();
+            self.with_store(move |s| s.save_state(&st))
+                .await?
+                .map_err(|e| self.store_err(e))?;
+        }
+        self.hooks.booted(self.boots);
+        debug!(device = %self.cfg.agent.id, boot = self.boots, fresh, "device booted");
+        let out = agent.handle(now, Event::Start);
+        if self.perform(&mut agent, None, out).await? {
+            return Ok((agent, true));
+        }
+        if let Some(req) = agent.pending_boot() {
+            let installer = self.installer.clone();
+            let outcome = tokio::task::spawn_blocking(move || lock(&installer).boot(&req))
+                .await
+                .unwrap_or_else(|e| BootOutcome::RolledBack {
+                    detail: format!("boot check failed: {e}"),
+                });
+            let out = agent.handle(self.clock.now_ms(), Event::Booted(outcome));
+            if self.perform(&mut agent, None, out).await? {
+                return Ok((agent, true));
+            }
+        }
+        Ok((agent, false))
+    }
+
+    /// Serves one boot: connects, reconnects, until shutdown or a reboot.
+    async fn run_boot(
+        &mut self,
+        agent: &mut Agent,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Exit, DeviceError> {
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(4);
+        loop {
+            if let Some(p) = &self.cfg.pacer {
+                tokio::select! {
+                    _ = p.wait() => {}
+                    _ = &mut *shutdown => return Ok(Exit::Shutdown),
+                }
+            }
+            let (client, eventloop) = self.connect_options();
+            let exit = self
+                .serve(agent, &client, eventloop, &done_tx, &mut done_rx, shutdown)
+                .await?;
+            if agent.is_connected() {
+                let out = agent.handle(self.clock.now_ms(), Event::Disconnected);
+                self.perform(agent, None, out).await?;
+                self.hooks.link(false);
+            }
+            match exit {
+                Exit::Reconnect => {
+                    let delay = self.cfg.backoff.delay(self.attempt, &mut self.rng);
+                    self.attempt = self.attempt.saturating_add(1);
+                    debug!(device = %self.cfg.agent.id, ?delay, "reconnecting after backoff");
+                    tokio::select! {
+                        _ = self.sleep_with_timers(agent, delay) => {}
+                        _ = &mut *shutdown => return Ok(Exit::Shutdown),
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Sleeps through a backoff while still firing the agent's timers
+    /// (deferral looks, for instance).
+    async fn sleep_with_timers(&mut self, agent: &mut Agent, delay: Duration) {
+        let until = Instant::now() + delay;
+        loop {
+            let next = self.next_timer();
+            let wake = next
+                .as_ref()
+                .map_or(until, |(_, at)| self.clock.instant(*at).min(until));
+            tokio::time::sleep_until(wake).await;
+            if Instant::now() >= until {
+                return;
+            }
+            if let Some((id, _)) = next {
+                self.timers.remove(&id);
+                let out = agent.handle(self.clock.now_ms(), Event::Timer(id));
+                // Offline: the agent asks for nothing that needs a link.
+                let _ = self.perform(agent, None, out).await;
+            }
+        }
+    }
+
+    fn connect_options(&mut self) -> (AsyncClient, EventLoop) {
+        let id = self.cfg.agent.id.clone();
+        let mut opts = MqttOptions::new(id.as_str(), self.cfg.host.clone(), self.cfg.port);
+        opts.set_keep_alive(self.cfg.keep_alive.max(Duration::from_secs(5)));
+        opts.set_clean_session(true);
+        opts.set_last_will(LastWill::new(
+            self.cfg.topics.build(&Topic::Presence(id)),
+            Presence { online: false }.encode(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        opts.set_max_packet_size(schemas::msg::limits::MAX_BLOCK_BYTES + 4096, 64 * 1024);
+        opts.set_inflight(16);
+        let (client, mut eventloop) = AsyncClient::new(opts, 32);
+        eventloop.network_options.set_connection_timeout(10);
+        (client, eventloop)
+    }
+
+    fn next_timer(&self) -> Option<(TimerId, u64)> {
+        self.timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(id, at)| (id.clone(), *at))
+    }
+
+    /// One connection's life.
+    async fn serve(
+        &mut self,
+        agent: &mut Agent,
+        client: &AsyncClient,
+        mut eventloop: EventLoop,
+        done_tx: &mpsc::Sender<Done>,
+        done_rx: &mut mpsc::Receiver<Done>,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Exit, DeviceError> {
+        loop {
+            self.drain_outgoing(client);
+            let next = self.next_timer();
+            let wake = next.as_ref().map(|(_, at)| self.clock.instant(*at));
+            let timer = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut *shutdown => {
+                    self.goodbye(client, &mut eventloop).await;
+                    return Ok(Exit::Shutdown);
+                }
+                polled = eventloop.poll() => {
+                    match polled {
+                        Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
+                            self.attempt = 0;
+                            self.hooks.link(true);
+                            debug!(device = %self.cfg.agent.id, "connected");
+                            let out = agent.handle(self.clock.now_ms(), Event::Connected { session_present: ack.session_present });
+                            self.perform(agent, Some(done_tx), out).await?;
+                        }
+                        Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
+                            if let Some(exit) = self.incoming(agent, done_tx, &p.topic, &p.payload).await? {
+                                return Ok(exit);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            debug!(device = %self.cfg.agent.id, error = %e, "connection lost");
+                            return Ok(Exit::Reconnect);
+                        }
+                    }
+                }
+                _ = timer => {
+                    if let Some((id, _)) = next {
+                        self.timers.remove(&id);
+                        let out = agent.handle(self.clock.now_ms(), Event::Timer(id));
+                        if self.perform(agent, Some(done_tx), out).await? {
+                            return Ok(Exit::Reboot);
+                        }
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    let ev = match done { Done::Checked(e) | Done::Installed(e) => e };
+                    let out = agent.handle(self.clock.now_ms(), ev);
+                    if self.perform(agent, Some(done_tx), out).await? {
+                        return Ok(Exit::Reboot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A publish from the broker: parse, hand to the agent, maybe disrupt.
+    async fn incoming(
+        &mut self,
+        agent: &mut Agent,
+        done_tx: &mpsc::Sender<Done>,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Option<Exit>, DeviceError> {
+        let ev = match classify(&self.cfg.topics, topic, payload) {
+            Ok(ev) => ev,
+            Err(what) => {
+                warn!(device = %self.cfg.agent.id, topic, what, "payload refused");
+                self.hooks.dropped(what);
+                return Ok(None);
+            }
+        };
+        let is_block = matches!(ev, Event::Block(_));
+        if is_block && !self.hooks.keep_block() {
+            return Ok(None);
+        }
+        let out = agent.handle(self.clock.now_ms(), ev);
+        if self.perform(agent, Some(done_tx), out).await? {
+            return Ok(Some(Exit::Reboot));
+        }
+        if is_block {
+            if let Some((have, blocks)) = agent.download_progress() {
+                match self.hooks.disrupt(have, blocks) {
+                    Some(Disruption::Disconnect) => {
+                        debug!(device = %self.cfg.agent.id, have, blocks, "simulated disconnect");
+                        return Ok(Some(Exit::Reconnect));
+                    }
+                    Some(Disruption::PowerLoss) => {
+                        debug!(device = %self.cfg.agent.id, have, blocks, "simulated power loss");
+                        return Ok(Some(Exit::Reboot));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Performs actions in order. Returns true when the agent asked for a
+    /// reboot.
+    async fn perform(
+        &mut self,
+        agent: &mut Agent,
+        done_tx: Option<&mpsc::Sender<Done>>,
+        actions: Vec<Action>,
+    ) -> Result<bool, DeviceError> {
+        let mut reboot = false;
+        for action in actions {
+            match action {
+                Action::Subscribe(t) => self
+                    .outgoing
+                    .push_back(Outgoing::Subscribe(self.cfg.topics.build(&t))),
+                Action::Unsubscribe(t) => self
+                    .outgoing
+                    .push_back(Outgoing::Unsubscribe(self.cfg.topics.build(&t))),
+                Action::Publish {
+                    topic,
+                    payload,
+                    retain,
+                } => self.outgoing.push_back(Outgoing::Publish {
+                    topic: self.cfg.topics.build(&topic),
+                    payload,
+                    retain,
+                }),
+                Action::SetTimer { id, at_ms } => {
+                    self.timers.insert(id, at_ms);
+                }
+                Action::Persist => {
+                    let st = agent.state().clone();
+                    self.with_store(move |s| s.save_state(&st))
+                        .await?
+                        .map_err(|e| self.store_err(e))?;
+                }
+                Action::StoreBlock {
+                    artifact,
+                    geometry,
+                    index,
+                    data,
+                } => {
+                    let a = artifact.clone();
+                    let r = self
+                        .with_store(move |s| s.put_block(&a, &geometry, index, &data))
+                        .await?;
+                    if let Err(e) = r {
+                        warn!(device = %self.cfg.agent.id, artifact = %artifact, index, error = %e, "block not kept");
+                        let out =
+                            agent.handle(self.clock.now_ms(), Event::BlockLost { artifact, index });
+                        self.timers_and_persist_only(out);
+                    }
+                }
+                Action::DropBlocks { artifact } => {
+                    self.with_store(move |s| s.drop_blocks(&artifact)).await?;
+                }
+                Action::CheckImage { artifact, geometry } => {
+                    let store = self.store.clone();
+                    let tx = done_tx.cloned();
+                    let ev = move || {
+                        let result = lock(&store)
+                            .digest(&artifact, &geometry)
+                            .map_err(|e| e.to_string());
+                        Event::ImageChecked { artifact, result }
+                    };
+                    self.background(tx, agent, ev, Done::Checked).await?;
+                }
+                Action::Install(req) => {
+                    let installer = self.installer.clone();
+                    let path = self.image_path(&req);
+                    let tx = done_tx.cloned();
+                    let ev = move || {
+                        let result = lock(&installer).install(&req, path.as_deref());
+                        Event::InstallDone {
+                            campaign: req.campaign,
+                            result,
+                        }
+                    };
+                    self.background(tx, agent, ev, Done::Installed).await?;
+                }
+                Action::Reboot(req) => {
+                    debug!(device = %self.cfg.agent.id, version = %req.version, "rebooting into new firmware");
+                    reboot = true;
+                }
+                Action::Notice(n) => {
+                    if let Notice::BlockRejected {
+                        artifact,
+                        index,
+                        reason,
+                    } = &n
+                    {
+                        warn!(device = %self.cfg.agent.id, artifact = %artifact, index, reason, "block rejected");
+                    }
+                    self.hooks.notice(&n);
+                }
+            }
+        }
+        Ok(reboot)
+    }
+
+    /// Follow-up actions of a lost block: only timers and state matter.
+    fn timers_and_persist_only(&mut self, out: Vec<Action>) {
+        for a in out {
+            if let Action::SetTimer { id, at_ms } = a {
+                self.timers.insert(id, at_ms);
+            }
+        }
+    }
+
+    fn image_path(&self, req: &InstallRequest) -> Option<PathBuf> {
+        lock(&self.store).image_path(&req.artifact)
+    }
+
+    /// Runs blocking work off the runtime. Connected: in the background,
+    /// its result comes back through `tx`. At boot (no connection to
+    /// serve): awaited here, and its result handled at once.
+    async fn background(
+        &mut self,
+        tx: Option<mpsc::Sender<Done>>,
+        agent: &mut Agent,
+        work: impl FnOnce() -> Event + Send + 'static,
+        wrap: fn(Event) -> Done,
+    ) -> Result<(), DeviceError> {
+        match tx {
+            Some(tx) => {
+                tokio::task::spawn_blocking(move || {
+                    // The receiver lives as long as this boot; if it is
+                    // gone, the result is moot (the device rebooted).
+                    let _ = tx.blocking_send(wrap(work()));
+                });
+                Ok(())
+            }
+            None => {
+                let ev =
+                    tokio::task::spawn_blocking(work)
+                        .await
+                        .map_err(|e| DeviceError::Task {
+                            device: self.id(),
+                            detail: e.to_string(),
+                        })?;
+                let out = agent.handle(self.clock.now_ms(), ev);
+                // A reboot asked for here is seen by `boot` through the
+                // agent's pending boot.
+                Box::pin(self.perform(agent, None, out)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands queued requests to the client while its channel has room.
+    fn drain_outgoing(&mut self, client: &AsyncClient) {
+        while let Some(req) = self.outgoing.front() {
+            let r = match req {
+                Outgoing::Subscribe(t) => client.try_subscribe(t.clone(), QoS::AtLeastOnce),
+                Outgoing::Unsubscribe(t) => client.try_unsubscribe(t.clone()),
+                Outgoing::Publish {
+                    topic,
+                    payload,
+                    retain,
+                } => client.try_publish(topic.clone(), QoS::AtLeastOnce, *retain, payload.clone()),
+            };
+            match r {
+                Ok(()) => {
+                    self.outgoing.pop_front();
+                }
+                Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => break,
+            }
+        }
+    }
+
+    /// Graceful shutdown: offline presence, DISCONNECT, a moment to send them.
+    async fn goodbye(&mut self, client: &AsyncClient, eventloop: &mut EventLoop) {
+        let topic = self
+            .cfg
+            .topics
+            .build(&Topic::Presence(self.cfg.agent.id.clone()));
+        let _ = client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            Presence { online: false }.encode(),
+        );
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+}
+
+/// Turns an incoming publish into an event, or says why it was refused
+/// (the device then keeps what it knew from that topic).
+pub fn classify(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Event, &'static str> {
+    let t = topics.parse(topic).map_err(|_| "topic")?;
+    match t {
+        Topic::Groups(_) => Membership::decode_retained(payload)
+            .map(Event::Membership)
+            .map_err(|_| "membership"),
+        Topic::GroupCampaign(_) | Topic::GroupEmergency(_) | Topic::Emergency => {
+            Announcement::decode_retained(payload)
+                .map(|payload| Event::Announcement { topic: t, payload })
+                .map_err(|_| "announcement")
+        }
+        Topic::DeviceBlocks(_) | Topic::ArtifactBlocks(_) => Block::decode(payload)
+            .map(Event::Block)
+            .map_err(|_| "block"),
+        Topic::Ack(_) if payload.is_empty() => Err("empty ack"),
+        Topic::Ack(_) => StatusAck::decode(payload)
+            .map(Event::Ack)
+            .map_err(|_| "ack"),
+        _ => Err("topic"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::msg::CampaignState;
+
+    #[test]
+    fn refused_payloads_are_not_events() {
+        let t = Topics::default();
+        assert!(matches!(
+            classify(&t, "ota/v1/groups/g1/campaign", &[]),
+            Ok(Event::Announcement { payload: None, .. })
+        ));
+        // Malformed, trailing bytes, duplicate key: refused, no event.
+        assert_eq!(
+            classify(&t, "ota/v1/groups/g1/campaign", &[0xff]).unwrap_err(),
+            "announcement"
+        );
+        let img = crate::testkit::TestImage::new(
+            "fw",
+            schemas::msg::Kind::App,
+            "main",
+            "1.3.0",
+            "esp32",
+            vec![1; 300],
+            256,
+        )
+        .unwrap();
+        let mut a =
+            crate::testkit::announcement("c", schemas::msg::Kind::App, vec![vec![1]]).unwrap();
+        a.state = CampaignState::Paused;
+        let mut bytes = a.encode();
+        bytes.push(0x00);
+        assert!(classify(&t, "ota/v1/emergency", &bytes).is_err());
+        let b = img.block(0).unwrap();
+        assert!(matches!(
+            classify(&t, "ota/v1/devices/d/blocks", &b.encode()),
+            Ok(Event::Block(_))
+        ));
+        assert!(matches!(
+            classify(&t, "ota/v1/artifacts/fw/blocks", &b.encode()),
+            Ok(Event::Block(_))
+        ));
+        assert!(classify(&t, "ota/v1/devices/d/ack", &[]).is_err());
+        assert!(matches!(
+            classify(&t, "ota/v1/devices/d/ack", &StatusAck { seq: 3 }.encode()),
+            Ok(Event::Ack(StatusAck { seq: 3 }))
+        ));
+        assert!(matches!(
+            classify(&t, "ota/v1/devices/d/groups", &[]),
+            Ok(Event::Membership(m)) if m.groups.is_empty()
+        ));
+        let bad_group = schemas::cbor::MapBuilder::new()
+            .put("groups", schemas::cbor::Value::Array(vec!["a/b".into()]))
+            .encode();
+        assert!(classify(&t, "ota/v1/devices/d/groups", &bad_group).is_err());
+        assert!(classify(&t, "elsewhere/x", &[]).is_err());
+        assert!(classify(&t, "ota/v1/devices/d/status", &[]).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! `ota sim`: spawn a fleet, show live counters, print a summary.
+//!
+//! On a terminal the counters are an indicatif spinner line redrawn four
+//! times a second; otherwise (a pipe, CI) one line every 5 s on stderr.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::{Fleet, FleetConfig, FleetError, FleetStats};
+
+/// What `ota sim` was asked for, beyond the fleet itself.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The fleet.
+    pub fleet: FleetConfig,
+    /// Stop after this long (default: at shutdown only).
+    pub duration: Option<Duration>,
+    /// Draw live counters (false with `--json` on a pipe, for instance).
+    pub live: bool,
+}
+
+/// The summary printed at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Seconds the fleet ran.
+    pub seconds: f64,
+    /// The counters at the end.
+    pub stats: FleetStats,
+    /// Image bytes held in memory at the end.
+    pub image_bytes: u64,
+}
+
+/// Runs the simulator until `shutdown` (or the duration) and returns the
+/// summary.
+pub async fn run_sim(
+    opts: SimOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, FleetError> {
+    let started = Instant::now();
+    let fleet = Fleet::spawn(opts.fleet)?;
+    let tracker = fleet.tracker();
+    let display = opts.live.then(|| {
+        tokio::spawn(async move {
+            let tty = std::io::stderr().is_terminal();
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            let mut last_line = Instant::now();
+            loop {
+                let s = tracker.stats();
+                if tty {
+                    bar.set_message(s.line());
+                    bar.tick();
+                } else if last_line.elapsed() >= Duration::from_secs(5) {
+                    eprintln!("{:>6.0}s {}", started.elapsed().as_secs_f64(), s.line());
+                    last_line = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
+    let until = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = until => {}
+    }
+    if let Some(d) = display {
+        d.abort();
+    }
+    let image_bytes = fleet.image_memory().1;
+    let stats = fleet.shutdown().await;
+    Ok(Summary {
+        seconds: started.elapsed().as_secs_f64(),
+        stats,
+        image_bytes,
+    })
+}

@@ -1,0 +1,90 @@
+//! Test helpers: the real embedded broker on a free loopback port, a device
+//! that reports its progress through hooks.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use device_sim::agent::{Disruption, Hooks, Notice};
+use tokio::sync::mpsc;
+
+/// Starts an embedded broker (one per test process is plenty; rumqttd
+/// cannot be stopped) and returns its address.
+pub fn broker() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,rumqttd=off".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("bound").port()
+        };
+        let cfg = broker::EmbeddedConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..Default::default()
+        };
+        let b = broker::start(&cfg).expect("embedded broker starts");
+        let addr = b.connect_addr();
+        // rumqttd has no shutdown: the broker lives as long as the process.
+        std::mem::forget(b);
+        addr
+    })
+}
+
+/// What a device under test tells the test.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    /// Verified blocks so far, after each new block.
+    Progress(u32, u32),
+    /// A notice from the agent.
+    Notice(Notice),
+    /// Connected or not.
+    Link(bool),
+}
+
+/// Hooks that forward to a channel (dropping when it is full).
+pub struct Forward(pub mpsc::Sender<Seen>);
+
+impl Hooks for Forward {
+    fn link(&mut self, up: bool) {
+        let _ = self.0.try_send(Seen::Link(up));
+    }
+    fn notice(&mut self, n: &Notice) {
+        let _ = self.0.try_send(Seen::Notice(n.clone()));
+    }
+    fn disrupt(&mut self, have: u32, blocks: u32) -> Option<Disruption> {
+        let _ = self.0.try_send(Seen::Progress(have, blocks));
+        None
+    }
+}
+
+/// Waits for the first `Seen` that `pred` accepts, failing loudly after
+/// `secs`.
+pub async fn wait_for(
+    rx: &mut mpsc::Receiver<Seen>,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&Seen) -> bool,
+) -> Seen {
+    let r = tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Some(s) = rx.recv().await {
+            if pred(&s) {
+                return Some(s);
+            }
+        }
+        None
+    })
+    .await;
+    match r {
+        Ok(Some(s)) => s,
+        Ok(None) => panic!("device stopped before {what}"),
+        Err(_) => panic!("timed out after {secs} s waiting for {what}"),
+    }
+}

@@ -1,0 +1,355 @@
+//! `ota campaign create | start | pause | resume | abort | status | list |
+//! watch` and `ota emergency`: signed operator commands to a running
+//! bridge, through [`bridge::client::OpsClient`]. The tables live in
+//! `cmd_campaign/table.rs`, the live view in `cmd_campaign/watch.rs`, the
+//! flag parsers (percentages, durations, waves) in `cmd_campaign/parse.rs`.
+
+mod conn;
+mod parse;
+mod table;
+mod watch;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bridge::campaign::spec::{CampaignSpec, Gates, Kind, WaveSpec};
+use bridge::campaign::view::{CampaignList, CampaignStatus};
+use schemas::ops::Command;
+use schemas::{ArtifactId, CampaignId, GroupName};
+
+use crate::Run;
+use conn::Conn;
+
+/// Roll out a release in waves, watch it, stop it.
+///
+/// A campaign sends a release (one signed artifact per arch, pushed with
+/// `ota artifact push`) to target groups wave by wave: each wave raises
+/// the share (cohort) of some groups that may take part. The next wave
+/// starts only when the current one reaches its success bar; a failure
+/// rate above the halt bar halts the campaign by itself (announced
+/// `paused`, so no further device starts) until you resume or abort it.
+#[derive(clap::Subcommand)]
+#[command(after_long_help = "Examples:\n  \
+    ota campaign create --id fw-2.1 --release fw-2.1-esp32,fw-2.1-armv7 \\\n      \
+        --wave canary=100% --wave acme=10% --wave acme=100%,globex=100%\n  \
+    ota campaign start fw-2.1\n  \
+    ota campaign watch fw-2.1\n  \
+    ota campaign pause fw-2.1      # devices stop downloading, keep their blocks\n  \
+    ota campaign resume fw-2.1\n  \
+    ota campaign abort fw-2.1      # devices not yet installing report cancelled\n  \
+    ota campaign list --json")]
+pub enum Campaign {
+    Create(Create),
+    Start(Id),
+    Pause(Id),
+    Resume(Id),
+    Abort(Id),
+    Status(Id),
+    List(List),
+    Watch(Watch),
+}
+
+impl Run for Campaign {
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Campaign::Create(c) => c.run(),
+            Campaign::Start(i) => i.command("started", |id| Command::CampaignStart { id }),
+            Campaign::Pause(i) => i.command("paused", |id| Command::CampaignPause { id }),
+            Campaign::Resume(i) => i.command("resumed", |id| Command::CampaignResume { id }),
+            Campaign::Abort(i) => i.command("aborted", |id| Command::CampaignAbort { id }),
+            Campaign::Status(i) => i.command("", |id| Command::CampaignStatus { id }),
+            Campaign::List(l) => l.run(),
+            Campaign::Watch(w) => w.run(),
+        }
+    }
+}
+
+/// Create a campaign (a draft: nothing is announced until `start`).
+///
+/// Give the waves with --wave, in order; each names groups and the share
+/// of each group admitted once that wave starts (a group keeps its share
+/// in later waves unless raised). Which devices a share admits is fixed
+/// by a hash of the campaign id and device id, so 10% then 100% reaches
+/// the same first 10% first. Or give the whole spec as JSON with --spec.
+///
+/// The reply is a pre-flight: the devices targeted, by arch, and how many
+/// have an arch the release does not cover (they will report
+/// incompatible_arch, counted apart from failures).
+#[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+    ota campaign create --id fw-2.1 --release fw-2.1-esp32,fw-2.1-armv7 \\\n      \
+        --wave canary=100% --wave acme=10% --wave acme=100%,globex=100% \\\n      \
+        --success-bar 95% --halt-above 5% --min-sample 10 --wave-timeout 10m --soak 5m\n  \
+    ota campaign create --spec campaign.json\n\n\
+    The spec file:\n  \
+    {\"id\": \"fw-2.1\", \"kind\": \"firmware\", \"release\": [\"fw-2.1-esp32\", \"fw-2.1-armv7\"],\n   \
+     \"waves\": [{\"cohorts\": {\"canary\": 10000}}, {\"cohorts\": {\"acme\": 1000}}],\n   \
+     \"gates\": {\"success_bar_bp\": 9500, \"failure_halt_bp\": 500, \"min_sample\": 10,\n             \
+     \"wave_timeout_secs\": 600, \"soak_secs\": 0}}\n  \
+    (cohorts and bars in basis points: 10000 = 100%)")]
+pub struct Create {
+    /// The campaign id (1-64 characters of [A-Za-z0-9._-]).
+    #[arg(long, value_name = "ID", required_unless_present = "spec", value_parser = parse::name::<CampaignId>)]
+    id: Option<CampaignId>,
+
+    /// The release: pushed artifact ids, one per arch, comma-separated.
+    #[arg(long, value_name = "A,B", value_delimiter = ',', required_unless_present = "spec",
+          value_parser = parse::name::<ArtifactId>)]
+    release: Vec<ArtifactId>,
+
+    /// One wave: GROUP=SHARE[,GROUP=SHARE...], e.g. acme=10% or
+    /// acme=100%,globex=100%. Repeat for each wave, in order.
+    #[arg(long, value_name = "GROUPS", required_unless_present = "spec", value_parser = parse::wave)]
+    wave: Vec<WaveSpec>,
+
+    /// A wave passes when this share of its devices report success
+    /// (devices that report not applicable, e.g. incompatible_arch, are
+    /// left out).
+    #[arg(long, value_name = "PCT", default_value = "95%", value_parser = parse::percent)]
+    success_bar: u16,
+
+    /// Halt when more than this share of the devices that finished failed
+    /// or rolled back (judged once --min-sample have finished).
+    #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse::percent)]
+    halt_above: u16,
+
+    /// Finished devices needed before the failure rate is judged, and
+    /// for a wave to pass at its timeout.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    min_sample: u32,
+
+    /// How long a wave waits for its devices (offline ones never stall
+    /// it): e.g. 90s, 10m, 1h.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse::duration)]
+    wave_timeout: u64,
+
+    /// How long to watch a passed wave (late rollbacks still halt) before
+    /// the next starts.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse::duration)]
+    soak: u64,
+
+    /// firmware, app or config; by default the kind of the first artifact.
+    #[arg(long, value_name = "KIND", value_parser = parse::kind)]
+    kind: Option<Kind>,
+
+    /// The whole spec as a JSON file, instead of the flags above.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "release", "wave", "kind"])]
+    spec: Option<PathBuf>,
+
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl Run for Create {
+    fn run(self) -> anyhow::Result<()> {
+        crate::rt::block_on(async move {
+            let client = conn::connect(&self.conn).await?;
+            let spec = match &self.spec {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read spec file {}", path.display()))?;
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .with_context(|| format!("spec file {} is not JSON", path.display()))?
+                }
+                None => {
+                    let release = self.release.clone();
+                    let kind = match self.kind {
+                        Some(k) => k,
+                        None => conn::kind_of(&client, &release).await?,
+                    };
+                    let spec = CampaignSpec {
+                        // Invariant: clap requires --id without --spec.
+                        id: self.id.clone().context("give --id (or --spec)")?,
+                        kind,
+                        release,
+                        waves: self.wave.clone(),
+                        gates: Gates {
+                            success_bar_bp: self.success_bar,
+                            failure_halt_bp: self.halt_above,
+                            min_sample: self.min_sample,
+                            wave_timeout_secs: self.wave_timeout,
+                            soak_secs: self.soak,
+                        },
+                        emergency: false,
+                    };
+                    serde_json::to_value(&spec).context("spec")?
+                }
+            };
+            let status: CampaignStatus = client.call_ok(Command::CampaignCreate { spec }).await?;
+            client.close().await;
+            if self.json {
+                return table::print_json(&status);
+            }
+            print!("{}", table::created(&status));
+            Ok(())
+        })?
+    }
+}
+
+/// A campaign id, and how to print the reply.
+#[derive(clap::Args)]
+pub struct Id {
+    /// The campaign id.
+    #[arg(value_name = "ID", value_parser = parse::name::<CampaignId>)]
+    id: CampaignId,
+
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl Id {
+    fn command(self, verb: &'static str, make: fn(CampaignId) -> Command) -> anyhow::Result<()> {
+        crate::rt::block_on(async move {
+            let client = conn::connect(&self.conn).await?;
+            let status: CampaignStatus = client.call_ok(make(self.id.clone())).await?;
+            client.close().await;
+            if self.json {
+                return table::print_json(&status);
+            }
+            if !verb.is_empty() {
+                println!("campaign {} {verb}: now {}", status.summary.id, status.summary.state);
+            }
+            print!("{}", table::status(&status));
+            Ok(())
+        })?
+    }
+}
+
+/// List every campaign with its state and current wave.
+#[derive(clap::Args)]
+pub struct List {
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl List {
+    fn run(self) -> anyhow::Result<()> {
+        crate::rt::block_on(async move {
+            let client = conn::connect(&self.conn).await?;
+            let list: CampaignList = client.call_ok(Command::CampaignList).await?;
+            client.close().await;
+            if self.json {
+                return table::print_json(&list);
+            }
+            print!("{}", table::list(&list));
+            Ok(())
+        })?
+    }
+}
+
+/// Follow a campaign live: progress bars per wave and group, counts by
+/// state and error, gate decisions as they happen, and a summary table
+/// when it completes, halts or is aborted.
+///
+/// Exits 0 when the campaign completes, 1 when it halts or is aborted.
+/// With --json, prints each event as one JSON line, and the final status
+/// as the last line (kind "campaign.final").
+#[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+    ota campaign watch fw-2.1\n  \
+    ota campaign watch fw-2.1 --json | jq -r .message")]
+pub struct Watch {
+    /// The campaign id.
+    #[arg(value_name = "ID", value_parser = parse::name::<CampaignId>)]
+    id: CampaignId,
+
+    /// Events as JSON lines instead of progress bars.
+    #[arg(long)]
+    json: bool,
+
+    /// How often to ask for the counts.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse::duration_ms)]
+    every: u64,
+
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl Watch {
+    fn run(self) -> anyhow::Result<()> {
+        crate::rt::block_on(async move {
+            let client = conn::connect(&self.conn).await?;
+            let every = std::time::Duration::from_millis(self.every.max(100));
+            let r = watch::watch(&client, &self.id, self.json, every).await;
+            client.close().await;
+            r
+        })?
+    }
+}
+
+/// Send a critical fix now: no waves, no deferral, its blocks served first.
+///
+/// The release goes to every device of the groups (on their emergency
+/// topics), or to every device (--all). Devices take it at once, even
+/// those deferring or downloading another campaign. It shows in `ota
+/// campaign status` and `watch` like any campaign; it completes once every
+/// device reported (or after 10 minutes), and you can pause or abort it.
+#[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+    ota emergency --release cfg-1.0.1 --groups acme,globex\n  \
+    ota emergency --release fix-esp32,fix-armv7 --all --id fix-2026-01\n  \
+    ota campaign watch fix-2026-01")]
+pub struct Emergency {
+    /// The release: pushed artifact ids, one per arch, comma-separated.
+    #[arg(long, value_name = "A,B", value_delimiter = ',', required = true,
+          value_parser = parse::name::<ArtifactId>)]
+    release: Vec<ArtifactId>,
+
+    /// The target groups, comma-separated.
+    #[arg(long, value_name = "G,H", value_delimiter = ',', required_unless_present = "all",
+          conflicts_with = "all", value_parser = parse::name::<GroupName>)]
+    groups: Vec<GroupName>,
+
+    /// Every device (on P/emergency).
+    #[arg(long)]
+    all: bool,
+
+    /// The campaign id; by default emergency-<unix seconds>.
+    #[arg(long, value_name = "ID", value_parser = parse::name::<CampaignId>)]
+    id: Option<CampaignId>,
+
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl Run for Emergency {
+    fn run(self) -> anyhow::Result<()> {
+        crate::rt::block_on(async move {
+            let id = match self.id.clone() {
+                Some(id) => id,
+                None => CampaignId::new(format!("emergency-{}", bridge::unix_now()))
+                    .context("made-up emergency id")?,
+            };
+            let client = conn::connect(&self.conn).await?;
+            let cmd = Command::Emergency {
+                id,
+                release: self.release.clone(),
+                groups: self.groups.clone(),
+                all: self.all,
+            };
+            let status: CampaignStatus = client.call_ok(cmd).await?;
+            client.close().await;
+            if self.json {
+                return table::print_json(&status);
+            }
+            print!("{}", table::created(&status));
+            Ok(())
+        })?
+    }
+}

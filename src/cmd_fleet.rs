@@ -1,0 +1,456 @@
+//! `ota serve`, `ota devices list | show`, `ota group put | list | delete`:
+//! the bridge, and the operator commands about the fleet, sent as signed
+//! commands over MQTT through `bridge::client::OpsClient`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bridge::client::{ClientOptions, OpsClient};
+use bridge::ops::fleet_cmds::{
+    labels_text, DeviceList, DeviceShow, DeviceView, GroupDelete, GroupList, GroupPut,
+};
+use schemas::ops::Command;
+use schemas::topic::Topics;
+use schemas::{DeviceId, GroupName};
+
+use crate::keyfile::{self, Role};
+use crate::{rt, Run};
+
+/// Run the bridge: the service that devices and operators talk to.
+///
+/// Starts the embedded MQTT broker (unless [broker] mode = "external"),
+/// connects to it, and serves until Ctrl-C or SIGTERM: it registers
+/// devices from their Hello, keeps groups, stores every Status durably
+/// before acknowledging it, and takes signed operator commands. Its state
+/// is in [bridge] data_dir: back that directory up.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  ota serve --config config/ota.toml\n\n\
+                        Every key of the config file is described in config/ota.toml and docs/operations.md.")]
+pub struct Serve {
+    /// The config file (ota.toml).
+    #[arg(long, value_name = "FILE", env = "OTA_CONFIG")]
+    config: PathBuf,
+}
+
+impl Run for Serve {
+    fn run(self) -> anyhow::Result<()> {
+        let config = bridge::Config::load(&self.config)?;
+        rt::block_on(bridge::run(config, rt::shutdown_signal()))??;
+        Ok(())
+    }
+}
+
+/// Where the bridge is and who you are: a config file, or a broker and a key.
+#[derive(clap::Args)]
+pub(crate) struct Conn {
+    /// Read the broker, the topic prefix and the [operator] key from this
+    /// ota.toml.
+    #[arg(long, value_name = "FILE", env = "OTA_CONFIG")]
+    config: Option<PathBuf>,
+    /// The broker the bridge uses: HOST:PORT or mqtt://HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", env = "OTA_BROKER")]
+    broker: Option<String>,
+    /// Your operator private key (operator.key from `ota keygen`); its
+    /// operator.pub must be in the bridge's [bridge] operator_keys.
+    #[arg(long, value_name = "OPERATOR_KEY", env = "OTA_KEY")]
+    key: Option<PathBuf>,
+    /// MQTT username, if the broker wants one.
+    #[arg(long, env = "OTA_MQTT_USERNAME")]
+    username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "OTA_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Topic prefix, with --broker (the config file has its own).
+    #[arg(long, value_name = "PREFIX", default_value = schemas::DEFAULT_PREFIX)]
+    prefix: String,
+    /// Seconds to wait for the bridge's reply.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    timeout: u64,
+}
+
+impl Conn {
+    pub(crate) fn options(&self) -> anyhow::Result<ClientOptions> {
+        let mut opts = match (&self.config, &self.broker) {
+            (Some(_), Some(_)) => bail!("give either --config or --broker, not both"),
+            (Some(path), None) => {
+                let config = bridge::Config::load(path)?;
+                match &self.key {
+                    Some(k) => {
+                        let mut o = ClientOptions::new(
+                            config.endpoint().host,
+                            config.endpoint().port,
+                            keyfile::load_signing_key(k, Role::Operator)?,
+                        );
+                        o.topics = config.bridge.topics.clone();
+                        o.credentials = config.operator.credentials.clone().or(config.bridge.credentials.clone());
+                        o
+                    }
+                    None => ClientOptions::from_config(&config)?,
+                }
+            }
+            (None, Some(addr)) => {
+                let Some(key) = &self.key else {
+                    bail!("--broker needs --key OPERATOR_KEY (your operator.key from `ota keygen`)");
+                };
+                let (host, port) = parse_broker(addr)?;
+                let mut o = ClientOptions::new(host, port, keyfile::load_signing_key(key, Role::Operator)?);
+                o.topics = Topics::new(self.prefix.clone()).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+                o
+            }
+            (None, None) => bail!(
+                "where is the bridge? give --config FILE (an ota.toml with an [operator] key), \
+                 or --broker HOST:PORT and --key OPERATOR_KEY"
+            ),
+        };
+        if let Some(u) = &self.username {
+            opts.credentials = Some(broker::Credentials {
+                username: u.clone(),
+                password: self.password.clone().unwrap_or_default(),
+            });
+        }
+        opts.timeout = Duration::from_secs(self.timeout.max(1));
+        Ok(opts)
+    }
+
+    /// Connects, sends one command, and reads its result.
+    fn call<T: serde::de::DeserializeOwned>(&self, command: Command) -> anyhow::Result<T> {
+        let opts = self.options()?;
+        rt::block_on(async move {
+            let client = OpsClient::connect(opts).await?;
+            let result = client.call_ok::<T>(command).await;
+            client.close().await;
+            Ok::<T, anyhow::Error>(result?)
+        })?
+    }
+}
+
+/// `HOST:PORT`, `mqtt://HOST[:PORT]` or `HOST` (port 1883).
+fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
+    if s.starts_with("mqtts://") {
+        bail!("--broker {s}: TLS (mqtts://) is not supported by this build's client; use mqtt:// on a trusted network");
+    }
+    let rest = s.strip_prefix("mqtt://").unwrap_or(s).trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+            let port = p
+                .parse::<u16>()
+                .with_context(|| format!("--broker {s}: {p:?} is not a port number"))?;
+            (h.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+        }
+        _ => (rest.to_string(), 1883),
+    };
+    if host.is_empty() {
+        bail!("--broker {s}: give HOST:PORT, e.g. 127.0.0.1:1883");
+    }
+    Ok((host, port))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// A plain text table: a header and rows, columns padded to fit.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    for r in rows {
+        out.push(line(r.iter().map(String::as_str).collect()));
+    }
+    out.join("\n")
+}
+
+fn ago(then: u64) -> String {
+    let now = bridge::unix_now();
+    let s = now.saturating_sub(then);
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86_399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn versions_text(v: &BTreeMap<String, String>) -> String {
+    v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn names<T: std::fmt::Display>(v: &[T]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+fn device_rows(devices: &[DeviceView]) -> Vec<Vec<String>> {
+    devices
+        .iter()
+        .map(|d| {
+            let r = &d.record;
+            vec![
+                r.id.to_string(),
+                r.arch.clone(),
+                if r.online { "yes".into() } else { "no".into() },
+                ago(r.last_seen),
+                versions_text(&r.versions),
+                names(&d.groups),
+            ]
+        })
+        .collect()
+}
+
+/// See and inspect the devices the bridge knows.
+///
+/// A device is known once it has said Hello to the bridge.
+#[derive(clap::Subcommand)]
+pub enum Devices {
+    /// List devices (all, or one group's), one line each.
+    #[command(after_help = "Examples:\n  ota devices list --config ota.toml\n  \
+                            ota devices list --group canary --json --broker 127.0.0.1:1883 --key keys/operator.key")]
+    List(DevicesList),
+    /// Show one device: its registry entry, groups and campaign states.
+    #[command(after_help = "Example:\n  ota devices show dev-0001 --config ota.toml")]
+    Show(DevicesShow),
+}
+
+#[derive(clap::Args)]
+pub struct DevicesList {
+    /// Only the devices of this group.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<GroupName>,
+    /// Print JSON (for scripts) instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
+pub struct DevicesShow {
+    /// The device id.
+    id: DeviceId,
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl Run for Devices {
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Devices::List(c) => {
+                let list: DeviceList = c.conn.call(Command::DeviceList { group: c.group })?;
+                if c.json {
+                    return print_json(&list);
+                }
+                if list.devices.is_empty() {
+                    println!("no devices yet: a device appears once it says Hello to the bridge");
+                    return Ok(());
+                }
+                let rows = device_rows(&list.devices);
+                println!(
+                    "{}",
+                    table(&["ID", "ARCH", "ONLINE", "LAST SEEN", "VERSIONS", "GROUPS"], &rows)
+                );
+                println!("{} device(s)", list.devices.len());
+                Ok(())
+            }
+            Devices::Show(c) => {
+                let show: DeviceShow = c.conn.call(Command::DeviceShow { id: c.id })?;
+                if c.json {
+                    return print_json(&show);
+                }
+                let r = &show.device.record;
+                println!("device     {}", r.id);
+                println!("arch       {}", r.arch);
+                println!("online     {}", if r.online { "yes" } else { "no" });
+                println!("last seen  {}", ago(r.last_seen));
+                println!("first seen {}", ago(r.first_seen));
+                println!("boot id    {} ({} reboots seen)", r.boot_id, r.reboots);
+                println!("versions   {}", versions_text(&r.versions));
+                println!("labels     {}", labels_text(&r.labels));
+                println!("groups     {}", names(&show.device.groups));
+                if show.conflicts > 0 {
+                    println!("conflicts  {} report(s) reused a seq with other content", show.conflicts);
+                }
+                if show.campaigns.is_empty() {
+                    println!("campaigns  none reported");
+                } else {
+                    let rows: Vec<Vec<String>> = show
+                        .campaigns
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.campaign.to_string(),
+                                c.state.to_string(),
+                                c.error.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                                c.detail.clone().unwrap_or_else(|| "-".into()),
+                                ago(c.at),
+                            ]
+                        })
+                        .collect();
+                    println!();
+                    println!("{}", table(&["CAMPAIGN", "STATE", "ERROR", "DETAIL", "UPDATED"], &rows));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Define the groups that campaigns target.
+///
+/// A group is a label selector over the labels devices send in their Hello
+/// (customer=acme,line=3; key!=v; key in (a,b); key notin (a,b); key; !key),
+/// or an explicit list of device ids. Each device is told its groups
+/// (retained on its groups topic) whenever they change.
+#[derive(clap::Subcommand)]
+pub enum Group {
+    /// Create or replace a group.
+    #[command(after_help = "Examples:\n  ota group put acme-line-3 --selector 'customer=acme,line=3' --config ota.toml\n  \
+                            ota group put canary --members dev-0001,dev-0002 --config ota.toml")]
+    Put(GroupPutCmd),
+    /// List the groups with their rules and device counts.
+    List(GroupListCmd),
+    /// Delete a group (its devices are told they left it).
+    Delete(GroupDeleteCmd),
+}
+
+#[derive(clap::Args)]
+pub struct GroupPutCmd {
+    /// The group name (1-64 characters of [A-Za-z0-9._-]).
+    name: GroupName,
+    /// Select devices by their labels, e.g. 'customer=acme,line in (3,4)'.
+    #[arg(long, value_name = "EXPR", conflicts_with = "members", required_unless_present = "members")]
+    selector: Option<String>,
+    /// Exactly these devices, comma-separated.
+    #[arg(long, value_name = "ID,ID", value_delimiter = ',')]
+    members: Option<Vec<DeviceId>>,
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
+pub struct GroupListCmd {
+    /// Print JSON (for scripts) instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
+pub struct GroupDeleteCmd {
+    /// The group name.
+    name: GroupName,
+    /// Print JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl Run for Group {
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Group::Put(c) => {
+                let put: GroupPut = c.conn.call(Command::GroupPut {
+                    name: c.name,
+                    selector: c.selector,
+                    members: c.members,
+                })?;
+                if c.json {
+                    return print_json(&put);
+                }
+                println!(
+                    "group {} {}: {} device(s) now, {} device(s) told of a change",
+                    put.group.record.name,
+                    if put.replaced { "replaced" } else { "created" },
+                    put.group.devices,
+                    put.membership_changed
+                );
+                Ok(())
+            }
+            Group::List(c) => {
+                let list: GroupList = c.conn.call(Command::GroupList)?;
+                if c.json {
+                    return print_json(&list);
+                }
+                if list.groups.is_empty() {
+                    println!("no groups yet: create one with `ota group put NAME --selector EXPR`");
+                    return Ok(());
+                }
+                let rows: Vec<Vec<String>> = list
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let rule = match (&g.record.selector, &g.record.members) {
+                            (Some(s), _) => format!("selector {s}"),
+                            (None, Some(m)) => format!("members {}", names(m)),
+                            (None, None) => "-".into(),
+                        };
+                        vec![g.record.name.to_string(), g.devices.to_string(), rule]
+                    })
+                    .collect();
+                println!("{}", table(&["GROUP", "DEVICES", "RULE"], &rows));
+                Ok(())
+            }
+            Group::Delete(c) => {
+                let del: GroupDelete = c.conn.call(Command::GroupDelete { name: c.name })?;
+                if c.json {
+                    return print_json(&del);
+                }
+                println!(
+                    "group {} deleted: {} device(s) told of a change",
+                    del.name, del.membership_changed
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_addresses() {
+        assert_eq!(parse_broker("127.0.0.1:1883").unwrap(), ("127.0.0.1".into(), 1883));
+        assert_eq!(parse_broker("mqtt://broker.lan:1884/").unwrap(), ("broker.lan".into(), 1884));
+        assert_eq!(parse_broker("broker.lan").unwrap(), ("broker.lan".into(), 1883));
+        assert_eq!(parse_broker("[::1]:1883").unwrap(), ("::1".into(), 1883));
+        assert!(parse_broker("mqtts://x:8883").is_err());
+        assert!(parse_broker("x:notaport").is_err());
+        assert!(parse_broker(":1883").is_err());
+    }
+
+    #[test]
+    fn tables_pad_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y");
+    }
+}

@@ -1,0 +1,121 @@
+//! `ota sim`: the fleet simulator (`device_sim::fleet`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use device_sim::fleet::run::{run_sim, SimOptions};
+use device_sim::fleet::{FleetConfig, Profile};
+
+use crate::{rt, Run};
+
+/// Simulate a fleet of devices running the reference device agent.
+///
+/// Each simulated device has its own MQTT connection, its own state (kept
+/// in memory, so a simulated power loss resumes from it), verifies every
+/// manifest and block, and reports every Status until the bridge
+/// acknowledges it. The profile sets arches, labels, installed versions,
+/// trusted release keys and fault rates (block loss, disconnects, power
+/// loss, install and boot failures, busy deferral, a wrong key).
+///
+/// Connects are paced (the profile's connects_per_second, 500 by default).
+/// Live counters are drawn on stderr; stop with Ctrl-C (or --duration).
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  ota sim --broker 127.0.0.1:1883 --devices 1000 --profile config/fleet.toml\n  \
+                        ota sim --broker 127.0.0.1:1883 --factory-line press-4 --devices 200 --json"
+)]
+pub struct Sim {
+    /// The broker: HOST:PORT or mqtt://HOST:PORT.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "OTA_BROKER",
+        default_value = "127.0.0.1:1883"
+    )]
+    broker: String,
+    /// How many devices to simulate.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    devices: usize,
+    /// The fleet profile (see config/fleet.toml). Without one: esp32
+    /// devices with main 1.0.0, no faults, and no trusted release key.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Simulate a production line: the devices are named NAME-00001...,
+    /// share arch, versions and labels (line = NAME), and power up together.
+    #[arg(long, value_name = "NAME")]
+    factory_line: Option<String>,
+    /// The number of the first device (to run several simulators side by side).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    first: usize,
+    /// Stop after this many seconds instead of at Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Print a JSON summary on stdout at the end (counters by state and by
+    /// failure reason, acks, injected faults).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `HOST:PORT` or `mqtt://HOST:PORT`.
+fn host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let rest = s.strip_prefix("mqtt://").unwrap_or(s);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        bail!("--broker {s:?}: expected HOST:PORT, e.g. 127.0.0.1:1883");
+    };
+    let port = port
+        .parse()
+        .with_context(|| format!("--broker {s:?}: the port must be a number 1-65535"))?;
+    if host.is_empty() {
+        bail!("--broker {s:?}: the host is empty");
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+impl Run for Sim {
+    fn run(self) -> anyhow::Result<()> {
+        if self.devices == 0 {
+            bail!("--devices must be at least 1");
+        }
+        let (host, port) = host_port(&self.broker)?;
+        let profile = match &self.profile {
+            Some(p) => Profile::load(p)?,
+            None => Profile::default(),
+        };
+        let mut fleet = FleetConfig::new(host, port, self.devices, profile);
+        fleet.first = self.first;
+        fleet.factory_line = self.factory_line;
+        let opts = SimOptions {
+            fleet,
+            duration: self.duration.map(Duration::from_secs),
+            live: true,
+        };
+        let summary = rt::block_on(run_sim(opts, rt::shutdown_signal()))??;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            eprintln!("{:.0}s {}", summary.seconds, summary.stats.line());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn broker_addresses() {
+        assert_eq!(
+            host_port("127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            host_port("mqtt://broker.local:1884").unwrap(),
+            ("broker.local".into(), 1884)
+        );
+        assert_eq!(host_port("[::1]:1883").unwrap(), ("::1".into(), 1883));
+        assert!(host_port("localhost").is_err());
+        assert!(host_port("h:99999").is_err());
+    }
+}
