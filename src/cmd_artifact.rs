@@ -18,11 +18,16 @@ use schemas::ComponentName;
 use crate::keyfile::{self, Role};
 use crate::Run;
 
-/// Sign an image into a manifest, or inspect a signed manifest.
+/// Sign an image into a manifest, inspect a signed manifest, or push,
+/// list, show and delete the artifacts a bridge holds.
 #[derive(clap::Subcommand)]
 pub enum Artifact {
     Sign(Sign),
     Inspect(Inspect),
+    Push(crate::cmd_artifact_ops::Push),
+    List(crate::cmd_artifact_ops::List),
+    Show(crate::cmd_artifact_ops::Show),
+    Delete(crate::cmd_artifact_ops::Delete),
 }
 
 impl Run for Artifact {
@@ -30,6 +35,10 @@ impl Run for Artifact {
         match self {
             Artifact::Sign(s) => s.run(),
             Artifact::Inspect(i) => i.run(),
+            Artifact::Push(p) => p.run(),
+            Artifact::List(l) => l.run(),
+            Artifact::Show(s) => s.run(),
+            Artifact::Delete(d) => d.run(),
         }
     }
 }

@@ -40,10 +40,19 @@ use conn::Conn;
     ota campaign list --json")]
 pub enum Campaign {
     Create(Create),
+    /// Start a draft: announce its first wave.
     Start(Id),
+    /// Pause: devices stop downloading (keeping their blocks), none
+    /// starts, and the wave's timer stops.
     Pause(Id),
+    /// Resume a paused campaign, or re-run a halted wave's gate with a
+    /// fresh timeout.
     Resume(Id),
+    /// Abort for good: devices not yet installing report cancelled;
+    /// those installing finish.
     Abort(Id),
+    /// Show a campaign: its plan and each wave's result, the current
+    /// wave's counts by group, state and error, and the latest decisions.
     Status(Id),
     List(List),
     Watch(Watch),
@@ -215,7 +224,10 @@ impl Id {
                 return table::print_json(&status);
             }
             if !verb.is_empty() {
-                println!("campaign {} {verb}: now {}", status.summary.id, status.summary.state);
+                println!(
+                    "campaign {} {verb}: now {}",
+                    status.summary.id, status.summary.state
+                );
             }
             print!("{}", table::status(&status));
             Ok(())

@@ -84,7 +84,11 @@ impl Conn {
                             keyfile::load_signing_key(k, Role::Operator)?,
                         );
                         o.topics = config.bridge.topics.clone();
-                        o.credentials = config.operator.credentials.clone().or(config.bridge.credentials.clone());
+                        o.credentials = config
+                            .operator
+                            .credentials
+                            .clone()
+                            .or(config.bridge.credentials.clone());
                         o
                     }
                     None => ClientOptions::from_config(&config)?,
@@ -92,11 +96,15 @@ impl Conn {
             }
             (None, Some(addr)) => {
                 let Some(key) = &self.key else {
-                    bail!("--broker needs --key OPERATOR_KEY (your operator.key from `ota keygen`)");
+                    bail!(
+                        "--broker needs --key OPERATOR_KEY (your operator.key from `ota keygen`)"
+                    );
                 };
                 let (host, port) = parse_broker(addr)?;
-                let mut o = ClientOptions::new(host, port, keyfile::load_signing_key(key, Role::Operator)?);
-                o.topics = Topics::new(self.prefix.clone()).map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+                let mut o =
+                    ClientOptions::new(host, port, keyfile::load_signing_key(key, Role::Operator)?);
+                o.topics = Topics::new(self.prefix.clone())
+                    .map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
                 o
             }
             (None, None) => bail!(
@@ -137,7 +145,10 @@ fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
             let port = p
                 .parse::<u16>()
                 .with_context(|| format!("--broker {s}: {p:?} is not a port number"))?;
-            (h.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+            (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port,
+            )
         }
         _ => (rest.to_string(), 1883),
     };
@@ -190,14 +201,20 @@ fn ago(then: u64) -> String {
 }
 
 fn versions_text(v: &BTreeMap<String, String>) -> String {
-    v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn names<T: std::fmt::Display>(v: &[T]) -> String {
     if v.is_empty() {
         "-".into()
     } else {
-        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -270,7 +287,10 @@ impl Run for Devices {
                 let rows = device_rows(&list.devices);
                 println!(
                     "{}",
-                    table(&["ID", "ARCH", "ONLINE", "LAST SEEN", "VERSIONS", "GROUPS"], &rows)
+                    table(
+                        &["ID", "ARCH", "ONLINE", "LAST SEEN", "VERSIONS", "GROUPS"],
+                        &rows
+                    )
                 );
                 println!("{} device(s)", list.devices.len());
                 Ok(())
@@ -291,7 +311,10 @@ impl Run for Devices {
                 println!("labels     {}", labels_text(&r.labels));
                 println!("groups     {}", names(&show.device.groups));
                 if show.conflicts > 0 {
-                    println!("conflicts  {} report(s) reused a seq with other content", show.conflicts);
+                    println!(
+                        "conflicts  {} report(s) reused a seq with other content",
+                        show.conflicts
+                    );
                 }
                 if show.campaigns.is_empty() {
                     println!("campaigns  none reported");
@@ -310,7 +333,10 @@ impl Run for Devices {
                         })
                         .collect();
                     println!();
-                    println!("{}", table(&["CAMPAIGN", "STATE", "ERROR", "DETAIL", "UPDATED"], &rows));
+                    println!(
+                        "{}",
+                        table(&["CAMPAIGN", "STATE", "ERROR", "DETAIL", "UPDATED"], &rows)
+                    );
                 }
                 Ok(())
             }
@@ -327,8 +353,10 @@ impl Run for Devices {
 #[derive(clap::Subcommand)]
 pub enum Group {
     /// Create or replace a group.
-    #[command(after_help = "Examples:\n  ota group put acme-line-3 --selector 'customer=acme,line=3' --config ota.toml\n  \
-                            ota group put canary --members dev-0001,dev-0002 --config ota.toml")]
+    #[command(
+        after_help = "Examples:\n  ota group put acme-line-3 --selector 'customer=acme,line=3' --config ota.toml\n  \
+                            ota group put canary --members dev-0001,dev-0002 --config ota.toml"
+    )]
     Put(GroupPutCmd),
     /// List the groups with their rules and device counts.
     List(GroupListCmd),
@@ -341,7 +369,12 @@ pub struct GroupPutCmd {
     /// The group name (1-64 characters of [A-Za-z0-9._-]).
     name: GroupName,
     /// Select devices by their labels, e.g. 'customer=acme,line in (3,4)'.
-    #[arg(long, value_name = "EXPR", conflicts_with = "members", required_unless_present = "members")]
+    #[arg(
+        long,
+        value_name = "EXPR",
+        conflicts_with = "members",
+        required_unless_present = "members"
+    )]
     selector: Option<String>,
     /// Exactly these devices, comma-separated.
     #[arg(long, value_name = "ID,ID", value_delimiter = ',')]
@@ -439,9 +472,18 @@ mod tests {
 
     #[test]
     fn broker_addresses() {
-        assert_eq!(parse_broker("127.0.0.1:1883").unwrap(), ("127.0.0.1".into(), 1883));
-        assert_eq!(parse_broker("mqtt://broker.lan:1884/").unwrap(), ("broker.lan".into(), 1884));
-        assert_eq!(parse_broker("broker.lan").unwrap(), ("broker.lan".into(), 1883));
+        assert_eq!(
+            parse_broker("127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker("mqtt://broker.lan:1884/").unwrap(),
+            ("broker.lan".into(), 1884)
+        );
+        assert_eq!(
+            parse_broker("broker.lan").unwrap(),
+            ("broker.lan".into(), 1883)
+        );
         assert_eq!(parse_broker("[::1]:1883").unwrap(), ("::1".into(), 1883));
         assert!(parse_broker("mqtts://x:8883").is_err());
         assert!(parse_broker("x:notaport").is_err());

@@ -5,10 +5,12 @@
 //!
 //! - `cmd_keys.rs`: `ota keygen`.
 //! - `cmd_artifact.rs`: `ota artifact sign | inspect`.
+//! - `cmd_artifact_ops.rs`: `ota artifact push | list | show | delete`.
 //! - `cmd_fleet.rs`: `ota serve`, `ota group put | list | delete`,
 //!   `ota devices list | show`.
 //! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
 //!   pause | resume | abort | status | list | watch`, `ota emergency`.
+//! - `cmd_demo.rs`: `ota demo`, the main job.
 //! - `keyfile.rs`: reading and writing key files (mode 0600, no overwrite).
 //! - `rt.rs`: the tokio runtime and shutdown signal for long-running families.
 //!
@@ -26,7 +28,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cmd_artifact;
+mod cmd_artifact_ops;
 mod cmd_campaign;
+mod cmd_demo;
 mod cmd_fleet;
 mod cmd_keys;
 mod cmd_sim;
@@ -60,7 +64,7 @@ macro_rules! commands {
 }
 
 commands! {
-    // demo registers here (issue 6): the first command a new user runs.
+    Demo(cmd_demo::Demo),
     Keygen(cmd_keys::Keygen),
     #[command(subcommand)] Artifact(cmd_artifact::Artifact),
     Serve(cmd_fleet::Serve),
@@ -99,7 +103,9 @@ fn main() -> ExitCode {
         // --help and --version exit 0, usage errors 2, as clap decides.
         Err(e) => e.exit(),
     };
-    init_logs();
+    // The demo talks to people: only warnings from the services it runs.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logs(if quiet { "warn,rumqttd=off" } else { "info,rumqttd=warn" });
     quiet_panics();
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,10 +117,9 @@ fn main() -> ExitCode {
 }
 
 /// tracing to stderr, filtered by RUST_LOG (default `info,rumqttd=warn`).
-fn init_logs() {
-    const DEFAULT: &str = "info,rumqttd=warn";
+fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -21,10 +21,16 @@ fn embedded(port: u16) -> String {
 
 /// Opens the dead bridge's database and returns the stored bytes of each
 /// seq (sled's file lock died with the process).
-fn stored(data: &std::path::Path, id: &str, epoch: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<Option<Vec<u8>>> {
+fn stored(
+    data: &std::path::Path,
+    id: &str,
+    epoch: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Vec<Option<Vec<u8>>> {
     let store = Store::open(data).expect("the database opens");
     let (id, epoch) = (DeviceId::new(id).unwrap(), Epoch::new(epoch).unwrap());
-    seqs.map(|s| store.status.get(&id, &epoch, s).expect("read")).collect()
+    seqs.map(|s| store.status.get(&id, &epoch, s).expect("read"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +54,12 @@ async fn an_acknowledged_status_survives_kill_9() {
 
     let got = stored(&dir.path().join("data"), "dev-k9", "ep000001", 1..=50);
     for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
-        assert_eq!(g.as_ref(), Some(s), "seq {} was acknowledged but not stored", i + 1);
+        assert_eq!(
+            g.as_ref(),
+            Some(s),
+            "seq {} was acknowledged but not stored",
+            i + 1
+        );
     }
 
     // A new bridge (and broker, which lost every retained message)
@@ -71,7 +82,10 @@ async fn a_status_sent_while_the_bridge_is_down_is_stored_when_it_is_back() {
     let key = operator_key(dir.path());
     let config = write_config(
         dir.path(),
-        &format!("[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"", mosquitto.port),
+        &format!(
+            "[broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"",
+            mosquitto.port
+        ),
     );
 
     let serve = Serve::start(&config);
@@ -118,44 +132,88 @@ async fn operators_list_devices_and_put_groups_with_the_cli() {
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
-    let out = run(s(&["devices", "list", "--config", &cfg])).await.unwrap().ok().stdout;
-    assert!(out.contains("dev-cli") && out.contains("armv7") && out.contains("LAST SEEN"), "{out}");
-
-    let out = run(s(&["group", "put", "canary", "--members", "dev-cli,dev-other", "--config", &cfg]))
+    let out = run(s(&["devices", "list", "--config", &cfg]))
         .await
         .unwrap()
         .ok()
         .stdout;
+    assert!(
+        out.contains("dev-cli") && out.contains("armv7") && out.contains("LAST SEEN"),
+        "{out}"
+    );
+
+    let out = run(s(&[
+        "group",
+        "put",
+        "canary",
+        "--members",
+        "dev-cli,dev-other",
+        "--config",
+        &cfg,
+    ]))
+    .await
+    .unwrap()
+    .ok()
+    .stdout;
     assert!(out.contains("group canary created"), "{out}");
 
     let broker = format!("127.0.0.1:{port}");
     let key_path = dir.path().join("operator.key");
-    let out = run(s(&["group", "list", "--json", "--broker", &broker, "--key", key_path.to_str().unwrap()]))
-        .await
-        .unwrap()
-        .ok()
-        .stdout;
+    let out = run(s(&[
+        "group",
+        "list",
+        "--json",
+        "--broker",
+        &broker,
+        "--key",
+        key_path.to_str().unwrap(),
+    ]))
+    .await
+    .unwrap()
+    .ok()
+    .stdout;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["groups"][0]["name"], "canary");
     assert_eq!(v["groups"][0]["devices"], 1);
 
-    let out = run(s(&["devices", "show", "dev-cli", "--config", &cfg])).await.unwrap().ok().stdout;
-    assert!(out.contains("camp-k9") && out.contains("downloading") && out.contains("canary"), "{out}");
+    let out = run(s(&["devices", "show", "dev-cli", "--config", &cfg]))
+        .await
+        .unwrap()
+        .ok()
+        .stdout;
+    assert!(
+        out.contains("camp-k9") && out.contains("downloading") && out.contains("canary"),
+        "{out}"
+    );
 
     run(s(&["devices", "show", "nobody", "--config", &cfg]))
         .await
         .unwrap()
         .fails_with(1, &["not registered"]);
-    run(s(&["group", "delete", "canary", "--config", &cfg])).await.unwrap().ok();
+    run(s(&["group", "delete", "canary", "--config", &cfg]))
+        .await
+        .unwrap()
+        .ok();
     run(s(&["group", "delete", "canary", "--config", &cfg]))
         .await
         .unwrap()
         .fails_with(1, &["does not exist"]);
-    run(s(&["group", "put", "x", "--selector", "a=", "--config", &cfg]))
+    run(s(&[
+        "group",
+        "put",
+        "x",
+        "--selector",
+        "a=",
+        "--config",
+        &cfg,
+    ]))
+    .await
+    .unwrap()
+    .fails_with(1, &["selector", "column"]);
+    run(s(&["group", "list"]))
         .await
         .unwrap()
-        .fails_with(1, &["selector", "column"]);
-    run(s(&["group", "list"])).await.unwrap().fails_with(1, &["--config", "--broker"]);
+        .fails_with(1, &["--config", "--broker"]);
     serve.terminate().await;
 
     // No bridge listening: the error says what to check.
@@ -168,12 +226,18 @@ async fn operators_list_devices_and_put_groups_with_the_cli() {
 #[test]
 fn serve_refuses_a_bad_config_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ota.toml"), "[status]\ncommit_window_ms = 99999\n").unwrap();
+    std::fs::write(
+        dir.path().join("ota.toml"),
+        "[status]\ncommit_window_ms = 99999\n",
+    )
+    .unwrap();
     cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"])
         .fails_with(1, &["[status] commit_window_ms"]);
     std::fs::write(dir.path().join("ota.toml"), "[bridge]\nprefx = \"x\"\n").unwrap();
     cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"]).fails_with(1, &["prefx"]);
     std::fs::write(dir.path().join("ota.toml"), "").unwrap();
-    cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"]).fails_with(1, &["operator_keys"]);
-    cli_support::ota(dir.path(), &["serve", "--config", "missing.toml"]).fails_with(1, &["missing.toml"]);
+    cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"])
+        .fails_with(1, &["operator_keys"]);
+    cli_support::ota(dir.path(), &["serve", "--config", "missing.toml"])
+        .fails_with(1, &["missing.toml"]);
 }

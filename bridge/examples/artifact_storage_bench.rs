@@ -22,12 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let blocks = IMAGE / BLOCK;
     let order = pseudo_random_indices(READS, blocks);
 
-    let base = rss_mib();
     println!("| store | write 64 MiB (durable) | on disk | random 4 KiB read, mean | p99 | RSS growth |");
     println!("|---|---|---|---|---|---|");
 
     // sled: one value per 4 KiB block, key = artifact id ‖ be32(index).
     {
+        let base = rss_mib();
         let path = dir.join("sled");
         let db = sled::Config::new().path(&path).open()?;
         let tree = db.open_tree("artifact_blocks")?;
@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Content-addressed file: written to a temp name, fsynced, renamed.
     {
+        let base = rss_mib();
         let path = dir.join("files");
         std::fs::create_dir_all(&path)?;
         let t = Instant::now();

@@ -139,7 +139,9 @@ impl EventStream {
         loop {
             match self.rx.recv().await {
                 Ok(e) => return Some(e),
-                Err(broadcast::error::RecvError::Lagged(n)) => warn!(skipped = n, "event reader fell behind"),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(skipped = n, "event reader fell behind")
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -195,7 +197,8 @@ impl OpsClient {
                         let _ = sub_tx.try_send(());
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
-                        Ok(Topic::OpsReply(_)) => match serde_json::from_slice::<Reply>(&p.payload) {
+                        Ok(Topic::OpsReply(_)) => match serde_json::from_slice::<Reply>(&p.payload)
+                        {
                             Ok(r) => {
                                 let _ = reply_tx.try_send(r);
                             }
@@ -238,7 +241,10 @@ impl OpsClient {
             }
             Err(_) => {
                 task.abort();
-                return Err(fail(format!("no CONNACK within {}s", CONNECT_TIMEOUT.as_secs())));
+                return Err(fail(format!(
+                    "no CONNACK within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
             }
         }
         Ok(Self {
@@ -261,19 +267,27 @@ impl OpsClient {
     /// (which may be a refusal: see [`OpsClient::call_ok`]).
     pub async fn call(&self, command: Command) -> Result<Reply, ClientError> {
         // Invariant: the random name is 4 + 16 characters of the alphabet.
-        let request_id = RequestId::new(random_name("req-", 16)).map_err(|e| ClientError::Options(e.to_string()))?;
+        let request_id = RequestId::new(random_name("req-", 16))
+            .map_err(|e| ClientError::Options(e.to_string()))?;
         let body = CommandBody {
             request_id,
             issued_at: crate::unix_now(),
             command,
         };
-        self.send(CommandEnvelope::sign(&body, &self.key).to_bytes(), &body.request_id)
-            .await
+        self.send(
+            CommandEnvelope::sign(&body, &self.key).to_bytes(),
+            &body.request_id,
+        )
+        .await
     }
 
     /// Sends raw envelope bytes and waits for the reply to `request_id`:
     /// for tests that forge, replay or age commands.
-    pub async fn send(&self, envelope: Vec<u8>, request_id: &RequestId) -> Result<Reply, ClientError> {
+    pub async fn send(
+        &self,
+        envelope: Vec<u8>,
+        request_id: &RequestId,
+    ) -> Result<Reply, ClientError> {
         let mut w = self.waiters.lock().await;
         while w.replies.try_recv().is_ok() {}
         while w.subacks.try_recv().is_ok() {}
@@ -288,7 +302,12 @@ impl OpsClient {
             Err(_) => return Err(ClientError::NoSubAck(self.timeout)),
         }
         self.client
-            .publish(self.topics.build(&Topic::OpsCommands), QoS::AtLeastOnce, false, envelope)
+            .publish(
+                self.topics.build(&Topic::OpsCommands),
+                QoS::AtLeastOnce,
+                false,
+                envelope,
+            )
             .await
             .map_err(|_| ClientError::Closed)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -309,9 +328,12 @@ impl OpsClient {
     pub async fn call_ok<T: DeserializeOwned>(&self, command: Command) -> Result<T, ClientError> {
         let reply = self.call(command).await?;
         if !reply.ok {
-            return Err(ClientError::Refused(reply.error.unwrap_or_else(|| "no reason given".into())));
+            return Err(ClientError::Refused(
+                reply.error.unwrap_or_else(|| "no reason given".into()),
+            ));
         }
-        serde_json::from_value(reply.result.unwrap_or_default()).map_err(|e| ClientError::BadReply(e.to_string()))
+        serde_json::from_value(reply.result.unwrap_or_default())
+            .map_err(|e| ClientError::BadReply(e.to_string()))
     }
 
     /// Subscribes to `P/ops/events` and returns the stream of events from

@@ -81,7 +81,10 @@ impl CoreState {
     }
 
     /// Publishes changed memberships (retained, recorded in the store).
-    pub async fn publish_memberships(&mut self, changes: Vec<(DeviceId, Vec<GroupName>)>) -> Result<(), BridgeError> {
+    pub async fn publish_memberships(
+        &mut self,
+        changes: Vec<(DeviceId, Vec<GroupName>)>,
+    ) -> Result<(), BridgeError> {
         let n = changes.len() as u64;
         let moved: Vec<DeviceId> = changes.iter().map(|(id, _)| id.clone()).collect();
         for (id, groups) in changes {
@@ -94,7 +97,12 @@ impl CoreState {
     }
 
     /// Publishes an event for operators on `P/ops/events`.
-    pub async fn event(&self, kind: &str, message: String, data: serde_json::Value) -> Result<(), BridgeError> {
+    pub async fn event(
+        &self,
+        kind: &str,
+        message: String,
+        data: serde_json::Value,
+    ) -> Result<(), BridgeError> {
         let e = Event {
             ts: crate::unix_now(),
             kind: kind.to_string(),
@@ -104,7 +112,9 @@ impl CoreState {
         };
         // Invariant: an Event holds strings, numbers and JSON values only.
         let json = serde_json::to_vec(&e).expect("an event always serializes");
-        self.publisher.publish(&Topic::OpsEvents, json, false).await?;
+        self.publisher
+            .publish(&Topic::OpsEvents, json, false)
+            .await?;
         Ok(())
     }
 
@@ -120,7 +130,10 @@ impl Core {
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), BridgeError> {
         self.start().await?;
-        let mut tick = tokio::time::interval(crate::campaign::hooks::TICK);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + crate::campaign::hooks::FIRST_TICK,
+            crate::campaign::hooks::TICK,
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -151,14 +164,14 @@ impl Core {
         for (topic, payload) in s.store.retained.all()? {
             match topics.parse(&topic) {
                 Ok(Topic::Ack(_)) => continue,
-                Ok(Topic::Groups(id)) => {
-                    match Membership::decode_retained(&payload) {
-                        Ok(m) => {
-                            published.insert(id, m.groups);
-                        }
-                        Err(e) => warn!(device = %id, error = %e, "stored membership does not decode; it will be recomputed"),
+                Ok(Topic::Groups(id)) => match Membership::decode_retained(&payload) {
+                    Ok(m) => {
+                        published.insert(id, m.groups);
                     }
-                }
+                    Err(e) => {
+                        warn!(device = %id, error = %e, "stored membership does not decode; it will be recomputed")
+                    }
+                },
                 Ok(_) => {}
                 Err(e) => {
                     // Written under another prefix: not ours any more.
@@ -174,10 +187,18 @@ impl Core {
         s.fleet = fleet.with_published(published);
         let changes = s.fleet.membership_changes(None);
         if !changes.is_empty() {
-            info!(devices = changes.len(), "publishing memberships that changed while the bridge was down");
+            info!(
+                devices = changes.len(),
+                "publishing memberships that changed while the bridge was down"
+            );
         }
         s.publish_memberships(changes).await?;
-        info!(devices = s.fleet.len(), groups = s.fleet.groups().len(), retained = n, "core ready");
+        info!(
+            devices = s.fleet.len(),
+            groups = s.fleet.groups().len(),
+            retained = n,
+            "core ready"
+        );
         crate::campaign::hooks::started(&mut self.state).await?;
         Ok(())
     }
@@ -207,7 +228,13 @@ impl Core {
         Ok(())
     }
 
-    async fn hello(&mut self, id: &DeviceId, hello: &Hello, effect: HelloEffect, at: u64) -> Result<(), BridgeError> {
+    async fn hello(
+        &mut self,
+        id: &DeviceId,
+        hello: &Hello,
+        effect: HelloEffect,
+        at: u64,
+    ) -> Result<(), BridgeError> {
         let s = &mut self.state;
         let change = s.fleet.hello(id, hello, at);
         s.put_device(id)?;
@@ -274,7 +301,9 @@ impl Core {
         };
         Metrics::add(&s.metrics.presence, 1);
         match s.fleet.presence(id, p.online, crate::unix_now()) {
-            None => debug!(device = %id, online = p.online, "presence of a device that has not said hello"),
+            None => {
+                debug!(device = %id, online = p.online, "presence of a device that has not said hello")
+            }
             Some(changed) => {
                 if changed {
                     debug!(device = %id, online = p.online, "presence");

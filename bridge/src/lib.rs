@@ -17,7 +17,8 @@
 //! - [`ops`]: operator commands: verification, audit, dispatch, handlers.
 //! - [`core`]: the actor owning fleet, groups and commands (and later
 //!   artifacts and campaigns).
-//! - [`campaign`]: campaign specs and the wave gate (pure).
+//! - [`campaign`]: campaign specs, the wave gate (pure) and the manager
+//!   core runs them with (announcements, tallies, timers, the emergency lane).
 //! - [`client`]: [`client::OpsClient`], signed commands over MQTT.
 //! - [`bench`]: the durable status ingest benchmark.
 //! - [`metrics`]: counters, logged periodically.
@@ -120,12 +121,15 @@ pub struct Bridge {
     /// An actor's handle is taken out once [`Bridge::failed`] saw it end.
     actors: Vec<(&'static str, Option<ActorHandle>)>,
     mqtt_loop: JoinHandle<()>,
+    egress_task: JoinHandle<()>,
     metrics_log: JoinHandle<()>,
     /// Kept for as long as the bridge runs (rumqttd cannot be stopped).
     _broker: Option<broker::EmbeddedBroker>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, BridgeError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BridgeError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BridgeError::Task(e.to_string()))
@@ -163,17 +167,25 @@ impl Bridge {
         let endpoint = config.endpoint();
 
         let metrics = Arc::new(Metrics::default());
-        let (client, eventloop) =
-            rumqttc::AsyncClient::new(mqtt::options::mqtt_options(&config), mqtt::options::REQUEST_QUEUE);
+        let (ingress, eventloop) = rumqttc::AsyncClient::new(
+            mqtt::options::ingress_options(&config),
+            mqtt::options::REQUEST_QUEUE,
+        );
+        let (egress, egress_loop) = rumqttc::AsyncClient::new(
+            mqtt::options::egress_options(&config),
+            mqtt::options::REQUEST_QUEUE,
+        );
         let generation = Arc::new(AtomicU64::new(0));
         let publisher = Publisher::new(
-            client,
+            egress,
+            ingress,
             config.bridge.topics.clone(),
             store.retained.clone(),
             generation.clone(),
         );
         let (s, dir) = (store.clone(), config.bridge.data_dir.clone());
-        let artifact_store = blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
+        let artifact_store =
+            blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
         let actors_token = CancellationToken::new();
         let (block_server, blocks_task) = blocks::spawn(
             config.blocks.clone(),
@@ -191,9 +203,21 @@ impl Bridge {
         };
         let (link_tx, link) = watch::channel(LinkState::default());
         let loop_token = CancellationToken::new();
+        let egress_task = tokio::spawn(mqtt::egress::run(
+            egress_loop,
+            link_tx.clone(),
+            loop_token.clone().cancelled_owned(),
+        ));
         let mqtt_loop = tokio::spawn(
-            MqttLoop::new(eventloop, publisher.clone(), routes, metrics.clone(), generation, link_tx)
-                .run(loop_token.clone().cancelled_owned()),
+            MqttLoop::new(
+                eventloop,
+                publisher.clone(),
+                routes,
+                metrics.clone(),
+                generation,
+                link_tx,
+            )
+            .run(loop_token.clone().cancelled_owned()),
         );
 
         let s = store.clone();
@@ -205,7 +229,8 @@ impl Bridge {
         let window = config.bridge.command_window_secs;
         let mut auth = ops::Authenticator::new(config.bridge.operator_keys.clone(), window);
         let s = store.clone();
-        let recent = blocking(move || s.audit.since(unix_now().saturating_sub(2 * window))).await??;
+        let recent =
+            blocking(move || s.audit.since(unix_now().saturating_sub(2 * window))).await??;
         let seeded = auth.seed(&recent);
         info!(
             devices = fleet.len(),
@@ -222,6 +247,7 @@ impl Bridge {
             metrics: metrics.clone(),
             config: config.status,
             tracker,
+            ack_policy: status::ingest::AckPolicy::for_broker(&config.broker),
         };
         let core = core::Core {
             state: core::CoreState {
@@ -241,7 +267,10 @@ impl Bridge {
             internal: core_rx,
         };
         let actors = vec![
-            ("status ingest", Some(tokio::spawn(ingest.run(actors_token.clone())))),
+            (
+                "status ingest",
+                Some(tokio::spawn(ingest.run(actors_token.clone()))),
+            ),
             ("core", Some(tokio::spawn(core.run(actors_token.clone())))),
             ("block server", Some(blocks_task)),
         ];
@@ -262,6 +291,7 @@ impl Bridge {
             loop_token,
             actors,
             mqtt_loop,
+            egress_task,
             metrics_log,
             _broker: embedded,
         })
@@ -297,11 +327,11 @@ impl Bridge {
         *self.link.borrow()
     }
 
-    /// Waits until the bridge is connected and subscribed.
+    /// Waits until the bridge is connected (both ways) and subscribed.
     pub async fn ready(&self) {
         let mut rx = self.link.clone();
-        // An error means the loop stopped; then there is nothing to wait for.
-        let _ = rx.wait_for(|s| s.subscribed).await;
+        // An error means the loops stopped; then there is nothing to wait for.
+        let _ = rx.wait_for(|s| s.subscribed && s.egress_connected).await;
     }
 
     /// Completes when an actor stops on its own (an error): the bridge
@@ -349,11 +379,18 @@ impl Bridge {
         // Let the PUBACKs and acks queued by the actors go out, then close.
         self.publisher.disconnect().await;
         let mut link = self.link.clone();
-        if tokio::time::timeout(DISCONNECT_WAIT, link.wait_for(|s| !s.connected)).await.is_err() {
+        if tokio::time::timeout(
+            DISCONNECT_WAIT,
+            link.wait_for(|s| !s.connected && !s.egress_connected),
+        )
+            .await
+            .is_err()
+        {
             warn!("the broker did not close the connection in time; closing it ourselves");
         }
         self.loop_token.cancel();
         let _ = self.mqtt_loop.await;
+        let _ = self.egress_task.await;
         let _ = self.metrics_log.await;
         self.store.flush().await?;
         info!(metrics = ?self.metrics.snapshot(), "bridge stopped");

@@ -28,15 +28,22 @@ async fn bad_device_payloads_are_dropped_and_counted(kind: BrokerKind) {
     let status_topic = Topic::Status(dev.id.clone());
 
     // Not CBOR at all.
-    dev.publish(&status_topic, b"\xff\x00 not cbor".to_vec()).await;
-    until("malformed status counted", || stack.metrics().dropped(DropReason::Malformed) == 1).await;
+    dev.publish(&status_topic, b"\xff\x00 not cbor".to_vec())
+        .await;
+    until("malformed status counted", || {
+        stack.metrics().dropped(DropReason::Malformed) == 1
+    })
+    .await;
     still_works(&mut dev, 2).await;
 
     // A valid Status followed by trailing bytes.
     let mut trailing = common::status(3, StatusState::Downloading).encode();
     trailing.push(0x00);
     dev.publish(&status_topic, trailing).await;
-    until("trailing bytes counted", || stack.metrics().dropped(DropReason::Malformed) == 2).await;
+    until("trailing bytes counted", || {
+        stack.metrics().dropped(DropReason::Malformed) == 2
+    })
+    .await;
 
     // A map with a key twice.
     let dup = schemas::cbor::encode(&Value::Map(vec![
@@ -46,12 +53,19 @@ async fn bad_device_payloads_are_dropped_and_counted(kind: BrokerKind) {
         (Value::Text("versions".into()), Value::Map(vec![])),
     ]));
     dev.publish(&status_topic, dup).await;
-    until("duplicate key counted", || stack.metrics().dropped(DropReason::Malformed) == 3).await;
+    until("duplicate key counted", || {
+        stack.metrics().dropped(DropReason::Malformed) == 3
+    })
+    .await;
 
     // A malformed Hello and a malformed Presence.
-    dev.publish(&Topic::Hello(dev.id.clone()), MapBuilder::new().put("proto", 1u64).encode())
+    dev.publish(
+        &Topic::Hello(dev.id.clone()),
+        MapBuilder::new().put("proto", 1u64).encode(),
+    )
+    .await;
+    dev.publish(&Topic::Presence(dev.id.clone()), b"\x01\x02".to_vec())
         .await;
-    dev.publish(&Topic::Presence(dev.id.clone()), b"\x01\x02".to_vec()).await;
     until("malformed hello and presence counted", || {
         stack.metrics().dropped(DropReason::Malformed) == 5
     })
@@ -60,12 +74,18 @@ async fn bad_device_payloads_are_dropped_and_counted(kind: BrokerKind) {
 
     // A payload over its bound (16 KiB for a Status).
     dev.publish(&status_topic, vec![0xa0; 20 * 1024]).await;
-    until("oversized counted", || stack.metrics().dropped(DropReason::Oversized) == 1).await;
+    until("oversized counted", || {
+        stack.metrics().dropped(DropReason::Oversized) == 1
+    })
+    .await;
     still_works(&mut dev, 4).await;
 
     // A good Presence after all that is still read.
-    dev.publish(&Topic::Presence(dev.id.clone()), Presence { online: false }.encode())
-        .await;
+    dev.publish(
+        &Topic::Presence(dev.id.clone()),
+        Presence { online: false }.encode(),
+    )
+    .await;
     until("presence counted", || stack.metrics().presence == 1).await;
     assert_eq!(stack.metrics().statuses_stored, 4);
 }
@@ -76,11 +96,19 @@ async fn bad_topics_are_dropped_and_counted(kind: BrokerKind) {
     dev.hello("ep000001", 1, &[]).await;
     let good = common::status(1, StatusState::Accepted).encode();
     // An id over 64 characters, and one outside the alphabet.
-    dev.publish_raw(&format!("ota/v1/devices/{}/status", "x".repeat(65)), good.clone())
+    dev.publish_raw(
+        &format!("ota/v1/devices/{}/status", "x".repeat(65)),
+        good.clone(),
+    )
+    .await;
+    dev.publish_raw("ota/v1/devices/bad id/status", good.clone())
         .await;
-    dev.publish_raw("ota/v1/devices/bad id/status", good.clone()).await;
-    dev.publish_raw("ota/v1/devices/é/hello", good.clone()).await;
-    until("bad topics counted", || stack.metrics().dropped(DropReason::BadTopic) == 3).await;
+    dev.publish_raw("ota/v1/devices/é/hello", good.clone())
+        .await;
+    until("bad topics counted", || {
+        stack.metrics().dropped(DropReason::BadTopic) == 3
+    })
+    .await;
     still_works(&mut dev, 1).await;
 }
 
@@ -88,7 +116,10 @@ async fn a_status_from_an_unknown_device_is_dropped(kind: BrokerKind) {
     let stack = Stack::start(kind).await;
     let mut ghost = stack.device("dev-ghost").await;
     ghost.status(1, StatusState::Accepted).await;
-    until("unknown device counted", || stack.metrics().dropped(DropReason::UnknownDevice) == 1).await;
+    until("unknown device counted", || {
+        stack.metrics().dropped(DropReason::UnknownDevice) == 1
+    })
+    .await;
     assert_eq!(stack.metrics().statuses_stored, 0);
     assert_eq!(*ghost.ack.borrow(), None);
     // Once it says Hello, its reports count.
@@ -135,13 +166,17 @@ async fn forged_replayed_and_stale_commands_are_refused(kind: BrokerKind) {
 
     // Stale: issued an hour ago.
     let env = CommandEnvelope::sign(&body("req-old", now - 3600), &stack.operator).to_bytes();
-    let reply = ops.send(env, &RequestId::new("req-old").unwrap()).await.unwrap();
+    let reply = ops
+        .send(env, &RequestId::new("req-old").unwrap())
+        .await
+        .unwrap();
     assert!(reply.error.unwrap().contains("outside the bridge's window"));
     assert_eq!(stack.metrics().dropped(DropReason::CommandStale), 1);
 
     // Not an envelope at all: no request id to reply to; counted.
     let dev = stack.device("dev-op").await;
-    dev.publish(&Topic::OpsCommands, b"{\"kid\": 1}".to_vec()).await;
+    dev.publish(&Topic::OpsCommands, b"{\"kid\": 1}".to_vec())
+        .await;
     until("malformed command counted", || {
         stack.metrics().dropped(DropReason::CommandMalformed) == 1
     })
@@ -162,7 +197,8 @@ async fn forged_replayed_and_stale_commands_are_refused(kind: BrokerKind) {
 /// reopen a replay window.
 async fn a_replay_after_a_restart_is_refused(kind: BrokerKind) {
     let mut stack = Stack::start(kind).await;
-    let env = CommandEnvelope::sign(&body("req-restart", bridge::unix_now()), &stack.operator).to_bytes();
+    let env =
+        CommandEnvelope::sign(&body("req-restart", bridge::unix_now()), &stack.operator).to_bytes();
     let id = RequestId::new("req-restart").unwrap();
     {
         let ops = stack.ops().await;
@@ -193,9 +229,16 @@ async fn bad_config_is_refused_with_the_key_named() {
     assert!(e.contains("max_batch"), "{e}");
     std::fs::write(&path, "[bridge]\noperator_keys = [\"nope.pub\"]\n").unwrap();
     let e = bridge::Config::load(&path).unwrap_err().to_string();
-    assert!(e.contains("[bridge] operator_keys[0]") && e.contains("nope.pub"), "{e}");
+    assert!(
+        e.contains("[bridge] operator_keys[0]") && e.contains("nope.pub"),
+        "{e}"
+    );
     std::fs::write(&path, "[bridge]\ndata_dir = \"d\"\n").unwrap();
     let config = bridge::Config::load(&path).unwrap();
-    let e = bridge::Bridge::start(config).await.err().unwrap().to_string();
+    let e = bridge::Bridge::start(config)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("operator_keys"), "{e}");
 }

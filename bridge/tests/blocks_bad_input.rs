@@ -51,7 +51,10 @@ async fn bad_requests_are_counted_and_good_devices_still_download() {
         evil.publish(&topic, payload.clone()).await;
     }
     let metrics = stack.bridge().blocks().metrics().clone();
-    common::until("every bad request to be counted", || metrics.snapshot().refused_total() >= bad.len() as u64).await;
+    common::until("every bad request to be counted", || {
+        metrics.snapshot().refused_total() >= bad.len() as u64
+    })
+    .await;
     let s = metrics.snapshot();
     assert_eq!(s.refused(Refusal::Malformed), 4, "{s:?}");
     assert_eq!(s.refused(Refusal::UnknownArtifact), 1, "{s:?}");
@@ -66,10 +69,19 @@ async fn bad_requests_are_counted_and_good_devices_still_download() {
         evil
     });
     let good = device(&stack, "good-1", &m).await;
-    let report = good.download(&m, &quick()).await.expect("the good device completes");
+    let report = good
+        .download(&m, &quick())
+        .await
+        .expect("the good device completes");
     assert_eq!(report.image.as_deref(), Some(img.as_slice()));
     let _evil = flood.await.expect("the flood task");
-    common::until("the flood to be throttled", || metrics.snapshot().refused(Refusal::RateLimited) > 200).await;
+    common::until("the flood to be throttled", || {
+        metrics.snapshot().refused(Refusal::RateLimited) > 200
+    })
+    .await;
     let s = metrics.snapshot();
-    assert!(s.requests <= 20 + report.requests, "at most the burst and the rate got through: {s:?}");
+    assert!(
+        s.requests <= 20 + report.requests,
+        "at most the burst and the rate got through: {s:?}"
+    );
 }

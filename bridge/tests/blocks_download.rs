@@ -14,8 +14,15 @@ async fn alone_a_device_gets_its_blocks_by_unicast() {
     let img = image(50_000, 1);
     let m = store(&stack, &img, "fw-alone", 1024).await;
     let dev = device(&stack, "dev-alone", &m).await;
-    let report = dev.download(&m, &quick()).await.expect("the download completes");
-    assert_eq!(report.image.as_deref(), Some(img.as_slice()), "sha256 checked, bytes equal");
+    let report = dev
+        .download(&m, &quick())
+        .await
+        .expect("the download completes");
+    assert_eq!(
+        report.image.as_deref(),
+        Some(img.as_slice()),
+        "sha256 checked, bytes equal"
+    );
     assert_eq!(report.rejected, 0, "every proof verified");
     assert_eq!(report.via_broadcast, 0);
     assert!(report.via_unicast >= u64::from(m.blocks));
@@ -49,15 +56,26 @@ async fn several_devices_together_get_broadcast() {
         })
         .collect();
     for run in runs {
-        let report = run.await.expect("the task").expect("the download completes");
+        let report = run
+            .await
+            .expect("the task")
+            .expect("the download completes");
         assert_eq!(report.image.as_deref(), Some(img.as_slice()));
         assert_eq!(report.rejected, 0);
-        assert!(report.via_broadcast > 0, "blocks came on the artifact's topic");
+        assert!(
+            report.via_broadcast > 0,
+            "blocks came on the artifact's topic"
+        );
     }
     let s = stack.bridge().blocks().metrics().snapshot();
     assert!(s.blocks_broadcast >= u64::from(m.blocks), "{s:?}");
     // Five unicast downloads would send 5x the image; merged, far less.
-    assert!(s.egress_bytes() < 2 * img.len() as u64, "egress {} for {} bytes", s.egress_bytes(), img.len());
+    assert!(
+        s.egress_bytes() < 2 * img.len() as u64,
+        "egress {} for {} bytes",
+        s.egress_bytes(),
+        img.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +95,10 @@ async fn with_30_percent_of_blocks_lost_every_device_completes() {
         runs.push(tokio::spawn(async move { d.download(&m, &cfg).await }));
     }
     for run in runs {
-        let report = run.await.expect("the task").expect("the download completes");
+        let report = run
+            .await
+            .expect("the task")
+            .expect("the download completes");
         assert_eq!(report.image.as_deref(), Some(img.as_slice()));
         assert!(report.dropped > 0, "blocks were dropped");
         assert!(report.requests > 1, "missing blocks were asked again");

@@ -32,9 +32,18 @@ async fn an_emergency_download_overtakes_a_running_normal_one() {
     })
     .await;
 
-    assert!(stack.bridge().blocks().set_priority(urgent.artifact.clone(), true).await);
+    assert!(
+        stack
+            .bridge()
+            .blocks()
+            .set_priority(urgent.artifact.clone(), true)
+            .await
+    );
     let d = device(&stack, "urgent-1", &urgent).await;
-    let urgent_report = d.download(&urgent, &cfg).await.expect("the emergency download completes");
+    let urgent_report = d
+        .download(&urgent, &cfg)
+        .await
+        .expect("the emergency download completes");
     let normal_report = normal_run
         .await
         .expect("the task")
@@ -45,7 +54,11 @@ async fn an_emergency_download_overtakes_a_running_normal_one() {
         urgent_report.finished.expect("finished"),
         normal_report.finished.expect("finished"),
     );
-    assert!(u < n, "the emergency finished {:?} after the normal one", u - n);
+    assert!(
+        u < n,
+        "the emergency finished {:?} after the normal one",
+        u - n
+    );
     assert!(
         n - u > std::time::Duration::from_secs(1),
         "the normal download still had most of its way to go: it ended {:?} after the emergency",

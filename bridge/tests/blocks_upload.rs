@@ -44,15 +44,25 @@ async fn a_broken_off_push_resumes_after_a_bridge_restart() {
         .await
         .expect("the push completes");
     assert!(done.complete);
-    assert_eq!(seen[0], 2 * UPLOAD_CHUNK as u64, "the first answer says where the bridge stands");
-    assert_eq!(seen.len(), 5, "three more chunks (5.03 of them), no byte twice: {seen:?}");
+    assert_eq!(
+        seen[0],
+        2 * UPLOAD_CHUNK as u64,
+        "the first answer says where the bridge stands"
+    );
+    assert_eq!(
+        seen.len(),
+        5,
+        "three more chunks (5.03 of them), no byte twice: {seen:?}"
+    );
 
     let list = ops.call(Command::ArtifactList).await.expect("a reply");
     let result = list.result.expect("a result");
     assert_eq!(result["artifacts"][0]["artifact"], "fw-resume");
     assert_eq!(result["uploads"].as_array().map(Vec::len), Some(0));
     let show = ops
-        .call(Command::ArtifactShow { id: m.artifact.clone() })
+        .call(Command::ArtifactShow {
+            id: m.artifact.clone(),
+        })
         .await
         .expect("a reply");
     let r = show.result.expect("a result");
@@ -62,14 +72,30 @@ async fn a_broken_off_push_resumes_after_a_bridge_restart() {
 
     // And a device can download it.
     let dev = device(&stack, "dev-after-push", &m).await;
-    let report = dev.download(&m, &quick()).await.expect("the download completes");
+    let report = dev
+        .download(&m, &quick())
+        .await
+        .expect("the download completes");
     assert_eq!(report.image.as_deref(), Some(img.as_slice()));
 
-    let del = ops.call(Command::ArtifactDelete { id: m.artifact.clone() }).await.expect("a reply");
+    let del = ops
+        .call(Command::ArtifactDelete {
+            id: m.artifact.clone(),
+        })
+        .await
+        .expect("a reply");
     assert!(del.ok, "{del:?}");
-    let gone = ops.call(Command::ArtifactShow { id: m.artifact.clone() }).await.expect("a reply");
+    let gone = ops
+        .call(Command::ArtifactShow {
+            id: m.artifact.clone(),
+        })
+        .await
+        .expect("a reply");
     assert!(!gone.ok);
-    assert!(gone.error.unwrap_or_default().contains("no artifact fw-resume"));
+    assert!(gone
+        .error
+        .unwrap_or_default()
+        .contains("no artifact fw-resume"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +117,10 @@ async fn tampered_images_and_unknown_keys_are_refused() {
         .expect("a reply");
     assert!(!r.ok);
     let e = r.error.unwrap_or_default();
-    assert!(e.contains("unknown_key") && e.contains("release_keys"), "{e}");
+    assert!(
+        e.contains("unknown_key") && e.contains("release_keys"),
+        "{e}"
+    );
 
     // The right key, but the bytes differ from what was signed.
     let (m, env) = signed(&img, "fw-tampered", 1024, &release_key());
@@ -108,7 +137,10 @@ async fn tampered_images_and_unknown_keys_are_refused() {
     assert!(!r.ok);
     let e = r.error.unwrap_or_default();
     assert!(e.contains("sha256"), "{e}");
-    let show = ops.call(Command::ArtifactShow { id: m.artifact }).await.expect("a reply");
+    let show = ops
+        .call(Command::ArtifactShow { id: m.artifact })
+        .await
+        .expect("a reply");
     assert!(!show.ok, "nothing was stored");
 
     // The client refuses a mismatched pair before sending anything.
@@ -128,5 +160,9 @@ async fn an_image_over_64_mib_is_refused_before_any_upload() {
         Err(e @ PushError::TooLarge { .. }) => assert!(e.to_string().contains("64 MiB"), "{e}"),
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    assert_eq!(stack.metrics().commands_accepted, before, "no command was sent");
+    assert_eq!(
+        stack.metrics().commands_accepted,
+        before,
+        "no command was sent"
+    );
 }

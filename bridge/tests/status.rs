@@ -49,18 +49,32 @@ async fn duplicates_conflicts_and_gaps(kind: BrokerKind) {
 
     // The same report again: stored once, ack unchanged.
     dev.status(1, StatusState::Accepted).await;
-    until("the duplicate to be counted", || stack.metrics().statuses_duplicate == 1).await;
+    until("the duplicate to be counted", || {
+        stack.metrics().statuses_duplicate == 1
+    })
+    .await;
     assert_eq!(stack.metrics().statuses_stored, 1);
 
     // Other content under a stored seq: kept aside, still covered.
     dev.status(1, StatusState::Downloading).await;
-    until("the conflict to be counted", || stack.metrics().statuses_conflict == 1).await;
-    let conflicts = stack.bridge().store().status.conflicts_of(&d("dev-x")).unwrap();
+    until("the conflict to be counted", || {
+        stack.metrics().statuses_conflict == 1
+    })
+    .await;
+    let conflicts = stack
+        .bridge()
+        .store()
+        .status
+        .conflicts_of(&d("dev-x"))
+        .unwrap();
     assert_eq!(conflicts.len(), 1);
 
     // A gap: 3 is stored at once but not acknowledged until 2 arrives.
     dev.status(3, StatusState::Downloading).await;
-    until("seq 3 to be stored", || stack.metrics().statuses_stored == 2).await;
+    until("seq 3 to be stored", || {
+        stack.metrics().statuses_stored == 2
+    })
+    .await;
     assert_eq!(*dev.ack.borrow(), Some(1));
     dev.status(2, StatusState::Downloading).await;
     dev.wait_ack(Some(3)).await;
@@ -112,7 +126,10 @@ async fn the_counter_survives_a_restart_with_a_gap(kind: BrokerKind) {
     dev.hello("ep000001", 1, &[]).await;
     dev.status(1, StatusState::Accepted).await;
     dev.status(3, StatusState::Downloading).await;
-    until("seq 3 to be stored", || stack.metrics().statuses_stored == 2).await;
+    until("seq 3 to be stored", || {
+        stack.metrics().statuses_stored == 2
+    })
+    .await;
     dev.wait_ack(Some(1)).await;
     stack.restart_bridge().await;
     dev.status(2, StatusState::Downloading).await;
@@ -131,14 +148,18 @@ async fn many_devices_at_once(kind: BrokerKind) {
     for seq in 1..=25 {
         for dev in &devs {
             let b = common::status(seq, StatusState::Downloading).encode();
-            dev.publish(&schemas::topic::Topic::Status(dev.id.clone()), b).await;
+            dev.publish(&schemas::topic::Topic::Status(dev.id.clone()), b)
+                .await;
         }
     }
     for dev in &mut devs {
         dev.wait_ack(Some(25)).await;
     }
     assert_eq!(stack.metrics().statuses_stored, 500);
-    assert!(stack.metrics().commits < 500, "group commit covers several reports per flush");
+    assert!(
+        stack.metrics().commits < 500,
+        "group commit covers several reports per flush"
+    );
 }
 
 on_both_brokers!(

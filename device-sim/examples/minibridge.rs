@@ -41,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let g = GroupName::new("fleet")?;
     for i in 1..=n {
         bridge
-            .set_groups(&DeviceId::new(format!("sim-{i:05}"))?, std::slice::from_ref(&g))
+            .set_groups(
+                &DeviceId::new(format!("sim-{i:05}"))?,
+                std::slice::from_ref(&g),
+            )
             .await?;
     }
     let ann = announcement("camp-scale", Kind::Firmware, release)?;

@@ -28,5 +28,6 @@ pub async fn kind_of(client: &OpsClient, release: &[ArtifactId]) -> anyhow::Resu
         .get("kind")
         .cloned()
         .with_context(|| format!("artifact {first} has no kind in its record: give --kind"))?;
-    serde_json::from_value(kind).with_context(|| format!("artifact {first}: unknown kind, give --kind"))
+    serde_json::from_value(kind)
+        .with_context(|| format!("artifact {first}: unknown kind, give --kind"))
 }

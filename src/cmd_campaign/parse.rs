@@ -18,7 +18,11 @@ pub fn percent(s: &str) -> Result<u16, String> {
     let bad = || format!("{s:?} is not a share: write a percentage such as 95%, 2.5% or 100%");
     let num = s.trim().strip_suffix('%').ok_or_else(bad)?.trim();
     let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
-    if whole.is_empty() || frac.len() > 2 || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || frac.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     let whole: u32 = whole.parse().map_err(|_| bad())?;
@@ -43,7 +47,10 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse::<u64>().map(|v| v.saturating_mul(1000)).map_err(|_| bad());
+        return t
+            .parse::<u64>()
+            .map(|v| v.saturating_mul(1000))
+            .map_err(|_| bad());
     }
     let mut total: u64 = 0;
     let mut rest = t;
@@ -80,7 +87,9 @@ pub fn wave(s: &str) -> Result<WaveSpec, String> {
         let group = GroupName::new(g.trim()).map_err(|e| e.to_string())?;
         let bp = percent(share)?;
         if w.cohorts.insert(group.clone(), bp).is_some() {
-            return Err(format!("group {group} is given twice in one wave: give it once"));
+            return Err(format!(
+                "group {group} is given twice in one wave: give it once"
+            ));
         }
     }
     if w.cohorts.is_empty() {

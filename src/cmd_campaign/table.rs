@@ -18,7 +18,7 @@ pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 
 /// Basis points as a percentage: `9500` → `95%`, `250` → `2.50%`.
 pub fn pct(bp: u16) -> String {
-    if bp % 100 == 0 {
+    if bp.is_multiple_of(100) {
         format!("{}%", bp / 100)
     } else {
         format!("{}.{:02}%", bp / 100, bp % 100)
@@ -118,7 +118,11 @@ pub fn created(s: &CampaignStatus) -> String {
             vec![
                 arch.clone(),
                 l.devices.to_string(),
-                if l.covered { "yes".into() } else { "NO: will report incompatible_arch".into() },
+                if l.covered {
+                    "yes".into()
+                } else {
+                    "NO: will report incompatible_arch".into()
+                },
             ]
         })
         .collect();
@@ -137,10 +141,20 @@ pub fn created(s: &CampaignStatus) -> String {
         let rows: Vec<Vec<String>> = p
             .groups
             .iter()
-            .map(|(g, l)| vec![g.to_string(), l.devices.to_string(), pct(l.cohort), l.targeted.to_string()])
+            .map(|(g, l)| {
+                vec![
+                    g.to_string(),
+                    l.devices.to_string(),
+                    pct(l.cohort),
+                    l.targeted.to_string(),
+                ]
+            })
             .collect();
         out.push('\n');
-        out.push_str(&table(&["GROUP", "DEVICES", "FINAL SHARE", "TARGETED"], &rows));
+        out.push_str(&table(
+            &["GROUP", "DEVICES", "FINAL SHARE", "TARGETED"],
+            &rows,
+        ));
     }
     if !s.summary.emergency && s.summary.state == "draft" {
         out.push('\n');
@@ -157,13 +171,24 @@ fn plan(s: &CampaignStatus) -> String {
         .plan
         .iter()
         .map(|w| {
-            let cohorts: Vec<String> = w.cohorts.iter().filter(|(_, &c)| c > 0).map(|(g, &c)| format!("{g}={}", pct(c))).collect();
+            let cohorts: Vec<String> = w
+                .cohorts
+                .iter()
+                .filter(|(_, &c)| c > 0)
+                .map(|(g, &c)| format!("{g}={}", pct(c)))
+                .collect();
             let result = match &w.end {
                 Some(WaveEnd::Passed { counts, .. }) => format!("passed: {}", counts_line(counts)),
-                Some(WaveEnd::Halted { reason, .. }) if w.state == "halted" => format!("halted: {reason}"),
+                Some(WaveEnd::Halted { reason, .. }) if w.state == "halted" => {
+                    format!("halted: {reason}")
+                }
                 _ => String::new(),
             };
-            let who = if cohorts.is_empty() { "every device".to_string() } else { cohorts.join(",") };
+            let who = if cohorts.is_empty() {
+                "every device".to_string()
+            } else {
+                cohorts.join(",")
+            };
             vec![(w.wave + 1).to_string(), who, w.state.clone(), result]
         })
         .collect();
@@ -209,7 +234,9 @@ fn breakdown_rows(name: &str, b: &Breakdown) -> Vec<String> {
     ]
 }
 
-const COUNT_HEADER: [&str; 8] = ["GROUP", "MEMBERS", "SUCCESS", "FAILURE", "N/A", "PENDING", "STATES", "ERRORS"];
+const COUNT_HEADER: [&str; 8] = [
+    "GROUP", "MEMBERS", "SUCCESS", "FAILURE", "N/A", "PENDING", "STATES", "ERRORS",
+];
 
 /// `campaign status` and the other commands' replies.
 pub fn status(s: &CampaignStatus) -> String {
@@ -217,7 +244,11 @@ pub fn status(s: &CampaignStatus) -> String {
     out.push_str(&release(s));
     match &s.phase {
         Phase::Running { deadline, .. } => {
-            let _ = writeln!(out, "the wave is judged by its timeout {}", when(*deadline, s.now));
+            let _ = writeln!(
+                out,
+                "the wave is judged by its timeout {}",
+                when(*deadline, s.now)
+            );
         }
         Phase::Soaking { until, .. } => {
             let _ = writeln!(out, "soaking: the next wave starts {}", when(*until, s.now));
@@ -236,7 +267,11 @@ pub fn status(s: &CampaignStatus) -> String {
         out.push_str(&plan(s));
     }
     if let Some(cur) = &s.current {
-        let mut rows: Vec<Vec<String>> = s.groups.iter().map(|g| breakdown_rows(g.group.as_str(), &g.members)).collect();
+        let mut rows: Vec<Vec<String>> = s
+            .groups
+            .iter()
+            .map(|g| breakdown_rows(g.group.as_str(), &g.members))
+            .collect();
         rows.push(breakdown_rows("(all)", cur));
         out.push_str("\ncurrent wave:\n");
         out.push_str(&table(&COUNT_HEADER, &rows));
@@ -275,7 +310,10 @@ pub fn list(l: &CampaignList) -> String {
             ]
         })
         .collect();
-    table(&["CAMPAIGN", "STATE", "WAVE", "RELEASE", "CURRENT WAVE"], &rows)
+    table(
+        &["CAMPAIGN", "STATE", "WAVE", "RELEASE", "CURRENT WAVE"],
+        &rows,
+    )
 }
 
 /// The summary at the end of a watch: every wave's result, the last
@@ -305,9 +343,24 @@ pub fn summary(s: &CampaignStatus) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(&["WAVE", "RESULT", "MEMBERS", "SUCCESS", "FAILURE", "N/A", "NO REPORT"], &rows));
+    out.push_str(&table(
+        &[
+            "WAVE",
+            "RESULT",
+            "MEMBERS",
+            "SUCCESS",
+            "FAILURE",
+            "N/A",
+            "NO REPORT",
+        ],
+        &rows,
+    ));
     if let Some(cur) = &s.current {
-        let mut rows: Vec<Vec<String>> = s.groups.iter().map(|g| breakdown_rows(g.group.as_str(), &g.members)).collect();
+        let mut rows: Vec<Vec<String>> = s
+            .groups
+            .iter()
+            .map(|g| breakdown_rows(g.group.as_str(), &g.members))
+            .collect();
         rows.push(breakdown_rows("(all)", cur));
         out.push('\n');
         out.push_str(&table(&COUNT_HEADER, &rows));
@@ -332,7 +385,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["A", "N"], &[vec!["long".into(), "5".into()], vec!["x".into(), "123".into()]]);
+        let t = table(
+            &["A", "N"],
+            &[
+                vec!["long".into(), "5".into()],
+                vec!["x".into(), "123".into()],
+            ],
+        );
         assert_eq!(t, "  A       N\n  long    5\n  x     123\n");
     }
 }

@@ -21,10 +21,17 @@ use super::table;
 
 /// Follows campaign `id` until it completes (Ok), halts or is aborted (an
 /// error, so scripts can tell).
-pub async fn watch(client: &OpsClient, id: &CampaignId, json: bool, every: Duration) -> anyhow::Result<()> {
+pub async fn watch(
+    client: &OpsClient,
+    id: &CampaignId,
+    json: bool,
+    every: Duration,
+) -> anyhow::Result<()> {
     // Subscribe first: nothing that happens after the first status is missed.
     let mut events = client.events().await?;
-    let mut status: CampaignStatus = client.call_ok(Command::CampaignStatus { id: id.clone() }).await?;
+    let mut status: CampaignStatus = client
+        .call_ok(Command::CampaignStatus { id: id.clone() })
+        .await?;
     let mut bars = (!json).then(Bars::new);
     if let Some(b) = &mut bars {
         b.say(&format!(
@@ -83,7 +90,10 @@ pub async fn watch(client: &OpsClient, id: &CampaignId, json: bool, every: Durat
 }
 
 fn ended(s: &CampaignStatus) -> bool {
-    matches!(s.phase, Phase::Completed { .. } | Phase::Aborted { .. } | Phase::Halted { .. })
+    matches!(
+        s.phase,
+        Phase::Completed { .. } | Phase::Aborted { .. } | Phase::Halted { .. }
+    )
 }
 
 /// The bars of the current wave: one per target group and one for all.
@@ -169,7 +179,10 @@ impl Bars {
 /// `ok 10  failed 1  n/a 2 | downloading 3, installing 1 | no_space 1`
 fn counts_text(b: &Breakdown) -> String {
     let c = &b.counts;
-    let mut s = format!("ok {}  failed {}  n/a {}", c.success, c.failure, c.not_applicable);
+    let mut s = format!(
+        "ok {}  failed {}  n/a {}",
+        c.success, c.failure, c.not_applicable
+    );
     let busy: Vec<String> = b
         .by_state
         .iter()

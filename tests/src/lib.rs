@@ -4,6 +4,20 @@
 //!
 //! # Layout
 //!
+//! - [`stack`]: [`stack::Stack`], a broker + bridge + keys + operator client.
+//! - [`mosquitto`]: Mosquitto as a child process on a free port.
+//! - [`demo`]: `ota demo`, the whole story on a simulated fleet.
 //! - [`bench`]: benchmarks behind `ota bench`, returning figures.
 
 pub mod bench;
+pub mod demo;
+pub mod mosquitto;
+pub mod stack;
+
+pub use stack::{BrokerChoice, Keys, Stack, StackOptions};
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}

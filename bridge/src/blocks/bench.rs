@@ -1,1 +1,241 @@
-//! N devices downloading one image at once (being written).
+//! The block benchmark: N devices download the same image at once through
+//! a real broker and a real bridge; it measures the bridge's block egress
+//! against the image size, and the wall time until every device holds a
+//! verified image. `examples/blocks_bench.rs` runs it against a broker in a
+//! child process (for a clean peak RSS) and prints the table in
+//! docs/BENCHMARKS.md.
+//!
+//! Each device is [`super::downloader::Device`] on its own rumqttc
+//! connection, with the protocol's quiet spell (2 s plus up to 2 s), and
+//! checks every block's proof (not the whole sha256: a thousand 1 MiB
+//! copies are not kept).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rumqttc::MqttOptions;
+use schemas::msg::{Kind, Manifest};
+use schemas::release::{build_manifest, ReleaseSpec};
+use schemas::topic::Topics;
+use schemas::{ArtifactId, ComponentName, DeviceId};
+
+use super::downloader::{Device, DownloadConfig, DownloadError};
+use super::BlocksConfig;
+use crate::{Bridge, BridgeError, Config};
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Devices downloading at once.
+    pub devices: usize,
+    /// Image size in bytes.
+    pub image_bytes: usize,
+    pub block_size: u32,
+    /// The bridge's `[blocks]` section (broadcast, egress, window).
+    pub blocks: BlocksConfig,
+    /// Device connects per second (rumqttd stalls near 2,000/s).
+    pub connect_rate: u32,
+    /// Where the broker listens.
+    pub broker: SocketAddr,
+    /// A device gives up after this long.
+    pub deadline: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    pub devices: usize,
+    pub completed: usize,
+    pub image_bytes: usize,
+    pub broadcast: bool,
+    /// Block payload bytes the bridge published.
+    pub egress_bytes: u64,
+    /// `egress_bytes / image_bytes`.
+    pub egress_ratio: f64,
+    pub blocks_broadcast: u64,
+    pub blocks_unicast: u64,
+    /// BlockRequests the devices sent (re-requests included).
+    pub requests: u64,
+    /// From the start signal until the last device completed.
+    pub wall: Duration,
+    /// Time to connect and subscribe every device.
+    pub connect: Duration,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error("device: {0}")]
+    Device(#[from] DownloadError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Runs the benchmark once: a fresh bridge (temp data dir) on `broker`.
+pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
+    let dir = tempfile_dir()?;
+    let release = schemas::keys::generate();
+    let operator = schemas::keys::generate();
+    let mut config = Config::with_defaults(
+        dir.join("data"),
+        broker::BrokerConfig::External(broker::ExternalConfig {
+            host: opts.broker.ip().to_string(),
+            port: opts.broker.port(),
+            tls: false,
+            credentials: None,
+        }),
+    );
+    let (ovk, rvk) = (operator.verifying_key(), release.verifying_key());
+    config.bridge.operator_keys = [(schemas::keys::kid(&ovk), ovk)].into();
+    config.bridge.release_keys = [(schemas::keys::kid(&rvk), rvk)].into();
+    config.bridge.client_id = format!("ota-bridge-bench-{}", std::process::id());
+    config.blocks = opts.blocks.clone();
+
+    let bridge = Bridge::start(config).await?;
+    bridge.ready().await;
+    let manifest = store_image(&bridge, &release, opts).await?;
+
+    let started = Instant::now();
+    let devices = connect_all(opts, &manifest).await?;
+    let connect = started.elapsed();
+
+    let cfg = DownloadConfig {
+        keep_image: false,
+        deadline: opts.deadline,
+        ..DownloadConfig::default()
+    };
+    let go = Instant::now();
+    let mut runs = tokio::task::JoinSet::new();
+    for d in devices {
+        let (m, c) = (manifest.clone(), cfg.clone());
+        runs.spawn(async move { d.download(&m, &c).await });
+    }
+    let (mut completed, mut requests, mut last) = (0, 0, Duration::ZERO);
+    let metrics = bridge.blocks().metrics().clone();
+    let mut progress = tokio::time::interval(Duration::from_secs(2));
+    progress.tick().await;
+    loop {
+        let r = tokio::select! {
+            r = runs.join_next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            _ = progress.tick() => {
+                let s = metrics.snapshot();
+                tracing::info!(
+                    completed,
+                    requests = s.requests,
+                    blocks_broadcast = s.blocks_broadcast,
+                    blocks_unicast = s.blocks_unicast,
+                    "benchmark progress"
+                );
+                continue;
+            }
+        };
+        match r {
+            Ok(Ok(report)) => {
+                completed += 1;
+                requests += report.requests;
+                if let Some(at) = report.finished {
+                    last = last.max(at.duration_since(go));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "device did not complete"),
+            Err(e) => tracing::warn!(error = %e, "device task failed"),
+        }
+    }
+    let s = bridge.blocks().metrics().snapshot();
+    bridge.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(BenchResult {
+        devices: opts.devices,
+        completed,
+        image_bytes: opts.image_bytes,
+        broadcast: opts.blocks.broadcast,
+        egress_bytes: s.egress_bytes(),
+        egress_ratio: s.egress_bytes() as f64 / opts.image_bytes as f64,
+        blocks_broadcast: s.blocks_broadcast,
+        blocks_unicast: s.blocks_unicast,
+        requests,
+        wall: last,
+        connect,
+    })
+}
+
+/// Signs and stores a reproducible image.
+async fn store_image(
+    bridge: &Bridge,
+    release: &schemas::keys::SigningKey,
+    opts: &BenchOptions,
+) -> Result<Manifest, BenchError> {
+    use base64::Engine as _;
+    let image: Vec<u8> = {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..opts.image_bytes)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        ComponentName::new("main").map_err(|e| BenchError::Setup(e.to_string()))?,
+        "1.0.0",
+        "any",
+        crate::unix_now(),
+    );
+    spec.block_size = opts.block_size;
+    spec.artifact = Some(ArtifactId::new("bench-image").map_err(|e| BenchError::Setup(e.to_string()))?);
+    let manifest = build_manifest(&image, &spec).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let env = base64::engine::general_purpose::STANDARD.encode(schemas::msg::manifest::sign(&manifest, release));
+    let trust = schemas::cose::TrustStore::new([release.verifying_key()]);
+    let store = bridge.artifacts().clone();
+    tokio::task::spawn_blocking(move || {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut at = 0usize;
+        loop {
+            let end = (at + schemas::ops::UPLOAD_CHUNK).min(image.len());
+            let p = store.accept_chunk(&trust, &env, at as u64, &b64.encode(&image[at..end]), 0)?;
+            if p.complete {
+                return Ok(());
+            }
+            at = p.received as usize;
+        }
+    })
+    .await
+    .map_err(|e| BenchError::Setup(e.to_string()))?
+    .map_err(|e: crate::artifacts::ArtifactError| BenchError::Setup(e.to_string()))?;
+    Ok(manifest)
+}
+
+/// Connects every device at `connect_rate`, a few at a time.
+async fn connect_all(opts: &BenchOptions, manifest: &Manifest) -> Result<Vec<Device>, BenchError> {
+    let mut pending = tokio::task::JoinSet::new();
+    let gap = Duration::from_secs(1) / opts.connect_rate.max(1);
+    let mut next = tokio::time::Instant::now();
+    for i in 0..opts.devices {
+        tokio::time::sleep_until(next).await;
+        next += gap;
+        let id = DeviceId::new(format!("bench-{i:05}")).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let mut o = MqttOptions::new(id.as_str(), opts.broker.ip().to_string(), opts.broker.port());
+        o.set_keep_alive(Duration::from_secs(60));
+        let m = manifest.clone();
+        pending.spawn(async move { Device::connect(o, Topics::default(), id, &m, Duration::from_secs(30)).await });
+    }
+    let mut devices = Vec::with_capacity(opts.devices);
+    while let Some(r) = pending.join_next().await {
+        devices.push(r.map_err(|e| BenchError::Setup(e.to_string()))??);
+    }
+    Ok(devices)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!("ota-blocks-bench-{}-{}", std::process::id(), crate::unix_now()));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}

@@ -6,6 +6,8 @@
 //! [blocks]
 //! merge_window_ms = 150            # requests merged per window, 10..=500
 //! egress_bytes_per_sec = 2097152   # the whole bridge's block output
+//! fanout_per_sec = 15000           # broker deliveries: a broadcast block
+//!                                  # counts once per device downloading it
 //! broadcast = true                 # false: unicast only (for comparison)
 //! device_requests_per_sec = 10     # per device, then refused
 //! device_request_burst = 40
@@ -22,6 +24,10 @@ pub const DEFAULT_MERGE_WINDOW_MS: u64 = 150;
 pub const MAX_MERGE_WINDOW_MS: u64 = 500;
 /// Default `egress_bytes_per_sec`: 2 MiB/s (16 Mbit/s).
 pub const DEFAULT_EGRESS_BYTES_PER_SEC: u64 = 2 * 1024 * 1024;
+/// Default `fanout_per_sec`: what the embedded rumqttd delivered while
+/// sharing 2 cores with a thousand devices (docs/BENCHMARKS.md): modest on
+/// purpose; a dedicated broker host takes several times more.
+pub const DEFAULT_FANOUT_PER_SEC: u64 = 15_000;
 /// Egress is counted by governor in a u32 of bytes per second.
 const MAX_EGRESS_BYTES_PER_SEC: u64 = u32::MAX as u64;
 /// Egress must allow at least one largest block (64 KiB + overhead) a second.
@@ -37,6 +43,11 @@ pub struct BlocksConfig {
     /// The bridge's block output, bytes per second (payload bytes of the
     /// Block messages it publishes).
     pub egress_bytes_per_sec: u64,
+    /// Block deliveries the broker is asked to make per second: a block
+    /// broadcast to an artifact downloaded by N devices counts N. Keeps the
+    /// broker's fan-out (and its memory) within what it can deliver, so
+    /// requests reach the bridge promptly and merge (docs/BENCHMARKS.md).
+    pub fanout_per_sec: u64,
     /// Publish a block wanted by several devices once on
     /// `P/artifacts/{a}/blocks`. `false`: every block to every device on
     /// its own topic (only useful to measure what broadcast saves).
@@ -59,6 +70,7 @@ impl Default for BlocksConfig {
         Self {
             merge_window_ms: DEFAULT_MERGE_WINDOW_MS,
             egress_bytes_per_sec: DEFAULT_EGRESS_BYTES_PER_SEC,
+            fanout_per_sec: DEFAULT_FANOUT_PER_SEC,
             broadcast: true,
             device_requests_per_sec: 10,
             device_request_burst: 40,
@@ -96,6 +108,9 @@ impl BlocksConfig {
                 ),
             );
         }
+        if self.fanout_per_sec < 100 {
+            return err("fanout_per_sec", format!("{} is below 100 deliveries per second", self.fanout_per_sec));
+        }
         if self.device_requests_per_sec == 0 {
             return err("device_requests_per_sec", "must be at least 1".into());
         }
@@ -119,6 +134,11 @@ impl BlocksConfig {
     /// Bytes the bridge may send in one window: the scheduler's budget.
     pub fn window_budget(&self) -> u64 {
         (self.egress_bytes_per_sec * self.merge_window_ms / 1000).max(1)
+    }
+
+    /// Broker deliveries allowed in one window.
+    pub fn window_fanout(&self) -> u64 {
+        (self.fanout_per_sec * self.merge_window_ms / 1000).max(1)
     }
 }
 
@@ -144,6 +164,7 @@ mod tests {
             (BlocksConfig { merge_window_ms: 0, ..Default::default() }, "merge_window_ms"),
             (BlocksConfig { egress_bytes_per_sec: 10, ..Default::default() }, "egress_bytes_per_sec"),
             (BlocksConfig { device_requests_per_sec: 0, ..Default::default() }, "device_requests_per_sec"),
+            (BlocksConfig { fanout_per_sec: 1, ..Default::default() }, "fanout_per_sec"),
             (BlocksConfig { max_devices: 0, ..Default::default() }, "max_devices"),
         ];
         for (c, key) in cases {

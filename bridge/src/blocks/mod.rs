@@ -11,7 +11,8 @@
 //! - [`schedule`]: [`schedule::Scheduler`], the pure merge/priority/budget
 //!   logic, with its [`wants`] bitset.
 //! - [`server`]: the actor: request checks, per-device rate limit, counters,
-//!   one batch per window.
+//!   one batch per window, sized to the egress and fan-out budgets.
+//! - [`audience`]: who downloads what lately (the fan-out estimate).
 //! - [`worker`]: encodes a batch off the runtime and publishes it, paced.
 //! - [`encoder`] and [`cache`]: Merkle trees, file reads, encoded-block LRU.
 //! - [`metrics`]: [`BlockMetrics`] and [`Refusal`].
@@ -29,6 +30,7 @@
 //!                     Publisher ──► P/artifacts/{a}/blocks | P/devices/{id}/blocks
 //! ```
 
+pub mod audience;
 pub mod bench;
 pub mod cache;
 pub mod config;
@@ -140,6 +142,7 @@ pub fn spawn(
             broadcast: cfg.broadcast,
             max_devices: cfg.max_devices,
         }),
+        audience: audience::Audience::new(cfg.max_devices, server::AUDIENCE_TTL),
         cfg,
         store: artifacts,
         publisher,

@@ -160,6 +160,11 @@ impl Scheduler {
         self.devices.used()
     }
 
+    /// The artifacts with pending blocks, with their shapes.
+    pub fn pending_artifacts(&self) -> impl Iterator<Item = (&ArtifactId, Shape)> + '_ {
+        self.pending.iter().map(|(a, p)| (a, p.shape))
+    }
+
     /// True when nothing is pending.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()

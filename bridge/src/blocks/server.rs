@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::audience::Audience;
 use super::metrics::{BlockMetrics, Refusal};
 use super::schedule::{Scheduler, Shape, Wanted};
 use super::worker::Batch;
@@ -33,6 +34,8 @@ const LIMITER_SWEEP: Duration = Duration::from_secs(10);
 const LIMITER_MAX_KEYS: usize = 100_000;
 /// Artifact shapes remembered (a sled read on a miss).
 const MAX_SHAPES: usize = 1024;
+/// How long a request keeps a device in an artifact's audience.
+pub(crate) const AUDIENCE_TTL: Duration = Duration::from_secs(60);
 /// One log line per refusal reason per this long.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,7 @@ pub(crate) struct Server {
     pub batches: mpsc::Sender<Batch>,
     pub failed: mpsc::Receiver<ArtifactId>,
     pub scheduler: Scheduler,
+    pub audience: Audience,
 }
 
 /// Per-device request limiter.
@@ -117,6 +121,7 @@ impl Server {
                     }
                     BlockEvent::ArtifactRemoved(artifact) => {
                         self.scheduler.remove_artifact(&artifact);
+                        self.audience.remove_artifact(&artifact);
                         shapes.remove(&artifact);
                         forget.push(artifact);
                     }
@@ -132,6 +137,7 @@ impl Server {
                 _ = sweep.tick() => {
                     limiter.retain_recent();
                     limiter.shrink_to_fit();
+                    self.audience.prune(Instant::now());
                 }
             }
             if limiter.len() > LIMITER_MAX_KEYS {
@@ -149,11 +155,28 @@ impl Server {
             // The worker is still publishing: keep merging.
             return;
         };
-        let items = self.scheduler.take(self.cfg.window_budget(), MAX_BATCH);
+        let items = self.scheduler.take(self.budget(), MAX_BATCH);
         permit.send(Batch {
             items,
             forget: std::mem::take(forget),
         });
+    }
+
+    /// This window's byte budget: the egress budget, and no more broadcast
+    /// blocks than the broker can deliver to the largest audience (a
+    /// fraction of a block carries over in the scheduler's credit).
+    fn budget(&self) -> u64 {
+        let egress = self.cfg.window_budget();
+        if !self.cfg.broadcast {
+            return egress;
+        }
+        let fanout = self
+            .scheduler
+            .pending_artifacts()
+            .map(|(a, shape)| self.cfg.window_fanout().saturating_mul(shape.cost) / self.audience.size(a))
+            .min()
+            .unwrap_or(egress);
+        egress.min(fanout).max(1)
     }
 
     fn on_request(
@@ -210,6 +233,7 @@ impl Server {
         }
         match self.scheduler.want(device, &req.artifact, shape, wanted) {
             Wanted::Added { merged, .. } => {
+                self.audience.saw(&req.artifact, device, Instant::now());
                 BlockMetrics::add(&self.metrics.requests, 1);
                 BlockMetrics::add(&self.metrics.merged, u64::from(merged));
             }

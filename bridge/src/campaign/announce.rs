@@ -15,7 +15,7 @@ use schemas::GroupName;
 
 use super::gate::{self, AnnounceState};
 use super::record::{wire_kind, CampaignRecord};
-use super::spec::FULL_COHORT;
+use super::spec::{CampaignSpec, FULL_COHORT};
 
 /// The wire state of an announcement state.
 pub fn wire_state(s: AnnounceState) -> CampaignState {
@@ -60,11 +60,11 @@ pub fn messages(record: &CampaignRecord, a: &gate::Announcement) -> Vec<(Topic, 
         .collect()
 }
 
-/// Every topic the campaign may announce on over its life: the topics of
+/// Every topic a campaign may announce on over its life: the topics of
 /// all its target groups (or `P/emergency`).
-pub fn topics(record: &CampaignRecord) -> Vec<Topic> {
-    let emergency = record.is_emergency();
-    let groups = record.spec.target_groups();
+pub fn topics(spec: &CampaignSpec) -> Vec<Topic> {
+    let emergency = spec.emergency;
+    let groups = spec.target_groups();
     if emergency && groups.is_empty() {
         return vec![Topic::Emergency];
     }
@@ -72,4 +72,100 @@ pub fn topics(record: &CampaignRecord) -> Vec<Topic> {
         .into_iter()
         .map(|g| group_topic(emergency, g))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::gate::{Gate, Input};
+    use crate::campaign::record::{Release, ReleaseEntry};
+    use crate::campaign::spec::{Gates, Kind, WaveSpec};
+    use schemas::msg::WireMessage;
+    use schemas::{ArtifactId, CampaignId, ComponentName};
+
+    fn record(emergency: bool, waves: &[&[(&str, u16)]]) -> CampaignRecord {
+        let spec = CampaignSpec {
+            id: CampaignId::new("c1").unwrap(),
+            kind: Kind::Firmware,
+            release: vec![ArtifactId::new("fw-esp32").unwrap()],
+            waves: waves
+                .iter()
+                .map(|w| WaveSpec {
+                    cohorts: w
+                        .iter()
+                        .map(|&(g, c)| (GroupName::new(g).unwrap(), c))
+                        .collect(),
+                })
+                .collect(),
+            gates: Gates::default(),
+            emergency,
+        };
+        CampaignRecord {
+            release: Release {
+                kind: Kind::Firmware,
+                component: ComponentName::new("main").unwrap(),
+                version: "2.0.0".into(),
+                entries: vec![ReleaseEntry {
+                    artifact: ArtifactId::new("fw-esp32").unwrap(),
+                    arch: "esp32".into(),
+                    size: 10,
+                    blocks: 1,
+                    manifest: vec![0xd2, 0x84],
+                }],
+            },
+            created: 0,
+            preflight: Default::default(),
+            gate: Gate::new(&spec).unwrap(),
+            waves: Default::default(),
+            spec,
+        }
+    }
+
+    #[test]
+    fn groups_at_zero_get_nothing_and_state_is_shared() {
+        let mut r = record(false, &[&[("canary", 10000)], &[("acme", 1000)]]);
+        r.gate.step(100, Input::Start).unwrap();
+        let a = r.gate.announcement().unwrap();
+        let m = messages(&r, &a);
+        assert_eq!(m.len(), 1, "acme is still at 0");
+        assert_eq!(
+            m[0].0,
+            Topic::GroupCampaign(GroupName::new("canary").unwrap())
+        );
+        let ann = Announcement::decode(&m[0].1).unwrap();
+        assert_eq!(
+            (ann.cohort, ann.emergency, ann.state, ann.deadline),
+            (10000, false, CampaignState::Active, Some(700))
+        );
+        assert_eq!(ann.release, vec![vec![0xd2, 0x84]]);
+        r.gate.step(101, Input::Pause).unwrap();
+        let a = r.gate.announcement().unwrap();
+        assert!(messages(&r, &a)
+            .iter()
+            .all(|(_, p)| Announcement::decode(p).unwrap().state == CampaignState::Paused));
+        assert_eq!(topics(&r.spec).len(), 2);
+    }
+
+    #[test]
+    fn emergencies_use_their_own_topics() {
+        let mut r = record(true, &[&[("acme", 10000), ("globex", 10000)]]);
+        r.gate.step(100, Input::Start).unwrap();
+        let m = messages(&r, &r.gate.announcement().unwrap());
+        assert_eq!(
+            m.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+            vec![
+                Topic::GroupEmergency(GroupName::new("acme").unwrap()),
+                Topic::GroupEmergency(GroupName::new("globex").unwrap())
+            ]
+        );
+        assert!(m
+            .iter()
+            .all(|(_, p)| Announcement::decode(p).unwrap().emergency));
+        let mut all = record(true, &[]);
+        all.gate.step(100, Input::Start).unwrap();
+        let m = messages(&all, &all.gate.announcement().unwrap());
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].0, Topic::Emergency);
+        assert_eq!(topics(&all.spec), vec![Topic::Emergency]);
+    }
 }

@@ -12,11 +12,15 @@ use crate::store::StoreError;
 /// A campaign command that could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
-    #[error("the campaign spec does not read: {0} (see `ota campaign create --help` for its shape)")]
+    #[error(
+        "the campaign spec does not read: {0} (see `ota campaign create --help` for its shape)"
+    )]
     SpecJson(String),
     #[error("the campaign spec is refused: {0}")]
     Spec(#[from] SpecError),
-    #[error("campaign {0} already exists: pick another id (`ota campaign list` shows the ones taken)")]
+    #[error(
+        "campaign {0} already exists: pick another id (`ota campaign list` shows the ones taken)"
+    )]
     Exists(CampaignId),
     #[error("no campaign {0}: `ota campaign list` shows the campaigns")]
     NotFound(CampaignId),

@@ -42,11 +42,18 @@ pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
         ),
         Effect::WaveStarted { wave, deadline } => (
             kind::WAVE_STARTED,
-            format!("campaign {campaign}: wave {} started, waits until {deadline}", wave + 1),
+            format!(
+                "campaign {campaign}: wave {} started, waits until {deadline}",
+                wave + 1
+            ),
         ),
         Effect::WavePassed { wave, counts, .. } => (
             kind::WAVE_PASSED,
-            format!("campaign {campaign}: wave {} passed ({})", wave + 1, counts_text(counts)),
+            format!(
+                "campaign {campaign}: wave {} passed ({})",
+                wave + 1,
+                counts_text(counts)
+            ),
         ),
         Effect::Soaking { wave, until } => (
             kind::SOAKING,

@@ -19,6 +19,11 @@ use crate::BridgeError;
 /// How often due gates are stepped and progress events sent.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// The first tick comes this long after start: a timer that fell due while
+/// the bridge was down is judged once the reports the broker held for it
+/// (its persistent session) have been stored and counted, not before.
+pub const FIRST_TICK: Duration = Duration::from_secs(3);
+
 fn split(state: &mut CoreState) -> (Ctx<'_>, &mut super::Campaigns) {
     (
         Ctx {
@@ -64,7 +69,10 @@ pub async fn statuses(state: &mut CoreState, updates: &[StatusUpdate]) -> Result
 }
 
 /// Devices whose groups changed, or that registered.
-pub async fn devices_changed(state: &mut CoreState, devices: &[DeviceId]) -> Result<(), BridgeError> {
+pub async fn devices_changed(
+    state: &mut CoreState,
+    devices: &[DeviceId],
+) -> Result<(), BridgeError> {
     if devices.is_empty() {
         return Ok(());
     }

@@ -3,7 +3,7 @@
 //! changes, membership changes and a one-second tick, in the order they
 //! happen; it steps the gates, and carries out what they decide.
 //!
-//! # Carrying out a step ([`Campaigns::apply`])
+//! # Carrying out a step (`Campaigns::apply`)
 //!
 //! 1. After every `WaveStarted`, the new wave's members are computed and
 //!    its counts sent at once (also for an empty wave: only counts tell
@@ -68,12 +68,17 @@ struct Entry {
     tally_loaded: bool,
     /// The counts last sent as a progress event.
     progress_sent: Option<WaveCounts>,
+    /// Counts held back during the start grace (see [`Campaigns::started`]).
+    counts_due: bool,
 }
 
 /// Every campaign.
 pub struct Campaigns {
     store: CampaignStore,
     entries: BTreeMap<CampaignId, Entry>,
+    /// Until then, a gate whose timer is already due gets no counts (see
+    /// [`Campaigns::started`]).
+    grace_until: u64,
 }
 
 impl Campaigns {
@@ -82,12 +87,12 @@ impl Campaigns {
     /// campaign): call with `spawn_blocking`.
     pub fn load(store: &Store) -> Result<Campaigns, StoreError> {
         let cs = CampaignStore::open(store.db())?;
-        let (records, bad) = cs.all()?;
-        for (key, e) in bad {
+        let loaded = cs.all()?;
+        for (key, e) in loaded.unreadable {
             error!(campaign = %key, error = %e, "stored campaign does not read; it is left alone (restore data_dir from a backup to get it back)");
         }
         let mut entries = BTreeMap::new();
-        for record in records {
+        for record in loaded.records {
             let mut tally = Tally::new();
             let live = record.is_live();
             if live {
@@ -108,10 +113,15 @@ impl Campaigns {
                     tally,
                     tally_loaded: live,
                     progress_sent: None,
+                    counts_due: false,
                 },
             );
         }
-        Ok(Campaigns { store: cs, entries })
+        Ok(Campaigns {
+            store: cs,
+            entries,
+            grace_until: 0,
+        })
     }
 
     /// How many campaigns, and how many of them are live.
@@ -138,7 +148,16 @@ impl Campaigns {
     /// Once core has its fleet (at start): every live campaign gets its
     /// members and fresh counts, and live emergencies their block
     /// priority, before the first tick.
+    ///
+    /// A gate whose timer fell due while the bridge was down would judge
+    /// its wave on the first input it gets. For [`FIRST_TICK`] its counts
+    /// are held back, so that the reports the broker kept for the bridge,
+    /// and those devices re-send once reconnected, are stored and counted
+    /// first; the first tick then sends the counts and judges.
+    ///
+    /// [`FIRST_TICK`]: super::hooks::FIRST_TICK
     pub async fn started(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        self.grace_until = now.saturating_add(super::hooks::FIRST_TICK.as_secs());
         let live: Vec<CampaignId> = self
             .entries
             .values()
@@ -154,7 +173,11 @@ impl Campaigns {
             self.recount(ctx, id, now).await?;
         }
         if !live.is_empty() {
-            info!(live = live.len(), total = self.entries.len(), "campaigns resumed from the store");
+            info!(
+                live = live.len(),
+                total = self.entries.len(),
+                "campaigns resumed from the store"
+            );
         }
         Ok(())
     }
@@ -212,6 +235,7 @@ impl Campaigns {
                 tally: Tally::new(),
                 tally_loaded: true,
                 progress_sent: None,
+                counts_due: false,
             },
         );
         self.status_now(ctx, &id, now)
@@ -259,21 +283,40 @@ impl Campaigns {
         })
     }
 
-    /// `campaign start`: refused while another live campaign holds one of
-    /// its topics.
-    pub async fn start(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<CampaignStatus, CampaignError> {
-        let record = &self.entry(id)?.record;
-        let mine = announce::topics(record);
-        for other in self.entries.values().filter(|e| e.record.is_live() && e.record.id() != id) {
-            if let Some(t) = announce::topics(&other.record).into_iter().find(|t| mine.contains(t)) {
+    /// Refuses `spec` when another live campaign holds one of its topics:
+    /// a retained topic carries one campaign at a time.
+    pub fn check_topics(&self, ctx: &Ctx<'_>, spec: &CampaignSpec) -> Result<(), CampaignError> {
+        let mine = announce::topics(spec);
+        for other in self
+            .entries
+            .values()
+            .filter(|e| e.record.is_live() && e.record.id() != &spec.id)
+        {
+            if let Some(t) = announce::topics(&other.record.spec)
+                .into_iter()
+                .find(|t| mine.contains(t))
+            {
                 return Err(CampaignError::TopicBusy {
-                    id: id.clone(),
+                    id: spec.id.clone(),
                     other: other.record.id().clone(),
                     state: other.record.state_word(),
                     topic: ctx.publisher.topics().build(&t),
                 });
             }
         }
+        Ok(())
+    }
+
+    /// `campaign start`: refused while another live campaign holds one of
+    /// its topics.
+    pub async fn start(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        now: u64,
+    ) -> Result<CampaignStatus, CampaignError> {
+        let record = &self.entry(id)?.record;
+        self.check_topics(ctx, &record.spec)?;
         let emergency = record.is_emergency();
         let fx = self.entry_mut(id)?.record.gate.step(now, Input::Start)?;
         if emergency {
@@ -300,18 +343,26 @@ impl Campaigns {
 
     /// `campaign status`: a finished campaign loaded at start reads its
     /// device states first (off the runtime).
-    pub async fn status(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<CampaignStatus, CampaignError> {
+    pub async fn status(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        now: u64,
+    ) -> Result<CampaignStatus, CampaignError> {
         let entry = self.entry_mut(id)?;
         if !entry.tally_loaded {
             let store = ctx.store.clone();
             let cid = id.clone();
-            let states = tokio::task::spawn_blocking(move || store.status.currents_of_campaign(&cid))
-                .await
-                .map_err(|e| CampaignError::Store(StoreError::Corrupt {
-                    tree: "status_current",
-                    key: id.to_string(),
-                    reason: format!("reading task failed: {e}"),
-                }))??;
+            let states =
+                tokio::task::spawn_blocking(move || store.status.currents_of_campaign(&cid))
+                    .await
+                    .map_err(|e| {
+                        CampaignError::Store(StoreError::Corrupt {
+                            tree: "status_current",
+                            key: id.to_string(),
+                            reason: format!("reading task failed: {e}"),
+                        })
+                    })??;
             for (device, cur) in states {
                 entry.tally.report(
                     &device,
@@ -331,12 +382,21 @@ impl Campaigns {
     /// `campaign list`.
     pub fn list(&self) -> CampaignList {
         CampaignList {
-            campaigns: self.entries.values().map(|e| view::summary(&e.record)).collect(),
+            campaigns: self
+                .entries
+                .values()
+                .map(|e| view::summary(&e.record))
+                .collect(),
         }
     }
 
     /// Committed status changes from the ingest actor.
-    pub async fn statuses(&mut self, ctx: &Ctx<'_>, updates: &[StatusUpdate], now: u64) -> Result<(), CampaignError> {
+    pub async fn statuses(
+        &mut self,
+        ctx: &Ctx<'_>,
+        updates: &[StatusUpdate],
+        now: u64,
+    ) -> Result<(), CampaignError> {
         let mut dirty = Vec::new();
         for u in updates {
             let Some(e) = self.entries.get_mut(&u.campaign) else {
@@ -361,7 +421,12 @@ impl Campaigns {
 
     /// Devices whose groups changed, or that registered: the members of
     /// every live campaign's current wave are updated.
-    pub async fn devices_changed(&mut self, ctx: &Ctx<'_>, devices: &[DeviceId], now: u64) -> Result<(), CampaignError> {
+    pub async fn devices_changed(
+        &mut self,
+        ctx: &Ctx<'_>,
+        devices: &[DeviceId],
+        now: u64,
+    ) -> Result<(), CampaignError> {
         let mut dirty = Vec::new();
         for e in self.entries.values_mut().filter(|e| e.record.is_live()) {
             let Some(wave) = e.record.gate.current_wave() else {
@@ -389,10 +454,22 @@ impl Campaigns {
     /// The one-second tick: gates whose timer is due are stepped, and
     /// changed tallies go out as progress events.
     pub async fn tick(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        if now >= self.grace_until {
+            let held: Vec<CampaignId> = self
+                .entries
+                .values()
+                .filter(|e| e.counts_due)
+                .map(|e| e.record.id().clone())
+                .collect();
+            for id in held {
+                self.send_counts(ctx, &id, now).await?;
+            }
+        }
         let due: Vec<CampaignId> = self
             .entries
             .values()
-            .filter(|e| e.record.gate.next_timer().is_some_and(|t| now >= t))
+            // Held counts go first: a due gate never judges stale counts.
+            .filter(|e| !e.counts_due && e.record.gate.next_timer().is_some_and(|t| now >= t))
             .map(|e| e.record.id().clone())
             .collect();
         for id in due {
@@ -404,7 +481,12 @@ impl Campaigns {
             let counts = e.tally.counts();
             if e.progress_sent != Some(counts) {
                 e.progress_sent = Some(counts);
-                progress.push(events::progress(e.record.id(), now, e.record.gate.current_wave(), &counts));
+                progress.push(events::progress(
+                    e.record.id(),
+                    now,
+                    e.record.gate.current_wave(),
+                    &counts,
+                ));
             }
         }
         for ev in progress {
@@ -415,7 +497,12 @@ impl Campaigns {
 
     /// Recomputes the members of a live campaign's current wave, then
     /// sends its counts.
-    async fn recount(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<(), CampaignError> {
+    async fn recount(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        now: u64,
+    ) -> Result<(), CampaignError> {
         let e = self.entry_mut(id)?;
         let members = current_members(&e.record, ctx.fleet);
         e.tally.set_members(members);
@@ -424,7 +511,13 @@ impl Campaigns {
 
     /// Sends the current wave's counts to the gate and carries out what it
     /// decides.
-    async fn send_counts(&mut self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<(), CampaignError> {
+    async fn send_counts(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        now: u64,
+    ) -> Result<(), CampaignError> {
+        let in_grace = now < self.grace_until;
         let e = self.entry_mut(id)?;
         let Some(wave) = e.record.gate.current_wave() else {
             return Ok(());
@@ -432,13 +525,24 @@ impl Campaigns {
         if e.record.gate.is_finished() {
             return Ok(());
         }
+        if in_grace && e.record.gate.next_timer().is_some_and(|t| t <= now) {
+            e.counts_due = true;
+            return Ok(());
+        }
+        e.counts_due = false;
         let counts = e.tally.counts();
         let fx = e.record.gate.step(now, Input::Counts { wave, counts })?;
         self.apply(ctx, id, fx, now).await
     }
 
     /// Carries out a step's effects (see the module doc).
-    async fn apply(&mut self, ctx: &Ctx<'_>, id: &CampaignId, mut fx: Vec<Effect>, now: u64) -> Result<(), CampaignError> {
+    async fn apply(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        mut fx: Vec<Effect>,
+        now: u64,
+    ) -> Result<(), CampaignError> {
         // Not `entry_mut`: `self.store` is borrowed alongside.
         let e = self
             .entries
@@ -447,12 +551,16 @@ impl Campaigns {
         // 1. Every started wave gets its members and counts at once.
         let mut seen = 0;
         loop {
-            let started = fx[seen..].iter().any(|f| matches!(f, Effect::WaveStarted { .. }));
+            let started = fx[seen..]
+                .iter()
+                .any(|f| matches!(f, Effect::WaveStarted { .. }));
             seen = fx.len();
             if !started {
                 break;
             }
-            let Some(wave) = e.record.gate.current_wave() else { break };
+            let Some(wave) = e.record.gate.current_wave() else {
+                break;
+            };
             if e.record.gate.is_finished() {
                 break;
             }
@@ -483,7 +591,11 @@ impl Campaigns {
                         },
                     );
                 }
-                Effect::Halted { wave, reason, counts } => {
+                Effect::Halted {
+                    wave,
+                    reason,
+                    counts,
+                } => {
                     e.record.waves.insert(
                         *wave,
                         WaveEnd::Halted {
@@ -527,17 +639,26 @@ impl Campaigns {
         Ok(())
     }
 
-    fn status_now(&self, ctx: &Ctx<'_>, id: &CampaignId, now: u64) -> Result<CampaignStatus, CampaignError> {
+    fn status_now(
+        &self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        now: u64,
+    ) -> Result<CampaignStatus, CampaignError> {
         let e = self.entry(id)?;
         Ok(view::status(&e.record, &e.tally, ctx.fleet, now))
     }
 
     fn entry(&self, id: &CampaignId) -> Result<&Entry, CampaignError> {
-        self.entries.get(id).ok_or_else(|| CampaignError::NotFound(id.clone()))
+        self.entries
+            .get(id)
+            .ok_or_else(|| CampaignError::NotFound(id.clone()))
     }
 
     fn entry_mut(&mut self, id: &CampaignId) -> Result<&mut Entry, CampaignError> {
-        self.entries.get_mut(id).ok_or_else(|| CampaignError::NotFound(id.clone()))
+        self.entries
+            .get_mut(id)
+            .ok_or_else(|| CampaignError::NotFound(id.clone()))
     }
 }
 
@@ -566,7 +687,9 @@ async fn mark_emergency(ctx: &Ctx<'_>, r: &CampaignRecord, on: bool) {
 pub(crate) async fn send_event(ctx: &Ctx<'_>, ev: &Event) -> Result<(), CampaignError> {
     // Invariant: an Event holds strings, numbers and JSON values only.
     let json = serde_json::to_vec(ev).unwrap_or_default();
-    ctx.publisher.publish(&Topic::OpsEvents, json, false).await?;
+    ctx.publisher
+        .publish(&Topic::OpsEvents, json, false)
+        .await?;
     Ok(())
 }
 

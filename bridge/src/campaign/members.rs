@@ -128,7 +128,8 @@ pub(crate) mod tests {
         assert!(m.iter().all(|d| d.as_str().starts_with("acme")));
         for d in f.devices() {
             assert_eq!(a.admits_in(&f, &d.id), m.contains(&d.id), "{}", d.id);
-            let want = d.id.as_str().starts_with("acme") && schemas::bucket::bucket(&c, &d.id) < 5000;
+            let want =
+                d.id.as_str().starts_with("acme") && schemas::bucket::bucket(&c, &d.id) < 5000;
             assert_eq!(m.contains(&d.id), want);
         }
     }

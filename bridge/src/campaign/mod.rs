@@ -1,14 +1,40 @@
-//! Campaigns: what an operator asks for ([`spec`]) and the wave gate that
+//! Campaigns: what an operator asks for ([`spec`]), the wave gate that
 //! decides, wave by wave, whether the rollout widens, waits or stops
-//! ([`gate`]). Both are pure: no I/O, no clock, no tokio. The core actor
-//! feeds the gate operator commands, tallies and ticks, carries out the
-//! effects it returns (announcements, events) and stores it in sled.
+//! ([`gate`]), and the manager that runs every campaign inside the core
+//! actor ([`manager`]): it resolves releases, announces, tallies, ticks
+//! and persists. The spec, the gate, the tally and the admission rules
+//! are pure (no I/O, no clock, no tokio); the manager carries out what
+//! they decide.
 //!
 //! # Layout
 //!
 //! - [`spec`]: `CampaignSpec` (the JSON of `campaign create`), its
 //!   validation, and the cumulative cohorts of each wave.
 //! - [`gate`]: `Gate::step(now, input) -> effects`, the state machine below.
+//! - [`members`]: which registered devices a wave's cohorts admit
+//!   (`schemas::bucket`, as the devices compute it).
+//! - [`tally`]: each device's latest state and the current wave's
+//!   `WaveCounts`, kept incrementally.
+//! - [`preflight`]: targeted devices by arch, and those the release does
+//!   not cover.
+//! - [`release`]: checking a release against the artifact store.
+//! - [`record`], [`store`]: what is persisted (the `campaigns` tree).
+//! - [`announce`]: the retained announcements of a gate announcement.
+//! - [`events`]: the `P/ops/events` of every gate effect.
+//! - [`view`]: the JSON replies the CLI reads.
+//! - [`manager`]: [`Campaigns`], every campaign and its live tally.
+//! - [`hooks`], [`ops`]: where core and the ops dispatch call in.
+//! - [`error`]: [`CampaignError`], what the operator reads.
+//!
+//! # Who calls what, in order
+//!
+//! ```text
+//!  ops dispatch ──campaign_* / emergency──► ops::handle ─┐
+//!  core: committed status batch ─────────► hooks::statuses ├─► Campaigns ─► Gate::step
+//!  core: membership published / registered ► hooks::devices_changed      │
+//!  core: every second ───────────────────► hooks::tick ───┘             ▼
+//!        record + retained announcement ─► sled, one flush ─► publish retained, events
+//! ```
 //!
 //! # The gate's state machine
 //!

@@ -51,7 +51,9 @@ async fn run(
         }
         Command::CampaignStart { id } => Ok(json(&c.start(ctx, &id, now).await?)),
         Command::CampaignPause { id } => Ok(json(&c.operator(ctx, &id, Input::Pause, now).await?)),
-        Command::CampaignResume { id } => Ok(json(&c.operator(ctx, &id, Input::Resume, now).await?)),
+        Command::CampaignResume { id } => {
+            Ok(json(&c.operator(ctx, &id, Input::Resume, now).await?))
+        }
         Command::CampaignAbort { id } => Ok(json(&c.operator(ctx, &id, Input::Abort, now).await?)),
         Command::CampaignStatus { id } => Ok(json(&c.status(ctx, &id, now).await?)),
         Command::CampaignList => Ok(json(&c.list())),
@@ -63,6 +65,8 @@ async fn run(
         } => {
             let release = resolve(artifacts, &ids, None)?;
             let spec = Campaigns::emergency_spec(id.clone(), &release, groups, all)?;
+            // Checked before the create, so a refused emergency leaves no draft.
+            c.check_topics(ctx, &spec)?;
             c.create(ctx, spec, release, now)?;
             if let Some(ev) = c.created_event(&id, now) {
                 send_event(ctx, &ev).await?;

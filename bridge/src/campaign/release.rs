@@ -100,7 +100,13 @@ mod tests {
     use schemas::ComponentName;
     use std::collections::BTreeMap;
 
-    fn record(id: &str, kind: WireKind, component: &str, version: &str, arch: &str) -> ArtifactRecord {
+    fn record(
+        id: &str,
+        kind: WireKind,
+        component: &str,
+        version: &str,
+        arch: &str,
+    ) -> ArtifactRecord {
         let m = Manifest {
             artifact: ArtifactId::new(id).unwrap(),
             kind,
@@ -125,7 +131,10 @@ mod tests {
     }
 
     fn store(records: Vec<ArtifactRecord>) -> BTreeMap<ArtifactId, ArtifactRecord> {
-        records.into_iter().map(|r| (r.artifact.clone(), r)).collect()
+        records
+            .into_iter()
+            .map(|r| (r.artifact.clone(), r))
+            .collect()
     }
 
     fn run(
@@ -145,7 +154,10 @@ mod tests {
         ]);
         let r = run(&s, &["fw-armv7", "fw-esp32"], Some(Kind::Firmware)).unwrap();
         assert_eq!(r.arches().collect::<Vec<_>>(), vec!["armv7", "esp32"]);
-        assert_eq!(r.entries[1].manifest, s[&a("fw-esp32")].manifest_bytes().unwrap());
+        assert_eq!(
+            r.entries[1].manifest,
+            s[&a("fw-esp32")].manifest_bytes().unwrap()
+        );
         assert_eq!((r.kind, r.version.as_str()), (Kind::Firmware, "2.0.0"));
         // No kind given: the artifacts' kind.
         assert_eq!(run(&s, &["fw-esp32"], None).unwrap().kind, Kind::Firmware);
@@ -163,10 +175,26 @@ mod tests {
         let cases: &[(&[&str], Option<Kind>, &str)] = &[
             (&["nope"], None, "artifact nope is not stored on the bridge"),
             (&["fw-esp32", "fw-esp32-b"], None, "are both for arch esp32"),
-            (&["fw-esp32", "fw-armv7-old"], None, "differ in version (2.0.0 vs 1.9.0)"),
-            (&["fw-esp32", "app-armv7"], None, "differ in kind (firmware vs app)"),
-            (&["fw-esp32", "boot-armv7"], None, "differ in component (main vs boot)"),
-            (&["fw-esp32"], Some(Kind::App), "kind is app but its artifacts are firmware"),
+            (
+                &["fw-esp32", "fw-armv7-old"],
+                None,
+                "differ in version (2.0.0 vs 1.9.0)",
+            ),
+            (
+                &["fw-esp32", "app-armv7"],
+                None,
+                "differ in kind (firmware vs app)",
+            ),
+            (
+                &["fw-esp32", "boot-armv7"],
+                None,
+                "differ in component (main vs boot)",
+            ),
+            (
+                &["fw-esp32"],
+                Some(Kind::App),
+                "kind is app but its artifacts are firmware",
+            ),
         ];
         for (ids, kind, want) in cases {
             let e = run(&s, ids, *kind).unwrap_err().to_string();

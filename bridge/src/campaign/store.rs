@@ -43,16 +43,25 @@ impl CampaignStore {
 
     /// Every record that reads, and the keys and errors of those that do
     /// not (the caller logs them; one bad record must not stop the rest).
-    pub fn all(&self) -> Result<(Vec<CampaignRecord>, Vec<(String, String)>), StoreError> {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
+    pub fn all(&self) -> Result<Loaded, StoreError> {
+        let mut out = Loaded::default();
         for kv in self.tree.iter() {
             let (k, v) = kv?;
             match serde_json::from_slice::<CampaignRecord>(&v) {
-                Ok(r) => good.push(r),
-                Err(e) => bad.push((String::from_utf8_lossy(&k).into_owned(), e.to_string())),
+                Ok(r) => out.records.push(r),
+                Err(e) => out
+                    .unreadable
+                    .push((String::from_utf8_lossy(&k).into_owned(), e.to_string())),
             }
         }
-        Ok((good, bad))
+        Ok(out)
     }
+}
+
+/// What [`CampaignStore::all`] read.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<CampaignRecord>,
+    /// (key, why) of each record that does not read.
+    pub unreadable: Vec<(String, String)>,
 }

@@ -174,7 +174,12 @@ pub fn status(r: &CampaignRecord, tally: &Tally, fleet: &Fleet, now: u64) -> Cam
     }
 }
 
-fn wave_state(phase: &Phase, wave: usize, current: Option<usize>, end: Option<&WaveEnd>) -> &'static str {
+fn wave_state(
+    phase: &Phase,
+    wave: usize,
+    current: Option<usize>,
+    end: Option<&WaveEnd>,
+) -> &'static str {
     let Some(cur) = current else {
         return "pending";
     };

@@ -40,6 +40,8 @@ use raw::RawConfig;
 
 /// Default `[bridge] client_id`.
 pub const DEFAULT_CLIENT_ID: &str = "ota-bridge";
+/// Longest `[bridge] client_id`: the egress connection appends `-out`.
+pub const MAX_CLIENT_ID: usize = 60;
 /// Default `[bridge] data_dir`, relative to the config file.
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Default `[bridge] command_window_secs`.
@@ -95,7 +97,8 @@ pub struct BridgeConfig {
     pub topics: Topics,
     /// Where the database lives (`data_dir/db`): what to back up.
     pub data_dir: PathBuf,
-    /// The bridge's MQTT client id (and persistent session name).
+    /// The bridge's MQTT client id (and persistent session name); its
+    /// publishing connection uses this plus `-out`.
     pub client_id: String,
     /// The bridge's broker login, resolved from `broker_user` (embedded) or
     /// `[broker] username/password` (external).
@@ -116,9 +119,26 @@ impl std::fmt::Debug for BridgeConfig {
             .field("prefix", &self.topics.prefix())
             .field("data_dir", &self.data_dir)
             .field("client_id", &self.client_id)
-            .field("credentials", &self.credentials.as_ref().map(|c| &c.username))
-            .field("operator_keys", &self.operator_keys.keys().map(hex::encode).collect::<Vec<_>>())
-            .field("release_keys", &self.release_keys.keys().map(hex::encode).collect::<Vec<_>>())
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|c| &c.username),
+            )
+            .field(
+                "operator_keys",
+                &self
+                    .operator_keys
+                    .keys()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "release_keys",
+                &self
+                    .release_keys
+                    .keys()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>(),
+            )
             .field("command_window_secs", &self.command_window_secs)
             .finish()
     }
@@ -214,7 +234,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&self, section: &'static str, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        section: &'static str,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Key {
             path: self.path.to_path_buf(),
             section,
@@ -233,10 +258,13 @@ impl Validator<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let broker_users = raw.broker.users.clone().unwrap_or_default();
-        let broker = raw.broker.validate().map_err(|source| ConfigError::Broker {
-            path: self.path.to_path_buf(),
-            source,
-        })?;
+        let broker = raw
+            .broker
+            .validate()
+            .map_err(|source| ConfigError::Broker {
+                path: self.path.to_path_buf(),
+                source,
+            })?;
         if broker.endpoint().tls {
             return Err(self.err(
                 "broker",
@@ -246,11 +274,21 @@ impl Validator<'_> {
             ));
         }
         let b = raw.bridge;
-        let topics = Topics::new(b.prefix.unwrap_or_else(|| schemas::DEFAULT_PREFIX.to_string()))
-            .map_err(|e| self.err("bridge", "prefix", e.to_string()))?;
+        let topics = Topics::new(
+            b.prefix
+                .unwrap_or_else(|| schemas::DEFAULT_PREFIX.to_string()),
+        )
+        .map_err(|e| self.err("bridge", "prefix", e.to_string()))?;
         let client_id = b.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_string());
         if let Err(e) = schemas::DeviceId::new(client_id.as_str()) {
             return Err(self.err("bridge", "client_id", e.to_string()));
+        }
+        if client_id.len() > MAX_CLIENT_ID {
+            return Err(self.err(
+                "bridge",
+                "client_id",
+                format!("at most {MAX_CLIENT_ID} characters: the publishing connection appends \"-out\""),
+            ));
         }
         let credentials = self.bridge_credentials(&broker, &broker_users, b.broker_user)?;
         let command_window_secs = b.command_window_secs.unwrap_or(DEFAULT_COMMAND_WINDOW_SECS);
@@ -261,7 +299,9 @@ impl Validator<'_> {
                 format!("{command_window_secs} is outside 10..=86400 seconds"),
             ));
         }
-        let metrics_secs = b.metrics_interval_secs.unwrap_or(DEFAULT_METRICS_INTERVAL_SECS);
+        let metrics_secs = b
+            .metrics_interval_secs
+            .unwrap_or(DEFAULT_METRICS_INTERVAL_SECS);
         if metrics_secs == 0 {
             return Err(self.err("bridge", "metrics_interval_secs", "must be at least 1"));
         }
@@ -287,7 +327,11 @@ impl Validator<'_> {
         }
         let max_batch = s.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
         if !(1..=65_536).contains(&max_batch) {
-            return Err(self.err("status", "max_batch", format!("{max_batch} is outside 1..=65536")));
+            return Err(self.err(
+                "status",
+                "max_batch",
+                format!("{max_batch} is outside 1..=65536"),
+            ));
         }
         let status = StatusConfig {
             commit_window: Duration::from_millis(commit_ms),
@@ -303,7 +347,11 @@ impl Validator<'_> {
         let operator_credentials = match (o.username, o.password) {
             (None, None) => None,
             (None, Some(_)) => {
-                return Err(self.err("operator", "password", "given without a username: set [operator] username too"))
+                return Err(self.err(
+                    "operator",
+                    "password",
+                    "given without a username: set [operator] username too",
+                ))
             }
             (Some(username), password) => Some(broker::Credentials {
                 username,
@@ -373,18 +421,30 @@ impl Validator<'_> {
         }
     }
 
-    fn keys(&self, key: &'static str, files: Vec<PathBuf>) -> Result<BTreeMap<Kid, VerifyingKey>, ConfigError> {
+    fn keys(
+        &self,
+        key: &'static str,
+        files: Vec<PathBuf>,
+    ) -> Result<BTreeMap<Kid, VerifyingKey>, ConfigError> {
         let mut out = BTreeMap::new();
         for (i, file) in files.into_iter().enumerate() {
             let at = format!("{key}[{i}]");
             let path = self.resolve(file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| self.err("bridge", at.clone(), format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                self.err(
+                    "bridge",
+                    at.clone(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             let vk = schemas::keys::parse_verifying_key(&text).map_err(|e| {
                 self.err(
                     "bridge",
                     at.clone(),
-                    format!("{}: {e} (list public key files, the .pub of `ota keygen`)", path.display()),
+                    format!(
+                        "{}: {e} (list public key files, the .pub of `ota keygen`)",
+                        path.display()
+                    ),
                 )
             })?;
             out.insert(schemas::keys::kid(&vk), vk);
@@ -453,7 +513,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.bridge.topics.prefix(), "plant-7/ota/v1");
         assert_eq!(c.bridge.data_dir, PathBuf::from("/var/lib/ota"));
-        assert_eq!(c.bridge.operator_keys.get(&schemas::keys::kid(&op)), Some(&op));
+        assert_eq!(
+            c.bridge.operator_keys.get(&schemas::keys::kid(&op)),
+            Some(&op)
+        );
         assert_eq!(c.bridge.release_keys.len(), 1);
         assert_eq!(c.bridge.credentials.as_ref().unwrap().password, "s3cret");
         assert_eq!(c.status.max_batch, 100);
@@ -472,15 +535,33 @@ mod tests {
             ("[bridge]\nprefx = \"x\"", "prefx"),
             ("[bridge]\nprefix = \"a/#\"", "[bridge] prefix"),
             ("[bridge]\nclient_id = \"a/b\"", "[bridge] client_id"),
-            ("[bridge]\noperator_keys = [\"missing.pub\"]", "[bridge] operator_keys[0]: cannot read"),
-            ("[bridge]\noperator_keys = [\"bad.pub\"]", "[bridge] operator_keys[0]"),
-            ("[bridge]\ncommand_window_secs = 1", "[bridge] command_window_secs"),
+            (
+                "[bridge]\noperator_keys = [\"missing.pub\"]",
+                "[bridge] operator_keys[0]: cannot read",
+            ),
+            (
+                "[bridge]\noperator_keys = [\"bad.pub\"]",
+                "[bridge] operator_keys[0]",
+            ),
+            (
+                "[bridge]\ncommand_window_secs = 1",
+                "[bridge] command_window_secs",
+            ),
             ("[bridge]\nbroker_user = \"x\"", "[bridge] broker_user"),
-            ("[broker.users]\nu = \"p\"", "[bridge] broker_user: required"),
+            (
+                "[broker.users]\nu = \"p\"",
+                "[bridge] broker_user: required",
+            ),
             ("[status]\nmax_batch = 0", "[status] max_batch"),
-            ("[status]\ncommit_window_ms = 5000", "[status] commit_window_ms"),
+            (
+                "[status]\ncommit_window_ms = 5000",
+                "[status] commit_window_ms",
+            ),
             ("[broker]\nmode = \"external\"", "[broker] url"),
-            ("[broker]\nmode = \"external\"\nurl = \"mqtts://h\"", "[broker] url: mqtts://"),
+            (
+                "[broker]\nmode = \"external\"\nurl = \"mqtts://h\"",
+                "[broker] url: mqtts://",
+            ),
             ("[operator]\npassword = \"p\"", "[operator] password"),
             ("[nope]\n", "nope"),
             ("[bridge\n", "not valid"),
@@ -490,7 +571,9 @@ mod tests {
             assert!(e.contains(needle), "{text:?} gave {e}");
             assert!(e.contains("ota.toml"), "{e}");
         }
-        let e = Config::load(&dir.path().join("absent.toml")).unwrap_err().to_string();
+        let e = Config::load(&dir.path().join("absent.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read config file"), "{e}");
     }
 

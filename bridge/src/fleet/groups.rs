@@ -57,12 +57,12 @@ impl Group {
         let rule = match (selector, members) {
             (Some(_), Some(_)) => return Err(GroupError::Both(name)),
             (None, None) => return Err(GroupError::Neither(name)),
-            (Some(s), None) => GroupRule::Selector(Selector::parse(s).map_err(|source| {
-                GroupError::Selector {
+            (Some(s), None) => {
+                GroupRule::Selector(Selector::parse(s).map_err(|source| GroupError::Selector {
                     name: name.clone(),
                     source,
-                }
-            })?),
+                })?)
+            }
             (None, Some(m)) => {
                 if m.len() > MAX_MEMBERS {
                     return Err(GroupError::TooMany(name));
@@ -109,7 +109,12 @@ impl Group {
 
     /// Back from the stored form.
     pub fn from_record(r: GroupRecord) -> Result<Self, GroupError> {
-        Self::new(r.name, r.selector.as_deref(), r.members.as_deref(), r.updated)
+        Self::new(
+            r.name,
+            r.selector.as_deref(),
+            r.members.as_deref(),
+            r.updated,
+        )
     }
 }
 
@@ -196,7 +201,10 @@ mod tests {
         DeviceId::new(s).unwrap()
     }
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -205,7 +213,10 @@ mod tests {
         gs.put(Group::new(g("acme"), Some("customer=acme"), None, 1).unwrap());
         gs.put(Group::new(g("canary"), None, Some(&[d("dev-1"), d("dev-9")]), 1).unwrap());
         let acme = labels(&[("customer", "acme")]);
-        assert_eq!(gs.groups_of(&d("dev-1"), &acme), vec![g("acme"), g("canary")]);
+        assert_eq!(
+            gs.groups_of(&d("dev-1"), &acme),
+            vec![g("acme"), g("canary")]
+        );
         assert_eq!(gs.groups_of(&d("dev-2"), &acme), vec![g("acme")]);
         assert!(gs.groups_of(&d("dev-2"), &labels(&[])).is_empty());
         assert_eq!(gs.listed_devices().len(), 2);
@@ -215,8 +226,14 @@ mod tests {
 
     #[test]
     fn a_definition_needs_exactly_one_rule() {
-        assert!(matches!(Group::new(g("x"), None, None, 0), Err(GroupError::Neither(_))));
-        assert!(matches!(Group::new(g("x"), Some("a=b"), Some(&[]), 0), Err(GroupError::Both(_))));
+        assert!(matches!(
+            Group::new(g("x"), None, None, 0),
+            Err(GroupError::Neither(_))
+        ));
+        assert!(matches!(
+            Group::new(g("x"), Some("a=b"), Some(&[]), 0),
+            Err(GroupError::Both(_))
+        ));
         let e = Group::new(g("x"), Some("a="), None, 0).unwrap_err();
         assert!(e.to_string().contains("group x: selector"), "{e}");
     }

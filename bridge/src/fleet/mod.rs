@@ -61,7 +61,10 @@ impl Fleet {
             gs.put(g);
         }
         Self {
-            persisted_seen: devices.iter().map(|d| (d.id.clone(), d.last_seen)).collect(),
+            persisted_seen: devices
+                .iter()
+                .map(|d| (d.id.clone(), d.last_seen))
+                .collect(),
             devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
             groups: gs,
             published,
@@ -78,8 +81,11 @@ impl Fleet {
     /// Registers or updates a device from its Hello. A Hello also means the
     /// device is online now.
     pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
-        let versions: BTreeMap<String, String> =
-            h.versions.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let versions: BTreeMap<String, String> = h
+            .versions
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         self.persisted_seen.insert(id.clone(), now);
         match self.devices.get_mut(id) {
             None => {
@@ -192,7 +198,11 @@ impl Fleet {
     /// The groups a device is in now (registered or explicitly listed).
     pub fn groups_of(&self, id: &DeviceId) -> Vec<GroupName> {
         static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-        let labels = self.devices.get(id).map(|d| &d.labels).unwrap_or(&NO_LABELS);
+        let labels = self
+            .devices
+            .get(id)
+            .map(|d| &d.labels)
+            .unwrap_or(&NO_LABELS);
         self.groups.groups_of(id, labels)
     }
 
@@ -201,7 +211,10 @@ impl Fleet {
         let Some(g) = self.groups.get(group) else {
             return Vec::new();
         };
-        self.devices.values().filter(|d| g.contains(&d.id, &d.labels)).collect()
+        self.devices
+            .values()
+            .filter(|d| g.contains(&d.id, &d.labels))
+            .collect()
     }
 
     /// The membership last published to a device.
@@ -213,7 +226,10 @@ impl Fleet {
     /// listed or previously published) and returns the devices whose groups
     /// changed since last published, recording them as published. The
     /// caller publishes each one.
-    pub fn membership_changes(&mut self, only: Option<&DeviceId>) -> Vec<(DeviceId, Vec<GroupName>)> {
+    pub fn membership_changes(
+        &mut self,
+        only: Option<&DeviceId>,
+    ) -> Vec<(DeviceId, Vec<GroupName>)> {
         let scope: BTreeSet<DeviceId> = match only {
             Some(id) => [id.clone()].into(),
             None => self
@@ -253,7 +269,10 @@ mod tests {
             proto: 1,
             arch: "esp32".into(),
             versions: [(ComponentName::new("main").unwrap(), "1.0.0".into())].into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             boot_id: boot.into(),
             epoch: Epoch::new("ep000001").unwrap(),
             outbox: 1,
@@ -312,7 +331,10 @@ mod tests {
         );
         // A label change moves a device.
         f.hello(&d("b"), &hello("b1", &[("customer", "acme")]), 2);
-        assert_eq!(f.membership_changes(Some(&d("b"))), vec![(d("b"), vec![g("acme"), g("canary")])]);
+        assert_eq!(
+            f.membership_changes(Some(&d("b"))),
+            vec![(d("b"), vec![g("acme"), g("canary")])]
+        );
         // Deleting a group empties memberships, published once.
         f.remove_group(&g("canary"));
         let ch = f.membership_changes(None);

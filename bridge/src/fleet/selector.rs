@@ -297,7 +297,10 @@ impl<'a> Parser<'a> {
         match self.next() {
             Tok::Open => {}
             other => {
-                return Err(self.err(self.tok_col, format!("expected `(` after `{op}`, found {other}")))
+                return Err(self.err(
+                    self.tok_col,
+                    format!("expected `(` after `{op}`, found {other}"),
+                ))
             }
         }
         let mut values = vec![self.word("a value in the list")?];
@@ -321,7 +324,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sel(s: &str) -> Selector {
@@ -331,7 +337,11 @@ mod tests {
     #[test]
     fn equality_and_conjunction() {
         let s = sel("customer=acme,line=3");
-        assert!(s.matches(&labels(&[("customer", "acme"), ("line", "3"), ("site", "x")])));
+        assert!(s.matches(&labels(&[
+            ("customer", "acme"),
+            ("line", "3"),
+            ("site", "x")
+        ])));
         assert!(!s.matches(&labels(&[("customer", "acme"), ("line", "4")])));
         assert!(!s.matches(&labels(&[("customer", "acme")])));
         assert_eq!(sel("customer==acme"), sel("customer=acme"));
@@ -401,6 +411,9 @@ mod tests {
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
         }
         let long = "a=b,".repeat(300);
-        assert!(Selector::parse(&long).unwrap_err().message.contains("longer"));
+        assert!(Selector::parse(&long)
+            .unwrap_err()
+            .message
+            .contains("longer"));
     }
 }

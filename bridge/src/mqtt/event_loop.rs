@@ -49,14 +49,16 @@ enum Step {
     OwnerGone,
 }
 
-/// The connection as the rest of the bridge sees it.
+/// The link as the rest of the bridge sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LinkState {
-    /// Connected to the broker now.
+    /// The ingress connection is up.
     pub connected: bool,
     /// Our subscriptions are in place (SubAck received, or the broker kept
     /// the session): devices' messages reach the bridge.
     pub subscribed: bool,
+    /// The egress (publishing) connection is up.
+    pub egress_connected: bool,
     /// ConnAcks so far.
     pub connects: u64,
 }
@@ -103,12 +105,24 @@ impl MqttLoop {
 
     /// The filters the bridge subscribes to.
     fn filters(&self) -> Vec<SubscribeFilter> {
-        let mut f = vec![Filter::AllHello, Filter::AllStatus, Filter::AllPresence, Filter::OpsCommands];
+        let mut f = vec![
+            Filter::AllHello,
+            Filter::AllStatus,
+            Filter::AllPresence,
+            Filter::OpsCommands,
+        ];
         if self.routes.blocks.is_some() {
             f.push(Filter::AllRequests);
         }
         f.into_iter()
-            .map(|f| SubscribeFilter::new(self.topics.filter(f), QoS::AtLeastOnce))
+            .map(|f| {
+                // BlockRequests at QoS 0: they need no durability (a device
+                // asks again after each quiet spell; a request queued while
+                // the bridge was away is stale anyway), and no PUBACK
+                // round trip per request under a download storm.
+                let qos = if f == Filter::AllRequests { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                SubscribeFilter::new(self.topics.filter(f), qos)
+            })
             .collect()
     }
 
@@ -231,6 +245,9 @@ impl MqttLoop {
             qos: p.qos,
             generation: self.generation.load(Ordering::Acquire),
         };
+        // Every delivery takes its place in the PUBACK order now, whoever
+        // finishes it and whenever.
+        self.publisher.register_delivery(&ack);
         let topic_str = p.topic.as_str();
         let topic = match self.topics.parse(topic_str) {
             Ok(t) => t,
@@ -287,6 +304,7 @@ impl MqttLoop {
     }
 
     fn retry_owed(&mut self) {
+        self.publisher.drain_acks();
         while let Some(t) = self.owed.pop_front() {
             if let Err(t) = self.publisher.try_ack(t) {
                 self.owed.push_front(t);

@@ -147,6 +147,9 @@ mod tests {
         assert_eq!(Target::of(&Topic::Request(d.clone())), Some(Target::Blocks));
         assert_eq!(Target::of(&Topic::Ack(d.clone())), None);
         assert_eq!(Target::of(&Topic::Groups(d)), None);
-        assert_eq!(Target::of(&Topic::GroupCampaign(GroupName::new("g").unwrap())), None);
+        assert_eq!(
+            Target::of(&Topic::GroupCampaign(GroupName::new("g").unwrap())),
+            None
+        );
     }
 }

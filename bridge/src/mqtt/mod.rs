@@ -1,11 +1,17 @@
-//! The bridge's one MQTT connection: options, the event loop task, what it
-//! hands to the actors, and the [`Publisher`] they answer with.
+//! The bridge's MQTT link: an ingress connection (persistent session,
+//! subscriptions, manual PUBACKs) and an egress connection (publishes),
+//! the event loop tasks, what they hand to the actors, and the
+//! [`Publisher`] the actors answer with.
 //!
-//! - [`options`]: persistent session, manual acks, packet limits.
-//! - [`event_loop`]: the task that polls rumqttc and routes publishes.
+//! - [`options`]: both connections' options, and why there are two.
+//! - [`event_loop`]: the ingress task that polls rumqttc and routes publishes.
+//! - [`egress`]: the egress task.
 //! - [`inbound`]: [`Incoming`], [`AckToken`] and the routing table.
+//! - [`ack_order`]: PUBACKs released in delivery order (rumqttd requires it).
 //! - [`publisher`]: [`Publisher`], cloneable, for every actor.
 
+pub mod ack_order;
+pub mod egress;
 pub mod event_loop;
 pub mod inbound;
 pub mod options;

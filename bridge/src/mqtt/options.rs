@@ -1,4 +1,21 @@
-//! The bridge's rumqttc options.
+//! The bridge's two rumqttc connections.
+//!
+//! - **Ingress** (`client_id`): the persistent session (`clean_session =
+//!   false`) holding the subscriptions, with manual acks: a report is
+//!   acknowledged to the broker only once it is stored, so reports queued
+//!   at an external broker survive a bridge restart. It sends nothing but
+//!   SUBSCRIBE and PUBACKs.
+//! - **Egress** (`client_id` + [`EGRESS_SUFFIX`]): a clean session that
+//!   only publishes (StatusAcks, memberships, replies, blocks).
+//!
+//! Why two: rumqttc stops reading its request queue (PUBACKs included)
+//! while its own window of unacknowledged publishes is full, and rumqttd
+//! 0.20 withholds its PUBACKs and PINGRESP to a connection whose window of
+//! deliveries to it is full until that connection PUBACKs something
+//! (`router/routing.rs`: a `FreshData` reschedule does not wake an
+//! `InflightFull` pause). On one connection each side waits for the other
+//! and the link stalls until keep-alive kills it. On the ingress connection
+//! PUBACKs never queue behind publishes.
 
 use std::time::Duration;
 
@@ -15,19 +32,16 @@ use crate::config::Config;
 pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 /// Largest packet the bridge sends: a block or an announcement, with room.
 pub const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
-/// Requests (publishes, acks) queued for the event loop.
+/// Requests (publishes, acks) queued for each event loop.
 pub const REQUEST_QUEUE: usize = 4096;
 /// The bridge's keep-alive.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Appended to `client_id` for the egress connection.
+pub const EGRESS_SUFFIX: &str = "-out";
 
-/// Persistent session (`clean_session = false`) and manual acks: a report
-/// is acknowledged to the broker only once it is stored, so reports queued
-/// at an external broker survive a bridge restart.
-pub fn mqtt_options(config: &Config) -> MqttOptions {
+fn base(config: &Config, client_id: String) -> MqttOptions {
     let ep = config.endpoint();
-    let mut o = MqttOptions::new(config.bridge.client_id.clone(), ep.host, ep.port);
-    o.set_clean_session(false);
-    o.set_manual_acks(true);
+    let mut o = MqttOptions::new(client_id, ep.host, ep.port);
     o.set_keep_alive(KEEP_ALIVE);
     let incoming = match &config.broker {
         broker::BrokerConfig::Embedded(e) => MAX_INCOMING_PACKET.max(e.max_payload_size + 1024),
@@ -37,5 +51,20 @@ pub fn mqtt_options(config: &Config) -> MqttOptions {
     if let Some(c) = &config.bridge.credentials {
         o.set_credentials(c.username.clone(), c.password.clone());
     }
+    o
+}
+
+/// The ingress connection: persistent session, manual acks.
+pub fn ingress_options(config: &Config) -> MqttOptions {
+    let mut o = base(config, config.bridge.client_id.clone());
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    o
+}
+
+/// The egress connection: a clean session that only publishes.
+pub fn egress_options(config: &Config) -> MqttOptions {
+    let mut o = base(config, format!("{}{EGRESS_SUFFIX}", config.bridge.client_id));
+    o.set_clean_session(true);
     o
 }

@@ -1,6 +1,8 @@
 //! [`Publisher`]: how actors publish and acknowledge. Cloneable; every
-//! method only queues a request for the event loop, which keeps draining
-//! the queue, so awaiting here is safe in any task but the event loop.
+//! method only queues a request for an event loop, which keeps draining
+//! its queue, so awaiting here is safe in any task but the event loops.
+//! Publishes go out on the egress connection, PUBACKs on the ingress one
+//! (see [`super::options`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, QoS};
 use schemas::topic::{Topic, Topics};
 
+use super::ack_order::AckOrder;
 use super::inbound::AckToken;
 use crate::store::{RetainedStore, StoreError};
 
@@ -24,25 +27,55 @@ pub enum PublishError {
 /// Publishes on the bridge's connection.
 #[derive(Clone)]
 pub struct Publisher {
+    /// Egress: publishes.
     client: AsyncClient,
+    /// Ingress: subscribe and PUBACKs.
+    ingress: AsyncClient,
     topics: Arc<Topics>,
     retained: RetainedStore,
     generation: Arc<AtomicU64>,
+    /// PUBACKs go out in delivery order (see [`super::ack_order`]).
+    acks: Arc<AckOrder>,
 }
 
 impl Publisher {
     pub(crate) fn new(
-        client: AsyncClient,
+        egress: AsyncClient,
+        ingress: AsyncClient,
         topics: Topics,
         retained: RetainedStore,
         generation: Arc<AtomicU64>,
     ) -> Self {
         Self {
-            client,
+            client: egress,
+            ingress,
             topics: Arc::new(topics),
             retained,
             generation,
+            acks: Arc::new(AckOrder::default()),
         }
+    }
+
+    /// Records a delivery that will owe a PUBACK (the event loop calls it
+    /// as each QoS 1 publish arrives, before handing it on).
+    pub(crate) fn register_delivery(&self, token: &AckToken) {
+        if token.qos != QoS::AtMostOnce {
+            self.acks.register(token.generation, token.pkid);
+        }
+    }
+
+    /// Sends every PUBACK that is due, in delivery order, as far as the
+    /// client's request queue takes them. True when none is left waiting.
+    pub(crate) fn drain_acks(&self) -> bool {
+        let mut full = false;
+        self.acks.drain(|pkid| {
+            let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
+            p.pkid = pkid;
+            let ok = self.ingress.try_ack(&p).is_ok();
+            full |= !ok;
+            ok
+        });
+        !full
     }
 
     /// The topic set (prefix) in use.
@@ -51,14 +84,24 @@ impl Publisher {
     }
 
     /// Publishes at QoS 1.
-    pub async fn publish(&self, topic: &Topic, payload: impl Into<Bytes>, retain: bool) -> Result<(), PublishError> {
-        self.publish_str(self.topics.build(topic), payload.into(), retain).await
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+        retain: bool,
+    ) -> Result<(), PublishError> {
+        self.publish_str(self.topics.build(topic), payload.into(), retain)
+            .await
     }
 
     /// Records `payload` as the retained message of `topic` in the store
     /// (durable at the next flush), then publishes it retained. An empty
     /// payload withdraws the retained message.
-    pub async fn retain(&self, topic: &Topic, payload: impl Into<Bytes>) -> Result<(), PublishError> {
+    pub async fn retain(
+        &self,
+        topic: &Topic,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
         let payload = payload.into();
         let t = self.topics.build(topic);
         self.retained.put(&t, &payload)?;
@@ -66,44 +109,63 @@ impl Publisher {
     }
 
     /// Publishes on a topic string taken from the retained tree.
-    pub(crate) async fn publish_str(&self, topic: String, payload: Bytes, retain: bool) -> Result<(), PublishError> {
+    pub(crate) async fn publish_str(
+        &self,
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+    ) -> Result<(), PublishError> {
         self.client
             .publish_bytes(topic, QoS::AtLeastOnce, retain, payload)
             .await
             .map_err(|_| PublishError::Closed)
     }
 
-    /// Sends the PUBACK a message owes, unless it came on an earlier
-    /// connection (the broker redelivers it on this one, and the store
-    /// deduplicates).
+    /// Marks a message's work done; its PUBACK goes out once every message
+    /// delivered before it is done too (rumqttd drops a connection that
+    /// acknowledges out of order). A message from an earlier connection
+    /// owes nothing: the broker redelivers it on this one, and the store
+    /// deduplicates.
     pub async fn ack(&self, token: AckToken) -> Result<(), PublishError> {
-        if token.qos == QoS::AtMostOnce || token.generation != self.generation.load(Ordering::Acquire) {
+        if token.qos == QoS::AtMostOnce
+            || token.generation != self.generation.load(Ordering::Acquire)
+        {
             return Ok(());
         }
-        let mut p = rumqttc::Publish::new("", token.qos, Vec::new());
-        p.pkid = token.pkid;
-        self.client.ack(&p).await.map_err(|_| PublishError::Closed)
+        if self.acks.complete(token.generation, token.pkid) {
+            // What the queue could not take now, the event loop sends on
+            // its next turn.
+            self.drain_acks();
+        }
+        Ok(())
     }
 
-    /// The same, without waiting: for the event loop itself. Gives the token
-    /// back when the request queue is full.
+    /// The same, for the event loop itself. Never waits; acks the client
+    /// queue cannot take yet stay due and go out on a later turn.
     pub(crate) fn try_ack(&self, token: AckToken) -> Result<(), AckToken> {
-        if token.qos == QoS::AtMostOnce || token.generation != self.generation.load(Ordering::Acquire) {
+        if token.qos == QoS::AtMostOnce
+            || token.generation != self.generation.load(Ordering::Acquire)
+        {
             return Ok(());
         }
-        let mut p = rumqttc::Publish::new("", token.qos, Vec::new());
-        p.pkid = token.pkid;
-        self.client.try_ack(&p).map_err(|_| token)
+        if self.acks.complete(token.generation, token.pkid) {
+            self.drain_acks();
+        }
+        Ok(())
     }
 
     /// Queues a SUBSCRIBE without waiting; `Err` when the queue is full.
-    pub(crate) fn try_subscribe_many(&self, filters: Vec<rumqttc::SubscribeFilter>) -> Result<(), ()> {
-        self.client.try_subscribe_many(filters).map_err(|_| ())
+    pub(crate) fn try_subscribe_many(
+        &self,
+        filters: Vec<rumqttc::SubscribeFilter>,
+    ) -> Result<(), ()> {
+        self.ingress.try_subscribe_many(filters).map_err(|_| ())
     }
 
-    /// Asks the event loop to disconnect cleanly.
+    /// Asks both event loops to disconnect cleanly.
     pub(crate) async fn disconnect(&self) {
-        // Fails only if the loop is gone already, which is what we want.
+        // Fails only if a loop is gone already, which is what we want.
         let _ = self.client.disconnect().await;
+        let _ = self.ingress.disconnect().await;
     }
 }

@@ -209,7 +209,10 @@ mod tests {
             ..seen.clone()
         };
         assert_eq!(a.seed([&seen, &refused]), 1);
-        assert_eq!(a.check(&cmd(&k, "r1", 1000), 1010).unwrap_err().reason, DropReason::CommandReplayed);
+        assert_eq!(
+            a.check(&cmd(&k, "r1", 1000), 1010).unwrap_err().reason,
+            DropReason::CommandReplayed
+        );
         // A refused (e.g. forged) request id does not block a genuine one.
         assert!(a.check(&cmd(&k, "r2", 1000), 1010).is_ok());
     }

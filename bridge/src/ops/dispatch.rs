@@ -7,11 +7,17 @@ use super::{fleet_cmds, OpsError};
 use crate::core::CoreState;
 
 /// Runs an accepted command; its JSON result is the reply's `result`.
-pub async fn dispatch(state: &mut CoreState, cmd: Command, now: u64) -> Result<serde_json::Value, OpsError> {
+pub async fn dispatch(
+    state: &mut CoreState,
+    cmd: Command,
+    now: u64,
+) -> Result<serde_json::Value, OpsError> {
     match cmd {
-        Command::GroupPut { name, selector, members } => {
-            fleet_cmds::group_put(state, name, selector, members, now).await
-        }
+        Command::GroupPut {
+            name,
+            selector,
+            members,
+        } => fleet_cmds::group_put(state, name, selector, members, now).await,
         Command::GroupDelete { name } => fleet_cmds::group_delete(state, name).await,
         Command::GroupList => fleet_cmds::group_list(state),
         Command::DeviceList { group } => fleet_cmds::device_list(state, group.as_ref()),
@@ -22,7 +28,11 @@ pub async fn dispatch(state: &mut CoreState, cmd: Command, now: u64) -> Result<s
         | Command::ArtifactDelete { .. }) => {
             // Delete is refused while a campaign that has not ended uses it.
             let in_use = |a: &schemas::ArtifactId| crate::campaign::hooks::user_of(state, a);
-            state.artifacts.handle(&cmd, &in_use).await.map_err(OpsError::Invalid)
+            state
+                .artifacts
+                .handle(&cmd, &in_use)
+                .await
+                .map_err(OpsError::Invalid)
         }
         cmd @ (Command::CampaignCreate { .. }
         | Command::CampaignStart { .. }

@@ -106,7 +106,12 @@ pub async fn group_put(
     state
         .event(
             "group.put",
-            format!("group {} {} ({} devices)", g.name, if replaced { "replaced" } else { "created" }, group.devices),
+            format!(
+                "group {} {} ({} devices)",
+                g.name,
+                if replaced { "replaced" } else { "created" },
+                group.devices
+            ),
             serde_json::json!({ "group": g.name, "devices": group.devices }),
         )
         .await?;
@@ -118,7 +123,10 @@ pub async fn group_put(
 }
 
 /// `group delete NAME`
-pub async fn group_delete(state: &mut CoreState, name: GroupName) -> Result<serde_json::Value, OpsError> {
+pub async fn group_delete(
+    state: &mut CoreState,
+    name: GroupName,
+) -> Result<serde_json::Value, OpsError> {
     if state.fleet.remove_group(&name).is_none() {
         return Err(OpsError::NotFound(format!(
             "group {name} does not exist: see `ota group list`"
@@ -143,12 +151,20 @@ pub async fn group_delete(state: &mut CoreState, name: GroupName) -> Result<serd
 
 /// `group list`
 pub fn group_list(state: &CoreState) -> Result<serde_json::Value, OpsError> {
-    let groups = state.fleet.groups().iter().map(|g| group_view(state, g)).collect();
+    let groups = state
+        .fleet
+        .groups()
+        .iter()
+        .map(|g| group_view(state, g))
+        .collect();
     Ok(to_json(&GroupList { groups }))
 }
 
 /// `devices list [--group G]`
-pub fn device_list(state: &CoreState, group: Option<&GroupName>) -> Result<serde_json::Value, OpsError> {
+pub fn device_list(
+    state: &CoreState,
+    group: Option<&GroupName>,
+) -> Result<serde_json::Value, OpsError> {
     let devices = match group {
         None => state.fleet.devices().map(|r| view(state, r)).collect(),
         Some(g) => {
@@ -157,7 +173,12 @@ pub fn device_list(state: &CoreState, group: Option<&GroupName>) -> Result<serde
                     "group {g} does not exist: see `ota group list`"
                 )));
             }
-            state.fleet.devices_in(g).into_iter().map(|r| view(state, r)).collect()
+            state
+                .fleet
+                .devices_in(g)
+                .into_iter()
+                .map(|r| view(state, r))
+                .collect()
         }
     };
     Ok(to_json(&DeviceList { devices }))

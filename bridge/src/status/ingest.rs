@@ -1,10 +1,10 @@
 //! The status ingest actor: Hello and Status in one ordered inbox, stored
 //! with group commit, acknowledged only once durable.
 //!
-//! A batch gathers from its first message until `commit_window` passes,
-//! `max_batch` messages are in, or the inbox stays empty for [`IDLE_GAP`]
-//! (the broker sends no more until we acknowledge: waiting longer only adds
-//! latency). Then, in this order:
+//! A batch takes whatever is in the inbox, and keeps taking while more
+//! arrives (checked after yielding to the event loop a few times), until
+//! the inbox stays empty, `max_batch` messages are in, or `commit_window`
+//! has passed since its first message. Then, in this order:
 //!
 //! 1. every message is applied: a Hello sets the device's ack counter (its
 //!    epoch and outbox); a Status is stored as its exact bytes (a duplicate
@@ -15,14 +15,25 @@
 //!    retained StatusAck, once;
 //! 5. registry news (Hellos, last seen, campaign state changes) go to core.
 //!
+//! **When the PUBACK goes.** The device's guarantee is the StatusAck, which
+//! always waits for the flush. The MQTT PUBACK only matters to a broker
+//! that keeps the bridge's session across a bridge crash: with an external
+//! broker it is sent after the flush (step 4), so reports it holds survive
+//! a `kill -9` of the bridge. The embedded broker lives in the bridge's
+//! process and keeps sessions in memory only, so holding the PUBACK back
+//! protects nothing there and would cap each commit at rumqttd's fixed
+//! window of 100 unacknowledged deliveries: with it a message is
+//! acknowledged when it enters a batch ([`AckPolicy::OnReceipt`]), which
+//! still bounds what the broker sends ahead.
+//!
 //! A message that does not decode, or a Status from a device that never
 //! said Hello, is counted, logged and acknowledged, never stored. A store
 //! error stops the actor (and the bridge): nothing unstored is ever
-//! acknowledged, and the broker redelivers it after the restart.
+//! acknowledged with a StatusAck, and an external broker redelivers what
+//! was not PUBACKed after the restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use schemas::msg::{DecodeError, Hello, Status, StatusAck, WireMessage};
@@ -43,8 +54,9 @@ use crate::store::status::Inserted;
 use crate::store::{CurrentState, EpochRecord, Store, StoreError};
 use crate::BridgeError;
 
-/// A batch commits early when no message arrived for this long.
-pub const IDLE_GAP: Duration = Duration::from_micros(500);
+/// How many times a batch yields to the event loop for more messages
+/// before it commits (tokio's timers are too coarse, at 1 ms, for this).
+pub const IDLE_YIELDS: usize = 4;
 /// The inbox: more than any broker's in-flight window, so the event loop's
 /// `try_send` normally succeeds.
 pub const INBOX: usize = 8192;
@@ -58,6 +70,26 @@ pub struct Ingest {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: StatusConfig,
     pub(crate) tracker: AckTracker,
+    pub(crate) ack_policy: AckPolicy,
+}
+
+/// When a message's MQTT PUBACK is sent (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// After the batch is flushed: the broker keeps what is not stored.
+    AfterFlush,
+    /// When the message enters a batch: for a broker that dies with us.
+    OnReceipt,
+}
+
+impl AckPolicy {
+    /// The policy for a broker config.
+    pub fn for_broker(b: &broker::BrokerConfig) -> Self {
+        match b {
+            broker::BrokerConfig::Embedded(_) => AckPolicy::OnReceipt,
+            broker::BrokerConfig::External(_) => AckPolicy::AfterFlush,
+        }
+    }
 }
 
 /// What one device's part of a batch did.
@@ -76,7 +108,11 @@ impl Ingest {
             let mut acks = DeviceAcks::new(r.epoch.clone(), r.base);
             acks.next = r.next.max(r.base);
             // Reports stored above a gap when the bridge stopped.
-            for seq in store.status.seqs_from(&id, &r.epoch, acks.next, super::tracker::MAX_ABOVE)? {
+            for seq in
+                store
+                    .status
+                    .seqs_from(&id, &r.epoch, acks.next, super::tracker::MAX_ABOVE)?
+            {
                 acks.stored(seq);
             }
             t.restore(id, acks);
@@ -97,7 +133,7 @@ impl Ingest {
                     None => break,
                 },
             };
-            let batch = self.gather(first).await;
+            let batch = self.gather(first).await?;
             self.commit(batch).await?;
         }
         debug!("status ingest stopped");
@@ -110,7 +146,9 @@ impl Ingest {
         let mut n = 0u64;
         for (topic, payload) in self.store.retained.all()? {
             if matches!(self.publisher.topics().parse(&topic), Ok(Topic::Ack(_))) {
-                self.publisher.publish_str(topic, payload.into(), true).await?;
+                self.publisher
+                    .publish_str(topic, payload.into(), true)
+                    .await?;
                 n += 1;
             }
         }
@@ -121,32 +159,37 @@ impl Ingest {
         Ok(())
     }
 
-    async fn gather(&mut self, first: Incoming) -> Vec<Incoming> {
+    async fn gather(&mut self, first: Incoming) -> Result<Vec<Incoming>, BridgeError> {
         let max = self.config.max_batch;
         let mut batch = Vec::with_capacity(max.min(1024));
-        batch.push(first);
+        self.take(&mut batch, first).await?;
         let deadline = Instant::now() + self.config.commit_window;
-        while batch.len() < max {
+        let mut idle = 0;
+        while batch.len() < max && Instant::now() < deadline {
             match self.rx.try_recv() {
                 Ok(m) => {
-                    batch.push(m);
-                    continue;
+                    idle = 0;
+                    self.take(&mut batch, m).await?;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let wait = (deadline - now).min(IDLE_GAP);
-            match tokio::time::timeout(wait, self.rx.recv()).await {
-                Ok(Some(m)) => batch.push(m),
-                // Closed, or idle: commit what we have.
-                Ok(None) | Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if idle == IDLE_YIELDS {
+                        break;
+                    }
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                }
             }
         }
-        batch
+        Ok(batch)
+    }
+
+    async fn take(&mut self, batch: &mut Vec<Incoming>, m: Incoming) -> Result<(), BridgeError> {
+        if self.ack_policy == AckPolicy::OnReceipt {
+            self.publisher.ack(m.ack).await?;
+        }
+        batch.push(m);
+        Ok(())
     }
 
     async fn commit(&mut self, batch: Vec<Incoming>) -> Result<(), BridgeError> {
@@ -180,7 +223,9 @@ impl Ingest {
         // Counters and acks into the store, then one flush for everything.
         let mut acks = Vec::with_capacity(touched.len());
         for (id, touch) in &touched {
-            let Some(a) = self.tracker.get(id) else { continue };
+            let Some(a) = self.tracker.get(id) else {
+                continue;
+            };
             self.store.status.put_epoch(
                 id,
                 &EpochRecord {
@@ -203,8 +248,10 @@ impl Ingest {
         self.store.flush().await?;
         Metrics::add(&self.metrics.commits, 1);
 
-        for m in &batch {
-            self.publisher.ack(m.ack).await?;
+        if self.ack_policy == AckPolicy::AfterFlush {
+            for m in &batch {
+                self.publisher.ack(m.ack).await?;
+            }
         }
         let n_acks = acks.len() as u64;
         for (topic, payload) in acks {
@@ -241,11 +288,13 @@ impl Ingest {
             warn!(device = %id, proto = hello.proto, "hello speaks another protocol version; reading it as v1");
         }
         let status = &self.store.status;
-        let effect = self.tracker.hello(id, &hello.epoch, hello.outbox, |epoch: &Epoch, seq| {
-            // On a store error, count the seq as missing: the ack stays
-            // lower, which is always safe.
-            status.is_stored(id, epoch, seq).unwrap_or(false)
-        });
+        let effect = self
+            .tracker
+            .hello(id, &hello.epoch, hello.outbox, |epoch: &Epoch, seq| {
+                // On a store error, count the seq as missing: the ack stays
+                // lower, which is always safe.
+                status.is_stored(id, epoch, seq).unwrap_or(false)
+            });
         match effect {
             HelloEffect::NewEpoch => {
                 info!(device = %id, epoch = %hello.epoch, outbox = hello.outbox, "device started a new status epoch")
@@ -257,7 +306,12 @@ impl Ingest {
         Some((hello, effect))
     }
 
-    fn status(&mut self, id: &DeviceId, payload: &[u8], now: u64) -> Result<Option<StatusUpdate>, StoreError> {
+    fn status(
+        &mut self,
+        id: &DeviceId,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<Option<StatusUpdate>, StoreError> {
         let status = match Status::decode(payload) {
             Ok(s) => s,
             Err(e) => {
@@ -294,16 +348,20 @@ impl Ingest {
             seq: status.seq,
             at: now,
         };
-        Ok(self.store.status.update_current(id, current)?.map(|c| StatusUpdate {
-            device: id.clone(),
-            campaign: c.campaign,
-            state: c.state,
-            error: c.error,
-            outcome: status.outcome(),
-            detail: c.detail,
-            versions: status.versions,
-            at: now,
-        }))
+        Ok(self
+            .store
+            .status
+            .update_current(id, current)?
+            .map(|c| StatusUpdate {
+                device: id.clone(),
+                campaign: c.campaign,
+                state: c.state,
+                error: c.error,
+                outcome: status.outcome(),
+                detail: c.detail,
+                versions: status.versions,
+                at: now,
+            }))
     }
 
     fn bad_payload(&self, id: &DeviceId, what: &'static str, e: &DecodeError) {

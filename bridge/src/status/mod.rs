@@ -6,8 +6,8 @@ pub mod tracker;
 
 use std::collections::BTreeMap;
 
-use schemas::msg::{ErrorCode, StatusState};
 use schemas::msg::common::Outcome;
+use schemas::msg::{ErrorCode, StatusState};
 use schemas::{CampaignId, ComponentName, DeviceId};
 
 pub use ingest::Ingest;

@@ -194,7 +194,10 @@ mod tests {
     #[test]
     fn ack_is_outbox_minus_one_while_nothing_is_stored() {
         let mut t = AckTracker::new();
-        assert_eq!(t.hello(&dev("d"), &ep("e1e1e1e1"), 10, none), HelloEffect::First);
+        assert_eq!(
+            t.hello(&dev("d"), &ep("e1e1e1e1"), 10, none),
+            HelloEffect::First
+        );
         assert_eq!(t.get(&dev("d")).unwrap().ack(), Some(9));
         t.hello(&dev("z"), &ep("e1e1e1e1"), 0, none);
         assert_eq!(t.get(&dev("z")).unwrap().ack(), None);
@@ -256,7 +259,10 @@ mod tests {
         }
         assert_eq!(t.get(&dev("d")).unwrap().ack(), Some(40));
         // Factory reset: the counter starts over at 1, under a new epoch.
-        assert_eq!(t.hello(&dev("d"), &ep("e2e2e2e2"), 1, none), HelloEffect::NewEpoch);
+        assert_eq!(
+            t.hello(&dev("d"), &ep("e2e2e2e2"), 1, none),
+            HelloEffect::NewEpoch
+        );
         assert_eq!(t.get(&dev("d")).unwrap().ack(), Some(0));
         assert_eq!(t.stored(&dev("d"), 1).unwrap().ack(), Some(1));
     }
@@ -270,7 +276,10 @@ mod tests {
         }
         t.stored(&dev("d"), 12);
         // The device missed the ack of 8..=10 and still holds them.
-        assert_eq!(t.hello(&dev("d"), &ep("e1e1e1e1"), 8, none), HelloEffect::SameEpoch);
+        assert_eq!(
+            t.hello(&dev("d"), &ep("e1e1e1e1"), 8, none),
+            HelloEffect::SameEpoch
+        );
         let a = t.get(&dev("d")).unwrap();
         assert_eq!((a.base, a.ack()), (8, Some(10)));
         assert!(a.above.contains(&12));
@@ -303,7 +312,9 @@ mod tests {
     fn new_epoch_with_reports_already_stored_counts_them() {
         // A restart replayed the Hello of an epoch whose reports were stored.
         let mut t = AckTracker::new();
-        t.hello(&dev("d"), &ep("e2e2e2e2"), 3, |e, s| e.as_str() == "e2e2e2e2" && (3..=4).contains(&s));
+        t.hello(&dev("d"), &ep("e2e2e2e2"), 3, |e, s| {
+            e.as_str() == "e2e2e2e2" && (3..=4).contains(&s)
+        });
         assert_eq!(t.get(&dev("d")).unwrap().ack(), Some(4));
     }
 
@@ -317,6 +328,9 @@ mod tests {
         assert_eq!(t.get(&dev("d")).unwrap().above.len(), MAX_ABOVE);
         // Seqs at the top end of u64 do not overflow.
         t.hello(&dev("m"), &ep("e1e1e1e1"), u64::MAX, none);
-        assert_eq!(t.stored(&dev("m"), u64::MAX).unwrap().ack(), Some(u64::MAX - 1));
+        assert_eq!(
+            t.stored(&dev("m"), u64::MAX).unwrap().ack(),
+            Some(u64::MAX - 1)
+        );
     }
 }

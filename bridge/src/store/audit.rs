@@ -102,7 +102,13 @@ mod tests {
         s.audit.append(&entry(100, "a", true)).unwrap();
         s.audit.append(&entry(200, "b", false)).unwrap();
         s.audit.append(&entry(200, "c", true)).unwrap();
-        let got: Vec<_> = s.audit.since(150).unwrap().into_iter().map(|e| e.request_id.unwrap()).collect();
+        let got: Vec<_> = s
+            .audit
+            .since(150)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request_id.unwrap())
+            .collect();
         assert_eq!(got, vec!["b", "c"]);
         assert_eq!(s.audit.len(), 3);
     }

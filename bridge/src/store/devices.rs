@@ -95,6 +95,9 @@ mod tests {
         s.devices.put(&r).unwrap();
         assert_eq!(s.devices.get(&r.id).unwrap(), Some(r.clone()));
         assert_eq!(s.devices.all().unwrap(), vec![r]);
-        assert_eq!(s.devices.get(&DeviceId::new("nope").unwrap()).unwrap(), None);
+        assert_eq!(
+            s.devices.get(&DeviceId::new("nope").unwrap()).unwrap(),
+            None
+        );
     }
 }

@@ -150,13 +150,18 @@ mod tests {
     #[test]
     fn reopen_keeps_flushed_data() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
             s.retained.put("a/b", b"x").unwrap();
             rt.block_on(s.flush()).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.retained.all().unwrap(), vec![("a/b".to_string(), b"x".to_vec())]);
+        assert_eq!(
+            s.retained.all().unwrap(),
+            vec![("a/b".to_string(), b"x".to_vec())]
+        );
     }
 }

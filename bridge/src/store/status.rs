@@ -115,7 +115,10 @@ impl StatusStore {
     ) -> Result<Inserted, StoreError> {
         let key = history_key(device, epoch, seq);
         // compare_and_swap from "absent" makes the check and the insert one step.
-        match self.history.compare_and_swap(&key, None::<&[u8]>, Some(bytes))? {
+        match self
+            .history
+            .compare_and_swap(&key, None::<&[u8]>, Some(bytes))?
+        {
             Ok(()) => Ok(Inserted::New),
             Err(cas) if cas.current.as_deref() == Some(bytes) => Ok(Inserted::Duplicate),
             Err(_) => {
@@ -128,13 +131,26 @@ impl StatusStore {
     }
 
     /// True when (device, epoch, seq) is stored.
-    pub fn is_stored(&self, device: &DeviceId, epoch: &Epoch, seq: u64) -> Result<bool, StoreError> {
+    pub fn is_stored(
+        &self,
+        device: &DeviceId,
+        epoch: &Epoch,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
         Ok(self.history.contains_key(history_key(device, epoch, seq))?)
     }
 
     /// The exact bytes stored for (device, epoch, seq).
-    pub fn get(&self, device: &DeviceId, epoch: &Epoch, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.history.get(history_key(device, epoch, seq))?.map(|v| v.to_vec()))
+    pub fn get(
+        &self,
+        device: &DeviceId,
+        epoch: &Epoch,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .history
+            .get(history_key(device, epoch, seq))?
+            .map(|v| v.to_vec()))
     }
 
     /// Stored seqs of (device, epoch) at or above `from`, at most `limit`.
@@ -167,12 +183,16 @@ impl StatusStore {
     }
 
     /// Conflicting reports of one device: (epoch, seq, bytes).
-    pub fn conflicts_of(&self, device: &DeviceId) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+    pub fn conflicts_of(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
         let prefix = key_of(&[device.as_str().as_bytes()]);
         let mut out = Vec::new();
         for kv in self.conflicts.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            let (parts, tail) = split_key(&k, 2).ok_or_else(|| corrupt(CONFLICTS, &k, "bad key"))?;
+            let (parts, tail) =
+                split_key(&k, 2).ok_or_else(|| corrupt(CONFLICTS, &k, "bad key"))?;
             let seq: [u8; 8] = tail
                 .get(..8)
                 .and_then(|s| s.try_into().ok())
@@ -183,18 +203,28 @@ impl StatusStore {
     }
 
     /// The device's state in a campaign.
-    pub fn current(&self, device: &DeviceId, campaign: &CampaignId) -> Result<Option<CurrentState>, StoreError> {
+    pub fn current(
+        &self,
+        device: &DeviceId,
+        campaign: &CampaignId,
+    ) -> Result<Option<CurrentState>, StoreError> {
         let k = key_of(&[device.as_str().as_bytes(), campaign.as_str().as_bytes()]);
         match self.current.get(&k)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(CURRENT, &k, e)),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(CURRENT, &k, e)),
         }
     }
 
     /// Applies a new report to the device's state in its campaign. Returns
     /// the state now held when it changed, `None` when the held one stays
     /// (a terminal state is never replaced; an older seq does not win).
-    pub fn update_current(&self, device: &DeviceId, new: CurrentState) -> Result<Option<CurrentState>, StoreError> {
+    pub fn update_current(
+        &self,
+        device: &DeviceId,
+        new: CurrentState,
+    ) -> Result<Option<CurrentState>, StoreError> {
         if let Some(old) = self.current(device, &new.campaign)? {
             if !old.replaced_by(&new) {
                 return Ok(None);
@@ -220,7 +250,10 @@ impl StatusStore {
 
     /// Every (device, state) of one campaign. Scans the whole tree: for
     /// reports and restarts, not for hot paths.
-    pub fn currents_of_campaign(&self, campaign: &CampaignId) -> Result<Vec<(DeviceId, CurrentState)>, StoreError> {
+    pub fn currents_of_campaign(
+        &self,
+        campaign: &CampaignId,
+    ) -> Result<Vec<(DeviceId, CurrentState)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.current.iter() {
             let (k, v) = kv?;
@@ -231,7 +264,10 @@ impl StatusStore {
                 continue;
             }
             let id = DeviceId::new(parts[0]).map_err(|e| corrupt(CURRENT, &k, e))?;
-            out.push((id, serde_json::from_slice(&v).map_err(|e| corrupt(CURRENT, &k, e))?));
+            out.push((
+                id,
+                serde_json::from_slice(&v).map_err(|e| corrupt(CURRENT, &k, e))?,
+            ));
         }
         Ok(out)
     }
@@ -254,7 +290,10 @@ impl StatusStore {
                 .ok()
                 .and_then(|s| DeviceId::new(s).ok())
                 .ok_or_else(|| corrupt(EPOCHS, &k, "not a device id"))?;
-            out.push((id, serde_json::from_slice(&v).map_err(|e| corrupt(EPOCHS, &k, e))?));
+            out.push((
+                id,
+                serde_json::from_slice(&v).map_err(|e| corrupt(EPOCHS, &k, e))?,
+            ));
         }
         Ok(out)
     }
@@ -294,16 +333,34 @@ mod tests {
     fn duplicates_and_conflicts() {
         let (_d, s) = store();
         let st = &s.status;
-        assert_eq!(st.insert(&d("a"), &e("ep000001"), 5, b"x").unwrap(), Inserted::New);
-        assert_eq!(st.insert(&d("a"), &e("ep000001"), 5, b"x").unwrap(), Inserted::Duplicate);
-        assert_eq!(st.insert(&d("a"), &e("ep000001"), 5, b"y").unwrap(), Inserted::Conflict);
+        assert_eq!(
+            st.insert(&d("a"), &e("ep000001"), 5, b"x").unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            st.insert(&d("a"), &e("ep000001"), 5, b"x").unwrap(),
+            Inserted::Duplicate
+        );
+        assert_eq!(
+            st.insert(&d("a"), &e("ep000001"), 5, b"y").unwrap(),
+            Inserted::Conflict
+        );
         assert_eq!(st.get(&d("a"), &e("ep000001"), 5).unwrap().unwrap(), b"x");
         assert_eq!(st.history_len(), 1);
-        assert_eq!(st.conflicts_of(&d("a")).unwrap(), vec![("ep000001".into(), 5, b"y".to_vec())]);
+        assert_eq!(
+            st.conflicts_of(&d("a")).unwrap(),
+            vec![("ep000001".into(), 5, b"y".to_vec())]
+        );
         // Another epoch is another counter.
-        assert_eq!(st.insert(&d("a"), &e("ep000002"), 5, b"y").unwrap(), Inserted::New);
+        assert_eq!(
+            st.insert(&d("a"), &e("ep000002"), 5, b"y").unwrap(),
+            Inserted::New
+        );
         // Another device with a longer id sharing a prefix stays apart.
-        assert_eq!(st.insert(&d("a-1"), &e("ep000001"), 5, b"z").unwrap(), Inserted::New);
+        assert_eq!(
+            st.insert(&d("a-1"), &e("ep000001"), 5, b"z").unwrap(),
+            Inserted::New
+        );
         assert!(st.conflicts_of(&d("a-1")).unwrap().is_empty());
     }
 
@@ -314,8 +371,14 @@ mod tests {
             s.status.insert(&d("a"), &e("ep000001"), seq, b"x").unwrap();
         }
         s.status.insert(&d("a"), &e("ep000002"), 1, b"x").unwrap();
-        assert_eq!(s.status.seqs_from(&d("a"), &e("ep000001"), 4, 10).unwrap(), vec![4, 9]);
-        assert_eq!(s.status.seqs_from(&d("a"), &e("ep000001"), 0, 2).unwrap(), vec![3, 4]);
+        assert_eq!(
+            s.status.seqs_from(&d("a"), &e("ep000001"), 4, 10).unwrap(),
+            vec![4, 9]
+        );
+        assert_eq!(
+            s.status.seqs_from(&d("a"), &e("ep000001"), 0, 2).unwrap(),
+            vec![3, 4]
+        );
         assert!(s.status.is_stored(&d("a"), &e("ep000001"), 9).unwrap());
     }
 
@@ -323,21 +386,45 @@ mod tests {
     fn first_terminal_state_is_kept() {
         let (_d, s) = store();
         let st = &s.status;
-        assert!(st.update_current(&d("a"), state(1, StatusState::Accepted)).unwrap().is_some());
+        assert!(st
+            .update_current(&d("a"), state(1, StatusState::Accepted))
+            .unwrap()
+            .is_some());
         // An older report does not win.
-        assert!(st.update_current(&d("a"), state(0, StatusState::Downloading)).unwrap().is_none());
-        assert!(st.update_current(&d("a"), state(2, StatusState::Failed)).unwrap().is_some());
-        assert!(st.update_current(&d("a"), state(3, StatusState::Success)).unwrap().is_none());
-        let cur = st.current(&d("a"), &CampaignId::new("c1").unwrap()).unwrap().unwrap();
+        assert!(st
+            .update_current(&d("a"), state(0, StatusState::Downloading))
+            .unwrap()
+            .is_none());
+        assert!(st
+            .update_current(&d("a"), state(2, StatusState::Failed))
+            .unwrap()
+            .is_some());
+        assert!(st
+            .update_current(&d("a"), state(3, StatusState::Success))
+            .unwrap()
+            .is_none());
+        let cur = st
+            .current(&d("a"), &CampaignId::new("c1").unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(cur.state, StatusState::Failed);
         assert_eq!(st.currents_of(&d("a")).unwrap().len(), 1);
-        assert_eq!(st.currents_of_campaign(&CampaignId::new("c1").unwrap()).unwrap().len(), 1);
+        assert_eq!(
+            st.currents_of_campaign(&CampaignId::new("c1").unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn epochs_round_trip() {
         let (_d, s) = store();
-        let r = EpochRecord { epoch: e("ep000001"), base: 3, next: 7 };
+        let r = EpochRecord {
+            epoch: e("ep000001"),
+            base: 3,
+            next: 7,
+        };
         s.status.put_epoch(&d("a"), &r).unwrap();
         assert_eq!(s.status.epochs().unwrap(), vec![(d("a"), r)]);
     }

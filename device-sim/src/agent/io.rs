@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 
 use super::event::{Action, BootOutcome, Event, InstallRequest, Notice, TimerId};
 use super::installer::Installer;
-use super::pace::{Backoff, Pacer};
+use super::pace::{Backoff, ConnectPermit, Pacer};
 use super::policy::DeferPolicy;
 use super::state::DeviceState;
 use super::store::{DeviceStore, StoreError};
@@ -136,6 +136,14 @@ enum Exit {
     Shutdown,
     Reconnect,
     Reboot,
+}
+
+/// One connection attempt and its life.
+struct Conn {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    /// Held until the CONNACK: see [`Pacer`].
+    permit: Option<ConnectPermit>,
 }
 
 /// One queued MQTT request.
@@ -348,16 +356,23 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
     ) -> Result<Exit, DeviceError> {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(4);
         loop {
+            let mut permit = None;
             if let Some(p) = &self.cfg.pacer {
                 tokio::select! {
-                    _ = p.wait() => {}
+                    p = p.wait() => permit = Some(p),
                     _ = &mut *shutdown => return Ok(Exit::Shutdown),
                 }
             }
             let (client, eventloop) = self.connect_options();
+            let mut conn = Conn {
+                client,
+                eventloop,
+                permit,
+            };
             let exit = self
-                .serve(agent, &client, eventloop, &done_tx, &mut done_rx, shutdown)
+                .serve(agent, &mut conn, &done_tx, &mut done_rx, shutdown)
                 .await?;
+            drop(conn);
             if agent.is_connected() {
                 let out = agent.handle(self.clock.now_ms(), Event::Disconnected);
                 self.perform(agent, None, out).await?;
@@ -414,7 +429,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         opts.set_max_packet_size(schemas::msg::limits::MAX_BLOCK_BYTES + 4096, 64 * 1024);
         opts.set_inflight(16);
         let (client, mut eventloop) = AsyncClient::new(opts, 32);
-        eventloop.network_options.set_connection_timeout(10);
+        // A busy broker may take a while to accept; the pacer already keeps
+        // the attempts few, so give each one time rather than retry it.
+        eventloop.network_options.set_connection_timeout(30);
         (client, eventloop)
     }
 
@@ -429,12 +446,16 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
     async fn serve(
         &mut self,
         agent: &mut Agent,
-        client: &AsyncClient,
-        mut eventloop: EventLoop,
+        conn: &mut Conn,
         done_tx: &mpsc::Sender<Done>,
         done_rx: &mut mpsc::Receiver<Done>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Exit, DeviceError> {
+        let Conn {
+            client,
+            eventloop,
+            permit,
+        } = conn;
         loop {
             self.drain_outgoing(client);
             let next = self.next_timer();
@@ -447,12 +468,14 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             };
             tokio::select! {
                 _ = &mut *shutdown => {
-                    self.goodbye(client, &mut eventloop).await;
+                    self.goodbye(client, eventloop).await;
                     return Ok(Exit::Shutdown);
                 }
                 polled = eventloop.poll() => {
                     match polled {
                         Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
+                            // The attempt is over: let the next one go.
+                            *permit = None;
                             self.attempt = 0;
                             self.hooks.link(true);
                             debug!(device = %self.cfg.agent.id, "connected");
@@ -542,6 +565,7 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         actions: Vec<Action>,
     ) -> Result<bool, DeviceError> {
         let mut reboot = false;
+        let mut follow = Vec::new();
         for action in actions {
             match action {
                 Action::Subscribe(t) => self
@@ -580,9 +604,8 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                         .await?;
                     if let Err(e) = r {
                         warn!(device = %self.cfg.agent.id, artifact = %artifact, index, error = %e, "block not kept");
-                        let out =
-                            agent.handle(self.clock.now_ms(), Event::BlockLost { artifact, index });
-                        self.timers_and_persist_only(out);
+                        let lost = Event::BlockLost { artifact, index };
+                        follow.extend(agent.handle(self.clock.now_ms(), lost));
                     }
                 }
                 Action::DropBlocks { artifact } => {
@@ -629,16 +652,10 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                 }
             }
         }
-        Ok(reboot)
-    }
-
-    /// Follow-up actions of a lost block: only timers and state matter.
-    fn timers_and_persist_only(&mut self, out: Vec<Action>) {
-        for a in out {
-            if let Action::SetTimer { id, at_ms } = a {
-                self.timers.insert(id, at_ms);
-            }
+        if !follow.is_empty() {
+            reboot |= Box::pin(self.perform(agent, done_tx, follow)).await?;
         }
+        Ok(reboot)
     }
 
     fn image_path(&self, req: &InstallRequest) -> Option<PathBuf> {

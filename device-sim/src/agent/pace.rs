@@ -3,37 +3,65 @@
 //! (NOTES.md: fine at 500/s, timeouts at 2,000/s), so every connect attempt
 //! of a process waits its turn at a shared [`Pacer`], and a device that lost
 //! its connection backs off with jitter before it tries again.
+//!
+//! A rate alone is not enough: a broker that is busy (fanning out blocks,
+//! or short of CPU) accepts more slowly than any fixed rate, attempts pile
+//! up in its 128-deep accept backlog, time out, and come back as more
+//! attempts. So the pacer also caps the attempts waiting for their CONNACK;
+//! each holds a [`ConnectPermit`] until the CONNACK or the failure.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// A shared rate limit on connect attempts (FIFO).
+/// Connect attempts waiting for their CONNACK at once, by default: the
+/// broker's accept backlog.
+pub const DEFAULT_PENDING_CONNECTS: usize = 128;
+
+/// A shared rate limit (FIFO) and cap on pending connect attempts.
 #[derive(Debug)]
 pub struct Pacer {
     next: Mutex<Option<Instant>>,
     interval: Duration,
+    pending: Arc<Semaphore>,
 }
 
+/// Held by a connect attempt until its CONNACK (or its failure).
+#[derive(Debug)]
+pub struct ConnectPermit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
 impl Pacer {
-    /// At most `per_second` attempts a second (at least 1).
+    /// At most `per_second` attempts a second (at least 1), at most
+    /// [`DEFAULT_PENDING_CONNECTS`] waiting for their CONNACK.
     pub fn per_second(per_second: u32) -> Self {
+        Self::new(per_second, DEFAULT_PENDING_CONNECTS)
+    }
+
+    /// At most `per_second` attempts a second and `pending` awaiting a
+    /// CONNACK (each at least 1).
+    pub fn new(per_second: u32, pending: usize) -> Self {
         Self {
             next: Mutex::new(None),
             interval: Duration::from_secs(1) / per_second.max(1),
+            pending: Arc::new(Semaphore::new(pending.max(1))),
         }
     }
 
     /// Waits for this caller's turn. Holding the lock while sleeping keeps
     /// the order first come, first served.
-    pub async fn wait(&self) {
+    pub async fn wait(&self) -> ConnectPermit {
         let mut next = self.next.lock().await;
+        // The semaphore is never closed, so acquiring cannot fail; if it
+        // ever did, going ahead without a permit is the safe side.
+        let permit = self.pending.clone().acquire_owned().await.ok();
         let now = Instant::now();
         let at = next.map_or(now, |n| n.max(now));
         tokio::time::sleep_until(at).await;
         *next = Some(at + self.interval);
+        ConnectPermit(permit)
     }
 }
 
@@ -85,6 +113,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn pending_attempts_are_capped() {
+        let p = Pacer::new(1000, 2);
+        let a = p.wait().await;
+        let _b = p.wait().await;
+        assert!(tokio::time::timeout(Duration::from_secs(5), p.wait())
+            .await
+            .is_err());
+        drop(a);
+        assert!(tokio::time::timeout(Duration::from_secs(5), p.wait())
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pacer_spaces_attempts() {
         let p = std::sync::Arc::new(Pacer::per_second(100));
         let start = Instant::now();
@@ -92,7 +134,7 @@ mod tests {
         for _ in 0..10 {
             let p = p.clone();
             tasks.push(tokio::spawn(async move {
-                p.wait().await;
+                drop(p.wait().await);
                 Instant::now()
             }));
         }

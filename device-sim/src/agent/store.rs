@@ -286,7 +286,7 @@ impl DeviceStore for FileStore {
     fn digest(
         &mut self,
         artifact: &ArtifactId,
-        geometry: &Geometry,
+        _geometry: &Geometry,
     ) -> Result<ImageDigest, StoreError> {
         let path = self.img_path(artifact);
         let mut f = File::open(&path).map_err(io("opening", &path))?;
@@ -301,7 +301,6 @@ impl DeviceStore for FileStore {
             h.update(&buf[..n]);
             size += n as u64;
         }
-        let _ = geometry;
         Ok(ImageDigest {
             size,
             sha256: h.finalize().into(),
@@ -455,7 +454,15 @@ impl DeviceStore for MemoryStore {
                     // usize holds any image size this process can allocate.
                     inner.data = vec![0; geometry.size as usize];
                 }
-                inner.data[offset as usize..end as usize].copy_from_slice(data);
+                // Another device's manifest named the same image with another
+                // size: refuse rather than index out of bounds.
+                let Some(dst) = inner.data.get_mut(offset as usize..end as usize) else {
+                    return Err(StoreError::OutOfRange {
+                        artifact: artifact.clone(),
+                        index,
+                    });
+                };
+                dst.copy_from_slice(data);
                 inner.have.insert(index);
             }
         }
@@ -466,7 +473,7 @@ impl DeviceStore for MemoryStore {
     fn digest(
         &mut self,
         artifact: &ArtifactId,
-        geometry: &Geometry,
+        _geometry: &Geometry,
     ) -> Result<ImageDigest, StoreError> {
         let (bits, img) = self
             .bits
@@ -479,7 +486,6 @@ impl DeviceStore for MemoryStore {
             let inner = img.inner.lock().unwrap_or_else(|p| p.into_inner());
             Sha256::digest(&inner.data).into()
         });
-        let _ = geometry;
         Ok(ImageDigest {
             size: img.size,
             sha256,

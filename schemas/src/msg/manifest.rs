@@ -150,7 +150,12 @@ pub struct ManifestError {
 pub fn verify_entry(envelope: &[u8], trust: &TrustStore) -> Result<Manifest, ManifestError> {
     let payload = cose::verify(envelope, trust).map_err(|e| ManifestError {
         code: ErrorCode::parse(e.code()).unwrap_or(ErrorCode::BadManifest),
-        detail: e.to_string(),
+        // The code is shown beside the detail: keep the detail free of it.
+        detail: match e {
+            cose::CoseError::BadManifest(reason) => reason,
+            cose::CoseError::UnknownKey => "the kid names no trusted release key".into(),
+            cose::CoseError::BadSignature => "the signature does not verify".into(),
+        },
     })?;
     Manifest::decode(&payload).map_err(|e| ManifestError {
         code: ErrorCode::BadManifest,

@@ -232,7 +232,7 @@ impl Agent {
         let mut out = Vec::new();
         let now = now_ms;
         match event {
-            Event::Start => self.on_start(now, &mut out),
+            Event::Start => self.on_start(&mut out),
             Event::Booted(outcome) => self.on_booted(now, outcome, &mut out),
             Event::Connected { .. } => self.on_connected(now, &mut out),
             Event::Disconnected => self.on_disconnected(now, &mut out),
@@ -264,7 +264,7 @@ impl Agent {
         }
     }
 
-    fn on_start(&mut self, now: u64, out: &mut Vec<Action>) {
+    fn on_start(&mut self, out: &mut Vec<Action>) {
         let mut rearm = Vec::new();
         for job in &self.state.jobs {
             if let Some(at) = job.defer_until_ms {
@@ -284,7 +284,6 @@ impl Agent {
             }
         }
         out.extend(rearm);
-        let _ = now;
     }
 
     /// Saves before anything that must follow durable state.

@@ -1,0 +1,326 @@
+//! Campaigns through the real `ota` binary: `ota serve` (embedded broker),
+//! reference device agents, and `ota campaign create | start | watch |
+//! status | list` as an operator types them. Mid-campaign the bridge is
+//! killed with SIGKILL (its broker dies with it) and started again; the
+//! campaign still ends completed, every device updated.
+
+mod cli_support;
+mod serve_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge::campaign::view::CampaignStatus;
+use bridge::ops::fleet_cmds::DeviceList;
+use device_sim::agent::{
+    AgentConfig, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer, NoHooks, SharedImages,
+    Timing,
+};
+use schemas::cose::TrustStore;
+use schemas::keys::SigningKey;
+use schemas::msg::Kind;
+use schemas::ops::Command as Op;
+use schemas::release::{build_manifest, ReleaseSpec};
+use schemas::topic::Topics;
+use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId};
+use serve_support::*;
+
+fn release_key(dir: &Path) -> SigningKey {
+    let key = SigningKey::from_bytes(&[11; 32]);
+    std::fs::write(
+        dir.join("release.pub"),
+        schemas::keys::verifying_key_to_text(&key.verifying_key()),
+    )
+    .expect("write the release key");
+    key
+}
+
+fn config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("ota.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\n\
+             data_dir = \"data\"\n\
+             operator_keys = [\"operator.pub\"]\n\
+             release_keys = [\"release.pub\"]\n\
+             [operator]\n\
+             key = \"operator.key\"\n\
+             [broker]\n\
+             listen = \"127.0.0.1:{port}\"\n\
+             segment_size = 1048576\n\
+             segment_count = 3\n\
+             [blocks]\n\
+             merge_window_ms = 20\n"
+        ),
+    )
+    .expect("write the config");
+    path
+}
+
+/// A reference device of customer acme, with quick protocol timings.
+fn device(
+    id: &str,
+    port: u16,
+    key: &SigningKey,
+    images: Arc<SharedImages>,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = DeviceIoConfig {
+        agent: Arc::new(AgentConfig {
+            id: DeviceId::new(id).unwrap(),
+            arch: "esp32".into(),
+            labels: [("customer".to_string(), "acme".to_string())].into(),
+            trust: Arc::new(TrustStore::new([key.verifying_key()])),
+            room_bytes: None,
+            timing: Timing {
+                quiet_ms: 300,
+                quiet_jitter_ms: 200,
+                resend_wait_ms: 500,
+                ..Timing::default()
+            },
+        }),
+        host: "127.0.0.1".into(),
+        port,
+        topics: Topics::default(),
+        keep_alive: Duration::from_secs(10),
+        backoff: device_sim::agent::pace::Backoff {
+            min: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        factory_versions: [(ComponentName::new("main").unwrap(), "1.0.0".to_string())].into(),
+        policy: Box::new(NeverDefer),
+        seed: id.len() as u64,
+        pacer: None,
+    };
+    tokio::spawn(async move {
+        let _ = device_sim::agent::run_device(
+            cfg,
+            MemoryInstaller::default(),
+            MemoryStore::new(images),
+            NoHooks,
+            std::future::pending::<()>(),
+        )
+        .await;
+    })
+}
+
+/// Runs `ota args...` off the runtime.
+async fn ota(dir: &Path, args: &[&str]) -> cli_support::Run {
+    let (dir, args): (std::path::PathBuf, Vec<String>) = (
+        dir.to_path_buf(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_support::ota(&dir, &args)
+    })
+    .await
+    .expect("the ota task")
+}
+
+async fn status(client: &bridge::client::OpsClient) -> CampaignStatus {
+    client
+        .call_ok(Op::CampaignStatus {
+            id: CampaignId::new("fw-5").unwrap(),
+        })
+        .await
+        .expect("campaign status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let operator = operator_key(d);
+    let release = release_key(d);
+    let port = free_port();
+    let cfg = config(d, port);
+    let serve = Serve::start(&cfg);
+    let client = wait_ready(port, &operator).await;
+
+    // A signed image, pushed as `ota artifact push` does.
+    let image: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        ComponentName::new("main").unwrap(),
+        "5.0.0",
+        "esp32",
+        1_790_000_000,
+    );
+    spec.artifact = Some(ArtifactId::new("fw-5-esp32").unwrap());
+    spec.block_size = 1024;
+    let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &spec).unwrap(), &release);
+    bridge::artifacts::push::push(&client, &manifest, &image, |_, _| {})
+        .await
+        .expect("the push completes");
+
+    ota(
+        d,
+        &[
+            "group",
+            "put",
+            "acme",
+            "--selector",
+            "customer=acme",
+            "--config",
+            "ota.toml",
+        ],
+    )
+    .await
+    .ok();
+    let images = SharedImages::new();
+    let devices: Vec<_> = (1..=6)
+        .map(|i| device(&format!("acme-{i}"), port, &release, images.clone()))
+        .collect();
+    within("six devices to register", async {
+        loop {
+            let l: DeviceList = client
+                .call_ok(Op::DeviceList { group: None })
+                .await
+                .expect("device list");
+            if l.devices.len() == 6 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // No --kind: the CLI asks the bridge for the artifact's.
+    let created = ota(
+        d,
+        &[
+            "campaign",
+            "create",
+            "--config",
+            "ota.toml",
+            "--id",
+            "fw-5",
+            "--release",
+            "fw-5-esp32",
+            "--wave",
+            "acme=50%",
+            "--wave",
+            "acme=100%",
+            "--success-bar",
+            "100%",
+            "--min-sample",
+            "1",
+            "--wave-timeout",
+            "60s",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        created.stdout.contains("pre-flight: 6 devices targeted"),
+        "{}",
+        created.stdout
+    );
+    assert!(
+        created.stdout.contains("next: ota campaign start fw-5"),
+        "{}",
+        created.stdout
+    );
+    ota(d, &["campaign", "start", "fw-5", "--config", "ota.toml"])
+        .await
+        .ok();
+
+    let at_kill = within("a first device to succeed", async {
+        loop {
+            let s = status(&client).await;
+            if s.current.as_ref().map_or(0, |c| c.counts.success) > 0 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_ne!(
+        at_kill.summary.state, "completed",
+        "the kill must come mid-campaign"
+    );
+    client.close().await;
+    // SIGKILL mid-campaign: the bridge and its embedded broker die at once.
+    serve.kill9();
+    let serve = Serve::start(&cfg);
+    let client = wait_ready(port, &operator).await;
+
+    // `watch` follows it to the end and exits 0 with the summary.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_ota"))
+        .args(["campaign", "watch", "fw-5", "--config", "ota.toml"])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ota campaign watch runs");
+    let code = within("ota campaign watch to end", async {
+        loop {
+            if let Some(s) = watch.try_wait().expect("wait") {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let out = watch.wait_with_output().expect("the watch output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        code.success(),
+        "watch failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("campaign fw-5: firmware main 5.0.0 (completed"),
+        "{stdout}"
+    );
+
+    let s = status(&client).await;
+    assert_eq!(s.summary.state, "completed");
+    let c = s.current.expect("a tally").counts;
+    assert_eq!((c.members, c.success, c.failure), (6, 6, 0));
+    let json = ota(
+        d,
+        &[
+            "campaign", "status", "fw-5", "--json", "--config", "ota.toml",
+        ],
+    )
+    .await
+    .ok();
+    let parsed: CampaignStatus =
+        serde_json::from_str(&json.stdout).expect("status --json reads back");
+    assert_eq!(parsed.summary.state, "completed");
+    let list = ota(d, &["campaign", "list", "--config", "ota.toml"])
+        .await
+        .ok();
+    assert!(
+        list.stdout.contains("fw-5") && list.stdout.contains("completed"),
+        "{}",
+        list.stdout
+    );
+    // Watching an ended campaign prints its end at once (JSON lines).
+    let lines = ota(
+        d,
+        &[
+            "campaign", "watch", "fw-5", "--json", "--config", "ota.toml",
+        ],
+    )
+    .await
+    .ok();
+    let last: serde_json::Value =
+        serde_json::from_str(lines.stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(last["kind"], "campaign.final");
+    // A refused command: one line saying what to do.
+    ota(d, &["campaign", "start", "nope", "--config", "ota.toml"])
+        .await
+        .fails_with(1, &["no campaign nope", "ota campaign list"]);
+
+    client.close().await;
+    for t in devices {
+        t.abort();
+    }
+    drop(serve);
+}

@@ -1,0 +1,517 @@
+//! `ota demo`: the whole story in one process, for a newcomer.
+//!
+//! An embedded broker, the bridge and a simulated fleet (3 customers with
+//! 2 lines each, esp32 and armv7). It makes keys and groups, rolls a
+//! firmware release out in three waves with live progress and injected
+//! failures, sends an esp32-only app update that armv7 devices refuse, and
+//! an emergency config fix that skips the waves, then prints a summary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bridge::campaign::view::CampaignStatus;
+use device_sim::fleet::{Fleet, FleetHandle, Profile};
+use indicatif::{ProgressBar, ProgressStyle};
+use schemas::msg::Kind;
+use schemas::ops::Command;
+use schemas::release::ReleaseSpec;
+use schemas::{ArtifactId, CampaignId, ComponentName, GroupName};
+use serde::Serialize;
+
+use crate::stack::{Stack, StackError, StackOptions};
+
+/// What the demo does.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Simulated devices (default 1,000).
+    pub devices: usize,
+    /// Keep the bridge's data here (default: a temp dir, removed).
+    pub keep: Option<PathBuf>,
+    /// Print the summary as JSON instead of a table.
+    pub json: bool,
+    /// Draw progress bars (off when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            devices: 1000,
+            keep: None,
+            json: false,
+            progress: true,
+        }
+    }
+}
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("operator command failed: {0}")]
+    Client(#[from] bridge::client::ClientError),
+    #[error("fleet: {0}")]
+    Fleet(#[from] device_sim::fleet::FleetError),
+    #[error("{0}")]
+    Stalled(String),
+}
+
+/// One campaign's line in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignLine {
+    pub campaign: CampaignId,
+    pub kind: String,
+    pub emergency: bool,
+    pub state: String,
+    pub targeted: u32,
+    pub success: u32,
+    pub failure: u32,
+    pub not_applicable: u32,
+    pub no_report: u32,
+    pub seconds: f64,
+    pub errors: BTreeMap<String, u32>,
+}
+
+/// What the demo shows at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    pub devices: usize,
+    pub campaigns: Vec<CampaignLine>,
+    pub versions: BTreeMap<String, BTreeMap<String, usize>>,
+    pub statuses_sent: u64,
+    pub statuses_acked: u64,
+    pub seconds: f64,
+    pub data_dir: Option<PathBuf>,
+}
+
+const CUSTOMERS: [&str; 3] = ["acme", "globex", "initech"];
+
+fn say(opts: &DemoOptions, s: impl AsRef<str>) {
+    if !opts.json {
+        println!("{}", s.as_ref());
+    }
+}
+
+/// Runs the demo; returns its summary (already printed unless `json`).
+pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
+    let started = Instant::now();
+    say(&opts, "ota demo: a rollout to a simulated fleet, end to end\n");
+
+    // 1. The stack.
+    let stack = Stack::start(StackOptions {
+        data_dir: opts.keep.clone(),
+        ..StackOptions::default()
+    })
+    .await?;
+    say(
+        &opts,
+        format!(
+            "1. started an embedded MQTT broker on 127.0.0.1:{} and the bridge (data in {})",
+            stack.port,
+            stack.bridge_dir().display()
+        ),
+    );
+    say(
+        &opts,
+        format!(
+            "   made a release key (kid {}) that signs images and an operator key (kid {}) that signs commands",
+            hex::encode(schemas::keys::kid(&stack.keys.release.verifying_key())),
+            hex::encode(schemas::keys::kid(&stack.keys.operator.verifying_key()))
+        ),
+    );
+
+    // 2. The fleet.
+    let fleet = spawn_fleet(&stack, &opts)?;
+    wait_registered(&stack, &fleet, &opts).await?;
+
+    // 3. Groups, customer by customer, and a canary group.
+    let canary: Vec<_> = fleet.ids().iter().take(20.min(opts.devices)).cloned().collect();
+    put_group(&stack, "canary", None, Some(canary)).await?;
+    for c in CUSTOMERS {
+        put_group(&stack, c, Some(format!("customer={c}")), None).await?;
+    }
+    say(
+        &opts,
+        "3. grouped the fleet: canary (20 named devices), acme, globex, initech (label selectors customer=...)",
+    );
+
+    let mut lines = Vec::new();
+
+    // 4. Firmware in three waves.
+    let fw = [
+        push(&stack, Kind::Firmware, "main", "1.1.0", "esp32", 256 * 1024).await?,
+        push(&stack, Kind::Firmware, "main", "1.1.0", "armv7", 256 * 1024).await?,
+    ];
+    say(&opts, "4. pushed firmware main 1.1.0 for esp32 and armv7 (256 KiB each, signed) and rolled it out in waves:");
+    say(&opts, "   wave 1: canary 100% | wave 2: each customer 20% | wave 3: everyone 100%");
+    let spec = serde_json::json!({
+        "id": "fw-main-1.1.0",
+        "kind": "firmware",
+        "release": fw,
+        "waves": [
+            {"cohorts": {"canary": 10000}},
+            {"cohorts": {"acme": 2000, "globex": 2000, "initech": 2000}},
+            {"cohorts": {"acme": 10000, "globex": 10000, "initech": 10000}},
+        ],
+        "gates": {"success_bar_bp": 9000, "failure_halt_bp": 1000, "min_sample": 5,
+                  "wave_timeout_secs": 30, "soak_secs": 1},
+    });
+    lines.push(run_campaign(&stack, &opts, spec, None).await?);
+
+    // 5. An app for esp32 only: armv7 devices refuse it and say why.
+    let app = push(&stack, Kind::App, "dashboard", "2.1.0", "esp32", 64 * 1024).await?;
+    say(&opts, "5. pushed app dashboard 2.1.0 for esp32 only and offered it to everyone in one wave;");
+    say(&opts, "   armv7 devices refuse it (incompatible_arch), counted apart from failures");
+    let spec = serde_json::json!({
+        "id": "app-dashboard-2.1.0",
+        "kind": "app",
+        "release": [app],
+        "waves": [{"cohorts": {"acme": 10000, "globex": 10000, "initech": 10000}}],
+        "gates": {"success_bar_bp": 9000, "failure_halt_bp": 1000, "min_sample": 5,
+                  "wave_timeout_secs": 30, "soak_secs": 0},
+    });
+    lines.push(run_campaign(&stack, &opts, spec, None).await?);
+
+    // 6. An emergency config fix: no waves, no "not now".
+    let cfg = push(&stack, Kind::Config, "settings", "1.0.1", "any", 4 * 1024).await?;
+    say(&opts, "6. an emergency: config settings 1.0.1 for every device, skipping the waves and every deferral");
+    let emergency = Command::Emergency {
+        id: CampaignId::new("emergency-settings-1.0.1").expect("a valid id"),
+        release: vec![cfg],
+        groups: vec![],
+        all: true,
+    };
+    lines.push(run_campaign(&stack, &opts, serde_json::Value::Null, Some(emergency)).await?);
+
+    // 7. The summary.
+    let stats = fleet.stats();
+    let versions = fleet_versions(&stack).await?;
+    let summary = DemoSummary {
+        devices: opts.devices,
+        campaigns: lines,
+        versions,
+        statuses_sent: stats.statuses,
+        statuses_acked: stats.acked,
+        seconds: started.elapsed().as_secs_f64(),
+        data_dir: opts.keep.clone(),
+    };
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print_summary(&summary);
+    }
+    fleet.shutdown().await;
+    stack.shutdown().await?;
+    Ok(summary)
+}
+
+fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, DemoError> {
+    let mut profile = Profile {
+        id_prefix: "dev".into(),
+        connects_per_second: 500,
+        arches: vec![("esp32".into(), 1), ("armv7".into(), 1)],
+        labels: [
+            (
+                "customer".to_string(),
+                CUSTOMERS.iter().map(|s| s.to_string()).collect(),
+            ),
+            ("line".to_string(), vec!["1".into(), "2".into()]),
+        ]
+        .into(),
+        versions: [
+            (component("main"), vec!["1.0.0".to_string()]),
+            (component("dashboard"), vec!["2.0.0".to_string()]),
+            (component("settings"), vec!["1.0.0".to_string()]),
+        ]
+        .into(),
+        ..Profile::default()
+    };
+    // Failures to show the gates at work, and busy devices that defer.
+    profile.faults.install_failure = 0.01;
+    profile.faults.boot_failure = 0.01;
+    profile.faults.busy_deferral = 0.03;
+    profile.faults.busy_deferral_secs = 3;
+    profile.faults.block_loss = 0.02;
+    say(
+        opts,
+        format!(
+            "2. connecting {} simulated devices (3 customers x 2 lines, esp32 and armv7; 2% block loss, 1% install and 1% boot failures, 3% busy)",
+            opts.devices
+        ),
+    );
+    Ok(Fleet::spawn(stack.fleet(opts.devices, profile))?)
+}
+
+fn component(s: &str) -> ComponentName {
+    ComponentName::new(s).expect("a valid component name")
+}
+
+async fn wait_registered(stack: &Stack, fleet: &FleetHandle, opts: &DemoOptions) -> Result<(), DemoError> {
+    let pb = bar(opts, opts.devices as u64, "devices registered");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: serde_json::Value = stack.ops().call_ok(Command::DeviceList { group: None }).await?;
+        let n = count_devices(&list);
+        pb.set_position(n as u64);
+        pb.set_message(format!("devices registered ({} connected)", fleet.stats().connected));
+        if n >= opts.devices {
+            pb.finish_and_clear();
+            say(opts, format!("   {n} devices connected and said Hello (arch, versions, labels)"));
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Stalled(format!(
+                "only {n} of {} devices registered within 60 s",
+                opts.devices
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn count_devices(list: &serde_json::Value) -> usize {
+    list.get("devices")
+        .and_then(|d| d.as_array())
+        .map(|a| a.len())
+        .or_else(|| list.as_array().map(|a| a.len()))
+        .unwrap_or(0)
+}
+
+async fn put_group(
+    stack: &Stack,
+    name: &str,
+    selector: Option<String>,
+    members: Option<Vec<schemas::DeviceId>>,
+) -> Result<(), DemoError> {
+    stack
+        .ops()
+        .call_ok::<serde_json::Value>(Command::GroupPut {
+            name: GroupName::new(name).expect("a valid group name"),
+            selector,
+            members,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn push(
+    stack: &Stack,
+    kind: Kind,
+    comp: &str,
+    version: &str,
+    arch: &str,
+    size: usize,
+) -> Result<ArtifactId, DemoError> {
+    let image = demo_image(&format!("{comp}-{version}-{arch}"), size);
+    let spec = ReleaseSpec::new(kind, component(comp), version, arch, bridge::unix_now());
+    Ok(stack.push(&image, &spec).await?)
+}
+
+/// Deterministic image bytes: SHA-256 in counter mode over a seed.
+fn demo_image(seed: &str, size: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(size + 32);
+    let mut i = 0u32;
+    while out.len() < size {
+        let mut h = Sha256::new();
+        h.update(seed.as_bytes());
+        h.update(i.to_be_bytes());
+        out.extend_from_slice(&h.finalize());
+        i += 1;
+    }
+    out.truncate(size);
+    out
+}
+
+async fn run_campaign(
+    stack: &Stack,
+    opts: &DemoOptions,
+    spec: serde_json::Value,
+    emergency: Option<Command>,
+) -> Result<CampaignLine, DemoError> {
+    let started = Instant::now();
+    let mut events = stack.ops().events().await?;
+    let status: CampaignStatus = match emergency {
+        Some(cmd) => stack.ops().call_ok(cmd).await?,
+        None => {
+            let created: CampaignStatus = stack
+                .ops()
+                .call_ok(Command::CampaignCreate { spec })
+                .await?;
+            let p = &created.preflight;
+            let arches: Vec<String> = p
+                .by_arch
+                .iter()
+                .map(|(a, l)| format!("{a}: {}", serde_json::to_value(l).ok().and_then(|v| v.get("devices").cloned()).unwrap_or_default()))
+                .collect();
+            say(
+                opts,
+                format!(
+                    "   pre-flight: {} devices targeted ({}); {} have an arch the release does not cover",
+                    p.targeted,
+                    arches.join(", "),
+                    p.uncovered
+                ),
+            );
+            stack
+                .ops()
+                .call_ok(Command::CampaignStart {
+                    id: created.summary.id.clone(),
+                })
+                .await?
+        }
+    };
+    let id = status.summary.id.clone();
+    let pb = bar(opts, 1, "");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let last = loop {
+        // Gate decisions as they happen.
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(1), events.next()).await
+        {
+            if ev.campaign.as_ref() == Some(&id) && ev.kind.starts_with("campaign.") && !opts.json {
+                pb.println(format!("   [{}] {}", ev.kind.trim_start_matches("campaign."), ev.message));
+            }
+        }
+        let s: CampaignStatus = stack
+            .ops()
+            .call_ok(Command::CampaignStatus { id: id.clone() })
+            .await?;
+        if let Some(b) = &s.current {
+            let c = &b.counts;
+            pb.set_length(u64::from(c.members.max(1)));
+            pb.set_position(u64::from(c.success + c.failure + c.not_applicable));
+            let wave = s
+                .summary
+                .wave
+                .map(|w| format!("wave {}/{}", w + 1, s.summary.waves))
+                .unwrap_or_default();
+            pb.set_message(format!(
+                "{id} {wave}: {} ok, {} failed, {} n/a, {} pending",
+                c.success, c.failure, c.not_applicable, c.pending
+            ));
+        }
+        let st = s.summary.state.as_str();
+        if matches!(st, "completed" | "halted" | "aborted") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Stalled(format!(
+                "campaign {id} did not end within 180 s (state {st})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    pb.finish_and_clear();
+    let line = summarize(&last, started.elapsed());
+    say(
+        opts,
+        format!(
+            "   {} {}: {} succeeded, {} failed, {} not applicable, {} no report, in {:.1} s",
+            line.campaign, line.state, line.success, line.failure, line.not_applicable, line.no_report, line.seconds
+        ),
+    );
+    Ok(line)
+}
+
+fn summarize(s: &CampaignStatus, took: Duration) -> CampaignLine {
+    let mut errors = BTreeMap::new();
+    let (mut success, mut failure, mut na, mut pending, mut targeted) = (0, 0, 0, 0, 0);
+    if let Some(b) = &s.current {
+        success = b.counts.success;
+        failure = b.counts.failure;
+        na = b.counts.not_applicable;
+        pending = b.counts.pending;
+        targeted = b.counts.members;
+        errors = b.by_error.clone();
+    }
+    CampaignLine {
+        campaign: s.summary.id.clone(),
+        kind: format!("{:?}", s.summary.kind).to_lowercase(),
+        emergency: s.summary.emergency,
+        state: s.summary.state.clone(),
+        targeted,
+        success,
+        failure,
+        not_applicable: na,
+        no_report: pending,
+        seconds: took.as_secs_f64(),
+        errors,
+    }
+}
+
+async fn fleet_versions(stack: &Stack) -> Result<BTreeMap<String, BTreeMap<String, usize>>, DemoError> {
+    let list: serde_json::Value = stack.ops().call_ok(Command::DeviceList { group: None }).await?;
+    let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let devices = list
+        .get("devices")
+        .and_then(|d| d.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for d in devices {
+        if let Some(vs) = d.get("versions").and_then(|v| v.as_object()) {
+            for (comp, ver) in vs {
+                *out.entry(comp.clone())
+                    .or_default()
+                    .entry(ver.as_str().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn print_summary(s: &DemoSummary) {
+    println!("\nSummary ({} devices, {:.0} s)\n", s.devices, s.seconds);
+    println!(
+        "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>9} {:>6}",
+        "campaign", "kind", "state", "targeted", "success", "failed", "n/a", "no report", "secs"
+    );
+    for c in &s.campaigns {
+        let name = if c.emergency {
+            format!("{} (!)", c.campaign)
+        } else {
+            c.campaign.to_string()
+        };
+        println!(
+            "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>9} {:>6.1}",
+            name, c.kind, c.state, c.targeted, c.success, c.failure, c.not_applicable, c.no_report, c.seconds
+        );
+        if !c.errors.is_empty() {
+            let e: Vec<String> = c.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("{:<28}   errors: {}", "", e.join(", "));
+        }
+    }
+    println!("\nInstalled versions now:");
+    for (comp, vs) in &s.versions {
+        let v: Vec<String> = vs.iter().map(|(k, n)| format!("{k} on {n}")).collect();
+        println!("  {comp:<10} {}", v.join(", "));
+    }
+    println!(
+        "\nStatus reports: {} sent by devices, {} acknowledged as durably stored.",
+        s.statuses_sent, s.statuses_acked
+    );
+    if let Some(d) = &s.data_dir {
+        println!("The bridge's data is kept in {}.", d.display());
+    }
+}
+
+fn bar(opts: &DemoOptions, len: u64, msg: &str) -> ProgressBar {
+    if opts.json || !opts.progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("   [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}

@@ -1,0 +1,103 @@
+//! Mosquitto as an external broker, started on a free loopback port with a
+//! generated config and killed on drop. `.ci/run` installs it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running Mosquitto child process.
+pub struct Mosquitto {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Why Mosquitto could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MosquittoError {
+    #[error("mosquitto is not installed: install it with `apt-get install -y mosquitto` (.ci/run does)")]
+    Missing,
+    #[error("mosquitto: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("mosquitto did not accept connections on port {0} within 10 s")]
+    NotReady(u16),
+}
+
+/// The mosquitto binary, if installed.
+pub fn binary() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on a free port and waits until it accepts.
+    pub async fn start() -> Result<Mosquitto, MosquittoError> {
+        let bin = binary().ok_or(MosquittoError::Missing)?;
+        let dir = tempfile::tempdir()?;
+        let port = crate::free_port()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 max_packet_size 524288\n\
+                 persistence false\n\
+                 max_queued_messages 100000\n\
+                 max_inflight_messages 100\n\
+                 log_dest none\n"
+            ),
+        )?;
+        let child = spawn(&bin, &conf)?;
+        let m = Mosquitto {
+            port,
+            child,
+            conf,
+            _dir: dir,
+        };
+        m.wait_ready().await?;
+        Ok(m)
+    }
+
+    /// Kills and starts it again on the same port (a broker restart: it
+    /// loses its sessions and retained messages).
+    pub async fn restart(&mut self) -> Result<(), MosquittoError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let bin = binary().ok_or(MosquittoError::Missing)?;
+        self.child = spawn(&bin, &self.conf)?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&self) -> Result<(), MosquittoError> {
+        let port = self.port;
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .map_err(|_| MosquittoError::NotReady(port))
+    }
+}
+
+fn spawn(bin: &PathBuf, conf: &PathBuf) -> std::io::Result<Child> {
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,263 @@
+//! A whole ota stack in one process: a broker (embedded rumqttd, or
+//! Mosquitto), the bridge on a data dir, keys, and an operator client.
+//!
+//! The bridge connects to the broker in `external` mode even when the
+//! broker is the embedded one, so that a test can stop and restart the
+//! bridge while the broker (which rumqttd cannot stop) keeps running.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bridge::client::{ClientOptions, OpsClient};
+use bridge::{Bridge, Config};
+use schemas::keys::SigningKey;
+use schemas::msg::manifest;
+use schemas::release::{build_manifest, ReleaseSpec};
+use schemas::ArtifactId;
+
+use crate::mosquitto::Mosquitto;
+
+/// Which broker the stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// rumqttd, in this process.
+    Embedded,
+    /// Mosquitto, a child process.
+    Mosquitto,
+}
+
+/// How to build a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The broker.
+    pub broker: BrokerChoice,
+    /// Keep the data here instead of a temp dir.
+    pub data_dir: Option<PathBuf>,
+    /// Adjusts the bridge's config before it starts.
+    pub tune: fn(&mut Config),
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            broker: BrokerChoice::Embedded,
+            data_dir: None,
+            tune: |_| {},
+        }
+    }
+}
+
+/// The release and operator keys of a stack.
+#[derive(Clone)]
+pub struct Keys {
+    /// Signs manifests; devices trust its public half.
+    pub release: SigningKey,
+    /// Signs operator commands; the bridge trusts its public half.
+    pub operator: SigningKey,
+}
+
+impl Keys {
+    /// Fresh random keys.
+    pub fn generate() -> Keys {
+        Keys {
+            release: schemas::keys::generate(),
+            operator: schemas::keys::generate(),
+        }
+    }
+}
+
+/// Why a stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] broker::BrokerError),
+    #[error("{0}")]
+    Mosquitto(#[from] crate::mosquitto::MosquittoError),
+    #[error("bridge: {0}")]
+    Bridge(#[from] bridge::BridgeError),
+    #[error("operator client: {0}")]
+    Client(#[from] bridge::client::ClientError),
+    #[error("the bridge did not connect to the broker within 10 s")]
+    NotReady,
+    #[error("release: {0}")]
+    Release(#[from] schemas::release::ReleaseError),
+    #[error("push: {0}")]
+    Push(#[from] bridge::artifacts::push::PushError),
+}
+
+enum BrokerProc {
+    // Held for the stack's lifetime; rumqttd itself runs until the process ends.
+    Embedded(#[allow(dead_code)] broker::EmbeddedBroker),
+    Mosquitto(Mosquitto),
+}
+
+/// A running stack.
+pub struct Stack {
+    /// The keys.
+    pub keys: Keys,
+    /// Broker host (127.0.0.1).
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// The bridge's data dir.
+    pub data_dir: PathBuf,
+    config: Config,
+    bridge: Option<Bridge>,
+    ops: OpsClient,
+    broker: BrokerProc,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Stack {
+    /// Starts the broker, the bridge and an operator client.
+    pub async fn start(opts: StackOptions) -> Result<Stack, StackError> {
+        let (data_dir, tmp) = match &opts.data_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let (broker, port) = match opts.broker {
+            BrokerChoice::Embedded => {
+                let port = crate::free_port()?;
+                let cfg = broker::EmbeddedConfig {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    // Room for the largest fleet the harness runs (10,000) and
+                    // below this machine's open-file limit.
+                    max_connections: 12_000,
+                    ..broker::EmbeddedConfig::default()
+                };
+                let b = tokio::task::spawn_blocking(move || broker::start(&cfg))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??;
+                (BrokerProc::Embedded(b), port)
+            }
+            BrokerChoice::Mosquitto => {
+                let m = Mosquitto::start().await?;
+                let port = m.port;
+                (BrokerProc::Mosquitto(m), port)
+            }
+        };
+        let keys = Keys::generate();
+        let mut config = Config::with_defaults(
+            data_dir.join("bridge"),
+            broker::BrokerConfig::External(broker::ExternalConfig {
+                host: "127.0.0.1".into(),
+                port,
+                tls: false,
+                credentials: None,
+            }),
+        );
+        let op = keys.operator.verifying_key();
+        config
+            .bridge
+            .operator_keys
+            .insert(schemas::keys::kid(&op), op);
+        let rel = keys.release.verifying_key();
+        config
+            .bridge
+            .release_keys
+            .insert(schemas::keys::kid(&rel), rel);
+        (opts.tune)(&mut config);
+        let bridge = start_bridge(config.clone()).await?;
+        let ops = OpsClient::connect(ClientOptions::new(
+            "127.0.0.1",
+            port,
+            keys.operator.clone(),
+        ))
+        .await?;
+        Ok(Stack {
+            keys,
+            host: "127.0.0.1".into(),
+            port,
+            data_dir,
+            config,
+            bridge: Some(bridge),
+            ops,
+            broker,
+            _tmp: tmp,
+        })
+    }
+
+    /// The operator client.
+    pub fn ops(&self) -> &OpsClient {
+        &self.ops
+    }
+
+    /// The running bridge (None while it is stopped).
+    pub fn bridge(&self) -> Option<&Bridge> {
+        self.bridge.as_ref()
+    }
+
+    /// The bridge's config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops the bridge cleanly.
+    pub async fn stop_bridge(&mut self) -> Result<(), StackError> {
+        if let Some(b) = self.bridge.take() {
+            b.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the bridge again on the same data dir.
+    pub async fn start_bridge(&mut self) -> Result<(), StackError> {
+        if self.bridge.is_none() {
+            self.bridge = Some(start_bridge(self.config.clone()).await?);
+        }
+        Ok(())
+    }
+
+    /// Restarts the broker (Mosquitto only: rumqttd cannot be stopped).
+    pub async fn restart_broker(&mut self) -> Result<bool, StackError> {
+        match &mut self.broker {
+            BrokerProc::Mosquitto(m) => {
+                m.restart().await?;
+                Ok(true)
+            }
+            BrokerProc::Embedded(_) => Ok(false),
+        }
+    }
+
+    /// Signs `image` with the stack's release key and pushes it to the
+    /// bridge. Returns the artifact id.
+    pub async fn push(&self, image: &[u8], spec: &ReleaseSpec) -> Result<ArtifactId, StackError> {
+        let m = build_manifest(image, spec)?;
+        let id = m.artifact.clone();
+        let envelope = manifest::sign(&m, &self.keys.release);
+        bridge::artifacts::push::push(&self.ops, &envelope, image, |_, _| {}).await?;
+        Ok(id)
+    }
+
+    /// A fleet config for devices that trust this stack's release key.
+    pub fn fleet(&self, devices: usize, mut profile: device_sim::fleet::Profile) -> device_sim::fleet::FleetConfig {
+        profile.trusted = vec![self.keys.release.verifying_key()];
+        device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
+    }
+
+    /// Stops the bridge (the broker ends with the process or on drop).
+    pub async fn shutdown(mut self) -> Result<(), StackError> {
+        self.stop_bridge().await
+    }
+
+    /// Where the bridge keeps its data.
+    pub fn bridge_dir(&self) -> &Path {
+        &self.config.bridge.data_dir
+    }
+}
+
+async fn start_bridge(config: Config) -> Result<Bridge, StackError> {
+    let bridge = Bridge::start(config).await?;
+    tokio::time::timeout(Duration::from_secs(10), bridge.ready())
+        .await
+        .map_err(|_| StackError::NotReady)?;
+    Ok(bridge)
+}
