@@ -81,14 +81,18 @@ impl Push {
                 meta.len()
             );
         }
-        let manifest_path = self.manifest.clone().unwrap_or_else(|| manifest_beside(&self.image));
+        let manifest_path = self
+            .manifest
+            .clone()
+            .unwrap_or_else(|| manifest_beside(&self.image));
         let manifest = std::fs::read(&manifest_path).with_context(|| {
             format!(
                 "cannot read manifest {} (sign the image first: `ota artifact sign`, or give --manifest)",
                 manifest_path.display()
             )
         })?;
-        let image = std::fs::read(&self.image).with_context(|| format!("cannot read image {}", self.image.display()))?;
+        let image = std::fs::read(&self.image)
+            .with_context(|| format!("cannot read image {}", self.image.display()))?;
         let opts = self.conn.options()?;
         let bar = ProgressBar::new(image.len() as u64);
         bar.set_style(
@@ -97,7 +101,10 @@ impl Push {
         );
         let done = rt::block_on(async {
             let client = OpsClient::connect(opts).await?;
-            let result = push(&client, &manifest, &image, |received, _| bar.set_position(received)).await;
+            let result = push(&client, &manifest, &image, |received, _| {
+                bar.set_position(received)
+            })
+            .await;
             client.close().await;
             Ok::<_, anyhow::Error>(result?)
         })??;
@@ -116,7 +123,10 @@ impl List {
         }
         let empty = Vec::new();
         let artifacts = v["artifacts"].as_array().unwrap_or(&empty);
-        println!("{:<40} {:<9} {:<12} {:<12} {:<10} {:>10}", "ARTIFACT", "KIND", "COMPONENT", "VERSION", "ARCH", "SIZE");
+        println!(
+            "{:<40} {:<9} {:<12} {:<12} {:<10} {:>10}",
+            "ARTIFACT", "KIND", "COMPONENT", "VERSION", "ARCH", "SIZE"
+        );
         for a in artifacts {
             println!(
                 "{:<40} {:<9} {:<12} {:<12} {:<10} {:>10}",
@@ -148,8 +158,21 @@ impl Show {
             return Ok(());
         }
         for key in [
-            "artifact", "kind", "component", "version", "arch", "size", "block_size", "blocks", "sha256",
-            "merkle_root", "created", "min_version", "allow_downgrade", "kid", "stored_at",
+            "artifact",
+            "kind",
+            "component",
+            "version",
+            "arch",
+            "size",
+            "block_size",
+            "blocks",
+            "sha256",
+            "merkle_root",
+            "created",
+            "min_version",
+            "allow_downgrade",
+            "kid",
+            "stored_at",
         ] {
             if !v[key].is_null() {
                 println!("{key:<16} {}", text(&v[key]));
@@ -161,7 +184,12 @@ impl Show {
 
 impl Delete {
     pub fn run(self) -> anyhow::Result<()> {
-        let _: Value = call(&self.conn, Command::ArtifactDelete { id: self.id.clone() })?;
+        let _: Value = call(
+            &self.conn,
+            Command::ArtifactDelete {
+                id: self.id.clone(),
+            },
+        )?;
         println!("{} deleted", self.id);
         Ok(())
     }
@@ -187,7 +215,10 @@ fn text(v: &Value) -> String {
 
 /// `IMAGE.manifest`, as `ota artifact sign` names it.
 fn manifest_beside(image: &Path) -> PathBuf {
-    let mut name: OsString = image.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name: OsString = image
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".manifest");
     image.with_file_name(name)
 }

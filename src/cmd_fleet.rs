@@ -276,7 +276,19 @@ impl Run for Devices {
     fn run(self) -> anyhow::Result<()> {
         match self {
             Devices::List(c) => {
-                let list: DeviceList = c.conn.call(Command::DeviceList { group: c.group })?;
+                let opts = c.conn.options()?;
+                let group = c.group;
+                let devices = rt::block_on(async move {
+                    let client = OpsClient::connect(opts).await?;
+                    let result = client.all_devices(group).await;
+                    client.close().await;
+                    Ok::<_, anyhow::Error>(result?)
+                })??;
+                let list = DeviceList {
+                    total: devices.len(),
+                    devices,
+                    next: None,
+                };
                 if c.json {
                     return print_json(&list);
                 }
@@ -353,10 +365,16 @@ impl Run for Devices {
 #[derive(clap::Subcommand)]
 pub enum Group {
     /// Create or replace a group.
-    #[command(
-        after_help = "Examples:\n  ota group put acme-line-3 --selector 'customer=acme,line=3' --config ota.toml\n  \
-                            ota group put canary --members dev-0001,dev-0002 --config ota.toml"
-    )]
+    #[command(after_help = "Selectors match the labels devices send in their Hello; every requirement must hold:\n  \
+                            key=value         the label equals value\n  \
+                            key!=value        it does not (a device without the label matches)\n  \
+                            key in (a,b)      it is one of the values\n  \
+                            key notin (a,b)   it is none of them (or the label is missing)\n  \
+                            key / !key        the device has / lacks the label\n\n\
+                            Devices are told their groups (retained on P/devices/ID/groups) whenever they change.\n\n\
+                            Examples:\n  \
+                            ota group put acme-line-3 --selector 'customer=acme,line=3' --config ota.toml\n  \
+                            ota group put canary --members dev-0001,dev-0002 --config ota.toml")]
     Put(GroupPutCmd),
     /// List the groups with their rules and device counts.
     List(GroupListCmd),

@@ -2,7 +2,7 @@
 //! under `data_dir`? Writes one 64 MiB image each way (durably), then reads
 //! random 4 KiB blocks, and prints a table (docs/BENCHMARKS.md).
 //!
-//! `cargo run --release -p ota-bridge --example artifact_storage_bench [DIR]`
+//! `cargo run -p ota-bridge --example artifact_storage_bench [DIR]`
 //! (DIR defaults to a temporary directory; put it on the disk you care about).
 
 use std::fs::File;
@@ -17,12 +17,17 @@ const READS: usize = 20_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
-    let dir = std::env::args().nth(1).map(std::path::PathBuf::from).unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = std::env::args()
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let image = pseudo_random(IMAGE);
     let blocks = IMAGE / BLOCK;
     let order = pseudo_random_indices(READS, blocks);
 
-    println!("| store | write 64 MiB (durable) | on disk | random 4 KiB read, mean | p99 | RSS growth |");
+    println!(
+        "| store | write 64 MiB (durable) | on disk | random 4 KiB read, mean | p99 | RSS growth |"
+    );
     println!("|---|---|---|---|---|---|");
 
     // sled: one value per 4 KiB block, key = artifact id ‖ be32(index).
@@ -117,8 +122,16 @@ fn du(p: &Path) -> u64 {
 fn rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb / 1024)
 }
 

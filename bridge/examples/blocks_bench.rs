@@ -4,7 +4,7 @@
 //! started afresh for each row, so its peak RSS is its own.
 //!
 //! ```text
-//! cargo run --release -p ota-bridge --example blocks_bench -- \
+//! cargo run -p ota-bridge --example blocks_bench -- \
 //!     [--devices 1000] [--image-kib 1024] [--block-size 4096] \
 //!     [--egress BYTES_PER_SEC] [--unicast-egress BYTES_PER_SEC] \
 //!     [--window-ms 150] [--fanout DELIVERIES_PER_SEC] [--modes broadcast,unicast]
@@ -22,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,rumqttd=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr);
     if let Some(port) = flag(&args, "--broker-child") {
@@ -36,9 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image_kib: usize = flag(&args, "--image-kib").map_or(Ok(1024), |v| v.parse())?;
     let block_size: u32 = flag(&args, "--block-size").map_or(Ok(4096), |v| v.parse())?;
     let defaults = BlocksConfig::default();
-    let egress: u64 = flag(&args, "--egress").map_or(Ok(defaults.egress_bytes_per_sec), |v| v.parse())?;
-    let unicast_egress: u64 = flag(&args, "--unicast-egress").map_or(Ok(64 * 1024 * 1024), |v| v.parse())?;
-    let window: u64 = flag(&args, "--window-ms").map_or(Ok(defaults.merge_window_ms), |v| v.parse())?;
+    let egress: u64 =
+        flag(&args, "--egress").map_or(Ok(defaults.egress_bytes_per_sec), |v| v.parse())?;
+    let unicast_egress: u64 =
+        flag(&args, "--unicast-egress").map_or(Ok(64 * 1024 * 1024), |v| v.parse())?;
+    let window: u64 =
+        flag(&args, "--window-ms").map_or(Ok(defaults.merge_window_ms), |v| v.parse())?;
     let fanout: u64 = flag(&args, "--fanout").map_or(Ok(defaults.fanout_per_sec), |v| v.parse())?;
     let modes = flag(&args, "--modes").unwrap_or_else(|| "broadcast,unicast".into());
 
@@ -65,7 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             broker: child.addr,
             deadline: Duration::from_secs(600),
         };
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         let r: BenchResult = rt.block_on(run(&opts))?;
         drop(rt);
         let rss = child.peak_rss_mib();
@@ -90,7 +96,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 /// The broker in a child process of this same example.
@@ -101,7 +110,9 @@ struct BrokerChild {
 
 impl BrokerChild {
     fn start() -> Result<Self, Box<dyn std::error::Error>> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--broker-child", &port.to_string()])
             .stdin(Stdio::piped())
@@ -113,7 +124,10 @@ impl BrokerChild {
                 Stdio::null()
             })
             .spawn()?;
-        let out = child.stdout.take().ok_or("no stdout from the broker child")?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or("no stdout from the broker child")?;
         let mut line = String::new();
         BufReader::new(out).read_line(&mut line)?;
         if !line.starts_with("ready") {
@@ -129,7 +143,11 @@ impl BrokerChild {
     fn peak_rss_mib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb / 1024)
     }
 
     fn stop(mut self) {

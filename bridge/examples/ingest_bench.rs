@@ -19,14 +19,18 @@ use bridge::bench::{ingest, BenchBroker, IngestOptions};
 use bridge::config::StatusConfig;
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,rumqttd=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -37,7 +41,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let broker = match flag(&args, "--broker") {
         Some(b) => BenchBroker::External(b.parse::<SocketAddr>()?),
-        None => BenchBroker::Embedded(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+        None => BenchBroker::Embedded(
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+        ),
     };
     let mut opts = IngestOptions::new(broker);
     opts.devices = devices;
@@ -46,7 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         commit_window: Duration::from_millis(window),
         max_batch,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let r = rt.block_on(ingest(&opts))?;
     if args.iter().any(|a| a == "--json") {
         println!("{}", serde_json::to_string(&r)?);

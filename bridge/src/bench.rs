@@ -146,7 +146,9 @@ pub async fn ingest(opts: &IngestOptions) -> Result<IngestReport, BenchError> {
     let bridge = Bridge::start(config).await?;
     let result = match tokio::time::timeout(Duration::from_secs(30), bridge.ready()).await {
         Ok(()) => run(opts, &bridge).await,
-        Err(_) => Err(BenchError::Setup("the bridge did not subscribe within 30 s".into())),
+        Err(_) => Err(BenchError::Setup(
+            "the bridge did not subscribe within 30 s".into(),
+        )),
     };
     bridge.shutdown().await?;
     if let Some(t) = temp {
@@ -164,7 +166,8 @@ async fn run(opts: &IngestOptions, bridge: &Bridge) -> Result<IngestReport, Benc
     let mut devices = Vec::with_capacity(opts.devices);
     let pace = Duration::from_secs_f64(1.0 / f64::from(opts.connect_rate.max(1)));
     for i in 0..opts.devices {
-        let id = DeviceId::new(format!("bench-{i:05}")).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let id =
+            DeviceId::new(format!("bench-{i:05}")).map_err(|e| BenchError::Setup(e.to_string()))?;
         devices.push(connect(opts, &topics, id, &mut tasks).await?);
         tokio::time::sleep(pace).await;
     }
@@ -173,7 +176,11 @@ async fn run(opts: &IngestOptions, bridge: &Bridge) -> Result<IngestReport, Benc
         let hello = Hello {
             proto: 1,
             arch: "esp32".into(),
-            versions: [(ComponentName::new("main").map_err(|e| BenchError::Setup(e.to_string()))?, "1.0.0".into())].into(),
+            versions: [(
+                ComponentName::new("main").map_err(|e| BenchError::Setup(e.to_string()))?,
+                "1.0.0".into(),
+            )]
+            .into(),
             labels: Default::default(),
             boot_id: "b1".into(),
             epoch: Epoch::new("bench0001").map_err(|e| BenchError::Setup(e.to_string()))?,
@@ -205,7 +212,11 @@ async fn run(opts: &IngestOptions, bridge: &Bridge) -> Result<IngestReport, Benc
                     detail: None,
                     versions: Default::default(),
                 };
-                if client.publish(topic.clone(), QoS::AtLeastOnce, false, s.encode()).await.is_err() {
+                if client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, s.encode())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -229,7 +240,11 @@ async fn run(opts: &IngestOptions, bridge: &Bridge) -> Result<IngestReport, Benc
     }
     tasks.abort_all();
     if waited.is_err() {
-        return Err(BenchError::Deadline(opts.deadline, done.load(Ordering::Acquire), all));
+        return Err(BenchError::Deadline(
+            opts.deadline,
+            done.load(Ordering::Acquire),
+            all,
+        ));
     }
     let reports = all as u64 * r;
     let commits = after.commits - before.commits;
@@ -288,7 +303,12 @@ async fn connect(
     Ok(BenchDevice { id, client, ack })
 }
 
-async fn publish(d: &BenchDevice, topics: &Topics, t: Topic, payload: Vec<u8>) -> Result<(), BenchError> {
+async fn publish(
+    d: &BenchDevice,
+    topics: &Topics,
+    t: Topic,
+    payload: Vec<u8>,
+) -> Result<(), BenchError> {
     d.client
         .publish(topics.build(&t), QoS::AtLeastOnce, false, payload)
         .await
@@ -299,7 +319,9 @@ async fn wait_ack(d: &mut BenchDevice, seq: u64, within: Duration) -> Result<(),
     let id = d.id.clone();
     match tokio::time::timeout(within, d.ack.wait_for(|a| *a == Some(seq))).await {
         Ok(Ok(_)) => Ok(()),
-        _ => Err(BenchError::Setup(format!("{id}: no StatusAck {seq} within {within:?}"))),
+        _ => Err(BenchError::Setup(format!(
+            "{id}: no StatusAck {seq} within {within:?}"
+        ))),
     }
 }
 

@@ -336,6 +336,29 @@ impl OpsClient {
             .map_err(|e| ClientError::BadReply(e.to_string()))
     }
 
+    /// Every device (of `group`), fetched a page at a time.
+    pub async fn all_devices(
+        &self,
+        group: Option<schemas::GroupName>,
+    ) -> Result<Vec<crate::ops::fleet_cmds::DeviceView>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page: crate::ops::fleet_cmds::DeviceList = self
+                .call_ok(Command::DeviceList {
+                    group: group.clone(),
+                    after: after.take(),
+                    limit: None,
+                })
+                .await?;
+            out.extend(page.devices);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Subscribes to `P/ops/events` and returns the stream of events from
     /// now on.
     pub async fn events(&self) -> Result<EventStream, ClientError> {

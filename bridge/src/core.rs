@@ -1,6 +1,7 @@
 //! The core actor: owns the in-memory fleet (registry, groups, published
 //! membership) and the operator command state, and writes through the
-//! store. Later it also owns artifacts and campaigns.
+//! store. It also owns the artifact commands and the campaigns (their
+//! manager is called from here: `campaign::hooks`, and a one-second tick).
 //!
 //! Two inboxes: MQTT messages it owns (Presence, operator commands), and
 //! internal news from the status ingest actor (Hellos once their epoch is
@@ -260,7 +261,8 @@ impl Core {
         Ok(())
     }
 
-    /// A device's campaign state changed. The campaign engine hooks in here.
+    /// A device's campaign state changed (already counted by the campaign
+    /// manager, `campaign::hooks::statuses`): logged.
     fn status_update(&mut self, u: StatusUpdate) {
         if u.outcome.is_some() {
             info!(device = %u.device, campaign = %u.campaign, state = %u.state, error = ?u.error, "device finished a campaign");

@@ -19,6 +19,11 @@
 //!   artifacts and campaigns).
 //! - [`campaign`]: campaign specs, the wave gate (pure) and the manager
 //!   core runs them with (announcements, tallies, timers, the emergency lane).
+//! - [`artifacts`]: the artifact store (sled index, content-addressed
+//!   files), verified resumable uploads, the `artifact_*` commands, and the
+//!   operator's side of a push.
+//! - [`blocks`]: the block server actor (merge window, pacing, emergency
+//!   priority) and its benchmark.
 //! - [`client`]: [`client::OpsClient`], signed commands over MQTT.
 //! - [`bench`]: the durable status ingest benchmark.
 //! - [`metrics`]: counters, logged periodically.
@@ -31,6 +36,9 @@
 //!                          │                          ▼
 //!                          └─────────try_send──────► core::Core ──► sled
 //!                       (presence, commands)          └──► Membership, replies, events
+//!                          │
+//!                          └─────────try_send──────► blocks (server ──► worker) ──► Block publishes
+//!                        (requests, QoS 0)
 //! ```
 //!
 //! Shutdown is passed in ([`run`]): the actors finish the batch in hand,
@@ -383,8 +391,8 @@ impl Bridge {
             DISCONNECT_WAIT,
             link.wait_for(|s| !s.connected && !s.egress_connected),
         )
-            .await
-            .is_err()
+        .await
+        .is_err()
         {
             warn!("the broker did not close the connection in time; closing it ourselves");
         }

@@ -26,7 +26,8 @@ pub enum DropReason {
     CommandStale,
     /// A command whose request id was already received.
     CommandReplayed,
-    /// The bridge was overloaded: the local queue was full.
+    /// Not used any more: under load the bridge stops reading instead of
+    /// dropping. Kept so that logged counter names stay stable.
     Overloaded,
     /// A message for a part of the bridge that is not running (e.g. block
     /// requests before the block server exists).

@@ -1,6 +1,8 @@
 //! A bridge stopped mid-campaign and started again on the same data dir
 //! carries the campaign to the end it would have reached: the gate, its
-//! timer and the wave's counts come back from the store.
+//! timer (which fell due while the bridge was down) and the wave's counts
+//! come back from the store. The process-level version, `kill -9` of `ota
+//! serve`, is `tests/cli_campaign.rs` at the root.
 
 mod blocks_common;
 mod campaign_common;
@@ -71,8 +73,16 @@ async fn a_restarted_bridge_finishes_the_campaign_with_its_timers() {
         ("running", Some(0))
     );
 
-    // Restart while wave 1 waits for its timeout.
-    stack.restart_bridge().await;
+    // Stop the bridge while wave 1 waits for its timeout, and start it
+    // again only once that timeout has passed: the restarted gate finds
+    // its timer overdue and must judge on the stored reports.
+    let deadline = before.next_timer.expect("wave 1's timeout");
+    stack.stop_bridge().await;
+    wait("wave 1's timeout to pass", LONG, || {
+        bridge::unix_now() > deadline
+    })
+    .await;
+    stack.start_bridge().await;
 
     let after = wait_state(&ops, "fw-4", "completed", LONG).await;
     for d in canaries.iter().chain(&acme) {

@@ -29,7 +29,11 @@ async fn hello_registers_a_device_operators_can_list(kind: BrokerKind) {
     assert_eq!(e.kind, "device.registered");
 
     let list: DeviceList = ops
-        .call_ok(Command::DeviceList { group: None })
+        .call_ok(Command::DeviceList {
+            group: None,
+            after: None,
+            limit: None,
+        })
         .await
         .unwrap();
     assert_eq!(list.devices.len(), 1);
@@ -132,6 +136,8 @@ async fn selector_groups_send_retained_membership(kind: BrokerKind) {
     let in_canary: DeviceList = ops
         .call_ok(Command::DeviceList {
             group: Some(g("canary")),
+            after: None,
+            limit: None,
         })
         .await
         .unwrap();
@@ -205,6 +211,8 @@ async fn state_survives_a_restart(kind: BrokerKind) {
     let list: DeviceList = ops
         .call_ok(Command::DeviceList {
             group: Some(g("site-x")),
+            after: None,
+            limit: None,
         })
         .await
         .unwrap();
@@ -308,7 +316,11 @@ async fn run_with_the_embedded_broker_until_shutdown() {
     })
     .await;
     let list: DeviceList = ops
-        .call_ok(Command::DeviceList { group: None })
+        .call_ok(Command::DeviceList {
+            group: None,
+            after: None,
+            limit: None,
+        })
         .await
         .unwrap();
     assert_eq!(list.devices.len(), 1);

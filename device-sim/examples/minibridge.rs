@@ -21,6 +21,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(18830);
     let n: usize = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(100);
     let kib: usize = args.get(3).and_then(|p| p.parse().ok()).unwrap_or(256);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let key = SigningKey::from_bytes(&[0x42; 32]);
     let bridge = MiniBridge::start("127.0.0.1", port, Topics::default()).await?;
     let image = pattern_image(kib * 1024, 1);

@@ -22,6 +22,13 @@ use crate::keys::{Kid, SigningKey, VerifyingKey};
 /// plus the envelope).
 pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
 
+/// Most devices in one `device_list` reply.
+pub const MAX_PAGE: u32 = 500;
+
+/// Largest reply the bridge publishes; a larger one is replaced by an error
+/// that says how to narrow the query (brokers refuse oversized packets).
+pub const MAX_REPLY_BYTES: usize = 192 * 1024;
+
 /// Largest raw chunk of an artifact upload.
 pub const UPLOAD_CHUNK: usize = 48 * 1024;
 
@@ -65,10 +72,18 @@ pub enum Command {
     GroupDelete { name: GroupName },
     /// List groups with their member counts.
     GroupList,
-    /// List devices, optionally of one group.
+    /// List devices, optionally of one group, a page at a time (by id,
+    /// at most [`MAX_PAGE`] a reply, so a reply stays under the broker's
+    /// payload limit whatever the fleet's size).
     DeviceList {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<GroupName>,
+        /// Start after this id (the previous page's `next`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<DeviceId>,
+        /// Page size, at most [`MAX_PAGE`] (the default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     /// One device's registry entry and campaign states.
     DeviceShow { id: DeviceId },

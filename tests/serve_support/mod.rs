@@ -38,7 +38,11 @@ pub fn free_port() -> u16 {
 /// An operator key pair in `dir` (operator.key, operator.pub).
 pub fn operator_key(dir: &Path) -> SigningKey {
     let key = SigningKey::from_bytes(&[9; 32]);
-    std::fs::write(dir.join("operator.key"), schemas::keys::signing_key_to_text(&key)).expect("write the key");
+    std::fs::write(
+        dir.join("operator.key"),
+        schemas::keys::signing_key_to_text(&key),
+    )
+    .expect("write the key");
     std::fs::write(
         dir.join("operator.pub"),
         schemas::keys::verifying_key_to_text(&key.verifying_key()),
@@ -140,7 +144,11 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> Mosquitto {
-        let ok = Command::new("which").arg("mosquitto").output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = Command::new("which")
+            .arg("mosquitto")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         assert!(
             ok,
             "mosquitto is not installed, and this test needs it: `apt-get install -y mosquitto` (CI installs it)"
@@ -165,12 +173,19 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto starts");
         within("mosquitto to listen", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
-        Mosquitto { port, child, _dir: dir }
+        Mosquitto {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 }
 
@@ -235,14 +250,23 @@ impl Device {
         let h = Hello {
             proto: 1,
             arch: "armv7".into(),
-            versions: [(ComponentName::new("main").expect("a name"), "1.0.0".to_string())].into(),
+            versions: [(
+                ComponentName::new("main").expect("a name"),
+                "1.0.0".to_string(),
+            )]
+            .into(),
             labels: Default::default(),
             boot_id: "boot-1".into(),
             epoch: Epoch::new(epoch).expect("an epoch"),
             outbox,
         };
         self.client
-            .publish(self.topics.build(&Topic::Hello(self.id.clone())), QoS::AtLeastOnce, false, h.encode())
+            .publish(
+                self.topics.build(&Topic::Hello(self.id.clone())),
+                QoS::AtLeastOnce,
+                false,
+                h.encode(),
+            )
             .await
             .expect("publish");
     }
@@ -257,11 +281,20 @@ impl Device {
             progress: Some(seq),
             error: None,
             detail: None,
-            versions: [(ComponentName::new("main").expect("a name"), "1.0.0".to_string())].into(),
+            versions: [(
+                ComponentName::new("main").expect("a name"),
+                "1.0.0".to_string(),
+            )]
+            .into(),
         };
         let b = s.encode();
         self.client
-            .publish(self.topics.build(&Topic::Status(self.id.clone())), QoS::AtLeastOnce, false, b.clone())
+            .publish(
+                self.topics.build(&Topic::Status(self.id.clone())),
+                QoS::AtLeastOnce,
+                false,
+                b.clone(),
+            )
             .await
             .expect("publish");
         b
@@ -269,9 +302,12 @@ impl Device {
 
     pub async fn wait_ack(&mut self, seq: u64) {
         let id = self.id.clone();
-        within(&format!("{id}: StatusAck {seq}"), self.ack.wait_for(|a| *a == Some(seq)))
-            .await
-            .expect("the device loop runs");
+        within(
+            &format!("{id}: StatusAck {seq}"),
+            self.ack.wait_for(|a| *a == Some(seq)),
+        )
+        .await
+        .expect("the device loop runs");
     }
 }
 

@@ -255,8 +255,7 @@ async fn wait_registered(stack: &Stack, fleet: &FleetHandle, opts: &DemoOptions)
     let pb = bar(opts, opts.devices as u64, "devices registered");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let list: serde_json::Value = stack.ops().call_ok(Command::DeviceList { group: None }).await?;
-        let n = count_devices(&list);
+        let n = stack.ops().all_devices(None).await?.len();
         pb.set_position(n as u64);
         pb.set_message(format!("devices registered ({} connected)", fleet.stats().connected));
         if n >= opts.devices {
@@ -272,14 +271,6 @@ async fn wait_registered(stack: &Stack, fleet: &FleetHandle, opts: &DemoOptions)
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn count_devices(list: &serde_json::Value) -> usize {
-    list.get("devices")
-        .and_then(|d| d.as_array())
-        .map(|a| a.len())
-        .or_else(|| list.as_array().map(|a| a.len()))
-        .unwrap_or(0)
 }
 
 async fn put_group(
@@ -374,8 +365,15 @@ async fn run_campaign(
         while let Ok(Some(ev)) =
             tokio::time::timeout(Duration::from_millis(1), events.next()).await
         {
-            if ev.campaign.as_ref() == Some(&id) && ev.kind.starts_with("campaign.") && !opts.json {
-                pb.println(format!("   [{}] {}", ev.kind.trim_start_matches("campaign."), ev.message));
+            let shown = ev.kind.starts_with("campaign.") && ev.kind != "campaign.progress";
+            if ev.campaign.as_ref() == Some(&id) && shown && !opts.json {
+                let text = format!("   [{}] {}", ev.kind.trim_start_matches("campaign."), ev.message);
+                // A hidden bar (not a terminal) prints nothing: print plainly.
+                if pb.is_hidden() {
+                    println!("{text}");
+                } else {
+                    pb.println(text);
+                }
             }
         }
         let s: CampaignStatus = stack
@@ -412,7 +410,7 @@ async fn run_campaign(
     say(
         opts,
         format!(
-            "   {} {}: {} succeeded, {} failed, {} not applicable, {} no report, in {:.1} s",
+            "   {} {}: {} succeeded, {} failed, {} not applicable, {} still pending, in {:.1} s",
             line.campaign, line.state, line.success, line.failure, line.not_applicable, line.no_report, line.seconds
         ),
     );
@@ -446,21 +444,13 @@ fn summarize(s: &CampaignStatus, took: Duration) -> CampaignLine {
 }
 
 async fn fleet_versions(stack: &Stack) -> Result<BTreeMap<String, BTreeMap<String, usize>>, DemoError> {
-    let list: serde_json::Value = stack.ops().call_ok(Command::DeviceList { group: None }).await?;
     let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    let devices = list
-        .get("devices")
-        .and_then(|d| d.as_array())
-        .cloned()
-        .unwrap_or_default();
-    for d in devices {
-        if let Some(vs) = d.get("versions").and_then(|v| v.as_object()) {
-            for (comp, ver) in vs {
-                *out.entry(comp.clone())
-                    .or_default()
-                    .entry(ver.as_str().unwrap_or("?").to_string())
-                    .or_default() += 1;
-            }
+    for d in stack.ops().all_devices(None).await? {
+        for (comp, ver) in &d.record.versions {
+            *out.entry(comp.to_string())
+                .or_default()
+                .entry(ver.clone())
+                .or_default() += 1;
         }
     }
     Ok(out)
@@ -469,8 +459,8 @@ async fn fleet_versions(stack: &Stack) -> Result<BTreeMap<String, BTreeMap<Strin
 fn print_summary(s: &DemoSummary) {
     println!("\nSummary ({} devices, {:.0} s)\n", s.devices, s.seconds);
     println!(
-        "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>9} {:>6}",
-        "campaign", "kind", "state", "targeted", "success", "failed", "n/a", "no report", "secs"
+        "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>6}",
+        "campaign", "kind", "state", "targeted", "success", "failed", "n/a", "pending", "secs"
     );
     for c in &s.campaigns {
         let name = if c.emergency {
@@ -479,7 +469,7 @@ fn print_summary(s: &DemoSummary) {
             c.campaign.to_string()
         };
         println!(
-            "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>9} {:>6.1}",
+            "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>6.1}",
             name, c.kind, c.state, c.targeted, c.success, c.failure, c.not_applicable, c.no_report, c.seconds
         );
         if !c.errors.is_empty() {

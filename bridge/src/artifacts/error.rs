@@ -20,7 +20,9 @@ pub enum ArtifactError {
     TooLarge { size: u64, max: u64 },
     #[error("the chunk is not standard base64: {0}")]
     ChunkEncoding(String),
-    #[error("the chunk is {len} bytes, over the limit of {max}: send chunks of at most {max} bytes")]
+    #[error(
+        "the chunk is {len} bytes, over the limit of {max}: send chunks of at most {max} bytes"
+    )]
     ChunkTooLarge { len: usize, max: usize },
     #[error("the chunk ends at byte {end}, past the image size {size} in the manifest: the image is not the one the manifest was made from")]
     PastEnd { end: u64, size: u64 },
@@ -47,13 +49,18 @@ pub enum ArtifactError {
     Sled(#[from] sled::Error),
     #[error("artifact record {id} is unreadable: {reason} (delete it with `ota artifact delete` and push the image again)")]
     Corrupt { id: String, reason: String },
-    #[error("the artifact task stopped before answering: {0} (a bug in ota; the upload can be resumed)")]
+    #[error(
+        "the artifact task stopped before answering: {0} (a bug in ota; the upload can be resumed)"
+    )]
     Task(String),
 }
 
 impl ArtifactError {
     /// An I/O error with what was being done and where.
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ArtifactError::Io { op, path, source }
     }

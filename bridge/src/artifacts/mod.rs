@@ -10,7 +10,7 @@
 //! - [`ops`]: [`ArtifactOps::handle`], the `artifact_*` operator commands.
 //! - [`push`]: the operator's side of a push ([`push::push`]), resuming a
 //!   broken-off one.
-//! - [`error`]: [`ArtifactError`].
+//! - [`error`]: what can go wrong, [`ArtifactError`].
 
 pub mod error;
 pub mod ops;

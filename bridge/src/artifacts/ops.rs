@@ -68,14 +68,17 @@ impl ArtifactOps {
                 let (store, trust) = (self.store.clone(), self.trust.clone());
                 let (manifest, data, offset) = (manifest.clone(), data.clone(), *offset);
                 let now = crate::artifacts::unix_now();
-                let progress = blocking(move || store.accept_chunk(&trust, &manifest, offset, &data, now)).await?;
+                let progress =
+                    blocking(move || store.accept_chunk(&trust, &manifest, offset, &data, now))
+                        .await?;
                 Ok(progress.to_json())
             }
             Command::ArtifactList => {
                 let store = self.store.clone();
                 blocking(move || {
                     let artifacts: Vec<Value> = store.list()?.iter().map(|r| r.summary()).collect();
-                    let uploads: Vec<Value> = store.uploads()?.iter().map(|p| p.to_json()).collect();
+                    let uploads: Vec<Value> =
+                        store.uploads()?.iter().map(|p| p.to_json()).collect();
                     Ok(json!({ "artifacts": artifacts, "uploads": uploads }))
                 })
                 .await

@@ -22,7 +22,9 @@ const MAX_RETRIES: u32 = 5;
 pub enum PushError {
     #[error("the image is {size} bytes, over the limit of {max} bytes (64 MiB): nothing was sent")]
     TooLarge { size: u64, max: u64 },
-    #[error("the manifest cannot be read: {0} (give the .manifest file `ota artifact sign` wrote)")]
+    #[error(
+        "the manifest cannot be read: {0} (give the .manifest file `ota artifact sign` wrote)"
+    )]
     BadManifest(String),
     #[error("the manifest was not made from this image ({0}): sign the image again with `ota artifact sign`")]
     Mismatch(String),
@@ -47,6 +49,9 @@ pub struct UploadReply {
 
 /// Pushes `image` with its signed `manifest`. `progress(received, size)` is
 /// called after every answer. Returns the final answer (`complete`).
+///
+/// Hashes the image first on the caller's task (about 0.2 s for 64 MiB):
+/// meant for the CLI and tests, not for a task of the bridge itself.
 pub async fn push(
     client: &OpsClient,
     manifest: &[u8],
@@ -84,11 +89,13 @@ pub async fn push(
         };
         lost = 0;
         if !reply.ok {
-            return Err(PushError::Refused(reply.error.unwrap_or_else(|| "no reason given".into())));
+            return Err(PushError::Refused(
+                reply.error.unwrap_or_else(|| "no reason given".into()),
+            ));
         }
         let value = reply.result.unwrap_or_default();
-        let answer: UploadReply =
-            serde_json::from_value(value.clone()).map_err(|_| PushError::BadReply(value.to_string()))?;
+        let answer: UploadReply = serde_json::from_value(value.clone())
+            .map_err(|_| PushError::BadReply(value.to_string()))?;
         progress(answer.received, answer.size);
         if answer.complete {
             return Ok(answer);
@@ -105,7 +112,9 @@ pub async fn push(
 fn check_pair(manifest: &[u8], image: &[u8]) -> Result<(), PushError> {
     let unverified = read_unverified(manifest)
         .ok_or_else(|| PushError::BadManifest("not a COSE_Sign1 envelope".into()))?;
-    let m = unverified.manifest.map_err(|e| PushError::BadManifest(e.to_string()))?;
+    let m = unverified
+        .manifest
+        .map_err(|e| PushError::BadManifest(e.to_string()))?;
     if m.size != image.len() as u64 {
         return Err(PushError::Mismatch(format!(
             "the manifest says {} bytes, the image has {}",

@@ -85,13 +85,22 @@ fn a_push_in_chunks_is_verified_and_stored() {
     assert_eq!(r.stored_at, 7);
     assert_eq!(r.manifest_bytes().unwrap(), env);
     assert_eq!(r.manifest().unwrap(), m);
-    assert_eq!(r.kid, hex::encode(schemas::keys::kid(&key(1).verifying_key())));
+    assert_eq!(
+        r.kid,
+        hex::encode(schemas::keys::kid(&key(1).verifying_key()))
+    );
     assert_eq!(f.store.read_image(&r).unwrap(), img);
-    assert!(f.store.blob_path(&r).starts_with(f.path.join("artifacts/blobs")));
+    assert!(f
+        .store
+        .blob_path(&r)
+        .starts_with(f.path.join("artifacts/blobs")));
     assert_eq!(f.store.list().unwrap().len(), 1);
     assert!(f.store.uploads().unwrap().is_empty());
     // Pushing the same again answers "complete" at once.
-    let again = f.store.accept_chunk(&f.trust, &b64(&env), 0, "", 8).unwrap();
+    let again = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 0, "", 8)
+        .unwrap();
     assert!(again.complete && !again.accepted);
 }
 
@@ -100,14 +109,26 @@ fn a_chunk_at_the_wrong_offset_gets_the_expected_one_back() {
     let f = fixture();
     let img = image(5000);
     let env = sign(&manifest_of(&img, "fw-b"), &key(1));
-    let p = f.store.accept_chunk(&f.trust, &b64(&env), 0, &b64(&img[..1000]), 0).unwrap();
+    let p = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 0, &b64(&img[..1000]), 0)
+        .unwrap();
     assert_eq!((p.received, p.accepted), (1000, true));
     // A repeat of the first chunk (a client asking where it stands).
-    let p = f.store.accept_chunk(&f.trust, &b64(&env), 0, &b64(&img[..1000]), 0).unwrap();
+    let p = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 0, &b64(&img[..1000]), 0)
+        .unwrap();
     assert_eq!((p.received, p.accepted), (1000, false));
-    let p = f.store.accept_chunk(&f.trust, &b64(&env), 3000, &b64(&img[3000..4000]), 0).unwrap();
+    let p = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 3000, &b64(&img[3000..4000]), 0)
+        .unwrap();
     assert_eq!((p.received, p.accepted), (1000, false));
-    let p = f.store.accept_chunk(&f.trust, &b64(&env), 1000, &b64(&img[1000..]), 0).unwrap();
+    let p = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 1000, &b64(&img[1000..]), 0)
+        .unwrap();
     assert!(p.complete);
 }
 
@@ -118,21 +139,36 @@ fn a_broken_off_push_resumes_after_a_restart() {
     let img = image(10_000);
     let env = sign(&manifest_of(&img, "fw-c"), &key(1));
     {
-        let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .unwrap();
         let store = ArtifactStore::open(&db, dir.path()).unwrap();
-        store.accept_chunk(&trust, &b64(&env), 0, &b64(&img[..4000]), 0).unwrap();
+        store
+            .accept_chunk(&trust, &b64(&env), 0, &b64(&img[..4000]), 0)
+            .unwrap();
         db.flush().unwrap();
     }
-    let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path().join("db"))
+        .open()
+        .unwrap();
     let store = ArtifactStore::open(&db, dir.path()).unwrap();
     let ups = store.uploads().unwrap();
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].received, 4000);
     let p = store.accept_chunk(&trust, &b64(&env), 0, "", 0).unwrap();
     assert_eq!(p.received, 4000);
-    let p = store.accept_chunk(&trust, &b64(&env), 4000, &b64(&img[4000..]), 0).unwrap();
+    let p = store
+        .accept_chunk(&trust, &b64(&env), 4000, &b64(&img[4000..]), 0)
+        .unwrap();
     assert!(p.complete);
-    assert_eq!(store.read_image(&store.get(&p.artifact).unwrap().unwrap()).unwrap(), img);
+    assert_eq!(
+        store
+            .read_image(&store.get(&p.artifact).unwrap().unwrap())
+            .unwrap(),
+        img
+    );
 }
 
 #[test]
@@ -143,11 +179,17 @@ fn a_tampered_image_is_refused_and_discarded() {
     let env = sign(&m, &key(1));
     let mut bad = img.clone();
     bad[1500] ^= 1;
-    let e = f.store.accept_chunk(&f.trust, &b64(&env), 0, &b64(&bad), 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 0, &b64(&bad), 0)
+        .unwrap_err();
     assert!(matches!(e, ArtifactError::HashMismatch { .. }), "{e}");
     assert!(e.to_string().contains("push again"), "{e}");
     assert!(f.store.get(&m.artifact).unwrap().is_none());
-    assert!(f.store.uploads().unwrap().is_empty(), "the upload starts clean next time");
+    assert!(
+        f.store.uploads().unwrap().is_empty(),
+        "the upload starts clean next time"
+    );
     // The right bytes go through afterwards.
     assert!(push(&f, &env, &img, 1000).complete);
 }
@@ -170,7 +212,10 @@ fn untrusted_or_broken_manifests_are_refused_before_any_byte() {
     let f = fixture();
     let img = image(3000);
     let m = manifest_of(&img, "fw-f");
-    let e = f.store.accept_chunk(&f.trust, &b64(&sign(&m, &key(2))), 0, &b64(&img), 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&sign(&m, &key(2))), 0, &b64(&img), 0)
+        .unwrap_err();
     assert!(
         matches!(&e, ArtifactError::Manifest { code, .. } if code.as_str() == "unknown_key"),
         "{e}"
@@ -178,7 +223,10 @@ fn untrusted_or_broken_manifests_are_refused_before_any_byte() {
     let mut env = sign(&m, &key(1));
     let n = env.len();
     env[n - 1] ^= 1;
-    let e = f.store.accept_chunk(&f.trust, &b64(&env), 0, &b64(&img), 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 0, &b64(&img), 0)
+        .unwrap_err();
     assert!(
         matches!(&e, ArtifactError::Manifest { code, .. } if code.as_str() == "bad_signature"),
         "{e}"
@@ -199,11 +247,17 @@ fn images_over_64_mib_and_oversized_chunks_are_refused() {
     let mut m = manifest_of(&image(1000), "fw-big");
     m.size = MAX_IMAGE_BYTES + 1;
     m.blocks = u32::try_from(m.size.div_ceil(u64::from(m.block_size))).unwrap();
-    let e = f.store.accept_chunk(&f.trust, &b64(&sign(&m, &key(1))), 0, "", 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&sign(&m, &key(1))), 0, "", 0)
+        .unwrap_err();
     assert!(matches!(e, ArtifactError::TooLarge { .. }), "{e}");
     let img = image(UPLOAD_CHUNK + 10);
     let env = sign(&manifest_of(&img, "fw-g"), &key(1));
-    let e = f.store.accept_chunk(&f.trust, &b64(&env), 0, &b64(&img), 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env), 0, &b64(&img), 0)
+        .unwrap_err();
     assert!(matches!(e, ArtifactError::ChunkTooLarge { .. }), "{e}");
 }
 
@@ -215,13 +269,19 @@ fn another_manifest_for_a_stored_id_is_refused_and_delete_frees_it() {
     push(&f, &sign(&m, &key(1)), &img, 1000);
     let other = image(2500);
     let env2 = sign(&manifest_of(&other, "fw-h"), &key(1));
-    let e = f.store.accept_chunk(&f.trust, &b64(&env2), 0, "", 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env2), 0, "", 0)
+        .unwrap_err();
     assert!(matches!(e, ArtifactError::Exists { .. }), "{e}");
     let r = f.store.get(&m.artifact).unwrap().unwrap();
     let blob = f.store.blob_path(&r);
     f.store.delete(&m.artifact).unwrap();
     assert!(!blob.exists());
-    assert!(matches!(f.store.delete(&m.artifact), Err(ArtifactError::NotFound(_))));
+    assert!(matches!(
+        f.store.delete(&m.artifact),
+        Err(ArtifactError::NotFound(_))
+    ));
     assert!(push(&f, &env2, &other, 1000).complete);
 }
 
@@ -232,7 +292,9 @@ fn two_ids_with_the_same_bytes_share_one_file() {
     let (a, b) = (manifest_of(&img, "fw-x"), manifest_of(&img, "fw-y"));
     push(&f, &sign(&a, &key(1)), &img, 2000);
     push(&f, &sign(&b, &key(1)), &img, 2000);
-    let blob = f.store.blob_path(&f.store.get(&a.artifact).unwrap().unwrap());
+    let blob = f
+        .store
+        .blob_path(&f.store.get(&a.artifact).unwrap().unwrap());
     f.store.delete(&a.artifact).unwrap();
     assert!(blob.exists(), "still used by fw-y");
     f.store.delete(&b.artifact).unwrap();
@@ -244,11 +306,19 @@ fn a_new_manifest_mid_push_needs_offset_zero() {
     let f = fixture();
     let img = image(3000);
     let env1 = sign(&manifest_of(&img, "fw-i"), &key(1));
-    f.store.accept_chunk(&f.trust, &b64(&env1), 0, &b64(&img[..1000]), 0).unwrap();
+    f.store
+        .accept_chunk(&f.trust, &b64(&env1), 0, &b64(&img[..1000]), 0)
+        .unwrap();
     let img2 = image(3500);
     let env2 = sign(&manifest_of(&img2, "fw-i"), &key(1));
-    let e = f.store.accept_chunk(&f.trust, &b64(&env2), 1000, "", 0).unwrap_err();
+    let e = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env2), 1000, "", 0)
+        .unwrap_err();
     assert!(matches!(e, ArtifactError::ManifestChanged { .. }), "{e}");
-    let p = f.store.accept_chunk(&f.trust, &b64(&env2), 0, &b64(&img2[..1000]), 0).unwrap();
+    let p = f
+        .store
+        .accept_chunk(&f.trust, &b64(&env2), 0, &b64(&img2[..1000]), 0)
+        .unwrap();
     assert_eq!((p.received, p.size), (1000, 3500));
 }

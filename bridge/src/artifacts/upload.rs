@@ -112,7 +112,9 @@ impl ArtifactStore {
             // A new push, or offset 0 with a new manifest: start over.
             _ => {
                 std::fs::File::create(&part).map_err(ArtifactError::io("create", &part))?;
-                self.inner.uploads.insert(id.as_str(), envelope.as_slice())?;
+                self.inner
+                    .uploads
+                    .insert(id.as_str(), envelope.as_slice())?;
                 self.inner.db.flush()?;
                 0
             }
@@ -138,7 +140,8 @@ impl ArtifactStore {
             .append(true)
             .open(&part)
             .map_err(ArtifactError::io("open", &part))?;
-        file.write_all(&data).map_err(ArtifactError::io("write", &part))?;
+        file.write_all(&data)
+            .map_err(ArtifactError::io("write", &part))?;
         if end < manifest.size {
             return Ok(progress(end, false, true));
         }
@@ -148,7 +151,10 @@ impl ArtifactStore {
             Err(e) => {
                 // A finished image that does not match is useless: drop it
                 // so the next push starts clean.
-                if matches!(e, ArtifactError::HashMismatch { .. } | ArtifactError::RootMismatch { .. }) {
+                if matches!(
+                    e,
+                    ArtifactError::HashMismatch { .. } | ArtifactError::RootMismatch { .. }
+                ) {
                     let _ = std::fs::remove_file(&part);
                     let _ = self.inner.uploads.remove(id.as_str());
                     let _ = self.inner.db.flush();
@@ -164,7 +170,8 @@ impl ArtifactStore {
         let part = self.part_path(id);
         let mut image = Vec::with_capacity(usize::try_from(manifest.size).unwrap_or(0));
         let mut file = std::fs::File::open(&part).map_err(ArtifactError::io("open", &part))?;
-        file.read_to_end(&mut image).map_err(ArtifactError::io("read", &part))?;
+        file.read_to_end(&mut image)
+            .map_err(ArtifactError::io("read", &part))?;
         let sha: [u8; 32] = Sha256::digest(&image).into();
         if image.len() as u64 != manifest.size || sha != manifest.sha256 {
             return Err(ArtifactError::HashMismatch {
@@ -172,9 +179,11 @@ impl ArtifactStore {
                 actual: hex::encode(sha),
             });
         }
-        let tree = MerkleTree::build(&image, manifest.block_size).map_err(|e| ArtifactError::RootMismatch {
-            expected: hex::encode(manifest.merkle_root),
-            actual: e.to_string(),
+        let tree = MerkleTree::build(&image, manifest.block_size).map_err(|e| {
+            ArtifactError::RootMismatch {
+                expected: hex::encode(manifest.merkle_root),
+                actual: e.to_string(),
+            }
         })?;
         if tree.root() != manifest.merkle_root {
             return Err(ArtifactError::RootMismatch {
@@ -210,7 +219,9 @@ impl ArtifactStore {
         let mut out = Vec::new();
         for entry in self.inner.uploads.iter() {
             let (_, envelope) = entry?;
-            let Some(m) = schemas::release::read_unverified(&envelope).and_then(|u| u.manifest.ok()) else {
+            let Some(m) =
+                schemas::release::read_unverified(&envelope).and_then(|u| u.manifest.ok())
+            else {
                 continue;
             };
             let received = part_len(&self.part_path(&m.artifact)).unwrap_or(0);
@@ -227,7 +238,10 @@ impl ArtifactStore {
 }
 
 /// Decodes and verifies the manifest of an upload command.
-fn verify_manifest(trust: &TrustStore, manifest_b64: &str) -> Result<(Manifest, Vec<u8>), ArtifactError> {
+fn verify_manifest(
+    trust: &TrustStore,
+    manifest_b64: &str,
+) -> Result<(Manifest, Vec<u8>), ArtifactError> {
     if trust.is_empty() {
         return Err(ArtifactError::NoReleaseKeys);
     }

@@ -41,7 +41,9 @@ impl Audience {
 
     /// Devices counted for `artifact` (at least 1).
     pub fn size(&self, artifact: &ArtifactId) -> u64 {
-        self.recent.get(artifact).map_or(1, |d| d.len().max(1) as u64)
+        self.recent
+            .get(artifact)
+            .map_or(1, |d| d.len().max(1) as u64)
     }
 
     /// Forgets requests older than the ttl.

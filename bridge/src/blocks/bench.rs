@@ -190,9 +190,11 @@ async fn store_image(
         crate::unix_now(),
     );
     spec.block_size = opts.block_size;
-    spec.artifact = Some(ArtifactId::new("bench-image").map_err(|e| BenchError::Setup(e.to_string()))?);
+    spec.artifact =
+        Some(ArtifactId::new("bench-image").map_err(|e| BenchError::Setup(e.to_string()))?);
     let manifest = build_manifest(&image, &spec).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let env = base64::engine::general_purpose::STANDARD.encode(schemas::msg::manifest::sign(&manifest, release));
+    let env = base64::engine::general_purpose::STANDARD
+        .encode(schemas::msg::manifest::sign(&manifest, release));
     let trust = schemas::cose::TrustStore::new([release.verifying_key()]);
     let store = bridge.artifacts().clone();
     tokio::task::spawn_blocking(move || {
@@ -221,11 +223,18 @@ async fn connect_all(opts: &BenchOptions, manifest: &Manifest) -> Result<Vec<Dev
     for i in 0..opts.devices {
         tokio::time::sleep_until(next).await;
         next += gap;
-        let id = DeviceId::new(format!("bench-{i:05}")).map_err(|e| BenchError::Setup(e.to_string()))?;
-        let mut o = MqttOptions::new(id.as_str(), opts.broker.ip().to_string(), opts.broker.port());
+        let id =
+            DeviceId::new(format!("bench-{i:05}")).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let mut o = MqttOptions::new(
+            id.as_str(),
+            opts.broker.ip().to_string(),
+            opts.broker.port(),
+        );
         o.set_keep_alive(Duration::from_secs(60));
         let m = manifest.clone();
-        pending.spawn(async move { Device::connect(o, Topics::default(), id, &m, Duration::from_secs(30)).await });
+        pending.spawn(async move {
+            Device::connect(o, Topics::default(), id, &m, Duration::from_secs(30)).await
+        });
     }
     let mut devices = Vec::with_capacity(opts.devices);
     while let Some(r) = pending.join_next().await {
@@ -235,7 +244,12 @@ async fn connect_all(opts: &BenchOptions, manifest: &Manifest) -> Result<Vec<Dev
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
-    let dir = std::env::temp_dir().join(format!("ota-blocks-bench-{}-{}", std::process::id(), crate::unix_now()));
-    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;
+    let dir = std::env::temp_dir().join(format!(
+        "ota-blocks-bench-{}-{}",
+        std::process::id(),
+        crate::unix_now()
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;
     Ok(dir)
 }

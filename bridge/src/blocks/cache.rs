@@ -71,7 +71,12 @@ impl BlockCache {
 
     /// Drops every block of `artifact`.
     pub fn remove_artifact(&mut self, artifact: &ArtifactId) {
-        let keys: Vec<Key> = self.map.keys().filter(|(a, _)| a == artifact).cloned().collect();
+        let keys: Vec<Key> = self
+            .map
+            .keys()
+            .filter(|(a, _)| a == artifact)
+            .cloned()
+            .collect();
         for k in keys {
             self.remove(&k);
         }

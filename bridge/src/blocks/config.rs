@@ -96,10 +96,15 @@ impl BlocksConfig {
         if !(10..=MAX_MERGE_WINDOW_MS).contains(&self.merge_window_ms) {
             return err(
                 "merge_window_ms",
-                format!("{} is outside 10..=500 ms (the protocol promises at most 500)", self.merge_window_ms),
+                format!(
+                    "{} is outside 10..=500 ms (the protocol promises at most 500)",
+                    self.merge_window_ms
+                ),
             );
         }
-        if !(MIN_EGRESS_BYTES_PER_SEC..=MAX_EGRESS_BYTES_PER_SEC).contains(&self.egress_bytes_per_sec) {
+        if !(MIN_EGRESS_BYTES_PER_SEC..=MAX_EGRESS_BYTES_PER_SEC)
+            .contains(&self.egress_bytes_per_sec)
+        {
             return err(
                 "egress_bytes_per_sec",
                 format!(
@@ -109,7 +114,10 @@ impl BlocksConfig {
             );
         }
         if self.fanout_per_sec < 100 {
-            return err("fanout_per_sec", format!("{} is below 100 deliveries per second", self.fanout_per_sec));
+            return err(
+                "fanout_per_sec",
+                format!("{} is below 100 deliveries per second", self.fanout_per_sec),
+            );
         }
         if self.device_requests_per_sec == 0 {
             return err("device_requests_per_sec", "must be at least 1".into());
@@ -118,7 +126,10 @@ impl BlocksConfig {
             return err("device_request_burst", "must be at least 1".into());
         }
         if !(1..=1_000_000).contains(&self.max_devices) {
-            return err("max_devices", format!("{} is outside 1..=1000000", self.max_devices));
+            return err(
+                "max_devices",
+                format!("{} is outside 1..=1000000", self.max_devices),
+            );
         }
         if self.max_loaded_artifacts == 0 {
             return err("max_loaded_artifacts", "must be at least 1".into());
@@ -160,12 +171,48 @@ mod tests {
     fn bad_values_name_the_key() {
         assert!(toml::from_str::<BlocksConfig>("merge_windw_ms = 1").is_err());
         let cases = [
-            (BlocksConfig { merge_window_ms: 600, ..Default::default() }, "merge_window_ms"),
-            (BlocksConfig { merge_window_ms: 0, ..Default::default() }, "merge_window_ms"),
-            (BlocksConfig { egress_bytes_per_sec: 10, ..Default::default() }, "egress_bytes_per_sec"),
-            (BlocksConfig { device_requests_per_sec: 0, ..Default::default() }, "device_requests_per_sec"),
-            (BlocksConfig { fanout_per_sec: 1, ..Default::default() }, "fanout_per_sec"),
-            (BlocksConfig { max_devices: 0, ..Default::default() }, "max_devices"),
+            (
+                BlocksConfig {
+                    merge_window_ms: 600,
+                    ..Default::default()
+                },
+                "merge_window_ms",
+            ),
+            (
+                BlocksConfig {
+                    merge_window_ms: 0,
+                    ..Default::default()
+                },
+                "merge_window_ms",
+            ),
+            (
+                BlocksConfig {
+                    egress_bytes_per_sec: 10,
+                    ..Default::default()
+                },
+                "egress_bytes_per_sec",
+            ),
+            (
+                BlocksConfig {
+                    device_requests_per_sec: 0,
+                    ..Default::default()
+                },
+                "device_requests_per_sec",
+            ),
+            (
+                BlocksConfig {
+                    fanout_per_sec: 1,
+                    ..Default::default()
+                },
+                "fanout_per_sec",
+            ),
+            (
+                BlocksConfig {
+                    max_devices: 0,
+                    ..Default::default()
+                },
+                "max_devices",
+            ),
         ];
         for (c, key) in cases {
             let e = c.validate().unwrap_err();

@@ -30,7 +30,7 @@ pub enum DownloadError {
     Connection {
         device: DeviceId,
         #[source]
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
     #[error("device {device}: no {what} within {waited:?}")]
     Timeout {
@@ -135,7 +135,12 @@ impl Device {
                         waited: wait,
                     })
                 }
-                Ok(Err(source)) => return Err(DownloadError::Connection { device: id, source }),
+                Ok(Err(source)) => {
+                    return Err(DownloadError::Connection {
+                        device: id,
+                        source: Box::new(source),
+                    })
+                }
                 Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => subacks += 1,
                 Ok(Ok(_)) => {}
             }
@@ -154,14 +159,22 @@ impl Device {
     }
 
     /// Downloads the artifact of `manifest` to the end.
-    pub async fn download(mut self, manifest: &Manifest, cfg: &DownloadConfig) -> Result<DownloadReport, DownloadError> {
+    pub async fn download(
+        mut self,
+        manifest: &Manifest,
+        cfg: &DownloadConfig,
+    ) -> Result<DownloadReport, DownloadError> {
         let mut rng = XorShift::new(cfg.seed ^ fnv(self.id.as_str()));
         let mut have = BlockSet::new(manifest.blocks);
-        let mut image = cfg.keep_image.then(|| vec![0u8; usize::try_from(manifest.size).unwrap_or(0)]);
+        let mut image = cfg
+            .keep_image
+            .then(|| vec![0u8; usize::try_from(manifest.size).unwrap_or(0)]);
         let mut report = DownloadReport::default();
         let started = Instant::now();
         let own = self.topics.build(&Topic::DeviceBlocks(self.id.clone()));
-        let shared = self.topics.build(&Topic::ArtifactBlocks(manifest.artifact.clone()));
+        let shared = self
+            .topics
+            .build(&Topic::ArtifactBlocks(manifest.artifact.clone()));
         let request_topic = self.topics.build(&Topic::Request(self.id.clone()));
         self.request_missing(&have, manifest, &request_topic, &mut report);
         let mut quiet_until = Instant::now() + quiet(cfg, &mut rng);
@@ -170,7 +183,11 @@ impl Device {
                 let _ = self.client.try_disconnect();
                 return Err(DownloadError::Timeout {
                     device: self.id.clone(),
-                    what: format!("complete image ({} of {} blocks)", have.count(), manifest.blocks),
+                    what: format!(
+                        "complete image ({} of {} blocks)",
+                        have.count(),
+                        manifest.blocks
+                    ),
                     waited: cfg.deadline,
                 });
             }
@@ -185,7 +202,7 @@ impl Device {
                 Ok(Err(source)) => {
                     return Err(DownloadError::Connection {
                         device: self.id.clone(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
                 Ok(Ok(e)) => e,
@@ -217,7 +234,15 @@ impl Device {
             }
             let range = block_range(manifest.size, manifest.block_size, block.index);
             let fits = range.as_ref().is_some_and(|r| r.len() == block.data.len());
-            if !fits || !verify_block(&manifest.merkle_root, block.index, manifest.blocks, &block.data, &block.proof) {
+            if !fits
+                || !verify_block(
+                    &manifest.merkle_root,
+                    block.index,
+                    manifest.blocks,
+                    &block.data,
+                    &block.proof,
+                )
+            {
                 report.rejected += 1;
                 continue;
             }
@@ -231,7 +256,9 @@ impl Device {
         report.finished = Some(Instant::now());
         if let Some(img) = &image {
             if <[u8; 32]>::from(Sha256::digest(img)) != manifest.sha256 {
-                return Err(DownloadError::HashMismatch { device: self.id.clone() });
+                return Err(DownloadError::HashMismatch {
+                    device: self.id.clone(),
+                });
             }
         }
         report.image = image;
@@ -247,7 +274,13 @@ impl Device {
     /// Publishes BlockRequests for every missing block (at most 1024 each).
     /// `try_publish`: this task polls the event loop, so it must never wait
     /// on the request queue; a full queue waits for the next quiet spell.
-    fn request_missing(&self, have: &BlockSet, manifest: &Manifest, topic: &str, report: &mut DownloadReport) {
+    fn request_missing(
+        &self,
+        have: &BlockSet,
+        manifest: &Manifest,
+        topic: &str,
+        report: &mut DownloadReport,
+    ) {
         for (offset, bitmap) in requests_for_missing(have, manifest.blocks) {
             let req = BlockRequest {
                 artifact: manifest.artifact.clone(),
@@ -287,6 +320,7 @@ impl XorShift {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }

@@ -57,6 +57,22 @@ impl Encoder {
         self.cache.remove_artifact(artifact);
     }
 
+    /// Forgets `artifact` if the store no longer holds the version this
+    /// encoder loaded (deleted, or deleted and pushed again under the same
+    /// id): the deletion event may have been missed. One index read.
+    pub fn revalidate(&mut self, artifact: &ArtifactId) {
+        let Some(loaded) = self.loaded.get(artifact) else {
+            return;
+        };
+        let same = matches!(
+            self.store.get(artifact),
+            Ok(Some(r)) if r.sha256 == loaded.record.sha256 && r.merkle_root == loaded.record.merkle_root
+        );
+        if !same {
+            self.forget(artifact);
+        }
+    }
+
     /// The encoded Block `index` of `artifact`. Blocks.
     pub fn encode(&mut self, artifact: &ArtifactId, index: u32) -> Result<Bytes, ArtifactError> {
         if let Some(b) = self.cache.get(artifact, index) {
@@ -71,15 +87,21 @@ impl Encoder {
             id: artifact.to_string(),
             reason,
         };
-        let range = block_range(r.size, r.block_size, index)
-            .ok_or_else(|| corrupt(format!("block {index} is past the end ({} blocks)", r.blocks)))?;
+        let range = block_range(r.size, r.block_size, index).ok_or_else(|| {
+            corrupt(format!(
+                "block {index} is past the end ({} blocks)",
+                r.blocks
+            ))
+        })?;
         let mut data = vec![0u8; range.len()];
         loaded
             .file
             .read_exact_at(&mut data, range.start as u64)
             .map_err(|e| corrupt(format!("reading block {index}: {e}")))?;
         if loaded.tree.leaf(index) != Some(leaf_hash(&data)) {
-            let e = corrupt(format!("block {index} no longer matches its hash: the image file is damaged"));
+            let e = corrupt(format!(
+                "block {index} no longer matches its hash: the image file is damaged"
+            ));
             self.forget(artifact);
             return Err(e);
         }
@@ -120,9 +142,12 @@ impl Encoder {
                     record.size
                 )));
             }
-            let tree = MerkleTree::build(&image, record.block_size).map_err(|e| corrupt(e.to_string()))?;
+            let tree =
+                MerkleTree::build(&image, record.block_size).map_err(|e| corrupt(e.to_string()))?;
             if tree.root() != record.root()? {
-                return Err(corrupt("the image file no longer matches its Merkle root: it is damaged".into()));
+                return Err(corrupt(
+                    "the image file no longer matches its Merkle root: it is damaged".into(),
+                ));
             }
             drop(image);
             let file = self.store.open_image(&record)?;

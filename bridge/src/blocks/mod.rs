@@ -71,7 +71,10 @@ pub enum BlockEvent {
     /// [`Incoming`]s on [`BlockServerHandle::requests`] instead).
     Request { device: DeviceId, payload: Bytes },
     /// An emergency campaign uses `artifact` (or no longer does).
-    SetPriority { artifact: ArtifactId, emergency: bool },
+    SetPriority {
+        artifact: ArtifactId,
+        emergency: bool,
+    },
     /// `artifact` was deleted: drop its wants, tree and cached blocks.
     ArtifactRemoved(ArtifactId),
 }
@@ -97,7 +100,11 @@ impl BlockServerHandle {
 
     /// Marks `artifact` as an emergency's (its blocks go first) or not.
     pub async fn set_priority(&self, artifact: ArtifactId, emergency: bool) -> bool {
-        self.send(BlockEvent::SetPriority { artifact, emergency }).await
+        self.send(BlockEvent::SetPriority {
+            artifact,
+            emergency,
+        })
+        .await
     }
 
     /// Tells the server an artifact is gone, without waiting. If the inbox
@@ -122,7 +129,10 @@ pub fn spawn(
     artifacts: ArtifactStore,
     publisher: Publisher,
     shutdown: CancellationToken,
-) -> (BlockServerHandle, JoinHandle<Result<(), crate::BridgeError>>) {
+) -> (
+    BlockServerHandle,
+    JoinHandle<Result<(), crate::BridgeError>>,
+) {
     let metrics = Arc::new(BlockMetrics::default());
     let (events_tx, events) = mpsc::channel(EVENT_INBOX);
     let (requests_tx, requests) = mpsc::channel(REQUEST_INBOX);
@@ -131,7 +141,11 @@ pub fn spawn(
     let (failed_tx, failed) = mpsc::channel(64);
     let worker = worker::Worker {
         rx: batches_rx,
-        encoder: encoder::Encoder::new(artifacts.clone(), cfg.max_loaded_artifacts, cfg.cache_bytes),
+        encoder: encoder::Encoder::new(
+            artifacts.clone(),
+            cfg.max_loaded_artifacts,
+            cfg.cache_bytes,
+        ),
         publisher: publisher.clone(),
         limiter: worker::egress_limiter(&cfg),
         metrics: metrics.clone(),

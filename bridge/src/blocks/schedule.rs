@@ -115,7 +115,12 @@ impl Pending {
     }
 
     fn count(&self) -> u64 {
-        u64::from(self.wanted.count()) + self.by_device.values().map(|s| u64::from(s.count())).sum::<u64>()
+        u64::from(self.wanted.count())
+            + self
+                .by_device
+                .values()
+                .map(|s| u64::from(s.count()))
+                .sum::<u64>()
     }
 
     fn is_empty(&self) -> bool {
@@ -272,7 +277,13 @@ impl Scheduler {
             }
         }
         // Credit never hoards more than a window plus one block.
-        let cap = budget + self.pending.values().map(|p| p.shape.cost).max().unwrap_or(0);
+        let cap = budget
+            + self
+                .pending
+                .values()
+                .map(|p| p.shape.cost)
+                .max()
+                .unwrap_or(0);
         for c in &mut self.credit {
             *c = (*c).min(cap);
         }
@@ -344,7 +355,10 @@ impl Scheduler {
         let after = match &self.last[class] {
             Some(last) => self
                 .pending
-                .range::<ArtifactId, _>((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded))
+                .range::<ArtifactId, _>((
+                    std::ops::Bound::Excluded(last),
+                    std::ops::Bound::Unbounded,
+                ))
                 .map(|(a, _)| a)
                 .find(in_class),
             None => None,
@@ -436,7 +450,10 @@ impl Slots {
     }
 
     fn id(&self, slot: u32) -> Option<DeviceId> {
-        self.entries.get(slot as usize)?.as_ref().map(|(id, _)| id.clone())
+        self.entries
+            .get(slot as usize)?
+            .as_ref()
+            .map(|(id, _)| id.clone())
     }
 
     fn add_ref(&mut self, slot: u32) {

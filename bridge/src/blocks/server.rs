@@ -173,7 +173,9 @@ impl Server {
         let fanout = self
             .scheduler
             .pending_artifacts()
-            .map(|(a, shape)| self.cfg.window_fanout().saturating_mul(shape.cost) / self.audience.size(a))
+            .map(|(a, shape)| {
+                self.cfg.window_fanout().saturating_mul(shape.cost) / self.audience.size(a)
+            })
             .min()
             .unwrap_or(egress);
         egress.min(fanout).max(1)
@@ -219,17 +221,33 @@ impl Server {
                     shapes.insert(req.artifact.clone(), s);
                     s
                 }
-                Ok(None) => return refuse(Refusal::UnknownArtifact, Some(&req.artifact), "not stored"),
-                Err(e) => return refuse(Refusal::UnknownArtifact, Some(&req.artifact), &e.to_string()),
+                Ok(None) => {
+                    return refuse(Refusal::UnknownArtifact, Some(&req.artifact), "not stored")
+                }
+                Err(e) => {
+                    return refuse(
+                        Refusal::UnknownArtifact,
+                        Some(&req.artifact),
+                        &e.to_string(),
+                    )
+                }
             },
         };
         if req.offset >= shape.blocks {
-            return refuse(Refusal::PastEnd, Some(&req.artifact), "offset past the last block");
+            return refuse(
+                Refusal::PastEnd,
+                Some(&req.artifact),
+                "offset past the last block",
+            );
         }
         let blocks = shape.blocks;
         let mut wanted = req.wanted().take_while(|i| *i < blocks).peekable();
         if wanted.peek().is_none() {
-            return refuse(Refusal::Empty, Some(&req.artifact), "the bitmap asks for no block");
+            return refuse(
+                Refusal::Empty,
+                Some(&req.artifact),
+                "the bitmap asks for no block",
+            );
         }
         match self.scheduler.want(device, &req.artifact, shape, wanted) {
             Wanted::Added { merged, .. } => {
@@ -237,7 +255,11 @@ impl Server {
                 BlockMetrics::add(&self.metrics.requests, 1);
                 BlockMetrics::add(&self.metrics.merged, u64::from(merged));
             }
-            Wanted::Overloaded => refuse(Refusal::Overloaded, Some(&req.artifact), "too many devices at once"),
+            Wanted::Overloaded => refuse(
+                Refusal::Overloaded,
+                Some(&req.artifact),
+                "too many devices at once",
+            ),
         }
     }
 }
@@ -270,7 +292,10 @@ mod tests {
             };
             let cost = shape_of(&a, blocks, 4096).cost;
             let real = b.encode().len() as u64;
-            assert!(cost >= real && cost < real + 64, "{blocks} blocks: cost {cost}, real {real}");
+            assert!(
+                cost >= real && cost < real + 64,
+                "{blocks} blocks: cost {cost}, real {real}"
+            );
         }
     }
 

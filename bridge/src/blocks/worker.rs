@@ -66,6 +66,13 @@ impl Worker {
                 for a in &batch.forget {
                     encoder.forget(a);
                 }
+                let mut seen: Vec<&ArtifactId> = Vec::new();
+                for s in &batch.items {
+                    if !seen.contains(&&s.artifact) {
+                        seen.push(&s.artifact);
+                        encoder.revalidate(&s.artifact);
+                    }
+                }
                 let out: Vec<_> = batch
                     .items
                     .into_iter()

@@ -16,7 +16,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown` completes or our own DISCONNECT has been sent.
-pub async fn run(mut eventloop: EventLoop, state: watch::Sender<LinkState>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    mut eventloop: EventLoop,
+    state: watch::Sender<LinkState>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut backoff = BACKOFF_MIN;
     loop {

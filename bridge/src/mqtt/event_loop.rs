@@ -2,16 +2,19 @@
 //! `poll()` (and, rarely, room in an actor's inbox): every incoming publish
 //! is parsed to a [`schemas::topic::Topic`] and handed to its owner with `try_send`.
 //!
-//! - **Back-pressure.** With manual acks the broker sends at most its
-//!   in-flight window of unacknowledged QoS 1 messages, and each actor's
-//!   inbox holds more than that, so `try_send` normally succeeds. When an
-//!   inbox is full the message waits in a local overflow queue, drained in
-//!   order with `reserve()`. Only while that queue is non-empty does the
-//!   loop `select!` between `poll()` and `reserve()`: rumqttc's `poll()` is
-//!   cancel-safe except inside a write that waits on a full socket buffer,
-//!   so it is not raced against anything in the common case. Past
-//!   [`MAX_OVERFLOW`] (a QoS 0 flood) messages are dropped, counted and
-//!   acknowledged.
+//! - **Back-pressure.** Each actor's inbox normally takes a message at
+//!   once (`try_send`). When one is full the message waits in a local
+//!   overflow queue, drained in order with `reserve()`. Only while that
+//!   queue is non-empty does the loop `select!` between `poll()` and
+//!   `reserve()`: rumqttc's `poll()` is cancel-safe except inside a write
+//!   that waits on a full socket buffer, so it is not raced against
+//!   anything in the common case. At [`MAX_OVERFLOW`] queued messages the
+//!   loop stops polling until the queue drains: the socket fills and TCP
+//!   holds the broker back. Nothing is dropped for load. This is safe
+//!   because no actor waits on this loop: PUBACKs are queued without
+//!   waiting, and publishes go out on the egress connection. (The
+//!   broker's own in-flight window is no bound: Mosquitto 2 delivers far
+//!   past `max_inflight_messages` to a 3.1.1 client.)
 //! - **Bad input** (a topic outside the protocol or the alphabet, a topic
 //!   nobody handles) is counted, logged and acknowledged here.
 //! - **Reconnects.** rumqttc reconnects at once on the next `poll()`; the
@@ -34,8 +37,9 @@ use super::inbound::{AckToken, HandOff, Incoming, Routes, Target};
 use super::publisher::Publisher;
 use crate::metrics::{DropReason, Metrics};
 
-/// Most messages held in the overflow queue before new ones are dropped.
-pub const MAX_OVERFLOW: usize = 10_000;
+/// Queued messages at which the loop stops reading from the broker until
+/// the actors catch up.
+pub const MAX_OVERFLOW: usize = 4096;
 /// First and longest wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -120,7 +124,11 @@ impl MqttLoop {
                 // asks again after each quiet spell; a request queued while
                 // the bridge was away is stale anyway), and no PUBACK
                 // round trip per request under a download storm.
-                let qos = if f == Filter::AllRequests { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                let qos = if f == Filter::AllRequests {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
                 SubscribeFilter::new(self.topics.filter(f), qos)
             })
             .collect()
@@ -137,6 +145,8 @@ impl MqttLoop {
             }
             let head = self.overflow.front().map(|(t, _)| *t);
             let step = if let Some(target) = head {
+                // Full: stop reading until the actors catch up.
+                let room = self.overflow.len() < MAX_OVERFLOW;
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
@@ -149,7 +159,7 @@ impl MqttLoop {
                         }
                         None => Step::OwnerGone,
                     },
-                    ev = self.eventloop.poll() => Step::Event(ev),
+                    ev = self.eventloop.poll(), if room => Step::Event(ev),
                 }
             } else {
                 tokio::select! {
@@ -280,20 +290,24 @@ impl MqttLoop {
     }
 
     fn queue(&mut self, target: Target, m: Incoming) {
-        if self.overflow.len() >= MAX_OVERFLOW {
-            self.metrics.count_drop(DropReason::Overloaded);
-            warn!(topic = ?m.topic, queued = self.overflow.len(), "bridge overloaded: dropped an incoming message");
-            return self.ack_now(m.ack);
-        }
         if self.overflow.is_empty() {
             debug!(?target, "an actor inbox is full: queueing locally");
+        }
+        if self.overflow.len() + 1 == MAX_OVERFLOW {
+            warn!(
+                queued = MAX_OVERFLOW,
+                "the bridge is behind: pausing reads from the broker until it catches up"
+            );
         }
         self.overflow.push_back((target, m));
     }
 
     fn no_owner(&mut self, target: Target, m: Incoming) {
         self.metrics.count_drop(DropReason::Unrouted);
-        warn!(?target, topic = ?m.topic, "dropped a message nobody handles now");
+        // An owner is gone only while the bridge shuts down: counted, and
+        // logged quietly (the broker redelivers unacked QoS 1 messages to
+        // the next session).
+        debug!(?target, topic = ?m.topic, "dropped a message nobody handles now");
         self.ack_now(m.ack);
     }
 

@@ -64,7 +64,10 @@ pub fn ingress_options(config: &Config) -> MqttOptions {
 
 /// The egress connection: a clean session that only publishes.
 pub fn egress_options(config: &Config) -> MqttOptions {
-    let mut o = base(config, format!("{}{EGRESS_SUFFIX}", config.bridge.client_id));
+    let mut o = base(
+        config,
+        format!("{}{EGRESS_SUFFIX}", config.bridge.client_id),
+    );
     o.set_clean_session(true);
     o
 }

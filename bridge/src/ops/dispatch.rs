@@ -20,7 +20,11 @@ pub async fn dispatch(
         } => fleet_cmds::group_put(state, name, selector, members, now).await,
         Command::GroupDelete { name } => fleet_cmds::group_delete(state, name).await,
         Command::GroupList => fleet_cmds::group_list(state),
-        Command::DeviceList { group } => fleet_cmds::device_list(state, group.as_ref()),
+        Command::DeviceList {
+            group,
+            after,
+            limit,
+        } => fleet_cmds::device_list(state, group.as_ref(), after.as_ref(), limit),
         Command::DeviceShow { id } => fleet_cmds::device_show(state, &id),
         cmd @ (Command::ArtifactUpload { .. }
         | Command::ArtifactList

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemas::ops::MAX_PAGE;
 use schemas::{DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +24,14 @@ pub struct DeviceView {
 /// `device_list` result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceList {
+    /// This page, by id.
     pub devices: Vec<DeviceView>,
+    /// Devices in the whole listing.
+    #[serde(default)]
+    pub total: usize,
+    /// Pass as `after` for the next page; `None` on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<DeviceId>,
 }
 
 /// `device_show` result.
@@ -160,28 +168,43 @@ pub fn group_list(state: &CoreState) -> Result<serde_json::Value, OpsError> {
     Ok(to_json(&GroupList { groups }))
 }
 
-/// `devices list [--group G]`
+/// `devices list [--group G]`, a page at a time.
 pub fn device_list(
     state: &CoreState,
     group: Option<&GroupName>,
+    after: Option<&DeviceId>,
+    limit: Option<u32>,
 ) -> Result<serde_json::Value, OpsError> {
-    let devices = match group {
-        None => state.fleet.devices().map(|r| view(state, r)).collect(),
+    let mut all: Vec<&DeviceRecord> = match group {
+        None => state.fleet.devices().collect(),
         Some(g) => {
             if state.fleet.groups().get(g).is_none() {
                 return Err(OpsError::NotFound(format!(
                     "group {g} does not exist: see `ota group list`"
                 )));
             }
-            state
-                .fleet
-                .devices_in(g)
-                .into_iter()
-                .map(|r| view(state, r))
-                .collect()
+            state.fleet.devices_in(g)
         }
     };
-    Ok(to_json(&DeviceList { devices }))
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    let total = all.len();
+    let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
+    let start = match after {
+        Some(a) => all.partition_point(|r| &r.id <= a),
+        None => 0,
+    };
+    let page: Vec<&DeviceRecord> = all.iter().skip(start).take(limit).copied().collect();
+    let next = if start + page.len() < total {
+        page.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    let devices = page.into_iter().map(|r| view(state, r)).collect();
+    Ok(to_json(&DeviceList {
+        devices,
+        total,
+        next,
+    }))
 }
 
 /// `devices show ID`

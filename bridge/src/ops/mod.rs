@@ -122,7 +122,21 @@ async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), 
 
 async fn send_reply(state: &CoreState, id: &RequestId, reply: &Reply) -> Result<(), BridgeError> {
     // Invariant: a Reply holds a name, a bool, JSON and a string.
-    let json = serde_json::to_vec(reply).expect("a reply always serializes");
+    let mut json = serde_json::to_vec(reply).expect("a reply always serializes");
+    if json.len() > schemas::ops::MAX_REPLY_BYTES {
+        // A broker refuses (and disconnects) an oversized publish: say what
+        // to do instead of losing the connection.
+        tracing::warn!(request = %id, bytes = json.len(), "reply too large; sent an error instead");
+        let err = Reply::err(
+            id.clone(),
+            format!(
+                "the reply is {} bytes, over the {} bytes a reply may have: narrow the query (e.g. a group, or fewer items a page)",
+                json.len(),
+                schemas::ops::MAX_REPLY_BYTES
+            ),
+        );
+        json = serde_json::to_vec(&err).expect("a reply always serializes");
+    }
     state
         .publisher
         .publish(&Topic::OpsReply(id.clone()), json, false)

@@ -34,7 +34,9 @@ pub async fn stack(blocks: BlocksConfig) -> Stack {
     let vk = release_key().verifying_key();
     config.bridge.release_keys = [(schemas::keys::kid(&vk), vk)].into();
     config.blocks = blocks;
-    let bridge = Bridge::start(config.clone()).await.expect("the bridge starts");
+    let bridge = Bridge::start(config.clone())
+        .await
+        .expect("the bridge starts");
     common::within("the bridge to subscribe", bridge.ready()).await;
     Stack {
         broker,

@@ -134,7 +134,10 @@ impl TestBroker {
             .spawn()
             .expect("mosquitto starts");
         within("mosquitto to accept connections", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -197,7 +200,9 @@ impl Stack {
         let dir = tempfile::tempdir().expect("a temp dir");
         let operator = operator_key();
         let config = stack_config(dir.path(), &broker, &operator);
-        let bridge = Bridge::start(config.clone()).await.expect("the bridge starts");
+        let bridge = Bridge::start(config.clone())
+            .await
+            .expect("the bridge starts");
         within("the bridge to subscribe", bridge.ready()).await;
         Stack {
             broker,
@@ -223,7 +228,9 @@ impl Stack {
     /// Stops the bridge cleanly.
     pub async fn stop_bridge(&mut self) {
         if let Some(b) = self.bridge.take() {
-            within("the bridge to stop", b.shutdown()).await.expect("a clean shutdown");
+            within("the bridge to stop", b.shutdown())
+                .await
+                .expect("a clean shutdown");
         }
     }
 
@@ -234,7 +241,9 @@ impl Stack {
     }
 
     pub async fn start_bridge(&mut self) {
-        let b = Bridge::start(self.config.clone()).await.expect("the bridge starts");
+        let b = Bridge::start(self.config.clone())
+            .await
+            .expect("the bridge starts");
         within("the bridge to subscribe", b.ready()).await;
         self.bridge = Some(b);
     }
@@ -310,11 +319,24 @@ impl TestDevice {
         let (ack_tx, ack) = watch::channel(None);
         let (groups_tx, groups) = watch::channel(None);
         let (sub_tx, mut sub_rx) = tokio::sync::mpsc::channel(4);
-        let task = tokio::spawn(device_loop(eventloop, topics.clone(), id.clone(), ack_tx, groups_tx, sub_tx));
+        let task = tokio::spawn(device_loop(
+            eventloop,
+            topics.clone(),
+            id.clone(),
+            ack_tx,
+            groups_tx,
+            sub_tx,
+        ));
         client
             .subscribe_many([
-                rumqttc::SubscribeFilter::new(topics.build(&Topic::Groups(id.clone())), QoS::AtLeastOnce),
-                rumqttc::SubscribeFilter::new(topics.build(&Topic::Ack(id.clone())), QoS::AtLeastOnce),
+                rumqttc::SubscribeFilter::new(
+                    topics.build(&Topic::Groups(id.clone())),
+                    QoS::AtLeastOnce,
+                ),
+                rumqttc::SubscribeFilter::new(
+                    topics.build(&Topic::Ack(id.clone())),
+                    QoS::AtLeastOnce,
+                ),
             ])
             .await
             .expect("subscribe");
@@ -345,28 +367,38 @@ impl TestDevice {
     }
 
     pub async fn hello(&self, epoch: &str, outbox: u64, labels: &[(&str, &str)]) {
-        self.publish(&Topic::Hello(self.id.clone()), hello(epoch, outbox, labels).encode())
-            .await;
+        self.publish(
+            &Topic::Hello(self.id.clone()),
+            hello(epoch, outbox, labels).encode(),
+        )
+        .await;
     }
 
     /// Publishes a Status; returns its exact bytes.
     pub async fn status(&self, seq: u64, state: StatusState) -> Vec<u8> {
         let b = status(seq, state).encode();
-        self.publish(&Topic::Status(self.id.clone()), b.clone()).await;
+        self.publish(&Topic::Status(self.id.clone()), b.clone())
+            .await;
         b
     }
 
     /// Waits until the retained StatusAck is `seq`.
     pub async fn wait_ack(&mut self, seq: Option<u64>) {
         let id = self.id.clone();
-        within(&format!("{id}: StatusAck {seq:?}"), self.ack.wait_for(|a| *a == seq))
-            .await
-            .expect("the device loop runs");
+        within(
+            &format!("{id}: StatusAck {seq:?}"),
+            self.ack.wait_for(|a| *a == seq),
+        )
+        .await
+        .expect("the device loop runs");
     }
 
     /// Waits until the retained Membership is `groups`.
     pub async fn wait_groups(&mut self, groups: &[&str]) {
-        let want: Vec<GroupName> = groups.iter().map(|g| GroupName::new(*g).expect("a group name")).collect();
+        let want: Vec<GroupName> = groups
+            .iter()
+            .map(|g| GroupName::new(*g).expect("a group name"))
+            .collect();
         let id = self.id.clone();
         within(
             &format!("{id}: membership {groups:?}"),
@@ -425,8 +457,15 @@ pub fn hello(epoch: &str, outbox: u64, labels: &[(&str, &str)]) -> Hello {
     Hello {
         proto: 1,
         arch: "esp32".into(),
-        versions: [(ComponentName::new("main").expect("a name"), "1.0.0".to_string())].into(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        versions: [(
+            ComponentName::new("main").expect("a name"),
+            "1.0.0".to_string(),
+        )]
+        .into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         boot_id: "boot-1".into(),
         epoch: Epoch::new(epoch).expect("an epoch"),
         outbox,
@@ -442,7 +481,11 @@ pub fn status(seq: u64, state: StatusState) -> Status {
         progress: None,
         error: None,
         detail: None,
-        versions: [(ComponentName::new("main").expect("a name"), "1.0.0".to_string())].into(),
+        versions: [(
+            ComponentName::new("main").expect("a name"),
+            "1.0.0".to_string(),
+        )]
+        .into(),
     }
 }
 

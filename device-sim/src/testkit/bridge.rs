@@ -86,26 +86,37 @@ impl MiniBridge {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_inflight(100);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        // A broker busy with a large fleet may take a while to accept.
+        eventloop.network_options.set_connection_timeout(60);
         // Wait for the CONNACK so that later publishes are not lost.
+        let mut failures = 0;
         loop {
-            match eventloop.poll().await? {
-                MqttEvent::Incoming(Incoming::ConnAck(_)) => break,
-                _ => continue,
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Incoming::ConnAck(_))) => break,
+                Ok(_) => continue,
+                Err(e) if failures < 3 => {
+                    failures += 1;
+                    warn!(error = %e, failures, "minibridge cannot connect yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
-        for f in [Filter::AllRequests, Filter::AllStatus, Filter::AllHello] {
-            // The channel was just created with room for 1024 requests.
-            let _ = client.try_subscribe(topics.filter(f), QoS::AtLeastOnce);
-        }
+        subscribe(&client, &topics);
         let inner = Arc::new(Mutex::new(Inner::default()));
         let changed = Arc::new(Notify::new());
         let (req_tx, req_rx) = mpsc::channel::<(DeviceId, BlockRequest)>(4096);
         let (ack_tx, ack_rx) = mpsc::channel::<(DeviceId, u64)>(4096);
         let poller = {
             let (inner, changed, topics) = (inner.clone(), changed.clone(), topics.clone());
+            let client2 = client.clone();
             tokio::spawn(async move {
                 loop {
                     match eventloop.poll().await {
+                        // A clean session: subscribe again after a reconnect.
+                        Ok(MqttEvent::Incoming(Incoming::ConnAck(_))) => {
+                            subscribe(&client2, &topics)
+                        }
                         Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
                             on_publish(&topics, &inner, &p.topic, &p.payload, &req_tx, &ack_tx);
                             changed.notify_waiters();
@@ -207,6 +218,13 @@ impl MiniBridge {
     }
 }
 
+fn subscribe(client: &AsyncClient, topics: &Topics) {
+    for f in [Filter::AllRequests, Filter::AllStatus, Filter::AllHello] {
+        // Three requests into a channel with room for 1024.
+        let _ = client.try_subscribe(topics.filter(f), QoS::AtLeastOnce);
+    }
+}
+
 fn on_publish(
     topics: &Topics,
     inner: &Mutex<Inner>,
@@ -248,6 +266,9 @@ fn on_publish(
             };
             let mut g = lock(inner);
             let book = g.acks.entry(id.clone()).or_default();
+            // A device whose Hello came before this stand-in subscribed:
+            // count from its first Status (devices resend oldest first).
+            book.outbox.get_or_insert(s.seq);
             book.stored.insert(s.seq);
             if let Some(a) = advance(book) {
                 let _ = ack_tx.try_send((id.clone(), a));

@@ -31,8 +31,14 @@ fn targets(out: &[Send]) -> Vec<(u32, Target)> {
 fn one_device_gets_unicast_several_get_broadcast() {
     let mut s = sched(true, 10);
     let a = art("fw");
-    assert_eq!(s.want(&dev(1), &a, shape(4), [0, 1, 2]), Wanted::Added { new: 3, merged: 0 });
-    assert_eq!(s.want(&dev(2), &a, shape(4), [1, 3]), Wanted::Added { new: 1, merged: 1 });
+    assert_eq!(
+        s.want(&dev(1), &a, shape(4), [0, 1, 2]),
+        Wanted::Added { new: 3, merged: 0 }
+    );
+    assert_eq!(
+        s.want(&dev(2), &a, shape(4), [1, 3]),
+        Wanted::Added { new: 1, merged: 1 }
+    );
     let out = s.take(10 * COST, 100);
     assert_eq!(
         targets(&out),
@@ -44,7 +50,11 @@ fn one_device_gets_unicast_several_get_broadcast() {
         ]
     );
     assert!(s.is_idle());
-    assert_eq!(s.tracked_devices(), 0, "slots are freed once nothing is pending");
+    assert_eq!(
+        s.tracked_devices(),
+        0,
+        "slots are freed once nothing is pending"
+    );
 }
 
 #[test]
@@ -56,10 +66,16 @@ fn a_block_goes_out_once_per_window_however_often_it_is_asked() {
         s.want(&dev(n), &a, shape(2), [0]);
     }
     let out = s.take(100 * COST, 100);
-    assert_eq!(targets(&out), vec![(0, Target::Broadcast), (1, Target::Broadcast)]);
+    assert_eq!(
+        targets(&out),
+        vec![(0, Target::Broadcast), (1, Target::Broadcast)]
+    );
     // A request after the window's take makes it pending again.
     s.want(&dev(7), &a, shape(2), [1]);
-    assert_eq!(targets(&s.take(100 * COST, 100)), vec![(1, Target::Device(dev(7)))]);
+    assert_eq!(
+        targets(&s.take(100 * COST, 100)),
+        vec![(1, Target::Device(dev(7)))]
+    );
 }
 
 #[test]
@@ -67,8 +83,14 @@ fn the_same_device_asking_twice_stays_unicast() {
     let mut s = sched(true, 10);
     let a = art("fw");
     s.want(&dev(1), &a, shape(2), [0]);
-    assert_eq!(s.want(&dev(1), &a, shape(2), [0]), Wanted::Added { new: 0, merged: 0 });
-    assert_eq!(targets(&s.take(COST, 10)), vec![(0, Target::Device(dev(1)))]);
+    assert_eq!(
+        s.want(&dev(1), &a, shape(2), [0]),
+        Wanted::Added { new: 0, merged: 0 }
+    );
+    assert_eq!(
+        targets(&s.take(COST, 10)),
+        vec![(0, Target::Device(dev(1)))]
+    );
 }
 
 #[test]
@@ -127,9 +149,17 @@ fn a_tenth_smaller_than_a_block_is_still_served() {
     s.want(&dev(2), &e, shape(100), 0..100);
     // A window of 3 blocks: the tenth is 30 bytes of a 100-byte block.
     let normal: usize = (0..30)
-        .map(|_| s.take(3 * COST, 100).iter().filter(|x| x.artifact == n).count())
+        .map(|_| {
+            s.take(3 * COST, 100)
+                .iter()
+                .filter(|x| x.artifact == n)
+                .count()
+        })
         .sum();
-    assert!((8..=10).contains(&normal), "{normal} normal blocks in 30 windows");
+    assert!(
+        (8..=10).contains(&normal),
+        "{normal} normal blocks in 30 windows"
+    );
 }
 
 #[test]
@@ -167,7 +197,10 @@ fn past_the_device_cap_blocks_are_broadcast() {
     let a = art("fw");
     s.want(&dev(1), &a, shape(3), [0]);
     s.want(&dev(2), &a, shape(3), [1]);
-    assert_eq!(s.want(&dev(3), &a, shape(3), [2]), Wanted::Added { new: 1, merged: 0 });
+    assert_eq!(
+        s.want(&dev(3), &a, shape(3), [2]),
+        Wanted::Added { new: 1, merged: 0 }
+    );
     assert_eq!(s.tracked_devices(), 2);
     assert_eq!(
         targets(&s.take(10 * COST, 10)),
@@ -199,7 +232,10 @@ fn unicast_only_sends_to_each_device_and_refuses_past_the_cap() {
     assert!(s.is_idle());
     assert_eq!(s.tracked_devices(), 0);
     // Slots came free: device 3 is welcome now.
-    assert_eq!(s.want(&dev(3), &a, shape(2), [0]), Wanted::Added { new: 1, merged: 0 });
+    assert_eq!(
+        s.want(&dev(3), &a, shape(2), [0]),
+        Wanted::Added { new: 1, merged: 0 }
+    );
 }
 
 #[test]
@@ -220,7 +256,10 @@ fn removing_an_artifact_frees_everything() {
 fn indices_past_the_end_are_ignored() {
     let mut s = sched(true, 10);
     let a = art("fw");
-    assert_eq!(s.want(&dev(1), &a, shape(2), [5, 9]), Wanted::Added { new: 0, merged: 0 });
+    assert_eq!(
+        s.want(&dev(1), &a, shape(2), [5, 9]),
+        Wanted::Added { new: 0, merged: 0 }
+    );
     assert!(s.is_idle());
     assert_eq!(s.tracked_devices(), 0);
 }
