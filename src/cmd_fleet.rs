@@ -141,7 +141,8 @@ fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
     }
     let rest = s.strip_prefix("mqtt://").unwrap_or(s).trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+        // `h` ending in ':' is a bare IPv6 address without a port.
+        Some((h, p)) if !h.ends_with(':') => {
             let port = p
                 .parse::<u16>()
                 .with_context(|| format!("--broker {s}: {p:?} is not a port number"))?;
@@ -365,7 +366,8 @@ impl Run for Devices {
 #[derive(clap::Subcommand)]
 pub enum Group {
     /// Create or replace a group.
-    #[command(after_help = "Selectors match the labels devices send in their Hello; every requirement must hold:\n  \
+    #[command(
+        after_help = "Selectors match the labels devices send in their Hello; every requirement must hold:\n  \
                             key=value         the label equals value\n  \
                             key!=value        it does not (a device without the label matches)\n  \
                             key in (a,b)      it is one of the values\n  \
@@ -374,7 +376,8 @@ pub enum Group {
                             Devices are told their groups (retained on P/devices/ID/groups) whenever they change.\n\n\
                             Examples:\n  \
                             ota group put acme-line-3 --selector 'customer=acme,line=3' --config ota.toml\n  \
-                            ota group put canary --members dev-0001,dev-0002 --config ota.toml")]
+                            ota group put canary --members dev-0001,dev-0002 --config ota.toml"
+    )]
     Put(GroupPutCmd),
     /// List the groups with their rules and device counts.
     List(GroupListCmd),

@@ -150,11 +150,12 @@ pub async fn ingest(opts: &IngestOptions) -> Result<IngestReport, BenchError> {
             "the bridge did not subscribe within 30 s".into(),
         )),
     };
-    bridge.shutdown().await?;
+    let stopped = bridge.shutdown().await;
     if let Some(t) = temp {
         // Best effort: a leftover temp dir is only disk space.
         let _ = tokio::fs::remove_dir_all(t).await;
     }
+    stopped?;
     result
 }
 

@@ -255,7 +255,7 @@ fn on_publish(
             let book = g.acks.entry(id.clone()).or_default();
             book.outbox = Some(h.outbox);
             book.stored.retain(|s| *s >= h.outbox);
-            if let Some(a) = advance(book) {
+            if let Some(a) = advance(book, None) {
                 let _ = ack_tx.try_send((id.clone(), a));
             }
             g.seen.hellos.push((id, h));
@@ -270,7 +270,7 @@ fn on_publish(
             // count from its first Status (devices resend oldest first).
             book.outbox.get_or_insert(s.seq);
             book.stored.insert(s.seq);
-            if let Some(a) = advance(book) {
+            if let Some(a) = advance(book, Some(s.seq)) {
                 let _ = ack_tx.try_send((id.clone(), a));
             }
             g.seen.statuses.push((id, s));
@@ -280,15 +280,19 @@ fn on_publish(
 }
 
 /// The ack: the highest n with every seq from the Hello's outbox to n
-/// stored. `Some` when it moved.
-fn advance(book: &mut AckBook) -> Option<u64> {
+/// stored. `Some` when it moved, or when `resent` is a Status it already
+/// covers (the device missed that ack: publish it again).
+fn advance(book: &mut AckBook, resent: Option<u64>) -> Option<u64> {
     let low = book.outbox?;
     let mut n = low.checked_sub(1)?;
     while book.stored.contains(&(n + 1)) {
         n += 1;
     }
-    if n + 1 == low || book.acked == Some(n) {
+    if n + 1 == low {
         return None;
+    }
+    if book.acked == Some(n) {
+        return resent.filter(|s| *s <= n).map(|_| n);
     }
     book.acked = Some(n);
     Some(n)
