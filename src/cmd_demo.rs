@@ -18,7 +18,9 @@ use crate::{rt, Run};
 /// why), sends an emergency config fix that skips the waves, and ends with
 /// a summary table. About a minute on a 2-core machine.
 #[derive(Args)]
-#[command(after_help = "Examples:\n  ota demo\n  ota demo --devices 200 --keep ./demo-data\n  ota demo --json > summary.json")]
+#[command(
+    after_help = "Examples:\n  ota demo\n  ota demo --devices 200 --keep ./demo-data\n  ota demo --json > summary.json"
+)]
 pub struct Demo {
     /// How many simulated devices.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=20000))]

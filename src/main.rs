@@ -29,6 +29,7 @@ use clap::Parser;
 
 mod cmd_artifact;
 mod cmd_artifact_ops;
+mod cmd_bench;
 mod cmd_campaign;
 mod cmd_demo;
 mod cmd_fleet;
@@ -75,6 +76,7 @@ commands! {
     // other families register here, in this order:
     // sim (cmd_sim.rs); bench.
     Sim(cmd_sim::Sim),
+    Bench(cmd_bench::Bench),
 }
 
 /// ota moves signed firmware, apps and configuration to fleets of IoT
@@ -104,8 +106,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     // The demo talks to people: only warnings from the services it runs.
-    let quiet = matches!(cli.command, Command::Demo(_));
-    init_logs(if quiet { "warn,rumqttd=off" } else { "info,rumqttd=warn" });
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    init_logs(if quiet {
+        "warn,rumqttd=off"
+    } else {
+        "info,rumqttd=warn"
+    });
     quiet_panics();
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -177,7 +177,11 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     within("six devices to register", async {
         loop {
             let l: DeviceList = client
-                .call_ok(Op::DeviceList { group: None, after: None, limit: None })
+                .call_ok(Op::DeviceList {
+                    group: None,
+                    after: None,
+                    limit: None,
+                })
                 .await
                 .expect("device list");
             if l.devices.len() == 6 {

@@ -97,7 +97,10 @@ fn say(opts: &DemoOptions, s: impl AsRef<str>) {
 /// Runs the demo; returns its summary (already printed unless `json`).
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     let started = Instant::now();
-    say(&opts, "ota demo: a rollout to a simulated fleet, end to end\n");
+    say(
+        &opts,
+        "ota demo: a rollout to a simulated fleet, end to end\n",
+    );
 
     // 1. The stack.
     let stack = Stack::start(StackOptions {
@@ -127,7 +130,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     wait_registered(&stack, &fleet, &opts).await?;
 
     // 3. Groups, customer by customer, and a canary group.
-    let canary: Vec<_> = fleet.ids().iter().take(20.min(opts.devices)).cloned().collect();
+    let canary: Vec<_> = fleet
+        .ids()
+        .iter()
+        .take(20.min(opts.devices))
+        .cloned()
+        .collect();
     put_group(&stack, "canary", None, Some(canary)).await?;
     for c in CUSTOMERS {
         put_group(&stack, c, Some(format!("customer={c}")), None).await?;
@@ -145,7 +153,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
         push(&stack, Kind::Firmware, "main", "1.1.0", "armv7", 256 * 1024).await?,
     ];
     say(&opts, "4. pushed firmware main 1.1.0 for esp32 and armv7 (256 KiB each, signed) and rolled it out in waves:");
-    say(&opts, "   wave 1: canary 100% | wave 2: each customer 20% | wave 3: everyone 100%");
+    say(
+        &opts,
+        "   wave 1: canary 100% | wave 2: each customer 20% | wave 3: everyone 100%",
+    );
     let spec = serde_json::json!({
         "id": "fw-main-1.1.0",
         "kind": "firmware",
@@ -162,8 +173,14 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
 
     // 5. An app for esp32 only: armv7 devices refuse it and say why.
     let app = push(&stack, Kind::App, "dashboard", "2.1.0", "esp32", 64 * 1024).await?;
-    say(&opts, "5. pushed app dashboard 2.1.0 for esp32 only and offered it to everyone in one wave;");
-    say(&opts, "   armv7 devices refuse it (incompatible_arch), counted apart from failures");
+    say(
+        &opts,
+        "5. pushed app dashboard 2.1.0 for esp32 only and offered it to everyone in one wave;",
+    );
+    say(
+        &opts,
+        "   armv7 devices refuse it (incompatible_arch), counted apart from failures",
+    );
     let spec = serde_json::json!({
         "id": "app-dashboard-2.1.0",
         "kind": "app",
@@ -251,16 +268,26 @@ fn component(s: &str) -> ComponentName {
     ComponentName::new(s).expect("a valid component name")
 }
 
-async fn wait_registered(stack: &Stack, fleet: &FleetHandle, opts: &DemoOptions) -> Result<(), DemoError> {
+async fn wait_registered(
+    stack: &Stack,
+    fleet: &FleetHandle,
+    opts: &DemoOptions,
+) -> Result<(), DemoError> {
     let pb = bar(opts, opts.devices as u64, "devices registered");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n = stack.ops().all_devices(None).await?.len();
         pb.set_position(n as u64);
-        pb.set_message(format!("devices registered ({} connected)", fleet.stats().connected));
+        pb.set_message(format!(
+            "devices registered ({} connected)",
+            fleet.stats().connected
+        ));
         if n >= opts.devices {
             pb.finish_and_clear();
-            say(opts, format!("   {n} devices connected and said Hello (arch, versions, labels)"));
+            say(
+                opts,
+                format!("   {n} devices connected and said Hello (arch, versions, labels)"),
+            );
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -338,7 +365,15 @@ async fn run_campaign(
             let arches: Vec<String> = p
                 .by_arch
                 .iter()
-                .map(|(a, l)| format!("{a}: {}", serde_json::to_value(l).ok().and_then(|v| v.get("devices").cloned()).unwrap_or_default()))
+                .map(|(a, l)| {
+                    format!(
+                        "{a}: {}",
+                        serde_json::to_value(l)
+                            .ok()
+                            .and_then(|v| v.get("devices").cloned())
+                            .unwrap_or_default()
+                    )
+                })
                 .collect();
             say(
                 opts,
@@ -362,12 +397,15 @@ async fn run_campaign(
     let deadline = Instant::now() + Duration::from_secs(180);
     let last = loop {
         // Gate decisions as they happen.
-        while let Ok(Some(ev)) =
-            tokio::time::timeout(Duration::from_millis(1), events.next()).await
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await
         {
             let shown = ev.kind.starts_with("campaign.") && ev.kind != "campaign.progress";
             if ev.campaign.as_ref() == Some(&id) && shown && !opts.json {
-                let text = format!("   [{}] {}", ev.kind.trim_start_matches("campaign."), ev.message);
+                let text = format!(
+                    "   [{}] {}",
+                    ev.kind.trim_start_matches("campaign."),
+                    ev.message
+                );
                 // A hidden bar (not a terminal) prints nothing: print plainly.
                 if pb.is_hidden() {
                     println!("{text}");
@@ -411,7 +449,13 @@ async fn run_campaign(
         opts,
         format!(
             "   {} {}: {} succeeded, {} failed, {} not applicable, {} still pending, in {:.1} s",
-            line.campaign, line.state, line.success, line.failure, line.not_applicable, line.no_report, line.seconds
+            line.campaign,
+            line.state,
+            line.success,
+            line.failure,
+            line.not_applicable,
+            line.no_report,
+            line.seconds
         ),
     );
     Ok(line)
@@ -443,7 +487,9 @@ fn summarize(s: &CampaignStatus, took: Duration) -> CampaignLine {
     }
 }
 
-async fn fleet_versions(stack: &Stack) -> Result<BTreeMap<String, BTreeMap<String, usize>>, DemoError> {
+async fn fleet_versions(
+    stack: &Stack,
+) -> Result<BTreeMap<String, BTreeMap<String, usize>>, DemoError> {
     let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for d in stack.ops().all_devices(None).await? {
         for (comp, ver) in &d.record.versions {
@@ -470,7 +516,15 @@ fn print_summary(s: &DemoSummary) {
         };
         println!(
             "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>6.1}",
-            name, c.kind, c.state, c.targeted, c.success, c.failure, c.not_applicable, c.no_report, c.seconds
+            name,
+            c.kind,
+            c.state,
+            c.targeted,
+            c.success,
+            c.failure,
+            c.not_applicable,
+            c.no_report,
+            c.seconds
         );
         if !c.errors.is_empty() {
             let e: Vec<String> = c.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();

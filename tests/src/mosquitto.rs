@@ -17,7 +17,9 @@ pub struct Mosquitto {
 /// Why Mosquitto could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MosquittoError {
-    #[error("mosquitto is not installed: install it with `apt-get install -y mosquitto` (.ci/run does)")]
+    #[error(
+        "mosquitto is not installed: install it with `apt-get install -y mosquitto` (.ci/run does)"
+    )]
     Missing,
     #[error("mosquitto: {0}")]
     Io(#[from] std::io::Error),
@@ -27,10 +29,14 @@ pub enum MosquittoError {
 
 /// The mosquitto binary, if installed.
 pub fn binary() -> Option<PathBuf> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 impl Mosquitto {
@@ -73,10 +79,18 @@ impl Mosquitto {
         self.wait_ready().await
     }
 
+    /// Its process id (to read its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn wait_ready(&self) -> Result<(), MosquittoError> {
         let port = self.port;
         tokio::time::timeout(Duration::from_secs(10), async move {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

@@ -166,12 +166,8 @@ impl Stack {
             .insert(schemas::keys::kid(&rel), rel);
         (opts.tune)(&mut config);
         let bridge = start_bridge(config.clone()).await?;
-        let ops = OpsClient::connect(ClientOptions::new(
-            "127.0.0.1",
-            port,
-            keys.operator.clone(),
-        ))
-        .await?;
+        let ops = OpsClient::connect(ClientOptions::new("127.0.0.1", port, keys.operator.clone()))
+            .await?;
         Ok(Stack {
             keys,
             host: "127.0.0.1".into(),
@@ -238,7 +234,11 @@ impl Stack {
     }
 
     /// A fleet config for devices that trust this stack's release key.
-    pub fn fleet(&self, devices: usize, mut profile: device_sim::fleet::Profile) -> device_sim::fleet::FleetConfig {
+    pub fn fleet(
+        &self,
+        devices: usize,
+        mut profile: device_sim::fleet::Profile,
+    ) -> device_sim::fleet::FleetConfig {
         profile.trusted = vec![self.keys.release.verifying_key()];
         device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
     }

@@ -10,6 +10,14 @@
 //! - [`policy`]: the deferral hook (step 4).
 //! - [`config`]: identity, provisioning and timings.
 //! - [`state`]: what survives a restart.
+//! - [`store`]: where it survives: a state directory ([`FileStore`]) or
+//!   memory ([`MemoryStore`], the simulator's).
+//! - [`installer`]: installing images ([`FileInstaller`], [`MemoryInstaller`]).
+//! - [`io`]: the rumqttc I/O loop, [`run_device`].
+//! - [`pace`]: connect pacing and reconnect backoff.
+//!
+//! A device team reads [`machine`] for the protocol's rules, each with its
+//! unit test in `machine/tests/`.
 
 pub mod config;
 pub mod event;

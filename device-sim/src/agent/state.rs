@@ -1,8 +1,8 @@
 //! What survives a restart: installed versions, the Status counter and its
 //! outbox, the campaigns already reported terminal, and the accepted queue
 //! (with each job's stage). Saved as one small JSON document by a
-//! [`StateStore`](super::store::StateStore); a partial download's blocks and
-//! bitmap live beside it in the [`BlockStore`](super::blocks::BlockStore).
+//! [`DeviceStore`](super::store::DeviceStore), which also keeps a partial
+//! download's verified blocks and their bitmap beside it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -64,7 +64,8 @@ impl FleetConfig {
         let timing = Timing {
             progress_every_ms: profile.progress_every_ms,
             ..Timing::default()
-        };
+        }
+        .within_protocol();
         Self {
             host: host.into(),
             port,

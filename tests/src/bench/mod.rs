@@ -1,3 +1,19 @@
 //! Benchmarks behind `ota bench`: each returns figures, the caller prints.
+//!
+//! # Layout
+//!
+//! - [`suite`]: the plan (`--quick` or full) and the run of every step.
+//! - [`table`]: the one table, the machine, Markdown.
+//! - [`downloads`]: a 1 MiB image to N devices through a broker process.
+//! - [`raw_fanout`]: the same bytes over raw loopback TCP, the machine's limit.
+//! - [`emergency`]: command to every device `accepted`, p50 and p99.
+//! - [`child`]: helper processes (the broker alone, raw readers) and /proc RSS.
+//!
+//! The durable status ingest is `bridge::bench::ingest`.
 
+pub mod child;
+pub mod downloads;
+pub mod emergency;
 pub mod raw_fanout;
+pub mod suite;
+pub mod table;

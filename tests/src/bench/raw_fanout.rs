@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::child::{ChildCmd, ChildError, ChildProc, ChildRole};
+
 /// What one raw fan-out run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RawFanout {
@@ -32,12 +34,18 @@ pub enum RawFanoutError {
     Io(std::io::Error, usize),
     #[error("a reader task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the reading child: {0}")]
+    Child(#[from] ChildError),
 }
 
 /// Writes `image` in `block_size` pieces to `clients` loopback sockets, the
 /// way a broker fans a block out, and waits until every client has read it
 /// all.
-pub async fn run(clients: usize, image: &[u8], block_size: usize) -> Result<RawFanout, RawFanoutError> {
+pub async fn run(
+    clients: usize,
+    image: &[u8],
+    block_size: usize,
+) -> Result<RawFanout, RawFanoutError> {
     let io = |e| RawFanoutError::Io(e, clients * 2 + 50);
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
@@ -66,8 +74,77 @@ pub async fn run(clients: usize, image: &[u8], block_size: usize) -> Result<RawF
     }
 
     let started = Instant::now();
-    // One writer task per core's worth of sockets, each writing every block
-    // to its share of sockets in turn: the broker's fan-out loop, minus MQTT.
+    let keep = write_shards(writers, image, block_size).await?;
+    let mut min_got = u64::MAX;
+    for r in readers {
+        min_got = min_got.min(r.await?.map_err(io)?);
+    }
+    let wall = started.elapsed();
+    drop(keep);
+    Ok(RawFanout {
+        clients,
+        bytes_per_client: if clients == 0 { 0 } else { min_got },
+        wall,
+    })
+}
+
+/// [`run`] with the reading sockets in a child process (`cmd` in the
+/// [`ChildRole::RawReaders`] role): 10,000 connections need 10,000
+/// descriptors on each side, more than one process may open here.
+pub async fn run_split(
+    cmd: &ChildCmd,
+    clients: usize,
+    image: &[u8],
+    block_size: usize,
+) -> Result<RawFanout, RawFanoutError> {
+    let io = |e| RawFanoutError::Io(e, clients + 50);
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let addr = listener.local_addr().map_err(io)?;
+    let total = image.len() as u64;
+    let accept = tokio::spawn(async move {
+        let mut socks = Vec::with_capacity(clients);
+        while socks.len() < clients {
+            let (s, _) = listener.accept().await?;
+            s.set_nodelay(true)?;
+            socks.push(s);
+        }
+        Ok::<_, std::io::Error>(socks)
+    });
+    let role = ChildRole::RawReaders {
+        addr,
+        clients,
+        bytes: total,
+    };
+    let mut child = ChildProc::spawn(cmd, &role)?;
+    let connect_time = Duration::from_secs(30 + clients as u64 / 200);
+    child.expect("connected", connect_time).await?;
+    let writers = accept.await?.map_err(io)?;
+
+    let started = Instant::now();
+    let kept = write_shards(writers, image, block_size).await?;
+    let done = child.expect("done", Duration::from_secs(600)).await?;
+    let wall = started.elapsed();
+    drop(kept);
+    child.stop().await;
+    let min_got = done
+        .parse()
+        .map_err(|_| RawFanoutError::Child(ChildError::Role(done.clone())))?;
+    Ok(RawFanout {
+        clients,
+        bytes_per_client: min_got,
+        wall,
+    })
+}
+
+/// Writes every block to every socket, from one task per shard of sockets
+/// (the broker's fan-out loop minus MQTT); returns the sockets, still open.
+async fn write_shards(
+    writers: Vec<TcpStream>,
+    image: &[u8],
+    block_size: usize,
+) -> Result<Vec<Vec<TcpStream>>, RawFanoutError> {
+    let clients = writers.len();
+    let io = |e| RawFanoutError::Io(e, clients + 50);
     let shards = 4.min(clients.max(1));
     let mut per_shard: Vec<Vec<TcpStream>> = (0..shards).map(|_| Vec::new()).collect();
     for (i, w) in writers.into_iter().enumerate() {
@@ -93,17 +170,7 @@ pub async fn run(clients: usize, image: &[u8], block_size: usize) -> Result<RawF
     for t in tasks {
         keep.push(t.await?.map_err(io)?);
     }
-    let mut min_got = u64::MAX;
-    for r in readers {
-        min_got = min_got.min(r.await?.map_err(io)?);
-    }
-    let wall = started.elapsed();
-    drop(keep);
-    Ok(RawFanout {
-        clients,
-        bytes_per_client: if clients == 0 { 0 } else { min_got },
-        wall,
-    })
+    Ok(keep)
 }
 
 #[cfg(test)]

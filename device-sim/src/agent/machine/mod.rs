@@ -6,11 +6,11 @@
 //! # Layout
 //!
 //! - this file: the [`Agent`], the dispatch of events, Status reports.
-//! - [`link`]: connection, Hello, the Status outbox and its resend rules
+//! - `link`: connection, Hello, the Status outbox and its resend rules
 //!   (step 9).
-//! - [`campaigns`]: membership, held announcements, which campaigns the
+//! - `campaigns`: membership, held announcements, which campaigns the
 //!   device takes part in (step 0), steps 1 to 5, the queue and its turns.
-//! - [`download`]: blocks, quiet spells, timeout (step 6), the image check
+//! - `download`: blocks, quiet spells, timeout (step 6), the image check
 //!   and the install (step 7).
 
 mod campaigns;

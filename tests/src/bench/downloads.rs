@@ -1,0 +1,176 @@
+//! One download row: N devices fetch the same 1 MiB image at once through
+//! a broker in its own process, with the real bridge in this one
+//! ([`bridge::blocks::bench`]: minimal protocol-speaking devices that check
+//! every block's Merkle proof). Measures the wall time until every device
+//! holds every verified block, the bridge's egress against the image, and
+//! the broker's peak RSS (`VmHWM` of its process).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bridge::blocks::bench::{BenchOptions, BenchResult};
+use bridge::blocks::BlocksConfig;
+
+use super::child::{peak_rss, rss, ChildCmd, ChildError, ChildProc, ChildRole};
+use crate::mosquitto::{Mosquitto, MosquittoError};
+
+/// Which broker carries the download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadBroker {
+    /// rumqttd (our `broker` crate, default config), in a child process.
+    Embedded,
+    /// Mosquitto, in a child process.
+    Mosquitto,
+}
+
+/// One row to run.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    pub broker: DownloadBroker,
+    pub devices: usize,
+    pub image_bytes: usize,
+    pub block_size: u32,
+    /// `false`: unicast only, for comparison.
+    pub broadcast: bool,
+    /// A device gives up after this long.
+    pub deadline: Duration,
+}
+
+/// What one row measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownloadRow {
+    pub broker: DownloadBroker,
+    pub broadcast: bool,
+    pub devices: usize,
+    pub completed: usize,
+    pub image_bytes: usize,
+    pub block_size: u32,
+    /// From the start signal to the last device complete.
+    pub wall_secs: f64,
+    /// Connecting and subscribing every device (500/s), before the clock.
+    pub connect_secs: f64,
+    pub egress_ratio: f64,
+    pub blocks_broadcast: u64,
+    pub blocks_unicast: u64,
+    pub requests: u64,
+    /// The broker process's peak RSS.
+    pub broker_peak_rss: Option<u64>,
+    /// The bridge's `[blocks]` budgets used.
+    pub egress_bytes_per_sec: u64,
+    pub fanout_per_sec: u64,
+}
+
+/// Why a row could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{0}")]
+    Child(#[from] ChildError),
+    #[error("{0}")]
+    Mosquitto(#[from] MosquittoError),
+    #[error("{0}")]
+    Bench(#[from] bridge::blocks::bench::BenchError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+enum BrokerProc {
+    Embedded(ChildProc),
+    Mosquitto(Mosquitto),
+}
+
+impl BrokerProc {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            BrokerProc::Embedded(c) => c.pid(),
+            BrokerProc::Mosquitto(m) => Some(m.pid()),
+        }
+    }
+}
+
+/// Runs one row against a fresh broker process; `progress` gets a line
+/// every few seconds.
+pub async fn run(
+    cmd: &ChildCmd,
+    opts: &DownloadOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<DownloadRow, DownloadError> {
+    let (proc, port) = match opts.broker {
+        DownloadBroker::Embedded => {
+            let port = crate::free_port()?;
+            let mut c = ChildProc::spawn(cmd, &ChildRole::Broker { port })?;
+            c.expect("ready", Duration::from_secs(20)).await?;
+            (BrokerProc::Embedded(c), port)
+        }
+        DownloadBroker::Mosquitto => {
+            let m = Mosquitto::start().await?;
+            let port = m.port;
+            (BrokerProc::Mosquitto(m), port)
+        }
+    };
+    let blocks = BlocksConfig {
+        broadcast: opts.broadcast,
+        // Unicast sends the image once per device: at the default 2 MiB/s,
+        // 1,000 devices would take 500 s. Its row is about the broker's
+        // cost, so its budget is raised (docs/BENCHMARKS.md says so).
+        egress_bytes_per_sec: if opts.broadcast {
+            BlocksConfig::default().egress_bytes_per_sec
+        } else {
+            64 * 1024 * 1024
+        },
+        max_devices: opts.devices.max(1) * 2,
+        ..BlocksConfig::default()
+    };
+    let bench = BenchOptions {
+        devices: opts.devices,
+        image_bytes: opts.image_bytes,
+        block_size: opts.block_size,
+        blocks: blocks.clone(),
+        connect_rate: 500,
+        broker: SocketAddr::from(([127, 0, 0, 1], port)),
+        deadline: opts.deadline,
+    };
+    let pid = proc.pid();
+    let started = Instant::now();
+    let result = {
+        let run = bridge::blocks::bench::run(&bench);
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick() => {
+                    let mib = pid.and_then(rss).map_or("?".into(), |b| format!("{}", b >> 20));
+                    progress(format!(
+                        "{:.0} s, broker RSS {mib} MiB",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        }
+    };
+    let peak = pid.and_then(peak_rss);
+    match proc {
+        BrokerProc::Embedded(c) => c.stop().await,
+        BrokerProc::Mosquitto(m) => drop(m),
+    }
+    let r: BenchResult = result?;
+    Ok(DownloadRow {
+        broker: opts.broker,
+        broadcast: opts.broadcast,
+        devices: r.devices,
+        completed: r.completed,
+        image_bytes: r.image_bytes,
+        block_size: opts.block_size,
+        wall_secs: r.wall.as_secs_f64(),
+        connect_secs: r.connect.as_secs_f64(),
+        egress_ratio: r.egress_ratio,
+        blocks_broadcast: r.blocks_broadcast,
+        blocks_unicast: r.blocks_unicast,
+        requests: r.requests,
+        broker_peak_rss: peak,
+        egress_bytes_per_sec: blocks.egress_bytes_per_sec,
+        fanout_per_sec: blocks.fanout_per_sec,
+    })
+}

@@ -1,0 +1,253 @@
+//! Emergency latency: from the operator's `emergency` command to every
+//! device's `accepted`, over a fleet of the reference device agents
+//! (`device_sim`) on the real stack (embedded broker, bridge, signed
+//! command). An observer subscribed to every device's status topic stamps
+//! each device's first `accepted` for the campaign as it passes the
+//! broker, so each latency is command sent → report delivered.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use device_sim::fleet::{Fleet, Profile};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use schemas::msg::{Kind, Status, StatusState, WireMessage};
+use schemas::ops::Command;
+use schemas::release::ReleaseSpec;
+use schemas::topic::{Filter, Topic, Topics};
+use schemas::{CampaignId, ComponentName, DeviceId};
+use tokio::sync::mpsc;
+
+use crate::stack::{Stack, StackError, StackOptions};
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct EmergencyOptions {
+    /// Simulated devices (each its own MQTT connection).
+    pub devices: usize,
+    /// Size of the emergency config artifact.
+    pub artifact_bytes: usize,
+    /// The run fails when not every device accepted by then.
+    pub deadline: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EmergencyReport {
+    pub devices: usize,
+    /// Devices whose `accepted` was seen.
+    pub accepted: usize,
+    pub p50_secs: f64,
+    pub p99_secs: f64,
+    pub max_secs: f64,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmergencyError {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("fleet: {0}")]
+    Fleet(#[from] device_sim::fleet::FleetError),
+    #[error("operator command: {0}")]
+    Client(#[from] bridge::client::ClientError),
+    #[error("status observer: {0}")]
+    Observer(String),
+    #[error("{0}")]
+    Stalled(String),
+}
+
+/// Runs the measurement once on a fresh stack and fleet.
+pub async fn run(
+    opts: &EmergencyOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<EmergencyReport, EmergencyError> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let settings = name("settings")?;
+    let profile = Profile {
+        id_prefix: "emg".into(),
+        connects_per_second: 500,
+        versions: [
+            (name("main")?, vec!["1.0.0".to_string()]),
+            (settings.clone(), vec!["1.0.0".to_string()]),
+        ]
+        .into(),
+        ..Profile::default()
+    };
+    let fleet = Fleet::spawn(stack.fleet(opts.devices, profile))?;
+    let result = measure(&stack, opts, &settings, progress).await;
+    fleet.shutdown().await;
+    stack.shutdown().await?;
+    result
+}
+
+async fn measure(
+    stack: &Stack,
+    opts: &EmergencyOptions,
+    settings: &ComponentName,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<EmergencyReport, EmergencyError> {
+    // Every device registered (said Hello) first: the command's latency,
+    // not the connect storm's.
+    let within = Duration::from_secs(60 + opts.devices as u64 / 250);
+    let deadline = Instant::now() + within;
+    loop {
+        let n = stack.ops().all_devices(None).await?.len();
+        if n >= opts.devices {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(EmergencyError::Stalled(format!(
+                "only {n} of {} devices registered within {within:?}",
+                opts.devices
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    progress(format!("{} devices registered", opts.devices));
+
+    let image = vec![0x5a; opts.artifact_bytes];
+    let spec = ReleaseSpec::new(
+        Kind::Config,
+        settings.clone(),
+        "1.0.1",
+        "any",
+        bridge::unix_now(),
+    );
+    let artifact = stack.push(&image, &spec).await?;
+    let campaign = CampaignId::new("bench-emergency")
+        .map_err(|e| EmergencyError::Observer(e.to_string()))?;
+    let (mut accepted, observer) = observe(stack, campaign.clone()).await?;
+
+    let sent = Instant::now();
+    let _: serde_json::Value = stack
+        .ops()
+        .call_ok(Command::Emergency {
+            id: campaign,
+            release: vec![artifact],
+            groups: vec![],
+            all: true,
+        })
+        .await?;
+    let mut seen: HashMap<DeviceId, Duration> = HashMap::with_capacity(opts.devices);
+    let waited = tokio::time::timeout(opts.deadline, async {
+        while seen.len() < opts.devices {
+            match accepted.recv().await {
+                Some((id, at)) => {
+                    seen.entry(id).or_insert(at.saturating_duration_since(sent));
+                }
+                None => break,
+            }
+        }
+    })
+    .await;
+    observer.abort();
+    if waited.is_err() || seen.len() < opts.devices {
+        return Err(EmergencyError::Stalled(format!(
+            "{} of {} devices accepted the emergency within {:?}",
+            seen.len(),
+            opts.devices,
+            opts.deadline
+        )));
+    }
+    let mut lat: Vec<Duration> = seen.into_values().collect();
+    lat.sort();
+    Ok(EmergencyReport {
+        devices: opts.devices,
+        accepted: lat.len(),
+        p50_secs: percentile(&lat, 50.0).as_secs_f64(),
+        p99_secs: percentile(&lat, 99.0).as_secs_f64(),
+        max_secs: lat.last().copied().unwrap_or_default().as_secs_f64(),
+    })
+}
+
+/// Subscribes to every device's status; sends (device, when) for each
+/// `accepted` of `campaign`. Returns once the subscription is acknowledged.
+async fn observe(
+    stack: &Stack,
+    campaign: CampaignId,
+) -> Result<(mpsc::Receiver<(DeviceId, Instant)>, tokio::task::JoinHandle<()>), EmergencyError> {
+    let topics = Topics::default();
+    let filter = topics.filter(Filter::AllStatus);
+    let id = format!("bench-observer-{}", std::process::id());
+    let mut o = MqttOptions::new(id, stack.host.clone(), stack.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(o, 16);
+    // Room for a whole fleet's accepts in a burst; a full channel only
+    // slows this observer, it never drops a stamp.
+    let (tx, rx) = mpsc::channel(16_384);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let _client = client.clone();
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        tracing::warn!(error = %e, "status observer cannot subscribe");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at = Instant::now();
+                    let Ok(Topic::Status(dev)) = topics.parse(&p.topic) else {
+                        continue;
+                    };
+                    match Status::decode(&p.payload) {
+                        Ok(s)
+                            if s.state == StatusState::Accepted
+                                && s.campaign.as_ref() == Some(&campaign) =>
+                        {
+                            if tx.send((dev, at)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(device = %dev, error = %e, "undecodable status"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "status observer connection failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .map_err(|_| EmergencyError::Observer("no SUBACK within 10 s".into()))?
+        .map_err(|_| EmergencyError::Observer("its task ended".into()))?;
+    Ok((rx, task))
+}
+
+fn name(s: &str) -> Result<ComponentName, EmergencyError> {
+    ComponentName::new(s).map_err(|e| EmergencyError::Observer(e.to_string()))
+}
+
+/// The nearest-rank percentile of sorted values (zero when empty).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&v[..1], 99.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,321 @@
+//! `ota bench`: every measurement in one run, one after the other on the
+//! same machine, gathered into one [`Table`]. The download rows go first,
+//! while this process holds no embedded broker (rumqttd cannot be stopped:
+//! the brokers of the emergency and ingest rows live until the process
+//! ends).
+
+use std::time::{Duration, Instant};
+
+use bridge::bench::{BenchBroker, IngestOptions, IngestReport};
+
+use super::child::ChildCmd;
+use super::downloads::{self, DownloadBroker, DownloadOptions, DownloadRow};
+use super::emergency::{self, EmergencyOptions, EmergencyReport};
+use super::raw_fanout::{self, RawFanout};
+use super::table::{Machine, Row, Table};
+
+/// The image every download row sends: 1 MiB in 4 KiB blocks.
+pub const IMAGE_BYTES: usize = 1024 * 1024;
+/// The protocol's default block size.
+pub const BLOCK_SIZE: u32 = 4096;
+
+/// What to measure, at which sizes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `--quick` or full.
+    pub quick: bool,
+    /// (broker, devices, broadcast) per download row.
+    pub downloads: Vec<(DownloadBroker, usize, bool)>,
+    /// Socket counts for the raw fan-out.
+    pub raw: Vec<usize>,
+    /// Fleet size for the emergency latency.
+    pub emergency_devices: usize,
+    /// Ingest runs, devices, reports per device.
+    pub ingest_runs: usize,
+    pub ingest_devices: usize,
+    pub ingest_reports: u64,
+}
+
+impl Plan {
+    /// Small sizes, one repetition: under 3 minutes on 2 cores.
+    pub fn quick() -> Self {
+        use DownloadBroker::*;
+        Plan {
+            quick: true,
+            downloads: vec![
+                (Embedded, 1000, true),
+                (Mosquitto, 1000, true),
+                (Embedded, 200, false),
+            ],
+            raw: vec![1000],
+            emergency_devices: 1000,
+            ingest_runs: 1,
+            ingest_devices: 1000,
+            ingest_reports: 50,
+        }
+    }
+
+    /// The table in docs/BENCHMARKS.md.
+    pub fn full() -> Self {
+        use DownloadBroker::*;
+        Plan {
+            quick: false,
+            downloads: vec![
+                (Embedded, 1000, true),
+                (Embedded, 10_000, true),
+                (Mosquitto, 1000, true),
+                (Mosquitto, 10_000, true),
+                (Embedded, 1000, false),
+            ],
+            raw: vec![1000, 10_000],
+            emergency_devices: 1000,
+            ingest_runs: 3,
+            ingest_devices: 1000,
+            ingest_reports: 50,
+        }
+    }
+
+    fn steps(&self) -> usize {
+        self.downloads.len() + self.raw.len() + 2
+    }
+}
+
+/// Runs the plan; `progress` gets one line per step and a few while a step
+/// runs. A step that fails becomes a row saying why; the others still run.
+pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)) -> Table {
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let total = plan.steps();
+    let mut step = 0;
+    let mut next = |what: &str| {
+        step += 1;
+        progress(format!("[{step}/{total}] {what}"));
+    };
+    let say = |s: String| progress(format!("      {s}"));
+
+    for &(broker, devices, broadcast) in &plan.downloads {
+        let mode = if broadcast { "broadcast" } else { "unicast only" };
+        let bname = broker_name(broker);
+        next(&format!("1 MiB to {devices} devices via {bname}, {mode}"));
+        if broker == DownloadBroker::Mosquitto && crate::mosquitto::binary().is_none() {
+            rows.push(Row::skipped(
+                download_label(broadcast),
+                bname,
+                devices,
+                "skipped: mosquitto is not installed (apt-get install -y mosquitto)",
+            ));
+            continue;
+        }
+        let opts = DownloadOptions {
+            broker,
+            devices,
+            image_bytes: IMAGE_BYTES,
+            block_size: BLOCK_SIZE,
+            broadcast,
+            deadline: Duration::from_secs(if devices > 1000 { 900 } else { 300 }),
+        };
+        let row = match downloads::run(cmd, &opts, &say).await {
+            Ok(r) => {
+                say(format!(
+                    "{}/{} complete in {:.1} s, egress {:.2}x",
+                    r.completed, r.devices, r.wall_secs, r.egress_ratio
+                ));
+                download_row(&r)
+            }
+            Err(e) => Row::failed(download_label(broadcast), bname, devices, &e),
+        };
+        rows.push(row);
+    }
+
+    let image = image_bytes();
+    for &n in &plan.raw {
+        next(&format!("raw TCP fan-out of 1 MiB to {n} loopback sockets"));
+        rows.push(
+            match raw_fanout::run_split(cmd, n, &image, BLOCK_SIZE as usize).await {
+                Ok(r) => raw_row(&r),
+                Err(e) => Row::failed("raw TCP fan-out (the machine's limit)", "none", n, &e),
+            },
+        );
+    }
+
+    let n = plan.emergency_devices;
+    next(&format!("emergency to {n} reference device agents"));
+    let opts = EmergencyOptions {
+        devices: n,
+        artifact_bytes: 4096,
+        deadline: Duration::from_secs(60),
+    };
+    rows.push(match emergency::run(&opts, &say).await {
+        Ok(r) => emergency_row(&r),
+        Err(e) => Row::failed(EMERGENCY, "embedded", n, &e),
+    });
+
+    next(&format!(
+        "durable status ingest, {} devices x {} reports, {} run(s)",
+        plan.ingest_devices, plan.ingest_reports, plan.ingest_runs
+    ));
+    let mut runs = Vec::new();
+    let mut error = None;
+    for i in 0..plan.ingest_runs {
+        let port = match crate::free_port() {
+            Ok(p) => p,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        };
+        let opts = IngestOptions {
+            devices: plan.ingest_devices,
+            reports_per_device: plan.ingest_reports,
+            ..IngestOptions::new(BenchBroker::Embedded(port))
+        };
+        match bridge::bench::ingest(&opts).await {
+            Ok(r) => {
+                say(format!(
+                    "run {}: {:.0} reports/s",
+                    i + 1,
+                    r.reports_per_sec
+                ));
+                runs.push(r);
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    rows.push(match error {
+        Some(e) if runs.is_empty() => Row::failed(INGEST, "embedded", plan.ingest_devices, &e),
+        _ => ingest_row(&runs),
+    });
+
+    Table {
+        command: if plan.quick {
+            "ota bench --quick".into()
+        } else {
+            "ota bench".into()
+        },
+        machine: Machine::this(),
+        seconds: started.elapsed().as_secs_f64(),
+        rows,
+    }
+}
+
+const EMERGENCY: &str = "emergency: command to every device `accepted`";
+const INGEST: &str = "durable status ingest (stored, flushed, acked)";
+
+fn broker_name(b: DownloadBroker) -> &'static str {
+    match b {
+        DownloadBroker::Embedded => "embedded",
+        DownloadBroker::Mosquitto => "mosquitto",
+    }
+}
+
+fn download_label(broadcast: bool) -> &'static str {
+    if broadcast {
+        "1 MiB firmware, broadcast"
+    } else {
+        "1 MiB firmware, unicast only"
+    }
+}
+
+/// The image of every row: reproducible, incompressible bytes.
+fn image_bytes() -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..IMAGE_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn download_row(r: &DownloadRow) -> Row {
+    let rss_ok = r.broker_peak_rss.is_some_and(|b| b < 1_000_000_000);
+    let mut goals = Vec::new();
+    if r.broadcast {
+        goals.push(goal("egress ≤ 1.5x", r.egress_ratio <= 1.5));
+    }
+    if r.broadcast && r.devices >= 10_000 && r.broker == DownloadBroker::Embedded {
+        goals.push(goal("≤ 20 s", r.wall_secs <= 20.0 && r.completed == r.devices));
+        goals.push(goal("RSS < 1 GB", rss_ok));
+    }
+    Row {
+        bench: download_label(r.broadcast).into(),
+        broker: broker_name(r.broker).into(),
+        devices: r.devices,
+        time: Some(format!("{:.1} s", r.wall_secs)),
+        result: format!("{}/{} complete", r.completed, r.devices),
+        broker_rss: r.broker_peak_rss.map(mib),
+        egress: Some(format!("{:.2}x", r.egress_ratio)),
+        goal: goals.join(", "),
+        detail: serde_json::to_value(r).unwrap_or_default(),
+    }
+}
+
+fn raw_row(r: &RawFanout) -> Row {
+    Row {
+        bench: "raw TCP fan-out (the machine's limit)".into(),
+        broker: "none".into(),
+        devices: r.clients,
+        time: Some(format!("{:.2} s", r.wall.as_secs_f64())),
+        result: format!("{:.1} Gbit/s", r.gbit_per_s()),
+        broker_rss: None,
+        egress: Some(format!(
+            "{:.2}x",
+            r.bytes_per_client as f64 / IMAGE_BYTES as f64
+        )),
+        goal: String::new(),
+        detail: serde_json::to_value(r).unwrap_or_default(),
+    }
+}
+
+fn emergency_row(r: &EmergencyReport) -> Row {
+    Row {
+        bench: EMERGENCY.into(),
+        broker: "embedded".into(),
+        devices: r.devices,
+        time: Some(format!("{:.2} s max", r.max_secs)),
+        result: format!("p50 {:.2} s, p99 {:.2} s", r.p50_secs, r.p99_secs),
+        broker_rss: None,
+        egress: None,
+        goal: goal("p99 ≤ 2 s", r.p99_secs <= 2.0),
+        detail: serde_json::to_value(r).unwrap_or_default(),
+    }
+}
+
+fn ingest_row(runs: &[IngestReport]) -> Row {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.reports_per_sec).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or_default();
+    let result = match (rates.first(), rates.last()) {
+        (Some(lo), Some(hi)) if rates.len() > 1 => {
+            format!("{median:.0} reports/s (median; {lo:.0}–{hi:.0})")
+        }
+        _ => format!("{median:.0} reports/s"),
+    };
+    let reports = runs.first().map_or(0, |r| r.reports);
+    Row {
+        bench: INGEST.into(),
+        broker: "embedded".into(),
+        devices: runs.first().map_or(0, |r| r.devices),
+        time: runs
+            .first()
+            .map(|r| format!("{:.2} s / {reports}", r.elapsed.as_secs_f64())),
+        result,
+        broker_rss: None,
+        egress: None,
+        goal: goal("≥ 20,000/s", median >= 20_000.0),
+        detail: serde_json::to_value(runs).unwrap_or_default(),
+    }
+}
+
+fn goal(what: &str, met: bool) -> String {
+    format!("{what}: {}", if met { "met" } else { "MISSED" })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}

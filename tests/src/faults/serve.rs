@@ -1,0 +1,137 @@
+//! The real `ota serve` process over an external broker, for faults where
+//! a process dies: its config and key files in a directory, SIGKILL
+//! (nothing of the bridge's shutdown runs), SIGTERM, and a ready check.
+//!
+//! The binary is `target/<profile>/ota`, found next to the running test
+//! executable (`cargo test --workspace` builds it), or `OTA_BIN`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use bridge::client::{ClientOptions, OpsClient};
+use schemas::keys::SigningKey;
+
+use super::{poll, FaultError};
+use crate::stack::Keys;
+
+/// The `ota` binary: `OTA_BIN`, or `ota` in the target directory of the
+/// running test executable (`target/debug/deps/x` → `target/debug/ota`).
+pub fn ota_binary() -> Result<PathBuf, FaultError> {
+    if let Some(p) = std::env::var_os("OTA_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .unwrap_or(Path::new("."));
+    let bin = dir.join(format!("ota{}", std::env::consts::EXE_SUFFIX));
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(FaultError::NoBinary(bin))
+    }
+}
+
+/// Writes `ota.toml`, the operator key pair and the release public key in
+/// `dir`, for a bridge on the external broker at 127.0.0.1:`port`.
+pub fn write_config(dir: &Path, port: u16, keys: &Keys) -> Result<PathBuf, FaultError> {
+    std::fs::write(
+        dir.join("operator.key"),
+        schemas::keys::signing_key_to_text(&keys.operator),
+    )?;
+    std::fs::write(
+        dir.join("operator.pub"),
+        schemas::keys::verifying_key_to_text(&keys.operator.verifying_key()),
+    )?;
+    std::fs::write(
+        dir.join("release.pub"),
+        schemas::keys::verifying_key_to_text(&keys.release.verifying_key()),
+    )?;
+    let path = dir.join("ota.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\n\
+             data_dir = \"data\"\n\
+             operator_keys = [\"operator.pub\"]\n\
+             release_keys = [\"release.pub\"]\n\
+             [operator]\n\
+             key = \"operator.key\"\n\
+             [broker]\n\
+             mode = \"external\"\n\
+             url = \"mqtt://127.0.0.1:{port}\"\n\
+             [blocks]\n\
+             merge_window_ms = 20\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// A running `ota serve`, killed on drop.
+pub struct Serve {
+    child: Child,
+}
+
+impl Serve {
+    /// Starts `ota serve --config config` (stderr inherited, warnings only).
+    pub fn start(config: &Path) -> Result<Serve, FaultError> {
+        let child = Command::new(ota_binary()?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Serve { child })
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill9(mut self) -> Result<(), FaultError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, and the exit status once it stopped (at most 20 s).
+    pub async fn terminate(mut self) -> Result<ExitStatus, FaultError> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let child = &mut self.child;
+        poll("ota serve to stop after SIGTERM", Duration::from_secs(20), || {
+            let s = child.try_wait().ok().flatten();
+            async move { s }
+        })
+        .await
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the bridge answers a command through the broker at
+/// `port`, and returns the client (2 s per call).
+pub async fn wait_ready(
+    port: u16,
+    key: &SigningKey,
+    limit: Duration,
+) -> Result<OpsClient, FaultError> {
+    poll("the bridge to answer", limit, || async {
+        let mut o = ClientOptions::new("127.0.0.1", port, key.clone());
+        o.timeout = Duration::from_secs(2);
+        let c = OpsClient::connect(o).await.ok()?;
+        if c.call(schemas::ops::Command::GroupList).await.is_ok() {
+            Some(c)
+        } else {
+            c.close().await;
+            None
+        }
+    })
+    .await
+}
