@@ -1,8 +1,6 @@
 //! `ota bench`: every speed figure in one table, measured side by side in
 //! one run (the library does the work: `harness::bench::suite`).
 
-use std::io::IsTerminal as _;
-
 use anyhow::Context as _;
 use clap::Args;
 use harness::bench::child::{run_child, ChildCmd, ChildRole};
@@ -23,7 +21,9 @@ use crate::{rt, Run};
 /// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
 /// --release: a debug build measures the debug build.
 #[derive(Args)]
-#[command(after_help = "Examples:\n  ota bench --quick\n  ota bench > table.md\n  ota bench --json > bench.json")]
+#[command(
+    after_help = "Examples:\n  ota bench --quick\n  ota bench > table.md\n  ota bench --json > bench.json"
+)]
 pub struct Bench {
     /// Smaller sizes (1,000 devices, one run each): under 3 minutes.
     #[arg(long)]
@@ -43,19 +43,19 @@ impl Run for Bench {
             return Ok(rt::block_on(run_child(role))??);
         }
         let cmd = ChildCmd {
-            program: std::env::current_exe().context("cannot find the ota binary to run helpers")?,
+            program: std::env::current_exe()
+                .context("cannot find the ota binary to run helpers")?,
             args: vec!["bench".into(), "--child".into()],
         };
-        let plan = if self.quick { Plan::quick() } else { Plan::full() };
+        let plan = if self.quick {
+            Plan::quick()
+        } else {
+            Plan::full()
+        };
         if cfg!(debug_assertions) {
             eprintln!("note: a debug build; build with --release for the figures to record");
         }
-        let tty = std::io::stderr().is_terminal();
-        let progress = move |s: String| {
-            if tty || !s.is_empty() {
-                eprintln!("{s}");
-            }
-        };
+        let progress = |s: String| eprintln!("{s}");
         let table = rt::block_on(async move {
             tokio::select! {
                 t = suite::run(&plan, &cmd, &progress) => Ok(t),

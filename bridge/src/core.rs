@@ -63,6 +63,9 @@ pub struct Core {
     pub(crate) state: CoreState,
     pub(crate) mqtt: mpsc::Receiver<Incoming>,
     pub(crate) internal: mpsc::Receiver<CoreMsg>,
+    /// The link's state: a reconnect of the publishing connection may mean
+    /// a broker that restarted and lost its retained messages.
+    pub(crate) link: tokio::sync::watch::Receiver<crate::mqtt::LinkState>,
 }
 
 impl CoreState {
@@ -136,10 +139,29 @@ impl Core {
             crate::campaign::hooks::TICK,
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut egress_up = self.link.borrow().egress_connected;
+        let mut egress_seen = egress_up;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                changed = self.link.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let up = self.link.borrow_and_update().egress_connected;
+                    if up && !egress_up && egress_seen {
+                        // A broker that restarted lost its retained
+                        // messages (Mosquitto without persistence, or
+                        // rumqttd always): heal it from the store, as at
+                        // start. Devices that reconnect find their
+                        // Membership and announcements again.
+                        info!("publishing connection is back: republishing retained messages");
+                        self.republish_retained().await?;
+                    }
+                    egress_seen |= up;
+                    egress_up = up;
+                }
                 _ = tick.tick() => crate::campaign::hooks::tick(&mut self.state).await?,
                 m = self.internal.recv() => match m {
                     Some(m) => self.internal(m).await?,
@@ -158,6 +180,30 @@ impl Core {
     /// Republishes the retained messages core owns (all but StatusAcks),
     /// then publishes whatever membership changed while the bridge was down.
     async fn start(&mut self) -> Result<(), BridgeError> {
+        let n = self.republish_retained().await?;
+        let s = &mut self.state;
+        let changes = s.fleet.membership_changes(None);
+        if !changes.is_empty() {
+            info!(
+                devices = changes.len(),
+                "publishing memberships that changed while the bridge was down"
+            );
+        }
+        s.publish_memberships(changes).await?;
+        info!(
+            devices = s.fleet.len(),
+            groups = s.fleet.groups().len(),
+            retained = n,
+            "core ready"
+        );
+        crate::campaign::hooks::started(&mut self.state).await?;
+        Ok(())
+    }
+
+    /// Publishes every retained message core owns from the store (at start,
+    /// and when the publishing connection comes back, so a broker that lost
+    /// its retained messages heals). Returns how many.
+    async fn republish_retained(&mut self) -> Result<u64, BridgeError> {
         let s = &mut self.state;
         let topics = s.publisher.topics().clone();
         let mut published = HashMap::new();
@@ -186,22 +232,7 @@ impl Core {
         Metrics::add(&s.metrics.retained_republished, n);
         let fleet = std::mem::take(&mut s.fleet);
         s.fleet = fleet.with_published(published);
-        let changes = s.fleet.membership_changes(None);
-        if !changes.is_empty() {
-            info!(
-                devices = changes.len(),
-                "publishing memberships that changed while the bridge was down"
-            );
-        }
-        s.publish_memberships(changes).await?;
-        info!(
-            devices = s.fleet.len(),
-            groups = s.fleet.groups().len(),
-            retained = n,
-            "core ready"
-        );
-        crate::campaign::hooks::started(&mut self.state).await?;
-        Ok(())
+        Ok(n)
     }
 
     async fn internal(&mut self, m: CoreMsg) -> Result<(), BridgeError> {

@@ -273,6 +273,7 @@ impl Bridge {
             },
             mqtt: core_mqtt_rx,
             internal: core_rx,
+            link: link.clone(),
         };
         let actors = vec![
             (

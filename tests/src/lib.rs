@@ -7,10 +7,12 @@
 //! - [`stack`]: [`stack::Stack`], a broker + bridge + keys + operator client.
 //! - [`mosquitto`]: Mosquitto as a child process on a free port.
 //! - [`demo`]: `ota demo`, the whole story on a simulated fleet.
+//! - [`faults`]: helpers of the fault suite (`tests/tests/faults/`).
 //! - [`bench`]: benchmarks behind `ota bench`, returning figures.
 
 pub mod bench;
 pub mod demo;
+pub mod faults;
 pub mod mosquitto;
 pub mod stack;
 

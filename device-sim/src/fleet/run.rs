@@ -3,6 +3,7 @@
 //! On a terminal the counters are an indicatif spinner line redrawn four
 //! times a second; otherwise (a pipe, CI) one line every 5 s on stderr.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ pub struct Summary {
     pub stats: FleetStats,
     /// Image bytes held in memory at the end.
     pub image_bytes: u64,
+    /// Devices holding Statuses no StatusAck covered at the end.
+    pub unacked_devices: usize,
+    /// A few of them, with the seqs still uncovered (at most 10 devices).
+    pub unacked_sample: BTreeMap<String, Vec<u64>>,
 }
 
 /// Runs the simulator until `shutdown` (or the duration) and returns the
@@ -79,10 +84,23 @@ pub async fn run_sim(
         d.abort();
     }
     let image_bytes = fleet.image_memory().1;
+    let acks = fleet.acks();
+    let unacked: Vec<(String, Vec<u64>)> = fleet
+        .sent()
+        .into_iter()
+        .filter_map(|(id, sent)| {
+            let missing: Vec<u64> = acks.get(&id).map_or(sent.iter().copied().collect(), |a| {
+                sent.difference(a).copied().collect()
+            });
+            (!missing.is_empty()).then(|| (id.to_string(), missing))
+        })
+        .collect();
     let stats = fleet.shutdown().await;
     Ok(Summary {
         seconds: started.elapsed().as_secs_f64(),
         stats,
         image_bytes,
+        unacked_devices: unacked.len(),
+        unacked_sample: unacked.into_iter().take(10).collect(),
     })
 }

@@ -43,7 +43,9 @@ pub enum ChildRole {
 /// Why a child could not start, run or answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
-    #[error("child process i/o: {0} (is `ulimit -n` high enough? 10,000 clients need about 10,050)")]
+    #[error(
+        "child process i/o: {0} (is `ulimit -n` high enough? 10,000 clients need about 10,050)"
+    )]
     Io(#[from] std::io::Error),
     #[error("bad child role {0:?}: expected `broker PORT` or `raw-readers ADDR CLIENTS BYTES`")]
     Role(String),
@@ -172,7 +174,12 @@ impl ChildProc {
             .args(role.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // OTA_BENCH_CHILD_LOG=1 shows the child's own log (RUST_LOG applies).
+            .stderr(if std::env::var_os("OTA_BENCH_CHILD_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()?;
         let out = child
@@ -186,7 +193,11 @@ impl ChildProc {
     }
 
     /// Waits for a line starting with `want`; returns the rest of it.
-    pub async fn expect(&mut self, want: &'static str, within: Duration) -> Result<String, ChildError> {
+    pub async fn expect(
+        &mut self,
+        want: &'static str,
+        within: Duration,
+    ) -> Result<String, ChildError> {
         let line = tokio::time::timeout(within, self.lines.next_line())
             .await
             .map_err(|_| ChildError::Timeout(want, within))??;

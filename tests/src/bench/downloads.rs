@@ -35,6 +35,8 @@ pub struct DownloadOptions {
     pub broadcast: bool,
     /// A device gives up after this long.
     pub deadline: Duration,
+    /// Device connects per second.
+    pub connect_rate: u32,
 }
 
 /// What one row measured.
@@ -75,7 +77,8 @@ pub enum DownloadError {
 }
 
 enum BrokerProc {
-    Embedded(ChildProc),
+    // One per row: its size does not matter.
+    Embedded(Box<ChildProc>),
     Mosquitto(Mosquitto),
 }
 
@@ -100,7 +103,7 @@ pub async fn run(
             let port = crate::free_port()?;
             let mut c = ChildProc::spawn(cmd, &ChildRole::Broker { port })?;
             c.expect("ready", Duration::from_secs(20)).await?;
-            (BrokerProc::Embedded(c), port)
+            (BrokerProc::Embedded(Box::new(c)), port)
         }
         DownloadBroker::Mosquitto => {
             let m = Mosquitto::start().await?;
@@ -126,7 +129,7 @@ pub async fn run(
         image_bytes: opts.image_bytes,
         block_size: opts.block_size,
         blocks: blocks.clone(),
-        connect_rate: 500,
+        connect_rate: opts.connect_rate,
         broker: SocketAddr::from(([127, 0, 0, 1], port)),
         deadline: opts.deadline,
     };

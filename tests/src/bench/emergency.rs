@@ -39,6 +39,9 @@ pub struct EmergencyReport {
     pub p50_secs: f64,
     pub p99_secs: f64,
     pub max_secs: f64,
+    /// Command sent → the bridge's announcement on `P/emergency` seen:
+    /// the bridge's share of the latency (the rest is the devices').
+    pub announce_secs: Option<f64>,
 }
 
 /// Why a run failed.
@@ -114,9 +117,9 @@ async fn measure(
         bridge::unix_now(),
     );
     let artifact = stack.push(&image, &spec).await?;
-    let campaign = CampaignId::new("bench-emergency")
-        .map_err(|e| EmergencyError::Observer(e.to_string()))?;
-    let (mut accepted, observer) = observe(stack, campaign.clone()).await?;
+    let campaign =
+        CampaignId::new("bench-emergency").map_err(|e| EmergencyError::Observer(e.to_string()))?;
+    let (mut seen_rx, observer) = observe(stack, campaign.clone()).await?;
 
     let sent = Instant::now();
     let _: serde_json::Value = stack
@@ -129,11 +132,15 @@ async fn measure(
         })
         .await?;
     let mut seen: HashMap<DeviceId, Duration> = HashMap::with_capacity(opts.devices);
+    let mut announced = None;
     let waited = tokio::time::timeout(opts.deadline, async {
         while seen.len() < opts.devices {
-            match accepted.recv().await {
-                Some((id, at)) => {
+            match seen_rx.recv().await {
+                Some(Seen::Accepted(id, at)) => {
                     seen.entry(id).or_insert(at.saturating_duration_since(sent));
+                }
+                Some(Seen::Announced(at)) => {
+                    announced.get_or_insert(at.saturating_duration_since(sent));
                 }
                 None => break,
             }
@@ -157,17 +164,28 @@ async fn measure(
         p50_secs: percentile(&lat, 50.0).as_secs_f64(),
         p99_secs: percentile(&lat, 99.0).as_secs_f64(),
         max_secs: lat.last().copied().unwrap_or_default().as_secs_f64(),
+        announce_secs: announced.map(|d| d.as_secs_f64()),
     })
 }
 
-/// Subscribes to every device's status; sends (device, when) for each
-/// `accepted` of `campaign`. Returns once the subscription is acknowledged.
+/// What the observer saw, and when.
+enum Seen {
+    /// The bridge's announcement on `P/emergency`.
+    Announced(Instant),
+    /// A device's `accepted` for the campaign.
+    Accepted(DeviceId, Instant),
+}
+
+/// Subscribes to every device's status and to the emergency topic; sends
+/// what it sees of `campaign`. Returns once both subscriptions are
+/// acknowledged.
 async fn observe(
     stack: &Stack,
     campaign: CampaignId,
-) -> Result<(mpsc::Receiver<(DeviceId, Instant)>, tokio::task::JoinHandle<()>), EmergencyError> {
+) -> Result<(mpsc::Receiver<Seen>, tokio::task::JoinHandle<()>), EmergencyError> {
     let topics = Topics::default();
     let filter = topics.filter(Filter::AllStatus);
+    let emergency = topics.build(&Topic::Emergency);
     let id = format!("bench-observer-{}", std::process::id());
     let mut o = MqttOptions::new(id, stack.host.clone(), stack.port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -178,21 +196,35 @@ async fn observe(
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let mut ready = Some(ready_tx);
+        let mut subacks = 0;
         let _client = client.clone();
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                        tracing::warn!(error = %e, "status observer cannot subscribe");
+                    subacks = 0;
+                    for f in [&filter, &emergency] {
+                        if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            tracing::warn!(error = %e, "status observer cannot subscribe");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
+                    subacks += 1;
+                    if subacks == 2 {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let at = Instant::now();
+                    if p.topic == emergency {
+                        // A fresh stack: the only announcement is ours.
+                        if tx.send(Seen::Announced(at)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let Ok(Topic::Status(dev)) = topics.parse(&p.topic) else {
                         continue;
                     };
@@ -201,7 +233,7 @@ async fn observe(
                             if s.state == StatusState::Accepted
                                 && s.campaign.as_ref() == Some(&campaign) =>
                         {
-                            if tx.send((dev, at)).await.is_err() {
+                            if tx.send(Seen::Accepted(dev, at)).await.is_err() {
                                 return;
                             }
                         }

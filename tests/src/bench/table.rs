@@ -102,7 +102,11 @@ impl Machine {
             self.memory_gib,
             self.kernel,
             self.open_files.map_or("?".into(), |n| n.to_string()),
-            if self.release_build { "release" } else { "debug" }
+            if self.release_build {
+                "release"
+            } else {
+                "debug"
+            }
         )
     }
 }
@@ -151,7 +155,7 @@ pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

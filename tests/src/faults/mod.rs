@@ -18,14 +18,16 @@ pub mod serve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use bridge::campaign::view::CampaignStatus;
 use bridge::client::{ClientError, OpsClient};
 use bridge::store::Store;
+use schemas::msg::Kind;
 use schemas::ops::Command;
-use schemas::{CampaignId, DeviceId, GroupName};
+use schemas::release::{build_manifest, ReleaseSpec};
+use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId, GroupName};
 
 /// Why a fault-suite step failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,13 +69,14 @@ pub fn seed() -> u64 {
         .unwrap_or(1)
 }
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Held for the whole of a fault test: on 2 cores, two fleets at once
-/// would make each other's timeouts, so the suite runs one test at a time.
-pub fn serial() -> MutexGuard<'static, ()> {
-    // A test that panicked poisons the lock; the next test may still run.
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// would make each other's timeouts, so the suite runs one test at a time
+/// (a tokio lock: it is held across awaits, and works across the tests'
+/// runtimes).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
@@ -121,9 +124,7 @@ where
             return Ok(v);
         }
         if Instant::now() > deadline {
-            return Err(FaultError::Stalled(format!(
-                "{what}: not within {limit:?}"
-            )));
+            return Err(FaultError::Stalled(format!("{what}: not within {limit:?}")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -180,12 +181,9 @@ pub async fn campaign_end(
     limit: Duration,
 ) -> Result<CampaignStatus, FaultError> {
     poll(&format!("campaign {id} to end"), limit, || async {
-        campaign(ops, id).await.filter(|s| {
-            matches!(
-                s.summary.state.as_str(),
-                "completed" | "halted" | "aborted"
-            )
-        })
+        campaign(ops, id)
+            .await
+            .filter(|s| matches!(s.summary.state.as_str(), "completed" | "halted" | "aborted"))
     })
     .await
 }
@@ -222,4 +220,78 @@ pub fn lost_acks(
 /// How many (device, seq) pairs `acked` holds.
 pub fn ack_count(acked: &BTreeMap<DeviceId, BTreeSet<u64>>) -> usize {
     acked.values().map(BTreeSet::len).sum()
+}
+
+/// The label every fault-suite device carries (`suite=faults`), and the
+/// group that selects them all.
+pub const GROUP: &str = "everyone";
+
+/// A fleet profile for the suite: esp32 devices on `main 1.0.0`, labelled
+/// `suite=faults`, ids `{prefix}-00001`..., connecting at `rate` per second.
+pub fn profile(prefix: &str, rate: u32) -> device_sim::fleet::Profile {
+    device_sim::fleet::Profile {
+        id_prefix: prefix.into(),
+        connects_per_second: rate,
+        seed: seed(),
+        arches: vec![("esp32".into(), 1)],
+        labels: [("suite".to_string(), vec!["faults".to_string()])].into(),
+        versions: ComponentName::new("main")
+            .into_iter()
+            .map(|c| (c, vec!["1.0.0".to_string()]))
+            .collect(),
+        ..device_sim::fleet::Profile::default()
+    }
+}
+
+/// Quick protocol timings for a test fleet: short quiet spells and resend
+/// waits, so that a stalled download or an unacknowledged outbox is
+/// retried within a second, not the protocol's minutes.
+pub fn quick(mut cfg: device_sim::fleet::FleetConfig) -> device_sim::fleet::FleetConfig {
+    cfg.timing.quiet_ms = 300;
+    cfg.timing.quiet_jitter_ms = 300;
+    cfg.timing.resend_wait_ms = 500;
+    cfg.timing.resend_every_ms = 2_000;
+    cfg
+}
+
+/// Signs `main {version}` for esp32 (`size` bytes) with `release` and
+/// pushes it through `ops`; returns the artifact id.
+pub async fn push_firmware(
+    ops: &OpsClient,
+    release: &schemas::keys::SigningKey,
+    version: &str,
+    size: usize,
+) -> Result<ArtifactId, FaultError> {
+    let component = ComponentName::new("main")
+        .map_err(|e| FaultError::Stalled(format!("component name: {e}")))?;
+    let spec = ReleaseSpec::new(
+        Kind::Firmware,
+        component,
+        version,
+        "esp32",
+        bridge::unix_now(),
+    );
+    let image = image(&format!("main-{version}"), size);
+    let m =
+        build_manifest(&image, &spec).map_err(|e| FaultError::Stalled(format!("manifest: {e}")))?;
+    let id = m.artifact.clone();
+    let envelope = schemas::msg::manifest::sign(&m, release);
+    bridge::artifacts::push::push(ops, &envelope, &image, |_, _| {})
+        .await
+        .map_err(|e| FaultError::Stalled(format!("push {id}: {e}")))?;
+    Ok(id)
+}
+
+/// A one-wave firmware campaign to every device of [`GROUP`], gated so
+/// that it completes only once every device succeeded (a success bar of
+/// 100%, a wave timeout of 10 min).
+pub fn one_wave(id: &str, artifact: &ArtifactId) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "kind": "firmware",
+        "release": [artifact],
+        "waves": [{"cohorts": {GROUP: 10000}}],
+        "gates": {"success_bar_bp": 10000, "failure_halt_bp": 1000, "min_sample": 1,
+                  "wave_timeout_secs": 600, "soak_secs": 0},
+    })
 }

@@ -24,7 +24,13 @@ pub fn ota_binary() -> Result<PathBuf, FaultError> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
-        .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
         .unwrap_or(Path::new("."));
     let bin = dir.join(format!("ota{}", std::env::consts::EXE_SUFFIX));
     if bin.exists() {
@@ -35,8 +41,15 @@ pub fn ota_binary() -> Result<PathBuf, FaultError> {
 }
 
 /// Writes `ota.toml`, the operator key pair and the release public key in
-/// `dir`, for a bridge on the external broker at 127.0.0.1:`port`.
-pub fn write_config(dir: &Path, port: u16, keys: &Keys) -> Result<PathBuf, FaultError> {
+/// `dir`, for a bridge on the external broker at 127.0.0.1:`port` whose
+/// block server sends at most `egress` bytes per second (a slow download
+/// leaves room for faults mid-download).
+pub fn write_config(
+    dir: &Path,
+    port: u16,
+    keys: &Keys,
+    egress: u64,
+) -> Result<PathBuf, FaultError> {
     std::fs::write(
         dir.join("operator.key"),
         schemas::keys::signing_key_to_text(&keys.operator),
@@ -63,7 +76,8 @@ pub fn write_config(dir: &Path, port: u16, keys: &Keys) -> Result<PathBuf, Fault
              mode = \"external\"\n\
              url = \"mqtt://127.0.0.1:{port}\"\n\
              [blocks]\n\
-             merge_window_ms = 20\n"
+             merge_window_ms = 20\n\
+             egress_bytes_per_sec = {egress}\n"
         ),
     )?;
     Ok(path)
@@ -100,10 +114,14 @@ impl Serve {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
         let child = &mut self.child;
-        poll("ota serve to stop after SIGTERM", Duration::from_secs(20), || {
-            let s = child.try_wait().ok().flatten();
-            async move { s }
-        })
+        poll(
+            "ota serve to stop after SIGTERM",
+            Duration::from_secs(20),
+            || {
+                let s = child.try_wait().ok().flatten();
+                async move { s }
+            },
+        )
         .await
     }
 }
