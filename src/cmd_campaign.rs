@@ -37,6 +37,7 @@ use conn::Conn;
     ota campaign pause fw-2.1      # devices stop downloading, keep their blocks\n  \
     ota campaign resume fw-2.1\n  \
     ota campaign abort fw-2.1      # devices not yet installing report cancelled\n  \
+    ota campaign set-gates fw-2.1 --halt-above 10%   # after a halt, then resume\n  \
     ota campaign list --json")]
 pub enum Campaign {
     Create(Create),
@@ -51,6 +52,7 @@ pub enum Campaign {
     /// Abort for good: devices not yet installing report cancelled;
     /// those installing finish.
     Abort(Id),
+    SetGates(SetGates),
     /// Show a campaign: its plan and each wave's result, the current
     /// wave's counts by group, state and error, and the latest decisions.
     Status(Id),
@@ -66,6 +68,7 @@ impl Run for Campaign {
             Campaign::Pause(i) => i.command("paused", |id| Command::CampaignPause { id }),
             Campaign::Resume(i) => i.command("resumed", |id| Command::CampaignResume { id }),
             Campaign::Abort(i) => i.command("aborted", |id| Command::CampaignAbort { id }),
+            Campaign::SetGates(g) => g.run(),
             Campaign::Status(i) => i.command("", |id| Command::CampaignStatus { id }),
             Campaign::List(l) => l.run(),
             Campaign::Watch(w) => w.run(),
@@ -194,6 +197,76 @@ impl Run for Create {
                 return table::print_json(&status);
             }
             print!("{}", table::created(&status));
+            Ok(())
+        })?
+    }
+}
+
+/// Change a running, paused or halted campaign's gates: only the flags
+/// given change. After a halt, relax the bar you judged too strict, then
+/// `ota campaign resume`: the wave's gate runs again with a fresh timeout.
+#[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+    ota campaign set-gates fw-2.1 --halt-above 10%\n  \
+    ota campaign set-gates fw-2.1 --wave-timeout 30m --min-sample 50")]
+pub struct SetGates {
+    /// The campaign id.
+    #[arg(value_name = "ID", value_parser = parse::name::<CampaignId>)]
+    id: CampaignId,
+    /// New success bar (share of a wave's applicable devices).
+    #[arg(long, value_name = "PCT", value_parser = parse::percent)]
+    success_bar: Option<u16>,
+    /// New failure halt bar.
+    #[arg(long, value_name = "PCT", value_parser = parse::percent)]
+    halt_above: Option<u16>,
+    /// New minimum sample.
+    #[arg(long, value_name = "N")]
+    min_sample: Option<u32>,
+    /// New wave timeout, e.g. 30m.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    wave_timeout: Option<u64>,
+    /// New soak time, e.g. 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    soak: Option<u64>,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+impl SetGates {
+    fn run(self) -> anyhow::Result<()> {
+        let mut gates = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                gates.insert(k.to_string(), v);
+            }
+        };
+        put("success_bar_bp", self.success_bar.map(Into::into));
+        put("failure_halt_bp", self.halt_above.map(Into::into));
+        put("min_sample", self.min_sample.map(Into::into));
+        put("wave_timeout_secs", self.wave_timeout.map(Into::into));
+        put("soak_secs", self.soak.map(Into::into));
+        if gates.is_empty() {
+            anyhow::bail!("nothing to change: give at least one of --success-bar, --halt-above, --min-sample, --wave-timeout, --soak");
+        }
+        let cmd = Command::CampaignSetGates {
+            id: self.id,
+            gates: serde_json::Value::Object(gates),
+        };
+        crate::rt::block_on(async move {
+            let client = conn::connect(&self.conn).await?;
+            let status: CampaignStatus = client.call_ok(cmd).await?;
+            client.close().await;
+            if self.json {
+                return table::print_json(&status);
+            }
+            println!(
+                "campaign {} gates changed: now {}",
+                status.summary.id, status.summary.state
+            );
+            print!("{}", table::status(&status));
             Ok(())
         })?
     }

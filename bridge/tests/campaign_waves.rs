@@ -252,5 +252,33 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
     }
     // Still halted: only an operator moves it on.
     assert_eq!(status(&ops, "fw-3").await.summary.state, "halted");
+
+    // The operator judges the bars too strict for this batch: relaxes
+    // them, then resumes. The wave is judged again, the late devices now
+    // take part, and the campaign goes on to globex and completes.
+    call(
+        &ops,
+        schemas::ops::Command::CampaignSetGates {
+            id: "fw-3".parse().unwrap(),
+            gates: json!({"failure_halt_bp": 6000, "success_bar_bp": 5000}),
+        },
+    )
+    .await;
+    assert_eq!(status(&ops, "fw-3").await.gates.failure_halt_bp, 6000);
+    call(
+        &ops,
+        schemas::ops::Command::CampaignResume {
+            id: "fw-3".parse().unwrap(),
+        },
+    )
+    .await;
+    events.wait("fw-3", "campaign.completed", LONG).await;
+    // The last wave passed its (relaxed) bar; its devices all finish.
+    wait("late and globex devices to succeed", LONG, || {
+        late.iter()
+            .chain(&globex)
+            .all(|d| state(&stack, d, "fw-3") == Some(StatusState::Success))
+    })
+    .await;
     devices.stop_all().await;
 }

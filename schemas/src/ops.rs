@@ -114,6 +114,14 @@ pub enum Command {
     CampaignResume { id: CampaignId },
     /// Abort a campaign.
     CampaignAbort { id: CampaignId },
+    /// Change a campaign's gates (e.g. relax a bar after investigating a
+    /// halt, then resume). `gates` holds only the keys to change, named as
+    /// in the campaign spec (`success_bar_bp`, `failure_halt_bp`,
+    /// `min_sample`, `wave_timeout_secs`, `soak_secs`).
+    CampaignSetGates {
+        id: CampaignId,
+        gates: serde_json::Value,
+    },
     /// A campaign's state, waves and counts.
     CampaignStatus { id: CampaignId },
     /// All campaigns.
@@ -151,6 +159,7 @@ impl Command {
             Command::CampaignPause { .. } => "campaign_pause",
             Command::CampaignResume { .. } => "campaign_resume",
             Command::CampaignAbort { .. } => "campaign_abort",
+            Command::CampaignSetGates { .. } => "campaign_set_gates",
             Command::CampaignStatus { .. } => "campaign_status",
             Command::CampaignList => "campaign_list",
             Command::Emergency { .. } => "emergency",

@@ -55,6 +55,24 @@ async fn run(
             Ok(json(&c.operator(ctx, &id, Input::Resume, now).await?))
         }
         Command::CampaignAbort { id } => Ok(json(&c.operator(ctx, &id, Input::Abort, now).await?)),
+        Command::CampaignSetGates { id, gates } => {
+            // Only the keys given change: overlay them on the current gates.
+            let current = c.gates_of(&id)?;
+            let mut merged = serde_json::to_value(current).unwrap_or(Value::Null);
+            match (&mut merged, gates) {
+                (Value::Object(m), Value::Object(changes)) => m.extend(changes),
+                _ => {
+                    return Err(CampaignError::SpecJson(
+                        "gates must be a JSON object, e.g. {\"failure_halt_bp\": 1000}".into(),
+                    ))
+                }
+            }
+            let gates: super::spec::Gates = serde_json::from_value(merged)
+                .map_err(|e| CampaignError::SpecJson(e.to_string()))?;
+            Ok(json(
+                &c.operator(ctx, &id, Input::SetGates(gates), now).await?,
+            ))
+        }
         Command::CampaignStatus { id } => Ok(json(&c.status(ctx, &id, now).await?)),
         Command::CampaignList => Ok(json(&c.list())),
         Command::Emergency {

@@ -43,6 +43,7 @@ pub async fn dispatch(
         | Command::CampaignPause { .. }
         | Command::CampaignResume { .. }
         | Command::CampaignAbort { .. }
+        | Command::CampaignSetGates { .. }
         | Command::CampaignStatus { .. }
         | Command::CampaignList
         | Command::Emergency { .. }) => crate::campaign::ops::handle(state, cmd, now).await,
