@@ -43,8 +43,9 @@ pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
         Effect::WaveStarted { wave, deadline } => (
             kind::WAVE_STARTED,
             format!(
-                "campaign {campaign}: wave {} started, waits until {deadline}",
-                wave + 1
+                "campaign {campaign}: wave {} started, waits until {}",
+                wave + 1,
+                super::gate::Clock(*deadline)
             ),
         ),
         Effect::WavePassed { wave, counts, .. } => (
@@ -57,7 +58,11 @@ pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
         ),
         Effect::Soaking { wave, until } => (
             kind::SOAKING,
-            format!("campaign {campaign}: wave {} soaks until {until}", wave + 1),
+            format!(
+                "campaign {campaign}: wave {} soaks until {}",
+                wave + 1,
+                super::gate::Clock(*until)
+            ),
         ),
         Effect::Halted { wave, reason, .. } => (
             kind::HALTED,

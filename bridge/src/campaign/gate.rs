@@ -580,8 +580,9 @@ impl Gate {
                         (
                             wave,
                             format!(
-                                "resumed by the operator: {} waits until {deadline} ({remaining} s left)",
-                                self.label(wave)
+                                "resumed by the operator: {} waits until {} ({remaining} s left)",
+                                self.label(wave),
+                                Clock(deadline)
                             ),
                         )
                     }
@@ -594,8 +595,9 @@ impl Gate {
                         (
                             wave,
                             format!(
-                                "resumed by the operator: {} soaks until {until} ({remaining} s left)",
-                                self.label(wave)
+                                "resumed by the operator: {} soaks until {} ({remaining} s left)",
+                                self.label(wave),
+                                Clock(until)
                             ),
                         )
                     }
@@ -609,8 +611,9 @@ impl Gate {
                         (
                             wave,
                             format!(
-                                "resumed by the operator after a halt: {} re-runs its gate until {deadline}",
-                                self.label(wave)
+                                "resumed by the operator after a halt: {} re-runs its gate until {}",
+                                self.label(wave),
+                                Clock(deadline)
                             ),
                         )
                     }
@@ -824,8 +827,9 @@ impl Gate {
             now,
             wave,
             format!(
-                "{} started: {admits}; waits until {deadline} ({} s)",
+                "{} started: {admits}; waits until {} ({} s)",
                 self.label(wave),
+                Clock(deadline),
                 self.gates.wave_timeout_secs
             ),
             fx,
@@ -872,8 +876,9 @@ impl Gate {
                 now,
                 wave,
                 format!(
-                    "{} soaks until {until} ({} s) before wave {}",
+                    "{} soaks until {} ({} s) before wave {}",
                     self.label(wave),
+                    Clock(until),
                     self.gates.soak_secs,
                     wave + 2
                 ),
@@ -1018,6 +1023,18 @@ impl fmt::Display for GatesText<'_> {
     }
 }
 
+/// A Unix time shown as the UTC time of day, for decision texts people
+/// read (`14:03:07 UTC`); the exact seconds stay in the effects' data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock(pub u64);
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.0 % 86_400;
+        write!(f, "{:02}:{:02}:{:02} UTC", t / 3600, (t / 60) % 60, t % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::spec::{Kind, WaveSpec};
@@ -1134,7 +1151,7 @@ mod tests {
         assert_eq!(gate.announcement().unwrap().deadline, Some(T0 + 600));
         assert_eq!(
             gate.history()[0].text,
-            "wave 1 of 3 started: raises canary 100.00%; waits until 1000600 (600 s)"
+            "wave 1 of 3 started: raises canary 100.00%; waits until 13:56:40 UTC (600 s)"
         );
     }
 
