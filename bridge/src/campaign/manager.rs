@@ -331,7 +331,7 @@ impl Campaigns {
     /// `campaign pause | resume | abort`.
     /// The gates a campaign runs with now.
     pub fn gates_of(&mut self, id: &CampaignId) -> Result<super::spec::Gates, CampaignError> {
-        Ok(self.entry_mut(id)?.record.gate.gates().clone())
+        Ok(*self.entry_mut(id)?.record.gate.gates())
     }
 
     pub async fn operator(
