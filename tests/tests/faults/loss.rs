@@ -53,7 +53,7 @@ fn assert_all_succeeded(
     stats: &device_sim::fleet::FleetStats,
     devices: usize,
 ) {
-    let counts = end.current.as_ref().map(|b| b.counts.clone());
+    let counts = end.current.as_ref().map(|b| b.counts);
     assert_eq!(end.summary.state, "completed", "{counts:?}");
     let c = counts.expect("a completed campaign has a tally");
     assert_eq!(
