@@ -135,7 +135,7 @@ impl Conn {
 }
 
 /// `HOST:PORT`, `mqtt://HOST[:PORT]` or `HOST` (port 1883).
-fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
+pub(crate) fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
     if s.starts_with("mqtts://") {
         bail!("--broker {s}: TLS (mqtts://) is not supported by this build's client; use mqtt:// on a trusted network");
     }

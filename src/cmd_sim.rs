@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use device_sim::fleet::run::{run_sim, SimOptions};
 use device_sim::fleet::{FleetConfig, Profile};
 
@@ -57,27 +57,12 @@ pub struct Sim {
     json: bool,
 }
 
-/// `HOST:PORT` or `mqtt://HOST:PORT`.
-fn host_port(s: &str) -> anyhow::Result<(String, u16)> {
-    let rest = s.strip_prefix("mqtt://").unwrap_or(s);
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        bail!("--broker {s:?}: expected HOST:PORT, e.g. 127.0.0.1:1883");
-    };
-    let port = port
-        .parse()
-        .with_context(|| format!("--broker {s:?}: the port must be a number 1-65535"))?;
-    if host.is_empty() {
-        bail!("--broker {s:?}: the host is empty");
-    }
-    Ok((host.trim_matches(['[', ']']).to_string(), port))
-}
-
 impl Run for Sim {
     fn run(self) -> anyhow::Result<()> {
         if self.devices == 0 {
             bail!("--devices must be at least 1");
         }
-        let (host, port) = host_port(&self.broker)?;
+        let (host, port) = crate::cmd_fleet::parse_broker(&self.broker)?;
         let profile = match &self.profile {
             Some(p) => Profile::load(p)?,
             None => Profile::default(),
@@ -97,25 +82,5 @@ impl Run for Sim {
             eprintln!("{:.0}s {}", summary.seconds, summary.stats.line());
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_port;
-
-    #[test]
-    fn broker_addresses() {
-        assert_eq!(
-            host_port("127.0.0.1:1883").unwrap(),
-            ("127.0.0.1".into(), 1883)
-        );
-        assert_eq!(
-            host_port("mqtt://broker.local:1884").unwrap(),
-            ("broker.local".into(), 1884)
-        );
-        assert_eq!(host_port("[::1]:1883").unwrap(), ("::1".into(), 1883));
-        assert!(host_port("localhost").is_err());
-        assert!(host_port("h:99999").is_err());
     }
 }

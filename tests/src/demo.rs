@@ -325,25 +325,9 @@ async fn push(
     arch: &str,
     size: usize,
 ) -> Result<ArtifactId, DemoError> {
-    let image = demo_image(&format!("{comp}-{version}-{arch}"), size);
+    let image = crate::faults::image(&format!("{comp}-{version}-{arch}"), size);
     let spec = ReleaseSpec::new(kind, component(comp), version, arch, bridge::unix_now());
     Ok(stack.push(&image, &spec).await?)
-}
-
-/// Deterministic image bytes: SHA-256 in counter mode over a seed.
-fn demo_image(seed: &str, size: usize) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut out = Vec::with_capacity(size + 32);
-    let mut i = 0u32;
-    while out.len() < size {
-        let mut h = Sha256::new();
-        h.update(seed.as_bytes());
-        h.update(i.to_be_bytes());
-        out.extend_from_slice(&h.finalize());
-        i += 1;
-    }
-    out.truncate(size);
-    out
 }
 
 async fn run_campaign(

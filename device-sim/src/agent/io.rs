@@ -640,14 +640,7 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                     reboot = true;
                 }
                 Action::Notice(n) => {
-                    if let Notice::BlockRejected {
-                        artifact,
-                        index,
-                        reason,
-                    } = &n
-                    {
-                        warn!(device = %self.cfg.agent.id, artifact = %artifact, index, reason, "block rejected");
-                    }
+                    self.log_notice(&n);
                     self.hooks.notice(&n);
                 }
             }
@@ -656,6 +649,25 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             reboot |= Box::pin(self.perform(agent, done_tx, follow)).await?;
         }
         Ok(reboot)
+    }
+
+    fn log_notice(&self, n: &Notice) {
+        let id = &self.cfg.agent.id;
+        match n {
+            Notice::BlockRejected {
+                artifact,
+                index,
+                reason,
+            } => warn!(device = %id, artifact = %artifact, index, reason, "block rejected"),
+            Notice::StatusQueued { seq, state, .. } => {
+                debug!(device = %id, seq, state = %state, "status queued")
+            }
+            Notice::Acked { seqs } => debug!(device = %id, ?seqs, "statuses acknowledged"),
+            Notice::AckIgnored { seq } => {
+                debug!(device = %id, seq, "ack above the last seq ignored")
+            }
+            _ => {}
+        }
     }
 
     fn image_path(&self, req: &InstallRequest) -> Option<PathBuf> {
