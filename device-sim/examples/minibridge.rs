@@ -3,7 +3,9 @@
 //! arch of config/fleet.toml signed with its demo key, serves the blocks,
 //! acknowledges Statuses, and prints progress every 5 s.
 //!
-//! `cargo run --release -p ota-device-sim --example minibridge -- PORT N [IMAGE_KIB]`
+//! Start it before `ota sim`: it announces once every device said Hello.
+//!
+//! `cargo run -p ota-device-sim --example minibridge -- PORT N [IMAGE_KIB]`
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +45,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         release.push(img.envelope(&key));
         bridge.add_image(img);
     }
+    // Acks need each device's Hello: wait for the fleet to connect (start
+    // this before `ota sim`).
+    eprintln!("waiting for {n} Hellos");
+    let hellos = |s: &device_sim::testkit::bridge::Seen| {
+        s.hellos
+            .iter()
+            .map(|(d, _)| d)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let _ = bridge
+        .wait_until(Duration::from_secs(3600), |s| hellos(s) >= n)
+        .await;
     let g = GroupName::new("fleet")?;
     for i in 1..=n {
         bridge

@@ -578,11 +578,13 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                     topic,
                     payload,
                     retain,
-                } => self.outgoing.push_back(Outgoing::Publish {
-                    topic: self.cfg.topics.build(&topic),
-                    payload,
-                    retain,
-                }),
+                } => {
+                    self.outgoing.push_back(Outgoing::Publish {
+                        topic: self.cfg.topics.build(&topic),
+                        payload,
+                        retain,
+                    });
+                }
                 Action::SetTimer { id, at_ms } => {
                     self.timers.insert(id, at_ms);
                 }

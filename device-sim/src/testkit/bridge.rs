@@ -40,6 +40,7 @@ pub struct Seen {
 
 #[derive(Default)]
 struct AckBook {
+    epoch: Option<schemas::Epoch>,
     outbox: Option<u64>,
     stored: BTreeSet<u64>,
     acked: Option<u64>,
@@ -253,6 +254,13 @@ fn on_publish(
             };
             let mut g = lock(inner);
             let book = g.acks.entry(id.clone()).or_default();
+            if book.epoch.as_ref() != Some(&h.epoch) {
+                // A new counter: what was stored and acked is another's.
+                *book = AckBook {
+                    epoch: Some(h.epoch.clone()),
+                    ..AckBook::default()
+                };
+            }
             book.outbox = Some(h.outbox);
             book.stored.retain(|s| *s >= h.outbox);
             if let Some(a) = advance(book, None) {
@@ -266,9 +274,10 @@ fn on_publish(
             };
             let mut g = lock(inner);
             let book = g.acks.entry(id.clone()).or_default();
-            // A device whose Hello came before this stand-in subscribed:
-            // count from its first Status (devices resend oldest first).
-            book.outbox.get_or_insert(s.seq);
+            // No Hello yet (it came before this stand-in subscribed): no
+            // ack, as the protocol wants; the device's next Hello names its
+            // outbox. Guessing from the first Status seen acked reports
+            // that were lost.
             book.stored.insert(s.seq);
             if let Some(a) = advance(book, Some(s.seq)) {
                 let _ = ack_tx.try_send((id.clone(), a));
@@ -280,19 +289,24 @@ fn on_publish(
 }
 
 /// The ack: the highest n with every seq from the Hello's outbox to n
-/// stored. `Some` when it moved, or when `resent` is a Status it already
-/// covers (the device missed that ack: publish it again).
+/// stored, never below an ack already published (a Hello sent before the
+/// device applied that ack names an outbox below it). `Some` when it
+/// moved, or when `resent` is a Status it already covers (the device
+/// missed that ack: publish it again).
 fn advance(book: &mut AckBook, resent: Option<u64>) -> Option<u64> {
     let low = book.outbox?;
     let mut n = low.checked_sub(1)?;
+    if let Some(a) = book.acked {
+        n = n.max(a);
+    }
     while book.stored.contains(&(n + 1)) {
         n += 1;
     }
-    if n + 1 == low {
-        return None;
-    }
     if book.acked == Some(n) {
         return resent.filter(|s| *s <= n).map(|_| n);
+    }
+    if n + 1 == low {
+        return None;
     }
     book.acked = Some(n);
     Some(n)
