@@ -274,30 +274,25 @@ async fn wait_registered(
     opts: &DemoOptions,
 ) -> Result<(), DemoError> {
     let pb = bar(opts, opts.devices as u64, "devices registered");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = stack.ops().all_devices(None).await?.len();
-        pb.set_position(n as u64);
-        pb.set_message(format!(
-            "devices registered ({} connected)",
-            fleet.stats().connected
-        ));
-        if n >= opts.devices {
-            pb.finish_and_clear();
-            say(
-                opts,
-                format!("   {n} devices connected and said Hello (arch, versions, labels)"),
-            );
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(DemoError::Stalled(format!(
-                "only {n} of {} devices registered within 60 s",
-                opts.devices
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    stack
+        .wait_registered(opts.devices, Duration::from_secs(60), |n| {
+            pb.set_position(n as u64);
+            pb.set_message(format!(
+                "devices registered ({} connected)",
+                fleet.stats().connected
+            ));
+        })
+        .await
+        .map_err(|e| DemoError::Stalled(e.to_string()))?;
+    pb.finish_and_clear();
+    say(
+        opts,
+        format!(
+            "   {} devices connected and said Hello (arch, versions, labels)",
+            opts.devices
+        ),
+    );
+    Ok(())
 }
 
 async fn put_group(
@@ -378,13 +373,20 @@ async fn run_campaign(
     };
     let id = status.summary.id.clone();
     let pb = bar(opts, 1, "");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let last = loop {
-        // Gate decisions as they happen.
-        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await
-        {
-            let shown = ev.kind.starts_with("campaign.") && ev.kind != "campaign.progress";
-            if ev.campaign.as_ref() == Some(&id) && shown && !opts.json {
+    // Driven by the bridge's events (subscribed before the command went
+    // out): decisions are printed as they come, and each event of this
+    // campaign refreshes the bar from its status, until it ends.
+    let follow = async {
+        loop {
+            let Some(ev) = events.next().await else {
+                return Err(DemoError::Stalled(format!(
+                    "the event stream closed before campaign {id} ended"
+                )));
+            };
+            if ev.campaign.as_ref() != Some(&id) {
+                continue;
+            }
+            if ev.kind != "campaign.progress" && !opts.json {
                 let text = format!(
                     "   [{}] {}",
                     ev.kind.trim_start_matches("campaign."),
@@ -397,36 +399,19 @@ async fn run_campaign(
                     pb.println(text);
                 }
             }
+            let s: CampaignStatus = stack
+                .ops()
+                .call_ok(Command::CampaignStatus { id: id.clone() })
+                .await?;
+            show_progress(&pb, &id, &s);
+            if matches!(s.summary.state.as_str(), "completed" | "halted" | "aborted") {
+                return Ok(s);
+            }
         }
-        let s: CampaignStatus = stack
-            .ops()
-            .call_ok(Command::CampaignStatus { id: id.clone() })
-            .await?;
-        if let Some(b) = &s.current {
-            let c = &b.counts;
-            pb.set_length(u64::from(c.members.max(1)));
-            pb.set_position(u64::from(c.success + c.failure + c.not_applicable));
-            let wave = s
-                .summary
-                .wave
-                .map(|w| format!("wave {}/{}", w + 1, s.summary.waves))
-                .unwrap_or_default();
-            pb.set_message(format!(
-                "{id} {wave}: {} ok, {} failed, {} n/a, {} pending",
-                c.success, c.failure, c.not_applicable, c.pending
-            ));
-        }
-        let st = s.summary.state.as_str();
-        if matches!(st, "completed" | "halted" | "aborted") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            return Err(DemoError::Stalled(format!(
-                "campaign {id} did not end within 180 s (state {st})"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let last = tokio::time::timeout(Duration::from_secs(180), follow)
+        .await
+        .map_err(|_| DemoError::Stalled(format!("campaign {id} did not end within 180 s")))??;
     pb.finish_and_clear();
     let line = summarize(&last, started.elapsed());
     say(
@@ -443,6 +428,22 @@ async fn run_campaign(
         ),
     );
     Ok(line)
+}
+
+fn show_progress(pb: &ProgressBar, id: &CampaignId, s: &CampaignStatus) {
+    let Some(b) = &s.current else { return };
+    let c = &b.counts;
+    pb.set_length(u64::from(c.members.max(1)));
+    pb.set_position(u64::from(c.success + c.failure + c.not_applicable));
+    let wave = s
+        .summary
+        .wave
+        .map(|w| format!("wave {}/{}", w + 1, s.summary.waves))
+        .unwrap_or_default();
+    pb.set_message(format!(
+        "{id} {wave}: {} ok, {} failed, {} n/a, {} pending",
+        c.success, c.failure, c.not_applicable, c.pending
+    ));
 }
 
 fn summarize(s: &CampaignStatus, took: Duration) -> CampaignLine {

@@ -16,7 +16,7 @@ pub mod faults;
 pub mod mosquitto;
 pub mod stack;
 
-pub use stack::{BrokerChoice, Keys, Stack, StackOptions};
+pub use stack::{BrokerChoice, Keys, Stack, StackOptions, WaitError};
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> std::io::Result<u16> {

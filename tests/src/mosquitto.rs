@@ -1,9 +1,12 @@
 //! Mosquitto as an external broker, started on a free loopback port with a
 //! generated config and killed on drop. `.ci/run` installs it.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 /// A running Mosquitto child process.
 pub struct Mosquitto {
@@ -55,17 +58,22 @@ impl Mosquitto {
                  persistence false\n\
                  max_queued_messages 100000\n\
                  max_inflight_messages 100\n\
-                 log_dest none\n"
+                 log_dest stderr\n\
+                 log_type error\n\
+                 log_type warning\n\
+                 log_type notice\n\
+                 log_type information\n\
+                 connection_messages false\n"
             ),
         )?;
-        let child = spawn(&bin, &conf)?;
+        let (child, ready) = spawn(&bin, &conf)?;
         let m = Mosquitto {
             port,
             child,
             conf,
             _dir: dir,
         };
-        m.wait_ready().await?;
+        m.wait_ready(ready).await?;
         Ok(m)
     }
 
@@ -75,8 +83,9 @@ impl Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let bin = binary().ok_or(MosquittoError::Missing)?;
-        self.child = spawn(&bin, &self.conf)?;
-        self.wait_ready().await
+        let (child, ready) = spawn(&bin, &self.conf)?;
+        self.child = child;
+        self.wait_ready(ready).await
     }
 
     /// Its process id (to read its memory in /proc).
@@ -84,29 +93,40 @@ impl Mosquitto {
         self.child.id()
     }
 
-    async fn wait_ready(&self) -> Result<(), MosquittoError> {
-        let port = self.port;
-        tokio::time::timeout(Duration::from_secs(10), async move {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .map_err(|_| MosquittoError::NotReady(port))
+    /// Waits for Mosquitto's own "running" log line, which it prints once
+    /// its listener is open.
+    async fn wait_ready(&self, ready: oneshot::Receiver<()>) -> Result<(), MosquittoError> {
+        match tokio::time::timeout(Duration::from_secs(10), ready).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(MosquittoError::NotReady(self.port)),
+        }
     }
 }
 
-fn spawn(bin: &PathBuf, conf: &PathBuf) -> std::io::Result<Child> {
-    Command::new(bin)
+/// Starts Mosquitto logging to a pipe; a thread reads the log to its end
+/// (so the pipe never fills) and signals the "running" line.
+fn spawn(bin: &PathBuf, conf: &PathBuf) -> std::io::Result<(Child, oneshot::Receiver<()>)> {
+    let mut child = Command::new(bin)
         .arg("-c")
         .arg(conf)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (tx, rx) = oneshot::channel();
+    if let Some(log) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                if line.contains(" running") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+    }
+    Ok((child, rx))
 }
 
 impl Drop for Mosquitto {

@@ -87,6 +87,19 @@ pub enum StackError {
     Push(#[from] bridge::artifacts::push::PushError),
 }
 
+/// A wait that did not end in time.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("only {registered} of {wanted} devices registered within {limit:?}")]
+    Timeout {
+        registered: usize,
+        wanted: usize,
+        limit: Duration,
+    },
+    #[error("operator client: {0}")]
+    Client(#[from] bridge::client::ClientError),
+}
+
 enum BrokerProc {
     // Held for the stack's lifetime; rumqttd itself runs until the process ends.
     Embedded(#[allow(dead_code)] broker::EmbeddedBroker),
@@ -243,6 +256,17 @@ impl Stack {
         device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
     }
 
+    /// Waits until the bridge has registered `n` devices: see
+    /// [`wait_registered`].
+    pub async fn wait_registered(
+        &self,
+        n: usize,
+        limit: Duration,
+        progress: impl FnMut(usize),
+    ) -> Result<(), WaitError> {
+        wait_registered(&self.ops, n, limit, progress).await
+    }
+
     /// Stops the bridge (the broker ends with the process or on drop).
     pub async fn shutdown(mut self) -> Result<(), StackError> {
         self.stop_bridge().await
@@ -251,6 +275,48 @@ impl Stack {
     /// Where the bridge keeps its data.
     pub fn bridge_dir(&self) -> &Path {
         &self.config.bridge.data_dir
+    }
+}
+
+/// Waits until the bridge behind `ops` has registered `n` devices, driven
+/// by its `device.registered` events (no polling): the devices registered
+/// before the subscription are read once, then each event counts.
+/// `progress(registered)` is called as they come.
+pub async fn wait_registered(
+    ops: &OpsClient,
+    n: usize,
+    limit: Duration,
+    mut progress: impl FnMut(usize),
+) -> Result<(), WaitError> {
+    let mut events = ops.events().await?;
+    let mut seen: std::collections::HashSet<String> = ops
+        .all_devices(None)
+        .await?
+        .into_iter()
+        .map(|d| d.record.id.to_string())
+        .collect();
+    progress(seen.len());
+    let counted = tokio::time::timeout(limit, async {
+        while seen.len() < n {
+            let Some(ev) = events.next().await else {
+                return;
+            };
+            if ev.kind == "device.registered" {
+                if let Some(id) = ev.data.get("device").and_then(|d| d.as_str()) {
+                    seen.insert(id.to_string());
+                    progress(seen.len());
+                }
+            }
+        }
+    })
+    .await;
+    match counted {
+        Ok(()) if seen.len() >= n => Ok(()),
+        _ => Err(WaitError::Timeout {
+            registered: seen.len(),
+            wanted: n,
+            limit,
+        }),
     }
 }
 

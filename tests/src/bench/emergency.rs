@@ -92,20 +92,10 @@ async fn measure(
     // Every device registered (said Hello) first: the command's latency,
     // not the connect storm's.
     let within = Duration::from_secs(60 + opts.devices as u64 / 250);
-    let deadline = Instant::now() + within;
-    loop {
-        let n = stack.ops().all_devices(None).await?.len();
-        if n >= opts.devices {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(EmergencyError::Stalled(format!(
-                "only {n} of {} devices registered within {within:?}",
-                opts.devices
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    stack
+        .wait_registered(opts.devices, within, |_| {})
+        .await
+        .map_err(|e| EmergencyError::Stalled(e.to_string()))?;
     progress(format!("{} devices registered", opts.devices));
 
     let image = vec![0x5a; opts.artifact_bytes];

@@ -143,15 +143,12 @@ pub async fn group(ops: &OpsClient, name: &str, selector: &str) -> Result<(), Fa
     Ok(())
 }
 
-/// Waits until the bridge knows `n` devices.
+/// Waits until the bridge knows `n` devices (event-driven:
+/// [`crate::stack::wait_registered`]).
 pub async fn registered(ops: &OpsClient, n: usize, limit: Duration) -> Result<(), FaultError> {
-    poll(&format!("{n} devices registered"), limit, || async {
-        match ops.all_devices(None).await {
-            Ok(d) if d.len() >= n => Some(()),
-            _ => None,
-        }
-    })
-    .await
+    crate::stack::wait_registered(ops, n, limit, |_| {})
+        .await
+        .map_err(|e| FaultError::Stalled(e.to_string()))
 }
 
 /// Creates and starts a campaign from its JSON spec; returns its id.
