@@ -1,12 +1,18 @@
-//! The real `ota serve` process over an external broker, for faults where
-//! a process dies: its config and key files in a directory, SIGKILL
-//! (nothing of the bridge's shutdown runs), SIGTERM, and a ready check.
+//! The real `ota serve` process, over an external broker or with its
+//! embedded one, for faults where a process dies or where the fleet needs
+//! a process of its own (10,000 devices and the broker's 10,000 sockets do
+//! not fit one process's open-file limit): its config and key files in a
+//! directory, SIGKILL (nothing of the bridge's shutdown runs), SIGTERM,
+//! panics counted from its stderr, and a ready check.
 //!
 //! The binary is `target/<profile>/ota`, found next to the running test
 //! executable (`cargo test --workspace` builds it), or `OTA_BIN`.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::client::{ClientOptions, OpsClient};
@@ -40,13 +46,46 @@ pub fn ota_binary() -> Result<PathBuf, FaultError> {
     }
 }
 
+/// The broker an `ota serve` of the fault suite uses.
+#[derive(Debug, Clone, Copy)]
+pub enum ServeBroker {
+    /// Any MQTT broker at 127.0.0.1:port (Mosquitto in the suite).
+    External(u16),
+    /// Its own embedded rumqttd listening on 127.0.0.1:port, anonymous.
+    Embedded(u16),
+}
+
+impl ServeBroker {
+    /// The port devices and operators connect to.
+    pub fn port(&self) -> u16 {
+        match self {
+            ServeBroker::External(p) | ServeBroker::Embedded(p) => *p,
+        }
+    }
+
+    fn section(&self) -> String {
+        match self {
+            ServeBroker::External(port) => {
+                format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n")
+            }
+            ServeBroker::Embedded(port) => {
+                // Room for the suite's largest fleet (10,000), below the
+                // open-file limit of this machine (20,000).
+                format!(
+                    "mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 12000\n"
+                )
+            }
+        }
+    }
+}
+
 /// Writes `ota.toml`, the operator key pair and the release public key in
-/// `dir`, for a bridge on the external broker at 127.0.0.1:`port` whose
-/// block server sends at most `egress` bytes per second (a slow download
-/// leaves room for faults mid-download).
+/// `dir`, for a bridge on `broker` whose block server sends at most
+/// `egress` bytes per second (a slow download leaves room for faults
+/// mid-download).
 pub fn write_config(
     dir: &Path,
-    port: u16,
+    broker: ServeBroker,
     keys: &Keys,
     egress: u64,
 ) -> Result<PathBuf, FaultError> {
@@ -73,11 +112,11 @@ pub fn write_config(
              [operator]\n\
              key = \"operator.key\"\n\
              [broker]\n\
-             mode = \"external\"\n\
-             url = \"mqtt://127.0.0.1:{port}\"\n\
+             {}\
              [blocks]\n\
              merge_window_ms = 20\n\
-             egress_bytes_per_sec = {egress}\n"
+             egress_bytes_per_sec = {egress}\n",
+            broker.section()
         ),
     )?;
     Ok(path)
@@ -86,20 +125,41 @@ pub fn write_config(
 /// A running `ota serve`, killed on drop.
 pub struct Serve {
     child: Child,
+    panics: Arc<AtomicU64>,
 }
 
 impl Serve {
-    /// Starts `ota serve --config config` (stderr inherited, warnings only).
+    /// Starts `ota serve --config config` (warnings only). Its stderr is
+    /// passed on to ours by a thread that also counts the panics in it.
     pub fn start(config: &Path) -> Result<Serve, FaultError> {
-        let child = Command::new(ota_binary()?)
+        let mut child = Command::new(ota_binary()?)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()?;
-        Ok(Serve { child })
+        let panics = Arc::new(AtomicU64::new(0));
+        if let Some(err) = child.stderr.take() {
+            let count = panics.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("panicked at") {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    eprintln!("[ota serve] {line}");
+                }
+            });
+        }
+        Ok(Serve { child, panics })
+    }
+
+    /// Panics the process printed so far (a panic in one of rumqttd's
+    /// threads does not end the process).
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// SIGKILL, and waits for the process to be gone.

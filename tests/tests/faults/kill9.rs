@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use device_sim::fleet::{Fleet, FleetConfig, FleetHandle};
 use harness::faults;
-use harness::faults::serve::{wait_ready, write_config, Serve};
+use harness::faults::serve::{wait_ready, write_config, Serve, ServeBroker};
 use harness::mosquitto::Mosquitto;
 use harness::Keys;
 use rand::rngs::StdRng;
@@ -52,7 +52,13 @@ async fn sigkill_mid_campaign_loses_no_acknowledged_status() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().join("data");
     let keys = Keys::generate();
-    let config = write_config(dir.path(), mosquitto.port, &keys, egress).expect("the config");
+    let config = write_config(
+        dir.path(),
+        ServeBroker::External(mosquitto.port),
+        &keys,
+        egress,
+    )
+    .expect("the config");
     let mut serve = Serve::start(&config).expect("ota serve starts");
     let mut ops = wait_ready(mosquitto.port, &keys.operator, READY)
         .await
