@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 use clap::Args;
 use harness::bench::child::{run_child, ChildCmd, ChildRole};
-use harness::bench::suite::{self, Plan};
+use harness::bench::downloads::DownloadBroker;
+use harness::bench::suite::{self, Part, Plan};
 
 use crate::{rt, Run};
 
@@ -19,15 +20,41 @@ use crate::{rt, Run};
 ///
 /// The full run takes about 10 minutes on 2 cores and needs `ulimit -n`
 /// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
-/// --release: a debug build measures the debug build.
+/// --release: a debug build measures the debug build. --only, --broker,
+/// --devices, --block-size and --fanout narrow or vary the run, to measure
+/// one question on your own machine.
 #[derive(Args)]
-#[command(
-    after_help = "Examples:\n  ota bench --quick\n  ota bench > table.md\n  ota bench --json > bench.json"
-)]
+#[command(after_help = "Examples:\n  \
+    ota bench --quick\n  \
+    ota bench > table.md\n  \
+    ota bench --json > bench.json\n  \
+    ota bench --only downloads --broker embedded --devices 10000 --block-size 16384\n  \
+    ota bench --only downloads,raw --devices 2000 --fanout 40000")]
 pub struct Bench {
     /// Smaller sizes (1,000 devices, one run each): under 3 minutes.
     #[arg(long)]
     quick: bool,
+    /// Measure only these parts of the table.
+    #[arg(long, value_delimiter = ',', value_name = "PART")]
+    only: Vec<PartArg>,
+    /// Download rows through these brokers only.
+    #[arg(long, value_delimiter = ',', value_name = "BROKER")]
+    broker: Vec<BrokerArg>,
+    /// Fleet sizes of the download and raw fan-out rows (instead of
+    /// 1,000 and 10,000; --quick: 1,000). Unicast-only rows run at sizes up
+    /// to 1,000 only.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    devices: Vec<usize>,
+    /// Block size of the downloaded image (and of the raw fan-out's
+    /// writes), in bytes: 1024 to 65536.
+    #[arg(long, default_value_t = suite::BLOCK_SIZE, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(1024..=65536))]
+    block_size: u32,
+    /// The bridge's `[blocks] fanout_per_sec` in the download rows
+    /// (deliveries per second; default: the bridge's default).
+    #[arg(long, value_name = "DELIVERIES_PER_SEC",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    fanout: Option<u64>,
     /// Print every figure as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -47,11 +74,27 @@ impl Run for Bench {
                 .context("cannot find the ota binary to run helpers")?,
             args: vec!["bench".into(), "--child".into()],
         };
-        let plan = if self.quick {
+        let mut plan = if self.quick {
             Plan::quick()
         } else {
             Plan::full()
         };
+        if !self.only.is_empty() {
+            let parts: Vec<Part> = self.only.iter().map(|p| p.part()).collect();
+            plan.only(&parts);
+        }
+        if !self.broker.is_empty() {
+            let brokers: Vec<DownloadBroker> = self.broker.iter().map(|b| b.broker()).collect();
+            plan.brokers(&brokers);
+        }
+        if !self.devices.is_empty() {
+            if let Some(n) = self.devices.iter().find(|&&n| n == 0) {
+                anyhow::bail!("--devices {n}: a fleet needs at least one device");
+            }
+            plan.devices(&self.devices);
+        }
+        plan.block_size = self.block_size;
+        plan.fanout_per_sec = self.fanout;
         if cfg!(debug_assertions) {
             eprintln!("note: a debug build; build with --release for the figures to record");
         }
@@ -68,5 +111,47 @@ impl Run for Bench {
             println!("{}", table.markdown());
         }
         Ok(())
+    }
+}
+
+/// `--only` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PartArg {
+    /// The 1 MiB firmware rows (broadcast and unicast only).
+    Downloads,
+    /// The raw loopback TCP fan-out.
+    Raw,
+    /// The emergency latency.
+    Emergency,
+    /// The durable status ingest.
+    Ingest,
+}
+
+impl PartArg {
+    fn part(self) -> Part {
+        match self {
+            PartArg::Downloads => Part::Downloads,
+            PartArg::Raw => Part::Raw,
+            PartArg::Emergency => Part::Emergency,
+            PartArg::Ingest => Part::Ingest,
+        }
+    }
+}
+
+/// `--broker` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BrokerArg {
+    /// rumqttd, ota's embedded broker.
+    Embedded,
+    /// Mosquitto (must be installed).
+    Mosquitto,
+}
+
+impl BrokerArg {
+    fn broker(self) -> DownloadBroker {
+        match self {
+            BrokerArg::Embedded => DownloadBroker::Embedded,
+            BrokerArg::Mosquitto => DownloadBroker::Mosquitto,
+        }
     }
 }

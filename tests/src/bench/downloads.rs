@@ -37,6 +37,8 @@ pub struct DownloadOptions {
     pub deadline: Duration,
     /// Device connects per second.
     pub connect_rate: u32,
+    /// The bridge's `[blocks] fanout_per_sec`; `None`: its default.
+    pub fanout_per_sec: Option<u64>,
 }
 
 /// What one row measured.
@@ -122,6 +124,9 @@ pub async fn run(
             64 * 1024 * 1024
         },
         max_devices: opts.devices.max(1) * 2,
+        fanout_per_sec: opts
+            .fanout_per_sec
+            .unwrap_or(BlocksConfig::default().fanout_per_sec),
         ..BlocksConfig::default()
     };
     let bench = BenchOptions {

@@ -14,10 +14,13 @@ use super::emergency::{self, EmergencyOptions, EmergencyReport};
 use super::raw_fanout::{self, RawFanout};
 use super::table::{Machine, Row, Table};
 
-/// The image every download row sends: 1 MiB in 4 KiB blocks.
+/// The image every download row sends: 1 MiB.
 pub const IMAGE_BYTES: usize = 1024 * 1024;
-/// The protocol's default block size.
+/// The protocol's default block size, the rows' default.
 pub const BLOCK_SIZE: u32 = 4096;
+/// The largest fleet of a unicast-only row: it sends the image once per
+/// device (1,000 x 1 MiB already takes 2 GiB of broker memory).
+pub const UNICAST_MAX: usize = 1000;
 
 /// What to measure, at which sizes.
 #[derive(Debug, Clone)]
@@ -26,11 +29,17 @@ pub struct Plan {
     pub quick: bool,
     /// (broker, devices, broadcast) per download row.
     pub downloads: Vec<(DownloadBroker, usize, bool)>,
+    /// Block size of the download rows' image (and the raw fan-out's
+    /// pieces).
+    pub block_size: u32,
+    /// The bridge's `[blocks] fanout_per_sec` in the download rows; `None`:
+    /// its default.
+    pub fanout_per_sec: Option<u64>,
     /// Socket counts for the raw fan-out.
     pub raw: Vec<usize>,
-    /// Fleet size for the emergency latency.
+    /// Fleet size for the emergency latency; 0: not measured.
     pub emergency_devices: usize,
-    /// Ingest runs, devices, reports per device.
+    /// Ingest runs (0: not measured), devices, reports per device.
     pub ingest_runs: usize,
     pub ingest_devices: usize,
     pub ingest_reports: u64,
@@ -47,6 +56,8 @@ impl Plan {
                 (Mosquitto, 1000, true),
                 (Embedded, 1000, false),
             ],
+            block_size: BLOCK_SIZE,
+            fanout_per_sec: None,
             raw: vec![1000],
             emergency_devices: 1000,
             ingest_runs: 1,
@@ -67,6 +78,8 @@ impl Plan {
                 (Mosquitto, 10_000, true),
                 (Embedded, 1000, false),
             ],
+            block_size: BLOCK_SIZE,
+            fanout_per_sec: None,
             raw: vec![1000, 10_000],
             emergency_devices: 1000,
             ingest_runs: 3,
@@ -75,9 +88,65 @@ impl Plan {
         }
     }
 
-    fn steps(&self) -> usize {
-        self.downloads.len() + self.raw.len() + 2
+    /// Keeps only the named parts: `downloads`, `raw`, `emergency`,
+    /// `ingest`.
+    pub fn only(&mut self, parts: &[Part]) {
+        if !parts.contains(&Part::Downloads) {
+            self.downloads.clear();
+        }
+        if !parts.contains(&Part::Raw) {
+            self.raw.clear();
+        }
+        if !parts.contains(&Part::Emergency) {
+            self.emergency_devices = 0;
+        }
+        if !parts.contains(&Part::Ingest) {
+            self.ingest_runs = 0;
+        }
     }
+
+    /// Download rows through `brokers` only.
+    pub fn brokers(&mut self, brokers: &[DownloadBroker]) {
+        self.downloads.retain(|(b, _, _)| brokers.contains(b));
+    }
+
+    /// Download and raw rows at these fleet sizes instead: every broker
+    /// and mode of the plan at each size (unicast only up to
+    /// [`UNICAST_MAX`] devices).
+    pub fn devices(&mut self, sizes: &[usize]) {
+        let mut kinds: Vec<(DownloadBroker, bool)> = Vec::new();
+        for &(b, _, broadcast) in &self.downloads {
+            if !kinds.contains(&(b, broadcast)) {
+                kinds.push((b, broadcast));
+            }
+        }
+        // Unicast only sends the image once per device: up to
+        // UNICAST_MAX devices, as in the full plan.
+        self.downloads = sizes
+            .iter()
+            .flat_map(|&n| kinds.iter().map(move |&(b, bc)| (b, n, bc)))
+            .filter(|&(_, n, broadcast)| broadcast || n <= UNICAST_MAX)
+            .collect();
+        if !self.raw.is_empty() {
+            self.raw = sizes.to_vec();
+        }
+    }
+
+    fn steps(&self) -> usize {
+        self.downloads.len()
+            + self.raw.len()
+            + usize::from(self.emergency_devices > 0)
+            + usize::from(self.ingest_runs > 0)
+    }
+}
+
+/// The parts of the table, for `ota bench --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Downloads,
+    Raw,
+    Emergency,
+    Ingest,
 }
 
 /// Runs the plan; `progress` gets one line per step and a few while a step
@@ -103,7 +172,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         next(&format!("1 MiB to {devices} devices via {bname}, {mode}"));
         if broker == DownloadBroker::Mosquitto && crate::mosquitto::binary().is_none() {
             rows.push(Row::skipped(
-                download_label(broadcast),
+                &download_label(broadcast, plan.block_size),
                 bname,
                 devices,
                 "skipped: mosquitto is not installed (apt-get install -y mosquitto)",
@@ -114,17 +183,11 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             broker,
             devices,
             image_bytes: IMAGE_BYTES,
-            block_size: BLOCK_SIZE,
+            block_size: plan.block_size,
+            fanout_per_sec: plan.fanout_per_sec,
             broadcast,
             deadline: Duration::from_secs(if devices > 1000 { 900 } else { 300 }),
-            // rumqttd's connects slow down as its sessions grow (every
-            // CONNECT and SUBSCRIBE is a blocking router call, shared/NOTES.md):
-            // at 500/s a 10,000 fleet hit 30 s connect timeouts.
-            connect_rate: if devices > 1000 && broker == DownloadBroker::Embedded {
-                200
-            } else {
-                500
-            },
+            connect_rate: 500,
         };
         let row = match downloads::run(cmd, &opts, &say).await {
             Ok(r) => {
@@ -134,7 +197,12 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
                 ));
                 download_row(&r)
             }
-            Err(e) => Row::failed(download_label(broadcast), bname, devices, &e),
+            Err(e) => Row::failed(
+                &download_label(broadcast, plan.block_size),
+                bname,
+                devices,
+                &e,
+            ),
         };
         rows.push(row);
     }
@@ -143,25 +211,54 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     for &n in &plan.raw {
         next(&format!("raw TCP fan-out of 1 MiB to {n} loopback sockets"));
         rows.push(
-            match raw_fanout::run_split(cmd, n, &image, BLOCK_SIZE as usize).await {
+            match raw_fanout::run_split(cmd, n, &image, plan.block_size as usize).await {
                 Ok(r) => raw_row(&r),
                 Err(e) => Row::failed("raw TCP fan-out (the machine's limit)", "none", n, &e),
             },
         );
     }
 
-    let n = plan.emergency_devices;
+    if plan.emergency_devices > 0 {
+        rows.push(emergency_step(plan.emergency_devices, &mut next, &say).await);
+    }
+    if plan.ingest_runs > 0 {
+        rows.push(ingest_step(plan, &mut next, &say).await);
+    }
+
+    Table {
+        command: if plan.quick {
+            "ota bench --quick".into()
+        } else {
+            "ota bench".into()
+        },
+        machine: Machine::this(),
+        seconds: started.elapsed().as_secs_f64(),
+        rows,
+    }
+}
+
+async fn emergency_step(
+    n: usize,
+    next: &mut impl FnMut(&str),
+    say: &(dyn Fn(String) + Sync),
+) -> Row {
     next(&format!("emergency to {n} reference device agents"));
     let opts = EmergencyOptions {
         devices: n,
         artifact_bytes: 4096,
         deadline: Duration::from_secs(60),
     };
-    rows.push(match emergency::run(&opts, &say).await {
+    match emergency::run(&opts, say).await {
         Ok(r) => emergency_row(&r),
         Err(e) => Row::failed(EMERGENCY, "embedded", n, &e),
-    });
+    }
+}
 
+async fn ingest_step(
+    plan: &Plan,
+    next: &mut impl FnMut(&str),
+    say: &(dyn Fn(String) + Sync),
+) -> Row {
     next(&format!(
         "durable status ingest, {} devices x {} reports, {} run(s)",
         plan.ingest_devices, plan.ingest_reports, plan.ingest_runs
@@ -192,20 +289,9 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             }
         }
     }
-    rows.push(match error {
+    match error {
         Some(e) if runs.is_empty() => Row::failed(INGEST, "embedded", plan.ingest_devices, &e),
         _ => ingest_row(&runs),
-    });
-
-    Table {
-        command: if plan.quick {
-            "ota bench --quick".into()
-        } else {
-            "ota bench".into()
-        },
-        machine: Machine::this(),
-        seconds: started.elapsed().as_secs_f64(),
-        rows,
     }
 }
 
@@ -219,12 +305,13 @@ fn broker_name(b: DownloadBroker) -> &'static str {
     }
 }
 
-fn download_label(broadcast: bool) -> &'static str {
-    if broadcast {
-        "1 MiB firmware, broadcast"
+fn download_label(broadcast: bool, block_size: u32) -> String {
+    let mode = if broadcast {
+        "broadcast"
     } else {
-        "1 MiB firmware, unicast only"
-    }
+        "unicast only"
+    };
+    format!("1 MiB firmware, {} KiB blocks, {mode}", block_size / 1024)
 }
 
 /// The image of every row: reproducible, incompressible bytes.
@@ -254,7 +341,7 @@ fn download_row(r: &DownloadRow) -> Row {
         goals.push(goal("RSS < 1 GB", rss_ok));
     }
     Row {
-        bench: download_label(r.broadcast).into(),
+        bench: download_label(r.broadcast, r.block_size),
         broker: broker_name(r.broker).into(),
         devices: r.devices,
         time: Some(format!("{:.1} s", r.wall_secs)),

@@ -99,6 +99,25 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (pending, event) = self.prepare();
+        pending.router_tx.send((0, event))?;
+        pending.link_rx.recv()?;
+        pending.finish()
+    }
+
+    /// ota patch: [`LinkBuilder::build`] for async callers. Upstream's
+    /// remote links called the blocking `build` inside the listener's
+    /// single-threaded runtime: while the router was busy, every
+    /// connection of that listener (reads, writes, accepts) stood still,
+    /// and connecting clients timed out in bursts.
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (pending, event) = self.prepare();
+        pending.router_tx.send_async((0, event)).await?;
+        pending.link_rx.recv_async().await?;
+        pending.finish()
+    }
+
+    fn prepare(self) -> (PendingLink, Event) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -121,11 +140,27 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
+        let pending = PendingLink {
+            router_tx: self.router_tx,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        };
+        (pending, event)
+    }
+}
 
-        self.router_tx.send((0, event))?;
+/// ota patch: a link whose Connect event is on its way to the router.
+struct PendingLink {
+    router_tx: Sender<(ConnectionId, Event)>,
+    link_rx: Receiver<()>,
+    outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+    incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+}
 
-        link_rx.recv()?;
-        let notification = outgoing_data_buffer.lock().pop_front().unwrap();
+impl PendingLink {
+    fn finish(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let notification = self.outgoing_data_buffer.lock().pop_front().unwrap();
 
         // Right now link identifies failure with dropped rx in router,
         // which is probably ok. We need this here to get id assigned by router
@@ -134,8 +169,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, self.router_tx.clone(), self.incoming_data_buffer);
+        let rx = LinkRx::new(id, self.router_tx, self.link_rx, self.outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }

@@ -1,4 +1,4 @@
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::timeout,
@@ -140,12 +140,21 @@ impl<P: Protocol> Network<P> {
 
     pub async fn writev(&mut self, packets: VecDeque<Packet>) -> Result<(), Error> {
         // ota patch: write in chunks of about WRITE_CHUNK bytes rather than
-        // serializing the whole batch (up to 100-200 publishes) first, and
-        // let a grown buffer go afterwards. Upstream's buffer grew to the
-        // largest batch a connection ever had and kept it: 10,000
-        // connections x 100 firmware blocks held gigabytes.
+        // serializing the whole batch (up to 100-200 publishes) first, send
+        // large payloads without copying them, and let a grown buffer go
+        // afterwards. Upstream's buffer grew to the largest batch a
+        // connection ever had and kept it: 10,000 connections x 100
+        // firmware blocks held gigabytes.
+        // A large publish's payload is not copied: what is buffered and the
+        // payload go out in one vectored write, straight from the payload's
+        // shared bytes (the same bytes for every subscriber).
         for packet in packets {
-            Protocol::write(&self.protocol, packet, &mut self.write)?;
+            if let Some(payload) = self.protocol.write_split(packet, &mut self.write)? {
+                let mut out = Buf::chain(&self.write[..], &payload[..]);
+                self.socket.write_all_buf(&mut out).await?;
+                self.write.clear();
+                continue;
+            }
             if self.write.len() >= WRITE_CHUNK {
                 self.socket.write_all(&self.write).await?;
                 self.write.clear();

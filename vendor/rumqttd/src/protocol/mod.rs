@@ -748,4 +748,15 @@ pub enum Error {
 pub trait Protocol {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error>;
     fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error>;
+
+    /// ota patch: writes `packet` into `write`, except that a protocol may
+    /// leave out a large publish's payload and return it, to be sent right
+    /// after the bytes written (no copy). By default: [`Protocol::write`].
+    fn write_split(&self, packet: Packet, write: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        self.write(packet, write).map(|_| None)
+    }
 }
+
+/// ota patch: publishes with at least this many payload bytes are sent
+/// without copying the payload (see [`Protocol::write_split`]).
+pub const SPLIT_PAYLOAD_MIN: usize = 2048;

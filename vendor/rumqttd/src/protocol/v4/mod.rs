@@ -367,4 +367,16 @@ impl Protocol for V4 {
         };
         Ok(size)
     }
+
+    // ota patch: a large publish's payload is not copied into the write
+    // buffer; the link sends it from the shared `Bytes`.
+    fn write_split(&self, packet: Packet, buffer: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        match packet {
+            Packet::Publish(publish, None) if publish.payload.len() >= SPLIT_PAYLOAD_MIN => {
+                publish::write_head(&publish, buffer)?;
+                Ok(Some(publish.payload))
+            }
+            packet => self.write(packet, buffer).map(|_| None),
+        }
+    }
 }
