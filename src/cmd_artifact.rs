@@ -460,7 +460,7 @@ fn parse_arch(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_block_size(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_block_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
         .map_err(|_| "not a number: use a power of two from 256 to 65536".to_string())?;

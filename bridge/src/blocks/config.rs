@@ -8,6 +8,7 @@
 //! egress_bytes_per_sec = 2097152   # the whole bridge's block output
 //! fanout_per_sec = 15000           # broker deliveries: a broadcast block
 //!                                  # counts once per device downloading it
+//! fanout_bytes_per_sec = 838860800 # and the bytes of those deliveries
 //! broadcast = true                 # false: unicast only (for comparison)
 //! device_requests_per_sec = 10     # per device, then refused
 //! device_request_burst = 40
@@ -24,10 +25,18 @@ pub const DEFAULT_MERGE_WINDOW_MS: u64 = 150;
 pub const MAX_MERGE_WINDOW_MS: u64 = 500;
 /// Default `egress_bytes_per_sec`: 2 MiB/s (16 Mbit/s).
 pub const DEFAULT_EGRESS_BYTES_PER_SEC: u64 = 2 * 1024 * 1024;
-/// Default `fanout_per_sec`: what the embedded rumqttd delivered while
-/// sharing 2 cores with a thousand devices (docs/BENCHMARKS.md): modest on
-/// purpose; a dedicated broker host takes several times more.
+/// Default `fanout_per_sec`: the message count, the cost of small blocks.
+/// On 2 cores shared with 10,000 devices and the bridge, the embedded
+/// broker (vendored, patched rumqttd) kept up with 15,000 deliveries/s of
+/// 4 KiB blocks; 30,000 made it fall behind (egress 1.9x) while 16 KiB
+/// blocks went fine at 30,000 (docs/BENCHMARKS.md).
 pub const DEFAULT_FANOUT_PER_SEC: u64 = 15_000;
+/// Default `fanout_bytes_per_sec`: 800 MiB/s of deliveries, the cost of
+/// large blocks (64 KiB blocks at about 12,000 deliveries/s to 10,000
+/// devices: 17.9 s for 1 MiB, egress 1.32x).
+pub const DEFAULT_FANOUT_BYTES_PER_SEC: u64 = 800 * 1024 * 1024;
+/// The smallest `fanout_bytes_per_sec`: one largest block a second.
+const MIN_FANOUT_BYTES_PER_SEC: u64 = 80 * 1024;
 /// Egress is counted by governor in a u32 of bytes per second.
 const MAX_EGRESS_BYTES_PER_SEC: u64 = u32::MAX as u64;
 /// Egress must allow at least one largest block (64 KiB + overhead) a second.
@@ -48,6 +57,10 @@ pub struct BlocksConfig {
     /// broker's fan-out (and its memory) within what it can deliver, so
     /// requests reach the bridge promptly and merge (docs/BENCHMARKS.md).
     pub fanout_per_sec: u64,
+    /// Bytes the broker is asked to deliver per second: a broadcast block
+    /// counts its size once per device downloading it. The message count
+    /// is what small blocks cost a broker, the bytes what large ones cost.
+    pub fanout_bytes_per_sec: u64,
     /// Publish a block wanted by several devices once on
     /// `P/artifacts/{a}/blocks`. `false`: every block to every device on
     /// its own topic (only useful to measure what broadcast saves).
@@ -71,6 +84,7 @@ impl Default for BlocksConfig {
             merge_window_ms: DEFAULT_MERGE_WINDOW_MS,
             egress_bytes_per_sec: DEFAULT_EGRESS_BYTES_PER_SEC,
             fanout_per_sec: DEFAULT_FANOUT_PER_SEC,
+            fanout_bytes_per_sec: DEFAULT_FANOUT_BYTES_PER_SEC,
             broadcast: true,
             device_requests_per_sec: 10,
             device_request_burst: 40,
@@ -119,6 +133,15 @@ impl BlocksConfig {
                 format!("{} is below 100 deliveries per second", self.fanout_per_sec),
             );
         }
+        if self.fanout_bytes_per_sec < MIN_FANOUT_BYTES_PER_SEC {
+            return err(
+                "fanout_bytes_per_sec",
+                format!(
+                    "{} is below {MIN_FANOUT_BYTES_PER_SEC} bytes per second (one largest block)",
+                    self.fanout_bytes_per_sec
+                ),
+            );
+        }
         if self.device_requests_per_sec == 0 {
             return err("device_requests_per_sec", "must be at least 1".into());
         }
@@ -150,6 +173,15 @@ impl BlocksConfig {
     /// Broker deliveries allowed in one window.
     pub fn window_fanout(&self) -> u64 {
         (self.fanout_per_sec * self.merge_window_ms / 1000).max(1)
+    }
+
+    /// Bytes of broker deliveries allowed in one window.
+    pub fn window_fanout_bytes(&self) -> u64 {
+        (self
+            .fanout_bytes_per_sec
+            .saturating_mul(self.merge_window_ms)
+            / 1000)
+            .max(1)
     }
 }
 

@@ -163,8 +163,9 @@ impl Server {
     }
 
     /// This window's byte budget: the egress budget, and no more broadcast
-    /// blocks than the broker can deliver to the largest audience (a
-    /// fraction of a block carries over in the scheduler's credit).
+    /// blocks than the broker can deliver to the largest audience, in
+    /// deliveries and in bytes (a fraction of a block carries over in the
+    /// scheduler's credit).
     fn budget(&self) -> u64 {
         let egress = self.cfg.window_budget();
         if !self.cfg.broadcast {
@@ -174,7 +175,10 @@ impl Server {
             .scheduler
             .pending_artifacts()
             .map(|(a, shape)| {
-                self.cfg.window_fanout().saturating_mul(shape.cost) / self.audience.size(a)
+                let audience = self.audience.size(a);
+                let by_count = self.cfg.window_fanout().saturating_mul(shape.cost) / audience;
+                let by_bytes = self.cfg.window_fanout_bytes() / audience;
+                by_count.min(by_bytes)
             })
             .min()
             .unwrap_or(egress);

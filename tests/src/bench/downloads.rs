@@ -39,6 +39,8 @@ pub struct DownloadOptions {
     pub connect_rate: u32,
     /// The bridge's `[blocks] fanout_per_sec`; `None`: its default.
     pub fanout_per_sec: Option<u64>,
+    /// The bridge's `[blocks] fanout_bytes_per_sec`; `None`: its default.
+    pub fanout_bytes_per_sec: Option<u64>,
 }
 
 /// What one row measured.
@@ -63,6 +65,7 @@ pub struct DownloadRow {
     /// The bridge's `[blocks]` budgets used.
     pub egress_bytes_per_sec: u64,
     pub fanout_per_sec: u64,
+    pub fanout_bytes_per_sec: u64,
 }
 
 /// Why a row could not run.
@@ -127,6 +130,9 @@ pub async fn run(
         fanout_per_sec: opts
             .fanout_per_sec
             .unwrap_or(BlocksConfig::default().fanout_per_sec),
+        fanout_bytes_per_sec: opts
+            .fanout_bytes_per_sec
+            .unwrap_or(BlocksConfig::default().fanout_bytes_per_sec),
         ..BlocksConfig::default()
     };
     let bench = BenchOptions {
@@ -180,5 +186,6 @@ pub async fn run(
         broker_peak_rss: peak,
         egress_bytes_per_sec: blocks.egress_bytes_per_sec,
         fanout_per_sec: blocks.fanout_per_sec,
+        fanout_bytes_per_sec: blocks.fanout_bytes_per_sec,
     })
 }

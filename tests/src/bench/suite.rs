@@ -18,6 +18,9 @@ use super::table::{Machine, Row, Table};
 pub const IMAGE_BYTES: usize = 1024 * 1024;
 /// The protocol's default block size, the rows' default.
 pub const BLOCK_SIZE: u32 = 4096;
+/// The block size for large fleets: 16 times fewer messages for the broker
+/// to deliver than the default (the largest the protocol allows).
+pub const LARGE_BLOCK_SIZE: u32 = 64 * 1024;
 /// The largest fleet of a unicast-only row: it sends the image once per
 /// device (1,000 x 1 MiB already takes 2 GiB of broker memory).
 pub const UNICAST_MAX: usize = 1000;
@@ -27,14 +30,15 @@ pub const UNICAST_MAX: usize = 1000;
 pub struct Plan {
     /// `--quick` or full.
     pub quick: bool,
-    /// (broker, devices, broadcast) per download row.
-    pub downloads: Vec<(DownloadBroker, usize, bool)>,
-    /// Block size of the download rows' image (and the raw fan-out's
-    /// pieces).
+    /// (broker, devices, broadcast, block size) per download row.
+    pub downloads: Vec<(DownloadBroker, usize, bool, u32)>,
+    /// Block size of the raw fan-out's writes.
     pub block_size: u32,
     /// The bridge's `[blocks] fanout_per_sec` in the download rows; `None`:
     /// its default.
     pub fanout_per_sec: Option<u64>,
+    /// The bridge's `[blocks] fanout_bytes_per_sec`; `None`: its default.
+    pub fanout_bytes_per_sec: Option<u64>,
     /// Socket counts for the raw fan-out.
     pub raw: Vec<usize>,
     /// Fleet size for the emergency latency; 0: not measured.
@@ -52,12 +56,13 @@ impl Plan {
         Plan {
             quick: true,
             downloads: vec![
-                (Embedded, 1000, true),
-                (Mosquitto, 1000, true),
-                (Embedded, 1000, false),
+                (Embedded, 1000, true, BLOCK_SIZE),
+                (Mosquitto, 1000, true, BLOCK_SIZE),
+                (Embedded, 1000, false, BLOCK_SIZE),
             ],
             block_size: BLOCK_SIZE,
             fanout_per_sec: None,
+            fanout_bytes_per_sec: None,
             raw: vec![1000],
             emergency_devices: 1000,
             ingest_runs: 1,
@@ -72,14 +77,17 @@ impl Plan {
         Plan {
             quick: false,
             downloads: vec![
-                (Embedded, 1000, true),
-                (Embedded, 10_000, true),
-                (Mosquitto, 1000, true),
-                (Mosquitto, 10_000, true),
-                (Embedded, 1000, false),
+                (Embedded, 1000, true, BLOCK_SIZE),
+                (Embedded, 10_000, true, BLOCK_SIZE),
+                (Embedded, 10_000, true, LARGE_BLOCK_SIZE),
+                (Mosquitto, 1000, true, BLOCK_SIZE),
+                (Mosquitto, 10_000, true, BLOCK_SIZE),
+                (Mosquitto, 10_000, true, LARGE_BLOCK_SIZE),
+                (Embedded, 1000, false, BLOCK_SIZE),
             ],
             block_size: BLOCK_SIZE,
             fanout_per_sec: None,
+            fanout_bytes_per_sec: None,
             raw: vec![1000, 10_000],
             emergency_devices: 1000,
             ingest_runs: 3,
@@ -107,29 +115,42 @@ impl Plan {
 
     /// Download rows through `brokers` only.
     pub fn brokers(&mut self, brokers: &[DownloadBroker]) {
-        self.downloads.retain(|(b, _, _)| brokers.contains(b));
+        self.downloads.retain(|(b, _, _, _)| brokers.contains(b));
     }
 
-    /// Download and raw rows at these fleet sizes instead: every broker
-    /// and mode of the plan at each size (unicast only up to
+    /// Download and raw rows at these fleet sizes instead: every broker,
+    /// mode and block size of the plan at each size (unicast only up to
     /// [`UNICAST_MAX`] devices).
     pub fn devices(&mut self, sizes: &[usize]) {
-        let mut kinds: Vec<(DownloadBroker, bool)> = Vec::new();
-        for &(b, _, broadcast) in &self.downloads {
-            if !kinds.contains(&(b, broadcast)) {
-                kinds.push((b, broadcast));
+        let mut kinds: Vec<(DownloadBroker, bool, u32)> = Vec::new();
+        for &(b, _, broadcast, block) in &self.downloads {
+            if !kinds.contains(&(b, broadcast, block)) {
+                kinds.push((b, broadcast, block));
             }
         }
         // Unicast only sends the image once per device: up to
         // UNICAST_MAX devices, as in the full plan.
         self.downloads = sizes
             .iter()
-            .flat_map(|&n| kinds.iter().map(move |&(b, bc)| (b, n, bc)))
-            .filter(|&(_, n, broadcast)| broadcast || n <= UNICAST_MAX)
+            .flat_map(|&n| kinds.iter().map(move |&(b, bc, bs)| (b, n, bc, bs)))
+            .filter(|&(_, n, broadcast, _)| broadcast || n <= UNICAST_MAX)
             .collect();
         if !self.raw.is_empty() {
             self.raw = sizes.to_vec();
         }
+    }
+
+    /// Every download row (and the raw fan-out) with this block size;
+    /// rows that then repeat another are dropped.
+    pub fn block_size(&mut self, block: u32) {
+        self.block_size = block;
+        let mut rows: Vec<(DownloadBroker, usize, bool, u32)> = Vec::new();
+        for &(b, n, bc, _) in &self.downloads {
+            if !rows.contains(&(b, n, bc, block)) {
+                rows.push((b, n, bc, block));
+            }
+        }
+        self.downloads = rows;
     }
 
     fn steps(&self) -> usize {
@@ -162,7 +183,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     };
     let say = |s: String| progress(format!("      {s}"));
 
-    for &(broker, devices, broadcast) in &plan.downloads {
+    for &(broker, devices, broadcast, block_size) in &plan.downloads {
         let mode = if broadcast {
             "broadcast"
         } else {
@@ -172,7 +193,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         next(&format!("1 MiB to {devices} devices via {bname}, {mode}"));
         if broker == DownloadBroker::Mosquitto && crate::mosquitto::binary().is_none() {
             rows.push(Row::skipped(
-                &download_label(broadcast, plan.block_size),
+                &download_label(broadcast, block_size),
                 bname,
                 devices,
                 "skipped: mosquitto is not installed (apt-get install -y mosquitto)",
@@ -183,8 +204,9 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             broker,
             devices,
             image_bytes: IMAGE_BYTES,
-            block_size: plan.block_size,
+            block_size,
             fanout_per_sec: plan.fanout_per_sec,
+            fanout_bytes_per_sec: plan.fanout_bytes_per_sec,
             broadcast,
             deadline: Duration::from_secs(if devices > 1000 { 900 } else { 300 }),
             connect_rate: 500,
@@ -197,12 +219,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
                 ));
                 download_row(&r)
             }
-            Err(e) => Row::failed(
-                &download_label(broadcast, plan.block_size),
-                bname,
-                devices,
-                &e,
-            ),
+            Err(e) => Row::failed(&download_label(broadcast, block_size), bname, devices, &e),
         };
         rows.push(row);
     }
