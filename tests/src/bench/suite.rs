@@ -190,7 +190,10 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             "unicast only"
         };
         let bname = broker_name(broker);
-        next(&format!("1 MiB to {devices} devices via {bname}, {mode}"));
+        next(&format!(
+            "1 MiB to {devices} devices via {bname}, {} KiB blocks, {mode}",
+            block_size / 1024
+        ));
         if broker == DownloadBroker::Mosquitto && crate::mosquitto::binary().is_none() {
             rows.push(Row::skipped(
                 &download_label(broadcast, block_size),

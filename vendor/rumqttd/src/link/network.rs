@@ -144,10 +144,9 @@ impl<P: Protocol> Network<P> {
         // large payloads without copying them, and let a grown buffer go
         // afterwards. Upstream's buffer grew to the largest batch a
         // connection ever had and kept it: 10,000 connections x 100
-        // firmware blocks held gigabytes.
-        // A large publish's payload is not copied: what is buffered and the
-        // payload go out in one vectored write, straight from the payload's
-        // shared bytes (the same bytes for every subscriber).
+        // firmware blocks held gigabytes. A large publish goes out as what
+        // is buffered plus its payload in one vectored write, straight from
+        // the payload's shared bytes (the same bytes for every subscriber).
         for packet in packets {
             if let Some(payload) = self.protocol.write_split(packet, &mut self.write)? {
                 let mut out = Buf::chain(&self.write[..], &payload[..]);
