@@ -19,7 +19,7 @@ use crate::{rt, Run};
 /// to every device `accepted`, p50 and p99) and the durable status ingest
 /// rate. Progress goes to stderr, the table to stdout.
 ///
-/// The full run takes about 10 minutes on 2 cores and needs `ulimit -n`
+/// The full run takes about 8 minutes on 2 cores and needs `ulimit -n`
 /// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
 /// --release: a debug build measures the debug build. --only, --broker,
 /// --devices, --block-size, --fanout and --fanout-bytes narrow or vary the

@@ -535,20 +535,24 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    // ota patch: the lock is not held while telling the earlier
+    // connection, and an earlier connection that is gone already (its link
+    // failed before it waited for its will) is not an error. Upstream
+    // unwrapped that send while holding the lock: one such reconnect
+    // poisoned the lock and every later connect panicked.
+    let previous = lock_wills(&will_handlers).remove(&client_id);
+    if let Some(sender) = previous {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    let our_will = will_tx.clone();
+    lock_wills(&will_handlers).insert(client_id.clone(), will_tx);
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -564,9 +568,19 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            // ota patch: take back our will handler, unless a newer
+            // connection of this client replaced it already.
+            let mut wills = lock_wills(&will_handlers);
+            if wills
+                .get(&client_id)
+                .is_some_and(|s| s.same_channel(&our_will))
+            {
+                wills.remove(&client_id);
+            }
             return;
         }
     };
+    drop(our_will);
 
     let connection_id = link.connection_id;
     let will_delay_interval = link.will_delay_interval;
@@ -614,7 +628,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            lock_wills(&will_handlers).remove(&client_id);
             // as will delay interval has passed, publish the will message
             true
         }
@@ -629,4 +643,14 @@ async fn remote<P: Protocol>(
         // but might affect logs?
         router_tx.send_async((connection_id, message)).await.ok();
     }
+}
+
+/// ota patch: the will handlers' lock, even if a panic elsewhere poisoned
+/// it (the map stays valid: each access is a single insert or remove).
+fn lock_wills(
+    wills: &Mutex<HashMap<String, Sender<AwaitingWill>>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, Sender<AwaitingWill>>> {
+    wills
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
