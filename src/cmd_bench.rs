@@ -105,6 +105,9 @@ impl Run for Bench {
         }
         plan.fanout_per_sec = self.fanout;
         plan.fanout_bytes_per_sec = self.fanout_bytes;
+        // The table says how it was made, flags included.
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        plan.command = Some(format!("ota {}", args.join(" ")));
         if cfg!(debug_assertions) {
             eprintln!("note: a debug build; build with --release for the figures to record");
         }

@@ -30,6 +30,9 @@ pub const UNICAST_MAX: usize = 1000;
 pub struct Plan {
     /// `--quick` or full.
     pub quick: bool,
+    /// The command line to show above the table; `None`: `ota bench`
+    /// (`--quick`).
+    pub command: Option<String>,
     /// (broker, devices, broadcast, block size) per download row.
     pub downloads: Vec<(DownloadBroker, usize, bool, u32)>,
     /// Block size of the raw fan-out's writes.
@@ -55,6 +58,7 @@ impl Plan {
         use DownloadBroker::*;
         Plan {
             quick: true,
+            command: None,
             downloads: vec![
                 (Embedded, 1000, true, BLOCK_SIZE),
                 (Mosquitto, 1000, true, BLOCK_SIZE),
@@ -76,6 +80,7 @@ impl Plan {
         use DownloadBroker::*;
         Plan {
             quick: false,
+            command: None,
             downloads: vec![
                 (Embedded, 1000, true, BLOCK_SIZE),
                 (Embedded, 10_000, true, BLOCK_SIZE),
@@ -246,11 +251,13 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     }
 
     Table {
-        command: if plan.quick {
-            "ota bench --quick".into()
-        } else {
-            "ota bench".into()
-        },
+        command: plan.command.clone().unwrap_or_else(|| {
+            if plan.quick {
+                "ota bench --quick".into()
+            } else {
+                "ota bench".into()
+            }
+        }),
         machine: Machine::this(),
         seconds: started.elapsed().as_secs_f64(),
         rows,
@@ -442,4 +449,54 @@ fn goal(what: &str, met: bool) -> String {
 
 fn mib(bytes: u64) -> String {
     format!("{} MiB", bytes >> 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DownloadBroker::*;
+
+    #[test]
+    fn only_keeps_the_named_parts() {
+        let mut p = Plan::full();
+        p.only(&[Part::Raw, Part::Ingest]);
+        assert!(p.downloads.is_empty());
+        assert_eq!(p.raw, vec![1000, 10_000]);
+        assert_eq!(p.emergency_devices, 0);
+        assert_eq!(p.ingest_runs, 3);
+        assert_eq!(p.steps(), 3);
+    }
+
+    #[test]
+    fn devices_repeat_every_kind_and_keep_unicast_small() {
+        let mut p = Plan::quick();
+        p.devices(&[500, 5000]);
+        assert_eq!(
+            p.downloads,
+            vec![
+                (Embedded, 500, true, BLOCK_SIZE),
+                (Mosquitto, 500, true, BLOCK_SIZE),
+                (Embedded, 500, false, BLOCK_SIZE),
+                (Embedded, 5000, true, BLOCK_SIZE),
+                (Mosquitto, 5000, true, BLOCK_SIZE),
+            ]
+        );
+        assert_eq!(p.raw, vec![500, 5000]);
+    }
+
+    #[test]
+    fn one_block_size_merges_the_rows_that_then_repeat() {
+        let mut p = Plan::full();
+        p.brokers(&[Embedded]);
+        p.block_size(16 * 1024);
+        assert_eq!(
+            p.downloads,
+            vec![
+                (Embedded, 1000, true, 16 * 1024),
+                (Embedded, 10_000, true, 16 * 1024),
+                (Embedded, 1000, false, 16 * 1024),
+            ]
+        );
+        assert_eq!(p.block_size, 16 * 1024);
+    }
 }
