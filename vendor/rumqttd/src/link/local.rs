@@ -371,7 +371,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // ota patch: grown on demand (see `Outgoing::new`)
+            cache: VecDeque::new(),
         }
     }
 

@@ -121,7 +121,8 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
-            notifications: VecDeque::with_capacity(100),
+            // ota patch: grown on demand (see `Outgoing::new`)
+            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }
