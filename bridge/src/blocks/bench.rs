@@ -171,17 +171,7 @@ async fn store_image(
     opts: &BenchOptions,
 ) -> Result<Manifest, BenchError> {
     use base64::Engine as _;
-    let image: Vec<u8> = {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..opts.image_bytes)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
+    let image = image_bytes(opts.image_bytes);
     let mut spec = ReleaseSpec::new(
         Kind::Firmware,
         ComponentName::new("main").map_err(|e| BenchError::Setup(e.to_string()))?,
@@ -252,4 +242,23 @@ fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+/// The image of every benchmark: `len` reproducible, incompressible bytes.
+pub fn image_bytes(len: usize) -> Vec<u8> {
+    xorshift_bytes(len, 0x9E37_79B9_7F4A_7C15)
+}
+
+/// `len` reproducible, incompressible bytes from `seed` (xorshift; the
+/// seed's lowest bit is set, a zero state would stay zero).
+pub fn xorshift_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

@@ -49,15 +49,7 @@ pub async fn stack(blocks: BlocksConfig) -> Stack {
 
 /// Reproducible, incompressible bytes.
 pub fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    bridge::blocks::bench::xorshift_bytes(len, seed)
 }
 
 /// The manifest of `image` as `id`, and its signed envelope.

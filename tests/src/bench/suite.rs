@@ -232,7 +232,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         rows.push(row);
     }
 
-    let image = image_bytes();
+    let image = bridge::blocks::bench::image_bytes(IMAGE_BYTES);
     for &n in &plan.raw {
         next(&format!("raw TCP fan-out of 1 MiB to {n} loopback sockets"));
         rows.push(
@@ -339,19 +339,6 @@ fn download_label(broadcast: bool, block_size: u32) -> String {
         "unicast only"
     };
     format!("1 MiB firmware, {} KiB blocks, {mode}", block_size / 1024)
-}
-
-/// The image of every row: reproducible, incompressible bytes.
-fn image_bytes() -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..IMAGE_BYTES)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn download_row(r: &DownloadRow) -> Row {
