@@ -71,7 +71,8 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
 
 /// A running `ota serve`.
 pub struct Serve {
-    child: Child,
+    /// `None` once it was reaped.
+    child: Option<Child>,
 }
 
 impl Serve {
@@ -85,35 +86,37 @@ impl Serve {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("ota serve starts");
-        Serve { child }
+        Serve { child: Some(child) }
     }
 
     /// SIGKILL: no shutdown of any kind runs.
     pub fn kill9(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
     }
 
-    /// SIGTERM, and the exit status once it stopped.
+    /// SIGTERM, and the exit status once it stopped: the exit is waited
+    /// for on a blocking thread, not polled.
     pub async fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        within("ota serve to stop after SIGTERM", async {
-            loop {
-                if let Some(s) = self.child.try_wait().expect("wait") {
-                    return s;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+        within(
+            "ota serve to stop after SIGTERM",
+            tokio::task::spawn_blocking(move || child.wait().expect("wait")),
+        )
         .await
+        .expect("the waiting thread")
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

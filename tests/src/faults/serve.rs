@@ -124,7 +124,8 @@ pub fn write_config(
 
 /// A running `ota serve`, killed on drop.
 pub struct Serve {
-    child: Child,
+    /// `None` once it was reaped.
+    child: Option<Child>,
     panics: Arc<AtomicU64>,
 }
 
@@ -153,7 +154,10 @@ impl Serve {
                 }
             });
         }
-        Ok(Serve { child, panics })
+        Ok(Serve {
+            child: Some(child),
+            panics,
+        })
     }
 
     /// Panics the process printed so far (a panic in one of rumqttd's
@@ -164,32 +168,38 @@ impl Serve {
 
     /// SIGKILL, and waits for the process to be gone.
     pub fn kill9(mut self) -> Result<(), FaultError> {
-        self.child.kill()?;
-        self.child.wait()?;
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
         Ok(())
     }
 
-    /// SIGTERM, and the exit status once it stopped (at most 20 s).
+    /// SIGTERM, and the exit status once it stopped (at most 20 s): the
+    /// exit is waited for on a blocking thread, not polled.
     pub async fn terminate(mut self) -> Result<ExitStatus, FaultError> {
-        let pid = self.child.id().to_string();
+        let Some(mut child) = self.child.take() else {
+            return Err(FaultError::Stalled("ota serve was already reaped".into()));
+        };
+        let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
-        let child = &mut self.child;
-        poll(
-            "ota serve to stop after SIGTERM",
-            Duration::from_secs(20),
-            || {
-                let s = child.try_wait().ok().flatten();
-                async move { s }
-            },
-        )
-        .await
+        let limit = Duration::from_secs(20);
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || child.wait())).await {
+            Ok(Ok(status)) => Ok(status?),
+            Ok(Err(e)) => Err(FaultError::Stalled(format!("waiting for ota serve: {e}"))),
+            Err(_) => Err(FaultError::Stalled(format!(
+                "ota serve to stop after SIGTERM: not within {limit:?}"
+            ))),
+        }
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
