@@ -18,6 +18,8 @@
 //! - `auth`     — who may connect: `[broker.users]`, a pluggable
 //!   [`CredentialCheck`] (the bridge's device registry), client ids rumqttd
 //!   would choke on, and the connection guard.
+//! - `authority` — [`Authority`]: who may connect as whom, publish and
+//!   subscribe where (PROTOCOL.md E1); the bridge implements it.
 //! - `guard`    — the connection guard: a conservative live-connection count
 //!   that refuses clients before rumqttd's router limit (upstream issue
 //!   #991: going over it panics the listener for good).
@@ -69,6 +71,7 @@
 //! are logged under the `broker` target.
 
 mod auth;
+mod authority;
 mod config;
 mod embedded;
 mod error;
@@ -76,6 +79,7 @@ mod guard;
 mod meter;
 
 pub use auth::CredentialCheck;
+pub use authority::{Authority, ConnectVerdict, Login, SharedAuthority};
 pub use config::{
     BrokerConfig, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode, RawBrokerConfig,
     RawTls, TlsFiles, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
