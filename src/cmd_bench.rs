@@ -52,13 +52,14 @@ pub struct Bench {
     /// rows, also 65536.
     #[arg(long, value_name = "BYTES", value_parser = crate::cmd_artifact::parse_block_size)]
     block_size: Option<u32>,
-    /// The bridge's `[blocks] fanout_per_sec` in the download rows
-    /// (deliveries per second; default: the bridge's default).
+    /// A `[blocks] fanout_per_sec` ceiling in the download rows
+    /// (deliveries per second; default: none, the bridge's pacer finds
+    /// the broker's rate by itself).
     #[arg(long, value_name = "DELIVERIES_PER_SEC",
           value_parser = clap::value_parser!(u64).range(1..))]
     fanout: Option<u64>,
-    /// The bridge's `[blocks] fanout_bytes_per_sec` in the download rows
-    /// (bytes of deliveries per second; default: the bridge's default).
+    /// A `[blocks] fanout_bytes_per_sec` ceiling in the download rows
+    /// (bytes of deliveries per second; default: none).
     #[arg(long, value_name = "BYTES_PER_SEC",
           value_parser = clap::value_parser!(u64).range(1..))]
     fanout_bytes: Option<u64>,

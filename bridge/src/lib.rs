@@ -184,6 +184,7 @@ impl Bridge {
             mqtt::options::REQUEST_QUEUE,
         );
         let generation = Arc::new(AtomicU64::new(0));
+        let probe_client = egress.clone();
         let publisher = Publisher::new(
             egress,
             ingress,
@@ -195,10 +196,12 @@ impl Bridge {
         let artifact_store =
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
         let actors_token = CancellationToken::new();
+        let flight = Arc::new(blocks::flight::Flight::default());
         let (block_server, blocks_task) = blocks::spawn(
             config.blocks.clone(),
             artifact_store.clone(),
             publisher.clone(),
+            flight.clone(),
             actors_token.clone(),
         );
         let (ingest_tx, ingest_rx) = mpsc::channel(status::ingest::INBOX);
@@ -211,9 +214,15 @@ impl Bridge {
         };
         let (link_tx, link) = watch::channel(LinkState::default());
         let loop_token = CancellationToken::new();
+        let probe = mqtt::egress::Probe {
+            client: probe_client,
+            topics: config.bridge.topics.clone(),
+            flight,
+        };
         let egress_task = tokio::spawn(mqtt::egress::run(
             egress_loop,
             link_tx.clone(),
+            Some(probe),
             loop_token.clone().cancelled_owned(),
         ));
         let mqtt_loop = tokio::spawn(

@@ -78,6 +78,9 @@ pub enum Filter {
     OpsCommands,
     /// `P/ops/events`
     OpsEvents,
+    /// `P/artifacts/+/blocks`: every broadcast block (the bridge's own
+    /// delivery probe).
+    AllArtifactBlocks,
 }
 
 /// Builds and parses topics under one prefix (default `ota/v1`).
@@ -141,6 +144,7 @@ impl Topics {
             Filter::AllStatus => format!("{p}/devices/+/status"),
             Filter::OpsCommands => format!("{p}/ops/commands"),
             Filter::OpsEvents => format!("{p}/ops/events"),
+            Filter::AllArtifactBlocks => format!("{p}/artifacts/+/blocks"),
         }
     }
 
@@ -242,6 +246,10 @@ mod tests {
             "ota/v1/groups/g/emergency"
         );
         assert_eq!(t.filter(Filter::AllStatus), "ota/v1/devices/+/status");
+        assert_eq!(
+            t.filter(Filter::AllArtifactBlocks),
+            "ota/v1/artifacts/+/blocks"
+        );
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct BenchResult {
     pub wall: Duration,
     /// Time to connect and subscribe every device.
     pub connect: Duration,
+    /// What the delivery probe saw: the candidate pacing signals.
+    pub flight: super::flight::FlightTotals,
+    /// The pacer's rate at the end (deliveries/s) and its back-offs.
+    pub pace_rate: u64,
+    pub pace_backoffs: u64,
 }
 
 /// Why the benchmark could not run.
@@ -129,6 +134,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
                     requests = s.requests,
                     blocks_broadcast = s.blocks_broadcast,
                     blocks_unicast = s.blocks_unicast,
+                    pace_rate = s.pace_rate,
+                    pace_backoffs = s.pace_backoffs,
                     "benchmark progress"
                 );
                 continue;
@@ -147,6 +154,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
         }
     }
     let s = bridge.blocks().metrics().snapshot();
+    let flight = bridge.blocks().flight().totals();
     bridge.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(BenchResult {
@@ -161,6 +169,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
         requests,
         wall: last,
         connect,
+        flight,
+        pace_rate: s.pace_rate,
+        pace_backoffs: s.pace_backoffs,
     })
 }
 

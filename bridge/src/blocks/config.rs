@@ -6,9 +6,8 @@
 //! [blocks]
 //! merge_window_ms = 150            # requests merged per window, 10..=500
 //! egress_bytes_per_sec = 2097152   # the whole bridge's block output
-//! fanout_per_sec = 15000           # broker deliveries: a broadcast block
-//!                                  # counts once per device downloading it
-//! fanout_bytes_per_sec = 838860800 # and the bytes of those deliveries
+//! # fanout_per_sec = 200000        # optional ceilings on what the broker is
+//! # fanout_bytes_per_sec = 1000000000 # asked: unset, the pacer finds its rate
 //! broadcast = true                 # false: unicast only (for comparison)
 //! device_requests_per_sec = 10     # per device, then refused
 //! device_request_burst = 40
@@ -25,16 +24,6 @@ pub const DEFAULT_MERGE_WINDOW_MS: u64 = 150;
 pub const MAX_MERGE_WINDOW_MS: u64 = 500;
 /// Default `egress_bytes_per_sec`: 2 MiB/s (16 Mbit/s).
 pub const DEFAULT_EGRESS_BYTES_PER_SEC: u64 = 2 * 1024 * 1024;
-/// Default `fanout_per_sec`: the message count, the cost of small blocks.
-/// On 2 cores shared with 10,000 devices and the bridge, the embedded
-/// broker (vendored, patched rumqttd) kept up with 15,000 deliveries/s of
-/// 4 KiB blocks; 30,000 made it fall behind (egress 1.9x) while 16 KiB
-/// blocks went fine at 30,000 (docs/BENCHMARKS.md).
-pub const DEFAULT_FANOUT_PER_SEC: u64 = 15_000;
-/// Default `fanout_bytes_per_sec`: 800 MiB/s of deliveries, the cost of
-/// large blocks (64 KiB blocks at about 12,000 deliveries/s to 10,000
-/// devices: 17.9 s for 1 MiB, egress 1.32x).
-pub const DEFAULT_FANOUT_BYTES_PER_SEC: u64 = 800 * 1024 * 1024;
 /// The smallest `fanout_bytes_per_sec`: one largest block a second.
 const MIN_FANOUT_BYTES_PER_SEC: u64 = 80 * 1024;
 /// Egress is counted by governor in a u32 of bytes per second.
@@ -52,15 +41,13 @@ pub struct BlocksConfig {
     /// The bridge's block output, bytes per second (payload bytes of the
     /// Block messages it publishes).
     pub egress_bytes_per_sec: u64,
-    /// Block deliveries the broker is asked to make per second: a block
-    /// broadcast to an artifact downloaded by N devices counts N. Keeps the
-    /// broker's fan-out (and its memory) within what it can deliver, so
-    /// requests reach the bridge promptly and merge (docs/BENCHMARKS.md).
-    pub fanout_per_sec: u64,
-    /// Bytes the broker is asked to deliver per second: a broadcast block
-    /// counts its size once per device downloading it. The message count
-    /// is what small blocks cost a broker, the bytes what large ones cost.
-    pub fanout_bytes_per_sec: u64,
+    /// A ceiling on the block deliveries the broker is asked to make per
+    /// second (a block broadcast to an artifact downloaded by N devices
+    /// counts N). Unset (the default): no ceiling, the pacer
+    /// ([`super::pacing`]) finds the rate the broker delivers.
+    pub fanout_per_sec: Option<u64>,
+    /// A ceiling on the bytes of those deliveries per second. Unset: none.
+    pub fanout_bytes_per_sec: Option<u64>,
     /// Publish a block wanted by several devices once on
     /// `P/artifacts/{a}/blocks`. `false`: every block to every device on
     /// its own topic (only useful to measure what broadcast saves).
@@ -83,8 +70,8 @@ impl Default for BlocksConfig {
         Self {
             merge_window_ms: DEFAULT_MERGE_WINDOW_MS,
             egress_bytes_per_sec: DEFAULT_EGRESS_BYTES_PER_SEC,
-            fanout_per_sec: DEFAULT_FANOUT_PER_SEC,
-            fanout_bytes_per_sec: DEFAULT_FANOUT_BYTES_PER_SEC,
+            fanout_per_sec: None,
+            fanout_bytes_per_sec: None,
             broadcast: true,
             device_requests_per_sec: 10,
             device_request_burst: 40,
@@ -127,18 +114,20 @@ impl BlocksConfig {
                 ),
             );
         }
-        if self.fanout_per_sec < 100 {
+        if let Some(f) = self.fanout_per_sec.filter(|f| *f < 100) {
             return err(
                 "fanout_per_sec",
-                format!("{} is below 100 deliveries per second", self.fanout_per_sec),
+                format!("{f} is below 100 deliveries per second (leave it unset: no ceiling)"),
             );
         }
-        if self.fanout_bytes_per_sec < MIN_FANOUT_BYTES_PER_SEC {
+        if let Some(f) = self
+            .fanout_bytes_per_sec
+            .filter(|f| *f < MIN_FANOUT_BYTES_PER_SEC)
+        {
             return err(
                 "fanout_bytes_per_sec",
                 format!(
-                    "{} is below {MIN_FANOUT_BYTES_PER_SEC} bytes per second (one largest block)",
-                    self.fanout_bytes_per_sec
+                    "{f} is below {MIN_FANOUT_BYTES_PER_SEC} bytes per second (one largest block; leave it unset: no ceiling)"
                 ),
             );
         }
@@ -170,18 +159,10 @@ impl BlocksConfig {
         (self.egress_bytes_per_sec * self.merge_window_ms / 1000).max(1)
     }
 
-    /// Broker deliveries allowed in one window.
-    pub fn window_fanout(&self) -> u64 {
-        (self.fanout_per_sec * self.merge_window_ms / 1000).max(1)
-    }
-
-    /// Bytes of broker deliveries allowed in one window.
-    pub fn window_fanout_bytes(&self) -> u64 {
-        (self
-            .fanout_bytes_per_sec
-            .saturating_mul(self.merge_window_ms)
-            / 1000)
-            .max(1)
+    /// The ceiling on bytes of broker deliveries in one window, if set.
+    pub fn window_fanout_bytes(&self) -> Option<u64> {
+        self.fanout_bytes_per_sec
+            .map(|b| (b.saturating_mul(self.merge_window_ms) / 1000).max(1))
     }
 }
 
@@ -197,6 +178,11 @@ mod tests {
         let c: BlocksConfig = toml::from_str("merge_window_ms = 200\nbroadcast = false").unwrap();
         assert_eq!(c.merge_window_ms, 200);
         assert!(!c.broadcast);
+        // An older file's fixed budget is read as a ceiling.
+        let c: BlocksConfig = toml::from_str("fanout_per_sec = 15000").unwrap();
+        assert_eq!(c.fanout_per_sec, Some(15_000));
+        assert_eq!(c.fanout_bytes_per_sec, None);
+        c.validate().unwrap();
     }
 
     #[test]
@@ -233,7 +219,7 @@ mod tests {
             ),
             (
                 BlocksConfig {
-                    fanout_per_sec: 1,
+                    fanout_per_sec: Some(1),
                     ..Default::default()
                 },
                 "fanout_per_sec",

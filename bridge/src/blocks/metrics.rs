@@ -22,17 +22,20 @@ pub enum Refusal {
     RateLimited,
     /// Unicast-only mode with every device slot taken.
     Overloaded,
+    /// An artifact no running campaign serves now (paused, halted, aborted).
+    Held,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::Malformed,
         Refusal::UnknownArtifact,
         Refusal::PastEnd,
         Refusal::Empty,
         Refusal::RateLimited,
         Refusal::Overloaded,
+        Refusal::Held,
     ];
 
     /// The reason's name in logs and snapshots.
@@ -44,6 +47,7 @@ impl Refusal {
             Refusal::Empty => "empty",
             Refusal::RateLimited => "rate_limited",
             Refusal::Overloaded => "overloaded",
+            Refusal::Held => "held",
         }
     }
 
@@ -68,6 +72,10 @@ pub struct BlockMetrics {
     pub bytes_unicast: AtomicU64,
     /// Blocks that could not be read or encoded (artifact gone, file damaged).
     pub encode_failed: AtomicU64,
+    /// The pacer's rate now, deliveries per second.
+    pub pace_rate: AtomicU64,
+    /// The pacer's back-offs (overloads seen) so far.
+    pub pace_backoffs: AtomicU64,
 }
 
 /// A copy of every counter at one moment.
@@ -81,6 +89,8 @@ pub struct BlockSnapshot {
     pub bytes_broadcast: u64,
     pub bytes_unicast: u64,
     pub encode_failed: u64,
+    pub pace_rate: u64,
+    pub pace_backoffs: u64,
 }
 
 impl BlockSnapshot {
@@ -110,6 +120,11 @@ impl BlockMetrics {
         self.refused[r.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -129,6 +144,8 @@ impl BlockMetrics {
             bytes_broadcast: get(&self.bytes_broadcast),
             bytes_unicast: get(&self.bytes_unicast),
             encode_failed: get(&self.encode_failed),
+            pace_rate: get(&self.pace_rate),
+            pace_backoffs: get(&self.pace_backoffs),
         }
     }
 }

@@ -2,8 +2,13 @@
 //! promises" says. Requests within a merge window are merged; each wanted
 //! block goes out once per window, on `P/artifacts/{a}/blocks` when several
 //! devices want it and on `P/devices/{id}/blocks` when one does; output is
-//! paced to a byte budget; emergency artifacts go first but leave a tenth
-//! of the egress to the others; memory stays bounded whatever devices ask.
+//! paced by what the broker delivers (measured through a probe subscription,
+//! [`flight`], by the [`pacing`] controller) and by a byte budget;
+//! emergency artifacts go first but leave a tenth of the egress to the
+//! others; memory stays bounded whatever devices ask. Artifacts that no
+//! running campaign needs any more (paused, halted, aborted) are held: their
+//! wants are dropped and their requests refused until a campaign serves
+//! them again.
 //!
 //! # Layout
 //!
@@ -11,7 +16,11 @@
 //! - [`schedule`]: [`schedule::Scheduler`], the pure merge/priority/budget
 //!   logic, with its [`wants`] bitset.
 //! - [`server`]: the actor: request checks, per-device rate limit, counters,
-//!   one batch per window, sized to the egress and fan-out budgets.
+//!   one batch per window, sized by the pacer and the egress budget.
+//! - [`pacing`]: [`pacing::Pacer`], the pure controller: deliveries per
+//!   window from the broker's measured delay and throughput.
+//! - [`flight`]: [`flight::Flight`], the broadcast blocks the broker has
+//!   not delivered yet, filled by the worker and the egress connection.
 //! - [`audience`]: who downloads what lately (the fan-out estimate).
 //! - [`worker`]: encodes a batch off the runtime and publishes it, paced.
 //! - [`encoder`] and [`cache`]: Merkle trees, file reads, encoded-block LRU.
@@ -25,9 +34,10 @@
 //!  core/campaigns ──BlockEvent────►   │ every merge window: take(budget)
 //!                                     ▼
 //!                       worker ──spawn_blocking──► Encoder (tree, file, LRU)
-//!                         │ governor (bytes/s)
-//!                         ▼
-//!                     Publisher ──► P/artifacts/{a}/blocks | P/devices/{id}/blocks
+//!                         │ governor (bytes/s)          ▲ Pacer (deliveries/window)
+//!                         ▼                             │
+//!                     Publisher ──► P/artifacts/{a}/blocks ──► broker ──► devices
+//!                         Flight::sent                  └──► egress probe: Flight::seen
 //! ```
 
 pub mod audience;
@@ -36,7 +46,9 @@ pub mod cache;
 pub mod config;
 pub mod downloader;
 pub mod encoder;
+pub mod flight;
 pub mod metrics;
+pub mod pacing;
 pub mod schedule;
 pub mod server;
 pub mod wants;
@@ -77,6 +89,10 @@ pub enum BlockEvent {
     },
     /// `artifact` was deleted: drop its wants, tree and cached blocks.
     ArtifactRemoved(ArtifactId),
+    /// No running campaign needs `artifact` now (`held`: its campaigns
+    /// paused, halted or aborted): drop its wants, publish nothing more of
+    /// it, refuse its requests. `held: false` serves it again.
+    Hold { artifact: ArtifactId, held: bool },
 }
 
 /// How to reach the block server. Cheap to clone.
@@ -85,6 +101,7 @@ pub struct BlockServerHandle {
     events: mpsc::Sender<BlockEvent>,
     requests: mpsc::Sender<Incoming>,
     metrics: Arc<BlockMetrics>,
+    flight: Arc<flight::Flight>,
 }
 
 impl BlockServerHandle {
@@ -107,6 +124,11 @@ impl BlockServerHandle {
         .await
     }
 
+    /// Holds (or serves again) an artifact no running campaign needs.
+    pub async fn hold(&self, artifact: ArtifactId, held: bool) -> bool {
+        self.send(BlockEvent::Hold { artifact, held }).await
+    }
+
     /// Tells the server an artifact is gone, without waiting. If the inbox
     /// is full the server still finds out at its next read of the store.
     pub fn artifact_removed(&self, artifact: ArtifactId) {
@@ -119,15 +141,22 @@ impl BlockServerHandle {
     pub fn metrics(&self) -> &Arc<BlockMetrics> {
         &self.metrics
     }
+
+    /// What the probe saw of the broker's deliveries.
+    pub fn flight(&self) -> &Arc<flight::Flight> {
+        &self.flight
+    }
 }
 
 /// Starts the block server (actor and worker). It stops when `shutdown` is
 /// cancelled or the publisher's connection task is gone; the handle
-/// completes after both tasks ended.
+/// completes after both tasks ended. `flight` is filled by the egress
+/// connection's probe subscription ([`crate::mqtt::egress`]).
 pub fn spawn(
     cfg: BlocksConfig,
     artifacts: ArtifactStore,
     publisher: Publisher,
+    flight: Arc<flight::Flight>,
     shutdown: CancellationToken,
 ) -> (
     BlockServerHandle,
@@ -139,6 +168,7 @@ pub fn spawn(
     // One batch queued while the worker publishes the previous one.
     let (batches, batches_rx) = mpsc::channel(1);
     let (failed_tx, failed) = mpsc::channel(64);
+    let held = Arc::new(worker::Held::default());
     let worker = worker::Worker {
         rx: batches_rx,
         encoder: encoder::Encoder::new(
@@ -150,6 +180,8 @@ pub fn spawn(
         limiter: worker::egress_limiter(&cfg),
         metrics: metrics.clone(),
         failed: failed_tx,
+        flight: flight.clone(),
+        held: held.clone(),
     };
     let server = server::Server {
         scheduler: Scheduler::new(ScheduleConfig {
@@ -157,6 +189,9 @@ pub fn spawn(
             max_devices: cfg.max_devices,
         }),
         audience: audience::Audience::new(cfg.max_devices, server::AUDIENCE_TTL),
+        pacer: pacing::Pacer::new(cfg.merge_window(), cfg.fanout_per_sec),
+        flight: flight.clone(),
+        held,
         cfg,
         store: artifacts,
         publisher,
@@ -179,6 +214,7 @@ pub fn spawn(
             events: events_tx,
             requests: requests_tx,
             metrics,
+            flight,
         },
         task,
     )

@@ -245,12 +245,18 @@ impl Scheduler {
 
     /// Forgets every want of `artifact` (deleted, or no longer servable).
     pub fn remove_artifact(&mut self, artifact: &ArtifactId) {
+        self.drop_wants(artifact);
+        self.emergency.remove(artifact);
+    }
+
+    /// Forgets every pending want of `artifact`, keeping its priority (its
+    /// campaigns paused: they may resume).
+    pub fn drop_wants(&mut self, artifact: &ArtifactId) {
         if let Some(p) = self.pending.remove(artifact) {
             for s in p.single.into_values().chain(p.by_device.into_keys()) {
                 self.devices.release(s);
             }
         }
-        self.emergency.remove(artifact);
     }
 
     /// The blocks to publish in this window: at most `budget` bytes of

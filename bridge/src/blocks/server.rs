@@ -3,7 +3,9 @@
 //! window's blocks to the worker. It never waits on the network: a
 //! request's PUBACK is queued on the publisher, and when the worker is
 //! still busy with the previous window the blocks simply stay pending,
-//! merging with newer requests.
+//! merging with newer requests. Each window's size comes from the
+//! [`Pacer`] (deliveries the broker can take, from the probe's [`Flight`])
+//! and the egress budget.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -19,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::audience::Audience;
+use super::flight::{Flight, FlightTotals};
 use super::metrics::{BlockMetrics, Refusal};
+use super::pacing::Pacer;
 use super::schedule::{Scheduler, Shape, Wanted};
-use super::worker::Batch;
+use super::worker::{Batch, Held};
 use super::{BlockEvent, BlocksConfig};
 use crate::artifacts::ArtifactStore;
 use crate::mqtt::{Incoming, Publisher};
@@ -50,6 +54,9 @@ pub(crate) struct Server {
     pub failed: mpsc::Receiver<ArtifactId>,
     pub scheduler: Scheduler,
     pub audience: Audience,
+    pub pacer: Pacer,
+    pub flight: Arc<Flight>,
+    pub held: Arc<Held>,
 }
 
 /// Per-device request limiter.
@@ -95,6 +102,7 @@ impl Server {
         let mut tick = tokio::time::interval(self.cfg.merge_window());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(LIMITER_SWEEP);
+        let mut pace = PaceState::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -119,6 +127,14 @@ impl Server {
                         debug!(artifact = %artifact, emergency, "block priority set");
                         self.scheduler.set_emergency(&artifact, emergency);
                     }
+                    BlockEvent::Hold { artifact, held } => {
+                        debug!(artifact = %artifact, held, "block serving held or resumed");
+                        self.held.set(&artifact, held);
+                        if held {
+                            self.scheduler.drop_wants(&artifact);
+                            self.audience.remove_artifact(&artifact);
+                        }
+                    }
                     BlockEvent::ArtifactRemoved(artifact) => {
                         self.scheduler.remove_artifact(&artifact);
                         self.audience.remove_artifact(&artifact);
@@ -133,7 +149,7 @@ impl Server {
                     shapes.remove(&artifact);
                     forget.push(artifact);
                 }
-                _ = tick.tick() => self.dispatch(&mut forget),
+                _ = tick.tick() => self.dispatch(&mut forget, &mut pace),
                 _ = sweep.tick() => {
                     limiter.retain_recent();
                     limiter.shrink_to_fit();
@@ -147,7 +163,13 @@ impl Server {
     }
 
     /// Hands this window's blocks to the worker, if it is ready for them.
-    fn dispatch(&mut self, forget: &mut Vec<ArtifactId>) {
+    /// The pacer hears of every window, busy or idle.
+    fn dispatch(&mut self, forget: &mut Vec<ArtifactId>, pace: &mut PaceState) {
+        let w = self.flight.take_window(Instant::now(), &mut pace.last);
+        let allowance = self.pacer.on_window(&w, pace.limited);
+        BlockMetrics::set(&self.metrics.pace_rate, allowance.rate as u64);
+        BlockMetrics::set(&self.metrics.pace_backoffs, self.pacer.backoffs());
+        pace.limited = false;
         if self.scheduler.is_idle() && forget.is_empty() {
             return;
         }
@@ -155,29 +177,44 @@ impl Server {
             // The worker is still publishing: keep merging.
             return;
         };
-        let items = self.scheduler.take(self.budget(), MAX_BATCH);
+        let items = self
+            .scheduler
+            .take(self.budget(allowance.deliveries), MAX_BATCH);
+        pace.limited = !self.scheduler.is_idle();
+        let mut audience = HashMap::new();
+        for s in &items {
+            audience
+                .entry(s.artifact.clone())
+                .or_insert_with(|| self.audience.size(&s.artifact));
+        }
         permit.send(Batch {
             items,
             forget: std::mem::take(forget),
+            audience,
         });
     }
 
     /// This window's byte budget: the egress budget, and no more broadcast
-    /// blocks than the broker can deliver to the largest audience, in
-    /// deliveries and in bytes (a fraction of a block carries over in the
-    /// scheduler's credit).
-    fn budget(&self) -> u64 {
+    /// blocks than `deliveries` (the pacer's) to the largest audience, and
+    /// the `fanout_bytes_per_sec` ceiling if set (a fraction of a block
+    /// carries over in the scheduler's credit). A unicast block is one
+    /// delivery.
+    fn budget(&self, deliveries: u64) -> u64 {
         let egress = self.cfg.window_budget();
-        if !self.cfg.broadcast {
-            return egress;
-        }
         let fanout = self
             .scheduler
             .pending_artifacts()
             .map(|(a, shape)| {
-                let audience = self.audience.size(a);
-                let by_count = self.cfg.window_fanout().saturating_mul(shape.cost) / audience;
-                let by_bytes = self.cfg.window_fanout_bytes() / audience;
+                let audience = if self.cfg.broadcast {
+                    self.audience.size(a)
+                } else {
+                    1
+                };
+                let by_count = deliveries.saturating_mul(shape.cost) / audience;
+                let by_bytes = self
+                    .cfg
+                    .window_fanout_bytes()
+                    .map_or(u64::MAX, |b| b / audience);
                 by_count.min(by_bytes)
             })
             .min()
@@ -214,6 +251,13 @@ impl Server {
             Ok(r) => r,
             Err(e) => return refuse(Refusal::Malformed, None, &e.to_string()),
         };
+        if self.held.contains(&req.artifact) {
+            return refuse(
+                Refusal::Held,
+                Some(&req.artifact),
+                "no running campaign serves this artifact now (paused, halted or aborted)",
+            );
+        }
         let shape = match shapes.get(&req.artifact) {
             Some(s) => *s,
             None => match self.store.get(&req.artifact) {
@@ -266,6 +310,15 @@ impl Server {
             ),
         }
     }
+}
+
+/// The pacer's memory between windows.
+#[derive(Default)]
+struct PaceState {
+    /// The probe's totals at the last window.
+    last: FlightTotals,
+    /// The last window's allowance held blocks back.
+    limited: bool,
 }
 
 /// The scheduler's view of an artifact: its block count, and what one

@@ -2,10 +2,14 @@
 //! blocking thread ([`Encoder`]), then publishes block by block, paced by
 //! governor at `egress_bytes_per_sec`. Only this task waits on the
 //! publisher's bounded request queue, so the actor keeps taking requests
-//! (and merging them) while blocks go out.
+//! (and merging them) while blocks go out. Each broadcast block is recorded
+//! in the [`Flight`] as it goes; a block of an artifact held since the batch
+//! was made is skipped.
 
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use schemas::topic::Topic;
@@ -15,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::encoder::Encoder;
+use super::flight::Flight;
 use super::metrics::BlockMetrics;
 use super::schedule::{Send, Target};
 use super::BlocksConfig;
@@ -25,6 +30,30 @@ pub(crate) struct Batch {
     pub items: Vec<Send>,
     /// Artifacts to forget before encoding (deleted since the last batch).
     pub forget: Vec<ArtifactId>,
+    /// Devices downloading each artifact of the batch: a broadcast block's
+    /// deliveries.
+    pub audience: HashMap<ArtifactId, u64>,
+}
+
+/// Artifacts held (no running campaign needs them), shared by the actor
+/// (which writes) and the worker (which checks before every publish).
+#[derive(Debug, Default)]
+pub(crate) struct Held(RwLock<HashSet<ArtifactId>>);
+
+impl Held {
+    pub fn set(&self, artifact: &ArtifactId, held: bool) {
+        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if held {
+            g.insert(artifact.clone());
+        } else {
+            g.remove(artifact);
+        }
+    }
+
+    pub fn contains(&self, artifact: &ArtifactId) -> bool {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        !g.is_empty() && g.contains(artifact)
+    }
 }
 
 /// The egress limiter: `egress_bytes_per_sec`, with a burst of one window
@@ -49,12 +78,14 @@ pub(crate) struct Worker {
     pub metrics: Arc<BlockMetrics>,
     /// Artifacts that failed to encode, back to the actor (best effort).
     pub failed: mpsc::Sender<ArtifactId>,
+    pub flight: Arc<Flight>,
+    pub held: Arc<Held>,
 }
 
 impl Worker {
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let batch = tokio::select! {
+            let mut batch = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 b = self.rx.recv() => match b {
                     Some(b) => b,
@@ -62,6 +93,7 @@ impl Worker {
                 },
             };
             let mut encoder = self.encoder;
+            let audience = std::mem::take(&mut batch.audience);
             let job = tokio::task::spawn_blocking(move || {
                 for a in &batch.forget {
                     encoder.forget(a);
@@ -116,12 +148,22 @@ impl Worker {
                     }
                 }
                 let len = bytes.len() as u64;
+                if self.held.contains(&send.artifact) {
+                    // Held since the batch was made (or while this block
+                    // waited for the limiter): not one more block of it.
+                    continue;
+                }
                 let (topic, blocks, bytes_counter) = match send.target {
-                    Target::Broadcast => (
+                    Target::Broadcast => {
+                        let n = audience.get(&send.artifact).copied().unwrap_or(1);
+                        // Before the publish: its copy may come back at once.
+                        self.flight.sent(&send.artifact, send.index, n, Instant::now());
+                        (
                         Topic::ArtifactBlocks(send.artifact),
                         &self.metrics.blocks_broadcast,
                         &self.metrics.bytes_broadcast,
-                    ),
+                    )
+                    }
                     Target::Device(id) => (
                         Topic::DeviceBlocks(id),
                         &self.metrics.blocks_unicast,

@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 use super::announce;
 use super::error::CampaignError;
 use super::events;
-use super::gate::{Effect, Gate, Input, WaveCounts};
+use super::gate::{Effect, Gate, Input, Phase, WaveCounts};
 use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, Release, WaveEnd};
@@ -79,6 +79,8 @@ pub struct Campaigns {
     /// Until then, a gate whose timer is already due gets no counts (see
     /// [`Campaigns::started`]).
     grace_until: u64,
+    /// Artifacts the block server was told to hold (see [`Campaigns::sync_holds`]).
+    held: HashSet<ArtifactId>,
 }
 
 impl Campaigns {
@@ -121,6 +123,7 @@ impl Campaigns {
             store: cs,
             entries,
             grace_until: 0,
+            held: HashSet::new(),
         })
     }
 
@@ -172,6 +175,7 @@ impl Campaigns {
             }
             self.recount(ctx, id, now).await?;
         }
+        self.sync_holds(ctx).await;
         if !live.is_empty() {
             info!(
                 live = live.len(),
@@ -641,7 +645,49 @@ impl Campaigns {
         if ended && e.record.is_emergency() {
             mark_emergency(ctx, &e.record, false).await;
         }
+        // 4. Blocks only for artifacts a running campaign still needs.
+        self.sync_holds(ctx).await;
         Ok(())
+    }
+
+    /// Tells the block server which artifacts to hold: those of a paused,
+    /// halted or aborted campaign that no running, soaking or completed
+    /// campaign also uses (a completed campaign's devices may still be
+    /// fetching). An artifact no campaign names is never held: it is
+    /// served to whoever asks, as before any campaign.
+    async fn sync_holds(&mut self, ctx: &Ctx<'_>) {
+        let Some(blocks) = ctx.blocks else { return };
+        let mut serving: HashSet<&ArtifactId> = HashSet::new();
+        let mut stopped: HashSet<&ArtifactId> = HashSet::new();
+        for e in self.entries.values() {
+            let set = match e.record.gate.phase() {
+                Phase::Draft => continue,
+                Phase::Running { .. } | Phase::Soaking { .. } | Phase::Completed { .. } => {
+                    &mut serving
+                }
+                Phase::Paused { .. } | Phase::Halted { .. } | Phase::Aborted { .. } => {
+                    &mut stopped
+                }
+            };
+            set.extend(e.record.release.entries.iter().map(|r| &r.artifact));
+        }
+        let now: HashSet<ArtifactId> = stopped
+            .difference(&serving)
+            .map(|a| (*a).clone())
+            .collect();
+        let changes: Vec<(ArtifactId, bool)> = now
+            .difference(&self.held)
+            .map(|a| (a.clone(), true))
+            .chain(self.held.difference(&now).map(|a| (a.clone(), false)))
+            .collect();
+        for (artifact, held) in changes {
+            if !blocks.hold(artifact.clone(), held).await {
+                warn!(artifact = %artifact, held, "block server gone: hold not set");
+                return;
+            }
+            info!(artifact = %artifact, held, "block serving {}", if held { "held: no running campaign needs it" } else { "resumed" });
+        }
+        self.held = now;
     }
 
     fn status_now(

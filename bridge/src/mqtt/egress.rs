@@ -2,15 +2,52 @@
 //! drives rumqttc (writes, PUBACKs from the broker, pings) and reconnects
 //! with backoff. See [`super::options`] for why publishing has its own
 //! connection.
+//!
+//! It is also the block server's delivery probe: on every connect it
+//! subscribes to `P/artifacts/+/blocks` (QoS 1, as devices do), and each
+//! broadcast block that comes back is told to the [`Flight`]; so is the
+//! PUBACK latency of each publish.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rumqttc::{Event, EventLoop, Outgoing, Packet};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+use schemas::msg::{Block, WireMessage};
+use schemas::topic::{Filter, Topics};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::event_loop::LinkState;
+use crate::blocks::flight::Flight;
+
+/// PUBACK latencies tracked at once (rumqttc's in-flight window is smaller).
+const MAX_PENDING_ACKS: usize = 1024;
+
+/// The probe: the subscription and where its findings go.
+pub struct Probe {
+    /// The egress connection's client, to subscribe on each connect.
+    pub client: AsyncClient,
+    pub topics: Topics,
+    pub flight: Arc<Flight>,
+}
+
+impl Probe {
+    fn subscribe(&self) {
+        let f = self.topics.filter(Filter::AllArtifactBlocks);
+        if let Err(e) = self.client.try_subscribe(f, QoS::AtLeastOnce) {
+            warn!(error = %e, "block delivery probe not subscribed; blocks are paced blind");
+        }
+    }
+
+    fn block(&self, payload: &[u8]) {
+        // Our own broadcast, back: only its artifact and index matter.
+        if let Ok(b) = Block::decode(payload) {
+            self.flight.seen(&b.artifact, b.index, Instant::now());
+        }
+    }
+}
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -19,10 +56,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub async fn run(
     mut eventloop: EventLoop,
     state: watch::Sender<LinkState>,
+    probe: Option<Probe>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let mut backoff = BACKOFF_MIN;
+    let mut sent_at: HashMap<u16, Instant> = HashMap::new();
     loop {
         let ev = tokio::select! {
             biased;
@@ -34,10 +73,33 @@ pub async fn run(
                 backoff = BACKOFF_MIN;
                 info!("egress connected to the broker");
                 state.send_modify(|s| s.egress_connected = true);
+                if let Some(p) = &probe {
+                    p.subscribe();
+                }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if probe.is_some() => {
+                if sent_at.len() >= MAX_PENDING_ACKS {
+                    sent_at.clear();
+                }
+                sent_at.insert(pkid, Instant::now());
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let (Some(p), Some(at)) = (&probe, sent_at.remove(&ack.pkid)) {
+                    p.flight.acked(at.elapsed());
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(msg))) => {
+                if let Some(p) = &probe {
+                    p.block(&msg.payload);
+                }
+            }
             Ok(_) => {}
             Err(e) => {
+                sent_at.clear();
+                if let Some(p) = &probe {
+                    p.flight.reset();
+                }
                 let was = state.borrow().egress_connected;
                 state.send_modify(|s| s.egress_connected = false);
                 if was {

@@ -37,9 +37,10 @@ pub struct DownloadOptions {
     pub deadline: Duration,
     /// Device connects per second.
     pub connect_rate: u32,
-    /// The bridge's `[blocks] fanout_per_sec`; `None`: its default.
+    /// The bridge's `[blocks] fanout_per_sec` ceiling; `None`: none (the
+    /// default, adaptive pacing alone).
     pub fanout_per_sec: Option<u64>,
-    /// The bridge's `[blocks] fanout_bytes_per_sec`; `None`: its default.
+    /// The bridge's `[blocks] fanout_bytes_per_sec` ceiling; `None`: none.
     pub fanout_bytes_per_sec: Option<u64>,
 }
 
@@ -62,10 +63,15 @@ pub struct DownloadRow {
     pub requests: u64,
     /// The broker process's peak RSS.
     pub broker_peak_rss: Option<u64>,
-    /// The bridge's `[blocks]` budgets used.
+    /// The bridge's `[blocks]` budget and ceilings used.
     pub egress_bytes_per_sec: u64,
-    pub fanout_per_sec: u64,
-    pub fanout_bytes_per_sec: u64,
+    pub fanout_per_sec: Option<u64>,
+    pub fanout_bytes_per_sec: Option<u64>,
+    /// The candidate pacing signals, as the probe saw them.
+    pub flight: bridge::blocks::flight::FlightTotals,
+    /// The pacer's last rate (deliveries/s) and its back-offs.
+    pub pace_rate: u64,
+    pub pace_backoffs: u64,
 }
 
 /// Why a row could not run.
@@ -127,12 +133,8 @@ pub async fn run(
             64 * 1024 * 1024
         },
         max_devices: opts.devices.max(1) * 2,
-        fanout_per_sec: opts
-            .fanout_per_sec
-            .unwrap_or(BlocksConfig::default().fanout_per_sec),
-        fanout_bytes_per_sec: opts
-            .fanout_bytes_per_sec
-            .unwrap_or(BlocksConfig::default().fanout_bytes_per_sec),
+        fanout_per_sec: opts.fanout_per_sec,
+        fanout_bytes_per_sec: opts.fanout_bytes_per_sec,
         ..BlocksConfig::default()
     };
     let bench = BenchOptions {
@@ -187,5 +189,8 @@ pub async fn run(
         egress_bytes_per_sec: blocks.egress_bytes_per_sec,
         fanout_per_sec: blocks.fanout_per_sec,
         fanout_bytes_per_sec: blocks.fanout_bytes_per_sec,
+        flight: r.flight,
+        pace_rate: r.pace_rate,
+        pace_backoffs: r.pace_backoffs,
     })
 }

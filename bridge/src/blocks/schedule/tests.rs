@@ -276,3 +276,17 @@ fn memory_stays_bounded_under_many_devices() {
     assert_eq!(s.take(1000 * COST, 1000).len(), 64);
     assert_eq!(s.tracked_devices(), 0);
 }
+
+#[test]
+fn dropping_wants_keeps_the_priority() {
+    let mut s = sched(true, 10);
+    let a = art("fw");
+    s.set_emergency(&a, true);
+    s.want(&dev(1), &a, shape(5), [0, 1]);
+    s.want(&dev(2), &a, shape(5), [1, 3]);
+    s.drop_wants(&a);
+    assert!(s.is_idle());
+    assert_eq!(s.tracked_devices(), 0);
+    assert!(s.is_emergency(&a));
+    assert!(s.take(100 * COST, 100).is_empty());
+}
