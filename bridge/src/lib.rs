@@ -217,7 +217,7 @@ impl Bridge {
         let probe = mqtt::egress::Probe {
             client: probe_client,
             topics: config.bridge.topics.clone(),
-            flight,
+            sink: flight,
         };
         let egress_task = tokio::spawn(mqtt::egress::run(
             egress_loop,

@@ -40,7 +40,10 @@ async fn asker(port: u16, artifact: &str) -> Arc<Mutex<Vec<Instant>>> {
     let mut o = MqttOptions::new(id.as_str(), "127.0.0.1", port);
     o.set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut events) = AsyncClient::new(o, 64);
-    for t in [Topic::ArtifactBlocks(a.clone()), Topic::DeviceBlocks(id.clone())] {
+    for t in [
+        Topic::ArtifactBlocks(a.clone()),
+        Topic::DeviceBlocks(id.clone()),
+    ] {
         client
             .subscribe(topics.build(&t), QoS::AtLeastOnce)
             .await
@@ -93,7 +96,16 @@ async fn no_block_of_a_paused_or_aborted_campaign_goes_out_after_one_window() {
     })
     .await;
     let ops = stack.ops().await;
-    artifact(&stack, "app-9.0.0", Kind::App, "main", "9.0.0", "esp32", SIZE).await;
+    artifact(
+        &stack,
+        "app-9.0.0",
+        Kind::App,
+        "main",
+        "9.0.0",
+        "esp32",
+        SIZE,
+    )
+    .await;
     group(&ops, "acme", "acme").await;
     // A reference device that keeps putting the campaign off: the wave
     // stays running, so it can be paused.
@@ -116,7 +128,14 @@ async fn no_block_of_a_paused_or_aborted_campaign_goes_out_after_one_window() {
     // One merge window, one batch (a window's egress budget takes one
     // window to publish), and the broker's hop.
     let bound = Duration::from_millis(2 * WINDOW_MS + 250);
-    let refused = || stack.bridge().blocks().metrics().snapshot().refused(Refusal::Held);
+    let refused = || {
+        stack
+            .bridge()
+            .blocks()
+            .metrics()
+            .snapshot()
+            .refused(Refusal::Held)
+    };
 
     let paused = call(&ops, Command::CampaignPause { id: cid("app-9") }).await;
     assert_eq!(paused.summary.state, "paused");
@@ -132,7 +151,10 @@ async fn no_block_of_a_paused_or_aborted_campaign_goes_out_after_one_window() {
     // Resumed, the same asker gets blocks again: the test can fail.
     call(&ops, Command::CampaignResume { id: cid("app-9") }).await;
     let t = Instant::now();
-    wait("blocks again after the resume", LONG, || after(&seen, t) >= 3).await;
+    wait("blocks again after the resume", LONG, || {
+        after(&seen, t) >= 3
+    })
+    .await;
 
     let aborted = call(&ops, Command::CampaignAbort { id: cid("app-9") }).await;
     assert_eq!(aborted.summary.state, "aborted");
@@ -155,7 +177,16 @@ async fn an_artifact_no_campaign_names_is_served_as_before() {
         ..BlocksConfig::default()
     })
     .await;
-    artifact(&stack, "app-8.0.0", Kind::App, "main", "8.0.0", "esp32", SIZE).await;
+    artifact(
+        &stack,
+        "app-8.0.0",
+        Kind::App,
+        "main",
+        "8.0.0",
+        "esp32",
+        SIZE,
+    )
+    .await;
     let seen = asker(stack.port(), "app-8.0.0").await;
     wait("blocks without any campaign", LONG, || {
         seen.lock().unwrap().len() >= 5

@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use schemas::msg::{Block, WireMessage};
 use schemas::ArtifactId;
 
 /// Blocks tracked at once; past it the oldest is given up (as lost).
@@ -203,6 +204,23 @@ impl Flight {
     /// Totals since the start.
     pub fn totals(&self) -> FlightTotals {
         totals(&self.lock())
+    }
+}
+
+impl crate::mqtt::egress::DeliveryProbe for Flight {
+    fn block(&self, payload: &[u8], at: Instant) {
+        // Our own broadcast, back: only its artifact and index matter.
+        if let Ok(b) = Block::decode(payload) {
+            self.seen(&b.artifact, b.index, at);
+        }
+    }
+
+    fn acked(&self, latency: Duration) {
+        Flight::acked(self, latency);
+    }
+
+    fn reset(&self) {
+        Flight::reset(self);
     }
 }
 

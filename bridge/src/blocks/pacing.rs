@@ -12,8 +12,8 @@
 //!   allowance was the limit, until the delay first rises.
 //! - **Back off** when the delay passes [`DELAY_HIGH`] or the probe lost a
 //!   block: to nine tenths of what the broker delivered lately (never below
-//!   0.7 of the old rate in one step), then hold for as long as the queue
-//!   needs to drain (the delay, at least three windows) before judging
+//!   half the old rate in one step), then hold for as long as the queue
+//!   needs to drain (the delay, three to ten windows) before judging
 //!   again. So one overload is one step down, not a step per window while
 //!   the queue it left drains.
 //! - **Grow** by 5% a window while the delay is under [`DELAY_GROW`] and
@@ -58,7 +58,9 @@ const STARTUP_GAIN: f64 = 1.5;
 const STEADY_GAIN: f64 = 1.05;
 const BACKOFF: f64 = 0.9;
 /// One back-off keeps at least this share of the rate.
-const MAX_STEP_DOWN: f64 = 0.7;
+const MAX_STEP_DOWN: f64 = 0.5;
+/// Windows held after a back-off, at most (1.5 s at the default window).
+const MAX_HOLD: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -147,7 +149,7 @@ impl Pacer {
             self.phase = Phase::Steady;
             self.backoffs += 1;
             let drain = (w.delay.as_secs_f64() / secs).ceil() as u32;
-            self.hold = drain.max(MIN_HOLD);
+            self.hold = drain.clamp(MIN_HOLD, MAX_HOLD);
         } else if limited {
             let gain = match self.phase {
                 Phase::Startup if w.delay < DELAY_LOW => STARTUP_GAIN,
@@ -287,9 +289,10 @@ mod tests {
         };
         run(&mut p, &mut b, 100);
         b.capacity = 20_000.0;
-        let slow = run(&mut p, &mut b, 100);
+        // Ten times slower: the queue it left drains, then stays short.
+        let slow = run(&mut p, &mut b, 200);
         assert!(p.rate() < 40_000.0, "still at {:.0}/s", p.rate());
-        assert!(slow[50..].iter().all(|(_, w)| w.delay < DELAY_HIGH * 3));
+        assert!(slow[150..].iter().all(|(_, w)| w.delay < DELAY_HIGH * 2));
         b.capacity = 200_000.0;
         run(&mut p, &mut b, 100);
         assert!(p.rate() > 100_000.0, "only back to {:.0}/s", p.rate());
@@ -334,7 +337,7 @@ mod tests {
             probing: true,
             ..FlightWindow::default()
         };
-        for _ in 0..200 {
+        for _ in 0..1000 {
             p.on_window(&bad, true);
         }
         assert_eq!(p.rate(), MIN_RATE);
@@ -358,7 +361,7 @@ mod tests {
         let after = p.rate();
         assert!(after < high && after >= high * MAX_STEP_DOWN);
         // The same late queue, still draining: held, no second step.
-        for _ in 0..14 {
+        for _ in 0..(MAX_HOLD - 1) {
             p.on_window(&late, true);
         }
         assert_eq!(p.backoffs(), 1);

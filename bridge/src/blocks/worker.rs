@@ -157,12 +157,13 @@ impl Worker {
                     Target::Broadcast => {
                         let n = audience.get(&send.artifact).copied().unwrap_or(1);
                         // Before the publish: its copy may come back at once.
-                        self.flight.sent(&send.artifact, send.index, n, Instant::now());
+                        self.flight
+                            .sent(&send.artifact, send.index, n, Instant::now());
                         (
-                        Topic::ArtifactBlocks(send.artifact),
-                        &self.metrics.blocks_broadcast,
-                        &self.metrics.bytes_broadcast,
-                    )
+                            Topic::ArtifactBlocks(send.artifact),
+                            &self.metrics.blocks_broadcast,
+                            &self.metrics.bytes_broadcast,
+                        )
                     }
                     Target::Device(id) => (
                         Topic::DeviceBlocks(id),

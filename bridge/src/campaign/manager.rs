@@ -665,16 +665,11 @@ impl Campaigns {
                 Phase::Running { .. } | Phase::Soaking { .. } | Phase::Completed { .. } => {
                     &mut serving
                 }
-                Phase::Paused { .. } | Phase::Halted { .. } | Phase::Aborted { .. } => {
-                    &mut stopped
-                }
+                Phase::Paused { .. } | Phase::Halted { .. } | Phase::Aborted { .. } => &mut stopped,
             };
             set.extend(e.record.release.entries.iter().map(|r| &r.artifact));
         }
-        let now: HashSet<ArtifactId> = stopped
-            .difference(&serving)
-            .map(|a| (*a).clone())
-            .collect();
+        let now: HashSet<ArtifactId> = stopped.difference(&serving).map(|a| (*a).clone()).collect();
         let changes: Vec<(ArtifactId, bool)> = now
             .difference(&self.held)
             .map(|a| (a.clone(), true))

@@ -5,8 +5,8 @@
 //!
 //! It is also the block server's delivery probe: on every connect it
 //! subscribes to `P/artifacts/+/blocks` (QoS 1, as devices do), and each
-//! broadcast block that comes back is told to the [`Flight`]; so is the
-//! PUBACK latency of each publish.
+//! broadcast block that comes back is told to the [`DeliveryProbe`] (the
+//! block server's `Flight`); so is the PUBACK latency of each publish.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,13 +14,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
-use schemas::msg::{Block, WireMessage};
 use schemas::topic::{Filter, Topics};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::event_loop::LinkState;
-use crate::blocks::flight::Flight;
+
+/// Who hears what the probe subscription sees.
+pub trait DeliveryProbe: Send + Sync {
+    /// A message came back on `P/artifacts/+/blocks` (untrusted bytes).
+    fn block(&self, payload: &[u8], at: Instant);
+    /// The broker acknowledged one of our publishes after `latency`.
+    fn acked(&self, latency: Duration);
+    /// The connection was lost: what was out will not come back.
+    fn reset(&self);
+}
 
 /// PUBACK latencies tracked at once (rumqttc's in-flight window is smaller).
 const MAX_PENDING_ACKS: usize = 1024;
@@ -30,7 +38,7 @@ pub struct Probe {
     /// The egress connection's client, to subscribe on each connect.
     pub client: AsyncClient,
     pub topics: Topics,
-    pub flight: Arc<Flight>,
+    pub sink: Arc<dyn DeliveryProbe>,
 }
 
 impl Probe {
@@ -38,13 +46,6 @@ impl Probe {
         let f = self.topics.filter(Filter::AllArtifactBlocks);
         if let Err(e) = self.client.try_subscribe(f, QoS::AtLeastOnce) {
             warn!(error = %e, "block delivery probe not subscribed; blocks are paced blind");
-        }
-    }
-
-    fn block(&self, payload: &[u8]) {
-        // Our own broadcast, back: only its artifact and index matter.
-        if let Ok(b) = Block::decode(payload) {
-            self.flight.seen(&b.artifact, b.index, Instant::now());
         }
     }
 }
@@ -86,19 +87,19 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 if let (Some(p), Some(at)) = (&probe, sent_at.remove(&ack.pkid)) {
-                    p.flight.acked(at.elapsed());
+                    p.sink.acked(at.elapsed());
                 }
             }
             Ok(Event::Incoming(Packet::Publish(msg))) => {
                 if let Some(p) = &probe {
-                    p.block(&msg.payload);
+                    p.sink.block(&msg.payload, Instant::now());
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 sent_at.clear();
                 if let Some(p) = &probe {
-                    p.flight.reset();
+                    p.sink.reset();
                 }
                 let was = state.borrow().egress_connected;
                 state.send_modify(|s| s.egress_connected = false);
