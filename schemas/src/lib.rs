@@ -17,6 +17,8 @@
 //! - [`bitmap`]: BlockRequest bitmaps.
 //! - [`keys`]: key text formats and kids.
 //! - [`ops`]: the operator command contract (signed JSON over MQTT).
+//! - [`provisioning`]: the provisioning file a factory flashes (E1) and the
+//!   password hash the registry keeps.
 //! - [`release`]: building a manifest from an image (`ota artifact sign`).
 
 pub mod bitmap;
@@ -28,6 +30,7 @@ pub mod keys;
 pub mod merkle;
 pub mod msg;
 pub mod ops;
+pub mod provisioning;
 pub mod release;
 pub mod topic;
 pub mod version;
