@@ -71,6 +71,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The `--config` file, if given.
+    pub(crate) fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
     pub(crate) fn options(&self) -> anyhow::Result<ClientOptions> {
         let mut opts = match (&self.config, &self.broker) {
             (Some(_), Some(_)) => bail!("give either --config or --broker, not both"),
@@ -123,7 +128,10 @@ impl Conn {
     }
 
     /// Connects, sends one command, and reads its result.
-    fn call<T: serde::de::DeserializeOwned>(&self, command: Command) -> anyhow::Result<T> {
+    pub(crate) fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        command: Command,
+    ) -> anyhow::Result<T> {
         let opts = self.options()?;
         rt::block_on(async move {
             let client = OpsClient::connect(opts).await?;
@@ -248,6 +256,9 @@ pub enum Devices {
     /// Show one device: its registry entry, groups and campaign states.
     #[command(after_help = "Example:\n  ota devices show dev-0001 --config ota.toml")]
     Show(DevicesShow),
+    Provision(crate::cmd_identity::Provision),
+    Rotate(crate::cmd_identity::Rotate),
+    Revoke(crate::cmd_identity::Revoke),
 }
 
 #[derive(clap::Args)]
@@ -308,6 +319,9 @@ impl Run for Devices {
                 println!("{} device(s)", list.devices.len());
                 Ok(())
             }
+            Devices::Provision(c) => c.run(),
+            Devices::Rotate(c) => c.run(),
+            Devices::Revoke(c) => c.run(),
             Devices::Show(c) => {
                 let show: DeviceShow = c.conn.call(Command::DeviceShow { id: c.id })?;
                 if c.json {

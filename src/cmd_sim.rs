@@ -1,11 +1,16 @@
 //! `ota sim`: the fleet simulator (`device_sim::fleet`).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
+use bridge::client::{ClientOptions, OpsClient};
 use device_sim::fleet::run::{run_sim, SimOptions};
 use device_sim::fleet::{FleetConfig, Profile};
+use schemas::provisioning::Provisioning;
+use schemas::DeviceId;
 
 use crate::{rt, Run};
 
@@ -55,6 +60,40 @@ pub struct Sim {
     /// failure reason, acks, injected faults).
     #[arg(long)]
     json: bool,
+    /// Log the devices in with the provisioning files in DIR (ID.json,
+    /// written by `ota devices provision`); a device without a file logs
+    /// in without credentials.
+    #[arg(long, value_name = "DIR", conflicts_with = "provision")]
+    provisioning: Option<PathBuf>,
+    /// Provision the simulated devices through the bridge of this config
+    /// first (fresh passwords, kept in memory; devices provisioned before
+    /// get new ones), with its [operator] key and login.
+    #[arg(long, value_name = "OTA_TOML")]
+    provision: Option<PathBuf>,
+}
+
+/// Logins from a directory of provisioning files.
+fn logins_from_dir(dir: &Path) -> anyhow::Result<BTreeMap<DeviceId, (String, String)>> {
+    let mut out = BTreeMap::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for e in entries {
+        let path = e?.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let p = Provisioning::from_json(&bytes).with_context(|| path.display().to_string())?;
+        out.insert(p.device_id.clone(), (p.username, p.password));
+    }
+    if out.is_empty() {
+        bail!(
+            "{} holds no provisioning files (ID.json): write them with `ota devices provision`",
+            dir.display()
+        );
+    }
+    Ok(out)
 }
 
 impl Run for Sim {
@@ -70,12 +109,43 @@ impl Run for Sim {
         let mut fleet = FleetConfig::new(host, port, self.devices, profile);
         fleet.first = self.first;
         fleet.factory_line = self.factory_line;
+        if let Some(dir) = &self.provisioning {
+            fleet.logins = Arc::new(logins_from_dir(dir)?);
+        }
+        if let Some(cfg) = &self.provision {
+            let config = bridge::Config::load(cfg)?;
+            let opts = ClientOptions::from_config(&config)?;
+            let ids = fleet.ids()?;
+            let logins = rt::block_on(async move {
+                let client = OpsClient::connect(opts).await?;
+                let r = bridge::identity::provision::logins(&client, &ids).await;
+                client.close().await;
+                Ok::<_, anyhow::Error>(r?)
+            })??;
+            eprintln!(
+                "provisioned {} simulated device(s) through the bridge",
+                logins.len()
+            );
+            fleet.logins = Arc::new(logins);
+        }
         let opts = SimOptions {
             fleet,
             duration: self.duration.map(Duration::from_secs),
             live: true,
         };
         let summary = rt::block_on(run_sim(opts, rt::shutdown_signal()))??;
+        if summary.stats.ever_connected == 0 {
+            let why = summary
+                .stats
+                .last_connect_error
+                .clone()
+                .unwrap_or_else(|| "no attempt finished".into());
+            bail!(
+                "no device could connect to {} ({} attempts; the last one: {why}). A broker with accounts refuses devices without credentials: give --provisioning DIR or --provision OTA_TOML",
+                self.broker,
+                summary.stats.connect_failures
+            );
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&summary)?);
         } else {

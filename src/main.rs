@@ -8,6 +8,7 @@
 //! - `cmd_artifact_ops.rs`: `ota artifact push | list | show | delete`.
 //! - `cmd_fleet.rs`: `ota serve`, `ota group put | list | delete`,
 //!   `ota devices list | show`.
+//! - `cmd_identity.rs`: `ota devices provision | rotate | revoke`.
 //! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
 //!   pause | resume | abort | status | list | watch`, `ota emergency`.
 //! - `cmd_demo.rs`: `ota demo`, the main job.
@@ -33,6 +34,7 @@ mod cmd_bench;
 mod cmd_campaign;
 mod cmd_demo;
 mod cmd_fleet;
+mod cmd_identity;
 mod cmd_keys;
 mod cmd_sim;
 mod keyfile;

@@ -53,7 +53,9 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
              segment_size = 1048576\n\
              segment_count = 3\n\
              [blocks]\n\
-             merge_window_ms = 20\n"
+             merge_window_ms = 20\n\
+             [devices]\n\
+             admission = \"open\"\n"
         ),
     )
     .expect("write the config");
@@ -93,6 +95,7 @@ fn device(
         policy: Box::new(NeverDefer),
         seed: id.len() as u64,
         pacer: None,
+        login: None,
     };
     tokio::spawn(async move {
         let _ = device_sim::agent::run_device(

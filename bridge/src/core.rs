@@ -56,6 +56,10 @@ pub struct CoreState {
     pub artifacts: crate::artifacts::ArtifactOps,
     /// Every campaign, its gate and live tally ([`crate::campaign::hooks`]).
     pub campaigns: crate::campaign::Campaigns,
+    /// Who may log in and register (shared with the broker).
+    pub identity: Arc<crate::identity::Identity>,
+    /// The credentials tree behind it.
+    pub credentials: crate::identity::CredentialStore,
 }
 
 /// The actor.
@@ -209,6 +213,10 @@ impl Core {
         let mut published = HashMap::new();
         let mut n = 0u64;
         for (topic, payload) in s.store.retained.all()? {
+            if let Ok(t) = topics.parse(&topic) {
+                // Grants follow what is retained, before it goes out.
+                s.identity.observe(&t, &payload);
+            }
             match topics.parse(&topic) {
                 Ok(Topic::Ack(_)) => continue,
                 Ok(Topic::Groups(id)) => match Membership::decode_retained(&payload) {
@@ -268,6 +276,16 @@ impl Core {
         at: u64,
     ) -> Result<(), BridgeError> {
         let s = &mut self.state;
+        if !s.identity.takes_part(id) {
+            // Not provisioned (or revoked): an impostor's Hello registers
+            // nothing. Counted, logged once per interval.
+            s.identity.refusals().count(
+                crate::identity::Refused::UnknownHello,
+                id.as_str(),
+                "hello",
+            );
+            return Ok(());
+        }
         let change = s.fleet.hello(id, hello, at);
         s.put_device(id)?;
         if change.registered {

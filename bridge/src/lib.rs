@@ -14,6 +14,8 @@
 //! - [`status`]: the pure ack tracker and the ingest actor (group commit,
 //!   flush, PUBACK, retained StatusAck).
 //! - [`fleet`]: the registry, label selectors, groups and membership.
+//! - [`identity`]: device credentials and E1's topic authority, which the
+//!   embedded broker asks on every CONNECT, PUBLISH and SUBSCRIBE.
 //! - [`ops`]: operator commands: verification, audit, dispatch, handlers.
 //! - [`core`]: the actor owning fleet, groups and commands (and later
 //!   artifacts and campaigns).
@@ -52,6 +54,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod fleet;
+pub mod identity;
 pub mod metrics;
 pub mod mqtt;
 pub mod ops;
@@ -118,6 +121,7 @@ const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 /// counters.
 pub struct Bridge {
     metrics: Arc<Metrics>,
+    identity: Arc<identity::Identity>,
     blocks: blocks::BlockServerHandle,
     artifacts: artifacts::ArtifactStore,
     link: watch::Receiver<LinkState>,
@@ -159,12 +163,26 @@ impl Bridge {
                 source,
             })?;
         let store = blocking(move || Store::open(&data_dir)).await??;
+        let db = store.db().clone();
+        let (credentials, records) = blocking(move || {
+            let c = identity::CredentialStore::open(&db)?;
+            let all = c.all()?;
+            Ok::<_, StoreError>((c, all))
+        })
+        .await??;
+        let identity = Arc::new(identity::Identity::new(config.identity(), &records));
+        info!(
+            provisioned = records.len(),
+            admission = ?config.devices.admission,
+            "device credentials loaded"
+        );
 
         let embedded = match &config.broker {
             broker::BrokerConfig::Embedded(e) => {
                 let e = e.clone();
                 let b = blocking(move || broker::start(&e)).await??;
                 info!(listen = %b.addr(), "embedded broker running");
+                identity::wire_embedded(&b, &identity);
                 Some(b)
             }
             broker::BrokerConfig::External(x) => {
@@ -191,7 +209,8 @@ impl Bridge {
             config.bridge.topics.clone(),
             store.retained.clone(),
             generation.clone(),
-        );
+        )
+        .with_identity(identity.clone());
         let (s, dir) = (store.clone(), config.bridge.data_dir.clone());
         let artifact_store =
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
@@ -279,6 +298,8 @@ impl Bridge {
                     Some(block_server.clone()),
                 ),
                 campaigns,
+                identity: identity.clone(),
+                credentials,
             },
             mqtt: core_mqtt_rx,
             internal: core_rx,
@@ -299,6 +320,7 @@ impl Bridge {
         ));
         Ok(Bridge {
             metrics,
+            identity,
             blocks: block_server,
             artifacts: artifact_store,
             link,
@@ -318,6 +340,11 @@ impl Bridge {
     /// The counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Who may log in, publish and subscribe; its refusal counters.
+    pub fn identity(&self) -> &Arc<identity::Identity> {
+        &self.identity
     }
 
     /// Where the bridge's broker listens (for clients in tests).

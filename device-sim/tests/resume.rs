@@ -45,6 +45,7 @@ fn io_config(id: &DeviceId, key: &SigningKey, port: u16) -> DeviceIoConfig {
         policy: Box::new(NeverDefer),
         seed: 7,
         pacer: None,
+        login: None,
     }
 }
 

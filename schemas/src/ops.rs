@@ -32,6 +32,20 @@ pub const MAX_REPLY_BYTES: usize = 192 * 1024;
 /// Largest raw chunk of an artifact upload.
 pub const UPLOAD_CHUNK: usize = 48 * 1024;
 
+/// Most devices in one `device_provision` command (about 160 bytes each).
+pub const MAX_PROVISION_BATCH: usize = 500;
+
+/// One device of a `device_provision` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionEntry {
+    pub id: DeviceId,
+    /// `$6$salt$digest` of its password.
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The signed envelope published on `P/ops/commands`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +101,25 @@ pub enum Command {
     },
     /// One device's registry entry and campaign states.
     DeviceShow { id: DeviceId },
+    /// Provision devices (or, with `replace`, give provisioned ones new
+    /// credentials: `ota devices rotate`). Each `hash` is the `$6$` hash of
+    /// the password the operator's CLI generated and wrote into the
+    /// device's provisioning file (`crate::provisioning`): the password
+    /// itself never reaches the bridge. At most [`MAX_PROVISION_BATCH`]
+    /// devices a command; all or none are taken.
+    DeviceProvision {
+        devices: Vec<ProvisionEntry>,
+        /// Replace existing credentials (rotate; a revoked device becomes
+        /// active again). Without it a provisioned id is refused.
+        #[serde(default)]
+        replace: bool,
+        /// New or provisioned, either is fine (a simulator's fleet, run
+        /// again against the same bridge). Overrides `replace`.
+        #[serde(default)]
+        upsert: bool,
+    },
+    /// Revoke a device: disconnected at once, refused from then on.
+    DeviceRevoke { id: DeviceId },
     /// One chunk of an artifact upload. The first chunk (offset 0) carries
     /// the manifest; the reply says how many bytes the bridge holds, so a
     /// broken-off push resumes there.
@@ -150,6 +183,8 @@ impl Command {
             Command::GroupList => "group_list",
             Command::DeviceList { .. } => "device_list",
             Command::DeviceShow { .. } => "device_show",
+            Command::DeviceProvision { .. } => "device_provision",
+            Command::DeviceRevoke { .. } => "device_revoke",
             Command::ArtifactUpload { .. } => "artifact_upload",
             Command::ArtifactList => "artifact_list",
             Command::ArtifactShow { .. } => "artifact_show",

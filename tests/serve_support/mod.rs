@@ -62,6 +62,8 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
              operator_keys = [\"operator.pub\"]\n\
              [operator]\n\
              key = \"operator.key\"\n\
+             [devices]\n\
+             admission = \"open\"\n\
              {broker_section}\n"
         ),
     )

@@ -88,6 +88,17 @@ pub struct Config {
     pub operator: OperatorConfig,
     /// `[blocks]`: the block server.
     pub blocks: crate::blocks::BlocksConfig,
+    /// `[devices]`: who may log in and register.
+    pub devices: DevicesConfig,
+}
+
+/// `[devices]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DevicesConfig {
+    /// `admission`: `"provisioned"` (the default of a config file) or
+    /// `"open"` (version 1: any Hello registers; the default of
+    /// [`Config::with_defaults`], for code and tests).
+    pub admission: crate::identity::Admission,
 }
 
 /// `[bridge]`
@@ -219,6 +230,36 @@ impl Config {
             status: StatusConfig::default(),
             operator: OperatorConfig::default(),
             blocks: crate::blocks::BlocksConfig::default(),
+            devices: DevicesConfig {
+                admission: crate::identity::Admission::Open,
+            },
+        }
+    }
+
+    /// What the bridge's [`crate::identity::Identity`] needs: the bridge's
+    /// client id and account, the operators' accounts (the other
+    /// `[broker.users]` of an embedded broker), the admission rule.
+    pub fn identity(&self) -> crate::identity::IdentityConfig {
+        let bridge_login = self
+            .bridge
+            .credentials
+            .as_ref()
+            .map(|c| (c.username.clone(), c.password.clone()));
+        let operators = match &self.broker {
+            broker::BrokerConfig::Embedded(e) => e
+                .users
+                .iter()
+                .filter(|(u, _)| bridge_login.as_ref().map(|(b, _)| b) != Some(*u))
+                .map(|(u, p)| (u.clone(), p.clone()))
+                .collect(),
+            broker::BrokerConfig::External(_) => BTreeMap::new(),
+        };
+        crate::identity::IdentityConfig {
+            topics: self.bridge.topics.clone(),
+            bridge_client_id: self.bridge.client_id.clone(),
+            bridge_login,
+            operators,
+            admission: self.devices.admission.clone(),
         }
     }
 
@@ -362,12 +403,28 @@ impl Validator<'_> {
             key: o.key.map(|k| self.resolve(k)),
             credentials: operator_credentials,
         };
+        let admission = match raw.devices.admission.as_deref() {
+            None | Some("provisioned") => crate::identity::Admission::Provisioned,
+            Some("open") => crate::identity::Admission::Open,
+            Some(other) => {
+                return Err(self.err(
+                    "devices",
+                    "admission",
+                    format!(
+                        "{other:?} is not an admission rule: use \"provisioned\" (only devices \
+                         provisioned with `ota devices provision` register) or \"open\" (any Hello \
+                         registers: development only)"
+                    ),
+                ))
+            }
+        };
         Ok(Config {
             bridge,
             broker,
             status,
             operator,
             blocks,
+            devices: DevicesConfig { admission },
         })
     }
 

@@ -21,6 +21,16 @@ pub struct RawConfig {
     /// `[blocks]`: validated as it is (see `crate::blocks::BlocksConfig`).
     #[serde(default)]
     pub blocks: crate::blocks::BlocksConfig,
+    #[serde(default)]
+    pub devices: RawDevices,
+}
+
+/// `[devices]`: who may log in and register.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevices {
+    /// `"provisioned"` (default) or `"open"`.
+    pub admission: Option<String>,
 }
 
 /// `[bridge]`

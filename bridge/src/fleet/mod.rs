@@ -47,7 +47,14 @@ pub struct Fleet {
     published: HashMap<DeviceId, Vec<GroupName>>,
     /// The `last_seen` last written to the store, per device.
     persisted_seen: HashMap<DeviceId, u64>,
+    /// Presence of devices that have not said Hello yet (a device sends
+    /// its Presence first), taken by their Hello. Bounded.
+    early_presence: HashMap<DeviceId, bool>,
 }
+
+/// Most early Presences kept (only provisioned devices can send one once
+/// the broker enforces PROTOCOL.md E1).
+const MAX_EARLY_PRESENCE: usize = 100_000;
 
 impl Fleet {
     /// The fleet as loaded from the store.
@@ -68,6 +75,7 @@ impl Fleet {
             devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
             groups: gs,
             published,
+            early_presence: HashMap::new(),
         }
     }
 
@@ -78,8 +86,9 @@ impl Fleet {
         self
     }
 
-    /// Registers or updates a device from its Hello. A Hello also means the
-    /// device is online now.
+    /// Registers or updates a device from its Hello. Whether it is online
+    /// comes from its Presence (and will), never from a Hello, which
+    /// anyone who could publish it might have sent.
     pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
         let versions: BTreeMap<String, String> = h
             .versions
@@ -97,7 +106,7 @@ impl Fleet {
                         versions,
                         labels: h.labels.clone(),
                         boot_id: h.boot_id.clone(),
-                        online: true,
+                        online: self.early_presence.remove(id).unwrap_or(false),
                         first_seen: now,
                         last_seen: now,
                         last_hello: now,
@@ -125,7 +134,6 @@ impl Fleet {
                 d.versions = versions;
                 d.labels = h.labels.clone();
                 d.boot_id = h.boot_id.clone();
-                d.online = true;
                 d.last_seen = now;
                 d.last_hello = now;
                 change
@@ -136,7 +144,12 @@ impl Fleet {
     /// Applies a Presence. `None` for a device that never said Hello;
     /// otherwise whether `online` changed.
     pub fn presence(&mut self, id: &DeviceId, online: bool, now: u64) -> Option<bool> {
-        let d = self.devices.get_mut(id)?;
+        let Some(d) = self.devices.get_mut(id) else {
+            if self.early_presence.len() < MAX_EARLY_PRESENCE || self.early_presence.contains_key(id) {
+                self.early_presence.insert(id.clone(), online);
+            }
+            return None;
+        };
         let changed = d.online != online;
         d.online = online;
         d.last_seen = d.last_seen.max(now);
@@ -293,13 +306,19 @@ mod tests {
     }
 
     #[test]
-    fn presence_of_unknown_devices_is_ignored() {
+    fn online_comes_from_presence_not_from_hello() {
         let mut f = Fleet::default();
+        // A Presence before the Hello is kept for it.
         assert_eq!(f.presence(&d("a"), true, 1), None);
         f.hello(&d("a"), &hello("b1", &[]), 1);
+        assert!(f.device(&d("a")).unwrap().online);
         assert_eq!(f.presence(&d("a"), false, 2), Some(true));
         assert_eq!(f.presence(&d("a"), false, 3), Some(false));
+        // A Hello alone does not make a device online.
+        f.hello(&d("a"), &hello("b1", &[]), 4);
         assert!(!f.device(&d("a")).unwrap().online);
+        f.hello(&d("b"), &hello("b1", &[]), 4);
+        assert!(!f.device(&d("b")).unwrap().online);
     }
 
     #[test]

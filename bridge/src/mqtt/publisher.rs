@@ -36,6 +36,9 @@ pub struct Publisher {
     generation: Arc<AtomicU64>,
     /// PUBACKs go out in delivery order (see [`super::ack_order`]).
     acks: Arc<AckOrder>,
+    /// Told of every retained message before it goes out: Memberships and
+    /// announcements grant topics (PROTOCOL.md E1).
+    identity: Option<Arc<crate::identity::Identity>>,
 }
 
 impl Publisher {
@@ -53,7 +56,14 @@ impl Publisher {
             retained,
             generation,
             acks: Arc::new(AckOrder::default()),
+            identity: None,
         }
+    }
+
+    /// The same publisher, telling `identity` of every retained message.
+    pub(crate) fn with_identity(mut self, identity: Arc<crate::identity::Identity>) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     /// Records a delivery that will owe a PUBACK (the event loop calls it
@@ -103,6 +113,9 @@ impl Publisher {
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
         let payload = payload.into();
+        if let Some(id) = &self.identity {
+            id.observe(topic, &payload);
+        }
         let t = self.topics.build(topic);
         self.retained.put(&t, &payload)?;
         self.publish_str(t, payload, true).await

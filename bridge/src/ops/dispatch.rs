@@ -3,7 +3,7 @@
 
 use schemas::ops::Command;
 
-use super::{fleet_cmds, OpsError};
+use super::{fleet_cmds, identity_cmds, OpsError};
 use crate::core::CoreState;
 
 /// Runs an accepted command; its JSON result is the reply's `result`.
@@ -26,6 +26,12 @@ pub async fn dispatch(
             limit,
         } => fleet_cmds::device_list(state, group.as_ref(), after.as_ref(), limit),
         Command::DeviceShow { id } => fleet_cmds::device_show(state, &id),
+        Command::DeviceProvision {
+            devices,
+            replace,
+            upsert,
+        } => identity_cmds::provision(state, devices, replace, upsert, now).await,
+        Command::DeviceRevoke { id } => identity_cmds::revoke(state, id, now).await,
         cmd @ (Command::ArtifactUpload { .. }
         | Command::ArtifactList
         | Command::ArtifactShow { .. }

@@ -5,6 +5,7 @@
 //! - [`dispatch`]: the one `match` from a command to its handler; the
 //!   artifact and campaign engineers add their arms there.
 //! - [`fleet_cmds`]: group and device commands.
+//! - [`identity_cmds`]: device credentials (provision, rotate, revoke).
 //!
 //! The path of one command ([`handle`]): check it; audit it (accepted or
 //! refused, with why); run it; flush the store, so that what the reply
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod fleet_cmds;
+pub mod identity_cmds;
 
 use schemas::ops::Reply;
 use schemas::topic::Topic;

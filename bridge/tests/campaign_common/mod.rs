@@ -199,6 +199,7 @@ impl Devices {
             policy: opts.policy,
             seed: self.running.len() as u64 + 1,
             pacer: None,
+            login: None,
         };
         let token = CancellationToken::new();
         let stop = token.clone();

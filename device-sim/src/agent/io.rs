@@ -65,6 +65,9 @@ pub struct DeviceIoConfig {
     pub seed: u64,
     /// Shared connect pacing, if any.
     pub pacer: Option<Arc<Pacer>>,
+    /// MQTT username and password (from the device's provisioning file);
+    /// `None`: log in without (an anonymous broker).
+    pub login: Option<(String, String)>,
 }
 
 /// Why a device stopped before it was asked to.
@@ -103,6 +106,9 @@ pub enum Disruption {
 pub trait Hooks: Send + Sync + 'static {
     /// The connection went up or down.
     fn link(&mut self, _up: bool) {}
+    /// A connection attempt ended before the broker accepted it (a
+    /// refused login, a broker away): what the client said.
+    fn connect_failed(&mut self, _error: &str) {}
     /// The agent noticed something (Status queued, acks, rejected blocks...).
     fn notice(&mut self, _notice: &Notice) {}
     /// A payload was refused (malformed, bad names) and dropped.
@@ -420,6 +426,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         let mut opts = MqttOptions::new(id.as_str(), self.cfg.host.clone(), self.cfg.port);
         opts.set_keep_alive(self.cfg.keep_alive.max(Duration::from_secs(5)));
         opts.set_clean_session(true);
+        if let Some((user, pass)) = &self.cfg.login {
+            opts.set_credentials(user.clone(), pass.clone());
+        }
         opts.set_last_will(LastWill::new(
             self.cfg.topics.build(&Topic::Presence(id)),
             Presence { online: false }.encode(),
@@ -490,6 +499,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                         Ok(_) => {}
                         Err(e) => {
                             debug!(device = %self.cfg.agent.id, error = %e, "connection lost");
+                            if !agent.is_connected() {
+                                self.hooks.connect_failed(&e.to_string());
+                            }
                             return Ok(Exit::Reconnect);
                         }
                     }

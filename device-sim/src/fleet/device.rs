@@ -168,6 +168,10 @@ impl Hooks for SimHooks {
         self.tracker.link(self.slot, up);
     }
 
+    fn connect_failed(&mut self, error: &str) {
+        self.tracker.connect_failed(error);
+    }
+
     fn notice(&mut self, n: &Notice) {
         match n {
             Notice::StatusQueued {

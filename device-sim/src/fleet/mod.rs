@@ -56,9 +56,23 @@ pub struct FleetConfig {
     pub factory_line: Option<String>,
     /// Timings for every agent (the protocol's by default).
     pub timing: Timing,
+    /// MQTT logins by device id (username, password), from provisioning
+    /// files; a device not listed logs in without one.
+    pub logins: Arc<BTreeMap<DeviceId, (String, String)>>,
 }
 
 impl FleetConfig {
+    /// The device ids this fleet will have (to provision them first).
+    pub fn ids(&self) -> Result<Vec<DeviceId>, FleetError> {
+        (0..self.devices)
+            .map(|i| {
+                device::spec(&self.profile, self.first + i, self.factory_line.as_deref())
+                    .map(|s| s.id)
+                    .map_err(FleetError::from)
+            })
+            .collect()
+    }
+
     /// `devices` devices of `profile` against `host:port`.
     pub fn new(host: impl Into<String>, port: u16, devices: usize, profile: Profile) -> Self {
         let timing = Timing {
@@ -74,6 +88,7 @@ impl FleetConfig {
             profile,
             factory_line: None,
             timing,
+            logins: Arc::new(BTreeMap::new()),
         }
     }
 }
@@ -136,6 +151,7 @@ impl Fleet {
                 policy,
                 seed: s.seed,
                 pacer: Some(pacer.clone()),
+                login: cfg.logins.get(&s.id).cloned(),
             };
             let installer = MemoryInstaller {
                 fail_install: s.fail_install,

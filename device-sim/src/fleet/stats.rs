@@ -41,6 +41,12 @@ pub struct FleetStats {
     pub injected: Injected,
     /// Devices that stopped with an error (store failures).
     pub errors: usize,
+    /// Devices that connected at least once.
+    pub ever_connected: usize,
+    /// Connection attempts that ended before the broker accepted them.
+    pub connect_failures: u64,
+    /// What the last such attempt ended with (a refused login names it).
+    pub last_connect_error: Option<String>,
 }
 
 /// Faults injected so far.
@@ -110,6 +116,7 @@ impl FleetStats {
 #[derive(Debug, Default, Clone)]
 struct DeviceView {
     connected: bool,
+    ever_connected: bool,
     latest: Option<(StatusState, Option<ErrorCode>)>,
     queued: BTreeSet<u64>,
     acked: BTreeSet<u64>,
@@ -191,10 +198,22 @@ impl Tracker {
         self.changed.notify_waiters();
     }
 
+    /// A device's connection attempt ended before it was accepted.
+    pub fn connect_failed(&self, error: &str) {
+        self.update(|g| {
+            g.stats.connect_failures += 1;
+            g.stats.last_connect_error = Some(error.to_string());
+        });
+    }
+
     /// Device `i` connected or lost its connection.
     pub fn link(&self, i: usize, up: bool) {
         self.update(|g| {
             let Some(v) = g.views.get_mut(i) else { return };
+            if up && !v.ever_connected {
+                v.ever_connected = true;
+                g.stats.ever_connected += 1;
+            }
             if v.connected != up {
                 v.connected = up;
                 if up {

@@ -115,7 +115,9 @@ pub fn write_config(
              {}\
              [blocks]\n\
              merge_window_ms = 20\n\
-             egress_bytes_per_sec = {egress}\n",
+             egress_bytes_per_sec = {egress}\n\
+             [devices]\n\
+             admission = \"open\"\n",
             broker.section()
         ),
     )?;

@@ -1,0 +1,447 @@
+//! [`Identity`]: the bridge's answer to the broker's questions (the
+//! [`broker::Authority`] trait, PROTOCOL.md E1), from memory.
+//!
+//! Who a client is follows from its client id, because [`Identity::connect`]
+//! lets a login take only the client ids that are its own:
+//!
+//! | client id | login that may take it | role |
+//! |---|---|---|
+//! | `[bridge] client_id`, and it + `-out` | the bridge's account | the bridge |
+//! | `ota-cli-…` | an operator account (or the bridge's) | an operator |
+//! | anything else | username = that id, its own password (or a client certificate with CN = that id) | the device of that id |
+//!
+//! What each role may publish and subscribe is E1's table; a device's
+//! group and artifact topics come from [`Grants`], which follow the
+//! retained Memberships and announcements the bridge publishes.
+//!
+//! Every answer takes a read lock on a `std::sync::RwLock` (writers are
+//! the core actor's provision/revoke commands and the publisher's
+//! `observe`, both brief) and at most one SHA-512: microseconds, fine on
+//! the broker's listener thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use broker::{Authority, ConnectVerdict, Login};
+use schemas::provisioning::PasswordHash;
+use schemas::topic::{Filter, Topic, Topics};
+use schemas::{ArtifactId, DeviceId};
+
+use super::grants::Grants;
+use super::refusals::{Refusals, Refused};
+use super::store::{CredentialRecord, Standing};
+
+/// Client ids starting with this are operators' (the `ota` CLI's).
+pub const OPERATOR_CLIENT_PREFIX: &str = "ota-cli-";
+
+/// `[devices] admission`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Only provisioned devices log in and register (the default).
+    #[default]
+    Provisioned,
+    /// Also devices unknown to the registry that log in with the fleet
+    /// enrollment token; they are pending until accepted.
+    Enroll { token: String },
+    /// Version 1 behaviour: any Hello registers its device, and a client id
+    /// the registry does not know is treated as a device of that id. For
+    /// an anonymous development broker and for code that builds its
+    /// config in memory (tests); never the default of a config file.
+    Open,
+}
+
+/// What [`Identity`] needs from the configuration.
+#[derive(Clone)]
+pub struct IdentityConfig {
+    pub topics: Topics,
+    /// `[bridge] client_id`; the bridge also connects as it + `-out`.
+    pub bridge_client_id: String,
+    /// The bridge's own account (username, password), if it logs in.
+    pub bridge_login: Option<(String, String)>,
+    /// Operator accounts: username → password.
+    pub operators: BTreeMap<String, String>,
+    pub admission: Admission,
+}
+
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("prefix", &self.topics.prefix())
+            .field("bridge_client_id", &self.bridge_client_id)
+            .field("operators", &self.operators.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role<'a> {
+    Bridge,
+    Operator,
+    Device(&'a str),
+}
+
+struct Entry {
+    hash: Option<PasswordHash>,
+    standing: Standing,
+}
+
+#[derive(Default)]
+struct State {
+    devices: HashMap<DeviceId, Entry>,
+    grants: Grants,
+}
+
+/// The registry's credentials and the grants, in memory.
+pub struct Identity {
+    config: IdentityConfig,
+    bridge_out: String,
+    state: RwLock<State>,
+    refusals: Refusals,
+    disconnector: RwLock<Option<Disconnector>>,
+}
+
+/// Closes a client's connection by client id (the embedded broker's).
+pub type Disconnector = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+impl Identity {
+    /// From the stored credential records (read at start).
+    pub fn new(config: IdentityConfig, records: &[CredentialRecord]) -> Identity {
+        let bridge_out = format!("{}-out", config.bridge_client_id);
+        let id = Identity {
+            config,
+            bridge_out,
+            state: RwLock::new(State::default()),
+            refusals: Refusals::default(),
+            disconnector: RwLock::new(None),
+        };
+        for r in records {
+            id.upsert(r);
+        }
+        id
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // Every write is a single insert or replace: a poisoned lock still
+        // holds a consistent state.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How [`Identity::disconnect`] reaches the broker.
+    pub fn set_disconnector(&self, d: Disconnector) {
+        *self
+            .disconnector
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(d);
+    }
+
+    /// Closes the connection of `client_id`, if the broker lets us (the
+    /// embedded one does; an external broker refuses the device at its
+    /// next login, see docs/operations.md "Security model"). Returns
+    /// whether a disconnect was asked for.
+    pub fn disconnect(&self, client_id: &str) -> bool {
+        let d = self
+            .disconnector
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match d {
+            Some(d) => {
+                d(client_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The refusal counters.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.config.admission
+    }
+
+    /// Takes a stored record into memory (after the core actor wrote it).
+    /// A hash that does not parse lets the device in with nothing.
+    pub fn upsert(&self, r: &CredentialRecord) {
+        let entry = Entry {
+            hash: PasswordHash::parse(&r.hash),
+            standing: r.standing,
+        };
+        self.write().devices.insert(r.id.clone(), entry);
+    }
+
+    /// The device's standing; `None` when it was never provisioned.
+    pub fn standing(&self, id: &DeviceId) -> Option<Standing> {
+        self.read().devices.get(id).map(|e| e.standing)
+    }
+
+    /// Devices in the registry.
+    pub fn len(&self) -> usize {
+        self.read().devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// May this device register and take part (count in gates, get groups)?
+    /// Active devices, and with `Open` admission any device not revoked.
+    pub fn takes_part(&self, id: &DeviceId) -> bool {
+        match self.standing(id) {
+            Some(Standing::Active) => true,
+            Some(Standing::Pending | Standing::Revoked) => false,
+            None => self.config.admission == Admission::Open,
+        }
+    }
+
+    /// May this device's Hello be heard (registered or shown pending)?
+    pub fn may_say_hello(&self, id: &DeviceId) -> bool {
+        match self.standing(id) {
+            Some(Standing::Active | Standing::Pending) => true,
+            Some(Standing::Revoked) => false,
+            None => self.config.admission == Admission::Open,
+        }
+    }
+
+    /// Is `name` taken by the bridge, operators or their client ids, so
+    /// that no device may be provisioned with it?
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.is_bridge_id(name)
+            || name.starts_with(OPERATOR_CLIENT_PREFIX)
+            || self.config.operators.contains_key(name)
+            || self
+                .config
+                .bridge_login
+                .as_ref()
+                .is_some_and(|(u, _)| u == name)
+    }
+
+    fn is_bridge_id(&self, id: &str) -> bool {
+        id == self.config.bridge_client_id || id == self.bridge_out
+    }
+
+    fn role<'a>(&self, client_id: &'a str) -> Role<'a> {
+        if self.is_bridge_id(client_id) {
+            Role::Bridge
+        } else if client_id.starts_with(OPERATOR_CLIENT_PREFIX) {
+            Role::Operator
+        } else {
+            Role::Device(client_id)
+        }
+    }
+
+    /// Takes note of a retained message the bridge is about to publish
+    /// (Memberships and announcements grant topics).
+    pub fn observe(&self, topic: &Topic, payload: &[u8]) {
+        if matches!(
+            topic,
+            Topic::Groups(_)
+                | Topic::GroupCampaign(_)
+                | Topic::GroupEmergency(_)
+                | Topic::Emergency
+        ) {
+            self.write().grants.observe(topic, payload);
+        }
+    }
+
+    /// Is artifact `a` announced to the device (on its groups' topics or
+    /// `P/emergency`)? The block server asks before serving it.
+    pub fn may_fetch(&self, id: &DeviceId, a: &ArtifactId) -> bool {
+        self.takes_part(id) && self.read().grants.may_fetch(id, a)
+    }
+
+    fn decide_connect(&self, client_id: &str, login: Login<'_>) -> Result<(), Refused> {
+        let (username, password) = match login {
+            Login::Certificate { common_name } => {
+                if common_name != client_id {
+                    return Err(Refused::ClientIdMismatch);
+                }
+                if self.is_reserved(client_id) {
+                    return Err(Refused::Reserved);
+                }
+                return self.device_login(client_id, None);
+            }
+            Login::Password { username, password } => (username, password),
+        };
+        if let Some((user, pass)) = &self.config.bridge_login {
+            if username == user {
+                if !ct_eq(password, pass) {
+                    return Err(Refused::BadCredentials);
+                }
+                return match self.role(client_id) {
+                    Role::Bridge | Role::Operator => Ok(()),
+                    Role::Device(_) => Err(Refused::ClientIdMismatch),
+                };
+            }
+        }
+        if let Some(pass) = self.config.operators.get(username) {
+            if !ct_eq(password, pass) {
+                return Err(Refused::BadCredentials);
+            }
+            return match self.role(client_id) {
+                Role::Operator => Ok(()),
+                Role::Bridge | Role::Device(_) => Err(Refused::ClientIdMismatch),
+            };
+        }
+        if self.is_reserved(client_id) {
+            return Err(Refused::Reserved);
+        }
+        if username != client_id {
+            return Err(Refused::ClientIdMismatch);
+        }
+        self.device_login(client_id, Some(password))
+    }
+
+    /// A device's login: `password` `None` for a verified certificate.
+    fn device_login(&self, client_id: &str, password: Option<&str>) -> Result<(), Refused> {
+        let id = DeviceId::new(client_id).map_err(|_| Refused::BadCredentials)?;
+        let state = self.read();
+        match state.devices.get(&id) {
+            Some(e) if e.standing == Standing::Revoked => Err(Refused::Revoked),
+            Some(e) => match (password, &e.hash) {
+                (None, _) => Ok(()),
+                (Some(p), Some(h)) if h.verify(p) => Ok(()),
+                _ => Err(Refused::BadCredentials),
+            },
+            None if self.config.admission == Admission::Open => Ok(()),
+            None => Err(Refused::BadCredentials),
+        }
+    }
+
+    fn decide_publish(&self, client_id: &str, topic: &str) -> bool {
+        let Ok(t) = self.config.topics.parse(topic) else {
+            return false;
+        };
+        match self.role(client_id) {
+            Role::Bridge => matches!(
+                t,
+                Topic::Groups(_)
+                    | Topic::DeviceBlocks(_)
+                    | Topic::Ack(_)
+                    | Topic::GroupCampaign(_)
+                    | Topic::GroupEmergency(_)
+                    | Topic::Emergency
+                    | Topic::ArtifactBlocks(_)
+                    | Topic::OpsReply(_)
+                    | Topic::OpsEvents
+            ),
+            Role::Operator => t == Topic::OpsCommands,
+            Role::Device(me) => {
+                let (own, full) = match &t {
+                    Topic::Hello(id) | Topic::Presence(id) => (id.as_str() == me, false),
+                    Topic::Request(id) | Topic::Status(id) => (id.as_str() == me, true),
+                    _ => return false,
+                };
+                own && self.device_standing_allows(me, full)
+            }
+        }
+    }
+
+    /// `full`: a right only devices that take part have (Status, block
+    /// requests, group and emergency topics); pending devices only say
+    /// Hello and hear their own Membership and acks.
+    fn device_standing_allows(&self, me: &str, full: bool) -> bool {
+        let Ok(id) = DeviceId::new(me) else {
+            return false;
+        };
+        match self.standing(&id) {
+            Some(Standing::Active) => true,
+            Some(Standing::Pending) => !full,
+            Some(Standing::Revoked) => false,
+            None => self.config.admission == Admission::Open,
+        }
+    }
+
+    fn decide_subscribe(&self, client_id: &str, filter: &str) -> bool {
+        let topics = &self.config.topics;
+        match self.role(client_id) {
+            Role::Bridge => {
+                let wildcard = [
+                    Filter::AllHello,
+                    Filter::AllPresence,
+                    Filter::AllRequests,
+                    Filter::AllStatus,
+                    Filter::OpsCommands,
+                ]
+                .iter()
+                .any(|f| topics.filter(*f) == filter);
+                wildcard
+                    || matches!(
+                        topics.parse(filter),
+                        Ok(Topic::Hello(_)
+                            | Topic::Presence(_)
+                            | Topic::Request(_)
+                            | Topic::Status(_)
+                            | Topic::OpsCommands)
+                    )
+            }
+            Role::Operator => matches!(
+                topics.parse(filter),
+                Ok(Topic::OpsReply(_) | Topic::OpsEvents)
+            ),
+            Role::Device(me) => {
+                // A parsed topic has no wildcard: names refuse `+` and `#`.
+                let Ok(t) = topics.parse(filter) else {
+                    return false;
+                };
+                let Ok(id) = DeviceId::new(me) else {
+                    return false;
+                };
+                match &t {
+                    Topic::Groups(x) | Topic::Ack(x) | Topic::DeviceBlocks(x) => {
+                        *x == id && self.device_standing_allows(me, false)
+                    }
+                    Topic::Emergency => self.device_standing_allows(me, true),
+                    Topic::GroupCampaign(g) | Topic::GroupEmergency(g) => {
+                        self.device_standing_allows(me, true) && self.read().grants.in_group(&id, g)
+                    }
+                    Topic::ArtifactBlocks(a) => {
+                        self.device_standing_allows(me, true)
+                            && self.read().grants.may_fetch(&id, a)
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+impl Authority for Identity {
+    fn connect(&self, client_id: &str, login: Login<'_>) -> ConnectVerdict {
+        match self.decide_connect(client_id, login) {
+            Ok(()) => ConnectVerdict::Accept,
+            Err(why) => {
+                self.refusals.count(why, client_id, "connect");
+                ConnectVerdict::Refuse(why.as_str())
+            }
+        }
+    }
+
+    fn may_publish(&self, client_id: &str, topic: &str) -> bool {
+        let ok = self.decide_publish(client_id, topic);
+        if !ok {
+            self.refusals.count(Refused::Publish, client_id, topic);
+        }
+        ok
+    }
+
+    fn may_subscribe(&self, client_id: &str, filter: &str) -> bool {
+        let ok = self.decide_subscribe(client_id, filter);
+        if !ok {
+            self.refusals.count(Refused::Subscribe, client_id, filter);
+        }
+        ok
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn ct_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

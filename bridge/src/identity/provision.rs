@@ -1,0 +1,66 @@
+//! The operator's side of provisioning: passwords generated here, only
+//! their hashes sent to the bridge, in signed commands of at most
+//! [`MAX_PROVISION_BATCH`] devices.
+
+use std::collections::BTreeMap;
+
+use schemas::ops::{Command, ProvisionEntry, MAX_PROVISION_BATCH};
+use schemas::provisioning::{generate_password, hash_password};
+use schemas::DeviceId;
+
+use crate::client::{ClientError, OpsClient};
+
+/// How a provision command treats ids that have credentials already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse them (`ota devices provision`).
+    New,
+    /// Only them (`ota devices rotate`).
+    Rotate,
+    /// Either (a simulator's fleet).
+    Upsert,
+}
+
+/// Sends one batch (at most [`MAX_PROVISION_BATCH`] devices, each with the
+/// password it will log in with), all or none taken.
+pub async fn send_batch(
+    client: &OpsClient,
+    batch: &[(DeviceId, BTreeMap<String, String>, String)],
+    mode: Mode,
+) -> Result<(), ClientError> {
+    let devices = batch
+        .iter()
+        .map(|(id, labels, password)| ProvisionEntry {
+            id: id.clone(),
+            hash: hash_password(password),
+            labels: labels.clone(),
+        })
+        .collect();
+    let cmd = Command::DeviceProvision {
+        devices,
+        replace: mode == Mode::Rotate,
+        upsert: mode == Mode::Upsert,
+    };
+    client.call_ok::<serde_json::Value>(cmd).await.map(|_| ())
+}
+
+/// Provisions `ids` (new or again) with fresh passwords and returns each
+/// one's login, username = id: what `ota sim`, `ota demo` and the bench
+/// give their simulated devices.
+pub async fn logins(
+    client: &OpsClient,
+    ids: &[DeviceId],
+) -> Result<BTreeMap<DeviceId, (String, String)>, ClientError> {
+    let mut out = BTreeMap::new();
+    for chunk in ids.chunks(MAX_PROVISION_BATCH) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|id| (id.clone(), BTreeMap::new(), generate_password()))
+            .collect();
+        send_batch(client, &batch, Mode::Upsert).await?;
+        for (id, _, pw) in batch {
+            out.insert(id.clone(), (id.to_string(), pw));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,140 @@
+//! Refusals counted by reason and logged once per interval with their
+//! count, never one WARN each: an attacker's flood must not flood the log.
+//! Safe to call from the broker's threads (atomics and one try-lock).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+/// How often, at most, refusals are logged.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why the broker was told no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A login whose password does not match, or for no known identity.
+    BadCredentials,
+    /// A client id that is not the identity its login proves.
+    ClientIdMismatch,
+    /// A device that was revoked or rejected.
+    Revoked,
+    /// A client id reserved for the bridge or operators.
+    Reserved,
+    /// A publish outside E1's table.
+    Publish,
+    /// A subscription outside E1's table.
+    Subscribe,
+    /// A Hello from a device that is not provisioned (the bridge's core).
+    UnknownHello,
+    /// A BlockRequest for an artifact not announced to the device.
+    Blocks,
+}
+
+const ALL: [Refused; 8] = [
+    Refused::BadCredentials,
+    Refused::ClientIdMismatch,
+    Refused::Revoked,
+    Refused::Reserved,
+    Refused::Publish,
+    Refused::Subscribe,
+    Refused::UnknownHello,
+    Refused::Blocks,
+];
+
+impl Refused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::BadCredentials => "bad_credentials",
+            Refused::ClientIdMismatch => "client_id_mismatch",
+            Refused::Revoked => "revoked",
+            Refused::Reserved => "reserved_client_id",
+            Refused::Publish => "publish_not_allowed",
+            Refused::Subscribe => "subscribe_not_allowed",
+            Refused::UnknownHello => "hello_not_provisioned",
+            Refused::Blocks => "blocks_not_announced",
+        }
+    }
+}
+
+/// The counters.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    total: [AtomicU64; ALL.len()],
+    unlogged: [AtomicU64; ALL.len()],
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    /// Counts one refusal of `client_id` (the last one of an interval is
+    /// named in the log line, as an example).
+    pub fn count(&self, why: Refused, client_id: &str, what: &str) {
+        let i = why as usize;
+        self.total[i].fetch_add(1, Ordering::Relaxed);
+        self.unlogged[i].fetch_add(1, Ordering::Relaxed);
+        self.maybe_log(client_id, what);
+    }
+
+    /// Refusals of this kind since start.
+    pub fn get(&self, why: Refused) -> u64 {
+        self.total[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every counter, by name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        ALL.iter().map(|r| (r.as_str(), self.get(*r))).collect()
+    }
+
+    /// Sum of every counter.
+    pub fn sum(&self) -> u64 {
+        ALL.iter().map(|r| self.get(*r)).sum()
+    }
+
+    fn maybe_log(&self, client_id: &str, what: &str) {
+        // Another thread logging right now will cover this one.
+        let Ok(mut last) = self.last_log.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        let counts: Vec<String> = ALL
+            .iter()
+            .filter_map(|r| {
+                let n = self.unlogged[*r as usize].swap(0, Ordering::Relaxed);
+                (n > 0).then(|| format!("{}={n}", r.as_str()))
+            })
+            .collect();
+        warn!(
+            refused = counts.join(" "),
+            example_client = client_id,
+            example = what,
+            interval_secs = LOG_INTERVAL.as_secs(),
+            "identity: refused (counts since the last such line)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_every_refusal() {
+        let r = Refusals::default();
+        for _ in 0..1000 {
+            r.count(Refused::Publish, "dev-1", "topic");
+        }
+        r.count(Refused::Revoked, "dev-2", "login");
+        assert_eq!(r.get(Refused::Publish), 1000);
+        assert_eq!(r.get(Refused::Revoked), 1);
+        assert_eq!(r.sum(), 1001);
+        // One line logged, the rest held for the next interval.
+        let unlogged: u64 = r.unlogged.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        assert_eq!(unlogged, 1000);
+    }
+}

@@ -1,0 +1,119 @@
+//! The `credentials` tree: one JSON [`CredentialRecord`] per device id,
+//! written by the core actor (provision, rotate, revoke, accept, reject),
+//! read once at start into the in-memory registry the broker asks.
+
+use std::collections::BTreeMap;
+
+use schemas::DeviceId;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{corrupt, StoreError};
+
+const TREE: &str = "credentials";
+
+/// Where a device stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standing {
+    /// Provisioned or accepted: may log in and take part.
+    Active,
+    /// Enrolled with the fleet token, waiting for `ota devices accept`:
+    /// may log in and say Hello, takes part in nothing.
+    Pending,
+    /// Revoked or rejected: refused at login.
+    Revoked,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Active => "active",
+            Standing::Pending => "pending",
+            Standing::Revoked => "revoked",
+        }
+    }
+}
+
+/// One device's credentials: the `$6$` hash of its password, never the
+/// password (`schemas::provisioning`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub id: DeviceId,
+    /// `$6$salt$digest`.
+    pub hash: String,
+    pub standing: Standing,
+    /// Labels given at provisioning (the device reports its own in Hello).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Unix seconds of provisioning (or enrollment).
+    pub created: u64,
+    /// Unix seconds of the last change (rotate, revoke, accept).
+    pub updated: u64,
+}
+
+/// The `credentials` tree.
+#[derive(Clone)]
+pub struct CredentialStore {
+    tree: sled::Tree,
+}
+
+impl CredentialStore {
+    /// Opens the tree in the bridge's database. Blocks briefly.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            tree: db.open_tree(TREE)?,
+        })
+    }
+
+    /// Writes a record (durable at the next flush).
+    pub fn put(&self, r: &CredentialRecord) -> Result<(), StoreError> {
+        // Invariant: strings, maps and numbers only.
+        let json = serde_json::to_vec(r).expect("a credential record always serializes");
+        self.tree.insert(r.id.as_str(), json)?;
+        Ok(())
+    }
+
+    /// One record.
+    pub fn get(&self, id: &DeviceId) -> Result<Option<CredentialRecord>, StoreError> {
+        match self.tree.get(id.as_str())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(TREE, id.as_str().as_bytes(), e)),
+        }
+    }
+
+    /// Every record. Blocks: call at start, with `spawn_blocking`.
+    pub fn all(&self) -> Result<Vec<CredentialRecord>, StoreError> {
+        let mut out = Vec::with_capacity(self.tree.len());
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(TREE, &k, e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let s = CredentialStore::open(&db).unwrap();
+        let r = CredentialRecord {
+            id: DeviceId::new("dev-1").unwrap(),
+            hash: schemas::provisioning::hash_password("pw"),
+            standing: Standing::Active,
+            labels: BTreeMap::new(),
+            created: 1,
+            updated: 1,
+        };
+        s.put(&r).unwrap();
+        assert_eq!(s.get(&r.id).unwrap(), Some(r.clone()));
+        assert_eq!(s.all().unwrap(), vec![r]);
+        assert_eq!(s.get(&DeviceId::new("x").unwrap()).unwrap(), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! E1's table, row by row, against [`Identity`].
+
+use broker::{Authority, ConnectVerdict, Login};
+use schemas::msg::{Membership, WireMessage};
+use schemas::provisioning::{generate_password, hash_password};
+use schemas::topic::{Filter, Topic, Topics};
+use schemas::{DeviceId, GroupName, RequestId};
+
+use super::authority::{Admission, Identity, IdentityConfig};
+use super::refusals::Refused;
+use super::store::{CredentialRecord, Standing};
+
+struct Fixture {
+    id: Identity,
+    pw1: String,
+    t: Topics,
+}
+
+fn dev(s: &str) -> DeviceId {
+    DeviceId::new(s).unwrap()
+}
+
+fn record(id: &str, pw: &str, standing: Standing) -> CredentialRecord {
+    CredentialRecord {
+        id: dev(id),
+        hash: hash_password(pw),
+        standing,
+        labels: Default::default(),
+        created: 1,
+        updated: 1,
+    }
+}
+
+fn fixture(admission: Admission) -> Fixture {
+    let pw1 = generate_password();
+    let config = IdentityConfig {
+        topics: Topics::default(),
+        bridge_client_id: "ota-bridge".into(),
+        bridge_login: Some(("bridge".into(), "bridge-pw".into())),
+        operators: [("alice".to_string(), "alice-pw".to_string())].into(),
+        admission,
+    };
+    let id = Identity::new(
+        config,
+        &[
+            record("dev-1", &pw1, Standing::Active),
+            record("dev-2", "pw2", Standing::Active),
+            record("dev-p", "pwp", Standing::Pending),
+            record("dev-r", "pwr", Standing::Revoked),
+        ],
+    );
+    Fixture {
+        id,
+        pw1,
+        t: Topics::default(),
+    }
+}
+
+fn pw<'a>(username: &'a str, password: &'a str) -> Login<'a> {
+    Login::Password { username, password }
+}
+
+#[test]
+fn devices_log_in_as_themselves_only() {
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    assert_eq!(
+        a.connect("dev-1", pw("dev-1", &f.pw1)),
+        ConnectVerdict::Accept
+    );
+    // Another device's id, with its own password or the victim's name.
+    assert!(matches!(
+        a.connect("dev-2", pw("dev-1", &f.pw1)),
+        ConnectVerdict::Refuse("client_id_mismatch")
+    ));
+    assert!(matches!(
+        a.connect("dev-2", pw("dev-2", &f.pw1)),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+    assert!(matches!(
+        a.connect("dev-1", pw("dev-1", "")),
+        ConnectVerdict::Refuse(_)
+    ));
+    // Unprovisioned, revoked.
+    assert!(matches!(
+        a.connect("dev-9", pw("dev-9", "x")),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+    assert!(matches!(
+        a.connect("dev-r", pw("dev-r", "pwr")),
+        ConnectVerdict::Refuse("revoked")
+    ));
+    // Pending devices log in.
+    assert_eq!(
+        a.connect("dev-p", pw("dev-p", "pwp")),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(a.refusals().get(Refused::Revoked), 1);
+    assert_eq!(a.refusals().get(Refused::BadCredentials), 3);
+}
+
+#[test]
+fn certificates_name_the_client_id() {
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    assert_eq!(
+        a.connect(
+            "dev-1",
+            Login::Certificate {
+                common_name: "dev-1"
+            }
+        ),
+        ConnectVerdict::Accept
+    );
+    assert!(matches!(
+        a.connect(
+            "dev-2",
+            Login::Certificate {
+                common_name: "dev-1"
+            }
+        ),
+        ConnectVerdict::Refuse(_)
+    ));
+    assert!(matches!(
+        a.connect(
+            "dev-r",
+            Login::Certificate {
+                common_name: "dev-r"
+            }
+        ),
+        ConnectVerdict::Refuse("revoked")
+    ));
+    assert!(matches!(
+        a.connect(
+            "ota-bridge",
+            Login::Certificate {
+                common_name: "ota-bridge"
+            }
+        ),
+        ConnectVerdict::Refuse(_)
+    ));
+}
+
+#[test]
+fn the_bridge_and_operators_are_reserved() {
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    assert_eq!(
+        a.connect("ota-bridge", pw("bridge", "bridge-pw")),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(
+        a.connect("ota-bridge-out", pw("bridge", "bridge-pw")),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(
+        a.connect("ota-cli-x1", pw("alice", "alice-pw")),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(
+        a.connect("ota-cli-x2", pw("bridge", "bridge-pw")),
+        ConnectVerdict::Accept
+    );
+    // No takeover of the bridge's session without its password, with a
+    // device's login or an operator's.
+    assert!(matches!(
+        a.connect("ota-bridge", pw("bridge", "guess")),
+        ConnectVerdict::Refuse(_)
+    ));
+    assert!(matches!(
+        a.connect("ota-bridge", pw("dev-1", &f.pw1)),
+        ConnectVerdict::Refuse(_)
+    ));
+    assert!(matches!(
+        a.connect("ota-bridge", pw("ota-bridge", "x")),
+        ConnectVerdict::Refuse("reserved_client_id")
+    ));
+    assert!(matches!(
+        a.connect("ota-bridge", pw("alice", "alice-pw")),
+        ConnectVerdict::Refuse("client_id_mismatch")
+    ));
+    assert!(matches!(
+        a.connect("ota-cli-x", pw("alice", "nope")),
+        ConnectVerdict::Refuse(_)
+    ));
+    assert!(matches!(
+        a.connect("ota-cli-x", pw("dev-1", &f.pw1)),
+        ConnectVerdict::Refuse(_)
+    ));
+    // The bridge's account is not a device's.
+    assert!(matches!(
+        a.connect("dev-1", pw("bridge", "bridge-pw")),
+        ConnectVerdict::Refuse(_)
+    ));
+    for name in [
+        "ota-bridge",
+        "ota-bridge-out",
+        "ota-cli-1",
+        "alice",
+        "bridge",
+    ] {
+        assert!(a.is_reserved(name), "{name}");
+    }
+    assert!(!a.is_reserved("dev-1"));
+}
+
+#[test]
+fn device_publishes_follow_the_table() {
+    let f = fixture(Admission::Provisioned);
+    let (a, t) = (&f.id, &f.t);
+    let d1 = dev("dev-1");
+    for ok in [
+        Topic::Hello(d1.clone()),
+        Topic::Presence(d1.clone()),
+        Topic::Request(d1.clone()),
+        Topic::Status(d1.clone()),
+    ] {
+        assert!(a.may_publish("dev-1", &t.build(&ok)), "{ok:?}");
+    }
+    let d2 = dev("dev-2");
+    let g = GroupName::new("acme").unwrap();
+    for bad in [
+        Topic::Status(d2.clone()),
+        Topic::Hello(d2.clone()),
+        Topic::Groups(d1.clone()),
+        Topic::Ack(d1.clone()),
+        Topic::GroupCampaign(g.clone()),
+        Topic::GroupEmergency(g),
+        Topic::Emergency,
+        Topic::OpsCommands,
+        Topic::OpsEvents,
+        Topic::OpsReply(RequestId::new("r1").unwrap()),
+    ] {
+        assert!(!a.may_publish("dev-1", &t.build(&bad)), "{bad:?}");
+    }
+    assert!(!a.may_publish("dev-1", "elsewhere/x"));
+    assert!(!a.may_publish("dev-1", "ota/v1/devices/dev-1/other"));
+    // Pending: Hello and Presence only. Revoked: nothing.
+    assert!(a.may_publish("dev-p", &t.build(&Topic::Hello(dev("dev-p")))));
+    assert!(!a.may_publish("dev-p", &t.build(&Topic::Status(dev("dev-p")))));
+    assert!(!a.may_publish("dev-r", &t.build(&Topic::Hello(dev("dev-r")))));
+    // Unprovisioned ids publish nothing (they cannot log in anyway).
+    assert!(!a.may_publish("dev-9", &t.build(&Topic::Hello(dev("dev-9")))));
+    assert!(a.refusals().get(Refused::Publish) >= 13);
+}
+
+#[test]
+fn bridge_and_operator_publishes() {
+    let f = fixture(Admission::Provisioned);
+    let (a, t) = (&f.id, &f.t);
+    let d1 = dev("dev-1");
+    assert!(a.may_publish("ota-bridge-out", &t.build(&Topic::Groups(d1.clone()))));
+    assert!(a.may_publish("ota-bridge-out", &t.build(&Topic::Emergency)));
+    assert!(a.may_publish("ota-bridge-out", &t.build(&Topic::OpsEvents)));
+    assert!(!a.may_publish("ota-bridge-out", &t.build(&Topic::Status(d1.clone()))));
+    assert!(!a.may_publish("ota-bridge-out", &t.build(&Topic::OpsCommands)));
+    assert!(a.may_publish("ota-cli-1", &t.build(&Topic::OpsCommands)));
+    assert!(!a.may_publish("ota-cli-1", &t.build(&Topic::OpsEvents)));
+    assert!(!a.may_publish("ota-cli-1", &t.build(&Topic::Emergency)));
+    assert!(!a.may_publish("ota-cli-1", &t.build(&Topic::Hello(d1))));
+}
+
+#[test]
+fn subscriptions_follow_the_table_and_the_grants() {
+    let f = fixture(Admission::Provisioned);
+    let (a, t) = (&f.id, &f.t);
+    let d1 = dev("dev-1");
+    let g = GroupName::new("acme").unwrap();
+    for ok in [
+        Topic::Groups(d1.clone()),
+        Topic::Ack(d1.clone()),
+        Topic::DeviceBlocks(d1.clone()),
+        Topic::Emergency,
+    ] {
+        assert!(a.may_subscribe("dev-1", &t.build(&ok)), "{ok:?}");
+    }
+    for bad in [
+        "#",
+        "ota/v1/#",
+        "ota/v1/ops/#",
+        "ota/v1/devices/+/status",
+        "ota/v1/devices/dev-2/groups",
+        "ota/v1/ops/events",
+        "$SYS/#",
+        "ota/v1/groups/+/campaign",
+    ] {
+        assert!(!a.may_subscribe("dev-1", bad), "{bad}");
+    }
+    let campaign = t.build(&Topic::GroupCampaign(g.clone()));
+    assert!(!a.may_subscribe("dev-1", &campaign), "not in the group yet");
+    // The grant comes with the Membership, before it is published.
+    a.observe(
+        &Topic::Groups(d1.clone()),
+        &Membership {
+            groups: vec![g.clone()],
+        }
+        .encode(),
+    );
+    assert!(a.may_subscribe("dev-1", &campaign));
+    assert!(a.may_subscribe("dev-1", &t.build(&Topic::GroupEmergency(g.clone()))));
+    assert!(!a.may_subscribe("dev-2", &campaign));
+    a.observe(&Topic::Groups(d1.clone()), &[]);
+    assert!(!a.may_subscribe("dev-1", &campaign), "left the group");
+    // Pending: own Membership and acks only.
+    assert!(a.may_subscribe("dev-p", &t.build(&Topic::Groups(dev("dev-p")))));
+    assert!(!a.may_subscribe("dev-p", &t.build(&Topic::Emergency)));
+    // The bridge and operators.
+    assert!(a.may_subscribe("ota-bridge", &t.filter(Filter::AllStatus)));
+    assert!(a.may_subscribe("ota-bridge", &t.filter(Filter::OpsCommands)));
+    assert!(!a.may_subscribe("ota-bridge", "#"));
+    assert!(a.may_subscribe("ota-cli-1", &t.filter(Filter::OpsEvents)));
+    assert!(a.may_subscribe(
+        "ota-cli-1",
+        &t.build(&Topic::OpsReply(RequestId::new("r1").unwrap()))
+    ));
+    assert!(!a.may_subscribe("ota-cli-1", &t.filter(Filter::OpsCommands)));
+    assert!(!a.may_subscribe("ota-cli-1", &t.filter(Filter::AllStatus)));
+    assert!(!a.may_subscribe("ota-cli-1", "ota/v1/ops/#"));
+}
+
+#[test]
+fn open_admission_is_version_one() {
+    let f = fixture(Admission::Open);
+    let (a, t) = (&f.id, &f.t);
+    assert_eq!(a.connect("dev-9", pw("dev-9", "x")), ConnectVerdict::Accept);
+    assert!(a.may_publish("dev-9", &t.build(&Topic::Status(dev("dev-9")))));
+    // Still only its own topics, and provisioned devices keep their password.
+    assert!(!a.may_publish("dev-9", &t.build(&Topic::Status(dev("dev-1")))));
+    assert!(matches!(
+        a.connect("dev-1", pw("dev-1", "x")),
+        ConnectVerdict::Refuse(_)
+    ));
+    assert!(a.takes_part(&dev("dev-9")));
+    assert!(!a.takes_part(&dev("dev-r")));
+}
+
+#[test]
+fn revoking_in_memory_takes_effect_at_once() {
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    assert_eq!(
+        a.connect("dev-1", pw("dev-1", &f.pw1)),
+        ConnectVerdict::Accept
+    );
+    let mut r = record("dev-1", "unused", Standing::Revoked);
+    r.hash = hash_password(&f.pw1);
+    a.upsert(&r);
+    assert!(matches!(
+        a.connect("dev-1", pw("dev-1", &f.pw1)),
+        ConnectVerdict::Refuse("revoked")
+    ));
+    assert!(!a.may_publish("dev-1", &f.t.build(&Topic::Status(dev("dev-1")))));
+}

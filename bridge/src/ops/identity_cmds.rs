@@ -1,0 +1,165 @@
+//! `ota devices provision | rotate | revoke`: the credentials tree and the
+//! in-memory registry the broker asks (`crate::identity`), changed together.
+//! The store is flushed by [`super::handle`] before the reply.
+
+use schemas::ops::{ProvisionEntry, MAX_PROVISION_BATCH};
+use schemas::provisioning::PasswordHash;
+use schemas::DeviceId;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::OpsError;
+use crate::core::CoreState;
+use crate::identity::{CredentialRecord, Standing};
+
+/// One device's credentials, as `device_provision` and `device_revoke` say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialView {
+    pub id: DeviceId,
+    pub standing: Standing,
+    /// True when the device had credentials before (rotated or revoked).
+    pub replaced: bool,
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    // Invariant: ids, an enum and a bool.
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// The result of `device_provision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provisioned {
+    pub devices: Vec<CredentialView>,
+}
+
+/// `devices provision` (and `rotate`, with `replace`): every entry is
+/// checked first, so a batch is taken whole or not at all.
+pub async fn provision(
+    state: &mut CoreState,
+    entries: Vec<ProvisionEntry>,
+    replace: bool,
+    upsert: bool,
+    now: u64,
+) -> Result<serde_json::Value, OpsError> {
+    if entries.is_empty() || entries.len() > MAX_PROVISION_BATCH {
+        return Err(OpsError::Invalid(format!(
+            "a provision command holds 1 to {MAX_PROVISION_BATCH} devices, got {}",
+            entries.len()
+        )));
+    }
+    let mut records = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::new();
+    for e in entries {
+        let id = e.id;
+        if !seen.insert(id.clone()) {
+            return Err(OpsError::Invalid(format!("{id} is named twice")));
+        }
+        if state.identity.is_reserved(id.as_str()) {
+            return Err(OpsError::Invalid(format!(
+                "{id} is reserved for the bridge or an operator (its client ids, `ota-cli-…`, and the [broker.users] accounts): choose another device id"
+            )));
+        }
+        if PasswordHash::parse(&e.hash).is_none() {
+            return Err(OpsError::Invalid(format!(
+                "{id}: hash is not a `$6$salt$digest` password hash: provision with `ota devices provision`, which makes one"
+            )));
+        }
+        let old = state.credentials.get(&id)?;
+        if old.is_some() && !replace && !upsert {
+            return Err(OpsError::Invalid(format!(
+                "{id} is provisioned already: `ota devices rotate {id}` gives it a new password"
+            )));
+        }
+        if old.is_none() && replace && !upsert {
+            return Err(OpsError::NotFound(format!(
+                "{id} is not provisioned: `ota devices provision {id}` first"
+            )));
+        }
+        records.push(CredentialRecord {
+            id,
+            hash: e.hash,
+            standing: Standing::Active,
+            created: old.as_ref().map(|o| o.created).unwrap_or(now),
+            labels: if e.labels.is_empty() {
+                old.map(|o| o.labels).unwrap_or_default()
+            } else {
+                e.labels
+            },
+            updated: now,
+        });
+    }
+    let mut views = Vec::with_capacity(records.len());
+    for r in &records {
+        state.credentials.put(r)?;
+        state.identity.upsert(r);
+        let rotated = replace || upsert;
+        if rotated {
+            // The old password is refused from now on; a session logged
+            // in with it goes too.
+            state.identity.disconnect(r.id.as_str());
+        }
+        views.push(CredentialView {
+            id: r.id.clone(),
+            standing: Standing::Active,
+            replaced: rotated,
+        });
+    }
+    info!(
+        devices = records.len(),
+        rotated = replace,
+        "devices provisioned"
+    );
+    let ids: Vec<&DeviceId> = records.iter().map(|r| &r.id).collect();
+    state
+        .event(
+            if replace {
+                "device.rotated"
+            } else {
+                "device.provisioned"
+            },
+            format!(
+                "{} device(s) {}",
+                ids.len(),
+                if replace {
+                    "have new credentials"
+                } else {
+                    "provisioned"
+                }
+            ),
+            serde_json::json!({ "devices": ids }),
+        )
+        .await?;
+    Ok(to_json(&Provisioned { devices: views }))
+}
+
+/// `devices revoke`: refused at login from now on, and disconnected.
+pub async fn revoke(
+    state: &mut CoreState,
+    id: DeviceId,
+    now: u64,
+) -> Result<serde_json::Value, OpsError> {
+    let Some(mut record) = state.credentials.get(&id)? else {
+        return Err(OpsError::NotFound(format!(
+            "{id} is not provisioned: see `ota devices list`"
+        )));
+    };
+    let replaced = record.standing != Standing::Revoked;
+    record.standing = Standing::Revoked;
+    record.updated = now;
+    state.credentials.put(&record)?;
+    state.identity.upsert(&record);
+    state.identity.disconnect(id.as_str());
+    info!(device = %id, "device revoked");
+    state
+        .event(
+            "device.revoked",
+            format!("device {id} revoked"),
+            serde_json::json!({ "device": id }),
+        )
+        .await?;
+    Ok(to_json(&CredentialView {
+        id,
+        standing: Standing::Revoked,
+        replaced,
+    }))
+}
