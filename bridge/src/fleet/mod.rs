@@ -145,7 +145,9 @@ impl Fleet {
     /// otherwise whether `online` changed.
     pub fn presence(&mut self, id: &DeviceId, online: bool, now: u64) -> Option<bool> {
         let Some(d) = self.devices.get_mut(id) else {
-            if self.early_presence.len() < MAX_EARLY_PRESENCE || self.early_presence.contains_key(id) {
+            if self.early_presence.len() < MAX_EARLY_PRESENCE
+                || self.early_presence.contains_key(id)
+            {
                 self.early_presence.insert(id.clone(), online);
             }
             return None;
