@@ -1,12 +1,12 @@
 //! `ota artifact push | list | show | delete`: the artifacts a running
 //! bridge holds, through signed operator commands (`bridge::client`). The
-//! push itself (checks, chunks, resume) is `bridge::artifacts::push`.
+//! push itself (checks, chunks, resume) is `bridge::client::push`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use bridge::artifacts::push::push;
+use bridge::client::push::push;
 use bridge::client::OpsClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use schemas::ops::Command;

@@ -3,9 +3,6 @@
 //! Subcommands that only read and write files (keygen, artifact) never
 //! start a runtime.
 
-// Used by the families that register later (serve, sim, ...).
-#![allow(dead_code)]
-
 use std::future::Future;
 
 use anyhow::Context as _;

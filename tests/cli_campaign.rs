@@ -155,7 +155,7 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     spec.artifact = Some(ArtifactId::new("fw-5-esp32").unwrap());
     spec.block_size = 1024;
     let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &spec).unwrap(), &release);
-    bridge::artifacts::push::push(&client, &manifest, &image, |_, _| {})
+    bridge::client::push::push(&client, &manifest, &image, |_, _| {})
         .await
         .expect("the push completes");
 

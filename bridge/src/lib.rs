@@ -4,50 +4,80 @@
 //! takes signed operator commands. Also the operator client library the
 //! CLI uses ([`client`]).
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`config`]: `ota.toml` in two steps (raw serde, then validated).
+//! Each module uses only the ones below it (`python3 tools/module_cycles.py .`
+//! checks that no crate has an import cycle):
+//!
+//! ```text
+//!  core ─────────── the actor: runs every change to core's state, in order
+//!   │
+//!  ops ──────────── operator commands: auth, audit, dispatch, handlers;
+//!   │               maps each layer's error into the reply (ops::errors)
+//!  state ────────── CoreState (private fields, lent by borrow), the one
+//!   │               campaign::Ctx, membership publishing, CoreError
+//!  campaign ─────── specs, the pure gate, the manager (handed a Ctx)
+//!   │
+//!  blocks   status ─ the block server actor; the ack tracker and ingest actor
+//!   │        │
+//!  artifacts fleet ─ artifact store and uploads; registry, selectors, groups
+//!   │        │
+//!  mqtt ─────┴───── the connection, its event loop, the Publisher
+//!   │
+//!  store  config  metrics  rt ── sled trees; ota.toml; counters; clock, blocking
+//!
+//!  client ───────── the operator client (`ota` CLI), on ops' reply shapes
+//! ```
+//!
+//! - [`config`]: `ota.toml` in two steps (raw serde, then validated);
+//!   `config::blocks` is the `[blocks]` section.
 //! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
 //!   status, retained, audit).
+//! - [`rt`]: [`unix_now`] and running work on the blocking pool.
+//! - [`metrics`]: counters, logged periodically.
 //! - [`mqtt`]: the one rumqttc connection: options, the event loop task
 //!   that routes publishes to actors, the [`mqtt::Publisher`].
-//! - [`status`]: the pure ack tracker and the ingest actor (group commit,
-//!   flush, PUBACK, retained StatusAck).
 //! - [`fleet`]: the registry, label selectors, groups and membership.
 //! - [`identity`]: device credentials and E1's topic authority, which the
 //!   embedded broker asks on every CONNECT, PUBLISH and SUBSCRIBE.
-//! - [`ops`]: operator commands: verification, audit, dispatch, handlers.
-//! - [`core`]: the actor owning fleet, groups and commands (and later
-//!   artifacts and campaigns).
-//! - [`campaign`]: campaign specs, the wave gate (pure) and the manager
-//!   core runs them with (announcements, tallies, timers, the emergency lane).
 //! - [`artifacts`]: the artifact store (sled index, content-addressed
-//!   files), verified resumable uploads, the `artifact_*` commands, and the
-//!   operator's side of a push.
+//!   files) and verified resumable uploads.
+//! - [`status`]: the pure ack tracker and the ingest actor (group commit,
+//!   flush, PUBACK, retained StatusAck); what it tells core
+//!   ([`status::CoreMsg`]).
 //! - [`blocks`]: the block server actor (merge window, pacing, emergency
-//!   priority) and its benchmark.
-//! - [`client`]: [`client::OpsClient`], signed commands over MQTT.
-//! - [`bench`]: the durable status ingest benchmark.
-//! - [`metrics`]: counters, logged periodically.
+//!   priority).
+//! - [`campaign`]: campaign specs, the wave gate (pure) and the manager
+//!   (announcements, tallies, timers, the emergency lane).
+//! - [`state`]: [`state::CoreState`], what core owns, and where core calls
+//!   the campaign manager ([`state::campaigns`]).
+//! - [`ops`]: operator commands: verification, audit, dispatch, the
+//!   fleet, artifact and campaign handlers, [`ops::OpsError`].
+//! - [`core`]: the actor owning the state and the operator commands.
+//! - [`client`]: [`client::OpsClient`], signed commands over MQTT, and
+//!   the operator's side of an artifact push.
 //!
 //! # Data flow
 //!
 //! ```text
-//!  broker ──poll()──► mqtt::MqttLoop ──try_send──► status::Ingest ──► sled, flush
+//!  broker ──poll()──► mqtt::MqttLoop ──try_send──► status::Ingest ──► sled (blocking pool), flush
 //!                          │                          │   └──► PUBACK, retained StatusAck
-//!                          │                          ▼
-//!                          └─────────try_send──────► core::Core ──► sled
-//!                       (presence, commands)          └──► Membership, replies, events
-//!                          │
+//!                          │                          ▼ CoreMsg
+//!                          └─────────try_send──────► core::Core ──► state, ops, campaign
+//!                       (presence, commands)          │   └──► Membership, replies, events
+//!                          │                          └─try_send─► ops::uploads (blocking pool)
+//!                          │                                          └──► reply
 //!                          └─────────try_send──────► blocks (server ──► worker) ──► Block publishes
 //!                        (requests, QoS 0)
 //! ```
+//!
+//! docs/ARCHITECTURE.md follows a Status and a block through these, one
+//! hop per step.
 //!
 //! Shutdown is passed in ([`run`]): the actors finish the batch in hand,
 //! the connection closes cleanly, the store is flushed.
 
 pub mod artifacts;
-pub mod bench;
 pub mod blocks;
 pub mod campaign;
 pub mod client;
@@ -58,6 +88,8 @@ pub mod identity;
 pub mod metrics;
 pub mod mqtt;
 pub mod ops;
+pub mod rt;
+pub mod state;
 pub mod status;
 pub mod store;
 
@@ -98,17 +130,17 @@ pub enum BridgeError {
     Publish(#[from] mqtt::PublishError),
     #[error(transparent)]
     Artifacts(#[from] artifacts::ArtifactError),
+    #[error(transparent)]
+    Core(#[from] state::CoreError),
+    #[error(transparent)]
+    Ingest(#[from] status::IngestError),
+    #[error(transparent)]
+    Blocks(#[from] blocks::BlocksError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use rt::unix_now;
 
 /// An actor task: it ends with an error only when the bridge cannot go on.
 type ActorHandle = JoinHandle<Result<(), BridgeError>>;
@@ -142,7 +174,7 @@ pub struct Bridge {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, BridgeError> {
-    tokio::task::spawn_blocking(f)
+    rt::blocking(f)
         .await
         .map_err(|e| BridgeError::Task(e.to_string()))
 }
@@ -259,7 +291,7 @@ impl Bridge {
         let s = store.clone();
         let tracker = blocking(move || status::Ingest::load_tracker(&s)).await??;
         let s = store.clone();
-        let fleet = blocking(move || core::CoreState::load_fleet(&s)).await??;
+        let fleet = blocking(move || state::CoreState::load_fleet(&s)).await??;
         let s = store.clone();
         let campaigns = blocking(move || campaign::Campaigns::load(&s)).await??;
         let window = config.bridge.command_window_secs;
@@ -285,22 +317,26 @@ impl Bridge {
             tracker,
             ack_policy: status::ingest::AckPolicy::for_broker(&config.broker),
         };
+        let (uploads, uploads_task) = ops::uploads::spawn(
+            artifact_store.clone(),
+            &config.bridge.release_keys,
+            store.clone(),
+            publisher.clone(),
+            actors_token.clone(),
+        );
         let core = core::Core {
-            state: core::CoreState {
+            state: state::CoreState::new(state::Parts {
                 fleet,
                 store: store.clone(),
                 publisher: publisher.clone(),
                 metrics: metrics.clone(),
-                auth,
-                artifacts: artifacts::ArtifactOps::new(
-                    artifact_store.clone(),
-                    &config.bridge.release_keys,
-                    Some(block_server.clone()),
-                ),
+                artifacts: artifact_store.clone(),
+                blocks: Some(block_server.clone()),
                 campaigns,
                 identity: identity.clone(),
                 credentials,
-            },
+            }),
+            ops: ops::Ops::new(auth, uploads),
             mqtt: core_mqtt_rx,
             internal: core_rx,
             link: link.clone(),
@@ -308,10 +344,36 @@ impl Bridge {
         let actors = vec![
             (
                 "status ingest",
-                Some(tokio::spawn(ingest.run(actors_token.clone()))),
+                Some(tokio::spawn({
+                    let token = actors_token.clone();
+                    async move { Ok(ingest.run(token).await?) }
+                })),
             ),
-            ("core", Some(tokio::spawn(core.run(actors_token.clone())))),
-            ("block server", Some(blocks_task)),
+            (
+                "core",
+                Some(tokio::spawn({
+                    let token = actors_token.clone();
+                    async move { Ok(core.run(token).await?) }
+                })),
+            ),
+            (
+                "artifact uploads",
+                Some(tokio::spawn(async move {
+                    match uploads_task.await {
+                        Ok(r) => Ok(r?),
+                        Err(e) => Err(BridgeError::Task(format!("artifact uploads: {e}"))),
+                    }
+                })),
+            ),
+            (
+                "block server",
+                Some(tokio::spawn(async move {
+                    match blocks_task.await {
+                        Ok(r) => Ok(r?),
+                        Err(e) => Err(BridgeError::Task(format!("block server: {e}"))),
+                    }
+                })),
+            ),
         ];
         let metrics_log = tokio::spawn(log_metrics(
             metrics.clone(),

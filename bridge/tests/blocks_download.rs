@@ -86,7 +86,7 @@ async fn with_30_percent_of_blocks_lost_every_device_completes() {
     let mut runs = Vec::new();
     for i in 0..3 {
         let d = device(&stack, &format!("lossy-{i}"), &m).await;
-        let cfg = bridge::blocks::downloader::DownloadConfig {
+        let cfg = harness::downloader::DownloadConfig {
             drop_rate: 0.3,
             seed: 100 + i,
             ..quick()

@@ -8,8 +8,8 @@ mod common;
 
 use base64::Engine as _;
 use blocks_common::*;
-use bridge::artifacts::push::{push, PushError};
 use bridge::blocks::BlocksConfig;
+use bridge::client::push::{push, PushError};
 use schemas::ops::{Command, UPLOAD_CHUNK};
 
 fn b64(b: &[u8]) -> String {

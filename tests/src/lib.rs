@@ -9,9 +9,12 @@
 //! - [`demo`]: `ota demo`, the whole story on a simulated fleet.
 //! - [`faults`]: helpers of the fault suite (`tests/tests/faults/`).
 //! - [`bench`]: benchmarks behind `ota bench`, returning figures.
+//! - [`downloader`]: a minimal protocol-speaking device download loop (raw
+//!   rumqttc), for the download benchmark and the block server's tests.
 
 pub mod bench;
 pub mod demo;
+pub mod downloader;
 pub mod faults;
 pub mod mosquitto;
 pub mod stack;

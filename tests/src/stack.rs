@@ -84,7 +84,7 @@ pub enum StackError {
     #[error("release: {0}")]
     Release(#[from] schemas::release::ReleaseError),
     #[error("push: {0}")]
-    Push(#[from] bridge::artifacts::push::PushError),
+    Push(#[from] bridge::client::push::PushError),
 }
 
 /// A wait that did not end in time.
@@ -242,7 +242,7 @@ impl Stack {
         let m = build_manifest(image, spec)?;
         let id = m.artifact.clone();
         let envelope = manifest::sign(&m, &self.keys.release);
-        bridge::artifacts::push::push(&self.ops, &envelope, image, |_, _| {}).await?;
+        bridge::client::push::push(&self.ops, &envelope, image, |_, _| {}).await?;
         Ok(id)
     }
 

@@ -49,6 +49,8 @@ pub enum ArtifactError {
     Sled(#[from] sled::Error),
     #[error("artifact record {id} is unreadable: {reason} (delete it with `ota artifact delete` and push the image again)")]
     Corrupt { id: String, reason: String },
+    #[error("{0} is not an artifact command")]
+    NotArtifactCommand(&'static str),
     #[error(
         "the artifact task stopped before answering: {0} (a bug in ota; the upload can be resumed)"
     )]
@@ -56,6 +58,12 @@ pub enum ArtifactError {
 }
 
 impl ArtifactError {
+    /// A failure of the disk or the database (never something wrong with
+    /// what was sent): the bridge stops rather than go on without its store.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, ArtifactError::Io { .. } | ArtifactError::Sled(_))
+    }
+
     /// An I/O error with what was being done and where.
     pub(crate) fn io(
         op: &'static str,

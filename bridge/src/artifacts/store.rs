@@ -10,7 +10,7 @@
 //! their manifest in the `artifact_uploads` tree ([`super::upload`]).
 //!
 //! Every method here blocks (file I/O, sled flush): call them from
-//! `spawn_blocking`, as [`super::ArtifactOps`] and the block server do.
+//! `spawn_blocking`, as the artifact commands and the block server do.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -71,7 +71,20 @@ impl ArtifactStore {
         data_b64: &str,
         now: u64,
     ) -> Result<Progress, ArtifactError> {
-        let (manifest, envelope) = verify_manifest(trust, manifest_b64)?;
+        let verified = VerifiedManifest::verify(trust, manifest_b64)?;
+        self.accept_verified(&verified, offset, data_b64, now)
+    }
+
+    /// One chunk of a push whose manifest was verified already (the upload
+    /// actor verifies it once per push, not once per chunk). Blocks.
+    pub fn accept_verified(
+        &self,
+        verified: &VerifiedManifest,
+        offset: u64,
+        data_b64: &str,
+        now: u64,
+    ) -> Result<Progress, ArtifactError> {
+        let (manifest, envelope) = (&verified.manifest, &verified.envelope);
         // base64 grows 4/3: refuse absurd text before decoding it.
         if data_b64.len() > UPLOAD_CHUNK.div_ceil(3) * 4 + 4 {
             return Err(ArtifactError::ChunkTooLarge {
@@ -99,7 +112,7 @@ impl ArtifactStore {
 
         let _guard = self.lock();
         if let Some(stored) = self.get(&id)? {
-            if stored.manifest_bytes()? == envelope {
+            if stored.manifest_bytes()? == *envelope {
                 return Ok(progress(manifest.size, true, false));
             }
             return Err(ArtifactError::Exists { id });
@@ -146,7 +159,7 @@ impl ArtifactStore {
             return Ok(progress(end, false, true));
         }
         drop(file);
-        match self.finish(&manifest, &envelope, now) {
+        match self.finish(manifest, envelope, now) {
             Ok(()) => Ok(progress(end, true, true)),
             Err(e) => {
                 // A finished image that does not match is useless: drop it
@@ -237,7 +250,22 @@ impl ArtifactStore {
     }
 }
 
-/// Decodes and verifies the manifest of an upload command.
+/// An upload's manifest, checked against the release keys as a device
+/// would check it, with its exact signed bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedManifest {
+    pub manifest: Manifest,
+    pub envelope: Vec<u8>,
+}
+
+impl VerifiedManifest {
+    /// Decodes and verifies the manifest of an upload command.
+    pub fn verify(trust: &TrustStore, manifest_b64: &str) -> Result<Self, ArtifactError> {
+        let (manifest, envelope) = verify_manifest(trust, manifest_b64)?;
+        Ok(Self { manifest, envelope })
+    }
+}
+
 fn verify_manifest(
     trust: &TrustStore,
     manifest_b64: &str,

@@ -12,7 +12,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`BlocksConfig`], the `[blocks]` section.
+//! - [`BlocksConfig`]: the `[blocks]` section (it lives in `config::blocks`).
 //! - [`schedule`]: [`schedule::Scheduler`], the pure merge/priority/budget
 //!   logic, with its [`wants`] bitset.
 //! - [`server`]: the actor: request checks, per-device rate limit, counters,
@@ -25,9 +25,10 @@
 //! - [`worker`]: encodes a batch off the runtime and publishes it, paced.
 //! - [`encoder`] and [`cache`]: Merkle trees, file reads, encoded-block LRU.
 //! - [`metrics`]: [`BlockMetrics`] and [`Refusal`].
-//! - [`downloader`]: a minimal protocol-speaking device download loop
-//!   (raw rumqttc), for the benchmark and tests.
-//! - [`bench`]: N devices downloading one image at once, measured.
+//!
+//! The benchmark (N devices downloading one image) and its minimal
+//! protocol-speaking downloader are the harness's (`tests/`), not the
+//! service's.
 //!
 //! ```text
 //!  MqttLoop ──Incoming (request)──► server ──want──► Scheduler
@@ -41,10 +42,7 @@
 //! ```
 
 pub mod audience;
-pub mod bench;
 pub mod cache;
-pub mod config;
-pub mod downloader;
 pub mod encoder;
 pub mod flight;
 pub mod metrics;
@@ -56,14 +54,13 @@ pub(crate) mod worker;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use schemas::{ArtifactId, DeviceId};
+use schemas::ArtifactId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-pub use config::{BlocksConfig, BlocksConfigError};
+pub use crate::config::blocks::{BlocksConfig, BlocksConfigError};
 pub use metrics::{BlockMetrics, BlockSnapshot, Refusal};
 pub use schedule::{ScheduleConfig, Scheduler, Target};
 
@@ -76,12 +73,10 @@ pub const REQUEST_INBOX: usize = 1024;
 /// Capacity of the control inbox.
 pub const EVENT_INBOX: usize = 256;
 
-/// What other parts of the bridge tell the block server.
+/// What other parts of the bridge tell the block server (requests come
+/// from the MQTT loop on [`BlockServerHandle::requests`]).
 #[derive(Debug, Clone)]
 pub enum BlockEvent {
-    /// A BlockRequest's payload from `device` (the MQTT loop sends
-    /// [`Incoming`]s on [`BlockServerHandle::requests`] instead).
-    Request { device: DeviceId, payload: Bytes },
     /// An emergency campaign uses `artifact` (or no longer does).
     SetPriority {
         artifact: ArtifactId,
@@ -93,6 +88,13 @@ pub enum BlockEvent {
     /// paused, halted or aborted): drop its wants, publish nothing more of
     /// it, refuse its requests. `held: false` serves it again.
     Hold { artifact: ArtifactId, held: bool },
+}
+
+/// Why the block server stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum BlocksError {
+    #[error("the block worker failed: {0}")]
+    Worker(String),
 }
 
 /// How to reach the block server. Cheap to clone.
@@ -158,10 +160,7 @@ pub fn spawn(
     publisher: Publisher,
     flight: Arc<flight::Flight>,
     shutdown: CancellationToken,
-) -> (
-    BlockServerHandle,
-    JoinHandle<Result<(), crate::BridgeError>>,
-) {
+) -> (BlockServerHandle, JoinHandle<Result<(), BlocksError>>) {
     let metrics = Arc::new(BlockMetrics::default());
     let (events_tx, events) = mpsc::channel(EVENT_INBOX);
     let (requests_tx, requests) = mpsc::channel(REQUEST_INBOX);
@@ -207,7 +206,7 @@ pub fn spawn(
         // The server dropped the batch sender: the worker ends after its batch.
         worker_task
             .await
-            .map_err(|e| crate::BridgeError::Task(format!("block worker: {e}")))
+            .map_err(|e| BlocksError::Worker(e.to_string()))
     });
     (
         BlockServerHandle {

@@ -115,14 +115,9 @@ impl Server {
                         other => debug!(topic = ?other, "not a request topic; ignored"),
                     }
                     // Nothing to make durable: acknowledge at once.
-                    if self.publisher.ack(m.ack).await.is_err() {
-                        break;
-                    }
+                    self.publisher.ack(m.ack);
                 }
                 Some(ev) = self.events.recv() => match ev {
-                    BlockEvent::Request { device, payload } => {
-                        self.on_request(&device, &payload, &limiter, &mut shapes, &mut logs);
-                    }
                     BlockEvent::SetPriority { artifact, emergency } => {
                         debug!(artifact = %artifact, emergency, "block priority set");
                         self.scheduler.set_emergency(&artifact, emergency);

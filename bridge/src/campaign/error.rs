@@ -5,8 +5,8 @@ use schemas::{ArtifactId, CampaignId, GroupName};
 
 use super::gate::StepError;
 use super::spec::{Kind, SpecError};
+use crate::artifacts::ArtifactError;
 use crate::mqtt::PublishError;
-use crate::ops::OpsError;
 use crate::store::StoreError;
 
 /// A campaign command that could not be carried out.
@@ -27,7 +27,9 @@ pub enum CampaignError {
     #[error("artifact {0} is not stored on the bridge: push it first with `ota artifact push` (`ota artifact list` shows what the bridge holds)")]
     NoArtifact(ArtifactId),
     #[error("artifact {0} is not usable: {1}")]
-    BadArtifact(ArtifactId, String),
+    BadArtifact(ArtifactId, #[source] ArtifactError),
+    #[error(transparent)]
+    ArtifactStore(ArtifactError),
     #[error("artifacts {a} and {b} differ in {what} ({va} vs {vb}): a release holds one kind, one component and one version, with one manifest per arch")]
     MixedRelease {
         a: ArtifactId,
@@ -63,17 +65,4 @@ pub enum CampaignError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
-}
-
-impl From<CampaignError> for OpsError {
-    fn from(e: CampaignError) -> Self {
-        match e {
-            CampaignError::Store(s) => OpsError::Store(s),
-            CampaignError::Publish(p) => OpsError::Publish(p),
-            e @ (CampaignError::NotFound(_) | CampaignError::NoArtifact(_)) => {
-                OpsError::NotFound(e.to_string())
-            }
-            other => OpsError::Invalid(other.to_string()),
-        }
-    }
 }

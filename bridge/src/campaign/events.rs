@@ -1,13 +1,15 @@
 //! Operator events for campaigns, on `P/ops/events`: one per gate effect
 //! (`campaign.wave_started`, `campaign.halted`, `campaign.decision`, ...),
 //! plus `campaign.created` and throttled `campaign.progress` tallies. The
-//! `data` of a gate effect is the effect itself as JSON, so scripts read
-//! the same shapes as `ota campaign status --json`.
+//! `data` of a gate effect is the effect itself as JSON (a decision's
+//! numbers included), so scripts read the same shapes as `ota campaign
+//! status --json`; the `message` is the English, rendered here and in
+//! [`super::gate::narrate`].
 
 use schemas::ops::Event;
 use schemas::CampaignId;
 
-use super::gate::{AnnounceState, Effect, WaveCounts};
+use super::gate::{AnnounceState, Clock, Effect, Scope, WaveCounts};
 
 /// The event kind of every campaign event, for `--json` readers.
 pub mod kind {
@@ -25,8 +27,9 @@ pub mod kind {
     pub const PROGRESS: &str = "campaign.progress";
 }
 
-/// The event for one gate effect.
-pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
+/// The event for one gate effect; `scope` is its campaign's (the texts
+/// say "wave 2 of 3" or "the emergency").
+pub fn of_effect(campaign: &CampaignId, scope: Scope, at: u64, effect: &Effect) -> Event {
     let (k, message) = match effect {
         Effect::Announce(a) => (
             kind::ANNOUNCED,
@@ -45,7 +48,7 @@ pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
             format!(
                 "campaign {campaign}: wave {} started, waits until {}",
                 wave + 1,
-                super::gate::Clock(*deadline)
+                Clock(*deadline)
             ),
         ),
         Effect::WavePassed { wave, counts, .. } => (
@@ -61,7 +64,7 @@ pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
             format!(
                 "campaign {campaign}: wave {} soaks until {}",
                 wave + 1,
-                super::gate::Clock(*until)
+                Clock(*until)
             ),
         ),
         Effect::Halted { wave, reason, .. } => (
@@ -81,7 +84,10 @@ pub fn of_effect(campaign: &CampaignId, at: u64, effect: &Effect) -> Event {
             format!("campaign {campaign} completed ({})", counts_text(counts)),
         ),
         Effect::Aborted => (kind::ABORTED, format!("campaign {campaign} aborted")),
-        Effect::Decision(d) => (kind::DECISION, format!("campaign {campaign}: {}", d.text)),
+        Effect::Decision(d) => (
+            kind::DECISION,
+            format!("campaign {campaign}: {}", scope.text(d)),
+        ),
     };
     Event {
         ts: at,

@@ -3,6 +3,10 @@
 //! changes, membership changes and a one-second tick, in the order they
 //! happen; it steps the gates, and carries out what they decide.
 //!
+//! Long file: one owner of every campaign with one method per input; what
+//! is pure is elsewhere (the gate, the tally, admission, announcements,
+//! events and views are their own modules).
+//!
 //! # Carrying out a step (`Campaigns::apply`)
 //!
 //! 1. After every `WaveStarted`, the new wave's members are computed and
@@ -26,6 +30,7 @@
 //! devices actually reported.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use schemas::ops::Event;
 use schemas::topic::Topic;
@@ -35,7 +40,7 @@ use tracing::{error, info, warn};
 use super::announce;
 use super::error::CampaignError;
 use super::events;
-use super::gate::{Effect, Gate, Input, Phase, WaveCounts};
+use super::gate::{Effect, Gate, Input, Phase, Scope, WaveCounts};
 use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, Release, WaveEnd};
@@ -49,7 +54,18 @@ use crate::mqtt::Publisher;
 use crate::status::StatusUpdate;
 use crate::store::{Store, StoreError};
 
-/// What the manager works with, borrowed from core for one call.
+/// How often due gates are stepped and progress events sent.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// The first tick comes this long after start: a timer that fell due while
+/// the bridge was down is judged once the reports the broker held for it
+/// (its persistent session) have been stored and counted, not before.
+pub const FIRST_TICK: Duration = Duration::from_secs(3);
+
+/// What the manager works with, borrowed from core for one call (made in
+/// one place, `state::CoreState::campaigns_mut`): the store handles, the
+/// publisher, the block server and the fleet it reads. The clock is the
+/// `now` each call is given.
 pub struct Ctx<'a> {
     pub fleet: &'a Fleet,
     pub store: &'a Store,
@@ -158,9 +174,8 @@ impl Campaigns {
     /// and those devices re-send once reconnected, are stored and counted
     /// first; the first tick then sends the counts and judges.
     ///
-    /// [`FIRST_TICK`]: super::hooks::FIRST_TICK
     pub async fn started(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
-        self.grace_until = now.saturating_add(super::hooks::FIRST_TICK.as_secs());
+        self.grace_until = now.saturating_add(FIRST_TICK.as_secs());
         let live: Vec<CampaignId> = self
             .entries
             .values()
@@ -634,9 +649,10 @@ impl Campaigns {
         for (topic, payload) in messages {
             ctx.publisher.publish(&topic, payload, true).await?;
         }
+        let scope = e.record.gate.scope();
         for f in &fx {
-            log_effect(id, f);
-            send_event(ctx, &events::of_effect(id, now, f)).await?;
+            log_effect(id, scope, f);
+            send_event(ctx, &events::of_effect(id, scope, now, f)).await?;
         }
         // 3. An ended emergency gives up its priority.
         let ended = fx
@@ -739,9 +755,11 @@ pub(crate) async fn send_event(ctx: &Ctx<'_>, ev: &Event) -> Result<(), Campaign
     Ok(())
 }
 
-fn log_effect(id: &CampaignId, f: &Effect) {
+fn log_effect(id: &CampaignId, scope: Scope, f: &Effect) {
     match f {
-        Effect::Decision(d) => info!(campaign = %id, wave = ?d.wave.map(|w| w + 1), "{}", d.text),
+        Effect::Decision(d) => {
+            info!(campaign = %id, wave = ?d.wave.map(|w| w + 1), "{}", scope.text(d))
+        }
         Effect::Halted { wave, reason, .. } => {
             warn!(campaign = %id, wave = wave + 1, reason = %reason, "campaign halted")
         }

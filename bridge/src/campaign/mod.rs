@@ -23,18 +23,22 @@
 //! - [`events`]: the `P/ops/events` of every gate effect.
 //! - [`view`]: the JSON replies the CLI reads.
 //! - [`manager`]: [`Campaigns`], every campaign and its live tally.
-//! - [`hooks`], [`ops`]: where core and the ops dispatch call in.
 //! - [`error`]: [`CampaignError`], what the operator reads.
 //!
 //! # Who calls what, in order
 //!
 //! ```text
-//!  ops dispatch ──campaign_* / emergency──► ops::handle ─┐
-//!  core: committed status batch ─────────► hooks::statuses ├─► Campaigns ─► Gate::step
-//!  core: membership published / registered ► hooks::devices_changed      │
-//!  core: every second ───────────────────► hooks::tick ───┘             ▼
+//!  ops::campaign_cmds ◄── campaign_* / emergency ─────────┐
+//!  state::campaigns::statuses ◄── committed status batch ──┤
+//!  state::campaigns::devices_changed ◄── groups changed ───┼─► Campaigns ─► Gate::step
+//!  state::campaigns::tick ◄── every second ────────────────┘   (each with the one Ctx)
 //!        record + retained announcement ─► sled, one flush ─► publish retained, events
 //! ```
+//!
+//! Campaign knows nothing of its callers: it is handed a [`Ctx`] (store
+//! handles, publisher, block server, the fleet it reads) and `now`, and
+//! returns a [`CampaignError`]; `ops` maps that into its reply, `state`
+//! into whether core stops.
 //!
 //! # The gate's state machine
 //!
@@ -72,10 +76,8 @@ pub mod announce;
 pub mod error;
 pub mod events;
 pub mod gate;
-pub mod hooks;
 pub mod manager;
 pub mod members;
-pub mod ops;
 pub mod preflight;
 pub mod record;
 pub mod release;
@@ -85,4 +87,4 @@ pub mod tally;
 pub mod view;
 
 pub use error::CampaignError;
-pub use manager::{Campaigns, Ctx};
+pub use manager::{Campaigns, Ctx, FIRST_TICK, TICK};

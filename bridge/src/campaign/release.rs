@@ -25,7 +25,13 @@ pub fn resolve(
     }
     let mut records = Vec::with_capacity(ids.len());
     for id in ids {
-        let bad = |e: ArtifactError| CampaignError::BadArtifact(id.clone(), e.to_string());
+        let bad = |e: ArtifactError| {
+            if e.is_storage() {
+                CampaignError::ArtifactStore(e)
+            } else {
+                CampaignError::BadArtifact(id.clone(), e)
+            }
+        };
         let r = lookup(id)
             .map_err(bad)?
             .ok_or_else(|| CampaignError::NoArtifact(id.clone()))?;

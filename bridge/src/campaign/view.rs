@@ -1,13 +1,13 @@
 //! The JSON shapes of campaign replies (`campaign create/start/.../status`
 //! return a [`CampaignStatus`], `campaign list` a [`CampaignList`]), which
-//! the CLI reads back through [`crate::client::OpsClient::call_ok`].
+//! the CLI reads back through the operator client (`OpsClient::call_ok`).
 
 use std::collections::BTreeMap;
 
 use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
 
-use super::gate::{Decision, Phase, WaveCounts};
+use super::gate::{DecisionKind, Phase, WaveCounts};
 use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, WaveEnd};
@@ -89,9 +89,19 @@ pub struct CampaignStatus {
     /// Every member of the current wave, by state and error.
     pub current: Option<Breakdown>,
     pub preflight: Preflight,
-    pub history: Vec<Decision>,
+    pub history: Vec<DecisionLine>,
     /// The bridge's clock when this was made (Unix seconds).
     pub now: u64,
+}
+
+/// One decision of the campaign's log, as the status reply shows it: the
+/// data and its English.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionLine {
+    pub at: u64,
+    pub wave: Option<usize>,
+    pub text: String,
+    pub decision: DecisionKind,
 }
 
 /// The summary of a record.
@@ -169,7 +179,16 @@ pub fn status(r: &CampaignRecord, tally: &Tally, fleet: &Fleet, now: u64) -> Cam
         groups,
         current: current_breakdown,
         preflight: r.preflight.clone(),
-        history: gate.history().to_vec(),
+        history: gate
+            .history()
+            .iter()
+            .map(|d| DecisionLine {
+                at: d.at,
+                wave: d.wave,
+                text: gate.scope().text(d),
+                decision: d.kind.clone(),
+            })
+            .collect(),
         now,
     }
 }

@@ -26,7 +26,11 @@
 //! Key lists hold paths to key files (64 hex characters and a newline, the
 //! format of `schemas::keys`), never inline keys: a key file can be
 //! rotated, permission-checked and shared without editing the config.
+//!
+//! [`blocks`] is the `[blocks]` section, the block server's knobs (here, at
+//! the bottom of the bridge, so that every layer can read it).
 
+pub mod blocks;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -87,7 +91,7 @@ pub struct Config {
     pub status: StatusConfig,
     pub operator: OperatorConfig,
     /// `[blocks]`: the block server.
-    pub blocks: crate::blocks::BlocksConfig,
+    pub blocks: blocks::BlocksConfig,
     /// `[devices]`: who may log in and register.
     pub devices: DevicesConfig,
 }
@@ -229,7 +233,7 @@ impl Config {
             broker,
             status: StatusConfig::default(),
             operator: OperatorConfig::default(),
-            blocks: crate::blocks::BlocksConfig::default(),
+            blocks: blocks::BlocksConfig::default(),
             devices: DevicesConfig {
                 admission: crate::identity::Admission::Open,
             },

@@ -18,9 +18,9 @@ pub struct RawConfig {
     pub status: RawStatus,
     #[serde(default)]
     pub operator: RawOperator,
-    /// `[blocks]`: validated as it is (see `crate::blocks::BlocksConfig`).
+    /// `[blocks]`: validated as it is (see `super::blocks::BlocksConfig`).
     #[serde(default)]
-    pub blocks: crate::blocks::BlocksConfig,
+    pub blocks: super::blocks::BlocksConfig,
     #[serde(default)]
     pub devices: RawDevices,
 }

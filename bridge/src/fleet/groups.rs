@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::{DeviceId, GroupName};
-use serde::{Deserialize, Serialize};
 
 use super::selector::{Selector, SelectorError};
+pub use crate::store::GroupRecord;
 
 /// Most explicit members in one group.
 pub const MAX_MEMBERS: usize = 100_000;
@@ -116,17 +116,6 @@ impl Group {
             r.updated,
         )
     }
-}
-
-/// A group as stored (JSON in the `groups` tree) and as listed to operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupRecord {
-    pub name: GroupName,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub members: Option<Vec<DeviceId>>,
-    pub updated: u64,
 }
 
 /// Every group, by name.

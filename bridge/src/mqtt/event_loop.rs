@@ -77,8 +77,6 @@ pub struct MqttLoop {
     pub(crate) generation: Arc<AtomicU64>,
     pub(crate) state: watch::Sender<LinkState>,
     overflow: VecDeque<(Target, Incoming)>,
-    /// PUBACKs of dropped messages that did not fit the request queue.
-    owed: VecDeque<AckToken>,
     need_subscribe: bool,
     backoff: Duration,
 }
@@ -101,7 +99,6 @@ impl MqttLoop {
             generation,
             state,
             overflow: VecDeque::new(),
-            owed: VecDeque::new(),
             need_subscribe: false,
             backoff: BACKOFF_MIN,
         }
@@ -139,7 +136,8 @@ impl MqttLoop {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            self.retry_owed();
+            // PUBACKs the client's queue could not take on the last turn.
+            self.publisher.drain_acks();
             if self.need_subscribe {
                 self.subscribe();
             }
@@ -228,8 +226,6 @@ impl MqttLoop {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         Metrics::add(&self.metrics.connects, 1);
         self.backoff = BACKOFF_MIN;
-        // Acks of the old connection are void: its packet ids are gone.
-        self.owed.clear();
         info!(session_present, generation, "connected to the broker");
         self.state.send_modify(|s| {
             s.connected = true;
@@ -312,18 +308,6 @@ impl MqttLoop {
     }
 
     fn ack_now(&mut self, token: AckToken) {
-        if let Err(t) = self.publisher.try_ack(token) {
-            self.owed.push_back(t);
-        }
-    }
-
-    fn retry_owed(&mut self) {
-        self.publisher.drain_acks();
-        while let Some(t) = self.owed.pop_front() {
-            if let Err(t) = self.publisher.try_ack(t) {
-                self.owed.push_front(t);
-                break;
-            }
-        }
+        self.publisher.ack(token);
     }
 }

@@ -139,32 +139,19 @@ impl Publisher {
     /// acknowledges out of order). A message from an earlier connection
     /// owes nothing: the broker redelivers it on this one, and the store
     /// deduplicates.
-    pub async fn ack(&self, token: AckToken) -> Result<(), PublishError> {
+    ///
+    /// Never waits and cannot fail: what the client's request queue cannot
+    /// take now stays due in the ack order and goes out on the event
+    /// loop's next turn ([`Publisher::drain_acks`]).
+    pub fn ack(&self, token: AckToken) {
         if token.qos == QoS::AtMostOnce
             || token.generation != self.generation.load(Ordering::Acquire)
         {
-            return Ok(());
-        }
-        if self.acks.complete(token.generation, token.pkid) {
-            // What the queue could not take now, the event loop sends on
-            // its next turn.
-            self.drain_acks();
-        }
-        Ok(())
-    }
-
-    /// The same, for the event loop itself. Never waits; acks the client
-    /// queue cannot take yet stay due and go out on a later turn.
-    pub(crate) fn try_ack(&self, token: AckToken) -> Result<(), AckToken> {
-        if token.qos == QoS::AtMostOnce
-            || token.generation != self.generation.load(Ordering::Acquire)
-        {
-            return Ok(());
+            return;
         }
         if self.acks.complete(token.generation, token.pkid) {
             self.drain_acks();
         }
-        Ok(())
     }
 
     /// Queues a SUBSCRIBE without waiting; `Err` when the queue is full.

@@ -1,10 +1,11 @@
 //! From a command to its handler: the one place that knows every command.
-//! Each area adds its arm (artifacts, campaigns) calling its own module.
+//! Each handler borrows what it needs from core's state; its error maps
+//! into [`OpsError`] here (`?`, the `From` impls of [`super::errors`]).
 
 use schemas::ops::Command;
 
-use super::{fleet_cmds, identity_cmds, OpsError};
-use crate::core::CoreState;
+use super::{artifact_cmds, campaign_cmds, fleet_cmds, identity_cmds, OpsError};
+use crate::state::{campaigns, CoreState};
 
 /// Runs an accepted command; its JSON result is the reply's `result`.
 pub async fn dispatch(
@@ -19,30 +20,29 @@ pub async fn dispatch(
             members,
         } => fleet_cmds::group_put(state, name, selector, members, now).await,
         Command::GroupDelete { name } => fleet_cmds::group_delete(state, name).await,
-        Command::GroupList => fleet_cmds::group_list(state),
+        Command::GroupList => fleet_cmds::group_list(state.fleet()),
         Command::DeviceList {
             group,
             after,
             limit,
-        } => fleet_cmds::device_list(state, group.as_ref(), after.as_ref(), limit),
-        Command::DeviceShow { id } => fleet_cmds::device_show(state, &id),
+        } => fleet_cmds::device_list(state.fleet(), group.as_ref(), after.as_ref(), limit),
+        Command::DeviceShow { id } => fleet_cmds::device_show(state.fleet(), state.store(), &id),
         Command::DeviceProvision {
             devices,
             replace,
             upsert,
         } => identity_cmds::provision(state, devices, replace, upsert, now).await,
         Command::DeviceRevoke { id } => identity_cmds::revoke(state, id, now).await,
-        cmd @ (Command::ArtifactUpload { .. }
-        | Command::ArtifactList
+        // `Ops::handle` hands every upload chunk to the upload actor first.
+        Command::ArtifactUpload { .. } => Err(OpsError::Invalid(
+            "artifact_upload goes to the upload actor, not the dispatch".into(),
+        )),
+        cmd @ (Command::ArtifactList
         | Command::ArtifactShow { .. }
         | Command::ArtifactDelete { .. }) => {
             // Delete is refused while a campaign that has not ended uses it.
-            let in_use = |a: &schemas::ArtifactId| crate::campaign::hooks::user_of(state, a);
-            state
-                .artifacts
-                .handle(&cmd, &in_use)
-                .await
-                .map_err(OpsError::Invalid)
+            let in_use = |a: &schemas::ArtifactId| campaigns::user_of(state, a);
+            Ok(artifact_cmds::handle(state.artifacts(), state.blocks(), &cmd, &in_use).await?)
         }
         cmd @ (Command::CampaignCreate { .. }
         | Command::CampaignStart { .. }
@@ -52,6 +52,6 @@ pub async fn dispatch(
         | Command::CampaignSetGates { .. }
         | Command::CampaignStatus { .. }
         | Command::CampaignList
-        | Command::Emergency { .. }) => crate::campaign::ops::handle(state, cmd, now).await,
+        | Command::Emergency { .. }) => Ok(campaign_cmds::handle(state, cmd, now).await?),
     }
 }

@@ -1,5 +1,7 @@
 //! Group and device commands, and the JSON shapes of their results (which
-//! the CLI reads back through [`crate::client`]).
+//! the CLI reads back through the operator client). Reads borrow the
+//! fleet (and the status store); changes borrow core's state, whose
+//! membership publishing tells the campaigns.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +10,10 @@ use schemas::{DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
 
 use super::OpsError;
-use crate::core::CoreState;
+use crate::fleet::Fleet;
 use crate::fleet::{Group, GroupRecord};
+use crate::state::CoreState;
+use crate::store::Store;
 use crate::store::{CurrentState, DeviceRecord};
 
 /// A device as listed.
@@ -81,17 +85,17 @@ fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-fn view(state: &CoreState, r: &DeviceRecord) -> DeviceView {
+fn view(fleet: &Fleet, r: &DeviceRecord) -> DeviceView {
     DeviceView {
         record: r.clone(),
-        groups: state.fleet.groups_of(&r.id),
+        groups: fleet.groups_of(&r.id),
     }
 }
 
-fn group_view(state: &CoreState, g: &Group) -> GroupView {
+fn group_view(fleet: &Fleet, g: &Group) -> GroupView {
     GroupView {
         record: g.to_record(),
-        devices: state.fleet.devices_in(&g.name).len(),
+        devices: fleet.devices_in(&g.name).len(),
     }
 }
 
@@ -105,12 +109,12 @@ pub async fn group_put(
 ) -> Result<serde_json::Value, OpsError> {
     let g = Group::new(name, selector.as_deref(), members.as_deref(), now)
         .map_err(|e| OpsError::Invalid(e.to_string()))?;
-    state.store.groups.put(&g.to_record())?;
-    let replaced = state.fleet.put_group(g.clone()).is_some();
-    let changes = state.fleet.membership_changes(None);
+    state.store().groups.put(&g.to_record())?;
+    let replaced = state.fleet_mut().put_group(g.clone()).is_some();
+    let changes = state.fleet_mut().membership_changes(None);
     let membership_changed = changes.len();
     state.publish_memberships(changes).await?;
-    let group = group_view(state, &g);
+    let group = group_view(state.fleet(), &g);
     state
         .event(
             "group.put",
@@ -135,13 +139,13 @@ pub async fn group_delete(
     state: &mut CoreState,
     name: GroupName,
 ) -> Result<serde_json::Value, OpsError> {
-    if state.fleet.remove_group(&name).is_none() {
+    if state.fleet_mut().remove_group(&name).is_none() {
         return Err(OpsError::NotFound(format!(
             "group {name} does not exist: see `ota group list`"
         )));
     }
-    state.store.groups.delete(&name)?;
-    let changes = state.fleet.membership_changes(None);
+    state.store().groups.delete(&name)?;
+    let changes = state.fleet_mut().membership_changes(None);
     let membership_changed = changes.len();
     state.publish_memberships(changes).await?;
     state
@@ -158,32 +162,31 @@ pub async fn group_delete(
 }
 
 /// `group list`
-pub fn group_list(state: &CoreState) -> Result<serde_json::Value, OpsError> {
-    let groups = state
-        .fleet
+pub fn group_list(fleet: &Fleet) -> Result<serde_json::Value, OpsError> {
+    let groups = fleet
         .groups()
         .iter()
-        .map(|g| group_view(state, g))
+        .map(|g| group_view(fleet, g))
         .collect();
     Ok(to_json(&GroupList { groups }))
 }
 
 /// `devices list [--group G]`, a page at a time.
 pub fn device_list(
-    state: &CoreState,
+    fleet: &Fleet,
     group: Option<&GroupName>,
     after: Option<&DeviceId>,
     limit: Option<u32>,
 ) -> Result<serde_json::Value, OpsError> {
     let mut all: Vec<&DeviceRecord> = match group {
-        None => state.fleet.devices().collect(),
+        None => fleet.devices().collect(),
         Some(g) => {
-            if state.fleet.groups().get(g).is_none() {
+            if fleet.groups().get(g).is_none() {
                 return Err(OpsError::NotFound(format!(
                     "group {g} does not exist: see `ota group list`"
                 )));
             }
-            state.fleet.devices_in(g)
+            fleet.devices_in(g)
         }
     };
     all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -199,7 +202,7 @@ pub fn device_list(
     } else {
         None
     };
-    let devices = page.into_iter().map(|r| view(state, r)).collect();
+    let devices = page.into_iter().map(|r| view(fleet, r)).collect();
     Ok(to_json(&DeviceList {
         devices,
         total,
@@ -208,16 +211,20 @@ pub fn device_list(
 }
 
 /// `devices show ID`
-pub fn device_show(state: &CoreState, id: &DeviceId) -> Result<serde_json::Value, OpsError> {
-    let Some(r) = state.fleet.device(id) else {
+pub fn device_show(
+    fleet: &Fleet,
+    store: &Store,
+    id: &DeviceId,
+) -> Result<serde_json::Value, OpsError> {
+    let Some(r) = fleet.device(id) else {
         return Err(OpsError::NotFound(format!(
             "device {id} is not registered: it has not said Hello to this bridge (check its id and its broker)"
         )));
     };
-    let campaigns = state.store.status.currents_of(id)?;
-    let conflicts = state.store.status.conflicts_of(id)?.len();
+    let campaigns = store.status.currents_of(id)?;
+    let conflicts = store.status.conflicts_of(id)?.len();
     Ok(to_json(&DeviceShow {
-        device: view(state, r),
+        device: view(fleet, r),
         campaigns,
         conflicts,
     }))

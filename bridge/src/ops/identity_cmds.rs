@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::OpsError;
-use crate::core::CoreState;
 use crate::identity::{CredentialRecord, Standing};
+use crate::state::CoreState;
 
 /// One device's credentials, as `device_provision` and `device_revoke` say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub async fn provision(
         if !seen.insert(id.clone()) {
             return Err(OpsError::Invalid(format!("{id} is named twice")));
         }
-        if state.identity.is_reserved(id.as_str()) {
+        if state.identity().is_reserved(id.as_str()) {
             return Err(OpsError::Invalid(format!(
                 "{id} is reserved for the bridge or an operator (its client ids, `ota-cli-…`, and the [broker.users] accounts): choose another device id"
             )));
@@ -64,7 +64,7 @@ pub async fn provision(
                 "{id}: hash is not a `$6$salt$digest` password hash: provision with `ota devices provision`, which makes one"
             )));
         }
-        let old = state.credentials.get(&id)?;
+        let old = state.credentials().get(&id)?;
         if old.is_some() && !replace && !upsert {
             return Err(OpsError::Invalid(format!(
                 "{id} is provisioned already: `ota devices rotate {id}` gives it a new password"
@@ -90,13 +90,13 @@ pub async fn provision(
     }
     let mut views = Vec::with_capacity(records.len());
     for r in &records {
-        state.credentials.put(r)?;
-        state.identity.upsert(r);
+        state.credentials().put(r)?;
+        state.identity().upsert(r);
         let rotated = replace || upsert;
         if rotated {
             // The old password is refused from now on; a session logged
             // in with it goes too.
-            state.identity.disconnect(r.id.as_str());
+            state.identity().disconnect(r.id.as_str());
         }
         views.push(CredentialView {
             id: r.id.clone(),
@@ -138,7 +138,7 @@ pub async fn revoke(
     id: DeviceId,
     now: u64,
 ) -> Result<serde_json::Value, OpsError> {
-    let Some(mut record) = state.credentials.get(&id)? else {
+    let Some(mut record) = state.credentials().get(&id)? else {
         return Err(OpsError::NotFound(format!(
             "{id} is not provisioned: see `ota devices list`"
         )));
@@ -146,9 +146,9 @@ pub async fn revoke(
     let replaced = record.standing != Standing::Revoked;
     record.standing = Standing::Revoked;
     record.updated = now;
-    state.credentials.put(&record)?;
-    state.identity.upsert(&record);
-    state.identity.disconnect(id.as_str());
+    state.credentials().put(&record)?;
+    state.identity().upsert(&record);
+    state.identity().disconnect(id.as_str());
     info!(device = %id, "device revoked");
     state
         .event(

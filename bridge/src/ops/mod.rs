@@ -2,103 +2,153 @@
 //! `P/ops/replies/{request_id}`, every command audited.
 //!
 //! - [`auth`]: signature, time window, replay cache.
-//! - [`dispatch`]: the one `match` from a command to its handler; the
-//!   artifact and campaign engineers add their arms there.
-//! - [`fleet_cmds`]: group and device commands.
+//! - [`dispatch`]: the one `match` from a command to its handler.
+//! - [`fleet_cmds`], [`artifact_cmds`], [`campaign_cmds`]: the handlers,
+//!   each borrowing what it needs from core's state.
+//! - [`errors`]: [`OpsError`], the reply's error, and the `From` impls
+//!   that map each layer's error into it (and keep a store failure fatal).
+//! - [`uploads`]: the upload actor: `artifact_upload` chunks off core,
+//!   each push's manifest verified once, hashing on the blocking pool.
 //! - [`identity_cmds`]: device credentials (provision, rotate, revoke).
 //!
-//! The path of one command ([`handle`]): check it; audit it (accepted or
+//! The path of one command ([`Ops::handle`]): check it; audit it (accepted or
 //! refused, with why); run it; flush the store, so that what the reply
 //! reports (and the audit entry that stops a replay) survives a crash;
 //! reply. A refusal is replied to when the command names a request id,
 //! so that an operator with a wrong key or clock learns why.
 
+pub mod artifact_cmds;
 pub mod auth;
+pub mod campaign_cmds;
 pub mod dispatch;
+pub mod errors;
 pub mod fleet_cmds;
 pub mod identity_cmds;
+pub mod uploads;
 
-use schemas::ops::Reply;
+use schemas::ops::{Command, Reply};
 use schemas::topic::Topic;
 use schemas::RequestId;
 use tracing::{info, warn};
 
+pub use artifact_cmds::InUse;
 pub use auth::{Authenticator, Refusal};
+pub use errors::OpsError;
+pub use uploads::Uploads;
 
-use crate::core::CoreState;
 use crate::metrics::Metrics;
-use crate::mqtt::PublishError;
-use crate::store::{AuditEntry, StoreError};
-use crate::BridgeError;
+use crate::mqtt::Publisher;
+use crate::state::{CoreError, CoreState};
+use crate::store::{AuditEntry, Store};
 
-/// Why an accepted command failed. The message is the reply's `error`: it
-/// says what was wrong and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
-    #[error("the bridge's store failed: {0}")]
-    Store(#[from] StoreError),
-    #[error("the bridge could not publish: {0}")]
-    Publish(#[from] PublishError),
+/// The ops layer's own state, beside the core state it is lent: who may
+/// command, and the upload actor's inbox.
+pub struct Ops {
+    auth: Authenticator,
+    uploads: Uploads,
 }
 
-impl From<BridgeError> for OpsError {
-    fn from(e: BridgeError) -> Self {
-        match e {
-            BridgeError::Store(s) => OpsError::Store(s),
-            BridgeError::Publish(p) => OpsError::Publish(p),
-            other => OpsError::Invalid(other.to_string()),
-        }
+/// What is known of an accepted command once it is checked: enough to
+/// audit it and reply to it, whoever carries it out.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub request_id: RequestId,
+    pub op: &'static str,
+    pub issued_at: u64,
+    /// When it was accepted (Unix seconds).
+    pub at: u64,
+}
+
+impl Ops {
+    /// `auth` already seeded with the request ids seen before a restart.
+    pub fn new(auth: Authenticator, uploads: Uploads) -> Self {
+        Self { auth, uploads }
+    }
+
+    /// Handles one command payload. Errors returned are the bridge's own
+    /// (store, connection): they stop the bridge. Everything about the
+    /// command itself ends in a reply. An upload chunk is handed to the
+    /// upload actor, which replies: core never waits on an upload.
+    pub async fn handle(&mut self, state: &mut CoreState, payload: &[u8]) -> Result<(), CoreError> {
+        let now = crate::rt::unix_now();
+        let body = match self.auth.check(payload, now) {
+            Ok(b) => b,
+            Err(r) => return refuse(state, r, now).await,
+        };
+        Metrics::add(&state.metrics().commands_accepted, 1);
+        let accepted = Accepted {
+            request_id: body.request_id.clone(),
+            op: body.command.name(),
+            issued_at: body.issued_at,
+            at: now,
+        };
+        let result = match body.command {
+            Command::ArtifactUpload {
+                manifest,
+                offset,
+                data,
+            } => match self.uploads.submit(uploads::Chunk {
+                accepted,
+                manifest,
+                offset,
+                data,
+            }) {
+                Ok(()) => return Ok(()),
+                Err(busy) => {
+                    let accepted = busy.accepted;
+                    let e = OpsError::Busy(format!(
+                        "{} uploads are queued at the bridge: send this chunk again in a moment (`ota artifact push` resumes where it stopped)",
+                        uploads::QUEUE
+                    ));
+                    return conclude(state.store(), state.publisher(), &accepted, Err(e)).await;
+                }
+            },
+            command => dispatch::dispatch(state, command, now).await,
+        };
+        conclude(state.store(), state.publisher(), &accepted, result).await
     }
 }
 
-/// Handles one command payload. Errors returned are the bridge's own
-/// (store, connection): they stop the bridge. Everything about the
-/// command itself ends in a reply.
-pub async fn handle(state: &mut CoreState, payload: &[u8]) -> Result<(), BridgeError> {
-    let now = crate::unix_now();
-    let body = match state.auth.check(payload, now) {
-        Ok(b) => b,
-        Err(r) => return refuse(state, r, now).await,
-    };
-    Metrics::add(&state.metrics.commands_accepted, 1);
-    let op = body.command.name();
-    let request_id = body.request_id.clone();
-    let result = dispatch::dispatch(state, body.command, now).await;
+/// The end of every accepted command: audit it (with its error), flush, so
+/// that what the reply reports (and the audit entry that stops a replay)
+/// survives a crash, then reply. A store failure stops the bridge once
+/// the reply is out.
+pub async fn conclude(
+    store: &Store,
+    publisher: &Publisher,
+    a: &Accepted,
+    result: Result<serde_json::Value, OpsError>,
+) -> Result<(), CoreError> {
     let (reply, error) = match result {
-        Ok(v) => (Reply::ok(request_id.clone(), v), None),
-        Err(e) => (Reply::err(request_id.clone(), e.to_string()), Some(e)),
+        Ok(v) => (Reply::ok(a.request_id.clone(), v), None),
+        Err(e) => (Reply::err(a.request_id.clone(), e.to_string()), Some(e)),
     };
-    state.store.audit.append(&AuditEntry {
-        at: now,
-        request_id: Some(request_id.to_string()),
+    store.audit.append(&AuditEntry {
+        at: a.at,
+        request_id: Some(a.request_id.to_string()),
         kid: None,
-        op: Some(op.to_string()),
-        issued_at: Some(body.issued_at),
+        op: Some(a.op.to_string()),
+        issued_at: Some(a.issued_at),
         accepted: true,
         error: error.as_ref().map(|e| e.to_string()),
     })?;
-    state.store.flush().await?;
+    store.flush().await?;
+    let (request, op) = (&a.request_id, a.op);
     match &error {
-        None => info!(request = %request_id, op, "operator command done"),
-        Some(e) => warn!(request = %request_id, op, error = %e, "operator command failed"),
+        None => info!(request = %request, op, "operator command done"),
+        Some(e) => warn!(request = %request, op, error = %e, "operator command failed"),
     }
-    send_reply(state, &request_id, &reply).await?;
-    match error {
-        // The store is broken: stop rather than acknowledge what may be lost.
-        Some(OpsError::Store(e)) => Err(BridgeError::Store(e)),
-        _ => Ok(()),
+    send_reply(publisher, request, &reply).await?;
+    // The store is broken: stop rather than acknowledge what may be lost.
+    match error.and_then(OpsError::fatal) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
-async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), BridgeError> {
-    Metrics::add(&state.metrics.commands_refused, 1);
-    state.metrics.count_drop(r.reason);
+async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), CoreError> {
+    Metrics::add(&state.metrics().commands_refused, 1);
+    state.metrics().count_drop(r.reason);
     warn!(
         reason = r.reason.as_str(),
         request = ?r.request_id.as_ref().map(|x| x.as_str()),
@@ -107,7 +157,7 @@ async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), 
         error = %r.error,
         "operator command refused"
     );
-    state.store.audit.append(&AuditEntry {
+    state.store().audit.append(&AuditEntry {
         at: now,
         request_id: r.request_id.as_ref().map(|x| x.to_string()),
         kid: r.kid.clone(),
@@ -117,12 +167,17 @@ async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), 
         error: Some(r.error.to_string()),
     })?;
     if let Some(id) = &r.request_id {
-        send_reply(state, id, &Reply::err(id.clone(), r.error.to_string())).await?;
+        send_reply(
+            state.publisher(),
+            id,
+            &Reply::err(id.clone(), r.error.to_string()),
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn send_reply(state: &CoreState, id: &RequestId, reply: &Reply) -> Result<(), BridgeError> {
+async fn send_reply(publisher: &Publisher, id: &RequestId, reply: &Reply) -> Result<(), CoreError> {
     // Invariant: a Reply holds a name, a bool, JSON and a string.
     let mut json = serde_json::to_vec(reply).expect("a reply always serializes");
     if json.len() > schemas::ops::MAX_REPLY_BYTES {
@@ -139,8 +194,7 @@ async fn send_reply(state: &CoreState, id: &RequestId, reply: &Reply) -> Result<
         );
         json = serde_json::to_vec(&err).expect("a reply always serializes");
     }
-    state
-        .publisher
+    publisher
         .publish(&Topic::OpsReply(id.clone()), json, false)
         .await?;
     Ok(())

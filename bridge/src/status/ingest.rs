@@ -6,10 +6,11 @@
 //! the inbox stays empty, `max_batch` messages are in, or `commit_window`
 //! has passed since its first message. Then, in this order:
 //!
-//! 1. every message is applied: a Hello sets the device's ack counter (its
-//!    epoch and outbox); a Status is stored as its exact bytes (a duplicate
-//!    once, a conflict aside) and its campaign state updated;
-//! 2. each touched device's counter and StatusAck are written to the store;
+//! 1. on the blocking pool ([`super::commit`], sled never runs on an async
+//!    thread), every message is applied: a Hello sets the device's ack
+//!    counter (its epoch and outbox); a Status is stored as its exact bytes
+//!    (a duplicate once, a conflict aside) and its campaign state updated;
+//! 2. there too, each touched device's counter and StatusAck are written;
 //! 3. one `flush_async` makes all of it durable;
 //! 4. each message gets its MQTT PUBACK, and each touched device its
 //!    retained StatusAck, once;
@@ -32,27 +33,21 @@
 //! acknowledged with a StatusAck, and an external broker redelivers what
 //! was not PUBACKed after the restart.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use schemas::msg::{DecodeError, Hello, Status, StatusAck, WireMessage};
 use schemas::topic::Topic;
-use schemas::{DeviceId, Epoch};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::tracker::{AckTracker, DeviceAcks, HelloEffect};
-use super::StatusUpdate;
+use super::commit::{Applied, Applier};
+use super::tracker::{AckTracker, DeviceAcks};
+use super::CoreMsg;
 use crate::config::StatusConfig;
-use crate::core::CoreMsg;
-use crate::metrics::{DropReason, Metrics};
-use crate::mqtt::{Incoming, Publisher};
-use crate::store::status::Inserted;
-use crate::store::{CurrentState, EpochRecord, Store, StoreError};
-use crate::BridgeError;
+use crate::metrics::Metrics;
+use crate::mqtt::{Incoming, PublishError, Publisher};
+use crate::store::{Store, StoreError};
 
 /// How many times a batch yields to the event loop for more messages
 /// before it commits (tokio's timers are too coarse, at 1 ms, for this).
@@ -60,6 +55,18 @@ pub const IDLE_YIELDS: usize = 4;
 /// The inbox: more than any broker's in-flight window, so the event loop's
 /// `try_send` normally succeeds.
 pub const INBOX: usize = 8192;
+
+/// Why the ingest actor stopped: its store or its connection failed.
+/// Nothing unstored was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("the status commit task failed: {0}")]
+    Task(String),
+}
 
 /// The actor.
 pub struct Ingest {
@@ -92,13 +99,6 @@ impl AckPolicy {
     }
 }
 
-/// What one device's part of a batch did.
-#[derive(Default)]
-struct Touch {
-    /// A Hello came: the ack is republished even if unchanged.
-    hello: bool,
-}
-
 impl Ingest {
     /// Loads every device's ack counter from the store. Blocks briefly
     /// (one scan of the epochs tree): call before spawning.
@@ -122,7 +122,7 @@ impl Ingest {
 
     /// Runs until `shutdown` is cancelled; the batch in hand is finished
     /// first.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), BridgeError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         self.republish().await?;
         loop {
             let first = tokio::select! {
@@ -142,9 +142,13 @@ impl Ingest {
 
     /// Republishes the retained StatusAcks from the store, before anything
     /// new is acknowledged (so an old value never lands after a new one).
-    async fn republish(&self) -> Result<(), BridgeError> {
+    async fn republish(&self) -> Result<(), IngestError> {
         let mut n = 0u64;
-        for (topic, payload) in self.store.retained.all()? {
+        let store = self.store.clone();
+        let retained = crate::rt::blocking(move || store.retained.all())
+            .await
+            .map_err(|e| IngestError::Task(e.to_string()))??;
+        for (topic, payload) in retained {
             if matches!(self.publisher.topics().parse(&topic), Ok(Topic::Ack(_))) {
                 self.publisher
                     .publish_str(topic, payload.into(), true)
@@ -159,7 +163,7 @@ impl Ingest {
         Ok(())
     }
 
-    async fn gather(&mut self, first: Incoming) -> Result<Vec<Incoming>, BridgeError> {
+    async fn gather(&mut self, first: Incoming) -> Result<Vec<Incoming>, IngestError> {
         let max = self.config.max_batch;
         let mut batch = Vec::with_capacity(max.min(1024));
         self.take(&mut batch, first).await?;
@@ -184,73 +188,44 @@ impl Ingest {
         Ok(batch)
     }
 
-    async fn take(&mut self, batch: &mut Vec<Incoming>, m: Incoming) -> Result<(), BridgeError> {
+    async fn take(&mut self, batch: &mut Vec<Incoming>, m: Incoming) -> Result<(), IngestError> {
         if self.ack_policy == AckPolicy::OnReceipt {
-            self.publisher.ack(m.ack).await?;
+            self.publisher.ack(m.ack);
         }
         batch.push(m);
         Ok(())
     }
 
-    async fn commit(&mut self, batch: Vec<Incoming>) -> Result<(), BridgeError> {
-        let now = crate::unix_now();
-        let mut touched: BTreeMap<DeviceId, Touch> = BTreeMap::new();
-        let mut hellos = Vec::new();
-        let mut updates = Vec::new();
-        for m in &batch {
-            match &m.topic {
-                Topic::Hello(id) => {
-                    if let Some((hello, effect)) = self.hello(id, &m.payload) {
-                        touched.entry(id.clone()).or_default().hello = true;
-                        hellos.push((id.clone(), hello, effect));
-                    }
-                }
-                Topic::Status(id) => {
-                    if let Some(update) = self.status(id, &m.payload, now)? {
-                        updates.push(update);
-                    }
-                    if self.tracker.get(id).is_some() {
-                        touched.entry(id.clone()).or_default();
-                    }
-                }
-                other => {
-                    self.metrics.count_drop(DropReason::BadTopic);
-                    warn!(topic = ?other, "status ingest got a topic it does not own");
-                }
-            }
-        }
+    async fn commit(&mut self, batch: Vec<Incoming>) -> Result<(), IngestError> {
+        let now = crate::rt::unix_now();
+        // Phase 1, on the blocking pool: the tracker and every sled write.
+        let mut applier = Applier {
+            tracker: std::mem::take(&mut self.tracker),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            topics: self.publisher.topics().clone(),
+        };
+        let (applier, batch, applied) = crate::rt::blocking(move || {
+            let applied = applier.apply(&batch, now);
+            (applier, batch, applied)
+        })
+        .await
+        .map_err(|e| IngestError::Task(e.to_string()))?;
+        self.tracker = applier.tracker;
+        let Applied {
+            hellos,
+            updates,
+            acks,
+            seen,
+        } = applied?;
 
-        // Counters and acks into the store, then one flush for everything.
-        let mut acks = Vec::with_capacity(touched.len());
-        for (id, touch) in &touched {
-            let Some(a) = self.tracker.get(id) else {
-                continue;
-            };
-            self.store.status.put_epoch(
-                id,
-                &EpochRecord {
-                    epoch: a.epoch.clone(),
-                    base: a.base,
-                    next: a.next,
-                },
-            )?;
-            let payload: Bytes = match a.ack() {
-                Some(seq) => StatusAck { seq }.encode().into(),
-                // Nothing to acknowledge (outbox 0): withdraw an older
-                // epoch's ack rather than leave it standing.
-                None if touch.hello => Bytes::new(),
-                None => continue,
-            };
-            let topic = self.publisher.topics().build(&Topic::Ack(id.clone()));
-            self.store.retained.put(&topic, &payload)?;
-            acks.push((topic, payload));
-        }
+        // Phase 2: one flush for everything, then the acknowledgements.
         self.store.flush().await?;
         Metrics::add(&self.metrics.commits, 1);
 
         if self.ack_policy == AckPolicy::AfterFlush {
             for m in &batch {
-                self.publisher.ack(m.ack).await?;
+                self.publisher.ack(m.ack);
             }
         }
         let n_acks = acks.len() as u64;
@@ -259,7 +234,6 @@ impl Ingest {
         }
         Metrics::add(&self.metrics.acks_published, n_acks);
 
-        let seen: Vec<DeviceId> = touched.into_keys().collect();
         if !hellos.is_empty() || !updates.is_empty() || !seen.is_empty() {
             // Core is the registry's owner; a closed inbox means shutdown.
             let _ = self
@@ -273,103 +247,5 @@ impl Ingest {
                 .await;
         }
         Ok(())
-    }
-
-    fn hello(&mut self, id: &DeviceId, payload: &[u8]) -> Option<(Hello, HelloEffect)> {
-        let hello = match Hello::decode(payload) {
-            Ok(h) => h,
-            Err(e) => {
-                self.bad_payload(id, "hello", &e);
-                return None;
-            }
-        };
-        Metrics::add(&self.metrics.hellos, 1);
-        if hello.proto != schemas::PROTOCOL_VERSION {
-            warn!(device = %id, proto = hello.proto, "hello speaks another protocol version; reading it as v1");
-        }
-        let status = &self.store.status;
-        let effect = self
-            .tracker
-            .hello(id, &hello.epoch, hello.outbox, |epoch: &Epoch, seq| {
-                // On a store error, count the seq as missing: the ack stays
-                // lower, which is always safe.
-                status.is_stored(id, epoch, seq).unwrap_or(false)
-            });
-        match effect {
-            HelloEffect::NewEpoch => {
-                info!(device = %id, epoch = %hello.epoch, outbox = hello.outbox, "device started a new status epoch")
-            }
-            HelloEffect::First | HelloEffect::SameEpoch => {
-                debug!(device = %id, epoch = %hello.epoch, outbox = hello.outbox, "hello")
-            }
-        }
-        Some((hello, effect))
-    }
-
-    fn status(
-        &mut self,
-        id: &DeviceId,
-        payload: &[u8],
-        now: u64,
-    ) -> Result<Option<StatusUpdate>, StoreError> {
-        let status = match Status::decode(payload) {
-            Ok(s) => s,
-            Err(e) => {
-                self.bad_payload(id, "status", &e);
-                return Ok(None);
-            }
-        };
-        let Some(acks) = self.tracker.get(id) else {
-            self.metrics.count_drop(DropReason::UnknownDevice);
-            warn!(device = %id, seq = status.seq, "dropped a status from a device that never said hello");
-            return Ok(None);
-        };
-        let epoch = acks.epoch.clone();
-        match self.store.status.insert(id, &epoch, status.seq, payload)? {
-            Inserted::New => Metrics::add(&self.metrics.statuses_stored, 1),
-            Inserted::Duplicate => Metrics::add(&self.metrics.statuses_duplicate, 1),
-            Inserted::Conflict => {
-                Metrics::add(&self.metrics.statuses_conflict, 1);
-                warn!(device = %id, epoch = %epoch, seq = status.seq, "status conflicts with the one stored under its seq: kept aside");
-            }
-        }
-        self.tracker.stored(id, status.seq);
-        let Some(campaign) = status.campaign.clone() else {
-            return Ok(None);
-        };
-        let current = CurrentState {
-            campaign,
-            state: status.state,
-            error: status.error,
-            detail: status.detail.clone(),
-            artifact: status.artifact.clone(),
-            progress: status.progress,
-            epoch,
-            seq: status.seq,
-            at: now,
-        };
-        Ok(self
-            .store
-            .status
-            .update_current(id, current)?
-            .map(|c| StatusUpdate {
-                device: id.clone(),
-                campaign: c.campaign,
-                state: c.state,
-                error: c.error,
-                outcome: status.outcome(),
-                detail: c.detail,
-                versions: status.versions,
-                at: now,
-            }))
-    }
-
-    fn bad_payload(&self, id: &DeviceId, what: &'static str, e: &DecodeError) {
-        let reason = match e {
-            DecodeError::TooLarge { .. } => DropReason::Oversized,
-            _ => DropReason::Malformed,
-        };
-        self.metrics.count_drop(reason);
-        warn!(device = %id, message = what, error = %e, "dropped a payload that does not decode");
     }
 }

@@ -1,17 +1,36 @@
 //! Durable status: the pure ack arithmetic ([`tracker`]) and the actor that
-//! stores reports with group commit and acknowledges them ([`ingest`]).
+//! stores reports with group commit and acknowledges them ([`ingest`]),
+//! whose sled work runs on the blocking pool (`commit`).
 
+pub(crate) mod commit;
 pub mod ingest;
 pub mod tracker;
 
 use std::collections::BTreeMap;
 
 use schemas::msg::common::Outcome;
-use schemas::msg::{ErrorCode, StatusState};
+use schemas::msg::{ErrorCode, Hello, StatusState};
 use schemas::{CampaignId, ComponentName, DeviceId};
 
-pub use ingest::Ingest;
+pub use ingest::{Ingest, IngestError};
 pub use tracker::{AckTracker, DeviceAcks, HelloEffect};
+
+/// What the ingest actor tells core once a batch is committed (defined
+/// here, with its sender, so that status knows nothing of core).
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// One committed batch of the status ingest actor.
+    FromIngest {
+        /// Hellos whose epoch is stored, in arrival order.
+        hellos: Vec<(DeviceId, Hello, HelloEffect)>,
+        /// Campaign states that changed.
+        updates: Vec<StatusUpdate>,
+        /// Devices heard from in the batch.
+        seen: Vec<DeviceId>,
+        /// Unix seconds of the commit.
+        at: u64,
+    },
+}
 
 /// A device's state in a campaign changed (sent to core once stored; the
 /// campaign engine counts terminal outcomes from these).

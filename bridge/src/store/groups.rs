@@ -1,9 +1,21 @@
 //! The `groups` tree: one JSON [`GroupRecord`] per group name.
 
-use schemas::GroupName;
+use schemas::{DeviceId, GroupName};
+use serde::{Deserialize, Serialize};
 
 use super::{corrupt, StoreError};
-use crate::fleet::groups::GroupRecord;
+
+/// A group as stored (JSON in the `groups` tree) and as listed to operators;
+/// `fleet::Group` is its checked, in-memory form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub name: GroupName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<DeviceId>>,
+    pub updated: u64,
+}
 
 const TREE: &str = "groups";
 

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use audit::{AuditEntry, AuditStore};
 pub use devices::{DeviceRecord, DeviceStore};
-pub use groups::GroupStore;
+pub use groups::{GroupRecord, GroupStore};
 pub use retained::RetainedStore;
 pub use status::{CurrentState, EpochRecord, StatusStore};
 

@@ -1,14 +1,14 @@
 //! Helpers for the block server and artifact tests: a stack whose bridge
 //! trusts a release key and uses a chosen `[blocks]` config, signed images,
-//! and protocol-speaking download devices (`bridge::blocks::downloader`).
+//! and protocol-speaking download devices (`harness::downloader`).
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use bridge::blocks::downloader::{Device, DownloadConfig};
 use bridge::blocks::BlocksConfig;
 use bridge::Bridge;
+use harness::downloader::{Device, DownloadConfig};
 use rumqttc::MqttOptions;
 use schemas::keys::SigningKey;
 use schemas::msg::{Kind, Manifest};
@@ -49,7 +49,7 @@ pub async fn stack(blocks: BlocksConfig) -> Stack {
 
 /// Reproducible, incompressible bytes.
 pub fn image(len: usize, seed: u64) -> Vec<u8> {
-    bridge::blocks::bench::xorshift_bytes(len, seed)
+    harness::bench::download_run::xorshift_bytes(len, seed)
 }
 
 /// The manifest of `image` as `id`, and its signed envelope.

@@ -4,6 +4,9 @@
 //! it sees into [`Event`]s and performs the [`Action`]s the agent returns,
 //! in order.
 //!
+//! Long file: one loop with one arm per kind of I/O the agent needs (MQTT,
+//! timers, store, installer); every decision is in the pure `machine/`.
+//!
 //! - Connect: client id = device id, clean session, keep-alive (never 0:
 //!   rumqttd refuses it), last will = retained `Presence{online: false}`.
 //!   Each attempt waits at the shared [`Pacer`]; a lost connection backs off

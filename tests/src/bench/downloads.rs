@@ -1,6 +1,6 @@
 //! One download row: N devices fetch the same 1 MiB image at once through
 //! a broker in its own process, with the real bridge in this one
-//! ([`bridge::blocks::bench`]: minimal protocol-speaking devices that check
+//! ([`super::download_run`]: minimal protocol-speaking devices that check
 //! every block's Merkle proof). Measures the wall time until every device
 //! holds every verified block, the bridge's egress against the image, and
 //! the broker's peak RSS (`VmHWM` of its process).
@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bridge::blocks::bench::{BenchOptions, BenchResult};
+use super::download_run::{BenchOptions, BenchResult};
 use bridge::blocks::BlocksConfig;
 
 use super::child::{peak_rss, rss, ChildCmd, ChildError, ChildProc, ChildRole};
@@ -82,7 +82,7 @@ pub enum DownloadError {
     #[error("{0}")]
     Mosquitto(#[from] MosquittoError),
     #[error("{0}")]
-    Bench(#[from] bridge::blocks::bench::BenchError),
+    Bench(#[from] super::download_run::BenchError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -149,7 +149,7 @@ pub async fn run(
     let pid = proc.pid();
     let started = Instant::now();
     let result = {
-        let run = bridge::blocks::bench::run(&bench);
+        let run = super::download_run::run(&bench);
         tokio::pin!(run);
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;

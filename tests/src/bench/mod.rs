@@ -9,11 +9,15 @@
 //! - [`emergency`]: command to every device `accepted`, p50 and p99.
 //! - [`child`]: helper processes (the broker alone, raw readers) and /proc RSS.
 //!
-//! The durable status ingest is `bridge::bench::ingest`.
+//! - [`download_run`]: one run of N protocol devices downloading one image
+//!   from a bridge ([`crate::downloader`]), measured.
+//! - [`ingest`]: the durable status ingest (stored, flushed, acked).
 
 pub mod child;
+pub mod download_run;
 pub mod downloads;
 pub mod emergency;
+pub mod ingest;
 pub mod raw_fanout;
 pub mod suite;
 pub mod table;

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bridge::bench::{BenchBroker, IngestOptions, IngestReport};
+use super::ingest::{BenchBroker, IngestOptions, IngestReport};
 
 use super::child::ChildCmd;
 use super::downloads::{self, DownloadBroker, DownloadOptions, DownloadRow};
@@ -232,7 +232,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         rows.push(row);
     }
 
-    let image = bridge::blocks::bench::image_bytes(IMAGE_BYTES);
+    let image = super::download_run::image_bytes(IMAGE_BYTES);
     let mut raw_walls = Vec::new();
     for &n in &plan.raw {
         next(&format!("raw TCP fan-out of 1 MiB to {n} loopback sockets"));
@@ -310,7 +310,7 @@ async fn ingest_step(
             reports_per_device: plan.ingest_reports,
             ..IngestOptions::new(BenchBroker::Embedded(port))
         };
-        match bridge::bench::ingest(&opts).await {
+        match super::ingest::ingest(&opts).await {
             Ok(r) => {
                 say(format!("run {}: {:.0} reports/s", i + 1, r.reports_per_sec));
                 runs.push(r);

@@ -273,7 +273,7 @@ pub async fn push_firmware(
         build_manifest(&image, &spec).map_err(|e| FaultError::Stalled(format!("manifest: {e}")))?;
     let id = m.artifact.clone();
     let envelope = schemas::msg::manifest::sign(&m, release);
-    bridge::artifacts::push::push(ops, &envelope, &image, |_, _| {})
+    bridge::client::push::push(ops, &envelope, &image, |_, _| {})
         .await
         .map_err(|e| FaultError::Stalled(format!("push {id}: {e}")))?;
     Ok(id)

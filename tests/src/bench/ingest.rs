@@ -24,8 +24,8 @@ use schemas::{CampaignId, ComponentName, DeviceId, Epoch};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::config::StatusConfig;
-use crate::{Bridge, BridgeError, Config};
+use bridge::config::StatusConfig;
+use bridge::{Bridge, BridgeError, Config};
 
 /// One run.
 #[derive(Debug, Clone)]
@@ -327,7 +327,7 @@ async fn wait_ack(d: &mut BenchDevice, seq: u64, within: Duration) -> Result<(),
 }
 
 fn tempdir() -> Result<PathBuf, BenchError> {
-    let p = std::env::temp_dir().join(crate::client::random_name("ota-ingest-bench-", 10));
+    let p = std::env::temp_dir().join(bridge::client::random_name("ota-ingest-bench-", 10));
     std::fs::create_dir_all(&p).map_err(|e| BenchError::Setup(format!("{}: {e}", p.display())))?;
     Ok(p)
 }

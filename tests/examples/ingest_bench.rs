@@ -7,7 +7,7 @@
 //! running (e.g. Mosquitto) as an external broker instead.
 //!
 //! ```text
-//! cargo run --release -p ota-bridge --example ingest_bench -- \
+//! cargo run --release -p ota-tests --example ingest_bench -- \
 //!     [--devices 1000] [--reports 50] [--commit-window-ms 5] [--max-batch 4096] \
 //!     [--broker HOST:PORT] [--json]
 //! ```
@@ -15,8 +15,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bridge::bench::{ingest, BenchBroker, IngestOptions};
 use bridge::config::StatusConfig;
+use harness::bench::ingest::{ingest, BenchBroker, IngestOptions};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()

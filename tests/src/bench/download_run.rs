@@ -5,7 +5,7 @@
 //! child process (for a clean peak RSS) and prints the table in
 //! docs/BENCHMARKS.md.
 //!
-//! Each device is [`super::downloader::Device`] on its own rumqttc
+//! Each device is [`crate::downloader::Device`] on its own rumqttc
 //! connection, with the protocol's quiet spell (2 s plus up to 2 s), and
 //! checks every block's proof (not the whole sha256: a thousand 1 MiB
 //! copies are not kept).
@@ -19,9 +19,10 @@ use schemas::release::{build_manifest, ReleaseSpec};
 use schemas::topic::Topics;
 use schemas::{ArtifactId, ComponentName, DeviceId};
 
-use super::downloader::{Device, DownloadConfig, DownloadError};
-use super::BlocksConfig;
-use crate::{Bridge, BridgeError, Config};
+use bridge::blocks::BlocksConfig;
+use bridge::{Bridge, BridgeError, Config};
+
+use crate::downloader::{Device, DownloadConfig, DownloadError};
 
 /// One run.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct BenchResult {
     /// Time to connect and subscribe every device.
     pub connect: Duration,
     /// What the delivery probe saw: the candidate pacing signals.
-    pub flight: super::flight::FlightTotals,
+    pub flight: bridge::blocks::flight::FlightTotals,
     /// The pacer's rate at the end (deliveries/s) and its back-offs.
     pub pace_rate: u64,
     pub pace_backoffs: u64,
@@ -188,7 +189,7 @@ async fn store_image(
         ComponentName::new("main").map_err(|e| BenchError::Setup(e.to_string()))?,
         "1.0.0",
         "any",
-        crate::unix_now(),
+        bridge::unix_now(),
     );
     spec.block_size = opts.block_size;
     spec.artifact =
@@ -212,7 +213,7 @@ async fn store_image(
     })
     .await
     .map_err(|e| BenchError::Setup(e.to_string()))?
-    .map_err(|e: crate::artifacts::ArtifactError| BenchError::Setup(e.to_string()))?;
+    .map_err(|e: bridge::artifacts::ArtifactError| BenchError::Setup(e.to_string()))?;
     Ok(manifest)
 }
 
@@ -248,7 +249,7 @@ fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "ota-blocks-bench-{}-{}",
         std::process::id(),
-        crate::unix_now()
+        bridge::unix_now()
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;

@@ -14,6 +14,11 @@
 //! Each [`OpsClient::call`] subscribes to its reply topic and waits for
 //! the SubAck before publishing the command, so the reply cannot be missed;
 //! calls on one client run one at a time.
+//!
+//! [`push`] is the operator's side of `ota artifact push` (chunks,
+//! resume), on top of [`OpsClient`].
+
+pub mod push;
 
 use std::path::Path;
 use std::time::Duration;
@@ -119,7 +124,7 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, ClientError> {
 }
 
 /// A random name of the protocol alphabet.
-pub(crate) fn random_name(prefix: &str, len: usize) -> String {
+pub fn random_name(prefix: &str, len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
     let tail: String = (0..len)
@@ -271,7 +276,7 @@ impl OpsClient {
             .map_err(|e| ClientError::Options(e.to_string()))?;
         let body = CommandBody {
             request_id,
-            issued_at: crate::unix_now(),
+            issued_at: crate::rt::unix_now(),
             command,
         };
         self.send(

@@ -4,7 +4,7 @@
 //! started afresh for each row, so its peak RSS is its own.
 //!
 //! ```text
-//! cargo run -p ota-bridge --example blocks_bench -- \
+//! cargo run -p ota-tests --example blocks_bench -- \
 //!     [--devices 1000] [--image-kib 1024] [--block-size 4096] \
 //!     [--egress BYTES_PER_SEC] [--unicast-egress BYTES_PER_SEC] \
 //!     [--window-ms 150] [--fanout DELIVERIES_PER_SEC] [--modes broadcast,unicast]
@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bridge::blocks::bench::{run, BenchOptions, BenchResult};
 use bridge::blocks::BlocksConfig;
+use harness::bench::download_run::{run, BenchOptions, BenchResult};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -43,7 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         flag(&args, "--unicast-egress").map_or(Ok(64 * 1024 * 1024), |v| v.parse())?;
     let window: u64 =
         flag(&args, "--window-ms").map_or(Ok(defaults.merge_window_ms), |v| v.parse())?;
-    let fanout: u64 = flag(&args, "--fanout").map_or(Ok(defaults.fanout_per_sec), |v| v.parse())?;
+    let fanout: Option<u64> = flag(&args, "--fanout")
+        .map(|v| v.parse::<u64>())
+        .transpose()?
+        .or(defaults.fanout_per_sec);
     let modes = flag(&args, "--modes").unwrap_or_else(|| "broadcast,unicast".into());
 
     println!("| devices | mode | egress budget | fan-out budget | bridge egress / image | wall time | broker peak RSS | blocks broadcast / unicast | requests | completed |");
@@ -76,11 +79,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(rt);
         let rss = child.peak_rss_mib();
         println!(
-            "| {} | {} | {:.1} MiB/s | {}/s | {:.2} | {:.1} s | {} | {} / {} | {} | {}/{} |",
+            "| {} | {} | {:.1} MiB/s | {} | {:.2} | {:.1} s | {} | {} / {} | {} | {}/{} |",
             r.devices,
             mode,
             opts.blocks.egress_bytes_per_sec as f64 / 1048576.0,
-            opts.blocks.fanout_per_sec,
+            opts.blocks
+                .fanout_per_sec
+                .map_or("adaptive".to_string(), |f| format!("{f}/s")),
             r.egress_ratio,
             r.wall.as_secs_f64(),
             rss.map_or("?".into(), |m| format!("{m} MiB")),

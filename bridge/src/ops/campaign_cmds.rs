@@ -1,32 +1,25 @@
 //! The campaign operator commands (`campaign_*` and `emergency`), as the
-//! ops dispatch calls them: each borrows what it needs from core's state
-//! and returns the reply's JSON ([`super::view`] shapes).
+//! ops dispatch calls them: each borrows the campaigns and their context
+//! from core's state and returns the reply's JSON (`campaign::view`
+//! shapes). The errors are the campaign's; `ops` maps them into replies.
 
 use schemas::ops::Command;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::error::CampaignError;
-use super::gate::Input;
-use super::manager::{send_event, Campaigns, Ctx};
-use super::record::Release;
-use super::release;
-use super::spec::CampaignSpec;
 use crate::artifacts::ArtifactStore;
-use crate::core::CoreState;
-use crate::ops::OpsError;
+use crate::campaign::gate::Input;
+use crate::campaign::manager::send_event;
+use crate::campaign::record::Release;
+use crate::campaign::spec::{self, CampaignSpec};
+use crate::campaign::{release, CampaignError, Campaigns, Ctx};
+use crate::state::CoreState;
 
 /// Runs one campaign command. Other commands are refused.
-pub async fn handle(state: &mut CoreState, cmd: Command, now: u64) -> Result<Value, OpsError> {
-    let ctx = Ctx {
-        fleet: &state.fleet,
-        store: &state.store,
-        publisher: &state.publisher,
-        blocks: state.artifacts.blocks(),
-    };
-    let artifacts = state.artifacts.store();
-    let c = &mut state.campaigns;
-    Ok(run(c, &ctx, artifacts, cmd, now).await?)
+pub async fn handle(state: &mut CoreState, cmd: Command, now: u64) -> Result<Value, CampaignError> {
+    let artifacts = state.artifacts().clone();
+    let (ctx, c) = state.campaigns_mut();
+    run(c, &ctx, &artifacts, cmd, now).await
 }
 
 async fn run(
@@ -67,7 +60,7 @@ async fn run(
                     ))
                 }
             }
-            let gates: super::spec::Gates = serde_json::from_value(merged)
+            let gates: spec::Gates = serde_json::from_value(merged)
                 .map_err(|e| CampaignError::SpecJson(e.to_string()))?;
             Ok(json(
                 &c.operator(ctx, &id, Input::SetGates(gates), now).await?,
@@ -101,7 +94,7 @@ async fn run(
 fn resolve(
     artifacts: &ArtifactStore,
     ids: &[schemas::ArtifactId],
-    kind: Option<super::spec::Kind>,
+    kind: Option<spec::Kind>,
 ) -> Result<Release, CampaignError> {
     release::resolve(ids, kind, |id| artifacts.get(id))
 }

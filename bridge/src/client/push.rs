@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use schemas::ops::{Command, UPLOAD_CHUNK};
 use schemas::release::{read_unverified, MAX_IMAGE_BYTES};
 
-use crate::client::{ClientError, OpsClient};
+use super::{ClientError, OpsClient};
 
 /// Replies lost in a row before a push gives up.
 const MAX_RETRIES: u32 = 5;
