@@ -7,8 +7,9 @@ mod common;
 
 use bridge::ops::fleet_cmds::{DeviceList, DeviceShow, GroupDelete, GroupList, GroupPut};
 use common::*;
-use schemas::msg::StatusState;
+use schemas::msg::{Presence, StatusState, WireMessage};
 use schemas::ops::Command;
+use schemas::topic::Topic;
 use schemas::{DeviceId, GroupName};
 
 fn g(s: &str) -> GroupName {
@@ -20,6 +21,13 @@ async fn hello_registers_a_device_operators_can_list(kind: BrokerKind) {
     let ops = stack.ops().await;
     let mut events = ops.events().await.unwrap();
     let dev = stack.device("dev-0001").await;
+    // Online comes from Presence (sent first, as devices do), never from a
+    // Hello that anyone could publish.
+    dev.publish(
+        &Topic::Presence(dev.id.clone()),
+        Presence { online: true }.encode(),
+    )
+    .await;
     dev.hello("ep000001", 1, &[("customer", "acme"), ("line", "3")])
         .await;
 
