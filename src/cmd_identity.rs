@@ -9,15 +9,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use bridge::client::provision;
 use bridge::client::OpsClient;
-use bridge::identity::provision;
 use bridge::ops::identity_cmds::CredentialView;
 use schemas::keys::VerifyingKey;
 use schemas::ops::{Command, MAX_PROVISION_BATCH};
 use schemas::provisioning::{generate_password, Provisioning, PROVISIONING_VERSION};
 use schemas::DeviceId;
 
-use crate::cmd_fleet::Conn;
+use crate::conn::Conn;
 use crate::keyfile;
 use crate::rt;
 

@@ -118,7 +118,7 @@ impl Run for Sim {
             let ids = fleet.ids()?;
             let logins = rt::block_on(async move {
                 let client = OpsClient::connect(opts).await?;
-                let r = bridge::identity::provision::logins(&client, &ids).await;
+                let r = bridge::client::provision::logins(&client, &ids).await;
                 client.close().await;
                 Ok::<_, anyhow::Error>(r?)
             })??;

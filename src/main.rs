@@ -37,6 +37,7 @@ mod cmd_fleet;
 mod cmd_identity;
 mod cmd_keys;
 mod cmd_sim;
+mod conn;
 mod keyfile;
 mod rt;
 // other families' modules register here: mod cmd_sim; ...

@@ -16,8 +16,10 @@
 //! calls on one client run one at a time.
 //!
 //! [`push`] is the operator's side of `ota artifact push` (chunks,
-//! resume), on top of [`OpsClient`].
+//! resume), and [`provision`] that of `ota devices provision | rotate`
+//! (passwords made here, only their hashes sent), on top of [`OpsClient`].
 
+pub mod provision;
 pub mod push;
 
 use std::path::Path;

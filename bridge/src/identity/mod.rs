@@ -9,13 +9,11 @@
 //!   the block server whether a device may fetch an artifact.
 //! - [`grants`]: group and artifact topics, following the retained
 //!   Memberships and announcements.
-//! - [`provision`]: the operator's side: passwords made, hashes sent.
 //! - [`refusals`]: refusals counted by reason, logged once per interval.
 //! - `wire`: how the embedded broker is given the [`Identity`].
 
 pub mod authority;
 pub mod grants;
-pub mod provision;
 pub mod refusals;
 pub mod store;
 #[cfg(test)]

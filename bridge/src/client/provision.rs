@@ -8,7 +8,7 @@ use schemas::ops::{Command, ProvisionEntry, MAX_PROVISION_BATCH};
 use schemas::provisioning::{generate_password, hash_password};
 use schemas::DeviceId;
 
-use crate::client::{ClientError, OpsClient};
+use super::{ClientError, OpsClient};
 
 /// How a provision command treats ids that have credentials already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
