@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{corrupt, StoreError};
+use crate::store::{Records, StoreError};
 
 const TREE: &str = "credentials";
 
@@ -54,43 +54,30 @@ pub struct CredentialRecord {
 /// The `credentials` tree.
 #[derive(Clone)]
 pub struct CredentialStore {
-    tree: sled::Tree,
+    tree: Records<CredentialRecord>,
 }
 
 impl CredentialStore {
     /// Opens the tree in the bridge's database. Blocks briefly.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
-            tree: db.open_tree(TREE)?,
+            tree: Records::open(db, TREE)?,
         })
     }
 
     /// Writes a record (durable at the next flush).
     pub fn put(&self, r: &CredentialRecord) -> Result<(), StoreError> {
-        // Invariant: strings, maps and numbers only.
-        let json = serde_json::to_vec(r).expect("a credential record always serializes");
-        self.tree.insert(r.id.as_str(), json)?;
-        Ok(())
+        self.tree.put(&r.id, r)
     }
 
     /// One record.
     pub fn get(&self, id: &DeviceId) -> Result<Option<CredentialRecord>, StoreError> {
-        match self.tree.get(id.as_str())? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(TREE, id.as_str().as_bytes(), e)),
-        }
+        self.tree.get(id)
     }
 
     /// Every record. Blocks: call at start, with `spawn_blocking`.
     pub fn all(&self) -> Result<Vec<CredentialRecord>, StoreError> {
-        let mut out = Vec::with_capacity(self.tree.len());
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(TREE, &k, e))?);
-        }
-        Ok(out)
+        self.tree.all()
     }
 }
 

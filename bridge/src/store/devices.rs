@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use super::{corrupt, StoreError};
+use super::records::Records;
+use super::StoreError;
 
 const TREE: &str = "devices";
 
@@ -33,42 +34,29 @@ pub struct DeviceRecord {
 /// The `devices` tree.
 #[derive(Clone)]
 pub struct DeviceStore {
-    tree: sled::Tree,
+    tree: Records<DeviceRecord>,
 }
 
 impl DeviceStore {
     pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Self {
-            tree: db.open_tree(TREE)?,
+            tree: Records::open(db, TREE)?,
         })
     }
 
     /// Writes a record (durable at the next flush).
     pub fn put(&self, r: &DeviceRecord) -> Result<(), StoreError> {
-        // Invariant: a DeviceRecord holds only strings, maps and numbers.
-        let json = serde_json::to_vec(r).expect("a device record always serializes");
-        self.tree.insert(r.id.as_str(), json)?;
-        Ok(())
+        self.tree.put(&r.id, r)
     }
 
     /// One record.
     pub fn get(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
-        match self.tree.get(id.as_str())? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(TREE, id.as_str().as_bytes(), e)),
-        }
+        self.tree.get(id)
     }
 
     /// Every record. An unreadable one is an error naming its key.
     pub fn all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let mut out = Vec::with_capacity(self.tree.len());
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(TREE, &k, e))?);
-        }
-        Ok(out)
+        self.tree.all()
     }
 }
 

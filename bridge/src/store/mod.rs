@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod devices;
 pub mod groups;
+pub mod records;
 pub mod retained;
 pub mod status;
 
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 pub use audit::{AuditEntry, AuditStore};
 pub use devices::{DeviceRecord, DeviceStore};
 pub use groups::{GroupRecord, GroupStore};
+pub use records::Records;
 pub use retained::RetainedStore;
 pub use status::{CurrentState, EpochRecord, StatusStore};
 

@@ -1,0 +1,67 @@
+//! A sled tree of JSON records keyed by device id: the shape the device
+//! registry and the credential registry share.
+
+use std::marker::PhantomData;
+
+use schemas::DeviceId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{corrupt, StoreError};
+
+/// Records of type `T`, one per device id, as JSON in one tree.
+pub struct Records<T> {
+    tree: sled::Tree,
+    name: &'static str,
+    _record: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Records<T> {
+    fn clone(&self) -> Self {
+        Records {
+            tree: self.tree.clone(),
+            name: self.name,
+            _record: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Records<T> {
+    /// Opens (or creates) the tree `name`. Blocks briefly.
+    pub fn open(db: &sled::Db, name: &'static str) -> Result<Self, StoreError> {
+        Ok(Records {
+            tree: db.open_tree(name)?,
+            name,
+            _record: PhantomData,
+        })
+    }
+
+    /// Writes a record (durable at the next flush).
+    pub fn put(&self, id: &DeviceId, r: &T) -> Result<(), StoreError> {
+        // Invariant: records hold only strings, maps and numbers.
+        let json = serde_json::to_vec(r).expect("a record always serializes");
+        self.tree.insert(id.as_str(), json)?;
+        Ok(())
+    }
+
+    /// One record.
+    pub fn get(&self, id: &DeviceId) -> Result<Option<T>, StoreError> {
+        match self.tree.get(id.as_str())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(self.name, id.as_str().as_bytes(), e)),
+        }
+    }
+
+    /// Every record. An unreadable one is an error naming its key. Blocks:
+    /// call it at start, off the runtime.
+    pub fn all(&self) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::with_capacity(self.tree.len());
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(self.name, &k, e))?);
+        }
+        Ok(out)
+    }
+}
