@@ -46,7 +46,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let db = sled::Config::new().path(path.join("db")).open().unwrap();
+    let db = crate::store::open_db(&path.join("db")).unwrap();
     Fixture {
         store: ArtifactStore::open(&db, &path).unwrap(),
         trust: TrustStore::new([key(1).verifying_key()]),
@@ -139,20 +139,14 @@ fn a_broken_off_push_resumes_after_a_restart() {
     let img = image(10_000);
     let env = sign(&manifest_of(&img, "fw-c"), &key(1));
     {
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
+        let db = crate::store::open_db(&dir.path().join("db")).unwrap();
         let store = ArtifactStore::open(&db, dir.path()).unwrap();
         store
             .accept_chunk(&trust, &b64(&env), 0, &b64(&img[..4000]), 0)
             .unwrap();
         db.flush().unwrap();
     }
-    let db = sled::Config::new()
-        .path(dir.path().join("db"))
-        .open()
-        .unwrap();
+    let db = crate::store::open_db(&dir.path().join("db")).unwrap();
     let store = ArtifactStore::open(&db, dir.path()).unwrap();
     let ups = store.uploads().unwrap();
     assert_eq!(ups.len(), 1);

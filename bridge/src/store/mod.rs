@@ -66,13 +66,10 @@ impl Store {
     /// Opens (or creates) the database at `data_dir/db`. Blocks.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let db = open_db(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self {
             devices: DeviceStore::open(&db)?,
             groups: GroupStore::open(&db)?,
@@ -99,6 +96,40 @@ impl Store {
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
+}
+
+/// How long [`open_db`] waits for a database that was just closed.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the sled database at `path`. Blocks.
+///
+/// A `sled::Db` dropped in this process keeps its file lock until sled's
+/// background flusher thread notices, up to one flush interval (500 ms)
+/// later; a bridge restarted in the same process (the tests do it) would
+/// otherwise fail to open its own database. So a held lock is retried for
+/// [`LOCK_WAIT`]; a lock held longer than that belongs to another process,
+/// and the error says so.
+pub fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// sled reports a held lock as an I/O error wrapping `WouldBlock`.
+fn is_locked(e: &sled::Error) -> bool {
+    let sled::Error::Io(io) = e else { return false };
+    io.kind() == std::io::ErrorKind::WouldBlock
+        || io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(|inner| inner.kind() == std::io::ErrorKind::WouldBlock)
+        || io.to_string().contains("could not acquire lock")
 }
 
 /// `a ‖ 0x00 ‖ b ‖ 0x00 ‖ …`: names never contain 0x00, so prefixes built
