@@ -89,7 +89,8 @@ pub struct Sign {
     /// The artifact's unique id (1-64 characters of [A-Za-z0-9._-]).
     /// Default: {component}-{version}-{arch}, other characters replaced
     /// by '-'.
-    #[arg(long, value_name = "ID", value_parser = parse_name::<ArtifactId>)]
+    /// (`--artifact-id` is the old spelling, still accepted.)
+    #[arg(long = "id", alias = "artifact-id", value_name = "ID", value_parser = parse_name::<ArtifactId>)]
     artifact_id: Option<ArtifactId>,
 
     /// The lowest version a device must run before it may install this

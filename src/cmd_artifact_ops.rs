@@ -32,6 +32,9 @@ pub struct Push {
     /// `ota artifact sign` writes).
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
+    /// Print the bridge's final answer as JSON (no progress bar).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -66,6 +69,9 @@ pub struct Delete {
     /// The artifact id.
     #[arg(value_name = "ID")]
     id: ArtifactId,
+    /// Print the bridge's JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -94,7 +100,11 @@ impl Push {
         let image = std::fs::read(&self.image)
             .with_context(|| format!("cannot read image {}", self.image.display()))?;
         let opts = self.conn.options()?;
-        let bar = ProgressBar::new(image.len() as u64);
+        let bar = if self.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(image.len() as u64)
+        };
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -109,6 +119,10 @@ impl Push {
             Ok::<_, anyhow::Error>(result?)
         })??;
         bar.finish_and_clear();
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            return Ok(());
+        }
         println!("{} stored ({} bytes)", done.artifact, done.size);
         Ok(())
     }
@@ -184,12 +198,16 @@ impl Show {
 
 impl Delete {
     pub fn run(self) -> anyhow::Result<()> {
-        let _: Value = call(
+        let v: Value = call(
             &self.conn,
             Command::ArtifactDelete {
                 id: self.id.clone(),
             },
         )?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
         println!("{} deleted", self.id);
         Ok(())
     }

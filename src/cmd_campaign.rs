@@ -92,6 +92,8 @@ impl Run for Campaign {
     ota campaign create --id fw-2.1 --release fw-2.1-esp32,fw-2.1-armv7 \\\n      \
         --wave canary=100% --wave acme=10% --wave acme=100%,globex=100% \\\n      \
         --success-bar 95% --halt-above 5% --min-sample 10 --wave-timeout 10m --soak 5m\n  \
+    ota campaign create --id fw-2.2 --release fw-2.2-esp32 --wave canary=100% \\\n      \
+        --target acme,globex --ramp 1%*2      # then 1%, 2%, 4% ... 64%, 100%\n  \
     ota campaign create --spec campaign.json\n\n\
     The spec file:\n  \
     {\"id\": \"fw-2.1\", \"kind\": \"firmware\", \"release\": [\"fw-2.1-esp32\", \"fw-2.1-armv7\"],\n   \
@@ -110,9 +112,21 @@ pub struct Create {
     release: Vec<ArtifactId>,
 
     /// One wave: GROUP=SHARE[,GROUP=SHARE...], e.g. acme=10% or
-    /// acme=100%,globex=100%. Repeat for each wave, in order.
-    #[arg(long, value_name = "GROUPS", required_unless_present = "spec", value_parser = parse::wave)]
+    /// acme=100%,globex=100%. Repeat for each wave, in order. Waves given
+    /// here come before those of --ramp (a canary wave, say).
+    #[arg(long, value_name = "GROUPS", required_unless_present_any = ["spec", "ramp"], value_parser = parse::wave)]
     wave: Vec<WaveSpec>,
+
+    /// Waves as a ramp over the --target groups: 1%*2 starts at 1% of
+    /// each and doubles every wave until 100%; 1%,10%,50%,100% gives the
+    /// steps.
+    #[arg(long, value_name = "RAMP", requires = "target", value_parser = parse::ramp)]
+    ramp: Option<parse::Ramp>,
+
+    /// The groups a --ramp raises, comma-separated.
+    #[arg(long, value_name = "G,H", value_delimiter = ',', requires = "ramp",
+          value_parser = parse::name::<GroupName>)]
+    target: Vec<GroupName>,
 
     /// A wave passes when this share of its devices report success
     /// (devices that report not applicable, e.g. incompatible_arch, are
@@ -145,7 +159,7 @@ pub struct Create {
     kind: Option<Kind>,
 
     /// The whole spec as a JSON file, instead of the flags above.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "release", "wave", "kind"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "release", "wave", "ramp", "kind"])]
     spec: Option<PathBuf>,
 
     /// Print the reply as JSON.
@@ -154,6 +168,17 @@ pub struct Create {
 
     #[command(flatten)]
     conn: Conn,
+}
+
+impl Create {
+    /// The --wave waves, then the --ramp's.
+    fn waves(&self) -> Vec<WaveSpec> {
+        let mut waves = self.wave.clone();
+        if let Some(parse::Ramp(steps)) = &self.ramp {
+            waves.extend(parse::ramp_waves(&self.target, steps));
+        }
+        waves
+    }
 }
 
 impl Run for Create {
@@ -178,7 +203,7 @@ impl Run for Create {
                         id: self.id.clone().context("give --id (or --spec)")?,
                         kind,
                         release,
-                        waves: self.wave.clone(),
+                        waves: self.waves(),
                         gates: Gates {
                             success_bar_bp: self.success_bar,
                             failure_halt_bp: self.halt_above,

@@ -190,7 +190,7 @@ fn optional_flags_land_in_the_manifest() {
         &[
             "--block-size",
             "256",
-            "--artifact-id",
+            "--id",
             "fw-rollback.1",
             "--min-version",
             "1.1.0",
@@ -317,7 +317,7 @@ fn sign_errors_are_one_clear_line() {
     ota(d, &with(SIGN, &["--block-size", "big"])).fails_with(2, &["--block-size", "not a number"]);
     ota(d, &replace("--arch", "arm v7")).fails_with(2, &["--arch"]);
     ota(d, &replace("--component", "ma/in")).fails_with(2, &["--component", "ma/in"]);
-    ota(d, &with(SIGN, &["--artifact-id", "a#b"])).fails_with(2, &["--artifact-id"]);
+    ota(d, &with(SIGN, &["--id", "a#b"])).fails_with(2, &["--id"]);
     // Wrong keys: exit 1, say what was expected.
     ota(d, &replace("--key", "keys/release.pub")).fails_with(1, &["public key", "release.key"]);
     ota(d, &replace("--key", "keys/operator.key")).fails_with(1, &["operator key", "release"]);

@@ -98,6 +98,67 @@ pub fn wave(s: &str) -> Result<WaveSpec, String> {
     Ok(w)
 }
 
+/// A ramp of shares, ascending: `1%*2` starts at 1% and multiplies by 2
+/// each wave until 100% (1, 2, 4, ... 64, 100); `1%,10%,50%,100%` gives
+/// the steps.
+pub fn ramp(s: &str) -> Result<Ramp, String> {
+    ramp_steps(s).map(Ramp)
+}
+
+/// The shares of a `--ramp`, basis points, ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ramp(pub Vec<u16>);
+
+fn ramp_steps(s: &str) -> Result<Vec<u16>, String> {
+    let t = s.trim();
+    if let Some((start, factor)) = t.split_once('*') {
+        let start = percent(start)?;
+        let factor: u32 = factor.trim().parse().map_err(|_| {
+            format!("{s:?}: the factor after * is a whole number from 2 to 10, e.g. 1%*2")
+        })?;
+        if !(2..=10).contains(&factor) || start == 0 {
+            return Err(format!(
+                "{s:?}: write START*FACTOR with START above 0% and FACTOR from 2 to 10, e.g. 1%*2"
+            ));
+        }
+        let mut steps = Vec::new();
+        let mut share = u32::from(start);
+        while share < 10_000 {
+            steps.push(share as u16);
+            share *= factor;
+        }
+        steps.push(10_000);
+        return Ok(steps);
+    }
+    let steps = t
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(percent)
+        .collect::<Result<Vec<u16>, String>>()?;
+    if steps.is_empty() {
+        return Err(format!(
+            "{s:?}: give steps such as 1%,10%,50%,100%, or 1%*2"
+        ));
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) || steps[0] == 0 {
+        return Err(format!(
+            "{s:?}: each step must be above 0% and above the one before, e.g. 1%,10%,50%,100%"
+        ));
+    }
+    Ok(steps)
+}
+
+/// The waves of a ramp: each step raises every target group to that share.
+pub fn ramp_waves(targets: &[GroupName], steps: &[u16]) -> Vec<WaveSpec> {
+    steps
+        .iter()
+        .map(|&bp| WaveSpec {
+            cohorts: targets.iter().map(|g| (g.clone(), bp)).collect(),
+        })
+        .collect()
+}
+
 /// firmware, app or config.
 pub fn kind(s: &str) -> Result<Kind, String> {
     match s {
@@ -134,6 +195,31 @@ mod tests {
         for bad in ["", "m", "10x", "1.5h", "-3s"] {
             assert!(duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ramps() {
+        assert_eq!(
+            ramp_steps("1%*2"),
+            Ok(vec![100, 200, 400, 800, 1600, 3200, 6400, 10000])
+        );
+        assert_eq!(ramp_steps("10%*3"), Ok(vec![1000, 3000, 9000, 10000]));
+        assert_eq!(
+            ramp_steps("1%,10%,50%,100%"),
+            Ok(vec![100, 1000, 5000, 10000])
+        );
+        assert_eq!(ramp_steps("100%*2"), Ok(vec![10000]));
+        assert_eq!(ramp_steps("25%"), Ok(vec![2500]));
+        for bad in [
+            "", "0%*2", "1%*1", "1%*x", "1%*11", "10%,5%", "10%,10%", "0%,10%", "1*2",
+        ] {
+            assert!(ramp_steps(bad).is_err(), "{bad}");
+        }
+        let g = |s: &str| GroupName::new(s).unwrap();
+        let waves = ramp_waves(&[g("acme"), g("globex")], &[100, 10000]);
+        assert_eq!(waves.len(), 2);
+        assert_eq!(waves[0].cohorts[&g("acme")], 100);
+        assert_eq!(waves[1].cohorts[&g("globex")], 10000);
     }
 
     #[test]

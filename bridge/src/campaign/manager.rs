@@ -409,7 +409,7 @@ impl Campaigns {
             campaigns: self
                 .entries
                 .values()
-                .map(|e| view::summary(&e.record))
+                .map(|e| view::summary(&e.record, e.tally_loaded.then(|| e.tally.counts())))
                 .collect(),
         }
     }

@@ -25,7 +25,17 @@ impl Report {
     pub fn outcome(&self) -> Option<Outcome> {
         outcome(self.state, self.error)
     }
+
+    /// Where the device counts: its gating class, and whether it is
+    /// rebooting into the new image (pending, past `installing`).
+    fn class(&self) -> Class {
+        (self.outcome(), self.state == StatusState::Rebooting)
+    }
 }
+
+/// A member's place in the counts: its outcome (`None`: pending) and
+/// whether it is rebooting. A device that sent nothing is `(None, false)`.
+type Class = (Option<Outcome>, bool);
 
 /// Counts by state and error over some devices, for people and scripts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +77,8 @@ impl Tally {
         if !self.members.contains(device) {
             return false;
         }
-        let before = old.and_then(|o| o.outcome());
-        let after = new.outcome();
+        let before = old.map_or((None, false), |o| o.class());
+        let after = new.class();
         if before == after {
             return false;
         }
@@ -96,7 +106,10 @@ impl Tally {
         if !changed {
             return false;
         }
-        let class = self.reports.get(device).and_then(|r| r.outcome());
+        let class = self
+            .reports
+            .get(device)
+            .map_or((None, false), |r| r.class());
         let sign = if member { 1 } else { -1 };
         self.counts.members = add(self.counts.members, sign);
         self.shift(class, sign);
@@ -139,7 +152,12 @@ impl Tally {
                         *b.by_error.entry(e.as_str().to_string()).or_default() += 1;
                     }
                     match r.outcome() {
-                        None => b.counts.pending += 1,
+                        None => {
+                            b.counts.pending += 1;
+                            if r.state == StatusState::Rebooting {
+                                b.counts.rebooting += 1;
+                            }
+                        }
                         Some(Outcome::Success) => b.counts.success += 1,
                         Some(Outcome::Failure) => b.counts.failure += 1,
                         Some(Outcome::NotApplicable) => b.counts.not_applicable += 1,
@@ -156,7 +174,11 @@ impl Tally {
             ..WaveCounts::default()
         };
         for d in &self.members {
-            match self.reports.get(d).and_then(|r| r.outcome()) {
+            let report = self.reports.get(d);
+            if report.is_some_and(|r| r.class() == (None, true)) {
+                c.rebooting += 1;
+            }
+            match report.and_then(|r| r.outcome()) {
                 None => {}
                 Some(Outcome::Success) => c.success += 1,
                 Some(Outcome::Failure) => c.failure += 1,
@@ -167,10 +189,12 @@ impl Tally {
         self.counts = c;
     }
 
-    /// Moves one member into (`sign` 1) or out of (`sign` -1) a class;
-    /// `None` is pending.
-    fn shift(&mut self, class: Option<Outcome>, sign: i8) {
+    /// Moves one member into (`sign` 1) or out of (`sign` -1) a class.
+    fn shift(&mut self, (class, rebooting): Class, sign: i8) {
         let c = &mut self.counts;
+        if rebooting {
+            c.rebooting = add(c.rebooting, sign);
+        }
         let slot = match class {
             None => &mut c.pending,
             Some(Outcome::Success) => &mut c.success,
@@ -206,6 +230,7 @@ mod tests {
             failure,
             not_applicable: na,
             pending: members - success - failure - na,
+            rebooting: 0,
         }
     }
 

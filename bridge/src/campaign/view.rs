@@ -29,8 +29,11 @@ pub struct CampaignSummary {
     pub component: ComponentName,
     pub version: String,
     pub created: u64,
-    /// The current wave's tally as the gate last saw it.
+    /// The current wave's live tally: what its devices reported so far.
     pub counts: Option<WaveCounts>,
+    /// The tally the gate last judged (its verdict's counts): behind
+    /// `counts` until the next decision, frozen once the wave ended.
+    pub verdict_counts: Option<WaveCounts>,
 }
 
 /// `campaign list`
@@ -104,8 +107,8 @@ pub struct DecisionLine {
     pub decision: DecisionKind,
 }
 
-/// The summary of a record.
-pub fn summary(r: &CampaignRecord) -> CampaignSummary {
+/// The summary of a record; `live` is its tally's counts when loaded.
+pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary {
     CampaignSummary {
         id: r.id().clone(),
         kind: r.release.kind,
@@ -116,7 +119,8 @@ pub fn summary(r: &CampaignRecord) -> CampaignSummary {
         component: r.release.component.clone(),
         version: r.release.version.clone(),
         created: r.created,
-        counts: r.gate.counts().copied(),
+        counts: live.or_else(|| r.gate.counts().copied()),
+        verdict_counts: r.gate.counts().copied(),
     }
 }
 
@@ -160,7 +164,7 @@ pub fn status(r: &CampaignRecord, tally: &Tally, fleet: &Fleet, now: u64) -> Cam
         current_breakdown = Some(tally.breakdown(tally.members()));
     }
     CampaignStatus {
-        summary: summary(r),
+        summary: summary(r, current_breakdown.as_ref().map(|b: &Breakdown| b.counts)),
         phase: gate.phase().clone(),
         gates: *gate.gates(),
         next_timer: gate.next_timer(),

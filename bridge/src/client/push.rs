@@ -6,7 +6,7 @@
 //! where the bytes end; a lost reply is asked again the same way.
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use schemas::ops::{Command, UPLOAD_CHUNK};
@@ -37,7 +37,7 @@ pub enum PushError {
 }
 
 /// The bridge's answer to one chunk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadReply {
     pub artifact: String,
     pub received: u64,

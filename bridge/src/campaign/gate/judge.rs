@@ -1,10 +1,10 @@
 //! The verdict on a wave: pure arithmetic over its counts and the gates,
 //! exact in integers (no rounding at the bar). [`judge`] is everything
 //! the gate decides from counts; the rest of the gate is phases and
-//! timers. A different rule (say a confidence bound) replaces these
-//! functions and nothing else.
+//! timers. The failure halt is judged on a confidence bound (bound.rs).
 
 use super::super::spec::Gates;
+use super::bound;
 use super::{HaltReason, PassRule, WaveCounts};
 
 /// 100 % in basis points.
@@ -85,12 +85,15 @@ pub fn failure_halt(c: &WaveCounts, gates: &Gates) -> Option<HaltReason> {
         return None;
     }
     let halt_bp = gates.failure_halt_bp;
-    (u64::from(c.failure) * BP > u64::from(halt_bp) * u64::from(decided)).then(|| {
-        HaltReason::FailureRate {
-            failure: c.failure,
-            decided,
-            failure_bp: ratio_bp(c.failure, decided).unwrap_or(0),
-            halt_bp,
-        }
+    // Why a bound and the rebooting devices: bound.rs.
+    let rebooting = c.rebooting.min(c.pending);
+    let bound = bound::wilson_lower_bp(c.failure, decided.saturating_add(rebooting));
+    (bound > halt_bp).then_some(HaltReason::FailureRate {
+        failure: c.failure,
+        decided,
+        failure_bp: ratio_bp(c.failure, decided).unwrap_or(0),
+        halt_bp,
+        rebooting,
+        bound_bp: Some(bound),
     })
 }

@@ -81,6 +81,7 @@
 //!   paused time never eats it. Counts that arrive while paused or halted are
 //!   stored and judged on resume.
 
+pub mod bound;
 pub mod decision;
 pub mod judge;
 pub mod model;

@@ -22,6 +22,12 @@ pub struct WaveCounts {
     pub failure: u32,
     pub not_applicable: u32,
     pub pending: u32,
+    /// Of the pending, those rebooting into the new image: past
+    /// `installing`, so past the install failures that are reported
+    /// first. The failure rate counts them as not failed until they
+    /// report (`bound.rs`).
+    #[serde(default)]
+    pub rebooting: u32,
 }
 
 impl WaveCounts {
@@ -106,12 +112,20 @@ impl PausedFrom {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum HaltReason {
-    /// failure / decided went above the halt bar.
+    /// The failure rate's lower confidence bound went above the halt bar.
     FailureRate {
         failure: u32,
         decided: u32,
         failure_bp: u16,
         halt_bp: u16,
+        /// Members rebooting, counted as not failed (0 in decisions made
+        /// before the bound).
+        #[serde(default)]
+        rebooting: u32,
+        /// The one-sided 95% Wilson lower bound of failure / (decided +
+        /// rebooting) (`None` in decisions made before the bound).
+        #[serde(default)]
+        bound_bp: Option<u16>,
     },
     /// At the timeout, fewer terminal reports than `min_sample`.
     TooFewReports { terminal: u32, min_sample: u32 },

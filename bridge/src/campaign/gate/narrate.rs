@@ -190,12 +190,23 @@ impl fmt::Display for HaltReason {
                 decided,
                 failure_bp,
                 halt_bp,
-            } => write!(
-                f,
-                "failure rate {} ({failure} of {decided} decided) is above the halt bar {}",
-                Pct(failure_bp),
-                Pct(halt_bp)
-            ),
+                rebooting,
+                bound_bp,
+            } => match bound_bp {
+                Some(bound) => write!(
+                    f,
+                    "failure rate {} ({failure} of {decided} decided, {rebooting} rebooting counted as not failed) is above the halt bar {} with 95% confidence (lower bound {})",
+                    Pct(failure_bp),
+                    Pct(halt_bp),
+                    Pct(bound)
+                ),
+                None => write!(
+                    f,
+                    "failure rate {} ({failure} of {decided} decided) is above the halt bar {}",
+                    Pct(failure_bp),
+                    Pct(halt_bp)
+                ),
+            },
             HaltReason::TooFewReports {
                 terminal,
                 min_sample,

@@ -43,6 +43,7 @@ fn tally(members: u32, success: u32, failure: u32, not_applicable: u32) -> WaveC
         failure,
         not_applicable,
         pending: members - success - failure - not_applicable,
+        rebooting: 0,
     }
 }
 
@@ -190,7 +191,9 @@ fn failure_halt_waits_for_the_sample() {
             failure: 4,
             decided: 10,
             failure_bp: 4000,
-            halt_bp: 500
+            halt_bp: 500,
+            rebooting: 0,
+            bound_bp: Some(1942),
         })
     );
     assert_eq!(announced(&fx)[0].0, AnnounceState::Paused);
@@ -198,7 +201,7 @@ fn failure_halt_waits_for_the_sample() {
     assert_eq!(gate.next_timer(), None);
     assert_eq!(
         gate.scope().text(gate.history().last().unwrap()),
-        "wave 1 of 3 halted: failure rate 40.00% (4 of 10 decided) is above the halt bar 5.00%; announced paused, resume or abort"
+        "wave 1 of 3 halted: failure rate 40.00% (4 of 10 decided, 0 rebooting counted as not failed) is above the halt bar 5.00% with 95% confidence (lower bound 19.42%); announced paused, resume or abort"
     );
     // A halted campaign does not move on its own.
     assert!(gate.step(T0 + 10_000, Input::Tick).unwrap().is_empty());
@@ -211,8 +214,95 @@ fn failure_rate_at_the_bar_does_not_halt() {
     // 1 of 20 = exactly 5 %: not above.
     let fx = count(&mut gate, T0 + 1, 0, tally(100, 19, 1, 0));
     assert_eq!(halt_of(&fx), None);
+    // 2 of 21 = 9.5 %, but its lower bound (3.20 %) is under the bar:
+    // 21 devices do not show the rate is above 5 %.
     let fx = count(&mut gate, T0 + 2, 0, tally(100, 19, 2, 0));
-    assert!(halt_of(&fx).is_some());
+    assert_eq!(halt_of(&fx), None);
+    // 3 of 22: lower bound 5.58 %.
+    let fx = count(&mut gate, T0 + 3, 0, tally(100, 19, 3, 0));
+    assert!(matches!(
+        halt_of(&fx),
+        Some(HaltReason::FailureRate {
+            bound_bp: Some(558),
+            ..
+        })
+    ));
+}
+
+/// One simulated wave of 200 devices with a true failure rate of
+/// `fail_bp`: each finishes its download at a random second; a failing
+/// one reports `failed` a second later, a succeeding one reboots then
+/// and reports `success` 29 s after that, so failures come first.
+/// Returns how many had decided when the gate halted, if it did.
+fn simulated_wave(seed: u64, fail_bp: u64, halt_bp: u16) -> Option<u32> {
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // (time, event): 0 failed, 1 rebooting, 2 success
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        let done = next() % 100;
+        if next() % 10_000 < fail_bp {
+            events.push((done + 1, 0));
+        } else {
+            events.push((done + 1, 1));
+            events.push((done + 30, 2));
+        }
+    }
+    events.sort_unstable();
+    let mut gate = started(Gates {
+        failure_halt_bp: halt_bp,
+        ..Gates::default()
+    });
+    let mut c = tally(200, 0, 0, 0);
+    for (t, e) in events {
+        match e {
+            0 => c.failure += 1,
+            1 => c.rebooting += 1,
+            _ => {
+                c.rebooting -= 1;
+                c.success += 1;
+            }
+        }
+        c.pending = 200 - c.success - c.failure;
+        let fx = count(&mut gate, T0 + t, 0, c);
+        if halt_of(&fx).is_some() {
+            return Some(c.decided());
+        }
+        if !started_waves(&fx).is_empty() {
+            return None;
+        }
+    }
+    None
+}
+
+#[test]
+fn injected_faults_below_the_bar_do_not_halt_and_above_it_halt_early() {
+    for seed in 1..=40 {
+        // 3 % true failure rate, 10 % bar: failures reported first must
+        // not halt the wave.
+        assert_eq!(simulated_wave(seed, 300, 1000), None, "seed {seed}");
+        // 40 %: halts as soon as the sample allows (min_sample 10).
+        let at = simulated_wave(seed, 4000, 1000);
+        assert!(at.is_some_and(|n| n <= 12), "seed {seed}: {at:?}");
+    }
+}
+
+#[test]
+fn rebooting_devices_count_as_not_failed_until_they_report() {
+    let mut gate = started(Gates::default());
+    // 3 install failures of 10 decided, while 40 are rebooting into the
+    // new image: 3 of 50, lower bound 2.42 %, under the 5 % bar.
+    let mut c = tally(100, 7, 3, 0);
+    c.rebooting = 40;
+    assert_eq!(halt_of(&count(&mut gate, T0 + 1, 0, c)), None);
+    // Without them the same 3 of 10 halt.
+    c.rebooting = 0;
+    assert!(halt_of(&count(&mut gate, T0 + 2, 0, c)).is_some());
 }
 
 #[test]
@@ -308,14 +398,14 @@ fn not_applicable_excluded_from_both_rates() {
     let fx = count(&mut gate, T0 + 1, 0, tally(20, 10, 0, 10));
     assert_eq!(started_waves(&fx), vec![1]);
 
-    // Failure: 1 of 10 decided = 10 % despite 15 not applicable.
+    // Failure: 3 of 10 decided = 30 % despite 15 not applicable.
     let mut gate = started(Gates::default());
-    let fx = count(&mut gate, T0 + 1, 0, tally(30, 9, 1, 15));
+    let fx = count(&mut gate, T0 + 1, 0, tally(30, 7, 3, 15));
     assert!(matches!(
         halt_of(&fx),
         Some(HaltReason::FailureRate {
             decided: 10,
-            failure_bp: 1000,
+            failure_bp: 3000,
             ..
         })
     ));
@@ -862,7 +952,9 @@ fn judgement_table() {
         (100, 94, 0, 0, Wait, Pass(AtTimeout)),
         (100, 94, 4, 0, Wait, Pass(AtTimeout)),
         (100, 94, 5, 0, Wait, Under),
-        (100, 80, 10, 0, Fail, Fail),
+        // 10 of 90 is 11 %, but its lower bound (6.7 %) is under 10 %.
+        (100, 80, 10, 0, Wait, Under),
+        (100, 80, 20, 0, Fail, Fail),
         (100, 9, 0, 0, Wait, Few),
         (100, 10, 0, 0, Wait, Pass(AtTimeout)),
         (100, 5, 4, 0, Wait, Few),
@@ -876,10 +968,13 @@ fn judgement_table() {
         (100, 47, 3, 50, Under, Under),
         (3, 3, 0, 0, Pass(SuccessBar), Pass(SuccessBar)),
         (3, 2, 0, 0, Wait, Few),
-        (3, 2, 1, 0, Fail, Fail),
+        // 1 of 3 is no evidence of a rate above 10 %: under the bar.
+        (3, 2, 1, 0, Under, Under),
+        (3, 1, 2, 0, Fail, Fail),
         (1, 0, 1, 0, Fail, Fail),
         // An inconsistent tally (more decided than members) is not a panic.
-        (5, 8, 2, 0, Fail, Fail),
+        (5, 8, 2, 0, Under, Under),
+        (5, 6, 4, 0, Fail, Fail),
     ];
     for (i, &(m, s, f, na, ref before, ref at)) in rows.iter().enumerate() {
         for (now, want) in [(T0 + 1, before), (T0 + 600, at)] {
@@ -893,6 +988,7 @@ fn judgement_table() {
                 failure: f,
                 not_applicable: na,
                 pending: m.saturating_sub(s + f + na),
+                rebooting: 0,
             };
             let fx = count(&mut gate, now, 0, counts);
             let got = match (
