@@ -1,11 +1,12 @@
 //! `ota campaign create | start | pause | resume | abort | status | list |
-//! watch` and `ota emergency`: signed operator commands to a running
+//! watch | retry` and `ota emergency`: signed operator commands to a running
 //! bridge, through [`bridge::client::OpsClient`]. The tables live in
 //! `cmd_campaign/table.rs`, the live view in `cmd_campaign/watch.rs`, the
 //! flag parsers (percentages, durations, waves) in `cmd_campaign/parse.rs`.
 
 mod conn;
 mod parse;
+mod retry;
 mod table;
 mod watch;
 
@@ -38,6 +39,7 @@ use conn::Conn;
     ota campaign resume fw-2.1\n  \
     ota campaign abort fw-2.1      # devices not yet installing report cancelled\n  \
     ota campaign set-gates fw-2.1 --halt-above 10%   # after a halt, then resume\n  \
+    ota campaign retry fw-2.1      # a draft for the devices it left behind\n  \
     ota campaign list --json")]
 pub enum Campaign {
     Create(Create),
@@ -58,6 +60,7 @@ pub enum Campaign {
     Status(Id),
     List(List),
     Watch(Watch),
+    Retry(retry::Retry),
 }
 
 impl Run for Campaign {
@@ -72,6 +75,7 @@ impl Run for Campaign {
             Campaign::Status(i) => i.command("", |id| Command::CampaignStatus { id }),
             Campaign::List(l) => l.run(),
             Campaign::Watch(w) => w.run(),
+            Campaign::Retry(r) => r.run(),
         }
     }
 }
@@ -212,6 +216,7 @@ impl Run for Create {
                             soak_secs: self.soak,
                         },
                         emergency: false,
+                        parent: None,
                     };
                     serde_json::to_value(&spec).context("spec")?
                 }

@@ -159,6 +159,18 @@ pub enum Command {
     CampaignStatus { id: CampaignId },
     /// All campaigns.
     CampaignList,
+    /// A follow-up: a new draft campaign (`new_id`, by default
+    /// `{id}-retry`) with the same release and gates whose members are
+    /// exactly the leftovers of `id` (`only`: `timed-out`, `failed`,
+    /// `failed:{error}`, `offline`; none given means `timed-out` and
+    /// `failed`), held in an explicit group of the same name.
+    CampaignRetry {
+        id: CampaignId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_id: Option<CampaignId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        only: Vec<String>,
+    },
     /// An emergency: skip the waves and every deferral.
     Emergency {
         /// The campaign id (made up by the CLI when not given).
@@ -197,6 +209,7 @@ impl Command {
             Command::CampaignSetGates { .. } => "campaign_set_gates",
             Command::CampaignStatus { .. } => "campaign_status",
             Command::CampaignList => "campaign_list",
+            Command::CampaignRetry { .. } => "campaign_retry",
             Command::Emergency { .. } => "emergency",
         }
     }

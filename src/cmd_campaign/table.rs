@@ -90,8 +90,12 @@ fn headline(s: &CampaignStatus) -> String {
         (Some(w), false) => format!(", wave {} of {}", w + 1, m.waves),
         (None, false) => format!(", {} waves", m.waves),
     };
+    let parent = match &m.parent {
+        Some(p) => format!(", follow-up of {p}"),
+        None => String::new(),
+    };
     format!(
-        "{lane}campaign {}: {} {} {} ({}{wave})\n",
+        "{lane}campaign {}: {} {} {} ({}{wave}{parent})\n",
         m.id, m.kind, m.component, m.version, m.state
     )
 }

@@ -99,6 +99,7 @@ mod tests {
                 .collect(),
             gates: Gates::default(),
             emergency,
+            parent: None,
         };
         CampaignRecord {
             release: Release {

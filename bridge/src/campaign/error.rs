@@ -61,6 +61,8 @@ pub enum CampaignError {
     EmergencyTarget,
     #[error("{0}")]
     Step(#[from] StepError),
+    #[error("{0}")]
+    FollowUp(#[from] super::followup::FollowUpError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

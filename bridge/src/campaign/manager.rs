@@ -29,7 +29,7 @@
 //! whose timeout passed while the bridge was down is judged on what the
 //! devices actually reported.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use schemas::ops::Event;
@@ -40,6 +40,7 @@ use tracing::{error, info, warn};
 use super::announce;
 use super::error::CampaignError;
 use super::events;
+use super::followup::{self, FollowUpError, Leftover};
 use super::gate::{Effect, Gate, Input, Phase, Scope, WaveCounts};
 use super::members::Admission;
 use super::preflight::Preflight;
@@ -299,6 +300,7 @@ impl Campaigns {
             waves,
             gates: Gates::default(),
             emergency: true,
+            parent: None,
         })
     }
 
@@ -401,6 +403,34 @@ impl Campaigns {
             entry.tally_loaded = true;
         }
         self.status_now(ctx, id, now)
+    }
+
+    /// `campaign retry`: the leftovers of a campaign that ended, and its
+    /// spec (see `followup`). Reads the device states of a finished
+    /// campaign first, as `status` does.
+    pub async fn leftovers(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        only: &[Leftover],
+        now: u64,
+    ) -> Result<(CampaignSpec, BTreeSet<DeviceId>), CampaignError> {
+        self.status(ctx, id, now).await?;
+        let e = self.entry(id)?;
+        if !matches!(
+            e.record.gate.phase(),
+            Phase::Completed { .. } | Phase::Halted { .. } | Phase::Aborted { .. }
+        ) {
+            return Err(FollowUpError::NotEnded(id.clone(), e.record.state_word()).into());
+        }
+        let online = |d: &DeviceId| ctx.fleet.device(d).is_some_and(|r| r.online);
+        let picked = followup::leftovers(&e.tally, only, online);
+        Ok((e.record.spec.clone(), picked))
+    }
+
+    /// True when a campaign of this id exists (stored or in memory).
+    pub fn exists(&self, id: &CampaignId) -> Result<bool, CampaignError> {
+        Ok(self.entries.contains_key(id) || self.store.contains(id)?)
     }
 
     /// `campaign list`.

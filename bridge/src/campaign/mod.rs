@@ -75,6 +75,7 @@
 pub mod announce;
 pub mod error;
 pub mod events;
+pub mod followup;
 pub mod gate;
 pub mod manager;
 pub mod members;

@@ -70,6 +70,10 @@ pub struct CampaignSpec {
     /// device (`P/emergency`) when it has no wave.
     #[serde(default)]
     pub emergency: bool,
+    /// The campaign this one follows up (`campaign retry`): shown in
+    /// `status` and `list`, and nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<CampaignId>,
 }
 
 /// One wave: the groups whose cohort it raises, and to what.
@@ -354,6 +358,7 @@ mod tests {
             ],
             gates: Gates::default(),
             emergency: false,
+            parent: None,
         }
     }
 

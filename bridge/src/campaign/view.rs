@@ -34,6 +34,9 @@ pub struct CampaignSummary {
     /// The tally the gate last judged (its verdict's counts): behind
     /// `counts` until the next decision, frozen once the wave ended.
     pub verdict_counts: Option<WaveCounts>,
+    /// The campaign this one follows up (`campaign retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<CampaignId>,
 }
 
 /// `campaign list`
@@ -121,6 +124,7 @@ pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary 
         created: r.created,
         counts: live.or_else(|| r.gate.counts().copied()),
         verdict_counts: r.gate.counts().copied(),
+        parent: r.spec.parent.clone(),
     }
 }
 

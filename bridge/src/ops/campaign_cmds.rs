@@ -4,16 +4,20 @@
 //! shapes). The errors are the campaign's; `ops` maps them into replies.
 
 use schemas::ops::Command;
+use schemas::{CampaignId, GroupName};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::artifacts::ArtifactStore;
+use crate::campaign::followup::{self, FollowUpError, Leftover};
 use crate::campaign::gate::Input;
 use crate::campaign::manager::send_event;
 use crate::campaign::record::Release;
 use crate::campaign::spec::{self, CampaignSpec};
 use crate::campaign::{release, CampaignError, Campaigns, Ctx};
 use crate::state::CoreState;
+
+use super::{fleet_cmds, OpsError};
 
 /// Runs one campaign command. Other commands are refused.
 pub async fn handle(state: &mut CoreState, cmd: Command, now: u64) -> Result<Value, CampaignError> {
@@ -89,6 +93,61 @@ async fn run(
             other.name()
         ))),
     }
+}
+
+/// `campaign retry`: the leftovers of an ended campaign become the
+/// explicit members of a group named after the follow-up, and the
+/// follow-up a draft with the parent's release and gates targeting that
+/// group (`campaign::followup`). Nothing is put when anything is refused.
+pub async fn retry(
+    state: &mut CoreState,
+    id: CampaignId,
+    new_id: Option<CampaignId>,
+    only: Vec<String>,
+    now: u64,
+) -> Result<Value, OpsError> {
+    let classes = Leftover::parse_all(&only).map_err(CampaignError::from)?;
+    let new_id = match new_id.or_else(|| followup::default_id(&id)) {
+        Some(n) => n,
+        None => {
+            return Err(OpsError::Invalid(format!(
+                "{id}-retry is not a campaign id: give the follow-up one with --id"
+            )))
+        }
+    };
+    let group = GroupName::new(new_id.as_str()).map_err(|_| {
+        OpsError::Invalid(format!(
+            "{new_id} is not a group name: give the follow-up another id with --id"
+        ))
+    })?;
+    let artifacts = state.artifacts().clone();
+    let (parent, picked) = {
+        let (ctx, c) = state.campaigns_mut();
+        if c.exists(&new_id)? || ctx.fleet.groups().get(&group).is_some() {
+            return Err(CampaignError::from(FollowUpError::Taken(new_id.to_string())).into());
+        }
+        c.leftovers(&ctx, &id, &classes, now).await?
+    };
+    if picked.is_empty() {
+        let only = classes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        return Err(CampaignError::from(FollowUpError::Nothing { id, only }).into());
+    }
+    let spec = followup::retry_spec(&parent, new_id.clone(), group.clone());
+    spec.validate().map_err(CampaignError::from)?;
+    let release = resolve(&artifacts, &spec.release, Some(spec.kind))?;
+    let members = picked.len();
+    fleet_cmds::group_put(state, group, None, Some(picked.into_iter().collect()), now).await?;
+    let (ctx, c) = state.campaigns_mut();
+    let status = c.create(&ctx, spec, release, now)?;
+    if let Some(ev) = c.created_event(&new_id, now) {
+        send_event(&ctx, &ev).await?;
+    }
+    tracing::info!(campaign = %new_id, parent = %id, members, "follow-up created");
+    Ok(json(&status))
 }
 
 fn resolve(

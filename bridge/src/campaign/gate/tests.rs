@@ -26,6 +26,7 @@ fn spec(gates: Gates) -> CampaignSpec {
         ],
         gates,
         emergency: false,
+        parent: None,
     }
 }
 

@@ -1,0 +1,236 @@
+//! Follow-ups: which devices a `campaign retry` takes from a campaign that
+//! ended, and the spec of the new draft. Pure: the ops layer puts the
+//! explicit group and creates the draft.
+//!
+//! A leftover is a member of the campaign's last wave that did not
+//! succeed and was not counted apart as not applicable:
+//!
+//! | `--only` | the members… |
+//! |---|---|
+//! | `timed-out` | with no terminal state (pending when the campaign ended, offline or not) |
+//! | `offline` | with no terminal state and offline now |
+//! | `failed` | that failed or rolled back, any error |
+//! | `failed:{error}` | that failed with that error code, e.g. `failed:timeout` |
+//!
+//! Nothing given means `timed-out` and `failed`. Devices counted apart
+//! (wrong arch, unknown component, version rules, cancelled) are never
+//! leftovers: retrying would refuse the same way.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use schemas::msg::common::Outcome;
+use schemas::msg::{ErrorCode, StatusState};
+use schemas::{CampaignId, DeviceId, GroupName};
+
+use super::spec::{CampaignSpec, WaveSpec, FULL_COHORT};
+use super::tally::Tally;
+
+/// One `--only` class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    TimedOut,
+    Offline,
+    Failed(Option<ErrorCode>),
+}
+
+impl fmt::Display for Leftover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leftover::TimedOut => f.write_str("timed-out"),
+            Leftover::Offline => f.write_str("offline"),
+            Leftover::Failed(None) => f.write_str("failed"),
+            Leftover::Failed(Some(e)) => write!(f, "failed:{}", e.as_str()),
+        }
+    }
+}
+
+/// Why a retry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowUpError {
+    #[error("--only {0:?} is not a leftover class: use timed-out, offline, failed or failed:ERROR (e.g. failed:timeout)")]
+    UnknownClass(String),
+    #[error("--only failed:{0}: no such error code; the codes are those of PROTOCOL.md's Status (timeout, install_failed, boot_failed, hash_mismatch, ...)")]
+    UnknownError(String),
+    #[error(
+        "campaign {0} is still {1}: retry the leftovers once it completed, halted or was aborted"
+    )]
+    NotEnded(CampaignId, &'static str),
+    #[error("campaign {id} has no leftovers of {only}: nothing to retry")]
+    Nothing { id: CampaignId, only: String },
+    #[error("{0} is already a group or a campaign: give the follow-up another id with --id")]
+    Taken(String),
+}
+
+impl Leftover {
+    /// Parses the `only` list of a retry; empty means the default.
+    pub fn parse_all(only: &[String]) -> Result<Vec<Leftover>, FollowUpError> {
+        if only.is_empty() {
+            return Ok(vec![Leftover::TimedOut, Leftover::Failed(None)]);
+        }
+        only.iter().map(|s| Leftover::parse(s.trim())).collect()
+    }
+
+    fn parse(s: &str) -> Result<Leftover, FollowUpError> {
+        match s {
+            "timed-out" | "timed_out" | "timeout" => Ok(Leftover::TimedOut),
+            "offline" => Ok(Leftover::Offline),
+            "failed" => Ok(Leftover::Failed(None)),
+            _ => match s.strip_prefix("failed:") {
+                Some(code) => ErrorCode::parse(code)
+                    .map(|e| Leftover::Failed(Some(e)))
+                    .ok_or_else(|| FollowUpError::UnknownError(code.to_string())),
+                None => Err(FollowUpError::UnknownClass(s.to_string())),
+            },
+        }
+    }
+}
+
+/// The members of `tally` in any of the `only` classes, by id.
+pub fn leftovers(
+    tally: &Tally,
+    only: &[Leftover],
+    online: impl Fn(&DeviceId) -> bool,
+) -> BTreeSet<DeviceId> {
+    tally
+        .members()
+        .iter()
+        .filter(|d| {
+            let report = tally.get(d);
+            let outcome = report.and_then(|r| r.outcome());
+            only.iter().any(|class| match class {
+                Leftover::TimedOut => outcome.is_none(),
+                Leftover::Offline => outcome.is_none() && !online(d),
+                Leftover::Failed(code) => {
+                    outcome == Some(Outcome::Failure)
+                        && code.is_none_or(|c| {
+                            report.is_some_and(|r| {
+                                r.error == Some(c) && r.state == StatusState::Failed
+                            })
+                        })
+                }
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// The id a follow-up of `id` takes when none is given.
+pub fn default_id(id: &CampaignId) -> Option<CampaignId> {
+    let base = id.as_str();
+    // Ids are at most 64 characters: keep room for the suffix.
+    let cut = base.len().min(64 - "-retry".len());
+    CampaignId::new(format!("{}-retry", &base[..cut])).ok()
+}
+
+/// The draft of a follow-up: `parent`'s release, kind and gates, one wave
+/// taking the whole explicit `group`.
+pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> CampaignSpec {
+    CampaignSpec {
+        id,
+        kind: parent.kind,
+        release: parent.release.clone(),
+        waves: vec![WaveSpec {
+            cohorts: [(group, FULL_COHORT)].into(),
+        }],
+        gates: parent.gates,
+        emergency: false,
+        parent: Some(parent.id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::tally::Report;
+
+    fn d(s: &str) -> DeviceId {
+        DeviceId::new(s).unwrap()
+    }
+
+    fn tally() -> Tally {
+        let mut t = Tally::new();
+        t.set_members(
+            [
+                "ok",
+                "fail-t",
+                "fail-i",
+                "arch",
+                "quiet-on",
+                "quiet-off",
+                "none",
+            ]
+            .into_iter()
+            .map(d)
+            .collect(),
+        );
+        let put = |t: &mut Tally, id, state, error| {
+            t.report(&d(id), Report { state, error });
+        };
+        put(&mut t, "ok", StatusState::Success, None);
+        put(
+            &mut t,
+            "fail-t",
+            StatusState::Failed,
+            Some(ErrorCode::Timeout),
+        );
+        put(
+            &mut t,
+            "fail-i",
+            StatusState::Failed,
+            Some(ErrorCode::InstallFailed),
+        );
+        put(
+            &mut t,
+            "arch",
+            StatusState::Failed,
+            Some(ErrorCode::IncompatibleArch),
+        );
+        put(&mut t, "quiet-on", StatusState::Downloading, None);
+        put(&mut t, "quiet-off", StatusState::Accepted, None);
+        // A non-member's report is never a leftover.
+        put(&mut t, "stranger", StatusState::Failed, None);
+        t
+    }
+
+    fn pick(only: &[&str]) -> Vec<String> {
+        let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+        let classes = Leftover::parse_all(&only).unwrap();
+        leftovers(&tally(), &classes, |id| id.as_str() != "quiet-off")
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_class_takes_exactly_its_devices() {
+        assert_eq!(
+            pick(&[]),
+            ["fail-i", "fail-t", "none", "quiet-off", "quiet-on"]
+        );
+        assert_eq!(pick(&["timed-out"]), ["none", "quiet-off", "quiet-on"]);
+        assert_eq!(pick(&["offline"]), ["quiet-off"]);
+        assert_eq!(pick(&["failed"]), ["fail-i", "fail-t"]);
+        assert_eq!(pick(&["failed:timeout"]), ["fail-t"]);
+        assert_eq!(
+            pick(&["failed:timeout", "offline"]),
+            ["fail-t", "quiet-off"]
+        );
+    }
+
+    #[test]
+    fn unknown_classes_say_what_is_accepted() {
+        let e = Leftover::parse_all(&["crashed".into()]).unwrap_err();
+        assert!(e.to_string().contains("timed-out, offline, failed"), "{e}");
+        let e = Leftover::parse_all(&["failed:gremlins".into()]).unwrap_err();
+        assert!(matches!(e, FollowUpError::UnknownError(_)), "{e}");
+    }
+
+    #[test]
+    fn the_default_id_fits() {
+        let id = CampaignId::new("fw-2").unwrap();
+        assert_eq!(default_id(&id).unwrap().as_str(), "fw-2-retry");
+        let long = CampaignId::new("x".repeat(64)).unwrap();
+        assert_eq!(default_id(&long).unwrap().as_str().len(), 64);
+    }
+}
