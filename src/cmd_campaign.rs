@@ -13,7 +13,7 @@ mod watch;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bridge::campaign::spec::{CampaignSpec, Gates, Kind, WaveSpec};
+use bridge::campaign::spec::{CampaignSpec, Gates, Kind, RollbackSpec, WaveSpec};
 use bridge::campaign::view::{CampaignList, CampaignStatus};
 use schemas::ops::Command;
 use schemas::{ArtifactId, CampaignId, GroupName};
@@ -40,6 +40,7 @@ use conn::Conn;
     ota campaign abort fw-2.1      # devices not yet installing report cancelled\n  \
     ota campaign set-gates fw-2.1 --halt-above 10%   # after a halt, then resume\n  \
     ota campaign retry fw-2.1      # a draft for the devices it left behind\n  \
+    ota campaign rollback fw-2.1   # its --rollback-release to the devices that installed it\n  \
     ota campaign list --json")]
 pub enum Campaign {
     Create(Create),
@@ -61,6 +62,10 @@ pub enum Campaign {
     List(List),
     Watch(Watch),
     Retry(retry::Retry),
+    /// Roll a campaign back now: abort it if it still runs, then send its
+    /// --rollback-release to exactly the devices that installed it (what
+    /// a halt does by itself).
+    Rollback(Id),
 }
 
 impl Run for Campaign {
@@ -76,6 +81,9 @@ impl Run for Campaign {
             Campaign::List(l) => l.run(),
             Campaign::Watch(w) => w.run(),
             Campaign::Retry(r) => r.run(),
+            Campaign::Rollback(i) => {
+                i.command("rollback started", |id| Command::CampaignRollback { id })
+            }
         }
     }
 }
@@ -162,6 +170,19 @@ pub struct Create {
     #[arg(long, value_name = "KIND", value_parser = parse::kind)]
     kind: Option<Kind>,
 
+    /// Roll back on a halt: pushed artifacts of the earlier version, one
+    /// per arch, signed with allow_downgrade. When the campaign halts (or
+    /// on `ota campaign rollback`), a linked campaign sends it to exactly
+    /// the devices that installed this release.
+    #[arg(long, value_name = "A,B", value_delimiter = ',', value_parser = parse::name::<ArtifactId>)]
+    rollback_release: Vec<ArtifactId>,
+
+    /// The rollback's waves, as rising shares of the devices to roll back
+    /// (e.g. 10%,100%); by default all at once.
+    #[arg(long, value_name = "PCT,PCT", value_delimiter = ',', requires = "rollback_release",
+          value_parser = parse::percent)]
+    rollback_waves: Vec<u16>,
+
     /// The whole spec as a JSON file, instead of the flags above.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "release", "wave", "ramp", "kind"])]
     spec: Option<PathBuf>,
@@ -217,6 +238,10 @@ impl Run for Create {
                         },
                         emergency: false,
                         parent: None,
+                        rollback: (!self.rollback_release.is_empty()).then(|| RollbackSpec {
+                            release: self.rollback_release.clone(),
+                            waves: self.rollback_waves.clone(),
+                        }),
                     };
                     serde_json::to_value(&spec).context("spec")?
                 }

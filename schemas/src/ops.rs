@@ -159,6 +159,10 @@ pub enum Command {
     CampaignStatus { id: CampaignId },
     /// All campaigns.
     CampaignList,
+    /// Roll a campaign back now: abort it if it still runs, then start
+    /// its rollback campaign (its `rollback` release, to the devices that
+    /// installed it), as a halt does by itself.
+    CampaignRollback { id: CampaignId },
     /// A follow-up: a new draft campaign (`new_id`, by default
     /// `{id}-retry`) with the same release and gates whose members are
     /// exactly the leftovers of `id` (`only`: `timed-out`, `failed`,
@@ -210,6 +214,7 @@ impl Command {
             Command::CampaignStatus { .. } => "campaign_status",
             Command::CampaignList => "campaign_list",
             Command::CampaignRetry { .. } => "campaign_retry",
+            Command::CampaignRollback { .. } => "campaign_rollback",
             Command::Emergency { .. } => "emergency",
         }
     }

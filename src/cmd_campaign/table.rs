@@ -90,9 +90,10 @@ fn headline(s: &CampaignStatus) -> String {
         (Some(w), false) => format!(", wave {} of {}", w + 1, m.waves),
         (None, false) => format!(", {} waves", m.waves),
     };
-    let parent = match &m.parent {
-        Some(p) => format!(", follow-up of {p}"),
-        None => String::new(),
+    let parent = match (&m.parent, &m.rollback) {
+        (Some(p), _) => format!(", follow-up of {p}"),
+        (None, Some(child)) => format!(", rolled back by {child}"),
+        (None, None) => String::new(),
     };
     format!(
         "{lane}campaign {}: {} {} {} ({}{wave}{parent})\n",

@@ -100,6 +100,7 @@ mod tests {
             gates: Gates::default(),
             emergency,
             parent: None,
+            rollback: None,
         };
         CampaignRecord {
             release: Release {
@@ -118,6 +119,8 @@ mod tests {
             preflight: Default::default(),
             gate: Gate::new(&spec).unwrap(),
             waves: Default::default(),
+            rollback: None,
+            rollback_child: None,
             spec,
         }
     }

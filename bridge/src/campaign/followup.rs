@@ -1,6 +1,7 @@
 //! Follow-ups: which devices a `campaign retry` takes from a campaign that
-//! ended, and the spec of the new draft. Pure: the ops layer puts the
-//! explicit group and creates the draft.
+//! ended, and the spec of the new draft; and the rollback campaign a halt
+//! starts (`--rollback-release`), with its pre-flight. Pure: the ops and
+//! state layers put the explicit group and create the campaign.
 //!
 //! A leftover is a member of the campaign's last wave that did not
 //! succeed and was not counted apart as not applicable:
@@ -16,14 +17,17 @@
 //! (wrong arch, unknown component, version rules, cancelled) are never
 //! leftovers: retrying would refuse the same way.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
 
 use schemas::msg::common::Outcome;
 use schemas::msg::{ErrorCode, StatusState};
-use schemas::{CampaignId, DeviceId, GroupName};
+use schemas::version::cmp_precedence;
+use schemas::{ArtifactId, CampaignId, DeviceId, GroupName};
 
-use super::spec::{CampaignSpec, WaveSpec, FULL_COHORT};
+use super::record::Release;
+use super::spec::{CampaignSpec, RollbackSpec, WaveSpec, FULL_COHORT};
 use super::tally::Tally;
 
 /// One `--only` class.
@@ -60,6 +64,18 @@ pub enum FollowUpError {
     Nothing { id: CampaignId, only: String },
     #[error("{0} is already a group or a campaign: give the follow-up another id with --id")]
     Taken(String),
+    #[error("the rollback release is for component {component}, the campaign's for {main}: roll back the same component")]
+    RollbackComponent { component: String, main: String },
+    #[error("the rollback release is version {version}, not below the campaign's {main}: a rollback goes back to an earlier version")]
+    NotADowngrade { version: String, main: String },
+    #[error("rollback artifact {0} was not signed with allow_downgrade, so devices would refuse it: sign the earlier image again with `ota artifact sign --allow-downgrade` and push it")]
+    NoAllowDowngrade(ArtifactId),
+    #[error("campaign {0} has no rollback release: create it with --rollback-release")]
+    NoRollback(CampaignId),
+    #[error("campaign {0} was already rolled back by {1}")]
+    RolledBack(CampaignId, CampaignId),
+    #[error("campaign {0} is a draft: nothing was installed, nothing to roll back")]
+    RollbackDraft(CampaignId),
 }
 
 impl Leftover {
@@ -136,7 +152,64 @@ pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> Ca
         gates: parent.gates,
         emergency: false,
         parent: Some(parent.id.clone()),
+        rollback: None,
     }
+}
+
+/// The id of `id`'s rollback campaign (and of its group).
+pub fn rollback_id(id: &CampaignId) -> Option<CampaignId> {
+    let base = id.as_str();
+    let cut = base.len().min(64 - "-rollback".len());
+    CampaignId::new(format!("{}-rollback", &base[..cut])).ok()
+}
+
+/// The rollback campaign of `parent`: its rollback release, over one
+/// explicit `group`, in the rollback's waves, with the parent's gates. It
+/// rolls back; it has no rollback of its own.
+pub fn rollback_spec(
+    parent: &CampaignSpec,
+    rb: &RollbackSpec,
+    id: CampaignId,
+    group: GroupName,
+) -> CampaignSpec {
+    CampaignSpec {
+        id,
+        kind: parent.kind,
+        release: rb.release.clone(),
+        waves: rb.wave_specs(&group),
+        gates: parent.gates,
+        emergency: false,
+        parent: Some(parent.id.clone()),
+        rollback: None,
+    }
+}
+
+/// Pre-flight of a rollback release against the campaign's: the same
+/// component, an earlier version, and every manifest signed with
+/// `allow_downgrade` (`allows` says so of an artifact). Signing a
+/// downgrade is the release key owner's decision, made offline: the
+/// bridge only checks it was made.
+pub fn check_rollback(
+    main: &Release,
+    rb: &Release,
+    allows: impl Fn(&ArtifactId) -> bool,
+) -> Result<(), FollowUpError> {
+    if rb.component != main.component {
+        return Err(FollowUpError::RollbackComponent {
+            component: rb.component.to_string(),
+            main: main.component.to_string(),
+        });
+    }
+    if cmp_precedence(&rb.version, &main.version) != Ordering::Less {
+        return Err(FollowUpError::NotADowngrade {
+            version: rb.version.clone(),
+            main: main.version.clone(),
+        });
+    }
+    if let Some(e) = rb.entries.iter().find(|e| !allows(&e.artifact)) {
+        return Err(FollowUpError::NoAllowDowngrade(e.artifact.clone()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

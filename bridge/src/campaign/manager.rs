@@ -98,6 +98,9 @@ pub struct Campaigns {
     grace_until: u64,
     /// Artifacts the block server was told to hold (see [`Campaigns::sync_holds`]).
     held: HashSet<ArtifactId>,
+    /// Halted campaigns whose rollback is to start (core's next tick
+    /// starts them: `state::rollback`).
+    rollbacks_due: Vec<CampaignId>,
 }
 
 impl Campaigns {
@@ -141,6 +144,7 @@ impl Campaigns {
             entries,
             grace_until: 0,
             held: HashSet::new(),
+            rollbacks_due: Vec::new(),
         })
     }
 
@@ -192,6 +196,15 @@ impl Campaigns {
             self.recount(ctx, id, now).await?;
         }
         self.sync_holds(ctx).await;
+        // A halt whose rollback did not start before the bridge stopped.
+        for e in self.entries.values() {
+            if e.record.rollback.is_some()
+                && e.record.rollback_child.is_none()
+                && matches!(e.record.gate.phase(), Phase::Halted { .. })
+            {
+                self.rollbacks_due.push(e.record.id().clone());
+            }
+        }
         if !live.is_empty() {
             info!(
                 live = live.len(),
@@ -209,6 +222,7 @@ impl Campaigns {
         ctx: &Ctx<'_>,
         spec: CampaignSpec,
         release: Release,
+        rollback: Option<Release>,
         now: u64,
     ) -> Result<CampaignStatus, CampaignError> {
         spec.validate()?;
@@ -238,6 +252,8 @@ impl Campaigns {
             preflight,
             gate,
             waves: BTreeMap::new(),
+            rollback,
+            rollback_child: None,
         };
         self.store.put(&record)?;
         info!(
@@ -301,6 +317,7 @@ impl Campaigns {
             gates: Gates::default(),
             emergency: true,
             parent: None,
+            rollback: None,
         })
     }
 
@@ -426,6 +443,50 @@ impl Campaigns {
         let online = |d: &DeviceId| ctx.fleet.device(d).is_some_and(|r| r.online);
         let picked = followup::leftovers(&e.tally, only, online);
         Ok((e.record.spec.clone(), picked))
+    }
+
+    /// Halted campaigns whose rollback is due, taken once.
+    pub fn take_rollbacks_due(&mut self) -> Vec<CampaignId> {
+        std::mem::take(&mut self.rollbacks_due)
+    }
+
+    /// What rolling back `id` takes: its spec, its rollback release and
+    /// the devices that installed it (reads a finished campaign's device
+    /// states first, as `status` does).
+    pub async fn rollback_plan(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        now: u64,
+    ) -> Result<(CampaignSpec, Release, BTreeSet<DeviceId>), CampaignError> {
+        self.status(ctx, id, now).await?;
+        let e = self.entry(id)?;
+        if let Some(child) = &e.record.rollback_child {
+            return Err(FollowUpError::RolledBack(id.clone(), child.clone()).into());
+        }
+        if matches!(e.record.gate.phase(), Phase::Draft) {
+            return Err(FollowUpError::RollbackDraft(id.clone()).into());
+        }
+        let Some(rb) = e.record.rollback.clone() else {
+            return Err(FollowUpError::NoRollback(id.clone()).into());
+        };
+        Ok((e.record.spec.clone(), rb, e.tally.installed()))
+    }
+
+    /// Records that `child` rolls `id` back (durable before the child
+    /// starts: a campaign is rolled back once).
+    pub fn set_rollback_child(
+        &mut self,
+        id: &CampaignId,
+        child: CampaignId,
+    ) -> Result<(), CampaignError> {
+        let e = self
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| CampaignError::NotFound(id.clone()))?;
+        e.record.rollback_child = Some(child);
+        self.store.put(&e.record)?;
+        Ok(())
     }
 
     /// True when a campaign of this id exists (stored or in memory).
@@ -650,6 +711,12 @@ impl Campaigns {
                     reason,
                     counts,
                 } => {
+                    if e.record.rollback.is_some()
+                        && e.record.rollback_child.is_none()
+                        && !self.rollbacks_due.contains(id)
+                    {
+                        self.rollbacks_due.push(id.clone());
+                    }
                     e.record.waves.insert(
                         *wave,
                         WaveEnd::Halted {

@@ -78,6 +78,13 @@ pub struct CampaignRecord {
     /// shows as passed), by 0-based wave index.
     #[serde(default)]
     pub waves: BTreeMap<usize, WaveEnd>,
+    /// The release that rolls back the devices that installed this one
+    /// (`--rollback-release`), resolved at create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Release>,
+    /// The rollback campaign, once started (at most one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_child: Option<CampaignId>,
 }
 
 impl CampaignRecord {

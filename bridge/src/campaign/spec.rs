@@ -74,6 +74,24 @@ pub struct CampaignSpec {
     /// `status` and `list`, and nothing else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<CampaignId>,
+    /// What to do when the campaign halts: roll back the devices that
+    /// installed it (`--rollback-release`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackSpec>,
+}
+
+/// The automatic rollback of a campaign: a release pushed like any other,
+/// whose manifests are an earlier version with `allow_downgrade`, sent to
+/// exactly the devices that installed the campaign's release, when it
+/// halts (or on `campaign rollback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackSpec {
+    pub release: Vec<ArtifactId>,
+    /// The rollback's waves, as rising shares (basis points) of the
+    /// devices to roll back, the last 10000; empty: all at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<u16>,
 }
 
 /// One wave: the groups whose cohort it raises, and to what.
@@ -147,6 +165,10 @@ pub enum SpecError {
     EmergencyWaves(usize),
     #[error("emergency campaign gives group {group} a cohort of {cohort}: an emergency reaches whole groups, use 10000")]
     EmergencyPartialCohort { group: GroupName, cohort: u16 },
+    #[error("rollback.waves {0:?}: give rising shares from 0.01% to 100%, the last 100% (e.g. 10%,100%), or none for all at once")]
+    RollbackWaves(Vec<u16>),
+    #[error("rollback.release is empty: name the pushed artifacts of the earlier version (one per arch)")]
+    EmptyRollback,
     #[error("gates.{field} is {value}: it must be {expected}")]
     GateOutOfRange {
         field: &'static str,
@@ -189,6 +211,37 @@ impl Gates {
     }
 }
 
+impl RollbackSpec {
+    /// Checks the release is named and the waves rise to 100 %.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.release.is_empty() {
+            return Err(SpecError::EmptyRollback);
+        }
+        let rising = self.waves.windows(2).all(|w| w[0] < w[1]);
+        let ok = self.waves.is_empty()
+            || (rising && self.waves[0] > 0 && self.waves.last() == Some(&FULL_COHORT));
+        if !ok {
+            return Err(SpecError::RollbackWaves(self.waves.clone()));
+        }
+        Ok(())
+    }
+
+    /// The rollback campaign's waves over its one `group`.
+    pub fn wave_specs(&self, group: &GroupName) -> Vec<WaveSpec> {
+        let steps = if self.waves.is_empty() {
+            vec![FULL_COHORT]
+        } else {
+            self.waves.clone()
+        };
+        steps
+            .into_iter()
+            .map(|c| WaveSpec {
+                cohorts: [(group.clone(), c)].into(),
+            })
+            .collect()
+    }
+}
+
 impl CampaignSpec {
     /// Checks the spec is one the gate can run; the first problem found is
     /// returned.
@@ -203,6 +256,9 @@ impl CampaignSpec {
             }
         }
         self.gates.validate()?;
+        if let Some(rb) = &self.rollback {
+            rb.validate()?;
+        }
         for (wave, w) in self.waves.iter().enumerate() {
             if w.cohorts.is_empty() {
                 return Err(SpecError::EmptyWave { wave });
@@ -359,6 +415,7 @@ mod tests {
             gates: Gates::default(),
             emergency: false,
             parent: None,
+            rollback: None,
         }
     }
 

@@ -131,6 +131,17 @@ impl Tally {
         self.counts
     }
 
+    /// The devices that installed the release: reported `success`, or
+    /// are past `installing` (rebooting into it). Members or not: a device
+    /// that left the group still runs what it installed.
+    pub fn installed(&self) -> std::collections::BTreeSet<DeviceId> {
+        self.reports
+            .iter()
+            .filter(|(_, r)| matches!(r.state, StatusState::Success | StatusState::Rebooting))
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
     /// A device's latest state.
     pub fn get(&self, device: &DeviceId) -> Option<Report> {
         self.reports.get(device).copied()

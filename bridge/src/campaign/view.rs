@@ -37,6 +37,9 @@ pub struct CampaignSummary {
     /// The campaign this one follows up (`campaign retry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<CampaignId>,
+    /// The campaign that rolls this one back, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<CampaignId>,
 }
 
 /// `campaign list`
@@ -125,6 +128,7 @@ pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary 
         counts: live.or_else(|| r.gate.counts().copied()),
         verdict_counts: r.gate.counts().copied(),
         parent: r.spec.parent.clone(),
+        rollback: r.rollback_child.clone(),
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::artifacts::ArtifactStore;
 use crate::campaign::followup::{self, FollowUpError, Leftover};
-use crate::campaign::gate::Input;
+use crate::campaign::gate::{Input, Phase};
 use crate::campaign::manager::send_event;
 use crate::campaign::record::Release;
 use crate::campaign::spec::{self, CampaignSpec};
@@ -39,8 +39,23 @@ async fn run(
                 serde_json::from_value(spec).map_err(|e| CampaignError::SpecJson(e.to_string()))?;
             spec.validate()?;
             let release = resolve(artifacts, &spec.release, Some(spec.kind))?;
+            let rollback = match &spec.rollback {
+                None => None,
+                Some(rb) => {
+                    let rb = resolve(artifacts, &rb.release, Some(spec.kind))?;
+                    let allows = |a: &schemas::ArtifactId| {
+                        artifacts
+                            .get(a)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|r| r.allow_downgrade)
+                    };
+                    followup::check_rollback(&release, &rb, allows)?;
+                    Some(rb)
+                }
+            };
             let id = spec.id.clone();
-            let status = c.create(ctx, spec, release, now)?;
+            let status = c.create(ctx, spec, release, rollback, now)?;
             if let Some(ev) = c.created_event(&id, now) {
                 send_event(ctx, &ev).await?;
             }
@@ -82,7 +97,7 @@ async fn run(
             let spec = Campaigns::emergency_spec(id.clone(), &release, groups, all)?;
             // Checked before the create, so a refused emergency leaves no draft.
             c.check_topics(ctx, &spec)?;
-            c.create(ctx, spec, release, now)?;
+            c.create(ctx, spec, release, None, now)?;
             if let Some(ev) = c.created_event(&id, now) {
                 send_event(ctx, &ev).await?;
             }
@@ -142,11 +157,29 @@ pub async fn retry(
     let members = picked.len();
     fleet_cmds::group_put(state, group, None, Some(picked.into_iter().collect()), now).await?;
     let (ctx, c) = state.campaigns_mut();
-    let status = c.create(&ctx, spec, release, now)?;
+    let status = c.create(&ctx, spec, release, None, now)?;
     if let Some(ev) = c.created_event(&new_id, now) {
         send_event(&ctx, &ev).await?;
     }
     tracing::info!(campaign = %new_id, parent = %id, members, "follow-up created");
+    Ok(json(&status))
+}
+
+/// `campaign rollback`: a campaign still running, soaking or paused is
+/// aborted first (no new device takes it), then its rollback starts
+/// (`state::rollback`).
+pub async fn rollback(state: &mut CoreState, id: CampaignId, now: u64) -> Result<Value, OpsError> {
+    let (ctx, c) = state.campaigns_mut();
+    let record = c
+        .get(&id)
+        .ok_or_else(|| CampaignError::NotFound(id.clone()))?;
+    if record.rollback.is_none() {
+        return Err(CampaignError::from(FollowUpError::NoRollback(id.clone())).into());
+    }
+    if record.is_live() && !matches!(record.gate.phase(), Phase::Halted { .. }) {
+        c.operator(&ctx, &id, Input::Abort, now).await?;
+    }
+    let status = crate::state::rollback::start(state, &id, now).await?;
     Ok(json(&status))
 }
 

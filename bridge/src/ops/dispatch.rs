@@ -53,6 +53,7 @@ pub async fn dispatch(
         | Command::CampaignStatus { .. }
         | Command::CampaignList
         | Command::Emergency { .. }) => Ok(campaign_cmds::handle(state, cmd, now).await?),
+        Command::CampaignRollback { id } => campaign_cmds::rollback(state, id, now).await,
         Command::CampaignRetry { id, new_id, only } => {
             campaign_cmds::retry(state, id, new_id, only, now).await
         }

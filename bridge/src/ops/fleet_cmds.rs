@@ -109,11 +109,7 @@ pub async fn group_put(
 ) -> Result<serde_json::Value, OpsError> {
     let g = Group::new(name, selector.as_deref(), members.as_deref(), now)
         .map_err(|e| OpsError::Invalid(e.to_string()))?;
-    state.store().groups.put(&g.to_record())?;
-    let replaced = state.fleet_mut().put_group(g.clone()).is_some();
-    let changes = state.fleet_mut().membership_changes(None);
-    let membership_changed = changes.len();
-    state.publish_memberships(changes).await?;
+    let (replaced, membership_changed) = state.put_group(g.clone()).await?;
     let group = group_view(state.fleet(), &g);
     state
         .event(

@@ -60,8 +60,10 @@ pub async fn devices_changed(state: &mut CoreState, devices: &[DeviceId]) -> Res
 
 /// The tick.
 pub async fn tick(state: &mut CoreState) -> Result<(), CoreError> {
+    let now = unix_now();
     let (ctx, c) = state.campaigns_mut();
-    c.tick(&ctx, unix_now()).await.or_else(|e| fatal(e, "tick"))
+    c.tick(&ctx, now).await.or_else(|e| fatal(e, "tick"))?;
+    super::rollback::run_due(state, now).await
 }
 
 /// The artifact delete guard: the campaign (not completed or aborted)

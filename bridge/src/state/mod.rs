@@ -11,6 +11,7 @@
 
 pub mod campaigns;
 pub mod error;
+pub mod rollback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -178,6 +179,18 @@ impl CoreState {
         }
         Metrics::add(&self.metrics.memberships_published, n);
         campaigns::devices_changed(self, &moved).await
+    }
+
+    /// Stores a group (new or replacing one of the same name), and
+    /// publishes the memberships it changed. Returns whether it replaced
+    /// one, and how many devices' memberships changed.
+    pub async fn put_group(&mut self, g: Group) -> Result<(bool, usize), CoreError> {
+        self.store.groups.put(&g.to_record())?;
+        let replaced = self.fleet.put_group(g).is_some();
+        let changes = self.fleet.membership_changes(None);
+        let changed = changes.len();
+        self.publish_memberships(changes).await?;
+        Ok((replaced, changed))
     }
 
     /// Publishes an event for operators on `P/ops/events`.

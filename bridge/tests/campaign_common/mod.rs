@@ -52,6 +52,22 @@ pub async fn artifact(
     arch: &str,
     size: usize,
 ) {
+    artifact_with(stack, id, kind, component, version, arch, size, |_| {}).await
+}
+
+/// [`artifact`], its manifest changed by `tweak` before signing (e.g.
+/// `allow_downgrade`).
+#[allow(clippy::too_many_arguments)]
+pub async fn artifact_with(
+    stack: &Stack,
+    id: &str,
+    kind: Kind,
+    component: &str,
+    version: &str,
+    arch: &str,
+    size: usize,
+    tweak: impl FnOnce(&mut ReleaseSpec),
+) {
     use base64::Engine as _;
     let image = blocks_common::image(size, id.len() as u64 + size as u64);
     let mut spec = ReleaseSpec::new(
@@ -63,6 +79,7 @@ pub async fn artifact(
     );
     spec.artifact = Some(ArtifactId::new(id).expect("an artifact id"));
     spec.block_size = 1024;
+    tweak(&mut spec);
     let m = build_manifest(&image, &spec).expect("a manifest");
     let env = schemas::msg::manifest::sign(&m, &blocks_common::release_key());
     let store = stack.bridge().artifacts().clone();

@@ -27,6 +27,7 @@ fn spec(gates: Gates) -> CampaignSpec {
         gates,
         emergency: false,
         parent: None,
+        rollback: None,
     }
 }
 
