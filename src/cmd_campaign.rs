@@ -170,6 +170,12 @@ pub struct Create {
     #[arg(long, value_name = "KIND", value_parser = parse::kind)]
     kind: Option<Kind>,
 
+    /// Start by itself at this time, instead of on `ota campaign start`:
+    /// RFC 3339 (2026-12-03T02:00:00Z, 2026-12-03T02:00:00+01:00) or a
+    /// delay from now (+90m). `ota campaign start` before it starts at once.
+    #[arg(long, value_name = "TIME", value_parser = parse::time)]
+    start_at: Option<u64>,
+
     /// Roll back on a halt: pushed artifacts of the earlier version, one
     /// per arch, signed with allow_downgrade. When the campaign halts (or
     /// on `ota campaign rollback`), a linked campaign sends it to exactly
@@ -242,6 +248,7 @@ impl Run for Create {
                             release: self.rollback_release.clone(),
                             waves: self.rollback_waves.clone(),
                         }),
+                        start_at: self.start_at,
                     };
                     serde_json::to_value(&spec).context("spec")?
                 }

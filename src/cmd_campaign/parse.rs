@@ -39,6 +39,25 @@ pub fn duration(s: &str) -> Result<u64, String> {
     duration_ms(s).map(|ms| ms / 1000)
 }
 
+/// A point in time as Unix seconds: RFC 3339 (`2026-12-03T02:00:00Z`,
+/// any offset) or `+DURATION` from now (`+90m`).
+pub fn time(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Some(d) = t.strip_prefix('+') {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        return duration(d).map(|secs| now.saturating_add(secs)).map_err(|_| {
+            format!("{s:?} is not a time: write e.g. 2026-12-03T02:00:00Z, 2026-12-03T02:00:00+01:00 or +90m")
+        });
+    }
+    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            format!("{s:?} is not a time ({e}): write e.g. 2026-12-03T02:00:00Z, 2026-12-03T02:00:00+01:00 or +90m")
+        })?;
+    u64::try_from(at.unix_timestamp()).map_err(|_| format!("{s:?} is before 1970"))
+}
+
 /// A duration in milliseconds: `500ms`, `2s`, `10m`, `1h`.
 pub fn duration_ms(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a duration: write e.g. 90s, 10m, 1h30m or 500ms");
@@ -182,6 +201,22 @@ mod tests {
         assert_eq!(percent(" 10 %"), Ok(1000));
         for bad in ["95", "x%", "1.234%", "%", "-1%", "101%"] {
             assert!(percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(time("2026-12-03T02:00:00Z"), Ok(1_796_263_200));
+        assert_eq!(time("2026-12-03T03:00:00+01:00"), Ok(1_796_263_200));
+        let later = time("+90m").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!((now + 5399..=now + 5401).contains(&later), "{later} {now}");
+        for bad in ["tomorrow", "2026-12-03 02:00", "+", "+soon"] {
+            let e = time(bad).unwrap_err();
+            assert!(e.contains("2026-12-03T02:00:00Z"), "{bad}: {e}");
         }
     }
 

@@ -95,10 +95,26 @@ fn headline(s: &CampaignStatus) -> String {
         (None, Some(child)) => format!(", rolled back by {child}"),
         (None, None) => String::new(),
     };
+    let starts = match m.start_at {
+        Some(at) => format!(", starts by itself at {}", utc(at)),
+        None => String::new(),
+    };
     format!(
-        "{lane}campaign {}: {} {} {} ({}{wave}{parent})\n",
+        "{lane}campaign {}: {} {} {} ({}{wave}{parent}{starts})\n",
         m.id, m.kind, m.component, m.version, m.state
     )
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn utc(at: u64) -> String {
+    i64::try_from(at)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
 }
 
 fn release(s: &CampaignStatus) -> String {

@@ -101,6 +101,7 @@ mod tests {
             emergency,
             parent: None,
             rollback: None,
+            start_at: None,
         };
         CampaignRecord {
             release: Release {

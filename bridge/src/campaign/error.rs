@@ -57,6 +57,8 @@ pub enum CampaignError {
         state: &'static str,
         topic: String,
     },
+    #[error("start_at {at} is not in the future (now {now}): give a later --start-at, or leave it out and run `ota campaign start`")]
+    StartInThePast { at: u64, now: u64 },
     #[error("an emergency needs a target: give --groups G,H or --all, not both and not neither")]
     EmergencyTarget,
     #[error("{0}")]

@@ -153,6 +153,7 @@ pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> Ca
         emergency: false,
         parent: Some(parent.id.clone()),
         rollback: None,
+        start_at: None,
     }
 }
 
@@ -181,6 +182,7 @@ pub fn rollback_spec(
         emergency: false,
         parent: Some(parent.id.clone()),
         rollback: None,
+        start_at: None,
     }
 }
 

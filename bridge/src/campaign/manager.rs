@@ -101,6 +101,8 @@ pub struct Campaigns {
     /// Halted campaigns whose rollback is to start (core's next tick
     /// starts them: `state::rollback`).
     rollbacks_due: Vec<CampaignId>,
+    /// Scheduled drafts whose start was refused (logged once).
+    start_blocked: HashSet<CampaignId>,
 }
 
 impl Campaigns {
@@ -145,6 +147,7 @@ impl Campaigns {
             grace_until: 0,
             held: HashSet::new(),
             rollbacks_due: Vec::new(),
+            start_blocked: HashSet::new(),
         })
     }
 
@@ -228,6 +231,9 @@ impl Campaigns {
         spec.validate()?;
         if self.entries.contains_key(&spec.id) || self.store.contains(&spec.id)? {
             return Err(CampaignError::Exists(spec.id));
+        }
+        if let Some(at) = spec.start_at.filter(|&at| at <= now) {
+            return Err(CampaignError::StartInThePast { at, now });
         }
         for g in spec.target_groups() {
             if ctx.fleet.groups().get(&g).is_none() {
@@ -318,6 +324,7 @@ impl Campaigns {
             emergency: true,
             parent: None,
             rollback: None,
+            start_at: None,
         })
     }
 
@@ -569,6 +576,7 @@ impl Campaigns {
     /// The one-second tick: gates whose timer is due are stepped, and
     /// changed tallies go out as progress events.
     pub async fn tick(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        self.start_scheduled(ctx, now).await?;
         if now >= self.grace_until {
             let held: Vec<CampaignId> = self
                 .entries
@@ -606,6 +614,41 @@ impl Campaigns {
         }
         for ev in progress {
             send_event(ctx, &ev).await?;
+        }
+        Ok(())
+    }
+
+    /// Drafts whose `start_at` came start by themselves (also after a
+    /// restart: the time is in the record). One whose topic another live
+    /// campaign holds waits, tried again every tick, logged once.
+    async fn start_scheduled(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        let due: Vec<CampaignId> = self
+            .entries
+            .values()
+            .filter(|e| {
+                matches!(e.record.gate.phase(), Phase::Draft)
+                    && e.record.spec.start_at.is_some_and(|t| now >= t)
+            })
+            .map(|e| e.record.id().clone())
+            .collect();
+        for id in due {
+            match self.start(ctx, &id, now).await {
+                Ok(_) => {
+                    self.start_blocked.remove(&id);
+                    info!(campaign = %id, "scheduled start: campaign started");
+                }
+                Err(e @ CampaignError::TopicBusy { .. }) => {
+                    if self.start_blocked.insert(id.clone()) {
+                        warn!(campaign = %id, error = %e, "scheduled start waits: tried again every second");
+                    }
+                }
+                Err(e @ (CampaignError::Store(_) | CampaignError::Publish(_))) => return Err(e),
+                Err(e) => {
+                    if self.start_blocked.insert(id.clone()) {
+                        warn!(campaign = %id, error = %e, "scheduled start refused");
+                    }
+                }
+            }
         }
         Ok(())
     }

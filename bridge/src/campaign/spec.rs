@@ -78,6 +78,10 @@ pub struct CampaignSpec {
     /// installed it (`--rollback-release`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackSpec>,
+    /// Unix seconds: the draft starts by itself then (`--start-at`).
+    /// `campaign start` before it starts it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<u64>,
 }
 
 /// The automatic rollback of a campaign: a release pushed like any other,
@@ -416,6 +420,7 @@ mod tests {
             emergency: false,
             parent: None,
             rollback: None,
+            start_at: None,
         }
     }
 

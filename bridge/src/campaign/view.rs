@@ -37,6 +37,9 @@ pub struct CampaignSummary {
     /// The campaign this one follows up (`campaign retry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<CampaignId>,
+    /// When a scheduled draft starts by itself (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<u64>,
     /// The campaign that rolls this one back, once started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<CampaignId>,
@@ -129,6 +132,10 @@ pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary 
         verdict_counts: r.gate.counts().copied(),
         parent: r.spec.parent.clone(),
         rollback: r.rollback_child.clone(),
+        start_at: r
+            .spec
+            .start_at
+            .filter(|_| matches!(r.gate.phase(), super::gate::Phase::Draft)),
     }
 }
 

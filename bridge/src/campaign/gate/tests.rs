@@ -28,6 +28,7 @@ fn spec(gates: Gates) -> CampaignSpec {
         emergency: false,
         parent: None,
         rollback: None,
+        start_at: None,
     }
 }
 
