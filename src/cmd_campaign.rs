@@ -6,6 +6,7 @@
 
 mod conn;
 mod parse;
+mod plan_table;
 mod retry;
 mod table;
 mod watch;
@@ -13,6 +14,7 @@ mod watch;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use bridge::campaign::plan::Plan;
 use bridge::campaign::spec::{CampaignSpec, Gates, Kind, RollbackSpec, WaveSpec};
 use bridge::campaign::view::{CampaignList, CampaignStatus};
 use schemas::ops::Command;
@@ -31,6 +33,8 @@ use conn::Conn;
 /// `paused`, so no further device starts) until you resume or abort it.
 #[derive(clap::Subcommand)]
 #[command(after_long_help = "Examples:\n  \
+    ota campaign plan --id fw-2.1 --release fw-2.1-esp32,fw-2.1-armv7 \\\n      \
+        --wave canary=100% --wave acme=10% --wave acme=100%,globex=100%   # changes nothing\n  \
     ota campaign create --id fw-2.1 --release fw-2.1-esp32,fw-2.1-armv7 \\\n      \
         --wave canary=100% --wave acme=10% --wave acme=100%,globex=100%\n  \
     ota campaign start fw-2.1\n  \
@@ -44,6 +48,13 @@ use conn::Conn;
     ota campaign list --json")]
 pub enum Campaign {
     Create(Create),
+    /// Show what `create` with the same flags would do; changes nothing.
+    ///
+    /// Per wave: the devices it admits by group and arch, those that will
+    /// not download (no manifest for their arch, already on the version,
+    /// below min_version), the bytes sent, and how long the downloads take
+    /// at the bridge's measured pacing rate. --json for scripts.
+    Plan(Create),
     /// Start a draft: announce its first wave.
     Start(Id),
     /// Pause: devices stop downloading (keeping their blocks), none
@@ -72,6 +83,7 @@ impl Run for Campaign {
     fn run(self) -> anyhow::Result<()> {
         match self {
             Campaign::Create(c) => c.run(),
+            Campaign::Plan(c) => c.plan(),
             Campaign::Start(i) => i.command("started", |id| Command::CampaignStart { id }),
             Campaign::Pause(i) => i.command("paused", |id| Command::CampaignPause { id }),
             Campaign::Resume(i) => i.command("resumed", |id| Command::CampaignResume { id }),
@@ -212,47 +224,72 @@ impl Create {
     }
 }
 
+impl Create {
+    /// The spec the flags (or --spec) give, as JSON.
+    async fn spec_json(
+        &self,
+        client: &bridge::client::OpsClient,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(match &self.spec {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read spec file {}", path.display()))?;
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .with_context(|| format!("spec file {} is not JSON", path.display()))?
+            }
+            None => {
+                let release = self.release.clone();
+                let kind = match self.kind {
+                    Some(k) => k,
+                    None => conn::kind_of(client, &release).await?,
+                };
+                let spec = CampaignSpec {
+                    // Invariant: clap requires --id without --spec.
+                    id: self.id.clone().context("give --id (or --spec)")?,
+                    kind,
+                    release,
+                    waves: self.waves(),
+                    gates: Gates {
+                        success_bar_bp: self.success_bar,
+                        failure_halt_bp: self.halt_above,
+                        min_sample: self.min_sample,
+                        wave_timeout_secs: self.wave_timeout,
+                        soak_secs: self.soak,
+                    },
+                    emergency: false,
+                    parent: None,
+                    rollback: (!self.rollback_release.is_empty()).then(|| RollbackSpec {
+                        release: self.rollback_release.clone(),
+                        waves: self.rollback_waves.clone(),
+                    }),
+                    start_at: self.start_at,
+                };
+                serde_json::to_value(&spec).context("spec")?
+            }
+        })
+    }
+
+    /// `campaign plan`: the same flags, nothing created.
+    fn plan(self) -> anyhow::Result<()> {
+        crate::rt::block_on(async move {
+            let client = conn::connect(&self.conn).await?;
+            let spec = self.spec_json(&client).await?;
+            let plan: Plan = client.call_ok(Command::CampaignPlan { spec }).await?;
+            client.close().await;
+            if self.json {
+                return table::print_json(&plan);
+            }
+            print!("{}", plan_table::plan(&plan));
+            Ok(())
+        })?
+    }
+}
+
 impl Run for Create {
     fn run(self) -> anyhow::Result<()> {
         crate::rt::block_on(async move {
             let client = conn::connect(&self.conn).await?;
-            let spec = match &self.spec {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read spec file {}", path.display()))?;
-                    serde_json::from_str::<serde_json::Value>(&text)
-                        .with_context(|| format!("spec file {} is not JSON", path.display()))?
-                }
-                None => {
-                    let release = self.release.clone();
-                    let kind = match self.kind {
-                        Some(k) => k,
-                        None => conn::kind_of(&client, &release).await?,
-                    };
-                    let spec = CampaignSpec {
-                        // Invariant: clap requires --id without --spec.
-                        id: self.id.clone().context("give --id (or --spec)")?,
-                        kind,
-                        release,
-                        waves: self.waves(),
-                        gates: Gates {
-                            success_bar_bp: self.success_bar,
-                            failure_halt_bp: self.halt_above,
-                            min_sample: self.min_sample,
-                            wave_timeout_secs: self.wave_timeout,
-                            soak_secs: self.soak,
-                        },
-                        emergency: false,
-                        parent: None,
-                        rollback: (!self.rollback_release.is_empty()).then(|| RollbackSpec {
-                            release: self.rollback_release.clone(),
-                            waves: self.rollback_waves.clone(),
-                        }),
-                        start_at: self.start_at,
-                    };
-                    serde_json::to_value(&spec).context("spec")?
-                }
-            };
+            let spec = self.spec_json(&client).await?;
             let status: CampaignStatus = client.call_ok(Command::CampaignCreate { spec }).await?;
             client.close().await;
             if self.json {

@@ -139,6 +139,9 @@ pub enum Command {
     ArtifactDelete { id: ArtifactId },
     /// Create a campaign from a spec (JSON; see the bridge's campaign docs).
     CampaignCreate { spec: serde_json::Value },
+    /// What `CampaignCreate` with this spec would do, from the fleet as it
+    /// is now; changes nothing.
+    CampaignPlan { spec: serde_json::Value },
     /// Start a created campaign.
     CampaignStart { id: CampaignId },
     /// Pause a running campaign.
@@ -206,6 +209,7 @@ impl Command {
             Command::ArtifactShow { .. } => "artifact_show",
             Command::ArtifactDelete { .. } => "artifact_delete",
             Command::CampaignCreate { .. } => "campaign_create",
+            Command::CampaignPlan { .. } => "campaign_plan",
             Command::CampaignStart { .. } => "campaign_start",
             Command::CampaignPause { .. } => "campaign_pause",
             Command::CampaignResume { .. } => "campaign_resume",

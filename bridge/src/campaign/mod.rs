@@ -79,6 +79,7 @@ pub mod followup;
 pub mod gate;
 pub mod manager;
 pub mod members;
+pub mod plan;
 pub mod preflight;
 pub mod record;
 pub mod release;

@@ -12,6 +12,7 @@ use crate::artifacts::ArtifactStore;
 use crate::campaign::followup::{self, FollowUpError, Leftover};
 use crate::campaign::gate::{Input, Phase};
 use crate::campaign::manager::send_event;
+use crate::campaign::plan;
 use crate::campaign::record::Release;
 use crate::campaign::spec::{self, CampaignSpec};
 use crate::campaign::{release, CampaignError, Campaigns, Ctx};
@@ -39,27 +40,47 @@ async fn run(
                 serde_json::from_value(spec).map_err(|e| CampaignError::SpecJson(e.to_string()))?;
             spec.validate()?;
             let release = resolve(artifacts, &spec.release, Some(spec.kind))?;
-            let rollback = match &spec.rollback {
-                None => None,
-                Some(rb) => {
-                    let rb = resolve(artifacts, &rb.release, Some(spec.kind))?;
-                    let allows = |a: &schemas::ArtifactId| {
-                        artifacts
-                            .get(a)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|r| r.allow_downgrade)
-                    };
-                    followup::check_rollback(&release, &rb, allows)?;
-                    Some(rb)
-                }
-            };
+            let rollback = resolve_rollback(artifacts, &spec, &release)?;
             let id = spec.id.clone();
             let status = c.create(ctx, spec, release, rollback, now)?;
             if let Some(ev) = c.created_event(&id, now) {
                 send_event(ctx, &ev).await?;
             }
             Ok(json(&status))
+        }
+        Command::CampaignPlan { spec } => {
+            let spec: CampaignSpec =
+                serde_json::from_value(spec).map_err(|e| CampaignError::SpecJson(e.to_string()))?;
+            spec.validate()?;
+            if let Some(g) = spec
+                .target_groups()
+                .into_iter()
+                .find(|g| ctx.fleet.groups().get(g).is_none())
+            {
+                return Err(CampaignError::NoGroup(g));
+            }
+            let release = resolve(artifacts, &spec.release, Some(spec.kind))?;
+            resolve_rollback(artifacts, &spec, &release)?;
+            let rules = release
+                .entries
+                .iter()
+                .filter_map(|e| {
+                    let r = artifacts.get(&e.artifact).ok().flatten()?;
+                    let rules = plan::ArchRules {
+                        min_version: r.min_version,
+                        allow_downgrade: r.allow_downgrade,
+                    };
+                    Some((e.artifact.clone(), rules))
+                })
+                .collect();
+            let rate = ctx.blocks.map_or(0, |b| {
+                b.metrics()
+                    .pace_rate
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            });
+            Ok(json(&plan::compute(
+                ctx.fleet, &spec, &release, &rules, rate,
+            )))
         }
         Command::CampaignStart { id } => Ok(json(&c.start(ctx, &id, now).await?)),
         Command::CampaignPause { id } => Ok(json(&c.operator(ctx, &id, Input::Pause, now).await?)),
@@ -181,6 +202,28 @@ pub async fn rollback(state: &mut CoreState, id: CampaignId, now: u64) -> Result
     }
     let status = crate::state::rollback::start(state, &id, now).await?;
     Ok(json(&status))
+}
+
+/// The rollback release of `spec`, resolved and checked to be a signed
+/// downgrade of `release` (`followup::check_rollback`).
+fn resolve_rollback(
+    artifacts: &ArtifactStore,
+    spec: &CampaignSpec,
+    release: &Release,
+) -> Result<Option<Release>, CampaignError> {
+    let Some(rb) = &spec.rollback else {
+        return Ok(None);
+    };
+    let rb = resolve(artifacts, &rb.release, Some(spec.kind))?;
+    let allows = |a: &schemas::ArtifactId| {
+        artifacts
+            .get(a)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.allow_downgrade)
+    };
+    followup::check_rollback(release, &rb, allows)?;
+    Ok(Some(rb))
 }
 
 fn resolve(

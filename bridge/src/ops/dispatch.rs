@@ -45,6 +45,7 @@ pub async fn dispatch(
             Ok(artifact_cmds::handle(state.artifacts(), state.blocks(), &cmd, &in_use).await?)
         }
         cmd @ (Command::CampaignCreate { .. }
+        | Command::CampaignPlan { .. }
         | Command::CampaignStart { .. }
         | Command::CampaignPause { .. }
         | Command::CampaignResume { .. }

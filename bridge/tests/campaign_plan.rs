@@ -1,0 +1,98 @@
+//! `campaign plan`, end to end: the dry run changes nothing, and its
+//! numbers are those `create` and the run then show: members per wave,
+//! the devices not covered, the devices already on the version, and the
+//! bytes (the plan's one broadcast pass a wave is a lower bound of what
+//! the block server sends).
+
+mod blocks_common;
+mod campaign_common;
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use bridge::campaign::plan::Plan;
+use bridge::campaign::record::WaveEnd;
+use campaign_common::*;
+use schemas::msg::{Kind, StatusState};
+use schemas::ops::Command;
+use schemas::CampaignId;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_matches_the_create_and_the_run() {
+    let stack = stack().await;
+    let ops = stack.ops().await;
+    artifact(&stack, "app-1.1.0", Kind::App, "main", "1.1.0", "esp32", 4096).await;
+    group(&ops, "acme", "acme").await;
+    let mut devices = Devices::default();
+    let mut esp: Vec<_> = (1..=8)
+        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
+        .collect();
+    let other = devices.spawn(&stack, DeviceOpts::new("acme-arm", "acme").arch("armv7"));
+    let mut current = DeviceOpts::new("acme-new", "acme");
+    current.versions = vec![("main".into(), "1.1.0".into())];
+    esp.push(devices.spawn(&stack, current));
+    registered(&stack, 10).await;
+
+    let spec = json!({
+        "id": "app-1", "kind": "app", "release": ["app-1.1.0"],
+        "waves": [{"cohorts": {"acme": 5000}}, {"cohorts": {"acme": 10000}}],
+        "gates": {"success_bar_bp": 9000, "min_sample": 1, "wave_timeout_secs": 60}
+    });
+    let plan: Plan = ops
+        .call_ok(Command::CampaignPlan { spec: spec.clone() })
+        .await
+        .expect("plan");
+    // Nothing was created.
+    let e = ops
+        .call_ok::<serde_json::Value>(Command::CampaignStatus {
+            id: CampaignId::new("app-1").unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no campaign app-1"), "{e}");
+    assert_eq!(plan.waves.len(), 2);
+    assert_eq!(plan.targeted, 10);
+    assert_eq!(plan.skipped.uncovered, 1);
+    assert_eq!(plan.skipped.on_target, 1);
+    assert_eq!(plan.downloads, 8);
+    assert_eq!(plan.delivered_bytes, 8 * 4096);
+    assert_eq!(plan.waves[1].members, 10);
+    assert_eq!(plan.waves[0].new + plan.waves[1].new, 10);
+
+    let created = create(&ops, spec).await;
+    assert_eq!(created.preflight.targeted, plan.targeted);
+    assert_eq!(created.preflight.uncovered, plan.skipped.uncovered);
+    call(
+        &ops,
+        Command::CampaignStart {
+            id: CampaignId::new("app-1").unwrap(),
+        },
+    )
+    .await;
+    let done = wait_state(&ops, "app-1", "completed", LONG).await;
+    for (w, end) in done.plan.iter().map(|w| w.end.clone()).enumerate() {
+        match end {
+            Some(WaveEnd::Passed { counts, .. }) => {
+                assert_eq!(counts.members, plan.waves[w].members, "wave {}", w + 1)
+            }
+            other => panic!("wave {} ended {other:?}", w + 1),
+        }
+    }
+    for d in &esp {
+        assert_eq!(state(&stack, d, "app-1"), Some(StatusState::Success), "{d}");
+    }
+    assert_eq!(state(&stack, &other, "app-1"), Some(StatusState::Failed));
+    let sent = stack
+        .bridge()
+        .blocks()
+        .metrics()
+        .bytes_broadcast
+        .load(Ordering::Relaxed);
+    assert!(
+        sent >= plan.broadcast_bytes,
+        "sent {sent}, planned at least {}",
+        plan.broadcast_bytes
+    );
+    devices.stop_all().await;
+}
