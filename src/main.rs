@@ -108,10 +108,11 @@ fn main() -> ExitCode {
         // --help and --version exit 0, usage errors 2, as clap decides.
         Err(e) => e.exit(),
     };
-    // The demo talks to people: only warnings from the services it runs.
+    // The demo talks to people: only warnings from the services it runs
+    // (a campaign's halt it shows itself).
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
     init_logs(if quiet {
-        "warn,rumqttd=off"
+        "warn,rumqttd=off,bridge::campaign::manager=error"
     } else {
         "info,rumqttd=warn"
     });

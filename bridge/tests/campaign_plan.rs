@@ -22,7 +22,16 @@ use serde_json::json;
 async fn the_plan_matches_the_create_and_the_run() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(&stack, "app-1.1.0", Kind::App, "main", "1.1.0", "esp32", 4096).await;
+    artifact(
+        &stack,
+        "app-1.1.0",
+        Kind::App,
+        "main",
+        "1.1.0",
+        "esp32",
+        4096,
+    )
+    .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     let mut esp: Vec<_> = (1..=8)

@@ -3,14 +3,14 @@
 //! An embedded broker, the bridge and a simulated fleet (3 customers with
 //! 2 lines each, esp32 and armv7). It makes keys and groups, rolls a
 //! firmware release out in three waves with live progress and injected
-//! failures, sends an esp32-only app update that armv7 devices refuse, and
-//! an emergency config fix that skips the waves, then prints a summary.
+//! failures, sends an esp32-only app update that armv7 devices refuse, an
+//! emergency config fix that skips the waves, and a bad build that halts
+//! in its canary wave and rolls back by itself, then prints a summary.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bridge::campaign::view::CampaignStatus;
 use device_sim::fleet::{Fleet, FleetHandle, Profile};
 use indicatif::{ProgressBar, ProgressStyle};
 use schemas::msg::Kind;
@@ -20,6 +20,9 @@ use schemas::{ArtifactId, CampaignId, ComponentName, GroupName};
 use serde::Serialize;
 
 use crate::stack::{Stack, StackError, StackOptions};
+
+mod campaign;
+use campaign::{follow_rollback, run as run_campaign, run_campaign as run_keeping_events};
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -88,7 +91,7 @@ pub struct DemoSummary {
 
 const CUSTOMERS: [&str; 3] = ["acme", "globex", "initech"];
 
-fn say(opts: &DemoOptions, s: impl AsRef<str>) {
+pub(crate) fn say(opts: &DemoOptions, s: impl AsRef<str>) {
     if !opts.json {
         println!("{}", s.as_ref());
     }
@@ -202,7 +205,45 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     };
     lines.push(run_campaign(&stack, &opts, serde_json::Value::Null, Some(emergency)).await?);
 
-    // 7. The summary.
+    // 7. A bad build halts by itself and rolls back.
+    let bad = [
+        push(&stack, Kind::Firmware, "main", "1.2.0", "esp32", 256 * 1024).await?,
+        push(&stack, Kind::Firmware, "main", "1.2.0", "armv7", 256 * 1024).await?,
+    ];
+    let back = [
+        push_rollback(&stack, "main", "1.1.0", "esp32", 256 * 1024).await?,
+        push_rollback(&stack, "main", "1.1.0", "armv7", 256 * 1024).await?,
+    ];
+    say(
+        &opts,
+        "7. a bad build: firmware main 1.2.0 fails to boot on a third of the devices;",
+    );
+    say(
+        &opts,
+        "   its campaign names a rollback release (main 1.1.0, signed with allow_downgrade)",
+    );
+    let spec = serde_json::json!({
+        "id": "fw-main-1.2.0",
+        "kind": "firmware",
+        "release": bad,
+        "waves": [
+            {"cohorts": {"canary": 10000}},
+            {"cohorts": {"acme": 10000, "globex": 10000, "initech": 10000}},
+        ],
+        "gates": {"success_bar_bp": 9000, "failure_halt_bp": 1000, "min_sample": 5,
+                  "wave_timeout_secs": 30, "soak_secs": 0},
+        "rollback": {"release": back},
+    });
+    let (line, mut events) = run_keeping_events(&stack, &opts, spec, None).await?;
+    let halted = line.campaign.clone();
+    lines.push(line);
+    say(
+        &opts,
+        "   the halt rolls back exactly the devices that installed 1.2.0:",
+    );
+    lines.push(follow_rollback(&stack, &opts, &halted, &mut events).await?);
+
+    // 8. The summary.
     let stats = fleet.stats();
     let versions = fleet_versions(&stack).await?;
     let summary = DemoSummary {
@@ -254,6 +295,8 @@ fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, DemoErr
     profile.faults.busy_deferral = 0.03;
     profile.faults.busy_deferral_secs = 3;
     profile.faults.block_loss = 0.02;
+    profile.faults.bad_build = Some("1.2.0".into());
+    profile.faults.bad_build_failure = 0.33;
     say(
         opts,
         format!(
@@ -325,151 +368,28 @@ async fn push(
     Ok(stack.push(&image, &spec).await?)
 }
 
-async fn run_campaign(
+/// The same image as [`push`] made for this version, signed again as a
+/// rollback release (`allow_downgrade`) under its own artifact id.
+async fn push_rollback(
     stack: &Stack,
-    opts: &DemoOptions,
-    spec: serde_json::Value,
-    emergency: Option<Command>,
-) -> Result<CampaignLine, DemoError> {
-    let started = Instant::now();
-    let mut events = stack.ops().events().await?;
-    let status: CampaignStatus = match emergency {
-        Some(cmd) => stack.ops().call_ok(cmd).await?,
-        None => {
-            let created: CampaignStatus = stack
-                .ops()
-                .call_ok(Command::CampaignCreate { spec })
-                .await?;
-            let p = &created.preflight;
-            let arches: Vec<String> = p
-                .by_arch
-                .iter()
-                .map(|(a, l)| {
-                    format!(
-                        "{a}: {}",
-                        serde_json::to_value(l)
-                            .ok()
-                            .and_then(|v| v.get("devices").cloned())
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
-            say(
-                opts,
-                format!(
-                    "   pre-flight: {} devices targeted ({}); {} have an arch the release does not cover",
-                    p.targeted,
-                    arches.join(", "),
-                    p.uncovered
-                ),
-            );
-            stack
-                .ops()
-                .call_ok(Command::CampaignStart {
-                    id: created.summary.id.clone(),
-                })
-                .await?
-        }
-    };
-    let id = status.summary.id.clone();
-    let pb = bar(opts, 1, "");
-    // Driven by the bridge's events (subscribed before the command went
-    // out): decisions are printed as they come, and each event of this
-    // campaign refreshes the bar from its status, until it ends.
-    let follow = async {
-        loop {
-            let Some(ev) = events.next().await else {
-                return Err(DemoError::Stalled(format!(
-                    "the event stream closed before campaign {id} ended"
-                )));
-            };
-            if ev.campaign.as_ref() != Some(&id) {
-                continue;
-            }
-            if ev.kind != "campaign.progress" && !opts.json {
-                let text = format!(
-                    "   [{}] {}",
-                    ev.kind.trim_start_matches("campaign."),
-                    ev.message
-                );
-                // A hidden bar (not a terminal) prints nothing: print plainly.
-                if pb.is_hidden() {
-                    println!("{text}");
-                } else {
-                    pb.println(text);
-                }
-            }
-            let s: CampaignStatus = stack
-                .ops()
-                .call_ok(Command::CampaignStatus { id: id.clone() })
-                .await?;
-            show_progress(&pb, &id, &s);
-            if matches!(s.summary.state.as_str(), "completed" | "halted" | "aborted") {
-                return Ok(s);
-            }
-        }
-    };
-    let last = tokio::time::timeout(Duration::from_secs(180), follow)
-        .await
-        .map_err(|_| DemoError::Stalled(format!("campaign {id} did not end within 180 s")))??;
-    pb.finish_and_clear();
-    let line = summarize(&last, started.elapsed());
-    say(
-        opts,
-        format!(
-            "   {} {}: {} succeeded, {} failed, {} not applicable, {} still pending, in {:.1} s",
-            line.campaign,
-            line.state,
-            line.success,
-            line.failure,
-            line.not_applicable,
-            line.no_report,
-            line.seconds
-        ),
+    comp: &str,
+    version: &str,
+    arch: &str,
+    size: usize,
+) -> Result<ArtifactId, DemoError> {
+    let image = crate::faults::image(&format!("{comp}-{version}-{arch}"), size);
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        component(comp),
+        version,
+        arch,
+        bridge::unix_now(),
     );
-    Ok(line)
-}
-
-fn show_progress(pb: &ProgressBar, id: &CampaignId, s: &CampaignStatus) {
-    let Some(b) = &s.current else { return };
-    let c = &b.counts;
-    pb.set_length(u64::from(c.members.max(1)));
-    pb.set_position(u64::from(c.success + c.failure + c.not_applicable));
-    let wave = s
-        .summary
-        .wave
-        .map(|w| format!("wave {}/{}", w + 1, s.summary.waves))
-        .unwrap_or_default();
-    pb.set_message(format!(
-        "{id} {wave}: {} ok, {} failed, {} n/a, {} pending",
-        c.success, c.failure, c.not_applicable, c.pending
-    ));
-}
-
-fn summarize(s: &CampaignStatus, took: Duration) -> CampaignLine {
-    let mut errors = BTreeMap::new();
-    let (mut success, mut failure, mut na, mut pending, mut targeted) = (0, 0, 0, 0, 0);
-    if let Some(b) = &s.current {
-        success = b.counts.success;
-        failure = b.counts.failure;
-        na = b.counts.not_applicable;
-        pending = b.counts.pending;
-        targeted = b.counts.members;
-        errors = b.by_error.clone();
-    }
-    CampaignLine {
-        campaign: s.summary.id.clone(),
-        kind: format!("{:?}", s.summary.kind).to_lowercase(),
-        emergency: s.summary.emergency,
-        state: s.summary.state.clone(),
-        targeted,
-        success,
-        failure,
-        not_applicable: na,
-        no_report: pending,
-        seconds: took.as_secs_f64(),
-        errors,
-    }
+    spec.allow_downgrade = true;
+    spec.artifact = Some(
+        ArtifactId::new(format!("{comp}-{version}-{arch}-rollback")).expect("a valid artifact id"),
+    );
+    Ok(stack.push(&image, &spec).await?)
 }
 
 async fn fleet_versions(
@@ -530,7 +450,7 @@ fn print_summary(s: &DemoSummary) {
     }
 }
 
-fn bar(opts: &DemoOptions, len: u64, msg: &str) -> ProgressBar {
+pub(crate) fn bar(opts: &DemoOptions, len: u64, msg: &str) -> ProgressBar {
     if opts.json || !opts.progress {
         return ProgressBar::hidden();
     }

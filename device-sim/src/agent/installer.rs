@@ -34,6 +34,9 @@ pub struct MemoryInstaller {
     pub fail_install: bool,
     /// Every firmware boot fails (`rolled_back` / `boot_failed`).
     pub fail_boot: bool,
+    /// These versions fail (a bad build): a firmware's boot, an app's or
+    /// config's install.
+    pub fail_versions: Vec<String>,
     /// Installs done, for tests.
     pub installed: Vec<InstallRequest>,
 }
@@ -43,12 +46,15 @@ impl Installer for MemoryInstaller {
         if self.fail_install {
             return Err(format!("simulated install failure of {}", req.artifact));
         }
+        if req.kind != Kind::Firmware && self.fail_versions.contains(&req.version) {
+            return Err(format!("simulated bad build {}", req.version));
+        }
         self.installed.push(req.clone());
         Ok(())
     }
 
     fn boot(&mut self, req: &InstallRequest) -> BootOutcome {
-        if self.fail_boot {
+        if self.fail_boot || self.fail_versions.contains(&req.version) {
             BootOutcome::RolledBack {
                 detail: format!("simulated boot failure of {}", req.version),
             }

@@ -35,6 +35,8 @@ pub struct DeviceSpec {
     pub fail_install: bool,
     /// Its firmware boots fail.
     pub fail_boot: bool,
+    /// The profile's bad build fails on it.
+    pub fail_bad_build: bool,
     /// Busy when a campaign comes.
     pub busy: bool,
     /// Drops its connection once at this share of a download.
@@ -116,6 +118,7 @@ pub fn spec(
     let wrong_key = chance(f.wrong_key);
     let fail_install = chance(f.install_failure);
     let fail_boot = chance(f.boot_failure);
+    let fail_bad_build = f.bad_build.is_some() && chance(f.bad_build_failure);
     let busy = chance(f.busy_deferral);
     let disconnect = chance(f.disconnect_mid_download);
     let power = chance(f.power_loss);
@@ -129,6 +132,7 @@ pub fn spec(
         wrong_key,
         fail_install,
         fail_boot,
+        fail_bad_build,
         busy,
         disconnect_at: disconnect.then(|| rng.gen_range(0.1..0.9)),
         power_loss_at: power.then(|| rng.gen_range(0.1..0.9)),

@@ -156,6 +156,13 @@ impl Fleet {
             let installer = MemoryInstaller {
                 fail_install: s.fail_install,
                 fail_boot: s.fail_boot,
+                fail_versions: p
+                    .faults
+                    .bad_build
+                    .iter()
+                    .filter(|_| s.fail_bad_build)
+                    .cloned()
+                    .collect(),
                 installed: Vec::new(),
             };
             let hooks = device::SimHooks {

@@ -142,6 +142,12 @@ pub struct RawFaults {
     pub busy_deferral_secs: Option<u64>,
     /// Share of devices that trust the wrong release key.
     pub wrong_key: Option<f64>,
+    /// A bad build: this version fails on `bad_build_failure` of the
+    /// devices (firmware: the boot fails and rolls back; app or config:
+    /// the install fails). Other versions install fine on them.
+    pub bad_build: Option<String>,
+    /// Share of devices the bad build fails on.
+    pub bad_build_failure: Option<f64>,
 }
 
 /// A validated profile.
@@ -174,7 +180,7 @@ pub struct Profile {
 }
 
 /// Validated fault rates.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
     /// See [`RawFaults`].
     pub block_loss: f64,
@@ -192,6 +198,10 @@ pub struct Faults {
     pub busy_deferral_secs: u64,
     /// See [`RawFaults`].
     pub wrong_key: f64,
+    /// See [`RawFaults`].
+    pub bad_build: Option<String>,
+    /// See [`RawFaults`].
+    pub bad_build_failure: f64,
 }
 
 impl Default for Profile {
@@ -327,6 +337,8 @@ impl RawProfile {
             busy_deferral: rate("busy_deferral", r.busy_deferral)?,
             busy_deferral_secs: r.busy_deferral_secs.unwrap_or(30),
             wrong_key: rate("wrong_key", r.wrong_key)?,
+            bad_build: r.bad_build,
+            bad_build_failure: rate("bad_build_failure", r.bad_build_failure)?,
         };
         if faults.block_loss >= 0.9 {
             return Err(invalid(

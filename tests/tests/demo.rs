@@ -1,0 +1,41 @@
+//! `ota demo`, the README's first command, as a test at 200 devices: every
+//! step ends as the demo tells it (the firmware, the app and the emergency
+//! complete; the bad build halts in its canary wave and its rollback
+//! brings back the devices that installed it), and every Status
+//! sent is acknowledged.
+
+use harness::demo::{run, DemoOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_tells_its_story() {
+    let s = run(DemoOptions {
+        devices: 200,
+        keep: None,
+        json: true,
+        progress: false,
+    })
+    .await
+    .expect("the demo runs to its end");
+    let states: Vec<(&str, &str)> = s
+        .campaigns
+        .iter()
+        .map(|c| (c.campaign.as_str(), c.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("fw-main-1.1.0", "completed"),
+            ("app-dashboard-2.1.0", "completed"),
+            ("emergency-settings-1.0.1", "completed"),
+            ("fw-main-1.2.0", "halted"),
+            ("fw-main-1.2.0-rollback", "completed"),
+        ]
+    );
+    let (bad, back) = (&s.campaigns[3], &s.campaigns[4]);
+    // The rollback takes the devices that installed by the tick after the
+    // halt: those counted at the halt, and any that finished meanwhile.
+    assert!(back.targeted >= bad.success, "{back:?} {bad:?}");
+    assert!(back.targeted <= bad.targeted);
+    assert_eq!(back.success, back.targeted);
+    assert_eq!(s.statuses_acked, s.statuses_sent);
+}
