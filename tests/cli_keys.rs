@@ -45,7 +45,7 @@ fn every_flag_is_explained() {
                 "--version",
                 "--arch",
                 "--block-size",
-                "--artifact-id",
+                "--id",
                 "--min-version",
                 "--allow-downgrade",
                 "--key",
