@@ -188,6 +188,20 @@ pub struct Create {
     #[arg(long, value_name = "TIME", value_parser = parse::time)]
     start_at: Option<u64>,
 
+    /// Stop widening at this time (RFC 3339 or +DURATION, as --start-at):
+    /// no wave starts after it, downloads under way finish, and the
+    /// campaign ends `expired` with its counts.
+    #[arg(long, value_name = "TIME", value_parser = parse::time)]
+    stop_at: Option<u64>,
+
+    /// A maintenance window of one target group, GROUP=DAYS START-END ZONE
+    /// (e.g. 'line-3=Mon-Fri 22:00-05:00 Europe/Brussels', 'acme=daily
+    /// 01:00-04:00 UTC'). Outside it the group is announced paused: its
+    /// devices keep their blocks and wait. While every target group is
+    /// outside its window the wave timeout stands still. Repeatable.
+    #[arg(long, value_name = "GROUP=WINDOW", value_parser = parse::window)]
+    window: Vec<(GroupName, String)>,
+
     /// Roll back on a halt: pushed artifacts of the earlier version, one
     /// per arch, signed with allow_downgrade. When the campaign halts (or
     /// on `ota campaign rollback`), a linked campaign sends it to exactly
@@ -263,6 +277,8 @@ impl Create {
                         waves: self.rollback_waves.clone(),
                     }),
                     start_at: self.start_at,
+                    stop_at: self.stop_at,
+                    windows: self.window.iter().cloned().collect(),
                 };
                 serde_json::to_value(&spec).context("spec")?
             }

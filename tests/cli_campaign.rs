@@ -158,6 +158,21 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     bridge::client::push::push(&client, &manifest, &image, |_, _| {})
         .await
         .expect("the push completes");
+    // Its rollback release: the earlier version, allowed to downgrade.
+    let mut back = ReleaseSpec::new(
+        Kind::Firmware,
+        ComponentName::new("main").unwrap(),
+        "4.0.0",
+        "esp32",
+        1_790_000_000,
+    );
+    back.artifact = Some(ArtifactId::new("fw-4-esp32").unwrap());
+    back.block_size = 1024;
+    back.allow_downgrade = true;
+    let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &back).unwrap(), &release);
+    bridge::client::push::push(&client, &manifest, &image, |_, _| {})
+        .await
+        .expect("the push completes");
 
     ota(
         d,
@@ -195,7 +210,14 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     })
     .await;
 
-    // No --kind: the CLI asks the bridge for the artifact's.
+    // No --kind: the CLI asks the bridge for the artifact's. A maintenance
+    // window that opens 3 s from now, a stop time in an hour, a rollback.
+    let now = bridge::unix_now();
+    let hms = |t: u64| {
+        let s = t % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+    };
+    let window = format!("acme=daily {}-{} UTC", hms(now + 3), hms(now + 3603));
     let created = ota(
         d,
         &[
@@ -217,10 +239,17 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
             "1",
             "--wave-timeout",
             "60s",
+            "--window",
+            &window,
+            "--stop-at",
+            "+1h",
+            "--rollback-release",
+            "fw-4-esp32",
         ],
     )
     .await
     .ok();
+    assert!(created.stdout.contains("expires at"), "{}", created.stdout);
     assert!(
         created.stdout.contains("pre-flight: 6 devices targeted"),
         "{}",
@@ -287,6 +316,13 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
 
     let s = status(&client).await;
     assert_eq!(s.summary.state, "completed");
+    assert_eq!(s.windows.len(), 1, "the window survived the kill");
+    assert!(s.windows[0].open);
+    let texts: Vec<&str> = s.history.iter().map(|d| d.text.as_str()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("window open for acme")),
+        "started outside its window, then opened: {texts:?}"
+    );
     let c = s.current.expect("a tally").counts;
     assert_eq!((c.members, c.success, c.failure), (6, 6, 0));
     let json = ota(

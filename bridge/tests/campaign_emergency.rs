@@ -8,21 +8,11 @@ mod campaign_common;
 mod common;
 
 use campaign_common::*;
-use schemas::msg::{Announcement, CampaignState, Kind, StatusState};
+use schemas::msg::{CampaignState, Kind, StatusState};
 use schemas::ops::Command;
-use schemas::topic::{Topic, Topics};
-use schemas::{ArtifactId, CampaignId, GroupName};
+use schemas::topic::Topic;
+use schemas::{ArtifactId, GroupName};
 use serde_json::json;
-
-fn cid(s: &str) -> CampaignId {
-    CampaignId::new(s).unwrap()
-}
-
-fn retained(stack: &common::Stack, t: Topic) -> Option<Announcement> {
-    let topic = Topics::default().build(&t);
-    let bytes = stack.bridge().store().retained.get(&topic).unwrap()?;
-    Announcement::decode_retained(&bytes).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_reaches_deferring_devices_while_a_campaign_is_paused() {

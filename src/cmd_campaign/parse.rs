@@ -51,11 +51,23 @@ pub fn time(s: &str) -> Result<u64, String> {
             format!("{s:?} is not a time: write e.g. 2026-12-03T02:00:00Z, 2026-12-03T02:00:00+01:00 or +90m")
         });
     }
-    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| {
-            format!("{s:?} is not a time ({e}): write e.g. 2026-12-03T02:00:00Z, 2026-12-03T02:00:00+01:00 or +90m")
-        })?;
-    u64::try_from(at.unix_timestamp()).map_err(|_| format!("{s:?} is before 1970"))
+    let at = t.parse::<jiff::Timestamp>().map_err(|e| {
+        format!("{s:?} is not a time ({e}): write e.g. 2026-12-03T02:00:00Z, 2026-12-03T02:00:00+01:00 or +90m")
+    })?;
+    u64::try_from(at.as_second()).map_err(|_| format!("{s:?} is before 1970"))
+}
+
+/// A maintenance window of a group: `line-3=Mon-Fri 22:00-05:00
+/// Europe/Brussels` (see `bridge::campaign::window`).
+pub fn window(s: &str) -> Result<(GroupName, String), String> {
+    let (group, text) = s.split_once('=').ok_or_else(|| {
+        format!(
+            "{s:?} is not GROUP=WINDOW: write e.g. 'line-3=Mon-Fri 22:00-05:00 Europe/Brussels'"
+        )
+    })?;
+    let group: GroupName = name(group.trim())?;
+    let w: bridge::campaign::window::Window = text.parse().map_err(|e| format!("{e}"))?;
+    Ok((group, w.to_string()))
 }
 
 /// A duration in milliseconds: `500ms`, `2s`, `10m`, `1h`.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use bridge::campaign::plan::Plan;
 
-use super::table::{pct, table};
+use super::table::{pct, table, utc, windows};
 
 /// `campaign plan`: a row a wave, then what will not download.
 pub fn plan(p: &Plan) -> String {
@@ -85,6 +85,16 @@ pub fn plan(p: &Plan) -> String {
         if p.rate_measured { "the pacer's measured rate" } else { "a default: nothing measured since the bridge started" },
         p.wave_timeout_secs
     );
+    if let Some(at) = p.start_at {
+        let _ = writeln!(out, "starts by itself at {}", utc(at));
+    }
+    if let Some(at) = p.stop_at {
+        let _ = writeln!(out, "expires at {}: no wave starts after it", utc(at));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out.push_str(&windows(&p.windows, now));
     out
 }
 

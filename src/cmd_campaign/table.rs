@@ -8,6 +8,7 @@ use bridge::campaign::gate::{Phase, WaveCounts};
 use bridge::campaign::record::WaveEnd;
 use bridge::campaign::tally::Breakdown;
 use bridge::campaign::view::{CampaignList, CampaignStatus};
+use bridge::campaign::window::WindowOutlook;
 use serde::Serialize;
 
 /// Prints a reply as pretty JSON.
@@ -99,22 +100,46 @@ fn headline(s: &CampaignStatus) -> String {
         Some(at) => format!(", starts by itself at {}", utc(at)),
         None => String::new(),
     };
+    let stops = match m.stop_at {
+        Some(at) => format!(", expires at {}", utc(at)),
+        None => String::new(),
+    };
     format!(
-        "{lane}campaign {}: {} {} {} ({}{wave}{parent}{starts})\n",
+        "{lane}campaign {}: {} {} {} ({}{wave}{parent}{starts}{stops})\n",
         m.id, m.kind, m.component, m.version, m.state
     )
 }
 
+/// The maintenance windows, one row a group: open or closed at `now`, and
+/// when that changes next. Empty without windows.
+pub fn windows(ws: &[WindowOutlook], now: u64) -> String {
+    if ws.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = ws
+        .iter()
+        .map(|w| {
+            let next = match (w.open, w.next_change) {
+                (true, Some(t)) => format!("open, closes {} ({})", when(t, now), utc(t)),
+                (false, Some(t)) => format!("closed, opens {} ({})", when(t, now), utc(t)),
+                (true, None) => "open".to_string(),
+                (false, None) => "closed".to_string(),
+            };
+            vec![w.group.to_string(), w.window.clone(), next]
+        })
+        .collect();
+    format!(
+        "\nmaintenance windows (a group's waves run only inside its window):\n{}",
+        table(&["GROUP", "WINDOW", "NOW"], &rows)
+    )
+}
+
 /// Unix seconds as RFC 3339 UTC.
-fn utc(at: u64) -> String {
+pub fn utc(at: u64) -> String {
     i64::try_from(at)
         .ok()
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| at.to_string())
+        .and_then(|t| jiff::Timestamp::from_second(t).ok())
+        .map_or_else(|| at.to_string(), |t| t.to_string())
 }
 
 fn release(s: &CampaignStatus) -> String {
@@ -177,6 +202,7 @@ pub fn created(s: &CampaignStatus) -> String {
             &rows,
         ));
     }
+    out.push_str(&windows(&s.windows, s.now));
     if !s.summary.emergency && s.summary.state == "draft" {
         out.push('\n');
         out.push_str(&plan(s));
@@ -264,11 +290,29 @@ pub fn status(s: &CampaignStatus) -> String {
     let mut out = headline(s);
     out.push_str(&release(s));
     match &s.phase {
+        Phase::Running {
+            held_since: Some(since),
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "every target group is outside its maintenance window (since {}): the wave timeout stands still",
+                when(*since, s.now)
+            );
+        }
         Phase::Running { deadline, .. } => {
             let _ = writeln!(
                 out,
                 "the wave is judged by its timeout {}",
                 when(*deadline, s.now)
+            );
+        }
+        Phase::Expired { at, .. } => {
+            let _ = writeln!(
+                out,
+                "expired {} (its stop time): no wave widens; `ota campaign retry {}` follows up the devices left",
+                when(*at, s.now),
+                s.summary.id
             );
         }
         Phase::Soaking { until, .. } => {
@@ -283,6 +327,7 @@ pub fn status(s: &CampaignStatus) -> String {
         }
         _ => {}
     }
+    out.push_str(&windows(&s.windows, s.now));
     if !s.summary.emergency {
         out.push('\n');
         out.push_str(&plan(s));

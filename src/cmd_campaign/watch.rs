@@ -85,6 +85,9 @@ pub async fn watch(
         Phase::Halted { reason, .. } => bail!(
             "campaign {id} halted: {reason} (resume it with `ota campaign resume {id}`, or abort it)"
         ),
+        Phase::Expired { .. } => bail!(
+            "campaign {id} expired (its --stop-at came): `ota campaign retry {id}` follows up the devices it did not reach"
+        ),
         _ => bail!("campaign {id} was aborted"),
     }
 }
@@ -92,7 +95,10 @@ pub async fn watch(
 fn ended(s: &CampaignStatus) -> bool {
     matches!(
         s.phase,
-        Phase::Completed { .. } | Phase::Aborted { .. } | Phase::Halted { .. }
+        Phase::Completed { .. }
+            | Phase::Aborted { .. }
+            | Phase::Halted { .. }
+            | Phase::Expired { .. }
     )
 }
 

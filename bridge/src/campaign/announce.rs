@@ -3,7 +3,10 @@
 //! on `P/groups/{g}/campaign` (emergency false) or, for the emergency lane,
 //! `P/groups/{g}/emergency` (emergency true); an emergency to every device
 //! goes on `P/emergency`. Every topic of a campaign carries the same
-//! `state` and `emergency` (PROTOCOL.md step 0).
+//! `state` and `emergency` (PROTOCOL.md step 0), with one exception: a
+//! group outside its maintenance window is announced `paused` while the
+//! campaign is `active` elsewhere (a device in two groups of the campaign
+//! with different windows follows the one it received last).
 //!
 //! Groups still at cohort 0 get nothing: no device of theirs takes part
 //! yet, and the topic may still carry an earlier, completed campaign that
@@ -38,25 +41,25 @@ pub fn group_topic(emergency: bool, group: GroupName) -> Topic {
 /// The retained (topic, payload) pairs that say `a`.
 pub fn messages(record: &CampaignRecord, a: &gate::Announcement) -> Vec<(Topic, Vec<u8>)> {
     let emergency = record.is_emergency();
-    let payload = |cohort: u16| {
+    let payload = |cohort: u16, state: AnnounceState| {
         Announcement {
             campaign: record.id().clone(),
             kind: wire_kind(record.release.kind),
             release: record.release.manifests(),
             cohort,
             emergency,
-            state: wire_state(a.state),
+            state: wire_state(state),
             deadline: a.deadline,
         }
         .encode()
     };
     if emergency && a.cohorts.is_empty() {
-        return vec![(Topic::Emergency, payload(FULL_COHORT))];
+        return vec![(Topic::Emergency, payload(FULL_COHORT, a.state))];
     }
     a.cohorts
         .iter()
         .filter(|(_, &c)| c > 0)
-        .map(|(g, &c)| (group_topic(emergency, g.clone()), payload(c)))
+        .map(|(g, &c)| (group_topic(emergency, g.clone()), payload(c, a.state_on(g))))
         .collect()
 }
 
@@ -102,6 +105,8 @@ mod tests {
             parent: None,
             rollback: None,
             start_at: None,
+            stop_at: None,
+            windows: Default::default(),
         };
         CampaignRecord {
             release: Release {

@@ -59,6 +59,10 @@ pub enum CampaignError {
     },
     #[error("start_at {at} is not in the future (now {now}): give a later --start-at, or leave it out and run `ota campaign start`")]
     StartInThePast { at: u64, now: u64 },
+    #[error(
+        "stop_at {at} is not in the future (now {now}): give a later --stop-at, or leave it out"
+    )]
+    StopInThePast { at: u64, now: u64 },
     #[error("an emergency needs a target: give --groups G,H or --all, not both and not neither")]
     EmergencyTarget,
     #[error("{0}")]

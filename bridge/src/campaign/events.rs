@@ -23,6 +23,7 @@ pub mod kind {
     pub const RESUMED: &str = "campaign.resumed";
     pub const COMPLETED: &str = "campaign.completed";
     pub const ABORTED: &str = "campaign.aborted";
+    pub const EXPIRED: &str = "campaign.expired";
     pub const DECISION: &str = "campaign.decision";
     pub const PROGRESS: &str = "campaign.progress";
 }
@@ -34,13 +35,19 @@ pub fn of_effect(campaign: &CampaignId, scope: Scope, at: u64, effect: &Effect) 
         Effect::Announce(a) => (
             kind::ANNOUNCED,
             format!(
-                "campaign {campaign} announced {} at wave {}",
+                "campaign {campaign} announced {} at wave {}{}",
                 match a.state {
                     AnnounceState::Active => "active",
                     AnnounceState::Paused => "paused",
                     AnnounceState::Aborted => "aborted",
                 },
-                a.wave + 1
+                a.wave + 1,
+                if a.closed.is_empty() || a.state != AnnounceState::Active {
+                    String::new()
+                } else {
+                    let g: Vec<String> = a.closed.iter().map(|g| g.to_string()).collect();
+                    format!(" (paused outside its window: {})", g.join(", "))
+                }
             ),
         ),
         Effect::WaveStarted { wave, deadline } => (
@@ -84,6 +91,14 @@ pub fn of_effect(campaign: &CampaignId, scope: Scope, at: u64, effect: &Effect) 
             format!("campaign {campaign} completed ({})", counts_text(counts)),
         ),
         Effect::Aborted => (kind::ABORTED, format!("campaign {campaign} aborted")),
+        Effect::Expired { wave, counts } => (
+            kind::EXPIRED,
+            format!(
+                "campaign {campaign} expired at wave {} ({})",
+                wave + 1,
+                counts_text(counts)
+            ),
+        ),
         Effect::Decision(d) => (
             kind::DECISION,
             format!("campaign {campaign}: {}", scope.text(d)),

@@ -154,6 +154,8 @@ pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> Ca
         parent: Some(parent.id.clone()),
         rollback: None,
         start_at: None,
+        stop_at: None,
+        windows: Default::default(),
     }
 }
 
@@ -183,6 +185,8 @@ pub fn rollback_spec(
         parent: Some(parent.id.clone()),
         rollback: None,
         start_at: None,
+        stop_at: None,
+        windows: Default::default(),
     }
 }
 

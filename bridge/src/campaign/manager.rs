@@ -41,7 +41,7 @@ use super::announce;
 use super::error::CampaignError;
 use super::events;
 use super::followup::{self, FollowUpError, Leftover};
-use super::gate::{Effect, Gate, Input, Phase, Scope, WaveCounts};
+use super::gate::{AnnounceState, Effect, Gate, Input, Phase, Scope, WaveCounts};
 use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, Release, WaveEnd};
@@ -49,6 +49,7 @@ use super::spec::{CampaignSpec, Gates, WaveSpec, FULL_COHORT};
 use super::store::CampaignStore;
 use super::tally::{Report, Tally};
 use super::view::{self, CampaignList, CampaignStatus};
+use super::window::Windows;
 use crate::blocks::BlockServerHandle;
 use crate::fleet::Fleet;
 use crate::mqtt::Publisher;
@@ -87,6 +88,8 @@ struct Entry {
     progress_sent: Option<WaveCounts>,
     /// Counts held back during the start grace (see [`Campaigns::started`]).
     counts_due: bool,
+    /// The spec's maintenance windows, parsed once.
+    windows: Windows,
 }
 
 /// Every campaign.
@@ -133,6 +136,7 @@ impl Campaigns {
             entries.insert(
                 record.id().clone(),
                 Entry {
+                    windows: Windows::of(record.id(), &record.spec.windows),
                     record,
                     tally,
                     tally_loaded: live,
@@ -235,6 +239,9 @@ impl Campaigns {
         if let Some(at) = spec.start_at.filter(|&at| at <= now) {
             return Err(CampaignError::StartInThePast { at, now });
         }
+        if let Some(at) = spec.stop_at.filter(|&at| at <= now) {
+            return Err(CampaignError::StopInThePast { at, now });
+        }
         for g in spec.target_groups() {
             if ctx.fleet.groups().get(&g).is_none() {
                 return Err(CampaignError::NoGroup(g));
@@ -273,6 +280,7 @@ impl Campaigns {
         self.entries.insert(
             id.clone(),
             Entry {
+                windows: Windows::of(record.id(), &record.spec.windows),
                 record,
                 tally: Tally::new(),
                 tally_loaded: true,
@@ -325,6 +333,8 @@ impl Campaigns {
             parent: None,
             rollback: None,
             start_at: None,
+            stop_at: None,
+            windows: Default::default(),
         })
     }
 
@@ -363,7 +373,12 @@ impl Campaigns {
         let record = &self.entry(id)?.record;
         self.check_topics(ctx, &record.spec)?;
         let emergency = record.is_emergency();
-        let fx = self.entry_mut(id)?.record.gate.step(now, Input::Start)?;
+        let e = self.entry_mut(id)?;
+        // The windows first, so that the first announcement already
+        // pauses the groups outside theirs (a draft only keeps them).
+        let closed = e.windows.closed(now);
+        e.record.gate.step(now, Input::Windows { closed })?;
+        let fx = e.record.gate.step(now, Input::Start)?;
         if emergency {
             if let Some(e) = self.entries.get(id) {
                 mark_emergency(ctx, &e.record, true).await;
@@ -443,7 +458,10 @@ impl Campaigns {
         let e = self.entry(id)?;
         if !matches!(
             e.record.gate.phase(),
-            Phase::Completed { .. } | Phase::Halted { .. } | Phase::Aborted { .. }
+            Phase::Completed { .. }
+                | Phase::Halted { .. }
+                | Phase::Aborted { .. }
+                | Phase::Expired { .. }
         ) {
             return Err(FollowUpError::NotEnded(id.clone(), e.record.state_word()).into());
         }
@@ -577,6 +595,7 @@ impl Campaigns {
     /// changed tallies go out as progress events.
     pub async fn tick(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
         self.start_scheduled(ctx, now).await?;
+        self.step_windows(ctx, now).await?;
         if now >= self.grace_until {
             let held: Vec<CampaignId> = self
                 .entries
@@ -649,6 +668,30 @@ impl Campaigns {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Campaigns whose groups' maintenance windows opened or closed since
+    /// the last tick are told so (the gate announces and logs it).
+    async fn step_windows(&mut self, ctx: &Ctx<'_>, now: u64) -> Result<(), CampaignError> {
+        let changed: Vec<(CampaignId, BTreeSet<GroupName>)> = self
+            .entries
+            .values()
+            .filter(|e| !e.windows.is_empty())
+            .filter(|e| !matches!(e.record.gate.phase(), Phase::Draft | Phase::Aborted { .. }))
+            .filter_map(|e| {
+                let closed = e.windows.closed(now);
+                (&closed != e.record.gate.closed()).then(|| (e.record.id().clone(), closed))
+            })
+            .collect();
+        for (id, closed) in changed {
+            let fx = self
+                .entry_mut(&id)?
+                .record
+                .gate
+                .step(now, Input::Windows { closed })?;
+            self.apply(ctx, &id, fx, now).await?;
         }
         Ok(())
     }
@@ -795,9 +838,12 @@ impl Campaigns {
             send_event(ctx, &events::of_effect(id, scope, now, f)).await?;
         }
         // 3. An ended emergency gives up its priority.
-        let ended = fx
-            .iter()
-            .any(|f| matches!(f, Effect::Completed { .. } | Effect::Aborted));
+        let ended = fx.iter().any(|f| {
+            matches!(
+                f,
+                Effect::Completed { .. } | Effect::Aborted | Effect::Expired { .. }
+            )
+        });
         if ended && e.record.is_emergency() {
             mark_emergency(ctx, &e.record, false).await;
         }
@@ -822,6 +868,10 @@ impl Campaigns {
                     &mut serving
                 }
                 Phase::Paused { .. } | Phase::Halted { .. } | Phase::Aborted { .. } => &mut stopped,
+                Phase::Expired { announced, .. } => match announced {
+                    AnnounceState::Active => &mut serving,
+                    _ => &mut stopped,
+                },
             };
             set.extend(e.record.release.entries.iter().map(|r| &r.artifact));
         }
@@ -848,7 +898,9 @@ impl Campaigns {
         now: u64,
     ) -> Result<CampaignStatus, CampaignError> {
         let e = self.entry(id)?;
-        Ok(view::status(&e.record, &e.tally, ctx.fleet, now))
+        Ok(view::status(
+            &e.record, &e.tally, ctx.fleet, &e.windows, now,
+        ))
     }
 
     fn entry(&self, id: &CampaignId) -> Result<&Entry, CampaignError> {

@@ -22,6 +22,7 @@
 //! - [`announce`]: the retained announcements of a gate announcement.
 //! - [`events`]: the `P/ops/events` of every gate effect.
 //! - [`view`]: the JSON replies the CLI reads.
+//! - [`window`]: maintenance windows (`Mon-Fri 22:00-05:00 Europe/Brussels`), pure.
 //! - [`manager`]: [`Campaigns`], every campaign and its live tally.
 //! - [`error`]: [`CampaignError`], what the operator reads.
 //!
@@ -66,6 +67,10 @@
 //!   Abort     any phase but Completed/Aborted ──► Aborted, announces aborted
 //!             (from Draft nothing was announced, so nothing is)
 //!   Completed leaves the last announcement active for devices still offline.
+//!   stop_at   any live phase ──► Expired: no wave widens, the announcement
+//!             stays as it was (active or paused), downloads under way finish
+//!   Windows   a group outside its maintenance window is announced paused;
+//!             while every target group is, the wave timeout stands still
 //!
 //!   Emergency: one implicit wave (its groups at 10000, or every device), no
 //!   success bar, never halted by the gate: Running(0) ──► Completed when
@@ -87,6 +92,7 @@ pub mod spec;
 pub mod store;
 pub mod tally;
 pub mod view;
+pub mod window;
 
 pub use error::CampaignError;
 pub use manager::{Campaigns, Ctx, FIRST_TICK, TICK};

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::members::Admission;
 use super::record::Release;
 use super::spec::CampaignSpec;
+use super::window::WindowOutlook;
 use crate::fleet::Fleet;
 
 /// The deliveries per second assumed when the pacer has not measured a
@@ -102,6 +103,15 @@ pub struct Plan {
     pub rate_measured: bool,
     /// The wave timeout: a wave never waits longer for its devices.
     pub wave_timeout_secs: u64,
+    /// When it starts by itself and when it expires (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<u64>,
+    /// The groups' maintenance windows as they stand now: the waves of a
+    /// group run only inside its window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowOutlook>,
 }
 
 /// Computes the plan of `spec` with `release` over `fleet`. `rules` holds
@@ -123,6 +133,8 @@ pub fn compute(
         rate,
         rate_measured,
         wave_timeout_secs: spec.gates.wave_timeout_secs,
+        start_at: spec.start_at,
+        stop_at: spec.stop_at,
         ..Plan::default()
     };
     let waves = spec.waves.len().max(1);
@@ -251,6 +263,8 @@ mod tests {
             parent: None,
             rollback: None,
             start_at: None,
+            stop_at: None,
+            windows: Default::default(),
         }
     }
 

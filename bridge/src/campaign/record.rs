@@ -104,7 +104,7 @@ impl CampaignRecord {
     }
 
     /// A word for the phase: draft, running, soaking, paused, halted,
-    /// completed or aborted.
+    /// completed, aborted or expired.
     pub fn state_word(&self) -> &'static str {
         phase_word(self.gate.phase())
     }
@@ -125,6 +125,7 @@ pub fn phase_word(p: &Phase) -> &'static str {
         Phase::Halted { .. } => "halted",
         Phase::Completed { .. } => "completed",
         Phase::Aborted { .. } => "aborted",
+        Phase::Expired { .. } => "expired",
     }
 }
 

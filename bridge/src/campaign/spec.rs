@@ -27,6 +27,8 @@ use std::fmt;
 use schemas::ids::{ArtifactId, CampaignId, GroupName};
 use serde::{Deserialize, Serialize};
 
+use super::window::{Window, WindowError};
+
 /// The whole group: 100.00 % in basis points.
 pub const FULL_COHORT: u16 = 10_000;
 
@@ -82,6 +84,19 @@ pub struct CampaignSpec {
     /// `campaign start` before it starts it at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<u64>,
+    /// Unix seconds: no wave widens after it; the campaign ends `expired`
+    /// (`--stop-at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<u64>,
+    /// Maintenance windows by target group (`--window 'G=Mon-Fri
+    /// 22:00-05:00 Europe/Brussels'`, see `campaign::window`): outside its
+    /// window a group is announced `paused`. Not for an emergency.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_keys::deserialize"
+    )]
+    pub windows: BTreeMap<GroupName, String>,
 }
 
 /// The automatic rollback of a campaign: a release pushed like any other,
@@ -173,6 +188,14 @@ pub enum SpecError {
     RollbackWaves(Vec<u16>),
     #[error("rollback.release is empty: name the pushed artifacts of the earlier version (one per arch)")]
     EmptyRollback,
+    #[error("stop_at {stop_at} is not after start_at {start_at}: give a --stop-at later than the --start-at")]
+    StopBeforeStart { start_at: u64, stop_at: u64 },
+    #[error("{0}")]
+    BadWindow(#[from] WindowError),
+    #[error("window for group {0}, which no wave names: give windows to target groups only")]
+    WindowNotTarget(GroupName),
+    #[error("an emergency campaign has maintenance windows: the emergency lane ignores every window and schedule, drop --window")]
+    EmergencyWindows,
     #[error("gates.{field} is {value}: it must be {expected}")]
     GateOutOfRange {
         field: &'static str,
@@ -263,6 +286,22 @@ impl CampaignSpec {
         if let Some(rb) = &self.rollback {
             rb.validate()?;
         }
+        if let (Some(start_at), Some(stop_at)) = (self.start_at, self.stop_at) {
+            if stop_at <= start_at {
+                return Err(SpecError::StopBeforeStart { start_at, stop_at });
+            }
+        }
+        self.parsed_windows()?;
+        if self.emergency && !self.windows.is_empty() {
+            return Err(SpecError::EmergencyWindows);
+        }
+        if let Some(g) = self
+            .windows
+            .keys()
+            .find(|g| !self.waves.iter().any(|w| w.cohorts.contains_key(*g)))
+        {
+            return Err(SpecError::WindowNotTarget(g.clone()));
+        }
         for (wave, w) in self.waves.iter().enumerate() {
             if w.cohorts.is_empty() {
                 return Err(SpecError::EmptyWave { wave });
@@ -315,6 +354,15 @@ impl CampaignSpec {
             }
         }
         Ok(())
+    }
+
+    /// The maintenance windows, parsed (reads the system's tz database the
+    /// first time a zone is named).
+    pub fn parsed_windows(&self) -> Result<Vec<(GroupName, Window)>, WindowError> {
+        self.windows
+            .iter()
+            .map(|(g, w)| Ok((g.clone(), w.parse::<Window>()?)))
+            .collect()
     }
 
     /// Every group any wave names.
@@ -421,6 +469,8 @@ mod tests {
             parent: None,
             rollback: None,
             start_at: None,
+            stop_at: None,
+            windows: Default::default(),
         }
     }
 

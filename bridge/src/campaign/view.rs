@@ -13,6 +13,7 @@ use super::preflight::Preflight;
 use super::record::{CampaignRecord, WaveEnd};
 use super::spec::{Gates, Kind};
 use super::tally::{Breakdown, Tally};
+use super::window::{WindowOutlook, Windows};
 use crate::fleet::Fleet;
 
 /// One line of `campaign list`.
@@ -21,7 +22,7 @@ pub struct CampaignSummary {
     pub id: CampaignId,
     pub kind: Kind,
     pub emergency: bool,
-    /// draft, running, soaking, paused, halted, completed or aborted.
+    /// draft, running, soaking, paused, halted, completed, aborted or expired.
     pub state: String,
     /// The current wave (0-based), once started.
     pub wave: Option<usize>,
@@ -43,6 +44,9 @@ pub struct CampaignSummary {
     /// The campaign that rolls this one back, once started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<CampaignId>,
+    /// When the campaign expires (Unix seconds), until it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<u64>,
 }
 
 /// `campaign list`
@@ -67,7 +71,7 @@ pub struct WaveView {
     pub wave: usize,
     /// Cumulative cohorts once this wave started, basis points.
     pub cohorts: BTreeMap<GroupName, u16>,
-    /// pending, running, soaking, paused, halted, passed or aborted.
+    /// pending, running, soaking, paused, halted, passed, aborted or expired.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<WaveEnd>,
@@ -102,6 +106,10 @@ pub struct CampaignStatus {
     pub current: Option<Breakdown>,
     pub preflight: Preflight,
     pub history: Vec<DecisionLine>,
+    /// The maintenance window of each group that has one: open now or
+    /// not, and when that changes next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowOutlook>,
     /// The bridge's clock when this was made (Unix seconds).
     pub now: u64,
 }
@@ -136,11 +144,18 @@ pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary 
             .spec
             .start_at
             .filter(|_| matches!(r.gate.phase(), super::gate::Phase::Draft)),
+        stop_at: r.gate.stop_at().filter(|_| !r.gate.is_finished()),
     }
 }
 
 /// The full status of a record, with `tally` for the live breakdowns.
-pub fn status(r: &CampaignRecord, tally: &Tally, fleet: &Fleet, now: u64) -> CampaignStatus {
+pub fn status(
+    r: &CampaignRecord,
+    tally: &Tally,
+    fleet: &Fleet,
+    windows: &Windows,
+    now: u64,
+) -> CampaignStatus {
     let gate = &r.gate;
     let current = gate.current_wave();
     let plan = (0..gate.wave_count())
@@ -208,6 +223,7 @@ pub fn status(r: &CampaignRecord, tally: &Tally, fleet: &Fleet, now: u64) -> Cam
                 decision: d.kind.clone(),
             })
             .collect(),
+        windows: windows.outlook(now),
         now,
     }
 }
@@ -237,6 +253,7 @@ fn wave_state(
         Phase::Paused { .. } => "paused",
         Phase::Halted { .. } => "halted",
         Phase::Completed { .. } => "passed",
+        Phase::Expired { .. } => "expired",
         Phase::Aborted { .. } => match end {
             Some(WaveEnd::Passed { .. }) => "passed",
             _ => "aborted",

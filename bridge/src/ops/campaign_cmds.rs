@@ -15,6 +15,7 @@ use crate::campaign::manager::send_event;
 use crate::campaign::plan;
 use crate::campaign::record::Release;
 use crate::campaign::spec::{self, CampaignSpec};
+use crate::campaign::window::Windows;
 use crate::campaign::{release, CampaignError, Campaigns, Ctx};
 use crate::state::CoreState;
 
@@ -78,9 +79,9 @@ async fn run(
                     .pace_rate
                     .load(std::sync::atomic::Ordering::Relaxed)
             });
-            Ok(json(&plan::compute(
-                ctx.fleet, &spec, &release, &rules, rate,
-            )))
+            let mut p = plan::compute(ctx.fleet, &spec, &release, &rules, rate);
+            p.windows = Windows::of(&spec.id, &spec.windows).outlook(now);
+            Ok(json(&p))
         }
         Command::CampaignStart { id } => Ok(json(&c.start(ctx, &id, now).await?)),
         Command::CampaignPause { id } => Ok(json(&c.operator(ctx, &id, Input::Pause, now).await?)),

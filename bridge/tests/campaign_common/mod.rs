@@ -419,3 +419,15 @@ impl EventLog {
         found.expect("found")
     }
 }
+
+/// A campaign id.
+pub fn cid(s: &str) -> CampaignId {
+    CampaignId::new(s).unwrap()
+}
+
+/// The announcement the bridge keeps retained on `t`, from its store.
+pub fn retained(stack: &Stack, t: schemas::topic::Topic) -> Option<schemas::msg::Announcement> {
+    let topic = Topics::default().build(&t);
+    let bytes = stack.bridge().store().retained.get(&topic).unwrap()?;
+    schemas::msg::Announcement::decode_retained(&bytes).unwrap()
+}

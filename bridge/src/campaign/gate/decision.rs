@@ -63,6 +63,18 @@ pub enum DecisionKind {
     },
     /// Every wave passed (or the emergency ended).
     Completed,
+    /// The campaign's `stop_at` came: no wave widens any more.
+    Expired { stop_at: u64 },
+    /// Maintenance windows closed or opened: `closed` are the groups now
+    /// paused by their window, `opened` those that came back. `held`: every
+    /// target group is closed, so the wave timeout stands still; `deadline`
+    /// is the wave's timeout after the change.
+    Windows {
+        closed: Vec<GroupName>,
+        opened: Vec<GroupName>,
+        held: bool,
+        deadline: Option<u64>,
+    },
     /// A decision stored as text only (before decisions were data).
     Note { text: String },
 }

@@ -29,7 +29,8 @@
 //! - [`model`]: what goes in and out: inputs, effects, phases, counts;
 //! - [`judge`]: the verdict on a wave's counts, pure arithmetic;
 //! - [`decision`]: the decision log as data, older text entries migrated;
-//! - [`narrate`]: the English of decisions, reasons and phases.
+//! - [`narrate`]: the English of decisions, reasons and phases;
+//! - `calendar`: `stop_at` and maintenance windows.
 //!
 //! # Rules
 //!
@@ -82,12 +83,13 @@
 //!   stored and judged on resume.
 
 pub mod bound;
+mod calendar;
 pub mod decision;
 pub mod judge;
 pub mod model;
 pub mod narrate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::ids::{CampaignId, GroupName};
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,13 @@ pub struct Gate {
     /// Emergency: the failure bar crossing was logged for this run.
     failure_warned: bool,
     history: Vec<Decision>,
+    /// Unix seconds: the campaign expires then (`--stop-at`).
+    #[serde(default)]
+    stop_at: Option<u64>,
+    /// Target groups whose maintenance window is closed (the latest
+    /// [`Input::Windows`]).
+    #[serde(default)]
+    closed: BTreeSet<GroupName>,
 }
 
 impl Gate {
@@ -136,6 +145,8 @@ impl Gate {
             counts: None,
             failure_warned: false,
             history: Vec::new(),
+            stop_at: spec.stop_at,
+            closed: BTreeSet::new(),
         })
     }
 
@@ -188,21 +199,48 @@ impl Gate {
             Phase::Paused { from, .. } => Some(from.wave()),
             Phase::Completed { .. } => Some(self.last_wave()),
             Phase::Aborted { announced, .. } => announced,
+            Phase::Expired { wave, .. } => Some(wave),
         }
     }
 
-    /// Completed or aborted: no input but counts changes anything any more.
+    /// Completed, aborted or expired: no input but counts and windows
+    /// changes anything any more.
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Completed { .. } | Phase::Aborted { .. })
+        matches!(
+            self.phase,
+            Phase::Completed { .. } | Phase::Aborted { .. } | Phase::Expired { .. }
+        )
     }
 
-    /// When the bridge should send the next [`Input::Tick`].
+    /// When the bridge should send the next [`Input::Tick`]: the wave
+    /// timeout (not while windows hold it), the soak's end, or `stop_at`.
     pub fn next_timer(&self) -> Option<u64> {
-        match self.phase {
-            Phase::Running { deadline, .. } => Some(deadline),
+        let timer = match self.phase {
+            Phase::Running {
+                deadline,
+                held_since: None,
+                ..
+            } => Some(deadline),
             Phase::Soaking { until, .. } => Some(until),
             _ => None,
+        };
+        let stop = self
+            .stop_at
+            .filter(|_| !self.is_finished() && self.phase != Phase::Draft);
+        match (timer, stop) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
+    }
+
+    /// The `stop_at` of the campaign.
+    pub fn stop_at(&self) -> Option<u64> {
+        self.stop_at
+    }
+
+    /// Target groups whose maintenance window is closed.
+    pub fn closed(&self) -> &BTreeSet<GroupName> {
+        &self.closed
     }
 
     /// What the retained announcements must say now; `None` when nothing
@@ -222,12 +260,20 @@ impl Gate {
                 announced: Some(wave),
                 ..
             } => (wave, AnnounceState::Aborted, None),
+            Phase::Expired {
+                wave, announced, ..
+            } => (wave, announced, None),
         };
         Some(Announcement {
             wave,
             cohorts: self.cohorts(wave).clone(),
             state,
             deadline,
+            closed: if self.emergency {
+                BTreeSet::new()
+            } else {
+                self.closed.clone()
+            },
         })
     }
 
@@ -243,6 +289,12 @@ impl Gate {
                         "a campaign starts once; resume continues a paused or halted one",
                     ));
                 }
+                if self.stop_at.is_some_and(|t| now >= t) {
+                    return Err(self.illegal(
+                        "start",
+                        "its stop_at has passed: create it again with a later --stop-at",
+                    ));
+                }
                 self.start_wave(0, now, &mut fx);
             }
             Input::Pause => {
@@ -251,10 +303,11 @@ impl Gate {
                         wave,
                         started_at,
                         deadline,
+                        held_since,
                     } => PausedFrom::Running {
                         wave,
                         started_at,
-                        remaining: deadline.saturating_sub(now),
+                        remaining: deadline.saturating_sub(held_since.unwrap_or(now)),
                     },
                     Phase::Soaking { wave, until } => PausedFrom::Soaking {
                         wave,
@@ -286,6 +339,7 @@ impl Gate {
                             wave,
                             started_at,
                             deadline,
+                            held_since: self.windows_hold().then_some(now),
                         };
                         (
                             wave,
@@ -309,6 +363,7 @@ impl Gate {
                             wave,
                             started_at: now,
                             deadline,
+                            held_since: self.windows_hold().then_some(now),
                         };
                         (wave, Resumed::AfterHalt { deadline })
                     }
@@ -345,6 +400,7 @@ impl Gate {
                 self.log(now, wave, set, &mut fx);
             }
             Input::Tick => {}
+            Input::Windows { closed } => self.windows(now, closed, &mut fx),
             Input::Counts { wave, counts } => {
                 if self.current_wave() != Some(wave) {
                     return Err(StepError::StaleCounts {
@@ -365,9 +421,17 @@ impl Gate {
     /// whose counts are still unknown (so it returns on the next turn).
     fn settle(&mut self, now: u64, fx: &mut Vec<Effect>) {
         loop {
+            if self.stop_at.is_some_and(|t| now >= t) {
+                self.expire(now, fx);
+            }
             match self.phase {
-                Phase::Running { wave, deadline, .. } => {
-                    let timed_out = now >= deadline;
+                Phase::Running {
+                    wave,
+                    deadline,
+                    held_since,
+                    ..
+                } => {
+                    let timed_out = held_since.is_none() && now >= deadline;
                     if self.emergency {
                         self.settle_emergency(now, wave, timed_out, fx);
                         return;
@@ -430,6 +494,7 @@ impl Gate {
             wave,
             started_at: now,
             deadline,
+            held_since: self.windows_hold().then_some(now),
         };
         self.counts = None;
         self.failure_warned = false;
@@ -551,3 +616,5 @@ impl Gate {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;

@@ -3,7 +3,7 @@
 //! passed or halted a wave. All of it is data (serialized into the store
 //! and the events); the English is [`super::narrate`]'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::ids::{CampaignId, GroupName};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,11 @@ pub enum Phase {
         wave: usize,
         started_at: u64,
         deadline: u64,
+        /// Since when every target group's maintenance window is closed:
+        /// the wave timeout stands still until one opens, and `deadline`
+        /// then moves by the time held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_since: Option<u64>,
     },
     /// Wave `wave` passed; the next starts at `until`.
     Soaking { wave: usize, until: u64 },
@@ -83,6 +88,14 @@ pub enum Phase {
     /// Ended by the operator; `announced` is the wave whose cohorts were
     /// announced `aborted` (`None`: aborted before it started).
     Aborted { at: u64, announced: Option<usize> },
+    /// Its `stop_at` came at `at` in wave `wave`: no wave widens any more,
+    /// and the announcement stays as it was (`active` or `paused`), so
+    /// downloads under way finish.
+    Expired {
+        at: u64,
+        wave: usize,
+        announced: AnnounceState,
+    },
 }
 
 /// What a pause interrupted, with the time it had left.
@@ -174,6 +187,21 @@ pub struct Announcement {
     /// The announcement's informational `deadline`: the wave timeout while
     /// a wave runs.
     pub deadline: Option<u64>,
+    /// Groups whose maintenance window is closed: announced `paused` while
+    /// `state` is `active`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub closed: BTreeSet<GroupName>,
+}
+
+impl Announcement {
+    /// The state announced on `group`'s topic.
+    pub fn state_on(&self, group: &GroupName) -> AnnounceState {
+        if self.state == AnnounceState::Active && self.closed.contains(group) {
+            AnnounceState::Paused
+        } else {
+            self.state
+        }
+    }
 }
 
 /// What the bridge must do after a step.
@@ -213,6 +241,11 @@ pub enum Effect {
         counts: WaveCounts,
     },
     Aborted,
+    /// `stop_at` ended the campaign in wave `wave`.
+    Expired {
+        wave: usize,
+        counts: WaveCounts,
+    },
     /// A line for the operator event log (also kept in the history).
     Decision(Decision),
 }
@@ -235,6 +268,9 @@ pub enum Input {
     SetGates(Gates),
     /// Time passed.
     Tick,
+    /// The target groups whose maintenance window is closed now (all of
+    /// them listed; an emergency ignores it).
+    Windows { closed: BTreeSet<GroupName> },
     /// The tally of wave `wave`, which must be the current wave.
     Counts { wave: usize, counts: WaveCounts },
 }

@@ -38,6 +38,7 @@ impl Scope {
             Phase::Halted { wave, .. } => format!("halted at {}", self.label(wave)),
             Phase::Completed { .. } => "completed".to_string(),
             Phase::Aborted { .. } => "aborted".to_string(),
+            Phase::Expired { wave, .. } => format!("expired at {}", self.label(wave)),
         }
     }
 
@@ -176,6 +177,37 @@ impl Scope {
                         label()
                     )
                 }
+            }
+            DecisionKind::Expired { stop_at } => format!(
+                "campaign expired at {} in {}: no wave widens any more; downloads under way finish",
+                Clock(*stop_at),
+                label()
+            ),
+            DecisionKind::Windows {
+                closed,
+                opened,
+                held,
+                deadline,
+            } => {
+                let list = |g: &[schemas::ids::GroupName]| {
+                    g.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
+                };
+                let mut parts = Vec::new();
+                if !closed.is_empty() {
+                    parts.push(format!("window closed for {} (announced paused there)", list(closed)));
+                }
+                if !opened.is_empty() {
+                    parts.push(format!("window open for {}", list(opened)));
+                }
+                let clock = match (held, deadline) {
+                    (true, _) => "every group is outside its window: the wave timeout stands still".to_string(),
+                    (false, Some(d)) => format!("{} waits until {}", label(), Clock(*d)),
+                    (false, None) => String::new(),
+                };
+                if !clock.is_empty() {
+                    parts.push(clock);
+                }
+                parts.join("; ")
             }
             DecisionKind::Note { text } => text.clone(),
         }

@@ -29,6 +29,8 @@ fn spec(gates: Gates) -> CampaignSpec {
         parent: None,
         rollback: None,
         start_at: None,
+        stop_at: None,
+        windows: Default::default(),
     }
 }
 
@@ -112,7 +114,8 @@ fn start_announces_wave_one() {
         &Phase::Running {
             wave: 0,
             started_at: T0,
-            deadline: T0 + 600
+            deadline: T0 + 600,
+            held_since: None,
         }
     );
     assert_eq!(gate.next_timer(), Some(T0 + 600));
@@ -505,7 +508,8 @@ fn soak_delays_the_next_wave() {
         &Phase::Running {
             wave: 1,
             started_at: T0 + 350,
-            deadline: T0 + 950
+            deadline: T0 + 950,
+            held_since: None,
         }
     );
 }
@@ -563,7 +567,8 @@ fn resume_after_a_timeout_halt_gets_a_fresh_timeout() {
         &Phase::Running {
             wave: 0,
             started_at: T0 + 2000,
-            deadline: T0 + 2600
+            deadline: T0 + 2600,
+            held_since: None,
         }
     );
     let fx = count(&mut gate, T0 + 2100, 0, tally(100, 12, 0, 0));
