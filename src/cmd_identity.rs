@@ -57,6 +57,9 @@ pub struct Provision {
     /// [bridge] release_keys. Repeatable.
     #[arg(long = "release-key", value_name = "FILE")]
     release_keys: Vec<PathBuf>,
+    /// Print JSON (for scripts): {"devices": [{"id", "file"}, ...]}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -73,10 +76,22 @@ pub struct Rotate {
     /// The broker URL the device uses; default: the one of --config.
     #[arg(long, value_name = "URL")]
     broker_url: Option<String>,
+    /// A trusted release key file (.pub), besides the config's
+    /// [bridge] release_keys. Repeatable.
     #[arg(long = "release-key", value_name = "FILE")]
     release_keys: Vec<PathBuf>,
+    /// Print JSON (for scripts): {"id", "file"}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     conn: Conn,
+}
+
+/// One provisioning file written, as `--json` prints it.
+#[derive(serde::Serialize)]
+struct Written {
+    id: DeviceId,
+    file: PathBuf,
 }
 
 /// Revoke a device: disconnected at once, refused at every login after.
@@ -269,12 +284,20 @@ impl crate::Run for Provision {
         let opts = self.conn.options()?;
         let out = self.out.clone();
         let n = devices.len();
-        rt::block_on(async move {
+        let written = rt::block_on(async move {
             let client = OpsClient::connect(opts).await?;
             let result = provision_all(&client, &t, &out, devices).await;
             client.close().await;
             result
         })??;
+        if self.json {
+            let v = serde_json::json!({ "devices": written });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        for w in &written {
+            println!("{}\t{}", w.id, w.file.display());
+        }
         println!(
             "provisioned {n} device(s); their files are in {} (mode 0600): flash each onto its device, then delete them here",
             self.out.display()
@@ -288,7 +311,8 @@ async fn provision_all(
     t: &Template,
     out: &Path,
     devices: Vec<(DeviceId, BTreeMap<String, String>)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Written>> {
+    let mut written = Vec::with_capacity(devices.len());
     for chunk in devices.chunks(MAX_PROVISION_BATCH) {
         let files: Vec<Provisioning> = chunk
             .iter()
@@ -314,11 +338,14 @@ async fn provision_all(
             remove(&paths);
             bail!("{e}");
         }
-        for (f, p) in files.iter().zip(&paths) {
-            println!("{}\t{}", f.device_id, p.display());
+        for (f, p) in files.iter().zip(paths) {
+            written.push(Written {
+                id: f.device_id.clone(),
+                file: p,
+            });
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn remove(paths: &[PathBuf]) {
@@ -352,6 +379,14 @@ impl crate::Run for Rotate {
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
         let _ = std::fs::remove_dir(&tmp_dir);
+        if self.json {
+            let w = Written {
+                id: self.id.clone(),
+                file: path,
+            };
+            println!("{}", serde_json::to_string_pretty(&w)?);
+            return Ok(());
+        }
         println!(
             "{}: new credentials in {}; the old password is refused from now on",
             self.id,

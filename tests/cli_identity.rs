@@ -144,7 +144,7 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
 
     let out_dir = dir.path().join("factory");
     let out = out_dir.to_str().unwrap().to_string();
-    run(s(&[
+    let provisioned = run(s(&[
         "devices",
         "provision",
         "dev-1",
@@ -155,10 +155,16 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
         &out,
         "--config",
         &cfg,
+        "--json",
     ]))
     .await
     .unwrap()
     .ok();
+    let v: serde_json::Value = serde_json::from_str(&provisioned.stdout).expect("--json");
+    assert_eq!(v["devices"][1]["id"], "dev-2", "{v}");
+    assert!(v["devices"][1]["file"]
+        .as_str()
+        .is_some_and(|f| f.ends_with("dev-2.json")));
     let (p1, p2) = (read_file(&out_dir, "dev-1"), read_file(&out_dir, "dev-2"));
     assert_eq!(p1.broker_url, format!("mqtt://127.0.0.1:{port}"));
     assert_eq!(p1.labels["customer"], "acme");
@@ -281,12 +287,14 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
 
     // Rotated: the old password is refused, the new one logs in.
     assert!(login_with(port, &p2).await.is_ok());
-    run(s(&[
-        "devices", "rotate", "dev-2", "--out", &out, "--config", &cfg,
+    let rotated = run(s(&[
+        "devices", "rotate", "dev-2", "--out", &out, "--config", &cfg, "--json",
     ]))
     .await
     .unwrap()
     .ok();
+    let v: serde_json::Value = serde_json::from_str(&rotated.stdout).expect("--json");
+    assert_eq!(v["id"], "dev-2", "{v}");
     assert!(
         login_with(port, &p2).await.is_err(),
         "the old password still logs in"
