@@ -4,18 +4,19 @@
 //! `cmd_campaign/table.rs`, the live view in `cmd_campaign/watch.rs`, the
 //! flag parsers (percentages, durations, waves) in `cmd_campaign/parse.rs`.
 
-mod conn;
-mod parse;
+pub(crate) mod conn;
+pub(crate) mod parse;
 mod plan_table;
+mod retarget;
 mod retry;
-mod table;
+pub(crate) mod table;
 mod watch;
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bridge::campaign::plan::Plan;
-use bridge::campaign::spec::{CampaignSpec, Gates, Kind, RollbackSpec, WaveSpec};
+use bridge::campaign::spec::{CampaignSpec, Gates, Kind, RollbackSpec, StandingSpec, WaveSpec};
 use bridge::campaign::view::{CampaignList, CampaignStatus};
 use schemas::ops::Command;
 use schemas::{ArtifactId, CampaignId, GroupName};
@@ -45,6 +46,7 @@ use conn::Conn;
     ota campaign set-gates fw-2.1 --halt-above 10%   # after a halt, then resume\n  \
     ota campaign retry fw-2.1      # a draft for the devices it left behind\n  \
     ota campaign rollback fw-2.1   # its --rollback-release to the devices that installed it\n  \
+    ota campaign retarget line-3 --release fw-2.2-esp32   # a standing campaign moves on\n  \
     ota campaign list --json")]
 pub enum Campaign {
     Create(Create),
@@ -73,6 +75,7 @@ pub enum Campaign {
     List(List),
     Watch(Watch),
     Retry(retry::Retry),
+    Retarget(retarget::Retarget),
     /// Roll a campaign back now: abort it if it still runs, then send its
     /// --rollback-release to exactly the devices that installed it (what
     /// a halt does by itself).
@@ -93,6 +96,7 @@ impl Run for Campaign {
             Campaign::List(l) => l.run(),
             Campaign::Watch(w) => w.run(),
             Campaign::Retry(r) => r.run(),
+            Campaign::Retarget(r) => r.run(),
             Campaign::Rollback(i) => {
                 i.command("rollback started", |id| Command::CampaignRollback { id })
             }
@@ -202,6 +206,18 @@ pub struct Create {
     #[arg(long, value_name = "GROUP=WINDOW", value_parser = parse::window)]
     window: Vec<(GroupName, String)>,
 
+    /// A standing campaign, for a factory line: it never completes, keeps
+    /// admitting every device that joins its groups (through the last
+    /// wave's shares, usually 100%), and halts by itself when the failure
+    /// rate over its latest --halt-window results passes --halt-above.
+    /// `ota campaign retarget` moves it to a newer release.
+    #[arg(long)]
+    standing: bool,
+
+    /// The latest results (success or failure) a standing campaign judges.
+    #[arg(long, value_name = "N", default_value_t = 50, requires = "standing")]
+    halt_window: u32,
+
     /// Roll back on a halt: pushed artifacts of the earlier version, one
     /// per arch, signed with allow_downgrade. When the campaign halts (or
     /// on `ota campaign rollback`), a linked campaign sends it to exactly
@@ -279,6 +295,9 @@ impl Create {
                     start_at: self.start_at,
                     stop_at: self.stop_at,
                     windows: self.window.iter().cloned().collect(),
+                    standing: self.standing.then_some(StandingSpec {
+                        halt_window: self.halt_window,
+                    }),
                 };
                 serde_json::to_value(&spec).context("spec")?
             }

@@ -36,6 +36,7 @@ mod cmd_demo;
 mod cmd_fleet;
 mod cmd_identity;
 mod cmd_keys;
+mod cmd_line;
 mod cmd_sim;
 mod conn;
 mod keyfile;
@@ -76,6 +77,7 @@ commands! {
     #[command(subcommand)] Devices(cmd_fleet::Devices),
     #[command(subcommand)] Campaign(cmd_campaign::Campaign),
     Emergency(cmd_campaign::Emergency),
+    #[command(subcommand)] Line(cmd_line::Line),
     // other families register here, in this order:
     // sim (cmd_sim.rs); bench.
     Sim(cmd_sim::Sim),

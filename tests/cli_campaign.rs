@@ -69,11 +69,22 @@ fn device(
     key: &SigningKey,
     images: Arc<SharedImages>,
 ) -> tokio::task::JoinHandle<()> {
+    device_labelled(id, port, key, images, ("customer", "acme"))
+}
+
+/// A reference device with one label.
+fn device_labelled(
+    id: &str,
+    port: u16,
+    key: &SigningKey,
+    images: Arc<SharedImages>,
+    label: (&str, &str),
+) -> tokio::task::JoinHandle<()> {
     let cfg = DeviceIoConfig {
         agent: Arc::new(AgentConfig {
             id: DeviceId::new(id).unwrap(),
             arch: "esp32".into(),
-            labels: [("customer".to_string(), "acme".to_string())].into(),
+            labels: [(label.0.to_string(), label.1.to_string())].into(),
             trust: Arc::new(TrustStore::new([key.verifying_key()])),
             room_bytes: None,
             timing: Timing {
@@ -123,6 +134,32 @@ async fn ota(dir: &Path, args: &[&str]) -> cli_support::Run {
     .expect("the ota task")
 }
 
+/// Signs a 6000-byte firmware `version` of component main and pushes it
+/// as artifact `id`, as `ota artifact push` does.
+async fn push(
+    client: &bridge::client::OpsClient,
+    key: &SigningKey,
+    id: &str,
+    version: &str,
+    allow_downgrade: bool,
+) {
+    let image: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        ComponentName::new("main").unwrap(),
+        version,
+        "esp32",
+        1_790_000_000,
+    );
+    spec.artifact = Some(ArtifactId::new(id).unwrap());
+    spec.block_size = 1024;
+    spec.allow_downgrade = allow_downgrade;
+    let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &spec).unwrap(), key);
+    bridge::client::push::push(client, &manifest, &image, |_, _| {})
+        .await
+        .expect("the push completes");
+}
+
 async fn status(client: &bridge::client::OpsClient) -> CampaignStatus {
     client
         .call_ok(Op::CampaignStatus {
@@ -143,36 +180,10 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     let serve = Serve::start(&cfg);
     let client = wait_ready(port, &operator).await;
 
-    // A signed image, pushed as `ota artifact push` does.
-    let image: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut spec = ReleaseSpec::new(
-        Kind::Firmware,
-        ComponentName::new("main").unwrap(),
-        "5.0.0",
-        "esp32",
-        1_790_000_000,
-    );
-    spec.artifact = Some(ArtifactId::new("fw-5-esp32").unwrap());
-    spec.block_size = 1024;
-    let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &spec).unwrap(), &release);
-    bridge::client::push::push(&client, &manifest, &image, |_, _| {})
-        .await
-        .expect("the push completes");
-    // Its rollback release: the earlier version, allowed to downgrade.
-    let mut back = ReleaseSpec::new(
-        Kind::Firmware,
-        ComponentName::new("main").unwrap(),
-        "4.0.0",
-        "esp32",
-        1_790_000_000,
-    );
-    back.artifact = Some(ArtifactId::new("fw-4-esp32").unwrap());
-    back.block_size = 1024;
-    back.allow_downgrade = true;
-    let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &back).unwrap(), &release);
-    bridge::client::push::push(&client, &manifest, &image, |_, _| {})
-        .await
-        .expect("the push completes");
+    // A signed image, pushed as `ota artifact push` does, and its
+    // rollback release: the earlier version, allowed to downgrade.
+    push(&client, &release, "fw-5-esp32", "5.0.0", false).await;
+    push(&client, &release, "fw-4-esp32", "4.0.0", true).await;
 
     ota(
         d,
@@ -361,6 +372,117 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
         .await
         .fails_with(1, &["no campaign nope", "ota campaign list"]);
 
+    client.close().await;
+    for t in devices {
+        t.abort();
+    }
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_brings_its_batches_to_its_release_across_a_retarget_and_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let operator = operator_key(d);
+    let release = release_key(d);
+    let port = free_port();
+    let cfg = config(d, port);
+    let serve = Serve::start(&cfg);
+    let client = wait_ready(port, &operator).await;
+    push(&client, &release, "fw-5-esp32", "5.0.0", false).await;
+    push(&client, &release, "fw-6-esp32", "6.0.0", false).await;
+
+    let put = ota(
+        d,
+        &[
+            "line",
+            "put",
+            "line-3",
+            "--release",
+            "fw-5-esp32",
+            "--min-sample",
+            "1",
+            "--config",
+            "ota.toml",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        put.stdout
+            .contains("line line-3: made, standing campaign line-3"),
+        "{}",
+        put.stdout
+    );
+    let images = SharedImages::new();
+    let line = ("line", "line-3");
+    let mut devices: Vec<_> = (1..=3)
+        .map(|i| device_labelled(&format!("b1-{i}"), port, &release, images.clone(), line))
+        .collect();
+    within("three devices brought up", async {
+        loop {
+            let out = ota(d, &["line", "status", "line-3", "--config", "ota.toml"]).await;
+            if out.stdout.contains("brought up: 3 today, 3 in all") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+
+    // A newer release: the line's campaign is retargeted.
+    let put = ota(
+        d,
+        &[
+            "line",
+            "put",
+            "line-3",
+            "--release",
+            "fw-6-esp32",
+            "--config",
+            "ota.toml",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        put.stdout.contains("retargeted from main 5.0.0 to 6.0.0"),
+        "{}",
+        put.stdout
+    );
+    // The bridge dies mid-line, and comes back.
+    client.close().await;
+    serve.kill9();
+    let serve = Serve::start(&cfg);
+    let client = wait_ready(port, &operator).await;
+    devices.extend(
+        (1..=2).map(|i| device_labelled(&format!("b2-{i}"), port, &release, images.clone(), line)),
+    );
+    within("every device on 6.0.0", async {
+        loop {
+            let s: CampaignStatus = client
+                .call_ok(Op::CampaignStatus {
+                    id: CampaignId::new("line-3-r2").unwrap(),
+                })
+                .await
+                .expect("status");
+            if s.line.as_ref().is_some_and(|l| l.success_total == 5) {
+                assert_eq!(s.summary.state, "standing");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let list = ota(d, &["line", "list", "--json", "--config", "ota.toml"])
+        .await
+        .ok();
+    let lines: serde_json::Value = serde_json::from_str(&list.stdout).expect("--json");
+    assert_eq!(lines.as_array().map(Vec::len), Some(1), "{lines}");
+    assert_eq!(lines[0]["id"], "line-3-r2");
+    ota(d, &["line", "status", "nope", "--config", "ota.toml"])
+        .await
+        .fails_with(1, &["no line nope", "ota line put nope"]);
     client.close().await;
     for t in devices {
         t.abort();

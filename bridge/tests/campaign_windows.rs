@@ -172,17 +172,17 @@ async fn an_emergency_goes_out_in_a_closed_window() {
         );
     }
     // An emergency spec with a window is refused.
-    let err = ops
-        .call_ok::<serde_json::Value>(Command::CampaignCreate {
+    let err = refusal(
+        &ops,
+        Command::CampaignCreate {
             spec: json!({
                 "id": "fix-2", "kind": "app", "release": ["app-1.1.1"], "emergency": true,
                 "waves": [{"cohorts": {"acme": 10000}}],
                 "windows": {"acme": "daily 01:00-02:00 UTC"}
             }),
-        })
-        .await
-        .unwrap_err()
-        .to_string();
+        },
+    )
+    .await;
     assert!(err.contains("ignores every window"), "{err}");
     devices.stop_all().await;
 }
@@ -203,16 +203,16 @@ async fn stop_at_ends_a_campaign_expired_before_its_next_wave() {
     let events = EventLog::start(&ops).await;
 
     let now = bridge::unix_now();
-    let refused = ops
-        .call_ok::<serde_json::Value>(Command::CampaignCreate {
+    let refused = refusal(
+        &ops,
+        Command::CampaignCreate {
             spec: json!({
                 "id": "late", "kind": "app", "release": ["app-1.1.0"],
                 "waves": [{"cohorts": {"canary": 10000}}], "stop_at": now - 1
             }),
-        })
-        .await
-        .unwrap_err()
-        .to_string();
+        },
+    )
+    .await;
     assert!(refused.contains("not in the future"), "{refused}");
 
     let stop_at = now + 6;
@@ -249,11 +249,7 @@ async fn stop_at_ends_a_campaign_expired_before_its_next_wave() {
     let counts = done.summary.counts.expect("counts");
     assert_eq!((counts.members, counts.success), (1, 1));
     events.wait("app-1", "campaign.expired", LONG).await;
-    let e = ops
-        .call_ok::<serde_json::Value>(Command::CampaignResume { id: cid("app-1") })
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refusal(&ops, Command::CampaignResume { id: cid("app-1") }).await;
     assert!(e.contains("expired"), "{e}");
     devices.stop_all().await;
 }

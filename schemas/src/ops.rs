@@ -166,6 +166,17 @@ pub enum Command {
     /// its rollback campaign (its `rollback` release, to the devices that
     /// installed it), as a halt does by itself.
     CampaignRollback { id: CampaignId },
+    /// A standing campaign moves to a newer release: a new standing
+    /// campaign (`new_id`, by default `{id}-r2`, `-r3`, ...) with the same
+    /// groups, waves and gates starts at once, and `id` is aborted, so
+    /// devices that have not started take the new release and devices
+    /// installing the old one finish.
+    CampaignRetarget {
+        id: CampaignId,
+        release: Vec<ArtifactId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_id: Option<CampaignId>,
+    },
     /// A follow-up: a new draft campaign (`new_id`, by default
     /// `{id}-retry`) with the same release and gates whose members are
     /// exactly the leftovers of `id` (`only`: `timed-out`, `failed`,
@@ -219,6 +230,7 @@ impl Command {
             Command::CampaignList => "campaign_list",
             Command::CampaignRetry { .. } => "campaign_retry",
             Command::CampaignRollback { .. } => "campaign_rollback",
+            Command::CampaignRetarget { .. } => "campaign_retarget",
             Command::Emergency { .. } => "emergency",
         }
     }

@@ -315,6 +315,14 @@ pub fn status(s: &CampaignStatus) -> String {
                 s.summary.id
             );
         }
+        Phase::Standing { since, .. } => {
+            let _ = writeln!(
+                out,
+                "standing since {}: admits every device that joins its groups; halts when more than {} of its latest results fail",
+                when(*since, s.now),
+                pct(s.gates.failure_halt_bp)
+            );
+        }
         Phase::Soaking { until, .. } => {
             let _ = writeln!(out, "soaking: the next wave starts {}", when(*until, s.now));
         }

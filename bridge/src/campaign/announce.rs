@@ -107,6 +107,7 @@ mod tests {
             start_at: None,
             stop_at: None,
             windows: Default::default(),
+            standing: None,
         };
         CampaignRecord {
             release: Release {

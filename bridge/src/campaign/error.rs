@@ -63,6 +63,16 @@ pub enum CampaignError {
         "stop_at {at} is not in the future (now {now}): give a later --stop-at, or leave it out"
     )]
     StopInThePast { at: u64, now: u64 },
+    #[error("campaign {0} is not standing: retarget moves a factory line's standing campaign to a newer release; for another campaign, create a new one")]
+    NotStanding(CampaignId),
+    #[error("campaign {id} has ended ({state}): nothing to retarget; create a new standing campaign (or `ota line put`)")]
+    RetargetEnded { id: CampaignId, state: &'static str },
+    #[error("the new release is {new} where campaign {id} installs {old}: a retarget keeps the component")]
+    RetargetComponent {
+        id: CampaignId,
+        old: String,
+        new: String,
+    },
     #[error("an emergency needs a target: give --groups G,H or --all, not both and not neither")]
     EmergencyTarget,
     #[error("{0}")]

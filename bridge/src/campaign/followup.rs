@@ -156,6 +156,33 @@ pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> Ca
         start_at: None,
         stop_at: None,
         windows: Default::default(),
+        standing: None,
+    }
+}
+
+/// The id a retarget of standing campaign `id` takes when none is given:
+/// `{id}-r2`, then `-r3` for a `-r2`, and so on.
+pub fn retarget_id(id: &CampaignId) -> Option<CampaignId> {
+    let s = id.as_str();
+    let (base, n) = match s.rsplit_once("-r") {
+        Some((b, n)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
+            (b, n.parse::<u32>().ok()?)
+        }
+        _ => (s, 1),
+    };
+    let suffix = format!("-r{}", n + 1);
+    let cut = base.len().min(64 - suffix.len());
+    CampaignId::new(format!("{}{suffix}", &base[..cut])).ok()
+}
+
+/// The standing campaign that takes over from `old` with `release`.
+pub fn retarget_spec(old: &CampaignSpec, id: CampaignId, release: Vec<ArtifactId>) -> CampaignSpec {
+    CampaignSpec {
+        id,
+        release,
+        parent: Some(old.id.clone()),
+        start_at: None,
+        ..old.clone()
     }
 }
 
@@ -187,6 +214,7 @@ pub fn rollback_spec(
         start_at: None,
         stop_at: None,
         windows: Default::default(),
+        standing: None,
     }
 }
 
@@ -244,7 +272,14 @@ mod tests {
             .collect(),
         );
         let put = |t: &mut Tally, id, state, error| {
-            t.report(&d(id), Report { state, error });
+            t.report(
+                &d(id),
+                Report {
+                    state,
+                    error,
+                    at: 0,
+                },
+            );
         };
         put(&mut t, "ok", StatusState::Success, None);
         put(
@@ -311,5 +346,19 @@ mod tests {
         assert_eq!(default_id(&id).unwrap().as_str(), "fw-2-retry");
         let long = CampaignId::new("x".repeat(64)).unwrap();
         assert_eq!(default_id(&long).unwrap().as_str().len(), 64);
+    }
+
+    #[test]
+    fn retarget_ids_count_up() {
+        let next = |s: &str| {
+            retarget_id(&CampaignId::new(s).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(next("line-3"), "line-3-r2");
+        assert_eq!(next("line-3-r2"), "line-3-r3");
+        assert_eq!(next("line-3-r9"), "line-3-r10");
+        assert_eq!(next("fw-r"), "fw-r-r2");
+        assert_eq!(next(&"x".repeat(64)).len(), 64);
     }
 }

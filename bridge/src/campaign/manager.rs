@@ -129,6 +129,7 @@ impl Campaigns {
                         Report {
                             state: cur.state,
                             error: cur.error,
+                            at: cur.at,
                         },
                     );
                 }
@@ -335,6 +336,7 @@ impl Campaigns {
             start_at: None,
             stop_at: None,
             windows: Default::default(),
+            standing: None,
         })
     }
 
@@ -434,6 +436,7 @@ impl Campaigns {
                     Report {
                         state: cur.state,
                         error: cur.error,
+                        at: cur.at,
                     },
                 );
             }
@@ -547,6 +550,7 @@ impl Campaigns {
                 Report {
                     state: u.state,
                     error: u.error,
+                    at: u.at,
                 },
             );
             if changed && e.record.is_live() && !dirty.contains(&u.campaign) {
@@ -731,7 +735,7 @@ impl Campaigns {
             return Ok(());
         }
         e.counts_due = false;
-        let counts = e.tally.counts();
+        let counts = judged_counts(e);
         let fx = e.record.gate.step(now, Input::Counts { wave, counts })?;
         self.apply(ctx, id, fx, now).await
     }
@@ -767,7 +771,7 @@ impl Campaigns {
             }
             let members = current_members(&e.record, ctx.fleet);
             e.tally.set_members(members);
-            let counts = e.tally.counts();
+            let counts = judged_counts(e);
             match e.record.gate.step(now, Input::Counts { wave, counts }) {
                 Ok(more) => fx.extend(more),
                 Err(err) => {
@@ -864,9 +868,10 @@ impl Campaigns {
         for e in self.entries.values() {
             let set = match e.record.gate.phase() {
                 Phase::Draft => continue,
-                Phase::Running { .. } | Phase::Soaking { .. } | Phase::Completed { .. } => {
-                    &mut serving
-                }
+                Phase::Running { .. }
+                | Phase::Soaking { .. }
+                | Phase::Standing { .. }
+                | Phase::Completed { .. } => &mut serving,
                 Phase::Paused { .. } | Phase::Halted { .. } | Phase::Aborted { .. } => &mut stopped,
                 Phase::Expired { announced, .. } => match announced {
                     AnnounceState::Active => &mut serving,
@@ -917,6 +922,15 @@ impl Campaigns {
 }
 
 /// The members of the campaign's current wave (none before the start).
+/// The counts the gate judges: the wave's tally, or for a standing
+/// campaign that stands, its latest `halt_window` results.
+fn judged_counts(e: &Entry) -> WaveCounts {
+    match (e.record.gate.phase(), e.record.spec.standing) {
+        (Phase::Standing { .. }, Some(st)) => e.tally.window_counts(st.halt_window),
+        _ => e.tally.counts(),
+    }
+}
+
 fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {
     match r.gate.current_wave() {
         None => HashSet::new(),

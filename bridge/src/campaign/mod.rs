@@ -22,6 +22,7 @@
 //! - [`announce`]: the retained announcements of a gate announcement.
 //! - [`events`]: the `P/ops/events` of every gate effect.
 //! - [`view`]: the JSON replies the CLI reads.
+//! - [`line`]: what a standing campaign (a factory line's) shows.
 //! - [`window`]: maintenance windows (`Mon-Fri 22:00-05:00 Europe/Brussels`), pure.
 //! - [`manager`]: [`Campaigns`], every campaign and its live tally.
 //! - [`error`]: [`CampaignError`], what the operator reads.
@@ -82,6 +83,7 @@ pub mod error;
 pub mod events;
 pub mod followup;
 pub mod gate;
+pub mod line;
 pub mod manager;
 pub mod members;
 pub mod plan;

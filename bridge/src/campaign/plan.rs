@@ -265,6 +265,7 @@ mod tests {
             start_at: None,
             stop_at: None,
             windows: Default::default(),
+            standing: None,
         }
     }
 

@@ -121,6 +121,7 @@ pub fn phase_word(p: &Phase) -> &'static str {
         Phase::Draft => "draft",
         Phase::Running { .. } => "running",
         Phase::Soaking { .. } => "soaking",
+        Phase::Standing { .. } => "standing",
         Phase::Paused { .. } => "paused",
         Phase::Halted { .. } => "halted",
         Phase::Completed { .. } => "completed",

@@ -97,6 +97,33 @@ pub struct CampaignSpec {
         deserialize_with = "unique_keys::deserialize"
     )]
     pub windows: BTreeMap<GroupName, String>,
+    /// A standing campaign (a factory line's, `--standing`): it never
+    /// completes, keeps admitting devices that join its groups, and halts
+    /// on the failure rate of its latest `halt_window` results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<StandingSpec>,
+}
+
+/// What makes a campaign standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandingSpec {
+    /// The failure rate is judged over the latest this many results
+    /// (success or failure), 1 to 100000. Default 50.
+    #[serde(default = "default_halt_window")]
+    pub halt_window: u32,
+}
+
+fn default_halt_window() -> u32 {
+    50
+}
+
+impl Default for StandingSpec {
+    fn default() -> Self {
+        StandingSpec {
+            halt_window: default_halt_window(),
+        }
+    }
 }
 
 /// The automatic rollback of a campaign: a release pushed like any other,
@@ -196,6 +223,10 @@ pub enum SpecError {
     WindowNotTarget(GroupName),
     #[error("an emergency campaign has maintenance windows: the emergency lane ignores every window and schedule, drop --window")]
     EmergencyWindows,
+    #[error("standing.halt_window is {0}: judge the failure rate over 1 to 100000 latest results (default 50)")]
+    HaltWindow(u32),
+    #[error("an emergency campaign cannot be standing: a factory line's campaign is a normal one (--standing without --emergency)")]
+    EmergencyStanding,
     #[error("gates.{field} is {value}: it must be {expected}")]
     GateOutOfRange {
         field: &'static str,
@@ -292,6 +323,14 @@ impl CampaignSpec {
             }
         }
         self.parsed_windows()?;
+        if let Some(st) = &self.standing {
+            if self.emergency {
+                return Err(SpecError::EmergencyStanding);
+            }
+            if !(1..=100_000).contains(&st.halt_window) {
+                return Err(SpecError::HaltWindow(st.halt_window));
+            }
+        }
         if self.emergency && !self.windows.is_empty() {
             return Err(SpecError::EmergencyWindows);
         }
@@ -471,6 +510,7 @@ mod tests {
             start_at: None,
             stop_at: None,
             windows: Default::default(),
+            standing: None,
         }
     }
 

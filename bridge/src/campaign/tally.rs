@@ -18,6 +18,8 @@ use super::gate::WaveCounts;
 pub struct Report {
     pub state: StatusState,
     pub error: Option<ErrorCode>,
+    /// Unix seconds when the bridge stored it.
+    pub at: u64,
 }
 
 impl Report {
@@ -57,6 +59,9 @@ pub struct Tally {
     reports: HashMap<DeviceId, Report>,
     members: HashSet<DeviceId>,
     counts: WaveCounts,
+    /// Devices in the order they reached their terminal state (a standing
+    /// campaign judges the latest of them).
+    decided: Vec<DeviceId>,
 }
 
 impl Tally {
@@ -74,6 +79,9 @@ impl Tally {
             return false;
         }
         self.reports.insert(device.clone(), new);
+        if new.outcome().is_some() {
+            self.decided.push(device.clone());
+        }
         if !self.members.contains(device) {
             return false;
         }
@@ -129,6 +137,42 @@ impl Tally {
     /// The current wave's counts.
     pub fn counts(&self) -> WaveCounts {
         self.counts
+    }
+
+    /// Every device that reached a terminal state, first to latest, with
+    /// that report.
+    pub fn decided(&self) -> impl DoubleEndedIterator<Item = (&DeviceId, Report)> + '_ {
+        self.decided
+            .iter()
+            .filter_map(|d| self.reports.get(d).map(|r| (d, *r)))
+    }
+
+    /// The counts a standing campaign is judged on: of the members, the
+    /// latest `window` results (success or failure; not-applicable ones
+    /// are left out), and every member still pending (rebooting ones among
+    /// them, as the wave counts them).
+    pub fn window_counts(&self, window: u32) -> WaveCounts {
+        let mut c = WaveCounts::default();
+        let mut taken = 0;
+        for d in self.decided.iter().rev() {
+            if taken >= window {
+                break;
+            }
+            if !self.members.contains(d) {
+                continue;
+            }
+            match self.reports.get(d).and_then(|r| r.outcome()) {
+                Some(Outcome::Success) => c.success += 1,
+                Some(Outcome::Failure) => c.failure += 1,
+                // Not a result: it neither fills the window nor counts.
+                Some(Outcome::NotApplicable) | None => continue,
+            }
+            taken += 1;
+        }
+        c.pending = self.counts.pending;
+        c.rebooting = self.counts.rebooting;
+        c.members = taken + c.pending;
+        c
     }
 
     /// The devices that installed the release: reported `success`, or
@@ -232,7 +276,11 @@ mod tests {
         DeviceId::new(format!("dev-{i}")).unwrap()
     }
     fn r(state: StatusState, error: Option<ErrorCode>) -> Report {
-        Report { state, error }
+        Report {
+            state,
+            error,
+            at: 0,
+        }
     }
     fn c(members: u32, success: u32, failure: u32, na: u32) -> WaveCounts {
         WaveCounts {
@@ -243,6 +291,30 @@ mod tests {
             pending: members - success - failure - na,
             rebooting: 0,
         }
+    }
+
+    #[test]
+    fn a_window_holds_the_latest_results_of_members() {
+        use StatusState::*;
+        let mut t = Tally::new();
+        t.set_members((0..8).map(d).collect());
+        // Old successes, then failures; a not-applicable one and a
+        // non-member in between take no room.
+        for i in 0..4 {
+            t.report(&d(i), r(Success, None));
+        }
+        t.report(&d(4), r(Failed, Some(ErrorCode::IncompatibleArch)));
+        t.report(&d(99), r(Failed, Some(ErrorCode::InstallFailed)));
+        t.report(&d(5), r(Failed, Some(ErrorCode::InstallFailed)));
+        t.report(&d(6), r(Failed, Some(ErrorCode::InstallFailed)));
+        let w = t.window_counts(3);
+        assert_eq!((w.success, w.failure, w.pending), (1, 2, 1), "{w:?}");
+        assert_eq!(w.members, 4);
+        let all = t.window_counts(100);
+        assert_eq!((all.success, all.failure), (4, 2));
+        // A second terminal report of a device changes nothing.
+        t.report(&d(6), r(Success, None));
+        assert_eq!(t.window_counts(3), w);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
 
 use super::gate::{DecisionKind, Phase, WaveCounts};
+use super::line::{self, LineView};
 use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, WaveEnd};
@@ -47,6 +48,12 @@ pub struct CampaignSummary {
     /// When the campaign expires (Unix seconds), until it has ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_at: Option<u64>,
+    /// A standing campaign (a factory line's): never completes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standing: bool,
+    /// The groups its waves name.
+    #[serde(default)]
+    pub target_groups: Vec<GroupName>,
 }
 
 /// `campaign list`
@@ -110,6 +117,9 @@ pub struct CampaignStatus {
     /// not, and when that changes next.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<WindowOutlook>,
+    /// A standing campaign's line: today, in total, over its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<LineView>,
     /// The bridge's clock when this was made (Unix seconds).
     pub now: u64,
 }
@@ -145,6 +155,8 @@ pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary 
             .start_at
             .filter(|_| matches!(r.gate.phase(), super::gate::Phase::Draft)),
         stop_at: r.gate.stop_at().filter(|_| !r.gate.is_finished()),
+        standing: r.gate.is_standing(),
+        target_groups: r.spec.target_groups().into_iter().collect(),
     }
 }
 
@@ -224,6 +236,14 @@ pub fn status(
             })
             .collect(),
         windows: windows.outlook(now),
+        line: r.spec.standing.map(|st| {
+            line::view(
+                tally,
+                st.halt_window,
+                |d| fleet.device(d).map(|r| r.first_seen),
+                now,
+            )
+        }),
         now,
     }
 }
@@ -250,6 +270,7 @@ fn wave_state(
         Phase::Draft => "pending",
         Phase::Running { .. } => "running",
         Phase::Soaking { .. } => "soaking",
+        Phase::Standing { .. } => "standing",
         Phase::Paused { .. } => "paused",
         Phase::Halted { .. } => "halted",
         Phase::Completed { .. } => "passed",

@@ -136,6 +136,56 @@ async fn run(
 /// explicit members of a group named after the follow-up, and the
 /// follow-up a draft with the parent's release and gates targeting that
 /// group (`campaign::followup`). Nothing is put when anything is refused.
+/// `campaign retarget`: a standing campaign moves to `release` (see
+/// [`Command::CampaignRetarget`]): the new one is created and checked
+/// before the old one is aborted, so a refusal changes nothing.
+pub async fn retarget(
+    state: &mut CoreState,
+    id: CampaignId,
+    release: Vec<schemas::ArtifactId>,
+    new_id: Option<CampaignId>,
+    now: u64,
+) -> Result<Value, CampaignError> {
+    let artifacts = state.artifacts().clone();
+    let (ctx, c) = state.campaigns_mut();
+    let old = c
+        .get(&id)
+        .ok_or_else(|| CampaignError::NotFound(id.clone()))?;
+    if !old.gate.is_standing() {
+        return Err(CampaignError::NotStanding(id));
+    }
+    if old.gate.is_finished() || matches!(old.gate.phase(), Phase::Draft) {
+        return Err(CampaignError::RetargetEnded {
+            id,
+            state: old.state_word(),
+        });
+    }
+    let new_id = new_id
+        .or_else(|| followup::retarget_id(&id))
+        .ok_or_else(|| FollowUpError::Taken(format!("{id}-r2")))?;
+    if c.exists(&new_id)? {
+        return Err(FollowUpError::Taken(new_id.to_string()).into());
+    }
+    let spec = followup::retarget_spec(&old.spec, new_id.clone(), release);
+    let old_component = old.release.component.clone();
+    spec.validate()?;
+    let release = resolve(&artifacts, &spec.release, Some(spec.kind))?;
+    if release.component != old_component {
+        return Err(CampaignError::RetargetComponent {
+            id,
+            old: old_component.to_string(),
+            new: release.component.to_string(),
+        });
+    }
+    let rollback = resolve_rollback(&artifacts, &spec, &release)?;
+    c.create(&ctx, spec, release, rollback, now)?;
+    if let Some(ev) = c.created_event(&new_id, now) {
+        send_event(&ctx, &ev).await?;
+    }
+    c.operator(&ctx, &id, Input::Abort, now).await?;
+    Ok(json(&c.start(&ctx, &new_id, now).await?))
+}
+
 pub async fn retry(
     state: &mut CoreState,
     id: CampaignId,

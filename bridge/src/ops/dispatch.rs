@@ -58,5 +58,10 @@ pub async fn dispatch(
         Command::CampaignRetry { id, new_id, only } => {
             campaign_cmds::retry(state, id, new_id, only, now).await
         }
+        Command::CampaignRetarget {
+            id,
+            release,
+            new_id,
+        } => Ok(campaign_cmds::retarget(state, id, release, new_id, now).await?),
     }
 }

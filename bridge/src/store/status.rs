@@ -248,8 +248,9 @@ impl StatusStore {
         Ok(out)
     }
 
-    /// Every (device, state) of one campaign. Scans the whole tree: for
-    /// reports and restarts, not for hot paths.
+    /// Every (device, state) of one campaign, oldest report first (a
+    /// standing campaign judges its latest results). Scans the whole tree:
+    /// for reports and restarts, not for hot paths.
     pub fn currents_of_campaign(
         &self,
         campaign: &CampaignId,
@@ -269,6 +270,7 @@ impl StatusStore {
                 serde_json::from_slice(&v).map_err(|e| corrupt(CURRENT, &k, e))?,
             ));
         }
+        out.sort_by_key(|(_, c): &(DeviceId, CurrentState)| c.at);
         Ok(out)
     }
 

@@ -431,3 +431,11 @@ pub fn retained(stack: &Stack, t: schemas::topic::Topic) -> Option<schemas::msg:
     let bytes = stack.bridge().store().retained.get(&topic).unwrap()?;
     schemas::msg::Announcement::decode_retained(&bytes).unwrap()
 }
+
+/// The error text of a command the bridge must refuse.
+pub async fn refusal(ops: &OpsClient, cmd: Command) -> String {
+    ops.call_ok::<serde_json::Value>(cmd)
+        .await
+        .expect_err("the command must be refused")
+        .to_string()
+}

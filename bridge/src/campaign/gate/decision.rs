@@ -63,6 +63,9 @@ pub enum DecisionKind {
     },
     /// Every wave passed (or the emergency ended).
     Completed,
+    /// A standing campaign's last wave passed: from now on it admits every
+    /// device that joins and judges its latest results.
+    Standing,
     /// The campaign's `stop_at` came: no wave widens any more.
     Expired { stop_at: u64 },
     /// Maintenance windows closed or opened: `closed` are the groups now
@@ -89,6 +92,8 @@ pub enum Resumed {
     Soaking { until: u64, remaining: u64 },
     /// The halted wave re-runs its gate until `deadline`.
     AfterHalt { deadline: u64 },
+    /// A standing campaign stands again.
+    Standing,
 }
 
 /// A decision as stored: today's shape, or the text of older bridges.

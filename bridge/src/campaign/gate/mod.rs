@@ -3,6 +3,10 @@
 //! and every timer is stored as an absolute Unix second, so a [`Gate`]
 //! serialized to the store and read back after a restart carries on exactly.
 //!
+//! Long file: one state machine, every phase's transitions in one place;
+//! what goes in and out, the judging, the calendar and the texts are its
+//! submodules.
+//!
 //! # What the bridge does around it
 //!
 //! - Calls [`Gate::step`] with operator inputs, with [`Input::Counts`]
@@ -125,6 +129,10 @@ pub struct Gate {
     /// [`Input::Windows`]).
     #[serde(default)]
     closed: BTreeSet<GroupName>,
+    /// A standing campaign: its last wave's pass leads to
+    /// [`Phase::Standing`], not to completion.
+    #[serde(default)]
+    standing: bool,
 }
 
 impl Gate {
@@ -147,6 +155,7 @@ impl Gate {
             history: Vec::new(),
             stop_at: spec.stop_at,
             closed: BTreeSet::new(),
+            standing: spec.standing.is_some(),
         })
     }
 
@@ -195,12 +204,18 @@ impl Gate {
             Phase::Draft => None,
             Phase::Running { wave, .. }
             | Phase::Soaking { wave, .. }
+            | Phase::Standing { wave, .. }
             | Phase::Halted { wave, .. } => Some(wave),
             Phase::Paused { from, .. } => Some(from.wave()),
             Phase::Completed { .. } => Some(self.last_wave()),
             Phase::Aborted { announced, .. } => announced,
             Phase::Expired { wave, .. } => Some(wave),
         }
+    }
+
+    /// A standing campaign (`--standing`).
+    pub fn is_standing(&self) -> bool {
+        self.standing
     }
 
     /// Completed, aborted or expired: no input but counts and windows
@@ -252,7 +267,9 @@ impl Gate {
                 announced: None, ..
             } => return None,
             Phase::Running { wave, deadline, .. } => (wave, AnnounceState::Active, Some(deadline)),
-            Phase::Soaking { wave, .. } => (wave, AnnounceState::Active, None),
+            Phase::Soaking { wave, .. } | Phase::Standing { wave, .. } => {
+                (wave, AnnounceState::Active, None)
+            }
             Phase::Paused { from, .. } => (from.wave(), AnnounceState::Paused, None),
             Phase::Halted { wave, .. } => (wave, AnnounceState::Paused, None),
             Phase::Completed { .. } => (self.last_wave(), AnnounceState::Active, None),
@@ -313,6 +330,7 @@ impl Gate {
                         wave,
                         remaining: until.saturating_sub(now),
                     },
+                    Phase::Standing { wave, .. } => PausedFrom::Standing { wave },
                     _ => {
                         return Err(self
                             .illegal("pause", "only a running or soaking campaign can be paused"))
@@ -356,6 +374,13 @@ impl Gate {
                         let until = now.saturating_add(remaining);
                         self.phase = Phase::Soaking { wave, until };
                         (wave, Resumed::Soaking { until, remaining })
+                    }
+                    Phase::Paused {
+                        from: PausedFrom::Standing { wave },
+                        ..
+                    } => {
+                        self.phase = Phase::Standing { wave, since: now };
+                        (wave, Resumed::Standing)
                     }
                     Phase::Halted { wave, .. } => {
                         let deadline = now.saturating_add(self.gates.wave_timeout_secs);
@@ -462,6 +487,16 @@ impl Gate {
                         self.complete(now, fx);
                     }
                 }
+                Phase::Standing { wave, .. } => {
+                    // The counts are the latest `halt_window` results.
+                    if let Some(reason) = self
+                        .counts
+                        .and_then(|c| judge::failure_halt(&c, &self.gates))
+                    {
+                        self.halt(now, wave, reason, fx);
+                    }
+                    return;
+                }
                 _ => return,
             }
         }
@@ -517,7 +552,10 @@ impl Gate {
         };
         self.note(now, wave, passed, fx);
         fx.push(Effect::WavePassed { wave, rule, counts });
-        if wave + 1 >= self.waves.len() {
+        if wave + 1 >= self.waves.len() && self.standing {
+            self.phase = Phase::Standing { wave, since: now };
+            self.note(now, wave, DecisionKind::Standing, fx);
+        } else if wave + 1 >= self.waves.len() {
             self.complete(now, fx);
         } else if self.gates.soak_secs == 0 {
             self.start_wave(wave + 1, now, fx);

@@ -75,6 +75,10 @@ pub enum Phase {
     },
     /// Wave `wave` passed; the next starts at `until`.
     Soaking { wave: usize, until: u64 },
+    /// A standing campaign's last wave passed at `since`: it admits every
+    /// device that joins its groups, never completes, and halts when the
+    /// failure rate over its latest results (`halt_window`) is too high.
+    Standing { wave: usize, since: u64 },
     /// Stopped by the operator at `at`; `from` says how to go on.
     Paused { at: u64, from: PausedFrom },
     /// Stopped by the gate at `at`; waits for an operator.
@@ -111,12 +115,17 @@ pub enum PausedFrom {
         wave: usize,
         remaining: u64,
     },
+    Standing {
+        wave: usize,
+    },
 }
 
 impl PausedFrom {
     pub fn wave(&self) -> usize {
         match *self {
-            PausedFrom::Running { wave, .. } | PausedFrom::Soaking { wave, .. } => wave,
+            PausedFrom::Running { wave, .. }
+            | PausedFrom::Soaking { wave, .. }
+            | PausedFrom::Standing { wave } => wave,
         }
     }
 }

@@ -34,6 +34,7 @@ impl Scope {
             Phase::Draft => "a draft".to_string(),
             Phase::Running { wave, .. } => format!("running {}", self.label(wave)),
             Phase::Soaking { wave, .. } => format!("soaking after {}", self.label(wave)),
+            Phase::Standing { .. } => "standing".to_string(),
             Phase::Paused { from, .. } => format!("paused at {}", self.label(from.wave())),
             Phase::Halted { wave, .. } => format!("halted at {}", self.label(wave)),
             Phase::Completed { .. } => "completed".to_string(),
@@ -72,6 +73,7 @@ impl Scope {
                         format!("{remaining} s of the wave timeout left")
                     }
                     PausedFrom::Soaking { remaining, .. } => format!("{remaining} s of soak left"),
+                    PausedFrom::Standing { .. } => "standing".to_string(),
                 };
                 format!("paused by the operator at {} with {left}", label())
             }
@@ -89,6 +91,9 @@ impl Scope {
                     label(),
                     Clock(until)
                 ),
+                Resumed::Standing => {
+                    "resumed by the operator: standing again, admitting new devices".to_string()
+                }
                 Resumed::AfterHalt { deadline } => format!(
                     "resumed by the operator after a halt: {} re-runs its gate until {}",
                     label(),
@@ -178,6 +183,10 @@ impl Scope {
                     )
                 }
             }
+            DecisionKind::Standing => format!(
+                "{} passed: the campaign stands, admitting every device that joins its groups and halting on the failure rate of its latest results",
+                label()
+            ),
             DecisionKind::Expired { stop_at } => format!(
                 "campaign expired at {} in {}: no wave widens any more; downloads under way finish",
                 Clock(*stop_at),

@@ -31,6 +31,7 @@ fn spec(gates: Gates) -> CampaignSpec {
         start_at: None,
         stop_at: None,
         windows: Default::default(),
+        standing: None,
     }
 }
 
@@ -1088,4 +1089,41 @@ fn old_text_decisions_still_load() {
     // The migrated gate steps on as before.
     gate = old;
     assert!(gate.step(T0 + 10, Input::Pause).is_ok());
+}
+
+#[test]
+fn a_standing_campaign_stands_after_its_last_wave_and_halts_on_its_window() {
+    let mut s = spec(Gates {
+        min_sample: 2,
+        failure_halt_bp: 1000,
+        ..Gates::default()
+    });
+    s.waves.truncate(1);
+    s.standing = Some(crate::campaign::spec::StandingSpec { halt_window: 10 });
+    let mut gate = Gate::new(&s).unwrap();
+    gate.step(T0, Input::Start).unwrap();
+    let fx = count(&mut gate, T0 + 5, 0, tally(4, 4, 0, 0));
+    assert!(
+        !fx.iter().any(|f| matches!(f, Effect::Completed { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(
+        gate.phase(),
+        &Phase::Standing {
+            wave: 0,
+            since: T0 + 5
+        }
+    );
+    assert!(!gate.is_finished());
+    assert_eq!(gate.next_timer(), None, "no timeout while standing");
+    assert_eq!(gate.announcement().unwrap().state, AnnounceState::Active);
+    // New devices join; pause and resume keep it standing.
+    count(&mut gate, T0 + 6, 0, tally(9, 4, 0, 0));
+    gate.step(T0 + 7, Input::Pause).unwrap();
+    gate.step(T0 + 8, Input::Resume).unwrap();
+    assert!(matches!(gate.phase(), Phase::Standing { .. }));
+    // The window's failures halt it.
+    let fx = count(&mut gate, T0 + 9, 0, tally(10, 4, 6, 0));
+    assert!(halt_of(&fx).is_some(), "{fx:?}");
+    assert!(matches!(gate.phase(), Phase::Halted { wave: 0, .. }));
 }

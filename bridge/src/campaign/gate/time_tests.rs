@@ -35,6 +35,7 @@ fn spec(stop_at: Option<u64>) -> CampaignSpec {
         start_at: None,
         stop_at,
         windows: Default::default(),
+        standing: None,
     }
 }
 
