@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::stack::{Stack, StackError, StackOptions};
 
 mod campaign;
+mod line;
 use campaign::{follow_rollback, run as run_campaign, run_campaign as run_keeping_events};
 
 /// What the demo does.
@@ -90,6 +91,9 @@ pub struct DemoSummary {
 }
 
 const CUSTOMERS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// Fresh devices that come off the demo's factory line.
+const LINE_DEVICES: usize = 100;
 
 pub(crate) fn say(opts: &DemoOptions, s: impl AsRef<str>) {
     if !opts.json {
@@ -243,7 +247,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     );
     lines.push(follow_rollback(&stack, &opts, &halted, &mut events).await?);
 
-    // 8. The summary.
+    // 8. A factory line brings fresh devices onto the fleet's firmware.
+    let (line, line_fleet) = line::run(&stack, &opts, &fw, LINE_DEVICES.min(opts.devices)).await?;
+    lines.push(line);
+
+    // 9. The summary.
     let stats = fleet.stats();
     let versions = fleet_versions(&stack).await?;
     let summary = DemoSummary {
@@ -264,6 +272,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
         print_summary(&summary);
     }
     fleet.shutdown().await;
+    line_fleet.shutdown().await;
     stack.shutdown().await?;
     Ok(summary)
 }

@@ -1,8 +1,8 @@
 //! `ota demo`, the README's first command, as a test at 200 devices: every
 //! step ends as the demo tells it (the firmware, the app and the emergency
 //! complete; the bad build halts in its canary wave and its rollback
-//! brings back the devices that installed it), and every Status
-//! sent is acknowledged.
+//! brings back the devices that installed it; a factory line brings its
+//! fresh devices onto the firmware), and every Status sent is acknowledged.
 
 use harness::demo::{run, DemoOptions};
 
@@ -29,8 +29,12 @@ async fn the_demo_tells_its_story() {
             ("emergency-settings-1.0.1", "completed"),
             ("fw-main-1.2.0", "halted"),
             ("fw-main-1.2.0-rollback", "completed"),
+            ("press-1", "standing"),
         ]
     );
+    // Every fresh device of the factory line came off it on the release.
+    let line = &s.campaigns[5];
+    assert_eq!((line.success, line.targeted), (100, 100), "{line:?}");
     let (bad, back) = (&s.campaigns[3], &s.campaigns[4]);
     // The rollback takes the devices that installed by the tick after the
     // halt: those counted at the halt, and any that finished meanwhile.
