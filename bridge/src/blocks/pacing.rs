@@ -25,6 +25,16 @@
 //!   refuses the bridge's subscription, say), there is no signal: the rate
 //!   stays at [`BLIND_RATE`] and nothing is raised.
 //! - **Ceiling.** `[blocks] fanout_per_sec`, when set, caps the rate.
+//! - **Queueing, not latency.** The delays above are judged on the
+//!   queueing delay: the probe's delay less the lowest delay seen with
+//!   blocks out and a short queue (at the start, and right after a
+//!   back-off's hold drained it): the broker's and the machine's own
+//!   latency, as BBR takes its base RTT. The lowest ever, so a standing
+//!   queue can never raise it; it counts from [`DELAY_LOW`] up to
+//!   [`BASE_CAP`], so a quick broker is judged on its delays as they come,
+//!   as before. A loaded machine whose every block takes 600 ms
+//!   to come back is not read as a queue: the pacer still grows until the
+//!   delay rises above that base.
 //!
 //! Both delays are far below the devices' 2 s quiet spell: a broker held
 //! under them delivers every block before any device asks again, so no
@@ -61,6 +71,9 @@ const BACKOFF: f64 = 0.9;
 const MAX_STEP_DOWN: f64 = 0.5;
 /// Windows held after a back-off, at most (1.5 s at the default window).
 const MAX_HOLD: u32 = 10;
+/// The base delay is taken off the delay up to this much: a broker whose
+/// blocks all take longer than it is slow, whatever its queue.
+pub const BASE_CAP: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -82,6 +95,10 @@ pub struct Pacer {
     /// Fractional deliveries carried to the next window.
     carry: f64,
     backoffs: u64,
+    /// The base delay: the lowest delay seen with a short queue.
+    base: Option<Duration>,
+    /// The hold after a back-off just ended: the queue drained.
+    drained: bool,
 }
 
 /// What the pacer decided for one window.
@@ -106,6 +123,8 @@ impl Pacer {
             delivered_rate: 0.0,
             carry: 0.0,
             backoffs: 0,
+            base: None,
+            drained: false,
         };
         p.rate = p.clamp(p.rate);
         p
@@ -114,6 +133,16 @@ impl Pacer {
     /// The current rate, deliveries per second.
     pub fn rate(&self) -> f64 {
         self.rate
+    }
+
+    /// The base delay taken off the probe's delay (see the module doc).
+    pub fn base_delay(&self) -> Duration {
+        let base = self.base.unwrap_or_default();
+        if base < DELAY_LOW {
+            // A quick broker: judged on its delays as they come.
+            return Duration::ZERO;
+        }
+        base.min(BASE_CAP)
     }
 
     /// Back-offs so far (each one overload seen).
@@ -140,20 +169,31 @@ impl Pacer {
         } else {
             0.7 * self.delivered_rate + 0.3 * measured
         };
-        let overloaded = w.delay > DELAY_HIGH || w.lost > 0;
+        // Samples only where the broker's queue is known short: at the
+        // start, and in the window after a back-off drained it. A delay
+        // taken under a standing queue would hide that queue.
+        let short_queue = self.phase == Phase::Startup || self.drained;
+        let busy = w.in_flight > 0 || w.delivered > 0;
+        if short_queue && busy {
+            self.base = Some(self.base.map_or(w.delay, |b| b.min(w.delay)));
+        }
+        self.drained = false;
+        let queueing = w.delay.saturating_sub(self.base_delay());
+        let overloaded = queueing > DELAY_HIGH || w.lost > 0;
         if self.hold > 0 {
             self.hold -= 1;
+            self.drained = self.hold == 0;
         } else if overloaded {
             let target = (self.delivered_rate * BACKOFF).max(self.rate * MAX_STEP_DOWN);
             self.rate = self.clamp(target.min(self.rate));
             self.phase = Phase::Steady;
             self.backoffs += 1;
-            let drain = (w.delay.as_secs_f64() / secs).ceil() as u32;
+            let drain = (queueing.as_secs_f64() / secs).ceil() as u32;
             self.hold = drain.clamp(MIN_HOLD, MAX_HOLD);
         } else if limited {
             let gain = match self.phase {
-                Phase::Startup if w.delay < DELAY_LOW => STARTUP_GAIN,
-                Phase::Steady if w.delay < DELAY_GROW => STEADY_GAIN,
+                Phase::Startup if queueing < DELAY_LOW => STARTUP_GAIN,
+                Phase::Steady if queueing < DELAY_GROW => STEADY_GAIN,
                 _ => 1.0,
             };
             self.rate = self.clamp(self.rate * gain);
@@ -199,6 +239,15 @@ mod tests {
     struct Broker {
         capacity: f64,
         queue: f64,
+    }
+
+    /// The same broker on a loaded machine: every block also takes `base`
+    /// to come back, queue or not.
+    fn slow_machine(w: FlightWindow, base: Duration) -> FlightWindow {
+        FlightWindow {
+            delay: w.delay + base,
+            ..w
+        }
     }
 
     impl Broker {
@@ -296,6 +345,35 @@ mod tests {
         b.capacity = 200_000.0;
         run(&mut p, &mut b, 100);
         assert!(p.rate() > 100_000.0, "only back to {:.0}/s", p.rate());
+    }
+
+    #[test]
+    fn a_machines_own_latency_is_not_read_as_a_queue() {
+        let base = Duration::from_millis(600);
+        let mut p = Pacer::new(W, None);
+        let mut b = Broker {
+            capacity: 120_000.0,
+            queue: 0.0,
+        };
+        let mut w = slow_machine(b.window(0), base);
+        let mut tail = Vec::new();
+        for i in 0..300 {
+            let a = p.on_window(&w, true);
+            w = slow_machine(b.window(a.deliveries), base);
+            if i >= 100 {
+                tail.push(w);
+            }
+        }
+        let mean = tail.iter().map(|w| w.delivered).sum::<u64>() as f64
+            / (tail.len() as f64 * W.as_secs_f64());
+        assert!(
+            mean > 0.8 * 120_000.0,
+            "only {mean:.0}/s used at a 600 ms base"
+        );
+        assert!(p.base_delay() >= Duration::from_millis(500));
+        // The queue it keeps is still short: the delay above the base.
+        let worst = tail.iter().map(|w| w.delay).max().unwrap();
+        assert!(worst < base + Duration::from_secs(1), "{worst:?}");
     }
 
     #[test]
