@@ -10,7 +10,9 @@
 //!    the listener has registered it, and a retry with the same id then
 //!    panics the listener (upstream issue #991, the same path as the
 //!    connection limit);
-//! 2. its username and password are in `[broker.users]`, or the pluggable
+//! 2. with an [`Authority`](crate::Authority) set, it accepts the login
+//!    for this client id (it knows `[broker.users]` too); without one, its
+//!    username and password are in `[broker.users]`, or the pluggable
 //!    credential check (the bridge's device registry) accepts them;
 //! 3. the connection guard has room (`guard.rs`).
 //!
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tracing::{error, warn};
 
+use crate::authority::{ConnectVerdict, Login, SharedAuthority};
 use crate::guard::{Admission, GuardState};
 
 /// A credential check: `(client_id, username, password) -> accept`.
@@ -42,6 +45,7 @@ const ROUTER_REFUSED: [char; 4] = ['+', '$', '#', '/'];
 pub(crate) struct Auth {
     users: BTreeMap<String, String>,
     check: RwLock<Option<CredentialCheck>>,
+    authority: RwLock<Option<SharedAuthority>>,
     pub(crate) guard: Mutex<GuardState>,
 }
 
@@ -50,6 +54,7 @@ impl Auth {
         Auth {
             users,
             check: RwLock::new(None),
+            authority: RwLock::new(None),
             guard: Mutex::new(GuardState::new(limit)),
         }
     }
@@ -57,6 +62,21 @@ impl Auth {
     pub(crate) fn set_check(&self, check: CredentialCheck) {
         // The lock only guards an Arc swap: a poisoned lock holds a valid value.
         *self.check.write().unwrap_or_else(PoisonError::into_inner) = Some(check);
+    }
+
+    pub(crate) fn set_authority(&self, authority: SharedAuthority) {
+        *self
+            .authority
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(authority);
+    }
+
+    /// The authority, if one was set (`acl.rs` asks it too).
+    pub(crate) fn authority(&self) -> Option<SharedAuthority> {
+        self.authority
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn guard(&self) -> std::sync::MutexGuard<'_, GuardState> {
@@ -73,7 +93,16 @@ impl Auth {
             );
             return false;
         }
-        if !self.credentials_ok(client_id, username, password) {
+        if let Some(authority) = self.authority() {
+            // The authority counts and logs its refusals (once per interval).
+            let login = Login::Password { username, password };
+            let verdict = guarded("connect", client_id, || {
+                authority.connect(client_id, login) == ConnectVerdict::Accept
+            });
+            if !verdict {
+                return false;
+            }
+        } else if !self.credentials_ok(client_id, username, password) {
             warn!(client_id, username, "mqtt connect refused: bad credentials");
             return false;
         }
@@ -106,16 +135,20 @@ impl Auth {
         let Some(check) = check else {
             return false;
         };
-        // A panicking check must not take the listener's task down with it.
-        match catch_unwind(AssertUnwindSafe(|| check(client_id, username, password))) {
-            Ok(accept) => accept,
-            Err(_) => {
-                error!(
-                    client_id,
-                    username, "credential check panicked: login refused"
-                );
-                false
-            }
+        guarded("credential check", client_id, || {
+            check(client_id, username, password)
+        })
+    }
+}
+
+/// Runs a pluggable decision; a panic refuses. A panicking check must not
+/// take the listener's task (or the router thread) down with it.
+pub(crate) fn guarded(what: &str, client_id: &str, decide: impl FnOnce() -> bool) -> bool {
+    match catch_unwind(AssertUnwindSafe(decide)) {
+        Ok(accept) => accept,
+        Err(_) => {
+            error!(client_id, what, "broker decision panicked: refused");
+            false
         }
     }
 }

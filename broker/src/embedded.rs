@@ -12,12 +12,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rumqttd::{
-    Broker, Config, ConnectionSettings, MetricSettings, MetricType, RouterConfig, ServerSettings,
-    TlsConfig,
+    AclHandler, Broker, Config, ConnectionSettings, Disconnector, MetricSettings, MetricType,
+    RouterConfig, ServerSettings, TlsConfig,
 };
 use tracing::{error, info, warn};
 
 use crate::auth::{Auth, CredentialCheck, TICK_CLIENT_ID};
+use crate::authority::SharedAuthority;
 use crate::config::EmbeddedConfig;
 use crate::error::BrokerError;
 use crate::meter;
@@ -43,7 +44,23 @@ pub struct EmbeddedBroker {
     connect_addr: SocketAddr,
     auth: Arc<Auth>,
     requires_auth: bool,
+    disconnector: DisconnectHandle,
     thread: JoinHandle<()>,
+}
+
+/// Closes connected clients' connections by client id (a revoked device's,
+/// say). Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct DisconnectHandle(Disconnector);
+
+impl DisconnectHandle {
+    /// Asks the router to drop `client_id`'s connection, as a second
+    /// CONNECT with its id would: the client sees its connection close, and
+    /// its will is published. Nothing happens to a client not connected.
+    /// False when the router's queue was full (try again) or it is gone.
+    pub fn disconnect(&self, client_id: &str) -> bool {
+        self.0.disconnect(client_id)
+    }
 }
 
 /// The connection guard's view, for logs and metrics.
@@ -86,6 +103,28 @@ impl EmbeddedBroker {
         Ok(())
     }
 
+    /// Let `authority` decide PROTOCOL.md E1: who may connect as whom (in
+    /// place of `[broker.users]` and any credential check: it must know
+    /// those accounts), and who may publish and subscribe where, asked on
+    /// rumqttd's router thread for every PUBLISH, will and SUBSCRIBE filter
+    /// (vendor/rumqttd/OTA-PATCHES.md, patch 7). A refused publish is acked
+    /// and dropped, a refused filter gets SUBACK 0x80, a refused will is
+    /// forgotten. It replaces any earlier authority and takes effect for the
+    /// next packet. Fails on a broker without users, which runs anonymous:
+    /// without logins a client id proves nothing.
+    pub fn set_authority(&self, authority: SharedAuthority) -> Result<(), BrokerError> {
+        if !self.requires_auth {
+            return Err(BrokerError::Anonymous);
+        }
+        self.auth.set_authority(authority);
+        Ok(())
+    }
+
+    /// A handle that closes clients' connections by client id.
+    pub fn disconnector(&self) -> DisconnectHandle {
+        self.disconnector.clone()
+    }
+
     /// The connection guard's current numbers.
     pub fn connection_stats(&self) -> ConnectionStats {
         let guard = self.auth.guard();
@@ -119,12 +158,19 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
     }
     check_port(cfg.listen)?;
     cfg.warn_if_small_log();
+    if !cfg.requires_auth() {
+        warn!(
+            listen = %cfg.listen,
+            "anonymous embedded broker ([broker] allow_anonymous = true): anyone can connect as \
+             any device, as the bridge or as an operator, and publish and subscribe anywhere; \
+             for development only: set [broker.users] to require logins and topic ACLs"
+        );
+    }
     if !cfg.requires_auth() && !cfg.listen.ip().is_loopback() {
         warn!(
             listen = %cfg.listen,
-            "anonymous embedded broker on a network address: anyone can connect, and rumqttd \
-             0.20 lets a client break its listener (a client id with + $ # / sent twice): \
-             set [broker.users] to close both"
+            "anonymous embedded broker on a network address: rumqttd 0.20 lets a client break \
+             its listener (a client id with + $ # / sent twice): set [broker.users]"
         );
     }
     warn_if_few_fds(cfg.router_max_connections() + FD_HEADROOM);
@@ -132,6 +178,7 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
     let auth = Arc::new(Auth::new(cfg.users.clone(), cfg.max_connections));
     // Broker::new starts the router thread; links are taken before start().
     let mut broker = Broker::new(rumqttd_config(cfg, &auth));
+    let disconnector = DisconnectHandle(broker.disconnector());
     let meters = broker
         .meters()
         .map_err(|e| BrokerError::Router(format!("meters link: {e}")))?;
@@ -167,6 +214,7 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
         connect_addr,
         auth,
         requires_auth: cfg.requires_auth(),
+        disconnector,
         thread,
     })
 }
@@ -209,6 +257,8 @@ fn rumqttd_config(cfg: &EmbeddedConfig, auth: &Arc<Auth>) -> Config {
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
+        // Allows everything until an authority is set (`acl.rs`).
+        acl: Some(AclHandler(auth.clone())),
     };
     Config {
         id: 0,

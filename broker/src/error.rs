@@ -65,11 +65,13 @@ pub enum BrokerError {
     #[error("the embedded broker did not accept connections on {addr} within {waited:?}")]
     NotReady { addr: SocketAddr, waited: Duration },
 
-    /// [`crate::EmbeddedBroker::set_credential_check`] on a broker that runs
+    /// [`crate::EmbeddedBroker::set_credential_check`] or
+    /// [`crate::EmbeddedBroker::set_authority`] on a broker that runs
     /// without authentication.
     #[error(
-        "[broker] users is empty, so the embedded broker accepts anonymous clients and never \
-         checks credentials: add at least one user under [broker.users] to enable the check"
+        "[broker] users is empty, so the embedded broker accepts anonymous clients and checks \
+         neither credentials nor topics: add at least one user under [broker.users] to enable \
+         the checks"
     )]
     Anonymous,
 }

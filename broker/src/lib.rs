@@ -20,6 +20,8 @@
 //!   would choke on, and the connection guard.
 //! - `authority` — [`Authority`]: who may connect as whom, publish and
 //!   subscribe where (PROTOCOL.md E1); the bridge implements it.
+//! - `acl`      — the topic ACL rumqttd's router asks on every PUBLISH,
+//!   will and SUBSCRIBE (our patch 7), answered by the [`Authority`].
 //! - `guard`    — the connection guard: a conservative live-connection count
 //!   that refuses clients before rumqttd's router limit (upstream issue
 //!   #991: going over it panics the listener for good).
@@ -47,7 +49,9 @@
 //! - **Topics starting with `$` match no subscription**, not even an exact
 //!   one: such publishes are dropped.
 //! - **Nothing is persisted**: retained messages and persistent sessions
-//!   live in memory and are gone after a restart. There are no topic ACLs.
+//!   live in memory and are gone after a restart. Topic ACLs come from an
+//!   [`Authority`] ([`EmbeddedBroker::set_authority`]); without one every
+//!   client may publish and subscribe anywhere.
 //! - **A subscriber that falls more than `log_window_bytes()` behind on a
 //!   filter silently loses messages**, even at QoS1 (a WARN in rumqttd's
 //!   log). See `DEFAULT_SEGMENT_SIZE`.
@@ -70,6 +74,7 @@
 //! decisions (refused logins with the reason, the guard, start-up checks)
 //! are logged under the `broker` target.
 
+mod acl;
 mod auth;
 mod authority;
 mod config;
@@ -86,5 +91,5 @@ pub use config::{
     DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE, DEFAULT_NEXT_CONNECTION_DELAY_MS,
     DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE, MIN_MAX_PAYLOAD_SIZE,
 };
-pub use embedded::{start, ConnectionStats, EmbeddedBroker};
+pub use embedded::{start, ConnectionStats, DisconnectHandle, EmbeddedBroker};
 pub use error::{BrokerError, ConfigError};

@@ -26,7 +26,7 @@ pub use link::local;
 pub use link::meters;
 pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
-pub use server::{Broker, LinkType, Server};
+pub use server::{Broker, Disconnector, LinkType, Server};
 
 pub use self::router::shared_subs::Strategy;
 
@@ -53,6 +53,30 @@ pub type AuthHandler = Arc<
         + Send
         + Sync,
 >;
+
+/// ota patch (OTA-PATCHES.md 7): who may publish and subscribe where.
+///
+/// The router asks it for every PUBLISH (`may_publish(client_id, topic)`,
+/// after a topic alias is resolved), for the will a client leaves at
+/// CONNECT, and for every SUBSCRIBE filter (`may_subscribe(client_id,
+/// filter)`, a shared subscription as `$share/group/filter`). A refused
+/// publish is acked as usual and dropped; a refused filter gets the
+/// SUBACK failure code (0x80); a refused will is forgotten. Both run on
+/// the router thread, which waits for them: answer from memory, no I/O.
+pub trait TopicAcl: Send + Sync + 'static {
+    fn may_publish(&self, client_id: &str, topic: &str) -> bool;
+    fn may_subscribe(&self, client_id: &str, filter: &str) -> bool;
+}
+
+/// ota patch: a [`TopicAcl`] in [`RouterConfig::acl`].
+#[derive(Clone)]
+pub struct AclHandler(pub Arc<dyn TopicAcl>);
+
+impl fmt::Debug for AclHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AclHandler")
+    }
+}
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
@@ -205,6 +229,9 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// ota patch: topic authorisation; `None` allows everything, as upstream.
+    #[serde(skip)]
+    pub acl: Option<AclHandler>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

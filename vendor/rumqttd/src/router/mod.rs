@@ -20,6 +20,8 @@ mod connection;
 mod graveyard;
 pub mod iobufs;
 mod logs;
+#[cfg(test)]
+mod ota_acl_tests;
 mod routing;
 mod scheduler;
 pub(crate) mod shared_subs;
@@ -65,6 +67,9 @@ pub enum Event {
     PrintStatus(Print),
     /// Publish Will message
     PublishWill((String, Option<String>)),
+    /// ota patch: close the connection of this client id, if connected
+    /// (OTA-PATCHES.md 7)
+    DisconnectClient(String),
 }
 
 /// Notification from router to connection
@@ -277,11 +282,20 @@ pub struct RouterMeter {
     pub total_subscriptions: usize,
     pub total_publishes: usize,
     pub failed_publishes: usize,
+    /// ota patch: publishes (and wills) the topic ACL dropped
+    pub refused_publishes: usize,
+    /// ota patch: subscription filters the topic ACL refused
+    pub refused_subscriptions: usize,
 }
 
 impl RouterMeter {
     pub fn get(&mut self) -> Option<Self> {
-        if self.total_publishes > 0 || self.failed_publishes > 0 {
+        // ota patch: refusals alone are reported too
+        if self.total_publishes > 0
+            || self.failed_publishes > 0
+            || self.refused_publishes > 0
+            || self.refused_subscriptions > 0
+        {
             self.timestamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -300,6 +314,8 @@ impl RouterMeter {
     fn reset(&mut self) {
         self.total_publishes = 0;
         self.failed_publishes = 0;
+        self.refused_publishes = 0;
+        self.refused_subscriptions = 0;
     }
 }
 

@@ -50,6 +50,9 @@ pub enum RouterError {
     InvalidClientId(String),
     #[error("Disconnection (Reason: {0:?})")]
     Disconnect(DisconnectReasonCode),
+    /// ota patch: the topic ACL refused this publish (OTA-PATCHES.md 7)
+    #[error("Not authorized to publish on {0}")]
+    NotAuthorized(String),
 }
 
 // TODO: set this to some appropriate value
@@ -257,6 +260,13 @@ impl Router {
                 #[cfg(feature = "validate-tenant-prefix")]
                 _tenant_id,
             ),
+            // ota patch: as a duplicate client id does (OTA-PATCHES.md 7)
+            Event::DisconnectClient(client_id) => {
+                if let Some(&connection_id) = self.connection_map.get(&client_id) {
+                    info!(client_id, connection_id, "Disconnecting client on request");
+                    self.handle_disconnection(connection_id, None);
+                }
+            }
         }
     }
 
@@ -344,10 +354,18 @@ impl Router {
         }
 
         if let Some(will) = connection.last_will.take() {
-            self.last_wills.insert(
-                client_id.clone(),
-                (will, connection.last_will_properties.take()),
-            );
+            // ota patch: a will the topic ACL refuses is forgotten
+            // (OTA-PATCHES.md 7); the client is still connected.
+            let topic = std::str::from_utf8(&will.topic).unwrap_or_default();
+            if may_publish(self.config.acl.as_ref(), &client_id, topic) {
+                self.last_wills.insert(
+                    client_id.clone(),
+                    (will, connection.last_will_properties.take()),
+                );
+            } else {
+                warn!(topic, "Will refused by the topic ACL, dropped");
+                self.router_meters.refused_publishes += 1;
+            }
         }
 
         let connection_id = self.connections.insert(connection);
@@ -611,12 +629,18 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        self.config.acl.as_ref(),
                     ) {
                         Ok(_offset) => {
                             // Even if one of the data in the batch is appended to commitlog,
                             // set new data. This triggers notifications to wake waiters.
                             // Don't overwrite this flag to false if it is already true.
                             new_data = true;
+                        }
+                        // ota patch: dropped, the client stays (its PUBACK is queued above)
+                        Err(RouterError::NotAuthorized(topic)) => {
+                            debug!(topic, "Publish refused by the topic ACL, dropped");
+                            self.router_meters.refused_publishes += 1;
                         }
                         Err(e) => {
                             // Disconnect on bad publishes
@@ -659,6 +683,17 @@ impl Router {
 
                             disconnect = true;
                             break;
+                        }
+
+                        // ota patch: a filter the topic ACL refuses gets the
+                        // failure code 0x80, the others are served (OTA-PATCHES.md 7)
+                        if let Some(acl) = &self.config.acl {
+                            if !acl.0.may_subscribe(&client_id, &f.path) {
+                                debug!("Subscription refused by the topic ACL");
+                                self.router_meters.refused_subscriptions += 1;
+                                return_codes.push(SubscribeReasonCode::Failure);
+                                continue;
+                            }
                         }
 
                         let mut filter = f.path.clone();
@@ -822,12 +857,18 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        self.config.acl.as_ref(),
                     ) {
                         Ok(_offset) => {
                             // Even if one of the data in the batch is appended to commitlog,
                             // set new data. This triggers notifications to wake waiters.
                             // Don't overwrite this flag to false if it is already true.
                             new_data = true;
+                        }
+                        // ota patch: dropped, the client stays (its PUBCOMP is queued above)
+                        Err(RouterError::NotAuthorized(topic)) => {
+                            debug!(topic, "Publish refused by the topic ACL, dropped");
+                            self.router_meters.refused_publishes += 1;
                         }
                         Err(e) => {
                             // Disconnect on bad publishes
@@ -1180,6 +1221,11 @@ impl Router {
     }
 }
 
+/// ota patch: the topic ACL's answer; no ACL allows everything.
+fn may_publish(acl: Option<&AclHandler>, client_id: &str, topic: &str) -> bool {
+    acl.map_or(true, |acl| acl.0.may_publish(client_id, topic))
+}
+
 fn append_to_commitlog(
     id: ConnectionId,
     mut publish: Publish,
@@ -1187,6 +1233,7 @@ fn append_to_commitlog(
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     connections: &mut Slab<Connection>,
+    acl: Option<&AclHandler>,
 ) -> Result<Offset, RouterError> {
     let connection = connections.get_mut(id).unwrap();
 
@@ -1211,6 +1258,11 @@ fn append_to_commitlog(
     };
 
     let topic = std::str::from_utf8(&publish.topic)?;
+
+    // ota patch: before anything is retained or forwarded (OTA-PATCHES.md 7)
+    if !may_publish(acl, &connection.client_id, topic) {
+        return Err(RouterError::NotAuthorized(topic.to_owned()));
+    }
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic
     #[cfg(feature = "validate-tenant-prefix")]

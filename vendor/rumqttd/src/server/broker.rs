@@ -69,6 +69,27 @@ pub struct Broker {
     router_tx: Sender<(ConnectionId, Event)>,
 }
 
+/// ota patch (OTA-PATCHES.md 7): closes a connected client's connection,
+/// as a second CONNECT with its client id would; its will is published.
+#[derive(Clone)]
+pub struct Disconnector {
+    router_tx: Sender<(ConnectionId, Event)>,
+}
+
+impl Disconnector {
+    pub(crate) fn new(router_tx: Sender<(ConnectionId, Event)>) -> Self {
+        Disconnector { router_tx }
+    }
+
+    /// Asks the router to drop `client_id`'s connection, if it has one.
+    /// Never blocks: false when the router's queue is full or it is gone.
+    pub fn disconnect(&self, client_id: &str) -> bool {
+        // The connection id is unused: the router finds it by client id.
+        let event = Event::DisconnectClient(client_id.to_owned());
+        self.router_tx.try_send((0, event)).is_ok()
+    }
+}
+
 impl Broker {
     pub fn new(config: Config) -> Broker {
         let config = Arc::new(config);
@@ -139,6 +160,12 @@ impl Broker {
     pub fn meters(&self) -> Result<meters::MetersLink, meters::LinkError> {
         let link = meters::MetersLink::new(self.router_tx.clone())?;
         Ok(link)
+    }
+
+    /// ota patch: a handle that closes clients' connections by client id
+    /// (OTA-PATCHES.md 7).
+    pub fn disconnector(&self) -> Disconnector {
+        Disconnector::new(self.router_tx.clone())
     }
 
     // Link to get alerts
