@@ -362,12 +362,15 @@ impl Identity {
         let topics = &self.config.topics;
         match self.role(client_id) {
             Role::Bridge => {
+                // And its own block broadcast, which the egress link's
+                // delivery probe hears (mqtt/egress.rs): nothing a device sends.
                 let wildcard = [
                     Filter::AllHello,
                     Filter::AllPresence,
                     Filter::AllRequests,
                     Filter::AllStatus,
                     Filter::OpsCommands,
+                    Filter::AllArtifactBlocks,
                 ]
                 .iter()
                 .any(|f| topics.filter(*f) == filter);

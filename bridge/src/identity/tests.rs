@@ -308,6 +308,9 @@ fn subscriptions_follow_the_table_and_the_grants() {
     assert!(a.may_subscribe("ota-bridge", &t.filter(Filter::AllStatus)));
     assert!(a.may_subscribe("ota-bridge", &t.filter(Filter::OpsCommands)));
     assert!(!a.may_subscribe("ota-bridge", "#"));
+    // The egress link's delivery probe hears the block broadcast.
+    assert!(a.may_subscribe("ota-bridge-out", &t.filter(Filter::AllArtifactBlocks)));
+    assert!(!a.may_subscribe("ota-cli-1", &t.filter(Filter::AllArtifactBlocks)));
     assert!(a.may_subscribe("ota-cli-1", &t.filter(Filter::OpsEvents)));
     assert!(a.may_subscribe(
         "ota-cli-1",

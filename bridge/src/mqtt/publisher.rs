@@ -93,14 +93,20 @@ impl Publisher {
         &self.topics
     }
 
-    /// Publishes at QoS 1.
+    /// Publishes at QoS 1. A retained message is shown to the identity
+    /// first (grants follow Memberships and announcements, E1), as in
+    /// [`Publisher::retain`].
     pub async fn publish(
         &self,
         topic: &Topic,
         payload: impl Into<Bytes>,
         retain: bool,
     ) -> Result<(), PublishError> {
-        self.publish_str(self.topics.build(topic), payload.into(), retain)
+        let payload = payload.into();
+        if let (true, Some(id)) = (retain, &self.identity) {
+            id.observe(topic, &payload);
+        }
+        self.publish_str(self.topics.build(topic), payload, retain)
             .await
     }
 

@@ -124,6 +124,8 @@ pub struct DeviceOpts {
     pub versions: Vec<(String, String)>,
     pub policy: Box<dyn DeferPolicy>,
     pub installer: MemoryInstaller,
+    /// Username and password; `None`: no login (an anonymous broker).
+    pub login: Option<(String, String)>,
 }
 
 impl DeviceOpts {
@@ -140,7 +142,14 @@ impl DeviceOpts {
             ],
             policy: Box::new(NeverDefer),
             installer: MemoryInstaller::default(),
+            login: None,
         }
+    }
+
+    /// Logs in with these credentials (a provisioned device).
+    pub fn login(mut self, login: (String, String)) -> Self {
+        self.login = Some(login);
+        self
     }
 
     /// Puts off every non-emergency campaign, looking again every 300 ms.
@@ -216,7 +225,7 @@ impl Devices {
             policy: opts.policy,
             seed: self.running.len() as u64 + 1,
             pacer: None,
-            login: None,
+            login: opts.login,
         };
         let token = CancellationToken::new();
         let stop = token.clone();

@@ -151,6 +151,18 @@ impl TestBroker {
         }
     }
 
+    /// The bridge's own embedded broker on `port`: nothing runs here (the
+    /// bridge starts it).
+    pub fn in_bridge(port: u16) -> TestBroker {
+        TestBroker {
+            kind: BrokerKind::Rumqttd,
+            port,
+            child: None,
+            _embedded: None,
+            _dir: None,
+        }
+    }
+
     /// The `[broker]` config for a bridge using this broker.
     pub fn bridge_broker_config(&self) -> broker::BrokerConfig {
         broker::BrokerConfig::External(broker::ExternalConfig {
