@@ -52,6 +52,7 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
              listen = \"127.0.0.1:{port}\"\n\
              segment_size = 1048576\n\
              segment_count = 3\n\
+             allow_anonymous = true\n\
              [blocks]\n\
              merge_window_ms = 20\n\
              [devices]\n\

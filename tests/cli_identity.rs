@@ -6,8 +6,11 @@
 //! - a device's secret does not log in under another device's id, as the
 //!   bridge, or as an operator; wrong and unknown passwords are refused;
 //! - a Hello for an unprovisioned id registers nothing;
-//! - `ota devices revoke` refuses the device from then on;
-//! - `ota devices rotate` refuses the old password and takes the new one;
+//! - a device subscribes to nothing outside PROTOCOL.md E1 (SUBACK 0x80);
+//! - `ota devices revoke` closes the device's open connection at once and
+//!   refuses it from then on;
+//! - `ota devices rotate` closes the connection on the old password,
+//!   refuses that password and takes the new one;
 //!
 //! while the legitimate device's Status is stored and acknowledged.
 
@@ -17,7 +20,10 @@ mod serve_support;
 use std::path::Path;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
+};
 use schemas::msg::{Hello, WireMessage};
 use schemas::provisioning::Provisioning;
 use schemas::topic::{Topic, Topics};
@@ -57,15 +63,40 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     path
 }
 
+/// A logged-in client: its event loop runs until the connection ends,
+/// and `events` gets what it receives (SUBACKs), then the end.
+struct Session {
+    client: AsyncClient,
+    events: tokio::sync::mpsc::UnboundedReceiver<Result<Packet, String>>,
+}
+
+impl Session {
+    /// Waits until the broker closes the connection.
+    async fn closed(&mut self) {
+        within("the broker to close the connection", async {
+            while let Some(Ok(_)) = self.events.recv().await {}
+        })
+        .await
+    }
+
+    async fn suback(&mut self) -> Vec<SubscribeReasonCode> {
+        within("a SUBACK", async {
+            loop {
+                match self.events.recv().await {
+                    Some(Ok(Packet::SubAck(s))) => return s.return_codes,
+                    Some(Ok(_)) => {}
+                    other => panic!("the connection ended before its SUBACK: {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+}
+
 /// Connects once with these credentials: `Ok` on an accepted CONNACK,
 /// `Err` with what happened otherwise (rumqttd closes a refused
 /// connection without a CONNACK).
-async fn try_login(
-    port: u16,
-    client_id: &str,
-    user: &str,
-    pass: &str,
-) -> Result<AsyncClient, String> {
+async fn try_login(port: u16, client_id: &str, user: &str, pass: &str) -> Result<Session, String> {
     let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
     o.set_credentials(user, pass);
     o.set_keep_alive(Duration::from_secs(5));
@@ -82,15 +113,29 @@ async fn try_login(
     .await;
     match first {
         Ok(ConnectReturnCode::Success) => {
-            tokio::spawn(async move { while el.poll().await.is_ok() {} });
-            Ok(client)
+            let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                loop {
+                    match el.poll().await {
+                        Ok(Event::Incoming(p)) => {
+                            let _ = tx.send(Ok(p));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+            });
+            Ok(Session { client, events })
         }
         Ok(code) => Err(format!("{code:?}")),
         Err(e) => Err(e),
     }
 }
 
-async fn login_with(port: u16, p: &Provisioning) -> Result<AsyncClient, String> {
+async fn login_with(port: u16, p: &Provisioning) -> Result<Session, String> {
     try_login(port, p.device_id.as_str(), &p.username, &p.password).await
 }
 
@@ -208,9 +253,10 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     .fails_with(1, &["reserved"]);
 
     // The real device logs in and registers.
-    let dev1 = login_with(port, &p1)
+    let mut session1 = login_with(port, &p1)
         .await
         .expect("dev-1 logs in with its file");
+    let dev1 = session1.client.clone();
     let t = Topics::default();
     let id1 = DeviceId::new("dev-1").unwrap();
     dev1.publish(
@@ -275,18 +321,42 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     .await;
     assert!(listed.iter().all(|d| d["id"] != "dev-9"), "{listed:?}");
 
-    // Revoked: refused from then on.
+    // Its own Membership only: another's, everything, the operators'.
+    dev1.subscribe_many(
+        [
+            t.build(&Topic::Groups(id1.clone())),
+            "#".to_string(),
+            t.build(&Topic::Groups(DeviceId::new("dev-2").unwrap())),
+            "ota/v1/ops/#".to_string(),
+        ]
+        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        session1.suback().await,
+        [
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure,
+        ]
+    );
+
+    // Revoked: its open connection closed at once, refused from then on.
     run(s(&["devices", "revoke", "dev-1", "--config", &cfg]))
         .await
         .unwrap()
         .ok();
+    session1.closed().await;
     assert!(
         login_with(port, &p1).await.is_err(),
         "a revoked device logged in"
     );
 
-    // Rotated: the old password is refused, the new one logs in.
-    assert!(login_with(port, &p2).await.is_ok());
+    // Rotated: the connection on the old password closed, that password
+    // refused, the new one logs in.
+    let mut session2 = login_with(port, &p2).await.expect("dev-2 logs in");
     let rotated = run(s(&[
         "devices", "rotate", "dev-2", "--out", &out, "--config", &cfg, "--json",
     ]))
@@ -295,6 +365,7 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     .ok();
     let v: serde_json::Value = serde_json::from_str(&rotated.stdout).expect("--json");
     assert_eq!(v["id"], "dev-2", "{v}");
+    session2.closed().await;
     assert!(
         login_with(port, &p2).await.is_err(),
         "the old password still logs in"

@@ -16,7 +16,10 @@ use schemas::{DeviceId, Epoch};
 use serve_support::*;
 
 fn embedded(port: u16) -> String {
-    format!("[broker]\nlisten = \"127.0.0.1:{port}\"\nsegment_size = 1048576\nsegment_count = 3")
+    format!(
+        "[broker]\nlisten = \"127.0.0.1:{port}\"\nsegment_size = 1048576\nsegment_count = 3\n\
+         allow_anonymous = true"
+    )
 }
 
 /// Opens the dead bridge's database and returns the stored bytes of each
@@ -228,14 +231,28 @@ fn serve_refuses_a_bad_config_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("ota.toml"),
-        "[status]\ncommit_window_ms = 99999\n",
+        "[broker]\nallow_anonymous = true\n[status]\ncommit_window_ms = 99999\n",
     )
     .unwrap();
     cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"])
         .fails_with(1, &["[status] commit_window_ms"]);
     std::fs::write(dir.path().join("ota.toml"), "[bridge]\nprefx = \"x\"\n").unwrap();
     cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"]).fails_with(1, &["prefx"]);
+    // The secure default: no anonymous embedded broker unless allowed.
     std::fs::write(dir.path().join("ota.toml"), "").unwrap();
+    cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"]).fails_with(
+        1,
+        &[
+            "[broker] allow_anonymous",
+            "[broker.users]",
+            "allow_anonymous = true",
+        ],
+    );
+    std::fs::write(
+        dir.path().join("ota.toml"),
+        "[broker]\nallow_anonymous = true\n",
+    )
+    .unwrap();
     cli_support::ota(dir.path(), &["serve", "--config", "ota.toml"])
         .fails_with(1, &["operator_keys"]);
     cli_support::ota(dir.path(), &["serve", "--config", "missing.toml"])

@@ -77,7 +77,8 @@ pub enum Mode {
 
 /// The `[broker]` section as written. Every key is optional; defaults are
 /// applied by [`RawBrokerConfig::validate`]. A missing section is
-/// `RawBrokerConfig::default()`: an embedded broker on 127.0.0.1:1883.
+/// `RawBrokerConfig::default()`: an embedded broker on 127.0.0.1:1883,
+/// refused until it has `[broker.users]` or `allow_anonymous = true`.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBrokerConfig {
@@ -92,6 +93,9 @@ pub struct RawBrokerConfig {
     pub next_connection_delay_ms: Option<u64>,
     pub connection_timeout_ms: Option<u64>,
     pub users: Option<BTreeMap<String, String>>,
+    /// Run without `[broker.users]`: anyone connects as anyone. Refused
+    /// unless set (development on loopback only).
+    pub allow_anonymous: Option<bool>,
     pub tls: Option<RawTls>,
     // external
     pub url: Option<String>,
@@ -241,6 +245,7 @@ impl RawBrokerConfig {
             }),
         };
         config.validate()?;
+        crate::anonymous::check(config.requires_auth(), self.allow_anonymous)?;
         Ok(config)
     }
 
@@ -261,6 +266,7 @@ impl RawBrokerConfig {
                 self.connection_timeout_ms.is_some(),
             ),
             ("users", self.users.is_some()),
+            ("allow_anonymous", self.allow_anonymous.is_some()),
             ("tls", self.tls.is_some()),
         ] {
             if present {
@@ -593,6 +599,7 @@ impl fmt::Debug for RawBrokerConfig {
                 "users",
                 &self.users.as_ref().map(|u| u.keys().collect::<Vec<_>>()),
             )
+            .field("allow_anonymous", &self.allow_anonymous)
             .field("tls", &self.tls)
             .field("url", &self.url)
             .field("username", &self.username)
@@ -629,11 +636,34 @@ mod tests {
     }
 
     #[test]
-    fn missing_section_is_the_default_embedded_broker() {
-        let cfg = embedded("");
+    fn missing_section_is_the_default_embedded_broker_and_needs_users() {
+        let err = parse("").expect_err("anonymous by default");
+        assert_eq!(err.key, "allow_anonymous");
+        assert!(err.to_string().contains("[broker.users]"), "{err}");
+        let cfg = embedded("[broker]\nallow_anonymous = true");
         assert_eq!(cfg, EmbeddedConfig::default());
         assert_eq!(cfg.listen, "127.0.0.1:1883".parse().unwrap());
         assert!(!cfg.requires_auth());
+    }
+
+    #[test]
+    fn anonymous_only_when_allowed_and_never_with_users() {
+        assert_eq!(
+            error_key("[broker]\nallow_anonymous = false"),
+            "allow_anonymous"
+        );
+        assert_eq!(
+            error_key("[broker]\nallow_anonymous = true\n[broker.users]\nb = \"x\""),
+            "allow_anonymous"
+        );
+        assert!(
+            embedded("[broker]\nallow_anonymous = false\n[broker.users]\nb = \"x\"")
+                .requires_auth()
+        );
+        assert_eq!(
+            error_key("[broker]\nmode = \"external\"\nurl = \"mqtt://h\"\nallow_anonymous = true"),
+            "allow_anonymous"
+        );
     }
 
     #[test]
@@ -783,7 +813,7 @@ mod tests {
 
     #[test]
     fn embedded_endpoint_is_loopback_for_a_wildcard_listen() {
-        let cfg = parse("[broker]\nlisten = \"[::]:1999\"").unwrap();
+        let cfg = parse("[broker]\nlisten = \"[::]:1999\"\nallow_anonymous = true").unwrap();
         assert_eq!(cfg.endpoint().host, "::1");
         assert_eq!(cfg.endpoint().port, 1999);
         assert!(cfg.credentials().is_none());

@@ -20,6 +20,8 @@
 //!   would choke on, and the connection guard.
 //! - `authority` — [`Authority`]: who may connect as whom, publish and
 //!   subscribe where (PROTOCOL.md E1); the bridge implements it.
+//! - `anonymous` — `[broker] allow_anonymous`: no broker without
+//!   `[broker.users]` unless it is set.
 //! - `acl`      — the topic ACL rumqttd's router asks on every PUBLISH,
 //!   will and SUBSCRIBE (our patch 7), answered by the [`Authority`].
 //! - `guard`    — the connection guard: a conservative live-connection count
@@ -75,6 +77,7 @@
 //! are logged under the `broker` target.
 
 mod acl;
+mod anonymous;
 mod auth;
 mod authority;
 mod config;

@@ -75,11 +75,12 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
-    #[error("config file {path}: {source}")]
+    /// The `[broker]` error is part of the message, not a source: a chain
+    /// printed with `{:#}` would say it twice.
+    #[error("config file {path}: {error}")]
     Broker {
         path: PathBuf,
-        #[source]
-        source: broker::ConfigError,
+        error: broker::ConfigError,
     },
 }
 
@@ -303,13 +304,10 @@ impl Validator<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let broker_users = raw.broker.users.clone().unwrap_or_default();
-        let broker = raw
-            .broker
-            .validate()
-            .map_err(|source| ConfigError::Broker {
-                path: self.path.to_path_buf(),
-                source,
-            })?;
+        let broker = raw.broker.validate().map_err(|error| ConfigError::Broker {
+            path: self.path.to_path_buf(),
+            error,
+        })?;
         if broker.endpoint().tls {
             return Err(self.err(
                 "broker",
@@ -531,9 +529,17 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_file_takes_every_default() {
+    fn an_empty_file_is_refused_for_its_anonymous_broker() {
         let dir = tempfile::tempdir().unwrap();
-        let c = load(dir.path(), "").unwrap();
+        let e = load(dir.path(), "").unwrap_err().to_string();
+        assert!(e.contains("[broker] allow_anonymous"), "{e}");
+        assert!(e.contains("[broker.users]"), "{e}");
+    }
+
+    #[test]
+    fn an_anonymous_file_takes_every_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), "[broker]\nallow_anonymous = true\n").unwrap();
         assert_eq!(c.bridge.topics.prefix(), "ota/v1");
         assert_eq!(c.bridge.client_id, "ota-bridge");
         assert_eq!(c.bridge.data_dir, dir.path().join("data"));
@@ -628,6 +634,13 @@ mod tests {
             ("[bridge\n", "not valid"),
         ];
         for (text, needle) in cases {
+            // Past the broker's own check (no anonymous broker unless allowed).
+            let text = if text.contains("[broker") {
+                text.to_string()
+            } else {
+                format!("[broker]\nallow_anonymous = true\n{text}")
+            };
+            let text = text.as_str();
             let e = load(dir.path(), text).expect_err(text).to_string();
             assert!(e.contains(needle), "{text:?} gave {e}");
             assert!(e.contains("ota.toml"), "{e}");

@@ -70,9 +70,11 @@ impl ServeBroker {
             }
             ServeBroker::Embedded(port) => {
                 // Room for the suite's largest fleet (10,000), below the
-                // open-file limit of this machine (20,000).
+                // open-file limit of this machine (20,000). Anonymous: the
+                // suite's devices log in with nothing (admission "open").
                 format!(
-                    "mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 12000\n"
+                    "mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 12000\n\
+                     allow_anonymous = true\n"
                 )
             }
         }
