@@ -9,33 +9,13 @@ mod serve_support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::campaign::view::CampaignStatus;
-use bridge::ops::fleet_cmds::DeviceList;
-use device_sim::agent::{
-    AgentConfig, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer, NoHooks, SharedImages,
-    Timing,
-};
-use schemas::cose::TrustStore;
-use schemas::keys::SigningKey;
-use schemas::msg::Kind;
+use device_sim::agent::SharedImages;
 use schemas::ops::Command as Op;
-use schemas::release::{build_manifest, ReleaseSpec};
-use schemas::topic::Topics;
-use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId};
+use schemas::CampaignId;
 use serve_support::*;
-
-fn release_key(dir: &Path) -> SigningKey {
-    let key = SigningKey::from_bytes(&[11; 32]);
-    std::fs::write(
-        dir.join("release.pub"),
-        schemas::keys::verifying_key_to_text(&key.verifying_key()),
-    )
-    .expect("write the release key");
-    key
-}
 
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     let path = dir.join("ota.toml");
@@ -63,102 +43,9 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     path
 }
 
-/// A reference device of customer acme, with quick protocol timings.
-fn device(
-    id: &str,
-    port: u16,
-    key: &SigningKey,
-    images: Arc<SharedImages>,
-) -> tokio::task::JoinHandle<()> {
-    device_labelled(id, port, key, images, ("customer", "acme"))
-}
-
-/// A reference device with one label.
-fn device_labelled(
-    id: &str,
-    port: u16,
-    key: &SigningKey,
-    images: Arc<SharedImages>,
-    label: (&str, &str),
-) -> tokio::task::JoinHandle<()> {
-    let cfg = DeviceIoConfig {
-        agent: Arc::new(AgentConfig {
-            id: DeviceId::new(id).unwrap(),
-            arch: "esp32".into(),
-            labels: [(label.0.to_string(), label.1.to_string())].into(),
-            trust: Arc::new(TrustStore::new([key.verifying_key()])),
-            room_bytes: None,
-            timing: Timing {
-                quiet_ms: 300,
-                quiet_jitter_ms: 200,
-                resend_wait_ms: 500,
-                ..Timing::default()
-            },
-        }),
-        host: "127.0.0.1".into(),
-        port,
-        topics: Topics::default(),
-        keep_alive: Duration::from_secs(10),
-        backoff: device_sim::agent::pace::Backoff {
-            min: Duration::from_millis(200),
-            max: Duration::from_secs(1),
-        },
-        factory_versions: [(ComponentName::new("main").unwrap(), "1.0.0".to_string())].into(),
-        policy: Box::new(NeverDefer),
-        seed: id.len() as u64,
-        pacer: None,
-        login: None,
-    };
-    tokio::spawn(async move {
-        let _ = device_sim::agent::run_device(
-            cfg,
-            MemoryInstaller::default(),
-            MemoryStore::new(images),
-            NoHooks,
-            std::future::pending::<()>(),
-        )
-        .await;
-    })
-}
-
 /// Runs `ota args...` off the runtime.
 async fn ota(dir: &Path, args: &[&str]) -> cli_support::Run {
-    let (dir, args): (std::path::PathBuf, Vec<String>) = (
-        dir.to_path_buf(),
-        args.iter().map(|s| s.to_string()).collect(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli_support::ota(&dir, &args)
-    })
-    .await
-    .expect("the ota task")
-}
-
-/// Signs a 6000-byte firmware `version` of component main and pushes it
-/// as artifact `id`, as `ota artifact push` does.
-async fn push(
-    client: &bridge::client::OpsClient,
-    key: &SigningKey,
-    id: &str,
-    version: &str,
-    allow_downgrade: bool,
-) {
-    let image: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut spec = ReleaseSpec::new(
-        Kind::Firmware,
-        ComponentName::new("main").unwrap(),
-        version,
-        "esp32",
-        1_790_000_000,
-    );
-    spec.artifact = Some(ArtifactId::new(id).unwrap());
-    spec.block_size = 1024;
-    spec.allow_downgrade = allow_downgrade;
-    let manifest = schemas::msg::manifest::sign(&build_manifest(&image, &spec).unwrap(), key);
-    bridge::client::push::push(client, &manifest, &image, |_, _| {})
-        .await
-        .expect("the push completes");
+    cli_support::ota_async(dir, args).await
 }
 
 async fn status(client: &bridge::client::OpsClient) -> CampaignStatus {
@@ -175,7 +62,7 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let operator = operator_key(d);
-    let release = release_key(d);
+    let release = release_key(d, 11);
     let port = free_port();
     let cfg = config(d, port);
     let serve = Serve::start(&cfg);
@@ -183,8 +70,8 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
 
     // A signed image, pushed as `ota artifact push` does, and its
     // rollback release: the earlier version, allowed to downgrade.
-    push(&client, &release, "fw-5-esp32", "5.0.0", false).await;
-    push(&client, &release, "fw-4-esp32", "4.0.0", true).await;
+    push_firmware(&client, &release, "fw-5-esp32", "5.0.0", false).await;
+    push_firmware(&client, &release, "fw-4-esp32", "4.0.0", true).await;
 
     ota(
         d,
@@ -202,25 +89,18 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     .ok();
     let images = SharedImages::new();
     let devices: Vec<_> = (1..=6)
-        .map(|i| device(&format!("acme-{i}"), port, &release, images.clone()))
+        .map(|i| {
+            agent(
+                &format!("acme-{i}"),
+                port,
+                &release,
+                images.clone(),
+                ("customer", "acme"),
+                None,
+            )
+        })
         .collect();
-    within("six devices to register", async {
-        loop {
-            let l: DeviceList = client
-                .call_ok(Op::DeviceList {
-                    group: None,
-                    after: None,
-                    limit: None,
-                })
-                .await
-                .expect("device list");
-            if l.devices.len() == 6 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    wait_registered(&client, 6).await;
 
     // No --kind: the CLI asks the bridge for the artifact's. A maintenance
     // window that opens 3 s from now, a stop time in an hour, a rollback.
@@ -385,13 +265,13 @@ async fn a_line_brings_its_batches_to_its_release_across_a_retarget_and_kill_9()
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let operator = operator_key(d);
-    let release = release_key(d);
+    let release = release_key(d, 11);
     let port = free_port();
     let cfg = config(d, port);
     let serve = Serve::start(&cfg);
     let client = wait_ready(port, &operator).await;
-    push(&client, &release, "fw-5-esp32", "5.0.0", false).await;
-    push(&client, &release, "fw-6-esp32", "6.0.0", false).await;
+    push_firmware(&client, &release, "fw-5-esp32", "5.0.0", false).await;
+    push_firmware(&client, &release, "fw-6-esp32", "6.0.0", false).await;
 
     let put = ota(
         d,
@@ -418,7 +298,16 @@ async fn a_line_brings_its_batches_to_its_release_across_a_retarget_and_kill_9()
     let images = SharedImages::new();
     let line = ("line", "line-3");
     let mut devices: Vec<_> = (1..=3)
-        .map(|i| device_labelled(&format!("b1-{i}"), port, &release, images.clone(), line))
+        .map(|i| {
+            agent(
+                &format!("b1-{i}"),
+                port,
+                &release,
+                images.clone(),
+                line,
+                None,
+            )
+        })
         .collect();
     within("three devices brought up", async {
         loop {
@@ -456,9 +345,16 @@ async fn a_line_brings_its_batches_to_its_release_across_a_retarget_and_kill_9()
     serve.kill9();
     let serve = Serve::start(&cfg);
     let client = wait_ready(port, &operator).await;
-    devices.extend(
-        (1..=2).map(|i| device_labelled(&format!("b2-{i}"), port, &release, images.clone(), line)),
-    );
+    devices.extend((1..=2).map(|i| {
+        agent(
+            &format!("b2-{i}"),
+            port,
+            &release,
+            images.clone(),
+            line,
+            None,
+        )
+    }));
     within("every device on 6.0.0", async {
         loop {
             let s: CampaignStatus = client

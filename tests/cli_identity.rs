@@ -37,30 +37,7 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
         schemas::keys::verifying_key_to_text(&release.verifying_key()),
     )
     .unwrap();
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[bridge]\n\
-             data_dir = \"data\"\n\
-             operator_keys = [\"operator.pub\"]\n\
-             release_keys = [\"release.pub\"]\n\
-             broker_user = \"bridge\"\n\
-             [operator]\n\
-             key = \"operator.key\"\n\
-             username = \"alice\"\n\
-             password = \"alice-secret-0123456789\"\n\
-             [broker]\n\
-             listen = \"127.0.0.1:{port}\"\n\
-             segment_size = 1048576\n\
-             segment_count = 3\n\
-             [broker.users]\n\
-             bridge = \"bridge-secret-0123456789\"\n\
-             alice = \"alice-secret-0123456789\"\n"
-        ),
-    )
-    .unwrap();
-    path
+    secured_config(dir, port, "", "")
 }
 
 /// A logged-in client: its event loop runs until the connection ends,

@@ -377,6 +377,7 @@ impl Bridge {
         ];
         let metrics_log = tokio::spawn(log_metrics(
             metrics.clone(),
+            identity.clone(),
             config.bridge.metrics_interval,
             actors_token.clone(),
         ));
@@ -508,7 +509,12 @@ impl Bridge {
     }
 }
 
-async fn log_metrics(metrics: Arc<Metrics>, every: Duration, stop: CancellationToken) {
+async fn log_metrics(
+    metrics: Arc<Metrics>,
+    identity: Arc<identity::Identity>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -516,6 +522,15 @@ async fn log_metrics(metrics: Arc<Metrics>, every: Duration, stop: CancellationT
             _ = stop.cancelled() => break,
             _ = tick.tick() => {
                 let s = metrics.snapshot();
+                // Refusals since start by reason (E1), e.g.
+                // "publish_not_allowed=4 subscribe_not_allowed=7".
+                let identity_refused: Vec<String> = identity
+                    .refusals()
+                    .snapshot()
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(why, n)| format!("{why}={n}"))
+                    .collect();
                 info!(
                     hellos = s.hellos,
                     statuses_stored = s.statuses_stored,
@@ -526,6 +541,7 @@ async fn log_metrics(metrics: Arc<Metrics>, every: Duration, stop: CancellationT
                     commands = s.commands_accepted,
                     refused = s.commands_refused,
                     dropped = s.dropped_total(),
+                    identity_refused = identity_refused.join(" "),
                     "counters"
                 );
             }

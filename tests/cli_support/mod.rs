@@ -84,3 +84,17 @@ pub fn ota(dir: &Path, args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// [`ota`] off the async runtime (a test's tokio runtime must not block).
+pub async fn ota_async(dir: &Path, args: &[&str]) -> Run {
+    let (dir, args): (std::path::PathBuf, Vec<String>) = (
+        dir.to_path_buf(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ota(&dir, &args)
+    })
+    .await
+    .expect("the ota task")
+}

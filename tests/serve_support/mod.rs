@@ -8,14 +8,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::client::{ClientOptions, OpsClient};
+use device_sim::agent::{
+    AgentConfig, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer, NoHooks, SharedImages,
+    Timing,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
+use schemas::cose::TrustStore;
 use schemas::keys::SigningKey;
-use schemas::msg::{Hello, Status, StatusAck, StatusState, WireMessage};
+use schemas::msg::{Hello, Kind, Status, StatusAck, StatusState, WireMessage};
+use schemas::release::{build_manifest, ReleaseSpec};
 use schemas::topic::{Topic, Topics};
-use schemas::{CampaignId, ComponentName, DeviceId, Epoch};
+use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId, Epoch};
 use tokio::sync::watch;
 
 /// How long a test waits for anything (a process start included).
@@ -51,6 +58,17 @@ pub fn operator_key(dir: &Path) -> SigningKey {
     key
 }
 
+/// A release key (from `seed`) whose public half is `release.pub` in `dir`.
+pub fn release_key(dir: &Path, seed: u8) -> SigningKey {
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    std::fs::write(
+        dir.join("release.pub"),
+        schemas::keys::verifying_key_to_text(&key.verifying_key()),
+    )
+    .expect("write the release key");
+    key
+}
+
 /// Writes `ota.toml` in `dir` with this `[broker]` section.
 pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
     let path = dir.join("ota.toml");
@@ -71,6 +89,93 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
     path
 }
 
+/// The accounts of [`secured_config`]: the bridge's, and the operator
+/// alice's.
+pub const BRIDGE_LOGIN: (&str, &str) = ("bridge", "bridge-secret-0123456789");
+pub const ALICE_LOGIN: (&str, &str) = ("alice", "alice-secret-0123456789");
+
+/// Writes `ota.toml` in `dir` for an embedded broker on `port` with
+/// accounts (the bridge and alice, who is the CLI's login), only
+/// provisioned devices, and the operator and release keys `operator.pub`
+/// and `release.pub`. `bridge_keys` go into `[bridge]`, `tail` at the end.
+pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> PathBuf {
+    let ((bu, bp), (au, ap)) = (BRIDGE_LOGIN, ALICE_LOGIN);
+    let path = dir.join("ota.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\n\
+             data_dir = \"data\"\n\
+             operator_keys = [\"operator.pub\"]\n\
+             release_keys = [\"release.pub\"]\n\
+             broker_user = \"{bu}\"\n\
+             {bridge_keys}\
+             [operator]\n\
+             key = \"operator.key\"\n\
+             username = \"{au}\"\n\
+             password = \"{ap}\"\n\
+             [broker]\n\
+             listen = \"127.0.0.1:{port}\"\n\
+             segment_size = 1048576\n\
+             segment_count = 3\n\
+             [broker.users]\n\
+             {bu} = \"{bp}\"\n\
+             {au} = \"{ap}\"\n\
+             {tail}"
+        ),
+    )
+    .expect("write the config");
+    path
+}
+
+/// Signs a 6,000-byte firmware image of main `version` for esp32 (blocks
+/// of 1 KiB) as artifact `id`, and pushes it as `ota artifact push` does.
+pub async fn push_firmware(
+    client: &OpsClient,
+    key: &SigningKey,
+    id: &str,
+    version: &str,
+    allow_downgrade: bool,
+) {
+    let image: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        ComponentName::new("main").expect("a name"),
+        version,
+        "esp32",
+        1_790_000_000,
+    );
+    spec.artifact = Some(ArtifactId::new(id).expect("an artifact id"));
+    spec.block_size = 1024;
+    spec.allow_downgrade = allow_downgrade;
+    let manifest = build_manifest(&image, &spec).expect("a manifest");
+    let envelope = schemas::msg::manifest::sign(&manifest, key);
+    bridge::client::push::push(client, &envelope, &image, |_, _| {})
+        .await
+        .expect("the push completes");
+}
+
+/// Waits until the bridge lists `n` devices.
+pub async fn wait_registered(client: &OpsClient, n: usize) {
+    within(&format!("{n} devices to register"), async {
+        loop {
+            let l: bridge::ops::fleet_cmds::DeviceList = client
+                .call_ok(schemas::ops::Command::DeviceList {
+                    group: None,
+                    after: None,
+                    limit: None,
+                })
+                .await
+                .expect("device list");
+            if l.devices.len() == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// A running `ota serve`.
 pub struct Serve {
     /// `None` once it was reaped.
@@ -89,6 +194,33 @@ impl Serve {
             .spawn()
             .expect("ota serve starts");
         Serve { child: Some(child) }
+    }
+
+    /// Starts `ota serve` with `RUST_LOG=filter` and its stderr piped:
+    /// every line comes on the receiver.
+    pub fn start_logged(config: &Path, filter: &str) -> (Serve, std::sync::mpsc::Receiver<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ota"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ota serve starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("{line}");
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        (Serve { child: Some(child) }, rx)
     }
 
     /// SIGKILL: no shutdown of any kind runs.
@@ -125,10 +257,19 @@ impl Drop for Serve {
 /// Waits until the bridge answers a command (it is connected and
 /// subscribed), and returns the client.
 pub async fn wait_ready(port: u16, key: &SigningKey) -> OpsClient {
+    wait_ready_as(port, key, None).await
+}
+
+/// [`wait_ready`], logging in with `login` (an operator account).
+pub async fn wait_ready_as(port: u16, key: &SigningKey, login: Option<(&str, &str)>) -> OpsClient {
     within("the bridge to answer", async {
         loop {
             let mut o = ClientOptions::new("127.0.0.1", port, key.clone());
             o.timeout = Duration::from_millis(500);
+            o.credentials = login.map(|(username, password)| broker::Credentials {
+                username: username.into(),
+                password: password.into(),
+            });
             if let Ok(c) = OpsClient::connect(o).await {
                 if c.call(schemas::ops::Command::GroupList).await.is_ok() {
                     return c;
@@ -199,6 +340,60 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A reference device agent (esp32, main 1.0.0) with one label, quick
+/// protocol timings, trusting `key`; `login` for a broker with accounts.
+pub fn agent(
+    id: &str,
+    port: u16,
+    key: &SigningKey,
+    images: Arc<SharedImages>,
+    label: (&str, &str),
+    login: Option<(String, String)>,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = DeviceIoConfig {
+        agent: Arc::new(AgentConfig {
+            id: DeviceId::new(id).expect("a device id"),
+            arch: "esp32".into(),
+            labels: [(label.0.to_string(), label.1.to_string())].into(),
+            trust: Arc::new(TrustStore::new([key.verifying_key()])),
+            room_bytes: None,
+            timing: Timing {
+                quiet_ms: 300,
+                quiet_jitter_ms: 200,
+                resend_wait_ms: 500,
+                ..Timing::default()
+            },
+        }),
+        host: "127.0.0.1".into(),
+        port,
+        topics: Topics::default(),
+        keep_alive: Duration::from_secs(10),
+        backoff: device_sim::agent::pace::Backoff {
+            min: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        factory_versions: [(
+            ComponentName::new("main").expect("a name"),
+            "1.0.0".to_string(),
+        )]
+        .into(),
+        policy: Box::new(NeverDefer),
+        seed: id.len() as u64,
+        pacer: None,
+        login,
+    };
+    tokio::spawn(async move {
+        let _ = device_sim::agent::run_device(
+            cfg,
+            MemoryInstaller::default(),
+            MemoryStore::new(images),
+            NoHooks,
+            std::future::pending::<()>(),
+        )
+        .await;
+    })
 }
 
 /// A device: publishes what the test says, follows its retained StatusAck,

@@ -11,12 +11,18 @@
 //! - [`bench`]: benchmarks behind `ota bench`, returning figures.
 //! - [`downloader`]: a minimal protocol-speaking device download loop (raw
 //!   rumqttc), for the download benchmark and the block server's tests.
+//! - [`raw`]: a device's own raw MQTT client that records what it gets,
+//!   for the attacker tests of PROTOCOL.md E1.
+//! - [`attacker`]: what an attacker with one device's login tries, and the
+//!   checks that it changed nothing.
 
+pub mod attacker;
 pub mod bench;
 pub mod demo;
 pub mod downloader;
 pub mod faults;
 pub mod mosquitto;
+pub mod raw;
 pub mod stack;
 
 pub use stack::{BrokerChoice, Keys, Stack, StackOptions, WaitError};
