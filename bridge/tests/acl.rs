@@ -25,7 +25,7 @@ use common::{Stack, TestBroker};
 use harness::attacker;
 use harness::raw::RawClient;
 use rumqttc::{QoS, SubscribeReasonCode};
-use schemas::msg::Kind;
+use schemas::msg::{Kind, WireMessage};
 use schemas::ops::Command;
 use schemas::topic::{Topic, Topics};
 use schemas::{CampaignId, DeviceId, GroupName};
@@ -192,6 +192,15 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
         .unwrap();
     assert_eq!(refused(&stack, Refused::Publish) - pub0, 4);
     assert_eq!(refused(&stack, Refused::Subscribe) - sub0, n as u64);
+
+    // A will on acme-1's Presence (heard, acme-1 would show offline) is
+    // refused at CONNECT, before the CONNACK, and forgotten.
+    let offline = schemas::msg::Presence { online: false }.encode();
+    let will = (scene.topics.build(&Topic::Presence(dev("acme-1"))), offline);
+    let _again = RawClient::login_with_will(port, me.as_str(), &logins[&me].1, Some(will))
+        .await
+        .expect("mallory logs in again");
+    assert_eq!(refused(&stack, Refused::Publish) - pub0, 5);
     devices.stop_all().await;
 }
 

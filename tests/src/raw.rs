@@ -52,8 +52,27 @@ impl RawClient {
     /// refused login is `Err(Closed)`: rumqttd closes a refused connection
     /// without a CONNACK.
     pub async fn login(port: u16, id: &str, password: &str) -> Result<RawClient, RawError> {
+        Self::login_with_will(port, id, password, None).await
+    }
+
+    /// [`RawClient::login`], leaving a will (`topic`, `payload`, not
+    /// retained) for when the connection ends without a DISCONNECT.
+    pub async fn login_with_will(
+        port: u16,
+        id: &str,
+        password: &str,
+        will: Option<(String, Vec<u8>)>,
+    ) -> Result<RawClient, RawError> {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_credentials(id, password);
+        if let Some((topic, payload)) = will {
+            o.set_last_will(rumqttc::LastWill::new(
+                topic,
+                payload,
+                QoS::AtLeastOnce,
+                false,
+            ));
+        }
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(o, 64);
