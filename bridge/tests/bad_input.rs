@@ -227,13 +227,19 @@ async fn bad_config_is_refused_with_the_key_named() {
     std::fs::write(&path, "[status]\nmax_batch = \"many\"\n").unwrap();
     let e = bridge::Config::load(&path).unwrap_err().to_string();
     assert!(e.contains("max_batch"), "{e}");
-    std::fs::write(&path, "[bridge]\noperator_keys = [\"nope.pub\"]\n").unwrap();
+    // An anonymous broker, allowed, so that the [bridge] keys are checked.
+    let anonymous = "[broker]\nallow_anonymous = true\n";
+    std::fs::write(
+        &path,
+        format!("{anonymous}[bridge]\noperator_keys = [\"nope.pub\"]\n"),
+    )
+    .unwrap();
     let e = bridge::Config::load(&path).unwrap_err().to_string();
     assert!(
         e.contains("[bridge] operator_keys[0]") && e.contains("nope.pub"),
         "{e}"
     );
-    std::fs::write(&path, "[bridge]\ndata_dir = \"d\"\n").unwrap();
+    std::fs::write(&path, format!("{anonymous}[bridge]\ndata_dir = \"d\"\n")).unwrap();
     let config = bridge::Config::load(&path).unwrap();
     let e = bridge::Bridge::start(config)
         .await

@@ -46,7 +46,8 @@
 //!   and rumqttd calls no auth handler, so no credential check runs, no
 //!   guard refuses clients below the router's own limit, and a client id
 //!   with `+ $ # /` sent twice breaks the listener. Anonymous mode is for
-//!   development on loopback.
+//!   development on loopback: a config file must ask for it with
+//!   `[broker] allow_anonymous = true`.
 //! - **Client ids must not contain `+ $ # /`** (refused at login).
 //! - **Topics starting with `$` match no subscription**, not even an exact
 //!   one: such publishes are dropped.
