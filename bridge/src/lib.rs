@@ -251,6 +251,7 @@ impl Bridge {
         let (block_server, blocks_task) = blocks::spawn(
             config.blocks.clone(),
             artifact_store.clone(),
+            identity.clone(),
             publisher.clone(),
             flight.clone(),
             actors_token.clone(),

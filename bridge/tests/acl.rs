@@ -6,7 +6,10 @@
 //! real devices runs, subscribes and publishes where E1 forbids. Every
 //! attempt is refused (SUBACK 0x80, or acked and dropped) and counted, and
 //! the campaign completes. A revoked or rotated device is disconnected at
-//! once and cannot log in again with its old secret.
+//! once and cannot log in again with its old secret. The block server
+//! serves an artifact only to devices a campaign announces it to, and a
+//! flood of block requests under other ids is refused while a download
+//! completes.
 
 mod blocks_common;
 mod campaign_common;
@@ -15,7 +18,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bridge::blocks::BlocksConfig;
+use bridge::blocks::{BlocksConfig, Refusal};
 use bridge::client::provision::{self, Mode};
 use bridge::client::{ClientOptions, OpsClient};
 use bridge::identity::{Admission, Refused};
@@ -23,12 +26,12 @@ use bridge::{Bridge, Config};
 use campaign_common::*;
 use common::{Stack, TestBroker};
 use harness::attacker;
-use harness::raw::RawClient;
+use harness::raw::{Got, RawClient};
 use rumqttc::{QoS, SubscribeReasonCode};
-use schemas::msg::{Kind, WireMessage};
+use schemas::msg::{BlockRequest, Kind, WireMessage};
 use schemas::ops::Command;
 use schemas::topic::{Topic, Topics};
-use schemas::{CampaignId, DeviceId, GroupName};
+use schemas::{ArtifactId, CampaignId, DeviceId, GroupName};
 use serde_json::json;
 
 const BRIDGE: (&str, &str) = ("bridge", "bridge-secret-0123456789");
@@ -103,6 +106,19 @@ async fn alice(stack: &Stack) -> OpsClient {
         .expect("alice connects")
 }
 
+/// The reference devices acme-1 and acme-2 (customer acme), each with its
+/// own login.
+fn acme_devices(stack: &Stack, logins: &BTreeMap<DeviceId, (String, String)>) -> Devices {
+    let mut devices = Devices::default();
+    for id in ["acme-1", "acme-2"] {
+        devices.spawn(
+            stack,
+            DeviceOpts::new(id, "acme").login(logins[&dev(id)].clone()),
+        );
+    }
+    devices
+}
+
 fn refused(stack: &Stack, why: Refused) -> u64 {
     stack.bridge().identity().refusals().get(why)
 }
@@ -132,13 +148,7 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
         .map(dev)
         .collect();
     let logins = provision::logins(&ops, &ids).await.expect("provisioned");
-    let mut devices = Devices::default();
-    for id in ["acme-1", "acme-2"] {
-        devices.spawn(
-            &stack,
-            DeviceOpts::new(id, "acme").login(logins[&dev(id)].clone()),
-        );
-    }
+    let mut devices = acme_devices(&stack, &logins);
     let scene = attacker::Scene {
         port,
         topics: Topics::default(),
@@ -254,4 +264,132 @@ async fn a_revoked_or_rotated_device_is_disconnected_at_once_and_its_old_secret_
     RawClient::login(port, "kick-2", &new_pw)
         .await
         .expect("the new secret logs in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_go_only_to_devices_an_announcement_names_and_a_request_flood_leaves_a_download_alone(
+) {
+    let stack = secured_stack().await;
+    let ops = alice(&stack).await;
+    let port = stack.port();
+    let t = Topics::default();
+    let a = ArtifactId::new("fw-3.0.0-esp32").unwrap();
+    artifact(
+        &stack,
+        a.as_str(),
+        Kind::Firmware,
+        "main",
+        "3.0.0",
+        "esp32",
+        64 * 1024,
+    )
+    .await;
+    group(&ops, "acme", "acme").await;
+    group(&ops, "evil", "evil").await;
+    let (victim, me) = (dev("acme-1"), dev("mallory"));
+    let ids = vec![victim.clone(), dev("acme-2"), me.clone()];
+    let logins = provision::logins(&ops, &ids).await.expect("provisioned");
+    let mut devices = acme_devices(&stack, &logins);
+    let mut mallory = RawClient::login(port, me.as_str(), &logins[&me].1)
+        .await
+        .expect("mallory logs in with its own secret");
+    let own_blocks = t.build(&Topic::DeviceBlocks(me.clone()));
+    let (codes, _) = mallory
+        .subscribe(std::slice::from_ref(&own_blocks))
+        .await
+        .unwrap();
+    assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    mallory.hello(&t, &me, "evil").await.unwrap();
+    registered(&stack, 3).await;
+
+    create(
+        &ops,
+        json!({
+            "id": "fw-3", "kind": "firmware", "release": [a.as_str()],
+            "waves": [{"cohorts": {"acme": 10000}}],
+            "gates": {"success_bar_bp": 10000, "min_sample": 1, "wave_timeout_secs": 30}
+        }),
+    )
+    .await;
+    let identity = stack.bridge().identity().clone();
+    let blocks = stack.bridge().blocks().metrics().clone();
+    let (pub0, blocks0) = (
+        refused(&stack, Refused::Publish),
+        refused(&stack, Refused::Blocks),
+    );
+    call(
+        &ops,
+        Command::CampaignStart {
+            id: CampaignId::new("fw-3").unwrap(),
+        },
+    )
+    .await;
+    wait("the release to be announced to acme", LONG, || {
+        identity.may_fetch(&victim, &a)
+    })
+    .await;
+    assert!(
+        !identity.may_fetch(&me, &a),
+        "mallory is in no group of fw-3"
+    );
+
+    // Mallory asks for the artifact on its own topic, then floods: under
+    // the victim's id, under invented ids, and under its own.
+    let req = BlockRequest {
+        artifact: a.clone(),
+        offset: 0,
+        bitmap: vec![0xff; 8],
+    }
+    .encode();
+    let (others, own) = (200usize, 300usize);
+    for i in 0..others / 2 {
+        for id in [victim.clone(), dev(&format!("ghost-{i}"))] {
+            mallory
+                .publish(&t.build(&Topic::Request(id)), false, req.clone())
+                .await
+                .unwrap();
+        }
+    }
+    for _ in 0..own {
+        mallory
+            .publish(&t.build(&Topic::Request(me.clone())), false, req.clone())
+            .await
+            .unwrap();
+    }
+    // Every one is acked by the broker (the Hello's PUBACK came first).
+    let mut seen = mallory.pubacks(1 + others + own).await.unwrap();
+    // Under other ids: dropped by the broker's ACL, each counted.
+    assert_eq!(refused(&stack, Refused::Publish) - pub0, others as u64);
+    // Under its own: refused by the block server, as not announced to it
+    // or over its rate, each counted.
+    wait("the block server to refuse every request", LONG, || {
+        let s = blocks.snapshot();
+        s.refused(Refusal::NotAnnounced) + s.refused(Refusal::RateLimited) >= own as u64
+    })
+    .await;
+    let s = blocks.snapshot();
+    let not_announced = s.refused(Refusal::NotAnnounced);
+    assert!(
+        not_announced >= u64::from(BlocksConfig::default().device_request_burst),
+        "the burst reached the ACL check: {s:?}"
+    );
+    assert_eq!(
+        refused(&stack, Refused::Blocks) - blocks0,
+        not_announced,
+        "the identity counts each one too"
+    );
+
+    // Meanwhile the real download completes.
+    let done = wait_state(&ops, "fw-3", "completed", LONG).await;
+    let c = done.current.expect("a tally").counts;
+    assert_eq!((c.members, c.success, c.failure), (2, 2, 0));
+    // And not one block came to mallory.
+    seen.extend(mallory.drain());
+    assert!(
+        !seen
+            .iter()
+            .any(|g| matches!(g, Got::Publish { topic, .. } if *topic == own_blocks)),
+        "a block was sent to mallory"
+    );
+    devices.stop_all().await;
 }

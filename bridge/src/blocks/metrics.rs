@@ -24,11 +24,15 @@ pub enum Refusal {
     Overloaded,
     /// An artifact no running campaign serves now (paused, halted, aborted).
     Held,
+    /// A device that is not admitted, or an artifact not announced to it
+    /// (PROTOCOL.md E1; counted as `blocks_not_announced` by the identity
+    /// too, and logged there).
+    NotAnnounced,
 }
 
 impl Refusal {
     /// Every reason.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Malformed,
         Refusal::UnknownArtifact,
         Refusal::PastEnd,
@@ -36,6 +40,7 @@ impl Refusal {
         Refusal::RateLimited,
         Refusal::Overloaded,
         Refusal::Held,
+        Refusal::NotAnnounced,
     ];
 
     /// The reason's name in logs and snapshots.
@@ -48,6 +53,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::Overloaded => "overloaded",
             Refusal::Held => "held",
+            Refusal::NotAnnounced => "not_announced",
         }
     }
 

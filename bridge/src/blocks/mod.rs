@@ -15,8 +15,9 @@
 //! - [`BlocksConfig`]: the `[blocks]` section (it lives in `config::blocks`).
 //! - [`schedule`]: [`schedule::Scheduler`], the pure merge/priority/budget
 //!   logic, with its [`wants`] bitset.
-//! - [`server`]: the actor: request checks, per-device rate limit, counters,
-//!   one batch per window, sized by the pacer and the egress budget.
+//! - [`server`]: the actor: request checks (who may fetch what, E1),
+//!   per-device rate limit, counters, one batch per window, sized by the
+//!   pacer and the egress budget.
 //! - [`pacing`]: [`pacing::Pacer`], the pure controller: deliveries per
 //!   window from the broker's measured delay and throughput.
 //! - [`flight`]: [`flight::Flight`], the broadcast blocks the broker has
@@ -65,6 +66,7 @@ pub use metrics::{BlockMetrics, BlockSnapshot, Refusal};
 pub use schedule::{ScheduleConfig, Scheduler, Target};
 
 use crate::artifacts::ArtifactStore;
+use crate::identity::Identity;
 use crate::mqtt::{Incoming, Publisher};
 
 /// Capacity of the request inbox: more than the broker's in-flight window
@@ -153,10 +155,13 @@ impl BlockServerHandle {
 /// Starts the block server (actor and worker). It stops when `shutdown` is
 /// cancelled or the publisher's connection task is gone; the handle
 /// completes after both tasks ended. `flight` is filled by the egress
-/// connection's probe subscription ([`crate::mqtt::egress`]).
+/// connection's probe subscription ([`crate::mqtt::egress`]). Unless
+/// `[devices] admission = "open"`, `identity` decides who may fetch what
+/// ([`Identity::may_fetch`]).
 pub fn spawn(
     cfg: BlocksConfig,
     artifacts: ArtifactStore,
+    identity: Arc<Identity>,
     publisher: Publisher,
     flight: Arc<flight::Flight>,
     shutdown: CancellationToken,
@@ -192,6 +197,7 @@ pub fn spawn(
         flight: flight.clone(),
         held,
         cfg,
+        identity,
         store: artifacts,
         publisher,
         metrics: metrics.clone(),

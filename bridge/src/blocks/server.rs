@@ -1,5 +1,5 @@
-//! The block server actor: takes BlockRequests (checked, rate limited,
-//! counted), feeds the [`Scheduler`], and once per merge window hands the
+//! The block server actor: takes BlockRequests (authorised, checked, rate
+//! limited, counted), feeds the [`Scheduler`], and once per merge window hands the
 //! window's blocks to the worker. It never waits on the network: a
 //! request's PUBACK is queued on the publisher, and when the worker is
 //! still busy with the previous window the blocks simply stay pending,
@@ -28,6 +28,7 @@ use super::schedule::{Scheduler, Shape, Wanted};
 use super::worker::{Batch, Held};
 use super::{BlockEvent, BlocksConfig};
 use crate::artifacts::ArtifactStore;
+use crate::identity::{Admission, Identity, Refused};
 use crate::mqtt::{Incoming, Publisher};
 
 /// Most blocks handed to the worker per window, whatever the budget.
@@ -46,6 +47,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct Server {
     pub cfg: BlocksConfig,
     pub store: ArtifactStore,
+    /// Who may fetch what (PROTOCOL.md E1), asked unless admission is
+    /// `open` (version 1: anyone fetches anything).
+    pub identity: Arc<Identity>,
     pub publisher: Publisher,
     pub metrics: Arc<BlockMetrics>,
     pub events: mpsc::Receiver<BlockEvent>,
@@ -238,7 +242,14 @@ impl Server {
                 );
             }
         };
-        // Cheapest first: a flooding device costs a hash lookup.
+        // Cheapest first: a flooding device costs a hash lookup or two.
+        // Only admitted devices get a limiter key or a place in an
+        // audience: invented ids (which the broker's ACLs keep out anyway)
+        // neither fill the limiter nor swell the fan-out estimate.
+        let authorise = *self.identity.admission() != Admission::Open;
+        if authorise && !self.identity.takes_part(device) {
+            return self.not_announced(device, None, "the device is not admitted");
+        }
         if limiter.check_key(device).is_err() {
             return refuse(Refusal::RateLimited, None, "over the device's request rate");
         }
@@ -246,6 +257,13 @@ impl Server {
             Ok(r) => r,
             Err(e) => return refuse(Refusal::Malformed, None, &e.to_string()),
         };
+        if authorise && !self.identity.may_fetch(device, &req.artifact) {
+            return self.not_announced(
+                device,
+                Some(&req.artifact),
+                "no campaign announces this artifact to the device",
+            );
+        }
         if self.held.contains(&req.artifact) {
             return refuse(
                 Refusal::Held,
@@ -304,6 +322,21 @@ impl Server {
                 "too many devices at once",
             ),
         }
+    }
+}
+
+impl Server {
+    /// Counts a request the identity does not allow. It is logged by the
+    /// identity's refusal counters, once per interval with the others.
+    fn not_announced(&self, device: &DeviceId, artifact: Option<&ArtifactId>, why: &str) {
+        self.metrics.refuse(Refusal::NotAnnounced);
+        let what = match artifact {
+            Some(a) => format!("block request for {a}: {why}"),
+            None => format!("block request: {why}"),
+        };
+        self.identity
+            .refusals()
+            .count(Refused::Blocks, device.as_str(), &what);
     }
 }
 
