@@ -188,8 +188,9 @@ impl Bridge {
             return Err(BridgeError::NoOperatorKeys);
         }
         let data_dir = config.bridge.data_dir.clone();
-        tokio::fs::create_dir_all(&data_dir)
-            .await
+        let d = data_dir.clone();
+        blocking(move || store::private::create_dir(&d))
+            .await?
             .map_err(|source| BridgeError::DataDir {
                 path: data_dir.clone(),
                 source,

@@ -166,3 +166,61 @@ async fn an_image_over_64_mib_is_refused_before_any_upload() {
         "no command was sent"
     );
 }
+
+/// Every directory under `root` (and `root`) and every file, with its mode.
+#[cfg(unix)]
+fn modes(root: &std::path::Path, out: &mut Vec<(std::path::PathBuf, u32)>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    out.push((root.to_path_buf(), mode(root)));
+    for e in std::fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            modes(&e.path(), out);
+        } else {
+            out.push((e.path(), mode(&e.path())));
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_and_every_file_in_it_are_the_bridges_users_alone() {
+    let stack = stack(BlocksConfig::default()).await;
+    let data_dir = stack.config.bridge.data_dir.clone();
+    // A stored artifact, and a push broken off after one chunk.
+    store(&stack, &image(3 * UPLOAD_CHUNK, 41), "fw-private", 4096).await;
+    let img = image(3 * UPLOAD_CHUNK, 42);
+    let (_, env) = signed(&img, "fw-partial", 4096, &release_key());
+    let ops = stack.ops().await;
+    let r = ops
+        .call(Command::ArtifactUpload {
+            manifest: b64(&env),
+            offset: 0,
+            data: b64(&img[..UPLOAD_CHUNK]),
+        })
+        .await
+        .expect("the first chunk is taken");
+    assert!(r.ok, "{r:?}");
+    stack.bridge().store().flush().await.expect("flushed");
+
+    let mut all = Vec::new();
+    modes(&data_dir, &mut all);
+    let (dirs, files): (Vec<_>, Vec<_>) = all.iter().partition(|(p, _)| p.is_dir());
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|e| e == "part")),
+        "{all:?}"
+    );
+    assert!(
+        files.len() >= 4,
+        "the database, a blob and a part at least: {all:?}"
+    );
+    for (p, m) in dirs {
+        assert_eq!(*m, 0o700, "{} is {m:o}", p.display());
+    }
+    for (p, m) in files {
+        assert_eq!(*m, 0o600, "{} is {m:o}", p.display());
+    }
+}

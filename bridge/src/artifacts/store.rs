@@ -49,7 +49,8 @@ impl ArtifactStore {
         let blobs = root.join("blobs");
         let parts = root.join("uploads");
         for dir in [&blobs, &parts] {
-            std::fs::create_dir_all(dir).map_err(ArtifactError::io("create directory", dir))?;
+            crate::store::private::create_dir(dir)
+                .map_err(ArtifactError::io("create directory", dir))?;
         }
         Ok(Self {
             inner: Arc::new(Inner {

@@ -16,7 +16,6 @@
 //! Partial chunks are not fsynced one by one: after a crash `received` is
 //! the file's length, and the final sha256 check catches a torn tail.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
 
 use base64::Engine as _;
@@ -31,6 +30,7 @@ use schemas::ops::UPLOAD_CHUNK;
 use schemas::release::MAX_IMAGE_BYTES;
 
 use super::{ArtifactError, ArtifactRecord, ArtifactStore};
+use crate::store::private;
 
 /// Where a push stands after one chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl ArtifactStore {
             Some(_) if offset != 0 => return Err(ArtifactError::ManifestChanged { id }),
             // A new push, or offset 0 with a new manifest: start over.
             _ => {
-                std::fs::File::create(&part).map_err(ArtifactError::io("create", &part))?;
+                create_part(&part).map_err(ArtifactError::io("create", &part))?;
                 self.inner
                     .uploads
                     .insert(id.as_str(), envelope.as_slice())?;
@@ -135,7 +135,7 @@ impl ArtifactStore {
         if received > manifest.size {
             // Only a damaged file can be longer than the manifest says.
             tracing::warn!(artifact = %id, received, size = manifest.size, "partial upload too long, starting over");
-            std::fs::File::create(&part).map_err(ArtifactError::io("truncate", &part))?;
+            create_part(&part).map_err(ArtifactError::io("truncate", &part))?;
             received = 0;
         }
         if offset != received || data.is_empty() {
@@ -148,7 +148,7 @@ impl ArtifactStore {
                 size: manifest.size,
             });
         }
-        let mut file = OpenOptions::new()
+        let mut file = private::file_options()
             .create(true)
             .append(true)
             .open(&part)
@@ -301,6 +301,14 @@ fn part_len(part: &std::path::Path) -> Result<u64, ArtifactError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(ArtifactError::io("stat", part)(e)),
     }
+}
+
+/// Creates (or empties) a partial upload, mode 0600.
+fn create_part(part: &std::path::Path) -> std::io::Result<std::fs::File> {
+    private::file_options()
+        .create(true)
+        .truncate(true)
+        .open(part)
 }
 
 /// Makes a rename durable.

@@ -8,6 +8,7 @@
 //! - [`retained`]: the retained messages the bridge owns (topic → payload),
 //!   republished at start.
 //! - [`audit`]: every accepted or refused operator command.
+//! - [`private`]: `data_dir` and its files are 0700/0600.
 //!
 //! Inserts are in memory and take microseconds; durability comes from
 //! [`Store::flush`] (sled's `flush_async`, which fsyncs on sled's own
@@ -18,6 +19,7 @@
 pub mod audit;
 pub mod devices;
 pub mod groups;
+pub mod private;
 pub mod records;
 pub mod retained;
 pub mod status;
@@ -39,6 +41,12 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    #[error("cannot make {path} private (mode 0700, its files 0600): {source} (the bridge's user must own data_dir)")]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("database error: {0} (check free disk space and the data_dir's permissions)")]
     Sled(#[from] sled::Error),
@@ -63,11 +71,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `data_dir/db`. Blocks.
+    /// Opens (or creates) the database at `data_dir/db`, and makes
+    /// `data_dir` and everything in it private ([`private`]). Blocks.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("db");
+        private::create_dir(data_dir).map_err(|source| StoreError::Private {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let db = open_db(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
+            source,
+        })?;
+        private::restrict(data_dir).map_err(|source| StoreError::Private {
+            path: data_dir.to_path_buf(),
             source,
         })?;
         Ok(Self {
