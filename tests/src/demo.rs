@@ -86,6 +86,11 @@ pub struct DemoSummary {
     pub versions: BTreeMap<String, BTreeMap<String, usize>>,
     pub statuses_sent: u64,
     pub statuses_acked: u64,
+    /// Devices in the bridge's credential registry (each its own password).
+    pub provisioned: usize,
+    /// Logins, publishes, subscriptions and block requests the bridge's
+    /// identity refused (none, for a fleet that keeps to PROTOCOL.md E1).
+    pub identity_refused: u64,
     pub seconds: f64,
     pub data_dir: Option<PathBuf>,
 }
@@ -112,13 +117,14 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     // 1. The stack.
     let stack = Stack::start(StackOptions {
         data_dir: opts.keep.clone(),
+        secured: true,
         ..StackOptions::default()
     })
     .await?;
     say(
         &opts,
         format!(
-            "1. started an embedded MQTT broker on 127.0.0.1:{} and the bridge (data in {})",
+            "1. started the bridge and its embedded MQTT broker on 127.0.0.1:{} with accounts: the bridge's, an operator's, and each device its own (data in {})",
             stack.port,
             stack.bridge_dir().display()
         ),
@@ -133,7 +139,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     );
 
     // 2. The fleet.
-    let fleet = spawn_fleet(&stack, &opts)?;
+    let fleet = spawn_fleet(&stack, &opts).await?;
     wait_registered(&stack, &fleet, &opts).await?;
 
     // 3. Groups, customer by customer, and a canary group.
@@ -254,12 +260,18 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     // 9. The summary.
     let stats = fleet.stats();
     let versions = fleet_versions(&stack).await?;
+    let (provisioned, identity_refused) = stack
+        .bridge()
+        .map(|b| (b.identity().len(), b.identity().refusals().sum()))
+        .unwrap_or_default();
     let summary = DemoSummary {
         devices: opts.devices,
         campaigns: lines,
         versions,
         statuses_sent: stats.statuses,
         statuses_acked: stats.acked,
+        provisioned,
+        identity_refused,
         seconds: started.elapsed().as_secs_f64(),
         data_dir: opts.keep.clone(),
     };
@@ -277,7 +289,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     Ok(summary)
 }
 
-fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, DemoError> {
+async fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, DemoError> {
     let mut profile = Profile {
         id_prefix: "dev".into(),
         connects_per_second: 500,
@@ -309,11 +321,13 @@ fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, DemoErr
     say(
         opts,
         format!(
-            "2. connecting {} simulated devices (3 customers x 2 lines, esp32 and armv7; 2% block loss, 1% install and 1% boot failures, 3% busy)",
+            "2. provisioning {} simulated devices, each with its own password, and connecting them (3 customers x 2 lines, esp32 and armv7; 2% block loss, 1% install and 1% boot failures, 3% busy)",
             opts.devices
         ),
     );
-    Ok(Fleet::spawn(stack.fleet(opts.devices, profile))?)
+    let mut cfg = stack.fleet(opts.devices, profile);
+    stack.provision(&mut cfg).await?;
+    Ok(Fleet::spawn(cfg)?)
 }
 
 fn component(s: &str) -> ComponentName {
@@ -453,6 +467,10 @@ fn print_summary(s: &DemoSummary) {
     println!(
         "\nStatus reports: {} sent by devices, {} acknowledged as durably stored.",
         s.statuses_sent, s.statuses_acked
+    );
+    println!(
+        "Devices with their own credentials: {}; logins, publishes and requests the broker and bridge refused: {}.",
+        s.provisioned, s.identity_refused
     );
     if let Some(d) = &s.data_dir {
         println!("The bridge's data is kept in {}.", d.display());

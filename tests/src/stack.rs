@@ -4,6 +4,12 @@
 //! The bridge connects to the broker in `external` mode even when the
 //! broker is the embedded one, so that a test can stop and restart the
 //! bridge while the broker (which rumqttd cannot stop) keeps running.
+//!
+//! A `secured` stack runs as `ota serve` does (PROTOCOL.md E1): rumqttd in
+//! the bridge with accounts for the bridge and the operator, only
+//! provisioned devices admitted, each fleet provisioned with its own
+//! passwords ([`Stack::provision`]). Its bridge cannot be
+//! restarted in-process (the broker goes with it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +41,8 @@ pub struct StackOptions {
     pub data_dir: Option<PathBuf>,
     /// Adjusts the bridge's config before it starts.
     pub tune: fn(&mut Config),
+    /// Accounts and per-device credentials (embedded broker only).
+    pub secured: bool,
 }
 
 impl Default for StackOptions {
@@ -43,6 +51,7 @@ impl Default for StackOptions {
             broker: BrokerChoice::Embedded,
             data_dir: None,
             tune: |_| {},
+            secured: false,
         }
     }
 }
@@ -85,6 +94,12 @@ pub enum StackError {
     Release(#[from] schemas::release::ReleaseError),
     #[error("push: {0}")]
     Push(#[from] bridge::client::push::PushError),
+    #[error("a secured stack runs the broker in the bridge: choose BrokerChoice::Embedded")]
+    SecuredNeedsEmbedded,
+    #[error("a secured stack's bridge holds its broker and cannot be restarted in-process")]
+    SecuredRestart,
+    #[error("fleet: {0}")]
+    Fleet(#[from] device_sim::fleet::FleetError),
 }
 
 /// A wait that did not end in time.
@@ -104,7 +119,13 @@ enum BrokerProc {
     // Held for the stack's lifetime; rumqttd itself runs until the process ends.
     Embedded(#[allow(dead_code)] broker::EmbeddedBroker),
     Mosquitto(Mosquitto),
+    /// rumqttd inside the bridge (a secured stack).
+    InBridge,
 }
+
+/// The broker accounts of a secured stack: the bridge's and the operator's.
+const BRIDGE_USER: &str = "ota-bridge";
+const OPERATOR_USER: &str = "operator";
 
 /// A running stack.
 pub struct Stack {
@@ -136,37 +157,52 @@ impl Stack {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let (broker, port) = match opts.broker {
-            BrokerChoice::Embedded => {
-                let port = crate::free_port()?;
-                let cfg = broker::EmbeddedConfig {
-                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                    // Room for the largest fleet the harness runs (10,000) and
-                    // below this machine's open-file limit.
-                    max_connections: 12_000,
-                    ..broker::EmbeddedConfig::default()
-                };
+        let keys = Keys::generate();
+        let port = crate::free_port()?;
+        let bridge_login = broker::Credentials {
+            username: BRIDGE_USER.into(),
+            password: schemas::provisioning::generate_password(),
+        };
+        let operator_login = broker::Credentials {
+            username: OPERATOR_USER.into(),
+            password: schemas::provisioning::generate_password(),
+        };
+        let embedded = |users| broker::EmbeddedConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            // Room for the largest fleet the harness runs (10,000) and
+            // below this machine's open-file limit.
+            max_connections: 12_000,
+            users,
+            ..broker::EmbeddedConfig::default()
+        };
+        let (broker, mut config) = match (opts.broker, opts.secured) {
+            (BrokerChoice::Embedded, true) => {
+                let users = [&bridge_login, &operator_login]
+                    .into_iter()
+                    .map(|c| (c.username.clone(), c.password.clone()))
+                    .collect();
+                let mut config = Config::with_defaults(
+                    data_dir.join("bridge"),
+                    broker::BrokerConfig::Embedded(embedded(users)),
+                );
+                config.bridge.credentials = Some(bridge_login);
+                config.devices.admission = bridge::identity::Admission::Provisioned;
+                (BrokerProc::InBridge, config)
+            }
+            (BrokerChoice::Mosquitto, true) => return Err(StackError::SecuredNeedsEmbedded),
+            (BrokerChoice::Embedded, false) => {
+                let cfg = embedded(Default::default());
                 let b = tokio::task::spawn_blocking(move || broker::start(&cfg))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))??;
-                (BrokerProc::Embedded(b), port)
+                (BrokerProc::Embedded(b), external(&data_dir, port))
             }
-            BrokerChoice::Mosquitto => {
+            (BrokerChoice::Mosquitto, false) => {
                 let m = Mosquitto::start().await?;
-                let port = m.port;
-                (BrokerProc::Mosquitto(m), port)
+                let config = external(&data_dir, m.port);
+                (BrokerProc::Mosquitto(m), config)
             }
         };
-        let keys = Keys::generate();
-        let mut config = Config::with_defaults(
-            data_dir.join("bridge"),
-            broker::BrokerConfig::External(broker::ExternalConfig {
-                host: "127.0.0.1".into(),
-                port,
-                tls: false,
-                credentials: None,
-            }),
-        );
         let op = keys.operator.verifying_key();
         config
             .bridge
@@ -177,10 +213,14 @@ impl Stack {
             .bridge
             .release_keys
             .insert(schemas::keys::kid(&rel), rel);
+        let port = config.endpoint().port;
         (opts.tune)(&mut config);
         let bridge = start_bridge(config.clone()).await?;
-        let ops = OpsClient::connect(ClientOptions::new("127.0.0.1", port, keys.operator.clone()))
-            .await?;
+        let mut o = ClientOptions::new("127.0.0.1", port, keys.operator.clone());
+        if opts.secured {
+            o.credentials = Some(operator_login);
+        }
+        let ops = OpsClient::connect(o).await?;
         Ok(Stack {
             keys,
             host: "127.0.0.1".into(),
@@ -217,8 +257,12 @@ impl Stack {
         Ok(())
     }
 
-    /// Starts the bridge again on the same data dir.
+    /// Starts the bridge again on the same data dir (not on a secured
+    /// stack).
     pub async fn start_bridge(&mut self) -> Result<(), StackError> {
+        if matches!(self.broker, BrokerProc::InBridge) {
+            return Err(StackError::SecuredRestart);
+        }
         if self.bridge.is_none() {
             self.bridge = Some(start_bridge(self.config.clone()).await?);
         }
@@ -232,7 +276,7 @@ impl Stack {
                 m.restart().await?;
                 Ok(true)
             }
-            BrokerProc::Embedded(_) => Ok(false),
+            BrokerProc::Embedded(_) | BrokerProc::InBridge => Ok(false),
         }
     }
 
@@ -254,6 +298,26 @@ impl Stack {
     ) -> device_sim::fleet::FleetConfig {
         profile.trusted = vec![self.keys.release.verifying_key()];
         device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
+    }
+
+    /// On a secured stack, provisions every device of `cfg` with its own
+    /// password and gives the fleet those logins; elsewhere does nothing.
+    /// Call it once `cfg`'s ids are settled (prefix, factory line).
+    pub async fn provision(
+        &self,
+        cfg: &mut device_sim::fleet::FleetConfig,
+    ) -> Result<(), StackError> {
+        if self.is_secured() {
+            let ids = cfg.ids()?;
+            let logins = bridge::client::provision::logins(&self.ops, &ids).await?;
+            cfg.logins = std::sync::Arc::new(logins);
+        }
+        Ok(())
+    }
+
+    /// Do devices log in with their own credentials?
+    pub fn is_secured(&self) -> bool {
+        matches!(self.broker, BrokerProc::InBridge)
     }
 
     /// Waits until the bridge has registered `n` devices: see
@@ -318,6 +382,19 @@ pub async fn wait_registered(
             limit,
         }),
     }
+}
+
+/// The bridge's config for a broker of the stack's own on `port`.
+fn external(data_dir: &Path, port: u16) -> Config {
+    Config::with_defaults(
+        data_dir.join("bridge"),
+        broker::BrokerConfig::External(broker::ExternalConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+            credentials: None,
+        }),
+    )
 }
 
 async fn start_bridge(config: Config) -> Result<Bridge, StackError> {

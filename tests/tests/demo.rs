@@ -3,6 +3,8 @@
 //! complete; the bad build halts in its canary wave and its rollback
 //! brings back the devices that installed it; a factory line brings its
 //! fresh devices onto the firmware), and every Status sent is acknowledged.
+//! It runs as `ota serve` does: the broker has accounts and every device
+//! logs in with its own provisioned password.
 
 use harness::demo::{run, DemoOptions};
 
@@ -42,4 +44,8 @@ async fn the_demo_tells_its_story() {
     assert!(back.targeted <= bad.targeted);
     assert_eq!(back.success, back.targeted);
     assert_eq!(s.statuses_acked, s.statuses_sent);
+    // Every device logged in with its own provisioned password, on a
+    // broker that checks it (one refusal would be a device off E1).
+    assert_eq!(s.provisioned, 300, "200 in the fleet, 100 off the line");
+    assert_eq!(s.identity_refused, 0);
 }

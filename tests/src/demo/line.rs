@@ -60,6 +60,7 @@ pub(super) async fn run(
     };
     let mut cfg = stack.fleet(devices, profile);
     cfg.factory_line = Some(LINE.to_string());
+    stack.provision(&mut cfg).await?;
     let fleet = Fleet::spawn(cfg)?;
     let pb = bar(opts, devices as u64, "off the line");
     let end = Instant::now() + LIMIT;
