@@ -214,6 +214,12 @@ pub struct Create {
     #[arg(long)]
     standing: bool,
 
+    /// Create it even if no registered device would take it (its groups
+    /// match no device, or no device has an arch the release covers).
+    /// Without it such a campaign is refused, saying why.
+    #[arg(long)]
+    allow_empty: bool,
+
     /// The latest results (success or failure) a standing campaign judges.
     #[arg(long, value_name = "N", default_value_t = 50, requires = "standing")]
     halt_window: u32,
@@ -298,6 +304,7 @@ impl Create {
                     standing: self.standing.then_some(StandingSpec {
                         halt_window: self.halt_window,
                     }),
+                    allow_empty: self.allow_empty,
                 };
                 serde_json::to_value(&spec).context("spec")?
             }

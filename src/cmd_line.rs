@@ -186,6 +186,7 @@ impl Put {
             standing: Some(StandingSpec {
                 halt_window: self.halt_window,
             }),
+            allow_empty: false,
         };
         let spec = serde_json::to_value(&spec).context("spec")?;
         let _: CampaignStatus = client.call_ok(Command::CampaignCreate { spec }).await?;

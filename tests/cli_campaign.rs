@@ -73,7 +73,8 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     push_firmware(&client, &release, "fw-5-esp32", "5.0.0", false).await;
     push_firmware(&client, &release, "fw-4-esp32", "4.0.0", true).await;
 
-    ota(
+    // Before any device registered, the empty group says why.
+    let put = ota(
         d,
         &[
             "group",
@@ -87,6 +88,11 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
     )
     .await
     .ok();
+    assert!(
+        put.stdout.contains("no device has registered yet"),
+        "{}",
+        put.stdout
+    );
     let images = SharedImages::new();
     let devices: Vec<_> = (1..=6)
         .map(|i| {
@@ -102,6 +108,22 @@ async fn a_campaign_survives_kill_9_of_the_bridge_and_the_cli_follows_it() {
         .collect();
     wait_registered(&client, 6).await;
 
+    // A selector that matches none of them lists the labels they have.
+    let typo = ota(
+        d,
+        &[
+            "group",
+            "put",
+            "acme2",
+            "--selector",
+            "customer=Acme",
+            "--config",
+            "ota.toml",
+        ],
+    )
+    .await
+    .ok();
+    assert!(typo.stdout.contains("customer = acme"), "{}", typo.stdout);
     // No --kind: the CLI asks the bridge for the artifact's. A maintenance
     // window that opens 3 s from now, a stop time in an hour, a rollback.
     let now = bridge::unix_now();

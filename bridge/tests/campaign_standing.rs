@@ -187,12 +187,22 @@ async fn a_standing_spec_is_checked() {
         let e = refusal(&ops, Command::CampaignCreate { spec }).await;
         assert!(e.contains(says), "{e}");
     }
-    create(
+    // A campaign no device would take is refused unless allowed; a
+    // standing one may start empty (a line before production).
+    let one_off = json!({"id": "one-off", "kind": "app", "release": ["app-1.1.0"],
+                         "waves": [{"cohorts": {"line-3": 10000}}]});
+    let e = refusal(
         &ops,
-        json!({"id": "one-off", "kind": "app", "release": ["app-1.1.0"],
-               "waves": [{"cohorts": {"line-3": 10000}}]}),
+        Command::CampaignCreate {
+            spec: one_off.clone(),
+        },
     )
     .await;
+    assert!(e.contains("would reach no device"), "{e}");
+    assert!(e.contains("--allow-empty"), "{e}");
+    let mut allowed = one_off;
+    allowed["allow_empty"] = json!(true);
+    create(&ops, allowed).await;
     call(&ops, Command::CampaignStart { id: cid("one-off") }).await;
     let e = refusal(
         &ops,

@@ -108,6 +108,7 @@ mod tests {
             stop_at: None,
             windows: Default::default(),
             standing: None,
+            allow_empty: false,
         };
         CampaignRecord {
             release: Release {

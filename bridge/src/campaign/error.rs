@@ -63,6 +63,8 @@ pub enum CampaignError {
         "stop_at {at} is not in the future (now {now}): give a later --stop-at, or leave it out"
     )]
     StopInThePast { at: u64, now: u64 },
+    #[error("campaign {id} would reach no device: {why}. Check the groups (`ota group list`, `ota devices list`) and the release's arches; give --allow-empty to create it anyway (devices that register later take part)")]
+    NoDevice { id: CampaignId, why: String },
     #[error("campaign {0} is not standing: retarget moves a factory line's standing campaign to a newer release; for another campaign, create a new one")]
     NotStanding(CampaignId),
     #[error("campaign {id} has ended ({state}): nothing to retarget; create a new standing campaign (or `ota line put`)")]

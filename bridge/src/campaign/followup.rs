@@ -157,6 +157,7 @@ pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> Ca
         stop_at: None,
         windows: Default::default(),
         standing: None,
+        allow_empty: false,
     }
 }
 
@@ -215,6 +216,7 @@ pub fn rollback_spec(
         stop_at: None,
         windows: Default::default(),
         standing: None,
+        allow_empty: false,
     }
 }
 

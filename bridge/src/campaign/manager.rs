@@ -259,6 +259,23 @@ impl Campaigns {
             },
             release.arches(),
         );
+        let empty_ok = spec.allow_empty || spec.standing.is_some() || spec.emergency;
+        if !empty_ok && preflight.targeted == 0 {
+            return Err(CampaignError::NoDevice {
+                id: spec.id,
+                why: "its groups hold no registered device".into(),
+            });
+        }
+        if !empty_ok && preflight.targeted == preflight.uncovered {
+            return Err(CampaignError::NoDevice {
+                id: spec.id,
+                why: format!(
+                    "none of its {} devices has an arch the release covers ({})",
+                    preflight.targeted,
+                    preflight.release_arches.join(", ")
+                ),
+            });
+        }
         let record = CampaignRecord {
             spec,
             release,
@@ -337,6 +354,7 @@ impl Campaigns {
             stop_at: None,
             windows: Default::default(),
             standing: None,
+            allow_empty: false,
         })
     }
 

@@ -266,6 +266,7 @@ mod tests {
             stop_at: None,
             windows: Default::default(),
             standing: None,
+            allow_empty: false,
         }
     }
 

@@ -102,6 +102,12 @@ pub struct CampaignSpec {
     /// on the failure rate of its latest `halt_window` results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standing: Option<StandingSpec>,
+    /// Create it even though no registered device would take it (its
+    /// groups match no device, or none has an arch the release covers):
+    /// refused without it (`--allow-empty`). A standing campaign may
+    /// always start empty: a line has no device before production.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
 }
 
 /// What makes a campaign standing.
@@ -511,6 +517,7 @@ mod tests {
             stop_at: None,
             windows: Default::default(),
             standing: None,
+            allow_empty: false,
         }
     }
 

@@ -71,6 +71,33 @@ pub struct GroupPut {
     pub replaced: bool,
     /// Devices whose membership changed (and were sent it).
     pub membership_changed: usize,
+    /// When the group's selector matched no device: the label keys the
+    /// fleet has, each with up to [`LABEL_VALUES_SHOWN`] of its values, so
+    /// the operator sees what a selector could match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fleet_labels: BTreeMap<String, Vec<String>>,
+    /// Registered devices (filled with `fleet_labels`).
+    #[serde(default)]
+    pub registered: usize,
+}
+
+/// Values listed per label key in [`GroupPut::fleet_labels`].
+pub const LABEL_VALUES_SHOWN: usize = 10;
+
+/// Every label key of the fleet, with its first values in order.
+fn fleet_labels(fleet: &Fleet) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for d in fleet.devices() {
+        for (k, v) in &d.labels {
+            let values = out.entry(k.clone()).or_default();
+            if values.len() < LABEL_VALUES_SHOWN {
+                values.insert(v);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(k, vs)| (k, vs.into_iter().map(str::to_string).collect()))
+        .collect()
 }
 
 /// `group_delete` result.
@@ -123,10 +150,18 @@ pub async fn group_put(
             serde_json::json!({ "group": g.name, "devices": group.devices }),
         )
         .await?;
+    let empty = group.devices == 0 && matches!(g.rule, crate::fleet::GroupRule::Selector(_));
+    let (fleet_labels, registered) = if empty {
+        (fleet_labels(state.fleet()), state.fleet().devices().count())
+    } else {
+        (BTreeMap::new(), 0)
+    };
     Ok(to_json(&GroupPut {
         group,
         replaced,
         membership_changed,
+        fleet_labels,
+        registered,
     }))
 }
 

@@ -32,6 +32,7 @@ fn spec(gates: Gates) -> CampaignSpec {
         stop_at: None,
         windows: Default::default(),
         standing: None,
+        allow_empty: false,
     }
 }
 

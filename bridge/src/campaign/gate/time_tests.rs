@@ -36,6 +36,7 @@ fn spec(stop_at: Option<u64>) -> CampaignSpec {
         stop_at,
         windows: Default::default(),
         standing: None,
+        allow_empty: false,
     }
 }
 
