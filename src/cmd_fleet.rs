@@ -377,6 +377,34 @@ impl Run for Group {
     }
 }
 
+/// What to say when a selector matched no device: what the fleet's labels
+/// are, or that no device registered yet.
+fn empty_group_hint(put: &GroupPut) -> String {
+    if put.registered == 0 && put.fleet_labels.is_empty() {
+        return "  no device has registered yet: the group fills as devices say Hello (start them, e.g. `ota sim --config ota.toml`)\n".to_string();
+    }
+    if put.fleet_labels.is_empty() {
+        return format!(
+            "  none of the {} registered devices has a label: selectors match labels devices send in their Hello\n",
+            put.registered
+        );
+    }
+    let mut out = format!(
+        "  no device matches; the {} registered devices have these labels:\n",
+        put.registered
+    );
+    for (k, vs) in &put.fleet_labels {
+        let more = if vs.len() >= bridge::ops::fleet_cmds::LABEL_VALUES_SHOWN {
+            ", ..."
+        } else {
+            ""
+        };
+        out.push_str(&format!("    {k} = {}{more}\n", vs.join(", ")));
+    }
+    out.push_str("  check the selector's keys and values (they are case-sensitive)\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,32 +434,4 @@ mod tests {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y");
     }
-}
-
-/// What to say when a selector matched no device: what the fleet's labels
-/// are, or that no device registered yet.
-fn empty_group_hint(put: &GroupPut) -> String {
-    if put.registered == 0 && put.fleet_labels.is_empty() {
-        return "  no device has registered yet: the group fills as devices say Hello (start them, e.g. `ota sim --config ota.toml`)\n".to_string();
-    }
-    if put.fleet_labels.is_empty() {
-        return format!(
-            "  none of the {} registered devices has a label: selectors match labels devices send in their Hello\n",
-            put.registered
-        );
-    }
-    let mut out = format!(
-        "  no device matches; the {} registered devices have these labels:\n",
-        put.registered
-    );
-    for (k, vs) in &put.fleet_labels {
-        let more = if vs.len() >= bridge::ops::fleet_cmds::LABEL_VALUES_SHOWN {
-            ", ..."
-        } else {
-            ""
-        };
-        out.push_str(&format!("    {k} = {}{more}\n", vs.join(", ")));
-    }
-    out.push_str("  check the selector's keys and values (they are case-sensitive)\n");
-    out
 }
