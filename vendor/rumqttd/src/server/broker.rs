@@ -607,7 +607,10 @@ async fn remote<P: Protocol>(
             return;
         }
     };
-    drop(our_will);
+    // ota patch: a weak handle on our will sender, to tell at the timeout
+    // below whether the handler in the map is still ours (a sender kept
+    // alive here would stop `recv_async` from seeing it dropped).
+    let our_will = our_will.downgrade();
 
     let connection_id = link.connection_id;
     let will_delay_interval = link.will_delay_interval;
@@ -655,7 +658,17 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            lock_wills(&will_handlers).remove(&client_id);
+            // ota patch: unless a newer connection of this client replaced
+            // it: upstream removed that connection's handler here.
+            let mut wills = lock_wills(&will_handlers);
+            let ours = our_will.upgrade().is_some_and(|mine| {
+                wills
+                    .get(&client_id)
+                    .is_some_and(|s| s.same_channel(&mine))
+            });
+            if ours {
+                wills.remove(&client_id);
+            }
             // as will delay interval has passed, publish the will message
             true
         }
