@@ -50,6 +50,7 @@ pub fn messages(record: &CampaignRecord, a: &gate::Announcement) -> Vec<(Topic, 
             emergency,
             state: wire_state(state),
             deadline: a.deadline,
+            deltas: Vec::new(),
         }
         .encode()
     };

@@ -127,6 +127,7 @@ mod tests {
             created: 1,
             min_version: None,
             allow_downgrade: false,
+            delta: None,
         };
         let key = schemas::keys::SigningKey::from_bytes(&[7; 32]);
         ArtifactRecord::new(&m, &manifest::sign(&m, &key), None, 1)

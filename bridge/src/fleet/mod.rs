@@ -291,6 +291,7 @@ mod tests {
             boot_id: boot.into(),
             epoch: Epoch::new("ep000001").unwrap(),
             outbox: 1,
+            features: Vec::new(),
         }
     }
 
