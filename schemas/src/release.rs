@@ -90,6 +90,8 @@ pub enum ReleaseError {
     Name(#[from] NameError),
     #[error("a delta from {0} to the same version rebuilds nothing: give an older image")]
     DeltaFromItself(String),
+    #[error("zstd failed to make the delta: {0}")]
+    Zstd(String),
     #[error("the delta does not go with its full image: {0}")]
     NotItsDelta(crate::msg::delta::Mismatch),
     /// A field the checks above let through was refused by the decoder.
@@ -253,6 +255,27 @@ pub fn build_delta_manifest(
     let back = Manifest::decode(&manifest.encode()).map_err(ReleaseError::Refused)?;
     crate::msg::delta::check_against(&back, full).map_err(ReleaseError::NotItsDelta)?;
     Ok(manifest)
+}
+
+/// Makes the delta payload that rebuilds `new` (whose manifest is `full`)
+/// from `old`, installed as `from_version`, checks that it does, and
+/// builds its manifest.
+pub fn build_delta(
+    old: &[u8],
+    new: &[u8],
+    full: &Manifest,
+    from_version: &str,
+) -> Result<(Vec<u8>, Manifest), ReleaseError> {
+    if old.is_empty() {
+        return Err(ReleaseError::EmptyImage);
+    }
+    let payload =
+        crate::delta_zstd::make(old, new).map_err(|e| ReleaseError::Zstd(e.to_string()))?;
+    crate::delta_zstd::apply(old, &payload, full.size, &full.sha256, std::io::sink())
+        .map_err(|e| ReleaseError::Zstd(format!("the delta does not rebuild the image: {e}")))?;
+    let from_sha256 = Sha256::digest(old).into();
+    let manifest = build_delta_manifest(&payload, full, from_version, from_sha256, None)?;
+    Ok((payload, manifest))
 }
 
 /// What can be read from a release entry without verifying it: for
