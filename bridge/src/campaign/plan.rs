@@ -241,6 +241,7 @@ mod tests {
                     manifest: vec![],
                 })
                 .collect(),
+            deltas: Vec::new(),
         }
     }
 
