@@ -111,6 +111,33 @@ pub struct Sign {
     /// image. An existing manifest there is replaced.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+
+    /// Also make a delta (E3) from an older image installed as VERSION:
+    /// writes IMAGE.from-VERSION.zst (a zstd --patch-from frame) and its
+    /// signed manifest IMAGE.from-VERSION.zst.manifest beside the image.
+    /// Repeat it for several older versions (at most 6 per release).
+    #[arg(long, value_name = "OLD@VERSION", value_parser = parse_delta_from)]
+    delta_from: Vec<DeltaFrom>,
+}
+
+/// `--delta-from OLD.bin@VERSION`.
+#[derive(Clone)]
+struct DeltaFrom {
+    image: PathBuf,
+    version: String,
+}
+
+fn parse_delta_from(s: &str) -> Result<DeltaFrom, String> {
+    let (image, version) = s
+        .rsplit_once('@')
+        .ok_or("use OLD.bin@VERSION, e.g. fw-1.2.0.bin@1.2.0")?;
+    if image.is_empty() {
+        return Err("the old image's path is empty: use OLD.bin@VERSION".into());
+    }
+    Ok(DeltaFrom {
+        image: image.into(),
+        version: parse_semver(version)?,
+    })
 }
 
 impl Run for Sign {
@@ -162,8 +189,53 @@ impl Run for Sign {
             envelope.len(),
             keys::kid_to_hex(&keys::kid(&key.verifying_key()))
         );
+        if self.delta_from.len() > limits::MAX_DELTAS {
+            bail!(
+                "{} --delta-from given: an announcement carries at most {} deltas",
+                self.delta_from.len(),
+                limits::MAX_DELTAS
+            );
+        }
+        for from in &self.delta_from {
+            sign_delta(&self.image, &image, &manifest, from, &key)?;
+        }
         Ok(())
     }
+}
+
+/// Makes, signs and writes the delta from `from` to `image`.
+fn sign_delta(
+    path: &Path,
+    image: &[u8],
+    full: &Manifest,
+    from: &DeltaFrom,
+    key: &keys::SigningKey,
+) -> anyhow::Result<()> {
+    let old = read_image(&from.image)?;
+    let (payload, delta) = release::build_delta(&old, image, full, &from.version)
+        .with_context(|| format!("cannot make the delta from {}", from.image.display()))?;
+    let envelope = sign(&delta, key);
+    let mut name: OsString = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".from-{}.zst", from.version));
+    let payload_path = path.with_file_name(name);
+    write_atomically(&payload_path, &payload)?;
+    let manifest_out = manifest_path(&payload_path);
+    write_atomically(&manifest_out, &envelope)?;
+    println!(
+        "delta from {} ({}): artifact {}, {} bytes for {} ({:.1}% of the image), wrote {} and {}",
+        from.version,
+        from.image.display(),
+        delta.artifact,
+        payload.len(),
+        full.size,
+        100.0 * payload.len() as f64 / full.size as f64,
+        payload_path.display(),
+        manifest_out.display()
+    );
+    Ok(())
 }
 
 /// Show what a signed manifest says and whether it verifies.

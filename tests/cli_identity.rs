@@ -128,6 +128,7 @@ fn hello(labels: &[(&str, &str)]) -> Vec<u8> {
         boot_id: "boot-1".into(),
         epoch: Epoch::new("ep000001").unwrap(),
         outbox: 0,
+        features: Vec::new(),
     }
     .encode()
 }

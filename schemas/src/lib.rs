@@ -19,12 +19,16 @@
 //! - [`ops`]: the operator command contract (signed JSON over MQTT).
 //! - [`provisioning`]: the provisioning file a factory flashes (E1) and the
 //!   password hash the registry keeps.
-//! - [`release`]: building a manifest from an image (`ota artifact sign`).
+//! - [`release`]: building a manifest from an image (`ota artifact sign`),
+//!   and a delta manifest from a delta payload (E3).
+//! - [`delta_zstd`]: E3's payload, a zstd frame with the installed image as
+//!   a reference prefix: making and applying it.
 
 pub mod bitmap;
 pub mod bucket;
 pub mod cbor;
 pub mod cose;
+pub mod delta_zstd;
 pub mod ids;
 pub mod keys;
 pub mod merkle;

@@ -88,6 +88,12 @@ pub enum ReleaseError {
     Merkle(#[from] MerkleError),
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error("a delta from {0} to the same version rebuilds nothing: give an older image")]
+    DeltaFromItself(String),
+    #[error("zstd failed to make the delta: {0}")]
+    Zstd(String),
+    #[error("the delta does not go with its full image: {0}")]
+    NotItsDelta(crate::msg::delta::Mismatch),
     /// A field the checks above let through was refused by the decoder.
     #[error("the manifest would be refused by devices: {0}")]
     Refused(DecodeError),
@@ -99,7 +105,12 @@ pub enum ReleaseError {
 /// over 64 characters keeps its first 55 and appends `-` and 8 hex
 /// characters of the SHA-256 of the whole, so two long ids stay distinct.
 pub fn default_artifact_id(component: &ComponentName, version: &str, arch: &str) -> ArtifactId {
-    let raw = format!("{component}-{version}-{arch}");
+    sanitized_id(&format!("{component}-{version}-{arch}"))
+}
+
+/// `raw` with every character outside the alphabet replaced by `-`,
+/// shortened to 64 characters with a hash suffix when longer.
+fn sanitized_id(raw: &str) -> ArtifactId {
     let mut id: String = raw
         .chars()
         .map(|c| {
@@ -117,8 +128,8 @@ pub fn default_artifact_id(component: &ComponentName, version: &str, arch: &str)
         id.push('-');
         id.push_str(&hex::encode(&digest[..4]));
     }
-    // Invariant: `id` starts with the non-empty component name, every
-    // character is in the alphabet and it is at most 64 characters long.
+    // Invariant: callers pass a raw id that starts with a non-empty valid
+    // name; every character is in the alphabet and it is at most 64 long.
     ArtifactId::new(id).expect("a sanitized, truncated id is a valid name")
 }
 
@@ -187,10 +198,84 @@ pub fn build_manifest(image: &[u8], spec: &ReleaseSpec) -> Result<Manifest, Rele
         created: spec.created,
         min_version: spec.min_version.clone(),
         allow_downgrade: spec.allow_downgrade,
+        delta: None,
     };
     // Every reader decodes with this; refuse here what they would refuse.
     Manifest::decode(&manifest.encode()).map_err(ReleaseError::Refused)?;
     Ok(manifest)
+}
+
+/// The artifact id of a delta when none is given: the full image's id
+/// with `.from-{from_version}`, sanitized and shortened as
+/// [`default_artifact_id`] does.
+pub fn default_delta_id(full: &ArtifactId, from_version: &str) -> ArtifactId {
+    sanitized_id(&format!("{full}.from-{from_version}"))
+}
+
+/// Builds the delta manifest (E3) of `payload`, which rebuilds `full`'s
+/// image from the image `from_sha256` of version `from_version`: the
+/// payload's size, sha256, blocks and Merkle root, `full`'s other fields,
+/// and the `delta` map. Checked against `full` as every reader checks it.
+pub fn build_delta_manifest(
+    payload: &[u8],
+    full: &Manifest,
+    from_version: &str,
+    from_sha256: [u8; 32],
+    artifact: Option<ArtifactId>,
+) -> Result<Manifest, ReleaseError> {
+    check_version("from version", from_version)?;
+    if payload.is_empty() {
+        return Err(ReleaseError::EmptyImage);
+    }
+    if payload.len() as u64 > MAX_IMAGE_BYTES {
+        return Err(ReleaseError::ImageTooLarge {
+            size: payload.len() as u64,
+            max: MAX_IMAGE_BYTES,
+        });
+    }
+    if from_version == full.version {
+        return Err(ReleaseError::DeltaFromItself(from_version.to_string()));
+    }
+    let tree = MerkleTree::build(payload, full.block_size)?;
+    let manifest = Manifest {
+        artifact: artifact.unwrap_or_else(|| default_delta_id(&full.artifact, from_version)),
+        size: payload.len() as u64,
+        sha256: Sha256::digest(payload).into(),
+        blocks: tree.blocks(),
+        merkle_root: tree.root(),
+        delta: Some(crate::msg::Delta {
+            format: crate::msg::delta::FORMAT_ZSTD.into(),
+            from_version: from_version.to_string(),
+            from_sha256,
+            target_size: full.size,
+            target_sha256: full.sha256,
+        }),
+        ..full.clone()
+    };
+    let back = Manifest::decode(&manifest.encode()).map_err(ReleaseError::Refused)?;
+    crate::msg::delta::check_against(&back, full).map_err(ReleaseError::NotItsDelta)?;
+    Ok(manifest)
+}
+
+/// Makes the delta payload that rebuilds `new` (whose manifest is `full`)
+/// from `old`, installed as `from_version`, checks that it does, and
+/// builds its manifest.
+pub fn build_delta(
+    old: &[u8],
+    new: &[u8],
+    full: &Manifest,
+    from_version: &str,
+) -> Result<(Vec<u8>, Manifest), ReleaseError> {
+    if old.is_empty() {
+        return Err(ReleaseError::EmptyImage);
+    }
+    let payload =
+        crate::delta_zstd::make(old, new).map_err(|e| ReleaseError::Zstd(e.to_string()))?;
+    crate::delta_zstd::apply(old, &payload, full.size, &full.sha256, std::io::sink())
+        .map_err(|e| ReleaseError::Zstd(format!("the delta does not rebuild the image: {e}")))?;
+    let from_sha256 = Sha256::digest(old).into();
+    let manifest = build_delta_manifest(&payload, full, from_version, from_sha256, None)?;
+    Ok((payload, manifest))
 }
 
 /// What can be read from a release entry without verifying it: for
@@ -319,6 +404,34 @@ mod tests {
         assert_eq!(u.manifest, Ok(m));
         assert_eq!(read_unverified(&[0x01]), None);
         assert_eq!(read_unverified(b"not cbor at all"), None);
+    }
+
+    #[test]
+    fn builds_a_delta_manifest() {
+        let full = build_manifest(&[7; 10_000], &spec()).unwrap();
+        let d = build_delta_manifest(&[1; 900], &full, "1.2.0", [3; 32], None).unwrap();
+        assert_eq!(d.artifact.as_str(), "main-1.3.0-esp32.from-1.2.0");
+        assert_eq!((d.size, d.blocks), (900, 1));
+        let info = d.delta.as_ref().unwrap();
+        assert_eq!(
+            (info.target_size, info.target_sha256),
+            (full.size, full.sha256)
+        );
+        assert_eq!(crate::msg::delta::check_against(&d, &full), Ok(()));
+        assert!(matches!(
+            build_delta_manifest(&[1], &full, "1.3.0", [3; 32], None),
+            Err(ReleaseError::DeltaFromItself(_))
+        ));
+        assert!(matches!(
+            build_delta_manifest(&[1], &full, "1.2", [3; 32], None),
+            Err(ReleaseError::BadVersion { .. })
+        ));
+        assert!(matches!(
+            build_delta_manifest(&[1], &full, "1.2.0", [3; 32], Some(full.artifact.clone())),
+            Err(ReleaseError::NotItsDelta(_))
+        ));
+        let long = default_delta_id(&full.artifact, &format!("1.0.0-{}", "x".repeat(80)));
+        assert_eq!(long.as_str().len(), 64);
     }
 
     #[test]

@@ -104,6 +104,7 @@ fn hello() -> Hello {
         boot_id: "b-7f3a".into(),
         epoch: Epoch::new("k3j9x0qa").unwrap(),
         outbox: 17,
+        features: Vec::new(),
     }
 }
 
@@ -134,6 +135,12 @@ fn manifest(arch: &str) -> Manifest {
     schemas::release::build_manifest(&image, &spec).unwrap()
 }
 
+/// A delta manifest of `manifest("esp32")` from 1.2.0 (E3).
+fn delta_manifest() -> Manifest {
+    let full = manifest("esp32");
+    schemas::release::build_delta_manifest(&[0x28; 700], &full, "1.2.0", [0x11; 32], None).unwrap()
+}
+
 fn key() -> schemas::keys::SigningKey {
     schemas::keys::SigningKey::from_bytes(&[42; 32])
 }
@@ -150,6 +157,7 @@ fn announcement() -> Announcement {
         emergency: false,
         state: CampaignState::Active,
         deadline: Some(1_790_086_400),
+        deltas: Vec::new(),
     }
 }
 
@@ -165,6 +173,9 @@ fn device_messages_match() {
     bare.versions.clear();
     bare.labels.clear();
     valid("Hello", &bare.encode());
+    let mut featured = hello();
+    featured.features = vec!["delta-zstd".into()];
+    valid("Hello", &featured.encode());
     valid("Presence", &Presence { online: true }.encode());
     valid("Presence", &Presence { online: false }.encode());
     valid(
@@ -221,6 +232,9 @@ fn bridge_messages_match() {
         a.cohort = 10_000;
         valid("Announcement", &a.encode());
     }
+    let mut a = announcement();
+    a.deltas = vec![schemas::msg::manifest::sign(&delta_manifest(), &key())];
+    valid("Announcement", &a.encode());
     let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
     valid(
         "Block",
@@ -236,7 +250,7 @@ fn bridge_messages_match() {
 
 #[test]
 fn signed_manifests_match() {
-    for m in [manifest("esp32"), manifest("any")] {
+    for m in [manifest("esp32"), manifest("any"), delta_manifest()] {
         valid("Manifest", &m.encode());
         let envelope = schemas::msg::manifest::sign(&m, &key());
         valid("signed-manifest", &envelope);
@@ -287,6 +301,19 @@ fn decoder_refuses(rule: &str, bytes: &[u8]) -> bool {
 #[test]
 fn cddl_and_decoder_refuse_the_same_things() {
     let (s, h, a, m) = (status(), hello(), announcement(), manifest("esp32"));
+    let d = delta_manifest();
+    let delta_with = |key: &str, v: Value| {
+        let mut map = match d.delta.as_ref().unwrap().to_value() {
+            Value::Map(m) => m,
+            _ => unreachable!(),
+        };
+        for (k, val) in map.iter_mut() {
+            if k == &Value::Text(key.into()) {
+                *val = v.clone();
+            }
+        }
+        with_key(&d, "delta", Some(Value::Map(map)))
+    };
     let block = Block {
         artifact: ArtifactId::new("a").unwrap(),
         index: 0,
@@ -332,6 +359,35 @@ fn cddl_and_decoder_refuse_the_same_things() {
         ("Manifest", with_key(&m, "merkle_root", None)),
         ("Manifest", with_key(&m, "arch", text("arm v7"))),
         ("Manifest", with_key(&m, "component", text(""))),
+        (
+            "Manifest",
+            delta_with("format", Value::Text("bsdiff".into())),
+        ),
+        (
+            "Manifest",
+            delta_with("from_version", Value::Text("1.2".into())),
+        ),
+        (
+            "Manifest",
+            delta_with("from_sha256", Value::Bytes(vec![0; 31])),
+        ),
+        (
+            "Manifest",
+            delta_with("target_size", Value::Integer(0.into())),
+        ),
+        ("Manifest", with_key(&d, "delta", text("zstd"))),
+        (
+            "Hello",
+            with_key(
+                &h,
+                "features",
+                Some(Value::Array(vec![text("f").unwrap(); 17])),
+            ),
+        ),
+        (
+            "Announcement",
+            with_key(&a, "deltas", Some(Value::Array(vec![bytes(1).unwrap(); 7]))),
+        ),
         (
             "Block",
             with_key(

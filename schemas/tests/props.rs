@@ -91,6 +91,7 @@ fn hello() -> impl Strategy<Value = Hello> {
                 boot_id,
                 epoch: Epoch::new(epoch).unwrap(),
                 outbox,
+                features: Vec::new(),
             },
         )
 }
@@ -119,6 +120,7 @@ fn announcement() -> impl Strategy<Value = Announcement> {
                 emergency,
                 state,
                 deadline,
+                deltas: Vec::new(),
             },
         )
 }
@@ -151,6 +153,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     created,
                     min_version,
                     allow_downgrade,
+                    delta: None,
                 }
             },
         )

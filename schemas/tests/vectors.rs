@@ -326,3 +326,48 @@ fn ota_verifies_what_coset_signs() {
         ErrorCode::UnknownKey
     );
 }
+
+// ------------------------------------------------------------ E3 delta
+
+/// The old image of the published delta vector: the Merkle vector image
+/// with its first 32 bytes zeroed and its last 100 dropped.
+fn delta_old_image() -> Vec<u8> {
+    let mut old = vector_image();
+    old[..32].fill(0);
+    old.truncate(9_900);
+    old
+}
+
+/// The delta payload published in docs/protocol.md (E3). zstd 1.5.7 wrote
+/// it (level 19, the old image as reference prefix); any encoder may write
+/// another frame that rebuilds the same target.
+const DELTA_PAYLOAD: &str = "28b52ffd6410267504004408df3f619804a92fdb4057192dc43dd748ea778adc52bc498ce80524c014b81119e1f46d07a433301813ad25cb1964b05c50a63476d1add65a7678f2bb9c4f2b90aa895859e45303cbd406c24b626e4d13882eca97d7ba6ece27b13ab5ce3cd35d9e54a4800a90b9734fbdbe1dd108c48a62f5eb39c833319b054121f4f16c3dc01ea1fa5f01004834af86af4fac12e778";
+
+#[test]
+fn published_delta_vector() {
+    let old = delta_old_image();
+    let target = vector_manifest();
+    let payload = h(DELTA_PAYLOAD);
+    let mut rebuilt = Vec::new();
+    schemas::delta_zstd::apply(&old, &payload, target.size, &target.sha256, &mut rebuilt).unwrap();
+    assert_eq!(rebuilt, vector_image());
+    let from_sha256: [u8; 32] = Sha256::digest(&old).into();
+    let delta =
+        schemas::release::build_delta_manifest(&payload, &target, "1.2.0", from_sha256, None)
+            .unwrap();
+    let envelope = sign(&delta, &vector_key());
+    let doc = include_str!("../../docs/protocol.md");
+    let flat: String = doc.split_whitespace().collect();
+    for (what, value) in [
+        ("payload", hex::encode(&payload)),
+        ("from_sha256", hex::encode(from_sha256)),
+        ("envelope", hex::encode(&envelope)),
+    ] {
+        assert!(
+            flat.contains(value.as_str()),
+            "docs/protocol.md lacks the delta vector's {what}: {value}"
+        );
+    }
+    let trust = TrustStore::new([vector_key().verifying_key()]);
+    assert_eq!(verify_entry(&envelope, &trust).unwrap(), delta);
+}

@@ -459,6 +459,7 @@ impl Device {
             boot_id: "boot-1".into(),
             epoch: Epoch::new(epoch).expect("an epoch"),
             outbox,
+            features: Vec::new(),
         };
         self.client
             .publish(

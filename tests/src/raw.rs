@@ -203,6 +203,7 @@ impl RawClient {
             boot_id: "boot-1".into(),
             epoch: Epoch::new("ep000001").expect("an epoch"),
             outbox: 0,
+            features: Vec::new(),
         };
         self.publish(
             &topics.build(&Topic::Hello(id.clone())),

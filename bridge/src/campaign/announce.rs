@@ -50,6 +50,7 @@ pub fn messages(record: &CampaignRecord, a: &gate::Announcement) -> Vec<(Topic, 
             emergency,
             state: wire_state(state),
             deadline: a.deadline,
+            deltas: record.release.delta_manifests(),
         }
         .encode()
     };
@@ -122,6 +123,7 @@ mod tests {
                     blocks: 1,
                     manifest: vec![0xd2, 0x84],
                 }],
+                deltas: Vec::new(),
             },
             created: 0,
             preflight: Default::default(),

@@ -30,6 +30,8 @@ pub enum CampaignError {
     BadArtifact(ArtifactId, #[source] ArtifactError),
     #[error(transparent)]
     ArtifactStore(ArtifactError),
+    #[error("artifact {0} is a delta (from {1}): name the full images in the release; the bridge adds their pushed deltas to the announcements by itself")]
+    DeltaInRelease(ArtifactId, String),
     #[error("artifacts {a} and {b} differ in {what} ({va} vs {vb}): a release holds one kind, one component and one version, with one manifest per arch")]
     MixedRelease {
         a: ArtifactId,

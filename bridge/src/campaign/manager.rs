@@ -896,7 +896,7 @@ impl Campaigns {
                     _ => &mut stopped,
                 },
             };
-            set.extend(e.record.release.entries.iter().map(|r| &r.artifact));
+            set.extend(e.record.release.artifacts());
         }
         let now: HashSet<ArtifactId> = stopped.difference(&serving).map(|a| (*a).clone()).collect();
         let changes: Vec<(ArtifactId, bool)> = now
@@ -963,9 +963,9 @@ fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {
 
 async fn mark_emergency(ctx: &Ctx<'_>, r: &CampaignRecord, on: bool) {
     let Some(blocks) = ctx.blocks else { return };
-    for entry in &r.release.entries {
-        if !blocks.set_priority(entry.artifact.clone(), on).await {
-            warn!(campaign = %r.id(), artifact = %entry.artifact, "block server gone: emergency priority not set");
+    for artifact in r.release.artifacts() {
+        if !blocks.set_priority(artifact.clone(), on).await {
+            warn!(campaign = %r.id(), artifact = %artifact, "block server gone: emergency priority not set");
         }
     }
 }

@@ -82,6 +82,7 @@ pub(crate) mod tests {
             boot_id: "b1".into(),
             epoch: Epoch::new("ep000001").unwrap(),
             outbox: 1,
+            features: Vec::new(),
         }
     }
 

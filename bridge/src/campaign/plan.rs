@@ -16,6 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 
+use schemas::msg::delta::FEATURE_DELTA_ZSTD;
 use schemas::msg::manifest::ANY_ARCH;
 use schemas::version::cmp_precedence;
 use schemas::{ArtifactId, DeviceId, GroupName};
@@ -83,6 +84,14 @@ pub struct WavePlan {
     pub broadcast_bytes: u64,
     /// One image to each downloading device.
     pub delivered_bytes: u64,
+    /// E3: of the downloads, those that take a delta (the device lists
+    /// `delta-zstd` and runs a delta's from_version), and the bytes they
+    /// spare against the full image (delivered; broadcast in
+    /// `broadcast_bytes` already counts one pass of each delta).
+    #[serde(default)]
+    pub delta_downloads: u32,
+    #[serde(default)]
+    pub delta_saved_bytes: u64,
     /// The online downloaders' blocks at the pacing rate, in seconds.
     pub download_secs: u64,
 }
@@ -192,13 +201,32 @@ pub fn compute(
                 }
             }
             wp.downloads += 1;
-            wp.delivered_bytes += entry.size;
-            if broadcast.insert(&entry.artifact) {
-                wp.broadcast_bytes += entry.size;
+            // E3: the delta a device with the feature on its from_version
+            // takes (the bridge cannot see its image's hash: counted as
+            // fitting).
+            let delta = installed
+                .filter(|_| d.features.iter().any(|f| f == FEATURE_DELTA_ZSTD))
+                .and_then(|v| {
+                    release
+                        .deltas
+                        .iter()
+                        .find(|x| x.target == entry.artifact && &x.from_version == v)
+                });
+            let (artifact, size, blocks) = match delta {
+                Some(x) => {
+                    wp.delta_downloads += 1;
+                    wp.delta_saved_bytes += entry.size.saturating_sub(x.size);
+                    (&x.artifact, x.size, x.blocks)
+                }
+                None => (&entry.artifact, entry.size, entry.blocks),
+            };
+            wp.delivered_bytes += size;
+            if broadcast.insert(artifact) {
+                wp.broadcast_bytes += size;
             }
             if d.online {
                 wp.online += 1;
-                deliveries += u64::from(entry.blocks);
+                deliveries += u64::from(blocks);
             }
         }
         wp.cohorts = cohorts;
@@ -241,6 +269,7 @@ mod tests {
                     manifest: vec![],
                 })
                 .collect(),
+            deltas: Vec::new(),
         }
     }
 
@@ -297,6 +326,38 @@ mod tests {
         assert_eq!(p.waves[0].download_secs, 4);
         assert!(p.rate_measured);
         assert_eq!(p.waves[1].by_group[&GroupName::new("globex").unwrap()], 4);
+    }
+
+    #[test]
+    fn deltas_count_where_they_apply() {
+        // acme: 8 devices on main 1.0.0, half esp32; esp32 devices 0 and 2
+        // list delta-zstd, 4 and 6 do not; armv7 ones are not covered.
+        let mut f = fleet(&[("acme", 8)]);
+        for i in [0, 2] {
+            let id = DeviceId::new(format!("acme-{i:03}")).unwrap();
+            let mut h = crate::campaign::members::tests::hello("esp32", "acme");
+            h.features = vec![FEATURE_DELTA_ZSTD.into()];
+            f.hello(&id, &h, 2);
+        }
+        let mut r = release(&["esp32"]);
+        let delta = |from: &str| crate::campaign::record::DeltaEntry {
+            artifact: ArtifactId::new(format!("fw-esp32.from-{from}")).unwrap(),
+            arch: "esp32".into(),
+            from_version: from.into(),
+            size: 700,
+            blocks: 1,
+            target: ArtifactId::new("fw-esp32").unwrap(),
+            manifest: vec![],
+        };
+        r.deltas = vec![delta("0.9.0"), delta("1.0.0")];
+        let s = spec(&[&[("acme", 10000)]]);
+        let p = compute(&f, &s, &r, &BTreeMap::new(), 100);
+        let w = &p.waves[0];
+        assert_eq!((w.downloads, w.delta_downloads), (4, 2));
+        assert_eq!(w.delta_saved_bytes, 2 * (10_000 - 700));
+        assert_eq!(w.delivered_bytes, 2 * 10_000 + 2 * 700);
+        // One pass of the full image and one of the 1.0.0 delta.
+        assert_eq!(w.broadcast_bytes, 10_000 + 700);
     }
 
     #[test]

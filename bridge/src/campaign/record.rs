@@ -25,6 +25,22 @@ pub struct ReleaseEntry {
     pub manifest: Vec<u8>,
 }
 
+/// One delta manifest (E3) of a release entry: devices on `from_version`
+/// may download it instead of the full image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEntry {
+    pub artifact: ArtifactId,
+    pub arch: String,
+    pub from_version: String,
+    /// The payload's bytes and blocks.
+    pub size: u64,
+    pub blocks: u32,
+    /// The full image's artifact it rebuilds.
+    pub target: ArtifactId,
+    #[serde(with = "hex_bytes")]
+    pub manifest: Vec<u8>,
+}
+
 /// The release a campaign rolls out: one manifest per arch, one kind,
 /// component and version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +50,10 @@ pub struct Release {
     pub version: String,
     /// In the order the spec lists them (the order of `release` on the wire).
     pub entries: Vec<ReleaseEntry>,
+    /// E3: the pushed deltas of the entries, found at create (the order of
+    /// `deltas` on the wire). Absent in records written before E3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaEntry>,
 }
 
 impl Release {
@@ -45,6 +65,19 @@ impl Release {
     /// The release entries as an announcement carries them.
     pub fn manifests(&self) -> Vec<Vec<u8>> {
         self.entries.iter().map(|e| e.manifest.clone()).collect()
+    }
+
+    /// The delta manifests as an announcement carries them.
+    pub fn delta_manifests(&self) -> Vec<Vec<u8>> {
+        self.deltas.iter().map(|e| e.manifest.clone()).collect()
+    }
+
+    /// Every artifact devices may download: full images, then deltas.
+    pub fn artifacts(&self) -> impl Iterator<Item = &ArtifactId> {
+        self.entries
+            .iter()
+            .map(|e| &e.artifact)
+            .chain(self.deltas.iter().map(|d| &d.artifact))
     }
 }
 
@@ -111,7 +144,7 @@ impl CampaignRecord {
 
     /// Whether the campaign uses `artifact` in its release.
     pub fn uses(&self, artifact: &ArtifactId) -> bool {
-        self.release.entries.iter().any(|e| &e.artifact == artifact)
+        self.release.artifacts().any(|a| a == artifact)
     }
 }
 

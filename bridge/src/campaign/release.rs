@@ -4,11 +4,13 @@
 //! never holds two manifests for one arch"). The manifests' exact signed
 //! bytes are copied into the campaign record.
 
-use schemas::msg::limits::MAX_RELEASE;
+use schemas::msg::delta::check_against;
+use schemas::msg::limits::{MAX_DELTAS, MAX_RELEASE};
+use schemas::msg::WireMessage;
 use schemas::ArtifactId;
 
 use super::error::CampaignError;
-use super::record::{spec_kind, Release, ReleaseEntry};
+use super::record::{spec_kind, DeltaEntry, Release, ReleaseEntry};
 use super::spec::Kind;
 use crate::artifacts::{ArtifactError, ArtifactRecord};
 
@@ -36,6 +38,12 @@ pub fn resolve(
             .map_err(bad)?
             .ok_or_else(|| CampaignError::NoArtifact(id.clone()))?;
         let manifest = r.manifest().map_err(bad)?;
+        if let Some(d) = &manifest.delta {
+            return Err(CampaignError::DeltaInRelease(
+                id.clone(),
+                d.from_version.clone(),
+            ));
+        }
         let bytes = r.manifest_bytes().map_err(bad)?;
         records.push((r, manifest, bytes));
     }
@@ -96,7 +104,55 @@ pub fn resolve(
                 manifest: bytes,
             })
             .collect(),
+        deltas: Vec::new(),
     })
+}
+
+/// Adds to `release` the pushed deltas of its entries (E3): every stored
+/// delta that goes with an entry (`check_against`: same kind, component,
+/// version and arch, its target the entry's image), at most one per arch
+/// and from_version, newest first, at most `MAX_DELTAS` in all. Artifacts
+/// that cannot be read are skipped: a delta never blocks a campaign.
+pub fn attach_deltas(release: &mut Release, stored: Vec<ArtifactRecord>) {
+    let mut found: Vec<(u64, DeltaEntry)> = Vec::new();
+    let fulls: Vec<(ArtifactId, schemas::msg::Manifest)> = release
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let payload = schemas::cose::peek_payload(&e.manifest)?;
+            let m = schemas::msg::Manifest::decode(&payload).ok()?;
+            Some((e.artifact.clone(), m))
+        })
+        .collect();
+    for r in stored {
+        let (Ok(m), Ok(bytes)) = (r.manifest(), r.manifest_bytes()) else {
+            continue;
+        };
+        let Some(d) = &m.delta else { continue };
+        let Some((target, _)) = fulls.iter().find(|(_, f)| check_against(&m, f).is_ok()) else {
+            continue;
+        };
+        let entry = DeltaEntry {
+            artifact: r.artifact.clone(),
+            arch: m.arch.clone(),
+            from_version: d.from_version.clone(),
+            size: m.size,
+            blocks: m.blocks,
+            target: target.clone(),
+            manifest: bytes,
+        };
+        match found
+            .iter_mut()
+            .find(|(_, e)| e.arch == entry.arch && e.from_version == entry.from_version)
+        {
+            Some(slot) if slot.0 < m.created => *slot = (m.created, entry),
+            Some(_) => {}
+            None => found.push((m.created, entry)),
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.artifact.cmp(&b.1.artifact)));
+    found.truncate(MAX_DELTAS);
+    release.deltas = found.into_iter().map(|(_, e)| e).collect();
 }
 
 #[cfg(test)]
@@ -127,6 +183,7 @@ mod tests {
             created: 1,
             min_version: None,
             allow_downgrade: false,
+            delta: None,
         };
         let key = schemas::keys::SigningKey::from_bytes(&[7; 32]);
         ArtifactRecord::new(&m, &manifest::sign(&m, &key), None, 1)
@@ -134,6 +191,50 @@ mod tests {
 
     fn a(s: &str) -> ArtifactId {
         ArtifactId::new(s).unwrap()
+    }
+
+    /// A delta of `full` from `from`, created at `created`.
+    fn delta(id: &str, full: &ArtifactRecord, from: &str, created: u64) -> ArtifactRecord {
+        let f = full.manifest().unwrap();
+        let m = schemas::release::build_delta_manifest(&[9; 300], &f, from, [4; 32], Some(a(id)));
+        let mut m = m.unwrap();
+        m.created = created;
+        let key = schemas::keys::SigningKey::from_bytes(&[7; 32]);
+        ArtifactRecord::new(&m, &manifest::sign(&m, &key), None, 1)
+    }
+
+    #[test]
+    fn pushed_deltas_join_their_release() {
+        let esp = record("fw-esp32", WireKind::Firmware, "main", "2.0.0", "esp32");
+        let arm = record("fw-armv7", WireKind::Firmware, "main", "2.0.0", "armv7");
+        let other = record("fw-old", WireKind::Firmware, "main", "1.9.0", "esp32");
+        let stored = vec![
+            esp.clone(),
+            arm.clone(),
+            delta("d-esp-1.0", &esp, "1.0.0", 5),
+            delta("d-esp-1.0-old", &esp, "1.0.0", 2),
+            delta("d-esp-1.1", &esp, "1.1.0", 4),
+            delta("d-arm-1.0", &arm, "1.0.0", 3),
+            delta("d-other", &other, "1.0.0", 9),
+        ];
+        let s = store(stored.clone());
+        // Only esp32 in the release: arm's and the other version's deltas stay out.
+        let mut r = run(&s, &["fw-esp32"], None).unwrap();
+        attach_deltas(&mut r, stored.clone());
+        let ids: Vec<&str> = r.deltas.iter().map(|d| d.artifact.as_str()).collect();
+        assert_eq!(ids, vec!["d-esp-1.0", "d-esp-1.1"]);
+        assert_eq!(r.deltas[0].target, a("fw-esp32"));
+        assert_eq!(
+            r.delta_manifests()[0],
+            s[&a("d-esp-1.0")].manifest_bytes().unwrap()
+        );
+        assert!(r.artifacts().any(|x| x == &a("d-esp-1.1")));
+        let mut r = run(&s, &["fw-esp32", "fw-armv7"], None).unwrap();
+        attach_deltas(&mut r, stored);
+        assert_eq!(r.deltas.len(), 3);
+        // A delta named in the release is refused, with what to do.
+        let e = run(&s, &["d-esp-1.0"], None).unwrap_err().to_string();
+        assert!(e.contains("is a delta (from 1.0.0)"), "{e}");
     }
 
     fn store(records: Vec<ArtifactRecord>) -> BTreeMap<ArtifactId, ArtifactRecord> {

@@ -111,6 +111,7 @@ impl Fleet {
                         last_seen: now,
                         last_hello: now,
                         reboots: 0,
+                        features: h.features.clone(),
                     },
                 );
                 HelloChange {
@@ -125,13 +126,16 @@ impl Fleet {
                     registered: false,
                     rebooted: d.boot_id != h.boot_id,
                     labels_changed: d.labels != h.labels,
-                    versions_changed: d.versions != versions,
+                    // What the device can take (E3 features) matters
+                    // as much as what it runs: persisted the same way.
+                    versions_changed: d.versions != versions || d.features != h.features,
                 };
                 if change.rebooted {
                     d.reboots += 1;
                 }
                 d.arch = h.arch.clone();
                 d.versions = versions;
+                d.features = h.features.clone();
                 d.labels = h.labels.clone();
                 d.boot_id = h.boot_id.clone();
                 d.last_seen = now;
@@ -291,6 +295,7 @@ mod tests {
             boot_id: boot.into(),
             epoch: Epoch::new("ep000001").unwrap(),
             outbox: 1,
+            features: Vec::new(),
         }
     }
 

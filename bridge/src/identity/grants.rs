@@ -158,6 +158,7 @@ mod tests {
             created: 1_790_000_000,
             min_version: None,
             allow_downgrade: false,
+            delta: None,
         }
     }
 
@@ -171,6 +172,7 @@ mod tests {
             emergency: false,
             state: CampaignState::Active,
             deadline: None,
+            deltas: Vec::new(),
         }
         .encode()
     }

@@ -282,7 +282,12 @@ fn resolve(
     ids: &[schemas::ArtifactId],
     kind: Option<spec::Kind>,
 ) -> Result<Release, CampaignError> {
-    release::resolve(ids, kind, |id| artifacts.get(id))
+    let mut release = release::resolve(ids, kind, |id| artifacts.get(id))?;
+    release::attach_deltas(
+        &mut release,
+        artifacts.list().map_err(CampaignError::ArtifactStore)?,
+    );
+    Ok(release)
 }
 
 fn json<T: Serialize>(v: &T) -> Value {

@@ -29,6 +29,10 @@ pub struct DeviceRecord {
     pub last_hello: u64,
     /// Reboots seen (a Hello with a new boot_id).
     pub reboots: u64,
+    /// The Hello's `features` (E3: `delta-zstd`). Absent in records
+    /// written before E3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// The `devices` tree.
@@ -78,6 +82,7 @@ mod tests {
             first_seen: 1,
             last_seen: 2,
             last_hello: 2,
+            features: vec!["delta-zstd".into()],
             reboots: 0,
         };
         s.devices.put(&r).unwrap();

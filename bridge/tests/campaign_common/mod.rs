@@ -68,7 +68,6 @@ pub async fn artifact_with(
     size: usize,
     tweak: impl FnOnce(&mut ReleaseSpec),
 ) {
-    use base64::Engine as _;
     let image = blocks_common::image(size, id.len() as u64 + size as u64);
     let mut spec = ReleaseSpec::new(
         kind,
@@ -82,6 +81,13 @@ pub async fn artifact_with(
     tweak(&mut spec);
     let m = build_manifest(&image, &spec).expect("a manifest");
     let env = schemas::msg::manifest::sign(&m, &blocks_common::release_key());
+    upload(stack, image, env).await
+}
+
+/// Stores `bytes` under its signed manifest `env`, as `ota artifact push`
+/// does (a full image or a delta payload).
+pub async fn upload(stack: &Stack, bytes: Vec<u8>, env: Vec<u8>) {
+    use base64::Engine as _;
     let store = stack.bridge().artifacts().clone();
     let b64 = base64::engine::general_purpose::STANDARD;
     let trust = TrustStore::new([blocks_common::release_key().verifying_key()]);
@@ -89,9 +95,9 @@ pub async fn artifact_with(
         let env = b64.encode(&env);
         let mut at = 0usize;
         loop {
-            let end = (at + schemas::ops::UPLOAD_CHUNK).min(image.len());
+            let end = (at + schemas::ops::UPLOAD_CHUNK).min(bytes.len());
             let p = store
-                .accept_chunk(&trust, &env, at as u64, &b64.encode(&image[at..end]), 0)
+                .accept_chunk(&trust, &env, at as u64, &b64.encode(&bytes[at..end]), 0)
                 .expect("the chunk is accepted");
             if p.complete {
                 return;

@@ -481,6 +481,7 @@ pub fn hello(epoch: &str, outbox: u64, labels: &[(&str, &str)]) -> Hello {
         boot_id: "boot-1".into(),
         epoch: Epoch::new(epoch).expect("an epoch"),
         outbox,
+        features: Vec::new(),
     }
 }
 

@@ -56,6 +56,7 @@ impl TestImage {
             created: 1_790_000_000,
             min_version: None,
             allow_downgrade: false,
+            delta: None,
         };
         Ok(Self {
             image,
@@ -112,6 +113,7 @@ pub fn announcement(
         emergency: false,
         state: CampaignState::Active,
         deadline: None,
+        deltas: Vec::new(),
     })
 }
 

@@ -3,7 +3,7 @@
 //! (`P/emergency`). Retained; an empty payload means "no campaign".
 
 use super::common::{CampaignState, Kind};
-use super::limits::{MAX_MANIFEST_BYTES, MAX_RELEASE};
+use super::limits::{MAX_DELTAS, MAX_MANIFEST_BYTES, MAX_RELEASE};
 use super::{DecodeError, WireMessage};
 use crate::cbor::{MapBuilder, MapReader, Value};
 use crate::ids::CampaignId;
@@ -11,7 +11,7 @@ use crate::ids::CampaignId;
 /// The largest cohort: every device of the group.
 pub const FULL_COHORT: u64 = 10_000;
 
-/// `Announcement = { "campaign", "kind", "release", "cohort", "emergency", "state", ? "deadline" }`
+/// `Announcement = { "campaign", "kind", "release", "cohort", "emergency", "state", ? "deadline", ? "deltas" }`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
     /// The campaign.
@@ -28,6 +28,8 @@ pub struct Announcement {
     pub state: CampaignState,
     /// Informational: when the bridge stops waiting (Unix seconds).
     pub deadline: Option<u64>,
+    /// E3: COSE_Sign1 delta manifests (0 to `MAX_DELTAS`); absent when empty.
+    pub deltas: Vec<Vec<u8>>,
 }
 
 impl Announcement {
@@ -59,6 +61,17 @@ impl WireMessage for Announcement {
             .put("emergency", self.emergency)
             .put("state", self.state.as_str())
             .put_opt("deadline", self.deadline)
+            .put_opt(
+                "deltas",
+                (!self.deltas.is_empty()).then(|| {
+                    Value::Array(
+                        self.deltas
+                            .iter()
+                            .map(|m| Value::Bytes(m.clone()))
+                            .collect(),
+                    )
+                }),
+            )
             .build()
     }
 
@@ -72,24 +85,12 @@ impl WireMessage for Announcement {
                 reason: "must hold at least one manifest".into(),
             });
         }
-        let mut release = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Value::Bytes(b) if b.len() <= MAX_MANIFEST_BYTES => release.push(b),
-                Value::Bytes(_) => {
-                    return Err(DecodeError::Invalid {
-                        key: "release",
-                        reason: format!("a manifest is over {MAX_MANIFEST_BYTES} bytes"),
-                    })
-                }
-                _ => {
-                    return Err(DecodeError::WrongType {
-                        key: "release",
-                        expected: "an array of byte strings",
-                    })
-                }
-            }
-        }
+        let release = manifests("release", items)?;
+        let deltas = if r.has("deltas") {
+            manifests("deltas", r.array("deltas", MAX_DELTAS)?)?
+        } else {
+            Vec::new()
+        };
         let cohort = r.uint("cohort")?;
         if cohort > FULL_COHORT {
             return Err(DecodeError::Invalid {
@@ -105,8 +106,32 @@ impl WireMessage for Announcement {
             emergency: r.bool("emergency")?,
             state: CampaignState::from_text("state", &r.text("state", 32)?)?,
             deadline: r.opt_uint("deadline")?,
+            deltas,
         })
     }
+}
+
+/// An array of byte strings, each at most `MAX_MANIFEST_BYTES`.
+fn manifests(key: &'static str, items: Vec<Value>) -> Result<Vec<Vec<u8>>, DecodeError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Bytes(b) if b.len() <= MAX_MANIFEST_BYTES => out.push(b),
+            Value::Bytes(_) => {
+                return Err(DecodeError::Invalid {
+                    key,
+                    reason: format!("a manifest is over {MAX_MANIFEST_BYTES} bytes"),
+                })
+            }
+            _ => {
+                return Err(DecodeError::WrongType {
+                    key,
+                    expected: "an array of byte strings",
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -123,6 +148,7 @@ mod tests {
             emergency: false,
             state: CampaignState::Active,
             deadline: Some(1_790_000_000),
+            deltas: Vec::new(),
         }
     }
 
@@ -134,6 +160,8 @@ mod tests {
         a.emergency = true;
         a.cohort = 10_000;
         a.state = CampaignState::Aborted;
+        round_trip(&a);
+        a.deltas = vec![vec![0xd2, 0x84, 1]];
         round_trip(&a);
         assert_eq!(Announcement::decode_retained(&[]).unwrap(), None);
     }
@@ -152,6 +180,24 @@ mod tests {
         let mut a = sample();
         a.release = vec![vec![0]; MAX_RELEASE + 1];
         assert!(Announcement::decode(&a.encode()).is_err());
+        let mut a = sample();
+        a.deltas = vec![vec![0]; MAX_DELTAS + 1];
+        assert!(matches!(
+            Announcement::decode(&a.encode()),
+            Err(DecodeError::Invalid { key: "deltas", .. })
+        ));
+        let mut a = sample();
+        a.deltas = vec![vec![0; MAX_MANIFEST_BYTES + 1]];
+        assert!(matches!(
+            Announcement::decode(&a.encode()),
+            Err(DecodeError::Invalid { key: "deltas", .. })
+        ));
+        // The largest announcement fits the broker's smallest payload bound.
+        let mut a = sample();
+        a.release = vec![vec![0; MAX_MANIFEST_BYTES]; MAX_RELEASE];
+        a.deltas = vec![vec![0; MAX_MANIFEST_BYTES]; MAX_DELTAS];
+        assert!(a.encode().len() <= super::super::limits::MAX_ANNOUNCEMENT_BYTES);
+        assert!(Announcement::decode(&a.encode()).is_ok());
         let b = MapBuilder::new()
             .put("campaign", "c")
             .put("kind", "firmware")

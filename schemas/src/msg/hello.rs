@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use super::limits::{MAX_MAP_ENTRIES, MAX_TEXT};
+use super::limits::{MAX_FEATURES, MAX_FEATURE_LEN, MAX_MAP_ENTRIES, MAX_TEXT};
 use super::{DecodeError, WireMessage};
 use crate::cbor::{MapBuilder, MapReader, Value};
 use crate::ids::{ComponentName, Epoch};
 
-/// `Hello = { "proto": 1, "arch", "versions", "labels", "boot_id", "epoch", "outbox" }`
+/// `Hello = { "proto": 1, "arch", "versions", "labels", "boot_id", "epoch", "outbox", ? "features" }`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// Protocol version: 1.
@@ -24,6 +24,16 @@ pub struct Hello {
     pub epoch: Epoch,
     /// The lowest seq the device holds unacknowledged, or its next seq.
     pub outbox: u64,
+    /// E3: what the device can do beyond v1, e.g. `delta-zstd`; absent
+    /// when empty.
+    pub features: Vec<String>,
+}
+
+impl Hello {
+    /// True when the device lists `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
 }
 
 impl WireMessage for Hello {
@@ -43,6 +53,12 @@ impl WireMessage for Hello {
             .put("boot_id", self.boot_id.as_str())
             .put("epoch", self.epoch.as_str())
             .put("outbox", self.outbox)
+            .put_opt(
+                "features",
+                (!self.features.is_empty()).then(|| {
+                    Value::Array(self.features.iter().map(|f| f.as_str().into()).collect())
+                }),
+            )
             .build()
     }
 
@@ -72,8 +88,20 @@ impl WireMessage for Hello {
             boot_id: r.text("boot_id", MAX_TEXT)?,
             epoch: r.name("epoch")?,
             outbox: r.uint("outbox")?,
+            features: features(r)?,
         })
     }
+}
+
+/// `? "features": [* tstr]`, bounded.
+fn features(r: &mut MapReader) -> Result<Vec<String>, DecodeError> {
+    if !r.has("features") {
+        return Ok(Vec::new());
+    }
+    r.array("features", MAX_FEATURES)?
+        .into_iter()
+        .map(|v| crate::cbor::as_text("features", v, MAX_FEATURE_LEN))
+        .collect()
 }
 
 #[cfg(test)]
@@ -94,6 +122,7 @@ mod tests {
             boot_id: "b-7f3a".into(),
             epoch: Epoch::new("k3j9x0qa").unwrap(),
             outbox: 17,
+            features: Vec::new(),
         }
     }
 
@@ -104,6 +133,26 @@ mod tests {
         empty.versions.clear();
         empty.labels.clear();
         round_trip(&empty);
+        let mut f = sample();
+        f.features = vec!["delta-zstd".into()];
+        round_trip(&f);
+        assert!(f.has_feature("delta-zstd"));
+        assert!(!sample().has_feature("delta-zstd"));
+    }
+
+    #[test]
+    fn bounds_features() {
+        let mut h = sample();
+        h.features = vec!["f".into(); MAX_FEATURES + 1];
+        assert!(matches!(
+            Hello::decode(&h.encode()),
+            Err(DecodeError::Invalid {
+                key: "features",
+                ..
+            })
+        ));
+        h.features = vec!["x".repeat(MAX_FEATURE_LEN + 1)];
+        assert!(Hello::decode(&h.encode()).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! device's steps 1 (pick) and 2 (verify) over a release.
 
 use super::common::{ErrorCode, Kind};
+use super::delta::Delta;
 use super::limits::{MAX_BLOCK_SIZE, MAX_MANIFEST_BYTES, MIN_BLOCK_SIZE};
 use super::{DecodeError, WireMessage};
 use crate::cbor::{MapBuilder, MapReader, Value};
@@ -40,6 +41,8 @@ pub struct Manifest {
     pub min_version: Option<String>,
     /// Default false.
     pub allow_downgrade: bool,
+    /// E3: present on a delta manifest only (see [`super::delta`]).
+    pub delta: Option<Delta>,
 }
 
 impl WireMessage for Manifest {
@@ -61,6 +64,7 @@ impl WireMessage for Manifest {
             .put("created", self.created)
             .put_opt("min_version", self.min_version.as_deref())
             .put_opt("allow_downgrade", self.allow_downgrade.then_some(true))
+            .put_opt("delta", self.delta.as_ref().map(Delta::to_value))
             .build()
     }
 
@@ -132,6 +136,7 @@ impl WireMessage for Manifest {
             created,
             min_version,
             allow_downgrade: r.opt_bool("allow_downgrade")?.unwrap_or(false),
+            delta: r.opt_value("delta").map(Delta::from_value).transpose()?,
         })
     }
 }
@@ -235,6 +240,7 @@ pub(crate) mod tests {
             created: 1_790_000_000,
             min_version: None,
             allow_downgrade: false,
+            delta: None,
         }
     }
 

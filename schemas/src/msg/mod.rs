@@ -9,6 +9,7 @@ pub mod announcement;
 pub mod block;
 pub mod block_request;
 pub mod common;
+pub mod delta;
 pub mod hello;
 pub mod manifest;
 pub mod membership;
@@ -20,6 +21,7 @@ pub use announcement::Announcement;
 pub use block::Block;
 pub use block_request::BlockRequest;
 pub use common::{CampaignState, ErrorCode, Kind, StatusState};
+pub use delta::Delta;
 pub use hello::Hello;
 pub use manifest::Manifest;
 pub use membership::Membership;
@@ -39,6 +41,16 @@ pub mod limits {
     pub const MAX_GROUPS: usize = 256;
     /// Most manifests in a release (one per architecture).
     pub const MAX_RELEASE: usize = 16;
+    /// Most delta manifests in an announcement (E3): three earlier
+    /// versions for two architectures, say. With `MAX_RELEASE` manifests it
+    /// keeps the largest announcement under the broker's smallest
+    /// `max_payload_size` (96 KiB).
+    pub const MAX_DELTAS: usize = 6;
+    /// Most entries in a Hello's `features` (E3), each at most
+    /// `MAX_FEATURE_LEN` bytes.
+    pub const MAX_FEATURES: usize = 16;
+    /// Longest feature name.
+    pub const MAX_FEATURE_LEN: usize = 64;
     /// Largest encoded COSE_Sign1 manifest.
     pub const MAX_MANIFEST_BYTES: usize = 4096;
     /// Largest block (`block_size` is at most 65536).
@@ -53,7 +65,10 @@ pub mod limits {
     /// Announcement).
     pub const MAX_CONTROL_BYTES: usize = 16 * 1024;
     /// Largest Announcement payload.
-    pub const MAX_ANNOUNCEMENT_BYTES: usize = MAX_RELEASE * MAX_MANIFEST_BYTES + 1024;
+    pub const MAX_ANNOUNCEMENT_BYTES: usize =
+        (MAX_RELEASE + MAX_DELTAS) * MAX_MANIFEST_BYTES + 1024;
+    // The largest announcement fits the broker's smallest payload bound.
+    const _: () = assert!(MAX_ANNOUNCEMENT_BYTES < 96 * 1024);
     /// Largest Block payload.
     pub const MAX_BLOCK_BYTES: usize = MAX_BLOCK_DATA + 2048;
 }

@@ -186,6 +186,7 @@ async fn run(opts: &IngestOptions, bridge: &Bridge) -> Result<IngestReport, Benc
             boot_id: "b1".into(),
             epoch: Epoch::new("bench0001").map_err(|e| BenchError::Setup(e.to_string()))?,
             outbox: 1,
+            features: Vec::new(),
         };
         publish(d, &topics, Topic::Hello(d.id.clone()), hello.encode()).await?;
     }

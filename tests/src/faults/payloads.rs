@@ -58,6 +58,7 @@ impl Fuzzer {
                     boot_id: "boot-fuzz".into(),
                     epoch,
                     outbox: 1,
+                    features: Vec::new(),
                 }
                 .encode(),
             );

@@ -113,6 +113,7 @@ async fn bad_payloads_on_every_topic_are_dropped_and_counted() {
         boot_id: "boot-good".into(),
         epoch: epoch.clone(),
         outbox: 1,
+        features: Vec::new(),
     };
     dev.publish(
         topics.build(&Topic::Hello(id.clone())),

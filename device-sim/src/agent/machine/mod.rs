@@ -378,5 +378,6 @@ fn hello(agent: &Agent) -> Hello {
         boot_id: agent.boot_id.clone(),
         epoch: agent.state.outbox.epoch.clone(),
         outbox: agent.state.outbox.low_water(),
+        features: Vec::new(),
     }
 }

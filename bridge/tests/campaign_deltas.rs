@@ -1,0 +1,163 @@
+//! Delta images (E3) through a real bridge: a pushed delta joins the
+//! release of its full image, is announced in `deltas`, and is served by
+//! broadcast like any artifact; devices on its from_version that share it
+//! move far fewer bytes than the full image, and rebuild the exact target.
+
+mod blocks_common;
+mod campaign_common;
+mod common;
+
+use bridge::blocks::BlocksConfig;
+use campaign_common::{call, cid, create, group, retained, upload};
+use schemas::cose::TrustStore;
+use schemas::msg::delta::{pick_delta, Installed};
+use schemas::msg::manifest::sign;
+use schemas::msg::{Kind, Manifest};
+use schemas::ops::Command;
+use schemas::release::{build_delta, build_manifest, ReleaseSpec};
+use schemas::topic::Topic;
+use schemas::{ArtifactId, ComponentName, GroupName};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// `old` with a few scattered edits.
+fn changed(old: &[u8]) -> Vec<u8> {
+    let mut new = old.to_vec();
+    for at in (500..new.len()).step_by(16 * 1024) {
+        new[at..at + 64].copy_from_slice(&blocks_common::image(64, at as u64));
+    }
+    new
+}
+
+fn full_manifest(image: &[u8]) -> Manifest {
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        ComponentName::new("main").unwrap(),
+        "1.3.0",
+        "esp32",
+        1_790_000_000,
+    );
+    spec.artifact = Some(ArtifactId::new("fw-1.3.0").unwrap());
+    spec.block_size = 1024;
+    build_manifest(image, &spec).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_delta_is_announced_and_shared_by_broadcast() {
+    // A slow egress spreads the payload over several merge windows, so
+    // the devices' requests merge into one broadcast stream.
+    let stack = blocks_common::stack(BlocksConfig {
+        merge_window_ms: 20,
+        egress_bytes_per_sec: 40 * 1024,
+        ..BlocksConfig::default()
+    })
+    .await;
+    let key = blocks_common::release_key();
+    let old = blocks_common::image(256 * 1024, 11);
+    let new = changed(&old);
+    let full = full_manifest(&new);
+    let (payload, delta) = build_delta(&old, &new, &full, "1.2.0").unwrap();
+    assert!(
+        payload.len() * 10 < new.len(),
+        "delta {} bytes",
+        payload.len()
+    );
+    upload(&stack, new.clone(), sign(&full, &key)).await;
+    upload(&stack, payload.clone(), sign(&delta, &key)).await;
+
+    let ops = stack.ops().await;
+    group(&ops, "acme", "acme").await;
+    create(
+        &ops,
+        json!({
+            "id": "fw-1", "kind": "firmware", "release": ["fw-1.3.0"],
+            "waves": [{"cohorts": {"acme": 10000}}],
+            "gates": {"min_sample": 1, "wave_timeout_secs": 120}
+        }),
+    )
+    .await;
+    call(&ops, Command::CampaignStart { id: cid("fw-1") }).await;
+    let topic = Topic::GroupCampaign(GroupName::new("acme").unwrap());
+    let mut ann = None;
+    campaign_common::wait("the announcement", common::WAIT, || {
+        ann = retained(&stack, topic.clone());
+        ann.is_some()
+    })
+    .await;
+    let ann = ann.unwrap();
+    assert_eq!(
+        ann.deltas,
+        vec![sign(&delta, &key)],
+        "the delta is announced"
+    );
+
+    // A device on 1.2.0 with that image picks it; one of another build does not.
+    let trust = TrustStore::new([key.verifying_key()]);
+    let old_sha: [u8; 32] = Sha256::digest(&old).into();
+    let at = |sha256| Installed {
+        version: "1.2.0",
+        sha256,
+    };
+    let picked = pick_delta(&ann.deltas, &full, at(&old_sha), &trust).expect("the delta fits");
+    assert_eq!(picked, delta);
+    assert!(pick_delta(&ann.deltas, &full, at(&[0; 32]), &trust).is_none());
+
+    // Three devices on 1.2.0 download the delta together, Merkle-verified.
+    let mut devices = Vec::new();
+    for i in 0..3 {
+        devices.push(blocks_common::device(&stack, &format!("on-120-{i}"), &delta).await);
+    }
+    let cfg = blocks_common::quick();
+    let runs: Vec<_> = devices
+        .into_iter()
+        .map(|d| {
+            let (m, cfg) = (delta.clone(), cfg.clone());
+            tokio::spawn(async move { d.download(&m, &cfg).await })
+        })
+        .collect();
+    let mut broadcast = 0;
+    for run in runs {
+        let report = run.await.unwrap().expect("the delta download completes");
+        assert_eq!(report.rejected, 0, "every proof verified");
+        broadcast += report.via_broadcast;
+        let got = report.image.expect("kept");
+        let mut rebuilt = Vec::new();
+        schemas::delta_zstd::apply(&old, &got, full.size, &full.sha256, &mut rebuilt)
+            .expect("the payload rebuilds the target");
+        assert!(rebuilt == new);
+    }
+    assert!(broadcast > 0, "delta blocks came on the artifact's topic");
+    let s = stack.bridge().blocks().metrics().snapshot();
+    // Three devices shared far less than one full image.
+    assert!(
+        s.egress_bytes() < new.len() as u64 / 4,
+        "egress {} for a {}-byte image and a {}-byte delta: {s:?}",
+        s.egress_bytes(),
+        new.len(),
+        payload.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_named_in_a_release_is_refused() {
+    let stack = campaign_common::stack().await;
+    let key = blocks_common::release_key();
+    let old = blocks_common::image(8 * 1024, 3);
+    let new = changed(&old);
+    let full = full_manifest(&new);
+    let (payload, delta) = build_delta(&old, &new, &full, "1.2.0").unwrap();
+    upload(&stack, new, sign(&full, &key)).await;
+    upload(&stack, payload, sign(&delta, &key)).await;
+    let ops = stack.ops().await;
+    group(&ops, "acme", "acme").await;
+    let e = ops
+        .call(Command::CampaignCreate {
+            spec: json!({
+                "id": "fw-bad", "kind": "firmware", "release": [delta.artifact.as_str()],
+                "waves": [{"cohorts": {"acme": 10000}}],
+            }),
+        })
+        .await;
+    let text = format!("{e:?}");
+    assert!(text.contains("is a delta (from 1.2.0)"), "{text}");
+}
