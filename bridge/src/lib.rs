@@ -10,6 +10,8 @@
 //! checks that no crate has an import cycle):
 //!
 //! ```text
+//!  http ─────────── the read-only HTTP listener: dashboard, JSON, /metrics;
+//!   │               asks core through its query inbox
 //!  core ─────────── the actor: runs every change to core's state, in order
 //!   │
 //!  ops ──────────── operator commands: auth, audit, dispatch, handlers;
@@ -54,6 +56,9 @@
 //! - [`ops`]: operator commands: verification, audit, dispatch, the
 //!   fleet, artifact and campaign handlers, [`ops::OpsError`].
 //! - [`core`]: the actor owning the state and the operator commands.
+//! - [`http`]: `[http]`, the read-only listener (axum): the dashboard page,
+//!   `/api/...` JSON and `/metrics` (Prometheus text), bearer tokens or
+//!   anonymous loopback.
 //! - [`client`]: [`client::OpsClient`], signed commands over MQTT, and
 //!   the operator's side of an artifact push.
 //!
@@ -84,6 +89,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod fleet;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod mqtt;
@@ -136,6 +142,8 @@ pub enum BridgeError {
     Ingest(#[from] status::IngestError),
     #[error(transparent)]
     Blocks(#[from] blocks::BlocksError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }
@@ -157,6 +165,8 @@ pub struct Bridge {
     blocks: blocks::BlockServerHandle,
     artifacts: artifacts::ArtifactStore,
     link: watch::Receiver<LinkState>,
+    /// Where the HTTP listener is bound, when `[http]` is on.
+    http_addr: Option<std::net::SocketAddr>,
     store: Store,
     publisher: Publisher,
     endpoint: broker::Endpoint,
@@ -187,6 +197,12 @@ impl Bridge {
         if config.bridge.operator_keys.is_empty() {
             return Err(BridgeError::NoOperatorKeys);
         }
+        // The HTTP listener binds first: a taken port fails the start
+        // before anything else runs.
+        let http_listener = match &config.http {
+            Some(h) => Some(http::bind(h).await?),
+            None => None,
+        };
         let data_dir = config.bridge.data_dir.clone();
         let d = data_dir.clone();
         blocking(move || store::private::create_dir(&d))
@@ -260,6 +276,11 @@ impl Bridge {
         let (ingest_tx, ingest_rx) = mpsc::channel(status::ingest::INBOX);
         let (core_mqtt_tx, core_mqtt_rx) = mpsc::channel(core::INBOX);
         let (core_tx, core_rx) = mpsc::channel(core::INBOX);
+        let inboxes = http::ask::Inboxes {
+            core_mqtt: core_mqtt_tx.downgrade(),
+            core_internal: core_tx.downgrade(),
+            status_ingest: ingest_tx.downgrade(),
+        };
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
@@ -326,6 +347,25 @@ impl Bridge {
             publisher.clone(),
             actors_token.clone(),
         );
+        let (query_tx, query_rx) = mpsc::channel(ops::queries::INBOX);
+        let http = match (&config.http, http_listener) {
+            (Some(h), Some(listener)) => {
+                let shared = Arc::new(http::Shared {
+                    config: h.clone(),
+                    core: http::ask::CoreLink::new(query_tx, inboxes),
+                    metrics: metrics.clone(),
+                    blocks: block_server.metrics().clone(),
+                    identity: identity.clone(),
+                    refusals: http::auth::Refusals::default(),
+                });
+                Some((listener, shared))
+            }
+            _ => None,
+        };
+        let http_addr = match &http {
+            Some((l, _)) => Some(l.local_addr().map_err(http::HttpError::Serve)?),
+            None => None,
+        };
         let core = core::Core {
             state: state::CoreState::new(state::Parts {
                 fleet,
@@ -341,9 +381,10 @@ impl Bridge {
             ops: ops::Ops::new(auth, uploads),
             mqtt: core_mqtt_rx,
             internal: core_rx,
+            queries: http.is_some().then_some(query_rx),
             link: link.clone(),
         };
-        let actors = vec![
+        let mut actors = vec![
             (
                 "status ingest",
                 Some(tokio::spawn({
@@ -377,6 +418,15 @@ impl Bridge {
                 })),
             ),
         ];
+        if let Some((listener, shared)) = http {
+            let token = actors_token.clone();
+            actors.push((
+                "http listener",
+                Some(tokio::spawn(async move {
+                    Ok(http::serve(listener, shared, token).await?)
+                })),
+            ));
+        }
         let metrics_log = tokio::spawn(log_metrics(
             metrics.clone(),
             identity.clone(),
@@ -389,6 +439,7 @@ impl Bridge {
             blocks: block_server,
             artifacts: artifact_store,
             link,
+            http_addr,
             store,
             publisher,
             endpoint,
@@ -415,6 +466,11 @@ impl Bridge {
     /// Where the bridge's broker listens (for clients in tests).
     pub fn endpoint(&self) -> &broker::Endpoint {
         &self.endpoint
+    }
+
+    /// Where the HTTP listener listens (`[http]`), with the port it got.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
     }
 
     /// The store (tests read what was stored).
