@@ -34,6 +34,43 @@ fn tag_with_id<'a>(dom: &'a str, id: &str) -> &'a str {
     &dom[start..=end]
 }
 
+/// Runs headless Chromium on `url` with `action` (`--dump-dom`,
+/// `--screenshot=FILE`), its console logged to stderr.
+async fn chromium_run(
+    chromium: &std::path::Path,
+    profile: &std::path::Path,
+    url: &str,
+    action: &str,
+) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1280,1600",
+                // Lets the page's fetches and a few polls run first.
+                "--virtual-time-budget=6000",
+                action,
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                profile.join("profile").display()
+            ))
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium ends within 90 s")
+    .expect("chromium runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_live_campaign() {
     let chromium = common::which("chromium").unwrap_or_else(|| {
@@ -68,37 +105,24 @@ async fn chromium_renders_the_live_campaign() {
 
     let profile = tempfile::tempdir().expect("a temp dir");
     let url = format!("http://{addr}/");
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                // Lets the page's fetches and two polls run before the dump.
-                "--virtual-time-budget=6000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(&url)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("chromium ends within 90 s")
-    .expect("chromium runs");
+    let out = chromium_run(&chromium, profile.path(), &url, "--dump-dom").await;
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "chromium failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        "chromium failed ({}): {log}",
+        out.status
     );
     assert!(
         dom.contains("data-loaded=\"1\""),
         "the script did not finish a poll:\n{dom}"
+    );
+    // The page's console stays silent: no script error, no CSP violation.
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "the page's console: {console:#?}");
+    assert!(
+        !dom.contains("[object "),
+        "an object rendered as text:\n{dom}"
     );
 
     // The campaign's card: its id, its state, the API's counts.
@@ -120,5 +144,17 @@ async fn chromium_renders_the_live_campaign() {
     assert!(dom.contains(&tile), "no {tile:?} in:\n{dom}");
     // The devices table, one page.
     assert!(dom.contains("4 devices match; showing 4"), "{dom}");
+
+    // A screenshot, kept in the test's temp dir.
+    let png = profile.path().join("dashboard.png");
+    let shot = format!("--screenshot={}", png.display());
+    let out = chromium_run(&chromium, profile.path(), &url, &shot).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).expect("the screenshot is written");
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
     devices.stop_all().await;
 }

@@ -53,6 +53,15 @@ impl std::fmt::Debug for TokenHash {
     }
 }
 
+/// A new read token: 32 random bytes as hex, prefixed `ota_` (so that a
+/// leaked one is recognisable in a log or a repository).
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("ota_{}", hex::encode(b))
+}
+
 /// The validated `[http]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
@@ -165,6 +174,13 @@ mod tests {
         let c = validate(raw("0.0.0.0:80", &[&h.to_config()], false)).unwrap();
         assert_eq!(c.read_tokens, vec![h]);
         assert!(!format!("{h:?}").contains(&hex::encode(h.0)));
+    }
+
+    #[test]
+    fn new_tokens_differ() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + 64);
     }
 
     #[test]
