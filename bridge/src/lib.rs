@@ -260,6 +260,11 @@ impl Bridge {
             generation.clone(),
         )
         .with_identity(identity.clone());
+        let (events_tx, _) = tokio::sync::broadcast::channel(http::events::CAPACITY);
+        let publisher = match &config.http {
+            Some(_) => publisher.with_events(events_tx.clone()),
+            None => publisher,
+        };
         let (s, dir) = (store.clone(), config.bridge.data_dir.clone());
         let artifact_store =
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
@@ -356,7 +361,10 @@ impl Bridge {
                     metrics: metrics.clone(),
                     blocks: block_server.metrics().clone(),
                     identity: identity.clone(),
+                    artifacts: artifact_store.clone(),
                     refusals: http::auth::Refusals::default(),
+                    events: events_tx,
+                    shutdown: actors_token.clone(),
                 });
                 Some((listener, shared))
             }

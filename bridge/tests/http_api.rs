@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use bridge::config::http::{HttpConfig, TokenHash};
 use campaign_common::*;
-use http_common::{get, outside_address, request, two_waves, Rollout};
+use http_common::{get, outside_address, request, two_waves, Rollout, Stream};
 use prometheus_parse::{Scrape, Value};
 use schemas::ops::Command;
 use serde_json::{json, Value as Json};
@@ -54,8 +54,14 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
         addr,
         mut devices,
     } = Rollout::start("2.0.0", devices).await;
+    // The bridge's events, as they happen.
+    let mut events = Stream::open(addr, "/api/events").await;
+    events.until("content-type: text/event-stream").await;
     two_waves(&ops, "fw-2", "2.0.0", 30).await;
     wait_state(&ops, "fw-2", "completed", LONG).await;
+    let seen = events.until("\"kind\":\"campaign.completed\"").await;
+    assert!(seen.contains("event: ota\ndata: {"), "{seen}");
+    assert!(seen.contains("\"kind\":\"campaign.wave_passed\""), "{seen}");
 
     // One campaign: exactly `ota campaign status fw-2 --json` (but the clock).
     let api = get(addr, "/api/campaigns/fw-2", &[]).await;
@@ -132,6 +138,33 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
         bad.text()
     );
     assert_eq!(get(addr, "/api/devices?group=nope", &[]).await.status, 404);
+    let total = |q: &str| {
+        let q = q.to_string();
+        async move { get(addr, &format!("/api/devices?{q}"), &[]).await.json()["total"].clone() }
+    };
+    assert_eq!(total("arch=esp32").await, json!(5));
+    assert_eq!(total("arch=armv7").await, json!(0));
+    assert_eq!(total("state=online").await, json!(5));
+    assert_eq!(total("state=offline").await, json!(0));
+    assert_eq!(total("version=main:2.0.0&group=canary").await, json!(2));
+    assert_eq!(total("version=main:1.0.0").await, json!(0));
+    let bad = get(addr, "/api/devices?state=asleep", &[]).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("state"), "{}", bad.text());
+    // Groups and artifacts: `group list --json`, `artifact list --json`.
+    let cli: Json = ops.call_ok(Command::GroupList).await.expect("group list");
+    assert_eq!(get(addr, "/api/groups", &[]).await.json(), cli);
+    let cli: Json = ops
+        .call_ok(Command::ArtifactList)
+        .await
+        .expect("artifact list");
+    let api = get(addr, "/api/artifacts", &[]).await.json();
+    assert_eq!(api, cli);
+    assert_eq!(
+        api["artifacts"][0]["artifact"],
+        json!("fw-2.0.0-esp32"),
+        "{api}"
+    );
     let missing = get(addr, "/api/campaigns/nope", &[]).await;
     assert_eq!(missing.status, 404, "{}", missing.text());
     assert_eq!(get(addr, "/api/nothing", &[]).await.status, 404);

@@ -1,5 +1,6 @@
 //! The JSON API and `/metrics`, every handler a read: `/api/fleet` (counts),
-//! `/api/devices` (a page, by group and label selector), `/api/campaigns`
+//! `/api/devices` (a page, by group, label selector, arch, state and
+//! installed version), `/api/groups`, `/api/artifacts`, `/api/campaigns`
 //! (`ota campaign list --json`), `/api/campaigns/{id}` (`ota campaign
 //! status ID --json`: waves, counts, verdicts, halt reason, parent and
 //! rollback links). The shapes are the CLI's own types.
@@ -51,6 +52,12 @@ pub struct DevicesParams {
     pub group: Option<String>,
     /// A label selector (`customer=acme,line in (3,4)`).
     pub label: Option<String>,
+    /// Only this arch.
+    pub arch: Option<String>,
+    /// `online` or `offline`.
+    pub state: Option<String>,
+    /// `COMPONENT:VERSION` installed.
+    pub version: Option<String>,
     /// The `next` of the previous page.
     pub after: Option<String>,
     /// At most this many (at most `schemas::ops::MAX_PAGE`).
@@ -73,6 +80,27 @@ impl DevicesParams {
                 .after
                 .map(|a| DeviceId::new(a).map_err(|e| bad("after", e.to_string())))
                 .transpose()?,
+            arch: self.arch,
+            online: match self.state.as_deref() {
+                None => None,
+                Some("online") => Some(true),
+                Some("offline") => Some(false),
+                Some(other) => {
+                    return Err(bad("state", format!("{other:?}: use online or offline")))
+                }
+            },
+            version: self
+                .version
+                .map(|v| match v.split_once(':') {
+                    Some((c, v)) if !c.is_empty() && !v.is_empty() => {
+                        Ok((c.to_string(), v.to_string()))
+                    }
+                    _ => Err(bad(
+                        "version",
+                        format!("{v:?}: use COMPONENT:VERSION, e.g. main:1.1.0"),
+                    )),
+                })
+                .transpose()?,
             limit: self.limit,
         })
     }
@@ -86,6 +114,28 @@ pub async fn devices(
         Answer::Devices(d) => Ok(Json(d).into_response()),
         _ => Err(ApiError::Failed("core answered another question".into())),
     }
+}
+
+/// `/api/groups`: `ota group list --json`.
+pub async fn groups(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    match s.core.ask(Ask::Groups).await? {
+        Answer::Groups(g) => Ok(Json(g).into_response()),
+        _ => Err(ApiError::Failed("core answered another question".into())),
+    }
+}
+
+/// `/api/artifacts`: `ota artifact list --json`, read from the artifact
+/// store on the blocking pool (core is not asked).
+pub async fn artifacts(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let list = crate::ops::artifact_cmds::handle(
+        &s.artifacts,
+        None,
+        &schemas::ops::Command::ArtifactList,
+        &|_| None,
+    )
+    .await
+    .map_err(|e| ApiError::Failed(e.to_string()))?;
+    Ok(Json(list).into_response())
 }
 
 pub async fn campaigns(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {

@@ -9,6 +9,8 @@
 //!   cache in front of it.
 //! - [`api`]: the JSON routes and `/metrics`; [`scrape`] encodes the
 //!   counters with `prometheus-client`.
+//! - [`events`]: `/api/events`, the bridge's operator events as
+//!   Server-Sent Events (what `P/ops/events` carries).
 //! - [`page`]: the dashboard, one HTML file compiled into the binary.
 //! - [`error`]: [`ApiError`] and its JSON responses.
 //!
@@ -16,9 +18,13 @@
 //!  GET /                     page (no data in it: no token needed)
 //!  GET /metrics              Prometheus text
 //!  GET /api/fleet            counts by arch, version, standing
-//!  GET /api/devices          ?group=G&label=SELECTOR&after=ID&limit=N
+//!  GET /api/devices          ?group=G&label=SELECTOR&arch=A&state=online
+//!                            &version=COMPONENT:VERSION&after=ID&limit=N
+//!  GET /api/groups           group list
+//!  GET /api/artifacts        artifact list
 //!  GET /api/campaigns        campaign list
 //!  GET /api/campaigns/{id}   campaign status
+//!  GET /api/events           Server-Sent Events: every operator event
 //! ```
 //!
 //! Shutdown: the bridge's token stops accepting; requests in hand get
@@ -28,6 +34,7 @@ pub mod api;
 pub mod ask;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod page;
 pub mod scrape;
 
@@ -76,7 +83,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub blocks: Arc<BlockMetrics>,
     pub identity: Arc<Identity>,
+    pub artifacts: crate::artifacts::ArtifactStore,
     pub refusals: auth::Refusals,
+    /// Every operator event the bridge publishes (`/api/events`).
+    pub events: tokio::sync::broadcast::Sender<bytes::Bytes>,
+    /// The bridge's stop: ends the event streams.
+    pub shutdown: CancellationToken,
 }
 
 /// Binds `[http] listen` (before the bridge's actors start, so that a
@@ -96,8 +108,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/fleet", get(api::fleet))
         .route("/api/devices", get(api::devices))
+        .route("/api/groups", get(api::groups))
+        .route("/api/artifacts", get(api::artifacts))
         .route("/api/campaigns", get(api::campaigns))
         .route("/api/campaigns/:id", get(api::campaign))
+        .route("/api/events", get(events::stream))
         .route_layer(middleware::from_fn_with_state(shared.clone(), readers_only));
     Router::new()
         .route("/", get(page::dashboard))

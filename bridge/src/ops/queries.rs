@@ -19,6 +19,7 @@ use crate::campaign::view::{CampaignList, CampaignStatus};
 use crate::fleet::selector::Selector;
 use crate::fleet::Fleet;
 use crate::state::CoreState;
+use crate::store::DeviceRecord;
 
 /// Queries waiting at core at most; more are refused as busy.
 pub const INBOX: usize = 16;
@@ -37,6 +38,8 @@ pub enum Ask {
     Fleet,
     /// A page of devices.
     Devices(DeviceFilter),
+    /// `group list`.
+    Groups,
     /// `campaign list`.
     Campaigns,
     /// `campaign status ID`.
@@ -50,10 +53,29 @@ pub struct DeviceFilter {
     pub group: Option<GroupName>,
     /// Only the devices whose labels match.
     pub labels: Option<Selector>,
+    /// Only this arch.
+    pub arch: Option<String>,
+    /// Only those online (`true`) or offline (`false`).
+    pub online: Option<bool>,
+    /// Only those with this (component, installed version).
+    pub version: Option<(String, String)>,
     /// The page starts after this id.
     pub after: Option<DeviceId>,
     /// At most this many (clamped to `schemas::ops::MAX_PAGE`).
     pub limit: Option<u32>,
+}
+
+impl DeviceFilter {
+    /// Whether `r` passes every filter but the group.
+    pub fn keeps(&self, r: &DeviceRecord) -> bool {
+        self.labels.as_ref().is_none_or(|s| s.matches(&r.labels))
+            && self.arch.as_ref().is_none_or(|a| &r.arch == a)
+            && self.online.is_none_or(|o| r.online == o)
+            && self
+                .version
+                .as_ref()
+                .is_none_or(|(c, v)| r.versions.get(c) == Some(v))
+    }
 }
 
 /// The answer, typed by what was asked.
@@ -61,6 +83,8 @@ pub struct DeviceFilter {
 pub enum Answer {
     Fleet(FleetCounts),
     Devices(DeviceList),
+    /// `group list`'s JSON.
+    Groups(serde_json::Value),
     Campaigns(CampaignList),
     Campaign(Box<CampaignStatus>),
 }
@@ -122,17 +146,14 @@ pub fn fleet_counts(fleet: &Fleet) -> FleetCounts {
 pub async fn answer(state: &mut CoreState, ask: Ask, now: u64) -> Result<Answer, OpsError> {
     match ask {
         Ask::Fleet => Ok(Answer::Fleet(fleet_counts(state.fleet()))),
-        Ask::Devices(f) => {
-            let fleet = state.fleet();
-            let selector = f.labels.as_ref();
-            Ok(Answer::Devices(fleet_cmds::device_page(
-                fleet,
-                f.group.as_ref(),
-                |r| selector.is_none_or(|s| s.matches(&r.labels)),
-                f.after.as_ref(),
-                f.limit,
-            )?))
-        }
+        Ask::Devices(f) => Ok(Answer::Devices(fleet_cmds::device_page(
+            state.fleet(),
+            f.group.as_ref(),
+            |r| f.keeps(r),
+            f.after.as_ref(),
+            f.limit,
+        )?)),
+        Ask::Groups => Ok(Answer::Groups(fleet_cmds::group_list(state.fleet())?)),
         Ask::Campaigns => {
             let (_, c) = state.campaigns_mut();
             Ok(Answer::Campaigns(c.list()))

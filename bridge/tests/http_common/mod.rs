@@ -141,6 +141,45 @@ pub async fn request(
     .await
 }
 
+/// A response that stays open (Server-Sent Events): the request is sent,
+/// [`Stream::until`] reads on.
+pub struct Stream {
+    socket: tokio::net::TcpStream,
+    pub seen: String,
+}
+
+impl Stream {
+    pub async fn open(addr: SocketAddr, path: &str) -> Stream {
+        let mut socket = within("connect for a stream", tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect to the listener");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        socket
+            .write_all(req.as_bytes())
+            .await
+            .expect("send the request");
+        Stream {
+            socket,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until what came so far holds `needle`.
+    pub async fn until(&mut self, needle: &str) -> &str {
+        within(&format!("{needle:?} on the stream"), async {
+            let mut buf = [0u8; 4096];
+            while !self.seen.contains(needle) {
+                let n = self.socket.read(&mut buf).await.expect("read the stream");
+                assert!(n > 0, "the stream ended before {needle:?}:\n{}", self.seen);
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+        .await;
+        &self.seen
+    }
+}
+
 /// `GET path` from loopback.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     request(IpAddr::from([127, 0, 0, 1]), addr, "GET", path, headers).await
