@@ -36,7 +36,8 @@
 //! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
 //!   status, retained, audit).
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
-//! - [`metrics`]: counters, logged periodically.
+//! - [`metrics`]: counters, logged periodically (`counters`, the log
+//!   line) and exported on `/metrics` ([`http`]).
 //! - [`mqtt`]: the one rumqttc connection: options, the event loop task
 //!   that routes publishes to actors, the [`mqtt::Publisher`].
 //! - [`fleet`]: the registry, label selectors, groups and membership.
@@ -88,6 +89,7 @@ pub mod campaign;
 pub mod client;
 pub mod config;
 pub mod core;
+mod counters;
 pub mod fleet;
 pub mod http;
 pub mod identity;
@@ -435,7 +437,7 @@ impl Bridge {
                 })),
             ));
         }
-        let metrics_log = tokio::spawn(log_metrics(
+        let metrics_log = tokio::spawn(counters::log_every(
             metrics.clone(),
             identity.clone(),
             config.bridge.metrics_interval,
@@ -571,46 +573,6 @@ impl Bridge {
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-}
-
-async fn log_metrics(
-    metrics: Arc<Metrics>,
-    identity: Arc<identity::Identity>,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                let s = metrics.snapshot();
-                // Refusals since start by reason (E1), e.g.
-                // "publish_not_allowed=4 subscribe_not_allowed=7".
-                let identity_refused: Vec<String> = identity
-                    .refusals()
-                    .snapshot()
-                    .into_iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(why, n)| format!("{why}={n}"))
-                    .collect();
-                info!(
-                    hellos = s.hellos,
-                    statuses_stored = s.statuses_stored,
-                    duplicates = s.statuses_duplicate,
-                    conflicts = s.statuses_conflict,
-                    commits = s.commits,
-                    acks = s.acks_published,
-                    commands = s.commands_accepted,
-                    refused = s.commands_refused,
-                    dropped = s.dropped_total(),
-                    identity_refused = identity_refused.join(" "),
-                    "counters"
-                );
-            }
         }
     }
 }

@@ -26,8 +26,9 @@ use crate::ops::queries::FleetCounts;
 /// The Content-Type of the answer.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Every state a campaign can be in (`campaign list`'s `state`).
-pub const CAMPAIGN_STATES: [&str; 7] = [
+/// Every state a campaign can be in (`campaign list`'s `state`), shown
+/// even at 0; a state not listed here is shown too once a campaign has it.
+pub const CAMPAIGN_STATES: [&str; 8] = [
     "draft",
     "running",
     "soaking",
@@ -35,6 +36,7 @@ pub const CAMPAIGN_STATES: [&str; 7] = [
     "halted",
     "completed",
     "aborted",
+    "expired",
 ];
 
 /// Everything one scrape shows, copied at one moment.
@@ -359,14 +361,16 @@ impl Scrape {
         let Some(c) = &self.campaigns else {
             return Ok(());
         };
+        let mut by_state: std::collections::BTreeMap<String, usize> =
+            CAMPAIGN_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        for x in &c.campaigns {
+            *by_state.entry(x.state.clone()).or_default() += 1;
+        }
         o.gauges_by(
             "ota_campaigns",
             "Campaigns, by state.",
             "state",
-            CAMPAIGN_STATES.iter().map(|s| {
-                let n = c.campaigns.iter().filter(|x| x.state == *s).count();
-                (s.to_string(), gauge_of(n))
-            }),
+            by_state.into_iter().map(|(s, n)| (s, gauge_of(n))),
         )
     }
 
