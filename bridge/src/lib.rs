@@ -356,7 +356,7 @@ impl Bridge {
         );
         let (query_tx, query_rx) = mpsc::channel(ops::queries::INBOX);
         let http = match (&config.http, http_listener) {
-            (Some(h), Some(listener)) => {
+            (Some(h), Some(bound)) => {
                 let shared = Arc::new(http::Shared {
                     config: h.clone(),
                     core: http::ask::CoreLink::new(query_tx, inboxes),
@@ -367,13 +367,14 @@ impl Bridge {
                     refusals: http::auth::Refusals::default(),
                     events: events_tx,
                     shutdown: actors_token.clone(),
+                    handshakes: Default::default(),
                 });
-                Some((listener, shared))
+                Some((bound, shared))
             }
             _ => None,
         };
         let http_addr = match &http {
-            Some((l, _)) => Some(l.local_addr().map_err(http::HttpError::Serve)?),
+            Some((b, _)) => Some(b.listener.local_addr().map_err(http::HttpError::Serve)?),
             None => None,
         };
         let core = core::Core {
@@ -428,12 +429,12 @@ impl Bridge {
                 })),
             ),
         ];
-        if let Some((listener, shared)) = http {
+        if let Some((bound, shared)) = http {
             let token = actors_token.clone();
             actors.push((
                 "http listener",
                 Some(tokio::spawn(async move {
-                    Ok(http::serve(listener, shared, token).await?)
+                    Ok(http::serve(bound, shared, token).await?)
                 })),
             ));
         }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use bridge::config::http::{HttpConfig, TokenHash};
 use campaign_common::*;
+use common::within;
 use http_common::{get, outside_address, request, two_waves, Rollout, Stream};
 use prometheus_parse::{Scrape, Value};
 use schemas::ops::Command;
@@ -294,6 +295,7 @@ async fn reads_without_the_right_token_are_refused() {
             listen: "0.0.0.0:0".parse().expect("an address"),
             read_tokens: vec![TokenHash::of(TOKEN.as_bytes())],
             allow_anonymous_loopback: true,
+            tls: None,
         })
     })
     .await;
@@ -419,4 +421,86 @@ async fn reads_without_the_right_token_are_refused() {
         .expect("a taken port fails the start")
         .to_string();
     assert!(e.contains("[http] listen"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_token_holder_and_drops_plain_http() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOKEN: &str = "tls-read-token";
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ca = tls::pki::FleetCa::generate("http test ca", 1).expect("a CA");
+    let server = ca
+        .issue_server(&["127.0.0.1".into()], tls::pki::Validity::days(1))
+        .expect("a server certificate");
+    let (cert, key, ca_file) = (
+        dir.path().join("server.crt"),
+        dir.path().join("server.key"),
+        dir.path().join("ca.crt"),
+    );
+    std::fs::write(&cert, &server.cert_pem).unwrap();
+    std::fs::write(&key, &server.key_pem).unwrap();
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let (c2, k2) = (cert.clone(), key.clone());
+    let mut stack = stack_with(move |c| {
+        c.http = Some(HttpConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            read_tokens: vec![TokenHash::of(TOKEN.as_bytes())],
+            allow_anonymous_loopback: false,
+            tls: Some(bridge::config::http::HttpTls { cert: c2, key: k2 }),
+        })
+    })
+    .await;
+    let addr = stack.bridge().http_addr().expect("[http] is on");
+
+    let mut roots = tls::rustls::RootCertStore::empty();
+    for c in tls::read_certs("ca_file", &ca_file).expect("the CA") {
+        roots.add(c).expect("a root");
+    }
+    let client = tls::client_config(std::sync::Arc::new(roots), None).expect("a client config");
+    let https = |path: &'static str, token: Option<&'static str>| {
+        let connector = tokio_rustls::TlsConnector::from(client.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = tls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut s = within("the TLS handshake", connector.connect(name, tcp))
+                .await
+                .expect("the handshake with the bridge's certificate");
+            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n");
+            s.write_all(req.as_bytes()).await.expect("send");
+            let mut raw = Vec::new();
+            // A close without TLS close_notify is fine here: the body is in.
+            let _ = within("the response", s.read_to_end(&mut raw)).await;
+            http_common::parse(&raw)
+        }
+    };
+    let r = https("/api/fleet", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["registered"], json!(0));
+    // Over TLS too: no token, no data (loopback is not anonymous here).
+    assert_eq!(https("/api/fleet", None).await.status, 401);
+
+    // Plain HTTP on the HTTPS port gets no answer, and is counted.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(b"GET /api/fleet HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let _ = within("the bridge to drop plain HTTP", plain.read_to_end(&mut got)).await;
+    assert!(
+        !got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let m = https("/metrics", Some(TOKEN)).await;
+    let s = parse_metrics(&m.text());
+    assert_eq!(
+        sample(&s, "ota_http_tls_handshake_failures_total", None),
+        1.0
+    );
+
+    stack.stop_bridge().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -11,9 +11,13 @@
 //! read_tokens = ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
 //! # Requests from 127.0.0.1 / ::1 without a token are let in (the demo).
 //! allow_anonymous_loopback = false
+//! # HTTPS: a PEM certificate chain and its key (both or neither).
+//! tls_cert = "tls/server.crt"
+//! tls_key = "tls/server.key"
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -28,6 +32,8 @@ pub struct RawHttp {
     pub listen: Option<String>,
     pub read_tokens: Option<Vec<String>>,
     pub allow_anonymous_loopback: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The SHA-256 of a read token: what the config keeps, never the token.
@@ -71,6 +77,15 @@ pub struct HttpConfig {
     pub read_tokens: Vec<TokenHash>,
     /// Requests from a loopback address need no token.
     pub allow_anonymous_loopback: bool,
+    /// HTTPS with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<HttpTls>,
+}
+
+/// `tls_cert` and `tls_key`, resolved against the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl HttpConfig {
@@ -80,6 +95,7 @@ impl HttpConfig {
             listen,
             read_tokens: Vec::new(),
             allow_anonymous_loopback: true,
+            tls: None,
         }
     }
 }
@@ -98,8 +114,12 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> HttpKeyError {
     }
 }
 
-/// Validates `[http]`.
-pub fn validate(raw: RawHttp) -> Result<HttpConfig, HttpKeyError> {
+/// Validates `[http]`; `resolve` makes a path relative to the config file.
+/// The TLS files are read once here, so that a bad one stops the load.
+pub fn validate(
+    raw: RawHttp,
+    resolve: impl Fn(PathBuf) -> PathBuf,
+) -> Result<HttpConfig, HttpKeyError> {
     let Some(listen) = raw.listen else {
         return Err(err(
             "listen",
@@ -135,10 +155,34 @@ pub fn validate(raw: RawHttp) -> Result<HttpConfig, HttpKeyError> {
             ),
         ));
     }
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(err(
+                "tls_key",
+                "tls_cert is given without it: give both, or neither for plain HTTP",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "tls_cert",
+                "tls_key is given without it: give both, or neither for plain HTTP",
+            ))
+        }
+        (Some(cert), Some(key)) => {
+            let t = HttpTls {
+                cert: resolve(cert),
+                key: resolve(key),
+            };
+            tls::server_config(&t.cert, &t.key).map_err(|e| err("tls_cert", e.to_string()))?;
+            Some(t)
+        }
+    };
     Ok(HttpConfig {
         listen,
         read_tokens,
         allow_anonymous_loopback,
+        tls,
     })
 }
 
@@ -165,7 +209,12 @@ mod tests {
             listen: Some(listen.into()),
             read_tokens: Some(tokens.iter().map(|s| s.to_string()).collect()),
             allow_anonymous_loopback: Some(anon),
+            ..RawHttp::default()
         }
+    }
+
+    fn validate(r: RawHttp) -> Result<HttpConfig, HttpKeyError> {
+        super::validate(r, |p| p)
     }
 
     #[test]
@@ -201,6 +250,23 @@ mod tests {
             ),
             (raw("127.0.0.1:1", &[], false), "read_tokens", "nobody"),
             (raw("0.0.0.0:1", &[], true), "listen", "other hosts"),
+            (
+                RawHttp {
+                    tls_cert: Some("c.pem".into()),
+                    ..raw("127.0.0.1:1", &[], true)
+                },
+                "tls_key",
+                "both",
+            ),
+            (
+                RawHttp {
+                    tls_cert: Some("/nonexistent/c.pem".into()),
+                    tls_key: Some("/nonexistent/k.pem".into()),
+                    ..raw("127.0.0.1:1", &[], true)
+                },
+                "tls_cert",
+                "cannot read",
+            ),
         ];
         for (r, key, needle) in cases {
             let e = validate(r).unwrap_err();

@@ -428,7 +428,10 @@ impl Validator<'_> {
         };
         let http = match raw.http {
             None => None,
-            Some(h) => Some(http::validate(h).map_err(|e| self.err("http", e.key, e.message))?),
+            Some(h) => Some(
+                http::validate(h, |p| self.resolve(p))
+                    .map_err(|e| self.err("http", e.key, e.message))?,
+            ),
         };
         Ok(Config {
             bridge,

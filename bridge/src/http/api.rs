@@ -164,6 +164,10 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> Result<Response, ApiError>
         identity_refused: s.identity.refusals().snapshot(),
         standings: s.identity.standings(),
         http_refused: Scrape::http_refusals(&s.refusals),
+        tls_handshakes_failed: s
+            .handshakes
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
         inboxes: s.core.depths(),
         fleet: fleet.ok(),
         campaigns: campaigns.ok(),

@@ -144,6 +144,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             read_tokens: tokens.iter().map(|t| TokenHash::of(t.as_bytes())).collect(),
             allow_anonymous_loopback: anon,
+            tls: None,
         }
     }
 

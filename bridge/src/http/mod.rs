@@ -12,6 +12,8 @@
 //! - [`events`]: `/api/events`, the bridge's operator events as
 //!   Server-Sent Events (what `P/ops/events` carries).
 //! - [`page`]: the dashboard, one HTML file compiled into the binary.
+//! - [`https`]: the accept loop for `tls_cert`/`tls_key` (rustls through
+//!   tokio-rustls, the workspace's one TLS stack).
 //! - [`error`]: [`ApiError`] and its JSON responses.
 //!
 //! ```text
@@ -35,6 +37,7 @@ pub mod ask;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod https;
 pub mod page;
 pub mod scrape;
 
@@ -74,6 +77,8 @@ pub enum HttpError {
     },
     #[error("the HTTP listener failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("[http] tls_cert/tls_key: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// What the handlers read.
@@ -89,17 +94,36 @@ pub struct Shared {
     pub events: tokio::sync::broadcast::Sender<bytes::Bytes>,
     /// The bridge's stop: ends the event streams.
     pub shutdown: CancellationToken,
+    /// Failed TLS handshakes (HTTPS only).
+    pub handshakes: Arc<https::Handshakes>,
 }
 
-/// Binds `[http] listen` (before the bridge's actors start, so that a
-/// taken port fails the start).
-pub async fn bind(cfg: &HttpConfig) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(cfg.listen)
+/// A bound listener, and its TLS when `[http]` has `tls_cert`.
+pub struct Bound {
+    pub listener: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds `[http] listen` and reads the TLS files (before the bridge's
+/// actors start, so that a taken port or a bad file fails the start).
+pub async fn bind(cfg: &HttpConfig) -> Result<Bound, HttpError> {
+    let tls = match &cfg.tls {
+        None => None,
+        Some(t) => {
+            let (cert, key) = (t.cert.clone(), t.key.clone());
+            let config = crate::rt::blocking(move || tls::server_config(&cert, &key))
+                .await
+                .map_err(|e| HttpError::Serve(std::io::Error::other(e.to_string())))??;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+    };
+    let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| HttpError::Bind {
             addr: cfg.listen,
             source,
-        })
+        })?;
+    Ok(Bound { listener, tls })
 }
 
 /// Every route.
@@ -161,12 +185,19 @@ async fn no_store(req: Request, next: Next) -> Response {
 /// Serves until `shutdown` is cancelled, then lets requests in hand finish
 /// for at most [`SHUTDOWN_WAIT`].
 pub async fn serve(
-    listener: TcpListener,
+    bound: Bound,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> Result<(), HttpError> {
+    let Bound { listener, tls } = bound;
     let addr = listener.local_addr().map_err(HttpError::Serve)?;
-    info!(listen = %addr, url = %format!("http://{addr}/"), "http listener running (read-only)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(listen = %addr, url = %format!("{scheme}://{addr}/"), "http listener running (read-only)");
+    if let Some(acceptor) = tls {
+        let handshakes = shared.handshakes.clone();
+        https::serve(listener, acceptor, router(shared), handshakes, shutdown).await;
+        return Ok(());
+    }
     let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

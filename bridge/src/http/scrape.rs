@@ -49,6 +49,8 @@ pub struct Scrape {
     pub identity_refused: Vec<(&'static str, u64)>,
     pub standings: [(Standing, usize); 3],
     pub http_refused: Vec<(&'static str, u64)>,
+    /// Failed TLS handshakes on the listener (0 without TLS).
+    pub tls_handshakes_failed: u64,
     pub inboxes: Vec<(&'static str, Depth)>,
     /// `None` when core did not answer (busy, stopping): the rest is shown.
     pub fleet: Option<FleetCounts>,
@@ -253,6 +255,11 @@ impl Collector for Scrape {
             "HTTP reads refused, by reason.",
             "reason",
             self.http_refused.iter().map(|(n, v)| (n.to_string(), *v)),
+        )?;
+        o.counter(
+            "ota_http_tls_handshake_failures",
+            "TLS handshakes on the HTTP listener that failed or timed out.",
+            self.tls_handshakes_failed,
         )
     }
 }
@@ -446,6 +453,7 @@ mod tests {
                 (Standing::Revoked, 0),
             ],
             http_refused: vec![("no_token", 2)],
+            tls_handshakes_failed: 0,
             inboxes: vec![(
                 "core_mqtt",
                 Depth {

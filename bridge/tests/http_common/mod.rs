@@ -185,7 +185,8 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp
     request(IpAddr::from([127, 0, 0, 1]), addr, "GET", path, headers).await
 }
 
-fn parse(raw: &[u8]) -> Response {
+/// A whole response as read off the wire.
+pub fn parse(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
