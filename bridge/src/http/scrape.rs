@@ -28,10 +28,11 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 /// Every state a campaign can be in (`campaign list`'s `state`), shown
 /// even at 0; a state not listed here is shown too once a campaign has it.
-pub const CAMPAIGN_STATES: [&str; 8] = [
+pub const CAMPAIGN_STATES: [&str; 9] = [
     "draft",
     "running",
     "soaking",
+    "standing",
     "paused",
     "halted",
     "completed",
