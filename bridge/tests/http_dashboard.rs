@@ -138,6 +138,8 @@ async fn chromium_renders_the_live_campaign() {
         dom.contains("data-wave=\"1\" data-state=\"pending\""),
         "{dom}"
     );
+    // The gate's decisions, as a timeline.
+    assert!(dom.contains("data-decision=\"wave_started\""), "{dom}");
     // The fleet's tiles.
     let fleet = get(addr, "/api/fleet", &[]).await.json();
     let tile = format!("id=\"fleet-registered\"><b>{}</b>", fleet["registered"]);
