@@ -19,7 +19,7 @@ use crate::{rt, Run};
 /// a summary table. About a minute on a 2-core machine.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  ota demo\n  ota demo --devices 200 --keep ./demo-data\n  ota demo --json > summary.json"
+    after_help = "Examples:\n  ota demo\n  ota demo --devices 200 --keep ./demo-data\n  ota demo --http 127.0.0.1:8080 --stay\n  ota demo --json > summary.json"
 )]
 pub struct Demo {
     /// How many simulated devices.
@@ -31,6 +31,14 @@ pub struct Demo {
     /// Print the summary as JSON on stdout (and no progress).
     #[arg(long)]
     json: bool,
+    /// Where the dashboard listens (read-only, anonymous: loopback only;
+    /// port 0 picks a free one). Its URL is printed.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http: std::net::SocketAddr,
+    /// After the summary, keep the bridge and its dashboard running until
+    /// Ctrl-C, to look at the campaigns the demo ran.
+    #[arg(long)]
+    stay: bool,
 }
 
 impl Run for Demo {
@@ -40,7 +48,18 @@ impl Run for Demo {
             keep: self.keep,
             json: self.json,
             progress: std::io::stderr().is_terminal(),
+            http: Some(self.http),
+            stay: self.stay,
         };
+        if opts.stay {
+            // The demo waits for Ctrl-C itself once the summary is out.
+            return rt::block_on(async move {
+                harness::demo::run(opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            })?;
+        }
         rt::block_on(async move {
             tokio::select! {
                 r = harness::demo::run(opts) => r.map(|_| ()).map_err(anyhow::Error::from),

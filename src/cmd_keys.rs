@@ -1,5 +1,7 @@
 //! `ota keygen`: a release key pair and an operator key pair, as text
-//! files (see `keyfile.rs` for the format and the file modes).
+//! files (see `keyfile.rs` for the format and the file modes). `ota
+//! http-token`: a read token for the HTTP listener and the hash the config
+//! keeps.
 
 use std::path::{Path, PathBuf};
 
@@ -110,4 +112,45 @@ impl Run for Keygen {
 
 fn file(dir: &Path, stem: &str, ext: &str) -> PathBuf {
     dir.join(format!("{stem}.{ext}"))
+}
+
+/// Make a read token for the HTTP listener (dashboard, /api, /metrics).
+///
+/// Prints a new random token, and the line for [http] read_tokens in
+/// ota.toml, which holds only the token's SHA-256: the bridge never
+/// stores the token. Give the token to the reader (a Prometheus
+/// `authorization` credential, or the dashboard as /#token=TOKEN); it is
+/// shown once. With --hash, prints the line for a token you already have
+/// (read from stdin).
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  ota http-token\n  printf %s \"$TOKEN\" | ota http-token --hash"
+)]
+pub struct HttpToken {
+    /// Read an existing token from stdin and print only its config line.
+    #[arg(long)]
+    hash: bool,
+}
+
+impl Run for HttpToken {
+    fn run(self) -> anyhow::Result<()> {
+        use bridge::config::http::{new_token, TokenHash};
+        let token = if self.hash {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .context("cannot read the token from stdin")?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("no token on stdin: pipe the token in, e.g. printf %s \"$TOKEN\" | ota http-token --hash");
+            }
+            t
+        } else {
+            let t = new_token();
+            println!("token (give it to the reader; it is not stored anywhere):\n  {t}");
+            t
+        };
+        let line = TokenHash::of(token.as_bytes()).to_config();
+        println!("add its hash to [http] read_tokens in ota.toml:\n  read_tokens = [\"{line}\"]");
+        Ok(())
+    }
 }

@@ -3,7 +3,7 @@
 //! The binary holds no logic: it parses the command line, loads files and
 //! calls a library. Each family of subcommands lives in its own file:
 //!
-//! - `cmd_keys.rs`: `ota keygen`.
+//! - `cmd_keys.rs`: `ota keygen`, `ota http-token`.
 //! - `cmd_artifact.rs`: `ota artifact sign | inspect`.
 //! - `cmd_artifact_ops.rs`: `ota artifact push | list | show | delete`.
 //! - `cmd_fleet.rs`: `ota serve`, `ota group put | list | delete`,
@@ -71,6 +71,7 @@ macro_rules! commands {
 commands! {
     Demo(cmd_demo::Demo),
     Keygen(cmd_keys::Keygen),
+    HttpToken(cmd_keys::HttpToken),
     #[command(subcommand)] Artifact(cmd_artifact::Artifact),
     Serve(cmd_fleet::Serve),
     #[command(subcommand)] Group(cmd_fleet::Group),

@@ -6,9 +6,12 @@
 //! It is the top of the service: it calls `ops`, `state` and (through
 //! `state`) `campaign`; nothing below knows it.
 //!
-//! Two inboxes: MQTT messages it owns (Presence, operator commands), and
+//! Three inboxes: MQTT messages it owns (Presence, operator commands),
 //! internal news from the status ingest actor (Hellos once their epoch is
-//! stored, last seen, campaign state changes).
+//! stored, last seen, campaign state changes), and the HTTP listener's
+//! read-only queries ([`crate::ops::queries`], a small bounded inbox the
+//! asker never waits on). Each piece of work is timed: core's busy time
+//! and its longest stall are counters (`/metrics`).
 
 use std::collections::HashMap;
 
@@ -16,11 +19,13 @@ use schemas::msg::{Hello, Membership, Presence, WireMessage};
 use schemas::topic::Topic;
 use schemas::DeviceId;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{DropReason, Metrics};
 use crate::mqtt::Incoming;
+use crate::ops::queries::Query;
 use crate::ops::Ops;
 use crate::state::{campaigns, CoreError, CoreState};
 use crate::status::{HelloEffect, StatusUpdate};
@@ -30,6 +35,17 @@ pub const INBOX: usize = 1024;
 
 pub use crate::status::CoreMsg;
 
+/// The next query; never, without a query inbox (or once it closed).
+async fn next_query(rx: &mut Option<mpsc::Receiver<Query>>) -> Option<Query> {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(q) => Some(q),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// The actor.
 pub struct Core {
     pub(crate) state: CoreState,
@@ -37,6 +53,8 @@ pub struct Core {
     pub(crate) ops: Ops,
     pub(crate) mqtt: mpsc::Receiver<Incoming>,
     pub(crate) internal: mpsc::Receiver<CoreMsg>,
+    /// Read-only queries (the HTTP listener); `None` without one.
+    pub(crate) queries: Option<mpsc::Receiver<Query>>,
     /// The link's state: a reconnect of the publishing connection may mean
     /// a broker that restarted and lost its retained messages.
     pub(crate) link: tokio::sync::watch::Receiver<crate::mqtt::LinkState>,
@@ -69,24 +87,59 @@ impl Core {
                         // start. Devices that reconnect find their
                         // Membership and announcements again.
                         info!("publishing connection is back: republishing retained messages");
+                        let t = Instant::now();
                         self.republish_retained().await?;
+                        self.worked(t);
                     }
                     egress_seen |= up;
                     egress_up = up;
                 }
-                _ = tick.tick() => campaigns::tick(&mut self.state).await?,
+                _ = tick.tick() => {
+                    let t = Instant::now();
+                    campaigns::tick(&mut self.state).await?;
+                    self.worked(t);
+                }
+                // Before the busy inboxes: a query is small, and the
+                // asker gives up after a few seconds.
+                Some(q) = next_query(&mut self.queries) => {
+                    let t = Instant::now();
+                    self.query(q).await;
+                    self.worked(t);
+                }
                 m = self.internal.recv() => match m {
-                    Some(m) => self.internal(m).await?,
+                    Some(m) => {
+                        let t = Instant::now();
+                        self.internal(m).await?;
+                        self.worked(t);
+                    }
                     None => break,
                 },
                 m = self.mqtt.recv() => match m {
-                    Some(m) => self.mqtt(m).await?,
+                    Some(m) => {
+                        let t = Instant::now();
+                        self.mqtt(m).await?;
+                        self.worked(t);
+                    }
                     None => break,
                 },
             }
         }
         debug!("core stopped");
         Ok(())
+    }
+
+    fn worked(&self, since: Instant) {
+        self.state.metrics().core_worked(since.elapsed());
+    }
+
+    /// Answers a query; an asker that gave up is no matter.
+    async fn query(&mut self, q: Query) {
+        let result =
+            crate::ops::queries::answer(&mut self.state, q.ask, crate::rt::unix_now()).await;
+        if let Err(e) = &result {
+            debug!(error = %e, "query failed");
+        }
+        let _ = q.reply.send(result);
     }
 
     /// Republishes the retained messages core owns (all but StatusAcks),

@@ -10,6 +10,8 @@
 //! checks that no crate has an import cycle):
 //!
 //! ```text
+//!  http ─────────── the read-only HTTP listener: dashboard, JSON, /metrics;
+//!   │               asks core through its query inbox
 //!  core ─────────── the actor: runs every change to core's state, in order
 //!   │
 //!  ops ──────────── operator commands: auth, audit, dispatch, handlers;
@@ -34,7 +36,8 @@
 //! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
 //!   status, retained, audit).
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
-//! - [`metrics`]: counters, logged periodically.
+//! - [`metrics`]: counters, logged periodically (`counters`, the log
+//!   line) and exported on `/metrics` ([`http`]).
 //! - [`mqtt`]: the one rumqttc connection: options, the event loop task
 //!   that routes publishes to actors, the [`mqtt::Publisher`].
 //! - [`fleet`]: the registry, label selectors, groups and membership.
@@ -54,6 +57,9 @@
 //! - [`ops`]: operator commands: verification, audit, dispatch, the
 //!   fleet, artifact and campaign handlers, [`ops::OpsError`].
 //! - [`core`]: the actor owning the state and the operator commands.
+//! - [`http`]: `[http]`, the read-only listener (axum): the dashboard page,
+//!   `/api/...` JSON and `/metrics` (Prometheus text), bearer tokens or
+//!   anonymous loopback.
 //! - [`client`]: [`client::OpsClient`], signed commands over MQTT, and
 //!   the operator's side of an artifact push.
 //!
@@ -83,7 +89,9 @@ pub mod campaign;
 pub mod client;
 pub mod config;
 pub mod core;
+mod counters;
 pub mod fleet;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod mqtt;
@@ -136,6 +144,8 @@ pub enum BridgeError {
     Ingest(#[from] status::IngestError),
     #[error(transparent)]
     Blocks(#[from] blocks::BlocksError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }
@@ -157,6 +167,8 @@ pub struct Bridge {
     blocks: blocks::BlockServerHandle,
     artifacts: artifacts::ArtifactStore,
     link: watch::Receiver<LinkState>,
+    /// Where the HTTP listener is bound, when `[http]` is on.
+    http_addr: Option<std::net::SocketAddr>,
     store: Store,
     publisher: Publisher,
     endpoint: broker::Endpoint,
@@ -187,6 +199,12 @@ impl Bridge {
         if config.bridge.operator_keys.is_empty() {
             return Err(BridgeError::NoOperatorKeys);
         }
+        // The HTTP listener binds first: a taken port fails the start
+        // before anything else runs.
+        let http_listener = match &config.http {
+            Some(h) => Some(http::bind(h).await?),
+            None => None,
+        };
         let data_dir = config.bridge.data_dir.clone();
         let d = data_dir.clone();
         blocking(move || store::private::create_dir(&d))
@@ -244,6 +262,11 @@ impl Bridge {
             generation.clone(),
         )
         .with_identity(identity.clone());
+        let (events_tx, _) = tokio::sync::broadcast::channel(http::events::CAPACITY);
+        let publisher = match &config.http {
+            Some(_) => publisher.with_events(events_tx.clone()),
+            None => publisher,
+        };
         let (s, dir) = (store.clone(), config.bridge.data_dir.clone());
         let artifact_store =
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
@@ -260,6 +283,11 @@ impl Bridge {
         let (ingest_tx, ingest_rx) = mpsc::channel(status::ingest::INBOX);
         let (core_mqtt_tx, core_mqtt_rx) = mpsc::channel(core::INBOX);
         let (core_tx, core_rx) = mpsc::channel(core::INBOX);
+        let inboxes = http::ask::Inboxes {
+            core_mqtt: core_mqtt_tx.downgrade(),
+            core_internal: core_tx.downgrade(),
+            status_ingest: ingest_tx.downgrade(),
+        };
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
@@ -326,6 +354,29 @@ impl Bridge {
             publisher.clone(),
             actors_token.clone(),
         );
+        let (query_tx, query_rx) = mpsc::channel(ops::queries::INBOX);
+        let http = match (&config.http, http_listener) {
+            (Some(h), Some(bound)) => {
+                let shared = Arc::new(http::Shared {
+                    config: h.clone(),
+                    core: http::ask::CoreLink::new(query_tx, inboxes),
+                    metrics: metrics.clone(),
+                    blocks: block_server.metrics().clone(),
+                    identity: identity.clone(),
+                    artifacts: artifact_store.clone(),
+                    refusals: http::auth::Refusals::default(),
+                    events: events_tx,
+                    shutdown: actors_token.clone(),
+                    handshakes: Default::default(),
+                });
+                Some((bound, shared))
+            }
+            _ => None,
+        };
+        let http_addr = match &http {
+            Some((b, _)) => Some(b.listener.local_addr().map_err(http::HttpError::Serve)?),
+            None => None,
+        };
         let core = core::Core {
             state: state::CoreState::new(state::Parts {
                 fleet,
@@ -341,9 +392,10 @@ impl Bridge {
             ops: ops::Ops::new(auth, uploads),
             mqtt: core_mqtt_rx,
             internal: core_rx,
+            queries: http.is_some().then_some(query_rx),
             link: link.clone(),
         };
-        let actors = vec![
+        let mut actors = vec![
             (
                 "status ingest",
                 Some(tokio::spawn({
@@ -377,7 +429,16 @@ impl Bridge {
                 })),
             ),
         ];
-        let metrics_log = tokio::spawn(log_metrics(
+        if let Some((bound, shared)) = http {
+            let token = actors_token.clone();
+            actors.push((
+                "http listener",
+                Some(tokio::spawn(async move {
+                    Ok(http::serve(bound, shared, token).await?)
+                })),
+            ));
+        }
+        let metrics_log = tokio::spawn(counters::log_every(
             metrics.clone(),
             identity.clone(),
             config.bridge.metrics_interval,
@@ -389,6 +450,7 @@ impl Bridge {
             blocks: block_server,
             artifacts: artifact_store,
             link,
+            http_addr,
             store,
             publisher,
             endpoint,
@@ -415,6 +477,11 @@ impl Bridge {
     /// Where the bridge's broker listens (for clients in tests).
     pub fn endpoint(&self) -> &broker::Endpoint {
         &self.endpoint
+    }
+
+    /// Where the HTTP listener listens (`[http]`), with the port it got.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
     }
 
     /// The store (tests read what was stored).
@@ -507,46 +574,6 @@ impl Bridge {
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-}
-
-async fn log_metrics(
-    metrics: Arc<Metrics>,
-    identity: Arc<identity::Identity>,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                let s = metrics.snapshot();
-                // Refusals since start by reason (E1), e.g.
-                // "publish_not_allowed=4 subscribe_not_allowed=7".
-                let identity_refused: Vec<String> = identity
-                    .refusals()
-                    .snapshot()
-                    .into_iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(why, n)| format!("{why}={n}"))
-                    .collect();
-                info!(
-                    hellos = s.hellos,
-                    statuses_stored = s.statuses_stored,
-                    duplicates = s.statuses_duplicate,
-                    conflicts = s.statuses_conflict,
-                    commits = s.commits,
-                    acks = s.acks_published,
-                    commands = s.commands_accepted,
-                    refused = s.commands_refused,
-                    dropped = s.dropped_total(),
-                    identity_refused = identity_refused.join(" "),
-                    "counters"
-                );
-            }
         }
     }
 }

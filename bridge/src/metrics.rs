@@ -1,6 +1,8 @@
 //! Counters: what the bridge stored, published and dropped, as atomics that
-//! every task bumps without locks. Logged periodically at info and read by
-//! tests through [`Metrics::snapshot`].
+//! every task bumps without locks. Logged periodically at info, read by
+//! tests through [`Metrics::snapshot`] and exported on `/metrics`
+//! (`crate::http::scrape`). [`Latency`] is a fixed-bucket histogram of the
+//! same kind (atomics), for the status commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -87,6 +89,66 @@ pub struct Metrics {
     pub commands_refused: AtomicU64,
     pub connects: AtomicU64,
     pub retained_republished: AtomicU64,
+    /// Time core spent handling its messages, ticks and queries (µs).
+    pub core_busy_micros: AtomicU64,
+    /// The longest single piece of work core did (µs): how long it stalled
+    /// everything queued behind it.
+    pub core_max_stall_micros: AtomicU64,
+    /// From a status batch's first message to its flush.
+    pub commit_latency: Latency,
+}
+
+/// Upper bounds of [`Latency`]'s buckets, seconds (a last one is +Inf).
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A histogram of durations in fixed buckets ([`LATENCY_BUCKETS`]), as
+/// atomics: observing takes no lock.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Per bucket (not cumulative); the last one past every bound.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// A copy of a [`Latency`]: cumulative counts per upper bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySnapshot {
+    /// (upper bound in seconds, observations at or below it).
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_secs: f64,
+}
+
+impl Latency {
+    /// Counts one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Every bucket now.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += get(&self.counts[i]);
+            buckets.push((*b, cumulative));
+        }
+        let count = cumulative + get(&self.counts[LATENCY_BUCKETS.len()]);
+        LatencySnapshot {
+            buckets,
+            count,
+            sum_secs: get(&self.sum_micros) as f64 / 1e6,
+        }
+    }
 }
 
 /// A copy of every counter at one moment.
@@ -105,6 +167,8 @@ pub struct Snapshot {
     pub commands_refused: u64,
     pub connects: u64,
     pub retained_republished: u64,
+    pub core_busy_micros: u64,
+    pub core_max_stall_micros: u64,
 }
 
 impl Snapshot {
@@ -139,6 +203,14 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Core did one piece of work that took `d`.
+    pub fn core_worked(&self, d: std::time::Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.core_busy_micros.fetch_add(micros, Ordering::Relaxed);
+        self.core_max_stall_micros
+            .fetch_max(micros, Ordering::Relaxed);
+    }
+
     /// Every counter now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -158,6 +230,8 @@ impl Metrics {
             commands_refused: get(&self.commands_refused),
             connects: get(&self.connects),
             retained_republished: get(&self.retained_republished),
+            core_busy_micros: get(&self.core_busy_micros),
+            core_max_stall_micros: get(&self.core_max_stall_micros),
         }
     }
 }
@@ -181,5 +255,20 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        use std::time::Duration;
+        let l = Latency::default();
+        l.observe(Duration::from_micros(500));
+        l.observe(Duration::from_millis(3));
+        l.observe(Duration::from_secs(60));
+        let s = l.snapshot();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.buckets[0], (0.001, 1));
+        assert_eq!(s.buckets[2], (0.005, 2));
+        assert_eq!(s.buckets.last(), Some(&(10.0, 2)));
+        assert!((s.sum_secs - 60.0035).abs() < 1e-6, "{}", s.sum_secs);
     }
 }

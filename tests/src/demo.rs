@@ -36,6 +36,11 @@ pub struct DemoOptions {
     pub json: bool,
     /// Draw progress bars (off when stderr is not a terminal).
     pub progress: bool,
+    /// The dashboard's address (loopback, anonymous reads); `None`: off.
+    pub http: Option<std::net::SocketAddr>,
+    /// After the summary, keep the bridge and the dashboard up until
+    /// Ctrl-C (or SIGTERM).
+    pub stay: bool,
 }
 
 impl Default for DemoOptions {
@@ -45,6 +50,8 @@ impl Default for DemoOptions {
             keep: None,
             json: false,
             progress: true,
+            http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            stay: false,
         }
     }
 }
@@ -93,6 +100,8 @@ pub struct DemoSummary {
     pub identity_refused: u64,
     pub seconds: f64,
     pub data_dir: Option<PathBuf>,
+    /// The dashboard's URL, when the HTTP listener ran.
+    pub dashboard: Option<String>,
 }
 
 const CUSTOMERS: [&str; 3] = ["acme", "globex", "initech"];
@@ -115,12 +124,22 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     );
 
     // 1. The stack.
+    if let Some(a) = opts.http.filter(|a| !a.ip().is_loopback()) {
+        return Err(DemoError::Stalled(format!(
+            "the demo's dashboard is anonymous, so it listens on loopback only; {a} is not"
+        )));
+    }
     let stack = Stack::start(StackOptions {
         data_dir: opts.keep.clone(),
         secured: true,
+        http: opts.http,
         ..StackOptions::default()
     })
     .await?;
+    let dashboard = stack
+        .bridge()
+        .and_then(|b| b.http_addr())
+        .map(|a| format!("http://{a}/"));
     say(
         &opts,
         format!(
@@ -129,6 +148,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
             stack.bridge_dir().display()
         ),
     );
+    if let Some(url) = &dashboard {
+        say(
+            &opts,
+            format!("   the dashboard is at {url} (read-only; /metrics and /api/... beside it)"),
+        );
+    }
     say(
         &opts,
         format!(
@@ -274,6 +299,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
         identity_refused,
         seconds: started.elapsed().as_secs_f64(),
         data_dir: opts.keep.clone(),
+        dashboard: dashboard.clone(),
     };
     if opts.json {
         println!(
@@ -283,10 +309,42 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     } else {
         print_summary(&summary);
     }
+    if opts.stay {
+        if let Some(url) = &dashboard {
+            say(
+                &opts,
+                format!("\nThe bridge keeps running: the dashboard is at {url}. Ctrl-C stops it."),
+            );
+        }
+        wait_for_stop().await;
+    }
     fleet.shutdown().await;
     line_fleet.shutdown().await;
     stack.shutdown().await?;
     Ok(summary)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, DemoError> {
@@ -432,6 +490,9 @@ async fn fleet_versions(
 
 fn print_summary(s: &DemoSummary) {
     println!("\nSummary ({} devices, {:.0} s)\n", s.devices, s.seconds);
+    if let Some(url) = &s.dashboard {
+        println!("Dashboard: {url}\n");
+    }
     println!(
         "{:<28} {:<9} {:<10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>6}",
         "campaign", "kind", "state", "targeted", "success", "failed", "n/a", "pending", "secs"

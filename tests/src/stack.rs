@@ -43,6 +43,8 @@ pub struct StackOptions {
     pub tune: fn(&mut Config),
     /// Accounts and per-device credentials (embedded broker only).
     pub secured: bool,
+    /// Turns on the bridge's HTTP listener here, anonymous on loopback.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for StackOptions {
@@ -52,6 +54,7 @@ impl Default for StackOptions {
             data_dir: None,
             tune: |_| {},
             secured: false,
+            http: None,
         }
     }
 }
@@ -214,6 +217,9 @@ impl Stack {
             .release_keys
             .insert(schemas::keys::kid(&rel), rel);
         let port = config.endpoint().port;
+        if let Some(addr) = opts.http {
+            config.http = Some(bridge::config::http::HttpConfig::anonymous_loopback(addr));
+        }
         (opts.tune)(&mut config);
         let bridge = start_bridge(config.clone()).await?;
         let mut o = ClientOptions::new("127.0.0.1", port, keys.operator.clone());

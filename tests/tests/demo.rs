@@ -15,9 +15,12 @@ async fn the_demo_tells_its_story() {
         keep: None,
         json: true,
         progress: false,
+        ..DemoOptions::default()
     })
     .await
     .expect("the demo runs to its end");
+    let url = s.dashboard.as_deref().expect("the demo runs the dashboard");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let states: Vec<(&str, &str)> = s
         .campaigns
         .iter()

@@ -22,6 +22,8 @@
 //!   written 0600.
 //! - `fingerprint` — [`fingerprint`]: SHA-256 of a certificate's DER, the
 //!   name a revocation list uses.
+//! - `server`  — [`server_config`]: the rustls `ServerConfig` of the
+//!   bridge's HTTP listener.
 //!
 //! No process-wide crypto provider is needed: every config names its
 //! provider ([`provider`]), the same one as the embedded broker's.
@@ -32,12 +34,14 @@ mod explain;
 mod files;
 mod fingerprint;
 pub mod pki;
+mod server;
 
 pub use client::{client_config, provider, transport, ClientTls, Identity};
 pub use error::TlsError;
 pub use explain::{explain, Failure, FailureKind};
 pub use files::{read_certs, read_key};
 pub use fingerprint::{fingerprint, fingerprint_pem};
+pub use server::server_config;
 
 /// The rustls this workspace uses, for callers that name its types.
 pub use rustls;

@@ -27,10 +27,13 @@
 //! format of `schemas::keys`), never inline keys: a key file can be
 //! rotated, permission-checked and shared without editing the config.
 //!
+//! [`http`] is the `[http]` section (the read-only HTTP listener).
+//!
 //! [`blocks`] is the `[blocks]` section, the block server's knobs (here, at
 //! the bottom of the bridge, so that every layer can read it).
 
 pub mod blocks;
+pub mod http;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -95,6 +98,8 @@ pub struct Config {
     pub blocks: blocks::BlocksConfig,
     /// `[devices]`: who may log in and register.
     pub devices: DevicesConfig,
+    /// `[http]`: the read-only HTTP listener; `None`, none runs.
+    pub http: Option<http::HttpConfig>,
 }
 
 /// `[devices]`
@@ -238,6 +243,7 @@ impl Config {
             devices: DevicesConfig {
                 admission: crate::identity::Admission::Open,
             },
+            http: None,
         }
     }
 
@@ -420,6 +426,13 @@ impl Validator<'_> {
                 ))
             }
         };
+        let http = match raw.http {
+            None => None,
+            Some(h) => Some(
+                http::validate(h, |p| self.resolve(p))
+                    .map_err(|e| self.err("http", e.key, e.message))?,
+            ),
+        };
         Ok(Config {
             bridge,
             broker,
@@ -427,6 +440,7 @@ impl Validator<'_> {
             operator,
             blocks,
             devices: DevicesConfig { admission },
+            http,
         })
     }
 
@@ -631,6 +645,11 @@ mod tests {
             ),
             ("[operator]\npassword = \"p\"", "[operator] password"),
             ("[nope]\n", "nope"),
+            ("[http]\nlisten = \"x\"", "[http] listen"),
+            (
+                "[http]\nlisten = \"127.0.0.1:1\"\nread_token = []",
+                "read_token",
+            ),
             ("[bridge\n", "not valid"),
         ];
         for (text, needle) in cases {

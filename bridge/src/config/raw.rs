@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub blocks: super::blocks::BlocksConfig,
     #[serde(default)]
     pub devices: RawDevices,
+    /// `[http]`: absent, no HTTP listener (see `super::http`).
+    pub http: Option<super::http::RawHttp>,
 }
 
 /// `[devices]`: who may log in and register.

@@ -181,6 +181,22 @@ impl Identity {
         self.read().devices.get(id).map(|e| e.standing)
     }
 
+    /// Provisioned devices by standing (active, pending, revoked): one
+    /// pass under the read lock, for `/metrics`.
+    pub fn standings(&self) -> [(Standing, usize); 3] {
+        let mut out = [
+            (Standing::Active, 0),
+            (Standing::Pending, 0),
+            (Standing::Revoked, 0),
+        ];
+        for e in self.read().devices.values() {
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == e.standing) {
+                slot.1 += 1;
+            }
+        }
+        out
+    }
+
     /// Devices in the registry.
     pub fn len(&self) -> usize {
         self.read().devices.len()

@@ -39,6 +39,9 @@ pub struct Publisher {
     /// Told of every retained message before it goes out: Memberships and
     /// announcements grant topics (PROTOCOL.md E1).
     identity: Option<Arc<crate::identity::Identity>>,
+    /// Given a copy of every operator event published (the HTTP listener's
+    /// `/api/events`); a full channel drops its oldest for slow readers.
+    events: Option<tokio::sync::broadcast::Sender<Bytes>>,
 }
 
 impl Publisher {
@@ -57,7 +60,14 @@ impl Publisher {
             generation,
             acks: Arc::new(AckOrder::default()),
             identity: None,
+            events: None,
         }
+    }
+
+    /// The same publisher, copying every `P/ops/events` message to `tx`.
+    pub(crate) fn with_events(mut self, tx: tokio::sync::broadcast::Sender<Bytes>) -> Self {
+        self.events = Some(tx);
+        self
     }
 
     /// The same publisher, telling `identity` of every retained message.
@@ -105,6 +115,10 @@ impl Publisher {
         let payload = payload.into();
         if let (true, Some(id)) = (retain, &self.identity) {
             id.observe(topic, &payload);
+        }
+        if let (Topic::OpsEvents, Some(tx)) = (topic, &self.events) {
+            // No reader is no error; a send never waits.
+            let _ = tx.send(payload.clone());
         }
         self.publish_str(self.topics.build(topic), payload, retain)
             .await

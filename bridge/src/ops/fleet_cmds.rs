@@ -209,15 +209,31 @@ pub fn device_list(
     after: Option<&DeviceId>,
     limit: Option<u32>,
 ) -> Result<serde_json::Value, OpsError> {
+    Ok(to_json(&device_page(fleet, group, |_| true, after, limit)?))
+}
+
+/// A page of the devices in `group` (or all) that `keep` keeps, by id
+/// (`devices list`, and the HTTP API with a label filter).
+pub fn device_page(
+    fleet: &Fleet,
+    group: Option<&GroupName>,
+    keep: impl Fn(&DeviceRecord) -> bool,
+    after: Option<&DeviceId>,
+    limit: Option<u32>,
+) -> Result<DeviceList, OpsError> {
     let mut all: Vec<&DeviceRecord> = match group {
-        None => fleet.devices().collect(),
+        None => fleet.devices().filter(|r| keep(r)).collect(),
         Some(g) => {
             if fleet.groups().get(g).is_none() {
                 return Err(OpsError::NotFound(format!(
                     "group {g} does not exist: see `ota group list`"
                 )));
             }
-            fleet.devices_in(g)
+            fleet
+                .devices_in(g)
+                .into_iter()
+                .filter(|r| keep(r))
+                .collect()
         }
     };
     all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -234,11 +250,11 @@ pub fn device_list(
         None
     };
     let devices = page.into_iter().map(|r| view(fleet, r)).collect();
-    Ok(to_json(&DeviceList {
+    Ok(DeviceList {
         devices,
         total,
         next,
-    }))
+    })
 }
 
 /// `devices show ID`

@@ -10,6 +10,8 @@
 //! - [`uploads`]: the upload actor: `artifact_upload` chunks off core,
 //!   each push's manifest verified once, hashing on the blocking pool.
 //! - [`identity_cmds`]: device credentials (provision, rotate, revoke).
+//! - [`queries`]: the HTTP listener's read-only queries, answered by core
+//!   from the same shapes (never signed, never audited, change nothing).
 //!
 //! The path of one command ([`Ops::handle`]): check it; audit it (accepted or
 //! refused, with why); run it; flush the store, so that what the reply
@@ -24,6 +26,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod fleet_cmds;
 pub mod identity_cmds;
+pub mod queries;
 pub mod uploads;
 
 use schemas::ops::{Command, Reply};

@@ -133,8 +133,9 @@ impl Ingest {
                     None => break,
                 },
             };
+            let started = Instant::now();
             let batch = self.gather(first).await?;
-            self.commit(batch).await?;
+            self.commit(batch, started).await?;
         }
         debug!("status ingest stopped");
         Ok(())
@@ -196,7 +197,8 @@ impl Ingest {
         Ok(())
     }
 
-    async fn commit(&mut self, batch: Vec<Incoming>) -> Result<(), IngestError> {
+    /// Commits `batch`, whose first message arrived at `started`.
+    async fn commit(&mut self, batch: Vec<Incoming>, started: Instant) -> Result<(), IngestError> {
         let now = crate::rt::unix_now();
         // Phase 1, on the blocking pool: the tracker and every sled write.
         let mut applier = Applier {
@@ -222,6 +224,7 @@ impl Ingest {
         // Phase 2: one flush for everything, then the acknowledgements.
         self.store.flush().await?;
         Metrics::add(&self.metrics.commits, 1);
+        self.metrics.commit_latency.observe(started.elapsed());
 
         if self.ack_policy == AckPolicy::AfterFlush {
             for m in &batch {

@@ -26,6 +26,11 @@ pub fn release_key() -> SigningKey {
 /// A broker and a bridge trusting [`release_key`], with `blocks` as its
 /// `[blocks]` section.
 pub async fn stack(blocks: BlocksConfig) -> Stack {
+    stack_with(blocks, |_| {}).await
+}
+
+/// [`stack`], its config adjusted by `tune` before the bridge starts.
+pub async fn stack_with(blocks: BlocksConfig, tune: impl FnOnce(&mut bridge::Config)) -> Stack {
     common::init_tracing();
     let broker = TestBroker::start(BrokerKind::Rumqttd).await;
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -34,6 +39,7 @@ pub async fn stack(blocks: BlocksConfig) -> Stack {
     let vk = release_key().verifying_key();
     config.bridge.release_keys = [(schemas::keys::kid(&vk), vk)].into();
     config.blocks = blocks;
+    tune(&mut config);
     let bridge = Bridge::start(config.clone())
         .await
         .expect("the bridge starts");

@@ -35,10 +35,18 @@ pub const LONG: Duration = Duration::from_secs(30);
 
 /// A broker and a bridge trusting the release key, serving blocks fast.
 pub async fn stack() -> Stack {
-    blocks_common::stack(BlocksConfig {
-        merge_window_ms: 20,
-        ..BlocksConfig::default()
-    })
+    stack_with(|_| {}).await
+}
+
+/// [`stack`], its config adjusted by `tune` (e.g. `[http]`).
+pub async fn stack_with(tune: impl FnOnce(&mut bridge::Config)) -> Stack {
+    blocks_common::stack_with(
+        BlocksConfig {
+            merge_window_ms: 20,
+            ..BlocksConfig::default()
+        },
+        tune,
+    )
     .await
 }
 
