@@ -72,6 +72,8 @@ async fn a_pushed_delta_is_announced_and_shared_by_broadcast() {
         json!({
             "id": "fw-1", "kind": "firmware", "release": ["fw-1.3.0"],
             "waves": [{"cohorts": {"acme": 10000}}],
+            // Its downloaders speak the block protocol only: no device registers.
+            "allow_empty": true,
             "gates": {"min_sample": 1, "wave_timeout_secs": 120}
         }),
     )
