@@ -24,6 +24,8 @@
 //!   │        │
 //!  mqtt ─────┴───── the connection, its event loop, the Publisher
 //!   │
+//!  director ─────── the director key: signs control messages (E2)
+//!   │
 //!  store  config  metrics  rt ── sled trees; ota.toml; counters; clock, blocking
 //!
 //!  client ───────── the operator client (`ota` CLI), on ops' reply shapes
@@ -35,6 +37,8 @@
 //!   status, retained, audit).
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
 //! - [`metrics`]: counters, logged periodically.
+//! - [`director`]: the director key and its counter, which never goes
+//!   backwards (E2's signed Membership, Announcement, StatusAck).
 //! - [`mqtt`]: the one rumqttc connection: options, the event loop task
 //!   that routes publishes to actors, the [`mqtt::Publisher`].
 //! - [`fleet`]: the registry, label selectors, groups and membership.
@@ -83,6 +87,7 @@ pub mod campaign;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod director;
 pub mod fleet;
 pub mod identity;
 pub mod metrics;
@@ -196,6 +201,18 @@ impl Bridge {
                 source,
             })?;
         let store = blocking(move || Store::open(&data_dir)).await??;
+        let director = match config.bridge.director_key.clone() {
+            Some(key) => {
+                let (ttl, counters) = (config.bridge.control_ttl, store.counter.clone());
+                let d = blocking(move || director::Director::open(key, ttl, counters)).await??;
+                info!(kid = %hex::encode(d.kid()), ttl_secs = ttl.as_secs(), "control messages are signed with the director key");
+                Some(Arc::new(d))
+            }
+            None => {
+                warn!("no [bridge] director_key: Memberships, announcements and status acks go out unsigned, and devices provisioned with a director key will refuse them; run `ota keygen` and set [bridge] director_key");
+                None
+            }
+        };
         let db = store.db().clone();
         let (credentials, records) = blocking(move || {
             let c = identity::CredentialStore::open(&db)?;
@@ -243,7 +260,8 @@ impl Bridge {
             store.retained.clone(),
             generation.clone(),
         )
-        .with_identity(identity.clone());
+        .with_identity(identity.clone())
+        .with_director(director);
         let (s, dir) = (store.clone(), config.bridge.data_dir.clone());
         let artifact_store =
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;

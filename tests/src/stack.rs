@@ -63,6 +63,9 @@ pub struct Keys {
     pub release: SigningKey,
     /// Signs operator commands; the bridge trusts its public half.
     pub operator: SigningKey,
+    /// The bridge's director key (E2): signs control messages; devices
+    /// are provisioned with its public half.
+    pub director: SigningKey,
 }
 
 impl Keys {
@@ -71,6 +74,7 @@ impl Keys {
         Keys {
             release: schemas::keys::generate(),
             operator: schemas::keys::generate(),
+            director: schemas::keys::generate(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl Stack {
             .bridge
             .release_keys
             .insert(schemas::keys::kid(&rel), rel);
+        config.bridge.director_key = Some(keys.director.clone());
         let port = config.endpoint().port;
         (opts.tune)(&mut config);
         let bridge = start_bridge(config.clone()).await?;
@@ -290,13 +295,21 @@ impl Stack {
         Ok(id)
     }
 
-    /// A fleet config for devices that trust this stack's release key.
+    /// A fleet config for devices that trust this stack's release key and
+    /// are provisioned with its director key (when the bridge signs).
     pub fn fleet(
         &self,
         devices: usize,
         mut profile: device_sim::fleet::Profile,
     ) -> device_sim::fleet::FleetConfig {
         profile.trusted = vec![self.keys.release.verifying_key()];
+        profile.directors = self
+            .config
+            .bridge
+            .director_key
+            .iter()
+            .map(|k| k.verifying_key())
+            .collect();
         device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
     }
 

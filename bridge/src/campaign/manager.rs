@@ -843,7 +843,8 @@ impl Campaigns {
         let mut messages = Vec::new();
         if announced {
             if let Some(a) = e.record.gate.announcement() {
-                for (topic, payload) in announce::messages(&e.record, &a) {
+                for (topic, announcement) in announce::messages(&e.record, &a) {
+                    let payload = ctx.publisher.control(&topic, &announcement)?;
                     let t = ctx.publisher.topics().build(&topic);
                     ctx.store.retained.put(&t, &payload)?;
                     messages.push((topic, payload));

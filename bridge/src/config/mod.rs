@@ -10,6 +10,8 @@
 //! broker_user = "bridge"            # embedded broker with users: which one the bridge logs in as
 //! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
 //! release_keys = ["keys/release.pub"]
+//! director_key = "keys/director.key"  # signs control messages (E2); never a release key
+//! control_ttl_secs = 604800         # how long a signed control message holds (7 days)
 //! command_window_secs = 300
 //! metrics_interval_secs = 60
 //!
@@ -37,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemas::keys::{Kid, VerifyingKey};
+use schemas::keys::{Kid, SigningKey, VerifyingKey};
 use schemas::topic::Topics;
 
 use raw::RawConfig;
@@ -52,6 +54,10 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_COMMAND_WINDOW_SECS: u64 = 300;
 /// Default `[bridge] metrics_interval_secs`.
 pub const DEFAULT_METRICS_INTERVAL_SECS: u64 = 60;
+/// Default `[bridge] control_ttl_secs`: 7 days.
+pub const DEFAULT_CONTROL_TTL_SECS: u64 = 7 * 86_400;
+/// Shortest and longest `[bridge] control_ttl_secs`.
+pub const CONTROL_TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=90 * 86_400;
 /// Default `[status] commit_window_ms`.
 pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 5;
 /// Default `[status] max_batch`.
@@ -127,6 +133,11 @@ pub struct BridgeConfig {
     pub command_window_secs: u64,
     /// How often the counters are logged.
     pub metrics_interval: Duration,
+    /// The director key (E2) that signs Memberships, Announcements and
+    /// StatusAcks; `None`: they go out unsigned, as in v1.
+    pub director_key: Option<SigningKey>,
+    /// How long a signed control message holds (`expires` - `issued`).
+    pub control_ttl: Duration,
 }
 
 impl std::fmt::Debug for BridgeConfig {
@@ -156,6 +167,14 @@ impl std::fmt::Debug for BridgeConfig {
                     .collect::<Vec<_>>(),
             )
             .field("command_window_secs", &self.command_window_secs)
+            .field(
+                "director_key",
+                &self
+                    .director_key
+                    .as_ref()
+                    .map(|k| hex::encode(schemas::keys::kid(&k.verifying_key()))),
+            )
+            .field("control_ttl", &self.control_ttl)
             .finish()
     }
 }
@@ -230,6 +249,8 @@ impl Config {
                 release_keys: BTreeMap::new(),
                 command_window_secs: DEFAULT_COMMAND_WINDOW_SECS,
                 metrics_interval: Duration::from_secs(DEFAULT_METRICS_INTERVAL_SECS),
+                director_key: None,
+                control_ttl: Duration::from_secs(DEFAULT_CONTROL_TTL_SECS),
             },
             broker,
             status: StatusConfig::default(),
@@ -348,15 +369,34 @@ impl Validator<'_> {
         if metrics_secs == 0 {
             return Err(self.err("bridge", "metrics_interval_secs", "must be at least 1"));
         }
+        let control_ttl_secs = b.control_ttl_secs.unwrap_or(DEFAULT_CONTROL_TTL_SECS);
+        if !CONTROL_TTL_RANGE.contains(&control_ttl_secs) {
+            return Err(self.err(
+                "bridge",
+                "control_ttl_secs",
+                format!(
+                    "{control_ttl_secs} is outside {}..={} seconds (1 minute to 90 days)",
+                    CONTROL_TTL_RANGE.start(),
+                    CONTROL_TTL_RANGE.end()
+                ),
+            ));
+        }
+        let release_keys = self.keys("release_keys", b.release_keys.unwrap_or_default())?;
+        let director_key = b
+            .director_key
+            .map(|p| self.director_key(p, &release_keys))
+            .transpose()?;
         let bridge = BridgeConfig {
             topics,
             data_dir: self.resolve(b.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
             client_id,
             credentials,
             operator_keys: self.keys("operator_keys", b.operator_keys.unwrap_or_default())?,
-            release_keys: self.keys("release_keys", b.release_keys.unwrap_or_default())?,
+            release_keys,
             command_window_secs,
             metrics_interval: Duration::from_secs(metrics_secs),
+            director_key,
+            control_ttl: Duration::from_secs(control_ttl_secs),
         };
 
         let s = raw.status;
@@ -480,6 +520,51 @@ impl Validator<'_> {
         }
     }
 
+    /// Reads `[bridge] director_key`, a private key file, and refuses a
+    /// release key: the release key never sits on the server (E2).
+    fn director_key(
+        &self,
+        file: PathBuf,
+        release_keys: &BTreeMap<Kid, VerifyingKey>,
+    ) -> Result<SigningKey, ConfigError> {
+        let path = self.resolve(file);
+        let named_release = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.eq_ignore_ascii_case("release"));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                "bridge",
+                "director_key",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let key = schemas::keys::parse_signing_key(&text).map_err(|e| {
+            self.err(
+                "bridge",
+                "director_key",
+                format!(
+                    "{}: {e} (name the director.key that `ota keygen` wrote)",
+                    path.display()
+                ),
+            )
+        })?;
+        let kid = schemas::keys::kid(&key.verifying_key());
+        if named_release || release_keys.contains_key(&kid) {
+            return Err(self.err(
+                "bridge",
+                "director_key",
+                format!(
+                    "{} is a release private key (kid {}): the release key must never sit on the \
+                     server; keep it offline, and give the bridge the director.key of `ota keygen`",
+                    path.display(),
+                    hex::encode(kid)
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
     fn keys(
         &self,
         key: &'static str,
@@ -520,6 +605,62 @@ mod tests {
         let vk = schemas::keys::SigningKey::from_bytes(&[seed; 32]).verifying_key();
         std::fs::write(dir.join(name), schemas::keys::verifying_key_to_text(&vk)).unwrap();
         vk
+    }
+
+    fn write_private(dir: &Path, name: &str, seed: u8) -> SigningKey {
+        let k = SigningKey::from_bytes(&[seed; 32]);
+        std::fs::write(dir.join(name), schemas::keys::signing_key_to_text(&k)).unwrap();
+        k
+    }
+
+    #[test]
+    fn the_director_key_is_read_and_never_a_release_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = write_private(dir.path(), "director.key", 5);
+        let c = load(
+            dir.path(),
+            "[bridge]\ndirector_key = \"director.key\"\ncontrol_ttl_secs = 3600\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.bridge.director_key.map(|k| k.verifying_key()),
+            Some(d.verifying_key())
+        );
+        assert_eq!(c.bridge.control_ttl, Duration::from_secs(3600));
+        assert!(load(dir.path(), "").unwrap().bridge.director_key.is_none());
+
+        // The release key's private half, named as director key: refused,
+        // by its public half in release_keys or by its name.
+        let r = write_private(dir.path(), "rel.key", 6);
+        std::fs::write(
+            dir.path().join("rel.pub"),
+            schemas::keys::verifying_key_to_text(&r.verifying_key()),
+        )
+        .unwrap();
+        let e = load(
+            dir.path(),
+            "[bridge]\nrelease_keys = [\"rel.pub\"]\ndirector_key = \"rel.key\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[bridge] director_key"), "{e}");
+        assert!(e.contains("release private key"), "{e}");
+        write_private(dir.path(), "release.key", 7);
+        let e = load(dir.path(), "[bridge]\ndirector_key = \"release.key\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never sit on the server"), "{e}");
+        // A public key file, a missing file, a ttl out of range.
+        write_key(dir.path(), "director.pub", 5);
+        for (text, want) in [
+            ("director_key = \"absent.key\"", "cannot read"),
+            ("control_ttl_secs = 10", "control_ttl_secs"),
+        ] {
+            let e = load(dir.path(), &format!("[bridge]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     fn load(dir: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -657,8 +798,11 @@ mod tests {
         std::fs::create_dir(dir.path().join("keys")).unwrap();
         write_key(&dir.path().join("keys"), "operator.pub", 1);
         write_key(&dir.path().join("keys"), "release.pub", 2);
+        write_private(&dir.path().join("keys"), "director.key", 3);
         let c = load(dir.path(), include_str!("../../../config/ota.toml")).unwrap();
         assert_eq!(c.bridge.operator_keys.len(), 1);
+        assert!(c.bridge.director_key.is_some());
+        assert_eq!(c.bridge.control_ttl, Duration::from_secs(604_800));
         assert_eq!(c.status, StatusConfig::default());
         assert_eq!(c.operator.key, Some(dir.path().join("keys/operator.key")));
         assert_eq!(c.endpoint().port, 1883);

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, QoS};
+use schemas::control::ControlBody;
 use schemas::topic::{Topic, Topics};
 
 use super::ack_order::AckOrder;
 use super::inbound::AckToken;
+use crate::director::Director;
 use crate::store::{RetainedStore, StoreError};
 
 /// Why a publish could not be queued.
@@ -39,6 +41,9 @@ pub struct Publisher {
     /// Told of every retained message before it goes out: Memberships and
     /// announcements grant topics (PROTOCOL.md E1).
     identity: Option<Arc<crate::identity::Identity>>,
+    /// Signs Memberships, Announcements and StatusAcks (E2); `None`: they
+    /// go out as in v1.
+    director: Option<Arc<Director>>,
 }
 
 impl Publisher {
@@ -57,6 +62,28 @@ impl Publisher {
             generation,
             acks: Arc::new(AckOrder::default()),
             identity: None,
+            director: None,
+        }
+    }
+
+    /// The same publisher, signing control messages with `director`.
+    pub(crate) fn with_director(mut self, director: Option<Arc<Director>>) -> Self {
+        self.director = director;
+        self
+    }
+
+    /// The director, when control messages are signed.
+    pub fn director(&self) -> Option<&Arc<Director>> {
+        self.director.as_ref()
+    }
+
+    /// The payload of a control message for `topic`: signed by the
+    /// director key (E2) when there is one, else the v1 encoding. Blocks
+    /// for one fsync about once an hour (see [`crate::director`]).
+    pub fn control<M: ControlBody>(&self, topic: &Topic, msg: &M) -> Result<Vec<u8>, StoreError> {
+        match &self.director {
+            Some(d) => d.sign(msg, &self.topics.build(topic)),
+            None => Ok(msg.encode()),
         }
     }
 

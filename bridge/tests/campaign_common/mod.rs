@@ -215,6 +215,7 @@ impl Devices {
                 trust: Arc::new(TrustStore::new([
                     blocks_common::release_key().verifying_key()
                 ])),
+                directors: Default::default(),
                 room_bytes: None,
                 timing: quick_timing(),
             }),

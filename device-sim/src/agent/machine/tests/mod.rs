@@ -66,6 +66,7 @@ pub(super) fn config(id: &str) -> AgentConfig {
         arch: "esp32".into(),
         labels: [("customer".to_string(), "acme".to_string())].into(),
         trust: Arc::new(TrustStore::new([key(1).verifying_key()])),
+        directors: Default::default(),
         room_bytes: Some(1 << 20),
         timing: Timing::default(),
     }
