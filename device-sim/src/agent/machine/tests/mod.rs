@@ -3,6 +3,7 @@
 //! clock and no broker.
 
 mod campaigns;
+mod control;
 mod download;
 mod install;
 mod outbox;
