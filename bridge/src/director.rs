@@ -144,6 +144,26 @@ impl Director {
         Ok(control::sign(msg, topic, self.stamp()?, &self.key))
     }
 
+    /// True when `payload` carries a valid `auth` by this director key for
+    /// `topic`, whatever its counter and expiry: a message the bridge once
+    /// published (an echo, or an old one replayed), not a forgery.
+    pub fn signed_it(&self, topic: &Topic, topic_str: &str, payload: &[u8]) -> bool {
+        let keys = control::DirectorKeys::new([self.public()]);
+        let expect = control::Expect {
+            topic: topic_str,
+            last_counter: None,
+            now: None,
+        };
+        match topic {
+            Topic::Groups(_) => control::verify::<Membership>(payload, expect, &keys).is_ok(),
+            Topic::Ack(_) => control::verify::<StatusAck>(payload, expect, &keys).is_ok(),
+            Topic::GroupCampaign(_) | Topic::GroupEmergency(_) | Topic::Emergency => {
+                control::verify::<Announcement>(payload, expect, &keys).is_ok()
+            }
+            _ => false,
+        }
+    }
+
     /// A stored retained payload signed afresh (new counter and expiry),
     /// from its v1 keys. `None` for what is not re-signed: an empty payload
     /// (unsigned by E2), a topic that carries no control message, or a

@@ -10,7 +10,8 @@
 //! checks that no crate has an import cycle):
 //!
 //! ```text
-//!  core ─────────── the actor: runs every change to core's state, in order
+//!  core  repair ─── the actor: runs every change to core's state, in order;
+//!   │               the retained-topic watcher
 //!   │
 //!  ops ──────────── operator commands: auth, audit, dispatch, handlers;
 //!   │               maps each layer's error into the reply (ops::errors)
@@ -58,6 +59,8 @@
 //! - [`ops`]: operator commands: verification, audit, dispatch, the
 //!   fleet, artifact and campaign handlers, [`ops::OpsError`].
 //! - [`core`]: the actor owning the state and the operator commands.
+//! - [`repair`]: watches the retained topics the bridge owns and
+//!   overwrites what it did not publish.
 //! - [`client`]: [`client::OpsClient`], signed commands over MQTT, and
 //!   the operator's side of an artifact push.
 //!
@@ -93,6 +96,7 @@ pub mod identity;
 pub mod metrics;
 pub mod mqtt;
 pub mod ops;
+pub mod repair;
 pub mod rt;
 pub mod state;
 pub mod status;
@@ -141,6 +145,8 @@ pub enum BridgeError {
     Ingest(#[from] status::IngestError),
     #[error(transparent)]
     Blocks(#[from] blocks::BlocksError),
+    #[error(transparent)]
+    Repair(#[from] repair::RepairError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }
@@ -278,10 +284,12 @@ impl Bridge {
         let (ingest_tx, ingest_rx) = mpsc::channel(status::ingest::INBOX);
         let (core_mqtt_tx, core_mqtt_rx) = mpsc::channel(core::INBOX);
         let (core_tx, core_rx) = mpsc::channel(core::INBOX);
+        let (repair_tx, repair_rx) = mpsc::channel(repair::INBOX);
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
             blocks: Some(block_server.requests()),
+            repair: Some(repair_tx),
         };
         let (link_tx, link) = watch::channel(LinkState::default());
         let loop_token = CancellationToken::new();
@@ -374,6 +382,19 @@ impl Bridge {
                 Some(tokio::spawn({
                     let token = actors_token.clone();
                     async move { Ok(core.run(token).await?) }
+                })),
+            ),
+            (
+                "retained repair",
+                Some(tokio::spawn({
+                    let token = actors_token.clone();
+                    let r = repair::Repair::new(
+                        repair_rx,
+                        store.clone(),
+                        publisher.clone(),
+                        metrics.clone(),
+                    );
+                    async move { Ok(r.run(token).await?) }
                 })),
             ),
             (

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub commands_refused: AtomicU64,
     pub connects: AtomicU64,
     pub retained_republished: AtomicU64,
+    /// Retained payloads on the bridge's own topics that it did not
+    /// publish, overwritten with its own.
+    pub foreign_retained: AtomicU64,
 }
 
 /// A copy of every counter at one moment.
@@ -105,6 +108,7 @@ pub struct Snapshot {
     pub commands_refused: u64,
     pub connects: u64,
     pub retained_republished: u64,
+    pub foreign_retained: u64,
 }
 
 impl Snapshot {
@@ -158,6 +162,7 @@ impl Metrics {
             commands_refused: get(&self.commands_refused),
             connects: get(&self.connects),
             retained_republished: get(&self.retained_republished),
+            foreign_retained: get(&self.foreign_retained),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bridge::ops::fleet_cmds::GroupPut;
 use common::*;
 use schemas::control::{self, ControlBody, DirectorKeys, Expect, Verified};
-use schemas::msg::{Membership, StatusAck, StatusState};
+use schemas::msg::{Membership, StatusAck, StatusState, WireMessage};
 use schemas::ops::Command;
 use schemas::{DeviceId, GroupName};
 use tokio::sync::mpsc::Receiver;
@@ -137,7 +137,76 @@ async fn retained_memberships_are_re_signed_before_they_expire(kind: BrokerKind)
     assert!(refreshed.stamp.issued >= first.stamp.issued);
 }
 
+async fn foreign_retained_payloads_are_overwritten_within_seconds(kind: BrokerKind) {
+    let stack = Stack::start(kind).await;
+    let groups_topic = "ota/v1/devices/dev-c/groups".to_string();
+    let ghost_topic = "ota/v1/groups/ghost/campaign".to_string();
+    let mut rx = watch_topics(
+        stack.port(),
+        "watcher",
+        &[groups_topic.clone(), ghost_topic.clone()],
+    )
+    .await;
+    let mut dev = stack.device("dev-c").await;
+    dev.hello("ep000001", 1, &[]).await;
+    until("dev-c registered", || stack.metrics().hellos >= 1).await;
+    let ops = stack.ops().await;
+    ops.call_ok::<GroupPut>(Command::GroupPut {
+        name: GroupName::new("canary").unwrap(),
+        selector: None,
+        members: Some(vec![DeviceId::new("dev-c").unwrap()]),
+    })
+    .await
+    .unwrap();
+    dev.wait_groups(&["canary"]).await;
+    let genuine = next_signed::<Membership>(&mut rx, &groups_topic).await;
+
+    // An attacker's retained Membership, and a campaign on a topic the
+    // bridge never announced on.
+    let forged = Membership {
+        groups: vec![GroupName::new("attackers").unwrap()],
+    };
+    dev.client
+        .publish(
+            &groups_topic,
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            forged.encode(),
+        )
+        .await
+        .unwrap();
+    dev.client
+        .publish(&ghost_topic, rumqttc::QoS::AtLeastOnce, true, vec![0xa0])
+        .await
+        .unwrap();
+    let (mut healed, mut withdrawn) = (false, false);
+    within("both repaired by the bridge", async {
+        while !(healed && withdrawn) {
+            let (t, payload) = rx.recv().await.expect("the watcher runs");
+            if t == groups_topic {
+                let expect = Expect {
+                    topic: &t,
+                    last_counter: Some(genuine.stamp.counter),
+                    now: None,
+                };
+                healed = control::verify::<Membership>(&payload, expect, &directors())
+                    .is_ok_and(|v| v.body == genuine.body);
+            } else if t == ghost_topic {
+                withdrawn = payload.is_empty();
+            }
+        }
+    })
+    .await;
+    dev.wait_groups(&["canary"]).await;
+    assert!(
+        stack.metrics().foreign_retained >= 2,
+        "{:?}",
+        stack.metrics()
+    );
+}
+
 on_both_brokers!(
     acks_and_memberships_are_signed_and_counters_only_grow,
     retained_memberships_are_re_signed_before_they_expire,
+    foreign_retained_payloads_are_overwritten_within_seconds,
 );
