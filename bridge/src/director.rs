@@ -144,6 +144,11 @@ impl Director {
         Ok(control::sign(msg, topic, self.stamp()?, &self.key))
     }
 
+    /// A reply or event for operators, signed in the envelope of commands.
+    pub fn envelope<T: serde::Serialize>(&self, value: &T) -> schemas::ops::CommandEnvelope {
+        schemas::ops::CommandEnvelope::sign_json(value, &self.key)
+    }
+
     /// True when `payload` carries a valid `auth` by this director key for
     /// `topic`, whatever its counter and expiry: a message the bridge once
     /// published (an echo, or an old one replayed), not a forgery.

@@ -323,7 +323,11 @@ impl Bridge {
         let s = store.clone();
         let campaigns = blocking(move || campaign::Campaigns::load(&s)).await??;
         let window = config.bridge.command_window_secs;
-        let mut auth = ops::Authenticator::new(config.bridge.operator_keys.clone(), window);
+        let audience = publisher
+            .director()
+            .map(|d| schemas::keys::kid_to_hex(&d.kid()));
+        let mut auth = ops::Authenticator::new(config.bridge.operator_keys.clone(), window)
+            .with_audience(audience);
         let s = store.clone();
         let recent =
             blocking(move || s.audit.since(unix_now().saturating_sub(2 * window))).await??;

@@ -225,6 +225,12 @@ impl Stack {
         if opts.secured {
             o.credentials = Some(operator_login);
         }
+        // The operator pins the bridge's director key: signed replies only.
+        o.bridge_key = config
+            .bridge
+            .director_key
+            .as_ref()
+            .map(|k| k.verifying_key());
         let ops = OpsClient::connect(o).await?;
         Ok(Stack {
             keys,

@@ -33,6 +33,7 @@
 //! the bottom of the bridge, so that every layer can read it).
 
 pub mod blocks;
+mod keys;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -202,6 +203,10 @@ impl Default for StatusConfig {
 pub struct OperatorConfig {
     /// The operator's private key file.
     pub key: Option<PathBuf>,
+    /// The bridge's director public key (`director.pub`): replies and
+    /// events are believed only when it signed them, and commands name it
+    /// as their audience.
+    pub bridge_key: Option<VerifyingKey>,
     /// The operator's broker login; when absent the CLI uses the bridge's.
     pub credentials: Option<broker::Credentials>,
 }
@@ -210,6 +215,13 @@ impl std::fmt::Debug for OperatorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorConfig")
             .field("key", &self.key)
+            .field(
+                "bridge_key",
+                &self
+                    .bridge_key
+                    .as_ref()
+                    .map(|k| hex::encode(schemas::keys::kid(k))),
+            )
             .field("username", &self.credentials.as_ref().map(|c| &c.username))
             .finish()
     }
@@ -441,8 +453,13 @@ impl Validator<'_> {
                 password: password.unwrap_or_default(),
             }),
         };
+        let bridge_key = o
+            .bridge_key
+            .map(|f| self.public_key("operator", "bridge_key".into(), f))
+            .transpose()?;
         let operator = OperatorConfig {
             key: o.key.map(|k| self.resolve(k)),
+            bridge_key,
             credentials: operator_credentials,
         };
         let admission = match raw.devices.admission.as_deref() {
@@ -519,82 +536,6 @@ impl Validator<'_> {
             }
         }
     }
-
-    /// Reads `[bridge] director_key`, a private key file, and refuses a
-    /// release key: the release key never sits on the server (E2).
-    fn director_key(
-        &self,
-        file: PathBuf,
-        release_keys: &BTreeMap<Kid, VerifyingKey>,
-    ) -> Result<SigningKey, ConfigError> {
-        let path = self.resolve(file);
-        let named_release = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .is_some_and(|s| s.eq_ignore_ascii_case("release"));
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            self.err(
-                "bridge",
-                "director_key",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        let key = schemas::keys::parse_signing_key(&text).map_err(|e| {
-            self.err(
-                "bridge",
-                "director_key",
-                format!(
-                    "{}: {e} (name the director.key that `ota keygen` wrote)",
-                    path.display()
-                ),
-            )
-        })?;
-        let kid = schemas::keys::kid(&key.verifying_key());
-        if named_release || release_keys.contains_key(&kid) {
-            return Err(self.err(
-                "bridge",
-                "director_key",
-                format!(
-                    "{} is a release private key (kid {}): the release key must never sit on the \
-                     server; keep it offline, and give the bridge the director.key of `ota keygen`",
-                    path.display(),
-                    hex::encode(kid)
-                ),
-            ));
-        }
-        Ok(key)
-    }
-
-    fn keys(
-        &self,
-        key: &'static str,
-        files: Vec<PathBuf>,
-    ) -> Result<BTreeMap<Kid, VerifyingKey>, ConfigError> {
-        let mut out = BTreeMap::new();
-        for (i, file) in files.into_iter().enumerate() {
-            let at = format!("{key}[{i}]");
-            let path = self.resolve(file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                self.err(
-                    "bridge",
-                    at.clone(),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let vk = schemas::keys::parse_verifying_key(&text).map_err(|e| {
-                self.err(
-                    "bridge",
-                    at.clone(),
-                    format!(
-                        "{}: {e} (list public key files, the .pub of `ota keygen`)",
-                        path.display()
-                    ),
-                )
-            })?;
-            out.insert(schemas::keys::kid(&vk), vk);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -611,6 +552,18 @@ mod tests {
         let k = SigningKey::from_bytes(&[seed; 32]);
         std::fs::write(dir.join(name), schemas::keys::signing_key_to_text(&k)).unwrap();
         k
+    }
+
+    #[test]
+    fn the_operator_pins_the_bridge_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = write_key(dir.path(), "director.pub", 5);
+        let c = load(dir.path(), "[operator]\nbridge_key = \"director.pub\"\n").unwrap();
+        assert_eq!(c.operator.bridge_key, Some(d));
+        let e = load(dir.path(), "[operator]\nbridge_key = \"absent.pub\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[operator] bridge_key"), "{e}");
     }
 
     #[test]

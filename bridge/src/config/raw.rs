@@ -62,6 +62,7 @@ pub struct RawStatus {
 #[serde(deny_unknown_fields)]
 pub struct RawOperator {
     pub key: Option<PathBuf>,
+    pub bridge_key: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
 }

@@ -77,6 +77,16 @@ impl Publisher {
         self.director.as_ref()
     }
 
+    /// The payload of an operator reply or event: signed by the director
+    /// key in the envelope of commands when there is one, else plain JSON.
+    pub fn ops_payload<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
+        match &self.director {
+            Some(d) => d.envelope(value).to_bytes(),
+            // Invariant: replies and events are plain JSON data.
+            None => serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
     /// The payload of a control message for `topic`: signed by the
     /// director key (E2) when there is one, else the v1 encoding. Blocks
     /// for one fsync about once an hour (see [`crate::director`]).

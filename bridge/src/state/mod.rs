@@ -208,8 +208,7 @@ impl CoreState {
             message,
             data,
         };
-        // Invariant: an Event holds strings, numbers and JSON values only.
-        let json = serde_json::to_vec(&e).expect("an event always serializes");
+        let json = self.publisher.ops_payload(&e);
         self.publisher
             .publish(&Topic::OpsEvents, json, false)
             .await?;
