@@ -558,11 +558,18 @@ mod tests {
     fn the_operator_pins_the_bridge_key() {
         let dir = tempfile::tempdir().unwrap();
         let d = write_key(dir.path(), "director.pub", 5);
-        let c = load(dir.path(), "[operator]\nbridge_key = \"director.pub\"\n").unwrap();
+        let c = load(
+            dir.path(),
+            "[broker]\nallow_anonymous = true\n[operator]\nbridge_key = \"director.pub\"\n",
+        )
+        .unwrap();
         assert_eq!(c.operator.bridge_key, Some(d));
-        let e = load(dir.path(), "[operator]\nbridge_key = \"absent.pub\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            dir.path(),
+            "[broker]\nallow_anonymous = true\n[operator]\nbridge_key = \"absent.pub\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("[operator] bridge_key"), "{e}");
     }
 
@@ -570,7 +577,7 @@ mod tests {
     fn the_director_key_is_read_and_never_a_release_key() {
         let dir = tempfile::tempdir().unwrap();
         let d = write_private(dir.path(), "director.key", 5);
-        let c = load(
+        let c = load_anon(
             dir.path(),
             "[bridge]\ndirector_key = \"director.key\"\ncontrol_ttl_secs = 3600\n",
         )
@@ -580,7 +587,11 @@ mod tests {
             Some(d.verifying_key())
         );
         assert_eq!(c.bridge.control_ttl, Duration::from_secs(3600));
-        assert!(load(dir.path(), "").unwrap().bridge.director_key.is_none());
+        assert!(load_anon(dir.path(), "")
+            .unwrap()
+            .bridge
+            .director_key
+            .is_none());
 
         // The release key's private half, named as director key: refused,
         // by its public half in release_keys or by its name.
@@ -590,7 +601,7 @@ mod tests {
             schemas::keys::verifying_key_to_text(&r.verifying_key()),
         )
         .unwrap();
-        let e = load(
+        let e = load_anon(
             dir.path(),
             "[bridge]\nrelease_keys = [\"rel.pub\"]\ndirector_key = \"rel.key\"\n",
         )
@@ -599,7 +610,7 @@ mod tests {
         assert!(e.contains("[bridge] director_key"), "{e}");
         assert!(e.contains("release private key"), "{e}");
         write_private(dir.path(), "release.key", 7);
-        let e = load(dir.path(), "[bridge]\ndirector_key = \"release.key\"\n")
+        let e = load_anon(dir.path(), "[bridge]\ndirector_key = \"release.key\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("never sit on the server"), "{e}");
@@ -609,11 +620,16 @@ mod tests {
             ("director_key = \"absent.key\"", "cannot read"),
             ("control_ttl_secs = 10", "control_ttl_secs"),
         ] {
-            let e = load(dir.path(), &format!("[bridge]\n{text}\n"))
+            let e = load_anon(dir.path(), &format!("[bridge]\n{text}\n"))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    /// [`load`] on an anonymous embedded broker (allowed for tests).
+    fn load_anon(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+        load(dir, &format!("[broker]\nallow_anonymous = true\n{text}"))
     }
 
     fn load(dir: &Path, text: &str) -> Result<Config, ConfigError> {
