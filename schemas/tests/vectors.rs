@@ -369,6 +369,8 @@ fn published_delta_vector() {
     }
     let trust = TrustStore::new([vector_key().verifying_key()]);
     assert_eq!(verify_entry(&envelope, &trust).unwrap(), delta);
+}
+
 // ------------------------------------------------------------ E2 control
 
 /// The director key of the published control vector: seed 40 41 .. 5f.

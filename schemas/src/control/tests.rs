@@ -275,6 +275,7 @@ fn expired_for_memberships_and_announcements_only() {
         emergency: false,
         state: CampaignState::Active,
         deadline: None,
+        deltas: Vec::new(),
     };
     let signed = sign(&a, ann_topic, old, &director());
     let e = Expect {
