@@ -115,6 +115,8 @@ struct Template {
     broker_url: String,
     prefix: String,
     release_keys: Vec<VerifyingKey>,
+    /// The bridge's director key (E2), from the config's `director_key`.
+    director_keys: Vec<VerifyingKey>,
 }
 
 fn template(
@@ -123,14 +125,16 @@ fn template(
     extra_keys: &[PathBuf],
 ) -> anyhow::Result<Template> {
     let opts = conn.options()?;
-    let mut release_keys: Vec<VerifyingKey> = match conn.config_file() {
-        Some(path) => bridge::Config::load(path)?
-            .bridge
-            .release_keys
-            .into_values()
-            .collect(),
-        None => Vec::new(),
-    };
+    let config = conn.config_file().map(bridge::Config::load).transpose()?;
+    let director_keys: Vec<VerifyingKey> = config
+        .as_ref()
+        .and_then(|c| c.bridge.director_key.as_ref())
+        .map(|k| k.verifying_key())
+        .into_iter()
+        .collect();
+    let mut release_keys: Vec<VerifyingKey> = config
+        .map(|c| c.bridge.release_keys.into_values().collect())
+        .unwrap_or_default();
     for k in extra_keys {
         release_keys.push(keyfile::load_verifying_key(k)?);
     }
@@ -145,6 +149,7 @@ fn template(
         broker_url,
         prefix: opts.topics.prefix().to_string(),
         release_keys,
+        director_keys,
     })
 }
 
@@ -159,7 +164,7 @@ impl Template {
             password: generate_password(),
             labels,
             release_keys: self.release_keys.clone(),
-            director_keys: Vec::new(),
+            director_keys: self.director_keys.clone(),
             tls: None,
         }
     }

@@ -1,7 +1,7 @@
-//! `ota keygen`: a release key pair and an operator key pair, as text
-//! files (see `keyfile.rs` for the format and the file modes). `ota
-//! http-token`: a read token for the HTTP listener and the hash the config
-//! keeps.
+//! `ota keygen`: a release key pair, an operator key pair and a director
+//! key pair, as text files (see `keyfile.rs` for the format and the file
+//! modes). `ota http-token`: a read token for the HTTP listener and the
+//! hash the config keeps.
 
 use std::path::{Path, PathBuf};
 
@@ -11,22 +11,27 @@ use schemas::keys;
 use crate::keyfile::{self, PRIVATE_EXT, PUBLIC_EXT};
 use crate::Run;
 
-/// Create a release key pair and an operator key pair.
+/// Create a release, an operator and a director key pair.
 ///
-/// Writes four files into DIR: release.key and release.pub, operator.key
-/// and operator.pub. Each holds 64 hex characters and a newline; the
-/// private (.key) files get mode 0600.
+/// Writes six files into DIR: release.key and release.pub, operator.key
+/// and operator.pub, director.key and director.pub. Each holds 64 hex
+/// characters and a newline; the private (.key) files get mode 0600.
 ///
 /// The release key signs what devices install: keep release.key offline
 /// and give release.pub to your devices when you provision them. The
 /// operator key signs the commands you send to the bridge: give
-/// operator.pub to the bridge and keep operator.key for the ota CLI.
+/// operator.pub to the bridge and keep operator.key for the ota CLI. The
+/// director key signs what the bridge tells devices (groups, campaigns,
+/// acks): give director.key to the bridge ([bridge] director_key) and
+/// director.pub to your devices.
 ///
-/// keygen never overwrites a key unless you pass --force.
+/// keygen never overwrites a key unless you pass --force. In a DIR that
+/// holds the release and operator pairs of an older keygen, it adds the
+/// director pair only.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  ota keygen --out keys/")]
 pub struct Keygen {
-    /// The directory to write the four key files into; created if missing.
+    /// The directory to write the six key files into; created if missing.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 
@@ -37,8 +42,8 @@ pub struct Keygen {
     force: bool,
 }
 
-/// The two pairs keygen writes, by file stem.
-const PAIRS: [&str; 2] = ["release", "operator"];
+/// The pairs keygen writes, by file stem.
+const PAIRS: [&str; 3] = ["release", "operator", "director"];
 
 impl Run for Keygen {
     fn run(self) -> anyhow::Result<()> {
@@ -49,8 +54,17 @@ impl Run for Keygen {
             .with_context(|| format!("cannot create {}", self.out.display()))?;
 
         // Check every target first, so a refusal leaves no half-written set.
+        // A whole pair already there is kept (an older keygen wrote no
+        // director pair); anything else that exists is a refusal.
+        let mut todo: Vec<&str> = PAIRS.to_vec();
         if !self.force {
-            for stem in PAIRS {
+            let exists = |stem: &str, ext: &str| file(&self.out, stem, ext).exists();
+            let whole = |stem: &str| exists(stem, PRIVATE_EXT) && exists(stem, PUBLIC_EXT);
+            let kept: Vec<&str> = PAIRS.iter().copied().filter(|s| whole(s)).collect();
+            if kept.len() < PAIRS.len() {
+                todo.retain(|s| !kept.contains(s));
+            }
+            for stem in &todo {
                 for ext in [PRIVATE_EXT, PUBLIC_EXT] {
                     let path = file(&self.out, stem, ext);
                     if path.exists() {
@@ -61,10 +75,15 @@ impl Run for Keygen {
                     }
                 }
             }
+            for stem in &kept {
+                if todo.len() < PAIRS.len() {
+                    println!("{stem} key pair: kept (already in {})", self.out.display());
+                }
+            }
         }
 
         let mut kids = Vec::new();
-        for stem in PAIRS {
+        for stem in todo {
             let key = keys::generate();
             let private = file(&self.out, stem, PRIVATE_EXT);
             let public = file(&self.out, stem, PUBLIC_EXT);
@@ -105,6 +124,11 @@ impl Run for Keygen {
             "  give {} to the bridge (a trusted operator key); the ota fleet commands sign with {}",
             op.display(),
             ok.display()
+        );
+        println!(
+            "  give {} to the bridge ([bridge] director_key) and provision your devices with {} (their director key)",
+            file(&self.out, "director", PRIVATE_EXT).display(),
+            file(&self.out, "director", PUBLIC_EXT).display()
         );
         Ok(())
     }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use bridge::client::{ClientOptions, OpsClient};
 use device_sim::fleet::run::{run_sim, SimOptions};
 use device_sim::fleet::{FleetConfig, Profile};
+use schemas::keys::VerifyingKey;
 use schemas::provisioning::Provisioning;
 use schemas::DeviceId;
 
@@ -72,9 +73,13 @@ pub struct Sim {
     provision: Option<PathBuf>,
 }
 
-/// Logins from a directory of provisioning files.
-fn logins_from_dir(dir: &Path) -> anyhow::Result<BTreeMap<DeviceId, (String, String)>> {
+/// Logins from a directory of provisioning files, and the director keys
+/// they carry (E2).
+type Logins = BTreeMap<DeviceId, (String, String)>;
+
+fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, Vec<VerifyingKey>)> {
     let mut out = BTreeMap::new();
+    let mut directors: Vec<VerifyingKey> = Vec::new();
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for e in entries {
@@ -85,6 +90,11 @@ fn logins_from_dir(dir: &Path) -> anyhow::Result<BTreeMap<DeviceId, (String, Str
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let p = Provisioning::from_json(&bytes).with_context(|| path.display().to_string())?;
+        for k in &p.director_keys {
+            if !directors.contains(k) {
+                directors.push(*k);
+            }
+        }
         out.insert(p.device_id.clone(), (p.username, p.password));
     }
     if out.is_empty() {
@@ -93,7 +103,7 @@ fn logins_from_dir(dir: &Path) -> anyhow::Result<BTreeMap<DeviceId, (String, Str
             dir.display()
         );
     }
-    Ok(out)
+    Ok((out, directors))
 }
 
 impl Run for Sim {
@@ -110,10 +120,23 @@ impl Run for Sim {
         fleet.first = self.first;
         fleet.factory_line = self.factory_line;
         if let Some(dir) = &self.provisioning {
-            fleet.logins = Arc::new(logins_from_dir(dir)?);
+            let (logins, directors) = logins_from_dir(dir)?;
+            fleet.logins = Arc::new(logins);
+            if fleet.profile.directors.is_empty() {
+                fleet.profile.directors = directors;
+            }
         }
         if let Some(cfg) = &self.provision {
             let config = bridge::Config::load(cfg)?;
+            // Provisioned by this bridge: with its director key (E2).
+            if fleet.profile.directors.is_empty() {
+                fleet.profile.directors = config
+                    .bridge
+                    .director_key
+                    .iter()
+                    .map(|k| k.verifying_key())
+                    .collect();
+            }
             let opts = ClientOptions::from_config(&config)?;
             let ids = fleet.ids()?;
             let logins = rt::block_on(async move {

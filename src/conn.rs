@@ -38,6 +38,11 @@ pub(crate) struct Conn {
     /// Seconds to wait for the bridge's reply.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     timeout: u64,
+    /// The bridge's director public key (director.pub from `ota keygen`):
+    /// believe only replies and events it signed, and address commands to
+    /// that bridge alone. Overrides the config's [operator] bridge_key.
+    #[arg(long, value_name = "DIRECTOR_PUB", env = "OTA_BRIDGE_KEY")]
+    bridge_key: Option<PathBuf>,
 }
 
 impl Conn {
@@ -59,6 +64,7 @@ impl Conn {
                             keyfile::load_signing_key(k, Role::Operator)?,
                         );
                         o.topics = config.bridge.topics.clone();
+                        o.bridge_key = config.operator.bridge_key;
                         o.credentials = config
                             .operator
                             .credentials
@@ -94,6 +100,9 @@ impl Conn {
             });
         }
         opts.timeout = Duration::from_secs(self.timeout.max(1));
+        if let Some(k) = &self.bridge_key {
+            opts.bridge_key = Some(keyfile::load_verifying_key(k)?);
+        }
         Ok(opts)
     }
 

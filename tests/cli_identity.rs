@@ -30,6 +30,11 @@ use schemas::topic::{Topic, Topics};
 use schemas::{ComponentName, DeviceId, Epoch};
 use serve_support::*;
 
+/// The bridge's director key (E2) in these tests.
+fn director() -> schemas::keys::SigningKey {
+    schemas::keys::SigningKey::from_bytes(&[6; 32])
+}
+
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     let release = schemas::keys::SigningKey::from_bytes(&[5; 32]);
     std::fs::write(
@@ -37,7 +42,12 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
         schemas::keys::verifying_key_to_text(&release.verifying_key()),
     )
     .unwrap();
-    secured_config(dir, port, "", "")
+    std::fs::write(
+        dir.join("director.key"),
+        schemas::keys::signing_key_to_text(&director()),
+    )
+    .unwrap();
+    secured_config(dir, port, "director_key = \"director.key\"\n", "")
 }
 
 /// A logged-in client: its event loop runs until the connection ends,
@@ -192,6 +202,11 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     assert_eq!(p1.broker_url, format!("mqtt://127.0.0.1:{port}"));
     assert_eq!(p1.labels["customer"], "acme");
     assert_eq!(p1.release_keys.len(), 1);
+    assert_eq!(
+        p1.director_keys,
+        [director().verifying_key()],
+        "devices get the bridge's director key"
+    );
     assert_ne!(p1.password, p2.password);
     #[cfg(unix)]
     {

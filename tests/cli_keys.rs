@@ -74,11 +74,11 @@ fn every_flag_is_explained() {
 }
 
 #[test]
-fn keygen_writes_two_pairs_with_private_files_0600() {
+fn keygen_writes_three_pairs_with_private_files_0600() {
     let dir = tempfile::tempdir().unwrap();
     let run = ota(dir.path(), &["keygen", "--out", "keys"]).ok();
     let keys_dir = dir.path().join("keys");
-    for stem in ["release", "operator"] {
+    for stem in ["release", "operator", "director"] {
         let private = keys_dir.join(format!("{stem}.key"));
         let public = keys_dir.join(format!("{stem}.pub"));
         assert_eq!(mode(&private), 0o600, "{stem}.key");
@@ -107,6 +107,37 @@ fn keygen_writes_two_pairs_with_private_files_0600() {
         read(&keys_dir.join("operator.key")),
         "two different keys"
     );
+    assert_ne!(
+        read(&keys_dir.join("release.key")),
+        read(&keys_dir.join("director.key")),
+        "the director key is never the release key"
+    );
+    assert!(run.stdout.contains("director_key"), "{}", run.stdout);
+}
+
+#[test]
+fn keygen_adds_the_director_pair_to_an_older_key_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    ota(dir.path(), &["keygen", "--out", "keys"]).ok();
+    let keys_dir = dir.path().join("keys");
+    let release = read(&keys_dir.join("release.key"));
+    std::fs::remove_file(keys_dir.join("director.key")).unwrap();
+    std::fs::remove_file(keys_dir.join("director.pub")).unwrap();
+    let run = ota(dir.path(), &["keygen", "--out", "keys"]).ok();
+    assert!(
+        run.stdout.contains("release key pair: kept"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(read(&keys_dir.join("release.key")), release, "kept");
+    let sk = keys::parse_signing_key(&read(&keys_dir.join("director.key"))).unwrap();
+    let pk = keys::parse_verifying_key(&read(&keys_dir.join("director.pub"))).unwrap();
+    assert_eq!(sk.verifying_key(), pk);
+    assert_eq!(mode(&keys_dir.join("director.key")), 0o600);
+    // Half a director pair is still refused.
+    std::fs::remove_file(keys_dir.join("director.key")).unwrap();
+    ota(dir.path(), &["keygen", "--out", "keys"])
+        .fails_with(1, &["director.pub", "already exists"]);
 }
 
 #[test]
@@ -119,7 +150,7 @@ fn keygen_never_overwrites_without_force() {
     ota(dir.path(), &["keygen", "--out", "keys"]).fails_with(1, &["already exists", "--force"]);
     assert_eq!(read(&release), before, "the key is untouched");
 
-    // Only one file of the four present: still refused, nothing written.
+    // Only one file of the six present: still refused, nothing written.
     let lone = tempfile::tempdir().unwrap();
     std::fs::write(lone.path().join("operator.pub"), "x\n").unwrap();
     ota(lone.path(), &["keygen", "--out", "."]).fails_with(1, &["operator.pub", "already exists"]);

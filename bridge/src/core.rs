@@ -14,6 +14,7 @@
 //! and its longest stall are counters (`/metrics`).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use schemas::msg::{Hello, Membership, Presence, WireMessage};
 use schemas::topic::Topic;
@@ -69,6 +70,17 @@ impl Core {
             campaigns::TICK,
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Signed retained messages are re-signed before they expire (E2).
+        let refresh_every = self
+            .state
+            .publisher()
+            .director()
+            .map(|d| d.refresh_interval());
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + refresh_every.unwrap_or(Duration::from_secs(86_400)),
+            refresh_every.unwrap_or(Duration::from_secs(86_400)),
+        );
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut egress_up = self.link.borrow().egress_connected;
         let mut egress_seen = egress_up;
         loop {
@@ -97,6 +109,12 @@ impl Core {
                 _ = tick.tick() => {
                     let t = Instant::now();
                     campaigns::tick(&mut self.state).await?;
+                    self.worked(t);
+                }
+                _ = refresh.tick(), if refresh_every.is_some() => {
+                    let t = Instant::now();
+                    let n = self.republish_retained().await?;
+                    info!(retained = n, "re-signed and republished retained messages before they expire");
                     self.worked(t);
                 }
                 // Before the busy inboxes: a query is small, and the
@@ -182,6 +200,20 @@ impl Core {
                 // Grants follow what is retained, before it goes out.
                 s.identity().observe(&t, &payload);
             }
+            // Signed afresh (a new counter and expiry, E2): at start, on a
+            // reconnect and every tenth of the ttl.
+            let payload = match (topics.parse(&topic), s.publisher().director()) {
+                (Ok(t), Some(d)) if !matches!(t, Topic::Ack(_)) => {
+                    match d.resign(&t, &topic, &payload)? {
+                        Some(p) => {
+                            s.store().retained.put(&topic, &p)?;
+                            p
+                        }
+                        None => payload,
+                    }
+                }
+                _ => payload,
+            };
             match topics.parse(&topic) {
                 Ok(Topic::Ack(_)) => continue,
                 Ok(Topic::Groups(id)) => match Membership::decode_retained(&payload) {

@@ -12,7 +12,8 @@
 //! ```text
 //!  http ─────────── the read-only HTTP listener: dashboard, JSON, /metrics;
 //!   │               asks core through its query inbox
-//!  core ─────────── the actor: runs every change to core's state, in order
+//!  core  repair ─── the actor: runs every change to core's state, in order;
+//!   │               the retained-topic watcher
 //!   │
 //!  ops ──────────── operator commands: auth, audit, dispatch, handlers;
 //!   │               maps each layer's error into the reply (ops::errors)
@@ -26,6 +27,8 @@
 //!   │        │
 //!  mqtt ─────┴───── the connection, its event loop, the Publisher
 //!   │
+//!  director ─────── the director key: signs control messages (E2)
+//!   │
 //!  store  config  metrics  rt ── sled trees; ota.toml; counters; clock, blocking
 //!
 //!  client ───────── the operator client (`ota` CLI), on ops' reply shapes
@@ -38,6 +41,8 @@
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
 //! - [`metrics`]: counters, logged periodically (`counters`, the log
 //!   line) and exported on `/metrics` ([`http`]).
+//! - [`director`]: the director key and its counter, which never goes
+//!   backwards (E2's signed Membership, Announcement, StatusAck).
 //! - [`mqtt`]: the one rumqttc connection: options, the event loop task
 //!   that routes publishes to actors, the [`mqtt::Publisher`].
 //! - [`fleet`]: the registry, label selectors, groups and membership.
@@ -60,6 +65,8 @@
 //! - [`http`]: `[http]`, the read-only listener (axum): the dashboard page,
 //!   `/api/...` JSON and `/metrics` (Prometheus text), bearer tokens or
 //!   anonymous loopback.
+//! - [`repair`]: watches the retained topics the bridge owns and
+//!   overwrites what it did not publish.
 //! - [`client`]: [`client::OpsClient`], signed commands over MQTT, and
 //!   the operator's side of an artifact push.
 //!
@@ -90,12 +97,14 @@ pub mod client;
 pub mod config;
 pub mod core;
 mod counters;
+pub mod director;
 pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod mqtt;
 pub mod ops;
+pub mod repair;
 pub mod rt;
 pub mod state;
 pub mod status;
@@ -146,6 +155,7 @@ pub enum BridgeError {
     Blocks(#[from] blocks::BlocksError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    Repair(#[from] repair::RepairError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }
@@ -214,6 +224,18 @@ impl Bridge {
                 source,
             })?;
         let store = blocking(move || Store::open(&data_dir)).await??;
+        let director = match config.bridge.director_key.clone() {
+            Some(key) => {
+                let (ttl, counters) = (config.bridge.control_ttl, store.counter.clone());
+                let d = blocking(move || director::Director::open(key, ttl, counters)).await??;
+                info!(kid = %hex::encode(d.kid()), ttl_secs = ttl.as_secs(), "control messages are signed with the director key");
+                Some(Arc::new(d))
+            }
+            None => {
+                warn!("no [bridge] director_key: Memberships, announcements and status acks go out unsigned, and devices provisioned with a director key will refuse them; run `ota keygen` and set [bridge] director_key");
+                None
+            }
+        };
         let db = store.db().clone();
         let (credentials, records) = blocking(move || {
             let c = identity::CredentialStore::open(&db)?;
@@ -261,7 +283,8 @@ impl Bridge {
             store.retained.clone(),
             generation.clone(),
         )
-        .with_identity(identity.clone());
+        .with_identity(identity.clone())
+        .with_director(director);
         let (events_tx, _) = tokio::sync::broadcast::channel(http::events::CAPACITY);
         let publisher = match &config.http {
             Some(_) => publisher.with_events(events_tx.clone()),
@@ -288,10 +311,12 @@ impl Bridge {
             core_internal: core_tx.downgrade(),
             status_ingest: ingest_tx.downgrade(),
         };
+        let (repair_tx, repair_rx) = mpsc::channel(repair::INBOX);
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
             blocks: Some(block_server.requests()),
+            repair: Some(repair_tx),
         };
         let (link_tx, link) = watch::channel(LinkState::default());
         let loop_token = CancellationToken::new();
@@ -325,7 +350,11 @@ impl Bridge {
         let s = store.clone();
         let campaigns = blocking(move || campaign::Campaigns::load(&s)).await??;
         let window = config.bridge.command_window_secs;
-        let mut auth = ops::Authenticator::new(config.bridge.operator_keys.clone(), window);
+        let audience = publisher
+            .director()
+            .map(|d| schemas::keys::kid_to_hex(&d.kid()));
+        let mut auth = ops::Authenticator::new(config.bridge.operator_keys.clone(), window)
+            .with_audience(audience);
         let s = store.clone();
         let recent =
             blocking(move || s.audit.since(unix_now().saturating_sub(2 * window))).await??;
@@ -408,6 +437,19 @@ impl Bridge {
                 Some(tokio::spawn({
                     let token = actors_token.clone();
                     async move { Ok(core.run(token).await?) }
+                })),
+            ),
+            (
+                "retained repair",
+                Some(tokio::spawn({
+                    let token = actors_token.clone();
+                    let r = repair::Repair::new(
+                        repair_rx,
+                        store.clone(),
+                        publisher.clone(),
+                        metrics.clone(),
+                    );
+                    async move { Ok(r.run(token).await?) }
                 })),
             ),
             (

@@ -94,6 +94,9 @@ pub struct Metrics {
     /// The longest single piece of work core did (µs): how long it stalled
     /// everything queued behind it.
     pub core_max_stall_micros: AtomicU64,
+    /// Retained payloads on the bridge's own topics that it did not
+    /// publish, overwritten with its own.
+    pub foreign_retained: AtomicU64,
     /// From a status batch's first message to its flush.
     pub commit_latency: Latency,
 }
@@ -169,6 +172,7 @@ pub struct Snapshot {
     pub retained_republished: u64,
     pub core_busy_micros: u64,
     pub core_max_stall_micros: u64,
+    pub foreign_retained: u64,
 }
 
 impl Snapshot {
@@ -232,6 +236,7 @@ impl Metrics {
             retained_republished: get(&self.retained_republished),
             core_busy_micros: get(&self.core_busy_micros),
             core_max_stall_micros: get(&self.core_max_stall_micros),
+            foreign_retained: get(&self.foreign_retained),
         }
     }
 }

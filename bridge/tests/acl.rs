@@ -79,6 +79,8 @@ async fn secured_stack() -> Stack {
     config.bridge.release_keys = [(schemas::keys::kid(&rk), rk)].into();
     config.bridge.credentials = Some(creds(BRIDGE));
     config.bridge.metrics_interval = Duration::from_secs(3600);
+    // Signed control messages (E2), as the devices expect by default.
+    config.bridge.director_key = Some(common::director_key());
     config.devices.admission = Admission::Provisioned;
     config.blocks = BlocksConfig {
         merge_window_ms: 20,

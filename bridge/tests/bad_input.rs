@@ -132,6 +132,7 @@ fn body(id: &str, issued_at: u64) -> CommandBody {
         request_id: RequestId::new(id).unwrap(),
         issued_at,
         command: Command::GroupList,
+        audience: None,
     }
 }
 

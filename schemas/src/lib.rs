@@ -11,6 +11,8 @@
 //!   the map reader that names the key in every error.
 //! - [`msg`]: one wire message per file, each with encode, decode and tests.
 //! - [`cose`]: COSE_Sign1 envelopes for manifests (ed25519, kid).
+//! - [`control`]: signed control messages (E2): the director key's `auth`,
+//!   the Control it signs, and the checks a device runs in E2's order.
 //! - [`merkle`]: the block Merkle tree, proofs and verification.
 //! - [`bucket`]: which devices a cohort admits.
 //! - [`version`]: semver precedence as the protocol defines it.
@@ -27,6 +29,7 @@
 pub mod bitmap;
 pub mod bucket;
 pub mod cbor;
+pub mod control;
 pub mod cose;
 pub mod delta_zstd;
 pub mod ids;

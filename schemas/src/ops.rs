@@ -9,7 +9,14 @@
 //!   outside its time window and a `request_id` it has already seen
 //!   ([`ReplayGuard`]), so a captured command cannot be replayed.
 //! - Replies go to `P/ops/replies/{request_id}` as a [`Reply`]; events to
-//!   `P/ops/events` as [`Event`]s.
+//!   `P/ops/events` as [`Event`]s. A bridge with a director key (E2) signs
+//!   both in the same envelope as commands ([`CommandEnvelope::sign_json`]),
+//!   so an operator who pins that key ([`CommandEnvelope::open`]) believes
+//!   only the bridge.
+//! - A body names its audience, the kid of the bridge's director key, when
+//!   the operator knows it: another bridge refuses it
+//!   ([`CommandError::WrongAudience`]), so a command captured on one bridge
+//!   does not run on another that trusts the same operator key.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -68,6 +75,10 @@ pub struct CommandBody {
     pub issued_at: u64,
     /// The command.
     pub command: Command,
+    /// The kid (hex) of the director key of the bridge it is meant for;
+    /// absent from operators that do not pin a bridge key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 /// Every operator command.
@@ -309,20 +320,59 @@ pub enum CommandError {
     },
     #[error("command {0} was already received: replay refused")]
     Replay(String),
+    #[error("command meant for the bridge with key {meant}, this bridge's key is {ours}: refused (check which bridge the CLI's --bridge-key or [operator] bridge_key names)")]
+    WrongAudience { meant: String, ours: String },
+    #[error("an unsigned or wrongly signed message claims to come from the bridge: {0}")]
+    Unsigned(String),
 }
 
 impl CommandEnvelope {
     /// Signs `body` with an operator key.
     pub fn sign(body: &CommandBody, key: &SigningKey) -> Self {
+        Self::sign_json(body, key)
+    }
+
+    /// Signs any JSON value (a reply, an event) with `key`: the bridge's
+    /// director key.
+    pub fn sign_json<T: Serialize>(value: &T, key: &SigningKey) -> Self {
         use ed25519_dalek::Signer;
-        // Invariant: CommandBody holds only strings, numbers, and JSON
-        // values, which always serialize.
-        let text = serde_json::to_string(body).expect("a command body always serializes");
+        // Invariant: replies and events are plain JSON data.
+        let text = serde_json::to_string(value).expect("a JSON value always serializes");
         let sig = key.sign(text.as_bytes());
         Self {
             kid: hex::encode(crate::keys::kid(&key.verifying_key())),
             sig: hex::encode(sig.to_bytes()),
             body: text,
+        }
+    }
+
+    /// Reads `bytes` as a message from the bridge whose key is `pinned`:
+    /// an envelope signed by that key. Anything else (plain JSON, another
+    /// key, a bad signature) is [`CommandError::Unsigned`].
+    pub fn open<T: serde::de::DeserializeOwned>(
+        bytes: &[u8],
+        pinned: &VerifyingKey,
+    ) -> Result<T, CommandError> {
+        let env = Self::parse(bytes)
+            .map_err(|_| CommandError::Unsigned("not a signed envelope".into()))?;
+        let keys = BTreeMap::from([(crate::keys::kid(pinned), *pinned)]);
+        env.verify_json(&keys).map_err(|e| match e {
+            CommandError::Malformed(m) => CommandError::Malformed(m),
+            other => CommandError::Unsigned(other.to_string()),
+        })
+    }
+
+    /// Reads a message from a bridge whose key is not pinned: the body of
+    /// an envelope, unverified, or plain JSON (a bridge without a director
+    /// key).
+    pub fn read_unpinned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CommandError> {
+        match Self::parse(bytes) {
+            Ok(env) => {
+                serde_json::from_str(&env.body).map_err(|e| CommandError::Malformed(e.to_string()))
+            }
+            Err(_) => {
+                serde_json::from_slice(bytes).map_err(|e| CommandError::Malformed(e.to_string()))
+            }
         }
     }
 
@@ -346,6 +396,14 @@ impl CommandEnvelope {
     /// Checks the signature against the trusted operator keys and parses the
     /// body. Freshness and replay are checked by [`ReplayGuard`].
     pub fn verify(&self, keys: &BTreeMap<Kid, VerifyingKey>) -> Result<CommandBody, CommandError> {
+        self.verify_json(keys)
+    }
+
+    /// Checks the signature against `keys` and parses the body as `T`.
+    pub fn verify_json<T: serde::de::DeserializeOwned>(
+        &self,
+        keys: &BTreeMap<Kid, VerifyingKey>,
+    ) -> Result<T, CommandError> {
         let kid: Kid = hex::decode(&self.kid)
             .ok()
             .and_then(|k| k.try_into().ok())
@@ -442,7 +500,51 @@ mod tests {
                 selector: Some("customer=acme".into()),
                 members: None,
             },
+            audience: None,
         }
+    }
+
+    #[test]
+    fn replies_open_only_with_the_pinned_key() {
+        let (bridge, other) = (key(3), key(4));
+        let reply = Reply::ok(RequestId::new("r1").unwrap(), serde_json::json!({"n": 1}));
+        let signed = CommandEnvelope::sign_json(&reply, &bridge).to_bytes();
+        let pinned = bridge.verifying_key();
+        assert_eq!(
+            CommandEnvelope::open::<Reply>(&signed, &pinned).unwrap(),
+            reply
+        );
+        // Another key, plain JSON, a flipped body: refused.
+        let by_other = CommandEnvelope::sign_json(&reply, &other).to_bytes();
+        let plain = serde_json::to_vec(&reply).unwrap();
+        let mut env = CommandEnvelope::sign_json(&reply, &bridge);
+        env.body = env.body.replace("\"n\":1", "\"n\":2");
+        for bytes in [by_other, plain.clone(), env.to_bytes()] {
+            let e = CommandEnvelope::open::<Reply>(&bytes, &pinned).unwrap_err();
+            assert!(matches!(e, CommandError::Unsigned(_)), "{e}");
+        }
+        // Unpinned: either form reads.
+        assert_eq!(
+            CommandEnvelope::read_unpinned::<Reply>(&signed).unwrap(),
+            reply
+        );
+        assert_eq!(
+            CommandEnvelope::read_unpinned::<Reply>(&plain).unwrap(),
+            reply
+        );
+    }
+
+    #[test]
+    fn a_body_without_audience_reads_as_before() {
+        let text = r#"{"request_id":"r1","issued_at":5,"command":{"op":"group_list"}}"#;
+        let b: CommandBody = serde_json::from_str(text).unwrap();
+        assert_eq!(b.audience, None);
+        let mut with = b.clone();
+        with.audience = Some("0011223344556677".into());
+        let back: CommandBody =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+        assert!(!serde_json::to_string(&b).unwrap().contains("audience"));
     }
 
     fn trusted(k: &SigningKey) -> BTreeMap<Kid, VerifyingKey> {

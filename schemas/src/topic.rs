@@ -81,6 +81,17 @@ pub enum Filter {
     /// `P/artifacts/+/blocks`: every broadcast block (the bridge's own
     /// delivery probe).
     AllArtifactBlocks,
+    /// `P/devices/+/groups`: every Membership (the bridge watches what it
+    /// owns, to repair it).
+    AllMemberships,
+    /// `P/devices/+/ack`: every StatusAck (likewise).
+    AllAcks,
+    /// `P/groups/+/campaign`: every group's announcement (likewise).
+    AllGroupCampaigns,
+    /// `P/groups/+/emergency`: every group's emergency (likewise).
+    AllGroupEmergencies,
+    /// `P/emergency` (likewise).
+    Emergency,
 }
 
 /// Builds and parses topics under one prefix (default `ota/v1`).
@@ -145,6 +156,11 @@ impl Topics {
             Filter::OpsCommands => format!("{p}/ops/commands"),
             Filter::OpsEvents => format!("{p}/ops/events"),
             Filter::AllArtifactBlocks => format!("{p}/artifacts/+/blocks"),
+            Filter::AllMemberships => format!("{p}/devices/+/groups"),
+            Filter::AllAcks => format!("{p}/devices/+/ack"),
+            Filter::AllGroupCampaigns => format!("{p}/groups/+/campaign"),
+            Filter::AllGroupEmergencies => format!("{p}/groups/+/emergency"),
+            Filter::Emergency => format!("{p}/emergency"),
         }
     }
 

@@ -282,6 +282,97 @@ fn signed_manifests_match() {
     }
 }
 
+#[test]
+fn signed_control_messages_match() {
+    let director = schemas::keys::SigningKey::from_bytes(&[0x42; 32]);
+    let stamp = schemas::control::Stamp {
+        counter: 1_790_000_000_000,
+        issued: 1_790_000_000,
+        expires: 1_790_604_800,
+    };
+    let membership = Membership {
+        groups: vec![GroupName::new("canary").unwrap()],
+    };
+    let signed = [
+        (
+            "Membership",
+            schemas::control::sign(&membership, "ota/v1/devices/d/groups", stamp, &director),
+        ),
+        (
+            "StatusAck",
+            schemas::control::sign(
+                &StatusAck { seq: 7 },
+                "ota/v1/devices/d/ack",
+                stamp,
+                &director,
+            ),
+        ),
+        (
+            "Announcement",
+            schemas::control::sign(
+                &announcement(),
+                "ota/v1/groups/canary/campaign",
+                stamp,
+                &director,
+            ),
+        ),
+    ];
+    for (rule, payload) in signed {
+        valid(rule, &payload);
+        let Value::Map(entries) =
+            ciborium::de::from_reader::<Value, _>(payload.as_slice()).unwrap()
+        else {
+            panic!("a map")
+        };
+        let Some((_, Value::Bytes(auth))) = entries
+            .iter()
+            .find(|(k, _)| k == &Value::Text("auth".into()))
+        else {
+            panic!("{rule} carries auth")
+        };
+        valid("signed-control", auth);
+        let Value::Tag(18, inner) = ciborium::de::from_reader::<Value, _>(auth.as_slice()).unwrap()
+        else {
+            panic!("tagged")
+        };
+        let Value::Array(items) = *inner else {
+            panic!("an array")
+        };
+        let Value::Bytes(control) = &items[2] else {
+            panic!("bstr payload")
+        };
+        valid("Control", control);
+        // The body is the message itself, valid against its own rule.
+        let Value::Map(c) = ciborium::de::from_reader::<Value, _>(control.as_slice()).unwrap()
+        else {
+            panic!("a map")
+        };
+        let body = &c
+            .iter()
+            .find(|(k, _)| k == &Value::Text("body".into()))
+            .unwrap()
+            .1;
+        valid(rule, &encode(body));
+    }
+    // auth must be a byte string; a Control needs its counter.
+    invalid(
+        "Membership",
+        &encode(&Value::Map(vec![
+            (Value::Text("groups".into()), Value::Array(vec![])),
+            (Value::Text("auth".into()), Value::Text("x".into())),
+        ])),
+    );
+    invalid(
+        "Control",
+        &encode(&Value::Map(vec![
+            (Value::Text("topic".into()), Value::Text("t".into())),
+            (Value::Text("issued".into()), Value::Integer(1.into())),
+            (Value::Text("expires".into()), Value::Integer(2.into())),
+            (Value::Text("body".into()), Value::Map(vec![])),
+        ])),
+    );
+}
+
 /// True when our decoder for `rule`'s message refuses `bytes`.
 fn decoder_refuses(rule: &str, bytes: &[u8]) -> bool {
     match rule {

@@ -7,12 +7,13 @@ use coset::{
     iana, CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable,
 };
 use ed25519_dalek::{Signature, Signer};
+use schemas::control::{self, Control, DirectorKeys, Expect, Stamp};
 use schemas::cose::TrustStore;
 use schemas::keys::{self, SigningKey};
 use schemas::merkle::{verify_block, MerkleTree};
 use schemas::msg::manifest::{sign, verify_entry};
-use schemas::msg::{ErrorCode, Kind, Manifest, WireMessage};
-use schemas::{CampaignId, ComponentName, DeviceId};
+use schemas::msg::{ErrorCode, Kind, Manifest, Membership, WireMessage};
+use schemas::{CampaignId, ComponentName, DeviceId, GroupName};
 use sha2::{Digest, Sha256};
 
 fn h(s: &str) -> Vec<u8> {
@@ -207,6 +208,14 @@ fn manifest(arch: &str) -> Manifest {
     m
 }
 
+/// Ed25519 verification, as coset's callback wants it.
+fn ed25519_check(key: &SigningKey, sig: &[u8], data: &[u8]) -> Result<(), String> {
+    let sig = Signature::from_slice(sig).map_err(|e| e.to_string())?;
+    key.verifying_key()
+        .verify_strict(data, &sig)
+        .map_err(|e| e.to_string())
+}
+
 #[test]
 fn coset_verifies_what_ota_signs() {
     let key = vector_key();
@@ -237,12 +246,7 @@ fn coset_verifies_what_ota_signs() {
         Some(&manifest("armv7").encode()[..])
     );
     parsed
-        .verify_signature(b"", |sig, data| {
-            let sig = Signature::from_slice(sig).map_err(|e| e.to_string())?;
-            key.verifying_key()
-                .verify_strict(data, &sig)
-                .map_err(|e| e.to_string())
-        })
+        .verify_signature(b"", |sig, data| ed25519_check(&key, sig, data))
         .expect("coset verifies our signature");
 
     // And it refuses a flipped bit.
@@ -250,12 +254,7 @@ fn coset_verifies_what_ota_signs() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     let parsed = CoseSign1::from_tagged_slice(&bad).unwrap();
-    let verdict = parsed.verify_signature(b"", |sig, data| {
-        let sig = Signature::from_slice(sig).map_err(|e| e.to_string())?;
-        key.verifying_key()
-            .verify_strict(data, &sig)
-            .map_err(|e| e.to_string())
-    });
+    let verdict = parsed.verify_signature(b"", |sig, data| ed25519_check(&key, sig, data));
     assert!(verdict.is_err());
 }
 
@@ -370,4 +369,169 @@ fn published_delta_vector() {
     }
     let trust = TrustStore::new([vector_key().verifying_key()]);
     assert_eq!(verify_entry(&envelope, &trust).unwrap(), delta);
+}
+
+// ------------------------------------------------------------ E2 control
+
+/// The director key of the published control vector: seed 40 41 .. 5f.
+fn director_key() -> SigningKey {
+    let seed: [u8; 32] = std::array::from_fn(|i| 0x40 + i as u8);
+    SigningKey::from_bytes(&seed)
+}
+
+const VECTOR_TOPIC: &str = "ota/v1/devices/dev-0001/groups";
+
+fn vector_stamp() -> Stamp {
+    Stamp {
+        counter: 1_790_000_000_000,
+        issued: 1_790_000_000,
+        expires: 1_790_604_800,
+    }
+}
+
+fn vector_membership() -> Membership {
+    Membership {
+        groups: vec![GroupName::new("canary").unwrap()],
+    }
+}
+
+/// The Control of the published vector.
+fn vector_control() -> Control {
+    Control {
+        topic: VECTOR_TOPIC.into(),
+        counter: 1_790_000_000_000,
+        issued: 1_790_000_000,
+        expires: 1_790_604_800,
+        body: vector_membership().to_value(),
+    }
+}
+
+/// The signed Membership printed in docs/protocol.md (E2, "A worked
+/// example"): its director key, kid, Control, auth and whole payload.
+#[test]
+fn published_signed_control_vector() {
+    let key = director_key();
+    let payload = control::sign(&vector_membership(), VECTOR_TOPIC, vector_stamp(), &key);
+    let control = vector_control().encode();
+    let auth = schemas::cose::sign(&control, &key);
+    // payload = the v1 map with "auth" added: {"groups": ["canary"], "auth": auth}
+    let mut expected = vec![0xA2, 0x66];
+    expected.extend_from_slice(b"groups");
+    expected.extend_from_slice(&[0x81, 0x66]);
+    expected.extend_from_slice(b"canary");
+    expected.push(0x64);
+    expected.extend_from_slice(b"auth");
+    expected.extend_from_slice(&bstr_head(auth.len()));
+    expected.extend_from_slice(&auth);
+    assert_eq!(payload, expected);
+
+    let doc = include_str!("../../docs/protocol.md");
+    let flat: String = doc.split_whitespace().collect();
+    for (what, value) in [
+        (
+            "director public key",
+            hex::encode(key.verifying_key().as_bytes()),
+        ),
+        ("kid", hex::encode(keys::kid(&key.verifying_key()))),
+        ("Control", hex::encode(&control)),
+        ("payload", hex::encode(&payload)),
+    ] {
+        assert!(
+            flat.contains(value.as_str()),
+            "docs/protocol.md lacks the control vector's {what}: {value}"
+        );
+    }
+    let directors = DirectorKeys::new([key.verifying_key()]);
+    let expect = Expect {
+        topic: VECTOR_TOPIC,
+        last_counter: None,
+        now: Some(1_790_000_000),
+    };
+    let v = control::verify::<Membership>(&payload, expect, &directors).unwrap();
+    assert_eq!(v.body, vector_membership());
+    assert_eq!(v.stamp, vector_stamp());
+}
+
+/// The auth of a signed payload.
+fn auth_of(payload: &[u8]) -> Vec<u8> {
+    let ciborium::value::Value::Map(entries) = ciborium::de::from_reader(payload).unwrap() else {
+        panic!("a map")
+    };
+    entries
+        .into_iter()
+        .find_map(|(k, v)| match (k, v) {
+            (ciborium::value::Value::Text(k), ciborium::value::Value::Bytes(b)) if k == "auth" => {
+                Some(b)
+            }
+            _ => None,
+        })
+        .expect("auth")
+}
+
+#[test]
+fn coset_verifies_the_director_signature_and_ota_verifies_cosets() {
+    let key = director_key();
+    let payload = control::sign(&vector_membership(), VECTOR_TOPIC, vector_stamp(), &key);
+    let parsed = CoseSign1::from_tagged_slice(&auth_of(&payload)).expect("coset reads auth");
+    assert_eq!(
+        parsed.unprotected.key_id,
+        keys::kid(&key.verifying_key()).to_vec()
+    );
+    let control = Control::decode(parsed.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(control.topic, VECTOR_TOPIC);
+    parsed
+        .verify_signature(b"", |sig, data| ed25519_check(&key, sig, data))
+        .expect("coset verifies the director's signature");
+
+    // A Control signed by coset, put in auth by hand: ota accepts it.
+    let signed = coset_sign(control.encode(), &key, iana::Algorithm::EdDSA, true)
+        .to_vec()
+        .unwrap();
+    let mut outer = vector_membership().to_value();
+    if let ciborium::value::Value::Map(e) = &mut outer {
+        e.push(("auth".into(), ciborium::value::Value::Bytes(signed)));
+    }
+    let mut bytes = Vec::new();
+    ciborium::ser::into_writer(&outer, &mut bytes).unwrap();
+    let directors = DirectorKeys::new([key.verifying_key()]);
+    let expect = Expect {
+        topic: VECTOR_TOPIC,
+        last_counter: Some(1_790_000_000_000),
+        now: None,
+    };
+    assert_eq!(
+        control::verify::<Membership>(&bytes, expect, &directors)
+            .unwrap()
+            .body,
+        vector_membership()
+    );
+    // And the release key of the manifest vector is no director key.
+    let by_release = control::sign(
+        &vector_membership(),
+        VECTOR_TOPIC,
+        vector_stamp(),
+        &vector_key(),
+    );
+    assert_eq!(
+        control::verify::<Membership>(&by_release, expect, &directors)
+            .unwrap_err()
+            .code(),
+        "unknown_key"
+    );
+}
+
+/// Prints the control vector for docs/protocol.md:
+/// `cargo test -p ota-schemas --test vectors print_control_vector -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn print_control_vector() {
+    let key = director_key();
+    let payload = control::sign(&vector_membership(), VECTOR_TOPIC, vector_stamp(), &key);
+    let control = vector_control().encode();
+    let auth = auth_of(&payload);
+    println!("public {}", hex::encode(key.verifying_key().as_bytes()));
+    println!("kid {}", hex::encode(keys::kid(&key.verifying_key())));
+    println!("control {}", hex::encode(&control));
+    println!("auth {}", hex::encode(&auth));
+    println!("payload {}", hex::encode(&payload));
 }

@@ -358,6 +358,7 @@ pub fn agent(
             arch: "esp32".into(),
             labels: [(label.0.to_string(), label.1.to_string())].into(),
             trust: Arc::new(TrustStore::new([key.verifying_key()])),
+            directors: Default::default(),
             room_bytes: None,
             timing: Timing {
                 quiet_ms: 300,

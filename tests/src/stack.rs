@@ -66,6 +66,9 @@ pub struct Keys {
     pub release: SigningKey,
     /// Signs operator commands; the bridge trusts its public half.
     pub operator: SigningKey,
+    /// The bridge's director key (E2): signs control messages; devices
+    /// are provisioned with its public half.
+    pub director: SigningKey,
 }
 
 impl Keys {
@@ -74,6 +77,7 @@ impl Keys {
         Keys {
             release: schemas::keys::generate(),
             operator: schemas::keys::generate(),
+            director: schemas::keys::generate(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl Stack {
             .bridge
             .release_keys
             .insert(schemas::keys::kid(&rel), rel);
+        config.bridge.director_key = Some(keys.director.clone());
         let port = config.endpoint().port;
         if let Some(addr) = opts.http {
             config.http = Some(bridge::config::http::HttpConfig::anonymous_loopback(addr));
@@ -226,6 +231,12 @@ impl Stack {
         if opts.secured {
             o.credentials = Some(operator_login);
         }
+        // The operator pins the bridge's director key: signed replies only.
+        o.bridge_key = config
+            .bridge
+            .director_key
+            .as_ref()
+            .map(|k| k.verifying_key());
         let ops = OpsClient::connect(o).await?;
         Ok(Stack {
             keys,
@@ -296,13 +307,21 @@ impl Stack {
         Ok(id)
     }
 
-    /// A fleet config for devices that trust this stack's release key.
+    /// A fleet config for devices that trust this stack's release key and
+    /// are provisioned with its director key (when the bridge signs).
     pub fn fleet(
         &self,
         devices: usize,
         mut profile: device_sim::fleet::Profile,
     ) -> device_sim::fleet::FleetConfig {
         profile.trusted = vec![self.keys.release.verifying_key()];
+        profile.directors = self
+            .config
+            .bridge
+            .director_key
+            .iter()
+            .map(|k| k.verifying_key())
+            .collect();
         device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
     }
 

@@ -12,7 +12,7 @@
 //! yet, and the topic may still carry an earlier, completed campaign that
 //! devices which were offline can finish.
 
-use schemas::msg::{Announcement, CampaignState, WireMessage};
+use schemas::msg::{Announcement, CampaignState};
 use schemas::topic::Topic;
 use schemas::GroupName;
 
@@ -38,21 +38,19 @@ pub fn group_topic(emergency: bool, group: GroupName) -> Topic {
     }
 }
 
-/// The retained (topic, payload) pairs that say `a`.
-pub fn messages(record: &CampaignRecord, a: &gate::Announcement) -> Vec<(Topic, Vec<u8>)> {
+/// The retained (topic, announcement) pairs that say `a` (the publisher
+/// signs each for its topic, E2).
+pub fn messages(record: &CampaignRecord, a: &gate::Announcement) -> Vec<(Topic, Announcement)> {
     let emergency = record.is_emergency();
-    let payload = |cohort: u16, state: AnnounceState| {
-        Announcement {
-            campaign: record.id().clone(),
-            kind: wire_kind(record.release.kind),
-            release: record.release.manifests(),
-            cohort,
-            emergency,
-            state: wire_state(state),
-            deadline: a.deadline,
-            deltas: record.release.delta_manifests(),
-        }
-        .encode()
+    let payload = |cohort: u16, state: AnnounceState| Announcement {
+        campaign: record.id().clone(),
+        kind: wire_kind(record.release.kind),
+        release: record.release.manifests(),
+        cohort,
+        emergency,
+        state: wire_state(state),
+        deadline: a.deadline,
+        deltas: record.release.delta_manifests(),
     };
     if emergency && a.cohorts.is_empty() {
         return vec![(Topic::Emergency, payload(FULL_COHORT, a.state))];
@@ -84,7 +82,6 @@ mod tests {
     use crate::campaign::gate::{Gate, Input};
     use crate::campaign::record::{Release, ReleaseEntry};
     use crate::campaign::spec::{Gates, Kind, WaveSpec};
-    use schemas::msg::WireMessage;
     use schemas::{ArtifactId, CampaignId, ComponentName};
 
     fn record(emergency: bool, waves: &[&[(&str, u16)]]) -> CampaignRecord {
@@ -146,7 +143,7 @@ mod tests {
             m[0].0,
             Topic::GroupCampaign(GroupName::new("canary").unwrap())
         );
-        let ann = Announcement::decode(&m[0].1).unwrap();
+        let ann = m[0].1.clone();
         assert_eq!(
             (ann.cohort, ann.emergency, ann.state, ann.deadline),
             (10000, false, CampaignState::Active, Some(700))
@@ -156,7 +153,7 @@ mod tests {
         let a = r.gate.announcement().unwrap();
         assert!(messages(&r, &a)
             .iter()
-            .all(|(_, p)| Announcement::decode(p).unwrap().state == CampaignState::Paused));
+            .all(|(_, p)| p.state == CampaignState::Paused));
         assert_eq!(topics(&r.spec).len(), 2);
     }
 
@@ -172,9 +169,7 @@ mod tests {
                 Topic::GroupEmergency(GroupName::new("globex").unwrap())
             ]
         );
-        assert!(m
-            .iter()
-            .all(|(_, p)| Announcement::decode(p).unwrap().emergency));
+        assert!(m.iter().all(|(_, p)| p.emergency));
         let mut all = record(true, &[]);
         all.gate.step(100, Input::Start).unwrap();
         let m = messages(&all, &all.gate.announcement().unwrap());

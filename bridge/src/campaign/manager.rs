@@ -843,7 +843,8 @@ impl Campaigns {
         let mut messages = Vec::new();
         if announced {
             if let Some(a) = e.record.gate.announcement() {
-                for (topic, payload) in announce::messages(&e.record, &a) {
+                for (topic, announcement) in announce::messages(&e.record, &a) {
+                    let payload = ctx.publisher.control(&topic, &announcement)?;
                     let t = ctx.publisher.topics().build(&topic);
                     ctx.store.retained.put(&t, &payload)?;
                     messages.push((topic, payload));
@@ -971,8 +972,7 @@ async fn mark_emergency(ctx: &Ctx<'_>, r: &CampaignRecord, on: bool) {
 }
 
 pub(crate) async fn send_event(ctx: &Ctx<'_>, ev: &Event) -> Result<(), CampaignError> {
-    // Invariant: an Event holds strings, numbers and JSON values only.
-    let json = serde_json::to_vec(ev).unwrap_or_default();
+    let json = ctx.publisher.ops_payload(ev);
     ctx.publisher
         .publish(&Topic::OpsEvents, json, false)
         .await?;

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use schemas::keys::SigningKey;
+use schemas::keys::{SigningKey, VerifyingKey};
 use schemas::ops::{Command, CommandBody, CommandEnvelope, Reply};
 use schemas::topic::{Filter, Topic, Topics};
 use schemas::RequestId;
@@ -64,6 +64,8 @@ pub enum ClientError {
     Options(String),
     #[error("the connection to the broker is closed")]
     Closed,
+    #[error("refused a reply not signed by the pinned bridge key ({0}); someone else can publish on the broker: check its ACLs")]
+    Forged(String),
 }
 
 /// Where and as whom to connect.
@@ -76,6 +78,12 @@ pub struct ClientOptions {
     pub topics: Topics,
     /// How long a call waits for its reply.
     pub timeout: Duration,
+    /// The bridge's director public key, pinned: replies and events must
+    /// be signed by it (an unsigned or wrongly signed reply fails the
+    /// call; such an event is dropped), and commands name it as their
+    /// audience. `None`: replies are read unverified, as from a bridge
+    /// without a director key.
+    pub bridge_key: Option<VerifyingKey>,
 }
 
 impl ClientOptions {
@@ -88,6 +96,7 @@ impl ClientOptions {
             key,
             topics: Topics::default(),
             timeout: DEFAULT_TIMEOUT,
+            bridge_key: None,
         }
     }
 
@@ -111,6 +120,7 @@ impl ClientOptions {
             key: read_signing_key(key_path)?,
             topics: config.bridge.topics.clone(),
             timeout: DEFAULT_TIMEOUT,
+            bridge_key: config.operator.bridge_key,
         })
     }
 }
@@ -155,9 +165,30 @@ impl EventStream {
     }
 }
 
+/// A reply as it arrived: read, or refused with why (pinned key only).
+type Arrived = Result<Reply, String>;
+
 struct Waiters {
     subacks: mpsc::Receiver<()>,
-    replies: mpsc::Receiver<Reply>,
+    replies: mpsc::Receiver<Arrived>,
+}
+
+/// Reads a reply: from the pinned bridge only, when a key is pinned. A
+/// refusal names its topic so the one-line error says where it came from.
+fn read_reply(payload: &[u8], pinned: Option<&VerifyingKey>, topic: &str) -> Option<Arrived> {
+    match pinned {
+        Some(k) => match CommandEnvelope::open::<Reply>(payload, k) {
+            Ok(r) => Some(Ok(r)),
+            Err(e) => Some(Err(format!("{topic}: {e}"))),
+        },
+        None => match CommandEnvelope::read_unpinned::<Reply>(payload) {
+            Ok(r) => Some(Ok(r)),
+            Err(e) => {
+                warn!(error = %e, "a reply that does not read");
+                None
+            }
+        },
+    }
 }
 
 /// A connection to the broker that sends signed commands to the bridge.
@@ -166,6 +197,8 @@ pub struct OpsClient {
     topics: Topics,
     key: SigningKey,
     timeout: Duration,
+    /// The pinned bridge key's kid, as commands name their audience.
+    audience: Option<String>,
     waiters: Mutex<Waiters>,
     events: broadcast::Sender<schemas::ops::Event>,
     /// Taken by [`OpsClient::close`]; aborted on drop.
@@ -190,6 +223,7 @@ impl OpsClient {
         let (conn_tx, conn_rx) = oneshot::channel();
         let topics = opts.topics.clone();
         let events_tx = events.clone();
+        let pinned = opts.bridge_key;
         let task = tokio::spawn(async move {
             let mut conn_tx = Some(conn_tx);
             loop {
@@ -204,19 +238,26 @@ impl OpsClient {
                         let _ = sub_tx.try_send(());
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse(&p.topic) {
-                        Ok(Topic::OpsReply(_)) => match serde_json::from_slice::<Reply>(&p.payload)
-                        {
-                            Ok(r) => {
+                        Ok(Topic::OpsReply(_)) => {
+                            if let Some(r) = read_reply(&p.payload, pinned.as_ref(), &p.topic) {
                                 let _ = reply_tx.try_send(r);
                             }
-                            Err(e) => warn!(error = %e, "a reply that does not read"),
-                        },
-                        Ok(Topic::OpsEvents) => match serde_json::from_slice(&p.payload) {
-                            Ok(e) => {
-                                let _ = events_tx.send(e);
+                        }
+                        Ok(Topic::OpsEvents) => {
+                            let read = match &pinned {
+                                Some(k) => CommandEnvelope::open(&p.payload, k),
+                                None => CommandEnvelope::read_unpinned(&p.payload),
+                            };
+                            match read {
+                                Ok(e) => {
+                                    let _ = events_tx.send(e);
+                                }
+                                // Never shown as a fact.
+                                Err(e) => {
+                                    warn!(error = %e, "dropped an event not signed by the bridge")
+                                }
                             }
-                            Err(e) => warn!(error = %e, "an event that does not read"),
-                        },
+                        }
                         _ => debug!(topic = %p.topic, "ignored a publish"),
                     },
                     Ok(_) => {}
@@ -259,6 +300,9 @@ impl OpsClient {
             topics: opts.topics,
             key: opts.key,
             timeout: opts.timeout,
+            audience: opts
+                .bridge_key
+                .map(|k| schemas::keys::kid_to_hex(&schemas::keys::kid(&k))),
             waiters: Mutex::new(Waiters { subacks, replies }),
             events,
             task: Some(task),
@@ -280,6 +324,7 @@ impl OpsClient {
             request_id,
             issued_at: crate::rt::unix_now(),
             command,
+            audience: self.audience.clone(),
         };
         self.send(
             CommandEnvelope::sign(&body, &self.key).to_bytes(),
@@ -320,8 +365,10 @@ impl OpsClient {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let reply = loop {
             match tokio::time::timeout_at(deadline, w.replies.recv()).await {
-                Ok(Some(r)) if &r.request_id == request_id => break r,
-                Ok(Some(_)) => continue,
+                Ok(Some(Ok(r))) if &r.request_id == request_id => break r,
+                Ok(Some(Ok(_))) => continue,
+                // Fail loudly: someone else answers on the bridge's behalf.
+                Ok(Some(Err(why))) => return Err(ClientError::Forged(why)),
                 Ok(None) => return Err(ClientError::Closed),
                 Err(_) => return Err(ClientError::NoReply(self.timeout)),
             }

@@ -10,6 +10,8 @@
 //! broker_user = "bridge"            # embedded broker with users: which one the bridge logs in as
 //! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
 //! release_keys = ["keys/release.pub"]
+//! director_key = "keys/director.key"  # signs control messages (E2); never a release key
+//! control_ttl_secs = 604800         # how long a signed control message holds (7 days)
 //! command_window_secs = 300
 //! metrics_interval_secs = 60
 //!
@@ -34,13 +36,14 @@
 
 pub mod blocks;
 pub mod http;
+mod keys;
 pub mod raw;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use schemas::keys::{Kid, VerifyingKey};
+use schemas::keys::{Kid, SigningKey, VerifyingKey};
 use schemas::topic::Topics;
 
 use raw::RawConfig;
@@ -55,6 +58,10 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_COMMAND_WINDOW_SECS: u64 = 300;
 /// Default `[bridge] metrics_interval_secs`.
 pub const DEFAULT_METRICS_INTERVAL_SECS: u64 = 60;
+/// Default `[bridge] control_ttl_secs`: 7 days.
+pub const DEFAULT_CONTROL_TTL_SECS: u64 = 7 * 86_400;
+/// Shortest and longest `[bridge] control_ttl_secs`.
+pub const CONTROL_TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=90 * 86_400;
 /// Default `[status] commit_window_ms`.
 pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 5;
 /// Default `[status] max_batch`.
@@ -132,6 +139,11 @@ pub struct BridgeConfig {
     pub command_window_secs: u64,
     /// How often the counters are logged.
     pub metrics_interval: Duration,
+    /// The director key (E2) that signs Memberships, Announcements and
+    /// StatusAcks; `None`: they go out unsigned, as in v1.
+    pub director_key: Option<SigningKey>,
+    /// How long a signed control message holds (`expires` - `issued`).
+    pub control_ttl: Duration,
 }
 
 impl std::fmt::Debug for BridgeConfig {
@@ -161,6 +173,14 @@ impl std::fmt::Debug for BridgeConfig {
                     .collect::<Vec<_>>(),
             )
             .field("command_window_secs", &self.command_window_secs)
+            .field(
+                "director_key",
+                &self
+                    .director_key
+                    .as_ref()
+                    .map(|k| hex::encode(schemas::keys::kid(&k.verifying_key()))),
+            )
+            .field("control_ttl", &self.control_ttl)
             .finish()
     }
 }
@@ -188,6 +208,10 @@ impl Default for StatusConfig {
 pub struct OperatorConfig {
     /// The operator's private key file.
     pub key: Option<PathBuf>,
+    /// The bridge's director public key (`director.pub`): replies and
+    /// events are believed only when it signed them, and commands name it
+    /// as their audience.
+    pub bridge_key: Option<VerifyingKey>,
     /// The operator's broker login; when absent the CLI uses the bridge's.
     pub credentials: Option<broker::Credentials>,
 }
@@ -196,6 +220,13 @@ impl std::fmt::Debug for OperatorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorConfig")
             .field("key", &self.key)
+            .field(
+                "bridge_key",
+                &self
+                    .bridge_key
+                    .as_ref()
+                    .map(|k| hex::encode(schemas::keys::kid(k))),
+            )
             .field("username", &self.credentials.as_ref().map(|c| &c.username))
             .finish()
     }
@@ -235,6 +266,8 @@ impl Config {
                 release_keys: BTreeMap::new(),
                 command_window_secs: DEFAULT_COMMAND_WINDOW_SECS,
                 metrics_interval: Duration::from_secs(DEFAULT_METRICS_INTERVAL_SECS),
+                director_key: None,
+                control_ttl: Duration::from_secs(DEFAULT_CONTROL_TTL_SECS),
             },
             broker,
             status: StatusConfig::default(),
@@ -354,15 +387,34 @@ impl Validator<'_> {
         if metrics_secs == 0 {
             return Err(self.err("bridge", "metrics_interval_secs", "must be at least 1"));
         }
+        let control_ttl_secs = b.control_ttl_secs.unwrap_or(DEFAULT_CONTROL_TTL_SECS);
+        if !CONTROL_TTL_RANGE.contains(&control_ttl_secs) {
+            return Err(self.err(
+                "bridge",
+                "control_ttl_secs",
+                format!(
+                    "{control_ttl_secs} is outside {}..={} seconds (1 minute to 90 days)",
+                    CONTROL_TTL_RANGE.start(),
+                    CONTROL_TTL_RANGE.end()
+                ),
+            ));
+        }
+        let release_keys = self.keys("release_keys", b.release_keys.unwrap_or_default())?;
+        let director_key = b
+            .director_key
+            .map(|p| self.director_key(p, &release_keys))
+            .transpose()?;
         let bridge = BridgeConfig {
             topics,
             data_dir: self.resolve(b.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
             client_id,
             credentials,
             operator_keys: self.keys("operator_keys", b.operator_keys.unwrap_or_default())?,
-            release_keys: self.keys("release_keys", b.release_keys.unwrap_or_default())?,
+            release_keys,
             command_window_secs,
             metrics_interval: Duration::from_secs(metrics_secs),
+            director_key,
+            control_ttl: Duration::from_secs(control_ttl_secs),
         };
 
         let s = raw.status;
@@ -407,8 +459,13 @@ impl Validator<'_> {
                 password: password.unwrap_or_default(),
             }),
         };
+        let bridge_key = o
+            .bridge_key
+            .map(|f| self.public_key("operator", "bridge_key".into(), f))
+            .transpose()?;
         let operator = OperatorConfig {
             key: o.key.map(|k| self.resolve(k)),
+            bridge_key,
             credentials: operator_credentials,
         };
         let admission = match raw.devices.admission.as_deref() {
@@ -493,37 +550,6 @@ impl Validator<'_> {
             }
         }
     }
-
-    fn keys(
-        &self,
-        key: &'static str,
-        files: Vec<PathBuf>,
-    ) -> Result<BTreeMap<Kid, VerifyingKey>, ConfigError> {
-        let mut out = BTreeMap::new();
-        for (i, file) in files.into_iter().enumerate() {
-            let at = format!("{key}[{i}]");
-            let path = self.resolve(file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                self.err(
-                    "bridge",
-                    at.clone(),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let vk = schemas::keys::parse_verifying_key(&text).map_err(|e| {
-                self.err(
-                    "bridge",
-                    at.clone(),
-                    format!(
-                        "{}: {e} (list public key files, the .pub of `ota keygen`)",
-                        path.display()
-                    ),
-                )
-            })?;
-            out.insert(schemas::keys::kid(&vk), vk);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -534,6 +560,90 @@ mod tests {
         let vk = schemas::keys::SigningKey::from_bytes(&[seed; 32]).verifying_key();
         std::fs::write(dir.join(name), schemas::keys::verifying_key_to_text(&vk)).unwrap();
         vk
+    }
+
+    fn write_private(dir: &Path, name: &str, seed: u8) -> SigningKey {
+        let k = SigningKey::from_bytes(&[seed; 32]);
+        std::fs::write(dir.join(name), schemas::keys::signing_key_to_text(&k)).unwrap();
+        k
+    }
+
+    #[test]
+    fn the_operator_pins_the_bridge_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = write_key(dir.path(), "director.pub", 5);
+        let c = load(
+            dir.path(),
+            "[broker]\nallow_anonymous = true\n[operator]\nbridge_key = \"director.pub\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.operator.bridge_key, Some(d));
+        let e = load(
+            dir.path(),
+            "[broker]\nallow_anonymous = true\n[operator]\nbridge_key = \"absent.pub\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[operator] bridge_key"), "{e}");
+    }
+
+    #[test]
+    fn the_director_key_is_read_and_never_a_release_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = write_private(dir.path(), "director.key", 5);
+        let c = load_anon(
+            dir.path(),
+            "[bridge]\ndirector_key = \"director.key\"\ncontrol_ttl_secs = 3600\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.bridge.director_key.map(|k| k.verifying_key()),
+            Some(d.verifying_key())
+        );
+        assert_eq!(c.bridge.control_ttl, Duration::from_secs(3600));
+        assert!(load_anon(dir.path(), "")
+            .unwrap()
+            .bridge
+            .director_key
+            .is_none());
+
+        // The release key's private half, named as director key: refused,
+        // by its public half in release_keys or by its name.
+        let r = write_private(dir.path(), "rel.key", 6);
+        std::fs::write(
+            dir.path().join("rel.pub"),
+            schemas::keys::verifying_key_to_text(&r.verifying_key()),
+        )
+        .unwrap();
+        let e = load_anon(
+            dir.path(),
+            "[bridge]\nrelease_keys = [\"rel.pub\"]\ndirector_key = \"rel.key\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[bridge] director_key"), "{e}");
+        assert!(e.contains("release private key"), "{e}");
+        write_private(dir.path(), "release.key", 7);
+        let e = load_anon(dir.path(), "[bridge]\ndirector_key = \"release.key\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never sit on the server"), "{e}");
+        // A public key file, a missing file, a ttl out of range.
+        write_key(dir.path(), "director.pub", 5);
+        for (text, want) in [
+            ("director_key = \"absent.key\"", "cannot read"),
+            ("control_ttl_secs = 10", "control_ttl_secs"),
+        ] {
+            let e = load_anon(dir.path(), &format!("[bridge]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    /// [`load`] on an anonymous embedded broker (allowed for tests).
+    fn load_anon(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+        load(dir, &format!("[broker]\nallow_anonymous = true\n{text}"))
     }
 
     fn load(dir: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -676,8 +786,11 @@ mod tests {
         std::fs::create_dir(dir.path().join("keys")).unwrap();
         write_key(&dir.path().join("keys"), "operator.pub", 1);
         write_key(&dir.path().join("keys"), "release.pub", 2);
+        write_private(&dir.path().join("keys"), "director.key", 3);
         let c = load(dir.path(), include_str!("../../../config/ota.toml")).unwrap();
         assert_eq!(c.bridge.operator_keys.len(), 1);
+        assert!(c.bridge.director_key.is_some());
+        assert_eq!(c.bridge.control_ttl, Duration::from_secs(604_800));
         assert_eq!(c.status, StatusConfig::default());
         assert_eq!(c.operator.key, Some(dir.path().join("keys/operator.key")));
         assert_eq!(c.endpoint().port, 1883);

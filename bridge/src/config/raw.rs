@@ -45,6 +45,8 @@ pub struct RawBridge {
     pub broker_user: Option<String>,
     pub operator_keys: Option<Vec<PathBuf>>,
     pub release_keys: Option<Vec<PathBuf>>,
+    pub director_key: Option<PathBuf>,
+    pub control_ttl_secs: Option<u64>,
     pub command_window_secs: Option<u64>,
     pub metrics_interval_secs: Option<u64>,
 }
@@ -62,6 +64,7 @@ pub struct RawStatus {
 #[serde(deny_unknown_fields)]
 pub struct RawOperator {
     pub key: Option<PathBuf>,
+    pub bridge_key: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
 }

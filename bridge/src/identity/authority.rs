@@ -387,6 +387,13 @@ impl Identity {
                     Filter::AllStatus,
                     Filter::OpsCommands,
                     Filter::AllArtifactBlocks,
+                    // And the retained topics it owns, to repair what it
+                    // did not publish there (issue 13; crate::repair).
+                    Filter::AllMemberships,
+                    Filter::AllAcks,
+                    Filter::AllGroupCampaigns,
+                    Filter::AllGroupEmergencies,
+                    Filter::Emergency,
                 ]
                 .iter()
                 .any(|f| topics.filter(*f) == filter);

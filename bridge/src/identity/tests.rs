@@ -310,6 +310,18 @@ fn subscriptions_follow_the_table_and_the_grants() {
     assert!(!a.may_subscribe("ota-bridge", "#"));
     // The egress link's delivery probe hears the block broadcast.
     assert!(a.may_subscribe("ota-bridge-out", &t.filter(Filter::AllArtifactBlocks)));
+    // The bridge watches the retained topics it owns (to repair them);
+    // an operator may not.
+    for f in [
+        Filter::AllMemberships,
+        Filter::AllAcks,
+        Filter::AllGroupCampaigns,
+        Filter::AllGroupEmergencies,
+        Filter::Emergency,
+    ] {
+        assert!(a.may_subscribe("ota-bridge", &t.filter(f)), "{f:?}");
+        assert!(!a.may_subscribe("ota-cli-1", &t.filter(f)), "{f:?}");
+    }
     assert!(!a.may_subscribe("ota-cli-1", &t.filter(Filter::AllArtifactBlocks)));
     assert!(a.may_subscribe("ota-cli-1", &t.filter(Filter::OpsEvents)));
     assert!(a.may_subscribe(

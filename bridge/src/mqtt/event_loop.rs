@@ -115,13 +115,33 @@ impl MqttLoop {
         if self.routes.blocks.is_some() {
             f.push(Filter::AllRequests);
         }
+        if self.routes.repair.is_some() {
+            f.extend([
+                Filter::AllMemberships,
+                Filter::AllAcks,
+                Filter::AllGroupCampaigns,
+                Filter::AllGroupEmergencies,
+                Filter::Emergency,
+            ]);
+        }
         f.into_iter()
             .map(|f| {
                 // BlockRequests at QoS 0: they need no durability (a device
                 // asks again after each quiet spell; a request queued while
                 // the bridge was away is stale anyway), and no PUBACK
                 // round trip per request under a download storm.
-                let qos = if f == Filter::AllRequests {
+                // The bridge's own retained topics at QoS 0 too: what
+                // counts is the broker's latest, and no PUBACK is owed
+                // for each echo of our own acks.
+                let qos = if matches!(
+                    f,
+                    Filter::AllRequests
+                        | Filter::AllMemberships
+                        | Filter::AllAcks
+                        | Filter::AllGroupCampaigns
+                        | Filter::AllGroupEmergencies
+                        | Filter::Emergency
+                ) {
                     QoS::AtMostOnce
                 } else {
                     QoS::AtLeastOnce

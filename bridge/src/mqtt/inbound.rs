@@ -48,6 +48,9 @@ pub enum Target {
     Core,
     /// BlockRequests: the block server.
     Blocks,
+    /// The retained topics the bridge owns (Membership, StatusAck,
+    /// announcements), as the broker holds them: the repair actor.
+    Repair,
 }
 
 impl Target {
@@ -58,6 +61,11 @@ impl Target {
             Topic::Hello(_) | Topic::Status(_) => Some(Target::Ingest),
             Topic::Presence(_) | Topic::OpsCommands => Some(Target::Core),
             Topic::Request(_) => Some(Target::Blocks),
+            Topic::Groups(_)
+            | Topic::Ack(_)
+            | Topic::GroupCampaign(_)
+            | Topic::GroupEmergency(_)
+            | Topic::Emergency => Some(Target::Repair),
             _ => None,
         }
     }
@@ -73,6 +81,9 @@ pub struct Routes {
     /// Absent until the block server runs: requests are then dropped,
     /// counted as `unrouted`, and acknowledged.
     pub blocks: Option<mpsc::Sender<Incoming>>,
+    /// Absent when the bridge does not watch its retained topics: they
+    /// are then not subscribed to.
+    pub repair: Option<mpsc::Sender<Incoming>>,
 }
 
 /// A reserved slot in one actor's inbox.
@@ -80,6 +91,7 @@ pub(crate) enum Permit<'a> {
     Ingest(mpsc::Permit<'a, Incoming>),
     Core(mpsc::Permit<'a, Incoming>),
     Blocks(mpsc::Permit<'a, Incoming>),
+    Repair(mpsc::Permit<'a, Incoming>),
 }
 
 impl Permit<'_> {
@@ -88,6 +100,7 @@ impl Permit<'_> {
             Permit::Ingest(p) => p.send(m),
             Permit::Core(p) => p.send(m),
             Permit::Blocks(p) => p.send(m),
+            Permit::Repair(p) => p.send(m),
         }
     }
 }
@@ -116,6 +129,10 @@ impl Routes {
                 Some(tx) => tx.try_send(m).map_err(|e| map(e, |m| m)),
                 None => Err(HandOff::NoOwner(m)),
             },
+            Target::Repair => match &self.repair {
+                Some(tx) => tx.try_send(m).map_err(|e| map(e, |m| m)),
+                None => Err(HandOff::NoOwner(m)),
+            },
         }
     }
 
@@ -126,6 +143,10 @@ impl Routes {
             Target::Core => self.core.reserve().await.ok().map(Permit::Core),
             Target::Blocks => match &self.blocks {
                 Some(tx) => tx.reserve().await.ok().map(Permit::Blocks),
+                None => None,
+            },
+            Target::Repair => match &self.repair {
+                Some(tx) => tx.reserve().await.ok().map(Permit::Repair),
                 None => None,
             },
         }
@@ -145,11 +166,16 @@ mod tests {
         assert_eq!(Target::of(&Topic::Presence(d.clone())), Some(Target::Core));
         assert_eq!(Target::of(&Topic::OpsCommands), Some(Target::Core));
         assert_eq!(Target::of(&Topic::Request(d.clone())), Some(Target::Blocks));
-        assert_eq!(Target::of(&Topic::Ack(d.clone())), None);
-        assert_eq!(Target::of(&Topic::Groups(d)), None);
+        // The bridge's own retained topics go to the repair actor.
+        assert_eq!(Target::of(&Topic::Ack(d.clone())), Some(Target::Repair));
+        assert_eq!(Target::of(&Topic::Groups(d.clone())), Some(Target::Repair));
         assert_eq!(
             Target::of(&Topic::GroupCampaign(GroupName::new("g").unwrap())),
-            None
+            Some(Target::Repair)
         );
+        assert_eq!(Target::of(&Topic::Emergency), Some(Target::Repair));
+        // What it only sends and never owns as retained: nobody's.
+        assert_eq!(Target::of(&Topic::DeviceBlocks(d)), None);
+        assert_eq!(Target::of(&Topic::OpsEvents), None);
     }
 }

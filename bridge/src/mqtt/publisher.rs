@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, QoS};
+use schemas::control::ControlBody;
 use schemas::topic::{Topic, Topics};
 
 use super::ack_order::AckOrder;
 use super::inbound::AckToken;
+use crate::director::Director;
 use crate::store::{RetainedStore, StoreError};
 
 /// Why a publish could not be queued.
@@ -42,6 +44,9 @@ pub struct Publisher {
     /// Given a copy of every operator event published (the HTTP listener's
     /// `/api/events`); a full channel drops its oldest for slow readers.
     events: Option<tokio::sync::broadcast::Sender<Bytes>>,
+    /// Signs Memberships, Announcements and StatusAcks (E2); `None`: they
+    /// go out as in v1.
+    director: Option<Arc<Director>>,
 }
 
 impl Publisher {
@@ -61,6 +66,38 @@ impl Publisher {
             acks: Arc::new(AckOrder::default()),
             identity: None,
             events: None,
+            director: None,
+        }
+    }
+
+    /// The same publisher, signing control messages with `director`.
+    pub(crate) fn with_director(mut self, director: Option<Arc<Director>>) -> Self {
+        self.director = director;
+        self
+    }
+
+    /// The director, when control messages are signed.
+    pub fn director(&self) -> Option<&Arc<Director>> {
+        self.director.as_ref()
+    }
+
+    /// The payload of an operator reply or event: signed by the director
+    /// key in the envelope of commands when there is one, else plain JSON.
+    pub fn ops_payload<T: serde::Serialize>(&self, value: &T) -> Vec<u8> {
+        match &self.director {
+            Some(d) => d.envelope(value).to_bytes(),
+            // Invariant: replies and events are plain JSON data.
+            None => serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    /// The payload of a control message for `topic`: signed by the
+    /// director key (E2) when there is one, else the v1 encoding. Blocks
+    /// for one fsync about once an hour (see [`crate::director`]).
+    pub fn control<M: ControlBody>(&self, topic: &Topic, msg: &M) -> Result<Vec<u8>, StoreError> {
+        match &self.director {
+            Some(d) => d.sign(msg, &self.topics.build(topic)),
+            None => Ok(msg.encode()),
         }
     }
 

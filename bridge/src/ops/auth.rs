@@ -29,6 +29,9 @@ pub struct Refusal {
 pub struct Authenticator {
     keys: BTreeMap<Kid, VerifyingKey>,
     guard: ReplayGuard,
+    /// The kid (hex) of this bridge's director key: a command naming
+    /// another audience is refused.
+    audience: Option<String>,
 }
 
 impl Authenticator {
@@ -37,7 +40,14 @@ impl Authenticator {
         Self {
             keys,
             guard: ReplayGuard::new(window),
+            audience: None,
         }
+    }
+
+    /// Refuses commands meant for a bridge other than `kid` (hex).
+    pub fn with_audience(mut self, kid: Option<String>) -> Self {
+        self.audience = kid;
+        self
     }
 
     /// The time window in seconds.
@@ -91,6 +101,21 @@ impl Authenticator {
                 issued_at: loose.issued_at,
             })
         })?;
+        if let (Some(ours), Some(meant)) = (&self.audience, &body.audience) {
+            if ours != meant {
+                return Err(Box::new(Refusal {
+                    error: CommandError::WrongAudience {
+                        meant: meant.chars().take(32).collect(),
+                        ours: ours.clone(),
+                    },
+                    reason: DropReason::CommandForged,
+                    request_id: Some(body.request_id.clone()),
+                    kid: Some(env.kid.clone()),
+                    op: Some(body.command.name().to_string()),
+                    issued_at: Some(body.issued_at),
+                }));
+            }
+        }
         self.guard.check(&body, now).map_err(|error| {
             Box::new(Refusal {
                 reason: match error {
@@ -155,6 +180,7 @@ mod tests {
                 request_id: RequestId::new(id).unwrap(),
                 issued_at: at,
                 command: Command::GroupList,
+                audience: None,
             },
             k,
         )
@@ -188,6 +214,36 @@ mod tests {
         env.body = env.body.replace("group_list", "device_list");
         let r = a.check(&env.to_bytes(), 1000).unwrap_err();
         assert_eq!(r.reason, DropReason::CommandForged);
+    }
+
+    #[test]
+    fn a_command_for_another_bridge_is_refused() {
+        let k = key(1);
+        let mut a = auth(&k).with_audience(Some("aaaaaaaaaaaaaaaa".into()));
+        let to = |id: &str, audience: Option<&str>| {
+            CommandEnvelope::sign(
+                &CommandBody {
+                    request_id: RequestId::new(id).unwrap(),
+                    issued_at: 1000,
+                    command: Command::GroupList,
+                    audience: audience.map(String::from),
+                },
+                &k,
+            )
+            .to_bytes()
+        };
+        let r = a
+            .check(&to("r1", Some("bbbbbbbbbbbbbbbb")), 1000)
+            .unwrap_err();
+        assert!(
+            matches!(r.error, CommandError::WrongAudience { .. }),
+            "{:?}",
+            r.error
+        );
+        assert_eq!(r.request_id.unwrap().as_str(), "r1");
+        // Ours, or none (an operator who pins no key): accepted.
+        assert!(a.check(&to("r2", Some("aaaaaaaaaaaaaaaa")), 1000).is_ok());
+        assert!(a.check(&to("r3", None), 1000).is_ok());
     }
 
     #[test]

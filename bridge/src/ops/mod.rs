@@ -181,8 +181,7 @@ async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), 
 }
 
 async fn send_reply(publisher: &Publisher, id: &RequestId, reply: &Reply) -> Result<(), CoreError> {
-    // Invariant: a Reply holds a name, a bool, JSON and a string.
-    let mut json = serde_json::to_vec(reply).expect("a reply always serializes");
+    let mut json = publisher.ops_payload(reply);
     if json.len() > schemas::ops::MAX_REPLY_BYTES {
         // A broker refuses (and disconnects) an oversized publish: say what
         // to do instead of losing the connection.
@@ -195,7 +194,7 @@ async fn send_reply(publisher: &Publisher, id: &RequestId, reply: &Reply) -> Res
                 schemas::ops::MAX_REPLY_BYTES
             ),
         );
-        json = serde_json::to_vec(&err).expect("a reply always serializes");
+        json = publisher.ops_payload(&err);
     }
     publisher
         .publish(&Topic::OpsReply(id.clone()), json, false)

@@ -16,7 +16,7 @@ pub mod rollback;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use schemas::msg::{Membership, WireMessage};
+use schemas::msg::Membership;
 use schemas::ops::Event;
 use schemas::topic::Topic;
 use schemas::{DeviceId, GroupName};
@@ -174,8 +174,9 @@ impl CoreState {
         let n = changes.len() as u64;
         let moved: Vec<DeviceId> = changes.iter().map(|(id, _)| id.clone()).collect();
         for (id, groups) in changes {
-            let payload = Membership { groups }.encode();
-            self.publisher.retain(&Topic::Groups(id), payload).await?;
+            let topic = Topic::Groups(id);
+            let payload = self.publisher.control(&topic, &Membership { groups })?;
+            self.publisher.retain(&topic, payload).await?;
         }
         Metrics::add(&self.metrics.memberships_published, n);
         campaigns::devices_changed(self, &moved).await
@@ -207,8 +208,7 @@ impl CoreState {
             message,
             data,
         };
-        // Invariant: an Event holds strings, numbers and JSON values only.
-        let json = serde_json::to_vec(&e).expect("an event always serializes");
+        let json = self.publisher.ops_payload(&e);
         self.publisher
             .publish(&Topic::OpsEvents, json, false)
             .await?;

@@ -29,6 +29,8 @@ pub(crate) struct Applier {
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) topics: Topics,
+    /// Signs each StatusAck (E2), once per device per batch.
+    pub(crate) director: Option<Arc<crate::director::Director>>,
 }
 
 /// What a batch did, for the async half.
@@ -92,14 +94,15 @@ impl Applier {
                     next: a.next,
                 },
             )?;
-            let payload: Bytes = match a.ack() {
-                Some(seq) => StatusAck { seq }.encode().into(),
+            let topic = self.topics.build(&Topic::Ack(id.clone()));
+            let payload: Bytes = match (a.ack(), &self.director) {
+                (Some(seq), Some(d)) => d.sign(&StatusAck { seq }, &topic)?.into(),
+                (Some(seq), None) => StatusAck { seq }.encode().into(),
                 // Nothing to acknowledge (outbox 0): withdraw an older
                 // epoch's ack rather than leave it standing.
-                None if touch.hello => Bytes::new(),
-                None => continue,
+                (None, _) if touch.hello => Bytes::new(),
+                (None, _) => continue,
             };
-            let topic = self.topics.build(&Topic::Ack(id.clone()));
             self.store.retained.put(&topic, &payload)?;
             out.acks.push((topic, payload));
         }

@@ -150,12 +150,25 @@ impl Ingest {
             .await
             .map_err(|e| IngestError::Task(e.to_string()))??;
         for (topic, payload) in retained {
-            if matches!(self.publisher.topics().parse(&topic), Ok(Topic::Ack(_))) {
-                self.publisher
-                    .publish_str(topic, payload.into(), true)
-                    .await?;
-                n += 1;
-            }
+            let Ok(t @ Topic::Ack(_)) = self.publisher.topics().parse(&topic) else {
+                continue;
+            };
+            // Signed afresh, so acks stored unsigned (or by an earlier
+            // director key) reach devices that check them.
+            let payload = match self.publisher.director() {
+                Some(d) => match d.resign(&t, &topic, &payload)? {
+                    Some(p) => {
+                        self.store.retained.put(&topic, &p)?;
+                        p
+                    }
+                    None => payload,
+                },
+                None => payload,
+            };
+            self.publisher
+                .publish_str(topic, payload.into(), true)
+                .await?;
+            n += 1;
         }
         Metrics::add(&self.metrics.retained_republished, n);
         if n > 0 {
@@ -206,6 +219,7 @@ impl Ingest {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             topics: self.publisher.topics().clone(),
+            director: self.publisher.director().cloned(),
         };
         let (applier, batch, applied) = crate::rt::blocking(move || {
             let applied = applier.apply(&batch, now);

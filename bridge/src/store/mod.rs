@@ -9,6 +9,7 @@
 //!   republished at start.
 //! - [`audit`]: every accepted or refused operator command.
 //! - [`private`]: `data_dir` and its files are 0700/0600.
+//! - [`counter`]: the director key's counter reservation (E2).
 //!
 //! Inserts are in memory and take microseconds; durability comes from
 //! [`Store::flush`] (sled's `flush_async`, which fsyncs on sled's own
@@ -17,6 +18,7 @@
 //! `spawn_blocking`.
 
 pub mod audit;
+pub mod counter;
 pub mod devices;
 pub mod groups;
 pub mod private;
@@ -27,6 +29,7 @@ pub mod status;
 use std::path::{Path, PathBuf};
 
 pub use audit::{AuditEntry, AuditStore};
+pub use counter::CounterStore;
 pub use devices::{DeviceRecord, DeviceStore};
 pub use groups::{GroupRecord, GroupStore};
 pub use records::Records;
@@ -68,6 +71,7 @@ pub struct Store {
     pub status: StatusStore,
     pub retained: RetainedStore,
     pub audit: AuditStore,
+    pub counter: CounterStore,
 }
 
 impl Store {
@@ -93,6 +97,7 @@ impl Store {
             status: StatusStore::open(&db)?,
             retained: RetainedStore::open(&db)?,
             audit: AuditStore::open(&db)?,
+            counter: CounterStore::open(&db)?,
             db,
         })
     }

@@ -16,8 +16,9 @@ use bridge::client::OpsClient;
 use bridge::store::CurrentState;
 use device_sim::agent::{
     AgentConfig, BusyFor, DeferPolicy, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer,
-    NoHooks, SharedImages, Timing,
+    SharedImages, Timing,
 };
+use schemas::control::DirectorKeys;
 use schemas::cose::TrustStore;
 use schemas::msg::{Kind, StatusState};
 use schemas::ops::{Command, Event};
@@ -140,6 +141,8 @@ pub struct DeviceOpts {
     pub installer: MemoryInstaller,
     /// Username and password; `None`: no login (an anonymous broker).
     pub login: Option<(String, String)>,
+    /// Provisioned with the bridge's director key (E2): the default.
+    pub directors: bool,
 }
 
 impl DeviceOpts {
@@ -157,12 +160,19 @@ impl DeviceOpts {
             policy: Box::new(NeverDefer),
             installer: MemoryInstaller::default(),
             login: None,
+            directors: true,
         }
     }
 
     /// Logs in with these credentials (a provisioned device).
     pub fn login(mut self, login: (String, String)) -> Self {
         self.login = Some(login);
+        self
+    }
+
+    /// Without director keys: reads control messages as in v1.
+    pub fn unsigned(mut self) -> Self {
+        self.directors = false;
         self
     }
 
@@ -208,6 +218,36 @@ pub fn quick_timing() -> Timing {
 pub struct Devices {
     running: BTreeMap<DeviceId, (CancellationToken, JoinHandle<()>)>,
     images: Option<Arc<SharedImages>>,
+    /// Every payload a device refused, with the reason, in order.
+    pub drops: Drops,
+}
+
+/// What devices refused: (device, reason).
+#[derive(Clone, Default)]
+pub struct Drops(Arc<Mutex<Vec<(DeviceId, &'static str)>>>);
+
+impl Drops {
+    /// How many payloads `device` refused for `reason`.
+    pub fn count(&self, device: &DeviceId, reason: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(d, r)| d == device && *r == reason)
+            .count()
+    }
+}
+
+/// The hooks of a test device: its refusals go to [`Drops`].
+struct DropHooks {
+    id: DeviceId,
+    drops: Drops,
+}
+
+impl device_sim::agent::Hooks for DropHooks {
+    fn dropped(&mut self, what: &'static str) {
+        self.drops.0.lock().unwrap().push((self.id.clone(), what));
+    }
 }
 
 impl Devices {
@@ -223,6 +263,11 @@ impl Devices {
                 trust: Arc::new(TrustStore::new([
                     blocks_common::release_key().verifying_key()
                 ])),
+                directors: Arc::new(if opts.directors {
+                    DirectorKeys::new([common::director_key().verifying_key()])
+                } else {
+                    DirectorKeys::default()
+                }),
                 room_bytes: None,
                 timing: quick_timing(),
             }),
@@ -244,12 +289,16 @@ impl Devices {
         let token = CancellationToken::new();
         let stop = token.clone();
         let name = id.clone();
+        let hooks = DropHooks {
+            id: id.clone(),
+            drops: self.drops.clone(),
+        };
         let task = tokio::spawn(async move {
             let r = device_sim::agent::run_device(
                 cfg,
                 opts.installer,
                 MemoryStore::new(images),
-                NoHooks,
+                hooks,
                 stop.cancelled_owned(),
             )
             .await;

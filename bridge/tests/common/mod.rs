@@ -205,13 +205,24 @@ pub fn operator_key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
 }
 
+/// The director key every test bridge signs control messages with (E2).
+pub fn director_key() -> SigningKey {
+    SigningKey::from_bytes(&[43; 32])
+}
+
 impl Stack {
     pub async fn start(kind: BrokerKind) -> Stack {
+        Self::start_with(kind, |_| {}).await
+    }
+
+    /// Starts a stack whose bridge config `tune` adjusts first.
+    pub async fn start_with(kind: BrokerKind, tune: impl FnOnce(&mut Config)) -> Stack {
         init_tracing();
         let broker = TestBroker::start(kind).await;
         let dir = tempfile::tempdir().expect("a temp dir");
         let operator = operator_key();
-        let config = stack_config(dir.path(), &broker, &operator);
+        let mut config = stack_config(dir.path(), &broker, &operator);
+        tune(&mut config);
         let bridge = Bridge::start(config.clone())
             .await
             .expect("the bridge starts");
@@ -274,7 +285,55 @@ pub fn stack_config(dir: &Path, broker: &TestBroker, operator: &SigningKey) -> C
     let vk = operator.verifying_key();
     config.bridge.operator_keys = [(schemas::keys::kid(&vk), vk)].into();
     config.bridge.metrics_interval = Duration::from_secs(3600);
+    config.bridge.director_key = Some(director_key());
     config
+}
+
+/// A raw MQTT client that records every publish on `filters`, as
+/// (topic, payload), in arrival order. Stops when the receiver is dropped.
+pub async fn watch_topics(
+    port: u16,
+    name: &str,
+    filters: &[String],
+) -> tokio::sync::mpsc::Receiver<(String, Vec<u8>)> {
+    let mut o = MqttOptions::new(name, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(o, 64);
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let (sub_tx, mut sub_rx) = tokio::sync::mpsc::channel(16);
+    for f in filters {
+        client
+            .subscribe(f.clone(), QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    }
+    tokio::spawn(async move {
+        // Keeps the client (and its connection) alive with the loop.
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = sub_tx.try_send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx
+                        .send((p.topic.clone(), p.payload.to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    for _ in filters {
+        within("the watcher's subscription", sub_rx.recv()).await;
+    }
+    rx
 }
 
 pub async fn ops_client(port: u16, key: SigningKey) -> OpsClient {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use schemas::control::DirectorKeys;
 use schemas::cose::TrustStore;
 use schemas::DeviceId;
 
@@ -18,6 +19,9 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// The trusted release public keys.
     pub trust: Arc<TrustStore>,
+    /// The director public keys (E2), apart from the release keys; empty:
+    /// control messages are read as in v1.
+    pub directors: Arc<DirectorKeys>,
     /// The largest image the device can make room for; `None`: no limit.
     pub room_bytes: Option<u64>,
     /// Timings of the protocol.
@@ -31,6 +35,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("arch", &self.arch)
             .field("labels", &self.labels)
             .field("room_bytes", &self.room_bytes)
+            .field("directors", &self.directors.len())
             .field("timing", &self.timing)
             .finish_non_exhaustive()
     }

@@ -40,6 +40,7 @@ use tracing::{debug, warn};
 
 use super::event::{Action, BootOutcome, Event, InstallRequest, Notice, TimerId};
 use super::installer::Installer;
+use super::machine::control::is_control;
 use super::pace::{Backoff, ConnectPermit, Pacer};
 use super::policy::DeferPolicy;
 use super::state::DeviceState;
@@ -537,13 +538,28 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         topic: &str,
         payload: &[u8],
     ) -> Result<Option<Exit>, DeviceError> {
-        let ev = match classify(&self.cfg.topics, topic, payload) {
-            Ok(ev) => ev,
-            Err(what) => {
-                warn!(device = %self.cfg.agent.id, topic, what, "payload refused");
-                self.hooks.dropped(what);
-                return Ok(None);
-            }
+        // E2: with director keys, control messages pass its checks first.
+        let signed = match self.cfg.topics.parse(topic) {
+            Ok(t) if agent.checks_control() && is_control(&t) => Some(t),
+            _ => None,
+        };
+        let ev = match signed {
+            Some(t) => match agent.admit(self.clock.now_ms(), t, topic, payload) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    warn!(device = %self.cfg.agent.id, topic, reason = e.code(), error = %e, "control message refused; keeping what the topic said before");
+                    self.hooks.dropped(e.code());
+                    return Ok(None);
+                }
+            },
+            None => match classify(&self.cfg.topics, topic, payload) {
+                Ok(ev) => ev,
+                Err(what) => {
+                    warn!(device = %self.cfg.agent.id, topic, what, "payload refused");
+                    self.hooks.dropped(what);
+                    return Ok(None);
+                }
+            },
         };
         let is_block = matches!(ev, Event::Block(_));
         if is_block && !self.hooks.keep_block() {

@@ -32,6 +32,10 @@ pub struct DeviceState {
     pub done: BTreeSet<CampaignId>,
     /// Accepted campaigns, in accept order.
     pub jobs: Vec<Job>,
+    /// E2: the last director counter accepted per topic (the exact topic
+    /// string). Forgotten by a factory reset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 impl DeviceState {
@@ -53,6 +57,7 @@ impl DeviceState {
             },
             done: BTreeSet::new(),
             jobs: Vec::new(),
+            counters: BTreeMap::new(),
         }
     }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::SeedableRng;
+use schemas::control::DirectorKeys;
 use schemas::cose::TrustStore;
 use schemas::topic::Topics;
 use schemas::DeviceId;
@@ -124,6 +125,7 @@ impl Fleet {
         let pacer = Arc::new(Pacer::per_second(p.connects_per_second));
         let shared = SharedImages::new();
         let trust = Arc::new(TrustStore::new(p.trusted.iter().copied()));
+        let directors = Arc::new(DirectorKeys::new(p.directors.iter().copied()));
         let mut tasks = Vec::with_capacity(specs.len());
         let ids: Vec<DeviceId> = specs.iter().map(|s| s.id.clone()).collect();
         for (slot, s) in specs.into_iter().enumerate() {
@@ -132,6 +134,7 @@ impl Fleet {
                 arch: s.arch.clone(),
                 labels: s.labels.clone(),
                 trust: device::trust(&s, &trust),
+                directors: directors.clone(),
                 room_bytes: p.room_bytes,
                 timing: cfg.timing,
             });

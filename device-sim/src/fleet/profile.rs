@@ -119,6 +119,10 @@ pub struct RawKeys {
     /// 64 hex characters.
     #[serde(default)]
     pub trusted: Vec<String>,
+    /// Director public keys (E2), the same way; empty: the devices read
+    /// control messages as in v1.
+    #[serde(default)]
+    pub director: Vec<String>,
 }
 
 /// `[faults]`: probabilities in 0..=1.
@@ -175,6 +179,8 @@ pub struct Profile {
     pub versions: BTreeMap<ComponentName, Vec<String>>,
     /// Trusted release keys.
     pub trusted: Vec<VerifyingKey>,
+    /// Director keys (E2), never a release key.
+    pub directors: Vec<VerifyingKey>,
     /// Fault rates.
     pub faults: Faults,
 }
@@ -315,17 +321,16 @@ impl RawProfile {
                 vec!["1.0.0".into()],
             );
         }
-        let mut trusted = Vec::new();
-        for (i, k) in self.keys.trusted.iter().enumerate() {
-            let key = format!("keys.trusted[{i}]");
-            let text = if k.len() == 64 && k.chars().all(|c| c.is_ascii_hexdigit()) {
-                k.clone()
-            } else {
-                let p = base.join(k);
-                std::fs::read_to_string(&p)
-                    .map_err(|e| invalid(&key, format!("cannot read {}: {e}", p.display())))?
-            };
-            trusted.push(parse_verifying_key(&text).map_err(|e| invalid(&key, e.to_string()))?);
+        let trusted = read_keys(base, "keys.trusted", &self.keys.trusted)?;
+        let directors = read_keys(base, "keys.director", &self.keys.director)?;
+        if let Some(k) = directors.iter().find(|k| trusted.contains(k)) {
+            return Err(invalid(
+                "keys.director",
+                format!(
+                    "{} is also in keys.trusted: a director key is never a release key",
+                    schemas::keys::kid_to_hex(&schemas::keys::kid(k))
+                ),
+            ));
         }
         let r = self.faults;
         let faults = Faults {
@@ -358,9 +363,32 @@ impl RawProfile {
             labels: self.labels,
             versions,
             trusted,
+            directors,
             faults,
         })
     }
+}
+
+/// Public keys from `[keys]` entries: key files (relative to `base`) or
+/// 64 hex characters.
+fn read_keys(
+    base: &Path,
+    what: &str,
+    entries: &[String],
+) -> Result<Vec<VerifyingKey>, ProfileError> {
+    let mut out = Vec::new();
+    for (i, k) in entries.iter().enumerate() {
+        let key = format!("{what}[{i}]");
+        let text = if k.len() == 64 && k.chars().all(|c| c.is_ascii_hexdigit()) {
+            k.clone()
+        } else {
+            let p = base.join(k);
+            std::fs::read_to_string(&p)
+                .map_err(|e| invalid(&key, format!("cannot read {}: {e}", p.display())))?
+        };
+        out.push(parse_verifying_key(&text).map_err(|e| invalid(&key, e.to_string()))?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ impl Fuzzer {
                     request_id,
                     issued_at: bridge::unix_now(),
                     command: Command::GroupList,
+                    audience: None,
                 };
                 CommandEnvelope::sign(&body, operator).to_bytes()
             })

@@ -12,8 +12,12 @@
 //!   device takes part in (step 0), steps 1 to 5, the queue and its turns.
 //! - `download`: blocks, quiet spells, timeout (step 6), the image check
 //!   and the install (step 7).
+//! - [`control`]: E2, signed control messages: [`Agent::admit`] turns a
+//!   Membership, Announcement or StatusAck payload into an event only when
+//!   the director key signed it for this topic, newer, unexpired.
 
 mod campaigns;
+pub mod control;
 mod download;
 mod link;
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! clock and no broker.
 
 mod campaigns;
+mod control;
 mod download;
 mod install;
 mod outbox;
@@ -66,6 +67,7 @@ pub(super) fn config(id: &str) -> AgentConfig {
         arch: "esp32".into(),
         labels: [("customer".to_string(), "acme".to_string())].into(),
         trust: Arc::new(TrustStore::new([key(1).verifying_key()])),
+        directors: Default::default(),
         room_bytes: Some(1 << 20),
         timing: Timing::default(),
     }
