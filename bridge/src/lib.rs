@@ -155,6 +155,7 @@ pub enum BridgeError {
     Blocks(#[from] blocks::BlocksError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
     Repair(#[from] repair::RepairError),
     #[error("a bridge task failed: {0}")]
     Task(String),
