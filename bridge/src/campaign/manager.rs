@@ -972,10 +972,7 @@ async fn mark_emergency(ctx: &Ctx<'_>, r: &CampaignRecord, on: bool) {
 }
 
 pub(crate) async fn send_event(ctx: &Ctx<'_>, ev: &Event) -> Result<(), CampaignError> {
-    let json = ctx.publisher.ops_payload(ev);
-    ctx.publisher
-        .publish(&Topic::OpsEvents, json, false)
-        .await?;
+    ctx.publisher.event(ev).await?;
     Ok(())
 }
 

@@ -153,12 +153,21 @@ impl Publisher {
         if let (true, Some(id)) = (retain, &self.identity) {
             id.observe(topic, &payload);
         }
-        if let (Topic::OpsEvents, Some(tx)) = (topic, &self.events) {
-            // No reader is no error; a send never waits.
-            let _ = tx.send(payload.clone());
-        }
         self.publish_str(self.topics.build(topic), payload, retain)
             .await
+    }
+
+    /// Publishes an operator event on `P/ops/events` ([`Self::ops_payload`]:
+    /// signed when there is a director key) and copies its plain JSON to
+    /// the HTTP listener's `/api/events`, whose readers hold a read token
+    /// and are not MQTT clients that could verify an envelope.
+    pub async fn event<T: serde::Serialize>(&self, value: &T) -> Result<(), PublishError> {
+        if let Some(tx) = &self.events {
+            // No reader is no error; a send never waits.
+            let _ = tx.send(Bytes::from(serde_json::to_vec(value).unwrap_or_default()));
+        }
+        let payload = self.ops_payload(value);
+        self.publish(&Topic::OpsEvents, payload, false).await
     }
 
     /// Records `payload` as the retained message of `topic` in the store

@@ -208,10 +208,7 @@ impl CoreState {
             message,
             data,
         };
-        let json = self.publisher.ops_payload(&e);
-        self.publisher
-            .publish(&Topic::OpsEvents, json, false)
-            .await?;
+        self.publisher.event(&e).await?;
         Ok(())
     }
 
