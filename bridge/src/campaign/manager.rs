@@ -33,7 +33,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use schemas::ops::Event;
-use schemas::topic::Topic;
 use schemas::{ArtifactId, CampaignId, DeviceId, GroupName};
 use tracing::{error, info, warn};
 
