@@ -1,7 +1,7 @@
 //! Counters: what the bridge stored, published and dropped, as atomics that
 //! every task bumps without locks. Logged periodically at info, read by
 //! tests through [`Metrics::snapshot`] and exported on `/metrics`
-//! (`crate::http::scrape`). [`Latency`] is a fixed-bucket histogram of the
+//! (the HTTP listener's scrape). [`Latency`] is a fixed-bucket histogram of the
 //! same kind (atomics), for the status commit.
 
 use std::sync::atomic::{AtomicU64, Ordering};

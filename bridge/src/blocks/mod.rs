@@ -155,7 +155,7 @@ impl BlockServerHandle {
 /// Starts the block server (actor and worker). It stops when `shutdown` is
 /// cancelled or the publisher's connection task is gone; the handle
 /// completes after both tasks ended. `flight` is filled by the egress
-/// connection's probe subscription ([`crate::mqtt::egress`]). Unless
+/// connection's probe subscription (the publishing connection's egress). Unless
 /// `[devices] admission = "open"`, `identity` decides who may fetch what
 /// ([`Identity::may_fetch`]).
 pub fn spawn(

@@ -388,7 +388,7 @@ impl Identity {
                     Filter::OpsCommands,
                     Filter::AllArtifactBlocks,
                     // And the retained topics it owns, to repair what it
-                    // did not publish there (issue 13; crate::repair).
+                    // did not publish there (issue 13; the repair watcher).
                     Filter::AllMemberships,
                     Filter::AllAcks,
                     Filter::AllGroupCampaigns,

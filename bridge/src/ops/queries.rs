@@ -1,4 +1,4 @@
-//! Read-only queries from the HTTP listener (`crate::http`): asked on
+//! Read-only queries from the HTTP listener (`http`): asked on
 //! core's bounded query inbox ([`INBOX`]), answered by core between its
 //! other work with the shapes the CLI's `--json` prints (`campaign list`,
 //! `campaign status`, `devices list`), plus the fleet's counts. Nothing

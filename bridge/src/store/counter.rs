@@ -1,5 +1,5 @@
 //! The `director` tree: how far the director key's counter (PROTOCOL.md
-//! E2) may have gone. [`crate::director`] reserves a range ahead, durably,
+//! E2) may have gone. The director key's signer (`director.rs`) reserves a range ahead, durably,
 //! before it signs with a counter inside it, so a restart (or a crash at
 //! any point) resumes above every counter it ever signed.
 
