@@ -179,12 +179,13 @@ pub(super) async fn follow_rollback(
         if let Some(c) = s.summary.rollback {
             break c;
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        // The rollback's start is an event: look again at the next one.
+        let left = Duration::from_secs(10).saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, events.next()).await.is_err() {
             return Err(DemoError::Stalled(format!(
                 "campaign {parent} halted but started no rollback"
             )));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let pb = bar(opts, 1, "");
     let last = follow(stack, opts, &child, events, &pb).await?;

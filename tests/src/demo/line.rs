@@ -61,6 +61,7 @@ pub(super) async fn run(
     let mut cfg = stack.fleet(devices, profile);
     cfg.factory_line = Some(LINE.to_string());
     stack.provision(&mut cfg).await?;
+    let mut events = stack.ops().events().await?;
     let fleet = Fleet::spawn(cfg)?;
     let pb = bar(opts, devices as u64, "off the line");
     let end = Instant::now() + LIMIT;
@@ -71,10 +72,14 @@ pub(super) async fn run(
             .await?;
         let done = s.line.as_ref().map_or(0, |l| l.success_total);
         pb.set_position(u64::from(done));
-        if done as usize >= devices || Instant::now() >= end {
+        if done as usize >= devices {
             break s;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The line's progress events say when to look again.
+        let left = end.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, events.next()).await.is_err() {
+            break s;
+        }
     };
     pb.finish_and_clear();
     let l = last.line.clone().unwrap_or_default();
