@@ -181,7 +181,7 @@ pub(super) async fn follow_rollback(
         }
         // The rollback's start is an event: look again at the next one.
         let left = Duration::from_secs(10).saturating_sub(started.elapsed());
-        if tokio::time::timeout(left, events.next()).await.is_err() {
+        if !matches!(tokio::time::timeout(left, events.next()).await, Ok(Some(_))) {
             return Err(DemoError::Stalled(format!(
                 "campaign {parent} halted but started no rollback"
             )));

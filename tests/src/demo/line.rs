@@ -77,7 +77,7 @@ pub(super) async fn run(
         }
         // The line's progress events say when to look again.
         let left = end.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, events.next()).await.is_err() {
+        if !matches!(tokio::time::timeout(left, events.next()).await, Ok(Some(_))) {
             break s;
         }
     };
