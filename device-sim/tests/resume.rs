@@ -34,6 +34,7 @@ fn io_config(id: &DeviceId, key: &SigningKey, port: u16) -> DeviceIoConfig {
             labels: [("line".to_string(), "3".to_string())].into(),
             trust: Arc::new(TrustStore::new([key.verifying_key()])),
             directors: Default::default(),
+            deltas: true,
             room_bytes: None,
             timing: Timing::default(),
         }),

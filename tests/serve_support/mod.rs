@@ -359,6 +359,7 @@ pub fn agent(
             labels: [(label.0.to_string(), label.1.to_string())].into(),
             trust: Arc::new(TrustStore::new([key.verifying_key()])),
             directors: Default::default(),
+            deltas: true,
             room_bytes: None,
             timing: Timing {
                 quiet_ms: 300,

@@ -268,6 +268,7 @@ impl Devices {
                 } else {
                     DirectorKeys::default()
                 }),
+                deltas: true,
                 room_bytes: None,
                 timing: quick_timing(),
             }),

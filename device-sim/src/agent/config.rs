@@ -22,6 +22,9 @@ pub struct AgentConfig {
     /// The director public keys (E2), apart from the release keys; empty:
     /// control messages are read as in v1.
     pub directors: Arc<DirectorKeys>,
+    /// E3: apply delta images (listing `delta-zstd` in Hello once the
+    /// installed image of a component is known); `false`: full images only.
+    pub deltas: bool,
     /// The largest image the device can make room for; `None`: no limit.
     pub room_bytes: Option<u64>,
     /// Timings of the protocol.
@@ -34,6 +37,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("id", &self.id)
             .field("arch", &self.arch)
             .field("labels", &self.labels)
+            .field("deltas", &self.deltas)
             .field("room_bytes", &self.room_bytes)
             .field("directors", &self.directors.len())
             .field("timing", &self.timing)

@@ -56,6 +56,14 @@ pub enum Event {
         /// (app, config); `Err` with why it failed.
         result: Result<(), String>,
     },
+    /// The answer to [`Action::Rebuild`] (E3).
+    Rebuilt {
+        /// The campaign whose delta was applied.
+        campaign: CampaignId,
+        /// Size and SHA-256 of the rebuilt target, or why the payload did
+        /// not rebuild it (`hash_mismatch`).
+        result: Result<ImageDigest, String>,
+    },
     /// The block store could not keep a block the machine verified
     /// ([`Action::StoreBlock`] failed): the machine forgets it and asks again.
     BlockLost {
@@ -148,6 +156,26 @@ pub struct InstallRequest {
     pub size: u64,
 }
 
+/// E3: everything needed to rebuild a delta's target image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildRequest {
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// The component whose installed image is the reference.
+    pub component: ComponentName,
+    /// SHA-256 the installed image must have (the delta's `from_sha256`).
+    pub from_sha256: [u8; 32],
+    /// The delta payload, complete and checked in the block store.
+    pub payload: ArtifactId,
+    /// The target: the full image's artifact id, where the rebuilt image
+    /// is kept for the installer.
+    pub target: ArtifactId,
+    /// The target's shape (`size` is the delta's `target_size`).
+    pub target_geometry: Geometry,
+    /// The delta's `target_sha256`.
+    pub target_sha256: [u8; 32],
+}
+
 /// What the machine asks its I/O to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -197,6 +225,10 @@ pub enum Action {
         /// The image's shape.
         geometry: Geometry,
     },
+    /// E3: decompress the checked delta payload against the installed
+    /// image, keep the result as the target, and answer with
+    /// [`Event::Rebuilt`].
+    Rebuild(RebuildRequest),
     /// Install the image and answer with [`Event::InstallDone`].
     Install(InstallRequest),
     /// Reboot into the installed firmware; after the boot, build the agent

@@ -9,25 +9,37 @@
 //! - `install` for firmware writes the image where the next boot takes it
 //!   from (the inactive slot); `boot` then boots into it, runs the health
 //!   check, and falls back to the previous image if either fails.
+//! - `installed` reads the running image of a component (E3: its hash picks
+//!   a delta, its bytes rebuild the target); `None` when the installer
+//!   cannot tell, and the device then takes full images only.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use schemas::msg::Kind;
+use schemas::ComponentName;
 
 use super::event::{BootOutcome, InstallRequest};
+use super::image::{ImageBytes, ImageSource};
 
 /// Installs images. See the module doc.
 pub trait Installer: Send + 'static {
-    /// Installs `req`'s image, read from `image` when the store keeps files.
-    fn install(&mut self, req: &InstallRequest, image: Option<&Path>) -> Result<(), String>;
+    /// Installs `req`'s image, read from `image`.
+    fn install(&mut self, req: &InstallRequest, image: &ImageSource) -> Result<(), String>;
 
     /// Boots into the firmware `install` wrote and checks its health.
     fn boot(&mut self, req: &InstallRequest) -> BootOutcome;
+
+    /// The running image of `component`, if the installer can read it.
+    fn installed(&mut self, _component: &ComponentName) -> Option<ImageBytes> {
+        None
+    }
 }
 
-/// The simulator's installer: nothing is written; failures on request.
+/// The simulator's installer: images are kept in memory (shared, not
+/// copied); failures on request.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryInstaller {
     /// Every install fails (`install_failed`).
@@ -39,28 +51,80 @@ pub struct MemoryInstaller {
     pub fail_versions: Vec<String>,
     /// Installs done, for tests.
     pub installed: Vec<InstallRequest>,
+    /// The running image of each component: the factory image at first,
+    /// then each installed one. A component without one takes full images
+    /// only (E3 needs the installed bytes).
+    pub images: BTreeMap<ComponentName, ImageBytes>,
+    /// A firmware written and waiting for its boot.
+    pub staged: Option<(ComponentName, ImageBytes)>,
+}
+
+impl MemoryInstaller {
+    /// An installer whose `component` runs `image` (a factory image).
+    pub fn with_image(mut self, component: ComponentName, image: ImageBytes) -> Self {
+        self.images.insert(component, image);
+        self
+    }
 }
 
 impl Installer for MemoryInstaller {
-    fn install(&mut self, req: &InstallRequest, _image: Option<&Path>) -> Result<(), String> {
+    fn install(&mut self, req: &InstallRequest, image: &ImageSource) -> Result<(), String> {
         if self.fail_install {
             return Err(format!("simulated install failure of {}", req.artifact));
         }
         if req.kind != Kind::Firmware && self.fail_versions.contains(&req.version) {
             return Err(format!("simulated bad build {}", req.version));
         }
+        // Without the bytes (a store that keeps files) the install still
+        // counts; the component's image is then unknown.
+        let bytes = match image {
+            ImageSource::Memory(b) => Some(b.clone()),
+            ImageSource::File(p) => std::fs::read(p).ok().map(ImageBytes::new),
+            ImageSource::Missing(_) => None,
+        };
+        if let Some(b) = &bytes {
+            if b.len() != req.size {
+                return Err(format!(
+                    "image of {} bytes, the manifest says {}",
+                    b.len(),
+                    req.size
+                ));
+            }
+        }
+        match (req.kind, bytes) {
+            (Kind::Firmware, Some(b)) => self.staged = Some((req.component.clone(), b)),
+            (Kind::Firmware, None) => self.staged = None,
+            (_, Some(b)) => {
+                self.images.insert(req.component.clone(), b);
+            }
+            (_, None) => {
+                self.images.remove(&req.component);
+            }
+        }
         self.installed.push(req.clone());
         Ok(())
     }
 
     fn boot(&mut self, req: &InstallRequest) -> BootOutcome {
+        let staged = self.staged.take();
         if self.fail_boot || self.fail_versions.contains(&req.version) {
-            BootOutcome::RolledBack {
+            return BootOutcome::RolledBack {
                 detail: format!("simulated boot failure of {}", req.version),
-            }
-        } else {
-            BootOutcome::Healthy
+            };
         }
+        match staged {
+            Some((c, b)) if c == req.component => {
+                self.images.insert(c, b);
+            }
+            _ => {
+                self.images.remove(&req.component);
+            }
+        }
+        BootOutcome::Healthy
+    }
+
+    fn installed(&mut self, component: &ComponentName) -> Option<ImageBytes> {
+        self.images.get(component).cloned()
     }
 }
 
@@ -155,8 +219,12 @@ impl FileInstaller {
 }
 
 impl Installer for FileInstaller {
-    fn install(&mut self, req: &InstallRequest, image: Option<&Path>) -> Result<(), String> {
-        let image = image.ok_or("no image file to install from")?;
+    fn install(&mut self, req: &InstallRequest, image: &ImageSource) -> Result<(), String> {
+        let image = match image {
+            ImageSource::File(p) => p.as_path(),
+            ImageSource::Memory(_) => return Err("no image file to install from".into()),
+            ImageSource::Missing(why) => return Err(why.clone()),
+        };
         std::fs::create_dir_all(&self.root)
             .map_err(|e| format!("creating {}: {e}", self.root.display()))?;
         let staged = self.path(req, ".next");
@@ -202,6 +270,11 @@ impl Installer for FileInstaller {
             }
         }
     }
+
+    fn installed(&mut self, component: &ComponentName) -> Option<ImageBytes> {
+        let path = self.root.join(component.as_str());
+        std::fs::read(path).ok().map(ImageBytes::new)
+    }
 }
 
 #[cfg(test)]
@@ -229,7 +302,8 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("main"), b"old").unwrap();
         let mut ok = FileInstaller::new(&root, Some(vec!["true".into()]));
-        ok.install(&req(Kind::App), Some(&img)).unwrap();
+        ok.install(&req(Kind::App), &ImageSource::File(img.clone()))
+            .unwrap();
         assert_eq!(std::fs::read(root.join("main")).unwrap(), b"new");
 
         std::fs::write(root.join("main"), b"old").unwrap();
@@ -239,7 +313,9 @@ mod tests {
             "test \"$OTA_VERSION\" = 9.9.9".into(),
         ];
         let mut bad = FileInstaller::new(&root, Some(check));
-        let e = bad.install(&req(Kind::App), Some(&img)).unwrap_err();
+        let e = bad
+            .install(&req(Kind::App), &ImageSource::File(img.clone()))
+            .unwrap_err();
         assert!(e.contains("health check"), "{e}");
         assert_eq!(std::fs::read(root.join("main")).unwrap(), b"old");
     }
@@ -253,7 +329,8 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("main"), b"old").unwrap();
         let mut i = FileInstaller::new(&root, Some(vec!["true".into()]));
-        i.install(&req(Kind::Firmware), Some(&img)).unwrap();
+        i.install(&req(Kind::Firmware), &ImageSource::File(img.clone()))
+            .unwrap();
         assert_eq!(
             std::fs::read(root.join("main")).unwrap(),
             b"old",
@@ -264,7 +341,8 @@ mod tests {
 
         std::fs::write(root.join("main"), b"old").unwrap();
         let mut bad = FileInstaller::new(&root, Some(vec!["false".into()]));
-        bad.install(&req(Kind::Firmware), Some(&img)).unwrap();
+        bad.install(&req(Kind::Firmware), &ImageSource::File(img.clone()))
+            .unwrap();
         assert!(matches!(
             bad.boot(&req(Kind::Firmware)),
             BootOutcome::RolledBack { .. }

@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,14 +30,16 @@ use rand::SeedableRng;
 use rumqttc::{
     AsyncClient, ClientError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, QoS,
 };
-use schemas::msg::{Announcement, Block, Membership, Presence, StatusAck, WireMessage};
+use schemas::msg::{Presence, WireMessage};
 use schemas::topic::{Topic, Topics};
 use schemas::ComponentName;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::event::{Action, BootOutcome, Event, InstallRequest, Notice, TimerId};
+use super::classify::classify;
+use super::event::{Action, BootOutcome, Event, Notice, TimerId};
+pub use super::hooks::{Disruption, Hooks, NoHooks};
 use super::installer::Installer;
 use super::machine::control::is_control;
 use super::pace::{Backoff, ConnectPermit, Pacer};
@@ -95,45 +96,6 @@ pub enum DeviceError {
         detail: String,
     },
 }
-
-/// A disruption the simulator injects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disruption {
-    /// Drop the connection (the will is published), then reconnect.
-    Disconnect,
-    /// Power loss: drop everything not saved and boot again from the store.
-    PowerLoss,
-}
-
-/// Observation and fault hooks (the simulator's; a real device uses
-/// [`NoHooks`]). All default to doing nothing.
-pub trait Hooks: Send + Sync + 'static {
-    /// The connection went up or down.
-    fn link(&mut self, _up: bool) {}
-    /// A connection attempt ended before the broker accepted it (a
-    /// refused login, a broker away): what the client said.
-    fn connect_failed(&mut self, _error: &str) {}
-    /// The agent noticed something (Status queued, acks, rejected blocks...).
-    fn notice(&mut self, _notice: &Notice) {}
-    /// A payload was refused (malformed, bad names) and dropped.
-    fn dropped(&mut self, _what: &'static str) {}
-    /// A block arrived: `false` loses it (block loss).
-    fn keep_block(&mut self) -> bool {
-        true
-    }
-    /// After each block: disrupt the device now?
-    fn disrupt(&mut self, _have: u32, _blocks: u32) -> Option<Disruption> {
-        None
-    }
-    /// The device booted (the first time, and after every reboot).
-    fn booted(&mut self, _boot: u32) {}
-}
-
-/// No hooks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHooks;
-
-impl Hooks for NoHooks {}
 
 /// Results of background work.
 enum Done {
@@ -195,7 +157,7 @@ impl Clock {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock was already reported by its task; the
     // store's own invariants hold between calls.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -329,6 +291,19 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                 .await?
             {
                 agent.restore_blocks(&artifact, have);
+            }
+        }
+        if self.cfg.agent.deltas {
+            // E3: the running images' hashes pick deltas.
+            let installer = self.installer.clone();
+            let components: Vec<ComponentName> = agent.state().versions.keys().cloned().collect();
+            let found = tokio::task::spawn_blocking(move || {
+                super::rebuild::installed_images(&installer, &components)
+            })
+            .await
+            .unwrap_or_default();
+            for (c, sha256) in found {
+                agent.set_installed_image(c, sha256);
             }
         }
         if fresh {
@@ -562,6 +537,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             },
         };
         let is_block = matches!(ev, Event::Block(_));
+        if is_block {
+            self.hooks.block_bytes(payload.len());
+        }
         if is_block && !self.hooks.keep_block() {
             return Ok(None);
         }
@@ -655,12 +633,18 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                     };
                     self.background(tx, agent, ev, Done::Checked).await?;
                 }
+                Action::Rebuild(req) => {
+                    let (store, installer) = (self.store.clone(), self.installer.clone());
+                    let ev = move || super::rebuild::rebuild(&store, &installer, req);
+                    self.background(done_tx.cloned(), agent, ev, Done::Checked)
+                        .await?;
+                }
                 Action::Install(req) => {
-                    let installer = self.installer.clone();
-                    let path = self.image_path(&req);
+                    let (store, installer) = (self.store.clone(), self.installer.clone());
                     let tx = done_tx.cloned();
                     let ev = move || {
-                        let result = lock(&installer).install(&req, path.as_deref());
+                        let image = super::rebuild::image_source(&store, &req.artifact);
+                        let result = lock(&installer).install(&req, &image);
                         Event::InstallDone {
                             campaign: req.campaign,
                             result,
@@ -701,10 +685,6 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             }
             _ => {}
         }
-    }
-
-    fn image_path(&self, req: &InstallRequest) -> Option<PathBuf> {
-        lock(&self.store).image_path(&req.artifact)
     }
 
     /// Runs blocking work off the runtime. Connected: in the background,
@@ -781,89 +761,5 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             while eventloop.poll().await.is_ok() {}
         })
         .await;
-    }
-}
-
-/// Turns an incoming publish into an event, or says why it was refused
-/// (the device then keeps what it knew from that topic).
-pub fn classify(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Event, &'static str> {
-    let t = topics.parse(topic).map_err(|_| "topic")?;
-    match t {
-        Topic::Groups(_) => Membership::decode_retained(payload)
-            .map(Event::Membership)
-            .map_err(|_| "membership"),
-        Topic::GroupCampaign(_) | Topic::GroupEmergency(_) | Topic::Emergency => {
-            Announcement::decode_retained(payload)
-                .map(|payload| Event::Announcement { topic: t, payload })
-                .map_err(|_| "announcement")
-        }
-        Topic::DeviceBlocks(_) | Topic::ArtifactBlocks(_) => Block::decode(payload)
-            .map(Event::Block)
-            .map_err(|_| "block"),
-        Topic::Ack(_) if payload.is_empty() => Err("empty ack"),
-        Topic::Ack(_) => StatusAck::decode(payload)
-            .map(Event::Ack)
-            .map_err(|_| "ack"),
-        _ => Err("topic"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use schemas::msg::CampaignState;
-
-    #[test]
-    fn refused_payloads_are_not_events() {
-        let t = Topics::default();
-        assert!(matches!(
-            classify(&t, "ota/v1/groups/g1/campaign", &[]),
-            Ok(Event::Announcement { payload: None, .. })
-        ));
-        // Malformed, trailing bytes, duplicate key: refused, no event.
-        assert_eq!(
-            classify(&t, "ota/v1/groups/g1/campaign", &[0xff]).unwrap_err(),
-            "announcement"
-        );
-        let img = crate::testkit::TestImage::new(
-            "fw",
-            schemas::msg::Kind::App,
-            "main",
-            "1.3.0",
-            "esp32",
-            vec![1; 300],
-            256,
-        )
-        .unwrap();
-        let mut a =
-            crate::testkit::announcement("c", schemas::msg::Kind::App, vec![vec![1]]).unwrap();
-        a.state = CampaignState::Paused;
-        let mut bytes = a.encode();
-        bytes.push(0x00);
-        assert!(classify(&t, "ota/v1/emergency", &bytes).is_err());
-        let b = img.block(0).unwrap();
-        assert!(matches!(
-            classify(&t, "ota/v1/devices/d/blocks", &b.encode()),
-            Ok(Event::Block(_))
-        ));
-        assert!(matches!(
-            classify(&t, "ota/v1/artifacts/fw/blocks", &b.encode()),
-            Ok(Event::Block(_))
-        ));
-        assert!(classify(&t, "ota/v1/devices/d/ack", &[]).is_err());
-        assert!(matches!(
-            classify(&t, "ota/v1/devices/d/ack", &StatusAck { seq: 3 }.encode()),
-            Ok(Event::Ack(StatusAck { seq: 3 }))
-        ));
-        assert!(matches!(
-            classify(&t, "ota/v1/devices/d/groups", &[]),
-            Ok(Event::Membership(m)) if m.groups.is_empty()
-        ));
-        let bad_group = schemas::cbor::MapBuilder::new()
-            .put("groups", schemas::cbor::Value::Array(vec!["a/b".into()]))
-            .encode();
-        assert!(classify(&t, "ota/v1/devices/d/groups", &bad_group).is_err());
-        assert!(classify(&t, "elsewhere/x", &[]).is_err());
-        assert!(classify(&t, "ota/v1/devices/d/status", &[]).is_err());
     }
 }

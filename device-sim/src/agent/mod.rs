@@ -13,27 +13,39 @@
 //! - [`store`]: where it survives: a state directory ([`FileStore`]) or
 //!   memory ([`MemoryStore`], the simulator's).
 //! - [`installer`]: installing images ([`FileInstaller`], [`MemoryInstaller`]).
-//! - [`io`]: the rumqttc I/O loop, [`run_device`].
+//! - [`io`]: the rumqttc I/O loop, [`run_device`]; [`classify`] turns its
+//!   incoming publishes into events; [`hooks`] let the simulator watch and
+//!   disrupt it.
+//! - `rebuild`: the I/O of whole images: installed images' hashes, E3's
+//!   rebuild of a delta's target, the image handed to the installer.
+//! - [`image`]: an image's bytes and hash ([`ImageBytes`]), where an
+//!   installer reads one from ([`ImageSource`]).
 //! - [`pace`]: connect pacing and reconnect backoff.
 //!
 //! A device team reads [`machine`] for the protocol's rules, each with its
 //! unit test in `machine/tests/`.
 
+pub mod classify;
 pub mod config;
 pub mod event;
+pub mod hooks;
+pub mod image;
 pub mod installer;
 pub mod io;
 pub mod machine;
 pub mod pace;
 pub mod policy;
+mod rebuild;
 pub mod state;
 pub mod steps;
 pub mod store;
 
 pub use config::{AgentConfig, Timing};
 pub use event::{
-    Action, BootOutcome, Event, Geometry, ImageDigest, InstallRequest, Notice, TimerId,
+    Action, BootOutcome, Event, Geometry, ImageDigest, InstallRequest, Notice, RebuildRequest,
+    TimerId,
 };
+pub use image::{ImageBytes, ImageSource};
 pub use installer::{FileInstaller, Installer, MemoryInstaller};
 pub use io::{run_device, DeviceError, DeviceIoConfig, Disruption, Hooks, NoHooks};
 pub use machine::Agent;

@@ -149,6 +149,8 @@ pub enum Stage {
     Downloading,
     /// Every block is verified; the whole image is being checked.
     Verifying,
+    /// E3: the delta payload checked out; the target is being rebuilt.
+    Rebuilding,
     /// Reported `downloaded` and `installing`; the installer runs.
     Installing,
     /// Firmware written, reported `rebooting`; the outcome comes after boot.
@@ -161,9 +163,19 @@ pub enum Stage {
 pub struct Job {
     /// The campaign.
     pub campaign: CampaignId,
-    /// The verified manifest of the picked release entry.
+    /// The verified manifest of what is downloaded: the picked release
+    /// entry, or (E3) the delta manifest taken instead of it.
     #[serde(with = "manifest_hex")]
     pub manifest: Manifest,
+    /// E3: when `manifest` is a delta, the picked release entry it
+    /// rebuilds (installed in the end; taken instead if the delta no
+    /// longer fits when the job's turn comes).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_manifest_hex"
+    )]
+    pub full: Option<Manifest>,
     /// Whether the campaign is an emergency (the latest announcement says).
     pub emergency: bool,
     /// The component's installed version when the device accepted.
@@ -209,6 +221,24 @@ mod manifest_hex {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Manifest, D::Error> {
         let b = super::hex_bytes::deserialize(d)?;
         Manifest::decode(&b).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_manifest_hex {
+    use schemas::msg::Manifest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Option<Manifest>, s: S) -> Result<S::Ok, S::Error> {
+        match m {
+            Some(m) => super::manifest_hex::serialize(m, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Manifest>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::manifest_hex")] Manifest);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
     }
 }
 

@@ -39,6 +39,8 @@ pub struct DeviceSpec {
     pub fail_bad_build: bool,
     /// Busy when a campaign comes.
     pub busy: bool,
+    /// Applies E3 deltas.
+    pub deltas: bool,
     /// Drops its connection once at this share of a download.
     pub disconnect_at: Option<f64>,
     /// Loses power once at this share of a download.
@@ -122,6 +124,7 @@ pub fn spec(
     let busy = chance(f.busy_deferral);
     let disconnect = chance(f.disconnect_mid_download);
     let power = chance(f.power_loss);
+    let deltas = profile.delta_share >= 1.0 || chance(profile.delta_share);
     let mut rng = StdRng::seed_from_u64(seed ^ 0xa7);
     Ok(DeviceSpec {
         index,
@@ -134,6 +137,7 @@ pub fn spec(
         fail_boot,
         fail_bad_build,
         busy,
+        deltas,
         disconnect_at: disconnect.then(|| rng.gen_range(0.1..0.9)),
         power_loss_at: power.then(|| rng.gen_range(0.1..0.9)),
         seed,
@@ -193,6 +197,12 @@ impl Hooks for SimHooks {
         self.tracker
             .payloads_dropped
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn block_bytes(&mut self, bytes: usize) {
+        self.tracker
+            .block_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn keep_block(&mut self) -> bool {

@@ -135,6 +135,7 @@ impl Fleet {
                 labels: s.labels.clone(),
                 trust: device::trust(&s, &trust),
                 directors: directors.clone(),
+                deltas: s.deltas,
                 room_bytes: p.room_bytes,
                 timing: cfg.timing,
             });
@@ -167,6 +168,16 @@ impl Fleet {
                     .cloned()
                     .collect(),
                 installed: Vec::new(),
+                // The factory images of its versions, shared.
+                images: s
+                    .versions
+                    .iter()
+                    .filter_map(|(c, v)| {
+                        let img = p.images.get(&(c.clone(), v.clone()))?;
+                        Some((c.clone(), img.clone()))
+                    })
+                    .collect(),
+                staged: None,
             };
             let hooks = device::SimHooks {
                 slot,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use schemas::keys::{parse_verifying_key, VerifyingKey};
+
+use crate::agent::ImageBytes;
 use schemas::ComponentName;
 use serde::Deserialize;
 
@@ -63,6 +65,11 @@ pub struct RawProfile {
     /// `[versions]`: component to a version or a list to draw from.
     #[serde(default)]
     pub versions: BTreeMap<String, OneOrMany>,
+    /// `[images]`: `"component@version"` to the file of that installed
+    /// image (relative to the profile). Devices on that version hold its
+    /// bytes, so E3 deltas from it apply; others take full images.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
     /// `[keys]`.
     #[serde(default)]
     pub keys: RawKeys,
@@ -89,6 +96,9 @@ pub struct RawFleet {
     pub seed: Option<u64>,
     /// `downloading` progress at most every this many seconds (default 5, at least 2).
     pub progress_every_secs: Option<u64>,
+    /// Share of devices that apply E3 deltas (list `delta-zstd`), 0..=1
+    /// (default 1).
+    pub delta_share: Option<f64>,
 }
 
 /// One `[[arch]]` entry.
@@ -177,6 +187,10 @@ pub struct Profile {
     pub labels: BTreeMap<String, Vec<String>>,
     /// Component to versions drawn from.
     pub versions: BTreeMap<ComponentName, Vec<String>>,
+    /// Installed images by (component, version), read once and shared.
+    pub images: BTreeMap<(ComponentName, String), ImageBytes>,
+    /// Share of devices that apply deltas.
+    pub delta_share: f64,
     /// Trusted release keys.
     pub trusted: Vec<VerifyingKey>,
     /// Director keys (E2), never a release key.
@@ -321,6 +335,14 @@ impl RawProfile {
                 vec!["1.0.0".into()],
             );
         }
+        let images = read_images(base, &self.images)?;
+        let delta_share = f.delta_share.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&delta_share) {
+            return Err(invalid(
+                "fleet.delta_share",
+                format!("{delta_share} is not a share in 0..=1"),
+            ));
+        }
         let trusted = read_keys(base, "keys.trusted", &self.keys.trusted)?;
         let directors = read_keys(base, "keys.director", &self.keys.director)?;
         if let Some(k) = directors.iter().find(|k| trusted.contains(k)) {
@@ -362,11 +384,36 @@ impl RawProfile {
             arches,
             labels: self.labels,
             versions,
+            images,
+            delta_share,
             trusted,
             directors,
             faults,
         })
     }
+}
+
+/// `[images]`: each `"component@version" = "file"` read and hashed once.
+fn read_images(
+    base: &Path,
+    entries: &BTreeMap<String, String>,
+) -> Result<BTreeMap<(ComponentName, String), ImageBytes>, ProfileError> {
+    let mut out = BTreeMap::new();
+    for (k, file) in entries {
+        let key = format!("images.{k:?}");
+        let (c, v) = k
+            .split_once('@')
+            .ok_or_else(|| invalid(&key, "name it \"component@version\", e.g. \"main@1.0.0\""))?;
+        let c = ComponentName::new(c).map_err(|e| invalid(&key, e.to_string()))?;
+        let p = base.join(file);
+        let bytes = std::fs::read(&p)
+            .map_err(|e| invalid(&key, format!("cannot read {}: {e}", p.display())))?;
+        if bytes.is_empty() {
+            return Err(invalid(&key, format!("{} is empty", p.display())));
+        }
+        out.insert((c, v.to_string()), ImageBytes::new(bytes));
+    }
+    Ok(out)
 }
 
 /// Public keys from `[keys]` entries: key files (relative to `base`) or
@@ -418,6 +465,10 @@ mod tests {
         assert!(e.to_string().contains("keys.trusted[0]"), "{e}");
         let e = Profile::parse("[labels]\nsite = []\n", Path::new("p.toml")).unwrap_err();
         assert!(e.to_string().contains("labels.site"), "{e}");
+        let e = Profile::parse("[images]\nmain = \"x.bin\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(e.to_string().contains("component@version"), "{e}");
+        let e = Profile::parse("[fleet]\ndelta_share = 2.0\n", Path::new("p.toml")).unwrap_err();
+        assert!(e.to_string().contains("fleet.delta_share"), "{e}");
     }
 
     #[test]

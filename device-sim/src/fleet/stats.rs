@@ -37,6 +37,9 @@ pub struct FleetStats {
     pub blocks_rejected: u64,
     /// Payloads refused (malformed, bad names).
     pub payloads_dropped: u64,
+    /// Bytes of Block payloads that reached the devices, both block
+    /// topics, duplicates included: what the fleet downloaded.
+    pub block_bytes: u64,
     /// Faults injected.
     pub injected: Injected,
     /// Devices that stopped with an error (store failures).
@@ -139,6 +142,7 @@ pub struct Tracker {
     pub(crate) power_losses: AtomicU64,
     pub(crate) blocks_rejected: AtomicU64,
     pub(crate) payloads_dropped: AtomicU64,
+    pub(crate) block_bytes: AtomicU64,
 }
 
 fn key(latest: Option<(StatusState, Option<ErrorCode>)>) -> (String, Option<String>) {
@@ -288,6 +292,7 @@ impl Tracker {
         };
         s.blocks_rejected = self.blocks_rejected.load(Ordering::Relaxed);
         s.payloads_dropped = self.payloads_dropped.load(Ordering::Relaxed);
+        s.block_bytes = self.block_bytes.load(Ordering::Relaxed);
         s
     }
 

@@ -157,7 +157,7 @@ impl Agent {
             }
             let stoppable = matches!(
                 job.stage,
-                Stage::Waiting | Stage::Downloading | Stage::Verifying
+                Stage::Waiting | Stage::Downloading | Stage::Verifying | Stage::Rebuilding
             );
             if v.state == CampaignState::Aborted && stoppable {
                 let artifact = job.manifest.artifact.clone();
@@ -192,10 +192,16 @@ impl Agent {
                     .get(&m.component)
                     .cloned()
                     .unwrap_or_default();
-                let artifact = m.artifact.clone();
+                // E3: a delta that fits instead; its Statuses name it.
+                let (manifest, full) = match self.delta_for(ann, &m) {
+                    Some(d) => (d, Some(*m)),
+                    None => (*m, None),
+                };
+                let artifact = manifest.artifact.clone();
                 self.state.jobs.push(Job {
                     campaign: c.clone(),
-                    manifest: *m,
+                    manifest,
+                    full,
                     emergency: ann.emergency,
                     installed_at_accept: installed,
                     deferred_reported: false,
@@ -283,7 +289,7 @@ impl Agent {
             if self.state.jobs.iter().any(|j| {
                 matches!(
                     j.stage,
-                    Stage::Verifying | Stage::Installing | Stage::Rebooting
+                    Stage::Verifying | Stage::Rebuilding | Stage::Installing | Stage::Rebooting
                 )
             }) {
                 return;
@@ -318,6 +324,7 @@ impl Agent {
             if self.superseded(now, b, out) {
                 continue;
             }
+            self.refit_delta(b, out);
             self.start(now, b, out);
             if self.active.is_some() {
                 return;

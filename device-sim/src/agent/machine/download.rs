@@ -328,6 +328,18 @@ impl Agent {
             self.schedule(now, out);
             return;
         }
+        if self.state.jobs[i].full.is_some() {
+            // E3: `downloaded` once the rebuilt target checks out.
+            self.begin_rebuild(i, out);
+            return;
+        }
+        self.begin_install(now, i, out);
+    }
+
+    /// The image to install checked out: `downloaded`, `installing`, install.
+    pub(super) fn begin_install(&mut self, now: u64, i: usize, out: &mut Vec<Action>) {
+        let job = &self.state.jobs[i];
+        let (campaign, m) = (job.campaign.clone(), job.manifest.clone());
         let blocks = u64::from(m.blocks);
         self.report(
             now,
@@ -388,6 +400,8 @@ impl Agent {
                 self.state
                     .versions
                     .insert(m.component.clone(), m.version.clone());
+                let sha256 = super::delta::target(&self.state.jobs[i]).sha256;
+                self.installed.insert(m.component.clone(), sha256);
                 self.dirty = true;
                 self.persist_if_dirty(out);
                 self.publish_hello(out);
@@ -418,6 +432,8 @@ impl Agent {
                 self.state
                     .versions
                     .insert(m.component.clone(), m.version.clone());
+                let sha256 = super::delta::target(&self.state.jobs[i]).sha256;
+                self.installed.insert(m.component.clone(), sha256);
                 self.dirty = true;
                 self.finish(
                     now,

@@ -12,26 +12,30 @@
 //!   device takes part in (step 0), steps 1 to 5, the queue and its turns.
 //! - `download`: blocks, quiet spells, timeout (step 6), the image check
 //!   and the install (step 7).
+//! - `delta`: E3, delta images: the pick at accept, the refit at the turn,
+//!   the rebuild before the install.
 //! - [`control`]: E2, signed control messages: [`Agent::admit`] turns a
 //!   Membership, Announcement or StatusAck payload into an event only when
 //!   the director key signed it for this topic, newer, unexpired.
 
 mod campaigns;
 pub mod control;
+mod delta;
 mod download;
 mod link;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use schemas::bitmap::BlockSet;
+use schemas::msg::delta::FEATURE_DELTA_ZSTD;
 use schemas::msg::{ErrorCode, Hello, Status, StatusState, WireMessage};
 use schemas::topic::Topic;
-use schemas::{ArtifactId, CampaignId, GroupName, PROTOCOL_VERSION};
+use schemas::{ArtifactId, CampaignId, ComponentName, GroupName, PROTOCOL_VERSION};
 
 use super::config::AgentConfig;
 use super::event::{Action, Event, Geometry, InstallRequest, Notice, TimerId};
@@ -85,6 +89,9 @@ pub struct Agent {
     active: Option<Active>,
     resend_wait_until: Option<u64>,
     dirty: bool,
+    /// E3: SHA-256 of each component's running image, from the I/O at
+    /// boot and after each install.
+    installed: BTreeMap<ComponentName, [u8; 32]>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -162,6 +169,7 @@ impl Agent {
             active: None,
             resend_wait_until: None,
             dirty: false,
+            installed: BTreeMap::new(),
         }
     }
 
@@ -253,6 +261,9 @@ impl Agent {
             Event::InstallDone { campaign, result } => {
                 self.on_install_done(now, &campaign, result, &mut out)
             }
+            Event::Rebuilt { campaign, result } => {
+                self.on_rebuilt(now, &campaign, result, &mut out)
+            }
             Event::BlockLost { artifact, index } => self.on_block_lost(&artifact, index),
         }
         self.persist_if_dirty(&mut out);
@@ -282,6 +293,7 @@ impl Agent {
                     artifact: job.manifest.artifact.clone(),
                     geometry: Geometry::of(&job.manifest),
                 }),
+                Stage::Rebuilding => rearm.extend(delta::rebuild_request(job).map(Action::Rebuild)),
                 // Installing again is the installer's to make idempotent.
                 Stage::Installing => rearm.push(Action::Install(install_request(job))),
                 _ => {}
@@ -352,6 +364,12 @@ impl Agent {
                 out.push(Action::DropBlocks {
                     artifact: job.manifest.artifact.clone(),
                 });
+                // E3: the rebuilt target, if it was made.
+                if let Some(full) = &job.full {
+                    out.push(Action::DropBlocks {
+                        artifact: full.artifact.clone(),
+                    });
+                }
             }
         }
         self.state.done.insert(campaign.clone());
@@ -360,15 +378,16 @@ impl Agent {
     }
 }
 
-/// The install request of a job.
+/// The install request of a job: its full image (E3: a delta's target).
 fn install_request(job: &super::state::Job) -> InstallRequest {
+    let m = delta::target(job);
     InstallRequest {
         campaign: job.campaign.clone(),
-        artifact: job.manifest.artifact.clone(),
-        kind: job.manifest.kind,
-        component: job.manifest.component.clone(),
-        version: job.manifest.version.clone(),
-        size: job.manifest.size,
+        artifact: m.artifact.clone(),
+        kind: m.kind,
+        component: m.component.clone(),
+        version: m.version.clone(),
+        size: m.size,
     }
 }
 
@@ -382,6 +401,10 @@ fn hello(agent: &Agent) -> Hello {
         boot_id: agent.boot_id.clone(),
         epoch: agent.state.outbox.epoch.clone(),
         outbox: agent.state.outbox.low_water(),
-        features: Vec::new(),
+        features: if agent.lists_deltas() {
+            vec![FEATURE_DELTA_ZSTD.to_string()]
+        } else {
+            Vec::new()
+        },
     }
 }

@@ -4,6 +4,7 @@
 
 mod campaigns;
 mod control;
+mod delta;
 mod download;
 mod install;
 mod outbox;
@@ -68,6 +69,7 @@ pub(super) fn config(id: &str) -> AgentConfig {
         labels: [("customer".to_string(), "acme".to_string())].into(),
         trust: Arc::new(TrustStore::new([key(1).verifying_key()])),
         directors: Default::default(),
+        deltas: true,
         room_bytes: Some(1 << 20),
         timing: Timing::default(),
     }
