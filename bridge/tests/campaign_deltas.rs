@@ -8,10 +8,12 @@ mod campaign_common;
 mod common;
 
 use bridge::blocks::BlocksConfig;
-use campaign_common::{call, cid, create, group, retained, upload};
+use campaign_common::{call, cid, create, group, retained, state, upload, DeviceOpts, Devices};
+use device_sim::agent::ImageBytes;
 use schemas::cose::TrustStore;
 use schemas::msg::delta::{pick_delta, Installed};
 use schemas::msg::manifest::sign;
+use schemas::msg::StatusState;
 use schemas::msg::{Kind, Manifest};
 use schemas::ops::Command;
 use schemas::release::{build_delta, build_manifest, ReleaseSpec};
@@ -162,4 +164,90 @@ async fn a_delta_named_in_a_release_is_refused() {
         .await;
     let text = format!("{e:?}");
     assert!(text.contains("is a delta (from 1.2.0)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_agents_on_the_from_version_take_the_delta_the_others_the_full_image() {
+    let stack = campaign_common::stack().await;
+    let key = blocks_common::release_key();
+    let old = blocks_common::image(128 * 1024, 21);
+    let new = changed(&old);
+    let full = full_manifest(&new);
+    let (payload, delta) = build_delta(&old, &new, &full, "1.2.0").unwrap();
+    upload(&stack, new.clone(), sign(&full, &key)).await;
+    upload(&stack, payload.clone(), sign(&delta, &key)).await;
+    let ops = stack.ops().await;
+    group(&ops, "acme", "acme").await;
+
+    let main = ComponentName::new("main").unwrap();
+    let on = |id: &str, version: &str, image: &[u8], deltas: bool| {
+        let mut o = DeviceOpts::new(id, "acme");
+        o.versions = vec![("main".into(), version.into())];
+        o.installer = o
+            .installer
+            .with_image(main.clone(), ImageBytes::new(image.to_vec()));
+        o.deltas = deltas;
+        o
+    };
+    let mut other_build = old.clone();
+    other_build[10] ^= 1;
+    let mut devices = Devices::default();
+    let takers: Vec<_> = (0..2)
+        .map(|i| devices.spawn(&stack, on(&format!("d-on-120-{i}"), "1.2.0", &old, true)))
+        .collect();
+    let fulls = [
+        // Another installed version.
+        devices.spawn(&stack, on("d-on-110", "1.1.0", &other_build, true)),
+        // Without the feature.
+        devices.spawn(&stack, on("d-no-feature", "1.2.0", &old, false)),
+        // Same version, another build: from_sha256 is not its image's.
+        devices.spawn(&stack, on("d-other-build", "1.2.0", &other_build, true)),
+    ];
+    campaign_common::registered(&stack, 5).await;
+    create(
+        &ops,
+        json!({
+            "id": "fw-d", "kind": "firmware", "release": ["fw-1.3.0"],
+            "waves": [{"cohorts": {"acme": 10000}}],
+            "gates": {"min_sample": 1, "wave_timeout_secs": 120}
+        }),
+    )
+    .await;
+    call(&ops, Command::CampaignStart { id: cid("fw-d") }).await;
+    let all: Vec<_> = takers.iter().chain(fulls.iter()).cloned().collect();
+    campaign_common::wait("every device on 1.3.0", campaign_common::LONG, || {
+        all.iter()
+            .all(|d| state(&stack, d, "fw-d") == Some(StatusState::Success))
+    })
+    .await;
+    for d in &takers {
+        let got = devices.drops.block_bytes(d);
+        eprintln!(
+            "{d}: {got} bytes (delta {}, full {})",
+            payload.len(),
+            new.len()
+        );
+        let c = campaign_common::current(&stack, d, "fw-d").unwrap();
+        assert_eq!(
+            c.artifact.as_ref(),
+            Some(&delta.artifact),
+            "{d} names the delta"
+        );
+        assert!(
+            got >= payload.len() as u64 && got < new.len() as u64 / 4,
+            "{d} received {got} bytes for a {}-byte delta of a {}-byte image",
+            payload.len(),
+            new.len()
+        );
+    }
+    for d in &fulls {
+        let got = devices.drops.block_bytes(d);
+        eprintln!("{d}: {got} bytes");
+        assert!(
+            got >= new.len() as u64,
+            "{d} received {got} bytes, the full image is {}",
+            new.len()
+        );
+    }
+    devices.stop_all().await;
 }

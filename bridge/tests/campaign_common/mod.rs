@@ -143,6 +143,8 @@ pub struct DeviceOpts {
     pub login: Option<(String, String)>,
     /// Provisioned with the bridge's director key (E2): the default.
     pub directors: bool,
+    /// Applies E3 deltas (once its installer holds an image): the default.
+    pub deltas: bool,
 }
 
 impl DeviceOpts {
@@ -161,6 +163,7 @@ impl DeviceOpts {
             installer: MemoryInstaller::default(),
             login: None,
             directors: true,
+            deltas: true,
         }
     }
 
@@ -222,11 +225,20 @@ pub struct Devices {
     pub drops: Drops,
 }
 
-/// What devices refused: (device, reason).
+/// What devices refused: (device, reason); and the Block bytes each
+/// received.
 #[derive(Clone, Default)]
-pub struct Drops(Arc<Mutex<Vec<(DeviceId, &'static str)>>>);
+pub struct Drops(
+    Arc<Mutex<Vec<(DeviceId, &'static str)>>>,
+    Arc<Mutex<BTreeMap<DeviceId, u64>>>,
+);
 
 impl Drops {
+    /// Bytes of Block payloads `device` received.
+    pub fn block_bytes(&self, device: &DeviceId) -> u64 {
+        self.1.lock().unwrap().get(device).copied().unwrap_or(0)
+    }
+
     /// How many payloads `device` refused for `reason`.
     pub fn count(&self, device: &DeviceId, reason: &str) -> usize {
         self.0
@@ -248,6 +260,16 @@ impl device_sim::agent::Hooks for DropHooks {
     fn dropped(&mut self, what: &'static str) {
         self.drops.0.lock().unwrap().push((self.id.clone(), what));
     }
+
+    fn block_bytes(&mut self, bytes: usize) {
+        *self
+            .drops
+            .1
+            .lock()
+            .unwrap()
+            .entry(self.id.clone())
+            .or_default() += bytes as u64;
+    }
 }
 
 impl Devices {
@@ -268,7 +290,7 @@ impl Devices {
                 } else {
                     DirectorKeys::default()
                 }),
-                deltas: true,
+                deltas: opts.deltas,
                 room_bytes: None,
                 timing: quick_timing(),
             }),
