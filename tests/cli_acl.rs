@@ -14,7 +14,7 @@ mod serve_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bridge::campaign::view::CampaignStatus;
 use device_sim::agent::SharedImages;
@@ -168,23 +168,28 @@ async fn an_attacker_with_one_devices_login_changes_nothing_while_a_campaign_com
         ],
     )
     .await;
+    // Subscribed before the start: the completion cannot be missed.
+    let mut events = client.events().await.expect("the event stream");
     ota(d, &["campaign", "start", "fw-6"]).await;
     scene.forge_reports(&mallory).await.unwrap();
-    let done = within("the campaign to complete", async {
+    within("the campaign to complete", async {
         loop {
-            let s: CampaignStatus = client
-                .call_ok(Op::CampaignStatus {
-                    id: campaign.clone(),
-                })
-                .await
-                .expect("campaign status");
-            if s.summary.state == "completed" {
-                return s;
+            let ev = events.next().await.expect("the event stream stays open");
+            if ev.campaign.as_ref() == Some(&campaign)
+                && ev.kind == bridge::campaign::events::kind::COMPLETED
+            {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
+    let done: CampaignStatus = client
+        .call_ok(Op::CampaignStatus {
+            id: campaign.clone(),
+        })
+        .await
+        .expect("campaign status");
+    assert_eq!(done.summary.state, "completed");
     let c = done.current.expect("a tally").counts;
     assert_eq!((c.members, c.success, c.failure), (2, 2, 0));
 

@@ -174,13 +174,7 @@ impl DeviceStore for FileStore {
         index: u32,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        let offset = geometry.offset(index);
-        if index >= geometry.blocks || offset + data.len() as u64 > geometry.size {
-            return Err(StoreError::OutOfRange {
-                artifact: artifact.clone(),
-                index,
-            });
-        }
+        let offset = super::block_offset(artifact, geometry, index, data.len())?;
         let sync = self.sync_blocks;
         let img_path = self.img_path(artifact);
         let bits_path = self.bits_path(artifact);

@@ -129,14 +129,8 @@ impl DeviceStore for MemoryStore {
         index: u32,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        let offset = geometry.offset(index);
+        let offset = super::block_offset(artifact, geometry, index, data.len())?;
         let end = offset + data.len() as u64;
-        if index >= geometry.blocks || end > geometry.size {
-            return Err(StoreError::OutOfRange {
-                artifact: artifact.clone(),
-                index,
-            });
-        }
         let shared = &self.shared;
         let (bits, img) = self.bits.entry(artifact.clone()).or_insert_with(|| {
             (

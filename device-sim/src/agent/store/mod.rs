@@ -65,6 +65,25 @@ pub enum StoreError {
     },
 }
 
+/// Where block `index` of `len` bytes starts in the image, or
+/// [`StoreError::OutOfRange`] when it does not fit `geometry`: one check
+/// for every store.
+pub(super) fn block_offset(
+    artifact: &ArtifactId,
+    geometry: &Geometry,
+    index: u32,
+    len: usize,
+) -> Result<u64, StoreError> {
+    let offset = geometry.offset(index);
+    if index >= geometry.blocks || offset + len as u64 > geometry.size {
+        return Err(StoreError::OutOfRange {
+            artifact: artifact.clone(),
+            index,
+        });
+    }
+    Ok(offset)
+}
+
 /// A device's persistent storage. Methods may block (files): the I/O loop
 /// calls them off the runtime threads when [`DeviceStore::BLOCKING`] is true.
 pub trait DeviceStore: Send + 'static {
