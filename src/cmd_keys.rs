@@ -43,7 +43,7 @@ pub struct Keygen {
 }
 
 /// The pairs keygen writes, by file stem.
-const PAIRS: [&str; 3] = ["release", "operator", "director"];
+pub(crate) const PAIRS: [&str; 3] = ["release", "operator", "director"];
 
 impl Run for Keygen {
     fn run(self) -> anyhow::Result<()> {
@@ -84,22 +84,8 @@ impl Run for Keygen {
 
         let mut kids = Vec::new();
         for stem in todo {
-            let key = keys::generate();
-            let private = file(&self.out, stem, PRIVATE_EXT);
-            let public = file(&self.out, stem, PUBLIC_EXT);
-            keyfile::write_key_file(&private, &keys::signing_key_to_text(&key), true, self.force)?;
-            keyfile::write_key_file(
-                &public,
-                &keys::verifying_key_to_text(&key.verifying_key()),
-                false,
-                self.force,
-            )?;
-            kids.push((
-                stem,
-                keys::kid_to_hex(&keys::kid(&key.verifying_key())),
-                private,
-                public,
-            ));
+            let (private, public, kid) = write_pair(&self.out, stem, self.force)?;
+            kids.push((stem, kid, private, public));
         }
 
         for (stem, kid, private, public) in &kids {
@@ -132,6 +118,30 @@ impl Run for Keygen {
         );
         Ok(())
     }
+}
+
+/// Writes a new key pair `DIR/STEM.key` (mode 0600) and `DIR/STEM.pub`;
+/// returns both paths and the kid in hex.
+pub(crate) fn write_pair(
+    dir: &Path,
+    stem: &str,
+    force: bool,
+) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+    let key = keys::generate();
+    let private = file(dir, stem, PRIVATE_EXT);
+    let public = file(dir, stem, PUBLIC_EXT);
+    keyfile::write_key_file(&private, &keys::signing_key_to_text(&key), true, force)?;
+    keyfile::write_key_file(
+        &public,
+        &keys::verifying_key_to_text(&key.verifying_key()),
+        false,
+        force,
+    )?;
+    Ok((
+        private,
+        public,
+        keys::kid_to_hex(&keys::kid(&key.verifying_key())),
+    ))
 }
 
 fn file(dir: &Path, stem: &str, ext: &str) -> PathBuf {

@@ -28,23 +28,26 @@ use crate::{rt, Run};
 /// Live counters are drawn on stderr; stop with Ctrl-C (or --duration).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  ota sim --broker 127.0.0.1:1883 --devices 1000 --profile config/fleet.toml\n  \
+    after_help = "Examples:\n  ota sim --config ota-quickstart/ota.toml --devices 100   # a setup of `ota init`\n  \
+                        ota sim --broker 127.0.0.1:1883 --devices 1000 --profile config/fleet.toml\n  \
                         ota sim --broker 127.0.0.1:1883 --factory-line press-4 --devices 200 --json"
 )]
 pub struct Sim {
-    /// The broker: HOST:PORT or mqtt://HOST:PORT.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "OTA_BROKER",
-        default_value = "127.0.0.1:1883"
-    )]
-    broker: String,
+    /// The broker: HOST:PORT or mqtt://HOST:PORT (default 127.0.0.1:1883,
+    /// or the broker of --config).
+    #[arg(long, value_name = "HOST:PORT", env = "OTA_BROKER")]
+    broker: Option<String>,
+    /// Everything from the setup of this ota.toml (`ota init` writes one):
+    /// its broker, provisioning through its bridge (as --provision), and
+    /// the profile fleet.toml beside it (unless --profile).
+    #[arg(long, value_name = "OTA_TOML", conflicts_with_all = ["provision", "provisioning"])]
+    config: Option<PathBuf>,
     /// How many devices to simulate.
     #[arg(long, value_name = "N", default_value_t = 100)]
     devices: usize,
     /// The fleet profile (see config/fleet.toml). Without one: esp32
-    /// devices with main 1.0.0, no faults, and no trusted release key.
+    /// devices with main 1.0.0, no labels, no faults, and the release keys
+    /// of their provisioning (none without --provision or --provisioning).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// Simulate a production line: the devices are named NAME-00001...,
@@ -73,13 +76,21 @@ pub struct Sim {
     provision: Option<PathBuf>,
 }
 
-/// Logins from a directory of provisioning files, and the director keys
-/// they carry (E2).
+/// Logins from a directory of provisioning files.
 type Logins = BTreeMap<DeviceId, (String, String)>;
 
-fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, Vec<VerifyingKey>)> {
+/// The keys provisioning files carry, each once.
+#[derive(Default)]
+struct FileKeys {
+    /// Director keys (E2).
+    directors: Vec<VerifyingKey>,
+    /// Trusted release keys.
+    release_keys: Vec<VerifyingKey>,
+}
+
+fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, FileKeys)> {
     let mut out = BTreeMap::new();
-    let mut directors: Vec<VerifyingKey> = Vec::new();
+    let mut keys = FileKeys::default();
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for e in entries {
@@ -91,8 +102,13 @@ fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, Vec<VerifyingKey>)> {
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let p = Provisioning::from_json(&bytes).with_context(|| path.display().to_string())?;
         for k in &p.director_keys {
-            if !directors.contains(k) {
-                directors.push(*k);
+            if !keys.directors.contains(k) {
+                keys.directors.push(*k);
+            }
+        }
+        for k in &p.release_keys {
+            if !keys.release_keys.contains(k) {
+                keys.release_keys.push(*k);
             }
         }
         out.insert(p.device_id.clone(), (p.username, p.password));
@@ -103,7 +119,7 @@ fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, Vec<VerifyingKey>)> {
             dir.display()
         );
     }
-    Ok((out, directors))
+    Ok((out, keys))
 }
 
 impl Run for Sim {
@@ -111,24 +127,48 @@ impl Run for Sim {
         if self.devices == 0 {
             bail!("--devices must be at least 1");
         }
-        let (host, port) = crate::cmd_fleet::parse_broker(&self.broker)?;
-        let profile = match &self.profile {
-            Some(p) => Profile::load(p)?,
+        let config = match &self.config {
+            Some(path) => Some(bridge::Config::load(path)?),
+            None => None,
+        };
+        let (host, port) = match (&self.broker, &config) {
+            (Some(b), _) => crate::cmd_fleet::parse_broker(b)?,
+            (None, Some(c)) => (c.endpoint().host, c.endpoint().port),
+            (None, None) => ("127.0.0.1".to_string(), 1883),
+        };
+        let profile_path = self.profile.clone().or_else(|| {
+            let beside = self.config.as_ref()?.with_file_name("fleet.toml");
+            beside.is_file().then_some(beside)
+        });
+        let profile = match &profile_path {
+            Some(p) => {
+                eprintln!("fleet profile: {}", p.display());
+                Profile::load(p)?
+            }
             None => Profile::default(),
         };
+        let labelled = !profile.labels.is_empty();
         let mut fleet = FleetConfig::new(host, port, self.devices, profile);
         fleet.first = self.first;
         fleet.factory_line = self.factory_line;
         if let Some(dir) = &self.provisioning {
-            let (logins, directors) = logins_from_dir(dir)?;
+            let (logins, files) = logins_from_dir(dir)?;
             fleet.logins = Arc::new(logins);
+            // Devices flashed with these files hold their keys.
             if fleet.profile.directors.is_empty() {
-                fleet.profile.directors = directors;
+                fleet.profile.directors = files.directors;
+            }
+            if fleet.profile.trusted.is_empty() {
+                fleet.profile.trusted = files.release_keys;
             }
         }
-        if let Some(cfg) = &self.provision {
-            let config = bridge::Config::load(cfg)?;
-            // Provisioned by this bridge: with its director key (E2).
+        let bridge_config = match (&self.provision, config) {
+            (Some(path), _) => Some(bridge::Config::load(path)?),
+            (None, c) => c,
+        };
+        if let Some(config) = bridge_config {
+            // Provisioned by this bridge: with its director key (E2) and its
+            // release keys, as `ota devices provision` writes them.
             if fleet.profile.directors.is_empty() {
                 fleet.profile.directors = config
                     .bridge
@@ -136,6 +176,9 @@ impl Run for Sim {
                     .iter()
                     .map(|k| k.verifying_key())
                     .collect();
+            }
+            if fleet.profile.trusted.is_empty() {
+                fleet.profile.trusted = config.bridge.release_keys.values().copied().collect();
             }
             let opts = ClientOptions::from_config(&config)?;
             let ids = fleet.ids()?;
@@ -151,6 +194,12 @@ impl Run for Sim {
             );
             fleet.logins = Arc::new(logins);
         }
+        if fleet.profile.trusted.is_empty() {
+            warn_untrusting(labelled);
+        } else if !labelled && fleet.factory_line.is_none() {
+            eprintln!("note: without a profile the devices carry no labels, so only a group with an empty selector or `id=...` finds them; give --profile FILE (config/fleet.toml shows one)");
+        }
+        let (summary_host, summary_port) = (fleet.host.clone(), fleet.port);
         let opts = SimOptions {
             fleet,
             duration: self.duration.map(Duration::from_secs),
@@ -164,8 +213,9 @@ impl Run for Sim {
                 .clone()
                 .unwrap_or_else(|| "no attempt finished".into());
             bail!(
-                "no device could connect to {} ({} attempts; the last one: {why}). A broker with accounts refuses devices without credentials: give --provisioning DIR or --provision OTA_TOML",
-                self.broker,
+                "no device could connect to {}:{} ({} attempts; the last one: {why}). A broker with accounts refuses devices without credentials: give --config OTA_TOML, --provisioning DIR or --provision OTA_TOML",
+                summary_host,
+                summary_port,
                 summary.stats.connect_failures
             );
         }
@@ -176,4 +226,15 @@ impl Run for Sim {
         }
         Ok(())
     }
+}
+
+/// A fleet that trusts no release key refuses every release: say so before
+/// the user wonders why a campaign gets nowhere.
+fn warn_untrusting(labelled: bool) {
+    let labels = if labelled { "" } else { " and carry no labels" };
+    eprintln!(
+        "warning: the simulated devices trust no release key{labels}: they will refuse every release as `unknown_key`. \
+         Give --config OTA_TOML (`ota init DIR` writes a setup), --provision OTA_TOML, --provisioning DIR, \
+         or --profile FILE with [keys] trusted (config/fleet.toml shows one)"
+    );
 }

@@ -12,6 +12,8 @@
 //! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
 //!   pause | resume | abort | status | list | watch`, `ota emergency`.
 //! - `cmd_demo.rs`: `ota demo`, the main job.
+//! - `cmd_init.rs`: `ota init DIR`, a working setup (keys, configs), the
+//!   second step.
 //! - `keyfile.rs`: reading and writing key files (mode 0600, no overwrite).
 //! - `rt.rs`: the tokio runtime and shutdown signal for long-running families.
 //!
@@ -35,6 +37,7 @@ mod cmd_campaign;
 mod cmd_demo;
 mod cmd_fleet;
 mod cmd_identity;
+mod cmd_init;
 mod cmd_keys;
 mod cmd_line;
 mod cmd_sim;
@@ -70,6 +73,7 @@ macro_rules! commands {
 
 commands! {
     Demo(cmd_demo::Demo),
+    Init(cmd_init::Init),
     Keygen(cmd_keys::Keygen),
     HttpToken(cmd_keys::HttpToken),
     #[command(subcommand)] Artifact(cmd_artifact::Artifact),
@@ -97,7 +101,10 @@ commands! {
     name = "ota",
     version,
     propagate_version = false,
-    after_help = "Logs go to stderr; set RUST_LOG (default: info,rumqttd=warn) to change them.\n\
+    after_help = "Start here: `ota demo` (a whole rollout in one process), then `ota init DIR`\n\
+                  (a working setup of your own: keys, ota.toml, a simulated fleet) and the tour\n\
+                  it prints (docs/tour.sh).\n\n\
+                  Logs go to stderr; set RUST_LOG (default: info,rumqttd=warn) to change them.\n\
                   Docs: README.md, docs/protocol.md, docs/ARCHITECTURE.md."
 )]
 struct Cli {
