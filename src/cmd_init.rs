@@ -84,7 +84,9 @@ impl Run for Init {
 
         let d = dir.display();
         println!("ota init: a working setup in {d}");
-        println!("  keys/          release, operator and director key pairs (private files mode 0600)");
+        println!(
+            "  keys/          release, operator and director key pairs (private files mode 0600)"
+        );
         println!("  {CONFIG}       the bridge: embedded broker on 127.0.0.1:{port}, accounts on, dashboard on http://127.0.0.1:{http_port}/");
         println!("  {PROFILE}     a simulated fleet: trusts keys/release.pub, customers acme and globex, lines line-1 and line-2");
         println!("  {CSV}    an example for `ota devices provision --csv` (real devices)");
@@ -95,7 +97,9 @@ impl Run for Init {
         println!("  3. ota devices list --config {d}/{CONFIG}");
         println!();
         println!("then roll a signed release out in waves, the README's tour: docs/tour.sh {d}");
-        println!("keep keys/release.key offline in production: whoever holds it signs what devices run");
+        println!(
+            "keep keys/release.key offline in production: whoever holds it signs what devices run"
+        );
         Ok(())
     }
 }
@@ -226,7 +230,8 @@ trusted = ["keys/release.pub"]
 director = ["keys/director.pub"]
 "#;
 
-const CSV_TEXT: &str = "# devices.csv, written by `ota init`: real devices to provision, one a line.\n\
+const CSV_TEXT: &str =
+    "# devices.csv, written by `ota init`: real devices to provision, one a line.\n\
 # ota devices provision --config ota.toml --csv devices.csv --out provisioning/\n\
 # writes one provisioning file per device (its id, password, broker, keys) to flash.\n\
 id,customer,line\n\

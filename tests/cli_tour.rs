@@ -66,7 +66,13 @@ fn wait_until(child: &mut Child, deadline: Instant, what: &str) -> std::process:
 }
 
 fn devices(config: &Path) -> Vec<serde_json::Value> {
-    let out = run(&["devices", "list", "--json", "--config", config.to_str().unwrap()]);
+    let out = run(&[
+        "devices",
+        "list",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     if !out.status.success() {
         return Vec::new();
     }
@@ -92,9 +98,7 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
         .lines()
         .filter_map(|l| {
             let l = l.trim_start();
-            ["1. ", "2. ", "3. "]
-                .iter()
-                .find_map(|p| l.strip_prefix(p))
+            ["1. ", "2. ", "3. "].iter().find_map(|p| l.strip_prefix(p))
         })
         .collect();
     assert_eq!(commands.len(), 3, "three next commands in:\n{stdout}");
@@ -148,11 +152,7 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
         .stdin(Stdio::null())
         .spawn()
         .expect("sh docs/tour.sh");
-    let status = wait_until(
-        &mut tour,
-        Instant::now() + TOUR_DEADLINE,
-        "docs/tour.sh",
-    );
+    let status = wait_until(&mut tour, Instant::now() + TOUR_DEADLINE, "docs/tour.sh");
     assert!(status.success(), "docs/tour.sh failed: {status}");
 
     let fleet = devices(&config);
@@ -168,7 +168,10 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
 fn the_readme_shows_the_tour_and_points_to_init() {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     assert!(readme.contains("ota init"), "the README points to ota init");
-    assert!(readme.contains("docs/tour.sh"), "the README points to the tour");
+    assert!(
+        readme.contains("docs/tour.sh"),
+        "the README points to the tour"
+    );
     let tour = std::fs::read_to_string(repo_root().join("docs/tour.sh")).unwrap();
     // Every ota command of the README's tour block is in the script.
     let block = readme
