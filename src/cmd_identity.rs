@@ -339,7 +339,9 @@ async fn provision_all(
             .iter()
             .map(|f| (f.device_id.clone(), f.labels.clone(), f.password.clone()))
             .collect();
-        if let Err(e) = provision::send_batch(client, &batch, provision::Mode::New).await {
+        if let Err(e) =
+            provision::send_batch(client, &batch, provision::Mode::New, Some(&t.release_keys)).await
+        {
             remove(&paths);
             bail!("{e}");
         }
@@ -369,10 +371,12 @@ impl crate::Run for Rotate {
         create_dir(&tmp_dir)?;
         let tmp = write_file(&tmp_dir, &file, true)?;
         let batch = vec![(self.id.clone(), BTreeMap::new(), file.password.clone())];
+        let trusts = t.release_keys.clone();
         let opts = self.conn.options()?;
         let result = rt::block_on(async move {
             let client = OpsClient::connect(opts).await?;
-            let r = provision::send_batch(&client, &batch, provision::Mode::Rotate).await;
+            let r = provision::send_batch(&client, &batch, provision::Mode::Rotate, Some(&trusts))
+                .await;
             client.close().await;
             Ok::<_, anyhow::Error>(r?)
         })?;

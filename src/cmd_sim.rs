@@ -182,9 +182,10 @@ impl Run for Sim {
             }
             let opts = ClientOptions::from_config(&config)?;
             let ids = fleet.ids()?;
+            let trusts = fleet.profile.trusted.clone();
             let logins = rt::block_on(async move {
                 let client = OpsClient::connect(opts).await?;
-                let r = bridge::client::provision::logins(&client, &ids).await;
+                let r = bridge::client::provision::logins(&client, &ids, Some(&trusts)).await;
                 client.close().await;
                 Ok::<_, anyhow::Error>(r?)
             })??;

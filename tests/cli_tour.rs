@@ -110,10 +110,13 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
     // 1. ota serve; 2. ota sim (with RUST_LOG as a user has it: default).
+    let serve_log = tmp.path().join("serve.log");
+    let sim_log = tmp.path().join("sim.log");
+    let log_file = |p: &Path| std::fs::File::create(p).expect("a log file");
     let _serve = Running(
         printed(commands[0])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log_file(&serve_log))
             .spawn()
             .expect("ota serve"),
     );
@@ -130,7 +133,7 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
     let _sim = Running(
         printed(commands[1])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log_file(&sim_log))
             .spawn()
             .expect("ota sim"),
     );
@@ -162,6 +165,21 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
         .filter(|dev| dev["versions"]["main"] != "1.1.0")
         .collect();
     assert!(behind.is_empty(), "devices not on 1.1.0: {behind:?}");
+
+    // A healthy tour logs no WARN or ERROR, in the bridge or the fleet.
+    for log in [&serve_log, &sim_log] {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let loud: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        assert!(
+            loud.is_empty(),
+            "{} on a healthy tour:\n{}",
+            log.display(),
+            loud.join("\n")
+        );
+    }
 }
 
 #[test]

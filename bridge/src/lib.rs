@@ -581,7 +581,7 @@ impl Bridge {
         let _ = self.egress_task.await;
         let _ = self.metrics_log.await;
         self.store.flush().await?;
-        info!(metrics = ?self.metrics.snapshot(), "bridge stopped");
+        counters::log_once(&self.metrics, &self.identity, "bridge stopped");
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),

@@ -149,7 +149,9 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
         .into_iter()
         .map(dev)
         .collect();
-    let logins = provision::logins(&ops, &ids).await.expect("provisioned");
+    let logins = provision::logins(&ops, &ids, None)
+        .await
+        .expect("provisioned");
     let mut devices = acme_devices(&stack, &logins);
     let scene = attacker::Scene {
         port,
@@ -222,7 +224,7 @@ async fn a_revoked_or_rotated_device_is_disconnected_at_once_and_its_old_secret_
     let ops = alice(&stack).await;
     let port = stack.port();
     let (k1, k2) = (dev("kick-1"), dev("kick-2"));
-    let logins = provision::logins(&ops, &[k1.clone(), k2.clone()])
+    let logins = provision::logins(&ops, &[k1.clone(), k2.clone()], None)
         .await
         .expect("provisioned");
     let (pw1, pw2) = (logins[&k1].1.clone(), logins[&k2].1.clone());
@@ -257,6 +259,7 @@ async fn a_revoked_or_rotated_device_is_disconnected_at_once_and_its_old_secret_
         &ops,
         &[(k2.clone(), BTreeMap::new(), new_pw.clone())],
         Mode::Rotate,
+        None,
     )
     .await
     .expect("rotate");
@@ -290,7 +293,9 @@ async fn blocks_go_only_to_devices_an_announcement_names_and_a_request_flood_lea
     group(&ops, "evil", "evil").await;
     let (victim, me) = (dev("acme-1"), dev("mallory"));
     let ids = vec![victim.clone(), dev("acme-2"), me.clone()];
-    let logins = provision::logins(&ops, &ids).await.expect("provisioned");
+    let logins = provision::logins(&ops, &ids, None)
+        .await
+        .expect("provisioned");
     let mut devices = acme_devices(&stack, &logins);
     let mut mallory = RawClient::login(port, me.as_str(), &logins[&me].1)
         .await

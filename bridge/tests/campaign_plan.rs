@@ -105,3 +105,71 @@ async fn the_plan_matches_the_create_and_the_run() {
     );
     devices.stop_all().await;
 }
+
+/// A release no targeted device could verify (each was provisioned
+/// trusting another release key) is refused at create, with the kid that
+/// signed it and what to do. Devices whose trust is not known (never
+/// provisioned) do not count against it: with one of them the campaign is
+/// created, and the pre-flight counts the others as unverifiable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_no_targeted_device_trusts_is_refused() {
+    use bridge::client::provision;
+    let stack = stack().await;
+    let ops = stack.ops().await;
+    artifact(
+        &stack,
+        "app-1.1.0",
+        Kind::App,
+        "main",
+        "1.1.0",
+        "esp32",
+        2048,
+    )
+    .await;
+    group(&ops, "acme", "acme").await;
+    let ids: Vec<schemas::DeviceId> = ["acme-1", "acme-2"]
+        .into_iter()
+        .map(|s| schemas::DeviceId::new(s).unwrap())
+        .collect();
+    let other_key = schemas::keys::generate().verifying_key();
+    let logins = provision::logins(&ops, &ids, Some(&[other_key]))
+        .await
+        .expect("provisioned");
+    let mut devices = Devices::default();
+    for id in &ids {
+        let login = logins[id].clone();
+        devices.spawn(&stack, DeviceOpts::new(id.as_str(), "acme").login(login));
+    }
+    registered(&stack, 2).await;
+
+    let spec = |id: &str| {
+        json!({"id": id, "kind": "app", "release": ["app-1.1.0"],
+               "waves": [{"cohorts": {"acme": 10000}}]})
+    };
+    let release_kid = schemas::keys::kid_to_hex(&schemas::keys::kid(
+        &blocks_common::release_key().verifying_key(),
+    ));
+    let e = refusal(
+        &ops,
+        Command::CampaignCreate {
+            spec: spec("app-1"),
+        },
+    )
+    .await;
+    assert!(
+        e.contains("none of its 2 devices trusts the key that signed the release"),
+        "{e}"
+    );
+    assert!(e.contains(&release_kid), "{e}");
+    assert!(e.contains("ota devices rotate"), "{e}");
+    assert!(e.contains("--allow-empty"), "{e}");
+
+    // One device that was never provisioned: what it trusts is not known.
+    devices.spawn(&stack, DeviceOpts::new("acme-3", "acme"));
+    registered(&stack, 3).await;
+    let st = create(&ops, spec("app-2")).await;
+    assert_eq!(st.preflight.targeted, 3);
+    assert_eq!(st.preflight.unverifiable, 2);
+    assert_eq!(st.preflight.release_kids, vec![release_kid]);
+    devices.stop_all().await;
+}

@@ -348,9 +348,10 @@ fn warn_if_few_fds(needed: usize) {
         warn!(
             soft_limit = soft,
             needed,
-            "the open-file limit (ulimit -n) is below [broker] max_connections plus its margin: \
-             at the limit rumqttd spins on failing accepts; raise the limit or lower \
-             max_connections"
+            "the open-file limit is {soft}, below the {needed} that [broker] max_connections \
+             and its margin need: at the limit the broker spins on failing accepts. Run \
+             `ulimit -n {needed}` before `ota serve` (or raise LimitNOFILE= in its systemd \
+             unit), or lower [broker] max_connections"
         );
     }
 }

@@ -102,6 +102,31 @@ pub fn parse_kid_hex(text: &str) -> Result<Kid, KeyError> {
     Ok(kid)
 }
 
+/// Serde for an optional list of kids as 16-hex-character strings, as
+/// `device_provision` entries carry the release keys a device trusts.
+pub mod opt_kids_hex {
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{kid_to_hex, parse_kid_hex, Kid};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<Kid>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref()
+            .map(|kids| kids.iter().map(kid_to_hex).collect::<Vec<_>>())
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Kid>>, D::Error> {
+        let Some(texts) = Option::<Vec<String>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        texts
+            .iter()
+            .map(|t| parse_kid_hex(t).map_err(D::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,19 @@ pub struct ProvisionEntry {
     pub hash: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The kids of the release keys its provisioning file trusts (at most
+    /// [`MAX_TRUSTS`]), so that the bridge can refuse a campaign whose
+    /// release no targeted device could verify. Absent: not known.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::keys::opt_kids_hex"
+    )]
+    pub trusts: Option<Vec<Kid>>,
 }
+
+/// Most release keys one [`ProvisionEntry`] may name.
+pub const MAX_TRUSTS: usize = 16;
 
 /// The signed envelope published on `P/ops/commands`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -183,6 +183,15 @@ pub fn created(s: &CampaignStatus) -> String {
             p.uncovered
         );
     }
+    if p.unverifiable > 0 {
+        let _ = writeln!(
+            out,
+            "  {} targeted devices were provisioned without the key that signed the release \
+             (kid {}); they will report failed/unknown_key.",
+            p.unverifiable,
+            p.release_kids.join(", ")
+        );
+    }
     if !p.groups.is_empty() {
         let rows: Vec<Vec<String>> = p
             .groups

@@ -334,7 +334,8 @@ impl Stack {
     ) -> Result<(), StackError> {
         if self.is_secured() {
             let ids = cfg.ids()?;
-            let logins = bridge::client::provision::logins(&self.ops, &ids).await?;
+            let trusts = cfg.profile.trusted.clone();
+            let logins = bridge::client::provision::logins(&self.ops, &ids, Some(&trusts)).await?;
             cfg.logins = std::sync::Arc::new(logins);
         }
         Ok(())

@@ -51,6 +51,7 @@ use super::view::{self, CampaignList, CampaignStatus};
 use super::window::Windows;
 use crate::blocks::BlockServerHandle;
 use crate::fleet::Fleet;
+use crate::identity::Identity;
 use crate::mqtt::Publisher;
 use crate::status::StatusUpdate;
 use crate::store::{Store, StoreError};
@@ -69,6 +70,8 @@ pub const FIRST_TICK: Duration = Duration::from_secs(3);
 /// `now` each call is given.
 pub struct Ctx<'a> {
     pub fleet: &'a Fleet,
+    /// What each provisioned device trusts (pre-flight).
+    pub identity: &'a Identity,
     pub store: &'a Store,
     pub publisher: &'a Publisher,
     /// The block server, to mark emergency artifacts (absent in tests of
@@ -249,7 +252,7 @@ impl Campaigns {
         }
         let gate = Gate::new(&spec)?;
         let final_cohorts = spec.cohorts_at(usize::MAX);
-        let preflight = Preflight::compute(
+        let mut preflight = Preflight::compute(
             ctx.fleet,
             Admission {
                 campaign: &spec.id,
@@ -257,7 +260,14 @@ impl Campaigns {
                 emergency: spec.emergency,
             },
             release.arches(),
+            |id, arch| {
+                release
+                    .signer_of(arch)
+                    .and_then(|kid| ctx.identity.trusts(id, &kid))
+                    == Some(false)
+            },
         );
+        preflight.release_kids = release.signers();
         let empty_ok = spec.allow_empty || spec.standing.is_some() || spec.emergency;
         if !empty_ok && preflight.targeted == 0 {
             return Err(CampaignError::NoDevice {
@@ -272,6 +282,16 @@ impl Campaigns {
                     "none of its {} devices has an arch the release covers ({})",
                     preflight.targeted,
                     preflight.release_arches.join(", ")
+                ),
+            });
+        }
+        let covered = preflight.targeted - preflight.uncovered;
+        if !empty_ok && covered > 0 && preflight.unverifiable == covered {
+            return Err(CampaignError::NoDevice {
+                id: spec.id,
+                why: format!(
+                    "none of its {covered} devices trusts the key that signed the release (kid {}): they were provisioned with other release keys, and would refuse it as unknown_key. Sign it with a key they trust, or give them this one (`ota devices rotate ID --out DIR --release-key FILE.pub` writes a device a new provisioning file)",
+                    preflight.release_kids.join(", ")
                 ),
             });
         }

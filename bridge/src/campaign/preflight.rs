@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use schemas::msg::manifest::ANY_ARCH;
-use schemas::GroupName;
+use schemas::{DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
 
 use super::members::Admission;
@@ -45,14 +45,24 @@ pub struct Preflight {
     pub groups: BTreeMap<GroupName, GroupLine>,
     /// The arches the release covers, in release order.
     pub release_arches: Vec<String>,
+    /// Targeted devices of a covered arch provisioned trusting none of the
+    /// keys that signed the release for it: they will refuse it as
+    /// `unknown_key`. Devices whose trust is not known are not counted.
+    #[serde(default)]
+    pub unverifiable: u32,
+    /// The kids (hex) that signed the release's manifests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release_kids: Vec<String>,
 }
 
 impl Preflight {
-    /// Counts the fleet as it is now.
+    /// Counts the fleet as it is now. `distrusts(id, arch)` says a device
+    /// is known not to trust the key that signed its arch's manifest.
     pub fn compute<'a>(
         fleet: &Fleet,
         admission: Admission<'_>,
         release_arches: impl IntoIterator<Item = &'a str>,
+        distrusts: impl Fn(&DeviceId, &str) -> bool,
     ) -> Preflight {
         let release_arches: Vec<String> = release_arches.into_iter().map(str::to_string).collect();
         let any = release_arches.iter().any(|a| a == ANY_ARCH);
@@ -72,6 +82,8 @@ impl Preflight {
             p.targeted += 1;
             if !line.covered {
                 p.uncovered += 1;
+            } else if distrusts(id, &d.arch) {
+                p.unverifiable += 1;
             }
         }
         if !admission.everyone() {
@@ -112,7 +124,7 @@ mod tests {
             cohorts: &cohorts,
             emergency: false,
         };
-        let p = Preflight::compute(&f, a, ["esp32"]);
+        let p = Preflight::compute(&f, a, ["esp32"], |_, _| false);
         assert_eq!(p.targeted, 14);
         assert_eq!(p.uncovered, 7);
         assert_eq!(
@@ -125,8 +137,16 @@ mod tests {
         assert!(p.by_arch["esp32"].covered);
         assert_eq!(p.groups[&GroupName::new("globex").unwrap()].targeted, 4);
         // `any` covers every arch.
-        let p = Preflight::compute(&f, a, ["esp32", "any"]);
+        let p = Preflight::compute(&f, a, ["esp32", "any"], |_, _| false);
         assert_eq!(p.uncovered, 0);
+        assert_eq!(p.unverifiable, 0);
+        // Devices known not to trust the signing key, of covered arches only.
+        let p = Preflight::compute(&f, a, ["esp32"], |id, _| id.as_str().ends_with('1'));
+        let ending_in_1 = f
+            .devices()
+            .filter(|d| d.arch == "esp32" && d.id.as_str().ends_with('1'))
+            .count();
+        assert_eq!(p.unverifiable as usize, ending_in_1);
         // JSON for the CLI.
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["by_arch"]["armv7"]["devices"], 7);

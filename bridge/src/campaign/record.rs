@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 
 use schemas::ids::{ArtifactId, CampaignId, ComponentName};
+use schemas::keys::Kid;
+use schemas::msg::manifest::ANY_ARCH;
 use serde::{Deserialize, Serialize};
 
 use super::gate::{Gate, HaltReason, PassRule, Phase, WaveCounts};
@@ -60,6 +62,29 @@ impl Release {
     /// The architectures it covers (`any` included when present).
     pub fn arches(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| e.arch.as_str())
+    }
+
+    /// The kid that signed the manifest a device of `arch` would take (its
+    /// arch's, else `any`), read from the stored manifest (verified when it
+    /// was uploaded).
+    pub fn signer_of(&self, arch: &str) -> Option<Kid> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.arch == arch)
+            .or_else(|| self.entries.iter().find(|e| e.arch == ANY_ARCH))?;
+        schemas::release::read_unverified(&entry.manifest)?.kid
+    }
+
+    /// Every kid that signed one of its manifests, hex, sorted, once each.
+    pub fn signers(&self) -> Vec<String> {
+        let kids: std::collections::BTreeSet<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| schemas::release::read_unverified(&e.manifest)?.kid)
+            .map(|k| schemas::keys::kid_to_hex(&k))
+            .collect();
+        kids.into_iter().collect()
     }
 
     /// The release entries as an announcement carries them.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use schemas::keys::{kid, VerifyingKey};
 use schemas::ops::{Command, ProvisionEntry, MAX_PROVISION_BATCH};
 use schemas::provisioning::{generate_password, hash_password};
 use schemas::DeviceId;
@@ -22,18 +23,23 @@ pub enum Mode {
 }
 
 /// Sends one batch (at most [`MAX_PROVISION_BATCH`] devices, each with the
-/// password it will log in with), all or none taken.
+/// password it will log in with), all or none taken. `trusts`: the release
+/// keys their provisioning trusts, when known, so that the bridge can
+/// refuse a campaign none of them could verify.
 pub async fn send_batch(
     client: &OpsClient,
     batch: &[(DeviceId, BTreeMap<String, String>, String)],
     mode: Mode,
+    trusts: Option<&[VerifyingKey]>,
 ) -> Result<(), ClientError> {
+    let trusts: Option<Vec<_>> = trusts.map(|keys| keys.iter().map(kid).collect());
     let devices = batch
         .iter()
         .map(|(id, labels, password)| ProvisionEntry {
             id: id.clone(),
             hash: hash_password(password),
             labels: labels.clone(),
+            trusts: trusts.clone(),
         })
         .collect();
     let cmd = Command::DeviceProvision {
@@ -46,10 +52,11 @@ pub async fn send_batch(
 
 /// Provisions `ids` (new or again) with fresh passwords and returns each
 /// one's login, username = id: what `ota sim`, `ota demo` and the bench
-/// give their simulated devices.
+/// give their simulated devices. `trusts` as for [`send_batch`].
 pub async fn logins(
     client: &OpsClient,
     ids: &[DeviceId],
+    trusts: Option<&[VerifyingKey]>,
 ) -> Result<BTreeMap<DeviceId, (String, String)>, ClientError> {
     let mut out = BTreeMap::new();
     for chunk in ids.chunks(MAX_PROVISION_BATCH) {
@@ -57,7 +64,7 @@ pub async fn logins(
             .iter()
             .map(|id| (id.clone(), BTreeMap::new(), generate_password()))
             .collect();
-        send_batch(client, &batch, Mode::Upsert).await?;
+        send_batch(client, &batch, Mode::Upsert, trusts).await?;
         for (id, _, pw) in batch {
             out.insert(id.clone(), (id.to_string(), pw));
         }

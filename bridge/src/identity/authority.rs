@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use broker::{Authority, ConnectVerdict, Login};
+use schemas::keys::Kid;
 use schemas::provisioning::PasswordHash;
 use schemas::topic::{Filter, Topic, Topics};
 use schemas::{ArtifactId, DeviceId};
@@ -83,6 +84,8 @@ enum Role<'a> {
 struct Entry {
     hash: Option<PasswordHash>,
     standing: Standing,
+    /// The release kids its provisioning trusts, when known.
+    trusts: Option<Box<[Kid]>>,
 }
 
 #[derive(Default)]
@@ -172,8 +175,18 @@ impl Identity {
         let entry = Entry {
             hash: PasswordHash::parse(&r.hash),
             standing: r.standing,
+            trusts: r.trusts.as_ref().map(|t| t.clone().into_boxed_slice()),
         };
         self.write().devices.insert(r.id.clone(), entry);
+    }
+
+    /// Was the device provisioned trusting the release key `kid`? `None`
+    /// when what it trusts is not known (enrolled, not provisioned, or by
+    /// an older CLI).
+    pub fn trusts(&self, id: &DeviceId, kid: &Kid) -> Option<bool> {
+        let state = self.read();
+        let trusts = state.devices.get(id)?.trusts.as_ref()?;
+        Some(trusts.contains(kid))
     }
 
     /// The device's standing; `None` when it was never provisioned.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use schemas::keys::Kid;
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,14 @@ pub struct CredentialRecord {
     /// Labels given at provisioning (the device reports its own in Hello).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The kids of the release keys its provisioning file trusts; `None`
+    /// when not known (enrolled, or provisioned by an older CLI).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "schemas::keys::opt_kids_hex"
+    )]
+    pub trusts: Option<Vec<Kid>>,
     /// Unix seconds of provisioning (or enrollment).
     pub created: u64,
     /// Unix seconds of the last change (rotate, revoke, accept).
@@ -95,6 +104,7 @@ mod tests {
             hash: schemas::provisioning::hash_password("pw"),
             standing: Standing::Active,
             labels: BTreeMap::new(),
+            trusts: Some(vec![[7; 8]]),
             created: 1,
             updated: 1,
         };

@@ -26,6 +26,7 @@ fn record(id: &str, pw: &str, standing: Standing) -> CredentialRecord {
         hash: hash_password(pw),
         standing,
         labels: Default::default(),
+        trusts: None,
         created: 1,
         updated: 1,
     }

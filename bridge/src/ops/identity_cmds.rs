@@ -2,7 +2,7 @@
 //! in-memory registry the broker asks (`crate::identity`), changed together.
 //! The store is flushed by [`super::handle`] before the reply.
 
-use schemas::ops::{ProvisionEntry, MAX_PROVISION_BATCH};
+use schemas::ops::{ProvisionEntry, MAX_PROVISION_BATCH, MAX_TRUSTS};
 use schemas::provisioning::PasswordHash;
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
@@ -75,10 +75,19 @@ pub async fn provision(
                 "{id} is not provisioned: `ota devices provision {id}` first"
             )));
         }
+        if e.trusts.as_ref().is_some_and(|t| t.len() > MAX_TRUSTS) {
+            return Err(OpsError::Invalid(format!(
+                "{id}: trusts names more than {MAX_TRUSTS} release keys"
+            )));
+        }
+        let trusts = e
+            .trusts
+            .or_else(|| old.as_ref().and_then(|o| o.trusts.clone()));
         records.push(CredentialRecord {
             id,
             hash: e.hash,
             standing: Standing::Active,
+            trusts,
             created: old.as_ref().map(|o| o.created).unwrap_or(now),
             labels: if e.labels.is_empty() {
                 old.map(|o| o.labels).unwrap_or_default()

@@ -150,6 +150,7 @@ impl CoreState {
         (
             campaign::Ctx {
                 fleet: &self.fleet,
+                identity: &self.identity,
                 store: &self.store,
                 publisher: &self.publisher,
                 blocks: self.blocks.as_ref(),

@@ -215,7 +215,8 @@ impl Router {
         // A connection should not be scheduled multiple times
         #[cfg(debug_assertions)]
         if let Some(readyqueue) = self.scheduler.check_readyqueue_duplicates() {
-            warn!(
+            // ota patch: a debug build's own diagnostic, at debug.
+            debug!(
                 "Connection was scheduled multiple times in readyqueue: {:?}",
                 readyqueue
             );
@@ -427,7 +428,9 @@ impl Router {
         let client_id = match &self.obufs.get(id) {
             Some(v) => v.client_id.clone(),
             None => {
-                error!("no-connection id {} is already gone", id);
+                // ota patch: a link already dropped (its DISCONNECT and its
+                // hang-up both arrive), not an error.
+                debug!("no-connection id {} is already gone", id);
                 return;
             }
         };
@@ -447,7 +450,9 @@ impl Router {
             let outgoing = match self.obufs.get_mut(id) {
                 Some(v) => v,
                 None => {
-                    error!("no-connection id {} is already gone", id);
+                    // ota patch: a link already dropped (its DISCONNECT and its
+                    // hang-up both arrive), not an error.
+                    debug!("no-connection id {} is already gone", id);
                     return;
                 }
             };
@@ -550,7 +555,9 @@ impl Router {
         let incoming = match self.ibufs.get_mut(id) {
             Some(v) => v,
             None => {
-                error!("no-connection id {} is already gone", id);
+                // ota patch: a link already dropped (its DISCONNECT and its
+                // hang-up both arrive), not an error.
+                debug!("no-connection id {} is already gone", id);
                 return;
             }
         };

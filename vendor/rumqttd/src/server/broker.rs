@@ -535,6 +535,12 @@ async fn remote<P: Protocol>(
 
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
+        // ota patch: a client that hangs up before its CONNECT (a port
+        // probe, a device rebooting) is not a broker error.
+        Err(e) if hung_up(&e) => {
+            debug!(error=?e, "closed before CONNECT");
+            return;
+        }
         Err(e) => {
             error!(error=?e, "Error while handling MQTT connect packet");
             return;
@@ -628,10 +634,10 @@ async fn remote<P: Protocol>(
             send_disconnect = false;
         }
         // Connection was closed by peer
-        Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
-            if err.kind() == io::ErrorKind::ConnectionAborted =>
-        {
-            info!(error=?err, "disconnected");
+        // ota patch: a reset or cut connection (a device rebooting or
+        // losing its network) is the client's, not a broker error.
+        Err(e) if hung_up(&e) => {
+            info!(error=?e, "disconnected");
         }
         // Any other error
         Err(e) => {
@@ -693,4 +699,20 @@ fn lock_wills(
     wills
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// ota patch: the client closed, reset or cut its connection: the normal
+/// end of a device's connection, logged below `error`.
+fn hung_up(e: &remote::Error) -> bool {
+    let io = match e {
+        remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err) => err,
+        _ => return false,
+    };
+    matches!(
+        io.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+    )
 }
