@@ -430,6 +430,38 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_group_says_what_the_fleet_has() {
+        let put = |registered: usize, labels: &[(&str, &[&str])]| GroupPut {
+            group: serde_json::from_value(serde_json::json!({
+                "name": "acme", "selector": "customer=acme", "updated": 1, "devices": 0
+            }))
+            .expect("a group view"),
+            replaced: false,
+            membership_changed: 0,
+            fleet_labels: labels
+                .iter()
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                .collect(),
+            registered,
+        };
+        assert!(empty_group_hint(&put(0, &[])).contains("no device has registered yet"));
+        assert!(
+            empty_group_hint(&put(3, &[])).contains("none of the 3 registered devices has a label")
+        );
+        let hint = empty_group_hint(&put(
+            5,
+            &[("customer", &["Acme", "globex"]), ("line", &["l1"])],
+        ));
+        assert!(
+            hint.contains("the 5 registered devices have these labels"),
+            "{hint}"
+        );
+        assert!(hint.contains("customer = Acme, globex"), "{hint}");
+        assert!(hint.contains("line = l1"), "{hint}");
+        assert!(hint.contains("case-sensitive"), "{hint}");
+    }
+
+    #[test]
     fn tables_pad_columns() {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y");

@@ -195,10 +195,12 @@ impl Run for Sim {
             );
             fleet.logins = Arc::new(logins);
         }
-        if fleet.profile.trusted.is_empty() {
-            warn_untrusting(labelled);
-        } else if !labelled && fleet.factory_line.is_none() {
-            eprintln!("note: without a profile the devices carry no labels, so only a group with an empty selector or `id=...` finds them; give --profile FILE (config/fleet.toml shows one)");
+        if let Some(w) = fleet_warning(
+            !fleet.profile.trusted.is_empty(),
+            labelled,
+            fleet.factory_line.is_some(),
+        ) {
+            eprintln!("{w}");
         }
         let (summary_host, summary_port) = (fleet.host.clone(), fleet.port);
         let opts = SimOptions {
@@ -229,13 +231,42 @@ impl Run for Sim {
     }
 }
 
-/// A fleet that trusts no release key refuses every release: say so before
-/// the user wonders why a campaign gets nowhere.
-fn warn_untrusting(labelled: bool) {
-    let labels = if labelled { "" } else { " and carry no labels" };
-    eprintln!(
-        "warning: the simulated devices trust no release key{labels}: they will refuse every release as `unknown_key`. \
-         Give --config OTA_TOML (`ota init DIR` writes a setup), --provision OTA_TOML, --provisioning DIR, \
-         or --profile FILE with [keys] trusted (config/fleet.toml shows one)"
-    );
+/// What to tell the user about the fleet before it starts: a fleet that
+/// trusts no release key refuses every release, and one without labels is
+/// found by no selector. Say so before they wonder why a campaign gets
+/// nowhere.
+fn fleet_warning(trusts_a_key: bool, labelled: bool, factory_line: bool) -> Option<String> {
+    if !trusts_a_key {
+        let labels = if labelled { "" } else { " and carry no labels" };
+        return Some(format!(
+            "warning: the simulated devices trust no release key{labels}: they will refuse every release as `unknown_key`. \
+             Give --config OTA_TOML (`ota init DIR` writes a setup), --provision OTA_TOML, --provisioning DIR, \
+             or --profile FILE with [keys] trusted (config/fleet.toml shows one)"
+        ));
+    }
+    (!labelled && !factory_line).then(|| {
+        "note: without a profile the devices carry no labels, so only a group with an empty selector or `id=...` finds them; give --profile FILE (config/fleet.toml shows one)".to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fleet_warning;
+
+    #[test]
+    fn a_fleet_without_keys_or_labels_is_warned_about() {
+        let w = fleet_warning(false, false, false).expect("a warning");
+        assert!(
+            w.contains("trust no release key and carry no labels"),
+            "{w}"
+        );
+        assert!(w.contains("ota init DIR"), "{w}");
+        let w = fleet_warning(false, true, false).expect("a warning");
+        assert!(w.contains("trust no release key:"), "{w}");
+        let n = fleet_warning(true, false, false).expect("a note");
+        assert!(n.contains("carry no labels"), "{n}");
+        assert_eq!(fleet_warning(true, true, false), None);
+        // A factory line's devices carry its label.
+        assert_eq!(fleet_warning(true, false, true), None);
+    }
 }

@@ -33,8 +33,8 @@ pub async fn log_every(
 /// message: "counters" every interval, "bridge stopped" at the end.
 pub fn log_once(metrics: &Metrics, identity: &identity::Identity, what: &str) {
     let s = metrics.snapshot();
-    // By reason, the non-zero ones only, e.g. "publish_not_allowed=4
-    // subscribe_not_allowed=7".
+    // By reason, the non-zero ones only, quoted (Debug) so the field reads
+    // back whole: identity_refused="publish_not_allowed=4 subscribe_not_allowed=7".
     let dropped_by = pairs(s.dropped.iter().map(|(why, n)| (*why, *n)));
     let identity_refused = pairs(identity.refusals().snapshot());
     info!(
@@ -47,8 +47,8 @@ pub fn log_once(metrics: &Metrics, identity: &identity::Identity, what: &str) {
         commands = s.commands_accepted,
         refused = s.commands_refused,
         dropped = s.dropped_total(),
-        dropped_by = %dropped_by,
-        identity_refused = %identity_refused,
+        dropped_by = ?dropped_by,
+        identity_refused = ?identity_refused,
         foreign_retained = s.foreign_retained,
         "{what}"
     );

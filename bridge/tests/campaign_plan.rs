@@ -106,7 +106,8 @@ async fn the_plan_matches_the_create_and_the_run() {
     devices.stop_all().await;
 }
 
-/// A release no targeted device could verify (each was provisioned
+/// A campaign whose devices all have an arch the release does not cover is
+/// refused. A release no targeted device could verify (each was provisioned
 /// trusting another release key) is refused at create, with the kid that
 /// signed it and what to do. Devices whose trust is not known (never
 /// provisioned) do not count against it: with one of them the campaign is
@@ -140,7 +141,17 @@ async fn a_release_no_targeted_device_trusts_is_refused() {
         let login = logins[id].clone();
         devices.spawn(&stack, DeviceOpts::new(id.as_str(), "acme").login(login));
     }
-    registered(&stack, 2).await;
+    // And a group whose one device has an arch the release does not cover.
+    group(&ops, "arms", "arms").await;
+    devices.spawn(&stack, DeviceOpts::new("arms-1", "arms").arch("armv7"));
+    registered(&stack, 3).await;
+    let arms = json!({"id": "arms-1", "kind": "app", "release": ["app-1.1.0"],
+                      "waves": [{"cohorts": {"arms": 10000}}]});
+    let e = refusal(&ops, Command::CampaignCreate { spec: arms }).await;
+    assert!(
+        e.contains("none of its 1 devices has an arch the release covers (esp32)"),
+        "{e}"
+    );
 
     let spec = |id: &str| {
         json!({"id": id, "kind": "app", "release": ["app-1.1.0"],
@@ -166,7 +177,7 @@ async fn a_release_no_targeted_device_trusts_is_refused() {
 
     // One device that was never provisioned: what it trusts is not known.
     devices.spawn(&stack, DeviceOpts::new("acme-3", "acme"));
-    registered(&stack, 3).await;
+    registered(&stack, 4).await;
     let st = create(&ops, spec("app-2")).await;
     assert_eq!(st.preflight.targeted, 3);
     assert_eq!(st.preflight.unverifiable, 2);
