@@ -16,8 +16,10 @@ use crate::{rt, Run};
 /// peak RSS), in 4 KiB blocks and, for 10,000 devices, 64 KiB blocks too,
 /// broadcast against unicast only, a raw loopback TCP fan-out
 /// of the same bytes (the machine's limit), the emergency latency (command
-/// to every device `accepted`, p50 and p99) and the durable status ingest
-/// rate. Progress goes to stderr, the table to stdout.
+/// to every device `accepted`, p50 and p99), the durable status ingest
+/// rate and a factory line (200 fresh devices powered up together, to
+/// every one `success` on a 1 MiB firmware). Progress goes to stderr, the
+/// table to stdout.
 ///
 /// The full run takes about 8 minutes on 2 cores and needs `ulimit -n`
 /// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
@@ -30,7 +32,8 @@ use crate::{rt, Run};
     ota bench > table.md\n  \
     ota bench --json > bench.json\n  \
     ota bench --only downloads --broker embedded --devices 10000 --block-size 16384\n  \
-    ota bench --only downloads,raw --devices 2000 --fanout 40000")]
+    ota bench --only downloads,raw --devices 2000 --fanout 40000\n  \
+    ota bench --only line")]
 pub struct Bench {
     /// Smaller sizes (1,000 devices, one run each): under 3 minutes.
     #[arg(long)]
@@ -139,6 +142,8 @@ enum PartArg {
     Emergency,
     /// The durable status ingest.
     Ingest,
+    /// A factory line: 200 fresh devices powered up together.
+    Line,
 }
 
 impl PartArg {
@@ -148,6 +153,7 @@ impl PartArg {
             PartArg::Raw => Part::Raw,
             PartArg::Emergency => Part::Emergency,
             PartArg::Ingest => Part::Ingest,
+            PartArg::Line => Part::Line,
         }
     }
 }

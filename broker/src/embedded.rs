@@ -341,19 +341,21 @@ fn wait_until_accepting(addr: SocketAddr, thread: &JoinHandle<()>) -> Result<(),
 /// At the open-file limit rumqttd's accept loop retries at once, forever,
 /// logging an error each time: warn while that can still be avoided.
 fn warn_if_few_fds(needed: usize) {
-    let Some(soft) = soft_fd_limit() else {
-        return;
-    };
-    if soft < needed {
-        warn!(
-            soft_limit = soft,
-            needed,
+    if let Some(advice) = soft_fd_limit().and_then(|soft| fd_advice(soft, needed)) {
+        warn!(needed, "{advice}");
+    }
+}
+
+/// What to tell the user when the soft open-file limit is below `needed`.
+fn fd_advice(soft: usize, needed: usize) -> Option<String> {
+    (soft < needed).then(|| {
+        format!(
             "the open-file limit is {soft}, below the {needed} that [broker] max_connections \
              and its margin need: at the limit the broker spins on failing accepts. Run \
-             `ulimit -n {needed}` before `ota serve` (or raise LimitNOFILE= in its systemd \
-             unit), or lower [broker] max_connections"
-        );
-    }
+             `ulimit -n {needed}` before `ota serve` (or set LimitNOFILE={needed} in its \
+             systemd unit), or lower [broker] max_connections"
+        )
+    })
 }
 
 /// The soft `RLIMIT_NOFILE` from `/proc/self/limits` (Linux only).
@@ -365,4 +367,18 @@ fn soft_fd_limit() -> Option<usize> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::fd_advice;
+
+    #[test]
+    fn a_low_open_file_limit_says_what_to_do() {
+        let a = fd_advice(20_000, 22_064).expect("advice");
+        assert!(a.contains("the open-file limit is 20000"), "{a}");
+        assert!(a.contains("`ulimit -n 22064`"), "{a}");
+        assert!(a.contains("lower [broker] max_connections"), "{a}");
+        assert_eq!(fd_advice(22_064, 22_064), None);
+    }
 }

@@ -12,12 +12,14 @@
 //! - [`download_run`]: one run of N protocol devices downloading one image
 //!   from a bridge ([`crate::downloader`]), measured.
 //! - [`ingest`]: the durable status ingest (stored, flushed, acked).
+//! - [`line`]: a factory line's batch of fresh devices to its release.
 
 pub mod child;
 pub mod download_run;
 pub mod downloads;
 pub mod emergency;
 pub mod ingest;
+pub mod line;
 pub mod raw_fanout;
 pub mod suite;
 pub mod table;

@@ -11,6 +11,7 @@ use super::ingest::{BenchBroker, IngestOptions, IngestReport};
 use super::child::ChildCmd;
 use super::downloads::{self, DownloadBroker, DownloadOptions, DownloadRow};
 use super::emergency::{self, EmergencyOptions, EmergencyReport};
+use super::line::{self, LineOptions, LineReport};
 use super::raw_fanout::{self, RawFanout};
 use super::table::{Machine, Row, Table};
 
@@ -50,6 +51,8 @@ pub struct Plan {
     pub ingest_runs: usize,
     pub ingest_devices: usize,
     pub ingest_reports: u64,
+    /// Devices of one factory line brought up together; 0: not measured.
+    pub line_devices: usize,
 }
 
 impl Plan {
@@ -72,6 +75,7 @@ impl Plan {
             ingest_runs: 1,
             ingest_devices: 1000,
             ingest_reports: 50,
+            line_devices: 200,
         }
     }
 
@@ -98,11 +102,12 @@ impl Plan {
             ingest_runs: 3,
             ingest_devices: 1000,
             ingest_reports: 50,
+            line_devices: 200,
         }
     }
 
     /// Keeps only the named parts: `downloads`, `raw`, `emergency`,
-    /// `ingest`.
+    /// `ingest`, `line`.
     pub fn only(&mut self, parts: &[Part]) {
         if !parts.contains(&Part::Downloads) {
             self.downloads.clear();
@@ -115,6 +120,9 @@ impl Plan {
         }
         if !parts.contains(&Part::Ingest) {
             self.ingest_runs = 0;
+        }
+        if !parts.contains(&Part::Line) {
+            self.line_devices = 0;
         }
     }
 
@@ -163,6 +171,7 @@ impl Plan {
             + self.raw.len()
             + usize::from(self.emergency_devices > 0)
             + usize::from(self.ingest_runs > 0)
+            + usize::from(self.line_devices > 0)
     }
 }
 
@@ -173,6 +182,7 @@ pub enum Part {
     Raw,
     Emergency,
     Ingest,
+    Line,
 }
 
 /// Runs the plan; `progress` gets one line per step and a few while a step
@@ -254,6 +264,9 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     if plan.ingest_runs > 0 {
         rows.push(ingest_step(plan, &mut next, &say).await);
     }
+    if plan.line_devices > 0 {
+        rows.push(line_step(plan.line_devices, &mut next, &say).await);
+    }
 
     Table {
         command: plan.command.clone().unwrap_or_else(|| {
@@ -327,7 +340,24 @@ async fn ingest_step(
     }
 }
 
+async fn line_step(n: usize, next: &mut impl FnMut(&str), say: &(dyn Fn(String) + Sync)) -> Row {
+    next(&format!(
+        "factory line: {n} fresh devices powered up together, 1 MiB firmware"
+    ));
+    let opts = LineOptions {
+        devices: n,
+        image_bytes: IMAGE_BYTES,
+        block_size: BLOCK_SIZE,
+        deadline: Duration::from_secs(300),
+    };
+    match line::run(&opts, say).await {
+        Ok(r) => line_row(&r),
+        Err(e) => Row::failed(LINE, "embedded", n, &e),
+    }
+}
+
 const EMERGENCY: &str = "emergency: command to every device `accepted`";
+const LINE: &str = "factory line: power-up to every device `success`, 1 MiB firmware";
 const INGEST: &str = "durable status ingest (stored, flushed, acked)";
 
 fn broker_name(b: DownloadBroker) -> &'static str {
@@ -461,6 +491,26 @@ fn ingest_row(runs: &[IngestReport]) -> Row {
     }
 }
 
+fn line_row(r: &LineReport) -> Row {
+    Row {
+        bench: LINE.into(),
+        broker: "embedded".into(),
+        devices: r.devices,
+        time: Some(format!("{:.1} s", r.wall_secs)),
+        result: format!(
+            "{}/{} on the release, {} KiB sent per device",
+            r.succeeded,
+            r.devices,
+            (r.egress_per_device / 1024.0).round()
+        ),
+        broker_rss: None,
+        egress: Some(format!("{:.2}x", r.egress_ratio)),
+        // No goal set by the issue: the row records what a line costs.
+        goal: String::new(),
+        detail: serde_json::to_value(r).unwrap_or_default(),
+    }
+}
+
 fn goal(what: &str, met: bool) -> String {
     format!("{what}: {}", if met { "met" } else { "MISSED" })
 }
@@ -482,6 +532,7 @@ mod tests {
         assert_eq!(p.raw, vec![1000, 10_000]);
         assert_eq!(p.emergency_devices, 0);
         assert_eq!(p.ingest_runs, 3);
+        assert_eq!(p.line_devices, 0);
         assert_eq!(p.steps(), 3);
     }
 

@@ -1,0 +1,224 @@
+//! A factory line: N fresh devices of one line power up together, and the
+//! line's standing campaign brings them to a 1 MiB firmware. Measured on
+//! the real stack (embedded broker, bridge, signed commands, reference
+//! device agents): from power-up to every device `success` (the line's
+//! `success_total`), and the bridge's block egress per device.
+
+use std::time::{Duration, Instant};
+
+use bridge::campaign::spec::{CampaignSpec, Gates, StandingSpec, WaveSpec, FULL_COHORT};
+use bridge::campaign::view::CampaignStatus;
+use device_sim::fleet::{Fleet, Profile};
+use schemas::msg::Kind;
+use schemas::ops::Command;
+use schemas::release::ReleaseSpec;
+use schemas::{CampaignId, ComponentName, GroupName};
+
+use crate::stack::{Stack, StackError, StackOptions};
+
+/// One run.
+#[derive(Debug, Clone)]
+pub struct LineOptions {
+    /// Devices coming off the line together.
+    pub devices: usize,
+    pub image_bytes: usize,
+    pub block_size: u32,
+    /// The run fails when not every device succeeded by then.
+    pub deadline: Duration,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LineReport {
+    pub devices: usize,
+    /// Devices the line counts as brought up.
+    pub succeeded: u32,
+    /// Power-up of the batch to the last `success`.
+    pub wall_secs: f64,
+    /// Block bytes the bridge sent, in all and per device.
+    pub egress_bytes: u64,
+    pub egress_per_device: f64,
+    /// `egress_bytes / image_bytes`: 1.0 is one broadcast pass for the
+    /// whole batch.
+    pub egress_ratio: f64,
+    /// The line's first Hello to `success`, p50 and p99 (whole seconds).
+    pub to_success_p50: Option<u64>,
+    pub to_success_p99: Option<u64>,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("fleet: {0}")]
+    Fleet(#[from] device_sim::fleet::FleetError),
+    #[error("operator command: {0}")]
+    Client(#[from] bridge::client::ClientError),
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error("{0}")]
+    Stalled(String),
+}
+
+const LINE: &str = "line-1";
+
+/// Runs the measurement once on a fresh stack and batch.
+pub async fn run(
+    opts: &LineOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<LineReport, LineError> {
+    let stack = Stack::start(StackOptions {
+        secured: true,
+        ..StackOptions::default()
+    })
+    .await?;
+    let result = measure(&stack, opts, progress).await;
+    stack.shutdown().await?;
+    result
+}
+
+async fn measure(
+    stack: &Stack,
+    opts: &LineOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<LineReport, LineError> {
+    let main = ComponentName::new("main").map_err(setup)?;
+    let image = super::download_run::image_bytes(opts.image_bytes);
+    let mut spec = ReleaseSpec::new(
+        Kind::Firmware,
+        main.clone(),
+        "1.1.0",
+        "any",
+        bridge::unix_now(),
+    );
+    spec.block_size = opts.block_size;
+    let artifact = stack.push(&image, &spec).await?;
+    let id = CampaignId::new(LINE).map_err(setup)?;
+    line_put(stack, &id, artifact).await?;
+
+    let profile = Profile {
+        id_prefix: "fresh".into(),
+        connects_per_second: 500,
+        versions: [(main, vec!["1.0.0".to_string()])].into(),
+        ..Profile::default()
+    };
+    let mut cfg = stack.fleet(opts.devices, profile);
+    cfg.factory_line = Some(LINE.into());
+    stack.provision(&mut cfg).await?;
+    let egress0 = egress(stack);
+    let powered_up = Instant::now();
+    let fleet = Fleet::spawn(cfg)?;
+    progress(format!("{} devices powered up on {LINE}", opts.devices));
+    let done = wait_brought_up(stack, &id, opts, powered_up, progress).await;
+    fleet.shutdown().await;
+    let (status, wall) = done?;
+    let egress_bytes = egress(stack).saturating_sub(egress0);
+    let line = status.line.as_ref();
+    Ok(LineReport {
+        devices: opts.devices,
+        succeeded: line.map_or(0, |l| l.success_total),
+        wall_secs: wall.as_secs_f64(),
+        egress_bytes,
+        egress_per_device: egress_bytes as f64 / opts.devices.max(1) as f64,
+        egress_ratio: egress_bytes as f64 / opts.image_bytes.max(1) as f64,
+        to_success_p50: line.and_then(|l| l.to_success_p50),
+        to_success_p99: line.and_then(|l| l.to_success_p99),
+    })
+}
+
+/// The line's group and standing campaign, as `ota line put` makes them.
+async fn line_put(
+    stack: &Stack,
+    id: &CampaignId,
+    artifact: schemas::ArtifactId,
+) -> Result<(), LineError> {
+    let group = GroupName::new(LINE).map_err(setup)?;
+    let _: serde_json::Value = stack
+        .ops()
+        .call_ok(Command::GroupPut {
+            name: group.clone(),
+            selector: Some(format!("line={LINE}")),
+            members: None,
+        })
+        .await?;
+    let spec = CampaignSpec {
+        id: id.clone(),
+        kind: bridge::campaign::spec::Kind::Firmware,
+        release: vec![artifact],
+        waves: vec![WaveSpec {
+            cohorts: [(group, FULL_COHORT)].into(),
+        }],
+        gates: Gates {
+            failure_halt_bp: 500,
+            min_sample: 10,
+            ..Gates::default()
+        },
+        emergency: false,
+        parent: None,
+        rollback: None,
+        start_at: None,
+        stop_at: None,
+        windows: Default::default(),
+        standing: Some(StandingSpec { halt_window: 50 }),
+        allow_empty: false,
+    };
+    let spec = serde_json::to_value(&spec).map_err(setup)?;
+    let _: CampaignStatus = stack
+        .ops()
+        .call_ok(Command::CampaignCreate { spec })
+        .await?;
+    let _: CampaignStatus = stack
+        .ops()
+        .call_ok(Command::CampaignStart { id: id.clone() })
+        .await?;
+    Ok(())
+}
+
+/// Polls the line's status until every device of the batch succeeded.
+async fn wait_brought_up(
+    stack: &Stack,
+    id: &CampaignId,
+    opts: &LineOptions,
+    since: Instant,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<(CampaignStatus, Duration), LineError> {
+    let mut said = Instant::now();
+    loop {
+        let s: CampaignStatus = stack
+            .ops()
+            .call_ok(Command::CampaignStatus { id: id.clone() })
+            .await?;
+        let up = s.line.as_ref().map_or(0, |l| l.success_total) as usize;
+        if up >= opts.devices {
+            return Ok((s, since.elapsed()));
+        }
+        if s.summary.state != "standing" {
+            return Err(LineError::Stalled(format!(
+                "the line's campaign is {} after {up} of {} devices",
+                s.summary.state, opts.devices
+            )));
+        }
+        if since.elapsed() > opts.deadline {
+            return Err(LineError::Stalled(format!(
+                "{up} of {} devices brought up within {:?}",
+                opts.devices, opts.deadline
+            )));
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            progress(format!("{up}/{} brought up", opts.devices));
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn egress(stack: &Stack) -> u64 {
+    stack
+        .bridge()
+        .map_or(0, |b| b.blocks().metrics().snapshot().egress_bytes())
+}
+
+fn setup(e: impl std::fmt::Display) -> LineError {
+    LineError::Setup(e.to_string())
+}
