@@ -77,6 +77,67 @@ impl Mosquitto {
         Ok(m)
     }
 
+    /// Starts Mosquitto as PROTOCOL.md E1 wants it (issue 12): `conf`
+    /// (given the dir, the devices' port and the service port) is written
+    /// as its config, `files` (name, text) beside it. `port` is the
+    /// devices' listener; the service listener's port is returned too.
+    pub async fn start_secured(
+        files: &[(&str, &str)],
+        conf: impl FnOnce(&std::path::Path, u16, u16) -> String,
+    ) -> Result<(Mosquitto, u16), MosquittoError> {
+        let bin = binary().ok_or(MosquittoError::Missing)?;
+        let dir = tempfile::tempdir()?;
+        let (port, service) = (crate::free_port()?, crate::free_port()?);
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
+        let path = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "{}
+max_packet_size 524288
+persistence false
+log_dest stderr
+                 log_type error
+log_type warning
+log_type notice
+log_type information
+",
+                conf(dir.path(), port, service)
+            ),
+        )?;
+        let (child, ready) = spawn(&bin, &path)?;
+        let m = Mosquitto {
+            port,
+            child,
+            conf: path,
+            _dir: dir,
+        };
+        m.wait_ready(ready).await?;
+        Ok((m, service))
+    }
+
+    /// The directory of its config (where [`Mosquitto::start_secured`]'s
+    /// files are).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Tells it to reload its config, password and ACL files (SIGHUP).
+    pub fn reload(&self) -> std::io::Result<()> {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("kill -HUP mosquitto failed"))
+        }
+    }
+
     /// Kills and starts it again on the same port (a broker restart: it
     /// loses its sessions and retained messages).
     pub async fn restart(&mut self) -> Result<(), MosquittoError> {

@@ -285,6 +285,28 @@ impl Identity {
         self.takes_part(id) && self.read().grants.may_fetch(id, a)
     }
 
+    /// E1 as Mosquitto files ([`super::mosquitto`]): the active devices,
+    /// the bridge's and operators' accounts (hashed here, with a new salt),
+    /// and the grants as they stand.
+    pub fn mosquitto_files(&self) -> super::mosquitto::Files {
+        let hash =
+            |(u, p): (&String, &String)| (u.clone(), schemas::provisioning::hash_password(p));
+        let state = self.read();
+        let devices = state
+            .devices
+            .iter()
+            .filter(|(_, e)| e.standing == Standing::Active)
+            .filter_map(|(id, e)| e.hash.as_ref().map(|h| (id.clone(), h.to_text())))
+            .collect();
+        super::mosquitto::render(&super::mosquitto::Input {
+            topics: &self.config.topics,
+            devices,
+            bridge: self.config.bridge_login.as_ref().map(|(u, p)| hash((u, p))),
+            operators: self.config.operators.iter().map(hash).collect(),
+            grants: &state.grants,
+        })
+    }
+
     fn decide_connect(&self, client_id: &str, login: Login<'_>) -> Result<(), Refused> {
         let (username, password) = match login {
             Login::Certificate { common_name } => {

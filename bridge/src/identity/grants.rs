@@ -86,6 +86,32 @@ impl Grants {
                 .any(|g| has(&Board::Campaign(g.clone())) || has(&Board::GroupEmergency(g.clone())))
     }
 
+    /// Every device with a Membership (for an external broker's ACL file).
+    pub fn members(&self) -> impl Iterator<Item = &DeviceId> {
+        self.groups.keys()
+    }
+
+    /// The artifacts announced to the device: on `P/emergency` and on its
+    /// groups' topics, each once.
+    pub fn artifacts_of(&self, id: &DeviceId) -> Vec<ArtifactId> {
+        let mut boards = vec![Board::Emergency];
+        for g in self.groups_of(id) {
+            boards.push(Board::Campaign(g.clone()));
+            boards.push(Board::GroupEmergency(g.clone()));
+        }
+        let mut out: Vec<ArtifactId> = Vec::new();
+        for a in boards
+            .iter()
+            .filter_map(|b| self.announced.get(b))
+            .flatten()
+        {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
+
     /// Every artifact announced anywhere (for counts and tests).
     pub fn announced(&self) -> HashSet<&ArtifactId> {
         self.announced.values().flatten().collect()

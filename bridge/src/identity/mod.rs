@@ -9,11 +9,13 @@
 //!   the block server whether a device may fetch an artifact.
 //! - [`grants`]: group and artifact topics, following the retained
 //!   Memberships and announcements.
+//! - [`mosquitto`]: the same rules as Mosquitto password and ACL files.
 //! - [`refusals`]: refusals counted by reason, logged once per interval.
 //! - `wire`: how the embedded broker is given the [`Identity`].
 
 pub mod authority;
 pub mod grants;
+pub mod mosquitto;
 pub mod refusals;
 pub mod store;
 #[cfg(test)]

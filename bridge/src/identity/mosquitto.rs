@@ -1,0 +1,248 @@
+//! PROTOCOL.md E1 on Mosquitto: the `password_file`s and `acl_file`s that
+//! give an external Mosquitto the embedded broker's rules (issue 12).
+//!
+//! Two listeners, with `per_listener_settings true` ([`conf`]):
+//!
+//! - the devices' listener: `use_username_as_clientid true`, so a device's
+//!   client id is its username whatever it sends (no one takes another
+//!   device's or the bridge's session); its password file holds the active
+//!   devices only (revoked and pending are absent: refused at login); its
+//!   ACL gives every device its own topics with `pattern` rules on `%c`,
+//!   `P/emergency`, and, in a `user` section each, the campaign and
+//!   emergency topics of the groups in its Membership and the block topics
+//!   of the artifacts announced to it;
+//! - the service listener: the bridge's account (both its client ids) and
+//!   the operators', each with its E1 row.
+//!
+//! Pure text from the registry and the grants; writing the files and
+//! telling Mosquitto to reload them is the caller's.
+
+use schemas::topic::{Filter, Topic, Topics};
+use schemas::DeviceId;
+
+use super::grants::Grants;
+
+/// File names inside the directory the files are written to.
+pub const DEVICES_PASSWD: &str = "devices.passwd";
+pub const DEVICES_ACL: &str = "devices.acl";
+pub const SERVICE_PASSWD: &str = "service.passwd";
+pub const SERVICE_ACL: &str = "service.acl";
+
+/// What the files are made of.
+pub struct Input<'a> {
+    pub topics: &'a Topics,
+    /// Active devices and their `$6$` hashes.
+    pub devices: Vec<(DeviceId, String)>,
+    /// The bridge's username and `$6$` hash.
+    pub bridge: Option<(String, String)>,
+    /// Operators' usernames and `$6$` hashes.
+    pub operators: Vec<(String, String)>,
+    pub grants: &'a Grants,
+}
+
+/// The four files' text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub devices_passwd: String,
+    pub devices_acl: String,
+    pub service_passwd: String,
+    pub service_acl: String,
+}
+
+impl Files {
+    /// (file name, text) of each file.
+    pub fn each(&self) -> [(&'static str, &str); 4] {
+        [
+            (DEVICES_PASSWD, &self.devices_passwd),
+            (DEVICES_ACL, &self.devices_acl),
+            (SERVICE_PASSWD, &self.service_passwd),
+            (SERVICE_ACL, &self.service_acl),
+        ]
+    }
+}
+
+/// A `pattern` topic for every device: the filter of all devices with its
+/// `+` (the device id level) as Mosquitto's `%c`.
+fn pattern(t: &Topics, f: Filter) -> String {
+    t.filter(f).replacen('+', "%c", 1)
+}
+
+/// Renders the files. Sorted, so the same registry gives the same text.
+pub fn render(input: &Input<'_>) -> Files {
+    let t = input.topics;
+    let mut devices_passwd = String::new();
+    let mut devices = input.devices.clone();
+    devices.sort();
+    for (id, hash) in &devices {
+        devices_passwd.push_str(&format!("{id}:{hash}\n"));
+    }
+
+    let mut acl = String::from("# ota: PROTOCOL.md E1, devices (generated, do not edit)\n");
+    for f in [
+        Filter::AllHello,
+        Filter::AllPresence,
+        Filter::AllRequests,
+        Filter::AllStatus,
+    ] {
+        acl.push_str(&format!("pattern write {}\n", pattern(t, f)));
+    }
+    for f in [Filter::AllMemberships, Filter::AllAcks] {
+        acl.push_str(&format!("pattern read {}\n", pattern(t, f)));
+    }
+    // Per-device blocks: the Membership topic's sibling.
+    let blocks = pattern(t, Filter::AllMemberships).replace("/%c/groups", "/%c/blocks");
+    acl.push_str(&format!("pattern read {blocks}\n"));
+    acl.push_str(&format!("pattern read {}\n", t.build(&Topic::Emergency)));
+    for (id, _) in &devices {
+        let groups = input.grants.groups_of(id);
+        let artifacts = input.grants.artifacts_of(id);
+        if groups.is_empty() && artifacts.is_empty() {
+            continue;
+        }
+        acl.push_str(&format!("\nuser {id}\n"));
+        for g in groups {
+            for topic in [
+                Topic::GroupCampaign(g.clone()),
+                Topic::GroupEmergency(g.clone()),
+            ] {
+                acl.push_str(&format!("topic read {}\n", t.build(&topic)));
+            }
+        }
+        for a in artifacts {
+            acl.push_str(&format!(
+                "topic read {}\n",
+                t.build(&Topic::ArtifactBlocks(a))
+            ));
+        }
+    }
+
+    let mut service_passwd = String::new();
+    let mut service_acl = String::from("# ota: PROTOCOL.md E1, bridge and operators\n");
+    if let Some((user, hash)) = &input.bridge {
+        service_passwd.push_str(&format!("{user}:{hash}\n"));
+        service_acl.push_str(&format!("\nuser {user}\n"));
+        let p = t.prefix();
+        for w in [
+            t.filter(Filter::AllMemberships),
+            format!("{p}/devices/+/blocks"),
+            t.filter(Filter::AllAcks),
+            t.filter(Filter::AllGroupCampaigns),
+            t.filter(Filter::AllGroupEmergencies),
+            t.build(&Topic::Emergency),
+            t.filter(Filter::AllArtifactBlocks),
+        ] {
+            // It also watches what it retains (the repair) and hears its
+            // own block broadcast (the delivery probe).
+            service_acl.push_str(&format!("topic readwrite {w}\n"));
+        }
+        for w in [format!("{p}/ops/replies/+"), t.filter(Filter::OpsEvents)] {
+            service_acl.push_str(&format!("topic write {w}\n"));
+        }
+        for r in [
+            Filter::AllHello,
+            Filter::AllPresence,
+            Filter::AllRequests,
+            Filter::AllStatus,
+            Filter::OpsCommands,
+        ] {
+            service_acl.push_str(&format!("topic read {}\n", t.filter(r)));
+        }
+    }
+    let mut operators = input.operators.clone();
+    operators.sort();
+    for (user, hash) in &operators {
+        service_passwd.push_str(&format!("{user}:{hash}\n"));
+        service_acl.push_str(&format!("\nuser {user}\n"));
+        service_acl.push_str(&format!("topic write {}\n", t.filter(Filter::OpsCommands)));
+        service_acl.push_str(&format!("topic read {}/ops/replies/+\n", t.prefix()));
+        service_acl.push_str(&format!("topic read {}\n", t.filter(Filter::OpsEvents)));
+    }
+    Files {
+        devices_passwd,
+        devices_acl: acl,
+        service_passwd,
+        service_acl,
+    }
+}
+
+/// A `mosquitto.conf` that uses the files in `dir`: devices on
+/// `device_listen` (host port), the bridge and operators on
+/// `service_listen`.
+pub fn conf(
+    dir: &std::path::Path,
+    device_listen: (&str, u16),
+    service_listen: (&str, u16),
+) -> String {
+    let d = dir.display();
+    format!(
+        "# ota: PROTOCOL.md E1 on Mosquitto (ota broker mosquitto)\n\
+         per_listener_settings true\n\
+         \n\
+         listener {dp} {dh}\n\
+         allow_anonymous false\n\
+         use_username_as_clientid true\n\
+         password_file {d}/{DEVICES_PASSWD}\n\
+         acl_file {d}/{DEVICES_ACL}\n\
+         \n\
+         listener {sp} {sh}\n\
+         allow_anonymous false\n\
+         password_file {d}/{SERVICE_PASSWD}\n\
+         acl_file {d}/{SERVICE_ACL}\n",
+        dh = device_listen.0,
+        dp = device_listen.1,
+        sh = service_listen.0,
+        sp = service_listen.1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::msg::{Membership, WireMessage};
+    use schemas::GroupName;
+
+    #[test]
+    fn devices_get_their_own_topics_and_their_groups() {
+        let t = Topics::default();
+        let mut grants = Grants::default();
+        let (d1, d2) = (
+            DeviceId::new("dev-1").unwrap(),
+            DeviceId::new("dev-2").unwrap(),
+        );
+        let g = GroupName::new("acme").unwrap();
+        grants.observe(
+            &Topic::Groups(d1.clone()),
+            &Membership {
+                groups: vec![g.clone()],
+            }
+            .encode(),
+        );
+        let f = render(&Input {
+            topics: &t,
+            devices: vec![(d2.clone(), "$6$b$y".into()), (d1.clone(), "$6$a$x".into())],
+            bridge: Some(("ota-bridge".into(), "$6$c$z".into())),
+            operators: vec![("alice".into(), "$6$d$w".into())],
+            grants: &grants,
+        });
+        assert_eq!(f.devices_passwd, "dev-1:$6$a$x\ndev-2:$6$b$y\n");
+        let p = t.prefix();
+        assert!(f
+            .devices_acl
+            .contains(&format!("pattern write {p}/devices/%c/status\n")));
+        assert!(f
+            .devices_acl
+            .contains(&format!("pattern read {p}/devices/%c/blocks\n")));
+        assert!(f.devices_acl.contains(&format!(
+            "user dev-1\ntopic read {p}/groups/acme/campaign\n"
+        )));
+        assert!(!f.devices_acl.contains("user dev-2"));
+        assert!(!f.devices_acl.contains(&format!("{p}/ops")));
+        assert_eq!(f.service_passwd, "ota-bridge:$6$c$z\nalice:$6$d$w\n");
+        assert!(f
+            .service_acl
+            .contains(&format!("user alice\ntopic write {p}/ops/commands\n")));
+        assert!(f
+            .service_acl
+            .contains(&format!("topic read {p}/devices/+/status\n")));
+    }
+}
