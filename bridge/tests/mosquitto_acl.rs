@@ -3,7 +3,9 @@
 //! an attacker holding one device's login. Impersonation, forged Status,
 //! retained forgeries, `#` and another group's topics are refused or
 //! deliver nothing; a member gets its group's announcement and loses it
-//! when it leaves the group; a revoked device is refused at its next login.
+//! when it leaves the group; a revoked device is disconnected by the reload
+//! and refused at its next login. Each change waits for Mosquitto's own
+//! "Reloading config." line, not for a fixed time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,11 +31,12 @@ fn record(id: &DeviceId, password: &str, standing: Standing) -> CredentialRecord
     }
 }
 
-fn write(m: &Mosquitto, files: &mosquitto::Files) {
+/// Writes the files and waits until Mosquitto has reloaded them.
+async fn write(m: &Mosquitto, files: &mosquitto::Files) {
     for (name, text) in files.each() {
         std::fs::write(m.dir().join(name), text).unwrap();
     }
-    m.reload().unwrap();
+    m.reload().await.unwrap();
 }
 
 /// Publishes `marker` on the receiver's own Membership topic (as the
@@ -222,8 +225,7 @@ async fn e1_holds_on_mosquitto_with_generated_files() {
 
     // It leaves the group: what is published there next does not reach it.
     identity.observe(&Topic::Groups(d1.clone()), &[]);
-    write(&m, &identity.mosquitto_files());
-    tokio::time::sleep(Duration::from_millis(500)).await; // Mosquitto reloads in its loop
+    write(&m, &identity.mosquitto_files()).await;
     bridge
         .publish(&campaign, false, b"after-leave".to_vec())
         .await
@@ -236,9 +238,15 @@ async fn e1_holds_on_mosquitto_with_generated_files() {
 
     // dev-2 revoked: refused at its next login.
     identity.upsert(&record(&d2, "ignored", Standing::Revoked));
-    write(&m, &identity.mosquitto_files());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    write(&m, &identity.mosquitto_files()).await;
+    // The reload closes its open connection (Mosquitto checks connected
+    // clients against the new password file) ...
+    attacker
+        .closed()
+        .await
+        .expect("the reload did not close revoked dev-2's connection");
     drop(attacker);
+    // ... and it is refused from then on.
     assert!(
         RawClient::login(port, "dev-2", &p2).await.is_err(),
         "revoked dev-2 logged in"

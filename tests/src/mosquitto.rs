@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+/// How long [`Mosquitto::reload`] waits for Mosquitto to say it reloaded.
+const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// A running Mosquitto child process.
 pub struct Mosquitto {
@@ -14,6 +17,8 @@ pub struct Mosquitto {
     pub port: u16,
     child: Child,
     conf: PathBuf,
+    /// How many "Reloading config." lines it has logged.
+    reloads: watch::Receiver<u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,6 +33,8 @@ pub enum MosquittoError {
     Io(#[from] std::io::Error),
     #[error("mosquitto did not accept connections on port {0} within 10 s")]
     NotReady(u16),
+    #[error("mosquitto did not log \"Reloading config.\" within 10 s of its SIGHUP")]
+    NoReload,
 }
 
 /// The mosquitto binary, if installed.
@@ -66,11 +73,12 @@ impl Mosquitto {
                  connection_messages false\n"
             ),
         )?;
-        let (child, ready) = spawn(&bin, &conf)?;
+        let (child, ready, reloads) = spawn(&bin, &conf)?;
         let m = Mosquitto {
             port,
             child,
             conf,
+            reloads,
             _dir: dir,
         };
         m.wait_ready(ready).await?;
@@ -99,7 +107,7 @@ impl Mosquitto {
 max_packet_size 524288
 persistence false
 log_dest stderr
-                 log_type error
+log_type error
 log_type warning
 log_type notice
 log_type information
@@ -107,11 +115,12 @@ log_type information
                 conf(dir.path(), port, service)
             ),
         )?;
-        let (child, ready) = spawn(&bin, &path)?;
+        let (child, ready, reloads) = spawn(&bin, &path)?;
         let m = Mosquitto {
             port,
             child,
             conf: path,
+            reloads,
             _dir: dir,
         };
         m.wait_ready(ready).await?;
@@ -124,18 +133,33 @@ log_type information
         self._dir.path()
     }
 
-    /// Tells it to reload its config, password and ACL files (SIGHUP).
-    pub fn reload(&self) -> std::io::Result<()> {
+    /// Tells it to reload its config, password and ACL files (SIGHUP) and
+    /// waits for its "Reloading config." log line. Mosquitto logs it in
+    /// its main loop and reloads right after, in the same turn of that
+    /// single thread: every packet sent once this returns is judged by the
+    /// new files.
+    pub async fn reload(&self) -> Result<(), MosquittoError> {
+        let mut reloads = self.reloads.clone();
+        let before = *reloads.borrow_and_update();
         let ok = Command::new("kill")
             .arg("-HUP")
             .arg(self.child.id().to_string())
             .status()?
             .success();
-        if ok {
-            Ok(())
-        } else {
-            Err(std::io::Error::other("kill -HUP mosquitto failed"))
+        if !ok {
+            return Err(std::io::Error::other("kill -HUP mosquitto failed").into());
         }
+        tokio::time::timeout(RELOAD_WAIT, reloads.wait_for(|n| *n > before))
+            .await
+            .map_err(|_| MosquittoError::NoReload)?
+            .map_err(|_| MosquittoError::NoReload)?;
+        Ok(())
+    }
+
+    /// How many times it has logged "Reloading config." (the bridge's
+    /// SIGHUPs are seen here too).
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.clone()
     }
 
     /// Kills and starts it again on the same port (a broker restart: it
@@ -144,8 +168,9 @@ log_type information
         let _ = self.child.kill();
         let _ = self.child.wait();
         let bin = binary().ok_or(MosquittoError::Missing)?;
-        let (child, ready) = spawn(&bin, &self.conf)?;
+        let (child, ready, reloads) = spawn(&bin, &self.conf)?;
         self.child = child;
+        self.reloads = reloads;
         self.wait_ready(ready).await
     }
 
@@ -165,8 +190,12 @@ log_type information
 }
 
 /// Starts Mosquitto logging to a pipe; a thread reads the log to its end
-/// (so the pipe never fills) and signals the "running" line.
-fn spawn(bin: &PathBuf, conf: &PathBuf) -> std::io::Result<(Child, oneshot::Receiver<()>)> {
+/// (so the pipe never fills), signals the "running" line and counts the
+/// "Reloading config." lines.
+fn spawn(
+    bin: &PathBuf,
+    conf: &PathBuf,
+) -> std::io::Result<(Child, oneshot::Receiver<()>, watch::Receiver<u64>)> {
     let mut child = Command::new(bin)
         .arg("-c")
         .arg(conf)
@@ -175,6 +204,7 @@ fn spawn(bin: &PathBuf, conf: &PathBuf) -> std::io::Result<(Child, oneshot::Rece
         .stderr(Stdio::piped())
         .spawn()?;
     let (tx, rx) = oneshot::channel();
+    let (reloaded, reloads) = watch::channel(0u64);
     if let Some(log) = child.stderr.take() {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -184,10 +214,17 @@ fn spawn(bin: &PathBuf, conf: &PathBuf) -> std::io::Result<(Child, oneshot::Rece
                         let _ = tx.send(());
                     }
                 }
+                if line.contains("Reloading config.") {
+                    reloaded.send_modify(|n| *n += 1);
+                }
+                // OTA_MOSQUITTO_LOG=1 shows its log, to debug a test.
+                if std::env::var_os("OTA_MOSQUITTO_LOG").is_some() {
+                    eprintln!("mosquitto: {line}");
+                }
             }
         });
     }
-    Ok((child, rx))
+    Ok((child, rx, reloads))
 }
 
 impl Drop for Mosquitto {
