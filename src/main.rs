@@ -11,6 +11,7 @@
 //! - `cmd_identity.rs`: `ota devices provision | rotate | revoke`.
 //! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
 //!   pause | resume | abort | status | list | watch`, `ota emergency`.
+//! - `cmd_broker.rs`: `ota broker mosquitto`, an external Mosquitto's files.
 //! - `cmd_demo.rs`: `ota demo`, the main job.
 //! - `cmd_init.rs`: `ota init DIR`, a working setup (keys, configs), the
 //!   second step.
@@ -33,6 +34,7 @@ use clap::Parser;
 mod cmd_artifact;
 mod cmd_artifact_ops;
 mod cmd_bench;
+mod cmd_broker;
 mod cmd_campaign;
 mod cmd_demo;
 mod cmd_fleet;
@@ -80,6 +82,7 @@ commands! {
     Serve(cmd_fleet::Serve),
     #[command(subcommand)] Group(cmd_fleet::Group),
     #[command(subcommand)] Devices(cmd_fleet::Devices),
+    #[command(subcommand)] Broker(cmd_broker::Broker),
     #[command(subcommand)] Campaign(cmd_campaign::Campaign),
     Emergency(cmd_campaign::Emergency),
     #[command(subcommand)] Line(cmd_line::Line),

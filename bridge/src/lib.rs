@@ -48,6 +48,8 @@
 //! - [`fleet`]: the registry, label selectors, groups and membership.
 //! - [`identity`]: device credentials and E1's topic authority, which the
 //!   embedded broker asks on every CONNECT, PUBLISH and SUBSCRIBE.
+//! - [`mosquitto`]: the same rules as an external Mosquitto's password and
+//!   ACL files, written and reloaded (`[broker.mosquitto]`).
 //! - [`artifacts`]: the artifact store (sled index, content-addressed
 //!   files) and verified resumable uploads.
 //! - [`status`]: the pure ack tracker and the ingest actor (group commit,
@@ -103,6 +105,7 @@ pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod ops;
 pub mod repair;

@@ -16,19 +16,12 @@ use bridge::identity::{
 use harness::mosquitto::Mosquitto;
 use harness::raw::{Got, RawClient};
 use schemas::msg::{Membership, WireMessage};
-use schemas::provisioning::{generate_password, hash_password};
+use schemas::provisioning::generate_password;
 use schemas::topic::{Topic, Topics};
 use schemas::{DeviceId, GroupName};
 
 fn record(id: &DeviceId, password: &str, standing: Standing) -> CredentialRecord {
-    CredentialRecord {
-        id: id.clone(),
-        hash: hash_password(password),
-        standing,
-        labels: BTreeMap::new(),
-        created: 0,
-        updated: 0,
-    }
+    CredentialRecord::new(id.clone(), password, standing, 1)
 }
 
 /// Writes the files and waits until Mosquitto has reloaded them.

@@ -101,6 +101,8 @@ pub struct RawBrokerConfig {
     pub url: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `[broker.mosquitto]` (external only): see [`crate::mosquitto`].
+    pub mosquitto: Option<crate::mosquitto::RawMosquitto>,
 }
 
 /// `[broker.tls]`: PEM files for the embedded broker's listener.
@@ -167,6 +169,8 @@ pub struct ExternalConfig {
     /// `mqtts://`: connect with TLS.
     pub tls: bool,
     pub credentials: Option<Credentials>,
+    /// `[broker.mosquitto]`: see [`crate::mosquitto`].
+    pub mosquitto: Option<crate::mosquitto::MosquittoConfig>,
 }
 
 /// MQTT username and password. `Debug` does not show the password.
@@ -198,6 +202,7 @@ impl RawBrokerConfig {
             ("url", self.url.is_some()),
             ("username", self.username.is_some()),
             ("password", self.password.is_some()),
+            ("mosquitto", self.mosquitto.is_some()),
         ] {
             if present {
                 return Err(ConfigError::new(
@@ -296,11 +301,14 @@ impl RawBrokerConfig {
                 password: password.unwrap_or_default(),
             }),
         };
+        let user = credentials.as_ref().map(|c| c.username.as_str());
+        let mosquitto = self.mosquitto.map(|m| m.validate(port, user));
         Ok(ExternalConfig {
             host,
             port,
             tls,
             credentials,
+            mosquitto: mosquitto.transpose()?,
         })
     }
 }

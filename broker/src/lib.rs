@@ -31,6 +31,8 @@
 //!   guard (rumqttd tells the auth handler about connects, never about
 //!   disconnects).
 //! - `error`    — [`ConfigError`] and [`BrokerError`].
+//! - [`mosquitto`] — `[broker.mosquitto]`: an external Mosquitto whose
+//!   password and ACL files ota writes and keeps current.
 //!
 //! # What rumqttd 0.20 does that clients and operators should know
 //!
@@ -86,6 +88,7 @@ mod embedded;
 mod error;
 mod guard;
 mod meter;
+pub mod mosquitto;
 
 pub use auth::CredentialCheck;
 pub use authority::{Authority, ConnectVerdict, Login, SharedAuthority};

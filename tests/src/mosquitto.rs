@@ -19,7 +19,8 @@ pub struct Mosquitto {
     conf: PathBuf,
     /// How many "Reloading config." lines it has logged.
     reloads: watch::Receiver<u64>,
-    _dir: tempfile::TempDir,
+    /// The temp dir of a config made here; `None` for a config given.
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Why Mosquitto could not start.
@@ -52,7 +53,6 @@ pub fn binary() -> Option<PathBuf> {
 impl Mosquitto {
     /// Starts Mosquitto on a free port and waits until it accepts.
     pub async fn start() -> Result<Mosquitto, MosquittoError> {
-        let bin = binary().ok_or(MosquittoError::Missing)?;
         let dir = tempfile::tempdir()?;
         let port = crate::free_port()?;
         let conf = dir.path().join("mosquitto.conf");
@@ -73,16 +73,7 @@ impl Mosquitto {
                  connection_messages false\n"
             ),
         )?;
-        let (child, ready, reloads) = spawn(&bin, &conf)?;
-        let m = Mosquitto {
-            port,
-            child,
-            conf,
-            reloads,
-            _dir: dir,
-        };
-        m.wait_ready(ready).await?;
-        Ok(m)
+        Self::launch(conf, port, Some(dir)).await
     }
 
     /// Starts Mosquitto as PROTOCOL.md E1 wants it (issue 12): `conf`
@@ -93,7 +84,6 @@ impl Mosquitto {
         files: &[(&str, &str)],
         conf: impl FnOnce(&std::path::Path, u16, u16) -> String,
     ) -> Result<(Mosquitto, u16), MosquittoError> {
-        let bin = binary().ok_or(MosquittoError::Missing)?;
         let dir = tempfile::tempdir()?;
         let (port, service) = (crate::free_port()?, crate::free_port()?);
         for (name, text) in files {
@@ -115,22 +105,42 @@ log_type information
                 conf(dir.path(), port, service)
             ),
         )?;
-        let (child, ready, reloads) = spawn(&bin, &path)?;
+        Ok((Self::launch(path, port, Some(dir)).await?, service))
+    }
+
+    /// Starts Mosquitto with a config written elsewhere (`ota broker
+    /// mosquitto`'s), listening on `port` among others, and waits until it
+    /// runs.
+    pub async fn start_conf(
+        conf: &std::path::Path,
+        port: u16,
+    ) -> Result<Mosquitto, MosquittoError> {
+        Self::launch(conf.to_path_buf(), port, None).await
+    }
+
+    /// Runs Mosquitto on `conf` and waits until it runs.
+    async fn launch(
+        conf: PathBuf,
+        port: u16,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Mosquitto, MosquittoError> {
+        let bin = binary().ok_or(MosquittoError::Missing)?;
+        let (child, ready, reloads) = spawn(&bin, &conf)?;
         let m = Mosquitto {
             port,
             child,
-            conf: path,
+            conf,
             reloads,
             _dir: dir,
         };
         m.wait_ready(ready).await?;
-        Ok((m, service))
+        Ok(m)
     }
 
     /// The directory of its config (where [`Mosquitto::start_secured`]'s
     /// files are).
     pub fn dir(&self) -> &std::path::Path {
-        self._dir.path()
+        self.conf.parent().unwrap_or(std::path::Path::new("."))
     }
 
     /// Tells it to reload its config, password and ACL files (SIGHUP) and

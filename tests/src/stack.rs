@@ -419,6 +419,7 @@ fn external(data_dir: &Path, port: u16) -> Config {
             port,
             tls: false,
             credentials: None,
+            mosquitto: None,
         }),
     )
 }

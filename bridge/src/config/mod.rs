@@ -282,7 +282,8 @@ impl Config {
 
     /// What the bridge's [`crate::identity::Identity`] needs: the bridge's
     /// client id and account, the operators' accounts (the other
-    /// `[broker.users]` of an embedded broker), the admission rule.
+    /// `[broker.users]` of an embedded broker, `[broker.mosquitto.operators]`
+    /// of an external Mosquitto), the admission rule.
     pub fn identity(&self) -> crate::identity::IdentityConfig {
         let bridge_login = self
             .bridge
@@ -296,7 +297,11 @@ impl Config {
                 .filter(|(u, _)| bridge_login.as_ref().map(|(b, _)| b) != Some(*u))
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect(),
-            broker::BrokerConfig::External(_) => BTreeMap::new(),
+            broker::BrokerConfig::External(x) => x
+                .mosquitto
+                .as_ref()
+                .map(|m| m.operators.clone())
+                .unwrap_or_default(),
         };
         crate::identity::IdentityConfig {
             topics: self.bridge.topics.clone(),
@@ -304,6 +309,15 @@ impl Config {
             bridge_login,
             operators,
             admission: self.devices.admission.clone(),
+        }
+    }
+
+    /// `[broker.mosquitto]`, when the bridge keeps an external
+    /// Mosquitto's files.
+    pub fn mosquitto(&self) -> Option<&broker::mosquitto::MosquittoConfig> {
+        match &self.broker {
+            broker::BrokerConfig::External(x) => x.mosquitto.as_ref(),
+            broker::BrokerConfig::Embedded(_) => None,
         }
     }
 
@@ -343,10 +357,17 @@ impl Validator<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let broker_users = raw.broker.users.clone().unwrap_or_default();
-        let broker = raw.broker.validate().map_err(|error| ConfigError::Broker {
+        let mut broker = raw.broker.validate().map_err(|error| ConfigError::Broker {
             path: self.path.to_path_buf(),
             error,
         })?;
+        if let broker::BrokerConfig::External(broker::ExternalConfig {
+            mosquitto: Some(m), ..
+        }) = &mut broker
+        {
+            m.dir = self.resolve(std::mem::take(&mut m.dir));
+            m.pid_file = m.pid_file.take().map(|p| self.resolve(p));
+        }
         if broker.endpoint().tls {
             return Err(self.err(
                 "broker",

@@ -12,7 +12,9 @@
 //!   emergency topics of the groups in its Membership and the block topics
 //!   of the artifacts announced to it;
 //! - the service listener: the bridge's account (both its client ids) and
-//!   the operators', each with its E1 row.
+//!   the operators', each with its E1 row. The bridge's account may also
+//!   do what an operator does, as on the embedded broker, where it may
+//!   take an operator's client id.
 //!
 //! Pure text from the registry and the grants; writing the files and
 //! telling Mosquitto to reload them is the caller's.
@@ -135,15 +137,21 @@ pub fn render(input: &Input<'_>) -> Files {
             // own block broadcast (the delivery probe).
             service_acl.push_str(&format!("topic readwrite {w}\n"));
         }
-        for w in [format!("{p}/ops/replies/+"), t.filter(Filter::OpsEvents)] {
-            service_acl.push_str(&format!("topic write {w}\n"));
+        // Its replies and events; and its account may also be an
+        // operator's (the CLI without an account of its own), as on the
+        // embedded broker.
+        for w in [
+            format!("{p}/ops/replies/+"),
+            t.filter(Filter::OpsEvents),
+            t.filter(Filter::OpsCommands),
+        ] {
+            service_acl.push_str(&format!("topic readwrite {w}\n"));
         }
         for r in [
             Filter::AllHello,
             Filter::AllPresence,
             Filter::AllRequests,
             Filter::AllStatus,
-            Filter::OpsCommands,
         ] {
             service_acl.push_str(&format!("topic read {}\n", t.filter(r)));
         }

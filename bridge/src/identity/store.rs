@@ -60,6 +60,22 @@ pub struct CredentialRecord {
     pub updated: u64,
 }
 
+impl CredentialRecord {
+    /// A record of `password` (only its hash is kept), with no labels,
+    /// made at `now`.
+    pub fn new(id: DeviceId, password: &str, standing: Standing, now: u64) -> Self {
+        CredentialRecord {
+            id,
+            hash: schemas::provisioning::hash_password(password),
+            standing,
+            labels: BTreeMap::new(),
+            trusts: None,
+            created: now,
+            updated: now,
+        }
+    }
+}
+
 /// The `credentials` tree.
 #[derive(Clone)]
 pub struct CredentialStore {
@@ -99,15 +115,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let s = CredentialStore::open(&db).unwrap();
-        let r = CredentialRecord {
-            id: DeviceId::new("dev-1").unwrap(),
-            hash: schemas::provisioning::hash_password("pw"),
-            standing: Standing::Active,
-            labels: BTreeMap::new(),
-            trusts: Some(vec![[7; 8]]),
-            created: 1,
-            updated: 1,
-        };
+        let r = CredentialRecord::new(DeviceId::new("dev-1").unwrap(), "pw", Standing::Active, 1);
         s.put(&r).unwrap();
         assert_eq!(s.get(&r.id).unwrap(), Some(r.clone()));
         assert_eq!(s.all().unwrap(), vec![r]);

@@ -21,15 +21,7 @@ fn dev(s: &str) -> DeviceId {
 }
 
 fn record(id: &str, pw: &str, standing: Standing) -> CredentialRecord {
-    CredentialRecord {
-        id: dev(id),
-        hash: hash_password(pw),
-        standing,
-        labels: Default::default(),
-        trusts: None,
-        created: 1,
-        updated: 1,
-    }
+    CredentialRecord::new(dev(id), pw, standing, 1)
 }
 
 fn fixture(admission: Admission) -> Fixture {

@@ -170,6 +170,7 @@ impl TestBroker {
             port: self.port,
             tls: false,
             credentials: None,
+            mosquitto: None,
         })
     }
 }

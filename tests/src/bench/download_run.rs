@@ -91,6 +91,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
             port: opts.broker.port(),
             tls: false,
             credentials: None,
+            mosquitto: None,
         }),
     );
     let (ovk, rvk) = (operator.verifying_key(), release.verifying_key());

@@ -135,6 +135,7 @@ pub async fn ingest(opts: &IngestOptions) -> Result<IngestReport, BenchError> {
             port: a.port(),
             tls: false,
             credentials: None,
+            mosquitto: None,
         }),
     };
     let mut config = Config::with_defaults(data_dir, broker_config);

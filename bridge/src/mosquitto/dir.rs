@@ -1,0 +1,127 @@
+//! The Mosquitto files of [`super::mosquitto`] on disk: written into
+//! `[broker.mosquitto] dir` each as a temp file renamed over the old one
+//! (Mosquitto never reads half a file), and Mosquitto told to reload them
+//! with SIGHUP to the pid in its pid file.
+//!
+//! Everything here blocks: call it on the blocking pool.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use broker::mosquitto::MosquittoConfig;
+
+use crate::identity::mosquitto::{self, Files};
+use crate::store::StoreError;
+
+/// The conf's name inside the directory.
+pub const CONF: &str = "mosquitto.conf";
+
+/// Mode of every file written: the owner (the bridge's user) writes, its
+/// group (Mosquitto's) reads, no one else. The password files hold hashes
+/// only, but of every device.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Why the files could not be written or Mosquitto told.
+#[derive(Debug, thiserror::Error)]
+pub enum MosquittoDirError {
+    #[error("cannot write {path}: {source} (the bridge's user must be able to write [broker.mosquitto] dir)")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read Mosquitto's pid from {path}: {reason} (is Mosquitto running with `pid_file {path}` in its conf?)")]
+    Pid { path: PathBuf, reason: String },
+    #[error("cannot send SIGHUP to Mosquitto (pid {pid} from {path}): {source} (run the bridge as Mosquitto's user, or fix [broker.mosquitto] pid_file)")]
+    Signal {
+        pid: i32,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The `mosquitto.conf` for `m`: the devices' listener on
+/// `m.devices_listen`, the service listener on `[broker] url`'s host and
+/// port, the files in `dir`, and `pid_file` when given. Paths are made
+/// absolute: Mosquitto resolves relative ones against its own working
+/// directory.
+pub fn conf(m: &MosquittoConfig, dir: &Path, service: (&str, u16)) -> String {
+    let devices = (m.devices_listen.ip().to_string(), m.devices_listen.port());
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut text = mosquitto::conf(&dir, (devices.0.as_str(), devices.1), service);
+    if let Some(pid) = &m.pid_file {
+        let pid = std::path::absolute(pid).unwrap_or_else(|_| pid.clone());
+        text.push_str(&format!("\npid_file {}\n", pid.display()));
+    }
+    text
+}
+
+/// Writes the four files (and `conf`, if given) into `dir`, creating it.
+pub fn write(dir: &Path, files: &Files, conf: Option<&str>) -> Result<(), MosquittoDirError> {
+    std::fs::create_dir_all(dir).map_err(|source| MosquittoDirError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (name, text) in files.each() {
+        write_atomic(&dir.join(name), text)?;
+    }
+    if let Some(c) = conf {
+        write_atomic(&dir.join(CONF), c)?;
+    }
+    Ok(())
+}
+
+/// `path.tmp`, synced, then renamed over `path`.
+fn write_atomic(path: &Path, text: &str) -> Result<(), MosquittoDirError> {
+    let err = |source| MosquittoDirError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(FILE_MODE);
+    }
+    let mut f = o.open(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Sends SIGHUP to the process whose pid is in `pid_file`: Mosquitto then
+/// reloads its password and ACL files, and closes the connections of
+/// clients whose login they no longer hold. Returns the pid.
+pub fn reload(pid_file: &Path) -> Result<i32, MosquittoDirError> {
+    let pid_err = |reason: String| MosquittoDirError::Pid {
+        path: pid_file.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(pid_file).map_err(|e| pid_err(e.to_string()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| pid_err(format!("{:?} is not a process id", text.trim())))?;
+    if pid <= 1 {
+        return Err(pid_err(format!("{pid} is not Mosquitto's pid")));
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // pid > 1, so it never signals a process group or every process.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    if rc != 0 {
+        return Err(MosquittoDirError::Signal {
+            pid,
+            path: pid_file.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(pid)
+}

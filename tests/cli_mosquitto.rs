@@ -1,0 +1,222 @@
+//! `ota broker mosquitto` as a user runs it (issue 12, E1 on Mosquitto):
+//! the files it writes for a registry in a real sled data_dir, loaded by a
+//! real /usr/sbin/mosquitto. The provisioned device logs in; forged,
+//! revoked and unknown logins and the bridge's account on the devices'
+//! listener are refused; the bridge and the operator log in on the
+//! service listener. A config without `[broker.mosquitto]` is refused in
+//! one line that says what to add.
+
+mod cli_support;
+mod serve_support;
+
+use std::path::Path;
+
+use bridge::identity::{CredentialRecord, CredentialStore, Standing};
+use harness::mosquitto::Mosquitto;
+use harness::raw::RawClient;
+use schemas::msg::{Membership, WireMessage};
+use schemas::topic::{Topic, Topics};
+use schemas::{DeviceId, GroupName};
+use serve_support::{free_port, operator_key, release_key, write_config};
+
+pub const BRIDGE: (&str, &str) = ("ota-bridge", "bridge-secret-0123456789");
+pub const ALICE: (&str, &str) = ("alice", "alice-secret-0123456789");
+
+/// `ota.toml` for an external Mosquitto whose files ota keeps in
+/// `dir/mosquitto`, its pid in `dir/run`. Mosquitto started as root runs
+/// as its own user: as docs/operations.md says, the files' directory is
+/// its group's with the setgid bit (new files, mode 0640, get that group),
+/// and it may write its pid file.
+pub fn mosquitto_config(dir: &Path, service: u16, devices: u16) -> std::path::PathBuf {
+    let ((bu, bp), (au, ap)) = (BRIDGE, ALICE);
+    let (run, files) = (dir.join("run"), dir.join("mosquitto"));
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&files).unwrap();
+    set_mode(dir, 0o755);
+    set_mode(&run, 0o777);
+    std::os::unix::fs::chown(&files, None, Some(mosquitto_gid())).unwrap();
+    set_mode(&files, 0o2750);
+    let path = dir.join("ota.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\n\
+             data_dir = \"data\"\n\
+             operator_keys = [\"operator.pub\"]\n\
+             release_keys = [\"release.pub\"]\n\
+             [operator]\n\
+             key = \"operator.key\"\n\
+             username = \"{au}\"\n\
+             password = \"{ap}\"\n\
+             [broker]\n\
+             mode = \"external\"\n\
+             url = \"mqtt://127.0.0.1:{service}\"\n\
+             username = \"{bu}\"\n\
+             password = \"{bp}\"\n\
+             [broker.mosquitto]\n\
+             dir = \"mosquitto\"\n\
+             pid_file = \"run/mosquitto.pid\"\n\
+             devices_listen = \"127.0.0.1:{devices}\"\n\
+             [broker.mosquitto.operators]\n\
+             {au} = \"{ap}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The group Mosquitto runs as (its package creates it).
+fn mosquitto_gid() -> u32 {
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    groups
+        .lines()
+        .find_map(|l| l.strip_prefix("mosquitto:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|g| g.parse().ok())
+        .expect("a mosquitto group in /etc/group (the mosquitto package makes it)")
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn record(id: &DeviceId, password: &str, standing: Standing) -> CredentialRecord {
+    CredentialRecord::new(id.clone(), password, standing, 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_mosquitto_writes_files_a_real_mosquitto_enforces() {
+    assert!(
+        harness::mosquitto::binary().is_some(),
+        "mosquitto is not installed: apt-get install -y mosquitto (.ci/run does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    operator_key(dir);
+    release_key(dir, 1);
+    let (service, devices) = (free_port(), free_port());
+    mosquitto_config(dir, service, devices);
+
+    // The registry of a stopped bridge: dev-1 active and in group acme,
+    // dev-2 revoked.
+    let (d1, d2) = (
+        DeviceId::new("dev-1").unwrap(),
+        DeviceId::new("dev-2").unwrap(),
+    );
+    let (p1, p2) = ("dev-1-secret-0123456789", "dev-2-secret-0123456789");
+    {
+        let store = bridge::store::Store::open(&dir.join("data")).unwrap();
+        let creds = CredentialStore::open(store.db()).unwrap();
+        creds.put(&record(&d1, p1, Standing::Active)).unwrap();
+        creds.put(&record(&d2, p2, Standing::Revoked)).unwrap();
+        let t = Topics::default();
+        let member = Membership {
+            groups: vec![GroupName::new("acme").unwrap()],
+        };
+        store
+            .retained
+            .put(&t.build(&Topic::Groups(d1.clone())), &member.encode())
+            .unwrap();
+        store.db().flush().unwrap();
+    }
+
+    let run = cli_support::ota(
+        dir,
+        &["broker", "mosquitto", "--config", "ota.toml", "--json"],
+    )
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("--json prints JSON");
+    assert_eq!(v["devices"], 1, "{v}");
+    assert_eq!(v["devices_with_grants"], 1, "{v}");
+    assert_eq!(v["bridge"], BRIDGE.0, "{v}");
+    assert_eq!(v["operators"], serde_json::json!([ALICE.0]), "{v}");
+    let conf = std::path::PathBuf::from(v["conf"].as_str().unwrap());
+    assert_eq!(
+        conf,
+        dir.canonicalize().unwrap().join("mosquitto/mosquitto.conf")
+    );
+    for f in v["files"].as_array().unwrap() {
+        let meta = std::fs::metadata(f.as_str().unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640, "{f}");
+    }
+    let passwd = std::fs::read_to_string(dir.join("mosquitto/devices.passwd")).unwrap();
+    assert!(!passwd.contains(p1), "a password in clear");
+    let service_passwd = std::fs::read_to_string(dir.join("mosquitto/service.passwd")).unwrap();
+    assert!(!service_passwd.contains(BRIDGE.1) && !service_passwd.contains(ALICE.1));
+
+    let m = Mosquitto::start_conf(&conf, devices)
+        .await
+        .expect("mosquitto runs the conf");
+    let pid = std::fs::read_to_string(dir.join("run/mosquitto.pid")).unwrap();
+    assert_eq!(pid.trim(), m.pid().to_string(), "the conf's pid_file");
+
+    let refused = [
+        (devices, "dev-1", p2, "dev-1 with dev-2's password"),
+        (devices, "dev-2", p2, "revoked dev-2"),
+        (devices, "ghost", p1, "an unknown id"),
+        (
+            devices,
+            BRIDGE.0,
+            BRIDGE.1,
+            "the bridge on the devices' listener",
+        ),
+        (
+            devices,
+            ALICE.0,
+            ALICE.1,
+            "an operator on the devices' listener",
+        ),
+        (service, "dev-1", p1, "a device on the service listener"),
+        (
+            service,
+            BRIDGE.0,
+            "wrong",
+            "the bridge with a wrong password",
+        ),
+    ];
+    for (port, id, pw, what) in refused {
+        assert!(
+            RawClient::login(port, id, pw).await.is_err(),
+            "{what}: logged in"
+        );
+    }
+    RawClient::login(devices, "dev-1", p1)
+        .await
+        .expect("dev-1 logs in with its own password");
+    RawClient::login(service, BRIDGE.0, BRIDGE.1)
+        .await
+        .expect("the bridge logs in on the service listener");
+    RawClient::login(service, ALICE.0, ALICE.1)
+        .await
+        .expect("alice logs in on the service listener");
+    let acl = std::fs::read_to_string(dir.join("mosquitto/devices.acl")).unwrap();
+    assert!(
+        acl.contains("user dev-1\ntopic read ota/v1/groups/acme/campaign\n"),
+        "{acl}"
+    );
+}
+
+#[test]
+fn broker_mosquitto_without_its_section_says_what_to_add() {
+    let tmp = tempfile::tempdir().unwrap();
+    operator_key(tmp.path());
+    write_config(tmp.path(), "[broker]\nallow_anonymous = true\n");
+    cli_support::ota(tmp.path(), &["broker", "mosquitto", "--config", "ota.toml"])
+        .fails_with(1, &["[broker.mosquitto]", "mode = \"external\"", "--help"]);
+    let help = cli_support::ota(tmp.path(), &["broker", "mosquitto", "--help"]).ok();
+    for w in [
+        "[broker.mosquitto]",
+        "pid_file",
+        "devices_listen",
+        "mosquitto -c",
+        "SIGHUP",
+    ] {
+        assert!(
+            help.stdout.contains(w),
+            "--help lacks {w}:\n{}",
+            help.stdout
+        );
+    }
+}
