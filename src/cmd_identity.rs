@@ -50,7 +50,8 @@ pub struct Provision {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// The broker URL devices use (mqtt://HOST:PORT); default: the one of
-    /// --config or --broker.
+    /// --config (with [broker.mosquitto], its devices_listen port) or
+    /// --broker.
     #[arg(long, value_name = "URL")]
     broker_url: Option<String>,
     /// A trusted release key file (.pub), besides the config's
@@ -126,6 +127,10 @@ fn template(
 ) -> anyhow::Result<Template> {
     let opts = conn.options()?;
     let config = conn.config_file().map(bridge::Config::load).transpose()?;
+    let devices_port = config
+        .as_ref()
+        .and_then(|c| c.mosquitto())
+        .map(|m| m.devices_listen.port());
     let director_keys: Vec<VerifyingKey> = config
         .as_ref()
         .and_then(|c| c.bridge.director_key.as_ref())
@@ -141,7 +146,10 @@ fn template(
     if release_keys.is_empty() {
         bail!("no release keys to trust: list them in the config's [bridge] release_keys, or give --release-key FILE.pub");
     }
-    let broker_url = broker_url.unwrap_or_else(|| format!("mqtt://{}:{}", opts.host, opts.port));
+    // With Mosquitto (ota broker mosquitto), devices have a listener of
+    // their own on the same host.
+    let port = devices_port.unwrap_or(opts.port);
+    let broker_url = broker_url.unwrap_or_else(|| format!("mqtt://{}:{port}", opts.host));
     if schemas::provisioning::parse_broker_url(&broker_url).is_none() {
         bail!("--broker-url {broker_url:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT");
     }

@@ -4,7 +4,10 @@
 //! revoked and unknown logins and the bridge's account on the devices'
 //! listener are refused; the bridge and the operator log in on the
 //! service listener. A config without `[broker.mosquitto]` is refused in
-//! one line that says what to add.
+//! one line that says what to add. And `ota serve` keeps the files
+//! current: a device provisioned with the CLI logs in, is granted its
+//! group's topics before its Membership names the group, and revoked it is
+//! disconnected and refused.
 
 mod cli_support;
 mod serve_support;
@@ -15,9 +18,10 @@ use bridge::identity::{CredentialRecord, CredentialStore, Standing};
 use harness::mosquitto::Mosquitto;
 use harness::raw::RawClient;
 use schemas::msg::{Membership, WireMessage};
+use schemas::provisioning::Provisioning;
 use schemas::topic::{Topic, Topics};
 use schemas::{DeviceId, GroupName};
-use serve_support::{free_port, operator_key, release_key, write_config};
+use serve_support::{free_port, operator_key, release_key, wait_ready_as, write_config, Serve};
 
 pub const BRIDGE: (&str, &str) = ("ota-bridge", "bridge-secret-0123456789");
 pub const ALICE: (&str, &str) = ("alice", "alice-secret-0123456789");
@@ -81,22 +85,29 @@ pub fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// A temp dir with the keys and [`mosquitto_config`] on two free ports
+/// (service, devices).
+fn setup() -> (tempfile::TempDir, schemas::keys::SigningKey, u16, u16) {
+    assert!(
+        harness::mosquitto::binary().is_some(),
+        "mosquitto is not installed: apt-get install -y mosquitto (.ci/run does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let key = operator_key(tmp.path());
+    release_key(tmp.path(), 1);
+    let (service, devices) = (free_port(), free_port());
+    mosquitto_config(tmp.path(), service, devices);
+    (tmp, key, service, devices)
+}
+
 fn record(id: &DeviceId, password: &str, standing: Standing) -> CredentialRecord {
     CredentialRecord::new(id.clone(), password, standing, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_mosquitto_writes_files_a_real_mosquitto_enforces() {
-    assert!(
-        harness::mosquitto::binary().is_some(),
-        "mosquitto is not installed: apt-get install -y mosquitto (.ci/run does)"
-    );
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, _, service, devices) = setup();
     let dir = tmp.path();
-    operator_key(dir);
-    release_key(dir, 1);
-    let (service, devices) = (free_port(), free_port());
-    mosquitto_config(dir, service, devices);
 
     // The registry of a stopped bridge: dev-1 active and in group acme,
     // dev-2 revoked.
@@ -219,4 +230,123 @@ fn broker_mosquitto_without_its_section_says_what_to_add() {
             help.stdout
         );
     }
+}
+
+/// Logs in once Mosquitto's files let it: tried now and again after each
+/// of Mosquitto's reloads, for at most 10 s.
+async fn login_once_reloaded(m: &Mosquitto, port: u16, id: &str, pw: &str) -> RawClient {
+    let mut reloads = m.reloads();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        reloads.borrow_and_update();
+        match RawClient::login(port, id, pw).await {
+            Ok(c) => return c,
+            Err(e) => {
+                let next = tokio::time::timeout_at(deadline, reloads.changed()).await;
+                assert!(
+                    next.is_ok(),
+                    "{id} is still refused ({e:?}) and Mosquitto did not reload"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_mosquitto_current_as_devices_are_provisioned_and_revoked() {
+    let (tmp, key, service, devices) = setup();
+    let dir = tmp.path();
+    // The files of the empty registry: the bridge's and alice's logins.
+    cli_support::ota(dir, &["broker", "mosquitto", "--config", "ota.toml"]).ok();
+    let conf = dir.join("mosquitto/mosquitto.conf");
+    let m = Mosquitto::start_conf(&conf, devices)
+        .await
+        .expect("mosquitto runs the conf");
+    let _serve = Serve::start(&dir.join("ota.toml"));
+    let ops = wait_ready_as(service, &key, Some(ALICE)).await;
+
+    let out = cli_support::ota(
+        dir,
+        &[
+            "devices",
+            "provision",
+            "dev-9",
+            "--out",
+            "factory",
+            "--config",
+            "ota.toml",
+        ],
+    )
+    .ok();
+    let file = std::fs::read(dir.join("factory/dev-9.json")).expect(&out.stdout);
+    let p = Provisioning::from_json(&file).unwrap();
+    assert_eq!(
+        p.broker_url,
+        format!("mqtt://127.0.0.1:{devices}"),
+        "the devices' listener"
+    );
+    let passwd = std::fs::read_to_string(dir.join("mosquitto/devices.passwd")).unwrap();
+    assert!(
+        passwd.starts_with("dev-9:$6$"),
+        "the bridge rewrote the file: {passwd}"
+    );
+    let mut dev = login_once_reloaded(&m, devices, "dev-9", &p.password).await;
+    assert!(
+        RawClient::login(devices, "dev-9", "not-its-password")
+            .await
+            .is_err(),
+        "dev-9 with a wrong password"
+    );
+
+    // Joining a group: the grant is in Mosquitto's ACL file before the
+    // Membership that names the group reaches the device.
+    let (t, d9) = (Topics::default(), DeviceId::new("dev-9").unwrap());
+    let own = t.build(&Topic::Groups(d9.clone()));
+    dev.subscribe(std::slice::from_ref(&own)).await.unwrap();
+    dev.hello(&t, &d9, "acme").await.unwrap();
+    cli_support::ota(
+        dir,
+        &[
+            "group",
+            "put",
+            "acme",
+            "--members",
+            "dev-9",
+            "--config",
+            "ota.toml",
+        ],
+    )
+    .ok();
+    let acme = GroupName::new("acme").unwrap();
+    dev.until(|g| match g {
+        harness::raw::Got::Publish { topic, payload } if *topic == own => {
+            Membership::decode_retained(payload)
+                .ok()
+                .filter(|m| m.groups.contains(&acme))
+        }
+        _ => None,
+    })
+    .await
+    .expect("dev-9's Membership naming acme");
+    let acl = std::fs::read_to_string(dir.join("mosquitto/devices.acl")).unwrap();
+    assert!(
+        acl.contains("user dev-9\ntopic read ota/v1/groups/acme/campaign\n"),
+        "the Membership came before the grant:\n{acl}"
+    );
+
+    cli_support::ota(dir, &["devices", "revoke", "dev-9", "--config", "ota.toml"]).ok();
+    // Mosquitto's reload of the rewritten files closes its connection...
+    dev.closed()
+        .await
+        .expect("the revoked device's connection stays open");
+    // ... and judges every later login by them.
+    assert!(
+        RawClient::login(devices, "dev-9", &p.password)
+            .await
+            .is_err(),
+        "revoked dev-9 logged in"
+    );
+    let passwd = std::fs::read_to_string(dir.join("mosquitto/devices.passwd")).unwrap();
+    assert!(!passwd.contains("dev-9"), "{passwd}");
+    ops.close().await;
 }

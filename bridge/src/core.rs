@@ -195,11 +195,15 @@ impl Core {
         let retained = crate::rt::blocking(move || store.retained.all())
             .await
             .map_err(|e| CoreError::Task(format!("reading the retained tree: {e}")))??;
-        for (topic, payload) in retained {
-            if let Ok(t) = topics.parse(&topic) {
-                // Grants follow what is retained, before it goes out.
-                s.identity().observe(&t, &payload);
+        // Grants follow what is retained, before it goes out (to an
+        // external broker too, once for all).
+        for (topic, payload) in &retained {
+            if let Ok(t) = topics.parse(topic) {
+                s.identity().observe(&t, payload);
             }
+        }
+        s.identity().applied().await;
+        for (topic, payload) in retained {
             // Signed afresh (a new counter and expiry, E2): at start, on a
             // reconnect and every tenth of the ttl.
             let payload = match (topics.parse(&topic), s.publisher().director()) {

@@ -266,6 +266,8 @@ impl Bridge {
         let artifact_store =
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
         let actors_token = CancellationToken::new();
+        // Before connecting: puts the bridge's login in Mosquitto's files.
+        let mosquitto_sync = mosquitto::sync::start(&config, &identity, &actors_token).await;
         let flight = Arc::new(blocks::flight::Flight::default());
         let (block_server, blocks_task) = blocks::spawn(
             config.blocks.clone(),
@@ -443,6 +445,9 @@ impl Bridge {
                 })),
             ),
         ];
+        if let Some(h) = mosquitto_sync {
+            actors.push(("mosquitto sync", Some(h)));
+        }
         if let Some((bound, shared)) = http {
             let token = actors_token.clone();
             actors.push((

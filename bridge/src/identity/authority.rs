@@ -20,7 +20,12 @@
 //! the broker's listener thread.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::warn;
 
 use broker::{Authority, ConnectVerdict, Login};
 use schemas::keys::Kid;
@@ -101,7 +106,21 @@ pub struct Identity {
     state: RwLock<State>,
     refusals: Refusals,
     disconnector: RwLock<Option<Disconnector>>,
+    /// An external broker's copy (Mosquitto's files, `crate::mosquitto`):
+    /// `changes` counts every change it must be given, `applied` the last
+    /// it was given.
+    external: External,
 }
+
+/// How far an external broker's copy of the registry is.
+struct External {
+    on: AtomicBool,
+    changes: watch::Sender<u64>,
+    applied: watch::Sender<u64>,
+}
+
+/// How long [`Identity::applied`] waits for an external broker's copy.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// Closes a client's connection by client id (the embedded broker's).
 pub type Disconnector = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
@@ -116,6 +135,11 @@ impl Identity {
             state: RwLock::new(State::default()),
             refusals: Refusals::default(),
             disconnector: RwLock::new(None),
+            external: External {
+                on: AtomicBool::new(false),
+                changes: watch::Sender::new(0),
+                applied: watch::Sender::new(0),
+            },
         };
         for r in records {
             id.upsert(r);
@@ -178,6 +202,45 @@ impl Identity {
             trusts: r.trusts.as_ref().map(|t| t.clone().into_boxed_slice()),
         };
         self.write().devices.insert(r.id.clone(), entry);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.external.changes.send_modify(|n| *n += 1);
+    }
+
+    /// An external broker keeps a copy from now on: [`Identity::applied`]
+    /// waits for it. Returns the change counter to follow.
+    pub fn follow_changes(&self) -> watch::Receiver<u64> {
+        self.external.on.store(true, Ordering::Release);
+        self.external.changes.subscribe()
+    }
+
+    /// The external broker's copy holds every change up to `change`.
+    pub fn mark_applied(&self, change: u64) {
+        self.external.applied.send_modify(|a| *a = (*a).max(change));
+    }
+
+    /// Waits until the external broker's copy holds every change made so
+    /// far (at most [`APPLY_WAIT`]; then it says so and goes on), so that
+    /// a device is granted a group's topics before its Membership names
+    /// the group, and a provisioned device can log in once `ota devices
+    /// provision` returns. At once when there is no external copy.
+    pub async fn applied(&self) {
+        if !self.external.on.load(Ordering::Acquire) {
+            return;
+        }
+        let target = *self.external.changes.borrow();
+        let mut rx = self.external.applied.subscribe();
+        let wait = rx.wait_for(|a| *a >= target);
+        if tokio::time::timeout(APPLY_WAIT, wait).await.is_err() {
+            warn!(
+                change = target,
+                wait_secs = APPLY_WAIT.as_secs(),
+                "the external broker's password and ACL files are not current yet (see the \
+                 mosquitto sync's error above): going on without them"
+            );
+        }
     }
 
     /// Was the device provisioned trusting the release key `kid`? `None`
@@ -268,14 +331,15 @@ impl Identity {
     /// Takes note of a retained message the bridge is about to publish
     /// (Memberships and announcements grant topics).
     pub fn observe(&self, topic: &Topic, payload: &[u8]) {
-        if matches!(
+        let grants = matches!(
             topic,
             Topic::Groups(_)
                 | Topic::GroupCampaign(_)
                 | Topic::GroupEmergency(_)
                 | Topic::Emergency
-        ) {
-            self.write().grants.observe(topic, payload);
+        );
+        if grants && self.write().grants.observe(topic, payload) {
+            self.changed();
         }
     }
 

@@ -33,8 +33,10 @@ pub struct Grants {
 impl Grants {
     /// Takes note of a retained message the bridge is about to publish.
     /// Other topics are ignored. A payload that does not decode grants
-    /// nothing (and takes back what the topic granted before).
-    pub fn observe(&mut self, topic: &Topic, payload: &[u8]) {
+    /// nothing (and takes back what the topic granted before). Returns
+    /// whether any grant changed (a re-signed copy of the same message
+    /// changes none).
+    pub fn observe(&mut self, topic: &Topic, payload: &[u8]) -> bool {
         match topic {
             Topic::Groups(id) => {
                 let groups = if payload.is_empty() {
@@ -44,26 +46,28 @@ impl Grants {
                         .map(|m| m.groups)
                         .unwrap_or_default()
                 };
-                if groups.is_empty() {
-                    self.groups.remove(id);
+                let before = if groups.is_empty() {
+                    self.groups.remove(id)
                 } else {
-                    self.groups.insert(id.clone(), groups);
-                }
+                    self.groups.insert(id.clone(), groups.clone())
+                };
+                before.unwrap_or_default() != groups
             }
             Topic::GroupCampaign(g) => self.announce(Board::Campaign(g.clone()), payload),
             Topic::GroupEmergency(g) => self.announce(Board::GroupEmergency(g.clone()), payload),
             Topic::Emergency => self.announce(Board::Emergency, payload),
-            _ => {}
+            _ => false,
         }
     }
 
-    fn announce(&mut self, board: Board, payload: &[u8]) {
+    fn announce(&mut self, board: Board, payload: &[u8]) -> bool {
         let artifacts = announced_artifacts(payload);
-        if artifacts.is_empty() {
-            self.announced.remove(&board);
+        let before = if artifacts.is_empty() {
+            self.announced.remove(&board)
         } else {
-            self.announced.insert(board, artifacts);
-        }
+            self.announced.insert(board, artifacts.clone())
+        };
+        before.unwrap_or_default() != artifacts
     }
 
     /// The groups in the device's Membership.
@@ -216,21 +220,26 @@ mod tests {
     fn membership_grants_the_group_and_its_artifacts() {
         let (d1, d2, g, a) = ids();
         let mut gr = Grants::default();
-        gr.observe(&Topic::GroupCampaign(g.clone()), &announcement(&["esp32"]));
-        assert!(!gr.may_fetch(&d1, &a));
-        gr.observe(
-            &Topic::Groups(d1.clone()),
-            &Membership {
-                groups: vec![g.clone()],
-            }
-            .encode(),
+        let board = Topic::GroupCampaign(g.clone());
+        assert!(gr.observe(&board, &announcement(&["esp32"])), "a change");
+        assert!(
+            !gr.observe(&board, &announcement(&["esp32"])),
+            "the same again"
         );
+        assert!(!gr.may_fetch(&d1, &a));
+        let member = Membership {
+            groups: vec![g.clone()],
+        }
+        .encode();
+        assert!(gr.observe(&Topic::Groups(d1.clone()), &member));
+        assert!(!gr.observe(&Topic::Groups(d1.clone()), &member));
         assert!(gr.in_group(&d1, &g));
         assert!(gr.may_fetch(&d1, &a));
         assert!(!gr.may_fetch(&d2, &a));
         assert!(!gr.may_fetch(&d1, &sample("armv7").artifact));
         // Leaving the group takes both back.
-        gr.observe(&Topic::Groups(d1.clone()), &[]);
+        assert!(gr.observe(&Topic::Groups(d1.clone()), &[]));
+        assert!(!gr.observe(&Topic::Groups(d1.clone()), &[]));
         assert!(!gr.in_group(&d1, &g));
         assert!(!gr.may_fetch(&d1, &a));
     }

@@ -3,10 +3,12 @@
 //! dir`, and Mosquitto told to reload them.
 //!
 //! - [`dir`]: writing the files atomically, the conf, SIGHUP.
+//! - [`sync`]: the bridge keeps the files current, debounced.
 //! - [`export`] (here): `ota broker mosquitto`, the files of a stopped
 //!   bridge's registry.
 
 pub mod dir;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 

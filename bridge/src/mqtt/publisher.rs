@@ -140,6 +140,18 @@ impl Publisher {
         &self.topics
     }
 
+    /// Shows retained messages about to be published to the identity and
+    /// waits until an external broker has the grants they make
+    /// ([`crate::identity::Identity::applied`]): once for a batch.
+    pub async fn grant(&self, messages: &[(Topic, Vec<u8>)]) {
+        if let Some(id) = &self.identity {
+            for (topic, payload) in messages {
+                id.observe(topic, payload);
+            }
+            id.applied().await;
+        }
+    }
+
     /// Publishes at QoS 1. A retained message is shown to the identity
     /// first (grants follow Memberships and announcements, E1), as in
     /// [`Publisher::retain`].

@@ -113,6 +113,9 @@ pub async fn provision(
             replaced: rotated,
         });
     }
+    // An external Mosquitto has the new passwords before the reply: a
+    // device logs in as soon as `ota devices provision` returns.
+    state.identity().applied().await;
     info!(
         devices = records.len(),
         rotated = replace,
@@ -158,6 +161,8 @@ pub async fn revoke(
     state.credentials().put(&record)?;
     state.identity().upsert(&record);
     state.identity().disconnect(id.as_str());
+    // An external Mosquitto drops it when it reloads its files.
+    state.identity().applied().await;
     info!(device = %id, "device revoked");
     state
         .event(

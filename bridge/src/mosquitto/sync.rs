@@ -1,0 +1,158 @@
+//! Keeps an external Mosquitto's files current while the bridge runs:
+//! after every change to the registry (provision, rotate, revoke, accept,
+//! reject) or to the grants (Memberships, announcements), the files are
+//! rendered again, each renamed over the old one, and Mosquitto is sent
+//! SIGHUP. Mosquitto then judges every login and delivery by them, and
+//! closes the connections of devices its new password file no longer
+//! holds (a revoked device is out at once).
+//!
+//! Debounced: the first change starts a [`DEBOUNCE`] window; what changes
+//! within it goes out in the same rewrite, and what changes during the
+//! rewrite in the next one. Each rewrite tells [`Identity::mark_applied`]
+//! the change it covers, which is what [`Identity::applied`] waits for.
+//!
+//! A failed rewrite or signal is logged once (with what to do) until one
+//! works again, and retried after [`RETRY`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::mosquitto::MosquittoConfig;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::dir::{self, MosquittoDirError};
+use crate::identity::Identity;
+use crate::{BridgeError, Config};
+
+/// Starts the sync when the config has `[broker.mosquitto]`: the first
+/// write is done when this returns. The task ends when `token` is
+/// cancelled.
+pub async fn start(
+    config: &Config,
+    identity: &Arc<Identity>,
+    token: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<Result<(), BridgeError>>> {
+    let m = config.mosquitto()?;
+    if m.pid_file.is_none() {
+        warn!(dir = %m.dir.display(), "no [broker.mosquitto] pid_file: the bridge rewrites Mosquitto's files but cannot tell it to reload them; set pid_file to Mosquitto's pid_file");
+    }
+    let e = config.endpoint();
+    let sync = MosquittoSync {
+        identity: identity.clone(),
+        config: m.clone(),
+        conf: dir::conf(m, &m.dir, (e.host.as_str(), e.port)),
+    };
+    let task = sync.start(token.clone()).await;
+    Some(tokio::spawn(async move {
+        task.await
+            .map_err(|e| BridgeError::Task(format!("mosquitto sync: {e}")))
+    }))
+}
+
+/// How long changes are gathered before one rewrite.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long after a failed rewrite it is tried again.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// What the sync needs.
+pub struct MosquittoSync {
+    pub identity: Arc<Identity>,
+    pub config: MosquittoConfig,
+    /// The conf, written at start (it does not change while the bridge runs).
+    pub conf: String,
+}
+
+impl MosquittoSync {
+    /// Writes the conf and the files once, tells Mosquitto, and from then
+    /// on follows the changes (see the module). The first write happens
+    /// before this returns, so the bridge's own login is in place before
+    /// it connects.
+    pub async fn start(self, token: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let mut changes = self.identity.follow_changes();
+        let mut failing = false;
+        let first = *changes.borrow_and_update();
+        if self
+            .rewrite(first, Some(self.conf.clone()), &mut failing)
+            .await
+        {
+            info!(dir = %self.config.dir.display(), "mosquitto's password and ACL files written");
+        }
+        tokio::spawn(async move { self.follow(changes, failing, token).await })
+    }
+
+    async fn follow(
+        self,
+        mut changes: watch::Receiver<u64>,
+        mut failing: bool,
+        token: CancellationToken,
+    ) {
+        loop {
+            if !failing {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(if failing { RETRY } else { DEBOUNCE }) => {}
+            }
+            let change = *changes.borrow_and_update();
+            self.rewrite(change, None, &mut failing).await;
+        }
+    }
+
+    /// Renders and writes the files (and `conf`), then SIGHUP; true when
+    /// all of it worked, and then `change` is applied.
+    async fn rewrite(&self, change: u64, conf: Option<String>, failing: &mut bool) -> bool {
+        let (identity, dir_path, pid_file) = (
+            self.identity.clone(),
+            self.config.dir.clone(),
+            self.config.pid_file.clone(),
+        );
+        let r = crate::rt::blocking(move || write_and_reload(&identity, &dir_path, conf, pid_file))
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "the mosquitto sync's task failed; retrying");
+                *failing = true;
+                return false;
+            }
+        };
+        match r {
+            Ok(pid) => {
+                if *failing {
+                    info!("mosquitto's files are current again");
+                }
+                *failing = false;
+                debug!(change, ?pid, "mosquitto's files rewritten");
+                self.identity.mark_applied(change);
+                true
+            }
+            Err(e) => {
+                if !*failing {
+                    warn!(error = %e, "mosquitto's files are not current: devices provisioned, revoked or moved since are judged by the old ones until this works (retried every {} s)", RETRY.as_secs());
+                }
+                *failing = true;
+                false
+            }
+        }
+    }
+}
+
+/// Blocks: renders under the identity's read lock (hashing the bridge's
+/// and operators' passwords), writes, signals.
+fn write_and_reload(
+    identity: &Identity,
+    dir_path: &std::path::Path,
+    conf: Option<String>,
+    pid_file: Option<PathBuf>,
+) -> Result<Option<i32>, MosquittoDirError> {
+    let files = identity.mosquitto_files();
+    dir::write(dir_path, &files, conf.as_deref())?;
+    pid_file.map(|p| dir::reload(&p)).transpose()
+}
