@@ -1,6 +1,6 @@
 //! `ota sim`: the fleet simulator (`device_sim::fleet`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,12 +203,27 @@ impl Run for Sim {
             eprintln!("{w}");
         }
         let (summary_host, summary_port) = (fleet.host.clone(), fleet.port);
+        let with_login: BTreeSet<DeviceId> = fleet.logins.keys().cloned().collect();
         let opts = SimOptions {
             fleet,
             duration: self.duration.map(Duration::from_secs),
             live: true,
+            stop_on_refused_login: true,
         };
         let summary = rt::block_on(run_sim(opts, rt::shutdown_signal()))??;
+        if let Some(r) = &summary.stats.first_refused {
+            let how = if with_login.contains(&r.device) {
+                "with its provisioning credentials: it is not provisioned on this bridge, revoked, or they are not its current ones (`ota devices rotate` writes new ones)"
+            } else {
+                "without credentials (no provisioning file for it): give --provisioning DIR with its ID.json, or --provision OTA_TOML to provision the simulated fleet"
+            };
+            bail!(
+                "the broker at {} refused {}'s login ({}) {how}; the simulator stopped",
+                self.broker,
+                r.device,
+                r.reason
+            );
+        }
         if summary.stats.ever_connected == 0 {
             let why = summary
                 .stats

@@ -7,11 +7,13 @@
 //! one line that says what to add. And `ota serve` keeps the files
 //! current: a device provisioned with the CLI logs in, is granted its
 //! group's topics before its Membership names the group, and revoked it is
-//! disconnected and refused.
+//! disconnected and refused. `ota sim` whose devices Mosquitto refuses
+//! stops at once with one line that names the device and what to do.
 
 mod cli_support;
 mod serve_support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use bridge::identity::{CredentialRecord, CredentialStore, Standing};
@@ -98,6 +100,15 @@ fn setup() -> (tempfile::TempDir, schemas::keys::SigningKey, u16, u16) {
     let (service, devices) = (free_port(), free_port());
     mosquitto_config(tmp.path(), service, devices);
     (tmp, key, service, devices)
+}
+
+/// `ota broker mosquitto` in `dir`, then Mosquitto on its conf.
+async fn exported_mosquitto(dir: &Path, devices: u16) -> Mosquitto {
+    cli_support::ota(dir, &["broker", "mosquitto", "--config", "ota.toml"]).ok();
+    let conf = dir.join("mosquitto/mosquitto.conf");
+    Mosquitto::start_conf(&conf, devices)
+        .await
+        .expect("mosquitto runs the conf")
 }
 
 fn record(id: &DeviceId, password: &str, standing: Standing) -> CredentialRecord {
@@ -257,11 +268,7 @@ async fn serve_keeps_mosquitto_current_as_devices_are_provisioned_and_revoked() 
     let (tmp, key, service, devices) = setup();
     let dir = tmp.path();
     // The files of the empty registry: the bridge's and alice's logins.
-    cli_support::ota(dir, &["broker", "mosquitto", "--config", "ota.toml"]).ok();
-    let conf = dir.join("mosquitto/mosquitto.conf");
-    let m = Mosquitto::start_conf(&conf, devices)
-        .await
-        .expect("mosquitto runs the conf");
+    let m = exported_mosquitto(dir, devices).await;
     let _serve = Serve::start(&dir.join("ota.toml"));
     let ops = wait_ready_as(service, &key, Some(ALICE)).await;
 
@@ -349,4 +356,77 @@ async fn serve_keeps_mosquitto_current_as_devices_are_provisioned_and_revoked() 
     let passwd = std::fs::read_to_string(dir.join("mosquitto/devices.passwd")).unwrap();
     assert!(!passwd.contains("dev-9"), "{passwd}");
     ops.close().await;
+}
+
+/// `ota sim` against Mosquitto that refuses its devices: without
+/// credentials, and with a provisioning file whose password is not the
+/// registry's. Each run stops long before its --duration, exit code 1,
+/// one line naming the device and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_stops_with_the_refused_device_named() {
+    let (tmp, _, _, devices) = setup();
+    let dir = tmp.path();
+    let _m = exported_mosquitto(dir, devices).await;
+    let release = release_key(dir, 1).verifying_key();
+    std::fs::write(
+        dir.join("fleet.toml"),
+        "[keys]\ntrusted = [\"release.pub\"]\n",
+    )
+    .unwrap();
+    let broker = format!("127.0.0.1:{devices}");
+    let sim = |extra: &[&str]| {
+        let mut args = vec![
+            "sim",
+            "--broker",
+            broker.as_str(),
+            "--factory-line",
+            "line7",
+        ];
+        args.extend_from_slice(&["--profile", "fleet.toml"]);
+        args.extend_from_slice(&["--devices", "1", "--duration", "120"]);
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = cli_support::ota_async(dir, &args);
+            tokio::time::timeout(std::time::Duration::from_secs(30), run)
+                .await
+                .expect("ota sim still retries a refused login after 30 s")
+        }
+    };
+    sim(&[]).await.fails_with(
+        1,
+        &[
+            "refused line7-00001's login (not authorised)",
+            "without credentials",
+            "--provisioning DIR",
+        ],
+    );
+
+    // A provisioning file whose password the bridge never issued.
+    let factory = dir.join("factory");
+    std::fs::create_dir_all(&factory).unwrap();
+    let file = Provisioning {
+        version: schemas::provisioning::PROVISIONING_VERSION,
+        device_id: DeviceId::new("line7-00001").unwrap(),
+        broker_url: format!("mqtt://{broker}"),
+        prefix: "ota/v1".into(),
+        username: "line7-00001".into(),
+        password: schemas::provisioning::generate_password(),
+        labels: BTreeMap::new(),
+        release_keys: vec![release],
+        director_keys: Vec::new(),
+        tls: None,
+    };
+    std::fs::write(factory.join("line7-00001.json"), file.to_json()).unwrap();
+    sim(&["--provisioning", factory.to_str().unwrap()])
+        .await
+        .fails_with(
+            1,
+            &[
+                "refused line7-00001's login",
+                "with its provisioning credentials",
+                "ota devices rotate",
+            ],
+        );
 }

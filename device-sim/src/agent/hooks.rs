@@ -21,6 +21,10 @@ pub trait Hooks: Send + Sync + 'static {
     /// A connection attempt ended before the broker accepted it (a
     /// refused login, a broker away): what the client said.
     fn connect_failed(&mut self, _error: &str) {}
+    /// The broker refused the login with a CONNACK (bad username or
+    /// password, not authorised): retrying with the same credentials
+    /// cannot help. `reason` names the code.
+    fn login_refused(&mut self, _reason: &str) {}
     /// The agent noticed something (Status queued, acks, rejected blocks...).
     fn notice(&mut self, _notice: &Notice) {}
     /// A payload was refused (malformed, bad names) and dropped.

@@ -480,6 +480,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                             debug!(device = %self.cfg.agent.id, error = %e, "connection lost");
                             if !agent.is_connected() {
                                 self.hooks.connect_failed(&e.to_string());
+                                if let Some(reason) = refused_login(&e) {
+                                    self.hooks.login_refused(reason);
+                                }
                             }
                             return Ok(Exit::Reconnect);
                         }
@@ -761,5 +764,16 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             while eventloop.poll().await.is_ok() {}
         })
         .await;
+    }
+}
+
+/// The CONNACK refusal of a login the broker does not accept: its
+/// credentials, not the network, are wrong.
+fn refused_login(e: &rumqttc::ConnectionError) -> Option<&'static str> {
+    use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
+    match e {
+        E::ConnectionRefused(C::BadUserNamePassword) => Some("bad username or password"),
+        E::ConnectionRefused(C::NotAuthorized) => Some("not authorised"),
+        _ => None,
     }
 }

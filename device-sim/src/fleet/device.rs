@@ -180,6 +180,10 @@ impl Hooks for SimHooks {
         self.tracker.connect_failed(error);
     }
 
+    fn login_refused(&mut self, reason: &str) {
+        self.tracker.login_refused(self.slot, reason);
+    }
+
     fn notice(&mut self, n: &Notice) {
         match n {
             Notice::StatusQueued {

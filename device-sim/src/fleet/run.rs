@@ -22,6 +22,10 @@ pub struct SimOptions {
     pub duration: Option<Duration>,
     /// Draw live counters (false with `--json` on a pipe, for instance).
     pub live: bool,
+    /// Stop as soon as the broker refuses a device's login
+    /// ([`FleetStats::first_refused`] names it): `ota sim`'s choice, as
+    /// retrying the same credentials cannot help.
+    pub stop_on_refused_login: bool,
 }
 
 /// The summary printed at the end.
@@ -48,6 +52,7 @@ pub async fn run_sim(
     let started = Instant::now();
     let fleet = Fleet::spawn(opts.fleet)?;
     let tracker = fleet.tracker();
+    let watched = fleet.tracker();
     let display = opts.live.then(|| {
         tokio::spawn(async move {
             let tty = std::io::stderr().is_terminal();
@@ -76,9 +81,21 @@ pub async fn run_sim(
             None => std::future::pending().await,
         }
     };
+    let refused = async {
+        if !opts.stop_on_refused_login {
+            return std::future::pending().await;
+        }
+        let hour = Duration::from_secs(3600);
+        while watched
+            .wait_until(hour, |s| s.first_refused.is_some())
+            .await
+            .is_err()
+        {}
+    };
     tokio::select! {
         () = shutdown => {}
         () = until => {}
+        () = refused => {}
     }
     if let Some(d) = display {
         d.abort();

@@ -50,6 +50,19 @@ pub struct FleetStats {
     pub connect_failures: u64,
     /// What the last such attempt ended with (a refused login names it).
     pub last_connect_error: Option<String>,
+    /// Logins the broker refused with a CONNACK (bad username or
+    /// password, not authorised).
+    pub logins_refused: u64,
+    /// The first of them.
+    pub first_refused: Option<RefusedLogin>,
+}
+
+/// A login the broker refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedLogin {
+    pub device: DeviceId,
+    /// The CONNACK's code, as the client names it.
+    pub reason: String,
 }
 
 /// Faults injected so far.
@@ -207,6 +220,21 @@ impl Tracker {
         self.update(|g| {
             g.stats.connect_failures += 1;
             g.stats.last_connect_error = Some(error.to_string());
+        });
+    }
+
+    /// The broker refused device `i`'s login (a CONNACK refusal).
+    pub fn login_refused(&self, i: usize, reason: &str) {
+        self.update(|g| {
+            g.stats.logins_refused += 1;
+            if g.stats.first_refused.is_none() {
+                if let Some(id) = g.ids.get(i) {
+                    g.stats.first_refused = Some(RefusedLogin {
+                        device: id.clone(),
+                        reason: reason.to_string(),
+                    });
+                }
+            }
         });
     }
 
