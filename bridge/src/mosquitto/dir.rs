@@ -45,13 +45,18 @@ pub enum MosquittoDirError {
 
 /// The `mosquitto.conf` for `m`: the devices' listener on
 /// `m.devices_listen`, the service listener on `[broker] url`'s host and
-/// port, the files in `dir`, and `pid_file` when given. Paths are made
+/// port, the files in `dir`, the bridge's packet size and queue, and
+/// `pid_file` when given. Paths are made
 /// absolute: Mosquitto resolves relative ones against its own working
 /// directory.
 pub fn conf(m: &MosquittoConfig, dir: &Path, service: (&str, u16)) -> String {
     let devices = (m.devices_listen.ip().to_string(), m.devices_listen.port());
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut text = mosquitto::conf(&dir, (devices.0.as_str(), devices.1), service);
+    // What the bridge needs of any broker (docs/operations.md "External
+    // brokers"): a block and an operator chunk per packet, and room for
+    // the reports queued while the bridge is away.
+    text.push_str("\nmax_packet_size 262144\nmax_queued_messages 100000\n");
     if let Some(pid) = &m.pid_file {
         let pid = std::path::absolute(pid).unwrap_or_else(|_| pid.clone());
         text.push_str(&format!("\npid_file {}\n", pid.display()));

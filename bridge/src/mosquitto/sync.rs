@@ -40,10 +40,14 @@ pub async fn start(
         warn!(dir = %m.dir.display(), "no [broker.mosquitto] pid_file: the bridge rewrites Mosquitto's files but cannot tell it to reload them; set pid_file to Mosquitto's pid_file");
     }
     let e = config.endpoint();
+    // A conf that is there is the operator's (`ota broker mosquitto`'s,
+    // perhaps edited): left alone.
+    let conf =
+        (!m.dir.join(dir::CONF).exists()).then(|| dir::conf(m, &m.dir, (e.host.as_str(), e.port)));
     let sync = MosquittoSync {
         identity: identity.clone(),
         config: m.clone(),
-        conf: dir::conf(m, &m.dir, (e.host.as_str(), e.port)),
+        conf,
     };
     let task = sync.start(token.clone()).await;
     Some(tokio::spawn(async move {
@@ -61,12 +65,13 @@ pub const RETRY: Duration = Duration::from_secs(2);
 pub struct MosquittoSync {
     pub identity: Arc<Identity>,
     pub config: MosquittoConfig,
-    /// The conf, written at start (it does not change while the bridge runs).
-    pub conf: String,
+    /// The conf, written at start when there is none (it does not change
+    /// while the bridge runs).
+    pub conf: Option<String>,
 }
 
 impl MosquittoSync {
-    /// Writes the conf and the files once, tells Mosquitto, and from then
+    /// Writes the files (and the conf) once, tells Mosquitto, and from then
     /// on follows the changes (see the module). The first write happens
     /// before this returns, so the bridge's own login is in place before
     /// it connects.
@@ -74,10 +79,7 @@ impl MosquittoSync {
         let mut changes = self.identity.follow_changes();
         let mut failing = false;
         let first = *changes.borrow_and_update();
-        if self
-            .rewrite(first, Some(self.conf.clone()), &mut failing)
-            .await
-        {
+        if self.rewrite(first, self.conf.clone(), &mut failing).await {
             info!(dir = %self.config.dir.display(), "mosquitto's password and ACL files written");
         }
         tokio::spawn(async move { self.follow(changes, failing, token).await })
