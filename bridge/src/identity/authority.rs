@@ -115,6 +115,8 @@ pub struct Identity {
 /// How far an external broker's copy of the registry is.
 struct External {
     on: AtomicBool,
+    /// False while its rewrites fail: then nothing waits for them.
+    healthy: AtomicBool,
     changes: watch::Sender<u64>,
     applied: watch::Sender<u64>,
 }
@@ -137,6 +139,7 @@ impl Identity {
             disconnector: RwLock::new(None),
             external: External {
                 on: AtomicBool::new(false),
+                healthy: AtomicBool::new(true),
                 changes: watch::Sender::new(0),
                 applied: watch::Sender::new(0),
             },
@@ -218,16 +221,26 @@ impl Identity {
 
     /// The external broker's copy holds every change up to `change`.
     pub fn mark_applied(&self, change: u64) {
+        self.external.healthy.store(true, Ordering::Release);
         self.external.applied.send_modify(|a| *a = (*a).max(change));
+    }
+
+    /// The external broker's copy cannot be updated now (its sync logs
+    /// why): until it can, [`Identity::applied`] does not wait, so that a
+    /// broken sync does not hold up every Membership and reply.
+    pub fn mark_failing(&self) {
+        self.external.healthy.store(false, Ordering::Release);
     }
 
     /// Waits until the external broker's copy holds every change made so
     /// far (at most [`APPLY_WAIT`]; then it says so and goes on), so that
     /// a device is granted a group's topics before its Membership names
     /// the group, and a provisioned device can log in once `ota devices
-    /// provision` returns. At once when there is no external copy.
+    /// provision` returns. At once when there is no external copy, or
+    /// while its updates fail.
     pub async fn applied(&self) {
-        if !self.external.on.load(Ordering::Acquire) {
+        let e = &self.external;
+        if !e.on.load(Ordering::Acquire) || !e.healthy.load(Ordering::Acquire) {
             return;
         }
         let target = *self.external.changes.borrow();

@@ -359,3 +359,39 @@ fn revoking_in_memory_takes_effect_at_once() {
     ));
     assert!(!a.may_publish("dev-1", &f.t.build(&Topic::Status(dev("dev-1")))));
 }
+
+/// An external broker's copy (Mosquitto's files): `applied` waits for the
+/// sync to report the latest change, not before, and never while the sync
+/// is failing or when there is none.
+#[tokio::test]
+async fn applied_waits_for_the_external_copy_of_the_latest_change() {
+    use std::time::Duration;
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    let short = Duration::from_millis(200);
+    tokio::time::timeout(short, a.applied())
+        .await
+        .expect("no external copy: at once");
+    let changes = a.follow_changes();
+    a.upsert(&record("dev-7", "pw7", Standing::Active));
+    let latest = *changes.borrow();
+    a.mark_applied(latest - 1);
+    assert!(
+        tokio::time::timeout(short, a.applied()).await.is_err(),
+        "returned before the latest change was applied"
+    );
+    a.mark_applied(latest);
+    tokio::time::timeout(short, a.applied())
+        .await
+        .expect("the latest change is applied");
+    // A grant that does not change anything is no change.
+    let member = schemas::msg::Membership { groups: vec![] }.encode();
+    a.observe(&Topic::Groups(dev("dev-7")), &member);
+    assert_eq!(*changes.borrow(), latest);
+    // A failing sync holds nothing up.
+    a.upsert(&record("dev-8", "pw8", Standing::Active));
+    a.mark_failing();
+    tokio::time::timeout(short, a.applied())
+        .await
+        .expect("a failing sync is not waited for");
+}

@@ -130,3 +130,57 @@ pub fn reload(pid_file: &Path) -> Result<i32, MosquittoDirError> {
     }
     Ok(pid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m");
+        let mut files = Files {
+            devices_passwd: "dev-1:$6$a$b\n".into(),
+            devices_acl: "pattern read x/%c\n".into(),
+            service_passwd: String::new(),
+            service_acl: String::new(),
+        };
+        write(&dir, &files, Some("conf\n")).unwrap();
+        files.devices_passwd = "dev-2:$6$c$d\n".into();
+        write(&dir, &files, None).unwrap();
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+        assert_eq!(read(mosquitto::DEVICES_PASSWD), "dev-2:$6$c$d\n");
+        assert_eq!(read(CONF), "conf\n");
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            assert!(!e.file_name().to_string_lossy().ends_with(".tmp"));
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, FILE_MODE, "{:?}", e.file_name());
+        }
+    }
+
+    #[test]
+    fn reload_signals_the_pid_in_the_file_and_names_a_bad_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pid_file = tmp.path().join("m.pid");
+        let err = |text: Option<&str>| {
+            if let Some(t) = text {
+                std::fs::write(&pid_file, t).unwrap();
+            }
+            reload(&pid_file).unwrap_err().to_string()
+        };
+        assert!(err(None).contains("pid_file"), "missing file");
+        assert!(err(Some("mosquitto\n")).contains("not a process id"));
+        assert!(err(Some("1\n")).contains("not Mosquitto's pid"));
+        // A real process: `sleep` ends on SIGHUP.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        assert_eq!(reload(&pid_file).unwrap(), child.id() as i32);
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGHUP));
+    }
+}

@@ -12,7 +12,8 @@
 //! the change it covers, which is what [`Identity::applied`] waits for.
 //!
 //! A failed rewrite or signal is logged once (with what to do) until one
-//! works again, and retried after [`RETRY`].
+//! works again, and retried after [`RETRY`]; meanwhile nothing waits for
+//! the files ([`Identity::mark_failing`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -121,6 +122,7 @@ impl MosquittoSync {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "the mosquitto sync's task failed; retrying");
+                self.identity.mark_failing();
                 *failing = true;
                 return false;
             }
@@ -139,6 +141,7 @@ impl MosquittoSync {
                 if !*failing {
                     warn!(error = %e, "mosquitto's files are not current: devices provisioned, revoked or moved since are judged by the old ones until this works (retried every {} s)", RETRY.as_secs());
                 }
+                self.identity.mark_failing();
                 *failing = true;
                 false
             }
