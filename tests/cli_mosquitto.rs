@@ -40,8 +40,7 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16) -> std::path::Pa
     std::fs::create_dir_all(&files).unwrap();
     set_mode(dir, 0o755);
     set_mode(&run, 0o777);
-    std::os::unix::fs::chown(&files, None, Some(mosquitto_gid())).unwrap();
-    set_mode(&files, 0o2750);
+    harness::mosquitto::share_with_mosquitto(&files).unwrap();
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
@@ -69,17 +68,6 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16) -> std::path::Pa
     )
     .unwrap();
     path
-}
-
-/// The group Mosquitto runs as (its package creates it).
-fn mosquitto_gid() -> u32 {
-    let groups = std::fs::read_to_string("/etc/group").unwrap();
-    groups
-        .lines()
-        .find_map(|l| l.strip_prefix("mosquitto:x:"))
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|g| g.parse().ok())
-        .expect("a mosquitto group in /etc/group (the mosquitto package makes it)")
 }
 
 pub fn set_mode(p: &Path, mode: u32) {

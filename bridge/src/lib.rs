@@ -48,8 +48,7 @@
 //! - [`fleet`]: the registry, label selectors, groups and membership.
 //! - [`identity`]: device credentials and E1's topic authority, which the
 //!   embedded broker asks on every CONNECT, PUBLISH and SUBSCRIBE.
-//! - [`mosquitto`]: the same rules as an external Mosquitto's password and
-//!   ACL files, written and reloaded (`[broker.mosquitto]`).
+//! - [`mosquitto`]: E1 as an external Mosquitto's files, kept current.
 //! - [`artifacts`]: the artifact store (sled index, content-addressed
 //!   files) and verified resumable uploads.
 //! - [`status`]: the pure ack tracker and the ingest actor (group commit,
@@ -256,7 +255,8 @@ impl Bridge {
             generation.clone(),
         )
         .with_identity(identity.clone())
-        .with_director(director);
+        .with_director(director)
+        .with_gate(config.mosquitto().is_some());
         let (events_tx, _) = tokio::sync::broadcast::channel(http::events::CAPACITY);
         let publisher = match &config.http {
             Some(_) => publisher.with_events(events_tx.clone()),
@@ -267,7 +267,7 @@ impl Bridge {
             blocking(move || artifacts::ArtifactStore::open(s.db(), &dir)).await??;
         let actors_token = CancellationToken::new();
         // Before connecting: puts the bridge's login in Mosquitto's files.
-        let mosquitto_sync = mosquitto::sync::start(&config, &identity, &actors_token).await;
+        let sync = mosquitto::sync::start(&config, &identity, &publisher, &actors_token).await;
         let flight = Arc::new(blocks::flight::Flight::default());
         let (block_server, blocks_task) = blocks::spawn(
             config.blocks.clone(),
@@ -445,7 +445,7 @@ impl Bridge {
                 })),
             ),
         ];
-        if let Some(h) = mosquitto_sync {
+        if let Some(h) = sync {
             actors.push(("mosquitto sync", Some(h)));
         }
         if let Some((bound, shared)) = http {

@@ -50,6 +50,28 @@ pub fn binary() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
+/// Makes `dir` readable to Mosquitto as docs/operations.md says: its
+/// group Mosquitto's, with the setgid bit (mode 2750), so that every file
+/// written there (mode 0640, by root in the tests) is Mosquitto's group's.
+/// Mosquitto started as root reads its files as root at start, but as its
+/// own user on SIGHUP.
+pub fn share_with_mosquitto(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let groups = std::fs::read_to_string("/etc/group")?;
+    let gid = groups
+        .lines()
+        .find_map(|l| l.strip_prefix("mosquitto:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|g| g.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::other(
+                "no mosquitto group in /etc/group (the mosquitto package makes it)",
+            )
+        })?;
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2750))
+}
+
 impl Mosquitto {
     /// Starts Mosquitto on a free port and waits until it accepts.
     pub async fn start() -> Result<Mosquitto, MosquittoError> {

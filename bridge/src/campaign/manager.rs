@@ -871,9 +871,6 @@ impl Campaigns {
             }
         }
         ctx.store.flush().await?;
-        // The artifacts' grants reach an external broker before the
-        // announcements that name them (E1).
-        ctx.publisher.grant(&messages).await;
         for (topic, payload) in messages {
             ctx.publisher.publish(&topic, payload, true).await?;
         }

@@ -239,11 +239,26 @@ impl Identity {
     /// provision` returns. At once when there is no external copy, or
     /// while its updates fail.
     pub async fn applied(&self) {
+        self.applied_to(self.change()).await
+    }
+
+    /// The latest change's number (what [`Identity::observe`] and
+    /// [`Identity::upsert`] count).
+    pub fn change(&self) -> u64 {
+        *self.external.changes.borrow()
+    }
+
+    /// Does an external broker keep a copy, and is it being updated?
+    pub fn external_copy(&self) -> bool {
         let e = &self.external;
-        if !e.on.load(Ordering::Acquire) || !e.healthy.load(Ordering::Acquire) {
+        e.on.load(Ordering::Acquire) && e.healthy.load(Ordering::Acquire)
+    }
+
+    /// [`Identity::applied`] for change `target`.
+    pub async fn applied_to(&self, target: u64) {
+        if !self.external_copy() {
             return;
         }
-        let target = *self.external.changes.borrow();
         let mut rx = self.external.applied.subscribe();
         let wait = rx.wait_for(|a| *a >= target);
         if tokio::time::timeout(APPLY_WAIT, wait).await.is_err() {
@@ -342,8 +357,9 @@ impl Identity {
     }
 
     /// Takes note of a retained message the bridge is about to publish
-    /// (Memberships and announcements grant topics).
-    pub fn observe(&self, topic: &Topic, payload: &[u8]) {
+    /// (Memberships and announcements grant topics). Returns whether a
+    /// grant changed.
+    pub fn observe(&self, topic: &Topic, payload: &[u8]) -> bool {
         let grants = matches!(
             topic,
             Topic::Groups(_)
@@ -351,9 +367,11 @@ impl Identity {
                 | Topic::GroupEmergency(_)
                 | Topic::Emergency
         );
-        if grants && self.write().grants.observe(topic, payload) {
+        let changed = grants && self.write().grants.observe(topic, payload);
+        if changed {
             self.changed();
         }
+        changed
     }
 
     /// Is artifact `a` announced to the device (on its groups' topics or

@@ -6,10 +6,13 @@
 //! closes the connections of devices its new password file no longer
 //! holds (a revoked device is out at once).
 //!
-//! Debounced: the first change starts a [`DEBOUNCE`] window; what changes
-//! within it goes out in the same rewrite, and what changes during the
-//! rewrite in the next one. Each rewrite tells [`Identity::mark_applied`]
-//! the change it covers, which is what [`Identity::applied`] waits for.
+//! Debounced: the first change starts a window ([`debounce`]: 50 ms, and
+//! 250 ms more per MiB of files, because Mosquitto reparses them whole in
+//! its only thread: about 0.6 s at 10,000 devices); what changes within it
+//! goes out in the same rewrite, and what changes during the rewrite in
+//! the next one. Each rewrite tells [`Identity::mark_applied`] the change
+//! it covers, which is what [`Identity::applied`] and the publisher's
+//! gate (`crate::mqtt::gate`) wait for.
 //!
 //! A failed rewrite or signal is logged once (with what to do) until one
 //! works again, and retried after [`RETRY`]; meanwhile nothing waits for
@@ -34,6 +37,7 @@ use crate::{BridgeError, Config};
 pub async fn start(
     config: &Config,
     identity: &Arc<Identity>,
+    publisher: &crate::mqtt::Publisher,
     token: &CancellationToken,
 ) -> Option<tokio::task::JoinHandle<Result<(), BridgeError>>> {
     let m = config.mosquitto()?;
@@ -51,14 +55,25 @@ pub async fn start(
         conf,
     };
     let task = sync.start(token.clone()).await;
+    let gate = publisher.gate_task(token.clone());
     Some(tokio::spawn(async move {
-        task.await
-            .map_err(|e| BridgeError::Task(format!("mosquitto sync: {e}")))
+        let r = task.await;
+        if let Some(g) = gate {
+            let _ = g.await;
+        }
+        r.map_err(|e| BridgeError::Task(format!("mosquitto sync: {e}")))
     }))
 }
 
-/// How long changes are gathered before one rewrite.
+/// How long changes are gathered before one rewrite, at least.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// The window after files of `bytes`: [`DEBOUNCE`] and 250 ms per MiB,
+/// so that Mosquitto, which stops to reparse them, is not kept busy
+/// reloading by a storm of changes.
+pub fn debounce(bytes: usize) -> Duration {
+    DEBOUNCE + Duration::from_millis((bytes as u64).saturating_mul(250) >> 20)
+}
 /// How long after a failed rewrite it is tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
 
@@ -80,16 +95,19 @@ impl MosquittoSync {
         let mut changes = self.identity.follow_changes();
         let mut failing = false;
         let first = *changes.borrow_and_update();
-        if self.rewrite(first, self.conf.clone(), &mut failing).await {
-            info!(dir = %self.config.dir.display(), "mosquitto's password and ACL files written");
+        let written = self.rewrite(first, self.conf.clone(), &mut failing).await;
+        if let Some(bytes) = written {
+            info!(dir = %self.config.dir.display(), bytes, "mosquitto's password and ACL files written");
         }
-        tokio::spawn(async move { self.follow(changes, failing, token).await })
+        let window = debounce(written.unwrap_or(0));
+        tokio::spawn(async move { self.follow(changes, failing, window, token).await })
     }
 
     async fn follow(
         self,
         mut changes: watch::Receiver<u64>,
         mut failing: bool,
+        mut window: Duration,
         token: CancellationToken,
     ) {
         loop {
@@ -101,16 +119,23 @@ impl MosquittoSync {
             }
             tokio::select! {
                 _ = token.cancelled() => return,
-                _ = tokio::time::sleep(if failing { RETRY } else { DEBOUNCE }) => {}
+                _ = tokio::time::sleep(if failing { RETRY } else { window }) => {}
             }
             let change = *changes.borrow_and_update();
-            self.rewrite(change, None, &mut failing).await;
+            if let Some(bytes) = self.rewrite(change, None, &mut failing).await {
+                window = debounce(bytes);
+            }
         }
     }
 
-    /// Renders and writes the files (and `conf`), then SIGHUP; true when
-    /// all of it worked, and then `change` is applied.
-    async fn rewrite(&self, change: u64, conf: Option<String>, failing: &mut bool) -> bool {
+    /// Renders and writes the files (and `conf`), then SIGHUP; the bytes
+    /// written when all of it worked, and then `change` is applied.
+    async fn rewrite(
+        &self,
+        change: u64,
+        conf: Option<String>,
+        failing: &mut bool,
+    ) -> Option<usize> {
         let (identity, dir_path, pid_file) = (
             self.identity.clone(),
             self.config.dir.clone(),
@@ -124,18 +149,18 @@ impl MosquittoSync {
                 warn!(error = %e, "the mosquitto sync's task failed; retrying");
                 self.identity.mark_failing();
                 *failing = true;
-                return false;
+                return None;
             }
         };
         match r {
-            Ok(pid) => {
+            Ok((bytes, pid)) => {
                 if *failing {
                     info!("mosquitto's files are current again");
                 }
                 *failing = false;
-                debug!(change, ?pid, "mosquitto's files rewritten");
+                debug!(change, bytes, ?pid, "mosquitto's files rewritten");
                 self.identity.mark_applied(change);
-                true
+                Some(bytes)
             }
             Err(e) => {
                 if !*failing {
@@ -143,21 +168,33 @@ impl MosquittoSync {
                 }
                 self.identity.mark_failing();
                 *failing = true;
-                false
+                None
             }
         }
     }
 }
 
 /// Blocks: renders under the identity's read lock (hashing the bridge's
-/// and operators' passwords), writes, signals.
+/// and operators' passwords), writes, signals. The bytes written and the
+/// pid signalled.
 fn write_and_reload(
     identity: &Identity,
     dir_path: &std::path::Path,
     conf: Option<String>,
     pid_file: Option<PathBuf>,
-) -> Result<Option<i32>, MosquittoDirError> {
+) -> Result<(usize, Option<i32>), MosquittoDirError> {
     let files = identity.mosquitto_files();
     dir::write(dir_path, &files, conf.as_deref())?;
-    pid_file.map(|p| dir::reload(&p)).transpose()
+    let bytes = files.each().iter().map(|(_, text)| text.len()).sum();
+    Ok((bytes, pid_file.map(|p| dir::reload(&p)).transpose()?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_window_grows_with_the_files() {
+        use super::*;
+        assert_eq!(debounce(0), DEBOUNCE);
+        assert_eq!(debounce(2 << 20), DEBOUNCE + Duration::from_millis(500));
+    }
 }

@@ -9,10 +9,13 @@
 //! - [`inbound`]: [`Incoming`], [`AckToken`] and the routing table.
 //! - [`ack_order`]: PUBACKs released in delivery order (rumqttd requires it).
 //! - [`publisher`]: [`Publisher`], cloneable, for every actor.
+//! - [`gate`]: retained publishes held until an external Mosquitto has
+//!   the grants they make.
 
 pub mod ack_order;
 pub mod egress;
 pub mod event_loop;
+pub mod gate;
 pub mod inbound;
 pub mod options;
 pub mod publisher;

@@ -12,7 +12,10 @@ use rumqttc::{AsyncClient, QoS};
 use schemas::control::ControlBody;
 use schemas::topic::{Topic, Topics};
 
+use tokio_util::sync::CancellationToken;
+
 use super::ack_order::AckOrder;
+use super::gate::{Gate, Held};
 use super::inbound::AckToken;
 use crate::director::Director;
 use crate::store::{RetainedStore, StoreError};
@@ -47,6 +50,9 @@ pub struct Publisher {
     /// Signs Memberships, Announcements and StatusAcks (E2); `None`: they
     /// go out as in v1.
     director: Option<Arc<Director>>,
+    /// With an external Mosquitto: retained publishes that wait for their
+    /// grants ([`super::gate`]).
+    gate: Option<Arc<Gate>>,
 }
 
 impl Publisher {
@@ -67,7 +73,28 @@ impl Publisher {
             identity: None,
             events: None,
             director: None,
+            gate: None,
         }
+    }
+
+    /// The same publisher, holding retained publishes that grant topics
+    /// until an external broker has the grants (`on`: there is one to
+    /// keep current, `[broker.mosquitto]`). [`Publisher::gate_task`]
+    /// runs the queue.
+    pub(crate) fn with_gate(mut self, on: bool) -> Self {
+        self.gate = on.then(|| Arc::new(Gate::new()));
+        self
+    }
+
+    /// The task that publishes what the gate holds, once; `None` without
+    /// a gate.
+    pub fn gate_task(&self, token: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let (gate, identity) = (self.gate.clone()?, self.identity.clone()?);
+        let rx = gate.take_receiver()?;
+        let client = self.client.clone();
+        Some(tokio::spawn(super::gate::run(
+            gate, rx, identity, client, token,
+        )))
     }
 
     /// The same publisher, signing control messages with `director`.
@@ -140,18 +167,6 @@ impl Publisher {
         &self.topics
     }
 
-    /// Shows retained messages about to be published to the identity and
-    /// waits until an external broker has the grants they make
-    /// ([`crate::identity::Identity::applied`]): once for a batch.
-    pub async fn grant(&self, messages: &[(Topic, Vec<u8>)]) {
-        if let Some(id) = &self.identity {
-            for (topic, payload) in messages {
-                id.observe(topic, payload);
-            }
-            id.applied().await;
-        }
-    }
-
     /// Publishes at QoS 1. A retained message is shown to the identity
     /// first (grants follow Memberships and announcements, E1), as in
     /// [`Publisher::retain`].
@@ -162,11 +177,23 @@ impl Publisher {
         retain: bool,
     ) -> Result<(), PublishError> {
         let payload = payload.into();
-        if let (true, Some(id)) = (retain, &self.identity) {
-            id.observe(topic, &payload);
-        }
-        self.publish_str(self.topics.build(topic), payload, retain)
+        let change = match (retain, &self.identity) {
+            (true, Some(id)) => self.observe(id, topic, &payload),
+            _ => None,
+        };
+        self.send(self.topics.build(topic), payload, retain, change)
             .await
+    }
+
+    /// Shows a retained message to the identity: the change it made to
+    /// the grants, if any.
+    fn observe(
+        &self,
+        id: &crate::identity::Identity,
+        topic: &Topic,
+        payload: &[u8],
+    ) -> Option<u64> {
+        id.observe(topic, payload).then(|| id.change())
     }
 
     /// Publishes an operator event on `P/ops/events` ([`Self::ops_payload`]:
@@ -191,12 +218,13 @@ impl Publisher {
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError> {
         let payload = payload.into();
-        if let Some(id) = &self.identity {
-            id.observe(topic, &payload);
-        }
+        let change = match &self.identity {
+            Some(id) => self.observe(id, topic, &payload),
+            None => None,
+        };
         let t = self.topics.build(topic);
         self.retained.put(&t, &payload)?;
-        self.publish_str(t, payload, true).await
+        self.send(t, payload, true, change).await
     }
 
     /// Publishes on a topic string taken from the retained tree.
@@ -206,6 +234,28 @@ impl Publisher {
         payload: Bytes,
         retain: bool,
     ) -> Result<(), PublishError> {
+        self.send(topic, payload, retain, None).await
+    }
+
+    /// Publishes, or hands a retained message to the gate when it made
+    /// grant `change` or its topic has one waiting there.
+    async fn send(
+        &self,
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+        change: Option<u64>,
+    ) -> Result<(), PublishError> {
+        if let (true, Some(gate)) = (retain, &self.gate) {
+            if gate.holds(&topic, change) {
+                let held = Held {
+                    topic,
+                    payload,
+                    change,
+                };
+                return gate.hold(held).await.map_err(|()| PublishError::Closed);
+            }
+        }
         self.client
             .publish_bytes(topic, QoS::AtLeastOnce, retain, payload)
             .await

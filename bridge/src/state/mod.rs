@@ -174,17 +174,11 @@ impl CoreState {
     ) -> Result<(), CoreError> {
         let n = changes.len() as u64;
         let moved: Vec<DeviceId> = changes.iter().map(|(id, _)| id.clone()).collect();
-        let mut signed = Vec::with_capacity(changes.len());
+        // With an external Mosquitto each waits in the publisher's gate
+        // until the broker has its grants (E1), not here.
         for (id, groups) in changes {
             let topic = Topic::Groups(id);
             let payload = self.publisher.control(&topic, &Membership { groups })?;
-            self.identity.observe(&topic, &payload);
-            signed.push((topic, payload));
-        }
-        // The grants go to an external broker before the Memberships that
-        // name them (E1): once for the batch.
-        self.identity.applied().await;
-        for (topic, payload) in signed {
             self.publisher.retain(&topic, payload).await?;
         }
         Metrics::add(&self.metrics.memberships_published, n);
