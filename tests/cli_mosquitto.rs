@@ -259,6 +259,16 @@ async fn serve_keeps_mosquitto_current_as_devices_are_provisioned_and_revoked() 
     let m = exported_mosquitto(dir, devices).await;
     let _serve = Serve::start(&dir.join("ota.toml"));
     let ops = wait_ready_as(service, &key, Some(ALICE)).await;
+    // The running bridge holds the registry: the export says so.
+    cli_support::ota_async(dir, &["broker", "mosquitto", "--config", "ota.toml"])
+        .await
+        .fails_with(
+            1,
+            &[
+                "another `ota serve`",
+                "keeps [broker.mosquitto] dir current itself",
+            ],
+        );
 
     let out = cli_support::ota(
         dir,

@@ -39,6 +39,12 @@ pub enum MosquittoDirError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the registry at {path}: {source}; if `ota serve` runs on this data_dir, it keeps [broker.mosquitto] dir current itself (stop it to write the files here)")]
+    Registry {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -27,7 +27,10 @@ pub fn offline(config: &Config) -> Result<Identity, MosquittoDirError> {
     if !data_dir.join("db").exists() {
         return Ok(Identity::new(config.identity(), &[]));
     }
-    let store = Store::open(data_dir)?;
+    let store = Store::open(data_dir).map_err(|source| MosquittoDirError::Registry {
+        path: data_dir.clone(),
+        source,
+    })?;
     let records = CredentialStore::open(store.db())?.all()?;
     let identity = Identity::new(config.identity(), &records);
     let topics = &config.bridge.topics;
