@@ -218,8 +218,7 @@ impl Run for Sim {
                 "without credentials (no provisioning file for it): give --provisioning DIR with its ID.json, or --provision OTA_TOML to provision the simulated fleet"
             };
             bail!(
-                "the broker at {} refused {}'s login ({}) {how}; the simulator stopped",
-                self.broker,
+                "the broker at {summary_host}:{summary_port} refused {}'s login ({}) {how}; the simulator stopped",
                 r.device,
                 r.reason
             );
