@@ -142,7 +142,10 @@ impl Run for Sim {
         });
         let profile = match &profile_path {
             Some(p) => {
-                eprintln!("fleet profile: {}", p.display());
+                // Found beside --config: say which file it was.
+                if self.profile.is_none() {
+                    eprintln!("fleet profile: {}", p.display());
+                }
                 Profile::load(p)?
             }
             None => Profile::default(),
