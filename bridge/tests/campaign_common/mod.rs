@@ -29,7 +29,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocks_common;
+
+mod installed;
 use crate::common::{self, Stack};
+use installed::Recording;
+pub use installed::Running;
 
 /// The longest a campaign test waits for anything.
 pub const LONG: Duration = Duration::from_secs(30);
@@ -221,6 +225,8 @@ pub fn quick_timing() -> Timing {
 pub struct Devices {
     running: BTreeMap<DeviceId, (CancellationToken, JoinHandle<()>)>,
     images: Option<Arc<SharedImages>>,
+    /// The sha256 of each device's running images.
+    pub installed: Running,
     /// Every payload a device refused, with the reason, in order.
     pub drops: Drops,
 }
@@ -231,12 +237,18 @@ pub struct Devices {
 pub struct Drops(
     Arc<Mutex<Vec<(DeviceId, &'static str)>>>,
     Arc<Mutex<BTreeMap<DeviceId, u64>>>,
+    Arc<Mutex<BTreeMap<DeviceId, u64>>>,
 );
 
 impl Drops {
     /// Bytes of Block payloads `device` received.
     pub fn block_bytes(&self, device: &DeviceId) -> u64 {
         self.1.lock().unwrap().get(device).copied().unwrap_or(0)
+    }
+
+    /// How many blocks `device` rejected (bad proof, wrong length...).
+    pub fn blocks_rejected(&self, device: &DeviceId) -> u64 {
+        self.2.lock().unwrap().get(device).copied().unwrap_or(0)
     }
 
     /// How many payloads `device` refused for `reason`.
@@ -259,6 +271,18 @@ struct DropHooks {
 impl device_sim::agent::Hooks for DropHooks {
     fn dropped(&mut self, what: &'static str) {
         self.drops.0.lock().unwrap().push((self.id.clone(), what));
+    }
+
+    fn notice(&mut self, notice: &device_sim::agent::Notice) {
+        if let device_sim::agent::Notice::BlockRejected { .. } = notice {
+            *self
+                .drops
+                .2
+                .lock()
+                .unwrap()
+                .entry(self.id.clone())
+                .or_default() += 1;
+        }
     }
 
     fn block_bytes(&mut self, bytes: usize) {
@@ -316,10 +340,16 @@ impl Devices {
             id: id.clone(),
             drops: self.drops.clone(),
         };
+        let installer = Recording {
+            inner: opts.installer,
+            id: id.clone(),
+            running: self.installed.clone(),
+        };
+        installer.record();
         let task = tokio::spawn(async move {
             let r = device_sim::agent::run_device(
                 cfg,
-                opts.installer,
+                installer,
                 MemoryStore::new(images),
                 hooks,
                 stop.cancelled_owned(),
