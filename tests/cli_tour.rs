@@ -51,17 +51,25 @@ impl Drop for Running {
     }
 }
 
-/// Waits for `child` to exit, at most until `deadline`.
-fn wait_until(child: &mut Child, deadline: Instant, what: &str) -> std::process::ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+/// Waits for `child` to exit, at most until `deadline`: a thread blocks
+/// in `wait` and sends the status; on time-out the child is killed (the
+/// thread then returns too).
+fn wait_until(child: Child, deadline: Instant, what: &str) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let mut child = child;
+        let _ = tx.send(child.wait().expect("wait"));
+    });
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let _ = waiter.join();
             panic!("{what} did not finish in time");
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -147,7 +155,7 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
     assert!(String::from_utf8_lossy(&list.stdout).contains("100 device(s)"));
 
     // The tour, verbatim.
-    let mut tour = Command::new("sh")
+    let tour = Command::new("sh")
         .arg(repo_root().join("docs/tour.sh"))
         .arg(d)
         .env("OTA", ota())
@@ -155,7 +163,7 @@ fn init_then_its_three_commands_then_the_tour_complete_a_campaign() {
         .stdin(Stdio::null())
         .spawn()
         .expect("sh docs/tour.sh");
-    let status = wait_until(&mut tour, Instant::now() + TOUR_DEADLINE, "docs/tour.sh");
+    let status = wait_until(tour, Instant::now() + TOUR_DEADLINE, "docs/tour.sh");
     assert!(status.success(), "docs/tour.sh failed: {status}");
 
     let fleet = devices(&config);

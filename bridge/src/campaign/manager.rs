@@ -252,6 +252,12 @@ impl Campaigns {
         }
         let gate = Gate::new(&spec)?;
         let final_cohorts = spec.cohorts_at(usize::MAX);
+        // Each manifest's signer read once, not once per device.
+        let signers: BTreeMap<&str, Option<schemas::keys::Kid>> = release
+            .arches()
+            .map(|a| (a, release.signer_of(a)))
+            .collect();
+        let any_signer = release.signer_of(schemas::msg::manifest::ANY_ARCH);
         let mut preflight = Preflight::compute(
             ctx.fleet,
             Admission {
@@ -261,8 +267,10 @@ impl Campaigns {
             },
             release.arches(),
             |id, arch| {
-                release
-                    .signer_of(arch)
+                signers
+                    .get(arch)
+                    .copied()
+                    .unwrap_or(any_signer)
                     .and_then(|kid| ctx.identity.trusts(id, &kid))
                     == Some(false)
             },

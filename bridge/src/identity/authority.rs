@@ -106,7 +106,7 @@ pub struct Identity {
     state: RwLock<State>,
     refusals: Refusals,
     disconnector: RwLock<Option<Disconnector>>,
-    /// An external broker's copy (Mosquitto's files, `crate::mosquitto`):
+    /// An external broker's copy (Mosquitto's files, kept by the `mosquitto` module):
     /// `changes` counts every change it must be given, `applied` the last
     /// it was given.
     external: External,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bridge::campaign::spec::{CampaignSpec, Gates, StandingSpec, WaveSpec, FULL_COHORT};
 use bridge::campaign::view::CampaignStatus;
 use device_sim::fleet::{Fleet, Profile};
-use schemas::msg::Kind;
+use schemas::msg::{Kind, StatusState};
 use schemas::ops::Command;
 use schemas::release::ReleaseSpec;
 use schemas::{CampaignId, ComponentName, GroupName};
@@ -31,9 +31,10 @@ pub struct LineOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LineReport {
     pub devices: usize,
-    /// Devices the line counts as brought up.
+    /// Devices the line counts as brought up (the bridge's count, read
+    /// once every device reported `success`).
     pub succeeded: u32,
-    /// Power-up of the batch to the last `success`.
+    /// Power-up of the batch to the last device's `success`, acknowledged.
     pub wall_secs: f64,
     /// Block bytes the bridge sent, in all and per device.
     pub egress_bytes: u64,
@@ -110,9 +111,35 @@ async fn measure(
     let powered_up = Instant::now();
     let fleet = Fleet::spawn(cfg)?;
     progress(format!("{} devices powered up on {LINE}", opts.devices));
-    let done = wait_brought_up(stack, &id, opts, powered_up, progress).await;
+    // Woken by each device's report and ack (the fleet's tracker), not
+    // polled: every device on `success`, and every Status acknowledged,
+    // so stored and counted by the bridge.
+    let n = opts.devices;
+    let waited = fleet
+        .wait_until(
+            |s| s.count(StatusState::Success) >= n && s.acked >= s.statuses,
+            opts.deadline,
+        )
+        .await;
+    let wall = powered_up.elapsed();
     fleet.shutdown().await;
-    let (status, wall) = done?;
+    if let Err(s) = waited {
+        return Err(LineError::Stalled(format!(
+            "{} of {n} devices reported success within {:?}",
+            s.count(StatusState::Success),
+            opts.deadline
+        )));
+    }
+    let status: CampaignStatus = stack
+        .ops()
+        .call_ok(Command::CampaignStatus { id: id.clone() })
+        .await?;
+    if status.summary.state != "standing" {
+        return Err(LineError::Stalled(format!(
+            "the line's campaign is {}, not standing",
+            status.summary.state
+        )));
+    }
     let egress_bytes = egress(stack).saturating_sub(egress0);
     let line = status.line.as_ref();
     Ok(LineReport {
@@ -173,44 +200,6 @@ async fn line_put(
         .call_ok(Command::CampaignStart { id: id.clone() })
         .await?;
     Ok(())
-}
-
-/// Polls the line's status until every device of the batch succeeded.
-async fn wait_brought_up(
-    stack: &Stack,
-    id: &CampaignId,
-    opts: &LineOptions,
-    since: Instant,
-    progress: &(dyn Fn(String) + Sync),
-) -> Result<(CampaignStatus, Duration), LineError> {
-    let mut said = Instant::now();
-    loop {
-        let s: CampaignStatus = stack
-            .ops()
-            .call_ok(Command::CampaignStatus { id: id.clone() })
-            .await?;
-        let up = s.line.as_ref().map_or(0, |l| l.success_total) as usize;
-        if up >= opts.devices {
-            return Ok((s, since.elapsed()));
-        }
-        if s.summary.state != "standing" {
-            return Err(LineError::Stalled(format!(
-                "the line's campaign is {} after {up} of {} devices",
-                s.summary.state, opts.devices
-            )));
-        }
-        if since.elapsed() > opts.deadline {
-            return Err(LineError::Stalled(format!(
-                "{up} of {} devices brought up within {:?}",
-                opts.devices, opts.deadline
-            )));
-        }
-        if said.elapsed() > Duration::from_secs(5) {
-            progress(format!("{up}/{} brought up", opts.devices));
-            said = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn egress(stack: &Stack) -> u64 {
