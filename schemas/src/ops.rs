@@ -365,7 +365,8 @@ impl CommandEnvelope {
         bytes: &[u8],
         pinned: &VerifyingKey,
     ) -> Result<T, CommandError> {
-        let env = Self::parse(bytes)
+        // Replies and events may be larger than commands.
+        let env = Self::parse_within(bytes, MAX_REPLY_BYTES)
             .map_err(|_| CommandError::Unsigned("not a signed envelope".into()))?;
         let keys = BTreeMap::from([(crate::keys::kid(pinned), *pinned)]);
         env.verify_json(&keys).map_err(|e| match e {
@@ -378,7 +379,7 @@ impl CommandEnvelope {
     /// an envelope, unverified, or plain JSON (a bridge without a director
     /// key).
     pub fn read_unpinned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CommandError> {
-        match Self::parse(bytes) {
+        match Self::parse_within(bytes, MAX_REPLY_BYTES) {
             Ok(env) => {
                 serde_json::from_str(&env.body).map_err(|e| CommandError::Malformed(e.to_string()))
             }
@@ -396,9 +397,15 @@ impl CommandEnvelope {
 
     /// Parses an envelope from a payload.
     pub fn parse(bytes: &[u8]) -> Result<Self, CommandError> {
-        if bytes.len() > MAX_COMMAND_BYTES {
+        Self::parse_within(bytes, MAX_COMMAND_BYTES)
+    }
+
+    /// [`Self::parse`] with another size limit ([`MAX_REPLY_BYTES`] for
+    /// the bridge's replies and events).
+    fn parse_within(bytes: &[u8], limit: usize) -> Result<Self, CommandError> {
+        if bytes.len() > limit {
             return Err(CommandError::Malformed(format!(
-                "{} bytes, over the limit of {MAX_COMMAND_BYTES}",
+                "{} bytes, over the limit of {limit}",
                 bytes.len()
             )));
         }
@@ -535,6 +542,28 @@ mod tests {
             let e = CommandEnvelope::open::<Reply>(&bytes, &pinned).unwrap_err();
             assert!(matches!(e, CommandError::Unsigned(_)), "{e}");
         }
+        // A reply larger than any command (a page of 500 devices) opens;
+        // one over the reply limit does not.
+        let big = Reply::ok(
+            RequestId::new("r2").unwrap(),
+            serde_json::json!({"pad": "x".repeat(MAX_COMMAND_BYTES + 1000)}),
+        );
+        let signed_big = CommandEnvelope::sign_json(&big, &bridge).to_bytes();
+        assert!(signed_big.len() > MAX_COMMAND_BYTES);
+        assert_eq!(
+            CommandEnvelope::open::<Reply>(&signed_big, &pinned).unwrap(),
+            big
+        );
+        let huge = Reply::ok(
+            RequestId::new("r3").unwrap(),
+            serde_json::json!({"pad": "x".repeat(MAX_REPLY_BYTES)}),
+        );
+        let signed_huge = CommandEnvelope::sign_json(&huge, &bridge).to_bytes();
+        assert!(CommandEnvelope::open::<Reply>(&signed_huge, &pinned).is_err());
+        assert_eq!(
+            CommandEnvelope::read_unpinned::<Reply>(&signed_big).unwrap(),
+            big
+        );
         // Unpinned: either form reads.
         assert_eq!(
             CommandEnvelope::read_unpinned::<Reply>(&signed).unwrap(),
