@@ -7,9 +7,12 @@
 //!   store and installers, and the rumqttc I/O loop that runs it.
 //! - [`fleet`]: the simulator (`ota sim`): a profile, thousands of agents
 //!   in one process, faults, live counters, [`fleet::Fleet::spawn`].
-//! - [`testkit`]: signed releases and blocks made with `schemas` alone, for
-//!   tests and demos that play the bridge's part.
+//! - `testkit` (feature `testkit`, and this crate's own unit tests): signed
+//!   releases and blocks made with `schemas` alone, for tests that play the
+//!   bridge's part. The stand-in bridge that serves them over MQTT lives
+//!   in the test harness (`ota-tests`, `harness::minibridge`), not here.
 
 pub mod agent;
 pub mod fleet;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

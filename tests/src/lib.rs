@@ -11,6 +11,9 @@
 //! - [`bench`]: benchmarks behind `ota bench`, returning figures.
 //! - [`downloader`]: a minimal protocol-speaking device download loop (raw
 //!   rumqttc), for the download benchmark and the block server's tests.
+//! - [`minibridge`]: a minimal stand-in for the bridge over real MQTT
+//!   (Membership, announcements, blocks, StatusAcks), for the agent's and
+//!   the simulator's own tests and scale runs without a bridge.
 //! - [`raw`]: a device's own raw MQTT client that records what it gets,
 //!   for the attacker tests of PROTOCOL.md E1.
 //! - [`attacker`]: what an attacker with one device's login tries, and the
@@ -21,6 +24,7 @@ pub mod bench;
 pub mod demo;
 pub mod downloader;
 pub mod faults;
+pub mod minibridge;
 pub mod mosquitto;
 pub mod raw;
 pub mod stack;

@@ -1,5 +1,5 @@
 //! The embedded broker alone, in its own process, for `ota sim` scale runs:
-//! `cargo run --release -p ota-device-sim --example bench_broker -- 18830`.
+//! `cargo run --release -p ota-tests --example bench_broker -- 18830`.
 
 use std::net::SocketAddr;
 

@@ -2,9 +2,9 @@
 //! downloading its verified blocks again, then installs a firmware through
 //! a reboot and reports success. Real broker (embedded rumqttd), real
 //! rumqttc clients, real files; the test plays the bridge's part with
-//! `testkit::bridge::MiniBridge`.
+//! `harness::minibridge::MiniBridge`.
 
-mod support;
+mod sim_support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,14 +13,14 @@ use std::time::Duration;
 use device_sim::agent::{
     AgentConfig, DeviceIoConfig, FileInstaller, FileStore, NeverDefer, Timing,
 };
-use device_sim::testkit::bridge::MiniBridge;
 use device_sim::testkit::{announcement, pattern_image, TestImage};
+use harness::minibridge::MiniBridge;
 use schemas::cose::TrustStore;
 use schemas::keys::SigningKey;
 use schemas::msg::{Kind, StatusState};
 use schemas::topic::{Topic, Topics};
 use schemas::{ComponentName, DeviceId, GroupName};
-use support::{broker, wait_for, Forward, Seen};
+use sim_support::{broker, wait_for, Forward, Seen};
 use tokio::sync::mpsc;
 
 const BLOCKS: u32 = 40;

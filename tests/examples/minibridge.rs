@@ -1,17 +1,17 @@
-//! Plays the bridge for an `ota sim` scale run (testkit's MiniBridge): puts
+//! Plays the bridge for an `ota sim` scale run (the harness's MiniBridge): puts
 //! devices `{prefix}-00001..N` in one group, announces a firmware for every
 //! arch of config/fleet.toml signed with its demo key, serves the blocks,
 //! acknowledges Statuses, and prints progress every 5 s.
 //!
 //! Start it before `ota sim`: it announces once every device said Hello.
 //!
-//! `cargo run -p ota-device-sim --example minibridge -- PORT N [IMAGE_KIB]`
+//! `cargo run -p ota-tests --example minibridge -- PORT N [IMAGE_KIB]`
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use device_sim::testkit::bridge::MiniBridge;
 use device_sim::testkit::{announcement, pattern_image, TestImage};
+use harness::minibridge::MiniBridge;
 use schemas::keys::SigningKey;
 use schemas::msg::{Kind, StatusState};
 use schemas::topic::{Topic, Topics};
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Acks need each device's Hello: wait for the fleet to connect (start
     // this before `ota sim`).
     eprintln!("waiting for {n} Hellos");
-    let hellos = |s: &device_sim::testkit::bridge::Seen| {
+    let hellos = |s: &harness::minibridge::Seen| {
         s.hellos
             .iter()
             .map(|(d, _)| d)

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::TestImage;
+use device_sim::testkit::TestImage;
 
 /// Which block indices the stand-in serves (all when unset).
 pub type ServeFilter = Arc<dyn Fn(&DeviceId, u32) -> bool + Send + Sync>;

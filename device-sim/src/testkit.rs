@@ -116,5 +116,3 @@ pub fn announcement(
         deltas: Vec::new(),
     })
 }
-
-pub mod bridge;

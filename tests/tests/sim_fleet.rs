@@ -2,7 +2,7 @@
 //! of fault updates its firmware; each device ends in the terminal state
 //! its faults call for, and no Status is lost.
 
-mod support;
+mod sim_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use device_sim::fleet::device::spec;
 use device_sim::fleet::{Fleet, FleetConfig, Profile};
-use device_sim::testkit::bridge::MiniBridge;
 use device_sim::testkit::{announcement, pattern_image, TestImage};
+use harness::minibridge::MiniBridge;
 use schemas::keys::{verifying_key_to_text, SigningKey};
 use schemas::msg::{ErrorCode, Kind, StatusState};
 use schemas::topic::{Topic, Topics};
 use schemas::GroupName;
-use support::broker;
+use sim_support::broker;
 
 const N: usize = 60;
 
