@@ -3,7 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::store::StoreError;
-use crate::{artifacts, blocks, http, mqtt, repair, state, status};
+use crate::{artifacts, blocks, http, mqtt, ops, repair, state, status};
 
 /// Why the bridge could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub enum BridgeError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Repair(#[from] repair::RepairError),
+    #[error(transparent)]
+    Retention(#[from] ops::retention::RetentionError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }

@@ -29,7 +29,7 @@
 //!   │
 //!  director ─────── the director key: signs control messages (E2)
 //!   │
-//!  store  config  metrics  rt ── sled trees; ota.toml; counters; clock, blocking
+//!  store  config  metrics  quiet  rt ── sled trees; ota.toml; counters; warnings once per interval; clock, blocking
 //!
 //!  client ───────── the operator client (`ota` CLI), on ops' reply shapes
 //! ```
@@ -39,8 +39,12 @@
 //! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
 //!   status, retained, audit).
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
+//! - `serve`: [`run`], `ota serve`'s life: start, wait for the signal or a
+//!   failed actor, stop.
 //! - [`metrics`]: counters, logged periodically (`counters`, the log
 //!   line) and exported on `/metrics` ([`http`]).
+//! - [`quiet`]: repeated warnings (bad input, refused commands) logged once
+//!   per interval with a count.
 //! - [`director`]: the director key and its counter, which never goes
 //!   backwards (E2's signed Membership, Announcement, StatusAck).
 //! - [`mqtt`]: the one rumqttc connection: options, the event loop task
@@ -107,13 +111,14 @@ pub mod metrics;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod ops;
+pub mod quiet;
 pub mod repair;
 pub mod rt;
+mod serve;
 pub mod state;
 pub mod status;
 pub mod store;
 
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +135,7 @@ use mqtt::{LinkState, MqttLoop, Publisher, Routes};
 use store::{Store, StoreError};
 
 pub use error::BridgeError;
+pub use serve::run;
 
 pub use rt::unix_now;
 
@@ -346,6 +352,7 @@ impl Bridge {
             publisher: publisher.clone(),
             core: core_tx,
             metrics: metrics.clone(),
+            quota: status::quota::HelloQuota::new(config.status.hellos_per_minute),
             config: config.status,
             tracker,
             ack_policy: status::ingest::AckPolicy::for_broker(&config.broker),
@@ -447,6 +454,15 @@ impl Bridge {
         ];
         if let Some(h) = sync {
             actors.push(("mosquitto sync", Some(h)));
+        }
+        if let Some(keep) = config.bridge.audit_retention {
+            let (s, token) = (store.clone(), actors_token.clone());
+            actors.push((
+                "audit retention",
+                Some(tokio::spawn(async move {
+                    Ok(ops::retention::run(s, keep, token).await?)
+                })),
+            ));
         }
         if let Some((bound, shared)) = http {
             let token = actors_token.clone();
@@ -593,28 +609,6 @@ impl Bridge {
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-}
-
-/// Runs the bridge until `shutdown` completes (the caller wires Ctrl-C and
-/// SIGTERM to it), or until a task fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), BridgeError> {
-    let mut bridge = Bridge::start(config).await?;
-    tokio::pin!(shutdown);
-    let failure = tokio::select! {
-        _ = &mut shutdown => None,
-        e = bridge.failed() => Some(e),
-    };
-    match failure {
-        None => {
-            info!("shutting down");
-            bridge.shutdown().await
-        }
-        Some(e) => {
-            error!(error = %e, "the bridge cannot go on; stopping");
-            let _ = bridge.shutdown().await;
-            Err(e)
         }
     }
 }

@@ -34,11 +34,17 @@ pub enum DropReason {
     /// A message for a part of the bridge that is not running (e.g. block
     /// requests before the block server exists).
     Unrouted,
+    /// A Hello over its device's quota (`[status] hellos_per_minute`).
+    HelloRate,
+    /// A conflicting Status of a device that has the most conflicts kept
+    /// aside already (`store::status::MAX_CONFLICTS_PER_DEVICE`): counted
+    /// as a conflict too, not stored.
+    ConflictNotKept,
 }
 
 impl DropReason {
     /// Every reason, in index order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::BadTopic,
         DropReason::Malformed,
         DropReason::Oversized,
@@ -49,6 +55,8 @@ impl DropReason {
         DropReason::CommandReplayed,
         DropReason::Overloaded,
         DropReason::Unrouted,
+        DropReason::HelloRate,
+        DropReason::ConflictNotKept,
     ];
 
     /// The reason's name in logs and snapshots.
@@ -64,6 +72,8 @@ impl DropReason {
             DropReason::CommandReplayed => "command_replayed",
             DropReason::Overloaded => "overloaded",
             DropReason::Unrouted => "unrouted",
+            DropReason::HelloRate => "hello_rate",
+            DropReason::ConflictNotKept => "conflict_not_kept",
         }
     }
 
@@ -99,6 +109,8 @@ pub struct Metrics {
     pub foreign_retained: AtomicU64,
     /// From a status batch's first message to its flush.
     pub commit_latency: Latency,
+    /// Repeated warnings, logged once per interval.
+    pub quiet: crate::quiet::QuietLogs,
 }
 
 /// Upper bounds of [`Latency`]'s buckets, seconds (a last one is +Inf).

@@ -211,7 +211,93 @@ async fn a_replay_after_a_restart_is_refused(kind: BrokerKind) {
     assert!(reply.error.unwrap().contains("already received"));
 }
 
+/// Quotas (issue 12): a device that floods Hellos is held at
+/// `[status] hellos_per_minute`, and its reports still count.
+async fn a_hello_flood_is_held_at_the_quota(kind: BrokerKind) {
+    let stack = Stack::start(kind).await;
+    let mut dev = stack.device("dev-flood").await;
+    const FLOOD: u64 = 200;
+    for _ in 0..FLOOD {
+        dev.hello("ep000001", 1, &[]).await;
+    }
+    until("every Hello taken or held", || {
+        let m = stack.metrics();
+        m.hellos + m.dropped(DropReason::HelloRate) == FLOOD
+    })
+    .await;
+    let m = stack.metrics();
+    // 30 a minute: at most 60 if the flood spans a minute's turn.
+    assert!(m.hellos >= 1 && m.hellos <= 60, "{} Hellos taken", m.hellos);
+    assert!(m.dropped(DropReason::HelloRate) >= FLOOD - 60);
+    still_works(&mut dev, 1).await;
+}
+
+/// Conflicting reports kept aside are bounded per device: past the bound
+/// they are counted, not stored.
+async fn conflicts_past_the_bound_are_counted_not_kept(kind: BrokerKind) {
+    let stack = Stack::start(kind).await;
+    let mut dev = stack.device("dev-conflict").await;
+    dev.hello("ep000001", 1, &[]).await;
+    still_works(&mut dev, 1).await;
+    let bound = bridge::store::status::MAX_CONFLICTS_PER_DEVICE as u64;
+    let sent = bound + 10;
+    for i in 0..sent {
+        let mut s = common::status(1, StatusState::Downloading);
+        s.progress = Some(i + 1);
+        dev.publish(&Topic::Status(dev.id.clone()), s.encode())
+            .await;
+    }
+    until("every conflict counted", || {
+        stack.metrics().statuses_conflict == sent
+    })
+    .await;
+    assert_eq!(stack.metrics().dropped(DropReason::ConflictNotKept), 10);
+    let kept = stack.bridge().store().status.conflicts_of(&dev.id).unwrap();
+    assert_eq!(kept.len() as u64, bound);
+    still_works(&mut dev, 2).await;
+}
+
+/// A flood of refused commands is counted, and audited only up to the
+/// budget a minute.
+async fn a_flood_of_refused_commands_is_counted_not_all_audited(kind: BrokerKind) {
+    let stack = Stack::start(kind).await;
+    let ops = stack.ops().await;
+    let dev = stack.device("dev-junk").await;
+    const FLOOD: u64 = 300;
+    for i in 0..FLOOD {
+        dev.publish(
+            &Topic::OpsCommands,
+            format!("{{\"junk\": {i}}}").into_bytes(),
+        )
+        .await;
+    }
+    until("every refusal counted", || {
+        stack.metrics().commands_refused == FLOOD
+    })
+    .await;
+    let audited = stack
+        .bridge()
+        .store()
+        .audit
+        .since(0)
+        .unwrap()
+        .iter()
+        .filter(|e| !e.accepted)
+        .count() as u64;
+    let budget = bridge::ops::REFUSALS_AUDITED_PER_MINUTE as u64;
+    // One minute's budget, two if the flood spans a minute's turn.
+    assert!(
+        audited >= budget && audited <= 2 * budget,
+        "{audited} refusals audited"
+    );
+    // Good commands are still taken, and audited.
+    ops.call_ok::<GroupList>(Command::GroupList).await.unwrap();
+}
+
 on_both_brokers!(
+    a_hello_flood_is_held_at_the_quota,
+    conflicts_past_the_bound_are_counted_not_kept,
+    a_flood_of_refused_commands_is_counted_not_all_audited,
     bad_device_payloads_are_dropped_and_counted,
     bad_topics_are_dropped_and_counted,
     a_status_from_an_unknown_device_is_dropped,

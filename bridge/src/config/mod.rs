@@ -14,12 +14,14 @@
 //! control_ttl_secs = 604800         # how long a signed control message holds (7 days)
 //! command_window_secs = 300
 //! metrics_interval_secs = 60
+//! audit_retention_days = 90          # operator commands kept this long (0: for ever)
 //!
 //! [broker]                          # the broker crate's section
 //!
 //! [status]
 //! commit_window_ms = 5
 //! max_batch = 4096
+//! hellos_per_minute = 30            # per device; more are dropped, counted (0: no limit)
 //!
 //! [operator]                        # for the `ota` CLI with --config
 //! key = "keys/alice.key"
@@ -56,6 +58,8 @@ pub const MAX_CLIENT_ID: usize = 60;
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Default `[bridge] command_window_secs`.
 pub const DEFAULT_COMMAND_WINDOW_SECS: u64 = 300;
+/// Default `[bridge] audit_retention_days`.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 90;
 /// Default `[bridge] metrics_interval_secs`.
 pub const DEFAULT_METRICS_INTERVAL_SECS: u64 = 60;
 /// Default `[bridge] control_ttl_secs`: 7 days.
@@ -64,6 +68,9 @@ pub const DEFAULT_CONTROL_TTL_SECS: u64 = 7 * 86_400;
 pub const CONTROL_TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=90 * 86_400;
 /// Default `[status] commit_window_ms`.
 pub const DEFAULT_COMMIT_WINDOW_MS: u64 = 5;
+/// Default `[status] hellos_per_minute`: a device says Hello once per
+/// connection, so this is generous.
+pub const DEFAULT_HELLOS_PER_MINUTE: u32 = 30;
 /// Default `[status] max_batch`.
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 
@@ -139,6 +146,8 @@ pub struct BridgeConfig {
     pub command_window_secs: u64,
     /// How often the counters are logged.
     pub metrics_interval: Duration,
+    /// How long the audit trail keeps a command; `None`: for ever.
+    pub audit_retention: Option<Duration>,
     /// The director key (E2) that signs Memberships, Announcements and
     /// StatusAcks; `None`: they go out unsigned, as in v1.
     pub director_key: Option<SigningKey>,
@@ -192,6 +201,9 @@ pub struct StatusConfig {
     pub commit_window: Duration,
     /// The most reports one commit covers.
     pub max_batch: usize,
+    /// Hellos a device may send in one minute; more are dropped and
+    /// counted (`status::quota`). 0: no limit.
+    pub hellos_per_minute: u32,
 }
 
 impl Default for StatusConfig {
@@ -199,6 +211,7 @@ impl Default for StatusConfig {
         Self {
             commit_window: Duration::from_millis(DEFAULT_COMMIT_WINDOW_MS),
             max_batch: DEFAULT_MAX_BATCH,
+            hellos_per_minute: DEFAULT_HELLOS_PER_MINUTE,
         }
     }
 }
@@ -266,6 +279,7 @@ impl Config {
                 release_keys: BTreeMap::new(),
                 command_window_secs: DEFAULT_COMMAND_WINDOW_SECS,
                 metrics_interval: Duration::from_secs(DEFAULT_METRICS_INTERVAL_SECS),
+                audit_retention: Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
                 director_key: None,
                 control_ttl: Duration::from_secs(DEFAULT_CONTROL_TTL_SECS),
             },
@@ -408,6 +422,17 @@ impl Validator<'_> {
         if metrics_secs == 0 {
             return Err(self.err("bridge", "metrics_interval_secs", "must be at least 1"));
         }
+        let audit_days = b
+            .audit_retention_days
+            .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS);
+        if audit_days > 36_500 {
+            return Err(self.err(
+                "bridge",
+                "audit_retention_days",
+                format!("{audit_days} is over 36500 days; use 0 to keep the audit trail for ever"),
+            ));
+        }
+        let audit_retention = (audit_days > 0).then(|| Duration::from_secs(audit_days * 86_400));
         let control_ttl_secs = b.control_ttl_secs.unwrap_or(DEFAULT_CONTROL_TTL_SECS);
         if !CONTROL_TTL_RANGE.contains(&control_ttl_secs) {
             return Err(self.err(
@@ -434,6 +459,7 @@ impl Validator<'_> {
             release_keys,
             command_window_secs,
             metrics_interval: Duration::from_secs(metrics_secs),
+            audit_retention,
             director_key,
             control_ttl: Duration::from_secs(control_ttl_secs),
         };
@@ -458,6 +484,7 @@ impl Validator<'_> {
         let status = StatusConfig {
             commit_window: Duration::from_millis(commit_ms),
             max_batch,
+            hellos_per_minute: s.hellos_per_minute.unwrap_or(DEFAULT_HELLOS_PER_MINUTE),
         };
 
         raw.blocks
@@ -815,6 +842,29 @@ mod tests {
         assert_eq!(c.status, StatusConfig::default());
         assert_eq!(c.operator.key, Some(dir.path().join("keys/operator.key")));
         assert_eq!(c.endpoint().port, 1883);
+        assert_eq!(
+            c.bridge.audit_retention,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+    }
+
+    #[test]
+    fn quotas_and_retention_are_read_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load_anon(
+            dir.path(),
+            "[bridge]\naudit_retention_days = 0\n[status]\nhellos_per_minute = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridge.audit_retention, None);
+        assert_eq!(c.status.hellos_per_minute, 5);
+        let e = load_anon(dir.path(), "[bridge]\naudit_retention_days = 99999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("audit_retention_days") && e.contains("use 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct RawBridge {
     pub control_ttl_secs: Option<u64>,
     pub command_window_secs: Option<u64>,
     pub metrics_interval_secs: Option<u64>,
+    pub audit_retention_days: Option<u64>,
 }
 
 /// `[status]`
@@ -57,6 +58,7 @@ pub struct RawBridge {
 pub struct RawStatus {
     pub commit_window_ms: Option<u64>,
     pub max_batch: Option<usize>,
+    pub hellos_per_minute: Option<u32>,
 }
 
 /// `[operator]`: what the `ota` CLI uses when given `--config`.

@@ -258,6 +258,7 @@ mod tests {
             issued_at: Some(1000),
             accepted: true,
             error: None,
+            unaudited: 0,
         };
         let refused = AuditEntry {
             request_id: Some("r2".into()),

@@ -10,6 +10,8 @@
 //! - [`uploads`]: the upload actor: `artifact_upload` chunks off core,
 //!   each push's manifest verified once, hashing on the blocking pool.
 //! - [`identity_cmds`]: device credentials (provision, rotate, revoke).
+//! - [`refusal_budget`]: how many refused commands a minute are audited.
+//! - [`retention`]: the audit trail's retention, pruned hourly.
 //! - [`queries`]: the HTTP listener's read-only queries, answered by core
 //!   from the same shapes (never signed, never audited, change nothing).
 //!
@@ -18,6 +20,13 @@
 //! reports (and the audit entry that stops a replay) survives a crash;
 //! reply. A refusal is replied to when the command names a request id,
 //! so that an operator with a wrong key or clock learns why.
+//!
+//! Refusals are always counted (`ota_commands_refused_total`, by reason).
+//! A flood of them (forged, replayed, garbage) must not fill the disk or
+//! the log: at most [`REFUSALS_AUDITED_PER_MINUTE`] a minute are audited
+//! in full, the next audited one says how many were not
+//! (`AuditEntry::unaudited`), and the warning is logged once per
+//! interval with a count (`crate::quiet`).
 
 pub mod artifact_cmds;
 pub mod auth;
@@ -27,6 +36,8 @@ pub mod errors;
 pub mod fleet_cmds;
 pub mod identity_cmds;
 pub mod queries;
+pub mod refusal_budget;
+pub mod retention;
 pub mod uploads;
 
 use schemas::ops::{Command, Reply};
@@ -37,6 +48,7 @@ use tracing::{info, warn};
 pub use artifact_cmds::InUse;
 pub use auth::{Authenticator, Refusal};
 pub use errors::OpsError;
+pub use refusal_budget::{RefusalBudget, REFUSALS_AUDITED_PER_MINUTE};
 pub use uploads::Uploads;
 
 use crate::metrics::Metrics;
@@ -49,6 +61,7 @@ use crate::store::{AuditEntry, Store};
 pub struct Ops {
     auth: Authenticator,
     uploads: Uploads,
+    refusals: RefusalBudget,
 }
 
 /// What is known of an accepted command once it is checked: enough to
@@ -65,7 +78,11 @@ pub struct Accepted {
 impl Ops {
     /// `auth` already seeded with the request ids seen before a restart.
     pub fn new(auth: Authenticator, uploads: Uploads) -> Self {
-        Self { auth, uploads }
+        Self {
+            auth,
+            uploads,
+            refusals: RefusalBudget::new(REFUSALS_AUDITED_PER_MINUTE),
+        }
     }
 
     /// Handles one command payload. Errors returned are the bridge's own
@@ -76,7 +93,7 @@ impl Ops {
         let now = crate::rt::unix_now();
         let body = match self.auth.check(payload, now) {
             Ok(b) => b,
-            Err(r) => return refuse(state, r, now).await,
+            Err(r) => return refuse(state, &mut self.refusals, r, now).await,
         };
         Metrics::add(&state.metrics().commands_accepted, 1);
         let accepted = Accepted {
@@ -134,6 +151,7 @@ pub async fn conclude(
         issued_at: Some(a.issued_at),
         accepted: true,
         error: error.as_ref().map(|e| e.to_string()),
+        unaudited: 0,
     })?;
     store.flush().await?;
     let (request, op) = (&a.request_id, a.op);
@@ -149,26 +167,37 @@ pub async fn conclude(
     }
 }
 
-async fn refuse(state: &mut CoreState, r: Box<Refusal>, now: u64) -> Result<(), CoreError> {
+async fn refuse(
+    state: &mut CoreState,
+    budget: &mut RefusalBudget,
+    r: Box<Refusal>,
+    now: u64,
+) -> Result<(), CoreError> {
     Metrics::add(&state.metrics().commands_refused, 1);
     state.metrics().count_drop(r.reason);
-    warn!(
-        reason = r.reason.as_str(),
-        request = ?r.request_id.as_ref().map(|x| x.as_str()),
-        kid = ?r.kid,
-        op = ?r.op,
-        error = %r.error,
-        "operator command refused"
-    );
-    state.store().audit.append(&AuditEntry {
-        at: now,
-        request_id: r.request_id.as_ref().map(|x| x.to_string()),
-        kid: r.kid.clone(),
-        op: r.op.clone(),
-        issued_at: r.issued_at,
-        accepted: false,
-        error: Some(r.error.to_string()),
-    })?;
+    if let Some(held) = state.metrics().quiet.command_refused.tick() {
+        warn!(
+            reason = r.reason.as_str(),
+            request = ?r.request_id.as_ref().map(|x| x.as_str()),
+            kid = ?r.kid,
+            op = ?r.op,
+            error = %r.error,
+            held,
+            "operator command refused (held: refusals not logged since the last such line)"
+        );
+    }
+    if let Some(unaudited) = budget.take(now) {
+        state.store().audit.append(&AuditEntry {
+            at: now,
+            request_id: r.request_id.as_ref().map(|x| x.to_string()),
+            kid: r.kid.clone(),
+            op: r.op.clone(),
+            issued_at: r.issued_at,
+            accepted: false,
+            error: Some(r.error.to_string()),
+            unaudited,
+        })?;
+    }
     if let Some(id) = &r.request_id {
         send_reply(
             state.publisher(),

@@ -16,6 +16,7 @@ use schemas::topic::{Topic, Topics};
 use schemas::{DeviceId, Epoch};
 use tracing::{debug, info, warn};
 
+use super::quota::HelloQuota;
 use super::tracker::{AckTracker, HelloEffect};
 use super::StatusUpdate;
 use crate::metrics::{DropReason, Metrics};
@@ -26,6 +27,8 @@ use crate::store::{CurrentState, EpochRecord, Store, StoreError};
 /// The blocking side of the actor: tracker, store, counters.
 pub(crate) struct Applier {
     pub(crate) tracker: AckTracker,
+    /// Hellos per device and minute; handed over like the tracker.
+    pub(crate) quota: HelloQuota,
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) topics: Topics,
@@ -61,7 +64,7 @@ impl Applier {
         for m in batch {
             match &m.topic {
                 Topic::Hello(id) => {
-                    if let Some((hello, effect)) = self.hello(id, &m.payload) {
+                    if let Some((hello, effect)) = self.hello(id, &m.payload, now) {
                         touched.entry(id.clone()).or_default().hello = true;
                         out.hellos.push((id.clone(), hello, effect));
                     }
@@ -110,7 +113,14 @@ impl Applier {
         Ok(out)
     }
 
-    fn hello(&mut self, id: &DeviceId, payload: &[u8]) -> Option<(Hello, HelloEffect)> {
+    fn hello(&mut self, id: &DeviceId, payload: &[u8], now: u64) -> Option<(Hello, HelloEffect)> {
+        if !self.quota.allow(id, now) {
+            self.metrics.count_drop(DropReason::HelloRate);
+            if let Some(held) = self.metrics.quiet.hello_rate.tick() {
+                warn!(device = %id, held, "dropped Hellos over the device's quota ([status] hellos_per_minute); counts since the last such line in held");
+            }
+            return None;
+        }
         let hello = match Hello::decode(payload) {
             Ok(h) => h,
             Err(e) => {
@@ -120,7 +130,9 @@ impl Applier {
         };
         Metrics::add(&self.metrics.hellos, 1);
         if hello.proto != schemas::PROTOCOL_VERSION {
-            warn!(device = %id, proto = hello.proto, "hello speaks another protocol version; reading it as v1");
+            if let Some(held) = self.metrics.quiet.other_proto.tick() {
+                warn!(device = %id, proto = hello.proto, held, "hello speaks another protocol version; reading it as v1");
+            }
         }
         let status = &self.store.status;
         let effect = self
@@ -156,7 +168,9 @@ impl Applier {
         };
         let Some(acks) = self.tracker.get(id) else {
             self.metrics.count_drop(DropReason::UnknownDevice);
-            warn!(device = %id, seq = status.seq, "dropped a status from a device that never said hello");
+            if let Some(held) = self.metrics.quiet.unknown_device.tick() {
+                warn!(device = %id, seq = status.seq, held, "dropped a status from a device that never said hello");
+            }
             return Ok(None);
         };
         let epoch = acks.epoch.clone();
@@ -165,7 +179,16 @@ impl Applier {
             Inserted::Duplicate => Metrics::add(&self.metrics.statuses_duplicate, 1),
             Inserted::Conflict => {
                 Metrics::add(&self.metrics.statuses_conflict, 1);
-                warn!(device = %id, epoch = %epoch, seq = status.seq, "status conflicts with the one stored under its seq: kept aside");
+                if let Some(held) = self.metrics.quiet.conflict.tick() {
+                    warn!(device = %id, epoch = %epoch, seq = status.seq, held, "status conflicts with the one stored under its seq: kept aside");
+                }
+            }
+            Inserted::ConflictNotKept => {
+                Metrics::add(&self.metrics.statuses_conflict, 1);
+                self.metrics.count_drop(DropReason::ConflictNotKept);
+                if let Some(held) = self.metrics.quiet.conflict.tick() {
+                    warn!(device = %id, epoch = %epoch, seq = status.seq, held, "status conflicts with the one stored under its seq: counted, not kept (the device has the most conflicts kept aside already)");
+                }
             }
         }
         self.tracker.stored(id, status.seq);
@@ -205,6 +228,8 @@ impl Applier {
             _ => DropReason::Malformed,
         };
         self.metrics.count_drop(reason);
-        warn!(device = %id, message = what, error = %e, "dropped a payload that does not decode");
+        if let Some(held) = self.metrics.quiet.undecodable.tick() {
+            warn!(device = %id, message = what, error = %e, held, "dropped a payload that does not decode");
+        }
     }
 }

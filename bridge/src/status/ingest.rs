@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::commit::{Applied, Applier};
+use super::quota::HelloQuota;
 use super::tracker::{AckTracker, DeviceAcks};
 use super::CoreMsg;
 use crate::config::StatusConfig;
@@ -77,6 +78,8 @@ pub struct Ingest {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: StatusConfig,
     pub(crate) tracker: AckTracker,
+    /// Hellos per device and minute (`config.hellos_per_minute`).
+    pub(crate) quota: HelloQuota,
     pub(crate) ack_policy: AckPolicy,
 }
 
@@ -216,6 +219,7 @@ impl Ingest {
         // Phase 1, on the blocking pool: the tracker and every sled write.
         let mut applier = Applier {
             tracker: std::mem::take(&mut self.tracker),
+            quota: std::mem::take(&mut self.quota),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             topics: self.publisher.topics().clone(),
@@ -228,6 +232,7 @@ impl Ingest {
         .await
         .map_err(|e| IngestError::Task(e.to_string()))?;
         self.tracker = applier.tracker;
+        self.quota = applier.quota;
         let Applied {
             hellos,
             updates,

@@ -4,6 +4,7 @@
 
 pub(crate) mod commit;
 pub mod ingest;
+pub mod quota;
 pub mod tracker;
 
 use std::collections::BTreeMap;

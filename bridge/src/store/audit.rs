@@ -30,6 +30,14 @@ pub struct AuditEntry {
     /// Why it was refused, or why the accepted command failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Refusals before this one that were counted but not audited (over
+    /// the ops layer's budget a minute).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unaudited: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The `audit` tree.
@@ -68,6 +76,19 @@ impl AuditStore {
         Ok(out)
     }
 
+    /// Removes the entries received before `before` (Unix seconds): the
+    /// retention. Returns how many went. Blocks: call on the blocking pool.
+    pub fn prune_before(&self, before: u64) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.tree.range(..before.to_be_bytes()).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// How many entries.
     pub fn len(&self) -> usize {
         self.tree.len()
@@ -92,7 +113,27 @@ mod tests {
             issued_at: Some(at),
             accepted,
             error: None,
+            unaudited: 0,
         }
+    }
+
+    #[test]
+    fn retention_removes_only_older_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::super::Store::open(dir.path()).unwrap();
+        for (at, id) in [(100, "a"), (199, "b"), (200, "c"), (300, "d")] {
+            s.audit.append(&entry(at, id, true)).unwrap();
+        }
+        assert_eq!(s.audit.prune_before(200).unwrap(), 2);
+        let left: Vec<_> = s
+            .audit
+            .since(0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.at)
+            .collect();
+        assert_eq!(left, vec![200, 300]);
+        assert_eq!(s.audit.prune_before(200).unwrap(), 0);
     }
 
     #[test]

@@ -74,7 +74,16 @@ pub enum Inserted {
     Duplicate,
     /// Other bytes were stored under this seq: kept aside.
     Conflict,
+    /// A conflict, not kept: the device has [`MAX_CONFLICTS_PER_DEVICE`]
+    /// aside already. Only counted.
+    ConflictNotKept,
 }
+
+/// Conflicting reports kept aside per device. A conflict is evidence (a
+/// device that reuses seqs, or someone publishing under its id): a few
+/// are worth keeping for an operator to read; a device or an impostor
+/// that sends thousands must not fill the disk.
+pub const MAX_CONFLICTS_PER_DEVICE: usize = 32;
 
 /// The status trees.
 #[derive(Clone)]
@@ -122,6 +131,16 @@ impl StatusStore {
             Ok(()) => Ok(Inserted::New),
             Err(cas) if cas.current.as_deref() == Some(bytes) => Ok(Inserted::Duplicate),
             Err(_) => {
+                let prefix = key_of(&[device.as_str().as_bytes()]);
+                let kept = self
+                    .conflicts
+                    .scan_prefix(&prefix)
+                    .keys()
+                    .take(MAX_CONFLICTS_PER_DEVICE)
+                    .count();
+                if kept >= MAX_CONFLICTS_PER_DEVICE {
+                    return Ok(Inserted::ConflictNotKept);
+                }
                 let mut ck = key;
                 ck.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
                 self.conflicts.insert(ck, bytes)?;
@@ -352,6 +371,29 @@ mod tests {
         assert_eq!(
             st.conflicts_of(&d("a")).unwrap(),
             vec![("ep000001".into(), 5, b"y".to_vec())]
+        );
+        // Past the bound per device, conflicts are counted, not kept.
+        for i in 1..MAX_CONFLICTS_PER_DEVICE {
+            let bytes = format!("y{i}");
+            assert_eq!(
+                st.insert(&d("a"), &e("ep000001"), 5, bytes.as_bytes())
+                    .unwrap(),
+                Inserted::Conflict
+            );
+        }
+        assert_eq!(
+            st.insert(&d("a"), &e("ep000001"), 5, b"z").unwrap(),
+            Inserted::ConflictNotKept
+        );
+        assert_eq!(
+            st.conflicts_of(&d("a")).unwrap().len(),
+            MAX_CONFLICTS_PER_DEVICE
+        );
+        // Another device's bound is its own.
+        st.insert(&d("b"), &e("ep000001"), 5, b"x").unwrap();
+        assert_eq!(
+            st.insert(&d("b"), &e("ep000001"), 5, b"y").unwrap(),
+            Inserted::Conflict
         );
         // Another epoch is another counter.
         assert_eq!(
