@@ -18,16 +18,12 @@ use schemas::CampaignId;
 use serve_support::*;
 
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let head = serve_support::bridge_head(dir);
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
         format!(
-            "[bridge]\n\
-             data_dir = \"data\"\n\
-             operator_keys = [\"operator.pub\"]\n\
-             release_keys = [\"release.pub\"]\n\
-             [operator]\n\
-             key = \"operator.key\"\n\
+            "{head}\
              [broker]\n\
              listen = \"127.0.0.1:{port}\"\n\
              segment_size = 1048576\n\

@@ -30,11 +30,6 @@ use schemas::topic::{Topic, Topics};
 use schemas::{ComponentName, DeviceId, Epoch};
 use serve_support::*;
 
-/// The bridge's director key (E2) in these tests.
-fn director() -> schemas::keys::SigningKey {
-    schemas::keys::SigningKey::from_bytes(&[6; 32])
-}
-
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     let release = schemas::keys::SigningKey::from_bytes(&[5; 32]);
     std::fs::write(
@@ -42,12 +37,7 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
         schemas::keys::verifying_key_to_text(&release.verifying_key()),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("director.key"),
-        schemas::keys::signing_key_to_text(&director()),
-    )
-    .unwrap();
-    secured_config(dir, port, "director_key = \"director.key\"\n", "")
+    secured_config(dir, port, "", "")
 }
 
 /// A logged-in client: its event loop runs until the connection ends,

@@ -41,16 +41,12 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16) -> std::path::Pa
     set_mode(dir, 0o755);
     set_mode(&run, 0o777);
     harness::mosquitto::share_with_mosquitto(&files).unwrap();
+    let head = serve_support::bridge_head(dir);
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
         format!(
-            "[bridge]\n\
-             data_dir = \"data\"\n\
-             operator_keys = [\"operator.pub\"]\n\
-             release_keys = [\"release.pub\"]\n\
-             [operator]\n\
-             key = \"operator.key\"\n\
+            "{head}\
              username = \"{au}\"\n\
              password = \"{ap}\"\n\
              [broker]\n\

@@ -50,6 +50,7 @@ pub fn log_once(metrics: &Metrics, identity: &identity::Identity, what: &str) {
         dropped_by = ?dropped_by,
         identity_refused = ?identity_refused,
         foreign_retained = s.foreign_retained,
+        anomalies = s.status_anomalies,
         "{what}"
     );
 }

@@ -12,6 +12,8 @@ pub enum BridgeError {
     Config(#[from] ConfigError),
     #[error("no operator keys are configured, so no command could ever be accepted: generate one with `ota keygen` and list its .pub file in [bridge] operator_keys")]
     NoOperatorKeys,
+    #[error("no [bridge] director_key: the bridge signs every Membership, announcement and status ack with it (PROTOCOL.md E2), and devices provisioned with its public key refuse anything unsigned; run `ota keygen` (it writes director.key and director.pub) and set director_key = \"keys/director.key\" under [bridge]")]
+    NoDirectorKey,
     #[error("cannot create data_dir {path}: {source} (check the path and its permissions)")]
     DataDir {
         path: std::path::PathBuf,

@@ -186,6 +186,9 @@ impl Bridge {
         if config.bridge.operator_keys.is_empty() {
             return Err(BridgeError::NoOperatorKeys);
         }
+        let Some(director_key) = config.bridge.director_key.clone() else {
+            return Err(BridgeError::NoDirectorKey);
+        };
         // The HTTP listener binds first: a taken port fails the start
         // before anything else runs.
         let http_listener = match &config.http {
@@ -201,18 +204,10 @@ impl Bridge {
                 source,
             })?;
         let store = blocking(move || Store::open(&data_dir)).await??;
-        let director = match config.bridge.director_key.clone() {
-            Some(key) => {
-                let (ttl, counters) = (config.bridge.control_ttl, store.counter.clone());
-                let d = blocking(move || director::Director::open(key, ttl, counters)).await??;
-                info!(kid = %hex::encode(d.kid()), ttl_secs = ttl.as_secs(), "control messages are signed with the director key");
-                Some(Arc::new(d))
-            }
-            None => {
-                warn!("no [bridge] director_key: Memberships, announcements and status acks go out unsigned, and devices provisioned with a director key will refuse them; run `ota keygen` and set [bridge] director_key");
-                None
-            }
-        };
+        let (ttl, counters) = (config.bridge.control_ttl, store.counter.clone());
+        let d = blocking(move || director::Director::open(director_key, ttl, counters)).await??;
+        info!(kid = %hex::encode(d.kid()), ttl_secs = ttl.as_secs(), "control messages are signed with the director key");
+        let director = Some(Arc::new(d));
         let db = store.db().clone();
         let (credentials, records) = blocking(move || {
             let c = identity::CredentialStore::open(&db)?;

@@ -107,6 +107,9 @@ pub struct Metrics {
     /// Retained payloads on the bridge's own topics that it did not
     /// publish, overwritten with its own.
     pub foreign_retained: AtomicU64,
+    /// `cancelled` Statuses (not `superseded`) of campaigns the bridge
+    /// never aborted: counted as failures (campaign `tally`).
+    pub status_anomalies: AtomicU64,
     /// From a status batch's first message to its flush.
     pub commit_latency: Latency,
     /// Repeated warnings, logged once per interval.
@@ -185,6 +188,7 @@ pub struct Snapshot {
     pub core_busy_micros: u64,
     pub core_max_stall_micros: u64,
     pub foreign_retained: u64,
+    pub status_anomalies: u64,
 }
 
 impl Snapshot {
@@ -249,6 +253,7 @@ impl Metrics {
             core_busy_micros: get(&self.core_busy_micros),
             core_max_stall_micros: get(&self.core_max_stall_micros),
             foreign_retained: get(&self.foreign_retained),
+            status_anomalies: get(&self.status_anomalies),
         }
     }
 }

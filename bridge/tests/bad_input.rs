@@ -334,4 +334,29 @@ async fn bad_config_is_refused_with_the_key_named() {
         .unwrap()
         .to_string();
     assert!(e.contains("operator_keys"), "{e}");
+    // With an operator key but no director key: refused too, saying what
+    // to run and what to write.
+    std::fs::write(
+        dir.path().join("op.pub"),
+        schemas::keys::verifying_key_to_text(&common::operator_key().verifying_key()),
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        format!("{anonymous}[bridge]\ndata_dir = \"d\"\noperator_keys = [\"op.pub\"]\n"),
+    )
+    .unwrap();
+    let config = bridge::Config::load(&path).unwrap();
+    let e = bridge::Bridge::start(config)
+        .await
+        .err()
+        .expect("no director key, no start")
+        .to_string();
+    for want in [
+        "no [bridge] director_key",
+        "ota keygen",
+        "director_key = \"keys/director.key\" under [bridge]",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
 }

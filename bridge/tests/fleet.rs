@@ -289,6 +289,7 @@ async fn run_with_the_embedded_broker_until_shutdown() {
     );
     let vk = operator.verifying_key();
     config.bridge.operator_keys = [(schemas::keys::kid(&vk), vk)].into();
+    config.bridge.director_key = Some(common::director_key());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(bridge::run(config, async {
         let _ = stop_rx.await;

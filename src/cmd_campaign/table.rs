@@ -262,12 +262,20 @@ fn plan(s: &CampaignStatus) -> String {
     out
 }
 
-/// `success 10, failure 1, not applicable 2, pending 3 of 16`
+/// `success 10, failure 1, not applicable 2, pending 3 of 16`, and the
+/// anomalies among the failures when there are any.
 pub fn counts_line(c: &WaveCounts) -> String {
-    format!(
+    let mut line = format!(
         "success {}, failure {}, not applicable {}, pending {} of {}",
         c.success, c.failure, c.not_applicable, c.pending, c.members
-    )
+    );
+    if c.anomaly > 0 {
+        line.push_str(&format!(
+            "; ANOMALY: {} of the failures cancelled on an abort the bridge never announced",
+            c.anomaly
+        ));
+    }
+    line
 }
 
 fn breakdown_rows(name: &str, b: &Breakdown) -> Vec<String> {
@@ -358,6 +366,13 @@ pub fn status(s: &CampaignStatus) -> String {
         rows.push(breakdown_rows("(all)", cur));
         out.push_str("\ncurrent wave:\n");
         out.push_str(&table(&COUNT_HEADER, &rows));
+        if cur.counts.anomaly > 0 {
+            let _ = writeln!(
+                out,
+                "ANOMALY: {} of the failures are devices that cancelled on an abort this bridge never announced: someone else can publish on its topics (see foreign_retained in the bridge's counters, and the broker's ACLs)",
+                cur.counts.anomaly
+            );
+        }
     }
     let recent: Vec<_> = s.history.iter().rev().take(8).collect();
     if !recent.is_empty() {

@@ -189,6 +189,9 @@ fn counts_text(b: &Breakdown) -> String {
         "ok {}  failed {}  n/a {}",
         c.success, c.failure, c.not_applicable
     );
+    if c.anomaly > 0 {
+        s.push_str(&format!("  anomalies {}", c.anomaly));
+    }
     let busy: Vec<String> = b
         .by_state
         .iter()

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use bridge::client::{ClientOptions, OpsClient};
 use device_sim::agent::{
-    AgentConfig, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer, NoHooks, SharedImages,
-    Timing,
+    AgentConfig, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer, SharedImages, Timing,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use schemas::cose::TrustStore;
@@ -69,8 +68,29 @@ pub fn release_key(dir: &Path, seed: u8) -> SigningKey {
     key
 }
 
-/// Writes `ota.toml` in `dir` with this `[broker]` section.
+/// The bridge's director key in these tests (seed 6), written by
+/// [`director_key`].
+pub fn director() -> SigningKey {
+    SigningKey::from_bytes(&[6; 32])
+}
+
+/// Writes the director key pair ([`director`]) in `dir` as director.key
+/// and director.pub, and returns the `[bridge]` line naming it: every
+/// config `ota serve` runs with needs one.
+pub fn director_key(dir: &Path) -> &'static str {
+    harness::serve_config::write_director(dir, &director()).expect("write the director key")
+}
+
+/// [`harness::serve_config::bridge_head`] with [`director`]: the head of a
+/// config with the operator, release and director keys.
+pub fn bridge_head(dir: &Path) -> String {
+    harness::serve_config::bridge_head(dir, &director()).expect("write the director key")
+}
+
+/// Writes `ota.toml` in `dir` with this `[broker]` section (and the
+/// director key).
 pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
+    let director = director_key(dir);
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
@@ -78,6 +98,7 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
             "[bridge]\n\
              data_dir = \"data\"\n\
              operator_keys = [\"operator.pub\"]\n\
+             {director}\
              [operator]\n\
              key = \"operator.key\"\n\
              [devices]\n\
@@ -96,10 +117,12 @@ pub const ALICE_LOGIN: (&str, &str) = ("alice", "alice-secret-0123456789");
 
 /// Writes `ota.toml` in `dir` for an embedded broker on `port` with
 /// accounts (the bridge and alice, who is the CLI's login), only
-/// provisioned devices, and the operator and release keys `operator.pub`
-/// and `release.pub`. `bridge_keys` go into `[bridge]`, `tail` at the end.
+/// provisioned devices, the operator and release keys `operator.pub`
+/// and `release.pub`, and the director key ([`director_key`]).
+/// `bridge_keys` go into `[bridge]`, `tail` at the end.
 pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> PathBuf {
     let ((bu, bp), (au, ap)) = (BRIDGE_LOGIN, ALICE_LOGIN);
+    let director = director_key(dir);
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
@@ -109,6 +132,7 @@ pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> P
              operator_keys = [\"operator.pub\"]\n\
              release_keys = [\"release.pub\"]\n\
              broker_user = \"{bu}\"\n\
+             {director}\
              {bridge_keys}\
              [operator]\n\
              key = \"operator.key\"\n\
@@ -352,13 +376,86 @@ pub fn agent(
     label: (&str, &str),
     login: Option<(String, String)>,
 ) -> tokio::task::JoinHandle<()> {
+    agent_with(
+        id,
+        port,
+        key,
+        images,
+        label,
+        AgentOpts {
+            login,
+            ..AgentOpts::default()
+        },
+    )
+}
+
+/// What [`agent_with`] sets beyond [`agent`]'s defaults.
+#[derive(Default)]
+pub struct AgentOpts {
+    /// The broker login.
+    pub login: Option<(String, String)>,
+    /// Director public keys (E2): with one, control messages are checked.
+    pub directors: Vec<schemas::keys::VerifyingKey>,
+    /// When it puts a campaign off; `None`: never.
+    pub policy: Option<Box<dyn device_sim::agent::DeferPolicy>>,
+    /// Where it records the payloads it refused.
+    pub drops: Drops,
+}
+
+/// The payloads devices refused, by device and reason (E2's codes:
+/// `missing_auth`, `unknown_key`, `wrong_topic`, `old_counter`...).
+#[derive(Clone, Default)]
+pub struct Drops(Arc<std::sync::Mutex<Vec<(String, &'static str)>>>);
+
+impl Drops {
+    /// How many payloads `device` refused for `reason`.
+    pub fn count(&self, device: &str, reason: &str) -> usize {
+        let all = self.0.lock().expect("the drops");
+        all.iter()
+            .filter(|(d, r)| d == device && *r == reason)
+            .count()
+    }
+
+    /// Every (device, reason), for a failure message.
+    pub fn all(&self) -> Vec<(String, &'static str)> {
+        self.0.lock().expect("the drops").clone()
+    }
+}
+
+struct DropHooks {
+    id: String,
+    drops: Drops,
+}
+
+impl device_sim::agent::Hooks for DropHooks {
+    fn dropped(&mut self, what: &'static str) {
+        let mut all = self.drops.0.lock().expect("the drops");
+        all.push((self.id.clone(), what));
+    }
+}
+
+/// [`agent`] with [`AgentOpts`].
+pub fn agent_with(
+    id: &str,
+    port: u16,
+    key: &SigningKey,
+    images: Arc<SharedImages>,
+    label: (&str, &str),
+    opts: AgentOpts,
+) -> tokio::task::JoinHandle<()> {
+    let AgentOpts {
+        login,
+        directors,
+        policy,
+        drops,
+    } = opts;
     let cfg = DeviceIoConfig {
         agent: Arc::new(AgentConfig {
             id: DeviceId::new(id).expect("a device id"),
             arch: "esp32".into(),
             labels: [(label.0.to_string(), label.1.to_string())].into(),
             trust: Arc::new(TrustStore::new([key.verifying_key()])),
-            directors: Default::default(),
+            directors: Arc::new(schemas::control::DirectorKeys::new(directors)),
             deltas: true,
             room_bytes: None,
             timing: Timing {
@@ -381,17 +478,21 @@ pub fn agent(
             "1.0.0".to_string(),
         )]
         .into(),
-        policy: Box::new(NeverDefer),
+        policy: policy.unwrap_or_else(|| Box::new(NeverDefer)),
         seed: id.len() as u64,
         pacer: None,
         login,
+    };
+    let hooks = DropHooks {
+        id: id.to_string(),
+        drops,
     };
     tokio::spawn(async move {
         let _ = device_sim::agent::run_device(
             cfg,
             MemoryInstaller::default(),
             MemoryStore::new(images),
-            NoHooks,
+            hooks,
             std::future::pending::<()>(),
         )
         .await;

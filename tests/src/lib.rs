@@ -5,6 +5,8 @@
 //! # Layout
 //!
 //! - [`stack`]: [`stack::Stack`], a broker + bridge + keys + operator client.
+//! - [`serve_config`]: what every `ota.toml` written for `ota serve`
+//!   shares (the director key it must name).
 //! - [`mosquitto`]: Mosquitto as a child process on a free port.
 //! - [`demo`]: `ota demo`, the whole story on a simulated fleet.
 //! - [`faults`]: helpers of the fault suite (`tests/tests/faults/`).
@@ -27,6 +29,7 @@ pub mod faults;
 pub mod minibridge;
 pub mod mosquitto;
 pub mod raw;
+pub mod serve_config;
 pub mod stack;
 
 pub use stack::{BrokerChoice, Keys, Stack, StackOptions, WaitError};

@@ -26,6 +26,7 @@ pub mod kind {
     pub const EXPIRED: &str = "campaign.expired";
     pub const DECISION: &str = "campaign.decision";
     pub const PROGRESS: &str = "campaign.progress";
+    pub const ANOMALY: &str = "campaign.anomaly";
 }
 
 /// The event for one gate effect; `scope` is its campaign's (the texts
@@ -124,10 +125,47 @@ pub fn progress(campaign: &CampaignId, at: u64, wave: Option<usize>, counts: &Wa
     }
 }
 
-/// `12 members: 10 success, 1 failure, 1 not applicable, 0 pending`
+/// The flag of `count` new anomalies (see `tally`), naming the first
+/// `devices`: `campaign.anomaly`, at most one per campaign and tick.
+pub fn anomaly(
+    campaign: &CampaignId,
+    at: u64,
+    count: u32,
+    devices: &[schemas::DeviceId],
+    counts: &WaveCounts,
+) -> Event {
+    let names: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
+    let more = if count as usize > names.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    Event {
+        ts: at,
+        kind: kind::ANOMALY.to_string(),
+        campaign: Some(campaign.clone()),
+        message: format!(
+            "campaign {campaign}: {count} device(s) reported cancelled ({}{more}), but this bridge never aborted the campaign and they were not superseded: someone else published an aborted announcement on its topics (the bridge overwrites it; see foreign_retained). Counted as failures, not as not applicable ({} anomalies in all)",
+            names.join(", "),
+            counts.anomaly
+        ),
+        data: serde_json::json!({ "new": count, "devices": names, "counts": counts }),
+    }
+}
+
+/// `12 members: 10 success, 1 failure, 1 not applicable, 0 pending`, and
+/// the anomalies among the failures when there are any.
 pub fn counts_text(c: &WaveCounts) -> String {
+    let anomaly = if c.anomaly > 0 {
+        format!(
+            " ({} of them anomalies: cancelled without an abort)",
+            c.anomaly
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} members: {} success, {} failure, {} not applicable, {} pending",
+        "{} members: {} success, {} failure{anomaly}, {} not applicable, {} pending",
         c.members, c.success, c.failure, c.not_applicable, c.pending
     )
 }

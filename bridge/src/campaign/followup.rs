@@ -274,14 +274,7 @@ mod tests {
             .collect(),
         );
         let put = |t: &mut Tally, id, state, error| {
-            t.report(
-                &d(id),
-                Report {
-                    state,
-                    error,
-                    at: 0,
-                },
-            );
+            t.report(&d(id), Report::new(state, error, None, 0));
         };
         put(&mut t, "ok", StatusState::Success, None);
         put(

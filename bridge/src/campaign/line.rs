@@ -112,21 +112,18 @@ mod tests {
         let day = 20_000 * 86_400;
         let mut t = Tally::new();
         t.set_members((0..5).map(d).collect());
-        let ok = |at| Report {
-            state: StatusState::Success,
-            error: None,
-            at,
-        };
+        let ok = |at| Report::new(StatusState::Success, None, None, at);
         t.report(&d(0), ok(day - 100)); // yesterday
         t.report(&d(1), ok(day + 10));
         t.report(&d(2), ok(day + 20));
         t.report(
             &d(3),
-            Report {
-                state: StatusState::Failed,
-                error: Some(ErrorCode::InstallFailed),
-                at: day + 30,
-            },
+            Report::new(
+                StatusState::Failed,
+                Some(ErrorCode::InstallFailed),
+                None,
+                day + 30,
+            ),
         );
         // Each device said its first Hello 60 s (dev-2: 600 s) before.
         let seen = |id: &DeviceId| {

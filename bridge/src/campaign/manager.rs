@@ -46,12 +46,13 @@ use super::preflight::Preflight;
 use super::record::{CampaignRecord, Release, WaveEnd};
 use super::spec::{CampaignSpec, Gates, WaveSpec, FULL_COHORT};
 use super::store::CampaignStore;
-use super::tally::{Report, Tally};
+use super::tally::{Anomalies, Report, Tally};
 use super::view::{self, CampaignList, CampaignStatus};
 use super::window::Windows;
 use crate::blocks::BlockServerHandle;
 use crate::fleet::Fleet;
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::mqtt::Publisher;
 use crate::status::StatusUpdate;
 use crate::store::{Store, StoreError};
@@ -77,12 +78,16 @@ pub struct Ctx<'a> {
     /// The block server, to mark emergency artifacts (absent in tests of
     /// the core alone).
     pub blocks: Option<&'a BlockServerHandle>,
+    /// The bridge's counters (`status_anomalies`).
+    pub metrics: &'a Metrics,
 }
 
 /// One campaign in memory.
 struct Entry {
     record: CampaignRecord,
     tally: Tally,
+    /// Anomalies counted since the last tick (flagged once per tick).
+    anomalies: Anomalies,
     /// False for a finished campaign loaded at start: its device states
     /// are read on the first `status`.
     tally_loaded: bool,
@@ -122,18 +127,11 @@ impl Campaigns {
         }
         let mut entries = BTreeMap::new();
         for record in loaded.records {
-            let mut tally = Tally::new();
+            let mut tally = tally_of(&record);
             let live = record.is_live();
             if live {
                 for (device, cur) in store.status.currents_of_campaign(record.id())? {
-                    tally.report(
-                        &device,
-                        Report {
-                            state: cur.state,
-                            error: cur.error,
-                            at: cur.at,
-                        },
-                    );
+                    tally.report(&device, report_of(&cur));
                 }
             }
             entries.insert(
@@ -142,6 +140,7 @@ impl Campaigns {
                     windows: Windows::of(record.id(), &record.spec.windows),
                     record,
                     tally,
+                    anomalies: Anomalies::default(),
                     tally_loaded: live,
                     progress_sent: None,
                     counts_due: false,
@@ -328,6 +327,7 @@ impl Campaigns {
                 windows: Windows::of(record.id(), &record.spec.windows),
                 record,
                 tally: Tally::new(),
+                anomalies: Anomalies::default(),
                 tally_loaded: true,
                 progress_sent: None,
                 counts_due: false,
@@ -476,14 +476,7 @@ impl Campaigns {
                         })
                     })??;
             for (device, cur) in states {
-                entry.tally.report(
-                    &device,
-                    Report {
-                        state: cur.state,
-                        error: cur.error,
-                        at: cur.at,
-                    },
-                );
+                entry.tally.report(&device, report_of(&cur));
             }
             let members = current_members(&entry.record, ctx.fleet);
             entry.tally.set_members(members);
@@ -590,14 +583,13 @@ impl Campaigns {
             let Some(e) = self.entries.get_mut(&u.campaign) else {
                 continue;
             };
-            let changed = e.tally.report(
-                &u.device,
-                Report {
-                    state: u.state,
-                    error: u.error,
-                    at: u.at,
-                },
-            );
+            let report = Report::new(u.state, u.error, u.detail.as_deref(), u.at);
+            let first = e.tally.get(&u.device).and_then(|r| r.outcome()).is_none();
+            let changed = e.tally.report(&u.device, report);
+            if first && e.record.is_live() && e.tally.is_anomaly(&report) {
+                e.anomalies.note(&u.device);
+                Metrics::add(&ctx.metrics.status_anomalies, 1);
+            }
             if changed && e.record.is_live() && !dirty.contains(&u.campaign) {
                 dirty.push(u.campaign.clone());
             }
@@ -668,6 +660,13 @@ impl Campaigns {
             self.apply(ctx, &id, fx, now).await?;
         }
         let mut progress = Vec::new();
+        for e in self.entries.values_mut() {
+            if let Some((n, devices)) = e.anomalies.take() {
+                let ev = events::anomaly(e.record.id(), now, n, &devices, &e.tally.counts());
+                warn!(campaign = %e.record.id(), anomalies = n, "{}", ev.message);
+                progress.push(ev);
+            }
+        }
         for e in self.entries.values_mut().filter(|e| e.record.is_live()) {
             let counts = e.tally.counts();
             if e.progress_sent != Some(counts) {
@@ -841,6 +840,8 @@ impl Campaigns {
                         },
                     );
                 }
+                // From now on a `cancelled` is the answer to this abort.
+                Effect::Aborted => e.tally.set_aborted(now),
                 Effect::Halted {
                     wave,
                     reason,
@@ -975,6 +976,20 @@ fn judged_counts(e: &Entry) -> WaveCounts {
         (Phase::Standing { .. }, Some(st)) => e.tally.window_counts(st.halt_window),
         _ => e.tally.counts(),
     }
+}
+
+/// A campaign's empty tally, knowing when the bridge aborted it.
+fn tally_of(r: &CampaignRecord) -> Tally {
+    let mut t = Tally::new();
+    if let Phase::Aborted { at, .. } = r.gate.phase() {
+        t.set_aborted(*at);
+    }
+    t
+}
+
+/// A stored current state as the tally reads it.
+fn report_of(cur: &crate::store::status::CurrentState) -> Report {
+    Report::new(cur.state, cur.error, cur.detail.as_deref(), cur.at)
 }
 
 fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {

@@ -3,6 +3,19 @@
 //! the current wave, and the wave's [`WaveCounts`], kept up to date
 //! incrementally: a report moves one device between classes, a membership
 //! change adds or removes one device. Pure: the manager feeds it.
+//!
+//! # Anomalies: what the bridge never said
+//!
+//! A device reports `cancelled` when the campaign was announced `aborted`,
+//! or with detail `superseded` when a newer install overtook it
+//! (PROTOCOL.md step 4 and 5). A `cancelled` that is not `superseded`, for
+//! a campaign this bridge has not aborted ([`Tally::set_aborted`], or
+//! reported before the abort), answers an `aborted` announcement someone
+//! else published: it is an **anomaly**. It is not believed as not
+//! applicable (which would let a forged abort empty a wave and "pass"
+//! it); it counts as a failure, and [`WaveCounts::anomaly`] says how many
+//! of the failures are anomalies, so the failure bar halts the campaign
+//! with a reason that names them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -20,24 +33,44 @@ pub struct Report {
     pub error: Option<ErrorCode>,
     /// Unix seconds when the bridge stored it.
     pub at: u64,
+    /// Its detail was `superseded` (a `cancelled` the device decided on
+    /// its own, PROTOCOL.md step 4).
+    pub superseded: bool,
 }
 
 impl Report {
-    /// The gating class, once terminal.
+    /// A report as stored at `at`: of its detail only whether it says
+    /// `superseded` matters here.
+    pub fn new(
+        state: StatusState,
+        error: Option<ErrorCode>,
+        detail: Option<&str>,
+        at: u64,
+    ) -> Self {
+        Report {
+            state,
+            error,
+            at,
+            superseded: detail == Some(SUPERSEDED),
+        }
+    }
+
+    /// The gating class PROTOCOL.md gives the report, once terminal
+    /// (before the bridge's own judgement of anomalies: [`Tally::outcome`]).
     pub fn outcome(&self) -> Option<Outcome> {
         outcome(self.state, self.error)
     }
-
-    /// Where the device counts: its gating class, and whether it is
-    /// rebooting into the new image (pending, past `installing`).
-    fn class(&self) -> Class {
-        (self.outcome(), self.state == StatusState::Rebooting)
-    }
 }
 
-/// A member's place in the counts: its outcome (`None`: pending) and
-/// whether it is rebooting. A device that sent nothing is `(None, false)`.
-type Class = (Option<Outcome>, bool);
+/// The detail of a `cancelled` a device decided on its own.
+pub const SUPERSEDED: &str = "superseded";
+
+/// A member's place in the counts: its outcome (`None`: pending), whether
+/// it is rebooting, whether it is an anomaly (then its outcome is a
+/// failure). A device that sent nothing is `(None, false, false)`.
+type Class = (Option<Outcome>, bool, bool);
+
+const NO_CLASS: Class = (None, false, false);
 
 /// Counts by state and error over some devices, for people and scripts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +81,35 @@ pub struct Breakdown {
     pub by_state: BTreeMap<String, u32>,
     /// Error code → devices, over failed and rolled back ones.
     pub by_error: BTreeMap<String, u32>,
+}
+
+/// Anomalies counted since they were last flagged: how many, and the
+/// first few devices (the manager flags them once per tick).
+#[derive(Debug, Clone, Default)]
+pub struct Anomalies {
+    count: u32,
+    devices: Vec<DeviceId>,
+}
+
+impl Anomalies {
+    /// Devices named in one flag.
+    pub const NAMED: usize = 5;
+
+    /// One more anomaly, of `device`.
+    pub fn note(&mut self, device: &DeviceId) {
+        self.count = self.count.saturating_add(1);
+        if self.devices.len() < Self::NAMED {
+            self.devices.push(device.clone());
+        }
+    }
+
+    /// What was noted since the last call (`None`: nothing), emptied.
+    pub fn take(&mut self) -> Option<(u32, Vec<DeviceId>)> {
+        (self.count > 0).then(|| {
+            let devices = std::mem::take(&mut self.devices);
+            (std::mem::take(&mut self.count), devices)
+        })
+    }
 }
 
 /// The state word of a device that sent nothing yet.
@@ -62,12 +124,52 @@ pub struct Tally {
     /// Devices in the order they reached their terminal state (a standing
     /// campaign judges the latest of them).
     decided: Vec<DeviceId>,
+    /// Unix second the bridge aborted the campaign: `cancelled` reports
+    /// stored from then on are what it asked for.
+    aborted_at: Option<u64>,
 }
 
 impl Tally {
     /// An empty tally.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The campaign was aborted by the bridge at `at` (Unix seconds): a
+    /// `cancelled` stored from then on is the answer to it. Set it before
+    /// the reports when rebuilding a tally.
+    pub fn set_aborted(&mut self, at: u64) {
+        if self.aborted_at.is_none() {
+            self.aborted_at = Some(at);
+            self.recount();
+        }
+    }
+
+    /// True when `r` is an anomaly: `cancelled`, not `superseded`, stored
+    /// before any abort of the bridge's (see the module doc).
+    pub fn is_anomaly(&self, r: &Report) -> bool {
+        r.state == StatusState::Cancelled
+            && !r.superseded
+            && self.aborted_at.is_none_or(|t| r.at < t)
+    }
+
+    /// The gating class the bridge counts `r` in: PROTOCOL.md's, but an
+    /// anomaly is a failure.
+    pub fn outcome(&self, r: &Report) -> Option<Outcome> {
+        if self.is_anomaly(r) {
+            Some(Outcome::Failure)
+        } else {
+            r.outcome()
+        }
+    }
+
+    /// Where the device counts (see [`Class`]).
+    fn class(&self, r: &Report) -> Class {
+        (
+            self.outcome(r),
+            r.state == StatusState::Rebooting,
+            self.is_anomaly(r),
+        )
     }
 
     /// Records a device's new state. The first terminal state is kept
@@ -85,8 +187,8 @@ impl Tally {
         if !self.members.contains(device) {
             return false;
         }
-        let before = old.map_or((None, false), |o| o.class());
-        let after = new.class();
+        let before = old.map_or(NO_CLASS, |o| self.class(&o));
+        let after = self.class(&new);
         if before == after {
             return false;
         }
@@ -114,10 +216,7 @@ impl Tally {
         if !changed {
             return false;
         }
-        let class = self
-            .reports
-            .get(device)
-            .map_or((None, false), |r| r.class());
+        let class = self.reports.get(device).map_or(NO_CLASS, |r| self.class(r));
         let sign = if member { 1 } else { -1 };
         self.counts.members = add(self.counts.members, sign);
         self.shift(class, sign);
@@ -161,7 +260,13 @@ impl Tally {
             if !self.members.contains(d) {
                 continue;
             }
-            match self.reports.get(d).and_then(|r| r.outcome()) {
+            let Some(r) = self.reports.get(d) else {
+                continue;
+            };
+            if self.is_anomaly(r) {
+                c.anomaly += 1;
+            }
+            match self.outcome(r) {
                 Some(Outcome::Success) => c.success += 1,
                 Some(Outcome::Failure) => c.failure += 1,
                 // Not a result: it neither fills the window nor counts.
@@ -206,7 +311,10 @@ impl Tally {
                     if let Some(e) = r.error {
                         *b.by_error.entry(e.as_str().to_string()).or_default() += 1;
                     }
-                    match r.outcome() {
+                    if self.is_anomaly(r) {
+                        b.counts.anomaly += 1;
+                    }
+                    match self.outcome(r) {
                         None => {
                             b.counts.pending += 1;
                             if r.state == StatusState::Rebooting {
@@ -229,11 +337,17 @@ impl Tally {
             ..WaveCounts::default()
         };
         for d in &self.members {
-            let report = self.reports.get(d);
-            if report.is_some_and(|r| r.class() == (None, true)) {
+            let Some(report) = self.reports.get(d) else {
+                continue;
+            };
+            let (outcome, rebooting, anomaly) = self.class(report);
+            if rebooting {
                 c.rebooting += 1;
             }
-            match report.and_then(|r| r.outcome()) {
+            if anomaly {
+                c.anomaly += 1;
+            }
+            match outcome {
                 None => {}
                 Some(Outcome::Success) => c.success += 1,
                 Some(Outcome::Failure) => c.failure += 1,
@@ -245,10 +359,13 @@ impl Tally {
     }
 
     /// Moves one member into (`sign` 1) or out of (`sign` -1) a class.
-    fn shift(&mut self, (class, rebooting): Class, sign: i8) {
+    fn shift(&mut self, (class, rebooting, anomaly): Class, sign: i8) {
         let c = &mut self.counts;
         if rebooting {
             c.rebooting = add(c.rebooting, sign);
+        }
+        if anomaly {
+            c.anomaly = add(c.anomaly, sign);
         }
         let slot = match class {
             None => &mut c.pending,
@@ -276,11 +393,7 @@ mod tests {
         DeviceId::new(format!("dev-{i}")).unwrap()
     }
     fn r(state: StatusState, error: Option<ErrorCode>) -> Report {
-        Report {
-            state,
-            error,
-            at: 0,
-        }
+        Report::new(state, error, None, 0)
     }
     fn c(members: u32, success: u32, failure: u32, na: u32) -> WaveCounts {
         WaveCounts {
@@ -289,7 +402,7 @@ mod tests {
             failure,
             not_applicable: na,
             pending: members - success - failure - na,
-            rebooting: 0,
+            ..WaveCounts::default()
         }
     }
 
@@ -329,7 +442,7 @@ mod tests {
         assert!(t.report(&d(1), r(Failed, Some(ErrorCode::HashMismatch))));
         assert!(t.report(&d(2), r(Failed, Some(ErrorCode::IncompatibleArch))));
         assert!(t.report(&d(3), r(RolledBack, Some(ErrorCode::BootFailed))));
-        assert!(t.report(&d(4), r(Cancelled, None)));
+        assert!(t.report(&d(4), Report::new(Cancelled, None, Some(SUPERSEDED), 0)));
         assert_eq!(t.counts(), c(10, 1, 2, 2));
         // The first terminal state is kept.
         assert!(!t.report(&d(1), r(Success, None)));
@@ -344,6 +457,58 @@ mod tests {
         let incremental = t.counts();
         t.recount();
         assert_eq!(t.counts(), incremental);
+    }
+
+    #[test]
+    fn a_cancel_the_bridge_never_asked_for_is_an_anomaly_and_a_failure() {
+        use StatusState::*;
+        let cancelled = |at| Report::new(Cancelled, None, None, at);
+        let mut t = Tally::new();
+        t.set_members((0..6).map(d).collect());
+        t.report(&d(0), r(Success, None));
+        // No abort: a plain cancel is an anomaly, counted as a failure.
+        assert!(t.report(&d(1), cancelled(100)));
+        assert_eq!(t.counts().anomaly, 1);
+        assert_eq!((t.counts().failure, t.counts().not_applicable), (1, 0));
+        // Superseded: the device's own decision, not applicable.
+        assert!(t.report(&d(2), Report::new(Cancelled, None, Some(SUPERSEDED), 100)));
+        assert_eq!(
+            t.counts(),
+            WaveCounts {
+                anomaly: 1,
+                ..c(6, 1, 1, 1)
+            }
+        );
+        // Another detail is no excuse.
+        t.report(&d(3), Report::new(Cancelled, None, Some("aborted"), 150));
+        assert_eq!(t.counts().anomaly, 2);
+        // The window and the breakdown agree.
+        assert_eq!(t.window_counts(10).anomaly, 2);
+        assert_eq!(t.window_counts(10).failure, 2);
+        let ids: Vec<DeviceId> = (0..6).map(d).collect();
+        assert_eq!(t.breakdown(&ids).counts, t.counts());
+        // The bridge aborts at 200: cancels from then on are its answer;
+        // the ones before stay anomalies.
+        t.set_aborted(200);
+        t.report(&d(4), cancelled(200));
+        assert_eq!(
+            t.counts(),
+            WaveCounts {
+                anomaly: 2,
+                ..c(6, 1, 2, 2)
+            }
+        );
+        let incremental = t.counts();
+        t.recount();
+        assert_eq!(t.counts(), incremental);
+        // Rebuilt after a restart with the abort set first: the same.
+        let mut again = Tally::new();
+        again.set_aborted(200);
+        again.set_members((0..6).map(d).collect());
+        for (dev, rep) in t.decided() {
+            again.report(dev, rep);
+        }
+        assert_eq!(again.counts(), incremental);
     }
 
     #[test]

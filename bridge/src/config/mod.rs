@@ -10,7 +10,7 @@
 //! broker_user = "bridge"            # embedded broker with users: which one the bridge logs in as
 //! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
 //! release_keys = ["keys/release.pub"]
-//! director_key = "keys/director.key"  # signs control messages (E2); never a release key
+//! director_key = "keys/director.key"  # required to serve: signs control messages (E2); never a release key
 //! control_ttl_secs = 604800         # how long a signed control message holds (7 days)
 //! command_window_secs = 300
 //! metrics_interval_secs = 60
@@ -148,8 +148,10 @@ pub struct BridgeConfig {
     pub metrics_interval: Duration,
     /// How long the audit trail keeps a command; `None`: for ever.
     pub audit_retention: Option<Duration>,
-    /// The director key (E2) that signs Memberships, Announcements and
-    /// StatusAcks; `None`: they go out unsigned, as in v1.
+    /// The director key (E2) that signs Memberships, Announcements,
+    /// StatusAcks, replies and events. Optional in the file (the CLI reads
+    /// configs without one), required to run: `None` and
+    /// [`crate::Bridge::start`] refuses to start.
     pub director_key: Option<SigningKey>,
     /// How long a signed control message holds (`expires` - `issued`).
     pub control_ttl: Duration,

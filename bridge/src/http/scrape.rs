@@ -236,6 +236,11 @@ impl Collector for Scrape {
             b.connects,
         )?;
         o.counter(
+            "ota_status_anomalies",
+            "Cancelled Statuses (not superseded) of campaigns the bridge never aborted, counted as failures.",
+            b.status_anomalies,
+        )?;
+        o.counter(
             "ota_retained_republished",
             "Retained messages republished from the store (start, broker restart).",
             b.retained_republished,

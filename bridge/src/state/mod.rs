@@ -154,6 +154,7 @@ impl CoreState {
                 store: &self.store,
                 publisher: &self.publisher,
                 blocks: self.blocks.as_ref(),
+                metrics: &self.metrics,
             },
             &mut self.campaigns,
         )

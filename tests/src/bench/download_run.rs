@@ -97,6 +97,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     let (ovk, rvk) = (operator.verifying_key(), release.verifying_key());
     config.bridge.operator_keys = [(schemas::keys::kid(&ovk), ovk)].into();
     config.bridge.release_keys = [(schemas::keys::kid(&rvk), rvk)].into();
+    config.bridge.director_key = Some(schemas::keys::generate());
     config.bridge.client_id = format!("ota-bridge-bench-{}", std::process::id());
     config.blocks = opts.blocks.clone();
 

@@ -142,6 +142,8 @@ pub async fn ingest(opts: &IngestOptions) -> Result<IngestReport, BenchError> {
     // The bench sends no command, but the bridge wants an operator key.
     let vk = schemas::keys::generate().verifying_key();
     config.bridge.operator_keys = [(schemas::keys::kid(&vk), vk)].into();
+    // Signing on, as in production: every StatusAck is signed (E2).
+    config.bridge.director_key = Some(schemas::keys::generate());
     config.status = opts.status;
     config.bridge.metrics_interval = Duration::from_secs(3600);
     let bridge = Bridge::start(config).await?;

@@ -81,10 +81,10 @@ impl ServeBroker {
     }
 }
 
-/// Writes `ota.toml`, the operator key pair and the release public key in
-/// `dir`, for a bridge on `broker` whose block server sends at most
-/// `egress` bytes per second (a slow download leaves room for faults
-/// mid-download).
+/// Writes `ota.toml`, the operator key pair, the release public key and
+/// the director key pair in `dir`, for a bridge on `broker` whose block
+/// server sends at most `egress` bytes per second (a slow download leaves
+/// room for faults mid-download).
 pub fn write_config(
     dir: &Path,
     broker: ServeBroker,
@@ -103,16 +103,12 @@ pub fn write_config(
         dir.join("release.pub"),
         schemas::keys::verifying_key_to_text(&keys.release.verifying_key()),
     )?;
+    let head = crate::serve_config::bridge_head(dir, &keys.director)?;
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
         format!(
-            "[bridge]\n\
-             data_dir = \"data\"\n\
-             operator_keys = [\"operator.pub\"]\n\
-             release_keys = [\"release.pub\"]\n\
-             [operator]\n\
-             key = \"operator.key\"\n\
+            "{head}\
              [broker]\n\
              {}\
              [blocks]\n\

@@ -95,5 +95,6 @@ pub fn failure_halt(c: &WaveCounts, gates: &Gates) -> Option<HaltReason> {
         halt_bp,
         rebooting,
         bound_bp: Some(bound),
+        anomaly: c.anomaly,
     })
 }

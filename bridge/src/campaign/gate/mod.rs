@@ -56,6 +56,19 @@
 //! - After a pass the gate soaks `soak_secs`, still halting on the failure
 //!   rate (late rollbacks are what a soak is for), then starts the next
 //!   wave; the last wave's pass completes the campaign at once.
+//! - **Anomalies** (`cancelled` of an abort the bridge never announced,
+//!   not `superseded`: see `tally`) are failures: they count against the
+//!   failure bar, and the halt's reason says how many of the failures they
+//!   are. A forged `aborted` thus halts a wave instead of emptying it.
+//! - **Never completed with zero successes.** Where the campaign would
+//!   complete (the last wave passed, the emergency ended) with members but
+//!   no success in its counts, it halts instead ([`HaltReason::NoSuccess`]):
+//!   every member not applicable, failed or cancelled is no rollout. This
+//!   holds for an emergency too (its one exception to never halting:
+//!   nothing was fixed, so an operator must look). A campaign with no
+//!   member at all (`allow_empty`, groups still empty) asked nothing of
+//!   any device and completes, its announcement active for devices that
+//!   join later.
 //!
 //! # Choices
 //!
@@ -586,7 +599,21 @@ impl Gate {
         self.announce(fx);
     }
 
+    /// Completes the campaign, unless it has members and none installed
+    /// the release: then it halts, saying so (a campaign never ends
+    /// `completed` with zero successes; an emergency neither).
     fn complete(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let c = self.counts.unwrap_or_default();
+        if c.success == 0 && c.members > 0 {
+            let reason = HaltReason::NoSuccess {
+                members: c.members,
+                failure: c.failure,
+                not_applicable: c.not_applicable,
+                anomaly: c.anomaly,
+            };
+            self.halt(now, self.last_wave(), reason, fx);
+            return;
+        }
         self.phase = Phase::Completed { at: now };
         self.note(now, self.last_wave(), DecisionKind::Completed, fx);
         fx.push(Effect::Completed {

@@ -28,6 +28,11 @@ pub struct WaveCounts {
     /// report (`bound.rs`).
     #[serde(default)]
     pub rebooting: u32,
+    /// Of the failures, anomalies: `cancelled` reports (not `superseded`)
+    /// of a campaign the bridge never aborted, the answer to an `aborted`
+    /// announcement someone else published (see `tally`).
+    #[serde(default)]
+    pub anomaly: u32,
 }
 
 impl WaveCounts {
@@ -148,6 +153,18 @@ pub enum HaltReason {
         /// rebooting) (`None` in decisions made before the bound).
         #[serde(default)]
         bound_bp: Option<u16>,
+        /// Of `failure`, the anomalies: cancels of an abort the bridge
+        /// never announced.
+        #[serde(default)]
+        anomaly: u32,
+    },
+    /// The campaign would have completed, but no device installed the
+    /// release: a campaign never ends `completed` with zero successes.
+    NoSuccess {
+        members: u32,
+        failure: u32,
+        not_applicable: u32,
+        anomaly: u32,
     },
     /// At the timeout, fewer terminal reports than `min_sample`.
     TooFewReports { terminal: u32, min_sample: u32 },

@@ -168,8 +168,15 @@ impl Scope {
                     )
                 };
                 format!(
-                    "emergency ended ({why}): {} success, {} failure, {} not applicable",
-                    c.success, c.failure, c.not_applicable
+                    "emergency ended ({why}): {} success, {} failure, {} not applicable{}",
+                    c.success,
+                    c.failure,
+                    c.not_applicable,
+                    if c.anomaly > 0 {
+                        format!(" ({} anomalies: cancelled without an abort)", c.anomaly)
+                    } else {
+                        String::new()
+                    }
                 )
             }
             DecisionKind::Completed => {
@@ -233,21 +240,37 @@ impl fmt::Display for HaltReason {
                 halt_bp,
                 rebooting,
                 bound_bp,
-            } => match bound_bp {
-                Some(bound) => write!(
+                anomaly,
+            } => {
+                match bound_bp {
+                    Some(bound) => write!(
+                        f,
+                        "failure rate {} ({failure} of {decided} decided, {rebooting} rebooting counted as not failed) is above the halt bar {} with 95% confidence (lower bound {})",
+                        Pct(failure_bp),
+                        Pct(halt_bp),
+                        Pct(bound)
+                    )?,
+                    None => write!(
+                        f,
+                        "failure rate {} ({failure} of {decided} decided) is above the halt bar {}",
+                        Pct(failure_bp),
+                        Pct(halt_bp)
+                    )?,
+                }
+                AnomalyText(anomaly).after(f)
+            }
+            HaltReason::NoSuccess {
+                members,
+                failure,
+                not_applicable,
+                anomaly,
+            } => {
+                write!(
                     f,
-                    "failure rate {} ({failure} of {decided} decided, {rebooting} rebooting counted as not failed) is above the halt bar {} with 95% confidence (lower bound {})",
-                    Pct(failure_bp),
-                    Pct(halt_bp),
-                    Pct(bound)
-                ),
-                None => write!(
-                    f,
-                    "failure rate {} ({failure} of {decided} decided) is above the halt bar {}",
-                    Pct(failure_bp),
-                    Pct(halt_bp)
-                ),
-            },
+                    "no device installed the release ({members} members: {failure} failed, {not_applicable} not applicable), and a campaign never completes with no success"
+                )?;
+                AnomalyText(anomaly).after(f)
+            }
             HaltReason::TooFewReports {
                 terminal,
                 min_sample,
@@ -267,6 +290,29 @@ impl fmt::Display for HaltReason {
                 Pct(bar_bp)
             ),
         }
+    }
+}
+
+/// What anomalies among the failures mean, for a halt's reason.
+struct AnomalyText(u32);
+
+impl AnomalyText {
+    /// `; ` and the text, when there are anomalies.
+    fn after(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 > 0 {
+            write!(f, "; {self}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for AnomalyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of the failures are anomalies: devices cancelled on an abort this bridge never announced (a forged announcement on the broker; check foreign_retained and the broker's ACLs)",
+            self.0
+        )
     }
 }
 

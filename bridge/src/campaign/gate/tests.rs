@@ -50,7 +50,7 @@ fn tally(members: u32, success: u32, failure: u32, not_applicable: u32) -> WaveC
         failure,
         not_applicable,
         pending: members - success - failure - not_applicable,
-        rebooting: 0,
+        ..WaveCounts::default()
     }
 }
 
@@ -202,6 +202,7 @@ fn failure_halt_waits_for_the_sample() {
             halt_bp: 500,
             rebooting: 0,
             bound_bp: Some(1942),
+            anomaly: 0,
         })
     );
     assert_eq!(announced(&fx)[0].0, AnnounceState::Paused);
@@ -790,6 +791,127 @@ fn emergency_completes_at_the_timeout_and_can_be_paused() {
         .contains("timeout with 90 members still pending")));
 }
 
+/// Drives `gate` through its three waves to the last, every wave passing
+/// on the success bar.
+fn to_last_wave(gate: &mut Gate) {
+    count(gate, T0 + 1, 0, tally(10, 10, 0, 0));
+    count(gate, T0 + 2, 1, tally(20, 20, 0, 0));
+    assert_eq!(running(gate), Some(2));
+}
+
+#[test]
+fn anomalies_count_against_the_failure_bar_and_the_halt_names_them() {
+    // A forged `aborted`: 8 of 20 cancel without the bridge's abort. They
+    // are failures (not "not applicable", which would leave 12 of 12).
+    let mut gate = started(Gates::default());
+    let c = WaveCounts {
+        anomaly: 8,
+        ..tally(20, 12, 8, 0)
+    };
+    let fx = count(&mut gate, T0 + 1, 0, c);
+    let reason = halt_of(&fx).expect("the wave halts");
+    assert!(
+        matches!(
+            reason,
+            HaltReason::FailureRate {
+                failure: 8,
+                anomaly: 8,
+                ..
+            }
+        ),
+        "{reason:?}"
+    );
+    let text = reason.to_string();
+    assert!(text.contains("8 of the failures are anomalies"), "{text}");
+    assert!(text.contains("abort this bridge never announced"), "{text}");
+    assert_eq!(gate.announcement().unwrap().state, AnnounceState::Paused);
+    // Every member cancelled so: never a pass for want of applicable ones.
+    let mut gate = started(Gates::default());
+    let all = WaveCounts {
+        anomaly: 10,
+        ..tally(10, 0, 10, 0)
+    };
+    let fx = count(&mut gate, T0 + 1, 0, all);
+    assert!(matches!(
+        halt_of(&fx),
+        Some(HaltReason::FailureRate { anomaly: 10, .. })
+    ));
+    assert!(started_waves(&fx).is_empty());
+}
+
+#[test]
+fn a_campaign_never_completes_with_zero_successes() {
+    // The last wave passes with no applicable member: halted, not completed.
+    let mut gate = started(Gates::default());
+    to_last_wave(&mut gate);
+    let mut gate_na = gate.clone();
+    let fx = count(&mut gate_na, T0 + 3, 2, tally(30, 0, 0, 30));
+    assert!(!fx.iter().any(|f| matches!(f, Effect::Completed { .. })));
+    let reason = halt_of(&fx).expect("halted");
+    assert_eq!(
+        reason,
+        HaltReason::NoSuccess {
+            members: 30,
+            failure: 0,
+            not_applicable: 30,
+            anomaly: 0
+        }
+    );
+    assert!(matches!(gate_na.phase(), Phase::Halted { wave: 2, .. }));
+    assert!(reason
+        .to_string()
+        .contains("never completes with no success"));
+    // Resume re-runs the gate: the same counts halt it again.
+    let fx = gate_na.step(T0 + 10, Input::Resume).unwrap();
+    assert!(halt_of(&fx).is_some(), "{fx:?}");
+
+    // No member at all (an empty campaign): nothing was asked of anyone,
+    // it completes, active for devices that join later.
+    let mut empty = gate.clone();
+    let fx = count(&mut empty, T0 + 3, 2, tally(0, 0, 0, 0));
+    assert!(fx.iter().any(|f| matches!(f, Effect::Completed { .. })));
+
+    // Earlier waves' successes count (the counts are cumulative): with
+    // one, the campaign completes.
+    let fx = count(&mut gate, T0 + 3, 2, tally(30, 1, 0, 29));
+    assert!(fx.iter().any(|f| matches!(f, Effect::Completed { .. })));
+
+    // An emergency that ends with no success halts too, naming it.
+    let mut gate = emergency(&[]);
+    let fx = count(&mut gate, T0 + 1, 0, tally(4, 0, 0, 4));
+    assert!(matches!(
+        halt_of(&fx),
+        Some(HaltReason::NoSuccess { members: 4, .. })
+    ));
+    assert!(!gate.is_finished());
+    // ... at its timeout with no report at all as well.
+    let mut gate = emergency(&["acme"]);
+    count(&mut gate, T0 + 1, 0, tally(5, 0, 0, 0));
+    let fx = gate.step(T0 + 600, Input::Tick).unwrap();
+    assert!(matches!(
+        halt_of(&fx),
+        Some(HaltReason::NoSuccess { members: 5, .. })
+    ));
+    // Anomalies are named in the reason.
+    let mut gate = emergency(&[]);
+    let fx = count(
+        &mut gate,
+        T0 + 1,
+        0,
+        WaveCounts {
+            anomaly: 3,
+            ..tally(3, 0, 3, 0)
+        },
+    );
+    let reason = halt_of(&fx).expect("halted");
+    assert!(
+        reason
+            .to_string()
+            .contains("3 of the failures are anomalies"),
+        "{reason}"
+    );
+}
+
 /// A whole campaign as (now, input); counts that do not apply to the
 /// wave of the moment are skipped by `drive`.
 fn script() -> Vec<(u64, Input)> {
@@ -1000,7 +1122,7 @@ fn judgement_table() {
                 failure: f,
                 not_applicable: na,
                 pending: m.saturating_sub(s + f + na),
-                rebooting: 0,
+                ..WaveCounts::default()
             };
             let fx = count(&mut gate, now, 0, counts);
             let got = match (
@@ -1013,6 +1135,7 @@ fn judgement_table() {
                 (Some(HaltReason::FailureRate { .. }), _) => Fail,
                 (Some(HaltReason::TooFewReports { .. }), _) => Few,
                 (Some(HaltReason::UnderBar { .. }), _) => Under,
+                (Some(HaltReason::NoSuccess { .. }), _) => panic!("wave 1 of 3 never completes"),
                 (None, Some(rule)) => Pass(rule),
                 (None, None) => Wait,
             };
@@ -1048,6 +1171,7 @@ fn decisions_are_data_and_keep_their_english() {
                 halt_bp: 500,
                 rebooting: 0,
                 bound_bp: Some(1942),
+                anomaly: 0,
             }
         }
     );

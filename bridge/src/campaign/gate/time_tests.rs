@@ -59,7 +59,7 @@ fn counts(members: u32, success: u32, failure: u32) -> WaveCounts {
         failure,
         not_applicable: 0,
         pending: members - success - failure,
-        rebooting: 0,
+        ..WaveCounts::default()
     }
 }
 
