@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     opts.status = StatusConfig {
         commit_window: Duration::from_millis(window),
         max_batch,
+        ..StatusConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
