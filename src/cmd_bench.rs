@@ -26,7 +26,8 @@ use crate::{rt, Run};
 /// table to stdout.
 ///
 /// The full run takes about 8 minutes on 2 cores and needs `ulimit -n`
-/// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
+/// of at least 10,100; --quick (1,000 devices, the delta campaign 200)
+/// takes under 3. Build with
 /// --release: a debug build measures the debug build. --only, --broker,
 /// --devices, --block-size, --fanout and --fanout-bytes narrow or vary the
 /// run, to measure one question on your own machine.
@@ -40,7 +41,8 @@ use crate::{rt, Run};
     ota bench --only line\n  \
     ota bench --only deltas")]
 pub struct Bench {
-    /// Smaller sizes (1,000 devices, one run each): under 3 minutes.
+    /// Smaller sizes (1,000 devices, one run each; the delta campaign
+    /// 200): under 3 minutes.
     #[arg(long)]
     quick: bool,
     /// Measure only these parts of the table.

@@ -19,7 +19,9 @@
 //!   program built twice.
 //! - [`delta_campaign`]: a campaign to a fleet on two versions, with
 //!   deltas and without.
+//! - [`block_tally`]: block bytes by artifact, as the broker carries them.
 
+pub mod block_tally;
 pub mod child;
 pub mod delta_campaign;
 pub mod delta_size;
