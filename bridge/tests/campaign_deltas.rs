@@ -374,6 +374,39 @@ async fn one_campaign_to_a_mixed_fleet_each_device_takes_its_path_and_ends_on_th
             );
         }
     }
+    // `campaign status` counts each path as the devices took it: the
+    // full image, then each delta, by what their reports name.
+    let ops = stack.ops().await;
+    let status = campaign_common::status(&ops, "fw-mixed").await;
+    let took = |a: &ArtifactId| {
+        all.iter()
+            .filter(|d| {
+                campaign_common::current(&stack, d, "fw-mixed").and_then(|c| c.artifact)
+                    == Some(a.clone())
+            })
+            .count() as u32
+    };
+    let mut shown: Vec<(ArtifactId, Option<String>, u32)> = status
+        .paths
+        .iter()
+        .map(|p| (p.artifact.clone(), p.from_version.clone(), p.devices))
+        .collect();
+    // The full image first; the deltas in the release's order.
+    shown[1..].sort();
+    let path = |a: &ArtifactId, from: Option<&str>| (a.clone(), from.map(str::to_string), took(a));
+    assert_eq!(
+        shown,
+        vec![
+            path(&full_id, None),
+            path(&r.from_100.artifact, Some("1.0.0")),
+            path(&r.from_110.artifact, Some("1.1.0")),
+        ]
+    );
+    assert_eq!(
+        shown.iter().map(|p| p.2).collect::<Vec<_>>(),
+        [3, 2, 2],
+        "{shown:?}"
+    );
     devices.stop_all().await;
 }
 

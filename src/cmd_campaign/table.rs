@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use bridge::campaign::gate::{Phase, WaveCounts};
 use bridge::campaign::record::WaveEnd;
 use bridge::campaign::tally::Breakdown;
-use bridge::campaign::view::{CampaignList, CampaignStatus};
+use bridge::campaign::view::{CampaignList, CampaignStatus, PathLine};
 use bridge::campaign::window::WindowOutlook;
 use serde::Serialize;
 
@@ -358,6 +358,9 @@ pub fn status(s: &CampaignStatus) -> String {
         rows.push(breakdown_rows("(all)", cur));
         out.push_str("\ncurrent wave:\n");
         out.push_str(&table(&COUNT_HEADER, &rows));
+        if let Some(line) = paths_line(&s.paths) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     let recent: Vec<_> = s.history.iter().rev().take(8).collect();
     if !recent.is_empty() {
@@ -367,6 +370,31 @@ pub fn status(s: &CampaignStatus) -> String {
         }
     }
     out
+}
+
+/// E3: `paths: full 412, delta from 1.0.0 301, delta from 1.1.0 287`,
+/// the members by what their reports name (every arch's full image
+/// together, each from-version's deltas together); none without deltas.
+pub fn paths_line(paths: &[PathLine]) -> Option<String> {
+    if paths.is_empty() {
+        return None;
+    }
+    let mut by: Vec<(Option<&str>, u32)> = Vec::new();
+    for p in paths {
+        let from = p.from_version.as_deref();
+        match by.iter_mut().find(|(f, _)| *f == from) {
+            Some((_, n)) => *n += p.devices,
+            None => by.push((from, p.devices)),
+        }
+    }
+    let parts: Vec<String> = by
+        .into_iter()
+        .map(|(from, n)| match from {
+            None => format!("full {n}"),
+            Some(v) => format!("delta from {v} {n}"),
+        })
+        .collect();
+    Some(format!("paths: {}", parts.join(", ")))
 }
 
 /// `campaign list`.
@@ -447,6 +475,9 @@ pub fn summary(s: &CampaignStatus) -> String {
         rows.push(breakdown_rows("(all)", cur));
         out.push('\n');
         out.push_str(&table(&COUNT_HEADER, &rows));
+        if let Some(line) = paths_line(&s.paths) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if let Some(last) = s.history.last() {
         let _ = writeln!(out, "\n{}", last.text);
@@ -464,6 +495,28 @@ mod tests {
         assert_eq!(pct(250), "2.50%");
         assert_eq!(when(160, 100), "in 1m00s");
         assert_eq!(when(100, 3800), "1h01m ago");
+    }
+
+    #[test]
+    fn paths_sum_arches_by_from_version() {
+        let p = |artifact: &str, arch: &str, from: Option<&str>, devices| PathLine {
+            artifact: schemas::ArtifactId::new(artifact).unwrap(),
+            arch: arch.into(),
+            from_version: from.map(str::to_string),
+            devices,
+        };
+        assert_eq!(paths_line(&[]), None);
+        let line = paths_line(&[
+            p("fw-esp32", "esp32", None, 400),
+            p("fw-s3", "esp32s3", None, 12),
+            p("fw-esp32-from-1.0.0", "esp32", Some("1.0.0"), 300),
+            p("fw-esp32-from-1.1.0", "esp32", Some("1.1.0"), 287),
+            p("fw-s3-from-1.0.0", "esp32s3", Some("1.0.0"), 1),
+        ]);
+        assert_eq!(
+            line.as_deref(),
+            Some("paths: full 412, delta from 1.0.0 301, delta from 1.1.0 287")
+        );
     }
 
     #[test]

@@ -280,6 +280,7 @@ mod tests {
                     state,
                     error,
                     at: 0,
+                    artifact: None,
                 },
             );
         };

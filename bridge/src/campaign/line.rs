@@ -116,6 +116,7 @@ mod tests {
             state: StatusState::Success,
             error: None,
             at,
+            artifact: None,
         };
         t.report(&d(0), ok(day - 100)); // yesterday
         t.report(&d(1), ok(day + 10));
@@ -126,6 +127,7 @@ mod tests {
                 state: StatusState::Failed,
                 error: Some(ErrorCode::InstallFailed),
                 at: day + 30,
+                artifact: None,
             },
         );
         // Each device said its first Hello 60 s (dev-2: 600 s) before.

@@ -132,6 +132,7 @@ impl Campaigns {
                             state: cur.state,
                             error: cur.error,
                             at: cur.at,
+                            artifact: cur.artifact,
                         },
                     );
                 }
@@ -482,6 +483,7 @@ impl Campaigns {
                         state: cur.state,
                         error: cur.error,
                         at: cur.at,
+                        artifact: cur.artifact,
                     },
                 );
             }
@@ -596,6 +598,7 @@ impl Campaigns {
                     state: u.state,
                     error: u.error,
                     at: u.at,
+                    artifact: u.artifact.clone(),
                 },
             );
             if changed && e.record.is_live() && !dirty.contains(&u.campaign) {

@@ -1,25 +1,29 @@
 //! The live tally of one campaign: each device's latest state in it (from
 //! the stored current state, first terminal state kept), the members of
 //! the current wave, and the wave's [`WaveCounts`], kept up to date
-//! incrementally: a report moves one device between classes, a membership
-//! change adds or removes one device. Pure: the manager feeds it.
+//! incrementally: a report moves one device between classes (and between
+//! paths, the artifacts its reports name: the full image or a delta), a
+//! membership change adds or removes one device. Pure: the manager feeds
+//! it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use schemas::msg::common::{outcome, Outcome};
 use schemas::msg::{ErrorCode, StatusState};
-use schemas::DeviceId;
+use schemas::{ArtifactId, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use super::gate::WaveCounts;
 
 /// A device's latest state in the campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub state: StatusState,
     pub error: Option<ErrorCode>,
     /// Unix seconds when the bridge stored it.
     pub at: u64,
+    /// The artifact the report names (E3: the full image or a delta).
+    pub artifact: Option<ArtifactId>,
 }
 
 impl Report {
@@ -59,6 +63,8 @@ pub struct Tally {
     reports: HashMap<DeviceId, Report>,
     members: HashSet<DeviceId>,
     counts: WaveCounts,
+    /// Members by the artifact their latest report names.
+    paths: HashMap<ArtifactId, u32>,
     /// Devices in the order they reached their terminal state (a standing
     /// campaign judges the latest of them).
     decided: Vec<DeviceId>,
@@ -74,19 +80,29 @@ impl Tally {
     /// (as the status store does). Returns true when the wave's counts
     /// changed.
     pub fn report(&mut self, device: &DeviceId, new: Report) -> bool {
-        let old = self.reports.get(device).copied();
-        if old.and_then(|o| o.outcome()).is_some() {
-            return false;
-        }
-        self.reports.insert(device.clone(), new);
-        if new.outcome().is_some() {
+        let after = new.class();
+        let decided = new.outcome().is_some();
+        let old = match self.reports.get_mut(device) {
+            Some(o) if o.outcome().is_some() => return false,
+            Some(o) => Some(std::mem::replace(o, new)),
+            None => {
+                self.reports.insert(device.clone(), new);
+                None
+            }
+        };
+        if decided {
             self.decided.push(device.clone());
         }
         if !self.members.contains(device) {
             return false;
         }
+        let old_path = old.as_ref().and_then(|o| o.artifact.clone());
+        let new_path = self.reports.get(device).and_then(|r| r.artifact.clone());
+        if old_path != new_path {
+            self.shift_path(old_path.as_ref(), -1);
+            self.shift_path(new_path.as_ref(), 1);
+        }
         let before = old.map_or((None, false), |o| o.class());
-        let after = new.class();
         if before == after {
             return false;
         }
@@ -114,13 +130,13 @@ impl Tally {
         if !changed {
             return false;
         }
-        let class = self
-            .reports
-            .get(device)
-            .map_or((None, false), |r| r.class());
+        let report = self.reports.get(device);
+        let class = report.map_or((None, false), |r| r.class());
+        let path = report.and_then(|r| r.artifact.clone());
         let sign = if member { 1 } else { -1 };
         self.counts.members = add(self.counts.members, sign);
         self.shift(class, sign);
+        self.shift_path(path.as_ref(), sign);
         true
     }
 
@@ -139,12 +155,17 @@ impl Tally {
         self.counts
     }
 
+    /// The current wave's members whose latest report names `artifact`.
+    pub fn took(&self, artifact: &ArtifactId) -> u32 {
+        self.paths.get(artifact).copied().unwrap_or(0)
+    }
+
     /// Every device that reached a terminal state, first to latest, with
     /// that report.
-    pub fn decided(&self) -> impl DoubleEndedIterator<Item = (&DeviceId, Report)> + '_ {
+    pub fn decided(&self) -> impl DoubleEndedIterator<Item = (&DeviceId, &Report)> + '_ {
         self.decided
             .iter()
-            .filter_map(|d| self.reports.get(d).map(|r| (d, *r)))
+            .filter_map(|d| self.reports.get(d).map(|r| (d, r)))
     }
 
     /// The counts a standing campaign is judged on: of the members, the
@@ -187,8 +208,8 @@ impl Tally {
     }
 
     /// A device's latest state.
-    pub fn get(&self, device: &DeviceId) -> Option<Report> {
-        self.reports.get(device).copied()
+    pub fn get(&self, device: &DeviceId) -> Option<&Report> {
+        self.reports.get(device)
     }
 
     /// Counts by state and error over `devices`.
@@ -228,8 +249,12 @@ impl Tally {
             members: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
             ..WaveCounts::default()
         };
+        let mut paths: HashMap<ArtifactId, u32> = HashMap::new();
         for d in &self.members {
             let report = self.reports.get(d);
+            if let Some(a) = report.and_then(|r| r.artifact.as_ref()) {
+                *paths.entry(a.clone()).or_default() += 1;
+            }
             if report.is_some_and(|r| r.class() == (None, true)) {
                 c.rebooting += 1;
             }
@@ -242,6 +267,17 @@ impl Tally {
         }
         c.pending = c.members - c.success - c.failure - c.not_applicable;
         self.counts = c;
+        self.paths = paths;
+    }
+
+    /// Moves one member onto (`sign` 1) or off (`sign` -1) a path.
+    fn shift_path(&mut self, artifact: Option<&ArtifactId>, sign: i8) {
+        let Some(a) = artifact else { return };
+        let n = self.paths.entry(a.clone()).or_default();
+        *n = add(*n, sign);
+        if *n == 0 {
+            self.paths.remove(a);
+        }
     }
 
     /// Moves one member into (`sign` 1) or out of (`sign` -1) a class.
@@ -280,6 +316,7 @@ mod tests {
             state,
             error,
             at: 0,
+            artifact: None,
         }
     }
     fn c(members: u32, success: u32, failure: u32, na: u32) -> WaveCounts {
@@ -344,6 +381,44 @@ mod tests {
         let incremental = t.counts();
         t.recount();
         assert_eq!(t.counts(), incremental);
+    }
+
+    #[test]
+    fn members_count_on_the_path_their_latest_report_names() {
+        use StatusState::*;
+        let a = |s: &str| ArtifactId::new(s).unwrap();
+        let on = |state, artifact: &str| Report {
+            artifact: Some(a(artifact)),
+            ..r(state, None)
+        };
+        let (full, delta) = (a("fw-1.2.0"), a("fw-1.2.0-from-1.0.0"));
+        let mut t = Tally::new();
+        // Remembered before the device is a member, counted once it is.
+        t.report(&d(0), on(Success, "fw-1.2.0"));
+        t.set_members((0..6).map(d).collect());
+        assert_eq!((t.took(&full), t.took(&delta)), (1, 0));
+        // A report moves a device from one path to another, and a report
+        // naming no artifact takes it off its path.
+        t.report(&d(1), on(Downloading, "fw-1.2.0-from-1.0.0"));
+        t.report(&d(2), on(Downloading, "fw-1.2.0-from-1.0.0"));
+        assert_eq!(t.took(&delta), 2);
+        t.report(&d(2), on(Downloading, "fw-1.2.0"));
+        t.report(&d(1), on(Success, "fw-1.2.0-from-1.0.0"));
+        t.report(&d(3), on(Downloading, "fw-1.2.0"));
+        t.report(&d(3), r(Failed, Some(ErrorCode::NoSpace)));
+        assert_eq!((t.took(&full), t.took(&delta)), (2, 1));
+        // A terminal report stays: later ones move nothing.
+        t.report(&d(1), on(Downloading, "fw-1.2.0"));
+        assert_eq!(t.took(&delta), 1);
+        // Non-members do not count; members leaving take their path along.
+        t.report(&d(40), on(Success, "fw-1.2.0"));
+        assert!(t.set_member(&d(2), false));
+        assert_eq!((t.took(&full), t.took(&delta)), (1, 1));
+        assert!(t.set_member(&d(40), true));
+        assert_eq!(t.took(&full), 2);
+        let incremental = t.paths.clone();
+        t.recount();
+        assert_eq!(t.paths, incremental);
     }
 
     #[test]
