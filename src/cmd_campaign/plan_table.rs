@@ -10,6 +10,7 @@ use super::table::{pct, table, utc, windows};
 /// `campaign plan`: a row a wave, then what will not download.
 pub fn plan(p: &Plan) -> String {
     let mut out = String::new();
+    let deltas = !p.deltas.is_empty();
     let rows: Vec<Vec<String>> = p
         .waves
         .iter()
@@ -20,7 +21,7 @@ pub fn plan(p: &Plan) -> String {
                 .filter(|(_, &c)| c > 0)
                 .map(|(g, &c)| format!("{g}={}", pct(c)))
                 .collect();
-            vec![
+            let mut row = vec![
                 (w.wave + 1).to_string(),
                 cohorts.join(","),
                 w.members.to_string(),
@@ -30,23 +31,28 @@ pub fn plan(p: &Plan) -> String {
                 bytes(w.broadcast_bytes),
                 bytes(w.delivered_bytes),
                 format!("{} s", w.download_secs),
-            ]
+            ];
+            if deltas {
+                row.insert(5, w.delta_downloads.to_string());
+            }
+            row
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "WAVE",
-            "COHORTS",
-            "MEMBERS",
-            "NEW",
-            "DOWNLOADS",
-            "ONLINE",
-            "BROADCAST",
-            "DELIVERED",
-            "DOWNLOAD",
-        ],
-        &rows,
-    ));
+    let mut header = vec![
+        "WAVE",
+        "COHORTS",
+        "MEMBERS",
+        "NEW",
+        "DOWNLOADS",
+        "ONLINE",
+        "BROADCAST",
+        "DELIVERED",
+        "DOWNLOAD",
+    ];
+    if deltas {
+        header.insert(5, "OF THEM DELTA");
+    }
+    out.push_str(&table(&header, &rows));
     let _ = writeln!(
         out,
         "{} devices targeted, {} will download; the block server sends at least {} (one pass a wave), the broker delivers {}",
@@ -55,6 +61,9 @@ pub fn plan(p: &Plan) -> String {
         bytes(p.broadcast_bytes),
         bytes(p.delivered_bytes)
     );
+    if let Some(line) = deltas_line(p) {
+        let _ = writeln!(out, "{line}");
+    }
     let s = &p.skipped;
     for (n, why) in [
         (
@@ -98,11 +107,93 @@ pub fn plan(p: &Plan) -> String {
     out
 }
 
+/// E3: `delta downloads: from 1.0.0 301 (saves 289.5 MiB), from 1.1.0
+/// 287 (saves 270.0 MiB); the other 412 downloads take the full image`,
+/// each from-version's deltas together (every arch); none without deltas.
+pub fn deltas_line(p: &Plan) -> Option<String> {
+    if p.deltas.is_empty() {
+        return None;
+    }
+    let mut by: Vec<(&str, u32, u64)> = Vec::new();
+    for d in &p.deltas {
+        match by.iter_mut().find(|(f, _, _)| *f == d.from_version) {
+            Some((_, n, saved)) => {
+                *n += d.downloads;
+                *saved += d.saved_bytes;
+            }
+            None => by.push((&d.from_version, d.downloads, d.saved_bytes)),
+        }
+    }
+    let took: u32 = by.iter().map(|(_, n, _)| n).sum();
+    let parts: Vec<String> = by
+        .into_iter()
+        .map(|(from, n, saved)| format!("from {from} {n} (saves {})", bytes(saved)))
+        .collect();
+    Some(format!(
+        "delta downloads: {}; the other {} downloads take the full image",
+        parts.join(", "),
+        p.downloads.saturating_sub(took)
+    ))
+}
+
 fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge::campaign::plan::{DeltaPlan, WavePlan};
+
+    fn delta(artifact: &str, arch: &str, from: &str, downloads: u32, saved: u64) -> DeltaPlan {
+        DeltaPlan {
+            artifact: schemas::ArtifactId::new(artifact).unwrap(),
+            arch: arch.into(),
+            from_version: from.into(),
+            downloads,
+            saved_bytes: saved,
+        }
+    }
+
+    #[test]
+    fn the_deltas_line_and_column() {
+        let mut p = Plan {
+            waves: vec![WavePlan {
+                downloads: 1000,
+                delta_downloads: 588,
+                ..WavePlan::default()
+            }],
+            downloads: 1000,
+            ..Plan::default()
+        };
+        assert_eq!(deltas_line(&p), None);
+        assert!(!plan(&p).contains("DELTA"));
+        p.deltas = vec![
+            delta("fw-esp32.from-1.0.0", "esp32", "1.0.0", 300, 300 << 20),
+            delta("fw-esp32.from-1.1.0", "esp32", "1.1.0", 287, 270 << 20),
+            delta("fw-s3.from-1.0.0", "esp32s3", "1.0.0", 1, 1 << 19),
+            delta("fw-esp32.from-0.9.0", "esp32", "0.9.0", 0, 0),
+        ];
+        assert_eq!(
+            deltas_line(&p).as_deref(),
+            Some(
+                "delta downloads: from 1.0.0 301 (saves 300.5 MiB), from 1.1.0 287 \
+                 (saves 270.0 MiB), from 0.9.0 0 (saves 0 B); the other 412 downloads \
+                 take the full image"
+            )
+        );
+        let text = plan(&p);
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains("DOWNLOADS  OF THEM DELTA  ONLINE"),
+            "{header}"
+        );
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains(" 1000            588 "), "{row}");
     }
 }
