@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use bridge::campaign::plan::Plan;
 
-use super::table::{pct, table, utc, windows};
+use super::table::{bytes, deltas_line, pct, table, utc, windows};
 
 /// `campaign plan`: a row a wave, then what will not download.
 pub fn plan(p: &Plan) -> String {
@@ -61,8 +61,13 @@ pub fn plan(p: &Plan) -> String {
         bytes(p.broadcast_bytes),
         bytes(p.delivered_bytes)
     );
-    if let Some(line) = deltas_line(p) {
-        let _ = writeln!(out, "{line}");
+    if let Some(line) = deltas_line(&p.deltas) {
+        let took: u32 = p.deltas.iter().map(|d| d.downloads).sum();
+        let _ = writeln!(
+            out,
+            "{line}; the other {} downloads take the full image",
+            p.downloads.saturating_sub(took)
+        );
     }
     let s = &p.skipped;
     for (n, why) in [
@@ -107,44 +112,6 @@ pub fn plan(p: &Plan) -> String {
     out
 }
 
-/// E3: `delta downloads: from 1.0.0 301 (saves 289.5 MiB), from 1.1.0
-/// 287 (saves 270.0 MiB); the other 412 downloads take the full image`,
-/// each from-version's deltas together (every arch); none without deltas.
-pub fn deltas_line(p: &Plan) -> Option<String> {
-    if p.deltas.is_empty() {
-        return None;
-    }
-    let mut by: Vec<(&str, u32, u64)> = Vec::new();
-    for d in &p.deltas {
-        match by.iter_mut().find(|(f, _, _)| *f == d.from_version) {
-            Some((_, n, saved)) => {
-                *n += d.downloads;
-                *saved += d.saved_bytes;
-            }
-            None => by.push((&d.from_version, d.downloads, d.saved_bytes)),
-        }
-    }
-    let took: u32 = by.iter().map(|(_, n, _)| n).sum();
-    let parts: Vec<String> = by
-        .into_iter()
-        .map(|(from, n, saved)| format!("from {from} {n} (saves {})", bytes(saved)))
-        .collect();
-    Some(format!(
-        "delta downloads: {}; the other {} downloads take the full image",
-        parts.join(", "),
-        p.downloads.saturating_sub(took)
-    ))
-}
-
-fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,21 +138,21 @@ mod tests {
             downloads: 1000,
             ..Plan::default()
         };
-        assert_eq!(deltas_line(&p), None);
-        assert!(!plan(&p).contains("DELTA"));
+        assert!(!plan(&p).contains("DELTA"), "{}", plan(&p));
         p.deltas = vec![
             delta("fw-esp32.from-1.0.0", "esp32", "1.0.0", 300, 300 << 20),
             delta("fw-esp32.from-1.1.0", "esp32", "1.1.0", 287, 270 << 20),
             delta("fw-s3.from-1.0.0", "esp32s3", "1.0.0", 1, 1 << 19),
             delta("fw-esp32.from-0.9.0", "esp32", "0.9.0", 0, 0),
         ];
-        assert_eq!(
-            deltas_line(&p).as_deref(),
-            Some(
-                "delta downloads: from 1.0.0 301 (saves 300.5 MiB), from 1.1.0 287 \
+        let text = plan(&p);
+        assert!(
+            text.contains(
+                "\ndelta downloads: from 1.0.0 301 (saves 300.5 MiB), from 1.1.0 287 \
                  (saves 270.0 MiB), from 0.9.0 0 (saves 0 B); the other 412 downloads \
-                 take the full image"
-            )
+                 take the full image\n"
+            ),
+            "{text}"
         );
         let text = plan(&p);
         let header = text.lines().next().unwrap();

@@ -277,6 +277,10 @@ impl Campaigns {
             },
         );
         preflight.release_kids = release.signers();
+        if !release.deltas.is_empty() {
+            let rules = super::plan::rules_of(&release);
+            preflight.deltas = super::plan::compute(ctx.fleet, &spec, &release, &rules, 0).deltas;
+        }
         let empty_ok = spec.allow_empty || spec.standing.is_some() || spec.emergency;
         if !empty_ok && preflight.targeted == 0 {
             return Err(CampaignError::NoDevice {

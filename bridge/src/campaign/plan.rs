@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use schemas::msg::delta::FEATURE_DELTA_ZSTD;
 use schemas::msg::manifest::ANY_ARCH;
+use schemas::msg::WireMessage as _;
 use schemas::version::cmp_precedence;
 use schemas::{ArtifactId, DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
@@ -136,6 +137,24 @@ pub struct Plan {
     /// group run only inside its window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<WindowOutlook>,
+}
+
+/// Each release entry's rules, read from its stored manifest (verified
+/// when it was uploaded); an entry that does not read has none.
+pub fn rules_of(release: &Release) -> BTreeMap<ArtifactId, ArchRules> {
+    release
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let payload = schemas::cose::peek_payload(&e.manifest)?;
+            let m = schemas::msg::Manifest::decode(&payload).ok()?;
+            let rules = ArchRules {
+                min_version: m.min_version,
+                allow_downgrade: m.allow_downgrade,
+            };
+            Some((e.artifact.clone(), rules))
+        })
+        .collect()
 }
 
 /// Computes the plan of `spec` with `release` over `fleet`. `rules` holds
