@@ -17,12 +17,17 @@ use crate::{rt, Run};
 /// broadcast against unicast only, a raw loopback TCP fan-out
 /// of the same bytes (the machine's limit), the emergency latency (command
 /// to every device `accepted`, p50 and p99), the durable status ingest
-/// rate and a factory line (200 fresh devices powered up together, to
-/// every one `success` on a 1 MiB firmware). Progress goes to stderr, the
+/// rate, a factory line (200 fresh devices powered up together, to
+/// every one `success` on a 1 MiB firmware) and E3 deltas (delta size
+/// against full for a 1 MiB firmware-like image changed by 2%, and for a C
+/// program built twice with one function changed when a C compiler is
+/// installed; a campaign to 1,000 devices on two installed versions, with
+/// deltas and with the full image only). Progress goes to stderr, the
 /// table to stdout.
 ///
 /// The full run takes about 8 minutes on 2 cores and needs `ulimit -n`
-/// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
+/// of at least 10,100; --quick (1,000 devices, the delta campaign 200)
+/// takes under 3. Build with
 /// --release: a debug build measures the debug build. --only, --broker,
 /// --devices, --block-size, --fanout and --fanout-bytes narrow or vary the
 /// run, to measure one question on your own machine.
@@ -33,9 +38,11 @@ use crate::{rt, Run};
     ota bench --json > bench.json\n  \
     ota bench --only downloads --broker embedded --devices 10000 --block-size 16384\n  \
     ota bench --only downloads,raw --devices 2000 --fanout 40000\n  \
-    ota bench --only line")]
+    ota bench --only line\n  \
+    ota bench --only deltas")]
 pub struct Bench {
-    /// Smaller sizes (1,000 devices, one run each): under 3 minutes.
+    /// Smaller sizes (1,000 devices, one run each; the delta campaign
+    /// 200): under 3 minutes.
     #[arg(long)]
     quick: bool,
     /// Measure only these parts of the table.
@@ -144,6 +151,9 @@ enum PartArg {
     Ingest,
     /// A factory line: 200 fresh devices powered up together.
     Line,
+    /// E3 deltas: delta size against full, and a campaign to devices on
+    /// two versions with deltas and with the full image.
+    Deltas,
 }
 
 impl PartArg {
@@ -154,6 +164,7 @@ impl PartArg {
             PartArg::Emergency => Part::Emergency,
             PartArg::Ingest => Part::Ingest,
             PartArg::Line => Part::Line,
+            PartArg::Deltas => Part::Deltas,
         }
     }
 }

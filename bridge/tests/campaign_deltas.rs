@@ -8,6 +8,7 @@ mod campaign_common;
 mod common;
 
 use bridge::blocks::BlocksConfig;
+use bridge::campaign::view::CampaignStatus;
 use campaign_common::{call, cid, create, group, retained, state, upload, DeviceOpts, Devices};
 use device_sim::agent::ImageBytes;
 use schemas::cose::TrustStore;
@@ -308,10 +309,12 @@ fn on(id: &str, version: &str, image: &[u8], deltas: bool) -> DeviceOpts {
     o
 }
 
-async fn start_campaign(stack: &common::Stack, id: &str) {
+/// Creates and starts campaign `id` of 1.2.0 to group acme; returns what
+/// create answered (its pre-flight).
+async fn start_campaign(stack: &common::Stack, id: &str) -> CampaignStatus {
     let ops = stack.ops().await;
     group(&ops, "acme", "acme").await;
-    create(
+    let created = create(
         &ops,
         json!({
             "id": id, "kind": "firmware", "release": ["fw-1.2.0"],
@@ -321,6 +324,7 @@ async fn start_campaign(stack: &common::Stack, id: &str) {
     )
     .await;
     call(&ops, Command::CampaignStart { id: cid(id) }).await;
+    created
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +347,20 @@ async fn one_campaign_to_a_mixed_fleet_each_device_takes_its_path_and_ends_on_th
         devices.spawn(&stack, on("d110-other-build", "1.1.0", &other_110, true)),
     ];
     campaign_common::registered(&stack, 7).await;
-    start_campaign(&stack, "fw-mixed").await;
+    let created = start_campaign(&stack, "fw-mixed").await;
+    // The pre-flight counts the devices listing the feature on each
+    // from_version: the other build among them (the bridge cannot see an
+    // image's hash), not the old agents.
+    let per: Vec<(&str, u32)> = created
+        .preflight
+        .deltas
+        .iter()
+        .map(|d| (d.from_version.as_str(), d.downloads))
+        .collect();
+    assert!(
+        per.contains(&("1.0.0", 2)) && per.contains(&("1.1.0", 3)),
+        "{per:?}"
+    );
     let all: Vec<_> = d100.iter().chain(&d110).chain(&fulls).cloned().collect();
     campaign_common::wait("every device on 1.2.0", campaign_common::LONG, || {
         all.iter()
@@ -374,6 +391,39 @@ async fn one_campaign_to_a_mixed_fleet_each_device_takes_its_path_and_ends_on_th
             );
         }
     }
+    // `campaign status` counts each path as the devices took it: the
+    // full image, then each delta, by what their reports name.
+    let ops = stack.ops().await;
+    let status = campaign_common::status(&ops, "fw-mixed").await;
+    let took = |a: &ArtifactId| {
+        all.iter()
+            .filter(|d| {
+                campaign_common::current(&stack, d, "fw-mixed").and_then(|c| c.artifact)
+                    == Some(a.clone())
+            })
+            .count() as u32
+    };
+    let mut shown: Vec<(ArtifactId, Option<String>, u32)> = status
+        .paths
+        .iter()
+        .map(|p| (p.artifact.clone(), p.from_version.clone(), p.devices))
+        .collect();
+    // The full image first; the deltas in the release's order.
+    shown[1..].sort();
+    let path = |a: &ArtifactId, from: Option<&str>| (a.clone(), from.map(str::to_string), took(a));
+    assert_eq!(
+        shown,
+        vec![
+            path(&full_id, None),
+            path(&r.from_100.artifact, Some("1.0.0")),
+            path(&r.from_110.artifact, Some("1.1.0")),
+        ]
+    );
+    assert_eq!(
+        shown.iter().map(|p| p.2).collect::<Vec<_>>(),
+        [3, 2, 2],
+        "{shown:?}"
+    );
     devices.stop_all().await;
 }
 

@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 
 use bridge::campaign::plan::Plan;
 
-use super::table::{pct, table, utc, windows};
+use super::table::{bytes, deltas_line, pct, table, utc, windows};
 
 /// `campaign plan`: a row a wave, then what will not download.
 pub fn plan(p: &Plan) -> String {
     let mut out = String::new();
+    let deltas = !p.deltas.is_empty();
     let rows: Vec<Vec<String>> = p
         .waves
         .iter()
@@ -20,7 +21,7 @@ pub fn plan(p: &Plan) -> String {
                 .filter(|(_, &c)| c > 0)
                 .map(|(g, &c)| format!("{g}={}", pct(c)))
                 .collect();
-            vec![
+            let mut row = vec![
                 (w.wave + 1).to_string(),
                 cohorts.join(","),
                 w.members.to_string(),
@@ -30,23 +31,28 @@ pub fn plan(p: &Plan) -> String {
                 bytes(w.broadcast_bytes),
                 bytes(w.delivered_bytes),
                 format!("{} s", w.download_secs),
-            ]
+            ];
+            if deltas {
+                row.insert(5, w.delta_downloads.to_string());
+            }
+            row
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "WAVE",
-            "COHORTS",
-            "MEMBERS",
-            "NEW",
-            "DOWNLOADS",
-            "ONLINE",
-            "BROADCAST",
-            "DELIVERED",
-            "DOWNLOAD",
-        ],
-        &rows,
-    ));
+    let mut header = vec![
+        "WAVE",
+        "COHORTS",
+        "MEMBERS",
+        "NEW",
+        "DOWNLOADS",
+        "ONLINE",
+        "BROADCAST",
+        "DELIVERED",
+        "DOWNLOAD",
+    ];
+    if deltas {
+        header.insert(5, "OF THEM DELTA");
+    }
+    out.push_str(&table(&header, &rows));
     let _ = writeln!(
         out,
         "{} devices targeted, {} will download; the block server sends at least {} (one pass a wave), the broker delivers {}",
@@ -55,6 +61,14 @@ pub fn plan(p: &Plan) -> String {
         bytes(p.broadcast_bytes),
         bytes(p.delivered_bytes)
     );
+    if let Some(line) = deltas_line(&p.deltas) {
+        let took: u32 = p.deltas.iter().map(|d| d.downloads).sum();
+        let _ = writeln!(
+            out,
+            "{line}; the other {} downloads take the full image",
+            p.downloads.saturating_sub(took)
+        );
+    }
     let s = &p.skipped;
     for (n, why) in [
         (
@@ -98,11 +112,55 @@ pub fn plan(p: &Plan) -> String {
     out
 }
 
-fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge::campaign::plan::{DeltaPlan, WavePlan};
+
+    fn delta(artifact: &str, arch: &str, from: &str, downloads: u32, saved: u64) -> DeltaPlan {
+        DeltaPlan {
+            artifact: schemas::ArtifactId::new(artifact).unwrap(),
+            arch: arch.into(),
+            from_version: from.into(),
+            downloads,
+            saved_bytes: saved,
+        }
+    }
+
+    #[test]
+    fn the_deltas_line_and_column() {
+        let mut p = Plan {
+            waves: vec![WavePlan {
+                downloads: 1000,
+                delta_downloads: 588,
+                ..WavePlan::default()
+            }],
+            downloads: 1000,
+            ..Plan::default()
+        };
+        assert!(!plan(&p).contains("DELTA"), "{}", plan(&p));
+        p.deltas = vec![
+            delta("fw-esp32.from-1.0.0", "esp32", "1.0.0", 300, 300 << 20),
+            delta("fw-esp32.from-1.1.0", "esp32", "1.1.0", 287, 270 << 20),
+            delta("fw-s3.from-1.0.0", "esp32s3", "1.0.0", 1, 1 << 19),
+            delta("fw-esp32.from-0.9.0", "esp32", "0.9.0", 0, 0),
+        ];
+        let text = plan(&p);
+        assert!(
+            text.contains(
+                "\ndelta downloads: from 1.0.0 301 (saves 300.5 MiB), from 1.1.0 287 \
+                 (saves 270.0 MiB), from 0.9.0 0 (saves 0 B); the other 412 downloads \
+                 take the full image\n"
+            ),
+            "{text}"
+        );
+        let text = plan(&p);
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains("DOWNLOADS  OF THEM DELTA  ONLINE"),
+            "{header}"
+        );
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains(" 1000            588 "), "{row}");
     }
 }

@@ -5,9 +5,10 @@
 use std::fmt::Write as _;
 
 use bridge::campaign::gate::{Phase, WaveCounts};
+use bridge::campaign::plan::DeltaPlan;
 use bridge::campaign::record::WaveEnd;
 use bridge::campaign::tally::Breakdown;
-use bridge::campaign::view::{CampaignList, CampaignStatus};
+use bridge::campaign::view::{CampaignList, CampaignStatus, PathLine};
 use bridge::campaign::window::WindowOutlook;
 use serde::Serialize;
 
@@ -182,6 +183,9 @@ pub fn created(s: &CampaignStatus) -> String {
              failed/incompatible_arch, counted apart from failures.",
             p.uncovered
         );
+    }
+    if let Some(line) = deltas_line(&p.deltas) {
+        let _ = writeln!(out, "  {line}; the other downloads take the full image");
     }
     if p.unverifiable > 0 {
         let _ = writeln!(
@@ -373,6 +377,9 @@ pub fn status(s: &CampaignStatus) -> String {
                 cur.counts.anomaly
             );
         }
+        if let Some(line) = paths_line(&s.paths) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     let recent: Vec<_> = s.history.iter().rev().take(8).collect();
     if !recent.is_empty() {
@@ -382,6 +389,65 @@ pub fn status(s: &CampaignStatus) -> String {
         }
     }
     out
+}
+
+/// E3: `paths: full 412, delta from 1.0.0 301, delta from 1.1.0 287`,
+/// the members by what their reports name (every arch's full image
+/// together, each from-version's deltas together); none without deltas.
+pub fn paths_line(paths: &[PathLine]) -> Option<String> {
+    if paths.is_empty() {
+        return None;
+    }
+    let mut by: Vec<(Option<&str>, u32)> = Vec::new();
+    for p in paths {
+        let from = p.from_version.as_deref();
+        match by.iter_mut().find(|(f, _)| *f == from) {
+            Some((_, n)) => *n += p.devices,
+            None => by.push((from, p.devices)),
+        }
+    }
+    let parts: Vec<String> = by
+        .into_iter()
+        .map(|(from, n)| match from {
+            None => format!("full {n}"),
+            Some(v) => format!("delta from {v} {n}"),
+        })
+        .collect();
+    Some(format!("paths: {}", parts.join(", ")))
+}
+
+/// E3: `delta downloads: from 1.0.0 301 (saves 289.5 MiB), from 1.1.0
+/// 287 (saves 270.0 MiB)`, each from-version's deltas together (every
+/// arch); none without deltas.
+pub fn deltas_line(deltas: &[DeltaPlan]) -> Option<String> {
+    if deltas.is_empty() {
+        return None;
+    }
+    let mut by: Vec<(&str, u32, u64)> = Vec::new();
+    for d in deltas {
+        match by.iter_mut().find(|(f, _, _)| *f == d.from_version) {
+            Some((_, n, saved)) => {
+                *n += d.downloads;
+                *saved += d.saved_bytes;
+            }
+            None => by.push((&d.from_version, d.downloads, d.saved_bytes)),
+        }
+    }
+    let parts: Vec<String> = by
+        .into_iter()
+        .map(|(from, n, saved)| format!("from {from} {n} (saves {})", bytes(saved)))
+        .collect();
+    Some(format!("delta downloads: {}", parts.join(", ")))
+}
+
+/// A byte count for people: B, KiB, MiB or GiB.
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }
 
 /// `campaign list`.
@@ -462,6 +528,9 @@ pub fn summary(s: &CampaignStatus) -> String {
         rows.push(breakdown_rows("(all)", cur));
         out.push('\n');
         out.push_str(&table(&COUNT_HEADER, &rows));
+        if let Some(line) = paths_line(&s.paths) {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if let Some(last) = s.history.last() {
         let _ = writeln!(out, "\n{}", last.text);
@@ -479,6 +548,49 @@ mod tests {
         assert_eq!(pct(250), "2.50%");
         assert_eq!(when(160, 100), "in 1m00s");
         assert_eq!(when(100, 3800), "1h01m ago");
+    }
+
+    #[test]
+    fn paths_sum_arches_by_from_version() {
+        let p = |artifact: &str, arch: &str, from: Option<&str>, devices| PathLine {
+            artifact: schemas::ArtifactId::new(artifact).unwrap(),
+            arch: arch.into(),
+            from_version: from.map(str::to_string),
+            devices,
+        };
+        assert_eq!(paths_line(&[]), None);
+        let line = paths_line(&[
+            p("fw-esp32", "esp32", None, 400),
+            p("fw-s3", "esp32s3", None, 12),
+            p("fw-esp32-from-1.0.0", "esp32", Some("1.0.0"), 300),
+            p("fw-esp32-from-1.1.0", "esp32", Some("1.1.0"), 287),
+            p("fw-s3-from-1.0.0", "esp32s3", Some("1.0.0"), 1),
+        ]);
+        assert_eq!(
+            line.as_deref(),
+            Some("paths: full 412, delta from 1.0.0 301, delta from 1.1.0 287")
+        );
+    }
+
+    #[test]
+    fn deltas_sum_arches_by_from_version() {
+        let d = |artifact: &str, arch: &str, from: &str, downloads, saved_bytes| DeltaPlan {
+            artifact: schemas::ArtifactId::new(artifact).unwrap(),
+            arch: arch.into(),
+            from_version: from.into(),
+            downloads,
+            saved_bytes,
+        };
+        assert_eq!(deltas_line(&[]), None);
+        let line = deltas_line(&[
+            d("fw-esp32.from-1.0.0", "esp32", "1.0.0", 300, 3 << 20),
+            d("fw-esp32.from-1.1.0", "esp32", "1.1.0", 7, 1536),
+            d("fw-s3.from-1.0.0", "esp32s3", "1.0.0", 1, 1 << 20),
+        ]);
+        assert_eq!(
+            line.as_deref(),
+            Some("delta downloads: from 1.0.0 301 (saves 4.0 MiB), from 1.1.0 7 (saves 1.5 KiB)")
+        );
     }
 
     #[test]

@@ -275,6 +275,10 @@ impl Campaigns {
             },
         );
         preflight.release_kids = release.signers();
+        if !release.deltas.is_empty() {
+            let rules = super::plan::rules_of(&release);
+            preflight.deltas = super::plan::compute(ctx.fleet, &spec, &release, &rules, 0).deltas;
+        }
         let empty_ok = spec.allow_empty || spec.standing.is_some() || spec.emergency;
         if !empty_ok && preflight.targeted == 0 {
             return Err(CampaignError::NoDevice {
@@ -583,10 +587,12 @@ impl Campaigns {
             let Some(e) = self.entries.get_mut(&u.campaign) else {
                 continue;
             };
-            let report = Report::new(u.state, u.error, u.detail.as_deref(), u.at);
+            let report = Report::new(u.state, u.error, u.detail.as_deref(), u.at)
+                .with_artifact(u.artifact.clone());
             let first = e.tally.get(&u.device).and_then(|r| r.outcome()).is_none();
+            let anomaly = e.tally.is_anomaly(&report);
             let changed = e.tally.report(&u.device, report);
-            if first && e.record.is_live() && e.tally.is_anomaly(&report) {
+            if first && e.record.is_live() && anomaly {
                 e.anomalies.note(&u.device);
                 Metrics::add(&ctx.metrics.status_anomalies, 1);
             }
@@ -990,6 +996,7 @@ fn tally_of(r: &CampaignRecord) -> Tally {
 /// A stored current state as the tally reads it.
 fn report_of(cur: &crate::store::status::CurrentState) -> Report {
     Report::new(cur.state, cur.error, cur.detail.as_deref(), cur.at)
+        .with_artifact(cur.artifact.clone())
 }
 
 fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use schemas::msg::delta::FEATURE_DELTA_ZSTD;
 use schemas::msg::manifest::ANY_ARCH;
+use schemas::msg::WireMessage as _;
 use schemas::version::cmp_precedence;
 use schemas::{ArtifactId, DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,18 @@ pub struct WavePlan {
     pub download_secs: u64,
 }
 
+/// E3: one delta of the release over every wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaPlan {
+    pub artifact: ArtifactId,
+    pub arch: String,
+    pub from_version: String,
+    /// Downloads that take it (devices listing `delta-zstd` on its
+    /// from_version), and the bytes they spare against the full image.
+    pub downloads: u32,
+    pub saved_bytes: u64,
+}
+
 /// The whole plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -106,6 +119,9 @@ pub struct Plan {
     pub skipped: Skipped,
     pub broadcast_bytes: u64,
     pub delivered_bytes: u64,
+    /// E3: each delta of the release (in its order), over every wave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaPlan>,
     /// Deliveries per second the estimate used, and whether the pacer
     /// measured it (false: [`DEFAULT_RATE`], nothing measured yet).
     pub rate: u64,
@@ -121,6 +137,24 @@ pub struct Plan {
     /// group run only inside its window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<WindowOutlook>,
+}
+
+/// Each release entry's rules, read from its stored manifest (verified
+/// when it was uploaded); an entry that does not read has none.
+pub fn rules_of(release: &Release) -> BTreeMap<ArtifactId, ArchRules> {
+    release
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let payload = schemas::cose::peek_payload(&e.manifest)?;
+            let m = schemas::msg::Manifest::decode(&payload).ok()?;
+            let rules = ArchRules {
+                min_version: m.min_version,
+                allow_downgrade: m.allow_downgrade,
+            };
+            Some((e.artifact.clone(), rules))
+        })
+        .collect()
 }
 
 /// Computes the plan of `spec` with `release` over `fleet`. `rules` holds
@@ -144,6 +178,17 @@ pub fn compute(
         wave_timeout_secs: spec.gates.wave_timeout_secs,
         start_at: spec.start_at,
         stop_at: spec.stop_at,
+        deltas: release
+            .deltas
+            .iter()
+            .map(|x| DeltaPlan {
+                artifact: x.artifact.clone(),
+                arch: x.arch.clone(),
+                from_version: x.from_version.clone(),
+                downloads: 0,
+                saved_bytes: 0,
+            })
+            .collect(),
         ..Plan::default()
     };
     let waves = spec.waves.len().max(1);
@@ -210,12 +255,18 @@ pub fn compute(
                     release
                         .deltas
                         .iter()
-                        .find(|x| x.target == entry.artifact && &x.from_version == v)
+                        .position(|x| x.target == entry.artifact && &x.from_version == v)
                 });
             let (artifact, size, blocks) = match delta {
-                Some(x) => {
+                Some(i) => {
+                    let x = &release.deltas[i];
+                    let saved = entry.size.saturating_sub(x.size);
                     wp.delta_downloads += 1;
-                    wp.delta_saved_bytes += entry.size.saturating_sub(x.size);
+                    wp.delta_saved_bytes += saved;
+                    if let Some(dp) = plan.deltas.get_mut(i) {
+                        dp.downloads += 1;
+                        dp.saved_bytes += saved;
+                    }
                     (&x.artifact, x.size, x.blocks)
                 }
                 None => (&entry.artifact, entry.size, entry.blocks),
@@ -358,6 +409,13 @@ mod tests {
         assert_eq!(w.delivered_bytes, 2 * 10_000 + 2 * 700);
         // One pass of the full image and one of the 1.0.0 delta.
         assert_eq!(w.broadcast_bytes, 10_000 + 700);
+        // Per delta, over the waves: none takes the one from 0.9.0.
+        let per: Vec<(&str, u32, u64)> = p
+            .deltas
+            .iter()
+            .map(|x| (x.from_version.as_str(), x.downloads, x.saved_bytes))
+            .collect();
+        assert_eq!(per, [("0.9.0", 0, 0), ("1.0.0", 2, 2 * (10_000 - 700))]);
     }
 
     #[test]

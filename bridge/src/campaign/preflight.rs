@@ -11,6 +11,7 @@ use schemas::{DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
 
 use super::members::Admission;
+use super::plan::DeltaPlan;
 use crate::fleet::Fleet;
 
 /// One arch among the targeted devices.
@@ -53,6 +54,10 @@ pub struct Preflight {
     /// The kids (hex) that signed the release's manifests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub release_kids: Vec<String>,
+    /// E3: each delta of the release, the targeted devices that will take
+    /// it and the bytes they spare (as `campaign plan` counts them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaPlan>,
 }
 
 impl Preflight {

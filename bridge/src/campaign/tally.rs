@@ -1,8 +1,10 @@
 //! The live tally of one campaign: each device's latest state in it (from
 //! the stored current state, first terminal state kept), the members of
 //! the current wave, and the wave's [`WaveCounts`], kept up to date
-//! incrementally: a report moves one device between classes, a membership
-//! change adds or removes one device. Pure: the manager feeds it.
+//! incrementally: a report moves one device between classes (and between
+//! paths, the artifacts its reports name: the full image or a delta), a
+//! membership change adds or removes one device. Pure: the manager feeds
+//! it.
 //!
 //! # Anomalies: what the bridge never said
 //!
@@ -21,13 +23,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use schemas::msg::common::{outcome, Outcome};
 use schemas::msg::{ErrorCode, StatusState};
-use schemas::DeviceId;
+use schemas::{ArtifactId, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use super::gate::WaveCounts;
 
 /// A device's latest state in the campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub state: StatusState,
     pub error: Option<ErrorCode>,
@@ -36,6 +38,8 @@ pub struct Report {
     /// Its detail was `superseded` (a `cancelled` the device decided on
     /// its own, PROTOCOL.md step 4).
     pub superseded: bool,
+    /// The artifact the report names (E3: the full image or a delta).
+    pub artifact: Option<ArtifactId>,
 }
 
 impl Report {
@@ -52,7 +56,14 @@ impl Report {
             error,
             at,
             superseded: detail == Some(SUPERSEDED),
+            artifact: None,
         }
+    }
+
+    /// The same report, naming the artifact it was about.
+    pub fn with_artifact(mut self, artifact: Option<ArtifactId>) -> Self {
+        self.artifact = artifact;
+        self
     }
 
     /// The gating class PROTOCOL.md gives the report, once terminal
@@ -121,6 +132,8 @@ pub struct Tally {
     reports: HashMap<DeviceId, Report>,
     members: HashSet<DeviceId>,
     counts: WaveCounts,
+    /// Members by the artifact their latest report names.
+    paths: HashMap<ArtifactId, u32>,
     /// Devices in the order they reached their terminal state (a standing
     /// campaign judges the latest of them).
     decided: Vec<DeviceId>,
@@ -176,19 +189,29 @@ impl Tally {
     /// (as the status store does). Returns true when the wave's counts
     /// changed.
     pub fn report(&mut self, device: &DeviceId, new: Report) -> bool {
-        let old = self.reports.get(device).copied();
-        if old.and_then(|o| o.outcome()).is_some() {
-            return false;
-        }
-        self.reports.insert(device.clone(), new);
-        if new.outcome().is_some() {
+        let after = self.class(&new);
+        let decided = new.outcome().is_some();
+        let old = match self.reports.get_mut(device) {
+            Some(o) if o.outcome().is_some() => return false,
+            Some(o) => Some(std::mem::replace(o, new)),
+            None => {
+                self.reports.insert(device.clone(), new);
+                None
+            }
+        };
+        if decided {
             self.decided.push(device.clone());
         }
         if !self.members.contains(device) {
             return false;
         }
-        let before = old.map_or(NO_CLASS, |o| self.class(&o));
-        let after = self.class(&new);
+        let old_path = old.as_ref().and_then(|o| o.artifact.clone());
+        let new_path = self.reports.get(device).and_then(|r| r.artifact.clone());
+        if old_path != new_path {
+            self.shift_path(old_path.as_ref(), -1);
+            self.shift_path(new_path.as_ref(), 1);
+        }
+        let before = old.as_ref().map_or(NO_CLASS, |o| self.class(o));
         if before == after {
             return false;
         }
@@ -216,10 +239,13 @@ impl Tally {
         if !changed {
             return false;
         }
-        let class = self.reports.get(device).map_or(NO_CLASS, |r| self.class(r));
+        let report = self.reports.get(device);
+        let class = report.map_or(NO_CLASS, |r| self.class(r));
+        let path = report.and_then(|r| r.artifact.clone());
         let sign = if member { 1 } else { -1 };
         self.counts.members = add(self.counts.members, sign);
         self.shift(class, sign);
+        self.shift_path(path.as_ref(), sign);
         true
     }
 
@@ -238,12 +264,17 @@ impl Tally {
         self.counts
     }
 
+    /// The current wave's members whose latest report names `artifact`.
+    pub fn took(&self, artifact: &ArtifactId) -> u32 {
+        self.paths.get(artifact).copied().unwrap_or(0)
+    }
+
     /// Every device that reached a terminal state, first to latest, with
     /// that report.
-    pub fn decided(&self) -> impl DoubleEndedIterator<Item = (&DeviceId, Report)> + '_ {
+    pub fn decided(&self) -> impl DoubleEndedIterator<Item = (&DeviceId, &Report)> + '_ {
         self.decided
             .iter()
-            .filter_map(|d| self.reports.get(d).map(|r| (d, *r)))
+            .filter_map(|d| self.reports.get(d).map(|r| (d, r)))
     }
 
     /// The counts a standing campaign is judged on: of the members, the
@@ -292,8 +323,8 @@ impl Tally {
     }
 
     /// A device's latest state.
-    pub fn get(&self, device: &DeviceId) -> Option<Report> {
-        self.reports.get(device).copied()
+    pub fn get(&self, device: &DeviceId) -> Option<&Report> {
+        self.reports.get(device)
     }
 
     /// Counts by state and error over `devices`.
@@ -336,10 +367,14 @@ impl Tally {
             members: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
             ..WaveCounts::default()
         };
+        let mut paths: HashMap<ArtifactId, u32> = HashMap::new();
         for d in &self.members {
             let Some(report) = self.reports.get(d) else {
                 continue;
             };
+            if let Some(a) = &report.artifact {
+                *paths.entry(a.clone()).or_default() += 1;
+            }
             let (outcome, rebooting, anomaly) = self.class(report);
             if rebooting {
                 c.rebooting += 1;
@@ -356,6 +391,17 @@ impl Tally {
         }
         c.pending = c.members - c.success - c.failure - c.not_applicable;
         self.counts = c;
+        self.paths = paths;
+    }
+
+    /// Moves one member onto (`sign` 1) or off (`sign` -1) a path.
+    fn shift_path(&mut self, artifact: Option<&ArtifactId>, sign: i8) {
+        let Some(a) = artifact else { return };
+        let n = self.paths.entry(a.clone()).or_default();
+        *n = add(*n, sign);
+        if *n == 0 {
+            self.paths.remove(a);
+        }
     }
 
     /// Moves one member into (`sign` 1) or out of (`sign` -1) a class.
@@ -506,9 +552,47 @@ mod tests {
         again.set_aborted(200);
         again.set_members((0..6).map(d).collect());
         for (dev, rep) in t.decided() {
-            again.report(dev, rep);
+            again.report(dev, rep.clone());
         }
         assert_eq!(again.counts(), incremental);
+    }
+
+    #[test]
+    fn members_count_on_the_path_their_latest_report_names() {
+        use StatusState::*;
+        let a = |s: &str| ArtifactId::new(s).unwrap();
+        let on = |state, artifact: &str| Report {
+            artifact: Some(a(artifact)),
+            ..r(state, None)
+        };
+        let (full, delta) = (a("fw-1.2.0"), a("fw-1.2.0-from-1.0.0"));
+        let mut t = Tally::new();
+        // Remembered before the device is a member, counted once it is.
+        t.report(&d(0), on(Success, "fw-1.2.0"));
+        t.set_members((0..6).map(d).collect());
+        assert_eq!((t.took(&full), t.took(&delta)), (1, 0));
+        // A report moves a device from one path to another, and a report
+        // naming no artifact takes it off its path.
+        t.report(&d(1), on(Downloading, "fw-1.2.0-from-1.0.0"));
+        t.report(&d(2), on(Downloading, "fw-1.2.0-from-1.0.0"));
+        assert_eq!(t.took(&delta), 2);
+        t.report(&d(2), on(Downloading, "fw-1.2.0"));
+        t.report(&d(1), on(Success, "fw-1.2.0-from-1.0.0"));
+        t.report(&d(3), on(Downloading, "fw-1.2.0"));
+        t.report(&d(3), r(Failed, Some(ErrorCode::NoSpace)));
+        assert_eq!((t.took(&full), t.took(&delta)), (2, 1));
+        // A terminal report stays: later ones move nothing.
+        t.report(&d(1), on(Downloading, "fw-1.2.0"));
+        assert_eq!(t.took(&delta), 1);
+        // Non-members do not count; members leaving take their path along.
+        t.report(&d(40), on(Success, "fw-1.2.0"));
+        assert!(t.set_member(&d(2), false));
+        assert_eq!((t.took(&full), t.took(&delta)), (1, 1));
+        assert!(t.set_member(&d(40), true));
+        assert_eq!(t.took(&full), 2);
+        let incremental = t.paths.clone();
+        t.recount();
+        assert_eq!(t.paths, incremental);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::gate::{DecisionKind, Phase, WaveCounts};
 use super::line::{self, LineView};
 use super::members::Admission;
 use super::preflight::Preflight;
-use super::record::{CampaignRecord, WaveEnd};
+use super::record::{CampaignRecord, Release, WaveEnd};
 use super::spec::{Gates, Kind};
 use super::tally::{Breakdown, Tally};
 use super::window::{WindowOutlook, Windows};
@@ -71,6 +71,19 @@ pub struct ArtifactLine {
     pub blocks: u32,
 }
 
+/// E3: one path through the release, and the current wave's members
+/// whose latest report names it (what they took, whatever its outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathLine {
+    /// The full image, or a delta of it.
+    pub artifact: ArtifactId,
+    pub arch: String,
+    /// The delta's from_version; absent for a full image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    pub devices: u32,
+}
+
 /// One wave of the plan and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaveView {
@@ -117,6 +130,11 @@ pub struct CampaignStatus {
     /// not, and when that changes next.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<WindowOutlook>,
+    /// E3, when the release has deltas and a wave has started: how many
+    /// of the current wave's members took each artifact, the full images
+    /// first, then the deltas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathLine>,
     /// A standing campaign's line: today, in total, over its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<LineView>,
@@ -236,6 +254,11 @@ pub fn status(
             })
             .collect(),
         windows: windows.outlook(now),
+        paths: if current.is_some() {
+            paths(&r.release, tally)
+        } else {
+            Vec::new()
+        },
         line: r.spec.standing.map(|st| {
             line::view(
                 tally,
@@ -246,6 +269,27 @@ pub fn status(
         }),
         now,
     }
+}
+
+/// The paths of `release` with the members of `tally` on each; none when
+/// the release has no delta (every device takes the full image).
+pub fn paths(release: &Release, tally: &Tally) -> Vec<PathLine> {
+    if release.deltas.is_empty() {
+        return Vec::new();
+    }
+    let full = release.entries.iter().map(|e| (&e.artifact, &e.arch, None));
+    let deltas = release
+        .deltas
+        .iter()
+        .map(|x| (&x.artifact, &x.arch, Some(&x.from_version)));
+    full.chain(deltas)
+        .map(|(artifact, arch, from)| PathLine {
+            artifact: artifact.clone(),
+            arch: arch.clone(),
+            from_version: from.cloned(),
+            devices: tally.took(artifact),
+        })
+        .collect()
 }
 
 fn wave_state(
@@ -279,5 +323,83 @@ fn wave_state(
             Some(WaveEnd::Passed { .. }) => "passed",
             _ => "aborted",
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::record::{DeltaEntry, ReleaseEntry};
+    use crate::campaign::spec::Kind;
+    use crate::campaign::tally::Report;
+    use schemas::msg::StatusState;
+    use schemas::ComponentName;
+
+    fn a(s: &str) -> ArtifactId {
+        ArtifactId::new(s).unwrap()
+    }
+
+    #[test]
+    fn paths_count_members_by_the_artifact_they_took() {
+        let delta = |from: &str| DeltaEntry {
+            artifact: a(&format!("fw-2.0.0-from-{from}")),
+            arch: "esp32".into(),
+            from_version: from.into(),
+            size: 700,
+            blocks: 1,
+            target: a("fw-2.0.0"),
+            manifest: vec![],
+        };
+        let mut release = Release {
+            kind: Kind::Firmware,
+            component: ComponentName::new("main").unwrap(),
+            version: "2.0.0".into(),
+            entries: vec![ReleaseEntry {
+                artifact: a("fw-2.0.0"),
+                arch: "esp32".into(),
+                size: 10_000,
+                blocks: 10,
+                manifest: vec![],
+            }],
+            deltas: Vec::new(),
+        };
+        let mut t = Tally::new();
+        let ids: Vec<DeviceId> = (0..6)
+            .map(|i| DeviceId::new(format!("dev-{i}")).unwrap())
+            .collect();
+        t.set_members(ids.iter().cloned().collect());
+        let took = [
+            "fw-2.0.0",
+            "fw-2.0.0",
+            "fw-2.0.0-from-1.0.0",
+            "fw-2.0.0-from-1.1.0",
+        ];
+        for (d, artifact) in ids.iter().zip(took) {
+            t.report(
+                d,
+                Report::new(StatusState::Success, None, None, 0).with_artifact(Some(a(artifact))),
+            );
+        }
+        // Without deltas there is one path: none is shown.
+        assert!(paths(&release, &t).is_empty());
+        release.deltas = vec![delta("1.0.0"), delta("1.1.0"), delta("0.9.0")];
+        let got: Vec<(String, Option<String>, u32)> = paths(&release, &t)
+            .into_iter()
+            .map(|p| (p.artifact.to_string(), p.from_version, p.devices))
+            .collect();
+        let line = |s: &str, from: Option<&str>, n| (s.to_string(), from.map(str::to_string), n);
+        assert_eq!(
+            got,
+            vec![
+                line("fw-2.0.0", None, 2),
+                line("fw-2.0.0-from-1.0.0", Some("1.0.0"), 1),
+                line("fw-2.0.0-from-1.1.0", Some("1.1.0"), 1),
+                line("fw-2.0.0-from-0.9.0", Some("0.9.0"), 0),
+            ]
+        );
+        // Older replies, without the field, still read.
+        let json = serde_json::json!({"artifact": "fw-2.0.0", "arch": "esp32", "devices": 3});
+        let p: PathLine = serde_json::from_value(json).unwrap();
+        assert_eq!(p.from_version, None);
     }
 }

@@ -217,6 +217,7 @@ impl Applier {
                 error: c.error,
                 outcome: status.outcome(),
                 detail: c.detail,
+                artifact: c.artifact,
                 versions: status.versions,
                 at: now,
             }))

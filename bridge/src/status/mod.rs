@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use schemas::msg::common::Outcome;
 use schemas::msg::{ErrorCode, Hello, StatusState};
-use schemas::{CampaignId, ComponentName, DeviceId};
+use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId};
 
 pub use ingest::{Ingest, IngestError};
 pub use tracker::{AckTracker, DeviceAcks, HelloEffect};
@@ -44,6 +44,8 @@ pub struct StatusUpdate {
     /// The gating outcome, when the state is terminal.
     pub outcome: Option<Outcome>,
     pub detail: Option<String>,
+    /// The artifact the report names (E3: the full image or a delta).
+    pub artifact: Option<ArtifactId>,
     /// The versions the device reported as installed.
     pub versions: BTreeMap<ComponentName, String>,
     /// Unix seconds when it was stored.

@@ -13,11 +13,22 @@
 //!   from a bridge ([`crate::downloader`]), measured.
 //! - [`ingest`]: the durable status ingest (stored, flushed, acked).
 //! - [`line`]: a factory line's batch of fresh devices to its release.
+//! - [`firmware`]: images that compress like firmware, and a realistic
+//!   change of one.
+//! - [`delta_size`]: E3 delta against full for that change and for a
+//!   program built twice.
+//! - [`delta_campaign`]: a campaign to a fleet on two versions, with
+//!   deltas and without.
+//! - [`block_tally`]: block bytes by artifact, as the broker carries them.
 
+pub mod block_tally;
 pub mod child;
+pub mod delta_campaign;
+pub mod delta_size;
 pub mod download_run;
 pub mod downloads;
 pub mod emergency;
+pub mod firmware;
 pub mod ingest;
 pub mod line;
 pub mod raw_fanout;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use super::ingest::{BenchBroker, IngestOptions, IngestReport};
 
 use super::child::ChildCmd;
+use super::delta_campaign::{self, CampaignOptions};
+use super::delta_size;
 use super::downloads::{self, DownloadBroker, DownloadOptions, DownloadRow};
 use super::emergency::{self, EmergencyOptions, EmergencyReport};
 use super::line::{self, LineOptions, LineReport};
@@ -53,6 +55,11 @@ pub struct Plan {
     pub ingest_reports: u64,
     /// Devices of one factory line brought up together; 0: not measured.
     pub line_devices: usize,
+    /// The delta sizes (a synthetic change, a program built twice).
+    pub delta_sizes: bool,
+    /// Devices of the delta campaign (half on each of two versions), run
+    /// with deltas and with the full image only; 0: not measured.
+    pub delta_devices: usize,
 }
 
 impl Plan {
@@ -76,6 +83,8 @@ impl Plan {
             ingest_devices: 1000,
             ingest_reports: 50,
             line_devices: 200,
+            delta_sizes: true,
+            delta_devices: 200,
         }
     }
 
@@ -103,11 +112,13 @@ impl Plan {
             ingest_devices: 1000,
             ingest_reports: 50,
             line_devices: 200,
+            delta_sizes: true,
+            delta_devices: 1000,
         }
     }
 
     /// Keeps only the named parts: `downloads`, `raw`, `emergency`,
-    /// `ingest`, `line`.
+    /// `ingest`, `line`, `deltas`.
     pub fn only(&mut self, parts: &[Part]) {
         if !parts.contains(&Part::Downloads) {
             self.downloads.clear();
@@ -123,6 +134,10 @@ impl Plan {
         }
         if !parts.contains(&Part::Line) {
             self.line_devices = 0;
+        }
+        if !parts.contains(&Part::Deltas) {
+            self.delta_sizes = false;
+            self.delta_devices = 0;
         }
     }
 
@@ -172,6 +187,8 @@ impl Plan {
             + usize::from(self.emergency_devices > 0)
             + usize::from(self.ingest_runs > 0)
             + usize::from(self.line_devices > 0)
+            + usize::from(self.delta_sizes)
+            + 2 * usize::from(self.delta_devices > 0)
     }
 }
 
@@ -183,6 +200,7 @@ pub enum Part {
     Emergency,
     Ingest,
     Line,
+    Deltas,
 }
 
 /// Runs the plan; `progress` gets one line per step and a few while a step
@@ -266,6 +284,15 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     }
     if plan.line_devices > 0 {
         rows.push(line_step(plan.line_devices, &mut next, &say).await);
+    }
+    if plan.delta_sizes {
+        rows.extend(delta_size_step(&mut next).await);
+    }
+    if plan.delta_devices > 0 {
+        let mut campaign = delta_campaign_step(plan, &mut next, &say).await;
+        // The time to move the full image to as many sockets, raw.
+        compare_with_raw(&mut campaign, &raw_walls);
+        rows.extend(campaign);
     }
 
     Table {
@@ -356,6 +383,52 @@ async fn line_step(n: usize, next: &mut impl FnMut(&str), say: &(dyn Fn(String) 
     }
 }
 
+async fn delta_size_step(next: &mut impl FnMut(&str)) -> Vec<Row> {
+    next("delta sizes: a 1 MiB firmware-like image changed, a C program built twice");
+    let synthetic = match tokio::task::spawn_blocking(delta_size::synthetic).await {
+        Ok(Ok(d)) => delta_size::row(delta_size::SYNTHETIC, &d),
+        Ok(Err(e)) => Row::failed(delta_size::SYNTHETIC, "none", 0, &e),
+        Err(e) => Row::failed(delta_size::SYNTHETIC, "none", 0, &e),
+    };
+    let compiled = match tokio::task::spawn_blocking(delta_size::compiled).await {
+        Ok(Ok(Some(d))) => delta_size::row(delta_size::COMPILED, &d),
+        Ok(Ok(None)) => Row::skipped(
+            delta_size::COMPILED,
+            "none",
+            0,
+            "skipped: no C compiler (cc, or $CC) runs here",
+        ),
+        Ok(Err(e)) => Row::failed(delta_size::COMPILED, "none", 0, &e),
+        Err(e) => Row::failed(delta_size::COMPILED, "none", 0, &e),
+    };
+    vec![synthetic, compiled]
+}
+
+async fn delta_campaign_step(
+    plan: &Plan,
+    next: &mut impl FnMut(&str),
+    say: &(dyn Fn(String) + Sync),
+) -> Vec<Row> {
+    let n = plan.delta_devices;
+    let mut opts = CampaignOptions {
+        devices: n,
+        image_bytes: IMAGE_BYTES,
+        block_size: BLOCK_SIZE,
+        deltas: true,
+        deadline: Duration::from_secs(300),
+    };
+    next(&format!(
+        "delta campaign: {n} devices on 1.0.0 and 1.1.0, to 1.2.0 by E3 deltas"
+    ));
+    let with = delta_campaign::run(&opts, say).await;
+    next(&format!(
+        "delta campaign: the same {n} devices, to 1.2.0 by the full image"
+    ));
+    opts.deltas = false;
+    let full = delta_campaign::run(&opts, say).await;
+    delta_campaign::rows(with, full, n)
+}
+
 const EMERGENCY: &str = "emergency: command to every device `accepted`";
 const LINE: &str = "factory line: power-up to every device `success`, 1 MiB firmware";
 const INGEST: &str = "durable status ingest (stored, flushed, acked)";
@@ -402,8 +475,9 @@ fn download_row(r: &DownloadRow) -> Row {
     }
 }
 
-/// Each broadcast download row against the raw fan-out to as many sockets
-/// in the same run: the ratio in its result, and for 1,000 devices at
+/// Each row with a `wall_secs` (download rows, the delta campaign's)
+/// against the raw fan-out to as many sockets in the same run: the ratio
+/// in its result, and for a broadcast download row of 1,000 devices at
 /// 4 KiB the goal of at most twice the raw time.
 fn compare_with_raw(rows: &mut [Row], raw: &[(usize, f64)]) {
     for r in rows.iter_mut() {
@@ -511,7 +585,8 @@ fn line_row(r: &LineReport) -> Row {
     }
 }
 
-fn goal(what: &str, met: bool) -> String {
+/// `what: met` or `what: MISSED`.
+pub fn goal(what: &str, met: bool) -> String {
     format!("{what}: {}", if met { "met" } else { "MISSED" })
 }
 
@@ -533,6 +608,8 @@ mod tests {
         assert_eq!(p.emergency_devices, 0);
         assert_eq!(p.ingest_runs, 3);
         assert_eq!(p.line_devices, 0);
+        assert!(!p.delta_sizes);
+        assert_eq!(p.delta_devices, 0);
         assert_eq!(p.steps(), 3);
     }
 

@@ -10,7 +10,7 @@ pub struct Row {
     pub bench: String,
     /// `embedded`, `mosquitto` or `none`.
     pub broker: String,
-    /// Devices (or sockets).
+    /// Devices (or sockets); 0: none (printed `—`).
     pub devices: usize,
     /// Wall time, as printed.
     pub time: Option<String>,
@@ -138,7 +138,11 @@ impl Table {
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.bench,
                 r.broker,
-                thousands(r.devices),
+                if r.devices == 0 {
+                    "—".into()
+                } else {
+                    thousands(r.devices)
+                },
                 dash(&r.time),
                 r.result,
                 dash(&r.broker_rss),
