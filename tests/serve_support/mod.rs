@@ -385,6 +385,7 @@ pub fn agent(
         seed: id.len() as u64,
         pacer: None,
         login,
+        tls: None,
     };
     tokio::spawn(async move {
         let _ = device_sim::agent::run_device(
