@@ -70,9 +70,10 @@ pub struct Init {
     /// either: 127.0.0.1.
     #[arg(long = "ip", value_name = "IP")]
     ips: Vec<IpAddr>,
-    /// The CA's name (its subject CN).
-    #[arg(long, value_name = "NAME", default_value = "ota fleet CA")]
-    name: String,
+    /// The CA's name (its subject CN). Default: "ota fleet CA" and a
+    /// random tag, so that two fleets' CAs never share a name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
     /// How long the CA is valid, in days.
     #[arg(long, value_name = "DAYS", default_value_t = pki::CA_DAYS)]
     ca_days: u32,
@@ -151,6 +152,18 @@ fn write_pair(cert: &Path, key: &Path, issued: &Issued) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// "ota fleet CA" and 8 hex characters of the clock and the process id:
+/// a CA of another `ota pki init` has another name, so a client given the
+/// wrong one is told "unknown CA" (same-named CAs fail as a bad signature).
+fn default_ca_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let tag = (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)) as u32;
+    format!("ota fleet CA {tag:08x}")
+}
+
 /// The server certificate's names: --host then --ip, each once.
 fn server_names(hosts: &[String], ips: &[IpAddr]) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
@@ -177,7 +190,8 @@ impl Init {
         let (ca_crt, ca_key) = (dir.join(pki::CA_CERT), dir.join(pki::CA_KEY));
         let (srv_crt, srv_key) = (dir.join(pki::SERVER_CERT), dir.join(pki::SERVER_KEY));
         none_exists(&[&ca_crt, &ca_key, &srv_crt, &srv_key])?;
-        let ca = FleetCa::generate(&self.name, self.ca_days)?;
+        let name = self.name.clone().unwrap_or_else(default_ca_name);
+        let ca = FleetCa::generate(&name, self.ca_days)?;
         let server = ca.issue_server(&names, Validity::days(self.days))?;
         create_dir(dir)?;
         pki::write_private(&ca_key, &ca.key_pem())?;
@@ -189,6 +203,7 @@ impl Init {
                 "ca_cert": ca_crt,
                 "ca_key": ca_key,
                 "ca_sha256": ca_sha256,
+                "ca_name": name,
                 "server_cert": srv_crt,
                 "server_key": srv_key,
                 "server_sha256": server.fingerprint(),

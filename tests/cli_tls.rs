@@ -19,17 +19,12 @@ use std::time::{Duration, Instant};
 use cli_support::{ota, ota_async};
 use harness::mosquitto::Mosquitto;
 use schemas::provisioning::Provisioning;
-use serve_support::{free_port, operator_key, release_key, Serve};
-
-const BRIDGE: (&str, &str) = ("ota-bridge", "bridge-secret-0123456789");
-const ALICE: (&str, &str) = ("alice", "alice-secret-0123456789");
+use serve_support::{
+    free_port, mosquitto_config, operator_key, release_key, set_mode, Serve,
+    MOSQUITTO_ALICE as ALICE, MOSQUITTO_BRIDGE as BRIDGE,
+};
 /// How long the campaign may take, devices connecting included.
 const CAMPAIGN_DEADLINE: Duration = Duration::from_secs(120);
-
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// A fleet PKI in `dir/pki` (for 127.0.0.1 only, no DNS name), client
 /// certificates for the bridge and alice in `dir/pki/clients`, and a
@@ -80,52 +75,6 @@ fn pki(dir: &Path) {
     ota(dir, &["pki", "init", "--out", "other", "--ip", "127.0.0.1"]).ok();
 }
 
-/// `ota.toml`: an external Mosquitto over TLS whose files ota keeps in
-/// `dir/mosquitto`, the bridge's and alice's certificates and passwords.
-fn config(dir: &Path, service: u16, devices: u16) {
-    let ((bu, bp), (au, ap)) = (BRIDGE, ALICE);
-    let (run, files) = (dir.join("run"), dir.join("mosquitto"));
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::create_dir_all(&files).unwrap();
-    set_mode(dir, 0o755);
-    set_mode(&run, 0o777);
-    harness::mosquitto::share_with_mosquitto(&files).unwrap();
-    std::fs::write(
-        dir.join("ota.toml"),
-        format!(
-            "[bridge]\n\
-             data_dir = \"data\"\n\
-             operator_keys = [\"operator.pub\"]\n\
-             release_keys = [\"release.pub\"]\n\
-             [operator]\n\
-             key = \"operator.key\"\n\
-             username = \"{au}\"\n\
-             password = \"{ap}\"\n\
-             client_cert = \"pki/clients/{au}.crt\"\n\
-             client_key = \"pki/clients/{au}.key\"\n\
-             [broker]\n\
-             mode = \"external\"\n\
-             url = \"mqtts://127.0.0.1:{service}\"\n\
-             username = \"{bu}\"\n\
-             password = \"{bp}\"\n\
-             ca_file = \"pki/ca.crt\"\n\
-             client_cert = \"pki/clients/{bu}.crt\"\n\
-             client_key = \"pki/clients/{bu}.key\"\n\
-             [broker.mosquitto]\n\
-             dir = \"mosquitto\"\n\
-             pid_file = \"run/mosquitto.pid\"\n\
-             devices_listen = \"127.0.0.1:{devices}\"\n\
-             [broker.mosquitto.operators]\n\
-             {au} = \"{ap}\"\n\
-             [broker.mosquitto.tls]\n\
-             ca_file = \"pki/ca.crt\"\n\
-             cert_file = \"pki/server.crt\"\n\
-             key_file = \"pki/server.key\"\n"
-        ),
-    )
-    .unwrap();
-}
-
 /// The setup, `ota broker mosquitto`, and Mosquitto running its conf.
 async fn setup() -> (tempfile::TempDir, Mosquitto, u16, u16) {
     assert!(
@@ -135,11 +84,12 @@ async fn setup() -> (tempfile::TempDir, Mosquitto, u16, u16) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     operator_key(dir);
+    set_mode(&dir.join("operator.key"), 0o600);
     release_key(dir, 3);
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     pki(dir);
     let (service, devices) = (free_port(), free_port());
-    config(dir, service, devices);
+    mosquitto_config(dir, service, devices, true);
     ota(dir, &["broker", "mosquitto", "--config", "ota.toml"]).ok();
     let conf = std::fs::read_to_string(dir.join("mosquitto/mosquitto.conf")).unwrap();
     assert!(conf.contains("use_identity_as_username true"), "{conf}");
@@ -215,17 +165,20 @@ async fn a_campaign_runs_end_to_end_over_mutual_tls_on_mosquitto() {
     ota_async(dir, &["group", "put", "tls", "--selector", "line=tls", "--config", "ota.toml"])
         .await.ok();
     // The fleet: the files' broker (mqtts://), CA and certificates.
-    let sim = tokio::task::spawn_blocking({
-        let dir = dir.to_path_buf();
-        move || {
-            #[rustfmt::skip]
-            let run = ota(&dir, &[
+    #[rustfmt::skip]
+    let _sim = Sim(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ota"))
+            .args([
                 "sim", "--provisioning", "factory", "--factory-line", "tls",
-                "--devices", "2", "--duration", "150", "--json",
-            ]);
-            run
-        }
-    });
+                "--devices", "2", "--duration", "150",
+            ])
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ota sim starts"),
+    );
     until_ok(
         dir,
         &["devices", "show", "tls-00002", "--config", "ota.toml"],
@@ -248,12 +201,12 @@ async fn a_campaign_runs_end_to_end_over_mutual_tls_on_mosquitto() {
         let run = ota_async(dir, &["campaign", "status", "fw-tls", "--json", "--config", "ota.toml"])
             .await.ok();
         let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
-        if v["summary"]["state"] == "completed" || Instant::now() > deadline {
+        if v["state"] == "completed" || Instant::now() > deadline {
             break v;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(status["summary"]["state"], "completed", "{status:#}");
+    assert_eq!(status["state"], "completed", "{status:#}");
     let list = ota_async(dir, &["devices", "list", "--json", "--config", "ota.toml"])
         .await
         .ok();
@@ -265,7 +218,16 @@ async fn a_campaign_runs_end_to_end_over_mutual_tls_on_mosquitto() {
         .filter_map(|d| d["versions"]["main"].as_str())
         .collect();
     assert_eq!(on, ["1.1.0", "1.1.0"], "{v:#}");
-    sim.abort();
+}
+
+/// An `ota sim` process, killed (and reaped) on drop.
+struct Sim(std::process::Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -490,7 +490,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                                     self.hooks.login_refused(reason);
                                 }
                                 if let Some(f) = tls::explain(&self.cfg.host, self.cfg.port, &e) {
-                                    warn!(device = %self.cfg.agent.id, "{f}");
+                                    // Reported through the hook (ota sim stops
+                                    // with it), like the other connect errors.
+                                    debug!(device = %self.cfg.agent.id, "{f}");
                                     self.hooks.tls_failed(&f.to_string());
                                 }
                             }
