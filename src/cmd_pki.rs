@@ -54,9 +54,10 @@ impl Run for Pki {
     ota pki init --out pki/ --host broker.example.com --ip 10.0.0.5\n  \
     ota pki init --out pki/                # localhost and 127.0.0.1 only\n\n\
     Then: ota pki device dev-0001 dev-0002 --ca pki/ --out pki/devices/\n\
-    Mosquitto: `cafile pki/ca.crt`, `certfile pki/server.crt`, `keyfile pki/server.key`\n\
-    (or [broker.mosquitto] tls_dir = \"pki\" and `ota broker mosquitto`).\n\
-    Clients: [broker] url = \"mqtts://broker.example.com:8883\", ca_file = \"pki/ca.crt\".")]
+    Mosquitto: `cafile pki/ca.crt`, `certfile pki/server.crt`, `keyfile pki/server.key`, or\n\
+    [broker.mosquitto.tls] ca_file, cert_file, key_file and `ota broker mosquitto`.\n\
+    Clients: [broker] url = \"mqtts://broker.example.com:8883\", ca_file = \"pki/ca.crt\";\n\
+    devices: ota devices provision ID... --mtls --ca pki/ --out factory/ --config ota.toml")]
 pub struct Init {
     /// The directory to write into; created if missing.
     #[arg(long, value_name = "DIR")]

@@ -137,6 +137,39 @@ async fn push_firmware(dir: &Path) -> String {
     "main-1.1.0-esp32".into()
 }
 
+#[test]
+fn pki_help_teaches_the_flow() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, words) in [
+        (
+            &["pki", "--help"][..],
+            &["ca.key", "HSM", "CN = device id"][..],
+        ),
+        (
+            &["pki", "init", "--help"],
+            &["--host", "--ip", "0600", "[broker.mosquitto.tls]", "--mtls"],
+        ),
+        (
+            &["pki", "device", "--help"],
+            &["--ca", "CN", "use_identity_as_username"],
+        ),
+        (
+            &["devices", "provision", "--help"],
+            &["--mtls", "--ca <PKI_DIR>", "--ca-file"],
+        ),
+        (&["sim", "--help"], &["mqtts://", "--ca-file"]),
+    ] {
+        let help = ota(tmp.path(), args).ok().stdout;
+        for w in words {
+            assert!(
+                help.contains(w),
+                "`ota {}` lacks {w:?}:\n{help}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_runs_end_to_end_over_mutual_tls_on_mosquitto() {
     let (tmp, _m, _service, devices) = setup().await;
@@ -297,8 +330,6 @@ async fn a_wrong_ca_a_wrong_name_and_no_certificate_are_one_line_each() {
     let sim = |extra: &[&str]| {
         let mut args: Vec<String> = [
             "sim",
-            "--provisioning",
-            "factory",
             "--factory-line",
             "tls",
             "--devices",
@@ -317,7 +348,7 @@ async fn a_wrong_ca_a_wrong_name_and_no_certificate_are_one_line_each() {
                 .expect("ota sim still retries a TLS failure after 30 s")
         }
     };
-    let run = sim(&["--ca-file", "other/ca.crt"])
+    let run = sim(&["--provisioning", "factory", "--ca-file", "other/ca.crt"])
         .await
         .fails_with(1, &["the simulator stopped"]);
     assert!(
@@ -327,8 +358,29 @@ async fn a_wrong_ca_a_wrong_name_and_no_certificate_are_one_line_each() {
         "{}",
         run.stderr
     );
+    // The attacker's device: a certificate for tls-00001 from another CA.
+    #[rustfmt::skip]
+    ota_async(dir, &["pki", "device", "tls-00001", "--ca", "other", "--out", "forged"]).await.ok();
+    let mut forged =
+        Provisioning::from_json(&std::fs::read(dir.join("factory/tls-00001.json")).unwrap())
+            .unwrap();
+    let t = forged.tls.as_mut().unwrap();
+    t.client_cert_pem = Some(std::fs::read_to_string(dir.join("forged/tls-00001.crt")).unwrap());
+    t.client_key_pem = Some(std::fs::read_to_string(dir.join("forged/tls-00001.key")).unwrap());
+    std::fs::create_dir_all(dir.join("forged/files")).unwrap();
+    std::fs::write(dir.join("forged/files/tls-00001.json"), forged.to_json()).unwrap();
+    let run = sim(&["--provisioning", "forged/files"])
+        .await
+        .fails_with(1, &["client certificate"]);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: tls-00001: TLS to 127.0.0.1:{devices} failed: "
+        )),
+        "{}",
+        run.stderr
+    );
     let broker = format!("mqtts://localhost:{devices}");
-    let run = sim(&["--broker", &broker])
+    let run = sim(&["--provisioning", "factory", "--broker", &broker])
         .await
         .fails_with(1, &["(it is for 127.0.0.1)"]);
     assert!(
