@@ -40,6 +40,8 @@ pub enum BridgeError {
     Repair(#[from] repair::RepairError),
     #[error(transparent)]
     Retention(#[from] ops::retention::RetentionError),
+    #[error("[broker] TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }

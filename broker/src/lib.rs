@@ -83,20 +83,23 @@ mod acl;
 mod anonymous;
 mod auth;
 mod authority;
+mod client_tls;
 mod config;
 mod embedded;
 mod error;
 mod guard;
 mod meter;
 pub mod mosquitto;
+mod url;
 
 pub use auth::CredentialCheck;
 pub use authority::{Authority, ConnectVerdict, Login, SharedAuthority};
 pub use config::{
-    BrokerConfig, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode, RawBrokerConfig,
-    RawTls, TlsFiles, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE, DEFAULT_NEXT_CONNECTION_DELAY_MS,
-    DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE, MIN_MAX_PAYLOAD_SIZE,
+    BrokerConfig, ClientTlsFiles, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode,
+    RawBrokerConfig, RawTls, TlsFiles, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE,
+    DEFAULT_NEXT_CONNECTION_DELAY_MS, DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE,
+    MIN_MAX_PAYLOAD_SIZE,
 };
 pub use embedded::{start, ConnectionStats, DisconnectHandle, EmbeddedBroker};
 pub use error::{BrokerError, ConfigError};

@@ -332,6 +332,7 @@ impl Devices {
             seed: self.running.len() as u64 + 1,
             pacer: None,
             login: opts.login,
+            tls: None,
         };
         let token = CancellationToken::new();
         let stop = token.clone();
