@@ -11,6 +11,8 @@
 //! - [`bench`]: benchmarks behind `ota bench`, returning figures.
 //! - [`downloader`]: a minimal protocol-speaking device download loop (raw
 //!   rumqttc), for the download benchmark and the block server's tests.
+//! - [`pki`]: a fleet CA, the broker's certificate and device certificates
+//!   in a temp dir, for the TLS tests.
 //! - [`raw`]: a device's own raw MQTT client that records what it gets,
 //!   for the attacker tests of PROTOCOL.md E1.
 //! - [`attacker`]: what an attacker with one device's login tries, and the
@@ -22,6 +24,7 @@ pub mod demo;
 pub mod downloader;
 pub mod faults;
 pub mod mosquitto;
+pub mod pki;
 pub mod raw;
 pub mod stack;
 
