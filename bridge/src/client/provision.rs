@@ -40,6 +40,7 @@ pub async fn send_batch(
             hash: hash_password(password),
             labels: labels.clone(),
             trusts: trusts.clone(),
+            cert_sha256: None,
         })
         .collect();
     let cmd = Command::DeviceProvision {

@@ -368,6 +368,9 @@ impl Validator<'_> {
             m.dir = self.resolve(std::mem::take(&mut m.dir));
             m.pid_file = m.pid_file.take().map(|p| self.resolve(p));
         }
+        if let broker::BrokerConfig::Embedded(e) = &mut broker {
+            e.tls = e.tls.take().map(|t| t.relative_to(self.base));
+        }
         if broker.endpoint().tls {
             return Err(self.err(
                 "broker",
