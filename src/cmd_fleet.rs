@@ -413,18 +413,25 @@ mod tests {
     fn broker_addresses() {
         assert_eq!(
             parse_broker("127.0.0.1:1883").unwrap(),
-            ("127.0.0.1".into(), 1883)
+            ("127.0.0.1".into(), 1883, false)
         );
         assert_eq!(
             parse_broker("mqtt://broker.lan:1884/").unwrap(),
-            ("broker.lan".into(), 1884)
+            ("broker.lan".into(), 1884, false)
         );
         assert_eq!(
             parse_broker("broker.lan").unwrap(),
-            ("broker.lan".into(), 1883)
+            ("broker.lan".into(), 1883, false)
         );
-        assert_eq!(parse_broker("[::1]:1883").unwrap(), ("::1".into(), 1883));
-        assert!(parse_broker("mqtts://x:8883").is_err());
+        assert_eq!(
+            parse_broker("[::1]:1883").unwrap(),
+            ("::1".into(), 1883, false)
+        );
+        assert_eq!(parse_broker("mqtts://x").unwrap(), ("x".into(), 8883, true));
+        assert_eq!(
+            parse_broker("mqtts://[::1]:8884").unwrap(),
+            ("::1".into(), 8884, true)
+        );
         assert!(parse_broker("x:notaport").is_err());
         assert!(parse_broker(":1883").is_err());
     }

@@ -14,8 +14,11 @@ use bridge::client::OpsClient;
 use bridge::ops::identity_cmds::CredentialView;
 use schemas::keys::VerifyingKey;
 use schemas::ops::{Command, MAX_PROVISION_BATCH};
-use schemas::provisioning::{generate_password, Provisioning, PROVISIONING_VERSION};
+use schemas::provisioning::{
+    generate_password, Provisioning, ProvisioningTls, PROVISIONING_VERSION,
+};
 use schemas::DeviceId;
+use tls::pki::{FleetCa, Validity};
 
 use crate::conn::Conn;
 use crate::keyfile;
@@ -29,10 +32,15 @@ use crate::rt;
 /// to flash. The bridge is sent only a salted hash of it, in a signed
 /// command; from then on the device logs in with username = its id and
 /// that password, and no one else can log in as it.
+///
+/// With TLS, --ca PKI_DIR puts the fleet CA (`ota pki init`) in each file,
+/// and --mtls a certificate and key of the device's own (CN = its id),
+/// made here: on a broker with mutual TLS it logs in by certificate.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     ota devices provision dev-0001 dev-0002 --labels customer=acme,site=berlin --out factory/ --config ota.toml\n  \
-    ota devices provision --csv devices.csv --out factory/ --config ota.toml\n\n\
+    ota devices provision --csv devices.csv --out factory/ --config ota.toml\n  \
+    ota devices provision dev-0001 --mtls --ca pki/ --out factory/ --config ota.toml   # mutual TLS\n\n\
     devices.csv: a header line `id,LABEL,LABEL...`, then one device a line:\n  \
     id,customer,site\n  dev-0001,acme,berlin\n  dev-0002,globex,austin")]
 pub struct Provision {
@@ -62,7 +70,25 @@ pub struct Provision {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    tls: DeviceTlsArgs,
+    #[command(flatten)]
     conn: Conn,
+}
+
+/// What a provisioning file carries for TLS.
+#[derive(clap::Args)]
+struct DeviceTlsArgs {
+    /// Give each device a client certificate (CN = its id) signed by the CA
+    /// of --ca, in its provisioning file (tls.client_cert_pem and
+    /// client_key_pem): it logs in by certificate on a broker with mutual
+    /// TLS. Needs --ca.
+    #[arg(long, requires = "ca")]
+    mtls: bool,
+    /// The directory of `ota pki init` (ca.crt, and ca.key with --mtls):
+    /// its ca.crt goes into each file (tls.ca_cert_pem), the CA the
+    /// device checks the broker's certificate against.
+    #[arg(long, value_name = "PKI_DIR")]
+    ca: Option<PathBuf>,
 }
 
 /// Give a device a new password (its old one is refused from now on).
@@ -84,6 +110,8 @@ pub struct Rotate {
     /// Print JSON (for scripts): {"id", "file"}.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: DeviceTlsArgs,
     #[command(flatten)]
     conn: Conn,
 }
@@ -118,12 +146,17 @@ struct Template {
     release_keys: Vec<VerifyingKey>,
     /// The bridge's director key (E2), from the config's `director_key`.
     director_keys: Vec<VerifyingKey>,
+    /// `--ca`: the fleet CA, whose certificate every file carries.
+    ca: Option<FleetCa>,
+    /// `--mtls`: each file gets a certificate of its own, signed by `ca`.
+    mtls: bool,
 }
 
 fn template(
     conn: &Conn,
     broker_url: Option<String>,
     extra_keys: &[PathBuf],
+    tls_args: &DeviceTlsArgs,
 ) -> anyhow::Result<Template> {
     let opts = conn.options()?;
     let config = conn.config_file().map(bridge::Config::load).transpose()?;
@@ -149,21 +182,38 @@ fn template(
     // With Mosquitto (ota broker mosquitto), devices have a listener of
     // their own on the same host.
     let port = devices_port.unwrap_or(opts.port);
-    let broker_url = broker_url.unwrap_or_else(|| format!("mqtt://{}:{port}", opts.host));
-    if schemas::provisioning::parse_broker_url(&broker_url).is_none() {
+    let scheme = if opts.tls.is_some() { "mqtts" } else { "mqtt" };
+    let broker_url = broker_url.unwrap_or_else(|| format!("{scheme}://{}:{port}", opts.host));
+    let Some((_, _, url_tls)) = schemas::provisioning::parse_broker_url(&broker_url) else {
         bail!("--broker-url {broker_url:?}: use mqtt://HOST:PORT or mqtts://HOST:PORT");
+    };
+    if tls_args.ca.is_some() && !url_tls {
+        bail!("--ca and --mtls are for TLS, but the devices' broker is {broker_url}: give --broker-url mqtts://HOST:PORT");
     }
+    let ca =
+        match &tls_args.ca {
+            Some(dir) => Some(FleetCa::load(dir).with_context(|| {
+                format!("--ca {}: the directory of `ota pki init`", dir.display())
+            })?),
+            None => None,
+        };
     Ok(Template {
         broker_url,
         prefix: opts.topics.prefix().to_string(),
         release_keys,
         director_keys,
+        ca,
+        mtls: tls_args.mtls,
     })
 }
 
 impl Template {
-    fn file(&self, id: &DeviceId, labels: BTreeMap<String, String>) -> Provisioning {
-        Provisioning {
+    fn file(
+        &self,
+        id: &DeviceId,
+        labels: BTreeMap<String, String>,
+    ) -> anyhow::Result<Provisioning> {
+        Ok(Provisioning {
             version: PROVISIONING_VERSION,
             device_id: id.clone(),
             broker_url: self.broker_url.clone(),
@@ -173,8 +223,25 @@ impl Template {
             labels,
             release_keys: self.release_keys.clone(),
             director_keys: self.director_keys.clone(),
-            tls: None,
-        }
+            tls: self.tls(id)?,
+        })
+    }
+
+    /// The file's `tls`: the CA, and with `--mtls` a fresh certificate and
+    /// key for the device (CN = its id).
+    fn tls(&self, id: &DeviceId) -> anyhow::Result<Option<ProvisioningTls>> {
+        let Some(ca) = &self.ca else { return Ok(None) };
+        let (client_cert_pem, client_key_pem) = if self.mtls {
+            let issued = ca.issue_device(id.as_str(), Validity::days(tls::pki::DEVICE_DAYS))?;
+            (Some(issued.cert_pem), Some(issued.key_pem))
+        } else {
+            (None, None)
+        };
+        Ok(Some(ProvisioningTls {
+            ca_cert_pem: ca.cert_pem().to_string(),
+            client_cert_pem,
+            client_key_pem,
+        }))
     }
 }
 
@@ -292,7 +359,12 @@ impl crate::Run for Provision {
         if devices.is_empty() {
             bail!("no devices to provision: give device ids, or --csv FILE");
         }
-        let t = template(&self.conn, self.broker_url.clone(), &self.release_keys)?;
+        let t = template(
+            &self.conn,
+            self.broker_url.clone(),
+            &self.release_keys,
+            &self.tls,
+        )?;
         create_dir(&self.out)?;
         let opts = self.conn.options()?;
         let out = self.out.clone();
@@ -330,7 +402,7 @@ async fn provision_all(
         let files: Vec<Provisioning> = chunk
             .iter()
             .map(|(id, labels)| t.file(id, labels.clone()))
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         // The files first: a password the bridge knows the hash of must
         // never be lost.
         let mut paths = Vec::with_capacity(files.len());
@@ -347,8 +419,15 @@ async fn provision_all(
             .iter()
             .map(|f| (f.device_id.clone(), f.labels.clone(), f.password.clone()))
             .collect();
-        if let Err(e) =
-            provision::send_batch(client, &batch, provision::Mode::New, Some(&t.release_keys)).await
+        let certs = cert_fingerprints(&files)?;
+        if let Err(e) = provision::send_batch_with_certs(
+            client,
+            &batch,
+            &certs,
+            provision::Mode::New,
+            Some(&t.release_keys),
+        )
+        .await
         {
             remove(&paths);
             bail!("{e}");
@@ -363,6 +442,18 @@ async fn provision_all(
     Ok(written)
 }
 
+/// The SHA-256 fingerprint of each file's client certificate (`--mtls`),
+/// for the registry's revocation list.
+fn cert_fingerprints(files: &[Provisioning]) -> anyhow::Result<Vec<Option<String>>> {
+    files
+        .iter()
+        .map(|f| {
+            let pem = f.tls.as_ref().and_then(|t| t.client_cert_pem.as_deref());
+            Ok(pem.map(tls::fingerprint_pem).transpose()?)
+        })
+        .collect()
+}
+
 fn remove(paths: &[PathBuf]) {
     for p in paths {
         let _ = std::fs::remove_file(p);
@@ -371,19 +462,26 @@ fn remove(paths: &[PathBuf]) {
 
 impl crate::Run for Rotate {
     fn run(self) -> anyhow::Result<()> {
-        let t = template(&self.conn, self.broker_url.clone(), &self.release_keys)?;
+        let t = template(
+            &self.conn,
+            self.broker_url.clone(),
+            &self.release_keys,
+            &self.tls,
+        )?;
         create_dir(&self.out)?;
-        let file = t.file(&self.id, BTreeMap::new());
+        let file = t.file(&self.id, BTreeMap::new())?;
         // Written aside first, moved over the old file once the bridge took it.
         let tmp_dir = self.out.join(".rotating");
         create_dir(&tmp_dir)?;
         let tmp = write_file(&tmp_dir, &file, true)?;
         let batch = vec![(self.id.clone(), BTreeMap::new(), file.password.clone())];
+        let certs = cert_fingerprints(std::slice::from_ref(&file))?;
         let trusts = t.release_keys.clone();
         let opts = self.conn.options()?;
         let result = rt::block_on(async move {
             let client = OpsClient::connect(opts).await?;
-            let r = provision::send_batch(&client, &batch, provision::Mode::Rotate, Some(&trusts))
+            let mode = provision::Mode::Rotate;
+            let r = provision::send_batch_with_certs(&client, &batch, &certs, mode, Some(&trusts))
                 .await;
             client.close().await;
             Ok::<_, anyhow::Error>(r?)

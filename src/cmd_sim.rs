@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use bridge::client::{ClientOptions, OpsClient};
 use device_sim::fleet::run::{run_sim, SimOptions};
-use device_sim::fleet::{FleetConfig, Profile};
+use device_sim::fleet::{FleetConfig, FleetTls, Profile};
 use schemas::keys::VerifyingKey;
-use schemas::provisioning::Provisioning;
+use schemas::provisioning::{Provisioning, ProvisioningTls};
 use schemas::DeviceId;
 
 use crate::{rt, Run};
@@ -33,8 +33,9 @@ use crate::{rt, Run};
                         ota sim --broker 127.0.0.1:1883 --factory-line press-4 --devices 200 --json"
 )]
 pub struct Sim {
-    /// The broker: HOST:PORT or mqtt://HOST:PORT (default 127.0.0.1:1883,
-    /// or the broker of --config).
+    /// The broker: HOST:PORT, mqtt://HOST:PORT or mqtts://HOST[:PORT]
+    /// (TLS); default: the broker of --config, else the broker_url of the
+    /// --provisioning files, else 127.0.0.1:1883.
     #[arg(long, value_name = "HOST:PORT", env = "OTA_BROKER")]
     broker: Option<String>,
     /// Everything from the setup of this ota.toml (`ota init` writes one):
@@ -74,18 +75,28 @@ pub struct Sim {
     /// get new ones), with its [operator] key and login.
     #[arg(long, value_name = "OTA_TOML")]
     provision: Option<PathBuf>,
+    /// With mqtts://: the CA certificate (PEM) the broker's certificate
+    /// must chain to, over the provisioning files' (default: theirs, else
+    /// the system's roots). Each device sends the certificate of its
+    /// provisioning file, if it has one (`ota devices provision --mtls`).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Logins from a directory of provisioning files.
 type Logins = BTreeMap<DeviceId, (String, String)>;
 
-/// The keys provisioning files carry, each once.
+/// The keys provisioning files carry, each once, and their TLS.
 #[derive(Default)]
 struct FileKeys {
     /// Director keys (E2).
     directors: Vec<VerifyingKey>,
     /// Trusted release keys.
     release_keys: Vec<VerifyingKey>,
+    /// The first file's broker_url.
+    broker_url: Option<String>,
+    /// Each device's `tls`, with the file it came from.
+    tls: Vec<(DeviceId, PathBuf, ProvisioningTls)>,
 }
 
 fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, FileKeys)> {
@@ -111,6 +122,10 @@ fn logins_from_dir(dir: &Path) -> anyhow::Result<(Logins, FileKeys)> {
                 keys.release_keys.push(*k);
             }
         }
+        keys.broker_url.get_or_insert_with(|| p.broker_url.clone());
+        if let Some(t) = p.tls {
+            keys.tls.push((p.device_id.clone(), path.clone(), t));
+        }
         out.insert(p.device_id.clone(), (p.username, p.password));
     }
     if out.is_empty() {
@@ -131,11 +146,22 @@ impl Run for Sim {
             Some(path) => Some(bridge::Config::load(path)?),
             None => None,
         };
-        let (host, port) = match (&self.broker, &config) {
-            (Some(b), _) => crate::cmd_fleet::parse_broker(b)?,
-            (None, Some(c)) => (c.endpoint().host, c.endpoint().port),
-            (None, None) => ("127.0.0.1".to_string(), 1883),
+        let files = match &self.provisioning {
+            Some(dir) => Some(logins_from_dir(dir)?),
+            None => None,
         };
+        let file_url = files.as_ref().and_then(|(_, k)| k.broker_url.clone());
+        let (host, port, use_tls) = match (&self.broker, &config, &file_url) {
+            (Some(b), _, _) => crate::cmd_fleet::parse_broker(b)?,
+            (None, Some(c), _) => (c.endpoint().host, c.endpoint().port, c.endpoint().tls),
+            (None, None, Some(url)) => crate::cmd_fleet::parse_broker(url)?,
+            (None, None, None) => ("127.0.0.1".to_string(), 1883, false),
+        };
+        let tls_files = files
+            .as_ref()
+            .map(|(_, k)| k.tls.as_slice())
+            .unwrap_or_default();
+        let fleet_tls = fleet_tls(use_tls, self.ca_file.as_deref(), tls_files, &host, port)?;
         let profile_path = self.profile.clone().or_else(|| {
             let beside = self.config.as_ref()?.with_file_name("fleet.toml");
             beside.is_file().then_some(beside)
@@ -154,8 +180,8 @@ impl Run for Sim {
         let mut fleet = FleetConfig::new(host, port, self.devices, profile);
         fleet.first = self.first;
         fleet.factory_line = self.factory_line;
-        if let Some(dir) = &self.provisioning {
-            let (logins, files) = logins_from_dir(dir)?;
+        fleet.tls = fleet_tls;
+        if let Some((logins, files)) = files {
             fleet.logins = Arc::new(logins);
             // Devices flashed with these files hold their keys.
             if fleet.profile.directors.is_empty() {
@@ -214,6 +240,9 @@ impl Run for Sim {
             stop_on_refused_login: true,
         };
         let summary = rt::block_on(run_sim(opts, rt::shutdown_signal()))??;
+        if let Some(f) = &summary.stats.first_tls_failure {
+            bail!("{}: {}; the simulator stopped", f.device, f.reason);
+        }
         if let Some(r) = &summary.stats.first_refused {
             let how = if with_login.contains(&r.device) {
                 "with its provisioning credentials: it is not provisioned on this bridge, revoked, or they are not its current ones (`ota devices rotate` writes new ones)"
@@ -246,6 +275,49 @@ impl Run for Sim {
         }
         Ok(())
     }
+}
+
+/// The fleet's TLS for an `mqtts://` broker: each provisioned device's CA
+/// and certificate (`--ca-file` over the CA), and for devices without a
+/// file, `--ca-file` or the first file's CA or the system's roots. Every
+/// file is parsed here, before a device connects.
+fn fleet_tls(
+    use_tls: bool,
+    ca_file: Option<&Path>,
+    files: &[(DeviceId, PathBuf, ProvisioningTls)],
+    host: &str,
+    port: u16,
+) -> anyhow::Result<Option<FleetTls>> {
+    if !use_tls {
+        if ca_file.is_some() {
+            bail!("--ca-file is for TLS, but the broker {host}:{port} is plain MQTT: give --broker mqtts://HOST[:PORT]");
+        }
+        return Ok(None);
+    }
+    let ca = match ca_file {
+        Some(p) => Some(tls::roots_of(p, tls::read_certs("--ca-file", p)?)?),
+        None => None,
+    };
+    let mut devices = BTreeMap::new();
+    for (id, path, t) in files {
+        let c = device_sim::agent::tls_config::client_config(Some(t), ca.clone(), path)?;
+        devices.insert(id.clone(), c);
+    }
+    let shared = match files.first() {
+        Some((_, path, t)) if ca.is_none() => {
+            let ca_only = ProvisioningTls {
+                client_cert_pem: None,
+                client_key_pem: None,
+                ..t.clone()
+            };
+            device_sim::agent::tls_config::client_config(Some(&ca_only), None, path)?
+        }
+        _ => device_sim::agent::tls_config::client_config(None, ca, Path::new("--ca-file"))?,
+    };
+    Ok(Some(FleetTls {
+        shared,
+        devices: Arc::new(devices),
+    }))
 }
 
 /// What to tell the user about the fleet before it starts: a fleet that

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bridge::client::{ClientOptions, OpsClient};
+use bridge::config::client_tls::ClientTlsConfig;
 use schemas::ops::Command;
 use schemas::topic::Topics;
 
@@ -19,7 +20,8 @@ pub(crate) struct Conn {
     /// ota.toml.
     #[arg(long, value_name = "FILE", env = "OTA_CONFIG")]
     config: Option<PathBuf>,
-    /// The broker the bridge uses: HOST:PORT or mqtt://HOST:PORT.
+    /// The broker the bridge uses: HOST:PORT, mqtt://HOST[:PORT] or, with
+    /// TLS, mqtts://HOST[:8883].
     #[arg(long, value_name = "HOST:PORT", env = "OTA_BROKER")]
     broker: Option<String>,
     /// Your operator private key (operator.key from `ota keygen`); its
@@ -43,6 +45,64 @@ pub(crate) struct Conn {
     /// that bridge alone. Overrides the config's [operator] bridge_key.
     #[arg(long, value_name = "DIRECTOR_PUB", env = "OTA_BRIDGE_KEY")]
     bridge_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS to an `mqtts://` broker: the flags over the config's `[operator]`
+/// (then `[broker]`) `ca_file`, `client_cert`, `client_key`.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// With mqtts://: the CA certificate (PEM) the broker's certificate
+    /// must chain to (ca.crt of `ota pki init`); default: the system's roots.
+    #[arg(long, value_name = "PEM", env = "OTA_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// With mqtts://: your client certificate (PEM), for a broker that
+    /// asks for one (`ota pki device NAME` writes NAME.crt).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "OTA_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "OTA_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub(crate) fn files(&self) -> tls::ClientTls {
+        tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+
+    /// The TLS config for a broker: `base` (a config's files) under these
+    /// flags when `tls`; an error when flags are given for plain MQTT.
+    pub(crate) fn build(
+        &self,
+        use_tls: bool,
+        base: &tls::ClientTls,
+        broker: &str,
+    ) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let flags = self.files();
+        if !use_tls {
+            if !flags.is_empty() {
+                bail!("--ca-file, --client-cert and --client-key are for TLS, but {broker} is plain MQTT: use mqtts://HOST[:PORT]");
+            }
+            return Ok(None);
+        }
+        let files = bridge::config::client_tls::overlay(base, &flags);
+        Ok(Some(ClientTlsConfig::build(files)?))
+    }
 }
 
 impl Conn {
@@ -56,7 +116,7 @@ impl Conn {
             (Some(_), Some(_)) => bail!("give either --config or --broker, not both"),
             (Some(path), None) => {
                 let config = bridge::Config::load(path)?;
-                match &self.key {
+                let mut opts = match &self.key {
                     Some(k) => {
                         let mut o = ClientOptions::new(
                             config.endpoint().host,
@@ -72,8 +132,14 @@ impl Conn {
                             .or(config.bridge.credentials.clone());
                         o
                     }
-                    None => ClientOptions::from_config(&config)?,
-                }
+                    // Its TLS is built below, the flags over its files.
+                    None => ClientOptions::from_config_without_tls(&config)?,
+                };
+                let broker = format!("[broker] url of {}", path.display());
+                opts.tls = self
+                    .tls
+                    .build(config.endpoint().tls, &config.operator.tls, &broker)?;
+                opts
             }
             (None, Some(addr)) => {
                 let Some(key) = &self.key else {
@@ -81,11 +147,16 @@ impl Conn {
                         "--broker needs --key OPERATOR_KEY (your operator.key from `ota keygen`)"
                     );
                 };
-                let (host, port) = parse_broker(addr)?;
+                let (host, port, use_tls) = parse_broker(addr)?;
                 let mut o =
                     ClientOptions::new(host, port, keyfile::load_signing_key(key, Role::Operator)?);
                 o.topics = Topics::new(self.prefix.clone())
                     .map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+                o.tls = self.tls.build(
+                    use_tls,
+                    &tls::ClientTls::default(),
+                    &format!("--broker {addr}"),
+                )?;
                 o
             }
             (None, None) => bail!(
@@ -121,12 +192,14 @@ impl Conn {
     }
 }
 
-/// `HOST:PORT`, `mqtt://HOST[:PORT]` or `HOST` (port 1883).
-pub(crate) fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
-    if s.starts_with("mqtts://") {
-        bail!("--broker {s}: TLS (mqtts://) is not supported by this build's client; use mqtt:// on a trusted network");
-    }
-    let rest = s.strip_prefix("mqtt://").unwrap_or(s).trim_end_matches('/');
+/// `HOST:PORT`, `mqtt://HOST[:PORT]` or `HOST` (port 1883), or
+/// `mqtts://HOST[:PORT]` (TLS, port 8883): host, port, TLS.
+pub(crate) fn parse_broker(s: &str) -> anyhow::Result<(String, u16, bool)> {
+    let (rest, tls, default_port) = match s.strip_prefix("mqtts://") {
+        Some(r) => (r, true, 8883),
+        None => (s.strip_prefix("mqtt://").unwrap_or(s), false, 1883),
+    };
+    let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         // `h` ending in ':' is a bare IPv6 address without a port.
         Some((h, p)) if !h.ends_with(':') => {
@@ -138,10 +211,15 @@ pub(crate) fn parse_broker(s: &str) -> anyhow::Result<(String, u16)> {
                 port,
             )
         }
-        _ => (rest.to_string(), 1883),
+        _ => (
+            rest.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            default_port,
+        ),
     };
     if host.is_empty() {
         bail!("--broker {s}: give HOST:PORT, e.g. 127.0.0.1:1883");
     }
-    Ok((host, port))
+    Ok((host, port, tls))
 }

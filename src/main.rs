@@ -12,6 +12,7 @@
 //! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
 //!   pause | resume | abort | status | list | watch`, `ota emergency`.
 //! - `cmd_broker.rs`: `ota broker mosquitto`, an external Mosquitto's files.
+//! - `cmd_pki.rs`: `ota pki init | device`, the fleet's CA and certificates.
 //! - `cmd_demo.rs`: `ota demo`, the main job.
 //! - `cmd_init.rs`: `ota init DIR`, a working setup (keys, configs), the
 //!   second step.
@@ -42,6 +43,7 @@ mod cmd_identity;
 mod cmd_init;
 mod cmd_keys;
 mod cmd_line;
+mod cmd_pki;
 mod cmd_sim;
 mod conn;
 mod keyfile;
@@ -83,6 +85,7 @@ commands! {
     #[command(subcommand)] Group(cmd_fleet::Group),
     #[command(subcommand)] Devices(cmd_fleet::Devices),
     #[command(subcommand)] Broker(cmd_broker::Broker),
+    #[command(subcommand)] Pki(cmd_pki::Pki),
     #[command(subcommand)] Campaign(cmd_campaign::Campaign),
     Emergency(cmd_campaign::Emergency),
     #[command(subcommand)] Line(cmd_line::Line),

@@ -25,55 +25,15 @@ use schemas::topic::{Topic, Topics};
 use schemas::{DeviceId, GroupName};
 use serve_support::{free_port, operator_key, release_key, wait_ready_as, write_config, Serve};
 
-pub const BRIDGE: (&str, &str) = ("ota-bridge", "bridge-secret-0123456789");
-pub const ALICE: (&str, &str) = ("alice", "alice-secret-0123456789");
+pub use serve_support::{MOSQUITTO_ALICE as ALICE, MOSQUITTO_BRIDGE as BRIDGE};
 
-/// `ota.toml` for an external Mosquitto whose files ota keeps in
-/// `dir/mosquitto`, its pid in `dir/run`. Mosquitto started as root runs
-/// as its own user: as docs/operations.md says, the files' directory is
-/// its group's with the setgid bit (new files, mode 0640, get that group),
-/// and it may write its pid file.
+/// `ota.toml` for an external Mosquitto (plain MQTT): see
+/// [`serve_support::mosquitto_config`].
 pub fn mosquitto_config(dir: &Path, service: u16, devices: u16) -> std::path::PathBuf {
-    let ((bu, bp), (au, ap)) = (BRIDGE, ALICE);
-    let (run, files) = (dir.join("run"), dir.join("mosquitto"));
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::create_dir_all(&files).unwrap();
-    set_mode(dir, 0o755);
-    set_mode(&run, 0o777);
-    harness::mosquitto::share_with_mosquitto(&files).unwrap();
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[bridge]\n\
-             data_dir = \"data\"\n\
-             operator_keys = [\"operator.pub\"]\n\
-             release_keys = [\"release.pub\"]\n\
-             [operator]\n\
-             key = \"operator.key\"\n\
-             username = \"{au}\"\n\
-             password = \"{ap}\"\n\
-             [broker]\n\
-             mode = \"external\"\n\
-             url = \"mqtt://127.0.0.1:{service}\"\n\
-             username = \"{bu}\"\n\
-             password = \"{bp}\"\n\
-             [broker.mosquitto]\n\
-             dir = \"mosquitto\"\n\
-             pid_file = \"run/mosquitto.pid\"\n\
-             devices_listen = \"127.0.0.1:{devices}\"\n\
-             [broker.mosquitto.operators]\n\
-             {au} = \"{ap}\"\n"
-        ),
-    )
-    .unwrap();
-    path
+    serve_support::mosquitto_config(dir, service, devices, false)
 }
 
-pub fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
+pub use serve_support::set_mode;
 
 /// A temp dir with the keys and [`mosquitto_config`] on two free ports
 /// (service, devices).

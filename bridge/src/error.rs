@@ -36,6 +36,8 @@ pub enum BridgeError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Repair(#[from] repair::RepairError),
+    #[error("[broker] TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("a bridge task failed: {0}")]
     Task(String),
 }

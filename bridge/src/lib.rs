@@ -176,12 +176,12 @@ impl Bridge {
     /// Opens the store, starts the embedded broker if configured, connects
     /// and spawns the actors. Returns once they run; the connection may
     /// still be coming up (see [`Bridge::ready`]).
-    pub async fn start(config: Config) -> Result<Bridge, BridgeError> {
+    pub async fn start(mut config: Config) -> Result<Bridge, BridgeError> {
         if config.bridge.operator_keys.is_empty() {
             return Err(BridgeError::NoOperatorKeys);
         }
-        // The HTTP listener binds first: a taken port fails the start
-        // before anything else runs.
+        config::client_tls::fill(&mut config).await?;
+        // The HTTP listener binds first: a taken port fails the start at once.
         let http_listener = match &config.http {
             Some(h) => Some(http::bind(h).await?),
             None => None,
@@ -230,7 +230,7 @@ impl Bridge {
                 Some(b)
             }
             broker::BrokerConfig::External(x) => {
-                info!(host = %x.host, port = x.port, "using an external broker");
+                info!(host = %x.host, port = x.port, tls = x.tls, "using an external broker");
                 None
             }
         };

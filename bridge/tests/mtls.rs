@@ -6,9 +6,11 @@
 //! not provisioned, no certificate and another CA's certificate are
 //! refused; rotating a device refuses its old certificate from then on
 //! (the registry's revocation list), revoking it refuses every one, and
-//! both close its open connection.
+//! both close its open connection. And a small campaign completes on
+//! reference devices that log in by certificate.
 
 mod blocks_common;
+mod campaign_common;
 mod common;
 mod secured_common;
 
@@ -16,12 +18,18 @@ use std::net::SocketAddr;
 
 use bridge::client::OpsClient;
 use bridge::identity::Refused;
+use campaign_common::{
+    artifact, call, create, group, registered, wait_state, DeviceOpts, Devices, LONG,
+};
 use harness::pki::TestPki;
 use harness::raw::{Got, RawClient};
 use rumqttc::{QoS, SubscribeReasonCode};
+use schemas::msg::Kind;
 use schemas::ops::{Command, ProvisionEntry};
 use schemas::topic::{Topic, Topics};
+use schemas::CampaignId;
 use secured_common::*;
+use serde_json::json;
 use tls::pki::Issued;
 
 /// The secured stack with a mutual-TLS listener; its port.
@@ -174,4 +182,55 @@ async fn rotating_refuses_the_old_certificate_and_revoking_refuses_every_one() {
     assert!(refused(&stack, Refused::Revoked) > device0);
     // And should it be provisioned again, its last certificate stays out.
     assert!(stack.bridge().identity().cert_revoked(&new.fingerprint()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_completes_on_devices_that_log_in_by_certificate() {
+    let pki = TestPki::new();
+    let (stack, port) = mtls_stack(&pki).await;
+    let ops = alice(&stack).await;
+    artifact(
+        &stack,
+        "fw-2.0.0-esp32",
+        Kind::Firmware,
+        "main",
+        "2.0.0",
+        "esp32",
+        3000,
+    )
+    .await;
+    group(&ops, "acme", "acme").await;
+    let mut devices = Devices::default();
+    for id in ["tls-1", "tls-2"] {
+        let cert = pki.device(id);
+        provision(&ops, id, &cert, false)
+            .await
+            .expect("provisioned");
+        // No password: the certificate is the login.
+        devices.spawn(
+            &stack,
+            DeviceOpts::new(id, "acme").tls(port, pki.client(Some(&cert))),
+        );
+    }
+    registered(&stack, 2).await;
+    create(
+        &ops,
+        json!({
+            "id": "fw-2", "kind": "firmware", "release": ["fw-2.0.0-esp32"],
+            "waves": [{"cohorts": {"acme": 10000}}],
+            "gates": {"success_bar_bp": 10000, "min_sample": 1, "wave_timeout_secs": 30}
+        }),
+    )
+    .await;
+    call(
+        &ops,
+        Command::CampaignStart {
+            id: CampaignId::new("fw-2").unwrap(),
+        },
+    )
+    .await;
+    let done = wait_state(&ops, "fw-2", "completed", LONG).await;
+    let c = done.current.expect("a tally").counts;
+    assert_eq!((c.members, c.success, c.failure), (2, 2, 0));
+    devices.stop_all().await;
 }

@@ -5,13 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use crate::addr::{loopback, parse_addr};
+pub use crate::client_tls::ClientTlsFiles;
 use crate::error::ConfigError;
 pub use crate::tls_config::{RawTls, TlsListener, DEFAULT_TLS_PORT};
+use crate::url::parse_url;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -104,6 +107,12 @@ pub struct RawBrokerConfig {
     pub url: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// With `mqtts://`: the CA file the broker's certificate must chain to
+    /// (default: the system's roots), and the bridge's client certificate
+    /// and key (optional). Relative to the config file.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// `[broker.mosquitto]` (external only): see [`crate::mosquitto`].
     pub mosquitto: Option<crate::mosquitto::RawMosquitto>,
 }
@@ -158,6 +167,9 @@ pub struct ExternalConfig {
     pub port: u16,
     /// `mqtts://`: connect with TLS.
     pub tls: bool,
+    /// With `tls`: `ca_file`, `client_cert`, `client_key` as written (the
+    /// bridge's config resolves them and builds the rustls config).
+    pub client_tls: ClientTlsFiles,
     pub credentials: Option<Credentials>,
     /// `[broker.mosquitto]`: see [`crate::mosquitto`].
     pub mosquitto: Option<crate::mosquitto::MosquittoConfig>,
@@ -192,6 +204,9 @@ impl RawBrokerConfig {
             ("url", self.url.is_some()),
             ("username", self.username.is_some()),
             ("password", self.password.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
             ("mosquitto", self.mosquitto.is_some()),
         ] {
             if present {
@@ -274,6 +289,11 @@ impl RawBrokerConfig {
             ));
         };
         let (host, port, tls) = parse_url(&url).map_err(|m| ConfigError::new("url", m))?;
+        let client_tls = ClientTlsFiles::validate(
+            [self.ca_file, self.client_cert, self.client_key],
+            tls,
+            (&host, port),
+        )?;
         let credentials = match (self.username, self.password) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -288,11 +308,12 @@ impl RawBrokerConfig {
             }),
         };
         let user = credentials.as_ref().map(|c| c.username.as_str());
-        let mosquitto = self.mosquitto.map(|m| m.validate(port, user));
+        let mosquitto = self.mosquitto.map(|m| m.validate(port, tls, user));
         Ok(ExternalConfig {
             host,
             port,
             tls,
+            client_tls,
             credentials,
             mosquitto: mosquitto.transpose()?,
         })
@@ -487,69 +508,7 @@ impl Default for BrokerConfig {
     }
 }
 
-/// `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (default
-/// 8883), the host a name, an IPv4 address or a bracketed IPv6 address.
-fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
-    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtt://") {
-        (rest, false, 1883)
-    } else if let Some(rest) = url.strip_prefix("mqtts://") {
-        (rest, true, 8883)
-    } else {
-        return Err(format!(
-            "{url:?} must start with mqtt:// or mqtts://, such as \"mqtt://broker.example:1883\""
-        ));
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('@') {
-        return Err(format!(
-            "{url:?} carries credentials: put them in [broker] username and password"
-        ));
-    }
-    if rest.contains(['/', '?', '#']) {
-        return Err(format!(
-            "{url:?} has a path or query: give only host and port"
-        ));
-    }
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let Some((host, after)) = bracketed.split_once(']') else {
-            return Err(format!(
-                "{url:?} has an IPv6 address without its closing ']'"
-            ));
-        };
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("{url:?}: {host:?} is not an IPv6 address"));
-        }
-        match after {
-            "" => (host, None),
-            _ => match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None => return Err(format!("{url:?}: expected ':port' after ']'")),
-            },
-        }
-    } else {
-        match rest.split_once(':') {
-            None => (rest, None),
-            Some((_, port)) if port.contains(':') => {
-                return Err(format!("{url:?}: write an IPv6 address in brackets, [::1]"))
-            }
-            Some((host, port)) => (host, Some(port)),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    let port = match port {
-        None => default_port,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p != 0 => p,
-            _ => return Err(format!("{url:?}: {p:?} is not a port (1 to 65535)")),
-        },
-    };
-    Ok((host.to_owned(), port, tls))
-}
-
 // Debug without secrets: configs get logged.
-
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
@@ -605,7 +564,6 @@ impl fmt::Debug for RawBrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -854,6 +812,31 @@ mod tests {
             ("bridge", "s3cret")
         );
         assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn tls_files_only_with_mqtts_and_in_pairs() {
+        let BrokerConfig::External(x) = parse(
+            "[broker]\nmode = \"external\"\nurl = \"mqtts://b\"\nca_file = \"ca.crt\"\n\
+             client_cert = \"c.crt\"\nclient_key = \"c.key\"",
+        )
+        .unwrap() else {
+            panic!("external")
+        };
+        assert_eq!(x.client_tls.ca_file, Some(PathBuf::from("ca.crt")));
+        assert_eq!(x.client_tls.client_key, Some(PathBuf::from("c.key")));
+        let e = parse("[broker]\nmode = \"external\"\nurl = \"mqtt://b:1\"\nca_file = \"ca.crt\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ca_file: only used with TLS: write url = \"mqtts://b:1\""),
+            "{e}"
+        );
+        assert_eq!(
+            error_key("[broker]\nmode = \"external\"\nurl = \"mqtts://b\"\nclient_cert = \"c\""),
+            "client_key"
+        );
+        assert_eq!(error_key("[broker]\nca_file = \"ca.crt\""), "ca_file");
     }
 
     #[test]

@@ -95,6 +95,7 @@ mod addr;
 mod anonymous;
 mod auth;
 mod authority;
+mod client_tls;
 mod config;
 mod embedded;
 mod error;
@@ -104,14 +105,16 @@ mod meter;
 pub mod mosquitto;
 mod tally;
 mod tls_config;
+mod url;
 
 pub use auth::CredentialCheck;
 pub use authority::{Authority, ConnectVerdict, Login, SharedAuthority};
 pub use config::{
-    BrokerConfig, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode, RawBrokerConfig,
-    RawTls, TlsListener, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE, DEFAULT_NEXT_CONNECTION_DELAY_MS,
-    DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE, DEFAULT_TLS_PORT, MIN_MAX_PAYLOAD_SIZE,
+    BrokerConfig, ClientTlsFiles, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode,
+    RawBrokerConfig, RawTls, TlsListener, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE,
+    DEFAULT_NEXT_CONNECTION_DELAY_MS, DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE,
+    DEFAULT_TLS_PORT, MIN_MAX_PAYLOAD_SIZE,
 };
 pub use embedded::{start, ConnectionStats, DisconnectHandle, EmbeddedBroker};
 pub use error::{BrokerError, ConfigError};

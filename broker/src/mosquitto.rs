@@ -11,7 +11,17 @@
 //! devices_listen = "0.0.0.0:1883"            # the devices' listener
 //! [broker.mosquitto.operators]               # operator accounts: name = "password"
 //! alice = "change-me-too"
+//! [broker.mosquitto.tls]                     # both listeners over TLS (url = "mqtts://...")
+//! ca_file = "pki/ca.crt"                     # clients' certificates chain to it
+//! cert_file = "pki/server.crt"               # the broker's (ota pki init)
+//! key_file = "pki/server.key"
 //! ```
+//!
+//! With `tls`, every client presents a certificate signed by `ca_file`
+//! (`require_certificate`); on the devices' listener its subject CN is the
+//! device's username and client id (`use_identity_as_username`), so a
+//! device logs in by certificate alone; on the service listener the bridge
+//! and operators log in with their passwords as well.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +44,18 @@ pub struct RawMosquitto {
     pub pid_file: Option<PathBuf>,
     pub devices_listen: Option<String>,
     pub operators: Option<BTreeMap<String, String>>,
+    pub tls: Option<MosquittoTls>,
+}
+
+/// `[broker.mosquitto.tls]`: PEM files for Mosquitto's `cafile`,
+/// `certfile` and `keyfile` on both listeners. Relative paths are the
+/// config file's to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MosquittoTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// The validated `[broker.mosquitto]`. Relative paths are the config
@@ -50,6 +72,8 @@ pub struct MosquittoConfig {
     pub devices_listen: SocketAddr,
     /// Operator accounts on the service listener: username → password.
     pub operators: BTreeMap<String, String>,
+    /// Both listeners over TLS, client certificates required.
+    pub tls: Option<MosquittoTls>,
 }
 
 impl fmt::Debug for MosquittoConfig {
@@ -59,18 +83,38 @@ impl fmt::Debug for MosquittoConfig {
             .field("pid_file", &self.pid_file)
             .field("devices_listen", &self.devices_listen)
             .field("operators", &self.operators.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl RawMosquitto {
     /// Checks the keys; `service_port` is the port of `[broker] url`,
-    /// which the devices' listener must not take.
+    /// which the devices' listener must not take, and `service_tls`
+    /// whether it is `mqtts://` (it must be exactly when `tls` is given).
     pub(crate) fn validate(
         self,
         service_port: u16,
+        service_tls: bool,
         bridge_user: Option<&str>,
     ) -> Result<MosquittoConfig, ConfigError> {
+        match (&self.tls, service_tls) {
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    "url",
+                    "must be mqtts:// with [broker.mosquitto.tls]: the service listener \
+                     then speaks TLS only",
+                ))
+            }
+            (None, true) => {
+                return Err(ConfigError::new(
+                    "mosquitto.tls",
+                    "required with url = \"mqtts://...\": give ca_file, cert_file and key_file \
+                     (ota pki init writes them) so that the listeners ota writes speak TLS",
+                ))
+            }
+            _ => {}
+        }
         let devices_listen = match self.devices_listen {
             None => DEFAULT_DEVICES_LISTEN,
             Some(s) => s.parse().map_err(|_| {
@@ -127,6 +171,7 @@ impl RawMosquitto {
             pid_file: self.pid_file,
             devices_listen,
             operators,
+            tls: self.tls,
         })
     }
 }
@@ -146,13 +191,14 @@ mod tests {
                     .map(|(u, p)| (u.to_string(), p.to_string()))
                     .collect(),
             ),
+            tls: None,
         }
     }
 
     #[test]
     fn keys_are_checked_and_named() {
         let ok = raw(None, &[("alice", "pw")])
-            .validate(1884, Some("bridge"))
+            .validate(1884, false, Some("bridge"))
             .unwrap();
         assert_eq!(ok.devices_listen, DEFAULT_DEVICES_LISTEN);
         assert!(!format!("{ok:?}").contains("pw"));
@@ -163,10 +209,24 @@ mod tests {
             (raw(None, &[("alice", "")]), "mosquitto.operators"),
             (raw(None, &[("bridge", "pw")]), "mosquitto.operators"),
         ] {
-            let e = r.validate(1884, Some("bridge")).unwrap_err();
+            let e = r.validate(1884, false, Some("bridge")).unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
-        let e = raw(None, &[]).validate(1884, None).unwrap_err();
+        let e = raw(None, &[]).validate(1884, false, None).unwrap_err();
         assert_eq!(e.key, "username", "{e}");
+        // TLS on both sides or neither.
+        let e = raw(None, &[]).validate(8883, true, Some("b")).unwrap_err();
+        assert_eq!(e.key, "mosquitto.tls", "{e}");
+        let mut r = raw(None, &[]);
+        r.tls = Some(MosquittoTls {
+            ca_file: "ca.crt".into(),
+            cert_file: "server.crt".into(),
+            key_file: "server.key".into(),
+        });
+        assert_eq!(
+            r.clone().validate(1884, false, Some("b")).unwrap_err().key,
+            "url"
+        );
+        assert!(r.validate(8883, true, Some("b")).unwrap().tls.is_some());
     }
 }

@@ -48,6 +48,7 @@ fn io_config(id: &DeviceId, key: &SigningKey, port: u16) -> DeviceIoConfig {
         seed: 7,
         pacer: None,
         login: None,
+        tls: None,
     }
 }
 

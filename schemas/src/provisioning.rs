@@ -63,6 +63,10 @@ pub const SALT_BYTES: usize = 12;
 /// The largest provisioning file we read, in bytes.
 pub const MAX_PROVISIONING_BYTES: usize = 256 * 1024;
 
+/// The largest PEM text of one `tls` field (a CA bundle of a few
+/// certificates, a certificate, a key).
+pub const MAX_PEM_BYTES: usize = 32 * 1024;
+
 /// One device's provisioning file.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provisioning {
@@ -93,10 +97,13 @@ pub struct Provisioning {
 }
 
 /// TLS material for a device, PEM text inline so that one file is all a
-/// factory line flashes.
+/// factory line flashes (`ota devices provision --ca DIR [--mtls]`). Each
+/// field at most [`MAX_PEM_BYTES`], PEM (`-----BEGIN `) when not empty.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisioningTls {
-    /// The CA certificate(s) the broker's certificate must chain to.
+    /// The CA certificate(s) the broker's certificate must chain to;
+    /// empty: the device's system roots (a broker with a public certificate).
+    #[serde(default)]
     pub ca_cert_pem: String,
     /// The device's client certificate (subject CN = device id), for mTLS.
     #[serde(default)]
@@ -197,6 +204,21 @@ impl Provisioning {
         if let Some(tls) = &self.tls {
             if tls.client_cert_pem.is_some() != tls.client_key_pem.is_some() {
                 return Err(bad("tls: client_cert_pem and client_key_pem come together"));
+            }
+            let fields = [
+                ("tls.ca_cert_pem", Some(&tls.ca_cert_pem)),
+                ("tls.client_cert_pem", tls.client_cert_pem.as_ref()),
+                ("tls.client_key_pem", tls.client_key_pem.as_ref()),
+            ];
+            for (name, text) in fields {
+                let Some(text) = text else { continue };
+                if text.len() > MAX_PEM_BYTES {
+                    return Err(bad(&format!("{name} is over {MAX_PEM_BYTES} bytes")));
+                }
+                let required = name != "tls.ca_cert_pem";
+                if (required || !text.trim().is_empty()) && !text.contains("-----BEGIN ") {
+                    return Err(bad(&format!("{name} is not PEM (-----BEGIN ...)")));
+                }
             }
         }
         Ok(())
@@ -386,6 +408,41 @@ mod tests {
         assert!(Provisioning::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
         assert!(Provisioning::from_json(b"[]").is_err());
         assert!(Provisioning::from_json(&vec![b' '; MAX_PROVISIONING_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn tls_fields_are_optional_bounded_and_pem() {
+        // A file of before TLS, without the key at all, still reads.
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("tls");
+        assert!(Provisioning::from_json(&serde_json::to_vec(&v).unwrap())
+            .unwrap()
+            .tls
+            .is_none());
+        let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let mut p = sample();
+        p.tls = Some(ProvisioningTls {
+            ca_cert_pem: pem.into(),
+            client_cert_pem: Some(pem.into()),
+            client_key_pem: Some("-----BEGIN PRIVATE KEY-----\nAA==\n".into()),
+        });
+        let text = p.to_json();
+        assert_eq!(Provisioning::from_json(text.as_bytes()).unwrap(), p);
+        assert!(!format!("{p:?}").contains("PRIVATE KEY"));
+        let refused = |f: &dyn Fn(&mut ProvisioningTls)| {
+            let mut q = p.clone();
+            f(q.tls.as_mut().unwrap());
+            Provisioning::from_json(q.to_json().as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(&|t| t.client_key_pem = None).contains("come together"));
+        assert!(refused(&|t| t.client_cert_pem = Some("hello".into())).contains("not PEM"));
+        assert!(refused(&|t| t.ca_cert_pem = "x".repeat(MAX_PEM_BYTES + 1)).contains("over"));
+        // An empty CA: the system's roots.
+        let mut q = p.clone();
+        q.tls.as_mut().unwrap().ca_cert_pem = String::new();
+        assert!(Provisioning::from_json(q.to_json().as_bytes()).is_ok());
     }
 
     #[test]

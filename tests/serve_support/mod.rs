@@ -89,6 +89,80 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
     path
 }
 
+/// The accounts of [`mosquitto_config`]: the bridge's, and the operator
+/// alice's.
+pub const MOSQUITTO_BRIDGE: (&str, &str) = ("ota-bridge", "bridge-secret-0123456789");
+pub const MOSQUITTO_ALICE: (&str, &str) = ("alice", "alice-secret-0123456789");
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `ota.toml` for an external Mosquitto whose files ota keeps in
+/// `dir/mosquitto`, its pid in `dir/run`. Mosquitto started as root runs
+/// as its own user: as docs/operations.md says, the files' directory is
+/// its group's with the setgid bit (new files, mode 0640, get that group),
+/// and it may write its pid file. `tls`: both listeners over TLS with the
+/// files of `ota pki` in `dir/pki` (server) and `dir/pki/clients` (the
+/// bridge's and alice's certificates).
+pub fn mosquitto_config(dir: &Path, service: u16, devices: u16, tls: bool) -> PathBuf {
+    let ((bu, bp), (au, ap)) = (MOSQUITTO_BRIDGE, MOSQUITTO_ALICE);
+    let (run, files) = (dir.join("run"), dir.join("mosquitto"));
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&files).unwrap();
+    set_mode(dir, 0o755);
+    set_mode(&run, 0o777);
+    harness::mosquitto::share_with_mosquitto(&files).unwrap();
+    let (scheme, operator_tls, broker_tls, mosquitto_tls) = if tls {
+        (
+            "mqtts",
+            format!(
+                "client_cert = \"pki/clients/{au}.crt\"\nclient_key = \"pki/clients/{au}.key\"\n"
+            ),
+            format!(
+                "ca_file = \"pki/ca.crt\"\nclient_cert = \"pki/clients/{bu}.crt\"\n\
+                 client_key = \"pki/clients/{bu}.key\"\n"
+            ),
+            "[broker.mosquitto.tls]\nca_file = \"pki/ca.crt\"\ncert_file = \"pki/server.crt\"\n\
+             key_file = \"pki/server.key\"\n"
+                .to_string(),
+        )
+    } else {
+        ("mqtt", String::new(), String::new(), String::new())
+    };
+    let path = dir.join("ota.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[bridge]\n\
+             data_dir = \"data\"\n\
+             operator_keys = [\"operator.pub\"]\n\
+             release_keys = [\"release.pub\"]\n\
+             [operator]\n\
+             key = \"operator.key\"\n\
+             username = \"{au}\"\n\
+             password = \"{ap}\"\n\
+             {operator_tls}\
+             [broker]\n\
+             mode = \"external\"\n\
+             url = \"{scheme}://127.0.0.1:{service}\"\n\
+             username = \"{bu}\"\n\
+             password = \"{bp}\"\n\
+             {broker_tls}\
+             [broker.mosquitto]\n\
+             dir = \"mosquitto\"\n\
+             pid_file = \"run/mosquitto.pid\"\n\
+             devices_listen = \"127.0.0.1:{devices}\"\n\
+             [broker.mosquitto.operators]\n\
+             {au} = \"{ap}\"\n\
+             {mosquitto_tls}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// The accounts of [`secured_config`]: the bridge's, and the operator
 /// alice's.
 pub const BRIDGE_LOGIN: (&str, &str) = ("bridge", "bridge-secret-0123456789");
@@ -385,6 +459,7 @@ pub fn agent(
         seed: id.len() as u64,
         pacer: None,
         login,
+        tls: None,
     };
     tokio::spawn(async move {
         let _ = device_sim::agent::run_device(

@@ -418,6 +418,7 @@ fn external(data_dir: &Path, port: u16) -> Config {
             host: "127.0.0.1".into(),
             port,
             tls: false,
+            client_tls: Default::default(),
             credentials: None,
             mosquitto: None,
         }),

@@ -131,8 +131,17 @@ pub fn client_config(
 }
 
 fn ca_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    roots_of(path, read_certs("ca_file", path)?)
+}
+
+/// A root store of these CA certificates; `origin` names them in errors.
+pub fn roots_of(
+    origin: &Path,
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<Arc<RootCertStore>, TlsError> {
+    let path = origin;
     let mut roots = RootCertStore::empty();
-    for cert in read_certs("ca_file", path)? {
+    for cert in certs {
         roots.add(cert).map_err(|e| TlsError::BadCa {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -142,7 +151,7 @@ fn ca_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
 }
 
 /// The system's roots, loaded once per process.
-fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
+pub fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
     static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {

@@ -108,7 +108,11 @@ fn classify(host: &str, e: &rustls::Error) -> (FailureKind, String) {
                 format!(
                     "the broker's certificate is not valid for the name {host:?} (it is for {}): \
                      connect with one of those names, or reissue the certificate",
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|p| plain_name(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
@@ -121,6 +125,15 @@ fn classify(host: &str, e: &rustls::Error) -> (FailureKind, String) {
                     "the broker's certificate is not valid yet{}: check this machine's clock",
                     when(c)
                 ),
+            ),
+            // webpki found a CA of the issuer's name among our roots, but
+            // not the one that signed: another CA of the same name.
+            CertificateError::BadSignature => (
+                UnknownCa,
+                "the broker's certificate does not verify against the CA of ca_file \
+                 (a CA of the same name, not the one that signed it): set ca_file (--ca-file) \
+                 to the CA that signed it"
+                    .into(),
             ),
             CertificateError::Revoked => (Revoked, "the broker's certificate is revoked".into()),
             other => (
@@ -160,6 +173,17 @@ fn classify(host: &str, e: &rustls::Error) -> (FailureKind, String) {
     }
 }
 
+/// A name as webpki's Debug shows it (`DnsName("b.example")`,
+/// `IpAddress(10.0.0.1)`), as a user writes it.
+fn plain_name(p: &str) -> &str {
+    for (open, close) in [("DnsName(\"", "\")"), ("IpAddress(", ")")] {
+        if let Some(inner) = p.strip_prefix(open).and_then(|r| r.strip_suffix(close)) {
+            return inner;
+        }
+    }
+    p
+}
+
 /// " (not after 2026-..)" from a context variant, as seconds since the epoch.
 fn when(c: &CertificateError) -> String {
     match c {
@@ -194,6 +218,21 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn presented_names_read_as_written() {
+        assert_eq!(plain_name("DnsName(\"b.example\")"), "b.example");
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(plain_name("DirectoryName"), "DirectoryName");
+    }
+
+    #[test]
+    fn a_same_named_ca_is_an_unknown_ca() {
+        let e = rustls::Error::InvalidCertificate(CertificateError::BadSignature);
+        let f = explain("b", 8883, &e).unwrap();
+        assert_eq!(f.kind, FailureKind::UnknownCa);
+        assert!(f.reason.contains("set ca_file (--ca-file)"), "{}", f.reason);
     }
 
     #[test]

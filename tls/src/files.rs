@@ -23,7 +23,18 @@ pub fn read_certs(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    parse_certs(what, path, &bytes)
+}
+
+/// Every certificate in PEM text held in memory (a provisioning file's
+/// `tls`); `origin` names where it came from in errors.
+pub fn parse_certs(
+    what: &'static str,
+    origin: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let path = origin;
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             what,
@@ -43,7 +54,17 @@ pub fn read_certs(
 /// The first private key in a PEM file.
 pub fn read_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(what, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+    parse_key(what, path, &bytes)
+}
+
+/// The first private key in PEM text held in memory.
+pub fn parse_key(
+    what: &'static str,
+    origin: &Path,
+    bytes: &[u8],
+) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let path = origin;
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             what,
             path: path.to_path_buf(),

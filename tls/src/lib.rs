@@ -40,10 +40,10 @@ mod mqtt_server;
 pub mod pki;
 mod server;
 
-pub use client::{client_config, provider, transport, ClientTls, Identity};
+pub use client::{client_config, provider, roots_of, system_roots, transport, ClientTls, Identity};
 pub use error::TlsError;
 pub use explain::{explain, Failure, FailureKind};
-pub use files::{read_certs, read_key};
+pub use files::{parse_certs, parse_key, read_certs, read_key};
 pub use fingerprint::{fingerprint, fingerprint_pem};
 pub use mqtt_server::{mqtt_server_config, peer_identity, PeerIdentity, ServerFiles};
 pub use server::server_config;

@@ -36,6 +36,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::config::client_tls::ClientTlsConfig;
 use crate::config::Config;
 
 /// How long a call waits for the bridge's reply by default.
@@ -50,6 +51,11 @@ const MAX_PACKET: usize = 16 * 1024 * 1024;
 pub enum ClientError {
     #[error("cannot connect to the broker at {endpoint}: {reason} (is the broker running? check --broker or the [broker] section)")]
     Connect { endpoint: String, reason: String },
+    /// The TLS handshake failed: one line naming the host and the reason.
+    #[error("{0}")]
+    Tls(tls::Failure),
+    #[error("TLS settings: {0}")]
+    TlsConfig(#[from] tls::TlsError),
     #[error("no reply from the bridge within {}s: is `ota serve` running and connected to this broker?", .0.as_secs())]
     NoReply(Duration),
     #[error("the broker did not confirm the subscription within {}s", .0.as_secs())]
@@ -84,6 +90,9 @@ pub struct ClientOptions {
     /// audience. `None`: replies are read unverified, as from a bridge
     /// without a director key.
     pub bridge_key: Option<VerifyingKey>,
+    /// TLS (`mqtts://`): the server verified against its `ca_file` or the
+    /// system's roots, an optional client certificate. `None`: plain MQTT.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl ClientOptions {
@@ -97,12 +106,29 @@ impl ClientOptions {
             topics: Topics::default(),
             timeout: DEFAULT_TIMEOUT,
             bridge_key: None,
+            tls: None,
         }
     }
 
-    /// From a config file: its broker, its prefix, its `[operator]` key and
-    /// login (the bridge's login when `[operator]` has none).
+    /// TLS with `files` (read now: call it before the runtime, or on a
+    /// blocking thread).
+    pub fn with_tls(mut self, files: tls::ClientTls) -> Result<Self, ClientError> {
+        self.tls = Some(ClientTlsConfig::build(files)?);
+        Ok(self)
+    }
+
+    /// From a config file: its broker, its prefix, its `[operator]` key,
+    /// login and TLS files (each the bridge's when `[operator]` has none).
+    /// Reads the TLS files: call it before the runtime.
     pub fn from_config(config: &Config) -> Result<Self, ClientError> {
+        let mut o = Self::from_config_without_tls(config)?;
+        o.tls = operator_tls(config)?;
+        Ok(o)
+    }
+
+    /// [`ClientOptions::from_config`] but for TLS, which the caller sets
+    /// (the CLI's flags over the config's files).
+    pub fn from_config_without_tls(config: &Config) -> Result<Self, ClientError> {
         let Some(key_path) = &config.operator.key else {
             return Err(ClientError::Options(
                 "the config has no [operator] key: add `key = \"path/to/operator.key\"` under [operator], or pass --key".into(),
@@ -121,8 +147,18 @@ impl ClientOptions {
             topics: config.bridge.topics.clone(),
             timeout: DEFAULT_TIMEOUT,
             bridge_key: config.operator.bridge_key,
+            tls: None,
         })
     }
+}
+
+/// The CLI's TLS for `config`'s broker: `[operator]`'s files over
+/// `[broker]`'s, built now; `None` for plain MQTT.
+pub fn operator_tls(config: &Config) -> Result<Option<ClientTlsConfig>, ClientError> {
+    if !config.endpoint().tls {
+        return Ok(None);
+    }
+    Ok(Some(ClientTlsConfig::build(config.operator.tls.clone())?))
 }
 
 /// Reads a private key file.
@@ -216,6 +252,9 @@ impl OpsClient {
         if let Some(c) = &opts.credentials {
             o.set_credentials(c.username.clone(), c.password.clone());
         }
+        if let Some(t) = &opts.tls {
+            o.set_transport(t.transport());
+        }
         let (client, mut eventloop) = AsyncClient::new(o, 64);
         let (sub_tx, subacks) = mpsc::channel(16);
         let (reply_tx, replies) = mpsc::channel(64);
@@ -263,7 +302,15 @@ impl OpsClient {
                     Ok(_) => {}
                     Err(e) => {
                         if let Some(tx) = conn_tx.take() {
-                            let _ = tx.send(Err(e.to_string()));
+                            let (host, port) = eventloop.mqtt_options.broker_address();
+                            let failed = match tls::explain(&host, port, &e) {
+                                Some(f) => ClientError::Tls(f),
+                                None => ClientError::Connect {
+                                    endpoint: format!("{host}:{port}"),
+                                    reason: e.to_string(),
+                                },
+                            };
+                            let _ = tx.send(Err(failed));
                             return;
                         }
                         warn!(error = %e, "lost the broker connection; reconnecting");
@@ -281,7 +328,7 @@ impl OpsClient {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => {
                 task.abort();
-                return Err(fail(e));
+                return Err(e);
             }
             Ok(Err(_)) => {
                 task.abort();

@@ -23,7 +23,13 @@
 //!
 //! [operator]                        # for the `ota` CLI with --config
 //! key = "keys/alice.key"
+//! ca_file = "pki/ca.crt"            # with mqtts://: each falls back to [broker]'s
+//! client_cert = "pki/alice.crt"
+//! client_key = "pki/alice.key"
 //! ```
+//!
+//! [`client_tls`] builds the rustls configs of `[broker]` and
+//! `[operator]` `ca_file`, `client_cert`, `client_key` at load.
 //!
 //! Key lists hold paths to key files (64 hex characters and a newline, the
 //! format of `schemas::keys`), never inline keys: a key file can be
@@ -35,6 +41,7 @@
 //! the bottom of the bridge, so that every layer can read it).
 
 pub mod blocks;
+pub mod client_tls;
 pub mod http;
 mod keys;
 pub mod raw;
@@ -107,6 +114,10 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// `[http]`: the read-only HTTP listener; `None`, none runs.
     pub http: Option<http::HttpConfig>,
+    /// The bridge's TLS to an external `mqtts://` broker, built at load
+    /// from `[broker] ca_file`, `client_cert`, `client_key`. `None`: plain
+    /// MQTT (or a config built in code: `Bridge::start` builds it then).
+    pub broker_tls: Option<client_tls::ClientTlsConfig>,
 }
 
 /// `[devices]`
@@ -214,6 +225,10 @@ pub struct OperatorConfig {
     pub bridge_key: Option<VerifyingKey>,
     /// The operator's broker login; when absent the CLI uses the bridge's.
     pub credentials: Option<broker::Credentials>,
+    /// `ca_file`, `client_cert`, `client_key` for an `mqtts://` broker,
+    /// resolved, each falling back to `[broker]`'s (the CLI builds the
+    /// rustls config when it connects: see [`client_tls::overlay`]).
+    pub tls: tls::ClientTls,
 }
 
 impl std::fmt::Debug for OperatorConfig {
@@ -228,6 +243,7 @@ impl std::fmt::Debug for OperatorConfig {
                     .map(|k| hex::encode(schemas::keys::kid(k))),
             )
             .field("username", &self.credentials.as_ref().map(|c| &c.username))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -277,6 +293,7 @@ impl Config {
                 admission: crate::identity::Admission::Open,
             },
             http: None,
+            broker_tls: None,
         }
     }
 
@@ -367,18 +384,17 @@ impl Validator<'_> {
         {
             m.dir = self.resolve(std::mem::take(&mut m.dir));
             m.pid_file = m.pid_file.take().map(|p| self.resolve(p));
+            if let Some(t) = &mut m.tls {
+                for p in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file] {
+                    *p = self.resolve(std::mem::take(p));
+                }
+            }
         }
         if let broker::BrokerConfig::Embedded(e) = &mut broker {
             e.tls = e.tls.take().map(|t| t.relative_to(self.base));
         }
-        if broker.endpoint().tls {
-            return Err(self.err(
-                "broker",
-                "url",
-                "mqtts:// is not supported by the bridge's MQTT client in this build; \
-                 use mqtt:// on a trusted network or a TLS-terminating proxy",
-            ));
-        }
+        let broker_tls = client_tls::for_broker(&mut broker, |p| self.resolve(p))
+            .map_err(|(key, message)| self.err("broker", key, message))?;
         let b = raw.bridge;
         let topics = Topics::new(
             b.prefix
@@ -487,10 +503,26 @@ impl Validator<'_> {
             .bridge_key
             .map(|f| self.public_key("operator", "bridge_key".into(), f))
             .transpose()?;
+        let operator_tls = tls::ClientTls {
+            ca_file: o.ca_file.map(|p| self.resolve(p)),
+            client_cert: o.client_cert.map(|p| self.resolve(p)),
+            client_key: o.client_key.map(|p| self.resolve(p)),
+        };
+        if !operator_tls.is_empty() && !broker.endpoint().tls {
+            return Err(self.err(
+                "operator",
+                "ca_file",
+                "ca_file, client_cert and client_key are only used with TLS: [broker] url must be mqtts://",
+            ));
+        }
         let operator = OperatorConfig {
             key: o.key.map(|k| self.resolve(k)),
             bridge_key,
             credentials: operator_credentials,
+            tls: match &broker_tls {
+                Some(b) => client_tls::overlay(&b.files, &operator_tls),
+                None => operator_tls,
+            },
         };
         let admission = match raw.devices.admission.as_deref() {
             None | Some("provisioned") => crate::identity::Admission::Provisioned,
@@ -522,6 +554,7 @@ impl Validator<'_> {
             blocks,
             devices: DevicesConfig { admission },
             http,
+            broker_tls,
         })
     }
 
@@ -609,6 +642,40 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("[operator] bridge_key"), "{e}");
+    }
+
+    #[test]
+    fn mqtts_builds_the_tls_config_at_load_with_paths_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = tls::pki::FleetCa::generate("config test CA", 1).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+        let c = load(
+            dir.path(),
+            "[broker]\nmode = \"external\"\nurl = \"mqtts://b.example\"\nca_file = \"ca.crt\"\n\
+             [operator]\nclient_cert = \"alice.crt\"\nclient_key = \"alice.key\"\n",
+        )
+        .unwrap();
+        let t = c.broker_tls.clone().expect("built");
+        assert_eq!(t.files.ca_file, Some(dir.path().join("ca.crt")));
+        // The operator's pair, the bridge's CA; read only when the CLI connects.
+        assert_eq!(c.operator.tls.ca_file, Some(dir.path().join("ca.crt")));
+        assert_eq!(
+            c.operator.tls.client_cert,
+            Some(dir.path().join("alice.crt"))
+        );
+        assert_eq!(c.endpoint().port, 8883);
+        // Not PEM: refused at load, naming the key and the file.
+        std::fs::write(dir.path().join("bad.crt"), "hello").unwrap();
+        let e = load(
+            dir.path(),
+            "[broker]\nmode = \"external\"\nurl = \"mqtts://b\"\nca_file = \"bad.crt\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[broker] ca_file: ca_file") && e.contains("bad.crt"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -774,8 +841,12 @@ mod tests {
             ),
             ("[broker]\nmode = \"external\"", "[broker] url"),
             (
-                "[broker]\nmode = \"external\"\nurl = \"mqtts://h\"",
-                "[broker] url: mqtts://",
+                "[broker]\nmode = \"external\"\nurl = \"mqtts://h\"\nca_file = \"absent.crt\"",
+                "[broker] ca_file: cannot read ca_file",
+            ),
+            (
+                "[broker]\nmode = \"external\"\nurl = \"mqtt://h\"\n[operator]\nca_file = \"ca.crt\"",
+                "[operator] ca_file: ca_file, client_cert and client_key are only used with TLS",
             ),
             ("[operator]\npassword = \"p\"", "[operator] password"),
             ("[nope]\n", "nope"),

@@ -67,4 +67,8 @@ pub struct RawOperator {
     pub bridge_key: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// With `mqtts://`: each falls back to `[broker]`'s.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }

@@ -59,6 +59,9 @@ pub fn conf(m: &MosquittoConfig, dir: &Path, service: (&str, u16)) -> String {
     let devices = (m.devices_listen.ip().to_string(), m.devices_listen.port());
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut text = mosquitto::conf(&dir, (devices.0.as_str(), devices.1), service);
+    if let Some(t) = &m.tls {
+        text = with_tls(&text, t);
+    }
     // What the bridge needs of any broker (docs/operations.md "External
     // brokers"): a block and an operator chunk per packet, and room for
     // the reports queued while the bridge is away.
@@ -68,6 +71,33 @@ pub fn conf(m: &MosquittoConfig, dir: &Path, service: (&str, u16)) -> String {
         text.push_str(&format!("\npid_file {}\n", pid.display()));
     }
     text
+}
+
+/// `[broker.mosquitto.tls]` in the conf: after each `listener` line its
+/// TLS settings, client certificates required on both; the first listener
+/// (the devices', as [`mosquitto::conf`] writes them) takes each device's
+/// username, and so its client id, from its certificate's CN.
+fn with_tls(conf: &str, t: &broker::mosquitto::MosquittoTls) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = String::with_capacity(conf.len() + 512);
+    let mut listeners = 0;
+    for line in conf.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("listener ") {
+            listeners += 1;
+            out.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+                abs(&t.ca_file).display(),
+                abs(&t.cert_file).display(),
+                abs(&t.key_file).display(),
+            ));
+            if listeners == 1 {
+                out.push_str("use_identity_as_username true\n");
+            }
+        }
+    }
+    out
 }
 
 /// Writes the four files (and `conf`, if given) into `dir`, creating it.
@@ -164,6 +194,22 @@ mod tests {
             let mode = e.metadata().unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, FILE_MODE, "{:?}", e.file_name());
         }
+    }
+
+    #[test]
+    fn tls_puts_certificates_on_both_listeners_and_identity_on_the_devices() {
+        let t = broker::mosquitto::MosquittoTls {
+            ca_file: "/pki/ca.crt".into(),
+            cert_file: "/pki/server.crt".into(),
+            key_file: "/pki/server.key".into(),
+        };
+        let conf = mosquitto::conf(Path::new("/m"), ("0.0.0.0", 8883), ("127.0.0.1", 8884));
+        let text = with_tls(&conf, &t);
+        let (devices, service) = text.split_once("listener 8884").unwrap();
+        assert!(devices.contains("listener 8883 0.0.0.0\ncafile /pki/ca.crt\ncertfile /pki/server.crt\nkeyfile /pki/server.key\nrequire_certificate true\nuse_identity_as_username true\n"), "{text}");
+        assert!(service.contains("require_certificate true\n"), "{text}");
+        assert!(!service.contains("use_identity_as_username"), "{text}");
+        assert_eq!(text.matches("password_file").count(), 2, "{text}");
     }
 
     #[test]

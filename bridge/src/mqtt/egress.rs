@@ -63,6 +63,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = BACKOFF_MIN;
     let mut sent_at: HashMap<u16, Instant> = HashMap::new();
+    let mut tls_failures = super::tls_log::TlsFailures::default();
     loop {
         let ev = tokio::select! {
             biased;
@@ -72,6 +73,7 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = BACKOFF_MIN;
+                tls_failures.connected();
                 info!("egress connected to the broker");
                 state.send_modify(|s| s.egress_connected = true);
                 if let Some(p) = &probe {
@@ -103,7 +105,10 @@ pub async fn run(
                 }
                 let was = state.borrow().egress_connected;
                 state.send_modify(|s| s.egress_connected = false);
-                if was {
+                let address = eventloop.mqtt_options.broker_address();
+                if tls_failures.observe("egress", address, &e) {
+                    // Logged as one line naming the host and the reason.
+                } else if was {
                     warn!(error = %e, "egress lost the broker connection; reconnecting");
                 } else {
                     debug!(error = %e, "egress cannot reach the broker");

@@ -79,6 +79,7 @@ pub struct MqttLoop {
     overflow: VecDeque<(Target, Incoming)>,
     need_subscribe: bool,
     backoff: Duration,
+    tls_failures: super::tls_log::TlsFailures,
 }
 
 impl MqttLoop {
@@ -101,6 +102,7 @@ impl MqttLoop {
             overflow: VecDeque::new(),
             need_subscribe: false,
             backoff: BACKOFF_MIN,
+            tls_failures: Default::default(),
         }
     }
 
@@ -223,7 +225,10 @@ impl MqttLoop {
                         s.connected = false;
                         s.subscribed = false;
                     });
-                    if was {
+                    let address = self.eventloop.mqtt_options.broker_address();
+                    if self.tls_failures.observe("ingress", address, &e) {
+                        // Logged as one line naming the host and the reason.
+                    } else if was {
                         warn!(error = %e, "lost the broker connection; reconnecting");
                     } else {
                         debug!(error = %e, backoff_ms = self.backoff.as_millis() as u64, "cannot reach the broker");
@@ -246,6 +251,7 @@ impl MqttLoop {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         Metrics::add(&self.metrics.connects, 1);
         self.backoff = BACKOFF_MIN;
+        self.tls_failures.connected();
         info!(session_present, generation, "connected to the broker");
         self.state.send_modify(|s| {
             s.connected = true;

@@ -11,6 +11,7 @@
 //! - [`publisher`]: [`Publisher`], cloneable, for every actor.
 //! - [`gate`]: retained publishes held until an external Mosquitto has
 //!   the grants they make.
+//! - [`tls_log`]: a TLS failure of either connection, one line in the log.
 
 pub mod ack_order;
 pub mod egress;
@@ -19,6 +20,7 @@ pub mod gate;
 pub mod inbound;
 pub mod options;
 pub mod publisher;
+pub mod tls_log;
 
 pub use event_loop::{LinkState, MqttLoop};
 pub use inbound::{AckToken, Incoming, Routes, Target};

@@ -51,6 +51,10 @@ fn base(config: &Config, client_id: String) -> MqttOptions {
     if let Some(c) = &config.bridge.credentials {
         o.set_credentials(c.username.clone(), c.password.clone());
     }
+    // `mqtts://`: the config built once at load (or by `Bridge::start`).
+    if let Some(t) = &config.broker_tls {
+        o.set_transport(t.transport());
+    }
     o
 }
 

@@ -169,6 +169,7 @@ impl TestBroker {
             host: "127.0.0.1".into(),
             port: self.port,
             tls: false,
+            client_tls: Default::default(),
             credentials: None,
             mosquitto: None,
         })

@@ -25,6 +25,10 @@ pub trait Hooks: Send + Sync + 'static {
     /// password, not authorised): retrying with the same credentials
     /// cannot help. `reason` names the code.
     fn login_refused(&mut self, _reason: &str) {}
+    /// The TLS handshake failed (the broker's certificate is not trusted,
+    /// not for this host or expired; our certificate was refused):
+    /// `line` is `tls::explain`'s one line. Retrying cannot help either.
+    fn tls_failed(&mut self, _line: &str) {}
     /// The agent noticed something (Status queued, acks, rejected blocks...).
     fn notice(&mut self, _notice: &Notice) {}
     /// A payload was refused (malformed, bad names) and dropped.

@@ -73,6 +73,9 @@ pub struct DeviceIoConfig {
     /// MQTT username and password (from the device's provisioning file);
     /// `None`: log in without (an anonymous broker).
     pub login: Option<(String, String)>,
+    /// TLS (`mqtts://`), built once from the provisioning file
+    /// ([`super::tls_config`]); `None`: plain MQTT.
+    pub tls: Option<Arc<tls::rustls::ClientConfig>>,
 }
 
 /// Why a device stopped before it was asked to.
@@ -408,6 +411,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         if let Some((user, pass)) = &self.cfg.login {
             opts.set_credentials(user.clone(), pass.clone());
         }
+        if let Some(t) = &self.cfg.tls {
+            opts.set_transport(tls::transport(t.clone()));
+        }
         opts.set_last_will(LastWill::new(
             self.cfg.topics.build(&Topic::Presence(id)),
             Presence { online: false }.encode(),
@@ -482,6 +488,12 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                                 self.hooks.connect_failed(&e.to_string());
                                 if let Some(reason) = refused_login(&e) {
                                     self.hooks.login_refused(reason);
+                                }
+                                if let Some(f) = tls::explain(&self.cfg.host, self.cfg.port, &e) {
+                                    // Reported through the hook (ota sim stops
+                                    // with it), like the other connect errors.
+                                    debug!(device = %self.cfg.agent.id, "{f}");
+                                    self.hooks.tls_failed(&f.to_string());
                                 }
                             }
                             return Ok(Exit::Reconnect);

@@ -39,6 +39,7 @@ mod rebuild;
 pub mod state;
 pub mod steps;
 pub mod store;
+pub mod tls_config;
 
 pub use config::{AgentConfig, Timing};
 pub use event::{

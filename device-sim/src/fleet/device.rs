@@ -184,6 +184,10 @@ impl Hooks for SimHooks {
         self.tracker.login_refused(self.slot, reason);
     }
 
+    fn tls_failed(&mut self, line: &str) {
+        self.tracker.tls_failed(self.slot, line);
+    }
+
     fn notice(&mut self, n: &Notice) {
         match n {
             Notice::StatusQueued {

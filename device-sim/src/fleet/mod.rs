@@ -60,6 +60,28 @@ pub struct FleetConfig {
     /// MQTT logins by device id (username, password), from provisioning
     /// files; a device not listed logs in without one.
     pub logins: Arc<BTreeMap<DeviceId, (String, String)>>,
+    /// TLS (`mqtts://`); `None`: plain MQTT.
+    pub tls: Option<FleetTls>,
+}
+
+/// The fleet's TLS: each device's config (its provisioning file's CA and
+/// certificate), and one for devices without a file of their own.
+#[derive(Debug, Clone)]
+pub struct FleetTls {
+    /// Devices not in `devices`: the server verified, no client certificate.
+    pub shared: Arc<tls::rustls::ClientConfig>,
+    /// Devices' own configs, by id.
+    pub devices: Arc<BTreeMap<DeviceId, Arc<tls::rustls::ClientConfig>>>,
+}
+
+impl FleetTls {
+    /// The config device `id` connects with.
+    pub fn config_for(&self, id: &DeviceId) -> Arc<tls::rustls::ClientConfig> {
+        self.devices
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| self.shared.clone())
+    }
 }
 
 impl FleetConfig {
@@ -90,6 +112,7 @@ impl FleetConfig {
             factory_line: None,
             timing,
             logins: Arc::new(BTreeMap::new()),
+            tls: None,
         }
     }
 }
@@ -156,6 +179,7 @@ impl Fleet {
                 seed: s.seed,
                 pacer: Some(pacer.clone()),
                 login: cfg.logins.get(&s.id).cloned(),
+                tls: cfg.tls.as_ref().map(|t| t.config_for(&s.id)),
             };
             let installer = MemoryInstaller {
                 fail_install: s.fail_install,

@@ -23,8 +23,9 @@ pub struct SimOptions {
     /// Draw live counters (false with `--json` on a pipe, for instance).
     pub live: bool,
     /// Stop as soon as the broker refuses a device's login
-    /// ([`FleetStats::first_refused`] names it): `ota sim`'s choice, as
-    /// retrying the same credentials cannot help.
+    /// ([`FleetStats::first_refused`] names it) or a TLS handshake fails
+    /// ([`FleetStats::first_tls_failure`]): `ota sim`'s choice, as
+    /// retrying the same credentials or certificates cannot help.
     pub stop_on_refused_login: bool,
 }
 
@@ -87,7 +88,9 @@ pub async fn run_sim(
         }
         let hour = Duration::from_secs(3600);
         while watched
-            .wait_until(hour, |s| s.first_refused.is_some())
+            .wait_until(hour, |s| {
+                s.first_refused.is_some() || s.first_tls_failure.is_some()
+            })
             .await
             .is_err()
         {}

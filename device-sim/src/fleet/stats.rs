@@ -55,6 +55,10 @@ pub struct FleetStats {
     pub logins_refused: u64,
     /// The first of them.
     pub first_refused: Option<RefusedLogin>,
+    /// Connection attempts whose TLS handshake failed.
+    pub tls_failures: u64,
+    /// The first of them: the device and `tls::explain`'s line.
+    pub first_tls_failure: Option<RefusedLogin>,
 }
 
 /// A login the broker refused.
@@ -232,6 +236,21 @@ impl Tracker {
                     g.stats.first_refused = Some(RefusedLogin {
                         device: id.clone(),
                         reason: reason.to_string(),
+                    });
+                }
+            }
+        });
+    }
+
+    /// Device `i`'s TLS handshake failed: `line` says where and why.
+    pub fn tls_failed(&self, i: usize, line: &str) {
+        self.update(|g| {
+            g.stats.tls_failures += 1;
+            if g.stats.first_tls_failure.is_none() {
+                if let Some(id) = g.ids.get(i) {
+                    g.stats.first_tls_failure = Some(RefusedLogin {
+                        device: id.clone(),
+                        reason: line.to_string(),
                     });
                 }
             }

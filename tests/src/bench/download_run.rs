@@ -90,6 +90,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
             host: opts.broker.ip().to_string(),
             port: opts.broker.port(),
             tls: false,
+            client_tls: Default::default(),
             credentials: None,
             mosquitto: None,
         }),

@@ -134,6 +134,7 @@ pub async fn ingest(opts: &IngestOptions) -> Result<IngestReport, BenchError> {
             host: a.ip().to_string(),
             port: a.port(),
             tls: false,
+            client_tls: Default::default(),
             credentials: None,
             mosquitto: None,
         }),
