@@ -419,8 +419,15 @@ async fn provision_all(
             .iter()
             .map(|f| (f.device_id.clone(), f.labels.clone(), f.password.clone()))
             .collect();
-        if let Err(e) =
-            provision::send_batch(client, &batch, provision::Mode::New, Some(&t.release_keys)).await
+        let certs = cert_fingerprints(&files)?;
+        if let Err(e) = provision::send_batch_with_certs(
+            client,
+            &batch,
+            &certs,
+            provision::Mode::New,
+            Some(&t.release_keys),
+        )
+        .await
         {
             remove(&paths);
             bail!("{e}");
@@ -433,6 +440,18 @@ async fn provision_all(
         }
     }
     Ok(written)
+}
+
+/// The SHA-256 fingerprint of each file's client certificate (`--mtls`),
+/// for the registry's revocation list.
+fn cert_fingerprints(files: &[Provisioning]) -> anyhow::Result<Vec<Option<String>>> {
+    files
+        .iter()
+        .map(|f| {
+            let pem = f.tls.as_ref().and_then(|t| t.client_cert_pem.as_deref());
+            Ok(pem.map(tls::fingerprint_pem).transpose()?)
+        })
+        .collect()
 }
 
 fn remove(paths: &[PathBuf]) {
@@ -456,11 +475,13 @@ impl crate::Run for Rotate {
         create_dir(&tmp_dir)?;
         let tmp = write_file(&tmp_dir, &file, true)?;
         let batch = vec![(self.id.clone(), BTreeMap::new(), file.password.clone())];
+        let certs = cert_fingerprints(std::slice::from_ref(&file))?;
         let trusts = t.release_keys.clone();
         let opts = self.conn.options()?;
         let result = rt::block_on(async move {
             let client = OpsClient::connect(opts).await?;
-            let r = provision::send_batch(&client, &batch, provision::Mode::Rotate, Some(&trusts))
+            let mode = provision::Mode::Rotate;
+            let r = provision::send_batch_with_certs(&client, &batch, &certs, mode, Some(&trusts))
                 .await;
             client.close().await;
             Ok::<_, anyhow::Error>(r?)

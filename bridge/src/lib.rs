@@ -227,7 +227,7 @@ impl Bridge {
             broker::BrokerConfig::Embedded(e) => {
                 let e = e.clone();
                 let b = blocking(move || broker::start(&e)).await??;
-                info!(listen = %b.addr(), "embedded broker running");
+                info!(listen = %b.addr(), tls_listen = ?b.tls_addr(), "embedded broker running");
                 identity::wire_embedded(&b, &identity);
                 Some(b)
             }

@@ -1,20 +1,27 @@
-//! The decision behind rumqttd's auth handler: who may connect.
+//! The decision behind rumqttd's connect handler (our patch 9): who may
+//! connect.
 //!
-//! rumqttd calls the handler with `(client_id, username, password)` for each
-//! CONNECT that carries a login (one without a login is refused before it)
-//! and disconnects a refused client without a CONNACK. Here a client is
-//! admitted when, in this order:
+//! rumqttd calls the handler for each CONNECT with its client id, its
+//! username and password if it has any, and the certificate its TLS client
+//! presented (only over `[broker.tls] client_ca_file`, where the handshake
+//! verified it), and disconnects a refused client without a CONNACK. Here
+//! a client is admitted when, in this order:
 //!
 //! 1. its client id is one rumqttd's router will take (no `+ $ # /`) and not
 //!    the id of our own internal link: the router drops such a client after
 //!    the listener has registered it, and a retry with the same id then
 //!    panics the listener (upstream issue #991, the same path as the
 //!    connection limit);
-//! 2. with an [`Authority`](crate::Authority) set, it accepts the login
+//! 2. it has a username or a certificate, which gives its [`Login`]: a
+//!    certificate with no username or its CN as the username is a
+//!    certificate login (the password is not checked), a certificate with
+//!    another username a password login for that account;
+//! 3. with an [`Authority`](crate::Authority) set, it accepts the login
 //!    for this client id (it knows `[broker.users]` too); without one, its
 //!    username and password are in `[broker.users]`, or the pluggable
-//!    credential check (the bridge's device registry) accepts them;
-//! 3. the connection guard has room (`guard.rs`).
+//!    credential check (the bridge's device registry) accepts them, or
+//!    its certificate's CN is its client id;
+//! 4. the connection guard has room (`guard.rs`).
 //!
 //! The decision is synchronous and quick: it runs on the listener's single
 //! thread, between two accepts.
@@ -84,8 +91,22 @@ impl Auth {
         self.guard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The auth handler's answer.
+    /// A password login's answer (no client certificate).
+    #[cfg(test)]
     pub(crate) fn authorize(&self, client_id: &str, username: &str, password: &str) -> bool {
+        self.connect(client_id, Some((username, password)), None)
+    }
+
+    /// The connect handler's answer: `login` as the CONNECT carried it,
+    /// `peer` the TLS client's certificate (DER), which the listener
+    /// verified against `[broker.tls] client_ca_file`.
+    pub(crate) fn connect(
+        &self,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+        peer: Option<&[u8]>,
+    ) -> bool {
+        let username = login.map(|(u, _)| u).unwrap_or("");
         if client_id.contains(ROUTER_REFUSED) || client_id == TICK_CLIENT_ID {
             warn!(
                 client_id,
@@ -93,16 +114,29 @@ impl Auth {
             );
             return false;
         }
+        let peer = match peer.map(tls::peer_identity).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(client_id, error = %e, "mqtt connect refused: client certificate");
+                return false;
+            }
+        };
+        let Some(login) = classify(login, peer.as_ref()) else {
+            warn!(
+                client_id,
+                "mqtt connect refused: no username and no client certificate"
+            );
+            return false;
+        };
         if let Some(authority) = self.authority() {
             // The authority counts and logs its refusals (once per interval).
-            let login = Login::Password { username, password };
             let verdict = guarded("connect", client_id, || {
                 authority.connect(client_id, login) == ConnectVerdict::Accept
             });
             if !verdict {
                 return false;
             }
-        } else if !self.credentials_ok(client_id, username, password) {
+        } else if !self.login_ok(client_id, login) {
             warn!(client_id, username, "mqtt connect refused: bad credentials");
             return false;
         }
@@ -118,6 +152,18 @@ impl Auth {
                 );
                 false
             }
+        }
+    }
+
+    /// Without an authority: `[broker.users]` or the credential check for
+    /// passwords; a certificate (which the client CA signed) for its CN.
+    fn login_ok(&self, client_id: &str, login: Login<'_>) -> bool {
+        match login {
+            Login::Certificate { common_name, .. } => common_name == client_id,
+            Login::Password { username, password }
+            | Login::PasswordWithCertificate {
+                username, password, ..
+            } => self.credentials_ok(client_id, username, password),
         }
     }
 
@@ -138,6 +184,32 @@ impl Auth {
         guarded("credential check", client_id, || {
             check(client_id, username, password)
         })
+    }
+}
+
+/// What a CONNECT proves (`authority.rs`, [`Login`]): with a client
+/// certificate, no username or the certificate's CN is a certificate
+/// login, another username a password login over it. `None`: neither a
+/// username nor a certificate.
+fn classify<'a>(
+    login: Option<(&'a str, &'a str)>,
+    peer: Option<&'a tls::PeerIdentity>,
+) -> Option<Login<'a>> {
+    match (login, peer) {
+        (None, None) => None,
+        (Some((username, password)), None) => Some(Login::Password { username, password }),
+        (Some((username, password)), Some(p)) if username != p.common_name => {
+            Some(Login::PasswordWithCertificate {
+                username,
+                password,
+                common_name: &p.common_name,
+                fingerprint: &p.fingerprint,
+            })
+        }
+        (_, Some(p)) => Some(Login::Certificate {
+            common_name: &p.common_name,
+            fingerprint: &p.fingerprint,
+        }),
     }
 }
 
@@ -213,6 +285,30 @@ mod tests {
         assert!(!a.authorize("b", "bridge", "bad"));
         assert!(a.authorize("b", "bridge", "pw"));
         assert!(!a.authorize("c", "bridge", "pw"));
+    }
+
+    #[test]
+    fn a_certificate_is_a_login_for_its_cn() {
+        let ca = tls::pki::FleetCa::generate("test ca", 1).unwrap();
+        let dev = ca
+            .issue_device("dev-1", tls::pki::Validity::days(1))
+            .unwrap();
+        let der = Some(dev.der.as_slice());
+        let a = auth(10);
+        // No username, or the CN: the certificate is the credential.
+        assert!(a.connect("dev-1", None, der));
+        assert!(a.connect("dev-1", Some(("dev-1", "")), der));
+        assert!(a.connect("dev-1", Some(("dev-1", "not checked")), der));
+        // Its CN is not this client id.
+        assert!(!a.connect("dev-2", None, der));
+        // Another username: that account's password decides.
+        assert!(a.connect("b1", Some(("bridge", "pw")), der));
+        assert!(!a.connect("b1", Some(("bridge", "bad")), der));
+        assert!(!a.connect("dev-2", Some(("dev-2", "x")), der));
+        // Neither a username nor a certificate; a certificate that does
+        // not parse.
+        assert!(!a.connect("dev-1", None, None));
+        assert!(!a.connect("dev-1", None, Some(b"junk".as_slice())));
     }
 
     #[test]

@@ -11,16 +11,36 @@
 use std::sync::Arc;
 
 /// How a client proved who it is.
+///
+/// Over mutual TLS (`[broker.tls] client_ca_file`) every client presents a
+/// certificate the CA signed. A device logs in by it: it sends no
+/// username, or its CN as the username, and the password (if any) is not
+/// checked. A client that sends another username (an operator, the
+/// bridge) logs in with that account's password, its certificate only
+/// having let it through the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login<'a> {
-    /// An MQTT username and password.
+    /// An MQTT username and password, no client certificate.
     Password {
         username: &'a str,
         password: &'a str,
     },
     /// A TLS client certificate that verified against `[broker.tls]
-    /// client_ca_file`: its subject common name.
-    Certificate { common_name: &'a str },
+    /// client_ca_file`: its subject common name, and its SHA-256
+    /// fingerprint (`tls::fingerprint`) for revocation lists.
+    Certificate {
+        common_name: &'a str,
+        fingerprint: &'a str,
+    },
+    /// A username other than the certificate's CN, with its password, over
+    /// mutual TLS: an account's login (the certificate is still checked
+    /// against revocation lists).
+    PasswordWithCertificate {
+        username: &'a str,
+        password: &'a str,
+        common_name: &'a str,
+        fingerprint: &'a str,
+    },
 }
 
 /// The answer to a CONNECT.
@@ -28,7 +48,8 @@ pub enum Login<'a> {
 pub enum ConnectVerdict {
     Accept,
     /// Refused, with a short reason for the broker's (rate-limited) log:
-    /// `"bad_credentials"`, `"client_id_mismatch"`, `"revoked"`, ...
+    /// `"bad_credentials"`, `"client_id_mismatch"`, `"revoked"`,
+    /// `"certificate_revoked"`, ...
     Refuse(&'static str),
 }
 

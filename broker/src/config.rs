@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::addr::{loopback, parse_addr};
 pub use crate::client_tls::ClientTlsFiles;
 use crate::error::ConfigError;
+pub use crate::tls_config::{RawTls, TlsListener, DEFAULT_TLS_PORT};
 use crate::url::parse_url;
 
 const KIB: usize = 1024;
@@ -87,6 +89,8 @@ pub struct RawBrokerConfig {
     pub mode: Option<Mode>,
     // embedded
     pub listen: Option<String>,
+    /// The TLS listener's address, beside `listen` (needs `[broker.tls]`).
+    pub tls_listen: Option<String>,
     pub max_connections: Option<usize>,
     pub max_payload_size: Option<usize>,
     pub max_inflight_count: Option<usize>,
@@ -113,14 +117,6 @@ pub struct RawBrokerConfig {
     pub mosquitto: Option<crate::mosquitto::RawMosquitto>,
 }
 
-/// `[broker.tls]`: PEM files for the embedded broker's listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-}
-
 /// The validated `[broker]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerConfig {
@@ -134,7 +130,8 @@ pub enum BrokerConfig {
 /// and adjust the fields; [`crate::start`] validates it again.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EmbeddedConfig {
-    /// The address the MQTT (v4, i.e. 3.1.1) listener binds.
+    /// The address the plain MQTT (v4, i.e. 3.1.1) listener binds; the
+    /// bridge connects here (see [`EmbeddedConfig::connect_addr`]).
     pub listen: SocketAddr,
     /// Connections admitted at once, the bridge and operators included.
     /// Past it the auth handler refuses new clients; rumqttd's own router
@@ -159,14 +156,8 @@ pub struct EmbeddedConfig {
     /// Username to password. Empty: anonymous clients are accepted, there is
     /// no credential check and no connection guard below the router limit.
     pub users: BTreeMap<String, String>,
-    pub tls: Option<TlsFiles>,
-}
-
-/// PEM certificate chain and private key for the embedded listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
+    /// A second listener, MQTT over TLS, beside `listen`.
+    pub tls: Option<TlsListener>,
 }
 
 /// An external broker, as the bridge's rumqttc client needs it.
@@ -228,13 +219,11 @@ impl RawBrokerConfig {
         }
         let listen = match self.listen {
             None => DEFAULT_LISTEN,
-            Some(s) => s.parse().map_err(|_| {
-                ConfigError::new(
-                    "listen",
-                    format!("{s:?} is not an address with a port, such as \"127.0.0.1:1883\""),
-                )
-            })?,
+            Some(s) => parse_addr("listen", &s, "127.0.0.1:1883")?,
         };
+        let tls_listen =
+            (self.tls_listen.as_deref()).map(|s| parse_addr("tls_listen", s, "[::]:8883"));
+        let tls = crate::tls_config::listener(self.tls, tls_listen.transpose()?, listen)?;
         let connection_timeout_ms = match self.connection_timeout_ms {
             None => DEFAULT_CONNECTION_TIMEOUT_MS,
             Some(ms) => u16::try_from(ms).map_err(|_| {
@@ -258,10 +247,7 @@ impl RawBrokerConfig {
                 .unwrap_or(DEFAULT_NEXT_CONNECTION_DELAY_MS),
             connection_timeout_ms,
             users: self.users.unwrap_or_default(),
-            tls: self.tls.map(|t| TlsFiles {
-                cert_path: t.cert_path,
-                key_path: t.key_path,
-            }),
+            tls,
         };
         config.validate()?;
         crate::anonymous::check(config.requires_auth(), self.allow_anonymous)?;
@@ -271,6 +257,7 @@ impl RawBrokerConfig {
     fn validate_external(self) -> Result<ExternalConfig, ConfigError> {
         for (key, present) in [
             ("listen", self.listen.is_some()),
+            ("tls_listen", self.tls_listen.is_some()),
             ("max_connections", self.max_connections.is_some()),
             ("max_payload_size", self.max_payload_size.is_some()),
             ("max_inflight_count", self.max_inflight_count.is_some()),
@@ -360,6 +347,9 @@ impl EmbeddedConfig {
                 "listen",
                 "port 0 is not supported (clients could not find the broker): pick a port",
             ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(self.listen)?;
         }
         if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
             return Err(ConfigError::new(
@@ -459,12 +449,7 @@ impl EmbeddedConfig {
     /// The address a local client (the bridge) should connect to: `listen`,
     /// with an unspecified address (`0.0.0.0`, `::`) replaced by loopback.
     pub fn connect_addr(&self) -> SocketAddr {
-        let ip = match self.listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        SocketAddr::new(ip, self.listen.port())
+        loopback(self.listen)
     }
 
     /// Log a warning if the log window cannot hold two whole artifacts of
@@ -489,12 +474,13 @@ impl BrokerConfig {
     /// Where the bridge's MQTT client should connect.
     pub fn endpoint(&self) -> Endpoint {
         match self {
+            // The bridge's link: the plain listener (`tls_listen` is for devices).
             BrokerConfig::Embedded(e) => {
                 let addr = e.connect_addr();
                 Endpoint {
                     host: addr.ip().to_string(),
                     port: addr.port(),
-                    tls: e.tls.is_some(),
+                    tls: false,
                 }
             }
             BrokerConfig::External(x) => Endpoint {
@@ -554,6 +540,7 @@ impl fmt::Debug for RawBrokerConfig {
         f.debug_struct("RawBrokerConfig")
             .field("mode", &self.mode)
             .field("listen", &self.listen)
+            .field("tls_listen", &self.tls_listen)
             .field("max_connections", &self.max_connections)
             .field("max_payload_size", &self.max_payload_size)
             .field("max_inflight_count", &self.max_inflight_count)
@@ -668,8 +655,8 @@ mod tests {
             [broker.users]
             bridge = "b-secret"
             [broker.tls]
-            cert_path = "/etc/ota/cert.pem"
-            key_path = "/etc/ota/key.pem"
+            cert_file = "/etc/ota/cert.pem"
+            key_file = "/etc/ota/key.pem"
             "#,
         );
         assert_eq!(cfg.listen.port(), 2883);
@@ -683,7 +670,11 @@ mod tests {
         assert_eq!(cfg.connection_timeout_ms, 5_000);
         assert_eq!(cfg.users["bridge"], "b-secret");
         assert!(cfg.requires_auth());
-        assert_eq!(cfg.tls.unwrap().key_path, PathBuf::from("/etc/ota/key.pem"));
+        let tls = cfg.tls.unwrap();
+        assert_eq!(tls.key_file, PathBuf::from("/etc/ota/key.pem"));
+        // Beside listen, on MQTT's TLS port; no client certificates.
+        assert_eq!(tls.listen, "0.0.0.0:8883".parse().unwrap());
+        assert_eq!(tls.client_ca_file, None);
     }
 
     #[test]
@@ -742,11 +733,57 @@ mod tests {
             .err()
             .expect("unknown key accepted");
         assert!(err.to_string().contains("listen_addr"), "{err}");
-        let err = toml::from_str::<File>("[broker.tls]\ncert = \"a\"\nkey_path = \"b\"")
+        let err = toml::from_str::<File>("[broker.tls]\ncert = \"a\"\nkey_file = \"b\"")
             .err()
             .expect("unknown tls key accepted");
         assert!(err.to_string().contains("cert"), "{err}");
         assert!(toml::from_str::<File>("[broker]\nmode = \"cluster\"").is_err());
+    }
+
+    #[test]
+    fn a_tls_listener_beside_the_plain_one() {
+        let users = "[broker.users]\nbridge = \"b\"\n";
+        let cfg = embedded(&format!(
+            "[broker]\nlisten = \"127.0.0.1:1883\"\ntls_listen = \"0.0.0.0:8884\"\n{users}\
+             [broker.tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\n\
+             client_ca_file = \"ca.crt\"\n"
+        ));
+        let tls = cfg.tls.clone().unwrap();
+        assert_eq!(tls.listen, "0.0.0.0:8884".parse().unwrap());
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("ca.crt")));
+        // The bridge stays on the plain listener.
+        let endpoint = BrokerConfig::Embedded(cfg).endpoint();
+        assert_eq!((endpoint.port, endpoint.tls), (1883, false));
+        let tls = tls.relative_to(std::path::Path::new("/etc/ota"));
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/ota/s.crt"));
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("/etc/ota/ca.crt")));
+        // The names before version 3 still read.
+        let old = embedded(&format!(
+            "{users}[broker.tls]\ncert_path = \"c\"\nkey_path = \"k\"\n"
+        ));
+        assert_eq!(old.tls.unwrap().cert_file, PathBuf::from("c"));
+        for (text, key) in [
+            (
+                format!("[broker]\ntls_listen = \"0.0.0.0:8883\"\n{users}"),
+                "tls_listen",
+            ),
+            (
+                format!(
+                    "[broker]\ntls_listen = \"0.0.0.0:1883\"\n{users}\
+                     [broker.tls]\ncert_file = \"c\"\nkey_file = \"k\"\n"
+                ),
+                "tls_listen",
+            ),
+            (
+                format!(
+                    "[broker]\ntls_listen = \"8883\"\n{users}\
+                     [broker.tls]\ncert_file = \"c\"\nkey_file = \"k\"\n"
+                ),
+                "tls_listen",
+            ),
+        ] {
+            assert_eq!(error_key(&text), key, "for {text:?}");
+        }
     }
 
     #[test]

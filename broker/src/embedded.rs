@@ -4,23 +4,23 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::future::ready;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rumqttd::{
-    AclHandler, Broker, Config, ConnectionSettings, Disconnector, MetricSettings, MetricType,
-    RouterConfig, ServerSettings, TlsConfig,
+    AclHandler, Broker, Config, ConnectRequest, ConnectionSettings, Disconnector, MetricSettings,
+    MetricType, RouterConfig, ServerSettings, TlsConfig, TlsFailureHandlerSlot,
 };
 use tracing::{error, info, warn};
 
+use crate::addr::loopback;
 use crate::auth::{Auth, CredentialCheck, TICK_CLIENT_ID};
 use crate::authority::SharedAuthority;
-use crate::config::EmbeddedConfig;
+use crate::config::{EmbeddedConfig, TlsListener};
 use crate::error::BrokerError;
+use crate::handshakes::{HandshakeFailure, Handshakes};
 use crate::meter;
 
 /// How long [`start`] waits for the listener to accept connections.
@@ -42,6 +42,8 @@ const FD_HEADROOM: usize = 64;
 pub struct EmbeddedBroker {
     listen: SocketAddr,
     connect_addr: SocketAddr,
+    tls_listen: Option<SocketAddr>,
+    handshakes: Arc<Handshakes>,
     auth: Arc<Auth>,
     requires_auth: bool,
     disconnector: DisconnectHandle,
@@ -89,6 +91,17 @@ impl EmbeddedBroker {
     /// with a wildcard IP replaced by loopback.
     pub fn connect_addr(&self) -> SocketAddr {
         self.connect_addr
+    }
+
+    /// The TLS listener's address (`[broker] tls_listen`), if it runs.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listen
+    }
+
+    /// TLS handshakes of this kind that failed on the TLS listener since
+    /// start (they are logged once per interval with their counts).
+    pub fn handshake_failures(&self, kind: HandshakeFailure) -> u64 {
+        self.handshakes.get(kind)
     }
 
     /// Let `check` accept logins that `[broker.users]` does not, such as
@@ -152,11 +165,20 @@ impl EmbeddedBroker {
 /// invalid config, a port already in use, or TLS files that cannot be read.
 pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
     cfg.validate()?;
+    // Read and checked now: a bad file fails the start, not a client's
+    // handshake.
+    let server_tls = cfg.tls.as_ref().map(server_tls).transpose()?;
+    check_port(cfg.listen, "listen")?;
     if let Some(tls) = &cfg.tls {
-        check_pem("tls.cert_path", &tls.cert_path, "CERTIFICATE")?;
-        check_pem("tls.key_path", &tls.key_path, "PRIVATE KEY")?;
+        check_port(tls.listen, "tls_listen")?;
+        if tls.client_ca_file.is_some() && !cfg.requires_auth() {
+            warn!(
+                tls_listen = %tls.listen,
+                "mutual TLS on an anonymous embedded broker: a certificate gets a client through \
+                 the handshake, and then it may connect as anyone"
+            );
+        }
     }
-    check_port(cfg.listen)?;
     cfg.warn_if_small_log();
     if !cfg.requires_auth() {
         warn!(
@@ -176,8 +198,9 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
     warn_if_few_fds(cfg.router_max_connections() + FD_HEADROOM);
 
     let auth = Arc::new(Auth::new(cfg.users.clone(), cfg.max_connections));
+    let handshakes = Arc::new(Handshakes::default());
     // Broker::new starts the router thread; links are taken before start().
-    let mut broker = Broker::new(rumqttd_config(cfg, &auth));
+    let mut broker = Broker::new(rumqttd_config(cfg, &auth, server_tls, &handshakes));
     let disconnector = DisconnectHandle(broker.disconnector());
     let meters = broker
         .meters()
@@ -202,16 +225,23 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
 
     let connect_addr = cfg.connect_addr();
     wait_until_accepting(connect_addr, &thread)?;
+    let tls_listen = cfg.tls.as_ref().map(|t| t.listen);
+    if let Some(tls) = &cfg.tls {
+        wait_until_accepting(loopback(tls.listen), &thread)?;
+    }
     info!(
         %listen,
+        tls_listen = ?tls_listen,
+        mutual_tls = cfg.tls.as_ref().is_some_and(TlsListener::mutual),
         max_connections = cfg.max_connections,
         auth = cfg.requires_auth(),
-        tls = cfg.tls.is_some(),
         "embedded broker accepting connections"
     );
     Ok(EmbeddedBroker {
         listen,
         connect_addr,
+        tls_listen,
+        handshakes,
         auth,
         requires_auth: cfg.requires_auth(),
         disconnector,
@@ -219,36 +249,64 @@ pub fn start(cfg: &EmbeddedConfig) -> Result<EmbeddedBroker, BrokerError> {
     })
 }
 
-fn rumqttd_config(cfg: &EmbeddedConfig, auth: &Arc<Auth>) -> Config {
+/// The TLS listener's rustls config, from its files.
+fn server_tls(t: &TlsListener) -> Result<Arc<tls::rustls::ServerConfig>, BrokerError> {
+    let files = tls::ServerFiles {
+        cert: ("cert_file", &t.cert_file),
+        key: ("key_file", &t.key_file),
+        client_ca: t.client_ca_file.as_deref().map(|p| ("client_ca_file", p)),
+    };
+    tls::mqtt_server_config(files).map_err(BrokerError::Tls)
+}
+
+fn rumqttd_config(
+    cfg: &EmbeddedConfig,
+    auth: &Arc<Auth>,
+    server_tls: Option<Arc<tls::rustls::ServerConfig>>,
+    handshakes: &Arc<Handshakes>,
+) -> Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: cfg.connection_timeout_ms,
         max_payload_size: cfg.max_payload_size,
         max_inflight_count: cfg.max_inflight_count,
-        // The static map is not given to rumqttd: its handler would override
-        // it anyway, and ours checks the same map before the guard.
+        // The static map is not given to rumqttd: our connect handler
+        // checks the same map before the guard.
         auth: None,
         external_auth: None,
         // No effect in rumqttd 0.20 (its filter lookup never reports "no
         // match"): a publish nobody subscribes to is dropped, not stored.
         dynamic_filters: false,
+        connect_handler: None,
     };
     if cfg.requires_auth() {
         let auth = auth.clone();
-        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
-            ready(auth.authorize(&client_id, &user, &pass))
-        });
+        connections.connect_handler = Some(Arc::new(move |r: ConnectRequest<'_>| {
+            auth.connect(r.client_id, r.login, r.peer_certificate)
+        }));
     }
-    let server = ServerSettings {
+    let plain = ServerSettings {
         name: "ota-v4".into(),
         listen: cfg.listen,
-        tls: cfg.tls.as_ref().map(|t| TlsConfig::Rustls {
-            capath: None,
-            certpath: t.cert_path.to_string_lossy().into_owned(),
-            keypath: t.key_path.to_string_lossy().into_owned(),
-        }),
+        tls: None,
         next_connection_delay_ms: cfg.next_connection_delay_ms,
-        connections,
+        connections: connections.clone(),
+        tls_failures: None,
     };
+    let mut servers = HashMap::from([("ota".to_owned(), plain)]);
+    if let (Some(t), Some(server_tls)) = (&cfg.tls, server_tls) {
+        let handshakes = handshakes.clone();
+        let tls = ServerSettings {
+            name: "ota-v4-tls".into(),
+            listen: t.listen,
+            tls: Some(TlsConfig::RustlsConfig(server_tls)),
+            next_connection_delay_ms: cfg.next_connection_delay_ms,
+            connections,
+            tls_failures: Some(TlsFailureHandlerSlot(Arc::new(move |addr, failure| {
+                handshakes.failed(addr, failure)
+            }))),
+        };
+        servers.insert("ota-tls".to_owned(), tls);
+    }
     let router = RouterConfig {
         max_connections: cfg.router_max_connections(),
         max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
@@ -263,7 +321,7 @@ fn rumqttd_config(cfg: &EmbeddedConfig, auth: &Arc<Auth>) -> Config {
     Config {
         id: 0,
         router,
-        v4: Some(HashMap::from([("ota".to_owned(), server)])),
+        v4: Some(servers),
         // Drives the router's meter reports to our meter thread. Both kinds
         // must be set: with only one, rumqttd's timer thread unwraps the
         // other's `None` and dies (`link/timer.rs`), and no report ever comes.
@@ -287,33 +345,17 @@ fn metric_every(seconds: u64) -> MetricSettings {
 /// bind it ourselves first, and let go. (Another process could take the
 /// port in the microseconds between; `wait_until_accepting` would then see
 /// the listener thread end.)
-fn check_port(addr: SocketAddr) -> Result<(), BrokerError> {
+fn check_port(addr: SocketAddr, key: &'static str) -> Result<(), BrokerError> {
     match TcpListener::bind(addr) {
         Ok(listener) => {
             drop(listener);
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(BrokerError::AddrInUse { addr }),
-        Err(source) => Err(BrokerError::Bind { addr, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(BrokerError::AddrInUse { addr, key })
+        }
+        Err(source) => Err(BrokerError::Bind { addr, key, source }),
     }
-}
-
-/// rumqttd reads the TLS files on every TLS accept, so a bad file would only
-/// show as an error on the first client's connect. Check them now.
-fn check_pem(key: &'static str, path: &Path, label: &str) -> Result<(), BrokerError> {
-    let bad = |reason: String| BrokerError::TlsFile {
-        key,
-        path: path.to_owned(),
-        reason,
-    };
-    let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    if !text
-        .lines()
-        .any(|l| l.starts_with("-----BEGIN") && l.contains(label))
-    {
-        return Err(bad(format!("no PEM block with {label} in it")));
-    }
-    Ok(())
 }
 
 /// Poll a TCP connect until the listener answers. The probe sends no

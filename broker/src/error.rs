@@ -3,7 +3,6 @@
 //! what to do about it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// A `[broker]` key with a value that cannot be used.
@@ -36,21 +35,19 @@ pub enum BrokerError {
 
     /// Someone else listens on the port. rumqttd itself would only log this
     /// and keep running without a listener, hence the check before it.
-    #[error("address {addr} is in use: stop the other broker or set [broker] listen")]
-    AddrInUse { addr: SocketAddr },
+    #[error("address {addr} is in use: stop the other broker or set [broker] {key}")]
+    AddrInUse { addr: SocketAddr, key: &'static str },
 
-    #[error("cannot listen on {addr}: {source}: check [broker] listen")]
+    #[error("cannot listen on {addr}: {source}: check [broker] {key}")]
     Bind {
         addr: SocketAddr,
+        key: &'static str,
         source: std::io::Error,
     },
 
-    #[error("[broker] {key}: cannot use {path}: {reason}")]
-    TlsFile {
-        key: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    /// A `[broker.tls]` file that cannot be used (the message names the key).
+    #[error("[broker.tls] {0}")]
+    Tls(#[source] tls::TlsError),
 
     #[error("cannot start the embedded broker: {0}")]
     Thread(#[source] std::io::Error),

@@ -16,10 +16,17 @@
 //! - `embedded` — [`start`]: fail-fast port check, rumqttd's config built in
 //!   code, the broker on its own thread, wait until it accepts connections.
 //! - `auth`     — who may connect: `[broker.users]`, a pluggable
-//!   [`CredentialCheck`] (the bridge's device registry), client ids rumqttd
-//!   would choke on, and the connection guard.
+//!   [`CredentialCheck`] (the bridge's device registry), client
+//!   certificates (mutual TLS), client ids rumqttd would choke on, and the
+//!   connection guard.
 //! - `authority` — [`Authority`]: who may connect as whom, publish and
 //!   subscribe where (PROTOCOL.md E1); the bridge implements it.
+//! - `tls_config` — `[broker] tls_listen` and `[broker.tls]`: the TLS
+//!   listener's address and files.
+//! - `handshakes` — failed TLS handshakes, counted by kind, logged once
+//!   per interval.
+//! - `tally`    — [`Tally`]: counters by kind logged once per interval
+//!   (the handshakes', the bridge's refusals).
 //! - `anonymous` — `[broker] allow_anonymous`: no broker without
 //!   `[broker.users]` unless it is set.
 //! - `acl`      — the topic ACL rumqttd's router asks on every PUBLISH,
@@ -43,7 +50,8 @@
 //! - **A refused client gets no CONNACK**, whatever the reason (bad login,
 //!   connection limit, keep-alive 0): it sees the connection close. Clients
 //!   should reconnect with backoff.
-//! - **With users configured, a CONNECT without a username is refused.**
+//! - **With users configured, a CONNECT without a username is refused**
+//!   (unless its TLS client presented a certificate: mutual TLS).
 //!   With `[broker.users]` empty the broker is anonymous: anyone connects,
 //!   and rumqttd calls no auth handler, so no credential check runs, no
 //!   guard refuses clients below the router's own limit, and a client id
@@ -60,11 +68,14 @@
 //! - **A subscriber that falls more than `log_window_bytes()` behind on a
 //!   filter silently loses messages**, even at QoS1 (a WARN in rumqttd's
 //!   log). See `DEFAULT_SEGMENT_SIZE`.
-//! - **TLS:** rumqttd performs each TLS handshake inside its accept loop,
-//!   with no timeout: a client that opens a TCP connection and never
-//!   finishes its handshake stops all new connections on that listener. Do
-//!   not expose the embedded TLS listener to untrusted networks; put a TLS
-//!   terminating proxy in front, or use an external broker.
+//! - **TLS** is a second listener (`tls_listen`, `[broker.tls]`) beside
+//!   the plain one, which the bridge keeps using on loopback. Each
+//!   handshake runs in its connection's own task and gets
+//!   `connection_timeout_ms` (our patch 8: upstream ran it in the accept
+//!   loop with no timeout, so one silent client stopped the listener).
+//!   With `client_ca_file` every client must present a certificate that
+//!   CA signed, and a device logs in by it (`auth.rs`); failed handshakes
+//!   are counted by kind and logged once per interval (`handshakes.rs`).
 //! - **No shutdown:** see [`EmbeddedBroker`].
 //!
 //! # Logs
@@ -80,6 +91,7 @@
 //! are logged under the `broker` target.
 
 mod acl;
+mod addr;
 mod anonymous;
 mod auth;
 mod authority;
@@ -88,18 +100,23 @@ mod config;
 mod embedded;
 mod error;
 mod guard;
+mod handshakes;
 mod meter;
 pub mod mosquitto;
+mod tally;
+mod tls_config;
 mod url;
 
 pub use auth::CredentialCheck;
 pub use authority::{Authority, ConnectVerdict, Login, SharedAuthority};
 pub use config::{
     BrokerConfig, ClientTlsFiles, Credentials, EmbeddedConfig, Endpoint, ExternalConfig, Mode,
-    RawBrokerConfig, RawTls, TlsFiles, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN,
+    RawBrokerConfig, RawTls, TlsListener, DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_COUNT, DEFAULT_MAX_PAYLOAD_SIZE,
     DEFAULT_NEXT_CONNECTION_DELAY_MS, DEFAULT_SEGMENT_COUNT, DEFAULT_SEGMENT_SIZE,
-    MIN_MAX_PAYLOAD_SIZE,
+    DEFAULT_TLS_PORT, MIN_MAX_PAYLOAD_SIZE,
 };
 pub use embedded::{start, ConnectionStats, DisconnectHandle, EmbeddedBroker};
 pub use error::{BrokerError, ConfigError};
+pub use handshakes::HandshakeFailure;
+pub use tally::Tally;

@@ -158,14 +158,20 @@ async fn an_invalid_config_is_refused_before_binding() {
 #[tokio::test]
 async fn unreadable_tls_files_are_refused_at_start() {
     let cfg = EmbeddedConfig {
-        tls: Some(broker::TlsFiles {
-            cert_path: "/nonexistent/cert.pem".into(),
-            key_path: "/nonexistent/key.pem".into(),
+        tls: Some(broker::TlsListener {
+            listen: common::free_addr(),
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            client_ca_file: None,
         }),
         ..config()
     };
     let err = broker::start(&cfg)
         .err()
         .expect("started without TLS files");
-    assert!(err.to_string().contains("[broker] tls.cert_path"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("[broker.tls] cannot read cert_file /nonexistent/cert.pem"),
+        "{text}"
+    );
 }

@@ -60,6 +60,12 @@ pub struct ProvisionEntry {
         with = "crate::keys::opt_kids_hex"
     )]
     pub trusts: Option<Vec<Kid>>,
+    /// The SHA-256 fingerprint (64 lowercase hex digits, `tls::fingerprint`)
+    /// of the client certificate its provisioning file holds, when it has
+    /// one (`ota devices provision --mtls`): when the device is rotated or
+    /// revoked, the embedded broker refuses that certificate from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
 }
 
 /// Most release keys one [`ProvisionEntry`] may name.

@@ -16,6 +16,8 @@
 //! - [`minibridge`]: a minimal stand-in for the bridge over real MQTT
 //!   (Membership, announcements, blocks, StatusAcks), for the agent's and
 //!   the simulator's own tests and scale runs without a bridge.
+//! - [`pki`]: a fleet CA, the broker's certificate and device certificates
+//!   in a temp dir, for the TLS tests.
 //! - [`raw`]: a device's own raw MQTT client that records what it gets,
 //!   for the attacker tests of PROTOCOL.md E1.
 //! - [`attacker`]: what an attacker with one device's login tries, and the
@@ -28,6 +30,7 @@ pub mod downloader;
 pub mod faults;
 pub mod minibridge;
 pub mod mosquitto;
+pub mod pki;
 pub mod raw;
 pub mod serve_config;
 pub mod stack;

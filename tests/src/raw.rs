@@ -39,6 +39,14 @@ pub enum RawError {
     Queue,
 }
 
+/// Loopback, a 10 s keep-alive, packets up to 1 MiB.
+fn options(port: u16, id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o
+}
+
 /// A logged-in device client.
 pub struct RawClient {
     pub client: AsyncClient,
@@ -63,7 +71,7 @@ impl RawClient {
         password: &str,
         will: Option<(String, Vec<u8>)>,
     ) -> Result<RawClient, RawError> {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        let mut o = options(port, id);
         o.set_credentials(id, password);
         if let Some((topic, payload)) = will {
             o.set_last_will(rumqttc::LastWill::new(
@@ -73,8 +81,28 @@ impl RawClient {
                 false,
             ));
         }
-        o.set_keep_alive(Duration::from_secs(10));
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        Self::connect(o).await
+    }
+
+    /// Connects as client `id` over TLS (`tls` trusts the broker's CA and
+    /// may hold a client certificate), with `login` as username and
+    /// password if given: a device logs in by its certificate with none.
+    pub async fn tls_login(
+        port: u16,
+        id: &str,
+        login: Option<(&str, &str)>,
+        tls: std::sync::Arc<tls::rustls::ClientConfig>,
+    ) -> Result<RawClient, RawError> {
+        let mut o = options(port, id);
+        o.set_transport(tls::transport(tls));
+        if let Some((username, password)) = login {
+            o.set_credentials(username, password);
+        }
+        Self::connect(o).await
+    }
+
+    /// Connects with these options and waits for the CONNACK.
+    pub async fn connect(o: MqttOptions) -> Result<RawClient, RawError> {
         let (client, mut el) = AsyncClient::new(o, 64);
         let (tx, got) = mpsc::unbounded_channel();
         tokio::spawn(async move {

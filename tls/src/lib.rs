@@ -24,6 +24,9 @@
 //!   name a revocation list uses.
 //! - `server`  — [`server_config`]: the rustls `ServerConfig` of the
 //!   bridge's HTTP listener.
+//! - `mqtt_server` — [`mqtt_server_config`]: the embedded broker's TLS
+//!   listener (client certificates required with a client CA), and
+//!   [`peer_identity`]: a client certificate's CN and fingerprint.
 //!
 //! No process-wide crypto provider is needed: every config names its
 //! provider ([`provider`]), the same one as the embedded broker's.
@@ -33,6 +36,7 @@ mod error;
 mod explain;
 mod files;
 mod fingerprint;
+mod mqtt_server;
 pub mod pki;
 mod server;
 
@@ -41,6 +45,7 @@ pub use error::TlsError;
 pub use explain::{explain, Failure, FailureKind};
 pub use files::{parse_certs, parse_key, read_certs, read_key};
 pub use fingerprint::{fingerprint, fingerprint_pem};
+pub use mqtt_server::{mqtt_server_config, peer_identity, PeerIdentity, ServerFiles};
 pub use server::server_config;
 
 /// The rustls this workspace uses, for callers that name its types.

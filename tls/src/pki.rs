@@ -244,6 +244,22 @@ pub fn device_files(dir: &Path, device_id: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// A server certificate for 127.0.0.1 from `ca`, written as `NAME.crt` and
+/// `NAME.key` in `dir` (the tests' listeners).
+#[cfg(test)]
+pub(crate) fn test_server_files(ca: &FleetCa, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let issued = ca
+        .issue_server(&["127.0.0.1".into()], Validity::days(1))
+        .unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    (cert, key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

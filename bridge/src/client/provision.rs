@@ -32,14 +32,30 @@ pub async fn send_batch(
     mode: Mode,
     trusts: Option<&[VerifyingKey]>,
 ) -> Result<(), ClientError> {
+    send_batch_with_certs(client, batch, &[], mode, trusts).await
+}
+
+/// [`send_batch`], telling the bridge the SHA-256 fingerprint of each
+/// device's client certificate (`certs[i]` for `batch[i]`; missing: none),
+/// so that rotating or revoking the device refuses that certificate from
+/// then on.
+pub async fn send_batch_with_certs(
+    client: &OpsClient,
+    batch: &[(DeviceId, BTreeMap<String, String>, String)],
+    certs: &[Option<String>],
+    mode: Mode,
+    trusts: Option<&[VerifyingKey]>,
+) -> Result<(), ClientError> {
     let trusts: Option<Vec<_>> = trusts.map(|keys| keys.iter().map(kid).collect());
     let devices = batch
         .iter()
-        .map(|(id, labels, password)| ProvisionEntry {
+        .enumerate()
+        .map(|(i, (id, labels, password))| ProvisionEntry {
             id: id.clone(),
             hash: hash_password(password),
             labels: labels.clone(),
             trusts: trusts.clone(),
+            cert_sha256: certs.get(i).cloned().flatten(),
         })
         .collect();
     let cmd = Command::DeviceProvision {

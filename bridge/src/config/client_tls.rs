@@ -63,12 +63,8 @@ pub fn for_broker(
                 .map(Some)
                 .map_err(|e| (tls_key(&e), e.to_string()))
         }
-        broker::BrokerConfig::Embedded(e) if e.tls.is_some() => Err((
-            "tls",
-            "the embedded broker's TLS listener is not supported in this build: \
-             run an external broker with TLS (mode = \"external\", url = \"mqtts://...\")"
-                .into(),
-        )),
+        // The bridge reaches its embedded broker on the plain listener
+        // (loopback); [broker.tls] is the devices' listener.
         broker::BrokerConfig::Embedded(_) => Ok(None),
     }
 }

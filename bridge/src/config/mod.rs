@@ -406,6 +406,9 @@ impl Validator<'_> {
                 }
             }
         }
+        if let broker::BrokerConfig::Embedded(e) = &mut broker {
+            e.tls = e.tls.take().map(|t| t.relative_to(self.base));
+        }
         let broker_tls = client_tls::for_broker(&mut broker, |p| self.resolve(p))
             .map_err(|(key, message)| self.err("broker", key, message))?;
         let b = raw.bridge;

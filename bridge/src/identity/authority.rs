@@ -10,6 +10,13 @@
 //! | `ota-cli-…` | an operator account (or the bridge's) | an operator |
 //! | anything else | username = that id, its own password (or a client certificate with CN = that id) | the device of that id |
 //!
+//! Over mutual TLS a device's certificate is its login (CN = client id; a
+//! username, if sent, must be the CN too), unless its fingerprint is in the
+//! registry's revocation list (its earlier certificates, from rotate and
+//! revoke); a revoked device is refused whatever it presents. A username
+//! other than the CN is a password login, for the bridge's and operators'
+//! accounts only.
+//!
 //! What each role may publish and subscribe is E1's table; a device's
 //! group and artifact topics come from [`Grants`], which follow the
 //! retained Memberships and announcements the bridge publishes.
@@ -19,7 +26,7 @@
 //! `observe`, both brief) and at most one SHA-512: microseconds, fine on
 //! the broker's listener thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -36,6 +43,8 @@ use schemas::{ArtifactId, DeviceId};
 use super::grants::Grants;
 use super::refusals::{Refusals, Refused};
 use super::store::{CredentialRecord, Standing};
+
+mod connect;
 
 /// Client ids starting with this are operators' (the `ota` CLI's).
 pub const OPERATOR_CLIENT_PREFIX: &str = "ota-cli-";
@@ -96,6 +105,9 @@ struct Entry {
 #[derive(Default)]
 struct State {
     devices: HashMap<DeviceId, Entry>,
+    /// Fingerprints of client certificates refused at login (every
+    /// record's `revoked_certs`; a fingerprint never leaves it).
+    revoked_certs: HashSet<String>,
     grants: Grants,
 }
 
@@ -204,7 +216,10 @@ impl Identity {
             standing: r.standing,
             trusts: r.trusts.as_ref().map(|t| t.clone().into_boxed_slice()),
         };
-        self.write().devices.insert(r.id.clone(), entry);
+        let mut state = self.write();
+        state.devices.insert(r.id.clone(), entry);
+        state.revoked_certs.extend(r.revoked_certs.iter().cloned());
+        drop(state);
         self.changed();
     }
 
@@ -332,14 +347,7 @@ impl Identity {
     /// Is `name` taken by the bridge, operators or their client ids, so
     /// that no device may be provisioned with it?
     pub fn is_reserved(&self, name: &str) -> bool {
-        self.is_bridge_id(name)
-            || name.starts_with(OPERATOR_CLIENT_PREFIX)
-            || self.config.operators.contains_key(name)
-            || self
-                .config
-                .bridge_login
-                .as_ref()
-                .is_some_and(|(u, _)| u == name)
+        self.is_bridge_id(name) || name.starts_with(OPERATOR_CLIENT_PREFIX) || self.is_account(name)
     }
 
     fn is_bridge_id(&self, id: &str) -> bool {
@@ -400,64 +408,6 @@ impl Identity {
             operators: self.config.operators.iter().map(hash).collect(),
             grants: &state.grants,
         })
-    }
-
-    fn decide_connect(&self, client_id: &str, login: Login<'_>) -> Result<(), Refused> {
-        let (username, password) = match login {
-            Login::Certificate { common_name } => {
-                if common_name != client_id {
-                    return Err(Refused::ClientIdMismatch);
-                }
-                if self.is_reserved(client_id) {
-                    return Err(Refused::Reserved);
-                }
-                return self.device_login(client_id, None);
-            }
-            Login::Password { username, password } => (username, password),
-        };
-        if let Some((user, pass)) = &self.config.bridge_login {
-            if username == user {
-                if !ct_eq(password, pass) {
-                    return Err(Refused::BadCredentials);
-                }
-                return match self.role(client_id) {
-                    Role::Bridge | Role::Operator => Ok(()),
-                    Role::Device(_) => Err(Refused::ClientIdMismatch),
-                };
-            }
-        }
-        if let Some(pass) = self.config.operators.get(username) {
-            if !ct_eq(password, pass) {
-                return Err(Refused::BadCredentials);
-            }
-            return match self.role(client_id) {
-                Role::Operator => Ok(()),
-                Role::Bridge | Role::Device(_) => Err(Refused::ClientIdMismatch),
-            };
-        }
-        if self.is_reserved(client_id) {
-            return Err(Refused::Reserved);
-        }
-        if username != client_id {
-            return Err(Refused::ClientIdMismatch);
-        }
-        self.device_login(client_id, Some(password))
-    }
-
-    /// A device's login: `password` `None` for a verified certificate.
-    fn device_login(&self, client_id: &str, password: Option<&str>) -> Result<(), Refused> {
-        let id = DeviceId::new(client_id).map_err(|_| Refused::BadCredentials)?;
-        let state = self.read();
-        match state.devices.get(&id) {
-            Some(e) if e.standing == Standing::Revoked => Err(Refused::Revoked),
-            Some(e) => match (password, &e.hash) {
-                (None, _) => Ok(()),
-                (Some(p), Some(h)) if h.verify(p) => Ok(()),
-                _ => Err(Refused::BadCredentials),
-            },
-            None if self.config.admission == Admission::Open => Ok(()),
-            None => Err(Refused::BadCredentials),
-        }
     }
 
     fn decide_publish(&self, client_id: &str, topic: &str) -> bool {
@@ -594,10 +544,4 @@ impl Authority for Identity {
         }
         ok
     }
-}
-
-/// Compares without an early exit on the first differing byte.
-fn ct_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -2,10 +2,9 @@
 //! count, never one WARN each: an attacker's flood must not flood the log.
 //! Safe to call from the broker's threads (atomics and one try-lock).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use broker::Tally;
 use tracing::warn;
 
 /// How often, at most, refusals are logged.
@@ -20,6 +19,8 @@ pub enum Refused {
     ClientIdMismatch,
     /// A device that was revoked or rejected.
     Revoked,
+    /// A client certificate on the registry's revocation list.
+    CertificateRevoked,
     /// A client id reserved for the bridge or operators.
     Reserved,
     /// A publish outside E1's table.
@@ -32,10 +33,11 @@ pub enum Refused {
     Blocks,
 }
 
-const ALL: [Refused; 8] = [
+const ALL: [Refused; 9] = [
     Refused::BadCredentials,
     Refused::ClientIdMismatch,
     Refused::Revoked,
+    Refused::CertificateRevoked,
     Refused::Reserved,
     Refused::Publish,
     Refused::Subscribe,
@@ -49,6 +51,7 @@ impl Refused {
             Refused::BadCredentials => "bad_credentials",
             Refused::ClientIdMismatch => "client_id_mismatch",
             Refused::Revoked => "revoked",
+            Refused::CertificateRevoked => "certificate_revoked",
             Refused::Reserved => "reserved_client_id",
             Refused::Publish => "publish_not_allowed",
             Refused::Subscribe => "subscribe_not_allowed",
@@ -60,25 +63,32 @@ impl Refused {
 
 /// The counters.
 #[derive(Debug, Default)]
-pub struct Refusals {
-    total: [AtomicU64; ALL.len()],
-    unlogged: [AtomicU64; ALL.len()],
-    last_log: Mutex<Option<Instant>>,
-}
+pub struct Refusals(Tally<{ ALL.len() }>);
 
 impl Refusals {
     /// Counts one refusal of `client_id` (the last one of an interval is
     /// named in the log line, as an example).
     pub fn count(&self, why: Refused, client_id: &str, what: &str) {
-        let i = why as usize;
-        self.total[i].fetch_add(1, Ordering::Relaxed);
-        self.unlogged[i].fetch_add(1, Ordering::Relaxed);
-        self.maybe_log(client_id, what);
+        self.0.count(why as usize);
+        let Some(counts) = self.0.due(LOG_INTERVAL) else {
+            return;
+        };
+        let counts: Vec<String> = counts
+            .into_iter()
+            .map(|(i, n)| format!("{}={n}", ALL[i].as_str()))
+            .collect();
+        warn!(
+            refused = counts.join(" "),
+            example_client = client_id,
+            example = what,
+            interval_secs = LOG_INTERVAL.as_secs(),
+            "identity: refused (counts since the last such line)"
+        );
     }
 
     /// Refusals of this kind since start.
     pub fn get(&self, why: Refused) -> u64 {
-        self.total[why as usize].load(Ordering::Relaxed)
+        self.0.get(why as usize)
     }
 
     /// Every counter, by name.
@@ -89,33 +99,6 @@ impl Refusals {
     /// Sum of every counter.
     pub fn sum(&self) -> u64 {
         ALL.iter().map(|r| self.get(*r)).sum()
-    }
-
-    fn maybe_log(&self, client_id: &str, what: &str) {
-        // Another thread logging right now will cover this one.
-        let Ok(mut last) = self.last_log.try_lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
-            return;
-        }
-        *last = Some(now);
-        drop(last);
-        let counts: Vec<String> = ALL
-            .iter()
-            .filter_map(|r| {
-                let n = self.unlogged[*r as usize].swap(0, Ordering::Relaxed);
-                (n > 0).then(|| format!("{}={n}", r.as_str()))
-            })
-            .collect();
-        warn!(
-            refused = counts.join(" "),
-            example_client = client_id,
-            example = what,
-            interval_secs = LOG_INTERVAL.as_secs(),
-            "identity: refused (counts since the last such line)"
-        );
     }
 }
 
@@ -134,7 +117,6 @@ mod tests {
         assert_eq!(r.get(Refused::Revoked), 1);
         assert_eq!(r.sum(), 1001);
         // One line logged, the rest held for the next interval.
-        let unlogged: u64 = r.unlogged.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-        assert_eq!(unlogged, 1000);
+        assert_eq!(r.0.unlogged(), 1000);
     }
 }

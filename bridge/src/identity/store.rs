@@ -54,6 +54,14 @@ pub struct CredentialRecord {
         with = "schemas::keys::opt_kids_hex"
     )]
     pub trusts: Option<Vec<Kid>>,
+    /// The SHA-256 fingerprint of its current client certificate, when
+    /// its provisioning said (`ota devices provision --mtls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// Fingerprints of its certificates that are refused at login: its
+    /// earlier certificates, from each rotate and revoke.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_certs: Vec<String>,
     /// Unix seconds of provisioning (or enrollment).
     pub created: u64,
     /// Unix seconds of the last change (rotate, revoke, accept).
@@ -70,8 +78,19 @@ impl CredentialRecord {
             standing,
             labels: BTreeMap::new(),
             trusts: None,
+            cert_sha256: None,
+            revoked_certs: Vec::new(),
             created: now,
             updated: now,
+        }
+    }
+
+    /// Its current certificate is refused from now on (rotate, revoke).
+    pub fn retire_cert(&mut self) {
+        if let Some(c) = self.cert_sha256.take() {
+            if !self.revoked_certs.contains(&c) {
+                self.revoked_certs.push(c);
+            }
         }
     }
 }
@@ -115,7 +134,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let s = CredentialStore::open(&db).unwrap();
-        let r = CredentialRecord::new(DeviceId::new("dev-1").unwrap(), "pw", Standing::Active, 1);
+        let mut r =
+            CredentialRecord::new(DeviceId::new("dev-1").unwrap(), "pw", Standing::Active, 1);
+        r.cert_sha256 = Some("ab".repeat(32));
+        r.retire_cert();
+        r.retire_cert();
+        assert_eq!((r.cert_sha256.as_ref(), r.revoked_certs.len()), (None, 1));
         s.put(&r).unwrap();
         assert_eq!(s.get(&r.id).unwrap(), Some(r.clone()));
         assert_eq!(s.all().unwrap(), vec![r]);

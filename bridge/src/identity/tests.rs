@@ -92,46 +92,102 @@ fn devices_log_in_as_themselves_only() {
     assert_eq!(a.refusals().get(Refused::BadCredentials), 3);
 }
 
+fn cert<'a>(common_name: &'a str, fingerprint: &'a str) -> Login<'a> {
+    Login::Certificate {
+        common_name,
+        fingerprint,
+    }
+}
+
 #[test]
 fn certificates_name_the_client_id() {
     let f = fixture(Admission::Provisioned);
     let a = &f.id;
     assert_eq!(
-        a.connect(
-            "dev-1",
-            Login::Certificate {
-                common_name: "dev-1"
-            }
-        ),
+        a.connect("dev-1", cert("dev-1", "f1")),
         ConnectVerdict::Accept
     );
     assert!(matches!(
-        a.connect(
-            "dev-2",
-            Login::Certificate {
-                common_name: "dev-1"
-            }
-        ),
-        ConnectVerdict::Refuse(_)
+        a.connect("dev-2", cert("dev-1", "f1")),
+        ConnectVerdict::Refuse("client_id_mismatch")
     ));
     assert!(matches!(
-        a.connect(
-            "dev-r",
-            Login::Certificate {
-                common_name: "dev-r"
-            }
-        ),
+        a.connect("dev-r", cert("dev-r", "fr")),
         ConnectVerdict::Refuse("revoked")
     ));
     assert!(matches!(
-        a.connect(
-            "ota-bridge",
-            Login::Certificate {
-                common_name: "ota-bridge"
-            }
-        ),
+        a.connect("ota-bridge", cert("ota-bridge", "fb")),
         ConnectVerdict::Refuse(_)
     ));
+    // Not provisioned: a certificate from the fleet CA is not enough.
+    assert!(matches!(
+        a.connect("dev-9", cert("dev-9", "f9")),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+}
+
+#[test]
+fn over_mutual_tls_only_accounts_log_in_by_password() {
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    let with_cert = |username, password| Login::PasswordWithCertificate {
+        username,
+        password,
+        common_name: "dev-2",
+        fingerprint: "f2",
+    };
+    assert_eq!(
+        a.connect("ota-cli-x1", with_cert("alice", "alice-pw")),
+        ConnectVerdict::Accept
+    );
+    assert!(matches!(
+        a.connect("ota-cli-x1", with_cert("alice", "wrong")),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+    // dev-2's certificate with dev-1's password: a device's username must
+    // be its certificate's CN.
+    assert!(matches!(
+        a.connect("dev-1", with_cert("dev-1", &f.pw1)),
+        ConnectVerdict::Refuse("client_id_mismatch")
+    ));
+}
+
+#[test]
+fn a_retired_certificate_is_refused_and_a_new_one_is_not() {
+    let f = fixture(Admission::Provisioned);
+    let a = &f.id;
+    // dev-2 rotated from certificate "old" to "new".
+    let mut r = record("dev-2", "pw2", Standing::Active);
+    r.cert_sha256 = Some("old".into());
+    r.retire_cert();
+    r.cert_sha256 = Some("new".into());
+    a.upsert(&r);
+    assert!(a.cert_revoked("old"));
+    assert!(matches!(
+        a.connect("dev-2", cert("dev-2", "old")),
+        ConnectVerdict::Refuse("certificate_revoked")
+    ));
+    assert_eq!(
+        a.connect("dev-2", cert("dev-2", "new")),
+        ConnectVerdict::Accept
+    );
+    // A revoked certificate is refused for an account's login too.
+    let alice = Login::PasswordWithCertificate {
+        username: "alice",
+        password: "alice-pw",
+        common_name: "dev-2",
+        fingerprint: "old",
+    };
+    assert!(matches!(
+        a.connect("ota-cli-x1", alice),
+        ConnectVerdict::Refuse("certificate_revoked")
+    ));
+    assert_eq!(a.refusals().get(Refused::CertificateRevoked), 2);
+    // The password login is untouched.
+    assert_eq!(
+        a.connect("dev-2", pw("dev-2", "pw2")),
+        ConnectVerdict::Accept
+    );
 }
 
 #[test]

@@ -80,6 +80,29 @@ pub async fn provision(
                 "{id}: trusts names more than {MAX_TRUSTS} release keys"
             )));
         }
+        if let Some(c) = &e.cert_sha256 {
+            if c.len() != 64 || !c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(OpsError::Invalid(format!(
+                    "{id}: cert_sha256 is not a SHA-256 fingerprint (64 lowercase hex digits)"
+                )));
+            }
+        }
+        // Its certificate so far is refused from now on, unless it keeps it.
+        let revoked_certs = match old.clone() {
+            None => Vec::new(),
+            Some(mut o) => {
+                if o.cert_sha256 != e.cert_sha256 {
+                    o.retire_cert();
+                }
+                o.revoked_certs
+            }
+        };
+        if let Some(c) = e.cert_sha256.as_ref().filter(|c| revoked_certs.contains(c)) {
+            return Err(OpsError::Invalid(format!(
+                "{id}: its certificate {c} was revoked (rotated or revoked before): issue it a \
+                 new one (`ota pki device {id}`)"
+            )));
+        }
         let trusts = e
             .trusts
             .or_else(|| old.as_ref().and_then(|o| o.trusts.clone()));
@@ -88,6 +111,8 @@ pub async fn provision(
             hash: e.hash,
             standing: Standing::Active,
             trusts,
+            cert_sha256: e.cert_sha256,
+            revoked_certs,
             created: old.as_ref().map(|o| o.created).unwrap_or(now),
             labels: if e.labels.is_empty() {
                 old.map(|o| o.labels).unwrap_or_default()
@@ -103,8 +128,8 @@ pub async fn provision(
         state.identity().upsert(r);
         let rotated = replace || upsert;
         if rotated {
-            // The old password is refused from now on; a session logged
-            // in with it goes too.
+            // The old password (and certificate) is refused from now on;
+            // a session logged in with it goes too.
             state.identity().disconnect(r.id.as_str());
         }
         views.push(CredentialView {
@@ -157,6 +182,8 @@ pub async fn revoke(
     };
     let replaced = record.standing != Standing::Revoked;
     record.standing = Standing::Revoked;
+    // Its certificate stays refused should it be provisioned again.
+    record.retire_cert();
     record.updated = now;
     state.credentials().put(&record)?;
     state.identity().upsert(&record);

@@ -149,6 +149,9 @@ pub struct DeviceOpts {
     pub directors: bool,
     /// Applies E3 deltas (once its installer holds an image): the default.
     pub deltas: bool,
+    /// Connects over TLS to this port with this config (its certificate
+    /// in it); `None`: plain MQTT to the stack's port.
+    pub tls: Option<(u16, std::sync::Arc<tls::rustls::ClientConfig>)>,
 }
 
 impl DeviceOpts {
@@ -168,7 +171,15 @@ impl DeviceOpts {
             login: None,
             directors: true,
             deltas: true,
+            tls: None,
         }
+    }
+
+    /// Connects over TLS on `port` with `config` (a device logging in by
+    /// its certificate needs no [`DeviceOpts::login`]).
+    pub fn tls(mut self, port: u16, config: std::sync::Arc<tls::rustls::ClientConfig>) -> Self {
+        self.tls = Some((port, config));
+        self
     }
 
     /// Logs in with these credentials (a provisioned device).
@@ -319,7 +330,7 @@ impl Devices {
                 timing: quick_timing(),
             }),
             host: "127.0.0.1".into(),
-            port: stack.port(),
+            port: opts.tls.as_ref().map_or(stack.port(), |(p, _)| *p),
             topics: Topics::default(),
             keep_alive: Duration::from_secs(10),
             backoff: Default::default(),
@@ -332,7 +343,7 @@ impl Devices {
             seed: self.running.len() as u64 + 1,
             pacer: None,
             login: opts.login,
-            tls: None,
+            tls: opts.tls.map(|(_, c)| c),
         };
         let token = CancellationToken::new();
         let stop = token.clone();

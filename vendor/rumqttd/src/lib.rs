@@ -54,6 +54,39 @@ pub type AuthHandler = Arc<
         + Sync,
 >;
 
+/// ota patch (OTA-PATCHES.md 9): what a CONNECT brings to
+/// [`ConnectionSettings::connect_handler`]: its client id, its username
+/// and password if it sent any, and the certificate its TLS client
+/// presented (the leaf, DER), which the listener's rustls config verified.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRequest<'a> {
+    pub client_id: &'a str,
+    pub login: Option<(&'a str, &'a str)>,
+    pub peer_certificate: Option<&'a [u8]>,
+}
+
+/// ota patch (OTA-PATCHES.md 9): decides every CONNECT, with a login or
+/// without, in place of `auth` and `external_auth`. Runs on the
+/// listener's thread: answer from memory.
+pub type ConnectHandler = Arc<dyn Fn(ConnectRequest<'_>) -> bool + Send + Sync>;
+
+/// ota patch (OTA-PATCHES.md 8): why a TLS client did not get through
+/// its handshake, for [`ServerSettings::tls_failures`].
+#[derive(Debug)]
+pub enum TlsFailure<'a> {
+    /// No handshake within `connection_timeout_ms`.
+    TimedOut,
+    /// The handshake failed: rustls' error is inside (`get_ref()`).
+    Handshake(&'a std::io::Error),
+    /// Anything else (the upstream acceptor's own checks).
+    Other(String),
+}
+
+/// ota patch (OTA-PATCHES.md 8): told of every failed TLS handshake (the
+/// listener itself only logs them at `debug`: a port scan must not fill
+/// the log). Runs on the listener's thread.
+pub type TlsFailureHandler = Arc<dyn Fn(SocketAddr, TlsFailure<'_>) + Send + Sync>;
+
 /// ota patch (OTA-PATCHES.md 7): who may publish and subscribe where.
 ///
 /// The router asks it for every PUBLISH (`may_publish(client_id, topic)`,
@@ -115,6 +148,12 @@ pub enum TlsConfig {
         pkcs12path: String,
         pkcs12pass: String,
     },
+    /// ota patch (OTA-PATCHES.md 8): a rustls config built by the caller
+    /// (its certificates, its client verifier, its crypto provider), used
+    /// as it is. Only set in code.
+    #[cfg(feature = "use-rustls")]
+    #[serde(skip)]
+    RustlsConfig(Arc<tokio_rustls::rustls::ServerConfig>),
 }
 
 impl TlsConfig {
@@ -132,6 +171,8 @@ impl TlsConfig {
                 ca && [certpath, keypath].iter().all(|v| Path::new(v).exists())
             }
             TlsConfig::NativeTls { pkcs12path, .. } => Path::new(pkcs12path).exists(),
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsConfig(_) => true,
         }
     }
 }
@@ -143,6 +184,19 @@ pub struct ServerSettings {
     pub tls: Option<TlsConfig>,
     pub next_connection_delay_ms: u64,
     pub connections: ConnectionSettings,
+    /// ota patch (OTA-PATCHES.md 8): told of every failed TLS handshake.
+    #[serde(skip)]
+    pub tls_failures: Option<TlsFailureHandlerSlot>,
+}
+
+/// ota patch: a [`TlsFailureHandler`] in [`ServerSettings`].
+#[derive(Clone)]
+pub struct TlsFailureHandlerSlot(pub TlsFailureHandler);
+
+impl fmt::Debug for TlsFailureHandlerSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsFailureHandler")
+    }
 }
 
 impl ServerSettings {
@@ -179,6 +233,10 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// ota patch (OTA-PATCHES.md 9): decides every CONNECT; see
+    /// [`ConnectHandler`]. Takes precedence over `auth` and `external_auth`.
+    #[serde(skip)]
+    pub connect_handler: Option<ConnectHandler>,
 }
 
 impl ConnectionSettings {
@@ -204,6 +262,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("connect_handler", &self.connect_handler.is_some())
             .finish()
     }
 }

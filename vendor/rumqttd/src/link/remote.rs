@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{ConnectRequest, ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -176,6 +176,7 @@ impl<P: Protocol> RemoteLink<P> {
 pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
     network: &mut Network<P>,
+    peer_certificate: Option<&[u8]>,
 ) -> Result<Packet, Error>
 where
     P: Protocol,
@@ -197,7 +198,22 @@ where
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // ota patch (OTA-PATCHES.md 9): a connect handler decides every
+    // CONNECT, with or without a login, knowing the client's certificate.
+    if let Some(decide) = &config.connect_handler {
+        let request = ConnectRequest {
+            client_id: &connect.client_id,
+            login: login
+                .as_ref()
+                .map(|l| (l.username.as_str(), l.password.as_str())),
+            peer_certificate,
+        };
+        if !decide(request) {
+            return Err(Error::InvalidAuth);
+        }
+    } else {
+        handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
@@ -285,6 +301,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            connect_handler: None,
         }
     }
 

@@ -36,7 +36,7 @@ use std::{io, thread};
 use crate::link::console;
 use crate::link::local::{self, LinkRx, LinkTx};
 use crate::router::{Event, Router};
-use crate::{Config, ConnectionId, ServerSettings};
+use crate::{Config, ConnectionId, ServerSettings, TlsFailure, TlsFailureHandlerSlot};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::error::Elapsed;
@@ -392,18 +392,14 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
+    /// ota patch (OTA-PATCHES.md 8): the listener's TLS acceptor, built
+    /// once (upstream read the certificate files again on every accept).
+    fn tls_acceptor(&self) -> Result<Option<Arc<Acceptor>>, Error> {
         #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
-        match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
+        if let Some(c) = &self.config.tls {
+            return Ok(Some(Arc::new(TLSAcceptor::new(c)?)));
         }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
+        Ok(None)
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
@@ -412,6 +408,12 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         let mut count: usize = 0;
 
         let config = Arc::new(self.config.connections.clone());
+        let acceptor = self.tls_acceptor()?;
+        // ota patch (OTA-PATCHES.md 8): a handshake has as long as a
+        // connection has to send its CONNECT.
+        let handshake_timeout =
+            Duration::from_millis(self.config.connections.connection_timeout_ms.into());
+        let failures = self.config.tls_failures.clone();
         info!(
             config = self.config.name,
             listen_addr = self.config.listen.to_string(),
@@ -427,68 +429,147 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
-            };
-
             info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
+                name=?self.config.name, ?addr, count, "accept"
             );
 
-            let config = config.clone();
-            let router_tx = self.router_tx.clone();
+            let new = NewConnection {
+                config: config.clone(),
+                router_tx: self.router_tx.clone(),
+                protocol: self.protocol.clone(),
+                wills: self.awaiting_will_handler.clone(),
+                link_type,
+            };
             count += 1;
 
-            let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
-                        }
-                    };
-                    task::spawn(
-                        remote(
-                            config,
-                            tenant_id.clone(),
-                            router_tx,
-                            stream,
-                            protocol,
-                            self.awaiting_will_handler.clone(),
-                        )
-                        .instrument(tracing::info_span!(
-                            "websocket_link",
-                            client_id = field::Empty,
-                            connection_id = field::Empty
-                        )),
-                    )
+            // ota patch (OTA-PATCHES.md 8): the TLS handshake runs in the
+            // connection's own task, with a timeout. Upstream awaited it
+            // here, in the accept loop, with none: one client that opened
+            // a TCP connection and sent nothing stopped every new
+            // connection of the listener.
+            match acceptor.clone() {
+                None => {
+                    task::spawn(new.serve(Box::new(stream), None, None));
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
-            };
+                Some(acceptor) => {
+                    let failures = failures.clone();
+                    task::spawn(async move {
+                        let accepted =
+                            time::timeout(handshake_timeout, tls_accept(&acceptor, stream)).await;
+                        match accepted {
+                            Ok(Ok((network, tenant_id, peer))) => {
+                                new.serve(network, tenant_id, peer).await
+                            }
+                            Ok(Err(e)) => {
+                                debug!(error=?e, ?addr, "Tls accept error");
+                                if let Some(f) = &failures {
+                                    tls_failed(f, addr, &e);
+                                }
+                            }
+                            Err(_) => {
+                                debug!(?addr, "Tls handshake timed out");
+                                if let Some(f) = &failures {
+                                    (f.0)(addr, TlsFailure::TimedOut);
+                                }
+                            }
+                        }
+                    });
+                }
+            }
 
             time::sleep(delay).await;
+        }
+    }
+}
+
+/// ota patch (OTA-PATCHES.md 8): the listener's acceptor (none without TLS).
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+type Acceptor = TLSAcceptor;
+#[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+type Acceptor = ();
+
+/// ota patch (OTA-PATCHES.md 8, 9): a TLS handshake, giving the stream, the
+/// tenant id and the client's certificate.
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+async fn tls_accept(
+    acceptor: &TLSAcceptor,
+    stream: TcpStream,
+) -> Result<(Box<dyn N>, Option<String>, Option<Vec<u8>>), Error> {
+    let a = acceptor.accept(stream).await?;
+    Ok((a.network, a.tenant_id, a.peer_certificate))
+}
+
+#[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+async fn tls_accept(
+    _: &(),
+    stream: TcpStream,
+) -> Result<(Box<dyn N>, Option<String>, Option<Vec<u8>>), Error> {
+    Ok((Box::new(stream), None, None))
+}
+
+/// ota patch (OTA-PATCHES.md 8): tells the handler why a handshake failed.
+fn tls_failed(f: &TlsFailureHandlerSlot, addr: SocketAddr, e: &Error) {
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    if let Error::Certs(tls::Error::Io(io)) = e {
+        return (f.0)(addr, TlsFailure::Handshake(io));
+    }
+    (f.0)(addr, TlsFailure::Other(e.to_string()))
+}
+
+/// ota patch (OTA-PATCHES.md 8): what a new connection needs once its
+/// stream is ready, in the connection's own task (upstream ran this part
+/// in the accept loop).
+struct NewConnection<P> {
+    config: Arc<ConnectionSettings>,
+    router_tx: Sender<(ConnectionId, Event)>,
+    protocol: P,
+    wills: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    link_type: LinkType,
+}
+
+impl<P: Protocol + Clone + Send + 'static> NewConnection<P> {
+    async fn serve(
+        self,
+        network: Box<dyn N>,
+        tenant_id: Option<String>,
+        peer: Option<Vec<u8>>,
+    ) {
+        let NewConnection {
+            config,
+            router_tx,
+            protocol,
+            wills,
+            link_type,
+        } = self;
+        match link_type {
+            #[cfg(feature = "websocket")]
+            LinkType::Websocket => {
+                let stream = match accept_hdr_async(network, WSCallback).await {
+                    Ok(s) => Box::new(WsStream::new(s)),
+                    Err(e) => {
+                        error!(error=?e, "Websocket failed handshake");
+                        return;
+                    }
+                };
+                remote(config, tenant_id, peer, router_tx, stream, protocol, wills)
+                    .instrument(tracing::info_span!(
+                        "websocket_link",
+                        client_id = field::Empty,
+                        connection_id = field::Empty
+                    ))
+                    .await
+            }
+            LinkType::Remote => {
+                let span = tracing::error_span!(
+                    "remote_link",
+                    ?tenant_id,
+                    client_id = field::Empty,
+                    connection_id = field::Empty,
+                );
+                remote(config, tenant_id, peer, router_tx, network, protocol, wills)
+                    .instrument(span)
+                    .await
+            }
         }
     }
 }
@@ -519,6 +600,7 @@ impl Callback for WSCallback {
 async fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
+    peer: Option<Vec<u8>>,
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
@@ -533,7 +615,7 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    let connect_packet = match mqtt_connect(config, &mut network, peer.as_deref()).await {
         Ok(p) => p,
         // ota patch: a client that hangs up before its CONNECT (a port
         // probe, a device rebooting) is not a broker error.

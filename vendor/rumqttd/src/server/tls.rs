@@ -94,9 +94,23 @@ pub enum TLSAcceptor {
     },
 }
 
+/// ota patch (OTA-PATCHES.md 9): what a finished handshake gives: the
+/// tenant id (upstream's `verify-client-cert`), the client's certificate
+/// if it presented one (the leaf, DER), and the stream.
+pub struct Accepted {
+    pub tenant_id: Option<String>,
+    pub peer_certificate: Option<Vec<u8>>,
+    pub network: Box<dyn N>,
+}
+
 impl TLSAcceptor {
     pub fn new(config: &TlsConfig) -> Result<Self, Error> {
         match config {
+            // ota patch (OTA-PATCHES.md 8): the caller's rustls config.
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsConfig(config) => Ok(TLSAcceptor::Rustls {
+                acceptor: tokio_rustls::TlsAcceptor::from(config.clone()),
+            }),
             #[cfg(feature = "use-rustls")]
             TlsConfig::Rustls {
                 capath,
@@ -115,11 +129,19 @@ impl TLSAcceptor {
         }
     }
 
-    pub async fn accept(&self, stream: TcpStream) -> Result<(Option<String>, Box<dyn N>), Error> {
+    pub async fn accept(&self, stream: TcpStream) -> Result<Accepted, Error> {
         match self {
             #[cfg(feature = "use-rustls")]
             TLSAcceptor::Rustls { acceptor } => {
                 let stream = acceptor.accept(stream).await?;
+                // ota patch (OTA-PATCHES.md 9): the client's certificate
+                // goes to the connect handler.
+                let peer_certificate = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| leaf.as_ref().to_vec());
 
                 #[cfg(feature = "verify-client-cert")]
                 let tenant_id = {
@@ -133,7 +155,11 @@ impl TLSAcceptor {
                 let tenant_id: Option<String> = None;
 
                 let network = Box::new(stream);
-                Ok((tenant_id, network))
+                Ok(Accepted {
+                    tenant_id,
+                    peer_certificate,
+                    network,
+                })
             }
             #[cfg(feature = "use-native-tls")]
             TLSAcceptor::NativeTLS { acceptor } => {
@@ -146,7 +172,11 @@ impl TLSAcceptor {
                 //     .to_der()?;
                 // let tenant_id = extract_tenant_id(&peer_certificate)?;
                 let network = Box::new(stream);
-                Ok((None, network))
+                Ok(Accepted {
+                    tenant_id: None,
+                    peer_certificate: None,
+                    network,
+                })
             }
         }
     }
