@@ -40,7 +40,7 @@ impl Report {
 type Class = (Option<Outcome>, bool);
 
 /// Counts by state and error over some devices, for people and scripts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Breakdown {
     /// The gating classes.
     pub counts: WaveCounts,
