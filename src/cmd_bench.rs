@@ -25,7 +25,9 @@ use crate::{rt, Run};
 /// of at least 10,100; --quick (1,000 devices) takes under 3. Build with
 /// --release: a debug build measures the debug build. --only, --broker,
 /// --devices, --block-size, --fanout and --fanout-bytes narrow or vary the
-/// run, to measure one question on your own machine.
+/// run, to measure one question on your own machine; --watched measures
+/// the download and ingest rows with a dashboard open and /metrics
+/// scraped every second.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     ota bench --quick\n  \
@@ -33,7 +35,8 @@ use crate::{rt, Run};
     ota bench --json > bench.json\n  \
     ota bench --only downloads --broker embedded --devices 10000 --block-size 16384\n  \
     ota bench --only downloads,raw --devices 2000 --fanout 40000\n  \
-    ota bench --only line")]
+    ota bench --only line\n  \
+    ota bench --only downloads,ingest --broker embedded --devices 1000 --watched")]
 pub struct Bench {
     /// Smaller sizes (1,000 devices, one run each): under 3 minutes.
     #[arg(long)]
@@ -66,6 +69,12 @@ pub struct Bench {
     #[arg(long, value_name = "BYTES_PER_SEC",
           value_parser = clap::value_parser!(u64).range(1..))]
     fanout_bytes: Option<u64>,
+    /// Measure the download and ingest rows with the HTTP listener on, a
+    /// dashboard open (its event stream and its polls) and `/metrics`
+    /// scraped every second: run once with and once without to see what
+    /// watching costs.
+    #[arg(long)]
+    watched: bool,
     /// Print every figure as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -109,6 +118,7 @@ impl Run for Bench {
         }
         plan.fanout_per_sec = self.fanout;
         plan.fanout_bytes_per_sec = self.fanout_bytes;
+        plan.watched = self.watched;
         // The table says how it was made, flags included.
         let args: Vec<String> = std::env::args().skip(1).collect();
         plan.command = Some(format!("ota {}", args.join(" ")));

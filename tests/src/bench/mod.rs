@@ -13,6 +13,8 @@
 //!   from a bridge ([`crate::downloader`]), measured.
 //! - [`ingest`]: the durable status ingest (stored, flushed, acked).
 //! - [`line`]: a factory line's batch of fresh devices to its release.
+//! - [`watcher`]: `--watched`, an open dashboard and a 1 s scraper of
+//!   `/metrics` beside the download and ingest rows' bridge.
 
 pub mod child;
 pub mod download_run;
@@ -23,3 +25,4 @@ pub mod line;
 pub mod raw_fanout;
 pub mod suite;
 pub mod table;
+pub mod watcher;

@@ -53,6 +53,9 @@ pub struct Plan {
     pub ingest_reports: u64,
     /// Devices of one factory line brought up together; 0: not measured.
     pub line_devices: usize,
+    /// The download and ingest rows with `[http]` on, the dashboard open
+    /// and `/metrics` scraped every second ([`super::watcher`]).
+    pub watched: bool,
 }
 
 impl Plan {
@@ -76,6 +79,7 @@ impl Plan {
             ingest_devices: 1000,
             ingest_reports: 50,
             line_devices: 200,
+            watched: false,
         }
     }
 
@@ -103,6 +107,7 @@ impl Plan {
             ingest_devices: 1000,
             ingest_reports: 50,
             line_devices: 200,
+            watched: false,
         }
     }
 
@@ -228,6 +233,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             broadcast,
             deadline: Duration::from_secs(if devices > 1000 { 900 } else { 300 }),
             connect_rate: 500,
+            watched: plan.watched,
         };
         let row = match downloads::run(cmd, &opts, &say).await {
             Ok(r) => {
@@ -239,7 +245,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             }
             Err(e) => Row::failed(&download_label(broadcast, block_size), bname, devices, &e),
         };
-        rows.push(row);
+        rows.push(watched(row, plan.watched));
     }
 
     let image = super::download_run::image_bytes(IMAGE_BYTES);
@@ -262,7 +268,8 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         rows.push(emergency_step(plan.emergency_devices, &mut next, &say).await);
     }
     if plan.ingest_runs > 0 {
-        rows.push(ingest_step(plan, &mut next, &say).await);
+        let row = ingest_step(plan, &mut next, &say).await;
+        rows.push(watched(row, plan.watched));
     }
     if plan.line_devices > 0 {
         rows.push(line_step(plan.line_devices, &mut next, &say).await);
@@ -321,6 +328,7 @@ async fn ingest_step(
         let opts = IngestOptions {
             devices: plan.ingest_devices,
             reports_per_device: plan.ingest_reports,
+            watched: plan.watched,
             ..IngestOptions::new(BenchBroker::Embedded(port))
         };
         match super::ingest::ingest(&opts).await {
@@ -354,6 +362,14 @@ async fn line_step(n: usize, next: &mut impl FnMut(&str), say: &(dyn Fn(String) 
         Ok(r) => line_row(&r),
         Err(e) => Row::failed(LINE, "embedded", n, &e),
     }
+}
+
+/// A row measured with the dashboard open says so in its name.
+fn watched(mut row: Row, on: bool) -> Row {
+    if on {
+        row.bench = format!("{} — dashboard open, /metrics every 1 s", row.bench);
+    }
+    row
 }
 
 const EMERGENCY: &str = "emergency: command to every device `accepted`";
