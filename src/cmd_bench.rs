@@ -30,7 +30,9 @@ use crate::{rt, Run};
 /// takes under 3. Build with
 /// --release: a debug build measures the debug build. --only, --broker,
 /// --devices, --block-size, --fanout and --fanout-bytes narrow or vary the
-/// run, to measure one question on your own machine.
+/// run, to measure one question on your own machine; --watched measures
+/// the download and ingest rows with a dashboard open and /metrics
+/// scraped every second.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     ota bench --quick\n  \
@@ -39,7 +41,8 @@ use crate::{rt, Run};
     ota bench --only downloads --broker embedded --devices 10000 --block-size 16384\n  \
     ota bench --only downloads,raw --devices 2000 --fanout 40000\n  \
     ota bench --only line\n  \
-    ota bench --only deltas")]
+    ota bench --only deltas\n  \
+    ota bench --only downloads,ingest --broker embedded --devices 1000 --watched")]
 pub struct Bench {
     /// Smaller sizes (1,000 devices, one run each; the delta campaign
     /// 200): under 3 minutes.
@@ -73,6 +76,12 @@ pub struct Bench {
     #[arg(long, value_name = "BYTES_PER_SEC",
           value_parser = clap::value_parser!(u64).range(1..))]
     fanout_bytes: Option<u64>,
+    /// Measure the download and ingest rows with the HTTP listener on, a
+    /// dashboard open (its event stream and its polls) and `/metrics`
+    /// scraped every second: run once with and once without to see what
+    /// watching costs.
+    #[arg(long)]
+    watched: bool,
     /// Print every figure as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -116,6 +125,7 @@ impl Run for Bench {
         }
         plan.fanout_per_sec = self.fanout;
         plan.fanout_bytes_per_sec = self.fanout_bytes;
+        plan.watched = self.watched;
         // The table says how it was made, flags included.
         let args: Vec<String> = std::env::args().skip(1).collect();
         plan.command = Some(format!("ota {}", args.join(" ")));

@@ -76,12 +76,12 @@ async fn serve_answers_reads_with_a_token_made_by_http_token() {
     let _ops = wait_ready(mqtt, &key).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], http));
 
-    let (status, body) = tokio::task::spawn_blocking(move || get(addr, "/api/fleet", None))
+    let (status, body) = tokio::task::spawn_blocking(move || get(addr, "/api/v1/fleet", None))
         .await
         .unwrap();
     assert_eq!(status, 401, "{body}");
     let t = token.clone();
-    let (status, body) = tokio::task::spawn_blocking(move || get(addr, "/api/fleet", Some(&t)))
+    let (status, body) = tokio::task::spawn_blocking(move || get(addr, "/api/v1/fleet", Some(&t)))
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");

@@ -56,7 +56,7 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
         mut devices,
     } = Rollout::start("2.0.0", devices).await;
     // The bridge's events, as they happen.
-    let mut events = Stream::open(addr, "/api/events").await;
+    let mut events = Stream::open(addr, "/api/v1/events").await;
     events.until("content-type: text/event-stream").await;
     two_waves(&ops, "fw-2", "2.0.0", 30).await;
     wait_state(&ops, "fw-2", "completed", LONG).await;
@@ -65,7 +65,7 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
     assert!(seen.contains("\"kind\":\"campaign.wave_passed\""), "{seen}");
 
     // One campaign: exactly `ota campaign status fw-2 --json` (but the clock).
-    let api = get(addr, "/api/campaigns/fw-2", &[]).await;
+    let api = get(addr, "/api/v1/campaigns/fw-2", &[]).await;
     assert_eq!(api.status, 200, "{}", api.text());
     assert!(api
         .header("content-type")
@@ -82,7 +82,7 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
     assert_eq!(api.json()["plan"].as_array().map(Vec::len), Some(2));
     assert_eq!(api.json()["counts"]["success"], json!(5), "{}", api.text());
     // The list: `ota campaign list --json`.
-    let list = get(addr, "/api/campaigns", &[]).await;
+    let list = get(addr, "/api/v1/campaigns", &[]).await;
     let cli_list: Json = ops
         .call_ok(Command::CampaignList)
         .await
@@ -90,7 +90,7 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
     assert_eq!(list.json(), cli_list);
 
     // The fleet's counts.
-    let fleet = get(addr, "/api/fleet", &[]).await.json();
+    let fleet = get(addr, "/api/v1/fleet", &[]).await.json();
     assert_eq!(fleet["registered"], json!(5), "{fleet}");
     assert_eq!(fleet["by_arch"]["esp32"]["devices"], json!(5), "{fleet}");
     let main_versions: u64 = fleet["by_version"]["main"]
@@ -103,7 +103,7 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
     assert_eq!(fleet["groups"], json!(2));
 
     // Devices: pages, by group and by labels; bad parameters say which.
-    let p1 = get(addr, "/api/devices?limit=2", &[]).await.json();
+    let p1 = get(addr, "/api/v1/devices?limit=2", &[]).await.json();
     assert_eq!(p1["total"], json!(5));
     let ids = |p: &Json| -> Vec<String> {
         p["devices"]
@@ -115,20 +115,20 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
     };
     assert_eq!(ids(&p1), ["acme-1", "acme-2"]);
     assert_eq!(p1["next"], json!("acme-2"));
-    let p2 = get(addr, "/api/devices?limit=2&after=acme-2", &[])
+    let p2 = get(addr, "/api/v1/devices?limit=2&after=acme-2", &[])
         .await
         .json();
     assert_eq!(ids(&p2), ["acme-3", "canary-1"]);
-    let canary = get(addr, "/api/devices?label=customer%3Dcanary", &[])
+    let canary = get(addr, "/api/v1/devices?label=customer%3Dcanary", &[])
         .await
         .json();
     assert_eq!(ids(&canary), ["canary-1", "canary-2"]);
-    let acme = get(addr, "/api/devices?group=acme&limit=500", &[])
+    let acme = get(addr, "/api/v1/devices?group=acme&limit=500", &[])
         .await
         .json();
     assert_eq!(acme["total"], json!(3));
     assert_eq!(acme["devices"][0]["groups"], json!(["acme"]));
-    let bad = get(addr, "/api/devices?label=%28", &[]).await;
+    let bad = get(addr, "/api/v1/devices?label=%28", &[]).await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(
         bad.json()["error"]
@@ -138,10 +138,13 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
         "{}",
         bad.text()
     );
-    assert_eq!(get(addr, "/api/devices?group=nope", &[]).await.status, 404);
+    assert_eq!(
+        get(addr, "/api/v1/devices?group=nope", &[]).await.status,
+        404
+    );
     let total = |q: &str| {
         let q = q.to_string();
-        async move { get(addr, &format!("/api/devices?{q}"), &[]).await.json()["total"].clone() }
+        async move { get(addr, &format!("/api/v1/devices?{q}"), &[]).await.json()["total"].clone() }
     };
     assert_eq!(total("arch=esp32").await, json!(5));
     assert_eq!(total("arch=armv7").await, json!(0));
@@ -149,26 +152,26 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
     assert_eq!(total("state=offline").await, json!(0));
     assert_eq!(total("version=main:2.0.0&group=canary").await, json!(2));
     assert_eq!(total("version=main:1.0.0").await, json!(0));
-    let bad = get(addr, "/api/devices?state=asleep", &[]).await;
+    let bad = get(addr, "/api/v1/devices?state=asleep", &[]).await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("state"), "{}", bad.text());
     // Groups and artifacts: `group list --json`, `artifact list --json`.
     let cli: Json = ops.call_ok(Command::GroupList).await.expect("group list");
-    assert_eq!(get(addr, "/api/groups", &[]).await.json(), cli);
+    assert_eq!(get(addr, "/api/v1/groups", &[]).await.json(), cli);
     let cli: Json = ops
         .call_ok(Command::ArtifactList)
         .await
         .expect("artifact list");
-    let api = get(addr, "/api/artifacts", &[]).await.json();
+    let api = get(addr, "/api/v1/artifacts", &[]).await.json();
     assert_eq!(api, cli);
     assert_eq!(
         api["artifacts"][0]["artifact"],
         json!("fw-2.0.0-esp32"),
         "{api}"
     );
-    let missing = get(addr, "/api/campaigns/nope", &[]).await;
+    let missing = get(addr, "/api/v1/campaigns/nope", &[]).await;
     assert_eq!(missing.status, 404, "{}", missing.text());
-    assert_eq!(get(addr, "/api/nothing", &[]).await.status, 404);
+    assert_eq!(get(addr, "/api/v1/nothing", &[]).await.status, 404);
 
     // /metrics: the bridge's own counters, read between two snapshots.
     let before = stack.metrics();
@@ -263,11 +266,11 @@ async fn the_api_and_metrics_show_what_the_cli_shows() {
 
     // Nothing on the listener changes state.
     for (method, path) in [
-        ("POST", "/api/campaigns"),
-        ("DELETE", "/api/campaigns/fw-2"),
-        ("PUT", "/api/campaigns/fw-2"),
+        ("POST", "/api/v1/campaigns"),
+        ("DELETE", "/api/v1/campaigns/fw-2"),
+        ("PUT", "/api/v1/campaigns/fw-2"),
         ("POST", "/metrics"),
-        ("PATCH", "/api/devices"),
+        ("PATCH", "/api/v1/devices"),
     ] {
         let r = request([127, 0, 0, 1].into(), addr, method, path, &[]).await;
         assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
@@ -306,7 +309,7 @@ async fn reads_without_the_right_token_are_refused() {
     let good = format!("Bearer {TOKEN}");
 
     // From another address: no token, a wrong one, another scheme.
-    let r = request(outside, far, "GET", "/api/fleet", &[]).await;
+    let r = request(outside, far, "GET", "/api/v1/fleet", &[]).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"ota\""));
     assert!(
@@ -335,7 +338,7 @@ async fn reads_without_the_right_token_are_refused() {
         outside,
         far,
         "GET",
-        "/api/campaigns",
+        "/api/v1/campaigns",
         &[("Authorization", "Basic cmVhZDp4")],
     )
     .await;
@@ -345,7 +348,7 @@ async fn reads_without_the_right_token_are_refused() {
         [127, 0, 0, 1].into(),
         near,
         "GET",
-        "/api/fleet",
+        "/api/v1/fleet",
         &[("Authorization", "Bearer guess")],
     )
     .await;
@@ -357,7 +360,7 @@ async fn reads_without_the_right_token_are_refused() {
             outside,
             far,
             "GET",
-            "/api/campaigns/x",
+            "/api/v1/campaigns/x",
             &[("Authorization", wrong.as_str())],
         )
         .await;
@@ -369,13 +372,13 @@ async fn reads_without_the_right_token_are_refused() {
         outside,
         far,
         "GET",
-        "/api/fleet",
+        "/api/v1/fleet",
         &[("Authorization", good.as_str())],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["registered"], json!(0));
-    let r = request([127, 0, 0, 1].into(), near, "GET", "/api/fleet", &[]).await;
+    let r = request([127, 0, 0, 1].into(), near, "GET", "/api/v1/fleet", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The page holds no data: it loads without a token and asks for one.
     let page = request(outside, far, "GET", "/", &[]).await;
@@ -475,16 +478,16 @@ async fn https_serves_the_token_holder_and_drops_plain_http() {
             http_common::parse(&raw)
         }
     };
-    let r = https("/api/fleet", Some(TOKEN)).await;
+    let r = https("/api/v1/fleet", Some(TOKEN)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["registered"], json!(0));
     // Over TLS too: no token, no data (loopback is not anonymous here).
-    assert_eq!(https("/api/fleet", None).await.status, 401);
+    assert_eq!(https("/api/v1/fleet", None).await.status, 401);
 
     // Plain HTTP on the HTTPS port gets no answer, and is counted.
     let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
     plain
-        .write_all(b"GET /api/fleet HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/v1/fleet HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("send");
     let mut got = Vec::new();

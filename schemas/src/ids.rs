@@ -127,6 +127,26 @@ macro_rules! name_type {
             }
         }
 
+        /// A string of the name's characters (the HTTP API's OpenAPI
+        /// document).
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!(
+                        $kind,
+                        ": 1 to 64 letters, digits, '.', '_' or '-'"
+                    )))
+                    .pattern(Some("^[A-Za-z0-9._-]+$"))
+                    .max_length(Some(MAX_NAME_LEN))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $ty {}
+
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;

@@ -71,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             connect_rate: 500,
             broker: child.addr,
             deadline: Duration::from_secs(600),
+            watched: false,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -151,7 +151,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     if let Some(url) = &dashboard {
         say(
             &opts,
-            format!("   the dashboard is at {url} (read-only; /metrics and /api/... beside it)"),
+            format!("   the dashboard is at {url} (read-only; /metrics and /api/v1/... beside it)"),
         );
     }
     say(

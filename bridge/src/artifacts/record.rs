@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use schemas::msg::{Manifest, WireMessage};
 use schemas::{ArtifactId, ComponentName};
@@ -39,6 +39,21 @@ pub struct ArtifactRecord {
     pub stored_at: u64,
     /// Standard base64 of the COSE_Sign1 manifest, exactly as signed.
     pub manifest: String,
+}
+
+/// One line of `ota artifact list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ArtifactSummary {
+    pub artifact: ArtifactId,
+    /// `firmware`, `app` or `config`.
+    pub kind: String,
+    pub component: ComponentName,
+    pub version: String,
+    pub arch: String,
+    pub size: u64,
+    pub blocks: u32,
+    /// When the bridge stored it (Unix seconds).
+    pub stored_at: u64,
 }
 
 impl ArtifactRecord {
@@ -87,17 +102,17 @@ impl ArtifactRecord {
     }
 
     /// One line of `ota artifact list --json`.
-    pub fn summary(&self) -> Value {
-        json!({
-            "artifact": self.artifact,
-            "kind": self.kind,
-            "component": self.component,
-            "version": self.version,
-            "arch": self.arch,
-            "size": self.size,
-            "blocks": self.blocks,
-            "stored_at": self.stored_at,
-        })
+    pub fn summary(&self) -> ArtifactSummary {
+        ArtifactSummary {
+            artifact: self.artifact.clone(),
+            kind: self.kind.clone(),
+            component: self.component.clone(),
+            version: self.version.clone(),
+            arch: self.arch.clone(),
+            size: self.size,
+            blocks: self.blocks,
+            stored_at: self.stored_at,
+        }
     }
 
     /// `ota artifact show --json`: every field.

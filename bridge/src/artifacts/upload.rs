@@ -33,7 +33,8 @@ use super::{ArtifactError, ArtifactRecord, ArtifactStore};
 use crate::store::private;
 
 /// Where a push stands after one chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = UploadProgress)]
 pub struct Progress {
     pub artifact: schemas::ArtifactId,
     /// Bytes the bridge holds: the offset of the next chunk.
@@ -50,13 +51,8 @@ pub struct Progress {
 impl Progress {
     /// The reply's JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "artifact": self.artifact,
-            "received": self.received,
-            "size": self.size,
-            "complete": self.complete,
-            "accepted": self.accepted,
-        })
+        // Invariant: a name, numbers and bools.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -15,7 +15,7 @@ use super::tally::Tally;
 pub const FAILED_SHOWN: usize = 20;
 
 /// A standing campaign's line, as `campaign status` carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineView {
     pub halt_window: u32,
     /// The latest `halt_window` results: what the gate judges.
@@ -33,7 +33,7 @@ pub struct LineView {
 }
 
 /// One failed device of the line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailedDevice {
     pub id: DeviceId,
     /// Its error code, when it gave one.

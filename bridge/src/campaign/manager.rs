@@ -44,6 +44,7 @@ use super::gate::{AnnounceState, Effect, Gate, Input, Phase, Scope, WaveCounts};
 use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, Release, WaveEnd};
+use super::roster;
 use super::spec::{CampaignSpec, Gates, WaveSpec, FULL_COHORT};
 use super::store::CampaignStore;
 use super::tally::{Anomalies, Report, Tally};
@@ -487,6 +488,36 @@ impl Campaigns {
             entry.tally_loaded = true;
         }
         self.status_now(ctx, id, now)
+    }
+
+    /// A page of the current wave's members, each with its latest state
+    /// (`/api/v1/campaigns/{id}/members`). Loads a finished campaign's
+    /// device states first, as `status` does; reads the detail text of
+    /// the page's members only.
+    pub async fn members(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: &CampaignId,
+        filter: &roster::MemberFilter,
+        now: u64,
+    ) -> Result<roster::MemberPage, CampaignError> {
+        self.status(ctx, id, now).await?;
+        let e = self.entry(id)?;
+        let detail = |d: &DeviceId| {
+            ctx.store
+                .status
+                .current(d, id)
+                .ok()
+                .flatten()
+                .and_then(|c| c.detail)
+        };
+        Ok(roster::page(
+            &e.tally,
+            ctx.fleet,
+            e.record.release.component.as_str(),
+            filter,
+            detail,
+        ))
     }
 
     /// `campaign retry`: the leftovers of a campaign that ended, and its

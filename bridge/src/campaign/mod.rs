@@ -90,6 +90,7 @@ pub mod plan;
 pub mod preflight;
 pub mod record;
 pub mod release;
+pub mod roster;
 pub mod spec;
 pub mod store;
 pub mod tally;

@@ -98,7 +98,7 @@ pub struct WavePlan {
 }
 
 /// E3: one delta of the release over every wave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeltaPlan {
     pub artifact: ArtifactId,
     pub arch: String,

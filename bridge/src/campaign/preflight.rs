@@ -15,7 +15,7 @@ use super::plan::DeltaPlan;
 use crate::fleet::Fleet;
 
 /// One arch among the targeted devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArchLine {
     pub devices: u32,
     /// The release has a manifest for it (or one for `any`).
@@ -23,7 +23,7 @@ pub struct ArchLine {
 }
 
 /// One target group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupLine {
     /// Registered devices in the group now.
     pub devices: u32,
@@ -34,7 +34,7 @@ pub struct GroupLine {
 }
 
 /// The pre-flight report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Preflight {
     /// Registered devices the final cohorts admit.
     pub targeted: u32,

@@ -34,8 +34,9 @@ pub const FULL_COHORT: u16 = 10_000;
 
 /// What a release replaces on the devices. Serialized lowercase, as on the
 /// wire (`"firmware"`, `"app"`, `"config"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CampaignKind)]
 pub enum Kind {
     Firmware,
     App,
@@ -156,7 +157,7 @@ pub struct WaveSpec {
 }
 
 /// The gates every wave must pass. Missing fields take their defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Gates {
     /// A wave passes when at least this share (basis points) of its

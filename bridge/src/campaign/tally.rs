@@ -84,7 +84,7 @@ type Class = (Option<Outcome>, bool, bool);
 const NO_CLASS: Class = (None, false, false);
 
 /// Counts by state and error over some devices, for people and scripts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Breakdown {
     /// The gating classes.
     pub counts: WaveCounts,

@@ -18,7 +18,7 @@ use super::window::{WindowOutlook, Windows};
 use crate::fleet::Fleet;
 
 /// One line of `campaign list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignSummary {
     pub id: CampaignId,
     pub kind: Kind,
@@ -57,13 +57,13 @@ pub struct CampaignSummary {
 }
 
 /// `campaign list`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignList {
     pub campaigns: Vec<CampaignSummary>,
 }
 
 /// One artifact of the release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtifactLine {
     pub artifact: ArtifactId,
     pub arch: String,
@@ -73,7 +73,7 @@ pub struct ArtifactLine {
 
 /// E3: one path through the release, and the current wave's members
 /// whose latest report names it (what they took, whatever its outcome).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PathLine {
     /// The full image, or a delta of it.
     pub artifact: ArtifactId,
@@ -85,7 +85,7 @@ pub struct PathLine {
 }
 
 /// One wave of the plan and how it went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaveView {
     /// 0-based.
     pub wave: usize,
@@ -98,7 +98,7 @@ pub struct WaveView {
 }
 
 /// The current wave's members in one target group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupProgress {
     pub group: GroupName,
     /// The group's cohort at the current wave, basis points.
@@ -110,7 +110,7 @@ pub struct GroupProgress {
 }
 
 /// `campaign status` (and the reply of every campaign command).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignStatus {
     #[serde(flatten)]
     pub summary: CampaignSummary,
@@ -144,7 +144,7 @@ pub struct CampaignStatus {
 
 /// One decision of the campaign's log, as the status reply shows it: the
 /// data and its English.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionLine {
     pub at: u64,
     pub wave: Option<usize>,

@@ -206,7 +206,7 @@ impl Windows {
 }
 
 /// One group's window as `campaign status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowOutlook {
     pub group: GroupName,
     pub window: String,

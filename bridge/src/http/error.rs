@@ -8,6 +8,13 @@ use axum::Json;
 use super::auth::Refusal;
 use crate::ops::OpsError;
 
+/// The body of every refusal and failure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong and what to do.
+    pub error: String,
+}
+
 /// Why a request got no data.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,7 +64,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        let body = Json(ErrorBody {
+            error: self.to_string(),
+        });
         let mut r = (status, body).into_response();
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(

@@ -1,4 +1,4 @@
-//! `/api/events`: every operator event the bridge publishes on
+//! `/api/v1/events`: every operator event the bridge publishes on
 //! `P/ops/events` (campaign decisions, waves, halts, registrations), as
 //! Server-Sent Events, one `event: ota` with the event's JSON as data.
 //! The copy comes from the publisher through a broadcast channel of
@@ -19,6 +19,12 @@ use super::Shared;
 /// Events held for slow readers.
 pub const CAPACITY: usize = 256;
 
+/// The bridge's operator events as they happen (what `P/ops/events`
+/// carries): `event: ota` with the event's JSON as data; `event: lagged`
+/// with how many a slow reader missed.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "Server-Sent Events"), super::api::Failures))]
 pub async fn stream(
     State(s): State<Arc<Shared>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

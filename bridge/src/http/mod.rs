@@ -9,7 +9,9 @@
 //!   cache in front of it.
 //! - [`api`]: the JSON routes and `/metrics`; [`scrape`] encodes the
 //!   counters with `prometheus-client`.
-//! - [`events`]: `/api/events`, the bridge's operator events as
+//! - [`openapi`]: the OpenAPI document, derived from the handlers and the
+//!   types they serve, at `/api/v1/openapi.json`.
+//! - [`events`]: `/api/v1/events`, the bridge's operator events as
 //!   Server-Sent Events (what `P/ops/events` carries).
 //! - [`page`]: the dashboard, one HTML file compiled into the binary.
 //! - [`https`]: the accept loop for `tls_cert`/`tls_key` (rustls through
@@ -17,16 +19,18 @@
 //! - [`error`]: [`ApiError`] and its JSON responses.
 //!
 //! ```text
-//!  GET /                     page (no data in it: no token needed)
-//!  GET /metrics              Prometheus text
-//!  GET /api/fleet            counts by arch, version, standing
-//!  GET /api/devices          ?group=G&label=SELECTOR&arch=A&state=online
-//!                            &version=COMPONENT:VERSION&after=ID&limit=N
-//!  GET /api/groups           group list
-//!  GET /api/artifacts        artifact list
-//!  GET /api/campaigns        campaign list
-//!  GET /api/campaigns/{id}   campaign status
-//!  GET /api/events           Server-Sent Events: every operator event
+//!  GET /                                page (no data in it: no token needed)
+//!  GET /metrics                         Prometheus text
+//!  GET /api/v1/fleet                    counts by arch, version, standing
+//!  GET /api/v1/devices                  ?group=G&label=SELECTOR&arch=A&state=online
+//!                                       &version=COMPONENT:VERSION&after=ID&limit=N
+//!  GET /api/v1/groups                   group list
+//!  GET /api/v1/artifacts                artifact list
+//!  GET /api/v1/campaigns                campaign list
+//!  GET /api/v1/campaigns/{id}           campaign status
+//!  GET /api/v1/campaigns/{id}/members   ?outcome=failure&after=ID&limit=N
+//!  GET /api/v1/events                   Server-Sent Events: every operator event
+//!  GET /api/v1/openapi.json             the OpenAPI document
 //! ```
 //!
 //! Shutdown: the bridge's token stops accepting; requests in hand get
@@ -38,6 +42,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod https;
+pub mod openapi;
 pub mod page;
 pub mod scrape;
 
@@ -50,7 +55,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -90,7 +95,7 @@ pub struct Shared {
     pub identity: Arc<Identity>,
     pub artifacts: crate::artifacts::ArtifactStore,
     pub refusals: auth::Refusals,
-    /// Every operator event the bridge publishes (`/api/events`).
+    /// Every operator event the bridge publishes (`/api/v1/events`).
     pub events: tokio::sync::broadcast::Sender<bytes::Bytes>,
     /// The bridge's stop: ends the event streams.
     pub shutdown: CancellationToken,
@@ -126,24 +131,52 @@ pub async fn bind(cfg: &HttpConfig) -> Result<Bound, HttpError> {
     Ok(Bound { listener, tls })
 }
 
+/// Every route that reads (a token, or anonymous loopback), by its path
+/// as the OpenAPI document writes it.
+pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<Shared>>)> {
+    vec![
+        ("/metrics", get(api::metrics)),
+        ("/api/v1/fleet", get(api::fleet)),
+        ("/api/v1/devices", get(api::devices)),
+        ("/api/v1/groups", get(api::groups)),
+        ("/api/v1/artifacts", get(api::artifacts)),
+        ("/api/v1/campaigns", get(api::campaigns)),
+        ("/api/v1/campaigns/{id}", get(api::campaign)),
+        ("/api/v1/campaigns/{id}/members", get(api::members)),
+        ("/api/v1/events", get(events::stream)),
+        ("/api/v1/openapi.json", get(openapi::openapi_json)),
+    ]
+}
+
+/// An OpenAPI path in axum 0.7's syntax: `{id}` is `:id`.
+fn axum_path(path: &str) -> String {
+    path.split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => format!(":{name}"),
+                None => seg.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Every route.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let reads = Router::new()
-        .route("/metrics", get(api::metrics))
-        .route("/api/fleet", get(api::fleet))
-        .route("/api/devices", get(api::devices))
-        .route("/api/groups", get(api::groups))
-        .route("/api/artifacts", get(api::artifacts))
-        .route("/api/campaigns", get(api::campaigns))
-        .route("/api/campaigns/:id", get(api::campaign))
-        .route("/api/events", get(events::stream))
+    let reads = routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, method)| {
+            r.route(&axum_path(path), method)
+        })
         .route_layer(middleware::from_fn_with_state(shared.clone(), readers_only));
     Router::new()
         .route("/", get(page::dashboard))
         .merge(reads)
         .fallback(|| async {
             ApiError::NotFound(
-                "no such page: see / for the dashboard, /api/... and /metrics".into(),
+                "no such page: see / for the dashboard, /api/v1/... (its map: \
+                 /api/v1/openapi.json) and /metrics"
+                    .into(),
             )
         })
         .layer(middleware::from_fn(no_store))
@@ -212,5 +245,17 @@ pub async fn serve(
             warn!(wait = ?SHUTDOWN_WAIT, "http: requests still open at shutdown; their connections are closed");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_in_axum_syntax() {
+        assert_eq!(
+            super::axum_path("/api/v1/campaigns/{id}/members"),
+            "/api/v1/campaigns/:id/members"
+        );
+        assert_eq!(super::axum_path("/metrics"), "/metrics");
     }
 }

@@ -45,7 +45,7 @@ pub struct Publisher {
     /// announcements grant topics (PROTOCOL.md E1).
     identity: Option<Arc<crate::identity::Identity>>,
     /// Given a copy of every operator event published (the HTTP listener's
-    /// `/api/events`); a full channel drops its oldest for slow readers.
+    /// `/api/v1/events`); a full channel drops its oldest for slow readers.
     events: Option<tokio::sync::broadcast::Sender<Bytes>>,
     /// Signs Memberships, Announcements and StatusAcks (E2); `None`: they
     /// go out as in v1.
@@ -198,7 +198,7 @@ impl Publisher {
 
     /// Publishes an operator event on `P/ops/events` ([`Self::ops_payload`]:
     /// signed when there is a director key) and copies its plain JSON to
-    /// the HTTP listener's `/api/events`, whose readers hold a read token
+    /// the HTTP listener's `/api/v1/events`, whose readers hold a read token
     /// and are not MQTT clients that could verify an envelope.
     pub async fn event<T: serde::Serialize>(&self, value: &T) -> Result<(), PublishError> {
         if let Some(tx) = &self.events {

@@ -13,6 +13,14 @@ use schemas::ArtifactId;
 use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::blocks::BlockServerHandle;
 
+/// `ota artifact list --json` (and `/api/v1/artifacts`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ArtifactList {
+    pub artifacts: Vec<crate::artifacts::record::ArtifactSummary>,
+    /// Pushes under way: bytes received of each image.
+    pub uploads: Vec<crate::artifacts::upload::Progress>,
+}
+
 /// Answers whether a campaign uses an artifact: `Some(campaign id)` when
 /// one does (delete is then refused).
 pub type InUse<'a> = &'a (dyn Fn(&ArtifactId) -> Option<String> + Send + Sync);
@@ -30,9 +38,12 @@ pub async fn handle(
         Command::ArtifactList => {
             let store = store.clone();
             blocking(move || {
-                let artifacts: Vec<Value> = store.list()?.iter().map(|r| r.summary()).collect();
-                let uploads: Vec<Value> = store.uploads()?.iter().map(|p| p.to_json()).collect();
-                Ok(json!({ "artifacts": artifacts, "uploads": uploads }))
+                let list = ArtifactList {
+                    artifacts: store.list()?.iter().map(|r| r.summary()).collect(),
+                    uploads: store.uploads()?,
+                };
+                // Invariant: names, strings, numbers and bools.
+                Ok(serde_json::to_value(list).unwrap_or(Value::Null))
             })
             .await
         }

@@ -17,7 +17,7 @@ use crate::store::Store;
 use crate::store::{CurrentState, DeviceRecord};
 
 /// A device as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceView {
     #[serde(flatten)]
     pub record: DeviceRecord,
@@ -26,7 +26,7 @@ pub struct DeviceView {
 }
 
 /// `device_list` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceList {
     /// This page, by id.
     pub devices: Vec<DeviceView>,
@@ -49,7 +49,7 @@ pub struct DeviceShow {
 }
 
 /// A group as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupView {
     #[serde(flatten)]
     pub record: GroupRecord,
@@ -58,7 +58,7 @@ pub struct GroupView {
 }
 
 /// `group_list` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupList {
     pub groups: Vec<GroupView>,
 }

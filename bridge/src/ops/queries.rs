@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::fleet_cmds::{self, DeviceList};
 use super::OpsError;
+use crate::campaign::roster::{MemberFilter, MemberPage};
 use crate::campaign::view::{CampaignList, CampaignStatus};
 use crate::fleet::selector::Selector;
 use crate::fleet::Fleet;
@@ -44,6 +45,8 @@ pub enum Ask {
     Campaigns,
     /// `campaign status ID`.
     Campaign(CampaignId),
+    /// A page of a campaign's members.
+    Members(CampaignId, MemberFilter),
 }
 
 /// A page of `devices list`, narrowed.
@@ -87,10 +90,11 @@ pub enum Answer {
     Groups(serde_json::Value),
     Campaigns(CampaignList),
     Campaign(Box<CampaignStatus>),
+    Members(MemberPage),
 }
 
-/// The registry in numbers (`/api/fleet`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The registry in numbers (`/api/v1/fleet`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetCounts {
     /// Devices that said Hello.
     pub registered: usize,
@@ -103,7 +107,7 @@ pub struct FleetCounts {
 }
 
 /// Devices of one arch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArchCounts {
     pub devices: usize,
     pub online: usize,
@@ -161,6 +165,10 @@ pub async fn answer(state: &mut CoreState, ask: Ask, now: u64) -> Result<Answer,
         Ask::Campaign(id) => {
             let (ctx, c) = state.campaigns_mut();
             Ok(Answer::Campaign(Box::new(c.status(&ctx, &id, now).await?)))
+        }
+        Ask::Members(id, f) => {
+            let (ctx, c) = state.campaigns_mut();
+            Ok(Answer::Members(c.members(&ctx, &id, &f, now).await?))
         }
     }
 }

@@ -11,7 +11,7 @@ use super::StoreError;
 const TREE: &str = "devices";
 
 /// What the bridge knows about one device, from its Hello and Presence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceRecord {
     pub id: DeviceId,
     pub arch: String,

@@ -7,7 +7,7 @@ use super::{corrupt, StoreError};
 
 /// A group as stored (JSON in the `groups` tree) and as listed to operators;
 /// `fleet::Group` is its checked, in-memory form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupRecord {
     pub name: GroupName,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::net::{IpAddr, SocketAddr};
 
 use bridge::client::OpsClient;
@@ -37,17 +39,7 @@ impl Rollout {
         .await;
         let addr = stack.bridge().http_addr().expect("[http] is on");
         let ops = stack.ops().await;
-        let artifact = format!("fw-{version}-esp32");
-        cc::artifact(
-            &stack,
-            &artifact,
-            Kind::Firmware,
-            "main",
-            version,
-            "esp32",
-            3000,
-        )
-        .await;
+        firmware(&stack, version).await;
         cc::group(&ops, "canary", "canary").await;
         cc::group(&ops, "acme", "acme").await;
         let n = devices.len();
@@ -63,6 +55,20 @@ impl Rollout {
             devices: running,
         }
     }
+}
+
+/// Pushes the esp32 firmware `fw-{version}-esp32` (main, 3,000 bytes).
+pub async fn firmware(stack: &Stack, version: &str) {
+    cc::artifact(
+        stack,
+        &format!("fw-{version}-esp32"),
+        Kind::Firmware,
+        "main",
+        version,
+        "esp32",
+        3000,
+    )
+    .await;
 }
 
 /// Creates and starts `id`: wave 1 the canaries, wave 2 acme, every device

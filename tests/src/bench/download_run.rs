@@ -40,6 +40,9 @@ pub struct BenchOptions {
     pub broker: SocketAddr,
     /// A device gives up after this long.
     pub deadline: Duration,
+    /// With `[http]` on and a dashboard and a scraper reading it
+    /// ([`super::watcher`]).
+    pub watched: bool,
 }
 
 /// What one run measured.
@@ -66,6 +69,8 @@ pub struct BenchResult {
     /// The pacer's rate at the end (deliveries/s) and its back-offs.
     pub pace_rate: u64,
     pub pace_backoffs: u64,
+    /// What the dashboard and the scraper read meanwhile (`watched`).
+    pub watched: Option<super::watcher::Watched>,
 }
 
 /// Why the benchmark could not run.
@@ -101,9 +106,15 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     config.bridge.director_key = Some(schemas::keys::generate());
     config.bridge.client_id = format!("ota-bridge-bench-{}", std::process::id());
     config.blocks = opts.blocks.clone();
+    if opts.watched {
+        config.http = Some(bridge::config::http::HttpConfig::anonymous_loopback(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ));
+    }
 
     let bridge = Bridge::start(config).await?;
     bridge.ready().await;
+    let watcher = bridge.http_addr().map(super::watcher::Watcher::start);
     let manifest = store_image(&bridge, &release, opts).await?;
 
     let started = Instant::now();
@@ -159,6 +170,10 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     }
     let s = bridge.blocks().metrics().snapshot();
     let flight = bridge.blocks().flight().totals();
+    let watched = match watcher {
+        Some(w) => Some(w.stop().await),
+        None => None,
+    };
     bridge.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(BenchResult {
@@ -176,6 +191,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
         flight,
         pace_rate: s.pace_rate,
         pace_backoffs: s.pace_backoffs,
+        watched,
     })
 }
 

@@ -42,6 +42,8 @@ pub struct DownloadOptions {
     pub fanout_per_sec: Option<u64>,
     /// The bridge's `[blocks] fanout_bytes_per_sec` ceiling; `None`: none.
     pub fanout_bytes_per_sec: Option<u64>,
+    /// An open dashboard and a 1 s scraper beside the bridge.
+    pub watched: bool,
 }
 
 /// What one row measured.
@@ -72,6 +74,9 @@ pub struct DownloadRow {
     /// The pacer's last rate (deliveries/s) and its back-offs.
     pub pace_rate: u64,
     pub pace_backoffs: u64,
+    /// What the dashboard and the scraper read meanwhile (`--watched`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watched: Option<super::watcher::Watched>,
 }
 
 /// Why a row could not run.
@@ -145,6 +150,7 @@ pub async fn run(
         connect_rate: opts.connect_rate,
         broker: SocketAddr::from(([127, 0, 0, 1], port)),
         deadline: opts.deadline,
+        watched: opts.watched,
     };
     let pid = proc.pid();
     let started = Instant::now();
@@ -192,5 +198,6 @@ pub async fn run(
         flight: r.flight,
         pace_rate: r.pace_rate,
         pace_backoffs: r.pace_backoffs,
+        watched: r.watched,
     })
 }

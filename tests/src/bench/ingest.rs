@@ -44,6 +44,9 @@ pub struct IngestOptions {
     pub data_dir: Option<PathBuf>,
     /// The run fails when it has not finished by then.
     pub deadline: Duration,
+    /// With `[http]` on and a dashboard and a scraper reading it
+    /// ([`super::watcher`]).
+    pub watched: bool,
 }
 
 /// The broker a run uses.
@@ -76,6 +79,7 @@ impl IngestOptions {
             connect_rate: 500,
             data_dir: None,
             deadline: Duration::from_secs(300),
+            watched: false,
         }
     }
 }
@@ -96,6 +100,9 @@ pub struct IngestReport {
     pub reports_per_commit: f64,
     /// StatusAcks the bridge published during the run.
     pub acks_published: u64,
+    /// What the dashboard and the scraper read meanwhile (`watched`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watched: Option<super::watcher::Watched>,
 }
 
 /// Why a run failed.
@@ -147,13 +154,25 @@ pub async fn ingest(opts: &IngestOptions) -> Result<IngestReport, BenchError> {
     config.bridge.director_key = Some(schemas::keys::generate());
     config.status = opts.status;
     config.bridge.metrics_interval = Duration::from_secs(3600);
+    if opts.watched {
+        config.http = Some(bridge::config::http::HttpConfig::anonymous_loopback(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ));
+    }
     let bridge = Bridge::start(config).await?;
-    let result = match tokio::time::timeout(Duration::from_secs(30), bridge.ready()).await {
+    let watcher = bridge.http_addr().map(super::watcher::Watcher::start);
+    let mut result = match tokio::time::timeout(Duration::from_secs(30), bridge.ready()).await {
         Ok(()) => run(opts, &bridge).await,
         Err(_) => Err(BenchError::Setup(
             "the bridge did not subscribe within 30 s".into(),
         )),
     };
+    if let Some(w) = watcher {
+        let watched = w.stop().await;
+        if let Ok(r) = &mut result {
+            r.watched = Some(watched);
+        }
+    }
     let stopped = bridge.shutdown().await;
     if let Some(t) = temp {
         // Best effort: a leftover temp dir is only disk space.
@@ -261,6 +280,7 @@ async fn run(opts: &IngestOptions, bridge: &Bridge) -> Result<IngestReport, Benc
         reports_per_sec: reports as f64 / elapsed.as_secs_f64(),
         commits,
         reports_per_commit: reports as f64 / commits.max(1) as f64,
+        watched: None,
         acks_published: after.acks_published - before.acks_published,
     })
 }

@@ -20,6 +20,8 @@
 //! - [`delta_campaign`]: a campaign to a fleet on two versions, with
 //!   deltas and without.
 //! - [`block_tally`]: block bytes by artifact, as the broker carries them.
+//! - [`watcher`]: `--watched`, an open dashboard and a 1 s scraper of
+//!   `/metrics` beside the download and ingest rows' bridge.
 
 pub mod block_tally;
 pub mod child;
@@ -34,3 +36,4 @@ pub mod line;
 pub mod raw_fanout;
 pub mod suite;
 pub mod table;
+pub mod watcher;

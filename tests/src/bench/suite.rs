@@ -60,6 +60,9 @@ pub struct Plan {
     /// Devices of the delta campaign (half on each of two versions), run
     /// with deltas and with the full image only; 0: not measured.
     pub delta_devices: usize,
+    /// The download and ingest rows with `[http]` on, the dashboard open
+    /// and `/metrics` scraped every second ([`super::watcher`]).
+    pub watched: bool,
 }
 
 impl Plan {
@@ -85,6 +88,7 @@ impl Plan {
             line_devices: 200,
             delta_sizes: true,
             delta_devices: 200,
+            watched: false,
         }
     }
 
@@ -114,6 +118,7 @@ impl Plan {
             line_devices: 200,
             delta_sizes: true,
             delta_devices: 1000,
+            watched: false,
         }
     }
 
@@ -246,6 +251,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             broadcast,
             deadline: Duration::from_secs(if devices > 1000 { 900 } else { 300 }),
             connect_rate: 500,
+            watched: plan.watched,
         };
         let row = match downloads::run(cmd, &opts, &say).await {
             Ok(r) => {
@@ -257,7 +263,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             }
             Err(e) => Row::failed(&download_label(broadcast, block_size), bname, devices, &e),
         };
-        rows.push(row);
+        rows.push(watched(row, plan.watched));
     }
 
     let image = super::download_run::image_bytes(IMAGE_BYTES);
@@ -280,7 +286,8 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         rows.push(emergency_step(plan.emergency_devices, &mut next, &say).await);
     }
     if plan.ingest_runs > 0 {
-        rows.push(ingest_step(plan, &mut next, &say).await);
+        let row = ingest_step(plan, &mut next, &say).await;
+        rows.push(watched(row, plan.watched));
     }
     if plan.line_devices > 0 {
         rows.push(line_step(plan.line_devices, &mut next, &say).await);
@@ -348,6 +355,7 @@ async fn ingest_step(
         let opts = IngestOptions {
             devices: plan.ingest_devices,
             reports_per_device: plan.ingest_reports,
+            watched: plan.watched,
             ..IngestOptions::new(BenchBroker::Embedded(port))
         };
         match super::ingest::ingest(&opts).await {
@@ -427,6 +435,14 @@ async fn delta_campaign_step(
     opts.deltas = false;
     let full = delta_campaign::run(&opts, say).await;
     delta_campaign::rows(with, full, n)
+}
+
+/// A row measured with the dashboard open says so in its name.
+fn watched(mut row: Row, on: bool) -> Row {
+    if on {
+        row.bench = format!("{} — dashboard open, /metrics every 1 s", row.bench);
+    }
+    row
 }
 
 const EMERGENCY: &str = "emergency: command to every device `accepted`";

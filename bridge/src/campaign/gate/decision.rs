@@ -26,7 +26,7 @@ pub struct Decision {
 }
 
 /// Which decision, and the numbers behind it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum DecisionKind {
     /// A wave started: the groups whose cohort it raises (`None`: an
@@ -83,7 +83,7 @@ pub enum DecisionKind {
 }
 
 /// Where a resume went on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum Resumed {
     /// The paused wave, until `deadline` (`remaining` s were left).

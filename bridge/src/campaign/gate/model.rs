@@ -15,7 +15,9 @@ use super::judge::ratio_bp;
 /// The tally of the current wave's members, by PROTOCOL.md's gating classes.
 /// `members` is authoritative; `pending` (no terminal state yet) is carried
 /// for reports only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct WaveCounts {
     pub members: u32,
     pub success: u32,
@@ -62,7 +64,7 @@ impl WaveCounts {
 }
 
 /// Where the campaign is. Every timer is an absolute Unix second.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     /// Created, nothing announced.
@@ -108,7 +110,7 @@ pub enum Phase {
 }
 
 /// What a pause interrupted, with the time it had left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum PausedFrom {
     Running {
@@ -136,7 +138,7 @@ impl PausedFrom {
 }
 
 /// Why the gate halted a campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum HaltReason {
     /// The failure rate's lower confidence bound went above the halt bar.
@@ -179,7 +181,7 @@ pub enum HaltReason {
 }
 
 /// Which rule passed a wave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PassRule {
     /// No member the gate can judge (empty group, all not applicable).
@@ -192,7 +194,7 @@ pub enum PassRule {
 }
 
 /// The `state` of an announcement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AnnounceState {
     Active,
