@@ -116,7 +116,9 @@ struct Template {
     broker_url: String,
     prefix: String,
     release_keys: Vec<VerifyingKey>,
-    /// The bridge's director key (E2), from the config's `director_key`.
+    /// The director keys devices trust (E2): the public half of the
+    /// config's `director_key`, then every `director_keys_next` key
+    /// (rotation: devices provisioned now trust the next key already).
     director_keys: Vec<VerifyingKey>,
 }
 
@@ -131,12 +133,7 @@ fn template(
         .as_ref()
         .and_then(|c| c.mosquitto())
         .map(|m| m.devices_listen.port());
-    let director_keys: Vec<VerifyingKey> = config
-        .as_ref()
-        .and_then(|c| c.bridge.director_key.as_ref())
-        .map(|k| k.verifying_key())
-        .into_iter()
-        .collect();
+    let director_keys = config.as_ref().map(director_keys).unwrap_or_default();
     let mut release_keys: Vec<VerifyingKey> = config
         .map(|c| c.bridge.release_keys.into_values().collect())
         .unwrap_or_default();
@@ -159,6 +156,18 @@ fn template(
         release_keys,
         director_keys,
     })
+}
+
+/// What a provisioning file's `director_keys` holds: the current director
+/// key's public half first, then the next ones of `director_keys_next`.
+fn director_keys(config: &bridge::Config) -> Vec<VerifyingKey> {
+    let b = &config.bridge;
+    b.director_key
+        .as_ref()
+        .map(|k| k.verifying_key())
+        .into_iter()
+        .chain(b.director_keys_next.values().copied())
+        .collect()
 }
 
 impl Template {
