@@ -144,7 +144,9 @@ struct Template {
     broker_url: String,
     prefix: String,
     release_keys: Vec<VerifyingKey>,
-    /// The bridge's director key (E2), from the config's `director_key`.
+    /// The director keys devices trust (E2): the public half of the
+    /// config's `director_key`, then every `director_keys_next` key
+    /// (rotation: devices provisioned now trust the next key already).
     director_keys: Vec<VerifyingKey>,
     /// `--ca`: the fleet CA, whose certificate every file carries.
     ca: Option<FleetCa>,
@@ -164,12 +166,7 @@ fn template(
         .as_ref()
         .and_then(|c| c.mosquitto())
         .map(|m| m.devices_listen.port());
-    let director_keys: Vec<VerifyingKey> = config
-        .as_ref()
-        .and_then(|c| c.bridge.director_key.as_ref())
-        .map(|k| k.verifying_key())
-        .into_iter()
-        .collect();
+    let director_keys = config.as_ref().map(director_keys).unwrap_or_default();
     let mut release_keys: Vec<VerifyingKey> = config
         .map(|c| c.bridge.release_keys.into_values().collect())
         .unwrap_or_default();
@@ -205,6 +202,18 @@ fn template(
         ca,
         mtls: tls_args.mtls,
     })
+}
+
+/// What a provisioning file's `director_keys` holds: the current director
+/// key's public half first, then the next ones of `director_keys_next`.
+fn director_keys(config: &bridge::Config) -> Vec<VerifyingKey> {
+    let b = &config.bridge;
+    b.director_key
+        .as_ref()
+        .map(|k| k.verifying_key())
+        .into_iter()
+        .chain(b.director_keys_next.values().copied())
+        .collect()
 }
 
 impl Template {

@@ -1,8 +1,9 @@
 //! Every device its own identity (issue 12), against the real `ota serve`
 //! with its embedded broker and accounts:
 //!
-//! - `ota devices provision` writes provisioning files; a device logs in
-//!   with its file and registers;
+//! - `ota devices provision` writes provisioning files (the director key
+//!   and the `director_keys_next` ones); a device logs in with its file and
+//!   registers;
 //! - a device's secret does not log in under another device's id, as the
 //!   bridge, or as an operator; wrong and unknown passwords are refused;
 //! - a Hello for an unprovisioned id registers nothing;
@@ -37,7 +38,18 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
         schemas::keys::verifying_key_to_text(&release.verifying_key()),
     )
     .unwrap();
-    secured_config(dir, port, "", "")
+    std::fs::write(
+        dir.join("director-2.pub"),
+        schemas::keys::verifying_key_to_text(&next_director()),
+    )
+    .unwrap();
+    secured_config(dir, port, "director_keys_next = [\"director-2.pub\"]\n", "")
+}
+
+/// The next director key of the config (`director_keys_next`): provisioning
+/// files carry it beside the current one (rotation).
+fn next_director() -> schemas::keys::VerifyingKey {
+    schemas::keys::SigningKey::from_bytes(&[9; 32]).verifying_key()
 }
 
 /// A logged-in client: its event loop runs until the connection ends,
@@ -194,8 +206,8 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     assert_eq!(p1.release_keys.len(), 1);
     assert_eq!(
         p1.director_keys,
-        [director().verifying_key()],
-        "devices get the bridge's director key"
+        [director().verifying_key(), next_director()],
+        "devices get the bridge's director key, then the next one"
     );
     assert_ne!(p1.password, p2.password);
     #[cfg(unix)]
@@ -355,6 +367,11 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     );
     let p2b = read_file(&out_dir, "dev-2");
     assert_ne!(p2b.password, p2.password);
+    assert_eq!(
+        p2b.director_keys,
+        [director().verifying_key(), next_director()],
+        "a rotated file carries the current and the next director key"
+    );
     assert!(
         login_with(port, &p2b).await.is_ok(),
         "the new password is refused"

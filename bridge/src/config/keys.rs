@@ -54,6 +54,40 @@ impl Validator<'_> {
         Ok(key)
     }
 
+    /// Reads `[bridge] director_keys_next`, the public halves of the next
+    /// director keys (rotation), and refuses a release key or the current
+    /// director key's own public half: either is a mistake that would
+    /// leave devices trusting nothing new.
+    pub(super) fn director_keys_next(
+        &self,
+        files: Vec<PathBuf>,
+        release_keys: &BTreeMap<Kid, VerifyingKey>,
+        director_key: Option<&SigningKey>,
+    ) -> Result<BTreeMap<Kid, VerifyingKey>, ConfigError> {
+        let current = director_key.map(|k| schemas::keys::kid(&k.verifying_key()));
+        let mut out = BTreeMap::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let key = format!("director_keys_next[{i}]");
+            let path = self.resolve(file.clone());
+            let vk = self.public_key("bridge", key.clone(), file)?;
+            let kid = schemas::keys::kid(&vk);
+            let why = if release_keys.contains_key(&kid) {
+                "is a release key: a director key must never be one; list the .pub of a new `ota keygen` pair"
+            } else if current == Some(kid) {
+                "is the current director_key's public half: list the .pub of the next director key, a new `ota keygen` pair"
+            } else {
+                out.insert(kid, vk);
+                continue;
+            };
+            return Err(self.err(
+                "bridge",
+                key,
+                format!("{} (kid {}) {why}", path.display(), hex::encode(kid)),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Reads a list of public key files, by kid.
     pub(super) fn keys(
         &self,

@@ -11,6 +11,7 @@
 //! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
 //! release_keys = ["keys/release.pub"]
 //! director_key = "keys/director.key"  # required to serve: signs control messages (E2); never a release key
+//! director_keys_next = ["keys/director-2.pub"]  # the next director keys, put in provisioning files (rotation)
 //! control_ttl_secs = 604800         # how long a signed control message holds (7 days)
 //! command_window_secs = 300
 //! metrics_interval_secs = 60
@@ -165,6 +166,12 @@ pub struct BridgeConfig {
     /// configs without one), required to run: `None` and
     /// [`crate::Bridge::start`] refuses to start.
     pub director_key: Option<SigningKey>,
+    /// `director_keys_next`: the public halves of the director keys that
+    /// come next, by kid. `ota devices provision` puts them in every
+    /// provisioning file beside the current one, so devices provisioned
+    /// now already trust the key the bridge moves to. Never a release key,
+    /// never the current director key.
+    pub director_keys_next: BTreeMap<Kid, VerifyingKey>,
     /// How long a signed control message holds (`expires` - `issued`).
     pub control_ttl: Duration,
 }
@@ -202,6 +209,14 @@ impl std::fmt::Debug for BridgeConfig {
                     .director_key
                     .as_ref()
                     .map(|k| hex::encode(schemas::keys::kid(&k.verifying_key()))),
+            )
+            .field(
+                "director_keys_next",
+                &self
+                    .director_keys_next
+                    .keys()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>(),
             )
             .field("control_ttl", &self.control_ttl)
             .finish()
@@ -300,6 +315,7 @@ impl Config {
                 metrics_interval: Duration::from_secs(DEFAULT_METRICS_INTERVAL_SECS),
                 audit_retention: Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
                 director_key: None,
+                director_keys_next: BTreeMap::new(),
                 control_ttl: Duration::from_secs(DEFAULT_CONTROL_TTL_SECS),
             },
             broker,
@@ -472,6 +488,11 @@ impl Validator<'_> {
             .director_key
             .map(|p| self.director_key(p, &release_keys))
             .transpose()?;
+        let director_keys_next = self.director_keys_next(
+            b.director_keys_next.unwrap_or_default(),
+            &release_keys,
+            director_key.as_ref(),
+        )?;
         let bridge = BridgeConfig {
             topics,
             data_dir: self.resolve(b.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
@@ -483,6 +504,7 @@ impl Validator<'_> {
             metrics_interval: Duration::from_secs(metrics_secs),
             audit_retention,
             director_key,
+            director_keys_next,
             control_ttl: Duration::from_secs(control_ttl_secs),
         };
 
@@ -710,6 +732,70 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_next_director_keys_are_read_and_never_a_release_or_the_current_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = write_private(dir.path(), "director.key", 5);
+        write_key(dir.path(), "director.pub", 5);
+        let next = write_key(dir.path(), "director-2.pub", 8);
+        let rel = write_key(dir.path(), "rel.pub", 6);
+        let c = load_anon(
+            dir.path(),
+            "[bridge]\ndirector_key = \"director.key\"\ndirector_keys_next = [\"director-2.pub\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.bridge.director_key.map(|k| k.verifying_key()),
+            Some(d.verifying_key())
+        );
+        assert_eq!(
+            c.bridge
+                .director_keys_next
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![next]
+        );
+        assert!(load_anon(dir.path(), "")
+            .unwrap()
+            .bridge
+            .director_keys_next
+            .is_empty());
+        // Without a director key (a CLI config), the next keys still load.
+        let c = load_anon(
+            dir.path(),
+            "[bridge]\ndirector_keys_next = [\"director-2.pub\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridge.director_keys_next.len(), 1);
+
+        for (list, want) in [
+            ("[\"director-2.pub\", \"rel.pub\"]", "director_keys_next[1]"),
+            ("[\"rel.pub\"]", "is a release key"),
+            ("[\"director.pub\"]", "current director_key's public half"),
+            ("[\"absent.pub\"]", "cannot read"),
+            ("[\"director.key\"]", "director_keys_next[0]"),
+        ] {
+            let e = load_anon(
+                dir.path(),
+                &format!(
+                    "[bridge]\nrelease_keys = [\"rel.pub\"]\ndirector_key = \"director.key\"\ndirector_keys_next = {list}\n"
+                ),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(want), "{list}: {e}");
+            assert!(e.contains("[bridge] director_keys_next"), "{list}: {e}");
+        }
+        let e = load_anon(
+            dir.path(),
+            "[bridge]\nrelease_keys = [\"rel.pub\"]\ndirector_keys_next = [\"rel.pub\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&hex::encode(schemas::keys::kid(&rel))), "{e}");
     }
 
     /// [`load`] on an anonymous embedded broker (allowed for tests).

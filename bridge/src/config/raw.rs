@@ -46,6 +46,7 @@ pub struct RawBridge {
     pub operator_keys: Option<Vec<PathBuf>>,
     pub release_keys: Option<Vec<PathBuf>>,
     pub director_key: Option<PathBuf>,
+    pub director_keys_next: Option<Vec<PathBuf>>,
     pub control_ttl_secs: Option<u64>,
     pub command_window_secs: Option<u64>,
     pub metrics_interval_secs: Option<u64>,

@@ -147,6 +147,9 @@ pub struct DeviceOpts {
     pub login: Option<(String, String)>,
     /// Provisioned with the bridge's director key (E2): the default.
     pub directors: bool,
+    /// Director keys trusted beside the bridge's (a provisioning file's
+    /// `director_keys_next`, for rotation).
+    pub next_directors: Vec<schemas::keys::VerifyingKey>,
     /// Applies E3 deltas (once its installer holds an image): the default.
     pub deltas: bool,
     /// Connects over TLS to this port with this config (its certificate
@@ -170,6 +173,7 @@ impl DeviceOpts {
             installer: MemoryInstaller::default(),
             login: None,
             directors: true,
+            next_directors: Vec::new(),
             deltas: true,
             tls: None,
         }
@@ -185,6 +189,12 @@ impl DeviceOpts {
     /// Logs in with these credentials (a provisioned device).
     pub fn login(mut self, login: (String, String)) -> Self {
         self.login = Some(login);
+        self
+    }
+
+    /// Also trusts this director key (the next one, for rotation).
+    pub fn trusting_next(mut self, key: schemas::keys::VerifyingKey) -> Self {
+        self.next_directors.push(key);
         self
     }
 
@@ -321,7 +331,10 @@ impl Devices {
                     blocks_common::release_key().verifying_key()
                 ])),
                 directors: Arc::new(if opts.directors {
-                    DirectorKeys::new([common::director_key().verifying_key()])
+                    DirectorKeys::new(
+                        std::iter::once(common::director_key().verifying_key())
+                            .chain(opts.next_directors),
+                    )
                 } else {
                     DirectorKeys::default()
                 }),
