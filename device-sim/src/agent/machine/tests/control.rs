@@ -244,3 +244,39 @@ fn an_empty_announcement_stops_unsigned_but_starts_nothing() {
     let ack_topic = Topic::Ack(DeviceId::new("dev-0001").unwrap());
     assert_eq!(d.deliver(&ack_topic, &[]), Err("empty ack"));
 }
+
+/// Issue 13, item 6: a genuine older release replayed (allow_downgrade
+/// false) installs nothing, whether the director signed its announcement
+/// or not. The device runs 1.2.0; the release is 1.1.0.
+#[test]
+fn a_replayed_older_release_is_refused_signed_or_not() {
+    let mut d = signed_dev();
+    d.deliver(
+        &groups_topic(),
+        &signed(&membership(&["g1"]), &groups_topic(), 10, &director()),
+    )
+    .unwrap();
+    let old = image("fw", "1.1.0", Kind::App);
+    assert!(!old.manifest.allow_downgrade);
+    let replay = ann("old", &old);
+    // Without the director's signature: refused before it is read.
+    assert_eq!(d.deliver(&g1(), &replay.encode()), Err("missing_auth"));
+    assert!(d.published().is_empty());
+    // Announced with a valid director signature: read, and refused by
+    // anti-rollback (the release's own signed allow_downgrade).
+    d.deliver(&g1(), &signed(&replay, &g1(), 11, &director()))
+        .unwrap();
+    let s = d.published();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(
+        (s[0].state, s[0].error),
+        (StatusState::Failed, Some(ErrorCode::VersionRejected)),
+        "{s:?}"
+    );
+    assert!(
+        !d.log
+            .iter()
+            .any(|a| matches!(a, Action::Subscribe(t) if *t == fw_blocks())),
+        "no block of the old image is asked for"
+    );
+}
