@@ -2,7 +2,7 @@
 //! bad input (an impostor, a broken device, a replayed command) must not
 //! become a flood of log lines: the first one of an interval is logged,
 //! with how many of its kind were not logged since the line before.
-//! Counting is done apart, in [`crate::metrics`]; this only decides
+//! Counting is done apart, by the bridge's counters; this only decides
 //! whether to write the line.
 
 use std::sync::atomic::{AtomicU64, Ordering};
