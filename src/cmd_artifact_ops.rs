@@ -130,7 +130,7 @@ impl Push {
 
 impl List {
     pub fn run(self) -> anyhow::Result<()> {
-        let v: Value = call(&self.conn, Command::ArtifactList)?;
+        let v: Value = self.conn.call(Command::ArtifactList)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
@@ -166,7 +166,7 @@ impl List {
 
 impl Show {
     pub fn run(self) -> anyhow::Result<()> {
-        let v: Value = call(&self.conn, Command::ArtifactShow { id: self.id })?;
+        let v: Value = self.conn.call(Command::ArtifactShow { id: self.id })?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
@@ -198,12 +198,9 @@ impl Show {
 
 impl Delete {
     pub fn run(self) -> anyhow::Result<()> {
-        let v: Value = call(
-            &self.conn,
-            Command::ArtifactDelete {
-                id: self.id.clone(),
-            },
-        )?;
+        let v: Value = self.conn.call(Command::ArtifactDelete {
+            id: self.id.clone(),
+        })?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
@@ -211,16 +208,6 @@ impl Delete {
         println!("{} deleted", self.id);
         Ok(())
     }
-}
-
-fn call(conn: &Conn, command: Command) -> anyhow::Result<Value> {
-    let opts = conn.options()?;
-    rt::block_on(async move {
-        let client = OpsClient::connect(opts).await?;
-        let result = client.call_ok::<Value>(command).await;
-        client.close().await;
-        Ok::<Value, anyhow::Error>(result?)
-    })?
 }
 
 fn text(v: &Value) -> String {

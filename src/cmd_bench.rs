@@ -22,7 +22,9 @@ use crate::{rt, Run};
 /// against full for a 1 MiB firmware-like image changed by 2%, and for a C
 /// program built twice with one function changed when a C compiler is
 /// installed; a campaign to 1,000 devices on two installed versions, with
-/// deltas and with the full image only). Progress goes to stderr, the
+/// deltas and with the full image only), and what TLS costs (1,000 devices
+/// connect at 2,000/s and download 1 MiB over plain TCP, then over mutual
+/// TLS, with the broker's and this process's CPU seconds). Progress goes to stderr, the
 /// table to stdout.
 ///
 /// The full run takes about 8 minutes on 2 cores and needs `ulimit -n`
@@ -42,7 +44,10 @@ use crate::{rt, Run};
     ota bench --only downloads,raw --devices 2000 --fanout 40000\n  \
     ota bench --only line\n  \
     ota bench --only deltas\n  \
-    ota bench --only downloads,ingest --broker embedded --devices 1000 --watched")]
+    ota bench --only tls\n  \
+    ota bench --only downloads,ingest --broker embedded --devices 1000 --watched\n  \
+    ota bench --only registry --devices 100000\n  \
+    ota bench --only scale --devices 100000 --firmware-devices 20000")]
 pub struct Bench {
     /// Smaller sizes (1,000 devices, one run each; the delta campaign
     /// 200): under 3 minutes.
@@ -82,6 +87,14 @@ pub struct Bench {
     /// watching costs.
     #[arg(long)]
     watched: bool,
+    /// With --only scale: devices of the 1 MiB firmware campaign through
+    /// the same topology (default 0: not run).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    firmware_devices: usize,
+    /// With --only scale: connect attempts per second of each `ota sim`
+    /// (one per edge broker).
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    connects_per_second: u32,
     /// Print every figure as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -101,13 +114,19 @@ impl Run for Bench {
                 .context("cannot find the ota binary to run helpers")?,
             args: vec!["bench".into(), "--child".into()],
         };
+        if self.only.iter().any(|p| matches!(p, PartArg::Scale)) {
+            if self.only.len() > 1 {
+                anyhow::bail!("--only scale runs alone: its topology needs the whole machine");
+            }
+            return self.scale(cmd.program);
+        }
         let mut plan = if self.quick {
             Plan::quick()
         } else {
             Plan::full()
         };
         if !self.only.is_empty() {
-            let parts: Vec<Part> = self.only.iter().map(|p| p.part()).collect();
+            let parts: Vec<Part> = self.only.iter().filter_map(|p| p.part()).collect();
             plan.only(&parts);
         }
         if !self.broker.is_empty() {
@@ -148,6 +167,35 @@ impl Run for Bench {
     }
 }
 
+impl Bench {
+    /// `--only scale`: the topology past one broker (issue 19).
+    fn scale(self, ota: std::path::PathBuf) -> anyhow::Result<()> {
+        use harness::bench::scale;
+        let opts = scale::ScaleOptions {
+            ota,
+            devices: self.devices.first().copied().unwrap_or(100_000),
+            firmware_devices: self.firmware_devices,
+            firmware_block_size: self.block_size.unwrap_or(65_536),
+            connects_per_second: self.connects_per_second,
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let command = Some(format!("ota {}", args.join(" ")));
+        let progress = |s: String| eprintln!("{s}");
+        let report = rt::block_on(async move {
+            tokio::select! {
+                r = scale::run(&opts, command, &progress) => Ok(r),
+                _ = rt::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+            }
+        })??;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{}", report.markdown());
+        }
+        Ok(())
+    }
+}
+
 /// `--only` values.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PartArg {
@@ -164,18 +212,33 @@ enum PartArg {
     /// E3 deltas: delta size against full, and a campaign to devices on
     /// two versions with deltas and with the full image.
     Deltas,
+    /// What TLS costs: 1,000 devices connect in a storm and download
+    /// 1 MiB, over plain TCP and over mutual TLS, with CPU seconds.
+    Tls,
+    /// Issue 19: a 3-wave config campaign (and with --firmware-devices a
+    /// 1 MiB firmware) through a core and edge Mosquittos, one `ota sim`
+    /// per edge; --devices sets the fleet (default 100,000). Alone only.
+    Scale,
+    /// The bridge with a large registry: 1,000,000 devices (or --devices)
+    /// registered by a few connections through a Mosquitto without ACL,
+    /// 50 groups, a campaign, a Status from each. Not in the full run.
+    Registry,
 }
 
 impl PartArg {
-    fn part(self) -> Part {
-        match self {
+    fn part(self) -> Option<Part> {
+        Some(match self {
             PartArg::Downloads => Part::Downloads,
             PartArg::Raw => Part::Raw,
             PartArg::Emergency => Part::Emergency,
             PartArg::Ingest => Part::Ingest,
             PartArg::Line => Part::Line,
             PartArg::Deltas => Part::Deltas,
-        }
+            PartArg::Tls => Part::Tls,
+            PartArg::Registry => Part::Registry,
+            // Runs alone, before any plan (Bench::scale).
+            PartArg::Scale => return None,
+        })
     }
 }
 

@@ -313,33 +313,22 @@ impl Create {
 
     /// `campaign plan`: the same flags, nothing created.
     fn plan(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let spec = self.spec_json(&client).await?;
-            let plan: Plan = client.call_ok(Command::CampaignPlan { spec }).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&plan);
-            }
-            print!("{}", plan_table::plan(&plan));
-            Ok(())
-        })?
+        let plan: Plan = crate::rt::block_on(conn::with_client(&self.conn, async |c| {
+            let spec = self.spec_json(c).await?;
+            Ok(c.call_ok(Command::CampaignPlan { spec }).await?)
+        }))??;
+        table::show(self.json, &plan, plan_table::plan)
     }
 }
 
 impl Run for Create {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let spec = self.spec_json(&client).await?;
-            let status: CampaignStatus = client.call_ok(Command::CampaignCreate { spec }).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&status);
-            }
-            print!("{}", table::created(&status));
-            Ok(())
-        })?
+        let status: CampaignStatus =
+            crate::rt::block_on(conn::with_client(&self.conn, async |c| {
+                let spec = self.spec_json(c).await?;
+                Ok(c.call_ok(Command::CampaignCreate { spec }).await?)
+            }))??;
+        table::show(self.json, &status, table::created)
     }
 }
 
@@ -396,20 +385,15 @@ impl SetGates {
             id: self.id,
             gates: serde_json::Value::Object(gates),
         };
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let status: CampaignStatus = client.call_ok(cmd).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&status);
-            }
-            println!(
-                "campaign {} gates changed: now {}",
-                status.summary.id, status.summary.state
-            );
-            print!("{}", table::status(&status));
-            Ok(())
-        })?
+        let status: CampaignStatus = self.conn.call(cmd)?;
+        table::show(self.json, &status, |s| {
+            format!(
+                "campaign {} gates changed: now {}\n{}",
+                s.summary.id,
+                s.summary.state,
+                table::status(s)
+            )
+        })
     }
 }
 
@@ -430,22 +414,17 @@ pub struct Id {
 
 impl Id {
     fn command(self, verb: &'static str, make: fn(CampaignId) -> Command) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let status: CampaignStatus = client.call_ok(make(self.id.clone())).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&status);
-            }
-            if !verb.is_empty() {
-                println!(
-                    "campaign {} {verb}: now {}",
-                    status.summary.id, status.summary.state
-                );
-            }
-            print!("{}", table::status(&status));
-            Ok(())
-        })?
+        let status: CampaignStatus = self.conn.call(make(self.id.clone()))?;
+        table::show(self.json, &status, |s| {
+            let head = match verb {
+                "" => String::new(),
+                _ => format!(
+                    "campaign {} {verb}: now {}\n",
+                    s.summary.id, s.summary.state
+                ),
+            };
+            head + &table::status(s)
+        })
     }
 }
 
@@ -462,16 +441,8 @@ pub struct List {
 
 impl List {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let list: CampaignList = client.call_ok(Command::CampaignList).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&list);
-            }
-            print!("{}", table::list(&list));
-            Ok(())
-        })?
+        let list: CampaignList = self.conn.call(Command::CampaignList)?;
+        table::show(self.json, &list, table::list)
     }
 }
 
@@ -505,13 +476,10 @@ pub struct Watch {
 
 impl Watch {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let every = std::time::Duration::from_millis(self.every.max(100));
-            let r = watch::watch(&client, &self.id, self.json, every).await;
-            client.close().await;
-            r
-        })?
+        let every = std::time::Duration::from_millis(self.every.max(100));
+        crate::rt::block_on(conn::with_client(&self.conn, async |c| {
+            watch::watch(c, &self.id, self.json, every).await
+        }))?
     }
 }
 
@@ -556,26 +524,18 @@ pub struct Emergency {
 
 impl Run for Emergency {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let id = match self.id.clone() {
-                Some(id) => id,
-                None => CampaignId::new(format!("emergency-{}", bridge::unix_now()))
-                    .context("made-up emergency id")?,
-            };
-            let client = conn::connect(&self.conn).await?;
-            let cmd = Command::Emergency {
-                id,
-                release: self.release.clone(),
-                groups: self.groups.clone(),
-                all: self.all,
-            };
-            let status: CampaignStatus = client.call_ok(cmd).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&status);
-            }
-            print!("{}", table::created(&status));
-            Ok(())
-        })?
+        let id = match self.id {
+            Some(id) => id,
+            None => CampaignId::new(format!("emergency-{}", bridge::unix_now()))
+                .context("made-up emergency id")?,
+        };
+        let cmd = Command::Emergency {
+            id,
+            release: self.release,
+            groups: self.groups,
+            all: self.all,
+        };
+        let status: CampaignStatus = self.conn.call(cmd)?;
+        table::show(self.json, &status, table::created)
     }
 }

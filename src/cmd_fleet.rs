@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use bridge::client::OpsClient;
 use bridge::ops::fleet_cmds::{
-    labels_text, DeviceList, DeviceShow, DeviceView, GroupDelete, GroupList, GroupPut,
+    labels_text, DeviceShow, DeviceView, GroupDelete, GroupList, GroupPut,
 };
 use schemas::ops::Command;
 use schemas::{DeviceId, GroupName};
@@ -132,6 +132,9 @@ pub enum Devices {
     Provision(crate::cmd_identity::Provision),
     Rotate(crate::cmd_identity::Rotate),
     Revoke(crate::cmd_identity::Revoke),
+    EnrollmentToken(crate::cmd_enroll::EnrollmentToken),
+    Accept(crate::cmd_enroll::Accept),
+    Reject(crate::cmd_enroll::Reject),
 }
 
 #[derive(clap::Args)]
@@ -163,38 +166,66 @@ impl Run for Devices {
             Devices::List(c) => {
                 let opts = c.conn.options()?;
                 let group = c.group;
-                let devices = rt::block_on(async move {
+                let list = rt::block_on(async move {
                     let client = OpsClient::connect(opts).await?;
-                    let result = client.all_devices(group).await;
+                    let result = client.device_list(group).await;
                     client.close().await;
                     Ok::<_, anyhow::Error>(result?)
                 })??;
-                let list = DeviceList {
-                    total: devices.len(),
-                    devices,
-                    next: None,
-                };
                 if c.json {
                     return print_json(&list);
                 }
-                if list.devices.is_empty() {
+                if list.devices.is_empty() && list.pending.is_empty() {
                     println!("no devices yet: a device appears once it says Hello to the bridge");
                     return Ok(());
                 }
-                let rows = device_rows(&list.devices);
-                println!(
-                    "{}",
-                    table(
-                        &["ID", "ARCH", "ONLINE", "LAST SEEN", "VERSIONS", "GROUPS"],
-                        &rows
-                    )
-                );
-                println!("{} device(s)", list.devices.len());
+                if !list.devices.is_empty() {
+                    let rows = device_rows(&list.devices);
+                    println!(
+                        "{}",
+                        table(
+                            &["ID", "ARCH", "ONLINE", "LAST SEEN", "VERSIONS", "GROUPS"],
+                            &rows
+                        )
+                    );
+                    println!("{} device(s)", list.devices.len());
+                }
+                if !list.pending.is_empty() {
+                    let rows: Vec<Vec<String>> = list
+                        .pending
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.id.to_string(),
+                                "pending".into(),
+                                p.arch.clone().unwrap_or_else(|| "-".into()),
+                                ago(p.enrolled),
+                                p.last_hello.map(ago).unwrap_or_else(|| "-".into()),
+                                labels_text(&p.labels),
+                            ]
+                        })
+                        .collect();
+                    println!();
+                    println!(
+                        "{}",
+                        table(
+                            &["ID", "STANDING", "ARCH", "ENROLLED", "LAST HELLO", "LABELS"],
+                            &rows
+                        )
+                    );
+                    println!(
+                        "{} pending device(s), in no group until `ota devices accept ID` (or `reject ID`)",
+                        list.pending_total
+                    );
+                }
                 Ok(())
             }
             Devices::Provision(c) => c.run(),
             Devices::Rotate(c) => c.run(),
             Devices::Revoke(c) => c.run(),
+            Devices::EnrollmentToken(c) => c.run(),
+            Devices::Accept(c) => c.run(),
+            Devices::Reject(c) => c.run(),
             Devices::Show(c) => {
                 let show: DeviceShow = c.conn.call(Command::DeviceShow { id: c.id })?;
                 if c.json {

@@ -90,46 +90,28 @@ impl Run for Line {
     fn run(self) -> anyhow::Result<()> {
         match self {
             Line::Put(p) => p.run(),
-            Line::List(o) => crate::rt::block_on(async move {
-                let client = conn::connect(&o.conn).await?;
-                let lines = lines(&client).await;
-                client.close().await;
-                let lines = lines?;
-                if o.json {
-                    return table::print_json(&lines);
-                }
-                print!("{}", list_table(&lines));
-                Ok(())
-            })?,
-            Line::Status(n) => crate::rt::block_on(async move {
-                let client = conn::connect(&n.opts.conn).await?;
-                let s = line_status(&client, &n.name).await;
-                client.close().await;
-                let s = s?;
-                if n.opts.json {
-                    return table::print_json(&s);
-                }
-                print!("{}", status_text(&n.name, &s));
-                Ok(())
-            })?,
+            Line::List(o) => {
+                let lines = crate::rt::block_on(conn::with_client(&o.conn, lines))??;
+                table::show(o.json, &lines, |l| list_table(l))
+            }
+            Line::Status(n) => {
+                let s = crate::rt::block_on(conn::with_client(&n.opts.conn, async |c| {
+                    line_status(c, &n.name).await
+                }))??;
+                table::show(n.opts.json, &s, |s| status_text(&n.name, s))
+            }
         }
     }
 }
 
 impl Put {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.opts.conn).await?;
-            let r = self.put(&client).await;
-            client.close().await;
-            let (what, s) = r?;
-            if self.opts.json {
-                return table::print_json(&s);
-            }
-            println!("line {}: {what}", self.name);
-            print!("{}", status_text(&self.name, &s));
-            Ok(())
-        })?
+        let (what, s) = crate::rt::block_on(conn::with_client(&self.opts.conn, async |c| {
+            self.put(c).await
+        }))??;
+        table::show(self.opts.json, &s, |s| {
+            format!("line {}: {what}\n{}", self.name, status_text(&self.name, s))
+        })
     }
 
     async fn put(&self, client: &OpsClient) -> anyhow::Result<(String, CampaignStatus)> {
@@ -166,27 +148,22 @@ impl Put {
         let kind = conn::kind_of(client, &self.release).await?;
         let id = free_id(client, &self.name).await?;
         let spec = CampaignSpec {
-            id: id.clone(),
-            kind,
-            release: self.release.clone(),
-            waves: vec![WaveSpec {
-                cohorts: [(self.name.clone(), FULL_COHORT)].into(),
-            }],
             gates: Gates {
                 failure_halt_bp: self.halt_above,
                 min_sample: self.min_sample,
                 ..Gates::default()
             },
-            emergency: false,
-            parent: None,
-            rollback: None,
-            start_at: None,
-            stop_at: None,
-            windows: Default::default(),
             standing: Some(StandingSpec {
                 halt_window: self.halt_window,
             }),
-            allow_empty: false,
+            ..CampaignSpec::new(
+                id.clone(),
+                kind,
+                self.release.clone(),
+                vec![WaveSpec {
+                    cohorts: [(self.name.clone(), FULL_COHORT)].into(),
+                }],
+            )
         };
         let spec = serde_json::to_value(&spec).context("spec")?;
         let _: CampaignStatus = client.call_ok(Command::CampaignCreate { spec }).await?;

@@ -61,6 +61,11 @@ pub struct Sim {
     /// Stop after this many seconds instead of at Ctrl-C.
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
+    /// Once stopped (Ctrl-C, SIGTERM, --duration), wait at most this many
+    /// seconds for every Status sent to be acknowledged before the
+    /// summary, instead of summarizing at once.
+    #[arg(long, value_name = "SECS")]
+    settle: Option<u64>,
     /// Print a JSON summary on stdout at the end (counters by state and by
     /// failure reason, acks, injected faults).
     #[arg(long)]
@@ -238,6 +243,7 @@ impl Run for Sim {
             duration: self.duration.map(Duration::from_secs),
             live: true,
             stop_on_refused_login: true,
+            settle: self.settle.map(Duration::from_secs),
         };
         let summary = rt::block_on(run_sim(opts, rt::shutdown_signal()))??;
         if let Some(f) = &summary.stats.first_tls_failure {

@@ -9,6 +9,7 @@
 //! - `cmd_fleet.rs`: `ota serve`, `ota group put | list | delete`,
 //!   `ota devices list | show`.
 //! - `cmd_identity.rs`: `ota devices provision | rotate | revoke`.
+//! - `cmd_enroll.rs`: `ota devices enrollment-token | accept | reject`.
 //! - `cmd_campaign.rs` (and `cmd_campaign/`): `ota campaign create | start |
 //!   pause | resume | abort | status | list | watch`, `ota emergency`.
 //! - `cmd_broker.rs`: `ota broker mosquitto`, an external Mosquitto's files.
@@ -38,6 +39,7 @@ mod cmd_bench;
 mod cmd_broker;
 mod cmd_campaign;
 mod cmd_demo;
+mod cmd_enroll;
 mod cmd_fleet;
 mod cmd_identity;
 mod cmd_init;

@@ -29,6 +29,7 @@ use std::time::Duration;
 use bridge::campaign::gate::{HaltReason, Phase};
 use bridge::campaign::view::CampaignStatus;
 use device_sim::agent::{DeferPolicy, SharedImages};
+use harness::mosquitto::Mosquitto;
 use harness::raw::{Got, RawClient};
 use schemas::control::{self, DirectorKeys, Expect, Stamp};
 use schemas::msg::{Announcement, CampaignState, Manifest, Status, StatusState, WireMessage};
@@ -75,7 +76,7 @@ struct Served {
 
 impl Served {
     async fn start() -> Served {
-        let mosquitto = Mosquitto::start().await;
+        let mosquitto = Mosquitto::start().await.expect("mosquitto starts");
         let port = mosquitto.port;
         let dir = tempfile::tempdir().unwrap();
         let operator = operator_key(dir.path());

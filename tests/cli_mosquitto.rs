@@ -163,7 +163,7 @@ async fn broker_mosquitto_writes_files_a_real_mosquitto_enforces() {
         .expect("alice logs in on the service listener");
     let acl = std::fs::read_to_string(dir.join("mosquitto/devices.acl")).unwrap();
     assert!(
-        acl.contains("user dev-1\ntopic read ota/v1/groups/acme/campaign\n"),
+        section(&acl, "dev-1").contains("topic read ota/v1/groups/acme/campaign\n"),
         "{acl}"
     );
 }
@@ -295,7 +295,7 @@ async fn serve_keeps_mosquitto_current_as_devices_are_provisioned_and_revoked() 
     .expect("dev-9's Membership naming acme");
     let acl = std::fs::read_to_string(dir.join("mosquitto/devices.acl")).unwrap();
     assert!(
-        acl.contains("user dev-9\ntopic read ota/v1/groups/acme/campaign\n"),
+        section(&acl, "dev-9").contains("topic read ota/v1/groups/acme/campaign\n"),
         "the Membership came before the grant:\n{acl}"
     );
 
@@ -387,4 +387,14 @@ async fn sim_stops_with_the_refused_device_named() {
                 "ota devices rotate",
             ],
         );
+}
+
+/// Device `id`'s `user` section of a devices' ACL file (empty if none).
+fn section<'a>(acl: &'a str, id: &str) -> &'a str {
+    let head = format!("\nuser {id}\n");
+    let Some(at) = acl.find(&head) else {
+        return "";
+    };
+    let rest = &acl[at + head.len()..];
+    &rest[..rest.find("\nuser ").unwrap_or(rest.len())]
 }

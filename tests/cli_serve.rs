@@ -12,6 +12,7 @@ mod cli_support;
 mod serve_support;
 
 use bridge::store::Store;
+use harness::mosquitto::Mosquitto;
 use schemas::{DeviceId, Epoch};
 use serve_support::*;
 
@@ -80,7 +81,7 @@ async fn an_acknowledged_status_survives_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_sent_while_the_bridge_is_down_is_stored_when_it_is_back() {
-    let mosquitto = Mosquitto::start().await;
+    let mosquitto = Mosquitto::start().await.expect("mosquitto starts");
     let dir = tempfile::tempdir().unwrap();
     let key = operator_key(dir.path());
     let config = write_config(

@@ -10,8 +10,10 @@
 //! internal news from the status ingest actor (Hellos once their epoch is
 //! stored, last seen, campaign state changes), and the HTTP listener's
 //! read-only queries ([`crate::ops::queries`], a small bounded inbox the
-//! asker never waits on). Each piece of work is timed: core's busy time
-//! and its longest stall are counters (`/metrics`).
+//! asker never waits on). Each piece of work is timed: core's busy time,
+//! its longest stall (handling time) and the longest wait of a message
+//! from its arrival to core taking it up, with histograms of both
+//! (`/metrics`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -106,13 +108,15 @@ impl Core {
                     egress_seen |= up;
                     egress_up = up;
                 }
-                _ = tick.tick() => {
+                due = tick.tick() => {
                     let t = Instant::now();
+                    self.waited(due.into_std());
                     campaigns::tick(&mut self.state).await?;
                     self.worked(t);
                 }
-                _ = refresh.tick(), if refresh_every.is_some() => {
+                due = refresh.tick(), if refresh_every.is_some() => {
                     let t = Instant::now();
+                    self.waited(due.into_std());
                     let n = self.republish_retained().await?;
                     info!(retained = n, "re-signed and republished retained messages before they expire");
                     self.worked(t);
@@ -121,12 +125,21 @@ impl Core {
                 // asker gives up after a few seconds.
                 Some(q) = next_query(&mut self.queries) => {
                     let t = Instant::now();
+                    self.waited(q.asked);
                     self.query(q).await;
+                    self.worked(t);
+                }
+                // Devices the broker admitted with the enrollment token.
+                _ = self.state.identity().enrolled() => {
+                    let t = Instant::now();
+                    crate::state::enrollment::store_enrolled(&mut self.state).await?;
                     self.worked(t);
                 }
                 m = self.internal.recv() => match m {
                     Some(m) => {
                         let t = Instant::now();
+                        let CoreMsg::FromIngest { sent, .. } = &m;
+                        self.waited(*sent);
                         self.internal(m).await?;
                         self.worked(t);
                     }
@@ -135,6 +148,7 @@ impl Core {
                 m = self.mqtt.recv() => match m {
                     Some(m) => {
                         let t = Instant::now();
+                        self.waited(m.arrived);
                         self.mqtt(m).await?;
                         self.worked(t);
                     }
@@ -148,6 +162,11 @@ impl Core {
 
     fn worked(&self, since: Instant) {
         self.state.metrics().core_worked(since.elapsed());
+    }
+
+    /// Work that arrived at `arrived` is taken up now.
+    fn waited(&self, arrived: std::time::Instant) {
+        self.state.metrics().core_waited(arrived.elapsed());
     }
 
     /// Answers a query; an asker that gave up is no matter.
@@ -252,6 +271,7 @@ impl Core {
                 updates,
                 seen,
                 at,
+                sent: _,
             } => {
                 for (id, hello, effect) in hellos {
                     self.hello(&id, &hello, effect, at).await?;
@@ -277,39 +297,10 @@ impl Core {
         effect: HelloEffect,
         at: u64,
     ) -> Result<(), CoreError> {
-        let s = &mut self.state;
-        if !s.identity().takes_part(id) {
-            // Not provisioned (or revoked): an impostor's Hello registers
-            // nothing. Counted, logged once per interval.
-            s.identity().refusals().count(
-                crate::identity::Refused::UnknownHello,
-                id.as_str(),
-                "hello",
-            );
-            return Ok(());
-        }
-        let change = s.fleet_mut().hello(id, hello, at);
-        s.put_device(id)?;
-        if change.registered {
-            info!(device = %id, arch = %hello.arch, "device registered");
-            s.event(
-                "device.registered",
-                format!("device {id} registered ({})", hello.arch),
-                serde_json::json!({ "device": id, "arch": hello.arch }),
-            )
-            .await?;
-            campaigns::devices_changed(s, std::slice::from_ref(id)).await?;
-        } else if change.rebooted {
-            info!(device = %id, boot_id = %hello.boot_id, "device rebooted");
-        }
         if effect == HelloEffect::NewEpoch {
             debug!(device = %id, "new status epoch");
         }
-        if change.labels_changed {
-            let changes = s.fleet_mut().membership_changes(Some(id));
-            s.publish_memberships(changes).await?;
-        }
-        Ok(())
+        crate::state::enrollment::hello(&mut self.state, id, hello, at).await
     }
 
     /// A device's campaign state changed (already counted by the campaign

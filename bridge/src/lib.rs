@@ -374,6 +374,7 @@ impl Bridge {
                     events: events_tx,
                     shutdown: actors_token.clone(),
                     handshakes: Default::default(),
+                    broker: embedded.as_ref().map(|b| b.counters()),
                 });
                 Some((bound, shared))
             }
@@ -508,6 +509,12 @@ impl Bridge {
     /// Where the bridge's broker listens (for clients in tests).
     pub fn endpoint(&self) -> &broker::Endpoint {
         &self.endpoint
+    }
+
+    /// The embedded broker's counters (logins by credential, failed TLS
+    /// handshakes); `None` on an external broker.
+    pub fn broker_counters(&self) -> Option<broker::BrokerCounters> {
+        self._broker.as_ref().map(|b| b.counters())
     }
 
     /// Where the HTTP listener listens (`[http]`), with the port it got.

@@ -104,6 +104,14 @@ pub struct Metrics {
     /// The longest single piece of work core did (µs): how long it stalled
     /// everything queued behind it.
     pub core_max_stall_micros: AtomicU64,
+    /// The longest a message, query or tick waited for core (µs): from its
+    /// arrival (the MQTT publish read, the ingest batch sent, the query
+    /// asked, the tick due) to core taking it up.
+    pub core_max_wait_micros: AtomicU64,
+    /// Core's handling time of each piece of work.
+    pub core_handle: Latency,
+    /// How long each piece of work waited for core (see `core_max_wait_micros`).
+    pub core_wait: Latency,
     /// Retained payloads on the bridge's own topics that it did not
     /// publish, overwritten with its own.
     pub foreign_retained: AtomicU64,
@@ -187,6 +195,7 @@ pub struct Snapshot {
     pub retained_republished: u64,
     pub core_busy_micros: u64,
     pub core_max_stall_micros: u64,
+    pub core_max_wait_micros: u64,
     pub foreign_retained: u64,
     pub status_anomalies: u64,
 }
@@ -229,6 +238,15 @@ impl Metrics {
         self.core_busy_micros.fetch_add(micros, Ordering::Relaxed);
         self.core_max_stall_micros
             .fetch_max(micros, Ordering::Relaxed);
+        self.core_handle.observe(d);
+    }
+
+    /// A piece of work waited `d` for core before core took it up.
+    pub fn core_waited(&self, d: std::time::Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.core_max_wait_micros
+            .fetch_max(micros, Ordering::Relaxed);
+        self.core_wait.observe(d);
     }
 
     /// Every counter now.
@@ -252,6 +270,7 @@ impl Metrics {
             retained_republished: get(&self.retained_republished),
             core_busy_micros: get(&self.core_busy_micros),
             core_max_stall_micros: get(&self.core_max_stall_micros),
+            core_max_wait_micros: get(&self.core_max_wait_micros),
             foreign_retained: get(&self.foreign_retained),
             status_anomalies: get(&self.status_anomalies),
         }

@@ -234,6 +234,11 @@ async fn the_dashboard_follows_a_campaign_live() {
     ] {
         assert!(cmds.contains(cmd), "no {cmd:?} in {cmds:?}");
     }
+    // It was created without --rollback-release: nothing to roll back to.
+    assert!(
+        !cmds.contains("ota campaign rollback"),
+        "a rollback offered for a campaign without a rollback release: {cmds:?}"
+    );
 
     // An emergency stands out: its card and its row are marked.
     http_common::firmware(&stack, "3.0.1").await;

@@ -87,6 +87,7 @@ async fn e1_holds_on_mosquitto_with_generated_files() {
             bridge_login: Some(("ota-bridge".into(), pb.clone())),
             operators: BTreeMap::new(),
             admission: Admission::Provisioned,
+            registrations_per_minute: 0,
         },
         &[
             record(&d1, &p1, Standing::Active),

@@ -34,6 +34,7 @@ use tracing::{error, warn};
 
 use crate::authority::{ConnectVerdict, Login, SharedAuthority};
 use crate::guard::{Admission, GuardState};
+use crate::stats::{LoginKind, Logins};
 
 /// A credential check: `(client_id, username, password) -> accept`.
 ///
@@ -54,6 +55,7 @@ pub(crate) struct Auth {
     check: RwLock<Option<CredentialCheck>>,
     authority: RwLock<Option<SharedAuthority>>,
     pub(crate) guard: Mutex<GuardState>,
+    pub(crate) logins: Arc<Logins>,
 }
 
 impl Auth {
@@ -63,6 +65,7 @@ impl Auth {
             check: RwLock::new(None),
             authority: RwLock::new(None),
             guard: Mutex::new(GuardState::new(limit)),
+            logins: Arc::default(),
         }
     }
 
@@ -128,6 +131,7 @@ impl Auth {
             );
             return false;
         };
+        let kind = LoginKind::of(&login);
         if let Some(authority) = self.authority() {
             // The authority counts and logs its refusals (once per interval).
             let verdict = guarded("connect", client_id, || {
@@ -142,7 +146,10 @@ impl Auth {
         }
         let mut guard = self.guard();
         match guard.admit() {
-            Admission::Admitted => true,
+            Admission::Admitted => {
+                self.logins.admitted(kind);
+                true
+            }
             Admission::Refused { estimate } => {
                 warn!(
                     client_id,

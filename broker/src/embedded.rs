@@ -22,6 +22,7 @@ use crate::config::{EmbeddedConfig, TlsListener};
 use crate::error::BrokerError;
 use crate::handshakes::{HandshakeFailure, Handshakes};
 use crate::meter;
+use crate::stats::BrokerCounters;
 
 /// How long [`start`] waits for the listener to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +103,16 @@ impl EmbeddedBroker {
     /// start (they are logged once per interval with their counts).
     pub fn handshake_failures(&self, kind: HandshakeFailure) -> u64 {
         self.handshakes.get(kind)
+    }
+
+    /// The broker's counters (logins by credential, failed handshakes),
+    /// for `/metrics`.
+    pub fn counters(&self) -> BrokerCounters {
+        BrokerCounters {
+            handshakes: self.handshakes.clone(),
+            logins: self.auth.logins.clone(),
+            tls: self.tls_listen.is_some(),
+        }
     }
 
     /// Let `check` accept logins that `[broker.users]` does not, such as

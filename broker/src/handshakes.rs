@@ -34,7 +34,7 @@ pub enum HandshakeFailure {
     Other,
 }
 
-const ALL: [HandshakeFailure; 5] = [
+pub(crate) const ALL: [HandshakeFailure; 5] = [
     HandshakeFailure::TimedOut,
     HandshakeFailure::NoCertificate,
     HandshakeFailure::BadCertificate,

@@ -25,6 +25,8 @@
 //!   listener's address and files.
 //! - `handshakes` — failed TLS handshakes, counted by kind, logged once
 //!   per interval.
+//! - `stats`    — [`BrokerCounters`]: admitted logins by credential and
+//!   failed handshakes by kind, for the bridge's `/metrics`.
 //! - `tally`    — [`Tally`]: counters by kind logged once per interval
 //!   (the handshakes', the bridge's refusals).
 //! - `anonymous` — `[broker] allow_anonymous`: no broker without
@@ -103,6 +105,7 @@ mod guard;
 mod handshakes;
 mod meter;
 pub mod mosquitto;
+mod stats;
 mod tally;
 mod tls_config;
 mod url;
@@ -119,4 +122,5 @@ pub use config::{
 pub use embedded::{start, ConnectionStats, DisconnectHandle, EmbeddedBroker};
 pub use error::{BrokerError, ConfigError};
 pub use handshakes::HandshakeFailure;
+pub use stats::{BrokerCounters, LoginKind};
 pub use tally::Tally;

@@ -8,6 +8,7 @@
 //! [broker.mosquitto]
 //! dir = "/etc/mosquitto/ota"                 # where the files are written
 //! pid_file = "/run/mosquitto/mosquitto.pid"  # whom the bridge sends SIGHUP
+//! edge_pid_files = ["/run/mosquitto/edge-1.pid"] # edge brokers on the same files, SIGHUP too
 //! devices_listen = "0.0.0.0:1883"            # the devices' listener
 //! [broker.mosquitto.operators]               # operator accounts: name = "password"
 //! alice = "change-me-too"
@@ -42,6 +43,7 @@ pub const DEFAULT_DEVICES_LISTEN: SocketAddr =
 pub struct RawMosquitto {
     pub dir: PathBuf,
     pub pid_file: Option<PathBuf>,
+    pub edge_pid_files: Option<Vec<PathBuf>>,
     pub devices_listen: Option<String>,
     pub operators: Option<BTreeMap<String, String>>,
     pub tls: Option<MosquittoTls>,
@@ -68,6 +70,11 @@ pub struct MosquittoConfig {
     /// the bridge sends that process SIGHUP after each rewrite. `None`:
     /// the files are rewritten and Mosquitto reloads only when told.
     pub pid_file: Option<PathBuf>,
+    /// The pid files of edge Mosquittos that read the same devices'
+    /// password and ACL files and bridge to this one (docs/scaling.md,
+    /// "The topology past one broker"): each is sent SIGHUP after each
+    /// rewrite too, after `pid_file`'s.
+    pub edge_pid_files: Vec<PathBuf>,
     /// Where the devices' listener binds.
     pub devices_listen: SocketAddr,
     /// Operator accounts on the service listener: username → password.
@@ -81,6 +88,7 @@ impl fmt::Debug for MosquittoConfig {
         f.debug_struct("MosquittoConfig")
             .field("dir", &self.dir)
             .field("pid_file", &self.pid_file)
+            .field("edge_pid_files", &self.edge_pid_files)
             .field("devices_listen", &self.devices_listen)
             .field("operators", &self.operators.keys().collect::<Vec<_>>())
             .field("tls", &self.tls)
@@ -169,6 +177,7 @@ impl RawMosquitto {
         Ok(MosquittoConfig {
             dir: self.dir,
             pid_file: self.pid_file,
+            edge_pid_files: self.edge_pid_files.unwrap_or_default(),
             devices_listen,
             operators,
             tls: self.tls,
@@ -184,6 +193,7 @@ mod tests {
         RawMosquitto {
             dir: "m".into(),
             pid_file: None,
+            edge_pid_files: None,
             devices_listen: devices_listen.map(str::to_string),
             operators: Some(
                 operators

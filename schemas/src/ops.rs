@@ -149,6 +149,12 @@ pub enum Command {
     },
     /// Revoke a device: disconnected at once, refused from then on.
     DeviceRevoke { id: DeviceId },
+    /// Accept a pending (enrolled) device: it takes part from now on, and
+    /// logs in again with its full rights (its connection is closed).
+    DeviceAccept { id: DeviceId },
+    /// Reject a pending (enrolled) device: disconnected, refused from then
+    /// on (its id stays taken).
+    DeviceReject { id: DeviceId },
     /// One chunk of an artifact upload. The first chunk (offset 0) carries
     /// the manifest; the reply says how many bytes the bridge holds, so a
     /// broken-off push resumes there.
@@ -244,6 +250,8 @@ impl Command {
             Command::DeviceShow { .. } => "device_show",
             Command::DeviceProvision { .. } => "device_provision",
             Command::DeviceRevoke { .. } => "device_revoke",
+            Command::DeviceAccept { .. } => "device_accept",
+            Command::DeviceReject { .. } => "device_reject",
             Command::ArtifactUpload { .. } => "artifact_upload",
             Command::ArtifactList => "artifact_list",
             Command::ArtifactShow { .. } => "artifact_show",

@@ -268,6 +268,25 @@ pub fn generate_password() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The shortest device-chosen secret an enrollment login may bind
+/// (docs/protocol.md "Enrollment"): 32 characters, e.g. 32 hex digits or
+/// [`generate_password`]'s 43, so at least 128 bits when random.
+pub const MIN_ENROLL_SECRET: usize = 32;
+
+/// The password of an enrollment login (`[devices] admission = "enroll"`):
+/// the fleet enrollment token, `:`, then the secret the device chose for
+/// itself. The token never holds a `:` ([`generate_password`]'s
+/// alphabet), so the first `:` splits them.
+pub fn enrollment_password(token: &str, secret: &str) -> String {
+    format!("{token}:{secret}")
+}
+
+/// `(token, secret)` of an enrollment login's password, when it has that
+/// form; a device's own password ([`generate_password`]) has no `:`.
+pub fn split_enrollment(password: &str) -> Option<(&str, &str)> {
+    password.split_once(':')
+}
+
 /// The `$6$` hash of `password` with a new random salt.
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; SALT_BYTES];

@@ -15,6 +15,18 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<OpsClient> {
     Ok(OpsClient::connect(conn.options()?).await?)
 }
 
+/// Connects, runs `f` with the client, and closes the connection whatever
+/// `f` returned.
+pub async fn with_client<T>(
+    conn: &Conn,
+    f: impl AsyncFnOnce(&OpsClient) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let client = connect(conn).await?;
+    let result = f(&client).await;
+    client.close().await;
+    result
+}
+
 /// The kind of the release's first artifact, asked of the bridge.
 pub async fn kind_of(client: &OpsClient, release: &[ArtifactId]) -> anyhow::Result<Kind> {
     let Some(first) = release.first() else {

@@ -44,24 +44,22 @@ pub struct Retarget {
 
 impl Run for Retarget {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let cmd = Command::CampaignRetarget {
-                id: self.id.clone(),
-                release: self.release.clone(),
-                new_id: self.new_id.clone(),
-            };
-            let status: CampaignStatus = client.call_ok(cmd).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&status);
-            }
-            println!(
-                "{} retargeted: {} now stands with {} {}; {} was aborted (devices installing it finish)",
-                self.id, status.summary.id, status.summary.component, status.summary.version, self.id
-            );
-            print!("{}", table::status(&status));
-            Ok(())
-        })?
+        let cmd = Command::CampaignRetarget {
+            id: self.id.clone(),
+            release: self.release,
+            new_id: self.new_id,
+        };
+        let status: CampaignStatus = self.conn.call(cmd)?;
+        table::show(self.json, &status, |s| {
+            format!(
+                "{} retargeted: {} now stands with {} {}; {} was aborted (devices installing it finish)\n{}",
+                self.id,
+                s.summary.id,
+                s.summary.component,
+                s.summary.version,
+                self.id,
+                table::status(s)
+            )
+        })
     }
 }

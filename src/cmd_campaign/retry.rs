@@ -51,24 +51,19 @@ pub struct Retry {
 
 impl Run for Retry {
     fn run(self) -> anyhow::Result<()> {
-        crate::rt::block_on(async move {
-            let client = conn::connect(&self.conn).await?;
-            let cmd = Command::CampaignRetry {
-                id: self.id.clone(),
-                new_id: self.new_id.clone(),
-                only: self.only.clone(),
-            };
-            let status: CampaignStatus = client.call_ok(cmd).await?;
-            client.close().await;
-            if self.json {
-                return table::print_json(&status);
-            }
-            println!(
-                "follow-up of {}: {} device(s) left behind",
-                self.id, status.preflight.targeted
-            );
-            print!("{}", table::created(&status));
-            Ok(())
-        })?
+        let cmd = Command::CampaignRetry {
+            id: self.id.clone(),
+            new_id: self.new_id,
+            only: self.only,
+        };
+        let status: CampaignStatus = self.conn.call(cmd)?;
+        table::show(self.json, &status, |s| {
+            format!(
+                "follow-up of {}: {} device(s) left behind\n{}",
+                self.id,
+                s.preflight.targeted,
+                table::created(s)
+            )
+        })
     }
 }

@@ -18,6 +18,19 @@ pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a reply: as JSON with `--json`, else as `text` renders it.
+pub fn show<T: Serialize>(
+    json: bool,
+    v: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    print!("{}", text(v));
+    Ok(())
+}
+
 /// Basis points as a percentage: `9500` → `95%`, `250` → `2.50%`.
 pub fn pct(bp: u16) -> String {
     if bp.is_multiple_of(100) {

@@ -72,6 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             broker: child.addr,
             deadline: Duration::from_secs(600),
             watched: false,
+            device_tls: None,
+            broker_pid: None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

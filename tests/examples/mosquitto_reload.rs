@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         bridge_login: Some(("ota-bridge".into(), "bridge-secret".into())),
         operators: BTreeMap::from([("alice".into(), "alice-secret".into())]),
         admission: Admission::Provisioned,
+        registrations_per_minute: 0,
     };
     let records: Vec<CredentialRecord> = (0..n)
         .map(|i| {

@@ -375,67 +375,6 @@ pub async fn wait_ready_as(port: u16, key: &SigningKey, login: Option<(&str, &st
     .await
 }
 
-/// Mosquitto on a free loopback port, killed on drop.
-pub struct Mosquitto {
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    pub async fn start() -> Mosquitto {
-        let ok = Command::new("which")
-            .arg("mosquitto")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "mosquitto is not installed, and this test needs it: `apt-get install -y mosquitto` (CI installs it)"
-        );
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 524288\n\
-                 persistence false\nmax_queued_messages 100000\nlog_dest none\n"
-            ),
-        )
-        .expect("write the config");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        within("mosquitto to listen", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        Mosquitto {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A reference device agent (esp32, main 1.0.0) with one label, quick
 /// protocol timings, trusting `key`; `login` for a broker with accounts.
 pub fn agent(

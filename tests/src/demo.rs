@@ -6,6 +6,12 @@
 //! failures, sends an esp32-only app update that armv7 devices refuse, an
 //! emergency config fix that skips the waves, and a bad build that halts
 //! in its canary wave and rolls back by itself, then prints a summary.
+//!
+//! With `tls` (`ota demo --tls`) the same story runs over mutual TLS: a
+//! fleet PKI in the data dir (`pki/`, as `ota pki init` lays it out), the
+//! broker's TLS listener with that CA as its client CA, every device
+//! logging in by its own certificate (CN = its id) over mqtts, the bridge
+//! and the operator on the plain listener on loopback.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +47,8 @@ pub struct DemoOptions {
     /// After the summary, keep the bridge and the dashboard up until
     /// Ctrl-C (or SIGTERM).
     pub stay: bool,
+    /// Devices log in by certificate over mutual TLS.
+    pub tls: bool,
 }
 
 impl Default for DemoOptions {
@@ -52,6 +60,7 @@ impl Default for DemoOptions {
             progress: true,
             http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             stay: false,
+            tls: false,
         }
     }
 }
@@ -98,6 +107,12 @@ pub struct DemoSummary {
     /// Logins, publishes, subscriptions and block requests the bridge's
     /// identity refused (none, for a fleet that keeps to PROTOCOL.md E1).
     pub identity_refused: u64,
+    /// Devices logged in by certificate over mutual TLS (`tls`).
+    pub tls: bool,
+    /// CONNECTs the broker admitted by client certificate, and by
+    /// password (the bridge's and the operator's, and password devices).
+    pub certificate_logins: u64,
+    pub password_logins: u64,
     pub seconds: f64,
     pub data_dir: Option<PathBuf>,
     /// The dashboard's URL, when the HTTP listener ran.
@@ -133,6 +148,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
         data_dir: opts.keep.clone(),
         secured: true,
         http: opts.http,
+        mtls: opts.tls,
         ..StackOptions::default()
     })
     .await?;
@@ -148,6 +164,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
             stack.bridge_dir().display()
         ),
     );
+    if let Some((pki, port)) = stack.mtls() {
+        say(
+            &opts,
+            format!(
+                "   TLS: made a fleet CA and the broker's certificate in {} (as `ota pki init`); devices connect to mqtts://127.0.0.1:{port}, mutual TLS, the CA as client_ca_file; the bridge stays on loopback",
+                pki.dir().display()
+            ),
+        );
+    }
     if let Some(url) = &dashboard {
         say(
             &opts,
@@ -289,6 +314,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
         .bridge()
         .map(|b| (b.identity().len(), b.identity().refusals().sum()))
         .unwrap_or_default();
+    let (certificate_logins, password_logins) = logins(&stack);
     let summary = DemoSummary {
         devices: opts.devices,
         campaigns: lines,
@@ -297,6 +323,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
         statuses_acked: stats.acked,
         provisioned,
         identity_refused,
+        tls: opts.tls,
+        certificate_logins,
+        password_logins,
         seconds: started.elapsed().as_secs_f64(),
         data_dir: opts.keep.clone(),
         dashboard: dashboard.clone(),
@@ -322,6 +351,19 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary, DemoError> {
     line_fleet.shutdown().await;
     stack.shutdown().await?;
     Ok(summary)
+}
+
+/// CONNECTs the broker admitted by certificate, and by password (with or
+/// without a certificate).
+fn logins(stack: &Stack) -> (u64, u64) {
+    use broker::LoginKind;
+    let Some(c) = stack.bridge().and_then(|b| b.broker_counters()) else {
+        return (0, 0);
+    };
+    (
+        c.logins(LoginKind::Certificate),
+        c.logins(LoginKind::Password) + c.logins(LoginKind::PasswordWithCertificate),
+    )
 }
 
 /// Ctrl-C or SIGTERM.
@@ -376,10 +418,15 @@ async fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, D
     profile.faults.block_loss = 0.02;
     profile.faults.bad_build = Some("1.2.0".into());
     profile.faults.bad_build_failure = 0.33;
+    let credential = if opts.tls {
+        "certificate (CN = its id), over mutual TLS"
+    } else {
+        "password"
+    };
     say(
         opts,
         format!(
-            "2. provisioning {} simulated devices, each with its own password, and connecting them (3 customers x 2 lines, esp32 and armv7; 2% block loss, 1% install and 1% boot failures, 3% busy)",
+            "2. provisioning {} simulated devices, each with its own {credential}, and connecting them (3 customers x 2 lines, esp32 and armv7; 2% block loss, 1% install and 1% boot failures, 3% busy)",
             opts.devices
         ),
     );
@@ -489,7 +536,11 @@ async fn fleet_versions(
 }
 
 fn print_summary(s: &DemoSummary) {
-    println!("\nSummary ({} devices, {:.0} s)\n", s.devices, s.seconds);
+    let over = if s.tls { ", mutual TLS" } else { "" };
+    println!(
+        "\nSummary ({} devices{over}, {:.0} s)\n",
+        s.devices, s.seconds
+    );
     if let Some(url) = &s.dashboard {
         println!("Dashboard: {url}\n");
     }
@@ -533,6 +584,12 @@ fn print_summary(s: &DemoSummary) {
         "Devices with their own credentials: {}; logins, publishes and requests the broker and bridge refused: {}.",
         s.provisioned, s.identity_refused
     );
+    if s.tls {
+        println!(
+            "TLS: {} device logins by certificate over mutual TLS; {} logins by password (the bridge's and the operator's, on loopback).",
+            s.certificate_logins, s.password_logins
+        );
+    }
     if let Some(d) = &s.data_dir {
         println!("The bridge's data is kept in {}.", d.display());
     }

@@ -18,8 +18,11 @@
 //!   the simulator's own tests and scale runs without a bridge.
 //! - [`pki`]: a fleet CA, the broker's certificate and device certificates
 //!   in a temp dir, for the TLS tests.
+//! - [`procfs`]: a process's peak RSS and CPU time, the load average.
 //! - [`raw`]: a device's own raw MQTT client that records what it gets,
 //!   for the attacker tests of PROTOCOL.md E1.
+//! - [`topology`]: past one broker: a core Mosquitto, K edges bridged to
+//!   it (E1 on each), `ota serve` and `ota sim` processes (issue 19).
 //! - [`attacker`]: what an attacker with one device's login tries, and the
 //!   checks that it changed nothing.
 
@@ -31,9 +34,11 @@ pub mod faults;
 pub mod minibridge;
 pub mod mosquitto;
 pub mod pki;
+pub mod procfs;
 pub mod raw;
 pub mod serve_config;
 pub mod stack;
+pub mod topology;
 
 pub use stack::{BrokerChoice, Keys, Stack, StackOptions, WaitError};
 

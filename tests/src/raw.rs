@@ -241,6 +241,11 @@ impl RawClient {
         .await
     }
 
+    /// PUBACKs received so far (for [`RawClient::pubacks`]).
+    pub fn pubacks_seen(&self) -> usize {
+        self.pubacks
+    }
+
     /// Waits until `n` PUBACKs came in all; returns what else came
     /// meanwhile.
     pub async fn pubacks(&mut self, n: usize) -> Result<Vec<Got>, RawError> {

@@ -10,6 +10,12 @@
 //! provisioned devices admitted, each fleet provisioned with its own
 //! passwords ([`Stack::provision`]). Its bridge cannot be
 //! restarted in-process (the broker goes with it).
+//!
+//! A secured stack with `mtls` adds the broker's mutual-TLS listener
+//! (`tls_listen` with `client_ca_file`), a fleet PKI in `DATA/pki` made
+//! with `tls::pki` ([`TestPki::in_dir`]), and its fleets log in by their
+//! certificates (CN = device id) over it; the bridge and the operator stay
+//! on the plain listener on loopback.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +28,7 @@ use schemas::release::{build_manifest, ReleaseSpec};
 use schemas::ArtifactId;
 
 use crate::mosquitto::Mosquitto;
+use crate::pki::TestPki;
 
 /// Which broker the stack runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +52,8 @@ pub struct StackOptions {
     pub secured: bool,
     /// Turns on the bridge's HTTP listener here, anonymous on loopback.
     pub http: Option<std::net::SocketAddr>,
+    /// Devices log in by certificate over mutual TLS (secured only).
+    pub mtls: bool,
 }
 
 impl Default for StackOptions {
@@ -55,6 +64,7 @@ impl Default for StackOptions {
             tune: |_| {},
             secured: false,
             http: None,
+            mtls: false,
         }
     }
 }
@@ -107,6 +117,10 @@ pub enum StackError {
     SecuredRestart,
     #[error("fleet: {0}")]
     Fleet(#[from] device_sim::fleet::FleetError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("devices log in by certificate on a secured stack only: set secured too")]
+    MtlsNeedsSecured,
 }
 
 /// A wait that did not end in time.
@@ -148,6 +162,8 @@ pub struct Stack {
     bridge: Option<Bridge>,
     ops: OpsClient,
     broker: BrokerProc,
+    /// The fleet PKI and the mutual-TLS port (`mtls`).
+    mtls: Option<(TestPki, u16)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -166,6 +182,13 @@ impl Stack {
         };
         let keys = Keys::generate();
         let port = crate::free_port()?;
+        if opts.mtls && !opts.secured {
+            return Err(StackError::MtlsNeedsSecured);
+        }
+        let mtls = match opts.mtls {
+            true => Some((TestPki::in_dir(&data_dir.join("pki"))?, crate::free_port()?)),
+            false => None,
+        };
         let bridge_login = broker::Credentials {
             username: BRIDGE_USER.into(),
             password: schemas::provisioning::generate_password(),
@@ -180,6 +203,9 @@ impl Stack {
             // below this machine's open-file limit.
             max_connections: 12_000,
             users,
+            tls: mtls.as_ref().map(|(pki, p)| {
+                pki.listener(std::net::SocketAddr::from(([127, 0, 0, 1], *p)), true)
+            }),
             ..broker::EmbeddedConfig::default()
         };
         let (broker, mut config) = match (opts.broker, opts.secured) {
@@ -247,6 +273,7 @@ impl Stack {
             bridge: Some(bridge),
             ops,
             broker,
+            mtls,
             _tmp: tmp,
         })
     }
@@ -322,23 +349,47 @@ impl Stack {
             .iter()
             .map(|k| k.verifying_key())
             .collect();
-        device_sim::fleet::FleetConfig::new(self.host.clone(), self.port, devices, profile)
+        let port = self.mtls.as_ref().map_or(self.port, |(_, p)| *p);
+        let mut cfg =
+            device_sim::fleet::FleetConfig::new(self.host.clone(), port, devices, profile);
+        cfg.tls = self
+            .mtls
+            .as_ref()
+            .map(|(pki, _)| device_sim::fleet::FleetTls {
+                shared: pki.client(None),
+                devices: Default::default(),
+            });
+        cfg
     }
 
     /// On a secured stack, provisions every device of `cfg` with its own
-    /// password and gives the fleet those logins; elsewhere does nothing.
-    /// Call it once `cfg`'s ids are settled (prefix, factory line).
+    /// password and gives the fleet those logins (with `mtls`: its own
+    /// certificate, whose fingerprint the registry keeps, and no password
+    /// to log in with); elsewhere does nothing. Call it once `cfg`'s ids
+    /// are settled (prefix, factory line).
     pub async fn provision(
         &self,
         cfg: &mut device_sim::fleet::FleetConfig,
     ) -> Result<(), StackError> {
-        if self.is_secured() {
+        if let Some((pki, _)) = &self.mtls {
+            let ids = cfg.ids()?;
+            let trusts = cfg.profile.trusted.clone();
+            let configs = provision_certificates(&self.ops, pki, &ids, &trusts).await?;
+            if let Some(t) = &mut cfg.tls {
+                t.devices = std::sync::Arc::new(configs);
+            }
+        } else if self.is_secured() {
             let ids = cfg.ids()?;
             let trusts = cfg.profile.trusted.clone();
             let logins = bridge::client::provision::logins(&self.ops, &ids, Some(&trusts)).await?;
             cfg.logins = std::sync::Arc::new(logins);
         }
         Ok(())
+    }
+
+    /// The mutual-TLS listener's port and the fleet PKI (`mtls`).
+    pub fn mtls(&self) -> Option<(&TestPki, u16)> {
+        self.mtls.as_ref().map(|(pki, p)| (pki, *p))
     }
 
     /// Do devices log in with their own credentials?
@@ -408,6 +459,38 @@ pub async fn wait_registered(
             limit,
         }),
     }
+}
+
+/// Issues each device its certificate (CN = its id) and provisions it,
+/// the certificate's fingerprint in the registry (a password too, which
+/// the registry requires and the device is never given); returns each
+/// device's TLS client config.
+async fn provision_certificates(
+    ops: &OpsClient,
+    pki: &TestPki,
+    ids: &[schemas::DeviceId],
+    trusts: &[schemas::keys::VerifyingKey],
+) -> Result<
+    std::collections::BTreeMap<schemas::DeviceId, std::sync::Arc<tls::rustls::ClientConfig>>,
+    StackError,
+> {
+    use bridge::client::provision::{send_batch_with_certs, Mode};
+    let mut out = std::collections::BTreeMap::new();
+    for chunk in ids.chunks(schemas::ops::MAX_PROVISION_BATCH) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut certs = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            let issued = pki
+                .ca
+                .issue_device(id.as_str(), tls::pki::Validity::days(1))?;
+            certs.push(Some(issued.fingerprint()));
+            out.insert(id.clone(), pki.client(Some(&issued)));
+            let password = schemas::provisioning::generate_password();
+            batch.push((id.clone(), Default::default(), password));
+        }
+        send_batch_with_certs(ops, &batch, &certs, Mode::Upsert, Some(trusts)).await?;
+    }
+    Ok(out)
 }
 
 /// The bridge's config for a broker of the stack's own on `port`.

@@ -1,7 +1,9 @@
 //! The block server: answers BlockRequests as PROTOCOL.md "What the bridge
 //! promises" says. Requests within a merge window are merged; each wanted
 //! block goes out once per window, on `P/artifacts/{a}/blocks` when several
-//! devices want it and on `P/devices/{id}/blocks` when one does; output is
+//! devices want it and on `P/devices/{id}/blocks` when one does (a block
+//! broadcast less than `resend_after_ms` ago waits until that broadcast is
+//! that old, so late askers share one more pass); output is
 //! paced by what the broker delivers (measured through a probe subscription,
 //! [`flight`], by the [`pacing`] controller) and by a byte budget;
 //! emergency artifacts go first but leave a tenth of the egress to the
@@ -14,7 +16,8 @@
 //!
 //! - [`BlocksConfig`]: the `[blocks]` section (it lives in `config::blocks`).
 //! - [`schedule`]: [`schedule::Scheduler`], the pure merge/priority/budget
-//!   logic, with its [`wants`] bitset.
+//!   logic (given the time by the actor), with its [`wants`] bitset and
+//!   the recent broadcasts it defers re-sends by.
 //! - [`server`]: the actor: request checks (who may fetch what, E1),
 //!   per-device rate limit, counters, one batch per window, sized by the
 //!   pacer and the egress budget.
@@ -33,7 +36,7 @@
 //!
 //! ```text
 //!  MqttLoop ──Incoming (request)──► server ──want──► Scheduler
-//!  core/campaigns ──BlockEvent────►   │ every merge window: take(budget)
+//!  core/campaigns ──BlockEvent────►   │ every merge window: take(budget, now)
 //!                                     ▼
 //!                       worker ──spawn_blocking──► Encoder (tree, file, LRU)
 //!                         │ governor (bytes/s)          ▲ Pacer (deliveries/window)
@@ -191,6 +194,7 @@ pub fn spawn(
         scheduler: Scheduler::new(ScheduleConfig {
             broadcast: cfg.broadcast,
             max_devices: cfg.max_devices,
+            resend_after: cfg.resend_after(),
         }),
         audience: audience::Audience::new(cfg.max_devices, server::AUDIENCE_TTL),
         pacer: pacing::Pacer::new(cfg.merge_window(), cfg.fanout_per_sec),

@@ -1,13 +1,28 @@
 //! The block server's pure part: requests in, a list of (artifact, index,
-//! target) out for each merge window, given a byte budget. No I/O, no
-//! clock: the actor ([`super::server`]) calls [`Scheduler::want`] as
-//! requests arrive and [`Scheduler::take`] once per window.
+//! target) out for each merge window, given a byte budget. No I/O, and no
+//! clock of its own: the actor ([`super::server`]) calls
+//! [`Scheduler::want`] as requests arrive and [`Scheduler::take`] once per
+//! window, each with the time.
 //!
 //! - **Merging.** A block is pending once, whoever wants it. A block wanted
 //!   by one device goes to that device's topic; by several, to the
 //!   artifact's topic ([`Target::Broadcast`]). `take` removes what it
 //!   returns, so a block goes out at most once per window; a request that
-//!   arrives after that makes it pending again for the next window.
+//!   arrives after that makes it pending again for a later window.
+//! - **No pass right behind a pass.** A block broadcast less than
+//!   `resend_after` ago is not broadcast again at once: asked for again, it
+//!   waits (deferred, merging with every later request) until that
+//!   broadcast is `resend_after` old ([`recent`]). The devices of a
+//!   campaign do not ask together (the announcement reaches them over a
+//!   moment, or seconds under load): without this, each window with a new
+//!   asker sent a whole new pass of a small artifact to everyone
+//!   downloading it. With it, the askers of one `resend_after` share one
+//!   pass, and a device that truly missed a block (it subscribed after the
+//!   broadcast, lost power, joined late) still has it within
+//!   `resend_after` of asking, below the devices' 2 s quiet spell, so no
+//!   device asks again for the wait. A long image is not slowed: its
+//!   blocks come round again only after a whole pass, long after. An
+//!   emergency's blocks are never deferred.
 //! - **Budget.** `take` returns at most `budget` bytes (each artifact's
 //!   block cost as given to `want`) and at most `max_items` blocks; what
 //!   does not fit stays pending and keeps merging with later requests.
@@ -23,10 +38,12 @@
 //!   downloads), or in unicast-only mode its request is refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use schemas::{ArtifactId, DeviceId};
 
 use super::wants::WantSet;
+use recent::Recent;
 
 /// Where one block goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,6 +89,9 @@ pub struct ScheduleConfig {
     pub broadcast: bool,
     /// Device slots.
     pub max_devices: usize,
+    /// A block broadcast less than this ago waits until it is this old
+    /// before it is broadcast again (zero: at once, the next window).
+    pub resend_after: Duration,
 }
 
 const EMERGENCY: usize = 0;
@@ -88,14 +108,20 @@ pub struct Scheduler {
     credit: [u64; 2],
     /// The artifact each class served last (round robin).
     last: [Option<ArtifactId>; 2],
+    /// What was broadcast within the last `resend_after`.
+    recent: Recent,
 }
 
 #[derive(Debug)]
 struct Pending {
     shape: Shape,
-    /// Broadcast mode: every wanted block.
+    /// Broadcast mode: every wanted block that may go out now.
     wanted: WantSet,
-    /// Broadcast mode: blocks wanted by exactly one device (absent: several).
+    /// Broadcast mode: wanted blocks broadcast lately, waiting until that
+    /// broadcast is `resend_after` old (never also in `wanted`).
+    deferred: WantSet,
+    /// Broadcast mode: blocks wanted by exactly one device (absent: several),
+    /// whether they may go out now or are deferred.
     single: HashMap<u32, u32>,
     /// Unicast-only mode: each device slot's wanted blocks.
     by_device: BTreeMap<u32, WantSet>,
@@ -108,6 +134,7 @@ impl Pending {
         Self {
             shape,
             wanted: WantSet::new(shape.blocks),
+            deferred: WantSet::new(shape.blocks),
             single: HashMap::new(),
             by_device: BTreeMap::new(),
             cursor: 0,
@@ -116,6 +143,7 @@ impl Pending {
 
     fn count(&self) -> u64 {
         u64::from(self.wanted.count())
+            + u64::from(self.deferred.count())
             + self
                 .by_device
                 .values()
@@ -124,7 +152,26 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.wanted.is_empty() && self.by_device.is_empty()
+        self.deferred.is_empty() && !self.ready()
+    }
+
+    /// Something may go out now.
+    fn ready(&self) -> bool {
+        !self.wanted.is_empty() || !self.by_device.is_empty()
+    }
+
+    /// Moves the deferred blocks no longer recent into `wanted` (all of
+    /// them without `recent`).
+    fn release(&mut self, artifact: &ArtifactId, recent: Option<&Recent>) {
+        let due: Vec<u32> = self
+            .deferred
+            .iter()
+            .filter(|i| recent.is_none_or(|r| !r.holds(artifact, *i)))
+            .collect();
+        for i in due {
+            self.deferred.remove(i);
+            self.wanted.insert(i);
+        }
     }
 }
 
@@ -138,6 +185,7 @@ impl Scheduler {
             emergency: HashSet::new(),
             credit: [0; 2],
             last: [None, None],
+            recent: Recent::new(cfg.resend_after),
         }
     }
 
@@ -155,7 +203,8 @@ impl Scheduler {
         self.emergency.contains(artifact)
     }
 
-    /// Blocks pending, over every artifact and device.
+    /// Blocks pending (deferred ones included), over every artifact and
+    /// device.
     pub fn pending_blocks(&self) -> u64 {
         self.pending.values().map(Pending::count).sum()
     }
@@ -170,26 +219,36 @@ impl Scheduler {
         self.pending.iter().map(|(a, p)| (a, p.shape))
     }
 
-    /// True when nothing is pending.
+    /// True when nothing is pending, not even deferred.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
     }
 
-    /// Records that `device` wants `indices` of `artifact`. Indices at or
-    /// past `shape.blocks` are ignored (the caller refuses such requests).
-    /// A later `want` with another shape for a pending artifact keeps the
-    /// first shape.
+    /// True when some pending block may go out now (after a `take`: the
+    /// budget held it back); deferred blocks do not count.
+    pub fn has_ready(&self) -> bool {
+        self.pending.values().any(Pending::ready)
+    }
+
+    /// Records that `device` wants `indices` of `artifact` at `now`.
+    /// Indices at or past `shape.blocks` are ignored (the caller refuses
+    /// such requests). A later `want` with another shape for a pending
+    /// artifact keeps the first shape. A block broadcast less than
+    /// `resend_after` before `now` is deferred.
     pub fn want(
         &mut self,
         device: &DeviceId,
         artifact: &ArtifactId,
         shape: Shape,
         indices: impl IntoIterator<Item = u32>,
+        now: Instant,
     ) -> Wanted {
         let slot = self.devices.get_or_insert(device);
         if !self.cfg.broadcast && slot.is_none() {
             return Wanted::Overloaded;
         }
+        // An emergency's blocks go again at once: its devices first.
+        let urgent = self.emergency.contains(artifact);
         let p = self
             .pending
             .entry(artifact.clone())
@@ -200,7 +259,13 @@ impl Scheduler {
                 if i >= p.shape.blocks {
                     continue;
                 }
-                if p.wanted.insert(i) {
+                let pending = p.wanted.contains(i) || p.deferred.contains(i);
+                if !pending {
+                    if !urgent && self.recent.contains(artifact, i, now) {
+                        p.deferred.insert(i);
+                    } else {
+                        p.wanted.insert(i);
+                    }
                     new += 1;
                     if let Some(s) = slot {
                         p.single.insert(i, s);
@@ -247,6 +312,7 @@ impl Scheduler {
     pub fn remove_artifact(&mut self, artifact: &ArtifactId) {
         self.drop_wants(artifact);
         self.emergency.remove(artifact);
+        self.recent.remove(artifact);
     }
 
     /// Forgets every pending want of `artifact`, keeping its priority (its
@@ -259,9 +325,18 @@ impl Scheduler {
         }
     }
 
-    /// The blocks to publish in this window: at most `budget` bytes of
-    /// credit (plus what carried over) and at most `max_items` blocks.
-    pub fn take(&mut self, budget: u64, max_items: usize) -> Vec<Send> {
+    /// The blocks to publish in the window starting at `now`: at most
+    /// `budget` bytes of credit (plus what carried over) and at most
+    /// `max_items` blocks. Deferred blocks whose broadcast is
+    /// `resend_after` old by `now` may go out again.
+    pub fn take(&mut self, budget: u64, max_items: usize, now: Instant) -> Vec<Send> {
+        self.recent.expire(now);
+        for (artifact, p) in &mut self.pending {
+            if !p.deferred.is_empty() {
+                let urgent = self.emergency.contains(artifact);
+                p.release(artifact, (!urgent).then_some(&self.recent));
+            }
+        }
         let has = [self.class_has(EMERGENCY), self.class_has(NORMAL)];
         match has {
             [true, true] => {
@@ -295,14 +370,14 @@ impl Scheduler {
         }
         let mut out = Vec::new();
         for class in [EMERGENCY, NORMAL] {
-            self.serve(class, max_items, &mut out);
+            self.serve(class, max_items, now, &mut out);
         }
         // Work-conserving: a class that ran out of blocks leaves its credit
         // to the other.
         for (done, other) in [(EMERGENCY, NORMAL), (NORMAL, EMERGENCY)] {
             if !self.class_has(done) && self.credit[done] > 0 {
                 self.credit[other] += std::mem::take(&mut self.credit[done]);
-                self.serve(other, max_items, &mut out);
+                self.serve(other, max_items, now, &mut out);
             }
         }
         for class in [EMERGENCY, NORMAL] {
@@ -321,12 +396,16 @@ impl Scheduler {
         }
     }
 
+    /// The class has a block that may go out now (deferred ones do not
+    /// hold a share of the budget).
     fn class_has(&self, class: usize) -> bool {
-        self.pending.keys().any(|a| self.class_of(a) == class)
+        self.pending
+            .iter()
+            .any(|(a, p)| p.ready() && self.class_of(a) == class)
     }
 
     /// Serves `class` while its credit covers the next block.
-    fn serve(&mut self, class: usize, max_items: usize, out: &mut Vec<Send>) {
+    fn serve(&mut self, class: usize, max_items: usize, now: Instant, out: &mut Vec<Send>) {
         while out.len() < max_items {
             let Some(artifact) = self.next_artifact(class) else {
                 return;
@@ -338,10 +417,16 @@ impl Scheduler {
                 return;
             }
             let Some((index, target)) = take_one(p, &mut self.devices) else {
-                // Invariant: empty entries are removed, so this is not reached.
-                self.pending.remove(&artifact);
-                continue;
+                // Invariant: next_artifact picks one with a ready block, so
+                // this is not reached.
+                if p.is_empty() {
+                    self.pending.remove(&artifact);
+                }
+                return;
             };
+            if target == Target::Broadcast {
+                self.recent.record(&artifact, p.shape.blocks, index, now);
+            }
             self.credit[class] -= p.shape.cost;
             if p.is_empty() {
                 self.pending.remove(&artifact);
@@ -355,9 +440,10 @@ impl Scheduler {
         }
     }
 
-    /// The class's next artifact after the one it served last, wrapping.
+    /// The class's next artifact with a ready block after the one it
+    /// served last, wrapping.
     fn next_artifact(&self, class: usize) -> Option<ArtifactId> {
-        let in_class = |a: &&ArtifactId| self.class_of(a) == class;
+        let in_class = |(a, p): &(&ArtifactId, &Pending)| p.ready() && self.class_of(a) == class;
         let after = match &self.last[class] {
             Some(last) => self
                 .pending
@@ -365,13 +451,12 @@ impl Scheduler {
                     std::ops::Bound::Excluded(last),
                     std::ops::Bound::Unbounded,
                 ))
-                .map(|(a, _)| a)
                 .find(in_class),
             None => None,
         };
         after
-            .or_else(|| self.pending.keys().find(in_class))
-            .cloned()
+            .or_else(|| self.pending.iter().find(in_class))
+            .map(|(a, _)| a.clone())
     }
 }
 
@@ -487,5 +572,8 @@ impl Slots {
     }
 }
 
+mod recent;
+#[cfg(test)]
+mod resend_tests;
 #[cfg(test)]
 mod tests;

@@ -164,7 +164,8 @@ impl Server {
     /// Hands this window's blocks to the worker, if it is ready for them.
     /// The pacer hears of every window, busy or idle.
     fn dispatch(&mut self, forget: &mut Vec<ArtifactId>, pace: &mut PaceState) {
-        let w = self.flight.take_window(Instant::now(), &mut pace.last);
+        let now = Instant::now();
+        let w = self.flight.take_window(now, &mut pace.last);
         let allowance = self.pacer.on_window(&w, pace.limited);
         BlockMetrics::set(&self.metrics.pace_rate, allowance.rate as u64);
         BlockMetrics::set(&self.metrics.pace_backoffs, self.pacer.backoffs());
@@ -178,8 +179,13 @@ impl Server {
         };
         let items = self
             .scheduler
-            .take(self.budget(allowance.deliveries), MAX_BATCH);
-        pace.limited = !self.scheduler.is_idle();
+            .take(self.budget(allowance.deliveries), MAX_BATCH, now);
+        // Held back by the allowance, not deferred (a deferred block waits
+        // for its time, not for the broker).
+        pace.limited = self.scheduler.has_ready();
+        if items.is_empty() && forget.is_empty() {
+            return;
+        }
         let mut audience = HashMap::new();
         for s in &items {
             audience
@@ -310,7 +316,10 @@ impl Server {
                 "the bitmap asks for no block",
             );
         }
-        match self.scheduler.want(device, &req.artifact, shape, wanted) {
+        match self
+            .scheduler
+            .want(device, &req.artifact, shape, wanted, Instant::now())
+        {
             Wanted::Added { merged, .. } => {
                 self.audience.saw(&req.artifact, device, Instant::now());
                 BlockMetrics::add(&self.metrics.requests, 1);

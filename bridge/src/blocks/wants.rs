@@ -63,6 +63,16 @@ impl WantSet {
         self.scan(from, self.len).or_else(|| self.scan(0, from))
     }
 
+    /// The indices in the set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut next = self.scan(0, self.len);
+        std::iter::from_fn(move || {
+            let i = next?;
+            next = self.scan(i + 1, self.len);
+            Some(i)
+        })
+    }
+
     /// The first index in `start..end`.
     fn scan(&self, start: u32, end: u32) -> Option<u32> {
         let mut i = start;
@@ -113,5 +123,7 @@ mod tests {
         one.insert(0);
         assert_eq!(one.next_from(0), Some(0));
         assert_eq!(one.next_from(1), Some(0));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![3, 64, 150]);
+        assert_eq!(WantSet::new(0).iter().next(), None);
     }
 }

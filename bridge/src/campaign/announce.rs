@@ -81,32 +81,26 @@ mod tests {
     use super::*;
     use crate::campaign::gate::{Gate, Input};
     use crate::campaign::record::{Release, ReleaseEntry};
-    use crate::campaign::spec::{Gates, Kind, WaveSpec};
+    use crate::campaign::spec::{Kind, WaveSpec};
     use schemas::{ArtifactId, CampaignId, ComponentName};
 
     fn record(emergency: bool, waves: &[&[(&str, u16)]]) -> CampaignRecord {
         let spec = CampaignSpec {
-            id: CampaignId::new("c1").unwrap(),
-            kind: Kind::Firmware,
-            release: vec![ArtifactId::new("fw-esp32").unwrap()],
-            waves: waves
-                .iter()
-                .map(|w| WaveSpec {
-                    cohorts: w
-                        .iter()
-                        .map(|&(g, c)| (GroupName::new(g).unwrap(), c))
-                        .collect(),
-                })
-                .collect(),
-            gates: Gates::default(),
             emergency,
-            parent: None,
-            rollback: None,
-            start_at: None,
-            stop_at: None,
-            windows: Default::default(),
-            standing: None,
-            allow_empty: false,
+            ..CampaignSpec::new(
+                CampaignId::new("c1").unwrap(),
+                Kind::Firmware,
+                vec![ArtifactId::new("fw-esp32").unwrap()],
+                waves
+                    .iter()
+                    .map(|w| WaveSpec {
+                        cohorts: w
+                            .iter()
+                            .map(|&(g, c)| (GroupName::new(g).unwrap(), c))
+                            .collect(),
+                    })
+                    .collect(),
+            )
         };
         CampaignRecord {
             release: Release {

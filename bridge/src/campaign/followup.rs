@@ -142,22 +142,13 @@ pub fn default_id(id: &CampaignId) -> Option<CampaignId> {
 /// The draft of a follow-up: `parent`'s release, kind and gates, one wave
 /// taking the whole explicit `group`.
 pub fn retry_spec(parent: &CampaignSpec, id: CampaignId, group: GroupName) -> CampaignSpec {
+    let waves = vec![WaveSpec {
+        cohorts: [(group, FULL_COHORT)].into(),
+    }];
     CampaignSpec {
-        id,
-        kind: parent.kind,
-        release: parent.release.clone(),
-        waves: vec![WaveSpec {
-            cohorts: [(group, FULL_COHORT)].into(),
-        }],
         gates: parent.gates,
-        emergency: false,
         parent: Some(parent.id.clone()),
-        rollback: None,
-        start_at: None,
-        stop_at: None,
-        windows: Default::default(),
-        standing: None,
-        allow_empty: false,
+        ..CampaignSpec::new(id, parent.kind, parent.release.clone(), waves)
     }
 }
 
@@ -204,19 +195,9 @@ pub fn rollback_spec(
     group: GroupName,
 ) -> CampaignSpec {
     CampaignSpec {
-        id,
-        kind: parent.kind,
-        release: rb.release.clone(),
-        waves: rb.wave_specs(&group),
         gates: parent.gates,
-        emergency: false,
         parent: Some(parent.id.clone()),
-        rollback: None,
-        start_at: None,
-        stop_at: None,
-        windows: Default::default(),
-        standing: None,
-        allow_empty: false,
+        ..CampaignSpec::new(id, parent.kind, rb.release.clone(), rb.wave_specs(&group))
     }
 }
 

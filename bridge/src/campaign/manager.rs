@@ -45,7 +45,7 @@ use super::members::Admission;
 use super::preflight::Preflight;
 use super::record::{CampaignRecord, Release, WaveEnd};
 use super::roster;
-use super::spec::{CampaignSpec, Gates, WaveSpec, FULL_COHORT};
+use super::spec::{CampaignSpec, WaveSpec, FULL_COHORT};
 use super::store::CampaignStore;
 use super::tally::{Anomalies, Report, Tally};
 use super::view::{self, CampaignList, CampaignStatus};
@@ -374,19 +374,13 @@ impl Campaigns {
             _ => return Err(CampaignError::EmergencyTarget),
         };
         Ok(CampaignSpec {
-            id,
-            kind: release.kind,
-            release: release.entries.iter().map(|e| e.artifact.clone()).collect(),
-            waves,
-            gates: Gates::default(),
             emergency: true,
-            parent: None,
-            rollback: None,
-            start_at: None,
-            stop_at: None,
-            windows: Default::default(),
-            standing: None,
-            allow_empty: false,
+            ..CampaignSpec::new(
+                id,
+                release.kind,
+                release.entries.iter().map(|e| e.artifact.clone()).collect(),
+                waves,
+            )
         })
     }
 

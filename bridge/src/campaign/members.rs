@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use schemas::bucket::admitted;
+use schemas::bucket::{admitted, MAX_COHORT};
 use schemas::{CampaignId, DeviceId, GroupName};
 
 use crate::fleet::Fleet;
@@ -38,12 +38,19 @@ impl Admission<'_> {
         })
     }
 
-    /// True when the registered device `device` takes part now.
+    /// True when the registered device `device` takes part now: its
+    /// target groups looked up in the fleet's index, not every group's
+    /// selector evaluated.
     pub fn admits_in(&self, fleet: &Fleet, device: &DeviceId) -> bool {
         if fleet.device(device).is_none() {
             return false;
         }
-        self.everyone() || self.admits(device, &fleet.groups_of(device))
+        self.everyone()
+            || self.cohorts.iter().any(|(g, &c)| {
+                c > 0
+                    && fleet.is_in(g, device)
+                    && admitted(self.campaign, device, c, self.emergency)
+            })
     }
 
     /// Every registered device that takes part.
@@ -56,8 +63,10 @@ impl Admission<'_> {
             if cohort == 0 {
                 continue;
             }
+            // A full cohort admits every device: no bucket to hash.
+            let all = cohort >= MAX_COHORT;
             for d in fleet.devices_in(group) {
-                if admitted(self.campaign, &d.id, cohort, self.emergency) {
+                if all || admitted(self.campaign, &d.id, cohort, self.emergency) {
                     out.insert(d.id.clone());
                 }
             }

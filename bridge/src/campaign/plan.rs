@@ -302,7 +302,7 @@ mod tests {
     use super::*;
     use crate::campaign::members::tests::fleet;
     use crate::campaign::record::ReleaseEntry;
-    use crate::campaign::spec::{Gates, Kind, WaveSpec};
+    use crate::campaign::spec::{Kind, WaveSpec};
     use schemas::{CampaignId, ComponentName};
 
     fn release(arches: &[&str]) -> Release {
@@ -325,11 +325,11 @@ mod tests {
     }
 
     fn spec(waves: &[&[(&str, u16)]]) -> CampaignSpec {
-        CampaignSpec {
-            id: CampaignId::new("camp-1").unwrap(),
-            kind: Kind::Firmware,
-            release: vec![ArtifactId::new("fw-esp32").unwrap()],
-            waves: waves
+        CampaignSpec::new(
+            CampaignId::new("camp-1").unwrap(),
+            Kind::Firmware,
+            vec![ArtifactId::new("fw-esp32").unwrap()],
+            waves
                 .iter()
                 .map(|w| WaveSpec {
                     cohorts: w
@@ -338,16 +338,7 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
-            gates: Gates::default(),
-            emergency: false,
-            parent: None,
-            rollback: None,
-            start_at: None,
-            stop_at: None,
-            windows: Default::default(),
-            standing: None,
-            allow_empty: false,
-        }
+        )
     }
 
     #[test]

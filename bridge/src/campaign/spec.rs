@@ -111,6 +111,29 @@ pub struct CampaignSpec {
     pub allow_empty: bool,
 }
 
+impl CampaignSpec {
+    /// A campaign of `release` in `waves`, every option at its default:
+    /// the default gates, not an emergency, no parent, rollback, schedule,
+    /// windows or standing. Set the others with `..CampaignSpec::new(..)`.
+    pub fn new(id: CampaignId, kind: Kind, release: Vec<ArtifactId>, waves: Vec<WaveSpec>) -> Self {
+        CampaignSpec {
+            id,
+            kind,
+            release,
+            waves,
+            gates: Gates::default(),
+            emergency: false,
+            parent: None,
+            rollback: None,
+            start_at: None,
+            stop_at: None,
+            windows: BTreeMap::new(),
+            standing: None,
+            allow_empty: false,
+        }
+    }
+}
+
 /// What makes a campaign standing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -501,25 +524,16 @@ mod tests {
     }
 
     fn spec() -> CampaignSpec {
-        CampaignSpec {
-            id: CampaignId::new("camp-1").unwrap(),
-            kind: Kind::Firmware,
-            release: vec![a("fw-esp32"), a("fw-armv7")],
-            waves: vec![
+        CampaignSpec::new(
+            CampaignId::new("camp-1").unwrap(),
+            Kind::Firmware,
+            vec![a("fw-esp32"), a("fw-armv7")],
+            vec![
                 wave(&[("canary", 10000)]),
                 wave(&[("acme", 1000)]),
                 wave(&[("acme", 10000), ("globex", 10000)]),
             ],
-            gates: Gates::default(),
-            emergency: false,
-            parent: None,
-            rollback: None,
-            start_at: None,
-            stop_at: None,
-            windows: Default::default(),
-            standing: None,
-            allow_empty: false,
-        }
+        )
     }
 
     #[test]

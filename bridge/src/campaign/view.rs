@@ -45,6 +45,10 @@ pub struct CampaignSummary {
     /// The campaign that rolls this one back, once started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<CampaignId>,
+    /// The version its rollback release (`--rollback-release`) goes back
+    /// to; absent when it has none, and `ota campaign rollback` refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolls_back_to: Option<String>,
     /// When the campaign expires (Unix seconds), until it has ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_at: Option<u64>,
@@ -168,6 +172,7 @@ pub fn summary(r: &CampaignRecord, live: Option<WaveCounts>) -> CampaignSummary 
         verdict_counts: r.gate.counts().copied(),
         parent: r.spec.parent.clone(),
         rollback: r.rollback_child.clone(),
+        rolls_back_to: r.rollback.as_ref().map(|rb| rb.version.clone()),
         start_at: r
             .spec
             .start_at

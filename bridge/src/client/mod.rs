@@ -442,7 +442,16 @@ impl OpsClient {
         &self,
         group: Option<schemas::GroupName>,
     ) -> Result<Vec<crate::ops::fleet_cmds::DeviceView>, ClientError> {
-        let mut out = Vec::new();
+        Ok(self.device_list(group).await?.devices)
+    }
+
+    /// Every device, page by page, as one list (`next` none), with the
+    /// pending devices of the first page (`devices list`).
+    pub async fn device_list(
+        &self,
+        group: Option<schemas::GroupName>,
+    ) -> Result<crate::ops::fleet_cmds::DeviceList, ClientError> {
+        let mut out: Option<crate::ops::fleet_cmds::DeviceList> = None;
         let mut after = None;
         loop {
             let page: crate::ops::fleet_cmds::DeviceList = self
@@ -452,10 +461,19 @@ impl OpsClient {
                     limit: None,
                 })
                 .await?;
-            out.extend(page.devices);
-            match page.next {
+            let next = page.next.clone();
+            match &mut out {
+                None => out = Some(page),
+                Some(o) => o.devices.extend(page.devices),
+            }
+            match next {
                 Some(n) => after = Some(n),
-                None => return Ok(out),
+                None => {
+                    let mut o = out.unwrap_or_default();
+                    o.total = o.devices.len();
+                    o.next = None;
+                    return Ok(o);
+                }
             }
         }
     }

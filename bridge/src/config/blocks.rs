@@ -5,6 +5,8 @@
 //! ```toml
 //! [blocks]
 //! merge_window_ms = 150            # requests merged per window, 10..=500
+//! resend_after_ms = 1500           # a block just broadcast waits this long
+//!                                  # before it is broadcast again, 0..=2000
 //! egress_bytes_per_sec = 2097152   # the whole bridge's block output
 //! # fanout_per_sec = 200000        # optional ceilings on what the broker is
 //! # fanout_bytes_per_sec = 1000000000 # asked: unset, the pacer finds its rate
@@ -22,6 +24,12 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MERGE_WINDOW_MS: u64 = 150;
 /// The protocol's bound on the merge window.
 pub const MAX_MERGE_WINDOW_MS: u64 = 500;
+/// Default `resend_after_ms`.
+pub const DEFAULT_RESEND_AFTER_MS: u64 = 1500;
+/// `resend_after_ms` stays within the devices' shortest quiet spell (2 s,
+/// PROTOCOL.md step 6): a device that asked gets its block before it
+/// would ask again (were it asked again, the request merges).
+pub const MAX_RESEND_AFTER_MS: u64 = 2000;
 /// Default `egress_bytes_per_sec`: 2 MiB/s (16 Mbit/s).
 pub const DEFAULT_EGRESS_BYTES_PER_SEC: u64 = 2 * 1024 * 1024;
 /// The smallest `fanout_bytes_per_sec`: one largest block a second.
@@ -38,6 +46,11 @@ pub struct BlocksConfig {
     /// Requests arriving within one window are merged; every wanted block
     /// goes out at most once per window (per target).
     pub merge_window_ms: u64,
+    /// A block broadcast less than this ago is not broadcast again at once
+    /// when asked for again: it waits until that broadcast is this old,
+    /// gathering every device that asks meanwhile into one more pass.
+    /// 0: again in the next window.
+    pub resend_after_ms: u64,
     /// The bridge's block output, bytes per second (payload bytes of the
     /// Block messages it publishes).
     pub egress_bytes_per_sec: u64,
@@ -69,6 +82,7 @@ impl Default for BlocksConfig {
     fn default() -> Self {
         Self {
             merge_window_ms: DEFAULT_MERGE_WINDOW_MS,
+            resend_after_ms: DEFAULT_RESEND_AFTER_MS,
             egress_bytes_per_sec: DEFAULT_EGRESS_BYTES_PER_SEC,
             fanout_per_sec: None,
             fanout_bytes_per_sec: None,
@@ -100,6 +114,15 @@ impl BlocksConfig {
                 format!(
                     "{} is outside 10..=500 ms (the protocol promises at most 500)",
                     self.merge_window_ms
+                ),
+            );
+        }
+        if self.resend_after_ms > MAX_RESEND_AFTER_MS {
+            return err(
+                "resend_after_ms",
+                format!(
+                    "{} is over {MAX_RESEND_AFTER_MS} ms (the devices' shortest quiet spell; 0 turns the wait off)",
+                    self.resend_after_ms
                 ),
             );
         }
@@ -154,6 +177,11 @@ impl BlocksConfig {
         std::time::Duration::from_millis(self.merge_window_ms)
     }
 
+    /// How long a broadcast block waits before it is broadcast again.
+    pub fn resend_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.resend_after_ms)
+    }
+
     /// Bytes the bridge may send in one window: the scheduler's budget.
     pub fn window_budget(&self) -> u64 {
         (self.egress_bytes_per_sec * self.merge_window_ms / 1000).max(1)
@@ -202,6 +230,13 @@ mod tests {
                     ..Default::default()
                 },
                 "merge_window_ms",
+            ),
+            (
+                BlocksConfig {
+                    resend_after_ms: 2001,
+                    ..Default::default()
+                },
+                "resend_after_ms",
             ),
             (
                 BlocksConfig {

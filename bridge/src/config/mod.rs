@@ -46,6 +46,7 @@
 pub mod blocks;
 pub mod client_tls;
 mod credentials;
+mod devices;
 pub mod http;
 mod keys;
 pub mod raw;
@@ -132,10 +133,14 @@ pub struct Config {
 /// `[devices]`
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DevicesConfig {
-    /// `admission`: `"provisioned"` (the default of a config file) or
-    /// `"open"` (version 1: any Hello registers; the default of
-    /// [`Config::with_defaults`], for code and tests).
+    /// `admission`: `"provisioned"` (the default of a config file),
+    /// `"enroll"` (with the enrollment token's hash) or `"open"` (version
+    /// 1: any Hello registers; the default of [`Config::with_defaults`],
+    /// for code and tests).
     pub admission: crate::identity::Admission,
+    /// `registrations_per_minute`: enrollments the whole fleet may make a
+    /// minute (0: no bound).
+    pub registrations_per_minute: u32,
 }
 
 /// `[bridge]`
@@ -324,6 +329,7 @@ impl Config {
             blocks: blocks::BlocksConfig::default(),
             devices: DevicesConfig {
                 admission: crate::identity::Admission::Open,
+                registrations_per_minute: devices::DEFAULT_REGISTRATIONS_PER_MINUTE,
             },
             http: None,
             broker_tls: None,
@@ -359,6 +365,7 @@ impl Config {
             bridge_login,
             operators,
             admission: self.devices.admission.clone(),
+            registrations_per_minute: self.devices.registrations_per_minute,
         }
     }
 
@@ -417,6 +424,10 @@ impl Validator<'_> {
         {
             m.dir = self.resolve(std::mem::take(&mut m.dir));
             m.pid_file = m.pid_file.take().map(|p| self.resolve(p));
+            m.edge_pid_files = std::mem::take(&mut m.edge_pid_files)
+                .into_iter()
+                .map(|p| self.resolve(p))
+                .collect();
             if let Some(t) = &mut m.tls {
                 for p in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file] {
                     *p = self.resolve(std::mem::take(p));
@@ -576,21 +587,7 @@ impl Validator<'_> {
                 None => operator_tls,
             },
         };
-        let admission = match raw.devices.admission.as_deref() {
-            None | Some("provisioned") => crate::identity::Admission::Provisioned,
-            Some("open") => crate::identity::Admission::Open,
-            Some(other) => {
-                return Err(self.err(
-                    "devices",
-                    "admission",
-                    format!(
-                        "{other:?} is not an admission rule: use \"provisioned\" (only devices \
-                         provisioned with `ota devices provision` register) or \"open\" (any Hello \
-                         registers: development only)"
-                    ),
-                ))
-            }
-        };
+        let devices = self.devices(raw.devices, &broker)?;
         let http = match raw.http {
             None => None,
             Some(h) => Some(
@@ -604,7 +601,7 @@ impl Validator<'_> {
             status,
             operator,
             blocks,
-            devices: DevicesConfig { admission },
+            devices,
             http,
             broker_tls,
         })
@@ -807,6 +804,48 @@ mod tests {
         let path = dir.join("ota.toml");
         std::fs::write(&path, text).unwrap();
         Config::load(&path)
+    }
+
+    #[test]
+    fn enroll_reads_the_tokens_hash_and_refuses_what_cannot_enroll() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let head =
+            "[bridge]\nbroker_user = \"bridge\"\n[broker]\n[broker.users]\nbridge = \"pw\"\n";
+        std::fs::write(
+            d.join("enroll.hash"),
+            schemas::provisioning::hash_password("tok") + "\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("enroll.token"), "tok\n").unwrap();
+        let devices = |file: &str, extra: &str| {
+            format!(
+                "{head}[devices]\nadmission = \"enroll\"\nenrollment_token_hash = \"{file}\"\n{extra}"
+            )
+        };
+        let c = load(d, &devices("enroll.hash", "registrations_per_minute = 5\n")).unwrap();
+        let crate::identity::Admission::Enroll { token } = &c.devices.admission else {
+            panic!("{:?}", c.devices.admission)
+        };
+        assert!(token.verify("tok") && !token.verify("tik"));
+        assert_eq!(c.devices.registrations_per_minute, 5);
+        let e = load(d, &devices("enroll.token", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds no `$6$` hash"), "{e}");
+        let e = load(d, &format!("{head}[devices]\nadmission = \"enroll\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ota devices enrollment-token"), "{e}");
+        let e = load_anon(
+            d,
+            "[devices]\nadmission = \"enroll\"\nenrollment_token_hash = \"enroll.hash\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[broker.users]"), "{e}");
+        let c = load(d, head).unwrap();
+        assert_eq!(c.devices.registrations_per_minute, 60);
     }
 
     #[test]

@@ -31,8 +31,12 @@ pub struct RawConfig {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDevices {
-    /// `"provisioned"` (default) or `"open"`.
+    /// `"provisioned"` (default), `"enroll"` or `"open"`.
     pub admission: Option<String>,
+    /// With `"enroll"`: the file holding the enrollment token's `$6$` hash.
+    pub enrollment_token_hash: Option<PathBuf>,
+    /// Enrollments the whole fleet may make a minute (0: no bound).
+    pub registrations_per_minute: Option<u32>,
 }
 
 /// `[bridge]`

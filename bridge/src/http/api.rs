@@ -256,6 +256,8 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> Result<Response, ApiError>
     let scrape = Scrape {
         bridge: s.metrics.snapshot(),
         commit_latency: s.metrics.commit_latency.snapshot(),
+        core_handle: s.metrics.core_handle.snapshot(),
+        core_wait: s.metrics.core_wait.snapshot(),
         blocks: s.blocks.snapshot(),
         identity_refused: s.identity.refusals().snapshot(),
         standings: s.identity.standings(),
@@ -264,6 +266,16 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> Result<Response, ApiError>
             .handshakes
             .failed
             .load(std::sync::atomic::Ordering::Relaxed),
+        broker_logins: s
+            .broker
+            .as_ref()
+            .map(|b| b.logins_by_kind())
+            .unwrap_or_default(),
+        broker_handshakes_failed: s
+            .broker
+            .as_ref()
+            .map(|b| b.handshake_failures_by_kind())
+            .unwrap_or_default(),
         inboxes: s.core.depths(),
         fleet: fleet.ok(),
         campaigns: campaigns.ok(),

@@ -72,7 +72,11 @@ impl CoreLink {
     pub async fn ask(&self, ask: Ask) -> Result<Answer, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.queries
-            .try_send(Query { ask, reply })
+            .try_send(Query {
+                ask,
+                reply,
+                asked: std::time::Instant::now(),
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ApiError::Busy(self.queries.max_capacity()),
                 mpsc::error::TrySendError::Closed(_) => ApiError::Stopping,

@@ -101,6 +101,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Failed TLS handshakes (HTTPS only).
     pub handshakes: Arc<https::Handshakes>,
+    /// The embedded broker's counters (`None` on an external broker).
+    pub broker: Option<broker::BrokerCounters>,
 }
 
 /// A bound listener, and its TLS when `[http]` has `tls_cert`.

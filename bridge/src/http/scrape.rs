@@ -45,6 +45,9 @@ pub const CAMPAIGN_STATES: [&str; 9] = [
 pub struct Scrape {
     pub bridge: Snapshot,
     pub commit_latency: LatencySnapshot,
+    /// Core's handling time and wait per piece of work.
+    pub core_handle: LatencySnapshot,
+    pub core_wait: LatencySnapshot,
     pub blocks: BlockSnapshot,
     /// Identity's refusals by name.
     pub identity_refused: Vec<(&'static str, u64)>,
@@ -52,6 +55,12 @@ pub struct Scrape {
     pub http_refused: Vec<(&'static str, u64)>,
     /// Failed TLS handshakes on the listener (0 without TLS).
     pub tls_handshakes_failed: u64,
+    /// The embedded broker's admitted logins by credential (empty on an
+    /// external broker).
+    pub broker_logins: Vec<(&'static str, u64)>,
+    /// The embedded broker's failed TLS handshakes by reason (empty
+    /// without its TLS listener).
+    pub broker_handshakes_failed: Vec<(&'static str, u64)>,
     pub inboxes: Vec<(&'static str, Depth)>,
     /// `None` when core did not answer (busy, stopping): the rest is shown.
     pub fleet: Option<FleetCounts>,
@@ -124,6 +133,25 @@ impl Out<'_> {
         self.by(name, help, label, MetricType::Counter, s)
     }
 
+    /// One histogram family from a [`LatencySnapshot`] (cumulative
+    /// counts, turned back into per-bucket ones for the encoder).
+    fn histogram(&mut self, name: &str, help: &str, l: &LatencySnapshot) -> fmt::Result {
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = l
+            .buckets
+            .iter()
+            .map(|(le, cumulative)| {
+                let n = cumulative - below;
+                below = *cumulative;
+                (*le, n)
+            })
+            .collect();
+        let mut e = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        e.encode_histogram::<NoLabelSet>(l.sum_secs, l.count, &buckets, None)
+    }
+
     fn gauges_by(
         &mut self,
         name: &str,
@@ -183,24 +211,11 @@ impl Collector for Scrape {
             "Retained StatusAcks published.",
             b.acks_published,
         )?;
-        let l = &self.commit_latency;
-        let mut below = 0;
-        let buckets: Vec<(f64, u64)> = l
-            .buckets
-            .iter()
-            .map(|(le, cumulative)| {
-                let n = cumulative - below;
-                below = *cumulative;
-                (*le, n)
-            })
-            .collect();
-        let mut e = o.0.encode_descriptor(
+        o.histogram(
             "ota_status_commit_latency_seconds",
             "From a status batch's first message to its flush (then it is acknowledged).",
-            None,
-            MetricType::Histogram,
+            &self.commit_latency,
         )?;
-        e.encode_histogram::<NoLabelSet>(l.sum_secs, l.count, &buckets, None)?;
 
         o.counters_by(
             "ota_messages_dropped",
@@ -266,11 +281,35 @@ impl Collector for Scrape {
             "ota_http_tls_handshake_failures",
             "TLS handshakes on the HTTP listener that failed or timed out.",
             self.tls_handshakes_failed,
-        )
+        )?;
+        self.broker(&mut o)
     }
 }
 
 impl Scrape {
+    /// The embedded broker's families, when it runs in the bridge.
+    fn broker(&self, o: &mut Out<'_>) -> fmt::Result {
+        if !self.broker_logins.is_empty() {
+            o.counters_by(
+                "ota_broker_logins",
+                "CONNECTs the embedded broker admitted, by the credential they logged in with.",
+                "credential",
+                self.broker_logins.iter().map(|(n, v)| (n.to_string(), *v)),
+            )?;
+        }
+        if !self.broker_handshakes_failed.is_empty() {
+            o.counters_by(
+                "ota_broker_tls_handshake_failures",
+                "TLS handshakes refused on the embedded broker's TLS listener, by reason.",
+                "reason",
+                self.broker_handshakes_failed
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), *v)),
+            )?;
+        }
+        Ok(())
+    }
+
     fn devices(&self, o: &mut Out<'_>) -> fmt::Result {
         o.gauges_by(
             "ota_devices_credentials",
@@ -415,6 +454,21 @@ impl Scrape {
             "The longest single piece of work core did since start.",
             ConstGauge::new(b.core_max_stall_micros as f64 / 1e6),
         )?;
+        o.one(
+            "ota_core_max_wait_seconds",
+            "The longest a message, query or tick waited for core since start (from its arrival to core taking it up).",
+            ConstGauge::new(b.core_max_wait_micros as f64 / 1e6),
+        )?;
+        o.histogram(
+            "ota_core_handle_seconds",
+            "Core's handling time of each message, query or tick.",
+            &self.core_handle,
+        )?;
+        o.histogram(
+            "ota_core_wait_seconds",
+            "How long each message, query or tick waited for core, from its arrival to core taking it up.",
+            &self.core_wait,
+        )?;
         o.gauge(
             "ota_core_answering",
             "1 when core answered this scrape's queries, 0 when it was busy or stopping.",
@@ -436,6 +490,8 @@ mod tests {
         m.count_drop(DropReason::CommandForged);
         m.commit_latency
             .observe(std::time::Duration::from_millis(3));
+        m.core_waited(std::time::Duration::from_millis(60));
+        m.core_worked(std::time::Duration::from_millis(2));
         let mut fleet = FleetCounts {
             registered: 3,
             online: 2,
@@ -451,6 +507,8 @@ mod tests {
         let s = Scrape {
             bridge: m.snapshot(),
             commit_latency: m.commit_latency.snapshot(),
+            core_handle: m.core_handle.snapshot(),
+            core_wait: m.core_wait.snapshot(),
             blocks: BlockSnapshot::default(),
             identity_refused: vec![("bad_credentials", 4)],
             standings: [
@@ -460,6 +518,8 @@ mod tests {
             ],
             http_refused: vec![("no_token", 2)],
             tls_handshakes_failed: 0,
+            broker_logins: vec![("certificate", 3), ("password", 1)],
+            broker_handshakes_failed: vec![("no_certificate", 2)],
             inboxes: vec![(
                 "core_mqtt",
                 Depth {
@@ -496,6 +556,20 @@ mod tests {
         );
         assert_eq!(value("ota_devices_pending", None), Some(Value::Gauge(1.0)));
         assert_eq!(
+            value(
+                "ota_broker_logins_total",
+                Some(("credential", "certificate"))
+            ),
+            Some(Value::Counter(3.0))
+        );
+        assert_eq!(
+            value(
+                "ota_broker_tls_handshake_failures_total",
+                Some(("reason", "no_certificate"))
+            ),
+            Some(Value::Counter(2.0))
+        );
+        assert_eq!(
             value("ota_devices_online_by_arch", Some(("arch", "esp32"))),
             Some(Value::Gauge(2.0))
         );
@@ -516,5 +590,21 @@ mod tests {
             }
             other => panic!("no histogram: {other:?}\n{text}"),
         }
+        // Core's wait: the 60 ms one is past the 50 ms bucket, not the 100 ms one.
+        assert_eq!(
+            value("ota_core_max_wait_seconds", None),
+            Some(Value::Gauge(0.06))
+        );
+        match value("ota_core_wait_seconds", None) {
+            Some(Value::Histogram(h)) => {
+                let at = |le: f64| h.iter().find(|b| b.less_than == le).map(|b| b.count);
+                assert_eq!((at(0.05), at(0.1)), (Some(0.0), Some(1.0)), "{text}");
+            }
+            other => panic!("no core wait histogram: {other:?}\n{text}"),
+        }
+        assert!(matches!(
+            value("ota_core_handle_seconds", None),
+            Some(Value::Histogram(_))
+        ));
     }
 }

@@ -45,6 +45,7 @@ use super::refusals::{Refusals, Refused};
 use super::store::{CredentialRecord, Standing};
 
 mod connect;
+mod enroll;
 
 /// Client ids starting with this are operators' (the `ota` CLI's).
 pub const OPERATOR_CLIENT_PREFIX: &str = "ota-cli-";
@@ -56,8 +57,9 @@ pub enum Admission {
     #[default]
     Provisioned,
     /// Also devices unknown to the registry that log in with the fleet
-    /// enrollment token; they are pending until accepted.
-    Enroll { token: String },
+    /// enrollment token (its `$6$` hash here, never the token); they are
+    /// pending until accepted (`enroll`, docs/protocol.md "Enrollment").
+    Enroll { token: PasswordHash },
     /// Version 1 behaviour: any Hello registers its device, and a client id
     /// the registry does not know is treated as a device of that id. For
     /// an anonymous development broker and for code that builds its
@@ -76,6 +78,8 @@ pub struct IdentityConfig {
     /// Operator accounts: username → password.
     pub operators: BTreeMap<String, String>,
     pub admission: Admission,
+    /// Enrollments the whole fleet may make a minute (0: no bound).
+    pub registrations_per_minute: u32,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -122,6 +126,8 @@ pub struct Identity {
     /// `changes` counts every change it must be given, `applied` the last
     /// it was given.
     external: External,
+    /// Enrollments made at login, for the core actor to store.
+    enrolled: enroll::Enrolled,
 }
 
 /// How far an external broker's copy of the registry is.
@@ -143,7 +149,9 @@ impl Identity {
     /// From the stored credential records (read at start).
     pub fn new(config: IdentityConfig, records: &[CredentialRecord]) -> Identity {
         let bridge_out = format!("{}-out", config.bridge_client_id);
+        let enrolled = enroll::Enrolled::new(config.registrations_per_minute);
         let id = Identity {
+            enrolled,
             config,
             bridge_out,
             state: RwLock::new(State::default()),

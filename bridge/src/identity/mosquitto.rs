@@ -7,10 +7,13 @@
 //!   client id is its username whatever it sends (no one takes another
 //!   device's or the bridge's session); its password file holds the active
 //!   devices only (revoked and pending are absent: refused at login); its
-//!   ACL gives every device its own topics with `pattern` rules on `%c`,
-//!   `P/emergency`, and, in a `user` section each, the campaign and
-//!   emergency topics of the groups in its Membership and the block topics
-//!   of the artifacts announced to it;
+//!   ACL gives every active device, in a `user` section each, its own
+//!   topics, `P/emergency`, the campaign and emergency topics of the
+//!   groups in its Membership and the block topics of the artifacts
+//!   announced to it. No `pattern` rules: with `[broker.mosquitto.tls]`
+//!   (`use_identity_as_username`) Mosquitto reads no password file on
+//!   this listener, so a revoked or pending device's certificate still
+//!   logs in, and it must find no rights there (it then has none);
 //! - the service listener: the bridge's account (both its client ids) and
 //!   the operators', each with its E1 row. The bridge's account may also
 //!   do what an operator does, as on the embedded broker, where it may
@@ -63,12 +66,6 @@ impl Files {
     }
 }
 
-/// A `pattern` topic for every device: the filter of all devices with its
-/// `+` (the device id level) as Mosquitto's `%c`.
-fn pattern(t: &Topics, f: Filter) -> String {
-    t.filter(f).replacen('+', "%c", 1)
-}
-
 /// Renders the files. Sorted, so the same registry gives the same text.
 pub fn render(input: &Input<'_>) -> Files {
     let t = input.topics;
@@ -79,30 +76,32 @@ pub fn render(input: &Input<'_>) -> Files {
         devices_passwd.push_str(&format!("{id}:{hash}\n"));
     }
 
+    // One `user` section per active device, never a `pattern` rule: with
+    // `use_identity_as_username` (`[broker.mosquitto.tls]`) Mosquitto
+    // reads no password file on the devices' listener, so a revoked or
+    // pending device's certificate still logs in; a pattern on `%c` would
+    // give it its own topics, a section it does not have gives it none.
     let mut acl = String::from("# ota: PROTOCOL.md E1, devices (generated, do not edit)\n");
-    for f in [
-        Filter::AllHello,
-        Filter::AllPresence,
-        Filter::AllRequests,
-        Filter::AllStatus,
-    ] {
-        acl.push_str(&format!("pattern write {}\n", pattern(t, f)));
-    }
-    for f in [Filter::AllMemberships, Filter::AllAcks] {
-        acl.push_str(&format!("pattern read {}\n", pattern(t, f)));
-    }
-    // Per-device blocks: the Membership topic's sibling.
-    let blocks = pattern(t, Filter::AllMemberships).replace("/%c/groups", "/%c/blocks");
-    acl.push_str(&format!("pattern read {blocks}\n"));
-    acl.push_str(&format!("pattern read {}\n", t.build(&Topic::Emergency)));
+    acl.push_str(&format!("# devices with a section: {}\n", devices.len()));
     for (id, _) in &devices {
-        let groups = input.grants.groups_of(id);
-        let artifacts = input.grants.artifacts_of(id);
-        if groups.is_empty() && artifacts.is_empty() {
-            continue;
-        }
         acl.push_str(&format!("\nuser {id}\n"));
-        for g in groups {
+        for topic in [
+            Topic::Hello(id.clone()),
+            Topic::Presence(id.clone()),
+            Topic::Request(id.clone()),
+            Topic::Status(id.clone()),
+        ] {
+            acl.push_str(&format!("topic write {}\n", t.build(&topic)));
+        }
+        for topic in [
+            Topic::Groups(id.clone()),
+            Topic::Ack(id.clone()),
+            Topic::DeviceBlocks(id.clone()),
+            Topic::Emergency,
+        ] {
+            acl.push_str(&format!("topic read {}\n", t.build(&topic)));
+        }
+        for g in input.grants.groups_of(id) {
             for topic in [
                 Topic::GroupCampaign(g.clone()),
                 Topic::GroupEmergency(g.clone()),
@@ -110,7 +109,7 @@ pub fn render(input: &Input<'_>) -> Files {
                 acl.push_str(&format!("topic read {}\n", t.build(&topic)));
             }
         }
-        for a in artifacts {
+        for a in input.grants.artifacts_of(id) {
             acl.push_str(&format!(
                 "topic read {}\n",
                 t.build(&Topic::ArtifactBlocks(a))
@@ -234,16 +233,26 @@ mod tests {
         });
         assert_eq!(f.devices_passwd, "dev-1:$6$a$x\ndev-2:$6$b$y\n");
         let p = t.prefix();
-        assert!(f
-            .devices_acl
-            .contains(&format!("pattern write {p}/devices/%c/status\n")));
-        assert!(f
-            .devices_acl
-            .contains(&format!("pattern read {p}/devices/%c/blocks\n")));
+        assert!(!f.devices_acl.contains("pattern"), "{}", f.devices_acl);
         assert!(f.devices_acl.contains(&format!(
-            "user dev-1\ntopic read {p}/groups/acme/campaign\n"
+            "user dev-1\ntopic write {p}/devices/dev-1/hello\n"
         )));
-        assert!(!f.devices_acl.contains("user dev-2"));
+        assert!(f.devices_acl.contains(&format!(
+            "topic read {p}/devices/dev-1/blocks\ntopic read {p}/emergency\ntopic read {p}/groups/acme/campaign\n"
+        )));
+        assert!(f.devices_acl.contains(&format!(
+            "user dev-2\ntopic write {p}/devices/dev-2/hello\n"
+        )));
+        assert!(!f.devices_acl.contains("dev-2/groups/acme"));
+        // Only active devices are given: a revoked one has no section.
+        let revoked = render(&Input {
+            topics: &t,
+            devices: vec![(d1.clone(), "$6$a$x".into())],
+            bridge: None,
+            operators: vec![],
+            grants: &grants,
+        });
+        assert!(!revoked.devices_acl.contains("dev-2"));
         assert!(!f.devices_acl.contains(&format!("{p}/ops")));
         assert_eq!(f.service_passwd, "ota-bridge:$6$c$z\nalice:$6$d$w\n");
         assert!(f

@@ -31,9 +31,11 @@ pub enum Refused {
     UnknownHello,
     /// A BlockRequest for an artifact not announced to the device.
     Blocks,
+    /// An enrollment over `[devices] registrations_per_minute`.
+    RegistrationRate,
 }
 
-const ALL: [Refused; 9] = [
+const ALL: [Refused; 10] = [
     Refused::BadCredentials,
     Refused::ClientIdMismatch,
     Refused::Revoked,
@@ -43,6 +45,7 @@ const ALL: [Refused; 9] = [
     Refused::Subscribe,
     Refused::UnknownHello,
     Refused::Blocks,
+    Refused::RegistrationRate,
 ];
 
 impl Refused {
@@ -57,6 +60,7 @@ impl Refused {
             Refused::Subscribe => "subscribe_not_allowed",
             Refused::UnknownHello => "hello_not_provisioned",
             Refused::Blocks => "blocks_not_announced",
+            Refused::RegistrationRate => "registration_rate",
         }
     }
 }

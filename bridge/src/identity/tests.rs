@@ -32,6 +32,7 @@ fn fixture(admission: Admission) -> Fixture {
         bridge_login: Some(("bridge".into(), "bridge-pw".into())),
         operators: [("alice".to_string(), "alice-pw".to_string())].into(),
         admission,
+        registrations_per_minute: 0,
     };
     let id = Identity::new(
         config,
@@ -450,4 +451,134 @@ async fn applied_waits_for_the_external_copy_of_the_latest_change() {
     tokio::time::timeout(short, a.applied())
         .await
         .expect("a failing sync is not waited for");
+}
+
+/// `[devices] admission = "enroll"` with token `tok` and a bound of
+/// `per_minute` enrollments.
+fn enrolling(per_minute: u32) -> Identity {
+    let config = IdentityConfig {
+        topics: Topics::default(),
+        bridge_client_id: "ota-bridge".into(),
+        bridge_login: Some(("bridge".into(), "bridge-pw".into())),
+        operators: [("alice".to_string(), "alice-pw".to_string())].into(),
+        admission: Admission::Enroll {
+            token: schemas::provisioning::PasswordHash::parse(&hash_password("tok")).unwrap(),
+        },
+        registrations_per_minute: per_minute,
+    };
+    Identity::new(
+        config,
+        &[record(
+            "dev-1",
+            "pw1-0123456789abcdef0123456789abcdef",
+            Standing::Active,
+        )],
+    )
+}
+
+const SECRET: &str = "s-0123456789abcdef0123456789abcdef";
+
+#[test]
+fn the_enrollment_token_enrolls_unknown_ids_as_pending_and_binds_their_secret() {
+    let a = enrolling(0);
+    let t = Topics::default();
+    let login = |secret: &str| format!("tok:{secret}");
+    assert!(matches!(
+        a.connect("new-1", pw("new-1", &format!("nope:{SECRET}"))),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+    assert!(matches!(
+        a.connect("new-1", pw("new-1", &login("short"))),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+    assert!(a.take_enrolled().is_empty());
+    assert_eq!(
+        a.connect("new-1", pw("new-1", &login(SECRET))),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(a.standing(&dev("new-1")), Some(Standing::Pending));
+    let stored = a.take_enrolled();
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].hash, SECRET, "the secret itself is never kept");
+    assert!(!stored[0].hash.contains("tok"));
+    // Bound: the token with another secret is refused; its own secret,
+    // with or without the token, logs in.
+    assert!(matches!(
+        a.connect(
+            "new-1",
+            pw("new-1", &login("t-0123456789abcdef0123456789abcdef"))
+        ),
+        ConnectVerdict::Refuse("bad_credentials")
+    ));
+    assert_eq!(
+        a.connect("new-1", pw("new-1", &login(SECRET))),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(
+        a.connect("new-1", pw("new-1", SECRET)),
+        ConnectVerdict::Accept
+    );
+    assert!(a.take_enrolled().is_empty(), "enrolled once");
+    assert_eq!(a.pending(), vec![dev("new-1")]);
+    // Pending: Hello and Presence, its own Membership; nothing else.
+    assert!(a.may_publish("new-1", &t.build(&Topic::Hello(dev("new-1")))));
+    assert!(!a.may_publish("new-1", &t.build(&Topic::Status(dev("new-1")))));
+    assert!(!a.may_publish("new-1", &t.build(&Topic::Request(dev("new-1")))));
+    assert!(a.may_subscribe("new-1", &t.build(&Topic::Groups(dev("new-1")))));
+    assert!(!a.may_subscribe("new-1", &t.build(&Topic::Emergency)));
+    assert!(!a.takes_part(&dev("new-1")));
+    // The token opens no provisioned id, nor the bridge's or operators'.
+    for (client, user) in [
+        ("dev-1", "dev-1"),
+        ("ota-bridge", "ota-bridge"),
+        ("ota-bridge-out", "ota-bridge-out"),
+        ("ota-bridge", "bridge"),
+        ("ota-cli-1", "alice"),
+        ("ota-cli-1", "ota-cli-1"),
+        ("alice", "alice"),
+    ] {
+        assert!(
+            matches!(
+                a.connect(client, pw(user, &login(SECRET))),
+                ConnectVerdict::Refuse(_)
+            ),
+            "{client} as {user}"
+        );
+    }
+    // Rejected: refused, token or not.
+    let mut r = stored[0].clone();
+    r.standing = Standing::Revoked;
+    a.upsert(&r);
+    assert!(matches!(
+        a.connect("new-1", pw("new-1", &login(SECRET))),
+        ConnectVerdict::Refuse("revoked")
+    ));
+}
+
+#[test]
+fn registrations_per_minute_bound_enrollments_not_logins() {
+    let a = enrolling(2);
+    let login = format!("tok:{SECRET}");
+    assert_eq!(
+        a.connect("new-1", pw("new-1", &login)),
+        ConnectVerdict::Accept
+    );
+    assert_eq!(
+        a.connect("new-2", pw("new-2", &login)),
+        ConnectVerdict::Accept
+    );
+    assert!(matches!(
+        a.connect("new-3", pw("new-3", &login)),
+        ConnectVerdict::Refuse("registration_rate")
+    ));
+    assert_eq!(a.refusals().get(Refused::RegistrationRate), 1);
+    // Enrolled devices' logins take nothing from the bound.
+    for _ in 0..5 {
+        assert_eq!(
+            a.connect("new-1", pw("new-1", SECRET)),
+            ConnectVerdict::Accept
+        );
+    }
+    assert_eq!(a.take_enrolled().len(), 2);
+    assert_eq!(a.standing(&dev("new-3")), None);
 }

@@ -136,13 +136,17 @@ impl MosquittoSync {
         conf: Option<String>,
         failing: &mut bool,
     ) -> Option<usize> {
-        let (identity, dir_path, pid_file) = (
-            self.identity.clone(),
-            self.config.dir.clone(),
-            self.config.pid_file.clone(),
-        );
-        let r = crate::rt::blocking(move || write_and_reload(&identity, &dir_path, conf, pid_file))
-            .await;
+        let (identity, dir_path) = (self.identity.clone(), self.config.dir.clone());
+        let pid_files: Vec<PathBuf> = self
+            .config
+            .pid_file
+            .iter()
+            .chain(&self.config.edge_pid_files)
+            .cloned()
+            .collect();
+        let r =
+            crate::rt::blocking(move || write_and_reload(&identity, &dir_path, conf, &pid_files))
+                .await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {
@@ -153,12 +157,12 @@ impl MosquittoSync {
             }
         };
         match r {
-            Ok((bytes, pid)) => {
+            Ok((bytes, pids)) => {
                 if *failing {
                     info!("mosquitto's files are current again");
                 }
                 *failing = false;
-                debug!(change, bytes, ?pid, "mosquitto's files rewritten");
+                debug!(change, bytes, ?pids, "mosquitto's files rewritten");
                 self.identity.mark_applied(change);
                 Some(bytes)
             }
@@ -175,18 +179,23 @@ impl MosquittoSync {
 }
 
 /// Blocks: renders under the identity's read lock (hashing the bridge's
-/// and operators' passwords), writes, signals. The bytes written and the
-/// pid signalled.
+/// and operators' passwords), writes, signals each pid file (the core's,
+/// then the edges' of `edge_pid_files`). The bytes written and the pids
+/// signalled.
 fn write_and_reload(
     identity: &Identity,
     dir_path: &std::path::Path,
     conf: Option<String>,
-    pid_file: Option<PathBuf>,
-) -> Result<(usize, Option<i32>), MosquittoDirError> {
+    pid_files: &[PathBuf],
+) -> Result<(usize, Vec<i32>), MosquittoDirError> {
     let files = identity.mosquitto_files();
     dir::write(dir_path, &files, conf.as_deref())?;
     let bytes = files.each().iter().map(|(_, text)| text.len()).sum();
-    Ok((bytes, pid_file.map(|p| dir::reload(&p)).transpose()?))
+    let pids = pid_files
+        .iter()
+        .map(|p| dir::reload(p))
+        .collect::<Result<_, _>>()?;
+    Ok((bytes, pids))
 }
 
 #[cfg(test)]

@@ -299,6 +299,7 @@ impl MqttLoop {
             payload: p.payload,
             retain: p.retain,
             ack,
+            arrived: std::time::Instant::now(),
         };
         if !self.overflow.is_empty() {
             // Keep the order: behind what already waits.

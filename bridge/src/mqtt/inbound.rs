@@ -37,6 +37,9 @@ pub struct Incoming {
     /// True when the broker delivered it as a retained message.
     pub retain: bool,
     pub ack: AckToken,
+    /// When the event loop read it (before any queue): core's wait is
+    /// measured from here.
+    pub arrived: std::time::Instant,
 }
 
 /// Which actor owns a topic.

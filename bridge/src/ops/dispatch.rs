@@ -4,7 +4,7 @@
 
 use schemas::ops::Command;
 
-use super::{artifact_cmds, campaign_cmds, fleet_cmds, identity_cmds, OpsError};
+use super::{artifact_cmds, campaign_cmds, enrollment_cmds, fleet_cmds, identity_cmds, OpsError};
 use crate::state::{campaigns, CoreState};
 
 /// Runs an accepted command; its JSON result is the reply's `result`.
@@ -25,7 +25,7 @@ pub async fn dispatch(
             group,
             after,
             limit,
-        } => fleet_cmds::device_list(state.fleet(), group.as_ref(), after.as_ref(), limit),
+        } => enrollment_cmds::device_list(state, group.as_ref(), after.as_ref(), limit),
         Command::DeviceShow { id } => fleet_cmds::device_show(state.fleet(), state.store(), &id),
         Command::DeviceProvision {
             devices,
@@ -33,6 +33,8 @@ pub async fn dispatch(
             upsert,
         } => identity_cmds::provision(state, devices, replace, upsert, now).await,
         Command::DeviceRevoke { id } => identity_cmds::revoke(state, id, now).await,
+        Command::DeviceAccept { id } => enrollment_cmds::accept(state, id, now).await,
+        Command::DeviceReject { id } => enrollment_cmds::reject(state, id, now).await,
         // `Ops::handle` hands every upload chunk to the upload actor first.
         Command::ArtifactUpload { .. } => Err(OpsError::Invalid(
             "artifact_upload goes to the upload actor, not the dispatch".into(),

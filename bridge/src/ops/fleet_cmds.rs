@@ -26,7 +26,7 @@ pub struct DeviceView {
 }
 
 /// `device_list` result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceList {
     /// This page, by id.
     pub devices: Vec<DeviceView>,
@@ -36,6 +36,18 @@ pub struct DeviceList {
     /// Pass as `after` for the next page; `None` on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<DeviceId>,
+    /// Devices that enrolled with the fleet token and wait for `ota
+    /// devices accept` (first page of the whole fleet only, at most
+    /// `MAX_PAGE`): in no group, counted in no campaign, not in `total`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<super::enrollment_cmds::PendingView>,
+    /// Pending devices in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_total: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// `device_show` result.
@@ -122,7 +134,7 @@ fn view(fleet: &Fleet, r: &DeviceRecord) -> DeviceView {
 fn group_view(fleet: &Fleet, g: &Group) -> GroupView {
     GroupView {
         record: g.to_record(),
-        devices: fleet.devices_in(&g.name).len(),
+        devices: fleet.count_in(&g.name),
     }
 }
 
@@ -176,7 +188,7 @@ pub async fn group_delete(
         )));
     }
     state.store().groups.delete(&name)?;
-    let changes = state.fleet_mut().membership_changes(None);
+    let changes = state.fleet_mut().group_membership_changes();
     let membership_changed = changes.len();
     state.publish_memberships(changes).await?;
     state
@@ -200,16 +212,6 @@ pub fn group_list(fleet: &Fleet) -> Result<serde_json::Value, OpsError> {
         .map(|g| group_view(fleet, g))
         .collect();
     Ok(to_json(&GroupList { groups }))
-}
-
-/// `devices list [--group G]`, a page at a time.
-pub fn device_list(
-    fleet: &Fleet,
-    group: Option<&GroupName>,
-    after: Option<&DeviceId>,
-    limit: Option<u32>,
-) -> Result<serde_json::Value, OpsError> {
-    Ok(to_json(&device_page(fleet, group, |_| true, after, limit)?))
 }
 
 /// A page of the devices in `group` (or all) that `keep` keeps, by id
@@ -254,6 +256,8 @@ pub fn device_page(
         devices,
         total,
         next,
+        pending: Vec::new(),
+        pending_total: 0,
     })
 }
 

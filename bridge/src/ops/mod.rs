@@ -10,6 +10,7 @@
 //! - [`uploads`]: the upload actor: `artifact_upload` chunks off core,
 //!   each push's manifest verified once, hashing on the blocking pool.
 //! - [`identity_cmds`]: device credentials (provision, rotate, revoke).
+//! - [`enrollment_cmds`]: enrolled devices (accept, reject, the pending list).
 //! - [`refusal_budget`]: how many refused commands a minute are audited.
 //! - [`retention`]: the audit trail's retention, pruned hourly.
 //! - [`queries`]: the HTTP listener's read-only queries, answered by core
@@ -32,6 +33,7 @@ pub mod artifact_cmds;
 pub mod auth;
 pub mod campaign_cmds;
 pub mod dispatch;
+pub mod enrollment_cmds;
 pub mod errors;
 pub mod fleet_cmds;
 pub mod identity_cmds;

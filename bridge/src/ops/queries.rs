@@ -30,6 +30,8 @@ pub const INBOX: usize = 16;
 pub struct Query {
     pub ask: Ask,
     pub reply: oneshot::Sender<Result<Answer, OpsError>>,
+    /// When it was asked: core's wait is measured from here.
+    pub asked: std::time::Instant,
 }
 
 /// What is asked.

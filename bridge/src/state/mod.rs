@@ -10,13 +10,14 @@
 //! ([`campaigns`]). [`CoreError`] is why core has to stop.
 
 pub mod campaigns;
+pub mod enrollment;
 pub mod error;
 pub mod rollback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use schemas::msg::Membership;
+use schemas::msg::{Hello, Membership};
 use schemas::ops::Event;
 use schemas::topic::Topic;
 use schemas::{DeviceId, GroupName};
@@ -48,6 +49,9 @@ pub struct CoreState {
     identity: Arc<Identity>,
     /// The credentials tree behind it.
     credentials: CredentialStore,
+    /// The last Hello of each pending (enrolled, not yet accepted) device,
+    /// and when it came: shown by `devices list`, registered at accept.
+    held_hellos: HashMap<DeviceId, (Hello, u64)>,
 }
 
 /// The parts [`CoreState::new`] puts together (loaded at start).
@@ -76,6 +80,7 @@ impl CoreState {
             campaigns: p.campaigns,
             identity: p.identity,
             credentials: p.credentials,
+            held_hellos: HashMap::new(),
         }
     }
 
@@ -192,7 +197,7 @@ impl CoreState {
     pub async fn put_group(&mut self, g: Group) -> Result<(bool, usize), CoreError> {
         self.store.groups.put(&g.to_record())?;
         let replaced = self.fleet.put_group(g).is_some();
-        let changes = self.fleet.membership_changes(None);
+        let changes = self.fleet.group_membership_changes();
         let changed = changes.len();
         self.publish_memberships(changes).await?;
         Ok((replaced, changed))

@@ -265,6 +265,7 @@ impl Ingest {
                     updates,
                     seen,
                     at: now,
+                    sent: std::time::Instant::now(),
                 })
                 .await;
         }

@@ -30,6 +30,8 @@ pub enum CoreMsg {
         seen: Vec<DeviceId>,
         /// Unix seconds of the commit.
         at: u64,
+        /// When the batch was sent to core: core's wait is measured from here.
+        sent: std::time::Instant,
     },
 }
 

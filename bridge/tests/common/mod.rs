@@ -10,7 +10,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -67,9 +67,8 @@ pub enum BrokerKind {
 pub struct TestBroker {
     pub kind: BrokerKind,
     pub port: u16,
-    child: Option<Child>,
+    mosquitto: Option<harness::mosquitto::Mosquitto>,
     _embedded: Option<broker::EmbeddedBroker>,
-    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestBroker {
@@ -96,58 +95,20 @@ impl TestBroker {
         TestBroker {
             kind: BrokerKind::Rumqttd,
             port,
-            child: None,
+            mosquitto: None,
             _embedded: Some(b),
-            _dir: None,
         }
     }
 
     async fn mosquitto() -> TestBroker {
-        let bin = which("mosquitto").unwrap_or_else(|| {
-            panic!(
-                "mosquitto is not installed, and these tests run against it too: \
-                 install it (`apt-get install -y mosquitto`; CI's .ci/run does) and run again"
-            )
-        });
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\n\
-                 allow_anonymous true\n\
-                 max_packet_size 524288\n\
-                 persistence false\n\
-                 max_queued_messages 100000\n\
-                 max_inflight_messages 100\n\
-                 log_dest none\n"
-            ),
-        )
-        .expect("write the mosquitto config");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        within("mosquitto to accept connections", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        let m = harness::mosquitto::Mosquitto::start()
+            .await
+            .unwrap_or_else(|e| panic!("these tests run against Mosquitto too: {e}"));
         TestBroker {
             kind: BrokerKind::Mosquitto,
-            port,
-            child: Some(child),
+            port: m.port,
+            mosquitto: Some(m),
             _embedded: None,
-            _dir: Some(dir),
         }
     }
 
@@ -157,9 +118,8 @@ impl TestBroker {
         TestBroker {
             kind: BrokerKind::Rumqttd,
             port,
-            child: None,
+            mosquitto: None,
             _embedded: None,
-            _dir: None,
         }
     }
 
@@ -173,15 +133,6 @@ impl TestBroker {
             credentials: None,
             mosquitto: None,
         })
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

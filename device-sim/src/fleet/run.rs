@@ -27,6 +27,11 @@ pub struct SimOptions {
     /// ([`FleetStats::first_tls_failure`]): `ota sim`'s choice, as
     /// retrying the same credentials or certificates cannot help.
     pub stop_on_refused_login: bool,
+    /// Once stopped, wait at most this long for every Status sent to be
+    /// acknowledged before the summary (`ota sim --settle`): a harness
+    /// that stops the simulator as the campaign ends does not count the
+    /// StatusAcks still on their way as missing. `None`: summarize at once.
+    pub settle: Option<Duration>,
 }
 
 /// The summary printed at the end.
@@ -102,6 +107,11 @@ pub async fn run_sim(
     }
     if let Some(d) = display {
         d.abort();
+    }
+    if let Some(limit) = opts.settle {
+        // Err: not all acknowledged within the limit, which the summary's
+        // unacked counts then say.
+        let _ = watched.wait_until(limit, |s| s.acked >= s.statuses).await;
     }
     let image_bytes = fleet.image_memory().1;
     let acks = fleet.acks();

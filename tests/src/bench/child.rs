@@ -31,6 +31,14 @@ pub enum ChildRole {
     /// The embedded broker (default config, room for 12,000 clients) on
     /// 127.0.0.1:`port`. Says `ready`.
     Broker { port: u16 },
+    /// The same with a mutual-TLS listener on 127.0.0.1:`tls_port` beside
+    /// it, its certificate, key and client CA from `pki` (`ota pki init`'s
+    /// layout: `server.crt`, `server.key`, `ca.crt`). Says `ready`.
+    TlsBroker {
+        port: u16,
+        tls_port: u16,
+        pki: PathBuf,
+    },
     /// Connects `clients` sockets to `addr` (says `connected`), reads
     /// `bytes` from each and says `done MIN_BYTES_READ`.
     RawReaders {
@@ -47,7 +55,7 @@ pub enum ChildError {
         "child process i/o: {0} (is `ulimit -n` high enough? 10,000 clients need about 10,050)"
     )]
     Io(#[from] std::io::Error),
-    #[error("bad child role {0:?}: expected `broker PORT` or `raw-readers ADDR CLIENTS BYTES`")]
+    #[error("bad child role {0:?}: expected `broker PORT`, `tls-broker PORT TLS_PORT PKI_DIR` or `raw-readers ADDR CLIENTS BYTES`")]
     Role(String),
     #[error("broker: {0}")]
     Broker(#[from] broker::BrokerError),
@@ -62,6 +70,16 @@ impl ChildRole {
     pub fn to_args(&self) -> Vec<String> {
         match self {
             ChildRole::Broker { port } => vec!["broker".into(), port.to_string()],
+            ChildRole::TlsBroker {
+                port,
+                tls_port,
+                pki,
+            } => vec![
+                "tls-broker".into(),
+                port.to_string(),
+                tls_port.to_string(),
+                pki.display().to_string(),
+            ],
             ChildRole::RawReaders {
                 addr,
                 clients,
@@ -83,6 +101,11 @@ impl ChildRole {
             ["broker", port] => Ok(ChildRole::Broker {
                 port: port.parse().map_err(|_| bad())?,
             }),
+            ["tls-broker", port, tls_port, pki] => Ok(ChildRole::TlsBroker {
+                port: port.parse().map_err(|_| bad())?,
+                tls_port: tls_port.parse().map_err(|_| bad())?,
+                pki: PathBuf::from(pki),
+            }),
             ["raw-readers", addr, clients, bytes] => Ok(ChildRole::RawReaders {
                 addr: addr.parse().map_err(|_| bad())?,
                 clients: clients.parse().map_err(|_| bad())?,
@@ -96,10 +119,28 @@ impl ChildRole {
 /// Runs a role in this (child) process until stdin closes.
 pub async fn run_child(role: ChildRole) -> Result<(), ChildError> {
     match role {
-        ChildRole::Broker { port } => {
+        ChildRole::Broker { .. } | ChildRole::TlsBroker { .. } => {
+            let (port, tls) = match role {
+                ChildRole::TlsBroker {
+                    port,
+                    tls_port,
+                    pki,
+                } => (
+                    port,
+                    Some(broker::TlsListener {
+                        listen: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+                        cert_file: pki.join(tls::pki::SERVER_CERT),
+                        key_file: pki.join(tls::pki::SERVER_KEY),
+                        client_ca_file: Some(pki.join(tls::pki::CA_CERT)),
+                    }),
+                ),
+                ChildRole::Broker { port } => (port, None),
+                ChildRole::RawReaders { .. } => unreachable!("matched above"),
+            };
             let cfg = broker::EmbeddedConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], port)),
                 max_connections: 12_000,
+                tls,
                 ..broker::EmbeddedConfig::default()
             };
             // rumqttd's start blocks while it binds: off the runtime.
@@ -222,21 +263,7 @@ impl ChildProc {
     }
 }
 
-/// Peak resident set (`VmHWM`) of a process, in bytes.
-pub fn peak_rss(pid: u32) -> Option<u64> {
-    proc_status_kib(pid, "VmHWM:").map(|k| k * 1024)
-}
-
-/// Current resident set (`VmRSS`) of a process, in bytes.
-pub fn rss(pid: u32) -> Option<u64> {
-    proc_status_kib(pid, "VmRSS:").map(|k| k * 1024)
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+pub use crate::procfs::{cpu_seconds as cpu_secs, peak_rss, rss};
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +273,11 @@ mod tests {
     fn roles_round_trip_through_words() {
         for role in [
             ChildRole::Broker { port: 1883 },
+            ChildRole::TlsBroker {
+                port: 1883,
+                tls_port: 8883,
+                pki: "/tmp/pki".into(),
+            },
             ChildRole::RawReaders {
                 addr: "127.0.0.1:4000".parse().unwrap(),
                 clients: 10_000,
@@ -256,6 +288,17 @@ mod tests {
         }
         assert!(ChildRole::parse(&["broker".into()]).is_err());
         assert!(ChildRole::parse(&["broker".into(), "x".into()]).is_err());
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        let before = cpu_secs(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_secs(std::process::id()).unwrap() >= before);
     }
 
     #[test]

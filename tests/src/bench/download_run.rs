@@ -43,6 +43,48 @@ pub struct BenchOptions {
     /// With `[http]` on and a dashboard and a scraper reading it
     /// ([`super::watcher`]).
     pub watched: bool,
+    /// Devices connect over mutual TLS instead (the bridge stays on
+    /// `broker`, plain on loopback).
+    pub device_tls: Option<DeviceTls>,
+    /// The broker's process, whose CPU time is read at each phase's edges.
+    pub broker_pid: Option<u32>,
+}
+
+/// Where devices connect over mutual TLS, and with what: `configs[i]`
+/// presents the certificate of device `bench-{i:05}`.
+#[derive(Debug, Clone)]
+pub struct DeviceTls {
+    pub addr: SocketAddr,
+    pub configs: std::sync::Arc<Vec<std::sync::Arc<tls::rustls::ClientConfig>>>,
+}
+
+/// CPU seconds (user + system) used in a phase: this process (the bridge
+/// and every device: they share one runtime) and the broker's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PhaseCpu {
+    pub this_process: f64,
+    pub broker: Option<f64>,
+}
+
+/// CPU clocks of this process and the broker's, read together.
+#[derive(Clone, Copy)]
+struct CpuMark(Option<f64>, Option<f64>);
+
+impl CpuMark {
+    fn now(broker: Option<u32>) -> Self {
+        CpuMark(
+            super::child::cpu_secs(std::process::id()),
+            broker.and_then(super::child::cpu_secs),
+        )
+    }
+
+    fn since(self, then: CpuMark) -> PhaseCpu {
+        let d = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        PhaseCpu {
+            this_process: d(self.0, then.0).unwrap_or_default(),
+            broker: d(self.1, then.1),
+        }
+    }
 }
 
 /// What one run measured.
@@ -71,6 +113,10 @@ pub struct BenchResult {
     pub pace_backoffs: u64,
     /// What the dashboard and the scraper read meanwhile (`watched`).
     pub watched: Option<super::watcher::Watched>,
+    /// CPU used while every device connected and subscribed, and while
+    /// they downloaded.
+    pub connect_cpu: PhaseCpu,
+    pub download_cpu: PhaseCpu,
 }
 
 /// Why the benchmark could not run.
@@ -118,8 +164,10 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     let manifest = store_image(&bridge, &release, opts).await?;
 
     let started = Instant::now();
+    let mark0 = CpuMark::now(opts.broker_pid);
     let devices = connect_all(opts, &manifest).await?;
     let connect = started.elapsed();
+    let mark1 = CpuMark::now(opts.broker_pid);
 
     let cfg = DownloadConfig {
         keep_image: false,
@@ -168,6 +216,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
             Err(e) => tracing::warn!(error = %e, "device task failed"),
         }
     }
+    let mark2 = CpuMark::now(opts.broker_pid);
     let s = bridge.blocks().metrics().snapshot();
     let flight = bridge.blocks().flight().totals();
     let watched = match watcher {
@@ -192,6 +241,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
         pace_rate: s.pace_rate,
         pace_backoffs: s.pace_backoffs,
         watched,
+        connect_cpu: mark1.since(mark0),
+        download_cpu: mark2.since(mark1),
     })
 }
 
@@ -246,12 +297,16 @@ async fn connect_all(opts: &BenchOptions, manifest: &Manifest) -> Result<Vec<Dev
         next += gap;
         let id =
             DeviceId::new(format!("bench-{i:05}")).map_err(|e| BenchError::Setup(e.to_string()))?;
-        let mut o = MqttOptions::new(
-            id.as_str(),
-            opts.broker.ip().to_string(),
-            opts.broker.port(),
-        );
+        let at = opts.device_tls.as_ref().map_or(opts.broker, |t| t.addr);
+        let mut o = MqttOptions::new(id.as_str(), at.ip().to_string(), at.port());
         o.set_keep_alive(Duration::from_secs(60));
+        if let Some(t) = &opts.device_tls {
+            let c =
+                t.configs.get(i).cloned().ok_or_else(|| {
+                    BenchError::Setup(format!("no TLS client config for device {i}"))
+                })?;
+            o.set_transport(tls::transport(c));
+        }
         let m = manifest.clone();
         pending.spawn(async move {
             Device::connect(o, Topics::default(), id, &m, Duration::from_secs(30)).await

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::download_run::{BenchOptions, BenchResult};
+use super::download_run::{BenchOptions, BenchResult, DeviceTls, PhaseCpu};
 use bridge::blocks::BlocksConfig;
 
 use super::child::{peak_rss, rss, ChildCmd, ChildError, ChildProc, ChildRole};
@@ -44,6 +44,9 @@ pub struct DownloadOptions {
     pub fanout_bytes_per_sec: Option<u64>,
     /// An open dashboard and a 1 s scraper beside the bridge.
     pub watched: bool,
+    /// Devices connect over mutual TLS, each with its own certificate
+    /// (embedded broker only; the bridge stays plain on loopback).
+    pub tls: bool,
 }
 
 /// What one row measured.
@@ -77,6 +80,11 @@ pub struct DownloadRow {
     /// What the dashboard and the scraper read meanwhile (`--watched`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watched: Option<super::watcher::Watched>,
+    /// Devices over mutual TLS.
+    pub tls: bool,
+    /// CPU seconds while the devices connected, and while they downloaded.
+    pub connect_cpu: PhaseCpu,
+    pub download_cpu: PhaseCpu,
 }
 
 /// Why a row could not run.
@@ -90,6 +98,10 @@ pub enum DownloadError {
     Bench(#[from] super::download_run::BenchError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("devices over TLS: the embedded broker only")]
+    TlsBroker,
 }
 
 enum BrokerProc {
@@ -114,14 +126,39 @@ pub async fn run(
     opts: &DownloadOptions,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<DownloadRow, DownloadError> {
-    let (proc, port) = match opts.broker {
-        DownloadBroker::Embedded => {
+    // Certificates first: making them is not what the row measures.
+    let pki = match opts.tls {
+        true if opts.broker != DownloadBroker::Embedded => return Err(DownloadError::TlsBroker),
+        true => Some(crate::pki::TestPki::new()),
+        false => None,
+    };
+    let mut device_tls = None;
+    let (proc, port) = match (opts.broker, &pki) {
+        (DownloadBroker::Embedded, Some(pki)) => {
+            let (port, tls_port) = (crate::free_port()?, crate::free_port()?);
+            let role = ChildRole::TlsBroker {
+                port,
+                tls_port,
+                pki: pki.dir().to_path_buf(),
+            };
+            let mut c = ChildProc::spawn(cmd, &role)?;
+            c.expect("ready", Duration::from_secs(20)).await?;
+            let configs = (0..opts.devices)
+                .map(|i| pki.client(Some(&pki.device(&format!("bench-{i:05}")))))
+                .collect();
+            device_tls = Some(DeviceTls {
+                addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+                configs: std::sync::Arc::new(configs),
+            });
+            (BrokerProc::Embedded(Box::new(c)), port)
+        }
+        (DownloadBroker::Embedded, None) => {
             let port = crate::free_port()?;
             let mut c = ChildProc::spawn(cmd, &ChildRole::Broker { port })?;
             c.expect("ready", Duration::from_secs(20)).await?;
             (BrokerProc::Embedded(Box::new(c)), port)
         }
-        DownloadBroker::Mosquitto => {
+        (DownloadBroker::Mosquitto, _) => {
             let m = Mosquitto::start().await?;
             let port = m.port;
             (BrokerProc::Mosquitto(m), port)
@@ -151,6 +188,8 @@ pub async fn run(
         broker: SocketAddr::from(([127, 0, 0, 1], port)),
         deadline: opts.deadline,
         watched: opts.watched,
+        device_tls,
+        broker_pid: proc.pid(),
     };
     let pid = proc.pid();
     let started = Instant::now();
@@ -199,5 +238,8 @@ pub async fn run(
         pace_rate: r.pace_rate,
         pace_backoffs: r.pace_backoffs,
         watched: r.watched,
+        tls: opts.tls,
+        connect_cpu: r.connect_cpu,
+        download_cpu: r.download_cpu,
     })
 }

@@ -170,25 +170,20 @@ async fn line_put(
         })
         .await?;
     let spec = CampaignSpec {
-        id: id.clone(),
-        kind: bridge::campaign::spec::Kind::Firmware,
-        release: vec![artifact],
-        waves: vec![WaveSpec {
-            cohorts: [(group, FULL_COHORT)].into(),
-        }],
         gates: Gates {
             failure_halt_bp: 500,
             min_sample: 10,
             ..Gates::default()
         },
-        emergency: false,
-        parent: None,
-        rollback: None,
-        start_at: None,
-        stop_at: None,
-        windows: Default::default(),
         standing: Some(StandingSpec { halt_window: 50 }),
-        allow_empty: false,
+        ..CampaignSpec::new(
+            id.clone(),
+            bridge::campaign::spec::Kind::Firmware,
+            vec![artifact],
+            vec![WaveSpec {
+                cohorts: [(group, FULL_COHORT)].into(),
+            }],
+        )
     };
     let spec = serde_json::to_value(&spec).map_err(setup)?;
     let _: CampaignStatus = stack

@@ -20,6 +20,12 @@
 //! - [`delta_campaign`]: a campaign to a fleet on two versions, with
 //!   deltas and without.
 //! - [`block_tally`]: block bytes by artifact, as the broker carries them.
+//! - [`tls_cost`]: the connect storm and a download over plain TCP and
+//!   over mutual TLS, with their CPU seconds.
+//! - [`scale`]: `--only scale`, a campaign through the topology past one
+//!   broker (core + edge Mosquittos, several `ota sim`), issue 19.
+//! - [`registry`]: the bridge with a large registry (1,000,000 devices by
+//!   default, `--only registry`), Hellos from a few connections.
 //! - [`watcher`]: `--watched`, an open dashboard and a 1 s scraper of
 //!   `/metrics` beside the download and ingest rows' bridge.
 
@@ -34,6 +40,9 @@ pub mod firmware;
 pub mod ingest;
 pub mod line;
 pub mod raw_fanout;
+pub mod registry;
+pub mod scale;
 pub mod suite;
 pub mod table;
+pub mod tls_cost;
 pub mod watcher;

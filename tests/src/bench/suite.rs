@@ -63,6 +63,11 @@ pub struct Plan {
     /// The download and ingest rows with `[http]` on, the dashboard open
     /// and `/metrics` scraped every second ([`super::watcher`]).
     pub watched: bool,
+    /// Devices of the connect storm and download over plain TCP and
+    /// over mutual TLS ([`super::tls_cost`]); 0: not measured.
+    pub tls_devices: usize,
+    /// Registry sizes of the large-registry rows (`--only registry`).
+    pub registry: Vec<usize>,
 }
 
 impl Plan {
@@ -89,6 +94,8 @@ impl Plan {
             delta_sizes: true,
             delta_devices: 200,
             watched: false,
+            tls_devices: 1000,
+            registry: Vec::new(),
         }
     }
 
@@ -119,11 +126,13 @@ impl Plan {
             delta_sizes: true,
             delta_devices: 1000,
             watched: false,
+            tls_devices: 1000,
+            registry: Vec::new(),
         }
     }
 
     /// Keeps only the named parts: `downloads`, `raw`, `emergency`,
-    /// `ingest`, `line`, `deltas`.
+    /// `ingest`, `line`, `deltas`, `tls`.
     pub fn only(&mut self, parts: &[Part]) {
         if !parts.contains(&Part::Downloads) {
             self.downloads.clear();
@@ -143,6 +152,13 @@ impl Plan {
         if !parts.contains(&Part::Deltas) {
             self.delta_sizes = false;
             self.delta_devices = 0;
+        }
+        if !parts.contains(&Part::Tls) {
+            self.tls_devices = 0;
+        }
+        // Never in the full plan: only when named.
+        if parts.contains(&Part::Registry) {
+            self.registry = vec![1_000_000];
         }
     }
 
@@ -171,6 +187,9 @@ impl Plan {
         if !self.raw.is_empty() {
             self.raw = sizes.to_vec();
         }
+        if !self.registry.is_empty() {
+            self.registry = sizes.to_vec();
+        }
     }
 
     /// Every download row (and the raw fan-out) with this block size;
@@ -194,6 +213,8 @@ impl Plan {
             + usize::from(self.line_devices > 0)
             + usize::from(self.delta_sizes)
             + 2 * usize::from(self.delta_devices > 0)
+            + usize::from(self.tls_devices > 0)
+            + self.registry.len()
     }
 }
 
@@ -206,6 +227,8 @@ pub enum Part {
     Ingest,
     Line,
     Deltas,
+    Tls,
+    Registry,
 }
 
 /// Runs the plan; `progress` gets one line per step and a few while a step
@@ -252,6 +275,7 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             deadline: Duration::from_secs(if devices > 1000 { 900 } else { 300 }),
             connect_rate: 500,
             watched: plan.watched,
+            tls: false,
         };
         let row = match downloads::run(cmd, &opts, &say).await {
             Ok(r) => {
@@ -280,6 +304,13 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
             },
         );
     }
+    if plan.tls_devices > 0 {
+        let n = plan.tls_devices;
+        next(&format!(
+            "{n} devices: connect storm and 1 MiB download, plain TCP, then mutual TLS"
+        ));
+        rows.extend(super::tls_cost::run(cmd, n, &say).await);
+    }
     compare_with_raw(&mut rows, &raw_walls);
 
     if plan.emergency_devices > 0 {
@@ -300,6 +331,10 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         // The time to move the full image to as many sockets, raw.
         compare_with_raw(&mut campaign, &raw_walls);
         rows.extend(campaign);
+    }
+    for &n in &plan.registry {
+        next(&format!("the bridge with {n} registered devices"));
+        rows.extend(super::registry::step(n, &say).await);
     }
 
     Table {

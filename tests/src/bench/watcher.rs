@@ -85,7 +85,7 @@ impl Watcher {
 }
 
 /// `GET path`: the status and body, or `None` when it failed.
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
+pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
     let run = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

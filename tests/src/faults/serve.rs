@@ -51,7 +51,10 @@ pub fn ota_binary() -> Result<PathBuf, FaultError> {
 pub enum ServeBroker {
     /// Any MQTT broker at 127.0.0.1:port (Mosquitto in the suite).
     External(u16),
-    /// Its own embedded rumqttd listening on 127.0.0.1:port, anonymous.
+    /// Its own embedded rumqttd listening on 127.0.0.1:port, as `ota
+    /// serve` runs it: accounts for the bridge and the operator
+    /// ([`SUITE_BRIDGE`], [`SUITE_OPERATOR`]), only provisioned devices
+    /// (each with its own password, `bridge::client::provision::logins`).
     Embedded(u16),
 }
 
@@ -70,16 +73,21 @@ impl ServeBroker {
             }
             ServeBroker::Embedded(port) => {
                 // Room for the suite's largest fleet (10,000), below the
-                // open-file limit of this machine (20,000). Anonymous: the
-                // suite's devices log in with nothing (admission "open").
+                // open-file limit of this machine (20,000).
+                let ((bu, bp), (ou, op)) = (SUITE_BRIDGE, SUITE_OPERATOR);
                 format!(
                     "mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 12000\n\
-                     allow_anonymous = true\n"
+                     [broker.users]\n{bu} = \"{bp}\"\n{ou} = \"{op}\"\n"
                 )
             }
         }
     }
 }
+
+/// The embedded broker's account for the bridge ([`ServeBroker::Embedded`]).
+pub const SUITE_BRIDGE: (&str, &str) = ("bridge", "bridge-secret-0123456789abcdef");
+/// The embedded broker's account for the operator (the suite's client).
+pub const SUITE_OPERATOR: (&str, &str) = ("alice", "alice-secret-0123456789abcdef");
 
 /// Writes `ota.toml`, the operator key pair, the release public key and
 /// the director key pair in `dir`, for a bridge on `broker` whose block
@@ -103,7 +111,22 @@ pub fn write_config(
         dir.join("release.pub"),
         schemas::keys::verifying_key_to_text(&keys.release.verifying_key()),
     )?;
-    let head = crate::serve_config::bridge_head(dir, &keys.director)?;
+    let mut head = crate::serve_config::bridge_head(dir, &keys.director)?;
+    // Over an external broker (anonymous in the suite) any Hello
+    // registers; the embedded one has accounts and provisioned devices.
+    let admission = match broker {
+        ServeBroker::External(_) => "open",
+        ServeBroker::Embedded(_) => {
+            let ((bu, _), (ou, op)) = (SUITE_BRIDGE, SUITE_OPERATOR);
+            head = head.replacen(
+                "[operator]\n",
+                &format!("broker_user = \"{bu}\"\n[operator]\n"),
+                1,
+            );
+            head.push_str(&format!("username = \"{ou}\"\npassword = \"{op}\"\n"));
+            "provisioned"
+        }
+    };
     let path = dir.join("ota.toml");
     std::fs::write(
         &path,
@@ -115,7 +138,7 @@ pub fn write_config(
              merge_window_ms = 20\n\
              egress_bytes_per_sec = {egress}\n\
              [devices]\n\
-             admission = \"open\"\n",
+             admission = \"{admission}\"\n",
             broker.section()
         ),
     )?;
@@ -210,9 +233,24 @@ pub async fn wait_ready(
     key: &SigningKey,
     limit: Duration,
 ) -> Result<OpsClient, FaultError> {
+    wait_ready_as(port, key, None, limit).await
+}
+
+/// [`wait_ready`], logging in with `login` (the embedded broker's
+/// [`SUITE_OPERATOR`]).
+pub async fn wait_ready_as(
+    port: u16,
+    key: &SigningKey,
+    login: Option<(&str, &str)>,
+    limit: Duration,
+) -> Result<OpsClient, FaultError> {
     poll("the bridge to answer", limit, || async {
         let mut o = ClientOptions::new("127.0.0.1", port, key.clone());
         o.timeout = Duration::from_secs(2);
+        o.credentials = login.map(|(username, password)| broker::Credentials {
+            username: username.into(),
+            password: password.into(),
+        });
         let c = OpsClient::connect(o).await.ok()?;
         if c.call(schemas::ops::Command::GroupList).await.is_ok() {
             Some(c)

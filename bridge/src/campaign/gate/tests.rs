@@ -16,23 +16,17 @@ fn spec(gates: Gates) -> CampaignSpec {
         cohorts: c.iter().map(|&(n, b)| (g(n), b)).collect(),
     };
     CampaignSpec {
-        id: CampaignId::new("camp-1").unwrap(),
-        kind: Kind::Firmware,
-        release: vec![ArtifactId::new("fw-esp32").unwrap()],
-        waves: vec![
-            wave(&[("canary", 10000)]),
-            wave(&[("acme", 1000)]),
-            wave(&[("acme", 10000), ("globex", 10000)]),
-        ],
         gates,
-        emergency: false,
-        parent: None,
-        rollback: None,
-        start_at: None,
-        stop_at: None,
-        windows: Default::default(),
-        standing: None,
-        allow_empty: false,
+        ..CampaignSpec::new(
+            CampaignId::new("camp-1").unwrap(),
+            Kind::Firmware,
+            vec![ArtifactId::new("fw-esp32").unwrap()],
+            vec![
+                wave(&[("canary", 10000)]),
+                wave(&[("acme", 1000)]),
+                wave(&[("acme", 10000), ("globex", 10000)]),
+            ],
+        )
     }
 }
 

@@ -18,25 +18,20 @@ fn spec(stop_at: Option<u64>) -> CampaignSpec {
         cohorts: c.iter().map(|&(n, b)| (g(n), b)).collect(),
     };
     CampaignSpec {
-        id: CampaignId::new("line-fw").unwrap(),
-        kind: Kind::Firmware,
-        release: vec![ArtifactId::new("fw-esp32").unwrap()],
-        waves: vec![
-            wave(&[("line-3", 1000)]),
-            wave(&[("line-3", 10000), ("line-4", 10000)]),
-        ],
         gates: Gates {
             min_sample: 1,
             ..Gates::default()
         },
-        emergency: false,
-        parent: None,
-        rollback: None,
-        start_at: None,
         stop_at,
-        windows: Default::default(),
-        standing: None,
-        allow_empty: false,
+        ..CampaignSpec::new(
+            CampaignId::new("line-fw").unwrap(),
+            Kind::Firmware,
+            vec![ArtifactId::new("fw-esp32").unwrap()],
+            vec![
+                wave(&[("line-3", 1000)]),
+                wave(&[("line-3", 10000), ("line-4", 10000)]),
+            ],
+        )
     }
 }
 

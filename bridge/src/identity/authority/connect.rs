@@ -98,10 +98,22 @@ impl Identity {
             Some(e) => match (password, &e.hash) {
                 (None, _) => Ok(()),
                 (Some(p), Some(h)) if h.verify(p) => Ok(()),
+                // An enrolled device's enrollment login still works: the
+                // token with the secret it bound (docs/protocol.md
+                // "Enrollment"); the token with any other secret does not.
+                (Some(p), Some(h)) if self.enrollment_secret(p).is_some_and(|s| h.verify(s)) => {
+                    Ok(())
+                }
                 _ => Err(Refused::BadCredentials),
             },
             None if self.config.admission == Admission::Open => Ok(()),
-            None => Err(Refused::BadCredentials),
+            None => {
+                drop(state);
+                match password {
+                    Some(p) => self.enroll(&id, p),
+                    None => Err(Refused::BadCredentials),
+                }
+            }
         }
     }
 }
