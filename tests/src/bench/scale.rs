@@ -79,6 +79,7 @@ pub async fn run(
             image_bytes: 1 << 20,
             block_size: opts.firmware_block_size,
             waves: vec![10_000],
+            success_bar_bp: 9500,
             faults: USUAL_FAULTS.to_string(),
             connects_per_second: opts.connects_per_second,
             register_within: Duration::from_secs(60 + n as u64 / 200),

@@ -30,6 +30,10 @@ pub struct CampaignRun {
     pub block_size: u32,
     /// Cohorts of the one group, in basis points, wave by wave.
     pub waves: Vec<u16>,
+    /// Each wave's success bar (basis points of its members): the default
+    /// 95 % lets the last wave, and so the campaign, complete while a few
+    /// devices are still on their way; 10,000 waits for every one.
+    pub success_bar_bp: u16,
     /// The fleet profile's `[faults]` section (TOML text, may be empty).
     pub faults: String,
     /// Connect attempts per second of each simulator.
@@ -49,6 +53,7 @@ impl CampaignRun {
             image_bytes: 4096,
             block_size: 4096,
             waves: vec![100, 1000, 10_000],
+            success_bar_bp: 9500,
             faults: String::new(),
             connects_per_second: 500,
             register_within: Duration::from_secs(60 + devices as u64 / 200),
@@ -185,7 +190,7 @@ pub async fn run(
         "release": [manifest.artifact.as_str()],
         "waves": waves,
         "gates": {"min_sample": 1, "wave_timeout_secs": run.campaign_within.as_secs(),
-                  "failure_halt_bp": 2000}
+                  "failure_halt_bp": 2000, "success_bar_bp": run.success_bar_bp}
     });
     let _: CampaignStatus = ops
         .call_ok(Command::CampaignCreate { spec: cspec })
