@@ -45,6 +45,7 @@ use crate::{rt, Run};
     ota bench --only line\n  \
     ota bench --only deltas\n  \
     ota bench --only tls\n  \
+    ota bench --only acl\n  \
     ota bench --only downloads,ingest --broker embedded --devices 1000 --watched\n  \
     ota bench --only registry --devices 100000\n  \
     ota bench --only scale --devices 100000 --firmware-devices 20000")]
@@ -215,6 +216,10 @@ enum PartArg {
     /// What TLS costs: 1,000 devices connect in a storm and download
     /// 1 MiB, over plain TCP and over mutual TLS, with CPU seconds.
     Tls,
+    /// What the identity checks cost: 1,000 devices connect in a storm
+    /// and take a 1 MiB campaign through an anonymous broker, then with
+    /// per-device logins and E1 ACLs, with CPU seconds.
+    Acl,
     /// Issue 19: a 3-wave config campaign (and with --firmware-devices a
     /// 1 MiB firmware) through a core and edge Mosquittos, one `ota sim`
     /// per edge; --devices sets the fleet (default 100,000). Alone only.
@@ -235,6 +240,7 @@ impl PartArg {
             PartArg::Line => Part::Line,
             PartArg::Deltas => Part::Deltas,
             PartArg::Tls => Part::Tls,
+            PartArg::Acl => Part::Acl,
             PartArg::Registry => Part::Registry,
             // Runs alone, before any plan (Bench::scale).
             PartArg::Scale => return None,

@@ -7,8 +7,10 @@
 //! holds (a revoked device is out at once).
 //!
 //! Debounced: the first change starts a window ([`debounce`]: 50 ms, and
-//! 250 ms more per MiB of files, because Mosquitto reparses them whole in
-//! its only thread: about 0.6 s at 10,000 devices); what changes within it
+//! 400 ms more per MiB of files, because Mosquitto reparses them whole in
+//! its only thread: about 2 s for the 5.3 MiB of 10,000 devices, measured
+//! in docs/BENCHMARKS.md, so it is busy reloading at most half the time
+//! under a storm of changes); what changes within it
 //! goes out in the same rewrite, and what changes during the rewrite in
 //! the next one. Each rewrite tells [`Identity::mark_applied`] the change
 //! it covers, which is what [`Identity::applied`] and the publisher's
@@ -68,11 +70,12 @@ pub async fn start(
 /// How long changes are gathered before one rewrite, at least.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// The window after files of `bytes`: [`DEBOUNCE`] and 250 ms per MiB,
+/// The window after files of `bytes`: [`DEBOUNCE`] and 400 ms per MiB
+/// (about Mosquitto 2.0's reparse time of them, measured),
 /// so that Mosquitto, which stops to reparse them, is not kept busy
 /// reloading by a storm of changes.
 pub fn debounce(bytes: usize) -> Duration {
-    DEBOUNCE + Duration::from_millis((bytes as u64).saturating_mul(250) >> 20)
+    DEBOUNCE + Duration::from_millis((bytes as u64).saturating_mul(400) >> 20)
 }
 /// How long after a failed rewrite it is tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -204,6 +207,6 @@ mod tests {
     fn the_window_grows_with_the_files() {
         use super::*;
         assert_eq!(debounce(0), DEBOUNCE);
-        assert_eq!(debounce(2 << 20), DEBOUNCE + Duration::from_millis(500));
+        assert_eq!(debounce(2 << 20), DEBOUNCE + Duration::from_millis(800));
     }
 }

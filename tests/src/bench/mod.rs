@@ -20,6 +20,8 @@
 //! - [`delta_campaign`]: a campaign to a fleet on two versions, with
 //!   deltas and without.
 //! - [`block_tally`]: block bytes by artifact, as the broker carries them.
+//! - [`acl_cost`]: the connect storm and a firmware campaign through an
+//!   anonymous broker and through E1's per-device logins and ACLs.
 //! - [`tls_cost`]: the connect storm and a download over plain TCP and
 //!   over mutual TLS, with their CPU seconds.
 //! - [`scale`]: `--only scale`, a campaign through the topology past one
@@ -29,6 +31,7 @@
 //! - [`watcher`]: `--watched`, an open dashboard and a 1 s scraper of
 //!   `/metrics` beside the download and ingest rows' bridge.
 
+pub mod acl_cost;
 pub mod block_tally;
 pub mod child;
 pub mod delta_campaign;

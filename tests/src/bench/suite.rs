@@ -66,6 +66,10 @@ pub struct Plan {
     /// Devices of the connect storm and download over plain TCP and
     /// over mutual TLS ([`super::tls_cost`]); 0: not measured.
     pub tls_devices: usize,
+    /// Devices of the connect storm and firmware campaign through an
+    /// anonymous broker and through E1's checks ([`super::acl_cost`]); 0:
+    /// not measured.
+    pub acl_devices: usize,
     /// Registry sizes of the large-registry rows (`--only registry`).
     pub registry: Vec<usize>,
 }
@@ -95,6 +99,7 @@ impl Plan {
             delta_devices: 200,
             watched: false,
             tls_devices: 1000,
+            acl_devices: 1000,
             registry: Vec::new(),
         }
     }
@@ -127,12 +132,13 @@ impl Plan {
             delta_devices: 1000,
             watched: false,
             tls_devices: 1000,
+            acl_devices: 1000,
             registry: Vec::new(),
         }
     }
 
     /// Keeps only the named parts: `downloads`, `raw`, `emergency`,
-    /// `ingest`, `line`, `deltas`, `tls`.
+    /// `ingest`, `line`, `deltas`, `tls`, `acl`.
     pub fn only(&mut self, parts: &[Part]) {
         if !parts.contains(&Part::Downloads) {
             self.downloads.clear();
@@ -155,6 +161,9 @@ impl Plan {
         }
         if !parts.contains(&Part::Tls) {
             self.tls_devices = 0;
+        }
+        if !parts.contains(&Part::Acl) {
+            self.acl_devices = 0;
         }
         // Never in the full plan: only when named.
         if parts.contains(&Part::Registry) {
@@ -214,6 +223,7 @@ impl Plan {
             + usize::from(self.delta_sizes)
             + 2 * usize::from(self.delta_devices > 0)
             + usize::from(self.tls_devices > 0)
+            + usize::from(self.acl_devices > 0)
             + self.registry.len()
     }
 }
@@ -228,6 +238,7 @@ pub enum Part {
     Line,
     Deltas,
     Tls,
+    Acl,
     Registry,
 }
 
@@ -325,6 +336,13 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     }
     if plan.delta_sizes {
         rows.extend(delta_size_step(&mut next).await);
+    }
+    if plan.acl_devices > 0 {
+        let n = plan.acl_devices;
+        next(&format!(
+            "{n} devices: connect storm and 1 MiB campaign, anonymous, then per-device logins and E1 ACLs"
+        ));
+        rows.extend(super::acl_cost::run(n, &say).await);
     }
     if plan.delta_devices > 0 {
         let mut campaign = delta_campaign_step(plan, &mut next, &say).await;
