@@ -163,7 +163,8 @@ async fn storm(
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
     let started = Instant::now();
     let mut logins = tokio::task::JoinSet::new();
-    for id in ids.iter().cloned() {
+    for id in ids {
+        let id = id.clone();
         let password = password.map(str::to_string);
         let permit = gate.clone().acquire_owned().await?;
         logins.spawn(async move {
