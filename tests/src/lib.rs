@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`stack`]: [`stack::Stack`], a broker + bridge + keys + operator client.
+//! - [`campaigns`]: the operator's create-and-start of a campaign.
 //! - [`serve_config`]: what every `ota.toml` written for `ota serve`
 //!   shares (the director key it must name).
 //! - [`mosquitto`]: Mosquitto as a child process on a free port.
@@ -28,6 +29,7 @@
 
 pub mod attacker;
 pub mod bench;
+pub mod campaigns;
 pub mod demo;
 pub mod downloader;
 pub mod faults;

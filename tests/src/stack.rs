@@ -288,6 +288,14 @@ impl Stack {
         self.bridge.as_ref()
     }
 
+    /// Block bytes the bridge's block server has published so far (0
+    /// while the bridge is stopped).
+    pub fn block_egress(&self) -> u64 {
+        self.bridge
+            .as_ref()
+            .map_or(0, |b| b.blocks().metrics().snapshot().egress_bytes())
+    }
+
     /// The bridge's config.
     pub fn config(&self) -> &Config {
         &self.config

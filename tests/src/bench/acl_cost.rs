@@ -13,17 +13,17 @@
 use std::time::{Duration, Instant};
 
 use bridge::campaign::spec::{CampaignSpec, Kind as CampaignKind, WaveSpec, FULL_COHORT};
-use bridge::campaign::view::CampaignStatus;
 use device_sim::fleet::{Fleet, Profile};
 use schemas::msg::{Kind, StatusState};
 use schemas::ops::Command;
 use schemas::release::ReleaseSpec;
 use schemas::{CampaignId, ComponentName, GroupName};
 
+use super::run_error::{setup, RunError};
 use super::suite::{BLOCK_SIZE, IMAGE_BYTES};
 use super::table::Row;
 use crate::procfs;
-use crate::stack::{Stack, StackError, StackOptions};
+use crate::stack::{Stack, StackOptions};
 
 /// Connects per second of the storm: as in the TLS rows.
 pub const STORM_RATE: u32 = super::tls_cost::STORM_RATE;
@@ -45,23 +45,6 @@ pub struct AclRun {
     pub succeeded: usize,
     /// The bridge's block bytes sent over the image's size.
     pub egress_ratio: f64,
-}
-
-/// Why a pass failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AclError {
-    #[error(transparent)]
-    Stack(#[from] StackError),
-    #[error(transparent)]
-    Wait(#[from] crate::stack::WaitError),
-    #[error("fleet: {0}")]
-    Fleet(#[from] device_sim::fleet::FleetError),
-    #[error("operator command: {0}")]
-    Client(#[from] bridge::client::ClientError),
-    #[error("setup: {0}")]
-    Setup(String),
-    #[error("{0}")]
-    Stalled(String),
 }
 
 /// Runs both passes at `devices` devices: four rows, or a failed row per
@@ -108,7 +91,7 @@ pub async fn pass(
     secured: bool,
     devices: usize,
     say: &(dyn Fn(String) + Sync),
-) -> Result<AclRun, AclError> {
+) -> Result<AclRun, RunError> {
     let stack = Stack::start(StackOptions {
         secured,
         ..StackOptions::default()
@@ -124,7 +107,7 @@ async fn measure(
     secured: bool,
     n: usize,
     say: &(dyn Fn(String) + Sync),
-) -> Result<AclRun, AclError> {
+) -> Result<AclRun, RunError> {
     let main = ComponentName::new("main").map_err(setup)?;
     let image = super::download_run::image_bytes(IMAGE_BYTES);
     let mut spec = ReleaseSpec::new(
@@ -161,7 +144,7 @@ async fn measure(
     }
     say(format!("{}: {n} registered", checks(secured)));
 
-    let egress0 = egress(stack);
+    let egress0 = stack.block_egress();
     let started = Instant::now();
     let id = campaign(stack, artifact).await?;
     let waited = fleet
@@ -176,13 +159,13 @@ async fn measure(
     let succeeded = match waited {
         Ok(s) => s.count(StatusState::Success),
         Err(s) => {
-            return Err(AclError::Stalled(format!(
+            return Err(RunError::Stalled(format!(
                 "{} of {n} devices reported success within 300 s (campaign {id})",
                 s.count(StatusState::Success)
             )))
         }
     };
-    let egress_bytes = egress(stack).saturating_sub(egress0);
+    let egress_bytes = stack.block_egress().saturating_sub(egress0);
     Ok(AclRun {
         secured,
         devices: n,
@@ -196,7 +179,7 @@ async fn measure(
 }
 
 /// A group of the whole fleet and a one-wave campaign to it, started.
-async fn campaign(stack: &Stack, artifact: schemas::ArtifactId) -> Result<CampaignId, AclError> {
+async fn campaign(stack: &Stack, artifact: schemas::ArtifactId) -> Result<CampaignId, RunError> {
     let group = GroupName::new("acl-bench").map_err(setup)?;
     let _: serde_json::Value = stack
         .ops()
@@ -216,25 +199,8 @@ async fn campaign(stack: &Stack, artifact: schemas::ArtifactId) -> Result<Campai
         }],
     );
     let spec = serde_json::to_value(&spec).map_err(setup)?;
-    let _: CampaignStatus = stack
-        .ops()
-        .call_ok(Command::CampaignCreate { spec })
-        .await?;
-    let _: CampaignStatus = stack
-        .ops()
-        .call_ok(Command::CampaignStart { id: id.clone() })
-        .await?;
+    crate::campaigns::start_campaign(stack.ops(), spec).await?;
     Ok(id)
-}
-
-fn egress(stack: &Stack) -> u64 {
-    stack
-        .bridge()
-        .map_or(0, |b| b.blocks().metrics().snapshot().egress_bytes())
-}
-
-fn setup(e: impl std::fmt::Display) -> AclError {
-    AclError::Setup(e.to_string())
 }
 
 fn rows_of(r: &AclRun) -> [Row; 2] {

@@ -26,8 +26,9 @@ use serde_json::json;
 
 use super::block_tally::BlockTally;
 use super::firmware::{firmware_like, realistic_change};
+use super::run_error::{setup, RunError};
 use super::table::{thousands, Row};
-use crate::stack::{Stack, StackError, StackOptions};
+use crate::stack::{Stack, StackOptions};
 
 /// One run.
 #[derive(Debug, Clone)]
@@ -90,23 +91,6 @@ pub struct CampaignReport {
     pub planned_broadcast_bytes: u64,
 }
 
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CampaignError {
-    #[error(transparent)]
-    Stack(#[from] StackError),
-    #[error("fleet: {0}")]
-    Fleet(#[from] device_sim::fleet::FleetError),
-    #[error("operator command: {0}")]
-    Client(#[from] bridge::client::ClientError),
-    #[error("release: {0}")]
-    Release(#[from] schemas::release::ReleaseError),
-    #[error("setup: {0}")]
-    Setup(String),
-    #[error("{0}")]
-    Stalled(String),
-}
-
 /// The installed versions, and the release.
 const FROM: [&str; 2] = ["1.0.0", "1.1.0"];
 const TARGET: &str = "1.2.0";
@@ -125,7 +109,7 @@ pub fn images(len: usize) -> [Vec<u8>; 3] {
 pub async fn run(
     opts: &CampaignOptions,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<CampaignReport, CampaignError> {
+) -> Result<CampaignReport, RunError> {
     let stack = Stack::start(StackOptions::default()).await?;
     let result = measure(&stack, opts, progress).await;
     stack.shutdown().await?;
@@ -136,7 +120,7 @@ async fn measure(
     stack: &Stack,
     opts: &CampaignOptions,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<CampaignReport, CampaignError> {
+) -> Result<CampaignReport, RunError> {
     let main = ComponentName::new("main").map_err(setup)?;
     let (len, block_size, deltas) = (opts.image_bytes, opts.block_size, opts.deltas);
     let made = tokio::task::spawn_blocking(move || release(len, block_size, deltas))
@@ -195,7 +179,7 @@ struct Release {
     deltas: Vec<(Manifest, Vec<u8>)>,
 }
 
-fn release(len: usize, block_size: u32, deltas: bool) -> Result<Release, CampaignError> {
+fn release(len: usize, block_size: u32, deltas: bool) -> Result<Release, RunError> {
     let images = images(len);
     let main = ComponentName::new("main").map_err(setup)?;
     let mut spec = ReleaseSpec::new(Kind::Firmware, main, TARGET, "any", bridge::unix_now());
@@ -220,11 +204,11 @@ async fn push(
     m: &Manifest,
     bytes: &[u8],
     key: &schemas::keys::SigningKey,
-) -> Result<(), CampaignError> {
+) -> Result<(), RunError> {
     let envelope = schemas::msg::manifest::sign(m, key);
     bridge::client::push::push(stack.ops(), &envelope, bytes, |_, _| {})
         .await
-        .map_err(|e| CampaignError::Setup(format!("push {}: {e}", m.artifact)))?;
+        .map_err(|e| RunError::Setup(format!("push {}: {e}", m.artifact)))?;
     Ok(())
 }
 
@@ -234,14 +218,14 @@ async fn campaign(
     made: &Release,
     fleets: &[FleetHandle; 2],
     progress: &(dyn Fn(String) + Sync),
-) -> Result<CampaignReport, CampaignError> {
+) -> Result<CampaignReport, RunError> {
     // Every device registered first: the campaign's time, not the
     // connect storm's.
     let within = Duration::from_secs(60 + opts.devices as u64 / 250);
     stack
         .wait_registered(opts.devices, within, |_| {})
         .await
-        .map_err(|e| CampaignError::Stalled(e.to_string()))?;
+        .map_err(|e| RunError::Stalled(e.to_string()))?;
     progress(format!(
         "{} devices registered, on {} and {}",
         opts.devices, FROM[0], FROM[1]
@@ -267,8 +251,8 @@ async fn campaign(
         .await?;
     let tally = BlockTally::start(&stack.host, stack.port)
         .await
-        .map_err(CampaignError::Setup)?;
-    let egress0 = egress(stack);
+        .map_err(RunError::Setup)?;
+    let egress0 = stack.block_egress();
     let bytes0: Vec<u64> = fleets.iter().map(|f| f.stats().block_bytes).collect();
     let started = Instant::now();
     let _: CampaignStatus = stack
@@ -291,7 +275,7 @@ async fn campaign(
         let s = match r {
             Ok(s) => s,
             Err(s) => {
-                return Err(CampaignError::Stalled(format!(
+                return Err(RunError::Stalled(format!(
                     "the devices on {}: {} within {:?}",
                     FROM[i],
                     s.line(),
@@ -320,7 +304,7 @@ async fn campaign(
             share_of_full: per / made.full.size.max(1) as f64,
         });
     }
-    let bridge_egress = egress(stack).saturating_sub(egress0);
+    let bridge_egress = stack.block_egress().saturating_sub(egress0);
     let device_bytes = fleets
         .iter()
         .zip(&bytes0)
@@ -362,16 +346,6 @@ async fn installed(
     (r, started.elapsed())
 }
 
-fn egress(stack: &Stack) -> u64 {
-    stack
-        .bridge()
-        .map_or(0, |b| b.blocks().metrics().snapshot().egress_bytes())
-}
-
-fn setup(e: impl std::fmt::Display) -> CampaignError {
-    CampaignError::Setup(e.to_string())
-}
-
 /// The rows' labels.
 pub const WITH_DELTAS: &str =
     "delta campaign: 1 MiB firmware to devices on 1.0.0 and 1.1.0 (half each), E3 deltas";
@@ -387,8 +361,8 @@ pub const FULL_ONLY: &str =
 /// run, against the full image's size. The shares of the image's size are
 /// in the result either way.
 pub fn rows(
-    with: Result<CampaignReport, CampaignError>,
-    full: Result<CampaignReport, CampaignError>,
+    with: Result<CampaignReport, RunError>,
+    full: Result<CampaignReport, RunError>,
     devices: usize,
 ) -> Vec<Row> {
     let mut out = Vec::new();
@@ -514,7 +488,7 @@ mod tests {
         assert!(r[0].goal.ends_with("met"), "{}", r[0].goal);
         assert!(r[0].result.contains("11x less egress"), "{}", r[0].result);
         // Without a full run, against the image: missed.
-        let r = rows(Ok(with), Err(CampaignError::Stalled("x".into())), 4);
+        let r = rows(Ok(with), Err(RunError::Stalled("x".into())), 4);
         assert!(r[0].goal.ends_with("MISSED"), "{}", r[0].goal);
         assert!(r[1].result.starts_with("failed: x"), "{}", r[1].result);
         // One version's devices each got 12% of what the full run gave them.

@@ -17,7 +17,8 @@ use schemas::topic::{Filter, Topic, Topics};
 use schemas::{CampaignId, ComponentName, DeviceId};
 use tokio::sync::mpsc;
 
-use crate::stack::{Stack, StackError, StackOptions};
+use super::run_error::RunError;
+use crate::stack::{Stack, StackOptions};
 
 /// One run.
 #[derive(Debug, Clone)]
@@ -44,26 +45,11 @@ pub struct EmergencyReport {
     pub announce_secs: Option<f64>,
 }
 
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EmergencyError {
-    #[error(transparent)]
-    Stack(#[from] StackError),
-    #[error("fleet: {0}")]
-    Fleet(#[from] device_sim::fleet::FleetError),
-    #[error("operator command: {0}")]
-    Client(#[from] bridge::client::ClientError),
-    #[error("status observer: {0}")]
-    Observer(String),
-    #[error("{0}")]
-    Stalled(String),
-}
-
 /// Runs the measurement once on a fresh stack and fleet.
 pub async fn run(
     opts: &EmergencyOptions,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<EmergencyReport, EmergencyError> {
+) -> Result<EmergencyReport, RunError> {
     let stack = Stack::start(StackOptions::default()).await?;
     let settings = name("settings")?;
     let profile = Profile {
@@ -88,14 +74,14 @@ async fn measure(
     opts: &EmergencyOptions,
     settings: &ComponentName,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<EmergencyReport, EmergencyError> {
+) -> Result<EmergencyReport, RunError> {
     // Every device registered (said Hello) first: the command's latency,
     // not the connect storm's.
     let within = Duration::from_secs(60 + opts.devices as u64 / 250);
     stack
         .wait_registered(opts.devices, within, |_| {})
         .await
-        .map_err(|e| EmergencyError::Stalled(e.to_string()))?;
+        .map_err(|e| RunError::Stalled(e.to_string()))?;
     progress(format!("{} devices registered", opts.devices));
 
     let image = vec![0x5a; opts.artifact_bytes];
@@ -108,7 +94,7 @@ async fn measure(
     );
     let artifact = stack.push(&image, &spec).await?;
     let campaign =
-        CampaignId::new("bench-emergency").map_err(|e| EmergencyError::Observer(e.to_string()))?;
+        CampaignId::new("bench-emergency").map_err(|e| RunError::Observer(e.to_string()))?;
     let (mut seen_rx, observer) = observe(stack, campaign.clone()).await?;
 
     let sent = Instant::now();
@@ -139,7 +125,7 @@ async fn measure(
     .await;
     observer.abort();
     if waited.is_err() || seen.len() < opts.devices {
-        return Err(EmergencyError::Stalled(format!(
+        return Err(RunError::Stalled(format!(
             "{} of {} devices accepted the emergency within {:?}",
             seen.len(),
             opts.devices,
@@ -172,7 +158,7 @@ enum Seen {
 async fn observe(
     stack: &Stack,
     campaign: CampaignId,
-) -> Result<(mpsc::Receiver<Seen>, tokio::task::JoinHandle<()>), EmergencyError> {
+) -> Result<(mpsc::Receiver<Seen>, tokio::task::JoinHandle<()>), RunError> {
     let topics = Topics::default();
     let filter = topics.filter(Filter::AllStatus);
     let emergency = topics.build(&Topic::Emergency);
@@ -241,13 +227,13 @@ async fn observe(
     });
     tokio::time::timeout(Duration::from_secs(10), ready_rx)
         .await
-        .map_err(|_| EmergencyError::Observer("no SUBACK within 10 s".into()))?
-        .map_err(|_| EmergencyError::Observer("its task ended".into()))?;
+        .map_err(|_| RunError::Observer("no SUBACK within 10 s".into()))?
+        .map_err(|_| RunError::Observer("its task ended".into()))?;
     Ok((rx, task))
 }
 
-fn name(s: &str) -> Result<ComponentName, EmergencyError> {
-    ComponentName::new(s).map_err(|e| EmergencyError::Observer(e.to_string()))
+fn name(s: &str) -> Result<ComponentName, RunError> {
+    ComponentName::new(s).map_err(|e| RunError::Observer(e.to_string()))
 }
 
 /// The nearest-rank percentile of sorted values (zero when empty).

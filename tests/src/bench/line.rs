@@ -14,7 +14,8 @@ use schemas::ops::Command;
 use schemas::release::ReleaseSpec;
 use schemas::{CampaignId, ComponentName, GroupName};
 
-use crate::stack::{Stack, StackError, StackOptions};
+use super::run_error::{setup, RunError};
+use crate::stack::{Stack, StackOptions};
 
 /// One run.
 #[derive(Debug, Clone)]
@@ -47,28 +48,13 @@ pub struct LineReport {
     pub to_success_p99: Option<u64>,
 }
 
-/// Why a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LineError {
-    #[error(transparent)]
-    Stack(#[from] StackError),
-    #[error("fleet: {0}")]
-    Fleet(#[from] device_sim::fleet::FleetError),
-    #[error("operator command: {0}")]
-    Client(#[from] bridge::client::ClientError),
-    #[error("setup: {0}")]
-    Setup(String),
-    #[error("{0}")]
-    Stalled(String),
-}
-
 const LINE: &str = "line-1";
 
 /// Runs the measurement once on a fresh stack and batch.
 pub async fn run(
     opts: &LineOptions,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<LineReport, LineError> {
+) -> Result<LineReport, RunError> {
     let stack = Stack::start(StackOptions {
         secured: true,
         ..StackOptions::default()
@@ -83,7 +69,7 @@ async fn measure(
     stack: &Stack,
     opts: &LineOptions,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<LineReport, LineError> {
+) -> Result<LineReport, RunError> {
     let main = ComponentName::new("main").map_err(setup)?;
     let image = super::download_run::image_bytes(opts.image_bytes);
     let mut spec = ReleaseSpec::new(
@@ -107,7 +93,7 @@ async fn measure(
     let mut cfg = stack.fleet(opts.devices, profile);
     cfg.factory_line = Some(LINE.into());
     stack.provision(&mut cfg).await?;
-    let egress0 = egress(stack);
+    let egress0 = stack.block_egress();
     let powered_up = Instant::now();
     let fleet = Fleet::spawn(cfg)?;
     progress(format!("{} devices powered up on {LINE}", opts.devices));
@@ -124,7 +110,7 @@ async fn measure(
     let wall = powered_up.elapsed();
     fleet.shutdown().await;
     if let Err(s) = waited {
-        return Err(LineError::Stalled(format!(
+        return Err(RunError::Stalled(format!(
             "{} of {n} devices reported success within {:?}",
             s.count(StatusState::Success),
             opts.deadline
@@ -135,12 +121,12 @@ async fn measure(
         .call_ok(Command::CampaignStatus { id: id.clone() })
         .await?;
     if status.summary.state != "standing" {
-        return Err(LineError::Stalled(format!(
+        return Err(RunError::Stalled(format!(
             "the line's campaign is {}, not standing",
             status.summary.state
         )));
     }
-    let egress_bytes = egress(stack).saturating_sub(egress0);
+    let egress_bytes = stack.block_egress().saturating_sub(egress0);
     let line = status.line.as_ref();
     Ok(LineReport {
         devices: opts.devices,
@@ -159,7 +145,7 @@ async fn line_put(
     stack: &Stack,
     id: &CampaignId,
     artifact: schemas::ArtifactId,
-) -> Result<(), LineError> {
+) -> Result<(), RunError> {
     let group = GroupName::new(LINE).map_err(setup)?;
     let _: serde_json::Value = stack
         .ops()
@@ -186,23 +172,6 @@ async fn line_put(
         )
     };
     let spec = serde_json::to_value(&spec).map_err(setup)?;
-    let _: CampaignStatus = stack
-        .ops()
-        .call_ok(Command::CampaignCreate { spec })
-        .await?;
-    let _: CampaignStatus = stack
-        .ops()
-        .call_ok(Command::CampaignStart { id: id.clone() })
-        .await?;
+    crate::campaigns::start_campaign(stack.ops(), spec).await?;
     Ok(())
-}
-
-fn egress(stack: &Stack) -> u64 {
-    stack
-        .bridge()
-        .map_or(0, |b| b.blocks().metrics().snapshot().egress_bytes())
-}
-
-fn setup(e: impl std::fmt::Display) -> LineError {
-    LineError::Setup(e.to_string())
 }

@@ -8,6 +8,7 @@
 //! - [`raw_fanout`]: the same bytes over raw loopback TCP, the machine's limit.
 //! - [`emergency`]: command to every device `accepted`, p50 and p99.
 //! - [`child`]: helper processes (the broker alone, raw readers) and /proc RSS.
+//! - [`run_error`]: why a run on a stack failed, shared by the suites.
 //!
 //! - [`download_run`]: one run of N protocol devices downloading one image
 //!   from a bridge ([`crate::downloader`]), measured.
@@ -44,6 +45,7 @@ pub mod ingest;
 pub mod line;
 pub mod raw_fanout;
 pub mod registry;
+pub mod run_error;
 pub mod scale;
 pub mod suite;
 pub mod table;

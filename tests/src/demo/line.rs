@@ -35,14 +35,7 @@ pub(super) async fn run(
         "gates": {"failure_halt_bp": 1000, "min_sample": 5, "wave_timeout_secs": 60},
         "standing": {"halt_window": 50},
     });
-    let _: CampaignStatus = stack
-        .ops()
-        .call_ok(Command::CampaignCreate { spec })
-        .await?;
-    let _: CampaignStatus = stack
-        .ops()
-        .call_ok(Command::CampaignStart { id: id.clone() })
-        .await?;
+    crate::campaigns::start_campaign(stack.ops(), spec).await?;
     say(
         opts,
         format!("8. a factory line: line {LINE} stands on firmware main 1.1.0 (a standing campaign); {devices} fresh devices power up on it together"),

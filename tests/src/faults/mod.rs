@@ -151,18 +151,7 @@ pub async fn registered(ops: &OpsClient, n: usize, limit: Duration) -> Result<()
         .map_err(|e| FaultError::Stalled(e.to_string()))
 }
 
-/// Creates and starts a campaign from its JSON spec; returns its id.
-pub async fn start_campaign(
-    ops: &OpsClient,
-    spec: serde_json::Value,
-) -> Result<CampaignId, FaultError> {
-    let created: CampaignStatus = ops.call_ok(Command::CampaignCreate { spec }).await?;
-    let id = created.summary.id.clone();
-    let _: CampaignStatus = ops
-        .call_ok(Command::CampaignStart { id: id.clone() })
-        .await?;
-    Ok(id)
-}
+pub use crate::campaigns::start_campaign;
 
 /// The campaign's status, or None while the bridge does not answer.
 pub async fn campaign(ops: &OpsClient, id: &CampaignId) -> Option<CampaignStatus> {
