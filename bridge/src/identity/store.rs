@@ -8,7 +8,7 @@ use schemas::keys::Kid;
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Records, StoreError};
+use crate::store::records::{Record, Records};
 
 const TREE: &str = "credentials";
 
@@ -96,32 +96,12 @@ impl CredentialRecord {
 }
 
 /// The `credentials` tree.
-#[derive(Clone)]
-pub struct CredentialStore {
-    tree: Records<CredentialRecord>,
-}
+pub type CredentialStore = Records<CredentialRecord>;
 
-impl CredentialStore {
-    /// Opens the tree in the bridge's database. Blocks briefly.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
-            tree: Records::open(db, TREE)?,
-        })
-    }
-
-    /// Writes a record (durable at the next flush).
-    pub fn put(&self, r: &CredentialRecord) -> Result<(), StoreError> {
-        self.tree.put(&r.id, r)
-    }
-
-    /// One record.
-    pub fn get(&self, id: &DeviceId) -> Result<Option<CredentialRecord>, StoreError> {
-        self.tree.get(id)
-    }
-
-    /// Every record. Blocks: call at start, with `spawn_blocking`.
-    pub fn all(&self) -> Result<Vec<CredentialRecord>, StoreError> {
-        self.tree.all()
+impl Record for CredentialRecord {
+    const TREE: &'static str = TREE;
+    fn id(&self) -> &DeviceId {
+        &self.id
     }
 }
 

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
 
-use super::records::Records;
-use super::StoreError;
+use super::records::{Record, Records};
 
 const TREE: &str = "devices";
 
@@ -36,31 +35,12 @@ pub struct DeviceRecord {
 }
 
 /// The `devices` tree.
-#[derive(Clone)]
-pub struct DeviceStore {
-    tree: Records<DeviceRecord>,
-}
+pub type DeviceStore = Records<DeviceRecord>;
 
-impl DeviceStore {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
-            tree: Records::open(db, TREE)?,
-        })
-    }
-
-    /// Writes a record (durable at the next flush).
-    pub fn put(&self, r: &DeviceRecord) -> Result<(), StoreError> {
-        self.tree.put(&r.id, r)
-    }
-
-    /// One record.
-    pub fn get(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
-        self.tree.get(id)
-    }
-
-    /// Every record. An unreadable one is an error naming its key.
-    pub fn all(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.tree.all()
+impl Record for DeviceRecord {
+    const TREE: &'static str = TREE;
+    fn id(&self) -> &DeviceId {
+        &self.id
     }
 }
 

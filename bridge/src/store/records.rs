@@ -1,5 +1,6 @@
 //! A sled tree of JSON records keyed by device id: the shape the device
-//! registry and the credential registry share.
+//! registry and the credential registry share ([`super::DeviceStore`],
+//! `crate::identity::CredentialStore`).
 
 use std::marker::PhantomData;
 
@@ -8,6 +9,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{corrupt, StoreError};
+
+/// A record kept in [`Records`]: its tree's name and its device id.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The sled tree the records live in.
+    const TREE: &'static str;
+    /// The key: the device the record is of.
+    fn id(&self) -> &DeviceId;
+}
 
 /// Records of type `T`, one per device id, as JSON in one tree.
 pub struct Records<T> {
@@ -26,21 +35,21 @@ impl<T> Clone for Records<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Records<T> {
-    /// Opens (or creates) the tree `name`. Blocks briefly.
-    pub fn open(db: &sled::Db, name: &'static str) -> Result<Self, StoreError> {
+impl<T: Record> Records<T> {
+    /// Opens (or creates) the tree [`Record::TREE`]. Blocks briefly.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Records {
-            tree: db.open_tree(name)?,
-            name,
+            tree: db.open_tree(T::TREE)?,
+            name: T::TREE,
             _record: PhantomData,
         })
     }
 
-    /// Writes a record (durable at the next flush).
-    pub fn put(&self, id: &DeviceId, r: &T) -> Result<(), StoreError> {
+    /// Writes a record under its id (durable at the next flush).
+    pub fn put(&self, r: &T) -> Result<(), StoreError> {
         // Invariant: records hold only strings, maps and numbers.
         let json = serde_json::to_vec(r).expect("a record always serializes");
-        self.tree.insert(id.as_str(), json)?;
+        self.tree.insert(r.id().as_str(), json)?;
         Ok(())
     }
 
