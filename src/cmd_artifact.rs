@@ -2,7 +2,6 @@
 //! an image, and show what a signed manifest says and whether it verifies.
 //! The manifest itself is built by `schemas::release`.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +14,7 @@ use schemas::msg::{limits, Kind, Manifest};
 use schemas::release::{self, ReleaseSpec, MAX_IMAGE_BYTES};
 use schemas::ComponentName;
 
+use crate::cmd_artifact_ops::{manifest_path, suffixed};
 use crate::keyfile::{self, Role};
 use crate::Run;
 
@@ -215,12 +215,7 @@ fn sign_delta(
     let (payload, delta) = release::build_delta(&old, image, full, &from.version)
         .with_context(|| format!("cannot make the delta from {}", from.image.display()))?;
     let envelope = sign(&delta, key);
-    let mut name: OsString = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".from-{}.zst", from.version));
-    let payload_path = path.with_file_name(name);
+    let payload_path = suffixed(path, &format!(".from-{}.zst", from.version));
     write_atomically(&payload_path, &payload)?;
     let manifest_out = manifest_path(&payload_path);
     write_atomically(&manifest_out, &envelope)?;
@@ -443,25 +438,10 @@ fn read_manifest(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read manifest {}", path.display()))
 }
 
-/// `IMAGE.manifest`: the image's whole file name with `.manifest` added.
-fn manifest_path(image: &Path) -> PathBuf {
-    let mut name: OsString = image
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".manifest");
-    image.with_file_name(name)
-}
-
 /// Writes `bytes` to a temporary file beside `path`, then renames it over
 /// `path`, so a reader never sees half a manifest.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp_name: OsString = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
+    let tmp = suffixed(path, ".tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -87,14 +87,14 @@ impl Push {
                 meta.len()
             );
         }
-        let manifest_path = self
+        let manifest_file = self
             .manifest
             .clone()
-            .unwrap_or_else(|| manifest_beside(&self.image));
-        let manifest = std::fs::read(&manifest_path).with_context(|| {
+            .unwrap_or_else(|| manifest_path(&self.image));
+        let manifest = std::fs::read(&manifest_file).with_context(|| {
             format!(
                 "cannot read manifest {} (sign the image first: `ota artifact sign`, or give --manifest)",
-                manifest_path.display()
+                manifest_file.display()
             )
         })?;
         let image = std::fs::read(&self.image)
@@ -218,12 +218,19 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// `IMAGE.manifest`, as `ota artifact sign` names it.
-fn manifest_beside(image: &Path) -> PathBuf {
-    let mut name: OsString = image
+/// `IMAGE.manifest`: the image's whole file name with `.manifest` added,
+/// as `ota artifact sign` writes it and `push` looks for it.
+pub(crate) fn manifest_path(image: &Path) -> PathBuf {
+    suffixed(image, ".manifest")
+}
+
+/// `path` with `suffix` added to its whole file name (`fw.bin` +
+/// `.manifest` is `fw.bin.manifest`), in the same directory.
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(".manifest");
-    image.with_file_name(name)
+    name.push(suffix);
+    path.with_file_name(name)
 }

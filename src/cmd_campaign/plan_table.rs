@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use bridge::campaign::plan::Plan;
 
-use super::table::{bytes, deltas_line, pct, table, utc, windows};
+use super::table::{bytes, deltas_line, shares, table, utc, windows};
 
 /// `campaign plan`: a row a wave, then what will not download.
 pub fn plan(p: &Plan) -> String {
@@ -15,15 +15,9 @@ pub fn plan(p: &Plan) -> String {
         .waves
         .iter()
         .map(|w| {
-            let cohorts: Vec<String> = w
-                .cohorts
-                .iter()
-                .filter(|(_, &c)| c > 0)
-                .map(|(g, &c)| format!("{g}={}", pct(c)))
-                .collect();
             let mut row = vec![
                 (w.wave + 1).to_string(),
-                cohorts.join(","),
+                shares(&w.cohorts),
                 w.members.to_string(),
                 w.new.to_string(),
                 w.downloads.to_string(),

@@ -239,17 +239,25 @@ pub fn created(s: &CampaignStatus) -> String {
     out
 }
 
+/// A wave's cohorts as `group=share,...`, the groups it takes none of
+/// left out.
+pub fn shares<'a, G: std::fmt::Display + 'a>(
+    cohorts: impl IntoIterator<Item = (&'a G, &'a u16)>,
+) -> String {
+    cohorts
+        .into_iter()
+        .filter(|(_, &c)| c > 0)
+        .map(|(g, &c)| format!("{g}={}", pct(c)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn plan(s: &CampaignStatus) -> String {
     let rows: Vec<Vec<String>> = s
         .plan
         .iter()
         .map(|w| {
-            let cohorts: Vec<String> = w
-                .cohorts
-                .iter()
-                .filter(|(_, &c)| c > 0)
-                .map(|(g, &c)| format!("{g}={}", pct(c)))
-                .collect();
+            let cohorts = shares(&w.cohorts);
             let result = match &w.end {
                 Some(WaveEnd::Passed { counts, .. }) => format!("passed: {}", counts_line(counts)),
                 Some(WaveEnd::Halted { reason, .. }) if w.state == "halted" => {
@@ -260,7 +268,7 @@ fn plan(s: &CampaignStatus) -> String {
             let who = if cohorts.is_empty() {
                 "every device".to_string()
             } else {
-                cohorts.join(",")
+                cohorts
             };
             vec![(w.wave + 1).to_string(), who, w.state.clone(), result]
         })
@@ -293,6 +301,17 @@ pub fn counts_line(c: &WaveCounts) -> String {
         ));
     }
     line
+}
+
+/// The current wave's rows: one a group, then `(all)`.
+fn wave_rows(s: &CampaignStatus, cur: &Breakdown) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> = s
+        .groups
+        .iter()
+        .map(|g| breakdown_rows(g.group.as_str(), &g.members))
+        .collect();
+    rows.push(breakdown_rows("(all)", cur));
+    rows
 }
 
 fn breakdown_rows(name: &str, b: &Breakdown) -> Vec<String> {
@@ -375,12 +394,7 @@ pub fn status(s: &CampaignStatus) -> String {
         out.push_str(&plan(s));
     }
     if let Some(cur) = &s.current {
-        let mut rows: Vec<Vec<String>> = s
-            .groups
-            .iter()
-            .map(|g| breakdown_rows(g.group.as_str(), &g.members))
-            .collect();
-        rows.push(breakdown_rows("(all)", cur));
+        let rows = wave_rows(s, cur);
         out.push_str("\ncurrent wave:\n");
         out.push_str(&table(&COUNT_HEADER, &rows));
         if cur.counts.anomaly > 0 {
@@ -533,12 +547,7 @@ pub fn summary(s: &CampaignStatus) -> String {
         &rows,
     ));
     if let Some(cur) = &s.current {
-        let mut rows: Vec<Vec<String>> = s
-            .groups
-            .iter()
-            .map(|g| breakdown_rows(g.group.as_str(), &g.members))
-            .collect();
-        rows.push(breakdown_rows("(all)", cur));
+        let rows = wave_rows(s, cur);
         out.push('\n');
         out.push_str(&table(&COUNT_HEADER, &rows));
         if let Some(line) = paths_line(&s.paths) {
