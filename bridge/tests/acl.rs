@@ -56,12 +56,7 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
     let campaign = CampaignId::new("fw-2").unwrap();
     artifact(
         &stack,
-        "fw-2.0.0-esp32",
-        Kind::Firmware,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
+        Release::new("fw-2.0.0-esp32", Kind::Firmware, "2.0.0"),
     )
     .await;
     group(&ops, acme.as_str(), "acme").await;
@@ -202,12 +197,10 @@ async fn blocks_go_only_to_devices_an_announcement_names_and_a_request_flood_lea
     let a = ArtifactId::new("fw-3.0.0-esp32").unwrap();
     artifact(
         &stack,
-        a.as_str(),
-        Kind::Firmware,
-        "main",
-        "3.0.0",
-        "esp32",
-        64 * 1024,
+        Release {
+            size: 64 * 1024,
+            ..Release::new(a.as_str(), Kind::Firmware, "3.0.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -31,12 +31,10 @@ async fn pause_stops_new_downloads_and_resume_continues() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        240 * 1024,
+        Release {
+            size: 240 * 1024,
+            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -107,12 +105,12 @@ async fn abort_cancels_every_device_not_yet_installing() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "cfg-2.0.0",
-        Kind::Config,
-        "cfg",
-        "2.0.0",
-        "any",
-        2000,
+        Release {
+            component: "cfg",
+            arch: "any",
+            size: 2000,
+            ..Release::new("cfg-2.0.0", Kind::Config, "2.0.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

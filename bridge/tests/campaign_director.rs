@@ -70,12 +70,10 @@ async fn forgeries_change_nothing_and_the_real_campaign_completes() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        8 * 1024,
+        Release {
+            size: 8 * 1024,
+            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -47,12 +47,10 @@ async fn devices_with_the_next_key_follow_the_rotated_bridge_and_others_refuse_i
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        8 * 1024,
+        Release {
+            size: 8 * 1024,
+            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -21,32 +21,27 @@ async fn an_emergency_reaches_deferring_devices_while_a_campaign_is_paused() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        "fw-2.0.0-esp32",
-        Kind::Firmware,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
+        Release::new("fw-2.0.0-esp32", Kind::Firmware, "2.0.0"),
     )
     .await;
     artifact(
         &stack,
-        "cfg-1.0.1",
-        Kind::Config,
-        "cfg",
-        "1.0.1",
-        "any",
-        1500,
+        Release {
+            component: "cfg",
+            arch: "any",
+            size: 1500,
+            ..Release::new("cfg-1.0.1", Kind::Config, "1.0.1")
+        },
     )
     .await;
     artifact(
         &stack,
-        "cfg-1.0.2",
-        Kind::Config,
-        "cfg",
-        "1.0.2",
-        "any",
-        1500,
+        Release {
+            component: "cfg",
+            arch: "any",
+            size: 1500,
+            ..Release::new("cfg-1.0.2", Kind::Config, "1.0.2")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -150,12 +145,12 @@ async fn emergency_commands_are_checked() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "cfg-1.0.1",
-        Kind::Config,
-        "cfg",
-        "1.0.1",
-        "any",
-        1500,
+        Release {
+            component: "cfg",
+            arch: "any",
+            size: 1500,
+            ..Release::new("cfg-1.0.1", Kind::Config, "1.0.1")
+        },
     )
     .await;
     // A registered device that went offline keeps an emergency waiting.

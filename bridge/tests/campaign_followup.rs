@@ -53,16 +53,7 @@ async fn members_of(ops: &bridge::client::OpsClient, group: &str) -> Vec<String>
 async fn retry_targets_exactly_the_leftovers() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        3000,
-    )
-    .await;
+    artifact(&stack, Release::new("app-1.1.0", Kind::App, "1.1.0")).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     let good: Vec<_> = (1..=3)

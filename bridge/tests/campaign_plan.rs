@@ -24,12 +24,10 @@ async fn the_plan_matches_the_create_and_the_run() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        4096,
+        Release {
+            size: 4096,
+            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -119,12 +117,10 @@ async fn a_release_no_targeted_device_trusts_is_refused() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        2048,
+        Release {
+            size: 2048,
+            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

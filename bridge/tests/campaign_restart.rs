@@ -23,12 +23,10 @@ async fn a_restarted_bridge_finishes_the_campaign_with_its_timers() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        "fw-4.0.0-esp32",
-        Kind::Firmware,
-        "main",
-        "4.0.0",
-        "esp32",
-        2000,
+        Release {
+            size: 2000,
+            ..Release::new("fw-4.0.0-esp32", Kind::Firmware, "4.0.0")
+        },
     )
     .await;
     group(&ops, "canary", "canary").await;

@@ -35,58 +35,28 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
     let stack = stack().await;
     let ops = stack.ops().await;
     let events = EventLog::start(&ops).await;
-    artifact(
-        &stack,
-        "app-2.0.0",
-        Kind::App,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
-    )
-    .await;
+    artifact(&stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
     artifact_with(
         &stack,
-        "app-1.0.0-rb",
-        Kind::App,
-        "main",
-        "1.0.0",
-        "esp32",
-        3000,
+        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
         |s| s.allow_downgrade = true,
     )
     .await;
     // Attackers' and mistakes' releases: not signed as a downgrade, not
     // earlier, another component.
-    artifact(
-        &stack,
-        "app-1.0.0",
-        Kind::App,
-        "main",
-        "1.0.0",
-        "esp32",
-        3000,
-    )
-    .await;
+    artifact(&stack, Release::new("app-1.0.0", Kind::App, "1.0.0")).await;
     artifact_with(
         &stack,
-        "app-2.0.0-dg",
-        Kind::App,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
+        Release::new("app-2.0.0-dg", Kind::App, "2.0.0"),
         |s| s.allow_downgrade = true,
     )
     .await;
     artifact_with(
         &stack,
-        "cfg-0.9-dg",
-        Kind::App,
-        "cfg",
-        "0.9.0",
-        "esp32",
-        3000,
+        Release {
+            component: "cfg",
+            ..Release::new("cfg-0.9-dg", Kind::App, "0.9.0")
+        },
         |s| s.allow_downgrade = true,
     )
     .await;
@@ -182,24 +152,10 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
 async fn an_operator_rolls_back_a_running_campaign() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        "app-2.0.0",
-        Kind::App,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
-    )
-    .await;
+    artifact(&stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
     artifact_with(
         &stack,
-        "app-1.0.0-rb",
-        Kind::App,
-        "main",
-        "1.0.0",
-        "esp32",
-        3000,
+        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
         |s| s.allow_downgrade = true,
     )
     .await;

@@ -26,12 +26,10 @@ async fn a_scheduled_draft_starts_by_itself_across_a_restart() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        2000,
+        Release {
+            size: 2000,
+            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -36,26 +36,8 @@ async fn all_succeed(stack: &common::Stack, campaign: &str, devices: &[DeviceId]
 async fn a_line_brings_every_batch_to_its_release_and_halts_on_a_bad_batch() {
     let mut stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        3000,
-    )
-    .await;
-    artifact(
-        &stack,
-        "app-1.2.0",
-        Kind::App,
-        "main",
-        "1.2.0",
-        "esp32",
-        3000,
-    )
-    .await;
+    artifact(&stack, Release::new("app-1.1.0", Kind::App, "1.1.0")).await;
+    artifact(&stack, Release::new("app-1.2.0", Kind::App, "1.2.0")).await;
     group(&ops, "line-3", "line-3").await;
     let created = create(
         &ops,
@@ -161,16 +143,7 @@ async fn a_line_brings_every_batch_to_its_release_and_halts_on_a_bad_batch() {
 async fn a_standing_spec_is_checked() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        "app-1.1.0",
-        Kind::App,
-        "main",
-        "1.1.0",
-        "esp32",
-        3000,
-    )
-    .await;
+    artifact(&stack, Release::new("app-1.1.0", Kind::App, "1.1.0")).await;
     group(&ops, "line-3", "line-3").await;
     for (spec, says) in [
         (

@@ -21,12 +21,7 @@ async fn wave_two_waits_until_wave_one_passes_its_bar() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        "fw-2.0.0-esp32",
-        Kind::Firmware,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
+        Release::new("fw-2.0.0-esp32", Kind::Firmware, "2.0.0"),
     )
     .await;
     group(&ops, "canary", "canary").await;
@@ -149,12 +144,10 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        "fw-3.0.0-esp32",
-        Kind::Firmware,
-        "main",
-        "3.0.0",
-        "esp32",
-        2000,
+        Release {
+            size: 2000,
+            ..Release::new("fw-3.0.0-esp32", Kind::Firmware, "3.0.0")
+        },
     )
     .await;
     group(&ops, "acme", "acme").await;

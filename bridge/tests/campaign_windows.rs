@@ -32,7 +32,14 @@ fn span(a: u64, b: u64) -> String {
 }
 
 async fn app(stack: &common::Stack, id: &str, version: &str) {
-    artifact(stack, id, Kind::App, "main", version, "esp32", 2000).await;
+    artifact(
+        stack,
+        Release {
+            size: 2000,
+            ..Release::new(id, Kind::App, version)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

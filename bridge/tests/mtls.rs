@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use bridge::client::OpsClient;
 use bridge::identity::Refused;
 use campaign_common::{
-    artifact, call, create, group, registered, wait_state, DeviceOpts, Devices, LONG,
+    artifact, call, create, group, registered, wait_state, DeviceOpts, Devices, Release, LONG,
 };
 use harness::pki::TestPki;
 use harness::raw::{Got, RawClient};
@@ -191,12 +191,7 @@ async fn a_campaign_completes_on_devices_that_log_in_by_certificate() {
     let ops = alice(&stack).await;
     artifact(
         &stack,
-        "fw-2.0.0-esp32",
-        Kind::Firmware,
-        "main",
-        "2.0.0",
-        "esp32",
-        3000,
+        Release::new("fw-2.0.0-esp32", Kind::Firmware, "2.0.0"),
     )
     .await;
     group(&ops, "acme", "acme").await;

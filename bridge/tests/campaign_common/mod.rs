@@ -55,41 +55,48 @@ pub async fn stack_with(tune: impl FnOnce(&mut bridge::Config)) -> Stack {
     .await
 }
 
-/// Stores a signed artifact of `size` bytes (block size 1024).
-pub async fn artifact(
-    stack: &Stack,
-    id: &str,
-    kind: Kind,
-    component: &str,
-    version: &str,
-    arch: &str,
-    size: usize,
-) {
-    artifact_with(stack, id, kind, component, version, arch, size, |_| {}).await
+/// A release to store: `Release::new(id, kind, version)` is component
+/// `main` for `esp32`, 3,000 bytes; set the other fields to change them.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    pub id: &'a str,
+    pub kind: Kind,
+    pub component: &'a str,
+    pub version: &'a str,
+    pub arch: &'a str,
+    pub size: usize,
+}
+
+impl<'a> Release<'a> {
+    pub fn new(id: &'a str, kind: Kind, version: &'a str) -> Self {
+        Release {
+            id,
+            kind,
+            component: "main",
+            version,
+            arch: "esp32",
+            size: 3000,
+        }
+    }
+}
+
+/// Stores `r` signed, as an image of `r.size` bytes (block size 1024).
+pub async fn artifact(stack: &Stack, r: Release<'_>) {
+    artifact_with(stack, r, |_| {}).await
 }
 
 /// [`artifact`], its manifest changed by `tweak` before signing (e.g.
 /// `allow_downgrade`).
-#[allow(clippy::too_many_arguments)]
-pub async fn artifact_with(
-    stack: &Stack,
-    id: &str,
-    kind: Kind,
-    component: &str,
-    version: &str,
-    arch: &str,
-    size: usize,
-    tweak: impl FnOnce(&mut ReleaseSpec),
-) {
-    let image = blocks_common::image(size, id.len() as u64 + size as u64);
+pub async fn artifact_with(stack: &Stack, r: Release<'_>, tweak: impl FnOnce(&mut ReleaseSpec)) {
+    let image = blocks_common::image(r.size, r.id.len() as u64 + r.size as u64);
     let mut spec = ReleaseSpec::new(
-        kind,
-        ComponentName::new(component).expect("a component"),
-        version,
-        arch,
+        r.kind,
+        ComponentName::new(r.component).expect("a component"),
+        r.version,
+        r.arch,
         1_790_000_000,
     );
-    spec.artifact = Some(ArtifactId::new(id).expect("an artifact id"));
+    spec.artifact = Some(ArtifactId::new(r.id).expect("an artifact id"));
     spec.block_size = 1024;
     tweak(&mut spec);
     let m = build_manifest(&image, &spec).expect("a manifest");

@@ -59,16 +59,8 @@ impl Rollout {
 
 /// Pushes the esp32 firmware `fw-{version}-esp32` (main, 3,000 bytes).
 pub async fn firmware(stack: &Stack, version: &str) {
-    cc::artifact(
-        stack,
-        &format!("fw-{version}-esp32"),
-        Kind::Firmware,
-        "main",
-        version,
-        "esp32",
-        3000,
-    )
-    .await;
+    let id = format!("fw-{version}-esp32");
+    cc::artifact(stack, cc::Release::new(&id, Kind::Firmware, version)).await;
 }
 
 /// Creates and starts `id`: wave 1 the canaries, wave 2 acme, every device
