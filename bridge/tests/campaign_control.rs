@@ -106,10 +106,8 @@ async fn abort_cancels_every_device_not_yet_installing() {
     artifact(
         &stack,
         Release {
-            component: "cfg",
-            arch: "any",
             size: 2000,
-            ..Release::new("cfg-2.0.0", Kind::Config, "2.0.0")
+            ..Release::config("cfg-2.0.0", "2.0.0")
         },
     )
     .await;

@@ -24,26 +24,8 @@ async fn an_emergency_reaches_deferring_devices_while_a_campaign_is_paused() {
         Release::new("fw-2.0.0-esp32", Kind::Firmware, "2.0.0"),
     )
     .await;
-    artifact(
-        &stack,
-        Release {
-            component: "cfg",
-            arch: "any",
-            size: 1500,
-            ..Release::new("cfg-1.0.1", Kind::Config, "1.0.1")
-        },
-    )
-    .await;
-    artifact(
-        &stack,
-        Release {
-            component: "cfg",
-            arch: "any",
-            size: 1500,
-            ..Release::new("cfg-1.0.2", Kind::Config, "1.0.2")
-        },
-    )
-    .await;
+    artifact(&stack, Release::config("cfg-1.0.1", "1.0.1")).await;
+    artifact(&stack, Release::config("cfg-1.0.2", "1.0.2")).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     let acme: Vec<_> = (1..=5)
@@ -143,16 +125,7 @@ async fn an_emergency_reaches_deferring_devices_while_a_campaign_is_paused() {
 async fn emergency_commands_are_checked() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        Release {
-            component: "cfg",
-            arch: "any",
-            size: 1500,
-            ..Release::new("cfg-1.0.1", Kind::Config, "1.0.1")
-        },
-    )
-    .await;
+    artifact(&stack, Release::config("cfg-1.0.1", "1.0.1")).await;
     // A registered device that went offline keeps an emergency waiting.
     let mut devices = Devices::default();
     let gone = devices.spawn(&stack, DeviceOpts::new("gone-1", "nobody"));

@@ -78,6 +78,16 @@ impl<'a> Release<'a> {
             size: 3000,
         }
     }
+
+    /// A configuration: component `cfg`, for any arch, 1,500 bytes.
+    pub fn config(id: &'a str, version: &'a str) -> Self {
+        Release {
+            component: "cfg",
+            arch: "any",
+            size: 1500,
+            ..Release::new(id, Kind::Config, version)
+        }
+    }
 }
 
 /// Stores `r` signed, as an image of `r.size` bytes (block size 1024).
