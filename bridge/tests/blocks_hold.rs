@@ -110,7 +110,7 @@ async fn no_block_of_a_paused_or_aborted_campaign_goes_out_after_one_window() {
     let mut devices = Devices::default();
     devices.spawn(&stack, DeviceOpts::new("acme-1", "acme").always_deferring());
     registered(&stack, 1).await;
-    create(
+    launch(
         &ops,
         json!({
             "id": "app-9", "kind": "app", "release": ["app-9.0.0"],
@@ -119,7 +119,6 @@ async fn no_block_of_a_paused_or_aborted_campaign_goes_out_after_one_window() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("app-9") }).await;
     let seen = asker(stack.port(), "app-9.0.0").await;
     wait("blocks flowing", LONG, || seen.lock().unwrap().len() >= 5).await;
 

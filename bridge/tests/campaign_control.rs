@@ -52,7 +52,7 @@ async fn pause_stops_new_downloads_and_resume_continues() {
         })
         .collect();
     registered(&stack, 6).await;
-    create(
+    launch(
         &ops,
         json!({
             "id": "app-1", "kind": "app", "release": ["app-1.1.0"],
@@ -61,7 +61,6 @@ async fn pause_stops_new_downloads_and_resume_continues() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("app-1") }).await;
     wait("a download under way", LONG, || {
         early
             .iter()
@@ -125,7 +124,7 @@ async fn abort_cancels_every_device_not_yet_installing() {
         })
         .collect();
     registered(&stack, 6).await;
-    create(
+    launch(
         &ops,
         json!({
             "id": "cfg-2", "kind": "config", "release": ["cfg-2.0.0"],
@@ -134,7 +133,6 @@ async fn abort_cancels_every_device_not_yet_installing() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("cfg-2") }).await;
     wait("one success and five deferrals", LONG, || {
         state(&stack, &done, "cfg-2") == Some(StatusState::Success)
             && waiting

@@ -9,7 +9,9 @@ mod common;
 
 use bridge::blocks::BlocksConfig;
 use bridge::campaign::view::CampaignStatus;
-use campaign_common::{call, cid, create, group, retained, state, upload, DeviceOpts, Devices};
+use campaign_common::{
+    call, cid, create, group, launch, retained, state, upload, DeviceOpts, Devices,
+};
 use device_sim::agent::ImageBytes;
 use schemas::cose::TrustStore;
 use schemas::msg::delta::{pick_delta, Installed};
@@ -75,7 +77,7 @@ async fn a_pushed_delta_is_announced_and_shared_by_broadcast() {
 
     let ops = stack.ops().await;
     group(&ops, "acme", "acme").await;
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-1", "kind": "firmware", "release": ["fw-1.3.0"],
@@ -86,7 +88,6 @@ async fn a_pushed_delta_is_announced_and_shared_by_broadcast() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("fw-1") }).await;
     let topic = Topic::GroupCampaign(GroupName::new("acme").unwrap());
     let mut ann = None;
     campaign_common::wait("the announcement", common::WAIT, || {
@@ -210,7 +211,7 @@ async fn reference_agents_on_the_from_version_take_the_delta_the_others_the_full
         devices.spawn(&stack, on("d-other-build", "1.2.0", &other_build, true)),
     ];
     campaign_common::registered(&stack, 5).await;
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-d", "kind": "firmware", "release": ["fw-1.3.0"],
@@ -219,7 +220,6 @@ async fn reference_agents_on_the_from_version_take_the_delta_the_others_the_full
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("fw-d") }).await;
     let all: Vec<_> = takers.iter().chain(fulls.iter()).cloned().collect();
     campaign_common::wait("every device on 1.3.0", campaign_common::LONG, || {
         all.iter()

@@ -93,7 +93,7 @@ async fn forgeries_change_nothing_and_the_real_campaign_completes() {
     let g = devices.spawn(&stack, DeviceOpts::new("globex-1", "globex"));
     registered(&stack, 2).await;
 
-    create(
+    launch(
         &ops,
         json!({
             "id": "app-1", "kind": "app", "release": ["app-1.1.0"],
@@ -102,7 +102,6 @@ async fn forgeries_change_nothing_and_the_real_campaign_completes() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("app-1") }).await;
     let active = next_announcement(&mut rx, CampaignState::Active).await;
     wait("acme-1 deferred", LONG, || {
         state(&stack, &a, "app-1") == Some(StatusState::Deferred)

@@ -41,7 +41,7 @@ async fn an_emergency_reaches_deferring_devices_while_a_campaign_is_paused() {
     registered(&stack, 6).await;
 
     // A normal campaign every acme device keeps putting off; then paused.
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-2", "kind": "firmware", "release": ["fw-2.0.0-esp32"],
@@ -50,7 +50,6 @@ async fn an_emergency_reaches_deferring_devices_while_a_campaign_is_paused() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("fw-2") }).await;
     wait("acme to defer fw-2", LONG, || {
         acme.iter()
             .all(|d| state(&stack, d, "fw-2") == Some(StatusState::Deferred))

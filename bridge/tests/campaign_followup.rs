@@ -65,7 +65,7 @@ async fn retry_targets_exactly_the_leftovers() {
     // acme-5 goes offline before the campaign: it never reports.
     devices.stop(&away).await;
 
-    create(
+    launch(
         &ops,
         json!({
             "id": "app-1", "kind": "app", "release": ["app-1.1.0"],
@@ -75,7 +75,6 @@ async fn retry_targets_exactly_the_leftovers() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("app-1") }).await;
 
     // Not while it runs.
     let e = ops

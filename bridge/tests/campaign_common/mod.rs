@@ -484,6 +484,18 @@ pub async fn create(ops: &OpsClient, spec: serde_json::Value) -> CampaignStatus 
     call(ops, Command::CampaignCreate { spec }).await
 }
 
+/// `campaign create`, then `campaign start`.
+pub async fn launch(ops: &OpsClient, spec: serde_json::Value) -> CampaignStatus {
+    let created = create(ops, spec).await;
+    call(
+        ops,
+        Command::CampaignStart {
+            id: created.summary.id,
+        },
+    )
+    .await
+}
+
 /// `campaign status`.
 pub async fn status(ops: &OpsClient, id: &str) -> CampaignStatus {
     call(
