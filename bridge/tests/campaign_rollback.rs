@@ -193,3 +193,65 @@ async fn an_operator_rolls_back_a_running_campaign() {
     assert_eq!(state(&stack, &later, "app-2-rollback"), None);
     devices.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_before_any_install_makes_no_rollback_campaign() {
+    let stack = stack().await;
+    let ops = stack.ops().await;
+    let events = EventLog::start(&ops).await;
+    artifact(&stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
+    artifact_with(
+        &stack,
+        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
+        |s| s.allow_downgrade = true,
+    )
+    .await;
+    group(&ops, "acme", "acme").await;
+    let mut devices = Devices::default();
+    for i in 1..=3 {
+        devices.spawn(
+            &stack,
+            DeviceOpts::new(format!("acme-{i}"), "acme").failing(),
+        );
+    }
+    registered(&stack, 3).await;
+
+    launch(&ops, spec("app-3", "app-1.0.0-rb")).await;
+    wait_state(&ops, "app-3", "halted", LONG).await;
+    events.wait("app-3", "campaign.halted", LONG).await;
+
+    // The halt's rollback is due at the campaigns' next tick (once a
+    // second): for two ticks and more, no rollback campaign appears, none
+    // is named, and no group is made for it.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        let list: bridge::campaign::view::CampaignList =
+            ops.call_ok(Command::CampaignList).await.unwrap();
+        assert!(
+            list.campaigns
+                .iter()
+                .all(|c| c.id.as_str() != "app-3-rollback"),
+            "a rollback of nothing was made"
+        );
+        assert_eq!(status(&ops, "app-3").await.summary.rollback, None);
+        let groups: bridge::ops::fleet_cmds::GroupList =
+            ops.call_ok(Command::GroupList).await.unwrap();
+        assert!(
+            groups
+                .groups
+                .iter()
+                .all(|g| g.record.name.as_str() != "app-3-rollback"),
+            "no empty rollback group is left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // By hand, the operator is told why.
+    let e = ops
+        .call_ok::<serde_json::Value>(Command::CampaignRollback { id: cid("app-3") })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nothing to roll back"), "{e}");
+    devices.stop_all().await;
+}

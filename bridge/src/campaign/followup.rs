@@ -76,6 +76,8 @@ pub enum FollowUpError {
     RolledBack(CampaignId, CampaignId),
     #[error("campaign {0} is a draft: nothing was installed, nothing to roll back")]
     RollbackDraft(CampaignId),
+    #[error("no device installed campaign {0}'s release (none reported success or rebooting): nothing to roll back")]
+    NothingInstalled(CampaignId),
 }
 
 impl Leftover {

@@ -2,7 +2,9 @@
 //! tick starts its rollback campaign; `ota campaign rollback` does the
 //! same at once. The rollback takes exactly the devices that installed
 //! the release (reported `success`, or rebooting into it), through an
-//! explicit group named after it, and runs in its own waves.
+//! explicit group named after it, and runs in its own waves. A campaign
+//! that halted before any device installed has nothing to roll back: no
+//! rollback campaign is made (and `ota campaign rollback` says so).
 //!
 //! Order, so that a bridge killed at any point rolls back once: the group
 //! is put (idempotent), the child campaign created, the parent records
@@ -37,6 +39,10 @@ pub async fn run_due(state: &mut CoreState, now: u64) -> Result<(), CoreError> {
             Err(CampaignError::Store(e)) => return Err(CoreError::Store(e)),
             Err(CampaignError::Publish(e)) => return Err(CoreError::Publish(e)),
             Err(CampaignError::ArtifactStore(e)) => return Err(CoreError::Artifacts(e)),
+            Err(CampaignError::FollowUp(FollowUpError::NothingInstalled(_))) => info!(
+                campaign = %id,
+                "campaign halted before any device installed its release: no rollback needed"
+            ),
             Err(e) => warn!(campaign = %id, error = %e, "rollback not started"),
         }
     }
@@ -54,6 +60,9 @@ pub async fn start(
         let (ctx, c) = state.campaigns_mut();
         c.rollback_plan(&ctx, id, now).await?
     };
+    if installed.is_empty() {
+        return Err(FollowUpError::NothingInstalled(id.clone()).into());
+    }
     let rb = spec
         .rollback
         .as_ref()
