@@ -6,6 +6,7 @@
 //! - [`table`]: the one table, the machine, Markdown.
 //! - [`downloads`]: a 1 MiB image to N devices through a broker process.
 //! - [`raw_fanout`]: the same bytes over raw loopback TCP, the machine's limit.
+//! - [`bulk`]: bulk loopback TCP, one stream per core (iperf3-like).
 //! - [`emergency`]: command to every device `accepted`, p50 and p99.
 //! - [`child`]: helper processes (the broker alone, raw readers) and /proc RSS.
 //! - [`run_error`]: why a run on a stack failed, shared by the suites.
@@ -34,6 +35,7 @@
 
 pub mod acl_cost;
 pub mod block_tally;
+pub mod bulk;
 pub mod child;
 pub mod delta_campaign;
 pub mod delta_size;

@@ -1,6 +1,10 @@
-//! The machine's own limit for our kind of work: the same bytes, cut in
-//! the same blocks, written to N loopback TCP sockets, with no broker and
-//! no protocol. Every MQTT figure is read against this one.
+//! The machine's own limit for our kind of work: the same bytes written
+//! to N loopback TCP sockets, with no broker and no protocol, as fast as a
+//! tuned program can: every socket its own task (all cores, no socket
+//! waiting behind a slow one), each handed the whole image at once (one
+//! large write, what a writev of all its blocks would give the kernel).
+//! Every MQTT figure is read against this one, and against the bulk
+//! loopback rate of [`super::bulk`].
 
 use std::time::{Duration, Instant};
 
@@ -38,14 +42,9 @@ pub enum RawFanoutError {
     Child(#[from] ChildError),
 }
 
-/// Writes `image` in `block_size` pieces to `clients` loopback sockets, the
-/// way a broker fans a block out, and waits until every client has read it
-/// all.
-pub async fn run(
-    clients: usize,
-    image: &[u8],
-    block_size: usize,
-) -> Result<RawFanout, RawFanoutError> {
+/// Writes `image` to `clients` loopback sockets and waits until every
+/// client has read it all.
+pub async fn run(clients: usize, image: &[u8]) -> Result<RawFanout, RawFanoutError> {
     let io = |e| RawFanoutError::Io(e, clients * 2 + 50);
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
     let addr = listener.local_addr().map_err(io)?;
@@ -74,7 +73,7 @@ pub async fn run(
     }
 
     let started = Instant::now();
-    let keep = write_shards(writers, image, block_size).await?;
+    let keep = write_all(writers, image).await?;
     let mut min_got = u64::MAX;
     for r in readers {
         min_got = min_got.min(r.await?.map_err(io)?);
@@ -95,7 +94,6 @@ pub async fn run_split(
     cmd: &ChildCmd,
     clients: usize,
     image: &[u8],
-    block_size: usize,
 ) -> Result<RawFanout, RawFanoutError> {
     let io = |e| RawFanoutError::Io(e, clients + 50);
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
@@ -121,7 +119,7 @@ pub async fn run_split(
     let writers = accept.await?.map_err(io)?;
 
     let started = Instant::now();
-    let kept = write_shards(writers, image, block_size).await?;
+    let kept = write_all(writers, image).await?;
     let done = child.expect("done", Duration::from_secs(600)).await?;
     let wall = started.elapsed();
     drop(kept);
@@ -136,39 +134,27 @@ pub async fn run_split(
     })
 }
 
-/// Writes every block to every socket, from one task per shard of sockets
-/// (the broker's fan-out loop minus MQTT); returns the sockets, still open.
-async fn write_shards(
+/// Writes the whole image to every socket, each from its own task;
+/// returns the sockets, still open.
+async fn write_all(
     writers: Vec<TcpStream>,
     image: &[u8],
-    block_size: usize,
-) -> Result<Vec<Vec<TcpStream>>, RawFanoutError> {
+) -> Result<Vec<TcpStream>, RawFanoutError> {
     let clients = writers.len();
     let io = |e| RawFanoutError::Io(e, clients + 50);
-    let shards = 4.min(clients.max(1));
-    let mut per_shard: Vec<Vec<TcpStream>> = (0..shards).map(|_| Vec::new()).collect();
-    for (i, w) in writers.into_iter().enumerate() {
-        per_shard[i % shards].push(w);
-    }
     let image = bytes::Bytes::copy_from_slice(image);
-    let mut tasks = Vec::new();
-    for mut socks in per_shard {
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut s in writers {
         let image = image.clone();
-        tasks.push(tokio::spawn(async move {
-            for block in image.chunks(block_size.max(1)) {
-                for s in socks.iter_mut() {
-                    s.write_all(block).await?;
-                }
-            }
-            for s in socks.iter_mut() {
-                s.flush().await?;
-            }
-            Ok::<_, std::io::Error>(socks)
-        }));
+        tasks.spawn(async move {
+            s.write_all(&image).await?;
+            s.flush().await?;
+            Ok::<_, std::io::Error>(s)
+        });
     }
-    let mut keep = Vec::new();
-    for t in tasks {
-        keep.push(t.await?.map_err(io)?);
+    let mut keep = Vec::with_capacity(clients);
+    while let Some(t) = tasks.join_next().await {
+        keep.push(t?.map_err(io)?);
     }
     Ok(keep)
 }
@@ -180,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn every_client_gets_every_byte() {
         let image: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        let r = run(8, &image, 4096).await.unwrap();
+        let r = run(8, &image).await.unwrap();
         assert_eq!(r.clients, 8);
         assert_eq!(r.bytes_per_client, image.len() as u64);
     }

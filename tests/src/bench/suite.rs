@@ -305,13 +305,25 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
     let mut raw_walls = Vec::new();
     for &n in &plan.raw {
         next(&format!("raw TCP fan-out of 1 MiB to {n} loopback sockets"));
+        rows.push(match raw_fanout::run_split(cmd, n, &image).await {
+            Ok(r) => {
+                raw_walls.push((n, r.wall.as_secs_f64()));
+                raw_row(&r)
+            }
+            Err(e) => Row::failed("raw TCP fan-out (the machine's limit)", "none", n, &e),
+        });
+    }
+    let mut bulk_rate = None;
+    if !plan.raw.is_empty() {
+        let streams = super::bulk::streams();
+        next(&format!("bulk loopback TCP, {streams} streams for 1 s"));
         rows.push(
-            match raw_fanout::run_split(cmd, n, &image, plan.block_size as usize).await {
-                Ok(r) => {
-                    raw_walls.push((n, r.wall.as_secs_f64()));
-                    raw_row(&r)
+            match super::bulk::run(streams, std::time::Duration::from_secs(1)).await {
+                Ok(b) => {
+                    bulk_rate = Some(b.bytes_per_sec());
+                    bulk_row(&b)
                 }
-                Err(e) => Row::failed("raw TCP fan-out (the machine's limit)", "none", n, &e),
+                Err(e) => Row::failed(BULK, "none", 0, &e),
             },
         );
     }
@@ -323,6 +335,9 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         rows.extend(super::tls_cost::run(cmd, n, &say).await);
     }
     compare_with_raw(&mut rows, &raw_walls);
+    if let Some(rate) = bulk_rate {
+        compare_with_bulk(&mut rows, rate);
+    }
 
     if plan.emergency_devices > 0 {
         rows.push(emergency_step(plan.emergency_devices, &mut next, &say).await);
@@ -568,6 +583,49 @@ fn compare_with_raw(rows: &mut [Row], raw: &[(usize, f64)]) {
                 format!("{}, {g}", r.goal)
             };
         }
+    }
+}
+
+const BULK: &str = "bulk loopback TCP, one stream per core (as `iperf3 -P N`)";
+
+/// Each download row against the bulk loopback rate of the same run: the
+/// time the bytes every device received would take at that rate (devices
+/// x image), as a ratio; for 64 KiB blocks at 10,000 devices the goal of
+/// at most twice that.
+fn compare_with_bulk(rows: &mut [Row], bytes_per_sec: f64) {
+    for r in rows.iter_mut() {
+        let Some(wall) = r.detail.get("wall_secs").and_then(|w| w.as_f64()) else {
+            continue;
+        };
+        if r.devices == 0 || r.detail.get("broadcast").is_none() {
+            continue;
+        }
+        let limit = r.devices as f64 * IMAGE_BYTES as f64 / bytes_per_sec.max(1.0);
+        let ratio = wall / limit.max(1e-6);
+        r.result = format!("{}, {ratio:.1}x bulk", r.result);
+        let block = r.detail.get("block_size").and_then(|b| b.as_u64());
+        if r.devices == 10_000 && block == Some(64 * 1024) {
+            let g = goal("≤ 2x bulk", ratio <= 2.0);
+            r.goal = if r.goal.is_empty() {
+                g
+            } else {
+                format!("{}, {g}", r.goal)
+            };
+        }
+    }
+}
+
+fn bulk_row(b: &super::bulk::Bulk) -> Row {
+    Row {
+        bench: BULK.into(),
+        broker: "none".into(),
+        devices: 0,
+        time: Some(format!("{:.2} s", b.wall.as_secs_f64())),
+        result: format!("{:.1} Gbit/s, {} streams", b.gbit_per_s(), b.streams),
+        broker_rss: None,
+        egress: None,
+        goal: String::new(),
+        detail: serde_json::to_value(b).unwrap_or_default(),
     }
 }
 
