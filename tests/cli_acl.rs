@@ -172,16 +172,11 @@ async fn an_attacker_with_one_devices_login_changes_nothing_while_a_campaign_com
     let mut events = client.events().await.expect("the event stream");
     ota(d, &["campaign", "start", "fw-6"]).await;
     scene.forge_reports(&mallory).await.unwrap();
-    within("the campaign to complete", async {
-        loop {
-            let ev = events.next().await.expect("the event stream stays open");
-            if ev.campaign.as_ref() == Some(&campaign)
-                && ev.kind == bridge::campaign::events::kind::COMPLETED
-            {
-                return;
-            }
-        }
-    })
+    wait_event(
+        &mut events,
+        &campaign,
+        bridge::campaign::events::kind::COMPLETED,
+    )
     .await;
     let done: CampaignStatus = client
         .call_ok(Op::CampaignStatus {

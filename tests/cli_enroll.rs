@@ -130,16 +130,11 @@ async fn run_campaign(
     let campaign = CampaignId::new(id).unwrap();
     let mut events = client.events().await.expect("the event stream");
     ota(dir, &["campaign", "start", id]).await;
-    within("the campaign to complete", async {
-        loop {
-            let ev = events.next().await.expect("the event stream stays open");
-            if ev.campaign.as_ref() == Some(&campaign)
-                && ev.kind == bridge::campaign::events::kind::COMPLETED
-            {
-                return;
-            }
-        }
-    })
+    wait_event(
+        &mut events,
+        &campaign,
+        bridge::campaign::events::kind::COMPLETED,
+    )
     .await;
     let done: CampaignStatus = client
         .call_ok(Op::CampaignStatus { id: campaign })

@@ -34,6 +34,25 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
     }
 }
 
+/// Waits (within [`WAIT`]) for the operator event `kind` of `campaign`
+/// (e.g. `bridge::campaign::events::kind::COMPLETED`) on `events`,
+/// subscribed before the step that causes it.
+pub async fn wait_event(
+    events: &mut bridge::client::EventStream,
+    campaign: &CampaignId,
+    kind: &str,
+) {
+    within(&format!("campaign {campaign}: {kind}"), async {
+        loop {
+            let ev = events.next().await.expect("the event stream stays open");
+            if ev.campaign.as_ref() == Some(campaign) && ev.kind == kind {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
