@@ -15,10 +15,10 @@
 //!   and nothing is installed. Otherwise `downloaded`, then install as
 //!   usual.
 
-use schemas::msg::{Announcement, ErrorCode, Manifest, StatusState};
+use schemas::msg::{Announcement, Manifest};
 use schemas::{CampaignId, ComponentName};
 
-use super::{Agent, Report};
+use super::Agent;
 use crate::agent::event::{Action, Geometry, ImageDigest, RebuildRequest};
 use crate::agent::state::{Job, Stage};
 use crate::agent::steps::{choose_delta, InstalledImage};
@@ -108,23 +108,12 @@ impl Agent {
         let job = &self.state.jobs[i];
         let target = target(job);
         let failed = match result {
-            Ok(d) if d.size == target.size && d.sha256 == target.sha256 => None,
-            Ok(d) => Some(format!(
-                "the delta rebuilt {} bytes with sha256 {}, not the target's {} bytes, {}",
-                d.size,
-                hex::encode(d.sha256),
-                target.size,
-                hex::encode(target.sha256)
-            )),
+            Ok(d) => super::download::mismatch("the rebuilt target", &d, target),
             Err(e) => Some(format!("the delta does not rebuild the target: {e}")),
         };
         if let Some(detail) = failed {
             let artifact = job.manifest.artifact.clone();
-            let r = Report::new(campaign, Some(&artifact), StatusState::Failed)
-                .error(Some(ErrorCode::HashMismatch))
-                .detail(Some(detail));
-            self.finish(now, campaign, r, out);
-            self.schedule(now, out);
+            self.fail_hash(now, campaign, &artifact, detail, out);
             return;
         }
         self.begin_install(now, i, out);

@@ -310,22 +310,11 @@ impl Agent {
         let job = &self.state.jobs[i];
         let (campaign, m) = (job.campaign.clone(), job.manifest.clone());
         let mismatch = match result {
-            Ok(d) if d.size == m.size && d.sha256 == m.sha256 => None,
-            Ok(d) => Some(format!(
-                "image of {} bytes with sha256 {} differs from the manifest's {} bytes, {}",
-                d.size,
-                hex::encode(d.sha256),
-                m.size,
-                hex::encode(m.sha256)
-            )),
+            Ok(d) => mismatch("the image", &d, &m),
             Err(e) => Some(format!("image unreadable: {e}")),
         };
         if let Some(detail) = mismatch {
-            let r = Report::new(&campaign, Some(&m.artifact), StatusState::Failed)
-                .error(Some(ErrorCode::HashMismatch))
-                .detail(Some(detail));
-            self.finish(now, &campaign, r, out);
-            self.schedule(now, out);
+            self.fail_hash(now, &campaign, &m.artifact, detail, out);
             return;
         }
         if self.state.jobs[i].full.is_some() {
@@ -334,6 +323,23 @@ impl Agent {
             return;
         }
         self.begin_install(now, i, out);
+    }
+
+    /// Ends `campaign`'s job as `failed` / `hash_mismatch` with `detail`,
+    /// and starts the next.
+    pub(super) fn fail_hash(
+        &mut self,
+        now: u64,
+        campaign: &CampaignId,
+        artifact: &ArtifactId,
+        detail: String,
+        out: &mut Vec<Action>,
+    ) {
+        let r = Report::new(campaign, Some(artifact), StatusState::Failed)
+            .error(Some(ErrorCode::HashMismatch))
+            .detail(Some(detail));
+        self.finish(now, campaign, r, out);
+        self.schedule(now, out);
     }
 
     /// The image to install checked out: `downloaded`, `installing`, install.
@@ -451,4 +457,22 @@ impl Agent {
         }
         self.schedule(now, out);
     }
+}
+
+/// Why `what` (of digest `got`) is not the image `want` names; None when
+/// it is.
+pub(super) fn mismatch(
+    what: &str,
+    got: &ImageDigest,
+    want: &schemas::msg::Manifest,
+) -> Option<String> {
+    (got.size != want.size || got.sha256 != want.sha256).then(|| {
+        format!(
+            "{what} is {} bytes with sha256 {}, not the manifest's {} bytes, {}",
+            got.size,
+            hex::encode(got.sha256),
+            want.size,
+            hex::encode(want.sha256)
+        )
+    })
 }
