@@ -39,8 +39,14 @@ impl GroupIndex {
     /// every group.
     pub fn device(&mut self, groups: &Groups, id: &DeviceId, labels: &BTreeMap<String, String>) {
         for g in groups.iter() {
-            let set = self.members.entry(g.name.clone()).or_default();
-            if g.contains(id, labels) {
+            let inside = g.contains(id, labels);
+            // No group name cloned per device and group (a Hello's cost).
+            let set = match self.members.get_mut(&g.name) {
+                Some(set) => set,
+                None if !inside => continue,
+                None => self.members.entry(g.name.clone()).or_default(),
+            };
+            if inside {
                 if !set.contains(id) {
                     set.insert(id.clone());
                 }
