@@ -135,7 +135,7 @@ impl Fleet {
                         features: h.features.clone(),
                     },
                 );
-                self.index.device(&self.groups, id, &h.labels);
+                self.index.device(&self.groups, id, &h.labels, true);
                 self.ghosts.remove(id);
                 HelloChange {
                     registered: true,
@@ -164,7 +164,7 @@ impl Fleet {
                 d.last_seen = now;
                 d.last_hello = now;
                 if change.labels_changed {
-                    self.index.device(&self.groups, id, &h.labels);
+                    self.index.device(&self.groups, id, &h.labels, false);
                 }
                 change
             }
