@@ -135,21 +135,24 @@ impl Core {
                     crate::state::enrollment::store_enrolled(&mut self.state).await?;
                     self.worked(t);
                 }
+                // Operator commands and Presence before the ingest's news:
+                // a backlog of Hellos (a fleet registering) never holds an
+                // operator's command behind it.
+                m = self.mqtt.recv() => match m {
+                    Some(m) => {
+                        let t = Instant::now();
+                        self.waited(m.arrived);
+                        self.mqtt(m).await?;
+                        self.worked(t);
+                    }
+                    None => break,
+                },
                 m = self.internal.recv() => match m {
                     Some(m) => {
                         let t = Instant::now();
                         let CoreMsg::FromIngest { sent, .. } = &m;
                         self.waited(*sent);
                         self.internal(m).await?;
-                        self.worked(t);
-                    }
-                    None => break,
-                },
-                m = self.mqtt.recv() => match m {
-                    Some(m) => {
-                        let t = Instant::now();
-                        self.waited(m.arrived);
-                        self.mqtt(m).await?;
                         self.worked(t);
                     }
                     None => break,
@@ -273,9 +276,16 @@ impl Core {
                 at,
                 sent: _,
             } => {
-                for (id, hello, effect) in hellos {
-                    self.hello(&id, &hello, effect, at).await?;
-                }
+                let hellos: Vec<(DeviceId, Hello)> = hellos
+                    .into_iter()
+                    .map(|(id, hello, effect)| {
+                        if effect == HelloEffect::NewEpoch {
+                            debug!(device = %id, "new status epoch");
+                        }
+                        (id, hello)
+                    })
+                    .collect();
+                crate::state::enrollment::hellos(&mut self.state, &hellos, at).await?;
                 for id in seen {
                     if self.state.fleet_mut().seen(&id, at) {
                         self.state.put_device(&id)?;
@@ -288,19 +298,6 @@ impl Core {
             }
         }
         Ok(())
-    }
-
-    async fn hello(
-        &mut self,
-        id: &DeviceId,
-        hello: &Hello,
-        effect: HelloEffect,
-        at: u64,
-    ) -> Result<(), CoreError> {
-        if effect == HelloEffect::NewEpoch {
-            debug!(device = %id, "new status epoch");
-        }
-        crate::state::enrollment::hello(&mut self.state, id, hello, at).await
     }
 
     /// A device's campaign state changed (already counted by the campaign

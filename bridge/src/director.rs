@@ -29,6 +29,37 @@ use crate::store::{CounterStore, StoreError};
 /// reservation goes.
 pub const RESERVE_MS: u64 = 3_600_000;
 
+/// Threads [`par_map`] runs on, at most.
+pub const SIGNING_THREADS: usize = 4;
+
+/// Fewer messages than this are signed on the calling thread (and core
+/// signs them inline, without a trip to the blocking pool).
+pub const PARALLEL_FROM: usize = 64;
+
+/// `f` of every item, in order, on up to [`SIGNING_THREADS`] threads (the
+/// machine's cores) when there are [`PARALLEL_FROM`] or more. Blocks.
+pub fn par_map<I: Sync, O: Send>(items: &[I], f: impl Fn(&I) -> O + Sync) -> Vec<O> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(SIGNING_THREADS);
+    if threads < 2 || items.len() < PARALLEL_FROM {
+        return items.iter().map(&f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|sc| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| sc.spawn(move || part.iter().map(f).collect::<Vec<O>>()))
+            .collect();
+        parts
+            .into_iter()
+            // A thread only panics if `f` does: the same panic here.
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 /// The counter's pure state: the last counter signed and the durable
 /// reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +173,30 @@ impl Director {
     /// `msg` signed for `topic` (its v1 keys and `auth`).
     pub fn sign<M: ControlBody>(&self, msg: &M, topic: &str) -> Result<Vec<u8>, StoreError> {
         Ok(control::sign(msg, topic, self.stamp()?, &self.key))
+    }
+
+    /// Each `(msg, topic)` signed, in order: the counters are taken one
+    /// after the other (the same as one `sign` each), the signatures made
+    /// on several threads ([`par_map`]: an ed25519 signature is the bulk
+    /// of a StatusAck's or a Membership's cost). Blocks: call from the
+    /// blocking pool.
+    pub fn sign_many<M: ControlBody + Sync>(
+        &self,
+        items: &[(M, String)],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let stamped = items
+            .iter()
+            .map(|i| Ok((i, self.stamp()?)))
+            .collect::<Result<Vec<(&(M, String), Stamp)>, StoreError>>()?;
+        Ok(par_map(&stamped, |((m, t), st)| {
+            control::sign(m, t, *st, &self.key)
+        }))
+    }
+
+    /// Each value signed in the envelope of operator replies and events
+    /// ([`Director::envelope`]), on several threads. Blocks.
+    pub fn envelopes<T: serde::Serialize + Sync>(&self, values: &[T]) -> Vec<Vec<u8>> {
+        par_map(values, |v| self.envelope(v).to_bytes())
     }
 
     /// A reply or event for operators, signed in the envelope of commands.

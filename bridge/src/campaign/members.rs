@@ -65,9 +65,9 @@ impl Admission<'_> {
             }
             // A full cohort admits every device: no bucket to hash.
             let all = cohort >= MAX_COHORT;
-            for d in fleet.devices_in(group) {
-                if all || admitted(self.campaign, &d.id, cohort, self.emergency) {
-                    out.insert(d.id.clone());
+            for id in fleet.ids_in(group) {
+                if all || admitted(self.campaign, id, cohort, self.emergency) {
+                    out.insert(id.clone());
                 }
             }
         }

@@ -212,16 +212,12 @@ pub fn status(
         };
         if !admission.everyone() {
             for (g, &cohort) in cohorts {
-                let in_group = fleet.devices_in(g);
-                let members: Vec<&DeviceId> = in_group
-                    .iter()
-                    .map(|d| &d.id)
-                    .filter(|id| tally.is_member(id))
-                    .collect();
+                let members: Vec<&DeviceId> =
+                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect();
                 groups.push(GroupProgress {
                     group: g.clone(),
                     cohort,
-                    devices: u32::try_from(in_group.len()).unwrap_or(u32::MAX),
+                    devices: u32::try_from(fleet.count_in(g)).unwrap_or(u32::MAX),
                     members: tally.breakdown(members),
                 });
             }

@@ -35,12 +35,29 @@ impl GroupIndex {
         self.members.get(group)
     }
 
-    /// A registered device is new or its labels changed: re-evaluated in
-    /// every group.
-    pub fn device(&mut self, groups: &Groups, id: &DeviceId, labels: &BTreeMap<String, String>) {
+    /// A registered device is new (`fresh`: in no group yet, so nothing
+    /// to take it out of) or its labels changed: re-evaluated in every
+    /// group.
+    pub fn device(
+        &mut self,
+        groups: &Groups,
+        id: &DeviceId,
+        labels: &BTreeMap<String, String>,
+        fresh: bool,
+    ) {
         for g in groups.iter() {
-            let set = self.members.entry(g.name.clone()).or_default();
-            if g.contains(id, labels) {
+            let inside = g.contains(id, labels);
+            if fresh && !inside {
+                // A registration's cost: no lookup in each group it is not in.
+                continue;
+            }
+            // No group name cloned per device and group (a Hello's cost).
+            let set = match self.members.get_mut(&g.name) {
+                Some(set) => set,
+                None if !inside => continue,
+                None => self.members.entry(g.name.clone()).or_default(),
+            };
+            if inside {
                 if !set.contains(id) {
                     set.insert(id.clone());
                 }

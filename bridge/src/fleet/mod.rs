@@ -15,6 +15,7 @@ pub mod index;
 pub mod selector;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use schemas::msg::Hello;
 use schemas::{DeviceId, GroupName};
@@ -57,6 +58,9 @@ pub struct Fleet {
     /// Devices whose membership a group put or delete may have changed,
     /// taken by [`Fleet::group_membership_changes`].
     pending: BTreeSet<DeviceId>,
+    /// Devices sent a membership that never said Hello (listed, or once
+    /// listed): a selector change may move them too.
+    ghosts: BTreeSet<DeviceId>,
 }
 
 /// Most early Presences kept (only provisioned devices can send one once
@@ -87,12 +91,18 @@ impl Fleet {
             published,
             early_presence: HashMap::new(),
             pending: BTreeSet::new(),
+            ghosts: BTreeSet::new(),
         }
     }
 
     /// The same fleet, knowing what membership each device was last sent
     /// (read back from the retained tree at start).
     pub fn with_published(mut self, published: HashMap<DeviceId, Vec<GroupName>>) -> Self {
+        self.ghosts = published
+            .keys()
+            .filter(|id| !self.devices.contains_key(*id))
+            .cloned()
+            .collect();
         self.published = published;
         self
     }
@@ -125,7 +135,8 @@ impl Fleet {
                         features: h.features.clone(),
                     },
                 );
-                self.index.device(&self.groups, id, &h.labels);
+                self.index.device(&self.groups, id, &h.labels, true);
+                self.ghosts.remove(id);
                 HelloChange {
                     registered: true,
                     labels_changed: true,
@@ -153,7 +164,7 @@ impl Fleet {
                 d.last_seen = now;
                 d.last_hello = now;
                 if change.labels_changed {
-                    self.index.device(&self.groups, id, &h.labels);
+                    self.index.device(&self.groups, id, &h.labels, false);
                 }
                 change
             }
@@ -204,6 +215,33 @@ impl Fleet {
         self.devices.values()
     }
 
+    /// The registered devices after `after` (from the first without), by
+    /// id: a page starts where the last ended, not with a scan.
+    pub fn devices_after<'a>(
+        &'a self,
+        after: Option<&DeviceId>,
+    ) -> impl Iterator<Item = &'a DeviceRecord> + 'a {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.devices
+            .range::<DeviceId, _>((from, Bound::Unbounded))
+            .map(|(_, d)| d)
+    }
+
+    /// The registered devices of a group after `after`, by id (none for an
+    /// unknown group).
+    pub fn devices_in_after<'a>(
+        &'a self,
+        group: &GroupName,
+        after: Option<&'a DeviceId>,
+    ) -> impl Iterator<Item = &'a DeviceRecord> + 'a {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.index
+            .members(group)
+            .into_iter()
+            .flat_map(move |m| m.range::<DeviceId, _>((from, Bound::Unbounded)))
+            .filter_map(|id| self.devices.get(id))
+    }
+
     /// How many devices are registered.
     pub fn len(&self) -> usize {
         self.devices.len()
@@ -227,12 +265,31 @@ impl Fleet {
         // Listed devices that never said Hello get their membership too.
         self.pending
             .extend(g.members().into_iter().flatten().cloned());
+        let selector = g.members().is_none();
         let old = self.groups.put(g);
         if let Some(old) = &old {
             self.pending
                 .extend(old.members().into_iter().flatten().cloned());
         }
+        if selector || old.as_ref().is_some_and(|o| o.members().is_none()) {
+            self.pend_unregistered();
+        }
         old
+    }
+
+    /// A selector group changed: listed devices that never said Hello
+    /// are matched with no labels (`groups_of`), so a selector such as
+    /// `!line` takes them in or lets them go, and the index (registered
+    /// devices only) does not see them move.
+    fn pend_unregistered(&mut self) {
+        let unregistered: Vec<DeviceId> = self
+            .groups
+            .listed_devices()
+            .into_iter()
+            .filter(|id| !self.devices.contains_key(id))
+            .collect();
+        self.pending.extend(unregistered);
+        self.pending.extend(self.ghosts.iter().cloned());
     }
 
     /// Deletes a group; call [`Fleet::group_membership_changes`] next.
@@ -242,6 +299,9 @@ impl Fleet {
         self.pending.extend(left);
         self.pending
             .extend(old.members().into_iter().flatten().cloned());
+        if old.members().is_none() {
+            self.pend_unregistered();
+        }
         Some(old)
     }
 
@@ -262,6 +322,12 @@ impl Fleet {
             return Vec::new();
         };
         ids.iter().filter_map(|id| self.devices.get(id)).collect()
+    }
+
+    /// The ids of a group's registered devices, in order, from its index
+    /// (no record looked up). None for an unknown group.
+    pub fn ids_in<'a>(&'a self, group: &GroupName) -> impl Iterator<Item = &'a DeviceId> + 'a {
+        self.index.members(group).into_iter().flatten()
     }
 
     /// How many registered devices a group has (0 for an unknown group).
@@ -304,13 +370,12 @@ impl Fleet {
     /// since the last call moved (a diff, not a scan of the registry),
     /// recorded as published, as [`Fleet::membership_changes`] does.
     ///
-    /// For now a full recomputation: the diff (`pending`) missed devices in
-    /// `index::tests` (seed 0, a group put at step 33: two devices in two
-    /// groups each), a bug not found yet (issue 19). The index itself is
-    /// what `devices_in` and admission use.
+    /// `index::tests` checks it against a full recomputation after random
+    /// changes (the listed devices that never said Hello were once missed:
+    /// see [`Fleet::put_group`]).
     pub fn group_membership_changes(&mut self) -> Vec<(DeviceId, Vec<GroupName>)> {
-        self.pending.clear();
-        self.membership_changes(None)
+        let pending = std::mem::take(&mut self.pending);
+        self.changes_among(pending)
     }
 
     fn changes_among(&mut self, scope: BTreeSet<DeviceId>) -> Vec<(DeviceId, Vec<GroupName>)> {
@@ -319,6 +384,9 @@ impl Fleet {
             let now = self.groups_of(&id);
             let before = self.published.get(&id).map(Vec::as_slice).unwrap_or(&[]);
             if now.as_slice() != before {
+                if !self.devices.contains_key(&id) {
+                    self.ghosts.insert(id.clone());
+                }
                 self.published.insert(id.clone(), now.clone());
                 changes.push((id, now));
             }
@@ -392,6 +460,37 @@ mod tests {
         assert!(f.seen(&d("a"), 161));
         assert!(!f.seen(&d("a"), 170));
         assert!(!f.seen(&d("ghost"), 170));
+    }
+
+    /// A listed device that never said Hello has no labels: a selector
+    /// such as `!line` takes it in, and the diff of a group put finds it
+    /// (listed, or once sent a membership).
+    #[test]
+    fn a_selector_change_reaches_devices_that_never_said_hello() {
+        let mut f = Fleet::default();
+        f.put_group(Group::new(g("canary"), None, Some(&[d("ghost")]), 1).unwrap());
+        assert_eq!(
+            f.group_membership_changes(),
+            vec![(d("ghost"), vec![g("canary")])]
+        );
+        f.put_group(Group::new(g("noline"), Some("!line"), None, 1).unwrap());
+        assert_eq!(
+            f.group_membership_changes(),
+            vec![(d("ghost"), vec![g("canary"), g("noline")])]
+        );
+        f.remove_group(&g("canary"));
+        assert_eq!(
+            f.group_membership_changes(),
+            vec![(d("ghost"), vec![g("noline")])]
+        );
+        f.remove_group(&g("noline"));
+        assert_eq!(f.group_membership_changes(), vec![(d("ghost"), vec![])]);
+        f.put_group(Group::new(g("noline"), Some("!line"), None, 2).unwrap());
+        assert_eq!(
+            f.group_membership_changes(),
+            vec![(d("ghost"), vec![g("noline")])]
+        );
+        assert!(f.membership_changes(None).is_empty());
     }
 
     #[test]

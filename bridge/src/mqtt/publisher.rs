@@ -209,6 +209,53 @@ impl Publisher {
         self.publish(&Topic::OpsEvents, payload, false).await
     }
 
+    /// Publishes events for operators, in order; many are signed together
+    /// on the blocking pool ([`Director::envelopes`]).
+    pub async fn events(&self, values: Vec<schemas::ops::Event>) -> Result<(), PublishError> {
+        if let Some(tx) = &self.events {
+            for v in &values {
+                let _ = tx.send(Bytes::from(serde_json::to_vec(v).unwrap_or_default()));
+            }
+        }
+        let payloads = match &self.director {
+            Some(d) if values.len() >= crate::director::PARALLEL_FROM => {
+                let d = d.clone();
+                crate::rt::blocking(move || d.envelopes(&values))
+                    .await
+                    .map_err(|_| PublishError::Closed)?
+            }
+            _ => values.iter().map(|v| self.ops_payload(v)).collect(),
+        };
+        for p in payloads {
+            self.publish(&Topic::OpsEvents, p, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The payloads of control messages, in order, as [`Publisher::control`]
+    /// makes them; many are signed together on the blocking pool.
+    pub async fn controls<M: ControlBody + Send + Sync + 'static>(
+        &self,
+        msgs: Vec<(Topic, M)>,
+    ) -> Result<Vec<Vec<u8>>, PublishError> {
+        match &self.director {
+            Some(d) if msgs.len() >= crate::director::PARALLEL_FROM => {
+                let d = d.clone();
+                let items: Vec<(M, String)> = msgs
+                    .into_iter()
+                    .map(|(t, m)| (m, self.topics.build(&t)))
+                    .collect();
+                Ok(crate::rt::blocking(move || d.sign_many(&items))
+                    .await
+                    .map_err(|_| PublishError::Closed)??)
+            }
+            _ => Ok(msgs
+                .iter()
+                .map(|(t, m)| self.control(t, m))
+                .collect::<Result<_, _>>()?),
+        }
+    }
+
     /// Records `payload` as the retained message of `topic` in the store
     /// (durable at the next flush), then publishes it retained. An empty
     /// payload withdraws the retained message.

@@ -46,8 +46,7 @@ pub fn device_list(
     after: Option<&DeviceId>,
     limit: Option<u32>,
 ) -> Result<serde_json::Value, OpsError> {
-    let mut list: DeviceList =
-        fleet_cmds::device_page(state.fleet(), group, |_| true, after, limit)?;
+    let mut list: DeviceList = fleet_cmds::device_page(state.fleet(), group, None, after, limit)?;
     if group.is_none() && after.is_none() {
         let ids = state.identity().pending();
         list.pending_total = ids.len();

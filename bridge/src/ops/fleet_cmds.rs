@@ -214,44 +214,59 @@ pub fn group_list(fleet: &Fleet) -> Result<serde_json::Value, OpsError> {
     Ok(to_json(&GroupList { groups }))
 }
 
-/// A page of the devices in `group` (or all) that `keep` keeps, by id
-/// (`devices list`, and the HTTP API with a label filter).
+/// A page of the devices in `group` (or all) that `keep` keeps (every
+/// one without), by id (`devices list`, and the HTTP API with a label
+/// filter). The page starts after the cursor `after` in the id-ordered
+/// registry or group index: its cost is the page's, plus one pass to count
+/// the total when a filter is given.
 pub fn device_page(
     fleet: &Fleet,
     group: Option<&GroupName>,
-    keep: impl Fn(&DeviceRecord) -> bool,
+    keep: Option<&dyn Fn(&DeviceRecord) -> bool>,
     after: Option<&DeviceId>,
     limit: Option<u32>,
 ) -> Result<DeviceList, OpsError> {
-    let mut all: Vec<&DeviceRecord> = match group {
-        None => fleet.devices().filter(|r| keep(r)).collect(),
+    let pass = |r: &DeviceRecord| keep.is_none_or(|k| k(r));
+    let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
+    let (total, page): (usize, Vec<&DeviceRecord>) = match group {
+        None => (
+            match keep {
+                None => fleet.len(),
+                Some(_) => fleet.devices().filter(|r| pass(r)).count(),
+            },
+            fleet
+                .devices_after(after)
+                .filter(|r| pass(r))
+                .take(limit + 1)
+                .collect(),
+        ),
         Some(g) => {
             if fleet.groups().get(g).is_none() {
                 return Err(OpsError::NotFound(format!(
                     "group {g} does not exist: see `ota group list`"
                 )));
             }
-            fleet
-                .devices_in(g)
-                .into_iter()
-                .filter(|r| keep(r))
-                .collect()
+            (
+                match keep {
+                    None => fleet.count_in(g),
+                    Some(_) => fleet.devices_in_after(g, None).filter(|r| pass(r)).count(),
+                },
+                fleet
+                    .devices_in_after(g, after)
+                    .filter(|r| pass(r))
+                    .take(limit + 1)
+                    .collect(),
+            )
         }
     };
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    let total = all.len();
-    let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
-    let start = match after {
-        Some(a) => all.partition_point(|r| &r.id <= a),
-        None => 0,
-    };
-    let page: Vec<&DeviceRecord> = all.iter().skip(start).take(limit).copied().collect();
-    let next = if start + page.len() < total {
+    let more = page.len() > limit;
+    let page = &page[..page.len().min(limit)];
+    let next = if more {
         page.last().map(|r| r.id.clone())
     } else {
         None
     };
-    let devices = page.into_iter().map(|r| view(fleet, r)).collect();
+    let devices = page.iter().map(|r| view(fleet, r)).collect();
     Ok(DeviceList {
         devices,
         total,
@@ -288,4 +303,49 @@ pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::members::tests::fleet;
+
+    fn ids(l: &DeviceList) -> Vec<&str> {
+        l.devices.iter().map(|d| d.record.id.as_str()).collect()
+    }
+
+    /// A page starts after its cursor, in the registry or a group's index,
+    /// with or without a filter, and the last page says there is no next.
+    #[test]
+    fn pages_follow_the_cursor() {
+        let f = fleet(&[("acme", 5), ("globex", 3)]);
+        let all = device_page(&f, None, None, None, Some(3)).unwrap();
+        assert_eq!(ids(&all), ["acme-000", "acme-001", "acme-002"]);
+        assert_eq!(
+            (all.total, all.next.as_ref().map(|d| d.as_str())),
+            (8, Some("acme-002"))
+        );
+        let p2 = device_page(&f, None, None, all.next.as_ref(), Some(3)).unwrap();
+        assert_eq!(ids(&p2), ["acme-003", "acme-004", "globex-000"]);
+        let p3 = device_page(&f, None, None, p2.next.as_ref(), Some(3)).unwrap();
+        assert_eq!(ids(&p3), ["globex-001", "globex-002"]);
+        assert_eq!(p3.next, None);
+        // A group, from a cursor that is not one of its devices.
+        let g = GroupName::new("globex").unwrap();
+        let after = DeviceId::new("b").unwrap();
+        let p = device_page(&f, Some(&g), None, Some(&after), Some(2)).unwrap();
+        assert_eq!((ids(&p), p.total), (vec!["globex-000", "globex-001"], 3));
+        // A filter: esp32 only (the even ones), counted apart.
+        let esp = |r: &DeviceRecord| r.arch == "esp32";
+        let p = device_page(&f, None, Some(&esp), None, Some(4)).unwrap();
+        assert_eq!(ids(&p), ["acme-000", "acme-002", "acme-004", "globex-000"]);
+        assert_eq!(
+            (p.total, p.next.as_ref().map(|d| d.as_str())),
+            (5, Some("globex-000"))
+        );
+        let p = device_page(&f, None, Some(&esp), p.next.as_ref(), Some(4)).unwrap();
+        assert_eq!(ids(&p), ["globex-002"]);
+        assert_eq!(p.next, None);
+        assert!(device_page(&f, Some(&GroupName::new("nope").unwrap()), None, None, None).is_err());
+    }
 }

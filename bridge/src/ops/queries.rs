@@ -71,6 +71,14 @@ pub struct DeviceFilter {
 }
 
 impl DeviceFilter {
+    /// True when no filter but the group is given (every device passes).
+    pub fn keeps_all(&self) -> bool {
+        self.labels.is_none()
+            && self.arch.is_none()
+            && self.online.is_none()
+            && self.version.is_none()
+    }
+
     /// Whether `r` passes every filter but the group.
     pub fn keeps(&self, r: &DeviceRecord) -> bool {
         self.labels.as_ref().is_none_or(|s| s.matches(&r.labels))
@@ -152,13 +160,16 @@ pub fn fleet_counts(fleet: &Fleet) -> FleetCounts {
 pub async fn answer(state: &mut CoreState, ask: Ask, now: u64) -> Result<Answer, OpsError> {
     match ask {
         Ask::Fleet => Ok(Answer::Fleet(fleet_counts(state.fleet()))),
-        Ask::Devices(f) => Ok(Answer::Devices(fleet_cmds::device_page(
-            state.fleet(),
-            f.group.as_ref(),
-            |r| f.keeps(r),
-            f.after.as_ref(),
-            f.limit,
-        )?)),
+        Ask::Devices(f) => {
+            let keep = |r: &crate::store::DeviceRecord| f.keeps(r);
+            Ok(Answer::Devices(fleet_cmds::device_page(
+                state.fleet(),
+                f.group.as_ref(),
+                (!f.keeps_all()).then_some(&keep as &dyn Fn(&_) -> bool),
+                f.after.as_ref(),
+                f.limit,
+            )?))
+        }
         Ask::Groups => Ok(Answer::Groups(fleet_cmds::group_list(state.fleet())?)),
         Ask::Campaigns => {
             let (_, c) = state.campaigns_mut();

@@ -4,6 +4,7 @@
 //! here by the core actor.
 
 use schemas::msg::Hello;
+use schemas::ops::Event;
 use schemas::DeviceId;
 use tracing::info;
 
@@ -20,32 +21,6 @@ impl CoreState {
     pub fn take_held_hello(&mut self, id: &DeviceId) -> Option<(Hello, u64)> {
         self.held_hellos.remove(id)
     }
-}
-
-/// A Hello the status ingest stored the epoch of: a device that takes part
-/// registers (or updates its record); a pending one's is held, nothing
-/// else; anyone else's is dropped and counted.
-pub async fn hello(
-    s: &mut CoreState,
-    id: &DeviceId,
-    hello: &Hello,
-    at: u64,
-) -> Result<(), CoreError> {
-    if s.identity().takes_part(id) {
-        return register(s, id, hello, at).await;
-    }
-    if s.identity().standing(id) == Some(Standing::Pending) {
-        // Shown as pending; takes part in no group until accepted. At most
-        // one held per enrolled device.
-        s.held_hellos.insert(id.clone(), (hello.clone(), at));
-        return Ok(());
-    }
-    // Not provisioned (or revoked): an impostor's Hello registers nothing.
-    // Counted, logged once per interval.
-    s.identity()
-        .refusals()
-        .count(Refused::UnknownHello, id.as_str(), "hello");
-    Ok(())
 }
 
 /// Registers a device that takes part (or updates its record) from its
@@ -75,6 +50,66 @@ pub async fn register(
         s.publish_memberships(changes).await?;
     }
     Ok(())
+}
+
+/// The Hellos of one ingest batch (their epochs stored by the status
+/// ingest), in order: a device that takes part registers (or updates its
+/// record) as [`register`] does; a pending one's is held until `ota
+/// devices accept`; anyone else's (not provisioned, or revoked) is dropped
+/// and counted, logged once per interval. The registrations' events and the changed memberships go out
+/// together after the batch, signed together (many on the blocking pool):
+/// two ed25519 signatures per new device were most of core's time while
+/// a fleet registers (issue 19). A device's membership goes out at most
+/// once per batch, from its last Hello's labels.
+pub async fn hellos(
+    s: &mut CoreState,
+    hellos: &[(DeviceId, Hello)],
+    at: u64,
+) -> Result<(), CoreError> {
+    let mut registered: Vec<(DeviceId, String)> = Vec::new();
+    let mut relabelled: Vec<DeviceId> = Vec::new();
+    for (id, hello) in hellos {
+        if s.identity().takes_part(id) {
+            let change = s.fleet_mut().hello(id, hello, at);
+            s.put_device(id)?;
+            if change.registered {
+                info!(device = %id, arch = %hello.arch, "device registered");
+                registered.push((id.clone(), hello.arch.clone()));
+            } else if change.rebooted {
+                info!(device = %id, boot_id = %hello.boot_id, "device rebooted");
+            }
+            if change.labels_changed {
+                relabelled.push(id.clone());
+            }
+        } else if s.identity().standing(id) == Some(Standing::Pending) {
+            s.held_hellos.insert(id.clone(), (hello.clone(), at));
+        } else {
+            s.identity()
+                .refusals()
+                .count(Refused::UnknownHello, id.as_str(), "hello");
+        }
+    }
+    if !registered.is_empty() {
+        let ts = crate::rt::unix_now();
+        let events = registered
+            .iter()
+            .map(|(id, arch)| Event {
+                ts,
+                kind: "device.registered".to_string(),
+                campaign: None,
+                message: format!("device {id} registered ({arch})"),
+                data: serde_json::json!({ "device": id, "arch": arch }),
+            })
+            .collect();
+        s.publisher().events(events).await?;
+        let ids: Vec<DeviceId> = registered.into_iter().map(|(id, _)| id).collect();
+        campaigns::devices_changed(s, &ids).await?;
+    }
+    let mut changes = Vec::new();
+    for id in &relabelled {
+        changes.extend(s.fleet_mut().membership_changes(Some(id)));
+    }
+    s.publish_memberships(changes).await
 }
 
 /// Stores the enrollments the broker admitted since the last call

@@ -180,12 +180,16 @@ impl CoreState {
     ) -> Result<(), CoreError> {
         let n = changes.len() as u64;
         let moved: Vec<DeviceId> = changes.iter().map(|(id, _)| id.clone()).collect();
+        let msgs: Vec<(Topic, Membership)> = changes
+            .into_iter()
+            .map(|(id, groups)| (Topic::Groups(id), Membership { groups }))
+            .collect();
+        let topics: Vec<Topic> = msgs.iter().map(|(t, _)| t.clone()).collect();
+        let payloads = self.publisher.controls(msgs).await?;
         // With an external Mosquitto each waits in the publisher's gate
         // until the broker has its grants (E1), not here.
-        for (id, groups) in changes {
-            let topic = Topic::Groups(id);
-            let payload = self.publisher.control(&topic, &Membership { groups })?;
-            self.publisher.retain(&topic, payload).await?;
+        for (topic, payload) in topics.iter().zip(payloads) {
+            self.publisher.retain(topic, payload).await?;
         }
         Metrics::add(&self.metrics.memberships_published, n);
         campaigns::devices_changed(self, &moved).await

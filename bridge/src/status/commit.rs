@@ -84,7 +84,9 @@ impl Applier {
             }
         }
 
-        // Counters and acks into the store (the caller flushes once).
+        // Counters and acks into the store (the caller flushes once); the
+        // acks signed together (on more than one thread when many).
+        let mut acks: Vec<(String, Option<u64>)> = Vec::new();
         for (id, touch) in &touched {
             let Some(a) = self.tracker.get(id) else {
                 continue;
@@ -97,15 +99,43 @@ impl Applier {
                     next: a.next,
                 },
             )?;
-            let topic = self.topics.build(&Topic::Ack(id.clone()));
-            let payload: Bytes = match (a.ack(), &self.director) {
-                (Some(seq), Some(d)) => d.sign(&StatusAck { seq }, &topic)?.into(),
-                (Some(seq), None) => StatusAck { seq }.encode().into(),
+            match a.ack() {
+                Some(seq) => acks.push((self.topics.build(&Topic::Ack(id.clone())), Some(seq))),
                 // Nothing to acknowledge (outbox 0): withdraw an older
                 // epoch's ack rather than leave it standing.
-                (None, _) if touch.hello => Bytes::new(),
-                (None, _) => continue,
-            };
+                None if touch.hello => {
+                    acks.push((self.topics.build(&Topic::Ack(id.clone())), None))
+                }
+                None => {}
+            }
+        }
+        let payloads: Vec<Bytes> = match &self.director {
+            Some(d) => {
+                let (pos, to_sign): (Vec<usize>, Vec<(StatusAck, String)>) = acks
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (t, seq))| seq.map(|seq| (i, (StatusAck { seq }, t.clone()))))
+                    .unzip();
+                let mut signed = d.sign_many(&to_sign)?.into_iter();
+                let mut pos = pos.into_iter().peekable();
+                (0..acks.len())
+                    .map(|i| {
+                        if pos.next_if_eq(&i).is_some() {
+                            signed.next().map(Bytes::from).unwrap_or_default()
+                        } else {
+                            Bytes::new()
+                        }
+                    })
+                    .collect()
+            }
+            None => acks
+                .iter()
+                .map(|(_, seq)| {
+                    seq.map_or_else(Bytes::new, |seq| StatusAck { seq }.encode().into())
+                })
+                .collect(),
+        };
+        for ((topic, _), payload) in acks.into_iter().zip(payloads) {
             self.store.retained.put(&topic, &payload)?;
             out.acks.push((topic, payload));
         }

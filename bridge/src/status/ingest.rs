@@ -56,6 +56,9 @@ pub const IDLE_YIELDS: usize = 4;
 /// The inbox: more than any broker's in-flight window, so the event loop's
 /// `try_send` normally succeeds.
 pub const INBOX: usize = 8192;
+/// Most Hellos in one message to core (a registration costs core about
+/// 0.1 ms at 100,000 devices: a part is a few tens of milliseconds).
+pub const CORE_HELLOS: usize = 256;
 
 /// Why the ingest actor stopped: its store or its connection failed.
 /// Nothing unstored was acknowledged.
@@ -258,6 +261,25 @@ impl Ingest {
 
         if !hellos.is_empty() || !updates.is_empty() || !seen.is_empty() {
             // Core is the registry's owner; a closed inbox means shutdown.
+            // A batch's Hellos go in parts of CORE_HELLOS, the updates and
+            // seen with the last: core handles one part at a time, and an
+            // operator's command or a query waits for one part at most,
+            // not for 4,096 registrations (issue 19).
+            let mut hellos = hellos;
+            while hellos.len() > CORE_HELLOS {
+                let rest = hellos.split_off(CORE_HELLOS);
+                let part = std::mem::replace(&mut hellos, rest);
+                let _ = self
+                    .core
+                    .send(CoreMsg::FromIngest {
+                        hellos: part,
+                        updates: Vec::new(),
+                        seen: Vec::new(),
+                        at: now,
+                        sent: std::time::Instant::now(),
+                    })
+                    .await;
+            }
             let _ = self
                 .core
                 .send(CoreMsg::FromIngest {
