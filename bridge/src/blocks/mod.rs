@@ -197,7 +197,7 @@ pub fn spawn(
             resend_after: cfg.resend_after(),
         }),
         audience: audience::Audience::new(cfg.max_devices, server::AUDIENCE_TTL),
-        pacer: pacing::Pacer::with_tuning(cfg.merge_window(), cfg.fanout_per_sec, env_tuning()),
+        pacer: pacing::Pacer::new(cfg.merge_window(), cfg.fanout_per_sec),
         flight: flight.clone(),
         held,
         cfg,
@@ -227,20 +227,4 @@ pub fn spawn(
         },
         task,
     )
-}
-
-/// TEMPORARY (measurement only): pacing knobs from the environment.
-fn env_tuning() -> pacing::Tuning {
-    let mut t = pacing::Tuning::default();
-    let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
-    if let Some(v) = get("OTA_PACE_INIT") {
-        t.initial_rate = v;
-    }
-    if let Some(v) = get("OTA_PACE_GAIN") {
-        t.startup_gain = v;
-    }
-    if let Some(v) = get("OTA_PACE_QUEUE_MS") {
-        t.queue_target = (v > 0.0).then(|| std::time::Duration::from_millis(v as u64));
-    }
-    t
 }
