@@ -49,7 +49,9 @@
 //!   queueing delay: the probe's delay less the base (counted from
 //!   [`DELAY_LOW`] up to [`BASE_CAP`], so a quick broker is judged on its
 //!   delays as they come). A loaded machine whose every block takes 600 ms
-//!   to come back is not read as a queue.
+//!   to come back is not read as a queue. The base is first taken on the
+//!   first window with blocks out; until then there is no delay to judge
+//!   and the start goes on (a loss still backs off).
 //! - **Real time.** A window's rates are taken over the time since the
 //!   last one, as given: a runtime that ticks late under load neither
 //!   inflates nor starves the estimate.
