@@ -55,7 +55,7 @@ fn run(p: &mut Pacer, b: &mut Broker, windows: usize) -> Vec<(f64, FlightWindow)
     let mut w = b.window(0);
     let mut out = Vec::new();
     for _ in 0..windows {
-        let a = p.on_window(&w, true, next(&p));
+        let a = p.on_window(&w, true, next(p));
         w = b.window(a.deliveries);
         out.push((a.rate, w));
     }
