@@ -166,7 +166,20 @@ impl Server {
     fn dispatch(&mut self, forget: &mut Vec<ArtifactId>, pace: &mut PaceState) {
         let now = Instant::now();
         let w = self.flight.take_window(now, &mut pace.last);
-        let allowance = self.pacer.on_window(&w, pace.limited);
+        let allowance = self.pacer.on_window(&w, pace.limited, now);
+        debug!(
+            rate = allowance.rate as u64,
+            allowed = allowance.deliveries,
+            window = allowance.window,
+            bw = self.pacer.bandwidth() as u64,
+            delay_ms = w.delay.as_millis() as u64,
+            in_flight = w.in_flight,
+            delivered = w.delivered,
+            lost = w.lost,
+            ack_ms = w.max_ack.as_millis() as u64,
+            limited = pace.limited,
+            "pace window"
+        );
         BlockMetrics::set(&self.metrics.pace_rate, allowance.rate as u64);
         BlockMetrics::set(&self.metrics.pace_backoffs, self.pacer.backoffs());
         pace.limited = false;
