@@ -11,7 +11,7 @@ use crate::{ConnectionId, Filter, Offset, RouterConfig, Topic};
 
 use crate::segments::{CommitLog, Position};
 use crate::Storage;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::time::Instant;
 
@@ -65,6 +65,12 @@ pub struct DataLog {
     /// must be matched against one by one; every other filter matches
     /// exactly one topic and is found by a lookup.
     wildcard_filters: Vec<(Filter, FilterIdx)>,
+    /// ota patch: the filters each connection has parked a request on, so
+    /// that `clean` visits those and not every filter of the broker (a
+    /// disconnect scanned all ~30,000 filters of a 10,000-device fleet).
+    /// Entries may be stale (the waiter since woken); visiting one finds
+    /// nothing. A connection's entry goes with its `clean`.
+    parked_on: HashMap<ConnectionId, HashSet<FilterIdx>>,
 }
 
 /// ota patch: whether a filter can match more than the one topic spelled
@@ -102,6 +108,7 @@ impl DataLog {
             filter_indexes,
             retained_publishes,
             wildcard_filters,
+            parked_on: HashMap::new(),
         })
     }
 
@@ -277,15 +284,26 @@ impl DataLog {
         // filter as `request` is "done", that is, the subscriber has caught up. In other words,
         // there has been atleast 1 call to `native_readv` for the same filter, which means if
         // `native_readv` hasn't paniced, so this won't panic either.
-        let data = self.native.get_mut(request.filter_idx).unwrap();
+        let filter_idx = request.filter_idx;
+        let data = self.native.get_mut(filter_idx).unwrap();
         data.waiters.register(id, request);
+        self.parked_on.entry(id).or_default().insert(filter_idx);
     }
 
-    /// Cleanup a connection from all the waiters
+    /// Cleanup a connection from all the waiters (ota patch: of the filters
+    /// it parked on, not of every filter).
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
-        for (_, data) in self.native.iter_mut() {
-            inflight.append(&mut data.waiters.remove(id));
+        let Some(filters) = self.parked_on.remove(&id) else {
+            return inflight;
+        };
+        let mut filters: Vec<FilterIdx> = filters.into_iter().collect();
+        // The order upstream's scan of the slab gave.
+        filters.sort_unstable();
+        for idx in filters {
+            if let Some(data) = self.native.get_mut(idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
         }
 
         inflight
@@ -669,4 +687,44 @@ mod test {
     //             dbg!(v);
     //         }
     //     }
+
+    // ota patch: `clean` finds a connection's parked requests on the
+    // filters it parked on, leaves the others' alone, and forgets it.
+    #[test]
+    fn ota_patch_clean_takes_exactly_the_connections_parked_requests() {
+        use crate::router::DataRequest;
+        let mut data = DataLog::new(config()).unwrap();
+        let request = |filter: &str, idx| DataRequest {
+            filter: filter.to_owned(),
+            filter_idx: idx,
+            qos: 1,
+            cursor: (0, 0),
+            read_count: 0,
+            max_count: 100,
+            forward_retained: false,
+            group: None,
+        };
+        let idx: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|f| data.next_native_offset(f).0)
+            .collect();
+        data.park(1, request("a", idx[0]));
+        data.park(1, request("c", idx[2]));
+        data.park(2, request("b", idx[1]));
+        data.park(2, request("c", idx[2]));
+        let filters = |v: Vec<DataRequest>| v.into_iter().map(|r| r.filter).collect::<Vec<_>>();
+        assert_eq!(filters(data.clean(1)), ["a", "c"]);
+        assert!(data.clean(1).is_empty(), "cleaned once");
+        let left: Vec<_> = data.native[idx[2]]
+            .waiters
+            .waiters()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(left, [2], "the other connection still waits on c");
+        assert_eq!(filters(data.clean(2)), ["b", "c"]);
+        assert!(data.parked_on.is_empty());
+        // Never parked: nothing to clean, no scan.
+        assert!(data.clean(7).is_empty());
+    }
 }
