@@ -20,6 +20,18 @@ fn cid(s: &str) -> CampaignId {
     CampaignId::new(s).unwrap()
 }
 
+/// The release `app-2.0.0` and its rollback `app-1.0.0-rb`, signed as a
+/// downgrade.
+async fn releases(stack: &common::Stack) {
+    artifact(stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
+    artifact_with(
+        stack,
+        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
+        |s| s.allow_downgrade = true,
+    )
+    .await;
+}
+
 fn spec(id: &str, rollback: &str) -> serde_json::Value {
     json!({
         "id": id, "kind": "app", "release": ["app-2.0.0"],
@@ -35,13 +47,7 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
     let stack = stack().await;
     let ops = stack.ops().await;
     let events = EventLog::start(&ops).await;
-    artifact(&stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
-    artifact_with(
-        &stack,
-        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
-        |s| s.allow_downgrade = true,
-    )
-    .await;
+    releases(&stack).await;
     // Attackers' and mistakes' releases: not signed as a downgrade, not
     // earlier, another component.
     artifact(&stack, Release::new("app-1.0.0", Kind::App, "1.0.0")).await;
@@ -152,13 +158,7 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
 async fn an_operator_rolls_back_a_running_campaign() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(&stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
-    artifact_with(
-        &stack,
-        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
-        |s| s.allow_downgrade = true,
-    )
-    .await;
+    releases(&stack).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     let done = devices.spawn(&stack, DeviceOpts::new("acme-1", "acme"));
@@ -199,13 +199,7 @@ async fn a_halt_before_any_install_makes_no_rollback_campaign() {
     let stack = stack().await;
     let ops = stack.ops().await;
     let events = EventLog::start(&ops).await;
-    artifact(&stack, Release::new("app-2.0.0", Kind::App, "2.0.0")).await;
-    artifact_with(
-        &stack,
-        Release::new("app-1.0.0-rb", Kind::App, "1.0.0"),
-        |s| s.allow_downgrade = true,
-    )
-    .await;
+    releases(&stack).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     for i in 1..=3 {
