@@ -1,6 +1,6 @@
 //! A sled tree of JSON records keyed by device id: the shape the device
-//! registry and the credential registry share ([`super::DeviceStore`],
-//! `crate::identity::CredentialStore`).
+//! registry and the credential registry share ([`super::DeviceStore`] and
+//! the identity module's credential store).
 
 use std::marker::PhantomData;
 

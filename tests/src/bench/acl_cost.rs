@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use bridge::campaign::spec::{CampaignSpec, Kind as CampaignKind, WaveSpec, FULL_COHORT};
 use device_sim::fleet::{Fleet, Profile};
-use schemas::msg::{Kind, StatusState};
+use schemas::msg::StatusState;
 use schemas::ops::Command;
-use schemas::release::ReleaseSpec;
 use schemas::{CampaignId, ComponentName, GroupName};
 
 use super::run_error::{setup, RunError};
@@ -109,16 +108,7 @@ async fn measure(
     say: &(dyn Fn(String) + Sync),
 ) -> Result<AclRun, RunError> {
     let main = ComponentName::new("main").map_err(setup)?;
-    let image = super::download_run::image_bytes(IMAGE_BYTES);
-    let mut spec = ReleaseSpec::new(
-        Kind::Firmware,
-        main.clone(),
-        "1.1.0",
-        "any",
-        bridge::unix_now(),
-    );
-    spec.block_size = BLOCK_SIZE;
-    let artifact = stack.push(&image, &spec).await?;
+    let artifact = super::download_run::push_firmware(stack, IMAGE_BYTES, BLOCK_SIZE).await?;
 
     let profile = Profile {
         id_prefix: "acl".into(),

@@ -335,6 +335,20 @@ pub fn image_bytes(len: usize) -> Vec<u8> {
     xorshift_bytes(len, 0x9E37_79B9_7F4A_7C15)
 }
 
+/// Pushes the firmware the campaign rows send (component `main` 1.1.0,
+/// any arch, [`image_bytes`] of `len` in blocks of `block_size`) through
+/// `stack`'s bridge.
+pub async fn push_firmware(
+    stack: &crate::stack::Stack,
+    len: usize,
+    block_size: u32,
+) -> Result<ArtifactId, crate::stack::StackError> {
+    let main = ComponentName::new("main").expect("a valid component name");
+    let mut spec = ReleaseSpec::new(Kind::Firmware, main, "1.1.0", "any", bridge::unix_now());
+    spec.block_size = block_size;
+    stack.push(&image_bytes(len), &spec).await
+}
+
 /// `len` reproducible, incompressible bytes from `seed` (xorshift; the
 /// seed's lowest bit is set, a zero state would stay zero).
 pub fn xorshift_bytes(len: usize, seed: u64) -> Vec<u8> {

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use bridge::campaign::spec::{CampaignSpec, Gates, StandingSpec, WaveSpec, FULL_COHORT};
 use bridge::campaign::view::CampaignStatus;
 use device_sim::fleet::{Fleet, Profile};
-use schemas::msg::{Kind, StatusState};
+use schemas::msg::StatusState;
 use schemas::ops::Command;
-use schemas::release::ReleaseSpec;
 use schemas::{CampaignId, ComponentName, GroupName};
 
 use super::run_error::{setup, RunError};
@@ -71,16 +70,8 @@ async fn measure(
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<LineReport, RunError> {
     let main = ComponentName::new("main").map_err(setup)?;
-    let image = super::download_run::image_bytes(opts.image_bytes);
-    let mut spec = ReleaseSpec::new(
-        Kind::Firmware,
-        main.clone(),
-        "1.1.0",
-        "any",
-        bridge::unix_now(),
-    );
-    spec.block_size = opts.block_size;
-    let artifact = stack.push(&image, &spec).await?;
+    let artifact =
+        super::download_run::push_firmware(stack, opts.image_bytes, opts.block_size).await?;
     let id = CampaignId::new(LINE).map_err(setup)?;
     line_put(stack, &id, artifact).await?;
 
