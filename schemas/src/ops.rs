@@ -146,6 +146,13 @@ pub enum Command {
         /// again against the same bridge). Overrides `replace`.
         #[serde(default)]
         upsert: bool,
+        /// More batches of the same provisioning follow: the reply does
+        /// not wait for an external Mosquitto's files to hold these
+        /// devices. The last batch (without it) waits for every batch
+        /// before it too, so a fleet waits for one rewrite, not one per
+        /// batch.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more_batches: bool,
     },
     /// Revoke a device: disconnected at once, refused from then on.
     DeviceRevoke { id: DeviceId },

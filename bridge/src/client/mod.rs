@@ -364,6 +364,22 @@ impl OpsClient {
     /// Sends a command with a fresh request id and waits for its reply
     /// (which may be a refusal: see [`OpsClient::call_ok`]).
     pub async fn call(&self, command: Command) -> Result<Reply, ClientError> {
+        self.call_within(command, self.timeout).await
+    }
+
+    /// The reply timeout of [`OpsClient::call`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// [`OpsClient::call`], waiting up to `timeout` for the reply (for a
+    /// command the bridge answers late on purpose, e.g. a provisioning
+    /// that waits for an external broker's files).
+    pub async fn call_within(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
         // Invariant: the random name is 4 + 16 characters of the alphabet.
         let request_id = RequestId::new(random_name("req-", 16))
             .map_err(|e| ClientError::Options(e.to_string()))?;
@@ -373,9 +389,10 @@ impl OpsClient {
             command,
             audience: self.audience.clone(),
         };
-        self.send(
+        self.send_within(
             CommandEnvelope::sign(&body, &self.key).to_bytes(),
             &body.request_id,
+            timeout,
         )
         .await
     }
@@ -386,6 +403,15 @@ impl OpsClient {
         &self,
         envelope: Vec<u8>,
         request_id: &RequestId,
+    ) -> Result<Reply, ClientError> {
+        self.send_within(envelope, request_id, self.timeout).await
+    }
+
+    async fn send_within(
+        &self,
+        envelope: Vec<u8>,
+        request_id: &RequestId,
+        timeout: Duration,
     ) -> Result<Reply, ClientError> {
         let mut w = self.waiters.lock().await;
         while w.replies.try_recv().is_ok() {}
@@ -409,7 +435,7 @@ impl OpsClient {
             )
             .await
             .map_err(|_| ClientError::Closed)?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let reply = loop {
             match tokio::time::timeout_at(deadline, w.replies.recv()).await {
                 Ok(Some(Ok(r))) if &r.request_id == request_id => break r,
@@ -417,7 +443,7 @@ impl OpsClient {
                 // Fail loudly: someone else answers on the bridge's behalf.
                 Ok(Some(Err(why))) => return Err(ClientError::Forged(why)),
                 Ok(None) => return Err(ClientError::Closed),
-                Err(_) => return Err(ClientError::NoReply(self.timeout)),
+                Err(_) => return Err(ClientError::NoReply(timeout)),
             }
         };
         // Best effort: the subscription dies with the session anyway.
@@ -427,7 +453,16 @@ impl OpsClient {
 
     /// Sends a command and reads its result as `T`; a refusal is an error.
     pub async fn call_ok<T: DeserializeOwned>(&self, command: Command) -> Result<T, ClientError> {
-        let reply = self.call(command).await?;
+        self.call_ok_within(command, self.timeout).await
+    }
+
+    /// [`OpsClient::call_ok`] with [`OpsClient::call_within`]'s timeout.
+    pub async fn call_ok_within<T: DeserializeOwned>(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let reply = self.call_within(command, timeout).await?;
         if !reply.ok {
             return Err(ClientError::Refused(
                 reply.error.unwrap_or_else(|| "no reason given".into()),
