@@ -364,12 +364,16 @@ impl OpsClient {
     /// Sends a command with a fresh request id and waits for its reply
     /// (which may be a refusal: see [`OpsClient::call_ok`]).
     pub async fn call(&self, command: Command) -> Result<Reply, ClientError> {
-        self.call_within(command, self.timeout).await
-    }
-
-    /// The reply timeout of [`OpsClient::call`].
-    pub fn timeout(&self) -> Duration {
-        self.timeout
+        // The bridge answers a provisioning and a revocation once an
+        // external Mosquitto's files hold them: a debounce window and a
+        // rewrite, which grow with the files.
+        let timeout = match command {
+            Command::DeviceProvision { .. } | Command::DeviceRevoke { .. } => {
+                self.timeout.max(provision::PROVISION_TIMEOUT)
+            }
+            _ => self.timeout,
+        };
+        self.call_within(command, timeout).await
     }
 
     /// [`OpsClient::call`], waiting up to `timeout` for the reply (for a
@@ -453,16 +457,7 @@ impl OpsClient {
 
     /// Sends a command and reads its result as `T`; a refusal is an error.
     pub async fn call_ok<T: DeserializeOwned>(&self, command: Command) -> Result<T, ClientError> {
-        self.call_ok_within(command, self.timeout).await
-    }
-
-    /// [`OpsClient::call_ok`] with [`OpsClient::call_within`]'s timeout.
-    pub async fn call_ok_within<T: DeserializeOwned>(
-        &self,
-        command: Command,
-        timeout: Duration,
-    ) -> Result<T, ClientError> {
-        let reply = self.call_within(command, timeout).await?;
+        let reply = self.call(command).await?;
         if !reply.ok {
             return Err(ClientError::Refused(
                 reply.error.unwrap_or_else(|| "no reason given".into()),

@@ -11,8 +11,9 @@ use schemas::DeviceId;
 
 use super::{ClientError, OpsClient};
 
-/// How long a provisioning's reply may take at least: the bridge replies
-/// once an external Mosquitto's files hold the devices, which takes a
+/// How long a provisioning's or a revocation's reply may take at least
+/// ([`OpsClient::call`]): the bridge replies once an external Mosquitto's
+/// files hold the change, which takes a
 /// debounce window and a rewrite (about 25 s at 100,000 devices).
 pub const PROVISION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -83,13 +84,8 @@ pub async fn send_part(
         upsert: mode == Mode::Upsert,
         more_batches,
     };
-    // A settled reply waits for an external broker's files: up to the
-    // sync's cycle, which grows with the files (docs/scaling.md).
-    let within = client.timeout().max(PROVISION_TIMEOUT);
-    client
-        .call_ok_within::<serde_json::Value>(cmd, within)
-        .await
-        .map(|_| ())
+    // `call` waits up to PROVISION_TIMEOUT for this reply.
+    client.call_ok::<serde_json::Value>(cmd).await.map(|_| ())
 }
 
 /// Provisions `ids` (new or again) with fresh passwords and returns each
