@@ -1,7 +1,10 @@
 #!/bin/bash
 # Mosquitto 2.0.11 start-up time with N per-device ACL sections (the bridge's format, 8 lines each) and N passwd lines.
-# Usage: tools/mosquitto_acl_parse.sh (needs mosquitto and python3; port 39998 free). docs/BENCHMARKS.md "The topology past one broker".
-D=$D; export D
+# Usage: tools/mosquitto_acl_parse.sh, SIZES="5000 10000" to choose (needs mosquitto and python3; port 39998 free). docs/BENCHMARKS.md "The topology past one broker".
+D=$(mktemp -d)/acl; export D
+# Mosquitto started as root reads its files as its own user.
+chmod 755 "$(dirname "$D")"
+trap 'rm -rf "$(dirname "$D")"' EXIT
 for n in ${SIZES:-2500 5000 10000 20000}; do
   python3 - $n <<'PY'
 import sys

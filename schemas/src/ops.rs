@@ -248,6 +248,21 @@ pub enum Command {
 
 impl Command {
     /// The command's name, for logs and the audit trail.
+    /// Is its reply held until an external broker's files hold what it
+    /// changed? A provisioning (its last batch) and a revocation: `ota
+    /// devices provision` returns when the devices can log in, `revoke`
+    /// when the device is out. The bridge holds the reply; a client waits
+    /// longer for it.
+    pub fn settles(&self) -> bool {
+        matches!(
+            self,
+            Command::DeviceProvision {
+                more_batches: false,
+                ..
+            } | Command::DeviceRevoke { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Command::GroupPut { .. } => "group_put",

@@ -367,23 +367,15 @@ impl OpsClient {
         // The bridge answers a provisioning and a revocation once an
         // external Mosquitto's files hold them: a debounce window and a
         // rewrite, which grow with the files.
-        let timeout = match command {
-            Command::DeviceProvision { .. } | Command::DeviceRevoke { .. } => {
-                self.timeout.max(provision::PROVISION_TIMEOUT)
-            }
-            _ => self.timeout,
+        let timeout = match command.settles() {
+            true => self.timeout.max(provision::PROVISION_TIMEOUT),
+            false => self.timeout,
         };
         self.call_within(command, timeout).await
     }
 
-    /// [`OpsClient::call`], waiting up to `timeout` for the reply (for a
-    /// command the bridge answers late on purpose, e.g. a provisioning
-    /// that waits for an external broker's files).
-    pub async fn call_within(
-        &self,
-        command: Command,
-        timeout: Duration,
-    ) -> Result<Reply, ClientError> {
+    /// [`OpsClient::call`], waiting up to `timeout` for the reply.
+    async fn call_within(&self, command: Command, timeout: Duration) -> Result<Reply, ClientError> {
         // Invariant: the random name is 4 + 16 characters of the alphabet.
         let request_id = RequestId::new(random_name("req-", 16))
             .map_err(|e| ClientError::Options(e.to_string()))?;

@@ -84,7 +84,8 @@ pub async fn send_part(
         upsert: mode == Mode::Upsert,
         more_batches,
     };
-    // `call` waits up to PROVISION_TIMEOUT for this reply.
+    // `call` waits up to PROVISION_TIMEOUT for a settled reply
+    // (`Command::settles`: the last part).
     client.call_ok::<serde_json::Value>(cmd).await.map(|_| ())
 }
 

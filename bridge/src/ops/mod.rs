@@ -126,7 +126,7 @@ impl Ops {
                 }
             },
             command => {
-                let settles = settles(&command);
+                let settles = command.settles();
                 let result = dispatch::dispatch(state, command, now).await;
                 if let (true, Ok(v)) = (settles && state.identity().external_copy(), &result) {
                     let change = state.identity().change();
@@ -137,20 +137,6 @@ impl Ops {
         };
         conclude(state.store(), state.publisher(), &accepted, result).await
     }
-}
-
-/// Is the reply to `command` held until an external broker's files hold
-/// what it changed? A provisioning (its last batch) and a revocation: the
-/// operator's `ota devices provision` returns when the devices can log
-/// in, `revoke` when the device is out.
-fn settles(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::DeviceProvision {
-            more_batches: false,
-            ..
-        } | Command::DeviceRevoke { .. }
-    )
 }
 
 /// [`conclude`] for a done command whose reply waits until an external
