@@ -51,7 +51,11 @@ impl Run for Broker {
     pid_file = \"/run/mosquitto/ota.pid\" # the bridge sends this pid SIGHUP\n  \
     devices_listen = \"0.0.0.0:1883\"     # the devices' listener\n  \
     [broker.mosquitto.operators]        # operators' logins ([operator] username/password)\n  \
-    alice = \"change-me-too\"\n\n\
+    alice = \"change-me-too\"\n  \
+    [[broker.mosquitto.edges]]          # optional, per edge broker with its own devices:\n  \
+    name = \"plant-a\"                  #   its files in DIR/edges/plant-a/\n  \
+    pid_file = \"/run/mosquitto/plant-a.pid\"\n  \
+    device_prefixes = [\"plant-a-\"]     #   the device ids it serves begin so\n\n\
     Example:\n  \
     ota broker mosquitto --config ota.toml --out /etc/mosquitto/ota\n  \
     mosquitto -c /etc/mosquitto/ota/mosquitto.conf\n  \
@@ -69,7 +73,8 @@ pub struct Mosquitto {
     out: Option<PathBuf>,
     /// Print a JSON summary (for scripts): {"dir", "conf", "files",
     /// "devices", "devices_with_grants", "bridge", "operators",
-    /// "devices_listen", "service_listen", "pid_file"}.
+    /// "devices_listen", "service_listen", "pid_file", "edges": [{"name",
+    /// "dir", "devices"}]}.
     #[arg(long)]
     json: bool,
 }
@@ -102,6 +107,15 @@ impl Run for Mosquitto {
             e.operators.len(),
             e.service_listen,
         );
+        for edge in &e.edges {
+            println!(
+                "edge {}: {} device(s) in {}/{{devices.passwd,devices.acl}} (its password_file and \
+                 acl_file)",
+                edge.name,
+                edge.devices,
+                edge.dir.display()
+            );
+        }
         println!("start Mosquitto with: mosquitto -c {}", e.conf.display());
         match &e.pid_file {
             Some(p) => println!(

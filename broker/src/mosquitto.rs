@@ -10,6 +10,10 @@
 //! pid_file = "/run/mosquitto/mosquitto.pid"  # whom the bridge sends SIGHUP
 //! edge_pid_files = ["/run/mosquitto/edge-1.pid"] # edge brokers on the same files, SIGHUP too
 //! devices_listen = "0.0.0.0:1883"            # the devices' listener
+//! [[broker.mosquitto.edges]]                 # an edge with its own devices (repeat per edge)
+//! name = "plant-a"                           # its files: DIR/edges/plant-a/devices.{passwd,acl}
+//! pid_file = "/run/mosquitto/plant-a.pid"    # SIGHUP when its files change
+//! device_prefixes = ["plant-a-"]             # the devices it serves: ids that begin so
 //! [broker.mosquitto.operators]               # operator accounts: name = "password"
 //! alice = "change-me-too"
 //! [broker.mosquitto.tls]                     # both listeners over TLS (url = "mqtts://...")
@@ -47,6 +51,39 @@ pub struct RawMosquitto {
     pub devices_listen: Option<String>,
     pub operators: Option<BTreeMap<String, String>>,
     pub tls: Option<MosquittoTls>,
+    pub edges: Option<Vec<MosquittoEdge>>,
+}
+
+/// `[[broker.mosquitto.edges]]`: an edge Mosquitto that holds only its own
+/// devices (docs/scaling.md, "Edges with their own devices"). The bridge
+/// writes their password and ACL files into `DIR/edges/NAME/`, leaves
+/// them out of the core's devices' files, and sends SIGHUP to `pid_file`
+/// only when the edge's own files changed. Mosquitto 2.0 reparses a whole
+/// ACL file on every reload, in a time that grows with the square of its
+/// users: an edge of 10,000 devices reparses in about a second, one file
+/// of 100,000 would take minutes on every broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MosquittoEdge {
+    /// `[A-Za-z0-9._-]`, unique: the name of its directory.
+    pub name: String,
+    /// The edge Mosquitto's pid file; relative paths are the config
+    /// file's to resolve. `None`: its files are rewritten, it reloads when
+    /// told.
+    pub pid_file: Option<PathBuf>,
+    /// A device whose id begins with one of these is this edge's: in its
+    /// files, and in no other broker's (the first edge that matches takes
+    /// it). Devices no edge takes are in the core's devices' files.
+    pub device_prefixes: Vec<String>,
+}
+
+impl MosquittoEdge {
+    /// Does `device_id` belong to this edge?
+    pub fn takes(&self, device_id: &str) -> bool {
+        self.device_prefixes
+            .iter()
+            .any(|p| device_id.starts_with(p.as_str()))
+    }
 }
 
 /// `[broker.mosquitto.tls]`: PEM files for Mosquitto's `cafile`,
@@ -81,6 +118,16 @@ pub struct MosquittoConfig {
     pub operators: BTreeMap<String, String>,
     /// Both listeners over TLS, client certificates required.
     pub tls: Option<MosquittoTls>,
+    /// Edges with their own devices' files, in the order written.
+    pub edges: Vec<MosquittoEdge>,
+}
+
+impl MosquittoConfig {
+    /// The edge that serves `device_id` (the first whose prefix matches),
+    /// or `None`: the core's devices' listener does.
+    pub fn edge_of(&self, device_id: &str) -> Option<&MosquittoEdge> {
+        self.edges.iter().find(|e| e.takes(device_id))
+    }
 }
 
 impl fmt::Debug for MosquittoConfig {
@@ -92,6 +139,7 @@ impl fmt::Debug for MosquittoConfig {
             .field("devices_listen", &self.devices_listen)
             .field("operators", &self.operators.keys().collect::<Vec<_>>())
             .field("tls", &self.tls)
+            .field("edges", &self.edges)
             .finish()
     }
 }
@@ -174,6 +222,8 @@ impl RawMosquitto {
                 "must name a directory, such as \"/etc/mosquitto/ota\"",
             ));
         }
+        let edges = self.edges.unwrap_or_default();
+        validate_edges(&edges)?;
         Ok(MosquittoConfig {
             dir: self.dir,
             pid_file: self.pid_file,
@@ -181,8 +231,51 @@ impl RawMosquitto {
             devices_listen,
             operators,
             tls: self.tls,
+            edges,
         })
     }
+}
+
+/// Names that make a directory of their own, prefixes a device id can
+/// begin with.
+fn validate_edges(edges: &[MosquittoEdge]) -> Result<(), ConfigError> {
+    let id_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for e in edges {
+        let bad = |why: String| ConfigError::new("mosquitto.edges", why);
+        if e.name.is_empty() || e.name.len() > 64 || !id_chars(&e.name) || e.name.starts_with('.') {
+            return Err(bad(format!(
+                "name {:?}: 1 to 64 of [A-Za-z0-9._-], not starting with '.' (it names the \
+                 edge's directory)",
+                e.name
+            )));
+        }
+        if !names.insert(e.name.as_str()) {
+            return Err(bad(format!("name {:?} is given twice", e.name)));
+        }
+        if e.device_prefixes.is_empty() {
+            return Err(bad(format!(
+                "{:?} has no device_prefixes: list the beginnings of its devices' ids, \
+                 such as [\"plant-a-\"]",
+                e.name
+            )));
+        }
+        if let Some(p) = e
+            .device_prefixes
+            .iter()
+            .find(|p| p.is_empty() || !id_chars(p))
+        {
+            return Err(bad(format!(
+                "{:?}: device prefix {p:?} must be 1 or more of [A-Za-z0-9._-], the \
+                 characters of a device id",
+                e.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,6 +295,7 @@ mod tests {
                     .collect(),
             ),
             tls: None,
+            edges: None,
         }
     }
 
@@ -238,5 +332,42 @@ mod tests {
             "url"
         );
         assert!(r.validate(8883, true, Some("b")).unwrap().tls.is_some());
+    }
+
+    fn edge(name: &str, prefixes: &[&str]) -> MosquittoEdge {
+        MosquittoEdge {
+            name: name.into(),
+            pid_file: None,
+            device_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn edges_are_named_once_and_take_their_devices_by_prefix() {
+        let mut r = raw(None, &[]);
+        r.edges = Some(vec![
+            edge("a", &["plant-a-", "lab-"]),
+            edge("b", &["plant-"]),
+        ]);
+        let m = r.validate(1884, false, Some("b")).unwrap();
+        assert_eq!(m.edge_of("plant-a-7").map(|e| e.name.as_str()), Some("a"));
+        assert_eq!(m.edge_of("lab-1").map(|e| e.name.as_str()), Some("a"));
+        // The first edge that matches takes it.
+        assert_eq!(m.edge_of("plant-b-7").map(|e| e.name.as_str()), Some("b"));
+        assert_eq!(m.edge_of("other-1"), None);
+        for edges in [
+            vec![edge("a", &["x-"]), edge("a", &["y-"])],
+            vec![edge("", &["x-"])],
+            vec![edge("../up", &["x-"])],
+            vec![edge(".hidden", &["x-"])],
+            vec![edge("a", &[])],
+            vec![edge("a", &[""])],
+            vec![edge("a", &["x/"])],
+        ] {
+            let mut r = raw(None, &[]);
+            r.edges = Some(edges.clone());
+            let e = r.validate(1884, false, Some("b")).unwrap_err();
+            assert_eq!(e.key, "mosquitto.edges", "{edges:?}: {e}");
+        }
     }
 }

@@ -428,6 +428,9 @@ impl Validator<'_> {
                 .into_iter()
                 .map(|p| self.resolve(p))
                 .collect();
+            for e in &mut m.edges {
+                e.pid_file = e.pid_file.take().map(|p| self.resolve(p));
+            }
             if let Some(t) = &mut m.tls {
                 for p in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file] {
                     *p = self.resolve(std::mem::take(p));

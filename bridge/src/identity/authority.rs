@@ -419,8 +419,16 @@ impl Identity {
 
     /// E1 as Mosquitto files ([`super::mosquitto`]): the active devices,
     /// the bridge's and operators' accounts (hashed here, with a new salt),
-    /// and the grants as they stand.
+    /// and the grants as they stand; every device in the core's files.
     pub fn mosquitto_files(&self) -> super::mosquitto::Files {
+        self.mosquitto_files_for(&[])
+    }
+
+    /// [`Self::mosquitto_files`] with `edges` that hold their own devices.
+    pub fn mosquitto_files_for(
+        &self,
+        edges: &[broker::mosquitto::MosquittoEdge],
+    ) -> super::mosquitto::Files {
         let hash =
             |(u, p): (&String, &String)| (u.clone(), schemas::provisioning::hash_password(p));
         let state = self.read();
@@ -436,6 +444,7 @@ impl Identity {
             bridge: self.config.bridge_login.as_ref().map(|(u, p)| hash((u, p))),
             operators: self.config.operators.iter().map(hash).collect(),
             grants: &state.grants,
+            edges,
         })
     }
 

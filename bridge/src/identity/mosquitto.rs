@@ -19,9 +19,16 @@
 //!   do what an operator does, as on the embedded broker, where it may
 //!   take an operator's client id.
 //!
+//! With `[[broker.mosquitto.edges]]`, a device an edge takes (by the
+//! prefix of its id) is in that edge's own two devices' files
+//! ([`EdgeFiles`]) and in no other broker's: Mosquitto 2.0 reparses an ACL
+//! file in a time that grows with the square of its users, so each edge
+//! reads only its own (docs/scaling.md, "Edges with their own devices").
+//!
 //! Pure text from the registry and the grants; writing the files and
 //! telling Mosquitto to reload them is the caller's.
 
+use broker::mosquitto::MosquittoEdge;
 use schemas::topic::{Filter, Topic, Topics};
 use schemas::DeviceId;
 
@@ -43,15 +50,45 @@ pub struct Input<'a> {
     /// Operators' usernames and `$6$` hashes.
     pub operators: Vec<(String, String)>,
     pub grants: &'a Grants,
+    /// Edges with their own devices: a device the first of them takes is
+    /// in its files, not the core's.
+    pub edges: &'a [MosquittoEdge],
 }
 
-/// The four files' text.
+/// The core's four files' text, and each edge's devices' files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Files {
     pub devices_passwd: String,
     pub devices_acl: String,
     pub service_passwd: String,
     pub service_acl: String,
+    pub edges: Vec<EdgeFiles>,
+}
+
+/// One edge's devices' password and ACL files, in `edges/NAME/` of the
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeFiles {
+    pub name: String,
+    pub passwd: String,
+    pub acl: String,
+}
+
+impl EdgeFiles {
+    /// Its directory, relative to the files' directory.
+    pub fn dir(&self) -> std::path::PathBuf {
+        std::path::Path::new("edges").join(&self.name)
+    }
+
+    /// (file name inside [`Self::dir`], text) of both files.
+    pub fn each(&self) -> [(&'static str, &str); 2] {
+        [(DEVICES_PASSWD, &self.passwd), (DEVICES_ACL, &self.acl)]
+    }
+
+    /// Devices in its password file.
+    pub fn devices(&self) -> usize {
+        self.passwd.lines().count()
+    }
 }
 
 impl Files {
@@ -64,59 +101,57 @@ impl Files {
             (SERVICE_ACL, &self.service_acl),
         ]
     }
+
+    /// Bytes of every file, the edges' too.
+    pub fn bytes(&self) -> usize {
+        let core: usize = self.each().iter().map(|(_, t)| t.len()).sum();
+        let edges: usize = self
+            .edges
+            .iter()
+            .flat_map(|e| e.each().map(|(_, t)| t.len()))
+            .sum();
+        core + edges
+    }
+
+    /// Bytes of the largest one broker reads: the core's four files or an
+    /// edge's two (what one reload reparses).
+    pub fn largest(&self) -> usize {
+        let core: usize = self.each().iter().map(|(_, t)| t.len()).sum();
+        self.edges
+            .iter()
+            .map(|e| e.passwd.len() + e.acl.len())
+            .fold(core, usize::max)
+    }
 }
 
 /// Renders the files. Sorted, so the same registry gives the same text.
 pub fn render(input: &Input<'_>) -> Files {
     let t = input.topics;
-    let mut devices_passwd = String::new();
     let mut devices = input.devices.clone();
     devices.sort();
-    for (id, hash) in &devices {
-        devices_passwd.push_str(&format!("{id}:{hash}\n"));
+    // Each device to the first edge that takes it, else to the core.
+    let mut core = Vec::new();
+    let mut by_edge: Vec<Vec<&(DeviceId, String)>> = vec![Vec::new(); input.edges.len()];
+    for d in &devices {
+        match input.edges.iter().position(|e| e.takes(d.0.as_str())) {
+            Some(i) => by_edge[i].push(d),
+            None => core.push(d),
+        }
     }
-
-    // One `user` section per active device, never a `pattern` rule: with
-    // `use_identity_as_username` (`[broker.mosquitto.tls]`) Mosquitto
-    // reads no password file on the devices' listener, so a revoked or
-    // pending device's certificate still logs in; a pattern on `%c` would
-    // give it its own topics, a section it does not have gives it none.
-    let mut acl = String::from("# ota: PROTOCOL.md E1, devices (generated, do not edit)\n");
-    acl.push_str(&format!("# devices with a section: {}\n", devices.len()));
-    for (id, _) in &devices {
-        acl.push_str(&format!("\nuser {id}\n"));
-        for topic in [
-            Topic::Hello(id.clone()),
-            Topic::Presence(id.clone()),
-            Topic::Request(id.clone()),
-            Topic::Status(id.clone()),
-        ] {
-            acl.push_str(&format!("topic write {}\n", t.build(&topic)));
-        }
-        for topic in [
-            Topic::Groups(id.clone()),
-            Topic::Ack(id.clone()),
-            Topic::DeviceBlocks(id.clone()),
-            Topic::Emergency,
-        ] {
-            acl.push_str(&format!("topic read {}\n", t.build(&topic)));
-        }
-        for g in input.grants.groups_of(id) {
-            for topic in [
-                Topic::GroupCampaign(g.clone()),
-                Topic::GroupEmergency(g.clone()),
-            ] {
-                acl.push_str(&format!("topic read {}\n", t.build(&topic)));
+    let (devices_passwd, acl) = devices_files(t, &core, input.grants);
+    let edges = input
+        .edges
+        .iter()
+        .zip(&by_edge)
+        .map(|(e, ds)| {
+            let (passwd, acl) = devices_files(t, ds, input.grants);
+            EdgeFiles {
+                name: e.name.clone(),
+                passwd,
+                acl,
             }
-        }
-        for a in input.grants.artifacts_of(id) {
-            acl.push_str(&format!(
-                "topic read {}\n",
-                t.build(&Topic::ArtifactBlocks(a))
-            ));
-        }
-    }
-
+        })
+        .collect();
     let mut service_passwd = String::new();
     let mut service_acl = String::from("# ota: PROTOCOL.md E1, bridge and operators\n");
     if let Some((user, hash)) = &input.bridge {
@@ -169,7 +204,58 @@ pub fn render(input: &Input<'_>) -> Files {
         devices_acl: acl,
         service_passwd,
         service_acl,
+        edges,
     }
+}
+
+/// The devices' password file and ACL of `devices` (sorted).
+fn devices_files(t: &Topics, devices: &[&(DeviceId, String)], grants: &Grants) -> (String, String) {
+    let mut devices_passwd = String::new();
+    for (id, hash) in devices {
+        devices_passwd.push_str(&format!("{id}:{hash}\n"));
+    }
+    // One `user` section per active device, never a `pattern` rule: with
+    // `use_identity_as_username` (`[broker.mosquitto.tls]`) Mosquitto
+    // reads no password file on the devices' listener, so a revoked or
+    // pending device's certificate still logs in; a pattern on `%c` would
+    // give it its own topics, a section it does not have gives it none.
+    let mut acl = String::from("# ota: PROTOCOL.md E1, devices (generated, do not edit)\n");
+    acl.push_str(&format!("# devices with a section: {}\n", devices.len()));
+    for (id, _) in devices {
+        acl.push_str(&format!("\nuser {id}\n"));
+        for topic in [
+            Topic::Hello(id.clone()),
+            Topic::Presence(id.clone()),
+            Topic::Request(id.clone()),
+            Topic::Status(id.clone()),
+        ] {
+            acl.push_str(&format!("topic write {}\n", t.build(&topic)));
+        }
+        for topic in [
+            Topic::Groups(id.clone()),
+            Topic::Ack(id.clone()),
+            Topic::DeviceBlocks(id.clone()),
+            Topic::Emergency,
+        ] {
+            acl.push_str(&format!("topic read {}\n", t.build(&topic)));
+        }
+        for g in grants.groups_of(id) {
+            for topic in [
+                Topic::GroupCampaign(g.clone()),
+                Topic::GroupEmergency(g.clone()),
+            ] {
+                acl.push_str(&format!("topic read {}\n", t.build(&topic)));
+            }
+        }
+        for a in grants.artifacts_of(id) {
+            acl.push_str(&format!(
+                "topic read {}\n",
+                t.build(&Topic::ArtifactBlocks(a))
+            ));
+        }
+    }
+
+    (devices_passwd, acl)
 }
 
 /// A `mosquitto.conf` that uses the files in `dir`: devices on
@@ -230,6 +316,7 @@ mod tests {
             bridge: Some(("ota-bridge".into(), "$6$c$z".into())),
             operators: vec![("alice".into(), "$6$d$w".into())],
             grants: &grants,
+            edges: &[],
         });
         assert_eq!(f.devices_passwd, "dev-1:$6$a$x\ndev-2:$6$b$y\n");
         let p = t.prefix();
@@ -251,6 +338,7 @@ mod tests {
             bridge: None,
             operators: vec![],
             grants: &grants,
+            edges: &[],
         });
         assert!(!revoked.devices_acl.contains("dev-2"));
         assert!(!f.devices_acl.contains(&format!("{p}/ops")));
@@ -261,5 +349,63 @@ mod tests {
         assert!(f
             .service_acl
             .contains(&format!("topic read {p}/devices/+/status\n")));
+    }
+
+    #[test]
+    fn an_edges_devices_are_in_its_files_only() {
+        let t = Topics::default();
+        let grants = Grants::default();
+        let id = |s: &str| DeviceId::new(s).unwrap();
+        let edges = [
+            MosquittoEdge {
+                name: "a".into(),
+                pid_file: None,
+                device_prefixes: vec!["a-".into()],
+            },
+            MosquittoEdge {
+                name: "b".into(),
+                pid_file: None,
+                device_prefixes: vec!["b-".into(), "a-".into()],
+            },
+        ];
+        let f = render(&Input {
+            topics: &t,
+            devices: vec![
+                (id("b-1"), "$6$b$1".into()),
+                (id("a-1"), "$6$a$1".into()),
+                (id("c-1"), "$6$c$1".into()),
+            ],
+            bridge: Some(("ota-bridge".into(), "$6$c$z".into())),
+            operators: vec![],
+            grants: &grants,
+            edges: &edges,
+        });
+        // The core keeps the devices no edge takes, and the service files.
+        assert_eq!(f.devices_passwd, "c-1:$6$c$1\n");
+        assert!(f.devices_acl.contains("user c-1\n"));
+        assert!(!f.devices_acl.contains("a-1") && !f.devices_acl.contains("b-1"));
+        assert!(f.service_passwd.contains("ota-bridge:"));
+        // The first edge that matches takes a device; no one is in two.
+        assert_eq!(f.edges.len(), 2);
+        assert_eq!(
+            (f.edges[0].name.as_str(), f.edges[0].passwd.as_str()),
+            ("a", "a-1:$6$a$1\n")
+        );
+        assert_eq!(f.edges[1].passwd, "b-1:$6$b$1\n");
+        assert!(f.edges[0].acl.contains(&format!(
+            "user a-1\ntopic write {}/devices/a-1/hello\n",
+            t.prefix()
+        )));
+        assert!(!f.edges[0].acl.contains("b-1"));
+        assert!(!f.edges[1].acl.contains("a-1"));
+        assert_eq!(f.edges[1].dir(), std::path::Path::new("edges/b"));
+        assert_eq!(
+            f.bytes(),
+            f.each().iter().map(|(_, t)| t.len()).sum::<usize>()
+                + f.edges
+                    .iter()
+                    .map(|e| e.passwd.len() + e.acl.len())
+                    .sum::<usize>()
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use broker::mosquitto::MosquittoConfig;
 
-use crate::identity::mosquitto::{self, Files};
+use crate::identity::mosquitto::{self, EdgeFiles, Files};
 use crate::store::StoreError;
 
 /// The conf's name inside the directory.
@@ -100,12 +100,19 @@ fn with_tls(conf: &str, t: &broker::mosquitto::MosquittoTls) -> String {
     out
 }
 
-/// Writes the four files (and `conf`, if given) into `dir`, creating it.
+/// Writes every file (and `conf`, if given) into `dir`, creating it: the
+/// core's four and each edge's two in `edges/NAME/`.
 pub fn write(dir: &Path, files: &Files, conf: Option<&str>) -> Result<(), MosquittoDirError> {
-    std::fs::create_dir_all(dir).map_err(|source| MosquittoDirError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    write_core(dir, files, conf)?;
+    for e in &files.edges {
+        write_edge(dir, e)?;
+    }
+    Ok(())
+}
+
+/// Writes the core's four files (and `conf`, if given) into `dir`.
+pub fn write_core(dir: &Path, files: &Files, conf: Option<&str>) -> Result<(), MosquittoDirError> {
+    create_dir(dir)?;
     for (name, text) in files.each() {
         write_atomic(&dir.join(name), text)?;
     }
@@ -113,6 +120,23 @@ pub fn write(dir: &Path, files: &Files, conf: Option<&str>) -> Result<(), Mosqui
         write_atomic(&dir.join(CONF), c)?;
     }
     Ok(())
+}
+
+/// Writes one edge's two files into `dir/edges/NAME/`.
+pub fn write_edge(dir: &Path, edge: &EdgeFiles) -> Result<(), MosquittoDirError> {
+    let at = dir.join(edge.dir());
+    create_dir(&at)?;
+    for (name, text) in edge.each() {
+        write_atomic(&at.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), MosquittoDirError> {
+    std::fs::create_dir_all(dir).map_err(|source| MosquittoDirError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// `path.tmp`, synced, then renamed over `path`.
@@ -181,8 +205,17 @@ mod tests {
             devices_acl: "pattern read x/%c\n".into(),
             service_passwd: String::new(),
             service_acl: String::new(),
+            edges: vec![EdgeFiles {
+                name: "e1".into(),
+                passwd: "e1-1:$6$e$f\n".into(),
+                acl: "user e1-1\n".into(),
+            }],
         };
         write(&dir, &files, Some("conf\n")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("edges/e1/devices.passwd")).unwrap(),
+            "e1-1:$6$e$f\n"
+        );
         files.devices_passwd = "dev-2:$6$c$d\n".into();
         write(&dir, &files, None).unwrap();
         let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
@@ -190,6 +223,9 @@ mod tests {
         assert_eq!(read(CONF), "conf\n");
         for e in std::fs::read_dir(&dir).unwrap() {
             let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                continue;
+            }
             assert!(!e.file_name().to_string_lossy().ends_with(".tmp"));
             let mode = e.metadata().unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, FILE_MODE, "{:?}", e.file_name());

@@ -54,12 +54,24 @@ pub struct Exported {
     pub devices: usize,
     /// Devices with a `user` section (group or artifact grants).
     pub devices_with_grants: usize,
+    /// Edges with their own devices (`[[broker.mosquitto.edges]]`): each
+    /// one's directory and its devices.
+    pub edges: Vec<ExportedEdge>,
     /// The bridge's username on the service listener.
     pub bridge: Option<String>,
     pub operators: Vec<String>,
     pub devices_listen: String,
     pub service_listen: String,
     pub pid_file: Option<PathBuf>,
+}
+
+/// One edge's files, as [`Exported`] lists them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportedEdge {
+    pub name: String,
+    /// Its `password_file` and `acl_file` are in here.
+    pub dir: PathBuf,
+    pub devices: usize,
 }
 
 /// Writes the conf and the four files for `config`'s registry into `out`
@@ -73,7 +85,7 @@ pub fn export(
 ) -> Result<Exported, MosquittoDirError> {
     let dir = out.unwrap_or(&m.dir);
     let identity = offline(config)?;
-    let files = identity.mosquitto_files();
+    let files = identity.mosquitto_files_for(&m.edges);
     std::fs::create_dir_all(dir).map_err(|source| MosquittoDirError::Write {
         path: dir.to_path_buf(),
         source,
@@ -89,6 +101,15 @@ pub fn export(
     Ok(Exported {
         conf: dir.join(CONF),
         files: files.each().iter().map(|(n, _)| dir.join(n)).collect(),
+        edges: files
+            .edges
+            .iter()
+            .map(|e| ExportedEdge {
+                name: e.name.clone(),
+                dir: dir.join(e.dir()),
+                devices: e.devices(),
+            })
+            .collect(),
         devices: files.devices_passwd.lines().count(),
         devices_with_grants: files
             .devices_acl

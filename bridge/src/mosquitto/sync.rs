@@ -16,12 +16,19 @@
 //! it covers, which is what [`Identity::applied`] and the publisher's
 //! gate (`crate::mqtt::gate`) wait for.
 //!
+//! With `[[broker.mosquitto.edges]]` each edge has its own devices'
+//! files: a rewrite writes and signals only the brokers whose files
+//! changed (a device provisioned for one edge reloads that edge alone;
+//! the core, with the service logins and the devices no edge takes, only
+//! when those changed).
+//!
 //! A failed rewrite or signal is logged once (with what to do) until one
 //! works again, and retried after [`RETRY`]; meanwhile nothing waits for
 //! the files ([`Identity::mark_failing`]).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::mosquitto::MosquittoConfig;
@@ -55,6 +62,7 @@ pub async fn start(
         identity: identity.clone(),
         config: m.clone(),
         conf,
+        written: Arc::default(),
     };
     let task = sync.start(token.clone()).await;
     let gate = publisher.gate_task(token.clone());
@@ -87,6 +95,25 @@ pub struct MosquittoSync {
     /// The conf, written at start when there is none (it does not change
     /// while the bridge runs).
     pub conf: Option<String>,
+    /// What the brokers hold: written and signalled (`Default` at start:
+    /// every broker is written and signalled once).
+    pub written: Arc<Mutex<Written>>,
+}
+
+/// A digest of each broker's files as last written and signalled, to
+/// write and signal only those that changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    core: Option<u64>,
+    edges: BTreeMap<String, u64>,
+}
+
+fn digest<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in texts {
+        t.hash(&mut h);
+    }
+    h.finish()
 }
 
 impl MosquittoSync {
@@ -145,17 +172,13 @@ impl MosquittoSync {
         conf: Option<String>,
         failing: &mut bool,
     ) -> Option<usize> {
-        let (identity, dir_path) = (self.identity.clone(), self.config.dir.clone());
-        let pid_files: Vec<PathBuf> = self
-            .config
-            .pid_file
-            .iter()
-            .chain(&self.config.edge_pid_files)
-            .cloned()
-            .collect();
-        let r =
-            crate::rt::blocking(move || write_and_reload(&identity, &dir_path, conf, &pid_files))
-                .await;
+        let (identity, config) = (self.identity.clone(), self.config.clone());
+        let written = self.written.clone();
+        let r = crate::rt::blocking(move || {
+            let mut w = written.lock().unwrap_or_else(|p| p.into_inner());
+            write_and_reload(&identity, &config, conf, &mut w)
+        })
+        .await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {
@@ -188,23 +211,41 @@ impl MosquittoSync {
 }
 
 /// Blocks: renders under the identity's read lock (hashing the bridge's
-/// and operators' passwords), writes, signals each pid file (the core's,
-/// then the edges' of `edge_pid_files`). The bytes written and the pids
-/// signalled.
+/// and operators' passwords), writes the files that changed since
+/// `written`, and signals their brokers (the core's `pid_file` and the
+/// `edge_pid_files` that share its files, then each edge of `edges` whose
+/// own files changed). The bytes of the largest set one broker reads
+/// (its reparse, which the debounce window follows) and the pids signalled;
+/// `written` is brought up to date as each broker is told.
 fn write_and_reload(
     identity: &Identity,
-    dir_path: &std::path::Path,
+    config: &MosquittoConfig,
     conf: Option<String>,
-    pid_files: &[PathBuf],
+    written: &mut Written,
 ) -> Result<(usize, Vec<i32>), MosquittoDirError> {
-    let files = identity.mosquitto_files();
-    dir::write(dir_path, &files, conf.as_deref())?;
-    let bytes = files.each().iter().map(|(_, text)| text.len()).sum();
-    let pids = pid_files
-        .iter()
-        .map(|p| dir::reload(p))
-        .collect::<Result<_, _>>()?;
-    Ok((bytes, pids))
+    let files = identity.mosquitto_files_for(&config.edges);
+    let dir_path = &config.dir;
+    let mut pids = Vec::new();
+    let core = digest(files.each().map(|(_, t)| t));
+    if written.core != Some(core) || conf.is_some() {
+        dir::write_core(dir_path, &files, conf.as_deref())?;
+        for p in config.pid_file.iter().chain(&config.edge_pid_files) {
+            pids.push(dir::reload(p)?);
+        }
+        written.core = Some(core);
+    }
+    for (edge, text) in config.edges.iter().zip(&files.edges) {
+        let d = digest(text.each().map(|(_, t)| t));
+        if written.edges.get(&edge.name) == Some(&d) {
+            continue;
+        }
+        dir::write_edge(dir_path, text)?;
+        if let Some(p) = &edge.pid_file {
+            pids.push(dir::reload(p)?);
+        }
+        written.edges.insert(edge.name.clone(), d);
+    }
+    Ok((files.largest(), pids))
 }
 
 #[cfg(test)]

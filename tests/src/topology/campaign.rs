@@ -132,12 +132,14 @@ pub async fn run(
         .map_err(|e| fail(format!("group put: {e}")))?;
     let load_start = load_average().unwrap_or(0.0);
     let cpu0 = t.pids().serve.and_then(cpu_seconds).unwrap_or(0.0);
-    let profile = format!(
-        "[fleet]\nid_prefix = \"topo\"\nconnects_per_second = {}\nseed = 1\n\
-         [labels]\nfleet = [\"{GROUP}\"]\n\
-         [versions]\nmain = \"1.0.0\"\nconfig = \"7.0.0\"\n{}",
-        run.connects_per_second, run.faults
-    );
+    let profile = |id_prefix: &str| {
+        format!(
+            "[fleet]\nid_prefix = \"{id_prefix}\"\nconnects_per_second = {}\nseed = 1\n\
+             [labels]\nfleet = [\"{GROUP}\"]\n\
+             [versions]\nmain = \"1.0.0\"\nconfig = \"7.0.0\"\n{}",
+            run.connects_per_second, run.faults
+        )
+    };
     let zero = Instant::now();
     t.spawn_sims(run.devices, &profile)?;
     let registered = {

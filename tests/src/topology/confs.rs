@@ -58,8 +58,8 @@ pub fn downstream(t: &Topics) -> Vec<String> {
 }
 
 /// One edge's conf: the devices' listener on `port` with ota's files in
-/// `ota_dir` (the same files as the core's devices' listener, which the
-/// bridge rewrites and SIGHUPs every edge for), its pid in `pid_file`,
+/// `ota_dir` (the edge's own devices' files, which the bridge rewrites
+/// and SIGHUPs the edge for), its pid in `pid_file`,
 /// and a bridge to the core's edge listener `core_port` as edge `i` with
 /// `password`.
 pub fn edge(

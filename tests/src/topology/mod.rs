@@ -12,10 +12,13 @@
 //!   ota sim 1     ota sim 2         ota sim K       (devices, own passwords)
 //! ```
 //!
-//! The bridge writes one set of devices' password and ACL files
-//! (`[broker.mosquitto] dir`); the core's devices' listener and every edge
-//! read them, and the bridge sends SIGHUP to the core (`pid_file`) and to
-//! every edge (`edge_pid_files`) after each rewrite.
+//! Each edge holds only its own devices (`[[broker.mosquitto.edges]]`):
+//! edge N serves the ids that begin `eN-` ([`edge_id_prefix`]), its
+//! simulator names its devices so, and the bridge writes that edge's
+//! password and ACL files in `mosquitto/edges/edge-N/` and sends it
+//! SIGHUP when they change. The core's devices' listener holds none of
+//! them: Mosquitto 2.0 reparses a whole ACL file on every reload, in a
+//! time that grows with the square of its users (docs/scaling.md).
 //!
 //! - [`campaign`]: one campaign through it, measured.
 //! - [`confs`]: the edges' confs and the core's edge listener (text).
@@ -104,6 +107,8 @@ pub struct Topology {
     pub service_port: u16,
     /// The edges' device listeners, by edge.
     pub edge_ports: Vec<u16>,
+    /// The core's devices' listener (no edge's device is in its files).
+    pub core_devices_port: u16,
     ota: PathBuf,
     core: Mosquitto,
     edges: Vec<Mosquitto>,
@@ -164,7 +169,7 @@ impl Topology {
                 &topics,
                 i,
                 *port,
-                &files,
+                &files.join("edges").join(edge_name(i)),
                 &edge_pid_file(&dir, i),
                 ports.core_edges,
                 &secrets.edges[i],
@@ -187,6 +192,7 @@ impl Topology {
             keys,
             service_port: ports.service,
             edge_ports: ports.edges,
+            core_devices_port: ports.core_devices,
             ota: opts.ota,
             core,
             edges,
@@ -227,10 +233,14 @@ impl Topology {
 
     /// Starts `ota sim` processes for devices `1..=devices`, spread evenly
     /// over the edges (one process per edge, each under the open-file
-    /// limit), with `profile` (fleet.toml text; the release keys come from
-    /// the bridge through `--provision`).
-    pub fn spawn_sims(&mut self, devices: usize, profile: &str) -> Result<(), TopologyError> {
-        std::fs::write(self.dir.join("fleet.toml"), profile)?;
+    /// limit), with `profile(id_prefix)` (fleet.toml text, whose
+    /// `[fleet] id_prefix` must be the one given: the edge's; the release
+    /// keys come from the bridge through `--provision`).
+    pub fn spawn_sims(
+        &mut self,
+        devices: usize,
+        profile: &dyn Fn(&str) -> String,
+    ) -> Result<(), TopologyError> {
         let k = self.edge_ports.len();
         let mut first = 1;
         for (i, port) in self.edge_ports.iter().enumerate() {
@@ -238,7 +248,9 @@ impl Topology {
             if n == 0 {
                 continue;
             }
-            let s = SimProc::spawn(&self.ota, &self.dir, "fleet.toml", (i, *port), first, n)?;
+            let name = format!("fleet-{}.toml", edge_name(i));
+            std::fs::write(self.dir.join(&name), profile(&edge_id_prefix(i)))?;
+            let s = SimProc::spawn(&self.ota, &self.dir, &name, (i, *port), first, n)?;
             self.sims.push(s);
             first += n;
         }
@@ -396,7 +408,18 @@ impl Secrets {
 }
 
 fn edge_pid_file(dir: &Path, i: usize) -> PathBuf {
-    dir.join("run").join(format!("edge-{}.pid", i + 1))
+    dir.join("run").join(format!("{}.pid", edge_name(i)))
+}
+
+/// Edge `i`'s name in `[[broker.mosquitto.edges]]`: `edge-1`, ...
+pub fn edge_name(i: usize) -> String {
+    format!("edge-{}", i + 1)
+}
+
+/// The `[fleet] id_prefix` of edge `i`'s simulator: its devices are
+/// `e1-00001`, ..., and the edge takes the ids that begin `e1-`.
+pub fn edge_id_prefix(i: usize) -> String {
+    format!("e{}", i + 1)
 }
 
 /// The keys' files and `ota.toml`: the bridge on the core's service
@@ -428,8 +451,16 @@ fn write_config(
     std::fs::write(dir.join("operator.pub"), text(&keys.operator))?;
     std::fs::write(dir.join("release.pub"), text(&keys.release))?;
     let head = crate::serve_config::bridge_head(dir, &keys.director)?;
-    let edge_pids: Vec<String> = (0..ports.edges.len())
-        .map(|i| format!("{:?}", edge_pid_file(dir, i).display().to_string()))
+    let edges: String = (0..ports.edges.len())
+        .map(|i| {
+            format!(
+                "[[broker.mosquitto.edges]]\nname = \"{}\"\npid_file = {:?}\n\
+                 device_prefixes = [\"{}-\"]\n",
+                edge_name(i),
+                edge_pid_file(dir, i).display().to_string(),
+                edge_id_prefix(i),
+            )
+        })
         .collect();
     let config = format!(
         "{head}\
@@ -443,16 +474,15 @@ fn write_config(
          [broker.mosquitto]\n\
          dir = \"mosquitto\"\n\
          pid_file = \"run/core.pid\"\n\
-         edge_pid_files = [{edges}]\n\
          devices_listen = \"127.0.0.1:{devices}\"\n\
          [broker.mosquitto.operators]\n\
          {OPERATOR_USER} = \"{op}\"\n\
+         {edges}\
          {extra}",
         op = secrets.operator,
         bp = secrets.bridge,
         service = ports.service,
         devices = ports.core_devices,
-        edges = edge_pids.join(", "),
     );
     std::fs::write(dir.join("ota.toml"), config)
 }
