@@ -128,7 +128,14 @@ pub struct Identity {
     external: External,
     /// Enrollments made at login, for the core actor to store.
     enrolled: enroll::Enrolled,
+    /// The bridge's and operators' `$6$` hashes for Mosquitto's files:
+    /// salted once, so that files rendered again are the same text when
+    /// nothing changed (and Mosquitto is not reloaded for nothing).
+    service_hashes: std::sync::OnceLock<ServiceHashes>,
 }
+
+/// (the bridge's username and hash, the operators' usernames and hashes).
+type ServiceHashes = (Option<(String, String)>, Vec<(String, String)>);
 
 /// How far an external broker's copy of the registry is.
 struct External {
@@ -168,6 +175,7 @@ impl Identity {
                 applied: watch::Sender::new(0),
                 cycle_ms: AtomicU64::new(0),
             },
+            service_hashes: std::sync::OnceLock::new(),
         };
         for r in records {
             id.upsert(r);
@@ -418,8 +426,9 @@ impl Identity {
     }
 
     /// E1 as Mosquitto files ([`super::mosquitto`]): the active devices,
-    /// the bridge's and operators' accounts (hashed here, with a new salt),
-    /// and the grants as they stand; every device in the core's files.
+    /// the bridge's and operators' accounts (hashed on first use, with a
+    /// new salt), and the grants as they stand; every device in the core's
+    /// files.
     pub fn mosquitto_files(&self) -> super::mosquitto::Files {
         self.mosquitto_files_for(&[])
     }
@@ -429,8 +438,14 @@ impl Identity {
         &self,
         edges: &[broker::mosquitto::MosquittoEdge],
     ) -> super::mosquitto::Files {
-        let hash =
-            |(u, p): (&String, &String)| (u.clone(), schemas::provisioning::hash_password(p));
+        let (bridge, operators) = self.service_hashes.get_or_init(|| {
+            let hash =
+                |(u, p): (&String, &String)| (u.clone(), schemas::provisioning::hash_password(p));
+            (
+                self.config.bridge_login.as_ref().map(|(u, p)| hash((u, p))),
+                self.config.operators.iter().map(hash).collect(),
+            )
+        });
         let state = self.read();
         let devices = state
             .devices
@@ -441,8 +456,8 @@ impl Identity {
         super::mosquitto::render(&super::mosquitto::Input {
             topics: &self.config.topics,
             devices,
-            bridge: self.config.bridge_login.as_ref().map(|(u, p)| hash((u, p))),
-            operators: self.config.operators.iter().map(hash).collect(),
+            bridge: bridge.clone(),
+            operators: operators.clone(),
             grants: &state.grants,
             edges,
         })

@@ -256,4 +256,92 @@ mod tests {
         assert_eq!(debounce(0), DEBOUNCE);
         assert_eq!(debounce(2 << 20), DEBOUNCE + Duration::from_millis(800));
     }
+
+    /// Brokers that ignore SIGHUP (`nohup`), so they can be told again.
+    struct Brokers(Vec<std::process::Child>);
+    impl Drop for Brokers {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_brokers_whose_files_changed_are_written_and_signalled() {
+        use super::*;
+        use crate::identity::{Admission, CredentialRecord, IdentityConfig, Standing};
+        use broker::mosquitto::MosquittoEdge;
+        use std::process::{Command, Stdio};
+        let tmp = tempfile::tempdir().unwrap();
+        let mut brokers = Brokers(Vec::new());
+        let mut pid_file = |name: &str| {
+            let c = Command::new("nohup")
+                .args(["sleep", "60"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let path = tmp.path().join(format!("{name}.pid"));
+            std::fs::write(&path, format!("{}\n", c.id())).unwrap();
+            brokers.0.push(c);
+            path
+        };
+        let edge = |name: &str, pid_file: std::path::PathBuf| MosquittoEdge {
+            name: name.into(),
+            pid_file: Some(pid_file),
+            device_prefixes: vec![format!("{name}-")],
+        };
+        let config = MosquittoConfig {
+            dir: tmp.path().join("m"),
+            pid_file: Some(pid_file("core")),
+            edge_pid_files: vec![],
+            devices_listen: broker::mosquitto::DEFAULT_DEVICES_LISTEN,
+            operators: Default::default(),
+            tls: None,
+            edges: vec![edge("a", pid_file("a")), edge("b", pid_file("b"))],
+        };
+        let pids: Vec<i32> = brokers.0.iter().map(|c| c.id() as i32).collect();
+        let (core, a, b) = (pids[0], pids[1], pids[2]);
+        let record = |id: &str| {
+            CredentialRecord::new(
+                schemas::DeviceId::new(id).unwrap(),
+                "pw",
+                Standing::Active,
+                1,
+            )
+        };
+        let identity = Identity::new(
+            IdentityConfig {
+                topics: Default::default(),
+                bridge_client_id: "ota-bridge".into(),
+                bridge_login: Some(("bridge".into(), "bridge-pw".into())),
+                operators: Default::default(),
+                admission: Admission::Provisioned,
+                registrations_per_minute: 0,
+            },
+            &[record("a-1")],
+        );
+        let mut w = Written::default();
+        let mut round = |w: &mut Written| write_and_reload(&identity, &config, None, w).unwrap().1;
+        // The first rewrite tells every broker.
+        assert_eq!(round(&mut w), [core, a, b]);
+        assert!(
+            std::fs::read_to_string(config.dir.join("edges/a/devices.passwd"))
+                .unwrap()
+                .starts_with("a-1:")
+        );
+        // Nothing changed: nobody is told (the service accounts are salted
+        // once, so the core's files are the same text).
+        assert_eq!(round(&mut w), Vec::<i32>::new());
+        identity.upsert(&record("b-1"));
+        assert_eq!(round(&mut w), [b]);
+        identity.upsert(&record("c-1"));
+        assert_eq!(round(&mut w), [core]);
+        // A written conf always reloads the core.
+        let (_, p) = write_and_reload(&identity, &config, Some("conf\n".into()), &mut w).unwrap();
+        assert_eq!(p, [core]);
+    }
 }
