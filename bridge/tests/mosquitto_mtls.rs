@@ -161,6 +161,7 @@ async fn a_revoked_devices_certificate_gets_no_rights_on_mosquitto() {
             devices_listen: format!("127.0.0.1:{dp}").parse().unwrap(),
             operators: BTreeMap::new(),
             tls: Some(tls),
+            edges: Vec::new(),
         };
         bridge::mosquitto::dir::conf(&cfg, dir, ("127.0.0.1", sp))
     })
