@@ -197,10 +197,7 @@ async fn blocks_go_only_to_devices_an_announcement_names_and_a_request_flood_lea
     let a = ArtifactId::new("fw-3.0.0-esp32").unwrap();
     artifact(
         &stack,
-        Release {
-            size: 64 * 1024,
-            ..Release::new(a.as_str(), Kind::Firmware, "3.0.0")
-        },
+        Release::new(a.as_str(), Kind::Firmware, "3.0.0").sized(64 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;

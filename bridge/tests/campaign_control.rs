@@ -31,10 +31,7 @@ async fn pause_stops_new_downloads_and_resume_continues() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 240 * 1024,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(240 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -102,14 +99,7 @@ async fn pause_stops_new_downloads_and_resume_continues() {
 async fn abort_cancels_every_device_not_yet_installing() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        Release {
-            size: 2000,
-            ..Release::config("cfg-2.0.0", "2.0.0")
-        },
-    )
-    .await;
+    artifact(&stack, Release::config("cfg-2.0.0", "2.0.0").sized(2000)).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     // One device finishes before the abort; the others keep putting the

@@ -47,10 +47,7 @@ async fn devices_with_the_next_key_follow_the_rotated_bridge_and_others_refuse_i
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 8 * 1024,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(8 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -24,10 +24,7 @@ async fn the_plan_matches_the_create_and_the_run() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 4096,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(4096),
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -117,10 +114,7 @@ async fn a_release_no_targeted_device_trusts_is_refused() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 2048,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(2048),
     )
     .await;
     group(&ops, "acme", "acme").await;

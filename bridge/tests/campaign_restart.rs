@@ -23,10 +23,7 @@ async fn a_restarted_bridge_finishes_the_campaign_with_its_timers() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        Release {
-            size: 2000,
-            ..Release::new("fw-4.0.0-esp32", Kind::Firmware, "4.0.0")
-        },
+        Release::new("fw-4.0.0-esp32", Kind::Firmware, "4.0.0").sized(2000),
     )
     .await;
     group(&ops, "canary", "canary").await;

@@ -26,10 +26,7 @@ async fn a_scheduled_draft_starts_by_itself_across_a_restart() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 2000,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(2000),
     )
     .await;
     group(&ops, "acme", "acme").await;

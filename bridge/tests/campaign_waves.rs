@@ -144,10 +144,7 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        Release {
-            size: 2000,
-            ..Release::new("fw-3.0.0-esp32", Kind::Firmware, "3.0.0")
-        },
+        Release::new("fw-3.0.0-esp32", Kind::Firmware, "3.0.0").sized(2000),
     )
     .await;
     group(&ops, "acme", "acme").await;

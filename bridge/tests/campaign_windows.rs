@@ -32,14 +32,7 @@ fn span(a: u64, b: u64) -> String {
 }
 
 async fn app(stack: &common::Stack, id: &str, version: &str) {
-    artifact(
-        stack,
-        Release {
-            size: 2000,
-            ..Release::new(id, Kind::App, version)
-        },
-    )
-    .await;
+    artifact(stack, Release::new(id, Kind::App, version).sized(2000)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

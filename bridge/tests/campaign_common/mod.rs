@@ -88,6 +88,11 @@ impl<'a> Release<'a> {
             ..Release::new(id, Kind::Config, version)
         }
     }
+
+    /// This release, as an image of `size` bytes.
+    pub fn sized(self, size: usize) -> Self {
+        Release { size, ..self }
+    }
 }
 
 /// Stores `r` signed, as an image of `r.size` bytes (block size 1024).
