@@ -54,10 +54,7 @@ pub async fn wait_event(
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    harness::free_port().expect("a free port")
 }
 
 /// An operator key pair in `dir` (operator.key, operator.pub).
@@ -104,6 +101,27 @@ pub fn director_key(dir: &Path) -> &'static str {
 /// config with the operator, release and director keys.
 pub fn bridge_head(dir: &Path) -> String {
     harness::serve_config::bridge_head(dir, &director()).expect("write the director key")
+}
+
+/// Writes `ota.toml` in `dir`: the head of [`bridge_head`], `[broker]`
+/// with these lines, a 20 ms merge window and open admission.
+pub fn open_config(dir: &Path, broker_lines: &str) -> PathBuf {
+    let head = bridge_head(dir);
+    let path = dir.join("ota.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{head}\
+             [broker]\n\
+             {broker_lines}\
+             [blocks]\n\
+             merge_window_ms = 20\n\
+             [devices]\n\
+             admission = \"open\"\n"
+        ),
+    )
+    .expect("write the config");
+    path
 }
 
 /// Writes `ota.toml` in `dir` with this `[broker]` section (and the
@@ -272,15 +290,8 @@ pub async fn push_firmware(
 pub async fn wait_registered(client: &OpsClient, n: usize) {
     within(&format!("{n} devices to register"), async {
         loop {
-            let l: bridge::ops::fleet_cmds::DeviceList = client
-                .call_ok(schemas::ops::Command::DeviceList {
-                    group: None,
-                    after: None,
-                    limit: None,
-                })
-                .await
-                .expect("device list");
-            if l.devices.len() == n {
+            let l = client.all_devices(None).await.expect("device list");
+            if l.len() == n {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
