@@ -36,9 +36,7 @@ async fn pause_stops_new_downloads_and_resume_continues() {
     .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let early: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let early = devices.spawn_each(&stack, "acme", 1..=3);
     // These put it off for 1.5 s, so the pause finds them not started.
     let late: Vec<_> = (4..=6)
         .map(|i| {

@@ -29,9 +29,7 @@ async fn the_plan_matches_the_create_and_the_run() {
     .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let mut esp: Vec<_> = (1..=8)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let mut esp = devices.spawn_each(&stack, "acme", 1..=8);
     let other = devices.spawn(&stack, DeviceOpts::new("acme-arm", "acme").arch("armv7"));
     let mut current = DeviceOpts::new("acme-new", "acme");
     current.versions = vec![("main".into(), "1.1.0".into())];

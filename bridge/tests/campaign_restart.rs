@@ -29,14 +29,10 @@ async fn a_restarted_bridge_finishes_the_campaign_with_its_timers() {
     group(&ops, "canary", "canary").await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let canaries: Vec<_> = (1..=2)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("canary-{i}"), "canary")))
-        .collect();
+    let canaries = devices.spawn_each(&stack, "canary", 1..=2);
     // Registered, then offline for good: wave 1 can only pass at its timeout.
     let gone = devices.spawn(&stack, DeviceOpts::new("canary-3", "canary"));
-    let acme: Vec<_> = (1..=4)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=4);
     registered(&stack, 7).await;
     devices.stop(&gone).await;
 

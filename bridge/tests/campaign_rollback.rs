@@ -85,9 +85,7 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
     }
 
     let mut devices = Devices::default();
-    let good: Vec<_> = (1..=4)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let good = devices.spawn_each(&stack, "acme", 1..=4);
     // The failures come after the successes (put off 1.5 s), so the halt
     // finds four devices on 2.0.0.
     let bad: Vec<_> = (5..=6)

@@ -31,9 +31,7 @@ async fn a_scheduled_draft_starts_by_itself_across_a_restart() {
     .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let acme: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=3);
     registered(&stack, 3).await;
 
     let now = bridge::unix_now();

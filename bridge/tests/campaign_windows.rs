@@ -127,9 +127,7 @@ async fn an_emergency_goes_out_in_a_closed_window() {
     app(&stack, "app-1.1.1", "1.1.1").await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let acme: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=3);
     registered(&stack, 3).await;
 
     let t0 = bridge::unix_now();
@@ -196,9 +194,7 @@ async fn stop_at_ends_a_campaign_expired_before_its_next_wave() {
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     let canary = devices.spawn(&stack, DeviceOpts::new("canary-1", "canary"));
-    let acme: Vec<_> = (1..=2)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=2);
     registered(&stack, 3).await;
     let events = EventLog::start(&ops).await;
 

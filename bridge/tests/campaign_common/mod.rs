@@ -410,6 +410,19 @@ impl Devices {
         id
     }
 
+    /// Spawns a plain device `{customer}-{i}` of that customer for each
+    /// `i` in `range`.
+    pub fn spawn_each(
+        &mut self,
+        stack: &Stack,
+        customer: &str,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Vec<DeviceId> {
+        range
+            .map(|i| self.spawn(stack, DeviceOpts::new(format!("{customer}-{i}"), customer)))
+            .collect()
+    }
+
     /// Stops one device (it goes offline; its will says so).
     pub async fn stop(&mut self, id: &DeviceId) {
         if let Some((token, task)) = self.running.remove(id) {
