@@ -98,7 +98,7 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
 
     // (d) Meanwhile the real campaign, and (b) during it reports under
     // acme-1's name: either, heard, would change the campaign.
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-2", "kind": "firmware", "release": ["fw-2.0.0-esp32"],
@@ -107,7 +107,6 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: campaign }).await;
     scene.forge_reports(&mallory).await.unwrap();
     let done = wait_state(&ops, "fw-2", "completed", LONG).await;
     let c = done.current.expect("a tally").counts;

@@ -12,8 +12,6 @@ use bridge::campaign::gate::PassRule;
 use bridge::campaign::record::WaveEnd;
 use campaign_common::*;
 use schemas::msg::{Kind, StatusState};
-use schemas::ops::Command;
-use schemas::CampaignId;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,20 +34,13 @@ async fn a_restarted_bridge_finishes_the_campaign_with_its_timers() {
     registered(&stack, 7).await;
     devices.stop(&gone).await;
 
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-4", "kind": "firmware", "release": ["fw-4.0.0-esp32"],
             "waves": [{"cohorts": {"canary": 10000}}, {"cohorts": {"acme": 10000}}],
             "gates": {"success_bar_bp": 9500, "min_sample": 2, "wave_timeout_secs": 5}
         }),
-    )
-    .await;
-    call(
-        &ops,
-        Command::CampaignStart {
-            id: CampaignId::new("fw-4").unwrap(),
-        },
     )
     .await;
     wait("the canaries' success", LONG, || {

@@ -175,8 +175,7 @@ async fn a_standing_spec_is_checked() {
     assert!(e.contains("--allow-empty"), "{e}");
     let mut allowed = one_off;
     allowed["allow_empty"] = json!(true);
-    create(&ops, allowed).await;
-    call(&ops, Command::CampaignStart { id: cid("one-off") }).await;
+    launch(&ops, allowed).await;
     let e = refusal(
         &ops,
         Command::CampaignRetarget {

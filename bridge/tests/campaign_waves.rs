@@ -170,7 +170,7 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
     let globex = devices.spawn_each(&stack, "globex", 1..=3);
     registered(&stack, 13).await;
 
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-3", "kind": "firmware", "release": ["fw-3.0.0-esp32"],
@@ -178,13 +178,6 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
             "gates": {"success_bar_bp": 9000, "failure_halt_bp": 2000, "min_sample": 3,
                       "wave_timeout_secs": 60}
         }),
-    )
-    .await;
-    call(
-        &ops,
-        schemas::ops::Command::CampaignStart {
-            id: "fw-3".parse().unwrap(),
-        },
     )
     .await;
 

@@ -131,7 +131,7 @@ async fn an_emergency_goes_out_in_a_closed_window() {
     registered(&stack, 3).await;
 
     let t0 = bridge::unix_now();
-    create(
+    launch(
         &ops,
         json!({
             "id": "app-1", "kind": "app", "release": ["app-1.1.0"],
@@ -141,7 +141,6 @@ async fn an_emergency_goes_out_in_a_closed_window() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("app-1") }).await;
     holds_for(
         "devices to wait for the window",
         Duration::from_secs(2),
