@@ -103,13 +103,19 @@ pub fn bridge_head(dir: &Path) -> String {
     harness::serve_config::bridge_head(dir, &director()).expect("write the director key")
 }
 
+/// Writes `text` as `dir/ota.toml` and returns its path.
+fn write_ota_toml(dir: &Path, text: String) -> PathBuf {
+    let path = dir.join("ota.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
 /// Writes `ota.toml` in `dir`: the head of [`bridge_head`], `[broker]`
 /// with these lines, a 20 ms merge window and open admission.
 pub fn open_config(dir: &Path, broker_lines: &str) -> PathBuf {
     let head = bridge_head(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "{head}\
              [broker]\n\
@@ -120,17 +126,14 @@ pub fn open_config(dir: &Path, broker_lines: &str) -> PathBuf {
              admission = \"open\"\n"
         ),
     )
-    .expect("write the config");
-    path
 }
 
 /// Writes `ota.toml` in `dir` with this `[broker]` section (and the
 /// director key).
 pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
     let director = director_key(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "[bridge]\n\
              data_dir = \"data\"\n\
@@ -143,8 +146,6 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
              {broker_section}\n"
         ),
     )
-    .expect("write the config");
-    path
 }
 
 /// The accounts of [`mosquitto_config`]: the bridge's, and the operator
@@ -190,9 +191,8 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16, tls: bool) -> Pa
         ("mqtt", String::new(), String::new(), String::new())
     };
     let head = bridge_head(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "{head}\
              username = \"{au}\"\n\
@@ -213,8 +213,6 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16, tls: bool) -> Pa
              {mosquitto_tls}"
         ),
     )
-    .unwrap();
-    path
 }
 
 /// The accounts of [`secured_config`]: the bridge's, and the operator
@@ -230,9 +228,8 @@ pub const ALICE_LOGIN: (&str, &str) = ("alice", "alice-secret-0123456789");
 pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> PathBuf {
     let ((bu, bp), (au, ap)) = (BRIDGE_LOGIN, ALICE_LOGIN);
     let director = director_key(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "[bridge]\n\
              data_dir = \"data\"\n\
@@ -255,8 +252,6 @@ pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> P
              {tail}"
         ),
     )
-    .expect("write the config");
-    path
 }
 
 /// Signs a 6,000-byte firmware image of main `version` for esp32 (blocks
