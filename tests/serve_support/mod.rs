@@ -599,13 +599,14 @@ impl Device {
             outbox,
             features: Vec::new(),
         };
+        self.publish(Topic::Hello(self.id.clone()), h.encode())
+            .await;
+    }
+
+    /// Publishes `payload` on `topic`, QoS 1.
+    async fn publish(&self, topic: Topic, payload: Vec<u8>) {
         self.client
-            .publish(
-                self.topics.build(&Topic::Hello(self.id.clone())),
-                QoS::AtLeastOnce,
-                false,
-                h.encode(),
-            )
+            .publish(self.topics.build(&topic), QoS::AtLeastOnce, false, payload)
             .await
             .expect("publish");
     }
@@ -627,15 +628,8 @@ impl Device {
             .into(),
         };
         let b = s.encode();
-        self.client
-            .publish(
-                self.topics.build(&Topic::Status(self.id.clone())),
-                QoS::AtLeastOnce,
-                false,
-                b.clone(),
-            )
-            .await
-            .expect("publish");
+        self.publish(Topic::Status(self.id.clone()), b.clone())
+            .await;
         b
     }
 
