@@ -55,21 +55,10 @@ impl Setup {
     }
 }
 
-const SIGN: &[&str] = &[
-    "artifact",
-    "sign",
-    "fw.bin",
-    "--kind",
-    "firmware",
-    "--component",
-    "main",
-    "--version",
-    "1.3.0",
-    "--arch",
-    "esp32",
-    "--key",
-    "keys/release.key",
-];
+/// `ota artifact sign fw.bin` as firmware main 1.3.0 for esp32.
+fn sign() -> Vec<&'static str> {
+    cli_support::sign_firmware("fw.bin", "1.3.0")
+}
 
 fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
     base.iter().chain(more).copied().collect()
@@ -78,7 +67,7 @@ fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn sign_then_inspect_shows_every_field_and_verifies() {
     let s = Setup::new();
-    let run = ota(s.dir(), SIGN).ok();
+    let run = ota(s.dir(), &sign()).ok();
     assert!(run.stdout.contains("fw.bin.manifest"), "{}", run.stdout);
 
     let release_kid = keys::kid_to_hex(&keys::kid(&s.public("release")));
@@ -157,7 +146,7 @@ fn sign_then_inspect_shows_every_field_and_verifies() {
 #[test]
 fn the_manifest_verifies_as_a_device_verifies_it() {
     let s = Setup::new();
-    ota(s.dir(), SIGN).ok();
+    ota(s.dir(), &sign()).ok();
     let envelope = std::fs::read(s.path("fw.bin.manifest")).unwrap();
     let m = verify_entry(&envelope, &TrustStore::new([s.public("release")])).unwrap();
     assert_eq!(m.kind, Kind::Firmware);
@@ -186,7 +175,7 @@ fn the_manifest_verifies_as_a_device_verifies_it() {
 fn optional_flags_land_in_the_manifest() {
     let s = Setup::new();
     let args = with(
-        SIGN,
+        &sign(),
         &[
             "--block-size",
             "256",
@@ -239,7 +228,7 @@ fn optional_flags_land_in_the_manifest() {
 #[test]
 fn inspect_fails_when_the_trusted_keys_do_not_verify() {
     let s = Setup::new();
-    ota(s.dir(), SIGN).ok();
+    ota(s.dir(), &sign()).ok();
 
     // Signed by another key: unknown_key, exit 1, the fields still shown.
     let (code, j, stderr) = s.inspect_json(&[
@@ -297,7 +286,7 @@ fn sign_errors_are_one_clear_line() {
     let s = Setup::new();
     let d = s.dir();
     let replace = |flag: &str, value: &'static str| -> Vec<&'static str> {
-        let mut args: Vec<&'static str> = SIGN.to_vec();
+        let mut args: Vec<&'static str> = sign();
         let at = args.iter().position(|a| *a == flag).unwrap();
         args[at + 1] = value;
         args
@@ -307,17 +296,18 @@ fn sign_errors_are_one_clear_line() {
     ota(d, &replace("sign", "missing.bin")).fails_with(1, &["missing.bin"]);
     // Bad values are usage errors (exit 2) that name the flag.
     ota(d, &replace("--version", "1.3")).fails_with(2, &["--version", "1.3", "semver"]);
-    ota(d, &with(SIGN, &["--min-version", "one"])).fails_with(2, &["--min-version", "semver"]);
+    ota(d, &with(&sign(), &["--min-version", "one"])).fails_with(2, &["--min-version", "semver"]);
     ota(d, &replace("--kind", "kernel"))
         .fails_with(2, &["--kind", "kernel", "firmware, app, config"]);
-    ota(d, &with(SIGN, &["--block-size", "1000"]))
+    ota(d, &with(&sign(), &["--block-size", "1000"]))
         .fails_with(2, &["--block-size", "1000", "power of two"]);
-    ota(d, &with(SIGN, &["--block-size", "131072"]))
+    ota(d, &with(&sign(), &["--block-size", "131072"]))
         .fails_with(2, &["--block-size", "power of two"]);
-    ota(d, &with(SIGN, &["--block-size", "big"])).fails_with(2, &["--block-size", "not a number"]);
+    ota(d, &with(&sign(), &["--block-size", "big"]))
+        .fails_with(2, &["--block-size", "not a number"]);
     ota(d, &replace("--arch", "arm v7")).fails_with(2, &["--arch"]);
     ota(d, &replace("--component", "ma/in")).fails_with(2, &["--component", "ma/in"]);
-    ota(d, &with(SIGN, &["--id", "a#b"])).fails_with(2, &["--id"]);
+    ota(d, &with(&sign(), &["--id", "a#b"])).fails_with(2, &["--id"]);
     // Wrong keys: exit 1, say what was expected.
     ota(d, &replace("--key", "keys/release.pub")).fails_with(1, &["public key", "release.key"]);
     ota(d, &replace("--key", "keys/operator.key")).fails_with(1, &["operator key", "release"]);
@@ -340,7 +330,7 @@ fn sign_errors_are_one_clear_line() {
 fn images_must_hold_1_byte_to_64_mib() {
     let s = Setup::new();
     std::fs::write(s.path("empty.bin"), b"").unwrap();
-    let mut args = SIGN.to_vec();
+    let mut args = sign();
     args[2] = "empty.bin";
     ota(s.dir(), &args).fails_with(1, &["empty.bin", "empty"]);
 
@@ -359,7 +349,7 @@ fn images_must_hold_1_byte_to_64_mib() {
 #[test]
 fn inspect_errors_are_one_clear_line() {
     let s = Setup::new();
-    ota(s.dir(), SIGN).ok();
+    ota(s.dir(), &sign()).ok();
     let d = s.dir();
     ota(d, &["artifact", "inspect", "missing.manifest"]).fails_with(1, &["missing.manifest"]);
     ota(d, &["artifact", "inspect", "fw.bin"]).fails_with(1, &["fw.bin", "image"]);

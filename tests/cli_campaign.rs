@@ -18,25 +18,15 @@ use schemas::CampaignId;
 use serve_support::*;
 
 fn config(dir: &Path, port: u16) -> std::path::PathBuf {
-    let head = serve_support::bridge_head(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{head}\
-             [broker]\n\
-             listen = \"127.0.0.1:{port}\"\n\
+    open_config(
+        dir,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\n\
              segment_size = 1048576\n\
              segment_count = 3\n\
-             allow_anonymous = true\n\
-             [blocks]\n\
-             merge_window_ms = 20\n\
-             [devices]\n\
-             admission = \"open\"\n"
+             allow_anonymous = true\n"
         ),
     )
-    .expect("write the config");
-    path
 }
 
 /// Runs `ota args...` off the runtime.

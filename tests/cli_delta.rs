@@ -7,7 +7,7 @@ mod cli_support;
 use std::path::Path;
 use std::process::Command;
 
-use cli_support::ota;
+use cli_support::{ota, sign_firmware};
 use schemas::cose::TrustStore;
 use schemas::keys;
 use schemas::msg::delta::{check_against, pick_delta, Installed};
@@ -50,24 +50,6 @@ fn zstd_cli() -> Command {
     Command::new("/usr/bin/zstd")
 }
 
-fn sign_args<'a>(version: &'a str, image: &'a str) -> Vec<&'a str> {
-    vec![
-        "artifact",
-        "sign",
-        image,
-        "--kind",
-        "firmware",
-        "--component",
-        "main",
-        "--version",
-        version,
-        "--arch",
-        "esp32",
-        "--key",
-        "keys/release.key",
-    ]
-}
-
 fn public(dir: &Path) -> keys::VerifyingKey {
     keys::parse_verifying_key(&std::fs::read_to_string(dir.join("keys/release.pub")).unwrap())
         .unwrap()
@@ -85,7 +67,7 @@ fn sign_writes_deltas_that_the_zstd_cli_rebuilds() {
     std::fs::write(d.join("fw-1.2.0.bin"), &v120).unwrap();
     std::fs::write(d.join("fw-1.3.0.bin"), &v130).unwrap();
 
-    let mut args = sign_args("1.3.0", "fw-1.3.0.bin");
+    let mut args = sign_firmware("fw-1.3.0.bin", "1.3.0");
     args.extend([
         "--delta-from",
         "fw-1.2.0.bin@1.2.0",
@@ -188,16 +170,16 @@ fn bad_delta_flags_are_clear() {
     let d = dir.path();
     ota(d, &["keygen", "--out", "keys"]).ok();
     std::fs::write(d.join("fw.bin"), image(5000, 1)).unwrap();
-    let mut args = sign_args("1.3.0", "fw.bin");
+    let mut args = sign_firmware("fw.bin", "1.3.0");
     args.extend(["--delta-from", "fw.bin"]);
     ota(d, &args).fails_with(2, &["OLD.bin@VERSION"]);
-    let mut args = sign_args("1.3.0", "fw.bin");
+    let mut args = sign_firmware("fw.bin", "1.3.0");
     args.extend(["--delta-from", "fw.bin@1.2"]);
     ota(d, &args).fails_with(2, &["semver"]);
-    let mut args = sign_args("1.3.0", "fw.bin");
+    let mut args = sign_firmware("fw.bin", "1.3.0");
     args.extend(["--delta-from", "missing.bin@1.2.0"]);
     ota(d, &args).fails_with(1, &["missing.bin"]);
-    let mut args = sign_args("1.3.0", "fw.bin");
+    let mut args = sign_firmware("fw.bin", "1.3.0");
     args.extend(["--delta-from", "fw.bin@1.3.0"]);
     ota(d, &args).fails_with(1, &["same version"]);
 }

@@ -44,23 +44,10 @@ const SHARED: &str = "shared-login";
 /// `ota.toml` for `ota serve` on the external, ACL-less Mosquitto at
 /// `port`, with the operator, release and director keys in `dir`.
 fn config(dir: &Path, port: u16) -> PathBuf {
-    let head = serve_support::bridge_head(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{head}\
-             [broker]\n\
-             mode = \"external\"\n\
-             url = \"mqtt://127.0.0.1:{port}\"\n\
-             [blocks]\n\
-             merge_window_ms = 20\n\
-             [devices]\n\
-             admission = \"open\"\n"
-        ),
+    open_config(
+        dir,
+        &format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"\n"),
     )
-    .expect("write the config");
-    path
 }
 
 /// `ota serve` on its own ACL-less Mosquitto, an operator client, and

@@ -158,19 +158,10 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     let cfg_path = config(dir.path(), port);
     let cfg = cfg_path.to_str().unwrap().to_string();
     let serve = Serve::start(&cfg_path);
-    let d = dir.path().to_path_buf();
-    let run = move |args: Vec<String>| {
-        let d = d.clone();
-        tokio::task::spawn_blocking(move || {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            cli_support::ota(&d, &a)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let d = dir.path();
     within("the bridge to answer", async {
-        while run(s(&["group", "list", "--config", &cfg, "--timeout", "1"]))
+        while cli_support::ota_async(d, &["group", "list", "--config", &cfg, "--timeout", "1"])
             .await
-            .unwrap()
             .code
             != 0
         {}
@@ -179,21 +170,23 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
 
     let out_dir = dir.path().join("factory");
     let out = out_dir.to_str().unwrap().to_string();
-    let provisioned = run(s(&[
-        "devices",
-        "provision",
-        "dev-1",
-        "dev-2",
-        "--labels",
-        "customer=acme",
-        "--out",
-        &out,
-        "--config",
-        &cfg,
-        "--json",
-    ]))
+    let provisioned = cli_support::ota_async(
+        d,
+        &[
+            "devices",
+            "provision",
+            "dev-1",
+            "dev-2",
+            "--labels",
+            "customer=acme",
+            "--out",
+            &out,
+            "--config",
+            &cfg,
+            "--json",
+        ],
+    )
     .await
-    .unwrap()
     .ok();
     let v: serde_json::Value = serde_json::from_str(&provisioned.stdout).expect("--json");
     assert_eq!(v["devices"][1]["id"], "dev-2", "{v}");
@@ -220,31 +213,35 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
         assert_eq!(mode & 0o777, 0o600);
     }
     // Provisioning twice is refused: rotate is the way.
-    run(s(&[
-        "devices",
-        "provision",
-        "dev-1",
-        "--out",
-        &out,
-        "--config",
-        &cfg,
-    ]))
+    cli_support::ota_async(
+        d,
+        &[
+            "devices",
+            "provision",
+            "dev-1",
+            "--out",
+            &out,
+            "--config",
+            &cfg,
+        ],
+    )
     .await
-    .unwrap()
     .fails_with(1, &["rotate"]);
     // Ids of the bridge and operators are reserved.
     let other = dir.path().join("other");
-    run(s(&[
-        "devices",
-        "provision",
-        "ota-bridge",
-        "--out",
-        other.to_str().unwrap(),
-        "--config",
-        &cfg,
-    ]))
+    cli_support::ota_async(
+        d,
+        &[
+            "devices",
+            "provision",
+            "ota-bridge",
+            "--out",
+            other.to_str().unwrap(),
+            "--config",
+            &cfg,
+        ],
+    )
     .await
-    .unwrap()
     .fails_with(1, &["reserved"]);
 
     // The real device logs in and registers.
@@ -299,9 +296,8 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     .unwrap();
     let listed = within("dev-1's new labels to show", async {
         loop {
-            let r = run(s(&["devices", "list", "--json", "--config", &cfg]))
+            let r = cli_support::ota_async(d, &["devices", "list", "--json", "--config", &cfg])
                 .await
-                .unwrap()
                 .ok();
             let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
             let devices = v["devices"].as_array().cloned().unwrap_or_default();
@@ -339,9 +335,8 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     );
 
     // Revoked: its open connection closed at once, refused from then on.
-    run(s(&["devices", "revoke", "dev-1", "--config", &cfg]))
+    cli_support::ota_async(d, &["devices", "revoke", "dev-1", "--config", &cfg])
         .await
-        .unwrap()
         .ok();
     session1.closed().await;
     assert!(
@@ -352,11 +347,13 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
     // Rotated: the connection on the old password closed, that password
     // refused, the new one logs in.
     let mut session2 = login_with(port, &p2).await.expect("dev-2 logs in");
-    let rotated = run(s(&[
-        "devices", "rotate", "dev-2", "--out", &out, "--config", &cfg, "--json",
-    ]))
+    let rotated = cli_support::ota_async(
+        d,
+        &[
+            "devices", "rotate", "dev-2", "--out", &out, "--config", &cfg, "--json",
+        ],
+    )
     .await
-    .unwrap()
     .ok();
     let v: serde_json::Value = serde_json::from_str(&rotated.stdout).expect("--json");
     assert_eq!(v["id"], "dev-2", "{v}");
@@ -377,11 +374,13 @@ async fn devices_log_in_as_themselves_and_no_one_else() {
         "the new password is refused"
     );
     // And a revoked device comes back only through rotate.
-    run(s(&[
-        "devices", "rotate", "dev-1", "--out", &out, "--config", &cfg,
-    ]))
+    cli_support::ota_async(
+        d,
+        &[
+            "devices", "rotate", "dev-1", "--out", &out, "--config", &cfg,
+        ],
+    )
     .await
-    .unwrap()
     .ok();
     assert!(login_with(port, &read_file(&out_dir, "dev-1"))
         .await

@@ -93,25 +93,7 @@ fn brought_up(s: &serde_json::Value) -> u64 {
 fn push_firmware(dir: &Path, version: &str) -> String {
     let file = format!("fw-{version}.bin");
     std::fs::write(dir.join(&file), vec![version.len() as u8 ^ 0x5a; 64 * 1024]).unwrap();
-    ota(
-        dir,
-        &[
-            "artifact",
-            "sign",
-            &file,
-            "--kind",
-            "firmware",
-            "--component",
-            "main",
-            "--version",
-            version,
-            "--arch",
-            "esp32",
-            "--key",
-            "keys/release.key",
-        ],
-    )
-    .ok();
+    ota(dir, &cli_support::sign_firmware(&file, version)).ok();
     ota(dir, &["artifact", "push", &file, "--config", "ota.toml"]).ok();
     format!("main-{version}-esp32")
 }

@@ -126,19 +126,10 @@ async fn operators_list_devices_and_put_groups_with_the_cli() {
     dev.wait_ack(1).await;
 
     let cfg = config.to_str().unwrap().to_string();
-    let d = dir.path().to_path_buf();
-    let run = move |args: Vec<String>| {
-        let d = d.clone();
-        tokio::task::spawn_blocking(move || {
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            cli_support::ota(&d, &a)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let d = dir.path();
 
-    let out = run(s(&["devices", "list", "--config", &cfg]))
+    let out = cli_support::ota_async(d, &["devices", "list", "--config", &cfg])
         .await
-        .unwrap()
         .ok()
         .stdout;
     assert!(
@@ -146,43 +137,46 @@ async fn operators_list_devices_and_put_groups_with_the_cli() {
         "{out}"
     );
 
-    let out = run(s(&[
-        "group",
-        "put",
-        "canary",
-        "--members",
-        "dev-cli,dev-other",
-        "--config",
-        &cfg,
-    ]))
+    let out = cli_support::ota_async(
+        d,
+        &[
+            "group",
+            "put",
+            "canary",
+            "--members",
+            "dev-cli,dev-other",
+            "--config",
+            &cfg,
+        ],
+    )
     .await
-    .unwrap()
     .ok()
     .stdout;
     assert!(out.contains("group canary created"), "{out}");
 
     let broker = format!("127.0.0.1:{port}");
     let key_path = dir.path().join("operator.key");
-    let out = run(s(&[
-        "group",
-        "list",
-        "--json",
-        "--broker",
-        &broker,
-        "--key",
-        key_path.to_str().unwrap(),
-    ]))
+    let out = cli_support::ota_async(
+        d,
+        &[
+            "group",
+            "list",
+            "--json",
+            "--broker",
+            &broker,
+            "--key",
+            key_path.to_str().unwrap(),
+        ],
+    )
     .await
-    .unwrap()
     .ok()
     .stdout;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["groups"][0]["name"], "canary");
     assert_eq!(v["groups"][0]["devices"], 1);
 
-    let out = run(s(&["devices", "show", "dev-cli", "--config", &cfg]))
+    let out = cli_support::ota_async(d, &["devices", "show", "dev-cli", "--config", &cfg])
         .await
-        .unwrap()
         .ok()
         .stdout;
     assert!(
@@ -190,40 +184,29 @@ async fn operators_list_devices_and_put_groups_with_the_cli() {
         "{out}"
     );
 
-    run(s(&["devices", "show", "nobody", "--config", &cfg]))
+    cli_support::ota_async(d, &["devices", "show", "nobody", "--config", &cfg])
         .await
-        .unwrap()
         .fails_with(1, &["not registered"]);
-    run(s(&["group", "delete", "canary", "--config", &cfg]))
+    cli_support::ota_async(d, &["group", "delete", "canary", "--config", &cfg])
         .await
-        .unwrap()
         .ok();
-    run(s(&["group", "delete", "canary", "--config", &cfg]))
+    cli_support::ota_async(d, &["group", "delete", "canary", "--config", &cfg])
         .await
-        .unwrap()
         .fails_with(1, &["does not exist"]);
-    run(s(&[
-        "group",
-        "put",
-        "x",
-        "--selector",
-        "a=",
-        "--config",
-        &cfg,
-    ]))
+    cli_support::ota_async(
+        d,
+        &["group", "put", "x", "--selector", "a=", "--config", &cfg],
+    )
     .await
-    .unwrap()
     .fails_with(1, &["selector", "column"]);
-    run(s(&["group", "list"]))
+    cli_support::ota_async(d, &["group", "list"])
         .await
-        .unwrap()
         .fails_with(1, &["--config", "--broker"]);
     serve.terminate().await;
 
     // No bridge listening: the error says what to check.
-    run(s(&["group", "list", "--config", &cfg, "--timeout", "1"]))
+    cli_support::ota_async(d, &["group", "list", "--config", &cfg, "--timeout", "1"])
         .await
-        .unwrap()
         .fails_with(1, &["cannot connect to the broker"]);
 }
 

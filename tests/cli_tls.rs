@@ -126,11 +126,9 @@ async fn push_firmware(dir: &Path) -> String {
     )
     .unwrap();
     std::fs::write(dir.join("fw.bin"), vec![0x5a; 64 * 1024]).unwrap();
-    #[rustfmt::skip]
-    ota_async(dir, &[
-        "artifact", "sign", "fw.bin", "--kind", "firmware", "--component", "main",
-        "--version", "1.1.0", "--arch", "esp32", "--key", "keys/release.key",
-    ]).await.ok();
+    ota_async(dir, &cli_support::sign_firmware("fw.bin", "1.1.0"))
+        .await
+        .ok();
     ota_async(dir, &["artifact", "push", "fw.bin", "--config", "ota.toml"])
         .await
         .ok();

@@ -18,10 +18,7 @@ fn ota() -> &'static str {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    harness::free_port().expect("a free port")
 }
 
 fn run(args: &[&str]) -> Output {

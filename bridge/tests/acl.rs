@@ -98,7 +98,7 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
 
     // (d) Meanwhile the real campaign, and (b) during it reports under
     // acme-1's name: either, heard, would change the campaign.
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-2", "kind": "firmware", "release": ["fw-2.0.0-esp32"],
@@ -107,7 +107,6 @@ async fn an_attacker_with_one_devices_login_is_refused_and_counted_while_a_campa
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: campaign }).await;
     scene.forge_reports(&mallory).await.unwrap();
     let done = wait_state(&ops, "fw-2", "completed", LONG).await;
     let c = done.current.expect("a tally").counts;
@@ -197,10 +196,7 @@ async fn blocks_go_only_to_devices_an_announcement_names_and_a_request_flood_lea
     let a = ArtifactId::new("fw-3.0.0-esp32").unwrap();
     artifact(
         &stack,
-        Release {
-            size: 64 * 1024,
-            ..Release::new(a.as_str(), Kind::Firmware, "3.0.0")
-        },
+        Release::new(a.as_str(), Kind::Firmware, "3.0.0").sized(64 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -98,10 +98,7 @@ async fn no_block_of_a_paused_or_aborted_campaign_goes_out_after_one_window() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: SIZE,
-            ..Release::new("app-9.0.0", Kind::App, "9.0.0")
-        },
+        Release::new("app-9.0.0", Kind::App, "9.0.0").sized(SIZE),
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -176,10 +173,7 @@ async fn an_artifact_no_campaign_names_is_served_as_before() {
     .await;
     artifact(
         &stack,
-        Release {
-            size: SIZE,
-            ..Release::new("app-8.0.0", Kind::App, "8.0.0")
-        },
+        Release::new("app-8.0.0", Kind::App, "8.0.0").sized(SIZE),
     )
     .await;
     let seen = asker(stack.port(), "app-8.0.0").await;

@@ -31,17 +31,12 @@ async fn pause_stops_new_downloads_and_resume_continues() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 240 * 1024,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(240 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let early: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let early = devices.spawn_each(&stack, "acme", 1..=3);
     // These put it off for 1.5 s, so the pause finds them not started.
     let late: Vec<_> = (4..=6)
         .map(|i| {
@@ -102,14 +97,7 @@ async fn pause_stops_new_downloads_and_resume_continues() {
 async fn abort_cancels_every_device_not_yet_installing() {
     let stack = stack().await;
     let ops = stack.ops().await;
-    artifact(
-        &stack,
-        Release {
-            size: 2000,
-            ..Release::config("cfg-2.0.0", "2.0.0")
-        },
-    )
-    .await;
+    artifact(&stack, Release::config("cfg-2.0.0", "2.0.0").sized(2000)).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     // One device finishes before the abort; the others keep putting the

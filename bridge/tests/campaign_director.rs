@@ -70,10 +70,7 @@ async fn forgeries_change_nothing_and_the_real_campaign_completes() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 8 * 1024,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(8 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -19,7 +19,6 @@ use campaign_common::*;
 use common::director_key;
 use schemas::keys::SigningKey;
 use schemas::msg::{Kind, StatusState};
-use schemas::ops::Command;
 use serde_json::json;
 
 /// The next director key, B.
@@ -29,7 +28,7 @@ fn next_key() -> SigningKey {
 
 /// Creates and starts campaign `id` of app-1.1.0 on all of `group`.
 async fn start_on(ops: &bridge::client::OpsClient, id: &str, group: &str) {
-    create(
+    launch(
         ops,
         json!({
             "id": id, "kind": "app", "release": ["app-1.1.0"],
@@ -38,7 +37,6 @@ async fn start_on(ops: &bridge::client::OpsClient, id: &str, group: &str) {
         }),
     )
     .await;
-    call(ops, Command::CampaignStart { id: cid(id) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,10 +45,7 @@ async fn devices_with_the_next_key_follow_the_rotated_bridge_and_others_refuse_i
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 8 * 1024,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(8 * 1024),
     )
     .await;
     group(&ops, "acme", "acme").await;

@@ -56,9 +56,7 @@ async fn retry_targets_exactly_the_leftovers() {
     artifact(&stack, Release::new("app-1.1.0", Kind::App, "1.1.0")).await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let good: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let good = devices.spawn_each(&stack, "acme", 1..=3);
     let failing = devices.spawn(&stack, DeviceOpts::new("acme-4", "acme").failing());
     let away = devices.spawn(&stack, DeviceOpts::new("acme-5", "acme"));
     registered(&stack, 5).await;

@@ -24,17 +24,12 @@ async fn the_plan_matches_the_create_and_the_run() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 4096,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(4096),
     )
     .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let mut esp: Vec<_> = (1..=8)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let mut esp = devices.spawn_each(&stack, "acme", 1..=8);
     let other = devices.spawn(&stack, DeviceOpts::new("acme-arm", "acme").arch("armv7"));
     let mut current = DeviceOpts::new("acme-new", "acme");
     current.versions = vec![("main".into(), "1.1.0".into())];
@@ -117,10 +112,7 @@ async fn a_release_no_targeted_device_trusts_is_refused() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 2048,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(2048),
     )
     .await;
     group(&ops, "acme", "acme").await;

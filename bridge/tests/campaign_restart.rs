@@ -12,8 +12,6 @@ use bridge::campaign::gate::PassRule;
 use bridge::campaign::record::WaveEnd;
 use campaign_common::*;
 use schemas::msg::{Kind, StatusState};
-use schemas::ops::Command;
-use schemas::CampaignId;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,40 +21,26 @@ async fn a_restarted_bridge_finishes_the_campaign_with_its_timers() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        Release {
-            size: 2000,
-            ..Release::new("fw-4.0.0-esp32", Kind::Firmware, "4.0.0")
-        },
+        Release::new("fw-4.0.0-esp32", Kind::Firmware, "4.0.0").sized(2000),
     )
     .await;
     group(&ops, "canary", "canary").await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let canaries: Vec<_> = (1..=2)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("canary-{i}"), "canary")))
-        .collect();
+    let canaries = devices.spawn_each(&stack, "canary", 1..=2);
     // Registered, then offline for good: wave 1 can only pass at its timeout.
     let gone = devices.spawn(&stack, DeviceOpts::new("canary-3", "canary"));
-    let acme: Vec<_> = (1..=4)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=4);
     registered(&stack, 7).await;
     devices.stop(&gone).await;
 
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-4", "kind": "firmware", "release": ["fw-4.0.0-esp32"],
             "waves": [{"cohorts": {"canary": 10000}}, {"cohorts": {"acme": 10000}}],
             "gates": {"success_bar_bp": 9500, "min_sample": 2, "wave_timeout_secs": 5}
         }),
-    )
-    .await;
-    call(
-        &ops,
-        Command::CampaignStart {
-            id: CampaignId::new("fw-4").unwrap(),
-        },
     )
     .await;
     wait("the canaries' success", LONG, || {

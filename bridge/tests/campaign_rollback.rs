@@ -85,9 +85,7 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
     }
 
     let mut devices = Devices::default();
-    let good: Vec<_> = (1..=4)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let good = devices.spawn_each(&stack, "acme", 1..=4);
     // The failures come after the successes (put off 1.5 s), so the halt
     // finds four devices on 2.0.0.
     let bad: Vec<_> = (5..=6)
@@ -103,8 +101,7 @@ async fn a_halt_rolls_back_exactly_the_devices_that_installed() {
     let busy = devices.spawn(&stack, DeviceOpts::new("acme-7", "acme").always_deferring());
     registered(&stack, 7).await;
 
-    create(&ops, spec("app-2", "app-1.0.0-rb")).await;
-    call(&ops, Command::CampaignStart { id: cid("app-2") }).await;
+    launch(&ops, spec("app-2", "app-1.0.0-rb")).await;
     wait("the good devices install 2.0.0", LONG, || {
         good.iter()
             .all(|d| state(&stack, d, "app-2") == Some(StatusState::Success))
@@ -176,8 +173,7 @@ async fn an_operator_rolls_back_a_running_campaign() {
         .to_string();
     assert!(e.contains("--rollback-release"), "{e}");
 
-    create(&ops, spec("app-2", "app-1.0.0-rb")).await;
-    call(&ops, Command::CampaignStart { id: cid("app-2") }).await;
+    launch(&ops, spec("app-2", "app-1.0.0-rb")).await;
     wait("acme-1 installs 2.0.0", LONG, || {
         state(&stack, &done, "app-2") == Some(StatusState::Success)
     })

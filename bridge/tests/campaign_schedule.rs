@@ -26,17 +26,12 @@ async fn a_scheduled_draft_starts_by_itself_across_a_restart() {
     let ops = stack.ops().await;
     artifact(
         &stack,
-        Release {
-            size: 2000,
-            ..Release::new("app-1.1.0", Kind::App, "1.1.0")
-        },
+        Release::new("app-1.1.0", Kind::App, "1.1.0").sized(2000),
     )
     .await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let acme: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=3);
     registered(&stack, 3).await;
 
     let now = bridge::unix_now();

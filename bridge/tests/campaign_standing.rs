@@ -32,6 +32,15 @@ async fn all_succeed(stack: &common::Stack, campaign: &str, devices: &[DeviceId]
     .await;
 }
 
+/// `campaign retarget` of `id` to the one release `release`.
+fn retarget(id: &str, release: &str) -> Command {
+    Command::CampaignRetarget {
+        id: cid(id),
+        release: vec![ArtifactId::new(release).unwrap()],
+        new_id: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_brings_every_batch_to_its_release_and_halts_on_a_bad_batch() {
     let mut stack = stack().await;
@@ -78,15 +87,7 @@ async fn a_line_brings_every_batch_to_its_release_and_halts_on_a_bad_batch() {
 
     // Retargeted: a new standing campaign with the newer release takes
     // over the line; the old one is aborted.
-    let r = call(
-        &ops,
-        Command::CampaignRetarget {
-            id: cid("line-3"),
-            release: vec![ArtifactId::new("app-1.2.0").unwrap()],
-            new_id: None,
-        },
-    )
-    .await;
+    let r = call(&ops, retarget("line-3", "app-1.2.0")).await;
     assert_eq!(r.summary.id.as_str(), "line-3-r2");
     assert_eq!(
         r.summary.parent.as_ref().map(|p| p.as_str()),
@@ -105,15 +106,7 @@ async fn a_line_brings_every_batch_to_its_release_and_halts_on_a_bad_batch() {
     }
     wait_state(&ops, "line-3-r2", "standing", LONG).await;
     // Retargeting a campaign that is not standing, or has ended, is refused.
-    let e = refusal(
-        &ops,
-        Command::CampaignRetarget {
-            id: cid("line-3"),
-            release: vec![ArtifactId::new("app-1.2.0").unwrap()],
-            new_id: None,
-        },
-    )
-    .await;
+    let e = refusal(&ops, retarget("line-3", "app-1.2.0")).await;
     assert!(e.contains("has ended"), "{e}");
 
     // A batch whose installs fail: over the latest 10 results the failure
@@ -175,16 +168,7 @@ async fn a_standing_spec_is_checked() {
     assert!(e.contains("--allow-empty"), "{e}");
     let mut allowed = one_off;
     allowed["allow_empty"] = json!(true);
-    create(&ops, allowed).await;
-    call(&ops, Command::CampaignStart { id: cid("one-off") }).await;
-    let e = refusal(
-        &ops,
-        Command::CampaignRetarget {
-            id: cid("one-off"),
-            release: vec![ArtifactId::new("app-1.1.0").unwrap()],
-            new_id: None,
-        },
-    )
-    .await;
+    launch(&ops, allowed).await;
+    let e = refusal(&ops, retarget("one-off", "app-1.1.0")).await;
     assert!(e.contains("is not standing"), "{e}");
 }

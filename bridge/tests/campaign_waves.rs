@@ -35,9 +35,7 @@ async fn wave_two_waits_until_wave_one_passes_its_bar() {
         DeviceOpts::new("canary-1", "canary").deferring_once(2_000),
     );
     let fast = devices.spawn(&stack, DeviceOpts::new("canary-2", "canary"));
-    let acme: Vec<_> = (1..=6)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=6);
     registered(&stack, 8).await;
 
     let created = create(
@@ -144,10 +142,7 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
     let events = EventLog::start(&ops).await;
     artifact(
         &stack,
-        Release {
-            size: 2000,
-            ..Release::new("fw-3.0.0-esp32", Kind::Firmware, "3.0.0")
-        },
+        Release::new("fw-3.0.0-esp32", Kind::Firmware, "3.0.0").sized(2000),
     )
     .await;
     group(&ops, "acme", "acme").await;
@@ -172,12 +167,10 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
             DeviceOpts::new(format!("acme-late{i}"), "acme").deferring_once(2_000),
         ));
     }
-    let globex: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("globex-{i}"), "globex")))
-        .collect();
+    let globex = devices.spawn_each(&stack, "globex", 1..=3);
     registered(&stack, 13).await;
 
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-3", "kind": "firmware", "release": ["fw-3.0.0-esp32"],
@@ -185,13 +178,6 @@ async fn a_failure_rate_above_the_halt_bar_halts_the_campaign_by_itself() {
             "gates": {"success_bar_bp": 9000, "failure_halt_bp": 2000, "min_sample": 3,
                       "wave_timeout_secs": 60}
         }),
-    )
-    .await;
-    call(
-        &ops,
-        schemas::ops::Command::CampaignStart {
-            id: "fw-3".parse().unwrap(),
-        },
     )
     .await;
 

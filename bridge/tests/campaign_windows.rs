@@ -32,14 +32,7 @@ fn span(a: u64, b: u64) -> String {
 }
 
 async fn app(stack: &common::Stack, id: &str, version: &str) {
-    artifact(
-        stack,
-        Release {
-            size: 2000,
-            ..Release::new(id, Kind::App, version)
-        },
-    )
-    .await;
+    artifact(stack, Release::new(id, Kind::App, version).sized(2000)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,13 +127,11 @@ async fn an_emergency_goes_out_in_a_closed_window() {
     app(&stack, "app-1.1.1", "1.1.1").await;
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
-    let acme: Vec<_> = (1..=3)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=3);
     registered(&stack, 3).await;
 
     let t0 = bridge::unix_now();
-    create(
+    launch(
         &ops,
         json!({
             "id": "app-1", "kind": "app", "release": ["app-1.1.0"],
@@ -150,7 +141,6 @@ async fn an_emergency_goes_out_in_a_closed_window() {
         }),
     )
     .await;
-    call(&ops, Command::CampaignStart { id: cid("app-1") }).await;
     holds_for(
         "devices to wait for the window",
         Duration::from_secs(2),
@@ -203,9 +193,7 @@ async fn stop_at_ends_a_campaign_expired_before_its_next_wave() {
     group(&ops, "acme", "acme").await;
     let mut devices = Devices::default();
     let canary = devices.spawn(&stack, DeviceOpts::new("canary-1", "canary"));
-    let acme: Vec<_> = (1..=2)
-        .map(|i| devices.spawn(&stack, DeviceOpts::new(format!("acme-{i}"), "acme")))
-        .collect();
+    let acme = devices.spawn_each(&stack, "acme", 1..=2);
     registered(&stack, 3).await;
     let events = EventLog::start(&ops).await;
 

@@ -6,7 +6,7 @@
 mod common;
 
 use bridge::client::OpsClient;
-use bridge::ops::fleet_cmds::{DeviceList, DeviceShow, GroupDelete, GroupList, GroupPut};
+use bridge::ops::fleet_cmds::{DeviceShow, GroupDelete, GroupList, GroupPut};
 use common::*;
 use schemas::msg::{Presence, StatusState, WireMessage};
 use schemas::ops::Command;
@@ -37,14 +37,7 @@ async fn hello_registers_a_device_operators_can_list(kind: BrokerKind) {
         .unwrap();
     assert_eq!(e.kind, "device.registered");
 
-    let list: DeviceList = ops
-        .call_ok(Command::DeviceList {
-            group: None,
-            after: None,
-            limit: None,
-        })
-        .await
-        .unwrap();
+    let list = ops.device_list(None).await.unwrap();
     assert_eq!(list.devices.len(), 1);
     let d = &list.devices[0];
     assert_eq!(d.record.id.as_str(), "dev-0001");
@@ -132,14 +125,7 @@ async fn selector_groups_send_retained_membership(kind: BrokerKind) {
     let list: GroupList = ops.call_ok(Command::GroupList).await.unwrap();
     let names: Vec<_> = list.groups.iter().map(|g| g.record.name.as_str()).collect();
     assert_eq!(names, ["acme-3", "canary"]);
-    let in_canary: DeviceList = ops
-        .call_ok(Command::DeviceList {
-            group: Some(g("canary")),
-            after: None,
-            limit: None,
-        })
-        .await
-        .unwrap();
+    let in_canary = ops.device_list(Some(g("canary"))).await.unwrap();
     assert_eq!(in_canary.devices.len(), 2);
 
     let del: GroupDelete = ops
@@ -215,14 +201,7 @@ async fn state_survives_a_restart(kind: BrokerKind) {
     reported_in_site_group(&ops, &mut dev, 1, "x").await;
 
     stack.restart_bridge().await;
-    let list: DeviceList = ops
-        .call_ok(Command::DeviceList {
-            group: Some(g("site-x")),
-            after: None,
-            limit: None,
-        })
-        .await
-        .unwrap();
+    let list = ops.device_list(Some(g("site-x"))).await.unwrap();
     assert_eq!(list.devices.len(), 1);
     // The counter continues: the next report is acknowledged on top.
     dev.status(2, StatusState::Downloading).await;
@@ -313,14 +292,7 @@ async fn run_with_the_embedded_broker_until_shutdown() {
         }
     })
     .await;
-    let list: DeviceList = ops
-        .call_ok(Command::DeviceList {
-            group: None,
-            after: None,
-            limit: None,
-        })
-        .await
-        .unwrap();
+    let list = ops.device_list(None).await.unwrap();
     assert_eq!(list.devices.len(), 1);
 
     stop_tx.send(()).unwrap();

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use bridge::client::OpsClient;
 use bridge::identity::Refused;
 use campaign_common::{
-    artifact, call, create, group, registered, wait_state, DeviceOpts, Devices, Release, LONG,
+    artifact, group, launch, registered, wait_state, DeviceOpts, Devices, Release, LONG,
 };
 use harness::pki::TestPki;
 use harness::raw::{Got, RawClient};
@@ -27,7 +27,6 @@ use rumqttc::{QoS, SubscribeReasonCode};
 use schemas::msg::Kind;
 use schemas::ops::{Command, ProvisionEntry};
 use schemas::topic::{Topic, Topics};
-use schemas::CampaignId;
 use secured_common::*;
 use serde_json::json;
 use tls::pki::Issued;
@@ -209,20 +208,13 @@ async fn a_campaign_completes_on_devices_that_log_in_by_certificate() {
         );
     }
     registered(&stack, 2).await;
-    create(
+    launch(
         &ops,
         json!({
             "id": "fw-2", "kind": "firmware", "release": ["fw-2.0.0-esp32"],
             "waves": [{"cohorts": {"acme": 10000}}],
             "gates": {"success_bar_bp": 10000, "min_sample": 1, "wave_timeout_secs": 30}
         }),
-    )
-    .await;
-    call(
-        &ops,
-        Command::CampaignStart {
-            id: CampaignId::new("fw-2").unwrap(),
-        },
     )
     .await;
     let done = wait_state(&ops, "fw-2", "completed", LONG).await;

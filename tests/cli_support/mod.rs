@@ -85,6 +85,26 @@ pub fn ota(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// `ota artifact sign IMAGE` for firmware `main` VERSION on esp32, signed
+/// with the release key `ota keygen --out keys` wrote.
+pub fn sign_firmware<'a>(image: &'a str, version: &'a str) -> Vec<&'a str> {
+    vec![
+        "artifact",
+        "sign",
+        image,
+        "--kind",
+        "firmware",
+        "--component",
+        "main",
+        "--version",
+        version,
+        "--arch",
+        "esp32",
+        "--key",
+        "keys/release.key",
+    ]
+}
+
 /// [`ota`] off the async runtime (a test's tokio runtime must not block).
 pub async fn ota_async(dir: &Path, args: &[&str]) -> Run {
     let (dir, args): (std::path::PathBuf, Vec<String>) = (

@@ -54,10 +54,7 @@ pub async fn wait_event(
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    harness::free_port().expect("a free port")
 }
 
 /// An operator key pair in `dir` (operator.key, operator.pub).
@@ -106,13 +103,37 @@ pub fn bridge_head(dir: &Path) -> String {
     harness::serve_config::bridge_head(dir, &director()).expect("write the director key")
 }
 
+/// Writes `text` as `dir/ota.toml` and returns its path.
+fn write_ota_toml(dir: &Path, text: String) -> PathBuf {
+    let path = dir.join("ota.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+/// Writes `ota.toml` in `dir`: the head of [`bridge_head`], `[broker]`
+/// with these lines, a 20 ms merge window and open admission.
+pub fn open_config(dir: &Path, broker_lines: &str) -> PathBuf {
+    let head = bridge_head(dir);
+    write_ota_toml(
+        dir,
+        format!(
+            "{head}\
+             [broker]\n\
+             {broker_lines}\
+             [blocks]\n\
+             merge_window_ms = 20\n\
+             [devices]\n\
+             admission = \"open\"\n"
+        ),
+    )
+}
+
 /// Writes `ota.toml` in `dir` with this `[broker]` section (and the
 /// director key).
 pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
     let director = director_key(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "[bridge]\n\
              data_dir = \"data\"\n\
@@ -125,8 +146,6 @@ pub fn write_config(dir: &Path, broker_section: &str) -> PathBuf {
              {broker_section}\n"
         ),
     )
-    .expect("write the config");
-    path
 }
 
 /// The accounts of [`mosquitto_config`]: the bridge's, and the operator
@@ -172,9 +191,8 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16, tls: bool) -> Pa
         ("mqtt", String::new(), String::new(), String::new())
     };
     let head = bridge_head(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "{head}\
              username = \"{au}\"\n\
@@ -195,8 +213,6 @@ pub fn mosquitto_config(dir: &Path, service: u16, devices: u16, tls: bool) -> Pa
              {mosquitto_tls}"
         ),
     )
-    .unwrap();
-    path
 }
 
 /// The accounts of [`secured_config`]: the bridge's, and the operator
@@ -212,9 +228,8 @@ pub const ALICE_LOGIN: (&str, &str) = ("alice", "alice-secret-0123456789");
 pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> PathBuf {
     let ((bu, bp), (au, ap)) = (BRIDGE_LOGIN, ALICE_LOGIN);
     let director = director_key(dir);
-    let path = dir.join("ota.toml");
-    std::fs::write(
-        &path,
+    write_ota_toml(
+        dir,
         format!(
             "[bridge]\n\
              data_dir = \"data\"\n\
@@ -237,8 +252,6 @@ pub fn secured_config(dir: &Path, port: u16, bridge_keys: &str, tail: &str) -> P
              {tail}"
         ),
     )
-    .expect("write the config");
-    path
 }
 
 /// Signs a 6,000-byte firmware image of main `version` for esp32 (blocks
@@ -272,15 +285,8 @@ pub async fn push_firmware(
 pub async fn wait_registered(client: &OpsClient, n: usize) {
     within(&format!("{n} devices to register"), async {
         loop {
-            let l: bridge::ops::fleet_cmds::DeviceList = client
-                .call_ok(schemas::ops::Command::DeviceList {
-                    group: None,
-                    after: None,
-                    limit: None,
-                })
-                .await
-                .expect("device list");
-            if l.devices.len() == n {
+            let l = client.all_devices(None).await.expect("device list");
+            if l.len() == n {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -593,13 +599,14 @@ impl Device {
             outbox,
             features: Vec::new(),
         };
+        self.publish(Topic::Hello(self.id.clone()), h.encode())
+            .await;
+    }
+
+    /// Publishes `payload` on `topic`, QoS 1.
+    async fn publish(&self, topic: Topic, payload: Vec<u8>) {
         self.client
-            .publish(
-                self.topics.build(&Topic::Hello(self.id.clone())),
-                QoS::AtLeastOnce,
-                false,
-                h.encode(),
-            )
+            .publish(self.topics.build(&topic), QoS::AtLeastOnce, false, payload)
             .await
             .expect("publish");
     }
@@ -621,15 +628,8 @@ impl Device {
             .into(),
         };
         let b = s.encode();
-        self.client
-            .publish(
-                self.topics.build(&Topic::Status(self.id.clone())),
-                QoS::AtLeastOnce,
-                false,
-                b.clone(),
-            )
-            .await
-            .expect("publish");
+        self.publish(Topic::Status(self.id.clone()), b.clone())
+            .await;
         b
     }
 

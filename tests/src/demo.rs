@@ -402,12 +402,7 @@ async fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, D
             ("line".to_string(), vec!["1".into(), "2".into()]),
         ]
         .into(),
-        versions: [
-            (component("main"), vec!["1.0.0".to_string()]),
-            (component("dashboard"), vec!["2.0.0".to_string()]),
-            (component("settings"), vec!["1.0.0".to_string()]),
-        ]
-        .into(),
+        versions: first_versions(),
         ..Profile::default()
     };
     // Failures to show the gates at work, and busy devices that defer.
@@ -433,6 +428,17 @@ async fn spawn_fleet(stack: &Stack, opts: &DemoOptions) -> Result<FleetHandle, D
     let mut cfg = stack.fleet(opts.devices, profile);
     stack.provision(&mut cfg).await?;
     Ok(Fleet::spawn(cfg)?)
+}
+
+/// What the demo's devices run when they first boot (the fleet's and the
+/// factory line's): the releases the demo pushes are newer.
+fn first_versions() -> BTreeMap<ComponentName, Vec<String>> {
+    [
+        (component("main"), vec!["1.0.0".to_string()]),
+        (component("dashboard"), vec!["2.0.0".to_string()]),
+        (component("settings"), vec!["1.0.0".to_string()]),
+    ]
+    .into()
 }
 
 fn component(s: &str) -> ComponentName {

@@ -44,6 +44,19 @@ pub mod topology;
 
 pub use stack::{BrokerChoice, Keys, Stack, StackOptions, WaitError};
 
+/// A test process's logs: `RUST_LOG`, else warnings (rumqttd's off), to
+/// the test's captured output. The first call sets them; later ones do
+/// nothing.
+pub fn test_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -91,15 +91,7 @@ mod tests {
                 CampaignId::new("c1").unwrap(),
                 Kind::Firmware,
                 vec![ArtifactId::new("fw-esp32").unwrap()],
-                waves
-                    .iter()
-                    .map(|w| WaveSpec {
-                        cohorts: w
-                            .iter()
-                            .map(|&(g, c)| (GroupName::new(g).unwrap(), c))
-                            .collect(),
-                    })
-                    .collect(),
+                waves.iter().map(|w| WaveSpec::of(w)).collect(),
             )
         };
         CampaignRecord {

@@ -179,6 +179,19 @@ pub struct WaveSpec {
     pub cohorts: BTreeMap<GroupName, u16>,
 }
 
+#[cfg(test)]
+impl WaveSpec {
+    /// A wave from `(group, cohort)` pairs: the campaign tests' shorthand.
+    pub(crate) fn of(cohorts: &[(&str, u16)]) -> WaveSpec {
+        WaveSpec {
+            cohorts: cohorts
+                .iter()
+                .map(|&(g, c)| (GroupName::new(g).unwrap(), c))
+                .collect(),
+        }
+    }
+}
+
 /// The gates every wave must pass. Missing fields take their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -517,21 +530,15 @@ mod tests {
         ArtifactId::new(s).unwrap()
     }
 
-    fn wave(cohorts: &[(&str, u16)]) -> WaveSpec {
-        WaveSpec {
-            cohorts: cohorts.iter().map(|&(n, c)| (g(n), c)).collect(),
-        }
-    }
-
     fn spec() -> CampaignSpec {
         CampaignSpec::new(
             CampaignId::new("camp-1").unwrap(),
             Kind::Firmware,
             vec![a("fw-esp32"), a("fw-armv7")],
             vec![
-                wave(&[("canary", 10000)]),
-                wave(&[("acme", 1000)]),
-                wave(&[("acme", 10000), ("globex", 10000)]),
+                WaveSpec::of(&[("canary", 10000)]),
+                WaveSpec::of(&[("acme", 1000)]),
+                WaveSpec::of(&[("acme", 10000), ("globex", 10000)]),
             ],
         )
     }
@@ -627,7 +634,7 @@ mod tests {
                 Some(SpecError::EmptyWave { wave: 3 }),
             ),
             (
-                |s| s.waves[1] = wave(&[("acme", 10001)]),
+                |s| s.waves[1] = WaveSpec::of(&[("acme", 10001)]),
                 Some(SpecError::CohortOutOfRange {
                     wave: 1,
                     group: g("acme"),
@@ -635,7 +642,7 @@ mod tests {
                 }),
             ),
             (
-                |s| s.waves[2] = wave(&[("acme", 500), ("globex", 10000)]),
+                |s| s.waves[2] = WaveSpec::of(&[("acme", 500), ("globex", 10000)]),
                 Some(SpecError::CohortLowered {
                     wave: 2,
                     group: g("acme"),
@@ -644,11 +651,11 @@ mod tests {
                 }),
             ),
             (
-                |s| s.waves.push(wave(&[("canary", 10000)])),
+                |s| s.waves.push(WaveSpec::of(&[("canary", 10000)])),
                 Some(SpecError::WaveRaisesNothing { wave: 3 }),
             ),
             (
-                |s| s.waves[0] = wave(&[("canary", 0)]),
+                |s| s.waves[0] = WaveSpec::of(&[("canary", 0)]),
                 Some(SpecError::WaveRaisesNothing { wave: 0 }),
             ),
             (
@@ -727,9 +734,9 @@ mod tests {
         s.waves.clear();
         assert_eq!(s.validate(), Ok(()), "no wave: every device");
         assert!(s.cohorts_at(0).is_empty());
-        s.waves = vec![wave(&[("acme", 10000), ("globex", 10000)])];
+        s.waves = vec![WaveSpec::of(&[("acme", 10000), ("globex", 10000)])];
         assert_eq!(s.validate(), Ok(()));
-        s.waves = vec![wave(&[("acme", 10000), ("globex", 5000)])];
+        s.waves = vec![WaveSpec::of(&[("acme", 10000), ("globex", 5000)])];
         assert_eq!(
             s.validate(),
             Err(SpecError::EmergencyPartialCohort {

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use bridge::blocks::BlocksConfig;
-use bridge::Bridge;
 use harness::downloader::{Device, DownloadConfig};
 use rumqttc::MqttOptions;
 use schemas::keys::SigningKey;
@@ -16,7 +15,7 @@ use schemas::release::{build_manifest, ReleaseSpec};
 use schemas::topic::Topics;
 use schemas::{ArtifactId, ComponentName, DeviceId};
 
-use crate::common::{self, BrokerKind, Stack, TestBroker};
+use crate::common::{self, BrokerKind, Stack};
 
 /// The release key the test bridges trust.
 pub fn release_key() -> SigningKey {
@@ -31,26 +30,13 @@ pub async fn stack(blocks: BlocksConfig) -> Stack {
 
 /// [`stack`], its config adjusted by `tune` before the bridge starts.
 pub async fn stack_with(blocks: BlocksConfig, tune: impl FnOnce(&mut bridge::Config)) -> Stack {
-    common::init_tracing();
-    let broker = TestBroker::start(BrokerKind::Rumqttd).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let operator = common::operator_key();
-    let mut config = common::stack_config(dir.path(), &broker, &operator);
-    let vk = release_key().verifying_key();
-    config.bridge.release_keys = [(schemas::keys::kid(&vk), vk)].into();
-    config.blocks = blocks;
-    tune(&mut config);
-    let bridge = Bridge::start(config.clone())
-        .await
-        .expect("the bridge starts");
-    common::within("the bridge to subscribe", bridge.ready()).await;
-    Stack {
-        broker,
-        bridge: Some(bridge),
-        dir,
-        operator,
-        config,
-    }
+    Stack::start_with(BrokerKind::Rumqttd, |config| {
+        let vk = release_key().verifying_key();
+        config.bridge.release_keys = [(schemas::keys::kid(&vk), vk)].into();
+        config.blocks = blocks;
+        tune(config);
+    })
+    .await
 }
 
 /// Reproducible, incompressible bytes.

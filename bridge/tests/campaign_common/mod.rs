@@ -88,6 +88,11 @@ impl<'a> Release<'a> {
             ..Release::new(id, Kind::Config, version)
         }
     }
+
+    /// This release, as an image of `size` bytes.
+    pub fn sized(self, size: usize) -> Self {
+        Release { size, ..self }
+    }
 }
 
 /// Stores `r` signed, as an image of `r.size` bytes (block size 1024).
@@ -403,6 +408,19 @@ impl Devices {
         });
         self.running.insert(id.clone(), (token, task));
         id
+    }
+
+    /// Spawns a plain device `{customer}-{i}` of that customer for each
+    /// `i` in `range`.
+    pub fn spawn_each(
+        &mut self,
+        stack: &Stack,
+        customer: &str,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Vec<DeviceId> {
+        range
+            .map(|i| self.spawn(stack, DeviceOpts::new(format!("{customer}-{i}"), customer)))
+            .collect()
     }
 
     /// Stops one device (it goes offline; its will says so).

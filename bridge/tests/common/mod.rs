@@ -8,7 +8,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
@@ -37,22 +36,11 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
 
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,rumqttd=off".into()),
-            )
-            .with_test_writer()
-            .try_init();
-    });
+    ONCE.call_once(harness::test_logs);
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    harness::free_port().expect("a free loopback port")
 }
 
 /// Which broker a test runs against.

@@ -293,14 +293,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn app_installs_in_place_and_falls_back_when_unhealthy() {
+    /// A temp dir holding the image `new` (its path first) and a root
+    /// where `main` is `old` (its path second).
+    fn new_over_old() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("img");
         std::fs::write(&img, b"new").unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("main"), b"old").unwrap();
+        (dir, img, root)
+    }
+
+    #[test]
+    fn app_installs_in_place_and_falls_back_when_unhealthy() {
+        let (_dir, img, root) = new_over_old();
         let mut ok = FileInstaller::new(&root, Some(vec!["true".into()]));
         ok.install(&req(Kind::App), &ImageSource::File(img.clone()))
             .unwrap();
@@ -322,12 +329,7 @@ mod tests {
 
     #[test]
     fn firmware_boots_into_the_new_image_or_rolls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("img");
-        std::fs::write(&img, b"new").unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("main"), b"old").unwrap();
+        let (_dir, img, root) = new_over_old();
         let mut i = FileInstaller::new(&root, Some(vec!["true".into()]));
         i.install(&req(Kind::Firmware), &ImageSource::File(img.clone()))
             .unwrap();

@@ -1,7 +1,12 @@
-//! The enumerations the messages share: kind, campaign state, Status state
-//! and error codes, each with its exact wire string.
+//! What the messages share: the enumerations (kind, campaign state, Status
+//! state and error codes, each with its exact wire string) and the
+//! `versions` map that Hello and Status both carry.
 
-use crate::cbor::DecodeError;
+use std::collections::BTreeMap;
+
+use super::limits::{MAX_MAP_ENTRIES, MAX_TEXT};
+use crate::cbor::{DecodeError, MapBuilder, MapReader};
+use crate::ids::ComponentName;
 
 macro_rules! wire_enum {
     ($(#[$doc:meta])* $ty:ident { $($(#[$vdoc:meta])* $var:ident = $s:literal),+ $(,)? }) => {
@@ -145,6 +150,33 @@ pub fn outcome(state: StatusState, error: Option<ErrorCode>) -> Option<Outcome> 
         }),
         _ => None,
     }
+}
+
+/// Puts `"versions": { * component => version }` (Hello and Status).
+pub(crate) fn put_versions(
+    b: MapBuilder,
+    versions: &BTreeMap<ComponentName, String>,
+) -> MapBuilder {
+    let versions = versions
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    b.put_text_map("versions", &versions)
+}
+
+/// Reads `"versions"`, bounded, each key a valid component name.
+pub(crate) fn read_versions(
+    r: &mut MapReader,
+) -> Result<BTreeMap<ComponentName, String>, DecodeError> {
+    let mut versions = BTreeMap::new();
+    for (k, v) in r.text_map("versions", MAX_MAP_ENTRIES, MAX_TEXT)? {
+        let k = ComponentName::new(k).map_err(|e| DecodeError::Invalid {
+            key: "versions",
+            reason: e.to_string(),
+        })?;
+        versions.insert(k, v);
+    }
+    Ok(versions)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::common::{put_versions, read_versions};
 use super::limits::{MAX_FEATURES, MAX_FEATURE_LEN, MAX_MAP_ENTRIES, MAX_TEXT};
 use super::{DecodeError, WireMessage};
 use crate::cbor::{MapBuilder, MapReader, Value};
@@ -40,15 +41,10 @@ impl WireMessage for Hello {
     const NAME: &'static str = "Hello";
 
     fn to_value(&self) -> Value {
-        let versions = self
-            .versions
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        MapBuilder::new()
+        let b = MapBuilder::new()
             .put("proto", self.proto)
-            .put("arch", self.arch.as_str())
-            .put_text_map("versions", &versions)
+            .put("arch", self.arch.as_str());
+        put_versions(b, &self.versions)
             .put_text_map("labels", &self.labels)
             .put("boot_id", self.boot_id.as_str())
             .put("epoch", self.epoch.as_str())
@@ -71,15 +67,7 @@ impl WireMessage for Hello {
                 reason: "must not be empty".into(),
             });
         }
-        let raw_versions = r.text_map("versions", MAX_MAP_ENTRIES, MAX_TEXT)?;
-        let mut versions = BTreeMap::new();
-        for (k, v) in raw_versions {
-            let k = ComponentName::new(k).map_err(|e| DecodeError::Invalid {
-                key: "versions",
-                reason: e.to_string(),
-            })?;
-            versions.insert(k, v);
-        }
+        let versions = read_versions(r)?;
         Ok(Hello {
             proto,
             arch,

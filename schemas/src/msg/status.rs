@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::common::{ErrorCode, StatusState};
-use super::limits::{MAX_MAP_ENTRIES, MAX_TEXT};
+use super::common::{put_versions, read_versions, ErrorCode, StatusState};
+use super::limits::MAX_TEXT;
 use super::{DecodeError, WireMessage};
 use crate::cbor::{MapBuilder, MapReader, Value};
 use crate::ids::{ArtifactId, CampaignId, ComponentName};
@@ -40,21 +40,15 @@ impl WireMessage for Status {
     const NAME: &'static str = "Status";
 
     fn to_value(&self) -> Value {
-        let versions = self
-            .versions
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        MapBuilder::new()
+        let b = MapBuilder::new()
             .put("seq", self.seq)
             .put_opt("campaign", self.campaign.as_ref().map(|c| c.as_str()))
             .put_opt("artifact", self.artifact.as_ref().map(|a| a.as_str()))
             .put("state", self.state.as_str())
             .put_opt("progress", self.progress)
             .put_opt("error", self.error.map(|e| e.as_str()))
-            .put_opt("detail", self.detail.as_deref())
-            .put_text_map("versions", &versions)
-            .build()
+            .put_opt("detail", self.detail.as_deref());
+        put_versions(b, &self.versions).build()
     }
 
     fn from_reader(r: &mut MapReader) -> Result<Self, DecodeError> {
@@ -68,14 +62,7 @@ impl WireMessage for Status {
             .map(|e| ErrorCode::from_text("error", &e))
             .transpose()?;
         let detail = r.opt_text("detail", MAX_TEXT)?;
-        let mut versions = BTreeMap::new();
-        for (k, v) in r.text_map("versions", MAX_MAP_ENTRIES, MAX_TEXT)? {
-            let k = ComponentName::new(k).map_err(|e| DecodeError::Invalid {
-                key: "versions",
-                reason: e.to_string(),
-            })?;
-            versions.insert(k, v);
-        }
+        let versions = read_versions(r)?;
         Ok(Status {
             seq,
             campaign,

@@ -9,7 +9,7 @@ use device_sim::fleet::{Fleet, FleetHandle, Profile};
 use schemas::ops::Command;
 use schemas::{ArtifactId, CampaignId};
 
-use super::{bar, component, put_group, say, CampaignLine, DemoError, DemoOptions};
+use super::{bar, first_versions, put_group, say, CampaignLine, DemoError, DemoOptions};
 use crate::stack::Stack;
 
 /// The line's name: its group, its label value and its campaign's id.
@@ -43,12 +43,7 @@ pub(super) async fn run(
     let profile = Profile {
         connects_per_second: 500,
         arches: vec![("esp32".into(), 1), ("armv7".into(), 1)],
-        versions: [
-            (component("main"), vec!["1.0.0".to_string()]),
-            (component("dashboard"), vec!["2.0.0".to_string()]),
-            (component("settings"), vec!["1.0.0".to_string()]),
-        ]
-        .into(),
+        versions: first_versions(),
         ..Profile::default()
     };
     let mut cfg = stack.fleet(devices, profile);

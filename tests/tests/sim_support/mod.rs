@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -15,17 +15,8 @@ use tokio::sync::mpsc;
 pub fn broker() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,rumqttd=off".into()),
-            )
-            .with_test_writer()
-            .try_init();
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            l.local_addr().expect("bound").port()
-        };
+        harness::test_logs();
+        let port = harness::free_port().expect("a free port");
         let cfg = broker::EmbeddedConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             ..Default::default()

@@ -4,25 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::tests::{art, dev, shape, COST};
 use super::*;
 
-const COST: u64 = 100;
 const WINDOW: Duration = Duration::from_millis(150);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn dev(n: u32) -> DeviceId {
-    DeviceId::new(format!("dev-{n}")).unwrap()
-}
-
-fn art(name: &str) -> ArtifactId {
-    ArtifactId::new(name).unwrap()
-}
-
-fn shape(blocks: u32) -> Shape {
-    Shape { blocks, cost: COST }
 }
 
 fn sched(resend_after: Duration) -> Scheduler {

@@ -2,17 +2,18 @@
 
 use super::*;
 
-const COST: u64 = 100;
+/// What a block costs in these tests (and `resend_tests`).
+pub(super) const COST: u64 = 100;
 
-fn dev(n: u32) -> DeviceId {
+pub(super) fn dev(n: u32) -> DeviceId {
     DeviceId::new(format!("dev-{n}")).unwrap()
 }
 
-fn art(name: &str) -> ArtifactId {
+pub(super) fn art(name: &str) -> ArtifactId {
     ArtifactId::new(name).unwrap()
 }
 
-fn shape(blocks: u32) -> Shape {
+pub(super) fn shape(blocks: u32) -> Shape {
     Shape { blocks, cost: COST }
 }
 

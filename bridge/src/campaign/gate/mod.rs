@@ -396,13 +396,7 @@ impl Gate {
                         (wave, Resumed::Standing)
                     }
                     Phase::Halted { wave, .. } => {
-                        let deadline = now.saturating_add(self.gates.wave_timeout_secs);
-                        self.phase = Phase::Running {
-                            wave,
-                            started_at: now,
-                            deadline,
-                            held_since: self.windows_hold().then_some(now),
-                        };
+                        let deadline = self.run_afresh(wave, now);
                         (wave, Resumed::AfterHalt { deadline })
                     }
                     _ => {
@@ -536,7 +530,9 @@ impl Gate {
         }
     }
 
-    fn start_wave(&mut self, wave: usize, now: u64, fx: &mut Vec<Effect>) {
+    /// `wave` running from `now` with its whole timeout; returns the
+    /// deadline. A wave's start, and a resume after a halt.
+    fn run_afresh(&mut self, wave: usize, now: u64) -> u64 {
         let deadline = now.saturating_add(self.gates.wave_timeout_secs);
         self.phase = Phase::Running {
             wave,
@@ -544,6 +540,11 @@ impl Gate {
             deadline,
             held_since: self.windows_hold().then_some(now),
         };
+        deadline
+    }
+
+    fn start_wave(&mut self, wave: usize, now: u64, fx: &mut Vec<Effect>) {
+        let deadline = self.run_afresh(wave, now);
         self.counts = None;
         self.failure_warned = false;
         let started = DecisionKind::WaveStarted {

@@ -12,9 +12,7 @@ fn g(s: &str) -> GroupName {
 }
 
 fn spec(gates: Gates) -> CampaignSpec {
-    let wave = |c: &[(&str, u16)]| WaveSpec {
-        cohorts: c.iter().map(|&(n, b)| (g(n), b)).collect(),
-    };
+    let wave = WaveSpec::of;
     CampaignSpec {
         gates,
         ..CampaignSpec::new(

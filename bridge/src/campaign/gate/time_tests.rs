@@ -14,9 +14,7 @@ fn g(s: &str) -> GroupName {
 /// Two waves: line-3 at 10 %, then line-3 and line-4 at 100 %. Sample 1,
 /// timeout 600 s.
 fn spec(stop_at: Option<u64>) -> CampaignSpec {
-    let wave = |c: &[(&str, u16)]| WaveSpec {
-        cohorts: c.iter().map(|&(n, b)| (g(n), b)).collect(),
-    };
+    let wave = WaveSpec::of;
     CampaignSpec {
         gates: Gates {
             min_sample: 1,

@@ -12,7 +12,9 @@ use schemas::topic::Topic;
 use schemas::{ArtifactId, CampaignId};
 
 use super::{install_request, Active, Agent, Link, Report};
-use crate::agent::event::{Action, BootOutcome, Geometry, ImageDigest, Notice, TimerId};
+use crate::agent::event::{
+    Action, BootOutcome, Geometry, ImageDigest, InstallRequest, Notice, TimerId,
+};
 use crate::agent::state::Stage;
 
 impl Agent {
@@ -357,12 +359,24 @@ impl Agent {
             Report::new(&campaign, Some(&m.artifact), StatusState::Installing),
             out,
         );
+        self.hand_off(i, Stage::Installing, Action::Install, out);
+    }
+
+    /// Moves job `i` to `stage`, persisted, then hands its install request
+    /// to the I/O side as `act` (install, or reboot into the new image).
+    fn hand_off(
+        &mut self,
+        i: usize,
+        stage: Stage,
+        act: fn(InstallRequest) -> Action,
+        out: &mut Vec<Action>,
+    ) {
         let job = &mut self.state.jobs[i];
-        job.stage = Stage::Installing;
+        job.stage = stage;
         self.dirty = true;
         let req = install_request(job);
         self.persist_if_dirty(out);
-        out.push(Action::Install(req));
+        out.push(act(req));
     }
 
     pub(super) fn on_install_done(
@@ -394,21 +408,11 @@ impl Agent {
                     Report::new(campaign, Some(&m.artifact), StatusState::Rebooting),
                     out,
                 );
-                let job = &mut self.state.jobs[i];
-                job.stage = Stage::Rebooting;
-                self.dirty = true;
-                let req = install_request(job);
-                self.persist_if_dirty(out);
-                out.push(Action::Reboot(req));
+                self.hand_off(i, Stage::Rebooting, Action::Reboot, out);
                 return;
             }
             (Kind::App | Kind::Config, Ok(())) => {
-                self.state
-                    .versions
-                    .insert(m.component.clone(), m.version.clone());
-                let sha256 = super::delta::target(&self.state.jobs[i]).sha256;
-                self.installed.insert(m.component.clone(), sha256);
-                self.dirty = true;
+                self.now_running(i);
                 self.persist_if_dirty(out);
                 self.publish_hello(out);
                 self.finish(
@@ -420,6 +424,16 @@ impl Agent {
             }
         }
         self.schedule(now, out);
+    }
+
+    /// Job `i`'s image is what runs now: its version and hash, to persist.
+    fn now_running(&mut self, i: usize) {
+        let m = &self.state.jobs[i].manifest;
+        let (component, version) = (m.component.clone(), m.version.clone());
+        let sha256 = super::delta::target(&self.state.jobs[i]).sha256;
+        self.state.versions.insert(component.clone(), version);
+        self.installed.insert(component, sha256);
+        self.dirty = true;
     }
 
     pub(super) fn on_booted(&mut self, now: u64, outcome: BootOutcome, out: &mut Vec<Action>) {
@@ -435,12 +449,7 @@ impl Agent {
         let campaign = self.state.jobs[i].campaign.clone();
         match outcome {
             BootOutcome::Healthy => {
-                self.state
-                    .versions
-                    .insert(m.component.clone(), m.version.clone());
-                let sha256 = super::delta::target(&self.state.jobs[i]).sha256;
-                self.installed.insert(m.component.clone(), sha256);
-                self.dirty = true;
+                self.now_running(i);
                 self.finish(
                     now,
                     &campaign,

@@ -259,7 +259,8 @@ impl Dev {
     }
 }
 
-pub(super) fn statuses(actions: &[Action]) -> Vec<Status> {
+/// The exact bytes of the Status publishes among `actions`, in order.
+pub(super) fn status_payloads(actions: &[Action]) -> Vec<Vec<u8>> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -267,9 +268,16 @@ pub(super) fn statuses(actions: &[Action]) -> Vec<Status> {
                 topic: Topic::Status(_),
                 payload,
                 ..
-            } => Some(Status::decode(payload).unwrap()),
+            } => Some(payload.clone()),
             _ => None,
         })
+        .collect()
+}
+
+pub(super) fn statuses(actions: &[Action]) -> Vec<Status> {
+    status_payloads(actions)
+        .iter()
+        .map(|p| Status::decode(p).unwrap())
         .collect()
 }
 

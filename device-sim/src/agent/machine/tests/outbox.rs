@@ -92,32 +92,10 @@ fn after_2_s_without_an_ack_the_outbox_is_resent_oldest_first() {
 #[test]
 fn exact_bytes_are_kept_and_resent() {
     let (mut d, _img) = two_pending();
-    let first: Vec<Vec<u8>> = d
-        .log
-        .iter()
-        .filter_map(|a| match a {
-            Action::Publish {
-                topic: Topic::Status(_),
-                payload,
-                ..
-            } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect();
+    let first = status_payloads(&d.log);
     d.restart(Box::new(NeverDefer));
     d.online();
-    let again: Vec<Vec<u8>> = d
-        .log
-        .iter()
-        .filter_map(|a| match a {
-            Action::Publish {
-                topic: Topic::Status(_),
-                payload,
-                ..
-            } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect();
+    let again = status_payloads(&d.log);
     assert_eq!(first, again);
 }
 
