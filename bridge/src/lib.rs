@@ -288,10 +288,12 @@ impl Bridge {
             status_ingest: ingest_tx.downgrade(),
         };
         let (repair_tx, repair_rx) = mpsc::channel(repair::INBOX);
+        // BlockRequests come in on the egress connection (mqtt/egress.rs),
+        // not behind the Statuses on this one.
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
-            blocks: Some(block_server.requests()),
+            blocks: None,
             repair: Some(repair_tx),
         };
         let (link_tx, link) = watch::channel(LinkState::default());
@@ -300,6 +302,10 @@ impl Bridge {
             client: probe_client,
             topics: config.bridge.topics.clone(),
             sink: flight,
+            requests: Some(mqtt::egress::Requests {
+                to: block_server.requests(),
+                metrics: metrics.clone(),
+            }),
         };
         let egress_task = tokio::spawn(mqtt::egress::run(
             egress_loop,

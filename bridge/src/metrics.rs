@@ -28,8 +28,9 @@ pub enum DropReason {
     CommandStale,
     /// A command whose request id was already received.
     CommandReplayed,
-    /// Not used any more: under load the bridge stops reading instead of
-    /// dropping. Kept so that logged counter names stay stable.
+    /// A BlockRequest dropped because the block server's inbox was full
+    /// (the device asks again after its quiet spell). Everything else is
+    /// never dropped under load: the bridge stops reading instead.
     Overloaded,
     /// A message for a part of the bridge that is not running (e.g. block
     /// requests before the block server exists).

@@ -317,8 +317,9 @@ impl Identity {
             warn!(
                 change = target,
                 wait_secs = limit.as_secs(),
-                "the external broker's password and ACL files are not current yet (see the \
-                 mosquitto sync's error above): going on without them"
+                "the external broker's password and ACL files do not hold this change yet (a \
+                 broker still reloading, or the mosquitto sync's error above if there is one): \
+                 going on without them"
             );
         }
     }

@@ -7,6 +7,17 @@
 //! subscribes to `P/artifacts/+/blocks` (QoS 1, as devices do), and each
 //! broadcast block that comes back is told to the [`DeliveryProbe`] (the
 //! block server's `Flight`); so is the PUBACK latency of each publish.
+//!
+//! And it takes the devices' BlockRequests (`P/devices/+/requests`, QoS 0)
+//! for the block server, not the ingress connection: there they would
+//! queue behind a wave's Status reports, and a broker drops QoS 0
+//! messages for a client that is behind (Mosquitto does once its in-flight
+//! window is full). At 100,000 devices the third wave's requests were
+//! lost so while the bridge stored its Statuses, and 6,934 devices timed
+//! out waiting for a block (docs/BENCHMARKS.md, "The topology past one
+//! broker"). This connection reads everything at once, so a request waits
+//! only for the block server's own inbox; when that is full it is dropped
+//! (counted, `overloaded`) and the device asks again after its quiet spell.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,11 +25,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
-use schemas::topic::{Filter, Topics};
-use tokio::sync::watch;
+use schemas::topic::{Filter, Topic, Topics};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::event_loop::LinkState;
+use super::inbound::{AckToken, Incoming};
+use crate::metrics::{DropReason, Metrics};
 
 /// Who hears what the probe subscription sees.
 pub trait DeliveryProbe: Send + Sync {
@@ -39,6 +52,15 @@ pub struct Probe {
     pub client: AsyncClient,
     pub topics: Topics,
     pub sink: Arc<dyn DeliveryProbe>,
+    /// The block server's inbox, for the devices' BlockRequests (`None`:
+    /// not subscribed here).
+    pub requests: Option<Requests>,
+}
+
+/// Where BlockRequests go, and where a dropped one is counted.
+pub struct Requests {
+    pub to: mpsc::Sender<Incoming>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Probe {
@@ -46,6 +68,41 @@ impl Probe {
         let f = self.topics.filter(Filter::AllArtifactBlocks);
         if let Err(e) = self.client.try_subscribe(f, QoS::AtLeastOnce) {
             warn!(error = %e, "block delivery probe not subscribed; blocks are paced blind");
+        }
+        if self.requests.is_some() {
+            let f = self.topics.filter(Filter::AllRequests);
+            if let Err(e) = self.client.try_subscribe(f, QoS::AtMostOnce) {
+                warn!(error = %e, "block requests not subscribed; devices will not be served");
+            }
+        }
+    }
+
+    /// A publish that came in: a block back (the probe) or a request.
+    fn incoming(&self, topic: &str, payload: bytes::Bytes) {
+        let Some(r) = &self.requests else {
+            return self.sink.block(&payload, Instant::now());
+        };
+        match self.topics.parse(topic) {
+            Ok(Topic::ArtifactBlocks(_)) => self.sink.block(&payload, Instant::now()),
+            Ok(t @ Topic::Request(_)) => {
+                let m = Incoming {
+                    topic: t,
+                    payload,
+                    retain: false,
+                    ack: AckToken::none(),
+                    arrived: Instant::now(),
+                };
+                if r.to.try_send(m).is_err() {
+                    r.metrics.count_drop(DropReason::Overloaded);
+                }
+            }
+            _ => {
+                r.metrics.count_drop(DropReason::BadTopic);
+                debug!(
+                    topic,
+                    "egress: dropped a publish on a topic it does not take"
+                );
+            }
         }
     }
 }
@@ -94,7 +151,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(msg))) => {
                 if let Some(p) = &probe {
-                    p.sink.block(&msg.payload, Instant::now());
+                    p.incoming(&msg.topic, msg.payload);
                 }
             }
             Ok(_) => {}
