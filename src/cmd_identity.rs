@@ -407,7 +407,8 @@ async fn provision_all(
     devices: Vec<(DeviceId, BTreeMap<String, String>)>,
 ) -> anyhow::Result<Vec<Written>> {
     let mut written = Vec::with_capacity(devices.len());
-    for chunk in devices.chunks(MAX_PROVISION_BATCH) {
+    let parts = devices.len().div_ceil(MAX_PROVISION_BATCH);
+    for (i, chunk) in devices.chunks(MAX_PROVISION_BATCH).enumerate() {
         let files: Vec<Provisioning> = chunk
             .iter()
             .map(|(id, labels)| t.file(id, labels.clone()))
@@ -429,12 +430,14 @@ async fn provision_all(
             .map(|f| (f.device_id.clone(), f.labels.clone(), f.password.clone()))
             .collect();
         let certs = cert_fingerprints(&files)?;
-        if let Err(e) = provision::send_batch_with_certs(
+        // Only the last part's reply waits for an external broker's files.
+        if let Err(e) = provision::send_part(
             client,
             &batch,
             &certs,
             provision::Mode::New,
             Some(&t.release_keys),
+            i + 1 < parts,
         )
         .await
         {

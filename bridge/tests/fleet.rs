@@ -5,6 +5,7 @@
 
 mod common;
 
+use bridge::client::OpsClient;
 use bridge::ops::fleet_cmds::{DeviceList, DeviceShow, GroupDelete, GroupList, GroupPut};
 use common::*;
 use schemas::msg::{Presence, StatusState, WireMessage};
@@ -105,28 +106,18 @@ async fn selector_groups_send_retained_membership(kind: BrokerKind) {
     a2.wait_groups(&["acme-3"]).await;
 
     // An explicit list adds a second group; only changes are published.
-    ops.call_ok::<GroupPut>(Command::GroupPut {
+    let canary = || Command::GroupPut {
         name: g("canary"),
         selector: None,
         members: Some(vec![
             DeviceId::new("dev-a").unwrap(),
             DeviceId::new("dev-b").unwrap(),
         ]),
-    })
-    .await
-    .unwrap();
+    };
+    ops.call_ok::<GroupPut>(canary()).await.unwrap();
     a2.wait_groups(&["acme-3", "canary"]).await;
     let before = stack.metrics().memberships_published;
-    ops.call_ok::<GroupPut>(Command::GroupPut {
-        name: g("canary"),
-        selector: None,
-        members: Some(vec![
-            DeviceId::new("dev-a").unwrap(),
-            DeviceId::new("dev-b").unwrap(),
-        ]),
-    })
-    .await
-    .unwrap();
+    ops.call_ok::<GroupPut>(canary()).await.unwrap();
     assert_eq!(
         stack.metrics().memberships_published,
         before,
@@ -199,21 +190,29 @@ async fn an_unknown_command_is_refused_with_the_reason(kind: BrokerKind) {
     ops.call_ok::<GroupList>(Command::GroupList).await.unwrap();
 }
 
-async fn state_survives_a_restart(kind: BrokerKind) {
-    let mut stack = Stack::start(kind).await;
-    let ops = stack.ops().await;
-    let mut dev = stack.device("dev-r").await;
-    dev.hello("ep000001", 1, &[("site", "x")]).await;
-    dev.status(1, StatusState::Accepted).await;
-    dev.wait_ack(Some(1)).await;
+/// `dev` says Hello with the label `site=SITE`, has its Status `seq`
+/// acknowledged, and receives its membership of the selector group
+/// `site-SITE`: the state the next two tests expect to outlive a bridge.
+async fn reported_in_site_group(ops: &OpsClient, dev: &mut TestDevice, seq: u64, site: &str) {
+    dev.hello("ep000001", seq, &[("site", site)]).await;
+    dev.status(seq, StatusState::Accepted).await;
+    dev.wait_ack(Some(seq)).await;
+    let group = format!("site-{site}");
     ops.call_ok::<GroupPut>(Command::GroupPut {
-        name: g("site-x"),
-        selector: Some("site=x".into()),
+        name: g(&group),
+        selector: Some(format!("site={site}")),
         members: None,
     })
     .await
     .unwrap();
-    dev.wait_groups(&["site-x"]).await;
+    dev.wait_groups(&[&group]).await;
+}
+
+async fn state_survives_a_restart(kind: BrokerKind) {
+    let mut stack = Stack::start(kind).await;
+    let ops = stack.ops().await;
+    let mut dev = stack.device("dev-r").await;
+    reported_in_site_group(&ops, &mut dev, 1, "x").await;
 
     stack.restart_bridge().await;
     let list: DeviceList = ops
@@ -236,17 +235,7 @@ async fn retained_messages_are_republished_to_a_new_broker(kind: BrokerKind) {
     let mut stack = Stack::start(kind).await;
     let ops = stack.ops().await;
     let mut dev = stack.device("dev-h").await;
-    dev.hello("ep000001", 10, &[("site", "y")]).await;
-    dev.status(10, StatusState::Accepted).await;
-    dev.wait_ack(Some(10)).await;
-    ops.call_ok::<GroupPut>(Command::GroupPut {
-        name: g("site-y"),
-        selector: Some("site=y".into()),
-        members: None,
-    })
-    .await
-    .unwrap();
-    dev.wait_groups(&["site-y"]).await;
+    reported_in_site_group(&ops, &mut dev, 10, "y").await;
     stack.stop_bridge().await;
 
     // A brand-new broker: nothing retained.

@@ -55,6 +55,7 @@ async fn provision(ops: &OpsClient, id: &str, cert: &Issued, replace: bool) -> R
         devices: vec![entry],
         replace,
         upsert: false,
+        more_batches: false,
     };
     ops.call_ok::<serde_json::Value>(cmd)
         .await

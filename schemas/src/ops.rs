@@ -146,6 +146,13 @@ pub enum Command {
         /// again against the same bridge). Overrides `replace`.
         #[serde(default)]
         upsert: bool,
+        /// More batches of the same provisioning follow: the reply does
+        /// not wait for an external Mosquitto's files to hold these
+        /// devices. The last batch (without it) waits for every batch
+        /// before it too, so a fleet waits for one rewrite, not one per
+        /// batch.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more_batches: bool,
     },
     /// Revoke a device: disconnected at once, refused from then on.
     DeviceRevoke { id: DeviceId },
@@ -241,6 +248,21 @@ pub enum Command {
 
 impl Command {
     /// The command's name, for logs and the audit trail.
+    /// Is its reply held until an external broker's files hold what it
+    /// changed? A provisioning (its last batch) and a revocation: `ota
+    /// devices provision` returns when the devices can log in, `revoke`
+    /// when the device is out. The bridge holds the reply; a client waits
+    /// longer for it.
+    pub fn settles(&self) -> bool {
+        matches!(
+            self,
+            Command::DeviceProvision {
+                more_batches: false,
+                ..
+            } | Command::DeviceRevoke { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Command::GroupPut { .. } => "group_put",

@@ -364,6 +364,18 @@ impl OpsClient {
     /// Sends a command with a fresh request id and waits for its reply
     /// (which may be a refusal: see [`OpsClient::call_ok`]).
     pub async fn call(&self, command: Command) -> Result<Reply, ClientError> {
+        // The bridge answers a provisioning and a revocation once an
+        // external Mosquitto's files hold them: a debounce window and a
+        // rewrite, which grow with the files.
+        let timeout = match command.settles() {
+            true => self.timeout.max(provision::PROVISION_TIMEOUT),
+            false => self.timeout,
+        };
+        self.call_within(command, timeout).await
+    }
+
+    /// [`OpsClient::call`], waiting up to `timeout` for the reply.
+    async fn call_within(&self, command: Command, timeout: Duration) -> Result<Reply, ClientError> {
         // Invariant: the random name is 4 + 16 characters of the alphabet.
         let request_id = RequestId::new(random_name("req-", 16))
             .map_err(|e| ClientError::Options(e.to_string()))?;
@@ -373,9 +385,10 @@ impl OpsClient {
             command,
             audience: self.audience.clone(),
         };
-        self.send(
+        self.send_within(
             CommandEnvelope::sign(&body, &self.key).to_bytes(),
             &body.request_id,
+            timeout,
         )
         .await
     }
@@ -386,6 +399,15 @@ impl OpsClient {
         &self,
         envelope: Vec<u8>,
         request_id: &RequestId,
+    ) -> Result<Reply, ClientError> {
+        self.send_within(envelope, request_id, self.timeout).await
+    }
+
+    async fn send_within(
+        &self,
+        envelope: Vec<u8>,
+        request_id: &RequestId,
+        timeout: Duration,
     ) -> Result<Reply, ClientError> {
         let mut w = self.waiters.lock().await;
         while w.replies.try_recv().is_ok() {}
@@ -409,7 +431,7 @@ impl OpsClient {
             )
             .await
             .map_err(|_| ClientError::Closed)?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let reply = loop {
             match tokio::time::timeout_at(deadline, w.replies.recv()).await {
                 Ok(Some(Ok(r))) if &r.request_id == request_id => break r,
@@ -417,7 +439,7 @@ impl OpsClient {
                 // Fail loudly: someone else answers on the bridge's behalf.
                 Ok(Some(Err(why))) => return Err(ClientError::Forged(why)),
                 Ok(None) => return Err(ClientError::Closed),
-                Err(_) => return Err(ClientError::NoReply(self.timeout)),
+                Err(_) => return Err(ClientError::NoReply(timeout)),
             }
         };
         // Best effort: the subscription dies with the session anyway.

@@ -11,6 +11,12 @@ use schemas::DeviceId;
 
 use super::{ClientError, OpsClient};
 
+/// How long a provisioning's or a revocation's reply may take at least
+/// ([`OpsClient::call`]): the bridge replies once an external Mosquitto's
+/// files hold the change, which takes a
+/// debounce window and a rewrite (about 25 s at 100,000 devices).
+pub const PROVISION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How a provision command treats ids that have credentials already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -46,6 +52,20 @@ pub async fn send_batch_with_certs(
     mode: Mode,
     trusts: Option<&[VerifyingKey]>,
 ) -> Result<(), ClientError> {
+    send_part(client, batch, certs, mode, trusts, false).await
+}
+
+/// [`send_batch_with_certs`] as one part of many: with `more_batches`,
+/// the reply does not wait for an external broker's files (the last
+/// part's reply waits for them all).
+pub async fn send_part(
+    client: &OpsClient,
+    batch: &[(DeviceId, BTreeMap<String, String>, String)],
+    certs: &[Option<String>],
+    mode: Mode,
+    trusts: Option<&[VerifyingKey]>,
+    more_batches: bool,
+) -> Result<(), ClientError> {
     let trusts: Option<Vec<_>> = trusts.map(|keys| keys.iter().map(kid).collect());
     let devices = batch
         .iter()
@@ -62,7 +82,10 @@ pub async fn send_batch_with_certs(
         devices,
         replace: mode == Mode::Rotate,
         upsert: mode == Mode::Upsert,
+        more_batches,
     };
+    // `call` waits up to PROVISION_TIMEOUT for a settled reply
+    // (`Command::settles`: the last part).
     client.call_ok::<serde_json::Value>(cmd).await.map(|_| ())
 }
 
@@ -75,12 +98,13 @@ pub async fn logins(
     trusts: Option<&[VerifyingKey]>,
 ) -> Result<BTreeMap<DeviceId, (String, String)>, ClientError> {
     let mut out = BTreeMap::new();
-    for chunk in ids.chunks(MAX_PROVISION_BATCH) {
+    let parts = ids.len().div_ceil(MAX_PROVISION_BATCH);
+    for (i, chunk) in ids.chunks(MAX_PROVISION_BATCH).enumerate() {
         let batch: Vec<_> = chunk
             .iter()
             .map(|id| (id.clone(), BTreeMap::new(), generate_password()))
             .collect();
-        send_batch(client, &batch, Mode::Upsert, trusts).await?;
+        send_part(client, &batch, &[], Mode::Upsert, trusts, i + 1 < parts).await?;
         for (id, _, pw) in batch {
             out.insert(id.clone(), (id.to_string(), pw));
         }

@@ -27,7 +27,7 @@
 //! the broker's listener thread.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -137,9 +137,13 @@ struct External {
     healthy: AtomicBool,
     changes: watch::Sender<u64>,
     applied: watch::Sender<u64>,
+    /// The sync's last cycle (its window and its rewrite), in ms: how long
+    /// a change may take to be applied when nothing is wrong.
+    cycle_ms: AtomicU64,
 }
 
-/// How long [`Identity::applied`] waits for an external broker's copy.
+/// How long [`Identity::applied`] waits for an external broker's copy
+/// beyond the sync's own cycle ([`Identity::set_sync_cycle`]).
 pub const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// Closes a client's connection by client id (the embedded broker's).
@@ -162,6 +166,7 @@ impl Identity {
                 healthy: AtomicBool::new(true),
                 changes: watch::Sender::new(0),
                 applied: watch::Sender::new(0),
+                cycle_ms: AtomicU64::new(0),
             },
         };
         for r in records {
@@ -248,6 +253,21 @@ impl Identity {
         self.external.applied.send_modify(|a| *a = (*a).max(change));
     }
 
+    /// How long the sync's last cycle took (its debounce window and its
+    /// rewrite): large files take longer, and [`Identity::applied`] waits
+    /// that much more before it says the files are late.
+    pub fn set_sync_cycle(&self, cycle: Duration) {
+        let ms = u64::try_from(cycle.as_millis()).unwrap_or(u64::MAX);
+        self.external.cycle_ms.store(ms, Ordering::Release);
+    }
+
+    /// How long [`Identity::applied_to`] waits: [`APPLY_WAIT`] beyond two
+    /// of the sync's cycles (a change can just miss one).
+    pub fn apply_wait(&self) -> Duration {
+        let cycle = Duration::from_millis(self.external.cycle_ms.load(Ordering::Acquire));
+        APPLY_WAIT + cycle * 2
+    }
+
     /// The external broker's copy cannot be updated now (its sync logs
     /// why): until it can, [`Identity::applied`] does not wait, so that a
     /// broken sync does not hold up every Membership and reply.
@@ -256,7 +276,7 @@ impl Identity {
     }
 
     /// Waits until the external broker's copy holds every change made so
-    /// far (at most [`APPLY_WAIT`]; then it says so and goes on), so that
+    /// far (at most [`Identity::apply_wait`]; then it says so and goes on), so that
     /// a device is granted a group's topics before its Membership names
     /// the group, and a provisioned device can log in once `ota devices
     /// provision` returns. At once when there is no external copy, or
@@ -284,10 +304,11 @@ impl Identity {
         }
         let mut rx = self.external.applied.subscribe();
         let wait = rx.wait_for(|a| *a >= target);
-        if tokio::time::timeout(APPLY_WAIT, wait).await.is_err() {
+        let limit = self.apply_wait();
+        if tokio::time::timeout(limit, wait).await.is_err() {
             warn!(
                 change = target,
-                wait_secs = APPLY_WAIT.as_secs(),
+                wait_secs = limit.as_secs(),
                 "the external broker's password and ACL files are not current yet (see the \
                  mosquitto sync's error above): going on without them"
             );

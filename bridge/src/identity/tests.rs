@@ -6,7 +6,7 @@ use schemas::provisioning::{generate_password, hash_password};
 use schemas::topic::{Filter, Topic, Topics};
 use schemas::{DeviceId, GroupName, RequestId};
 
-use super::authority::{Admission, Identity, IdentityConfig};
+use super::authority::{Admission, Identity, IdentityConfig, APPLY_WAIT};
 use super::refusals::Refused;
 use super::store::{CredentialRecord, Standing};
 
@@ -451,6 +451,18 @@ async fn applied_waits_for_the_external_copy_of_the_latest_change() {
     tokio::time::timeout(short, a.applied())
         .await
         .expect("a failing sync is not waited for");
+}
+
+/// The wait for an external copy grows with the sync's cycle (large files
+/// take a longer window and rewrite): a reply is not sent before the files
+/// could have been written.
+#[test]
+fn the_wait_for_the_external_copy_grows_with_the_syncs_cycle() {
+    use std::time::Duration;
+    let f = fixture(Admission::Provisioned);
+    assert_eq!(f.id.apply_wait(), APPLY_WAIT);
+    f.id.set_sync_cycle(Duration::from_secs(20));
+    assert_eq!(f.id.apply_wait(), APPLY_WAIT + Duration::from_secs(40));
 }
 
 /// `[devices] admission = "enroll"` with token `tok` and a bound of

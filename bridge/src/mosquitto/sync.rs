@@ -98,11 +98,13 @@ impl MosquittoSync {
         let mut changes = self.identity.follow_changes();
         let mut failing = false;
         let first = *changes.borrow_and_update();
+        let began = std::time::Instant::now();
         let written = self.rewrite(first, self.conf.clone(), &mut failing).await;
         if let Some(bytes) = written {
             info!(dir = %self.config.dir.display(), bytes, "mosquitto's password and ACL files written");
         }
         let window = debounce(written.unwrap_or(0));
+        self.identity.set_sync_cycle(window + began.elapsed());
         tokio::spawn(async move { self.follow(changes, failing, window, token).await })
     }
 
@@ -125,7 +127,11 @@ impl MosquittoSync {
                 _ = tokio::time::sleep(if failing { RETRY } else { window }) => {}
             }
             let change = *changes.borrow_and_update();
+            let began = std::time::Instant::now();
             if let Some(bytes) = self.rewrite(change, None, &mut failing).await {
+                // A change waits up to a window and a rewrite when all is
+                // well: what a reply or a Membership may wait for.
+                self.identity.set_sync_cycle(window + began.elapsed());
                 window = debounce(bytes);
             }
         }

@@ -31,6 +31,7 @@ pub async fn dispatch(
             devices,
             replace,
             upsert,
+            more_batches: _,
         } => identity_cmds::provision(state, devices, replace, upsert, now).await,
         Command::DeviceRevoke { id } => identity_cmds::revoke(state, id, now).await,
         Command::DeviceAccept { id } => enrollment_cmds::accept(state, id, now).await,

@@ -138,9 +138,9 @@ pub async fn provision(
             replaced: rotated,
         });
     }
-    // An external Mosquitto has the new passwords before the reply: a
-    // device logs in as soon as `ota devices provision` returns.
-    state.identity().applied().await;
+    // The reply waits (off core, `super::Ops::handle`) until an external
+    // Mosquitto has the new passwords: a device logs in as soon as `ota
+    // devices provision` returns.
     info!(
         devices = records.len(),
         rotated = replace,
@@ -188,8 +188,8 @@ pub async fn revoke(
     state.credentials().put(&record)?;
     state.identity().upsert(&record);
     state.identity().disconnect(id.as_str());
-    // An external Mosquitto drops it when it reloads its files.
-    state.identity().applied().await;
+    // An external Mosquitto drops it when it reloads its files; the reply
+    // waits for that (off core, `super::Ops::handle`).
     info!(device = %id, "device revoked");
     state
         .event(

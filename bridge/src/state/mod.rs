@@ -135,7 +135,7 @@ impl CoreState {
     }
 
     /// Who may log in and register (shared with the broker).
-    pub fn identity(&self) -> &Identity {
+    pub fn identity(&self) -> &Arc<Identity> {
         &self.identity
     }
 

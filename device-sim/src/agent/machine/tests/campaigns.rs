@@ -164,26 +164,8 @@ fn an_emergency_is_never_deferred() {
 
 #[test]
 fn an_emergency_pre_empts_and_the_other_download_continues_with_its_blocks() {
-    let a_img = TestImage::new(
-        "fw-a",
-        Kind::App,
-        "main",
-        "1.3.0",
-        "esp32",
-        pattern_image(5 * 4096, 1),
-        4096,
-    )
-    .unwrap();
-    let e_img = TestImage::new(
-        "cfg-e",
-        Kind::Config,
-        "main",
-        "1.3.1",
-        "esp32",
-        pattern_image(2 * 4096, 2),
-        4096,
-    )
-    .unwrap();
+    let a_img = image_of("fw-a", Kind::App, "main", "1.3.0", 5, 1);
+    let e_img = image_of("cfg-e", Kind::Config, "main", "1.3.1", 2, 2);
     let mut d = downloading(&a_img);
     d.blocks(&a_img, 0..2);
     let mut e = ann("e", &e_img);
@@ -213,27 +195,9 @@ fn an_emergency_pre_empts_and_the_other_download_continues_with_its_blocks() {
 
 #[test]
 fn pre_empted_download_resumes_from_its_blocks() {
-    let a_img = TestImage::new(
-        "fw-a",
-        Kind::App,
-        "main",
-        "1.3.0",
-        "esp32",
-        pattern_image(5 * 4096, 1),
-        4096,
-    )
-    .unwrap();
+    let a_img = image_of("fw-a", Kind::App, "main", "1.3.0", 5, 1);
     // The emergency updates another component.
-    let e_img = TestImage::new(
-        "cfg-e",
-        Kind::Config,
-        "net",
-        "2.0.0",
-        "esp32",
-        pattern_image(4096, 2),
-        4096,
-    )
-    .unwrap();
+    let e_img = image_of("cfg-e", Kind::Config, "net", "2.0.0", 1, 2);
     let mut cfg = config("dev-0001");
     cfg.room_bytes = None;
     let mut d = Dev::with(cfg, Box::new(NeverDefer));
@@ -268,26 +232,8 @@ fn pre_empted_download_resumes_from_its_blocks() {
 
 #[test]
 fn accepted_campaigns_wait_their_turn_in_accept_order() {
-    let a = TestImage::new(
-        "fw-a",
-        Kind::App,
-        "main",
-        "1.3.0",
-        "esp32",
-        pattern_image(4096, 1),
-        4096,
-    )
-    .unwrap();
-    let b = TestImage::new(
-        "fw-b",
-        Kind::App,
-        "main",
-        "1.4.0",
-        "esp32",
-        pattern_image(4096, 2),
-        4096,
-    )
-    .unwrap();
+    let a = image_of("fw-a", Kind::App, "main", "1.3.0", 1, 1);
+    let b = image_of("fw-b", Kind::App, "main", "1.4.0", 1, 2);
     let mut d = Dev::new();
     d.online();
     d.join(&["g1", "g2"]);
@@ -302,16 +248,7 @@ fn accepted_campaigns_wait_their_turn_in_accept_order() {
 
 #[test]
 fn paused_stops_requests_and_active_continues() {
-    let img = TestImage::new(
-        "fw",
-        Kind::App,
-        "main",
-        "1.3.0",
-        "esp32",
-        pattern_image(4 * 4096, 1),
-        4096,
-    )
-    .unwrap();
+    let img = image_of("fw", Kind::App, "main", "1.3.0", 4, 1);
     let mut d = downloading(&img);
     d.block(&img, 0);
     d.announce("g1", &paused(ann("camp-1", &img)));

@@ -203,16 +203,7 @@ fn times_out_after_two_minutes_without_a_new_block_not_counting_pauses() {
 
 #[test]
 fn a_new_block_resets_the_timeout() {
-    let img = TestImage::new(
-        "fw",
-        Kind::App,
-        "main",
-        "1.3.0",
-        "esp32",
-        pattern_image(8 * 4096, 1),
-        4096,
-    )
-    .unwrap();
+    let img = image_of("fw", Kind::App, "main", "1.3.0", 8, 1);
     let mut d = downloading(&img);
     for i in 0..7 {
         for _ in 0..25 {

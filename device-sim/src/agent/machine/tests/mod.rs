@@ -50,6 +50,28 @@ pub(super) fn image(artifact: &str, version: &str, kind: Kind) -> TestImage {
     .unwrap()
 }
 
+/// An `esp32` image of `kind` for `component` at `version`: `blocks`
+/// blocks of 4096 bytes of the pattern `seed`.
+pub(super) fn image_of(
+    artifact: &str,
+    kind: Kind,
+    component: &str,
+    version: &str,
+    blocks: usize,
+    seed: u8,
+) -> TestImage {
+    TestImage::new(
+        artifact,
+        kind,
+        component,
+        version,
+        "esp32",
+        pattern_image(blocks * 4096, seed),
+        4096,
+    )
+    .unwrap()
+}
+
 pub(super) fn ann(campaign: &str, img: &TestImage) -> Announcement {
     announcement(campaign, img.manifest.kind, vec![img.envelope(&key(1))]).unwrap()
 }
