@@ -43,6 +43,7 @@ use crate::{rt, Run};
     ota bench --only downloads --broker embedded --devices 10000 --block-size 16384\n  \
     ota bench --only downloads,raw --devices 2000 --fanout 40000\n  \
     ota bench --only line\n  \
+    ota bench --only emergency-under-download --devices 10000\n  \
     ota bench --only deltas\n  \
     ota bench --only tls\n  \
     ota bench --only acl\n  \
@@ -62,7 +63,8 @@ pub struct Bench {
     broker: Vec<BrokerArg>,
     /// Fleet sizes of the download and raw fan-out rows (instead of
     /// 1,000 and 10,000; --quick: 1,000). Unicast-only rows run at sizes up
-    /// to 1,000 only.
+    /// to 1,000 only. The download under the emergency runs at the
+    /// largest.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     devices: Vec<usize>,
     /// Block size of every downloaded image (and of the raw fan-out's
@@ -206,6 +208,10 @@ enum PartArg {
     Raw,
     /// The emergency latency.
     Emergency,
+    /// The emergency latency to 1,000 devices while a 1 MiB download to
+    /// 10,000 others (or --devices) runs through the same broker and
+    /// bridge. Not in --quick.
+    EmergencyUnderDownload,
     /// The durable status ingest.
     Ingest,
     /// A factory line: 200 fresh devices powered up together.
@@ -236,6 +242,7 @@ impl PartArg {
             PartArg::Downloads => Part::Downloads,
             PartArg::Raw => Part::Raw,
             PartArg::Emergency => Part::Emergency,
+            PartArg::EmergencyUnderDownload => Part::EmergencyUnderDownload,
             PartArg::Ingest => Part::Ingest,
             PartArg::Line => Part::Line,
             PartArg::Deltas => Part::Deltas,

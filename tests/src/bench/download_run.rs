@@ -151,7 +151,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     let bridge = Bridge::start(config).await?;
     bridge.ready().await;
     let watcher = bridge.http_addr().map(super::watcher::Watcher::start);
-    let (mut result, ()) = run_on(&bridge, &release, opts, async {}).await?;
+    let (mut result, ()) = run_on(&bridge, &release, opts, |_| async {}).await?;
     result.watched = match watcher {
         Some(w) => Some(w.stop().await),
         None => None,
@@ -163,17 +163,17 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
 
 /// The download on a running `bridge` that trusts `release`: stores the
 /// image, connects every device, starts them together and waits for each
-/// to finish. `during` runs beside the download from its start (it is
-/// first polled once every device has been told to go) and is awaited to
-/// its end, the download's or not; `opts.blocks` and `opts.watched` are
+/// to finish. `during` is given the download's start (the instant its
+/// wall time counts from, once every device is connected) and runs beside
+/// it, awaited to its end, the download's or not; `opts.blocks` and `opts.watched` are
 /// not applied here (the bridge's own config holds them). The result's
 /// `watched` is `None`, and its egress counts every block the bridge
 /// served, the download's and any `during` caused.
-pub async fn run_on<T>(
+pub async fn run_on<T, F: std::future::Future<Output = T>>(
     bridge: &Bridge,
     release: &schemas::keys::SigningKey,
     opts: &BenchOptions,
-    during: impl std::future::Future<Output = T>,
+    during: impl FnOnce(Instant) -> F,
 ) -> Result<(BenchResult, T), BenchError> {
     let manifest = store_image(bridge, release, opts).await?;
 
@@ -194,7 +194,7 @@ pub async fn run_on<T>(
         let (m, c) = (manifest.clone(), cfg.clone());
         runs.spawn(async move { d.download(&m, &c).await });
     }
-    let during = during;
+    let during = during(go);
     tokio::pin!(during);
     let mut beside = None;
     let (mut completed, mut requests, mut last) = (0, 0, Duration::ZERO);
