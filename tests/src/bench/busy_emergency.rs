@@ -54,6 +54,12 @@ pub struct BusyReport {
     pub blocks_after: u64,
     /// The download still had devices to finish when the emergency did.
     pub download_running: bool,
+    /// The bridge's publishing connection over the whole run: its PUBACK
+    /// latency (mean, largest) and the probe's largest delivery delay,
+    /// the queue its announcement and replies wait in behind blocks.
+    pub puback_mean_ms: f64,
+    pub puback_peak_ms: u64,
+    pub probe_peak_delay_ms: u64,
     pub broker_peak_rss: Option<u64>,
 }
 
@@ -193,6 +199,9 @@ fn report(d: &BenchResult, f: Fired, bridge: &bridge::Bridge) -> BusyReport {
         blocks_after: blocks_end.saturating_sub(f.blocks_at_done),
         // Both from the download's start: devices still at it.
         download_running: d.wall > f.done_at,
+        puback_mean_ms: d.flight.mean_ack_ms,
+        puback_peak_ms: d.flight.peak_ack_ms,
+        probe_peak_delay_ms: d.flight.peak_delay_ms,
         broker_peak_rss: None,
     }
 }
@@ -238,9 +247,10 @@ pub async fn step(
 
 fn row(r: &BusyReport) -> Row {
     let e = &r.emergency;
-    let announced = e
-        .announce_secs
-        .map_or(String::new(), |a| format!(" (announced at {a:.2} s)"));
+    let announced = match e.announce_secs {
+        Some(a) => format!(" (replied at {:.2} s, announced at {a:.2} s)", e.reply_secs),
+        None => format!(" (replied at {:.2} s)", e.reply_secs),
+    };
     let download = if r.download_running {
         format!(
             "download running from {:.1} s to {:.1} s and on to {:.1} s",

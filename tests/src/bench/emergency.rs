@@ -43,6 +43,9 @@ pub struct EmergencyReport {
     /// Command sent → the bridge's announcement on `P/emergency` seen:
     /// the bridge's share of the latency (the rest is the devices').
     pub announce_secs: Option<f64>,
+    /// Command sent → the bridge's reply received: the command reached
+    /// the bridge, was carried out and stored, and its reply came back.
+    pub reply_secs: f64,
 }
 
 /// Runs the measurement once on a fresh stack and fleet.
@@ -141,6 +144,8 @@ impl Armed {
             mut seen_rx,
             observer,
         } = self;
+        // Logged, to read the bridge's log lines against it.
+        tracing::info!(campaign = %campaign, "bench: emergency command sent");
         let sent = Instant::now();
         let called = stack
             .ops()
@@ -155,6 +160,7 @@ impl Armed {
             observer.abort();
             return Err(e.into());
         }
+        let replied = sent.elapsed();
         let mut seen: HashMap<DeviceId, Duration> = HashMap::with_capacity(devices);
         let mut announced = None;
         let waited = tokio::time::timeout(deadline, async {
@@ -187,6 +193,7 @@ impl Armed {
             p99_secs: percentile(&lat, 99.0).as_secs_f64(),
             max_secs: lat.last().copied().unwrap_or_default().as_secs_f64(),
             announce_secs: announced.map(|d| d.as_secs_f64()),
+            reply_secs: replied.as_secs_f64(),
         })
     }
 }
