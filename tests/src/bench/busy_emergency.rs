@@ -236,12 +236,7 @@ pub async fn step(
     };
     match run(cmd, &opts, progress).await {
         Ok(r) => row(&r),
-        Err(e) => Row::failed(
-            &label(download_devices),
-            "embedded",
-            EMERGENCY_DEVICES,
-            &e,
-        ),
+        Err(e) => Row::failed(&label(download_devices), "embedded", EMERGENCY_DEVICES, &e),
     }
 }
 
