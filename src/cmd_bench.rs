@@ -16,7 +16,8 @@ use crate::{rt, Run};
 /// peak RSS), in 4 KiB blocks and, for 10,000 devices, 64 KiB blocks too,
 /// broadcast against unicast only, a raw loopback TCP fan-out
 /// of the same bytes (the machine's limit), the emergency latency (command
-/// to every device `accepted`, p50 and p99), the durable status ingest
+/// to every device `accepted`, p50 and p99), alone and while a 1 MiB
+/// download to 10,000 other devices runs, the durable status ingest
 /// rate, a factory line (200 fresh devices powered up together, to
 /// every one `success` on a 1 MiB firmware) and E3 deltas (delta size
 /// against full for a 1 MiB firmware-like image changed by 2%, and for a C
@@ -27,7 +28,7 @@ use crate::{rt, Run};
 /// TLS, with the broker's and this process's CPU seconds). Progress goes to stderr, the
 /// table to stdout.
 ///
-/// The full run takes about 8 minutes on 2 cores and needs `ulimit -n`
+/// The full run takes about 10 minutes on 2 cores and needs `ulimit -n`
 /// of at least 10,100; --quick (1,000 devices, the delta campaign 200)
 /// takes under 3. Build with
 /// --release: a debug build measures the debug build. --only, --broker,
