@@ -91,7 +91,17 @@ pub struct Armed {
     artifact: ArtifactId,
     campaign: CampaignId,
     seen_rx: mpsc::Receiver<Seen>,
-    observer: tokio::task::JoinHandle<()>,
+    observer: Observer,
+}
+
+/// The observer's task, stopped when dropped: an emergency armed and
+/// never fired (its download failed) leaves no connection behind.
+struct Observer(tokio::task::JoinHandle<()>);
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Waits until the agents of [`spawn_agents`] have all said Hello (the
@@ -121,7 +131,8 @@ pub async fn arm(
     let artifact = stack.push(&image, &spec).await?;
     let campaign =
         CampaignId::new("bench-emergency").map_err(|e| RunError::Observer(e.to_string()))?;
-    let (seen_rx, observer) = observe(stack, campaign.clone()).await?;
+    let (seen_rx, task) = observe(stack, campaign.clone()).await?;
+    let observer = Observer(task);
     Ok(Armed {
         devices: opts.devices,
         deadline: opts.deadline,
@@ -157,7 +168,7 @@ impl Armed {
             })
             .await;
         if let Err(e) = called {
-            observer.abort();
+            drop(observer);
             return Err(e.into());
         }
         let replied = sent.elapsed();
@@ -177,7 +188,7 @@ impl Armed {
             }
         })
         .await;
-        observer.abort();
+        drop(observer);
         if waited.is_err() || seen.len() < devices {
             return Err(RunError::Stalled(format!(
                 "{} of {devices} devices accepted the emergency within {deadline:?}",
