@@ -37,6 +37,9 @@ pub enum BrokerChoice {
     Embedded,
     /// Mosquitto, a child process.
     Mosquitto,
+    /// A broker already listening there (a benchmark's broker process):
+    /// the stack neither starts nor stops it.
+    External(std::net::SocketAddr),
 }
 
 /// How to build a stack.
@@ -142,6 +145,8 @@ enum BrokerProc {
     Mosquitto(Mosquitto),
     /// rumqttd inside the bridge (a secured stack).
     InBridge,
+    /// Someone else's ([`BrokerChoice::External`]).
+    External,
 }
 
 /// The broker accounts of a secured stack: the bridge's and the operator's.
@@ -222,19 +227,22 @@ impl Stack {
                 config.devices.admission = bridge::identity::Admission::Provisioned;
                 (BrokerProc::InBridge, config)
             }
-            (BrokerChoice::Mosquitto, true) => return Err(StackError::SecuredNeedsEmbedded),
+            (BrokerChoice::Mosquitto | BrokerChoice::External(_), true) => {
+                return Err(StackError::SecuredNeedsEmbedded)
+            }
             (BrokerChoice::Embedded, false) => {
                 let cfg = embedded(Default::default());
                 let b = tokio::task::spawn_blocking(move || broker::start(&cfg))
                     .await
                     .map_err(|e| std::io::Error::other(e.to_string()))??;
-                (BrokerProc::Embedded(b), external(&data_dir, port))
+                (BrokerProc::Embedded(b), external(&data_dir, loopback(port)))
             }
             (BrokerChoice::Mosquitto, false) => {
                 let m = Mosquitto::start().await?;
-                let config = external(&data_dir, m.port);
+                let config = external(&data_dir, loopback(m.port));
                 (BrokerProc::Mosquitto(m), config)
             }
+            (BrokerChoice::External(at), false) => (BrokerProc::External, external(&data_dir, at)),
         };
         let op = keys.operator.verifying_key();
         config
@@ -247,13 +255,14 @@ impl Stack {
             .release_keys
             .insert(schemas::keys::kid(&rel), rel);
         config.bridge.director_key = Some(keys.director.clone());
-        let port = config.endpoint().port;
+        let endpoint = config.endpoint();
+        let (host, port) = (endpoint.host.clone(), endpoint.port);
         if let Some(addr) = opts.http {
             config.http = Some(bridge::config::http::HttpConfig::anonymous_loopback(addr));
         }
         (opts.tune)(&mut config);
         let bridge = start_bridge(config.clone()).await?;
-        let mut o = ClientOptions::new("127.0.0.1", port, keys.operator.clone());
+        let mut o = ClientOptions::new(host.clone(), port, keys.operator.clone());
         if opts.secured {
             o.credentials = Some(operator_login);
         }
@@ -266,7 +275,7 @@ impl Stack {
         let ops = OpsClient::connect(o).await?;
         Ok(Stack {
             keys,
-            host: "127.0.0.1".into(),
+            host,
             port,
             data_dir,
             config,
@@ -328,7 +337,7 @@ impl Stack {
                 m.restart().await?;
                 Ok(true)
             }
-            BrokerProc::Embedded(_) | BrokerProc::InBridge => Ok(false),
+            BrokerProc::Embedded(_) | BrokerProc::InBridge | BrokerProc::External => Ok(false),
         }
     }
 
@@ -501,13 +510,24 @@ async fn provision_certificates(
     Ok(out)
 }
 
-/// The bridge's config for a broker of the stack's own on `port`.
-fn external(data_dir: &Path, port: u16) -> Config {
+fn loopback(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The bridge's config for a stack in `data_dir` on the plain broker at
+/// `at`.
+fn external(data_dir: &Path, at: std::net::SocketAddr) -> Config {
+    bridge_config(data_dir.join("bridge"), at)
+}
+
+/// A bridge's default config with its data in `dir`, on the plain,
+/// anonymous broker at `at` (the stacks' and the benchmarks' bridges).
+pub fn bridge_config(dir: PathBuf, at: std::net::SocketAddr) -> Config {
     Config::with_defaults(
-        data_dir.join("bridge"),
+        dir,
         broker::BrokerConfig::External(broker::ExternalConfig {
-            host: "127.0.0.1".into(),
-            port,
+            host: at.ip().to_string(),
+            port: at.port(),
             tls: false,
             client_tls: Default::default(),
             credentials: None,

@@ -233,6 +233,15 @@ impl ChildProc {
         })
     }
 
+    /// The embedded broker alone ([`ChildRole::Broker`]) on a free
+    /// loopback port, once it says `ready`; returns it and its port.
+    pub async fn broker(cmd: &ChildCmd) -> Result<(ChildProc, u16), ChildError> {
+        let port = crate::free_port()?;
+        let mut c = ChildProc::spawn(cmd, &ChildRole::Broker { port })?;
+        c.expect("ready", Duration::from_secs(20)).await?;
+        Ok((c, port))
+    }
+
     /// Waits for a line starting with `want`; returns the rest of it.
     pub async fn expect(
         &mut self,

@@ -20,7 +20,7 @@ use schemas::topic::Topics;
 use schemas::{ArtifactId, ComponentName, DeviceId};
 
 use bridge::blocks::BlocksConfig;
-use bridge::{Bridge, BridgeError, Config};
+use bridge::{Bridge, BridgeError};
 
 use crate::downloader::{Device, DownloadConfig, DownloadError};
 
@@ -135,17 +135,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     let dir = tempfile_dir()?;
     let release = schemas::keys::generate();
     let operator = schemas::keys::generate();
-    let mut config = Config::with_defaults(
-        dir.join("data"),
-        broker::BrokerConfig::External(broker::ExternalConfig {
-            host: opts.broker.ip().to_string(),
-            port: opts.broker.port(),
-            tls: false,
-            client_tls: Default::default(),
-            credentials: None,
-            mosquitto: None,
-        }),
-    );
+    let mut config = crate::stack::bridge_config(dir.join("data"), opts.broker);
     let (ovk, rvk) = (operator.verifying_key(), release.verifying_key());
     config.bridge.operator_keys = [(schemas::keys::kid(&ovk), ovk)].into();
     config.bridge.release_keys = [(schemas::keys::kid(&rvk), rvk)].into();
@@ -161,7 +151,31 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     let bridge = Bridge::start(config).await?;
     bridge.ready().await;
     let watcher = bridge.http_addr().map(super::watcher::Watcher::start);
-    let manifest = store_image(&bridge, &release, opts).await?;
+    let (mut result, ()) = run_on(&bridge, &release, opts, |_| async {}).await?;
+    result.watched = match watcher {
+        Some(w) => Some(w.stop().await),
+        None => None,
+    };
+    bridge.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result)
+}
+
+/// The download on a running `bridge` that trusts `release`: stores the
+/// image, connects every device, starts them together and waits for each
+/// to finish. `during` is given the download's start (the instant its
+/// wall time counts from, once every device is connected) and runs beside
+/// it, awaited to its end, the download's or not; `opts.blocks` and `opts.watched` are
+/// not applied here (the bridge's own config holds them). The result's
+/// `watched` is `None`, and its egress counts every block the bridge
+/// served, the download's and any `during` caused.
+pub async fn run_on<T, F: std::future::Future<Output = T>>(
+    bridge: &Bridge,
+    release: &schemas::keys::SigningKey,
+    opts: &BenchOptions,
+    during: impl FnOnce(Instant) -> F,
+) -> Result<(BenchResult, T), BenchError> {
+    let manifest = store_image(bridge, release, opts).await?;
 
     let started = Instant::now();
     let mark0 = CpuMark::now(opts.broker_pid);
@@ -180,6 +194,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
         let (m, c) = (manifest.clone(), cfg.clone());
         runs.spawn(async move { d.download(&m, &c).await });
     }
+    let during = during(go);
+    tokio::pin!(during);
+    let mut beside = None;
     let (mut completed, mut requests, mut last) = (0, 0, Duration::ZERO);
     let metrics = bridge.blocks().metrics().clone();
     let mut progress = tokio::time::interval(Duration::from_secs(2));
@@ -190,6 +207,10 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
                 Some(r) => r,
                 None => break,
             },
+            t = &mut during, if beside.is_none() => {
+                beside = Some(t);
+                continue;
+            }
             _ = progress.tick() => {
                 let s = metrics.snapshot();
                 tracing::info!(
@@ -219,13 +240,11 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     let mark2 = CpuMark::now(opts.broker_pid);
     let s = bridge.blocks().metrics().snapshot();
     let flight = bridge.blocks().flight().totals();
-    let watched = match watcher {
-        Some(w) => Some(w.stop().await),
-        None => None,
+    let beside = match beside {
+        Some(t) => t,
+        None => during.await,
     };
-    bridge.shutdown().await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(BenchResult {
+    let result = BenchResult {
         devices: opts.devices,
         completed,
         image_bytes: opts.image_bytes,
@@ -240,10 +259,11 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
         flight,
         pace_rate: s.pace_rate,
         pace_backoffs: s.pace_backoffs,
-        watched,
+        watched: None,
         connect_cpu: mark1.since(mark0),
         download_cpu: mark2.since(mark1),
-    })
+    };
+    Ok((result, beside))
 }
 
 /// Signs and stores a reproducible image.

@@ -153,9 +153,7 @@ pub async fn run(
             (BrokerProc::Embedded(Box::new(c)), port)
         }
         (DownloadBroker::Embedded, None) => {
-            let port = crate::free_port()?;
-            let mut c = ChildProc::spawn(cmd, &ChildRole::Broker { port })?;
-            c.expect("ready", Duration::from_secs(20)).await?;
+            let (c, port) = ChildProc::broker(cmd).await?;
             (BrokerProc::Embedded(Box::new(c)), port)
         }
         (DownloadBroker::Mosquitto, _) => {
@@ -164,21 +162,7 @@ pub async fn run(
             (BrokerProc::Mosquitto(m), port)
         }
     };
-    let blocks = BlocksConfig {
-        broadcast: opts.broadcast,
-        // Unicast sends the image once per device: at the default 2 MiB/s,
-        // 1,000 devices would take 500 s. Its row is about the broker's
-        // cost, so its budget is raised (docs/BENCHMARKS.md says so).
-        egress_bytes_per_sec: if opts.broadcast {
-            BlocksConfig::default().egress_bytes_per_sec
-        } else {
-            64 * 1024 * 1024
-        },
-        max_devices: opts.devices.max(1) * 2,
-        fanout_per_sec: opts.fanout_per_sec,
-        fanout_bytes_per_sec: opts.fanout_bytes_per_sec,
-        ..BlocksConfig::default()
-    };
+    let blocks = blocks_config(opts);
     let bench = BenchOptions {
         devices: opts.devices,
         image_bytes: opts.image_bytes,
@@ -192,54 +176,92 @@ pub async fn run(
         broker_pid: proc.pid(),
     };
     let pid = proc.pid();
-    let started = Instant::now();
-    let result = {
-        let run = super::download_run::run(&bench);
-        tokio::pin!(run);
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                r = &mut run => break r,
-                _ = tick.tick() => {
-                    let mib = pid.and_then(rss).map_or("?".into(), |b| format!("{}", b >> 20));
-                    progress(format!(
-                        "{:.0} s, broker RSS {mib} MiB",
-                        started.elapsed().as_secs_f64()
-                    ));
-                }
-            }
-        }
-    };
+    let result = saying_rss(super::download_run::run(&bench), pid, progress).await;
     let peak = pid.and_then(peak_rss);
     match proc {
         BrokerProc::Embedded(c) => c.stop().await,
         BrokerProc::Mosquitto(m) => drop(m),
     }
-    let r: BenchResult = result?;
-    Ok(DownloadRow {
-        broker: opts.broker,
+    Ok(DownloadRow::new(opts, &blocks, result?, peak))
+}
+
+/// Runs `work`, telling `progress` the broker process's RSS every 5 s.
+pub async fn saying_rss<T>(
+    work: impl std::future::Future<Output = T>,
+    broker_pid: Option<u32>,
+    progress: &(dyn Fn(String) + Sync),
+) -> T {
+    let started = Instant::now();
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tick.tick() => {
+                let mib = broker_pid.and_then(rss).map_or("?".into(), |b| format!("{}", b >> 20));
+                progress(format!(
+                    "{:.0} s, broker RSS {mib} MiB",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+    }
+}
+
+/// The bridge's `[blocks]` section for a row: the defaults, room for
+/// twice its devices' unicast wants, and the row's ceilings.
+pub fn blocks_config(opts: &DownloadOptions) -> BlocksConfig {
+    BlocksConfig {
         broadcast: opts.broadcast,
-        devices: r.devices,
-        completed: r.completed,
-        image_bytes: r.image_bytes,
-        block_size: opts.block_size,
-        wall_secs: r.wall.as_secs_f64(),
-        connect_secs: r.connect.as_secs_f64(),
-        egress_ratio: r.egress_ratio,
-        blocks_broadcast: r.blocks_broadcast,
-        blocks_unicast: r.blocks_unicast,
-        requests: r.requests,
-        broker_peak_rss: peak,
-        egress_bytes_per_sec: blocks.egress_bytes_per_sec,
-        fanout_per_sec: blocks.fanout_per_sec,
-        fanout_bytes_per_sec: blocks.fanout_bytes_per_sec,
-        flight: r.flight,
-        pace_rate: r.pace_rate,
-        pace_backoffs: r.pace_backoffs,
-        watched: r.watched,
-        tls: opts.tls,
-        connect_cpu: r.connect_cpu,
-        download_cpu: r.download_cpu,
-    })
+        // Unicast sends the image once per device: at the default 2 MiB/s,
+        // 1,000 devices would take 500 s. Its row is about the broker's
+        // cost, so its budget is raised (docs/BENCHMARKS.md says so).
+        egress_bytes_per_sec: if opts.broadcast {
+            BlocksConfig::default().egress_bytes_per_sec
+        } else {
+            64 * 1024 * 1024
+        },
+        max_devices: opts.devices.max(1) * 2,
+        fanout_per_sec: opts.fanout_per_sec,
+        fanout_bytes_per_sec: opts.fanout_bytes_per_sec,
+        ..BlocksConfig::default()
+    }
+}
+
+impl DownloadRow {
+    /// The row of `opts`, run by a bridge with `blocks`: what `r`
+    /// measured and the broker's peak RSS.
+    pub fn new(
+        opts: &DownloadOptions,
+        blocks: &BlocksConfig,
+        r: BenchResult,
+        broker_peak_rss: Option<u64>,
+    ) -> Self {
+        DownloadRow {
+            broker: opts.broker,
+            broadcast: opts.broadcast,
+            devices: r.devices,
+            completed: r.completed,
+            image_bytes: r.image_bytes,
+            block_size: opts.block_size,
+            wall_secs: r.wall.as_secs_f64(),
+            connect_secs: r.connect.as_secs_f64(),
+            egress_ratio: r.egress_ratio,
+            blocks_broadcast: r.blocks_broadcast,
+            blocks_unicast: r.blocks_unicast,
+            requests: r.requests,
+            broker_peak_rss,
+            egress_bytes_per_sec: blocks.egress_bytes_per_sec,
+            fanout_per_sec: blocks.fanout_per_sec,
+            fanout_bytes_per_sec: blocks.fanout_bytes_per_sec,
+            flight: r.flight,
+            pace_rate: r.pace_rate,
+            pace_backoffs: r.pace_backoffs,
+            watched: r.watched,
+            tls: opts.tls,
+            connect_cpu: r.connect_cpu,
+            download_cpu: r.download_cpu,
+        }
+    }
 }

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use device_sim::fleet::{Fleet, Profile};
+use device_sim::fleet::{Fleet, FleetHandle, Profile};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use schemas::msg::{Kind, Status, StatusState, WireMessage};
 use schemas::ops::Command;
 use schemas::release::ReleaseSpec;
 use schemas::topic::{Filter, Topic, Topics};
-use schemas::{CampaignId, ComponentName, DeviceId};
+use schemas::{ArtifactId, CampaignId, ComponentName, DeviceId};
 use tokio::sync::mpsc;
 
 use super::run_error::RunError;
@@ -43,6 +43,9 @@ pub struct EmergencyReport {
     /// Command sent → the bridge's announcement on `P/emergency` seen:
     /// the bridge's share of the latency (the rest is the devices').
     pub announce_secs: Option<f64>,
+    /// Command sent → the bridge's reply received: the command reached
+    /// the bridge, was carried out and stored, and its reply came back.
+    pub reply_secs: f64,
 }
 
 /// Runs the measurement once on a fresh stack and fleet.
@@ -51,32 +54,65 @@ pub async fn run(
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<EmergencyReport, RunError> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let settings = name("settings")?;
-    let profile = Profile {
-        id_prefix: "emg".into(),
-        connects_per_second: 500,
-        versions: [
-            (name("main")?, vec!["1.0.0".to_string()]),
-            (settings.clone(), vec!["1.0.0".to_string()]),
-        ]
-        .into(),
-        ..Profile::default()
+    let fleet = spawn_agents(&stack, opts.devices)?;
+    let result = match arm(&stack, opts, progress).await {
+        Ok(armed) => armed.fire(&stack).await,
+        Err(e) => Err(e),
     };
-    let fleet = Fleet::spawn(stack.fleet(opts.devices, profile))?;
-    let result = measure(&stack, opts, &settings, progress).await;
     fleet.shutdown().await;
     stack.shutdown().await?;
     result
 }
 
-async fn measure(
+/// The component the emergency's config artifact updates.
+const SETTINGS: &str = "settings";
+
+/// `devices` reference device agents on `stack` (ids `emg-…`, on `main`
+/// 1.0.0 and `settings` 1.0.0), connecting at 500/s.
+pub fn spawn_agents(stack: &Stack, devices: usize) -> Result<FleetHandle, RunError> {
+    let profile = Profile {
+        id_prefix: "emg".into(),
+        connects_per_second: 500,
+        versions: [
+            (name("main")?, vec!["1.0.0".to_string()]),
+            (name(SETTINGS)?, vec!["1.0.0".to_string()]),
+        ]
+        .into(),
+        ..Profile::default()
+    };
+    Ok(Fleet::spawn(stack.fleet(devices, profile))?)
+}
+
+/// An emergency ready to send: every agent registered, its artifact
+/// pushed, the observer subscribed.
+pub struct Armed {
+    devices: usize,
+    deadline: Duration,
+    artifact: ArtifactId,
+    campaign: CampaignId,
+    seen_rx: mpsc::Receiver<Seen>,
+    observer: Observer,
+}
+
+/// The observer's task, stopped when dropped: an emergency armed and
+/// never fired (its download failed) leaves no connection behind.
+struct Observer(tokio::task::JoinHandle<()>);
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits until the agents of [`spawn_agents`] have all said Hello (the
+/// command's latency, not the connect storm's), pushes the emergency's
+/// config artifact (`opts.artifact_bytes`, `settings` 1.0.1) and
+/// subscribes the observer.
+pub async fn arm(
     stack: &Stack,
     opts: &EmergencyOptions,
-    settings: &ComponentName,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<EmergencyReport, RunError> {
-    // Every device registered (said Hello) first: the command's latency,
-    // not the connect storm's.
+) -> Result<Armed, RunError> {
     let within = Duration::from_secs(60 + opts.devices as u64 / 250);
     stack
         .wait_registered(opts.devices, within, |_| {})
@@ -87,7 +123,7 @@ async fn measure(
     let image = vec![0x5a; opts.artifact_bytes];
     let spec = ReleaseSpec::new(
         Kind::Config,
-        settings.clone(),
+        name(SETTINGS)?,
         "1.0.1",
         "any",
         bridge::unix_now(),
@@ -95,53 +131,82 @@ async fn measure(
     let artifact = stack.push(&image, &spec).await?;
     let campaign =
         CampaignId::new("bench-emergency").map_err(|e| RunError::Observer(e.to_string()))?;
-    let (mut seen_rx, observer) = observe(stack, campaign.clone()).await?;
-
-    let sent = Instant::now();
-    let _: serde_json::Value = stack
-        .ops()
-        .call_ok(Command::Emergency {
-            id: campaign,
-            release: vec![artifact],
-            groups: vec![],
-            all: true,
-        })
-        .await?;
-    let mut seen: HashMap<DeviceId, Duration> = HashMap::with_capacity(opts.devices);
-    let mut announced = None;
-    let waited = tokio::time::timeout(opts.deadline, async {
-        while seen.len() < opts.devices {
-            match seen_rx.recv().await {
-                Some(Seen::Accepted(id, at)) => {
-                    seen.entry(id).or_insert(at.saturating_duration_since(sent));
-                }
-                Some(Seen::Announced(at)) => {
-                    announced.get_or_insert(at.saturating_duration_since(sent));
-                }
-                None => break,
-            }
-        }
-    })
-    .await;
-    observer.abort();
-    if waited.is_err() || seen.len() < opts.devices {
-        return Err(RunError::Stalled(format!(
-            "{} of {} devices accepted the emergency within {:?}",
-            seen.len(),
-            opts.devices,
-            opts.deadline
-        )));
-    }
-    let mut lat: Vec<Duration> = seen.into_values().collect();
-    lat.sort();
-    Ok(EmergencyReport {
+    let (seen_rx, task) = observe(stack, campaign.clone()).await?;
+    let observer = Observer(task);
+    Ok(Armed {
         devices: opts.devices,
-        accepted: lat.len(),
-        p50_secs: percentile(&lat, 50.0).as_secs_f64(),
-        p99_secs: percentile(&lat, 99.0).as_secs_f64(),
-        max_secs: lat.last().copied().unwrap_or_default().as_secs_f64(),
-        announce_secs: announced.map(|d| d.as_secs_f64()),
+        deadline: opts.deadline,
+        artifact,
+        campaign,
+        seen_rx,
+        observer,
     })
+}
+
+impl Armed {
+    /// Sends the signed `Emergency` command to every registered device
+    /// and waits for each agent's `accepted` (at most the deadline).
+    pub async fn fire(self, stack: &Stack) -> Result<EmergencyReport, RunError> {
+        let Armed {
+            devices,
+            deadline,
+            artifact,
+            campaign,
+            mut seen_rx,
+            observer,
+        } = self;
+        // Logged, to read the bridge's log lines against it.
+        tracing::info!(campaign = %campaign, "bench: emergency command sent");
+        let sent = Instant::now();
+        let called = stack
+            .ops()
+            .call_ok::<serde_json::Value>(Command::Emergency {
+                id: campaign,
+                release: vec![artifact],
+                groups: vec![],
+                all: true,
+            })
+            .await;
+        if let Err(e) = called {
+            drop(observer);
+            return Err(e.into());
+        }
+        let replied = sent.elapsed();
+        let mut seen: HashMap<DeviceId, Duration> = HashMap::with_capacity(devices);
+        let mut announced = None;
+        let waited = tokio::time::timeout(deadline, async {
+            while seen.len() < devices {
+                match seen_rx.recv().await {
+                    Some(Seen::Accepted(id, at)) => {
+                        seen.entry(id).or_insert(at.saturating_duration_since(sent));
+                    }
+                    Some(Seen::Announced(at)) => {
+                        announced.get_or_insert(at.saturating_duration_since(sent));
+                    }
+                    None => break,
+                }
+            }
+        })
+        .await;
+        drop(observer);
+        if waited.is_err() || seen.len() < devices {
+            return Err(RunError::Stalled(format!(
+                "{} of {devices} devices accepted the emergency within {deadline:?}",
+                seen.len(),
+            )));
+        }
+        let mut lat: Vec<Duration> = seen.into_values().collect();
+        lat.sort();
+        Ok(EmergencyReport {
+            devices,
+            accepted: lat.len(),
+            p50_secs: percentile(&lat, 50.0).as_secs_f64(),
+            p99_secs: percentile(&lat, 99.0).as_secs_f64(),
+            max_secs: lat.last().copied().unwrap_or_default().as_secs_f64(),
+            announce_secs: announced.map(|d| d.as_secs_f64()),
+            reply_secs: replied.as_secs_f64(),
+        })
+    }
 }
 
 /// What the observer saw, and when.

@@ -8,6 +8,8 @@
 //! - [`raw_fanout`]: the same bytes over raw loopback TCP, the machine's limit.
 //! - [`bulk`]: bulk loopback TCP, one stream per core (iperf3-like).
 //! - [`emergency`]: command to every device `accepted`, p50 and p99.
+//! - [`busy_emergency`]: the same while a download to N other devices
+//!   runs through the same broker and bridge.
 //! - [`child`]: helper processes (the broker alone, raw readers) and /proc RSS.
 //! - [`run_error`]: why a run on a stack failed, shared by the suites.
 //!
@@ -36,6 +38,7 @@
 pub mod acl_cost;
 pub mod block_tally;
 pub mod bulk;
+pub mod busy_emergency;
 pub mod child;
 pub mod delta_campaign;
 pub mod delta_size;

@@ -49,6 +49,9 @@ pub struct Plan {
     pub raw: Vec<usize>,
     /// Fleet size for the emergency latency; 0: not measured.
     pub emergency_devices: usize,
+    /// Devices of the download that runs while an emergency goes to
+    /// 1,000 others ([`super::busy_emergency`]); 0: not measured.
+    pub busy_download_devices: usize,
     /// Ingest runs (0: not measured), devices, reports per device.
     pub ingest_runs: usize,
     pub ingest_devices: usize,
@@ -91,6 +94,8 @@ impl Plan {
             fanout_bytes_per_sec: None,
             raw: vec![1000],
             emergency_devices: 1000,
+            // Not in --quick: its 10,000 devices alone take a minute.
+            busy_download_devices: 0,
             ingest_runs: 1,
             ingest_devices: 1000,
             ingest_reports: 50,
@@ -124,6 +129,7 @@ impl Plan {
             fanout_bytes_per_sec: None,
             raw: vec![1000, 10_000],
             emergency_devices: 1000,
+            busy_download_devices: 10_000,
             ingest_runs: 3,
             ingest_devices: 1000,
             ingest_reports: 50,
@@ -138,7 +144,7 @@ impl Plan {
     }
 
     /// Keeps only the named parts: `downloads`, `raw`, `emergency`,
-    /// `ingest`, `line`, `deltas`, `tls`, `acl`.
+    /// `emergency-under-download`, `ingest`, `line`, `deltas`, `tls`, `acl`.
     pub fn only(&mut self, parts: &[Part]) {
         if !parts.contains(&Part::Downloads) {
             self.downloads.clear();
@@ -148,6 +154,12 @@ impl Plan {
         }
         if !parts.contains(&Part::Emergency) {
             self.emergency_devices = 0;
+        }
+        if parts.contains(&Part::EmergencyUnderDownload) {
+            // Named: measured even where the plan (--quick) leaves it out.
+            self.busy_download_devices = Plan::full().busy_download_devices;
+        } else {
+            self.busy_download_devices = 0;
         }
         if !parts.contains(&Part::Ingest) {
             self.ingest_runs = 0;
@@ -196,6 +208,9 @@ impl Plan {
         if !self.raw.is_empty() {
             self.raw = sizes.to_vec();
         }
+        if self.busy_download_devices > 0 {
+            self.busy_download_devices = sizes.iter().copied().max().unwrap_or(0);
+        }
         if !self.registry.is_empty() {
             self.registry = sizes.to_vec();
         }
@@ -218,6 +233,7 @@ impl Plan {
         self.downloads.len()
             + self.raw.len()
             + usize::from(self.emergency_devices > 0)
+            + usize::from(self.busy_download_devices > 0)
             + usize::from(self.ingest_runs > 0)
             + usize::from(self.line_devices > 0)
             + usize::from(self.delta_sizes)
@@ -234,6 +250,7 @@ pub enum Part {
     Downloads,
     Raw,
     Emergency,
+    EmergencyUnderDownload,
     Ingest,
     Line,
     Deltas,
@@ -339,6 +356,13 @@ pub async fn run(plan: &Plan, cmd: &ChildCmd, progress: &(dyn Fn(String) + Sync)
         compare_with_bulk(&mut rows, rate);
     }
 
+    if plan.busy_download_devices > 0 {
+        let n = plan.busy_download_devices;
+        next(&format!(
+            "emergency to 1000 reference device agents while 1 MiB downloads to {n} others"
+        ));
+        rows.push(super::busy_emergency::step(cmd, n, &say).await);
+    }
     if plan.emergency_devices > 0 {
         rows.push(emergency_step(plan.emergency_devices, &mut next, &say).await);
     }
@@ -738,6 +762,17 @@ mod tests {
         assert!(!p.delta_sizes);
         assert_eq!(p.delta_devices, 0);
         assert_eq!(p.steps(), 3);
+    }
+
+    #[test]
+    fn the_emergency_under_a_download_is_measured_when_named() {
+        let mut p = Plan::quick();
+        assert_eq!(p.busy_download_devices, 0);
+        p.only(&[Part::EmergencyUnderDownload]);
+        assert_eq!(p.busy_download_devices, 10_000);
+        p.devices(&[1000, 2000]);
+        assert_eq!(p.busy_download_devices, 2000);
+        assert_eq!(p.steps(), 1);
     }
 
     #[test]
