@@ -34,6 +34,11 @@ pub struct CampaignRun {
     /// 95 % lets the last wave, and so the campaign, complete while a few
     /// devices are still on their way; 10,000 waits for every one.
     pub success_bar_bp: u16,
+    /// Decided devices a wave needs before its gate judges it (either
+    /// way): 1 lets the tiny first wave of a small fleet pass; a firmware
+    /// wave needs more, because its first decided devices are the ones
+    /// whose install failed (a success comes only after the reboot).
+    pub min_sample: u32,
     /// The fleet profile's `[faults]` section (TOML text, may be empty).
     pub faults: String,
     /// Connect attempts per second of each simulator.
@@ -54,6 +59,7 @@ impl CampaignRun {
             block_size: 4096,
             waves: vec![100, 1000, 10_000],
             success_bar_bp: 9500,
+            min_sample: 1,
             faults: String::new(),
             connects_per_second: 500,
             register_within: Duration::from_secs(60 + devices as u64 / 200),
@@ -191,7 +197,7 @@ pub async fn run(
         "id": id.as_str(), "kind": run.kind.to_string(),
         "release": [manifest.artifact.as_str()],
         "waves": waves,
-        "gates": {"min_sample": 1, "wave_timeout_secs": run.campaign_within.as_secs(),
+        "gates": {"min_sample": run.min_sample, "wave_timeout_secs": run.campaign_within.as_secs(),
                   "failure_halt_bp": 2000, "success_bar_bp": run.success_bar_bp}
     });
     let _: CampaignStatus = ops
