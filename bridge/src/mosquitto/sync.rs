@@ -263,8 +263,7 @@ impl MosquittoSync {
     }
 }
 
-/// Blocks: renders under the identity's read lock (hashing the bridge's
-/// and operators' passwords), writes the files that changed since
+/// Blocks: renders under the identity's read lock, writes the files that changed since
 /// `written`, and signals their brokers (the core's `pid_file` and the
 /// `edge_pid_files` that share its files, then each edge of `edges` whose
 /// own files changed), except a broker still in its [`reload_guard`] at
