@@ -82,7 +82,7 @@ pub async fn run(
             block_size: opts.firmware_block_size,
             waves: vec![10_000],
             success_bar_bp: 9500,
-            min_sample: (n as u32 / 100).max(20),
+            min_sample: (n as u32 / 10).max(20),
             faults: USUAL_FAULTS.to_string(),
             connects_per_second: opts.connects_per_second,
             register_within: Duration::from_secs(60 + n as u64 / 200),
