@@ -288,24 +288,20 @@ impl Bridge {
             status_ingest: ingest_tx.downgrade(),
         };
         let (repair_tx, repair_rx) = mpsc::channel(repair::INBOX);
-        // BlockRequests come in on the egress connection (mqtt/egress.rs),
-        // not behind the Statuses on this one.
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
-            blocks: None,
+            blocks: None, // BlockRequests come in on the egress connection
             repair: Some(repair_tx),
         };
         let (link_tx, link) = watch::channel(LinkState::default());
         let loop_token = CancellationToken::new();
+        use mqtt::egress::Requests;
         let probe = mqtt::egress::Probe {
             client: probe_client,
             topics: config.bridge.topics.clone(),
             sink: flight,
-            requests: Some(mqtt::egress::Requests {
-                to: block_server.requests(),
-                metrics: metrics.clone(),
-            }),
+            requests: Some(Requests::new(block_server.requests(), &metrics)),
         };
         let egress_task = tokio::spawn(mqtt::egress::run(
             egress_loop,

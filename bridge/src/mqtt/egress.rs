@@ -63,6 +63,15 @@ pub struct Requests {
     pub metrics: Arc<Metrics>,
 }
 
+impl Requests {
+    pub fn new(to: mpsc::Sender<Incoming>, metrics: &Arc<Metrics>) -> Requests {
+        Requests {
+            to,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
 impl Probe {
     fn subscribe(&self) {
         let f = self.topics.filter(Filter::AllArtifactBlocks);
