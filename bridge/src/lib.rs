@@ -291,7 +291,7 @@ impl Bridge {
         let routes = Routes {
             ingest: ingest_tx,
             core: core_mqtt_tx,
-            blocks: None, // BlockRequests come in on the egress connection
+            blocks: Some(block_server.requests()), // leftovers: see mqtt::egress
             repair: Some(repair_tx),
         };
         let (link_tx, link) = watch::channel(LinkState::default());

@@ -126,8 +126,14 @@ impl MosquittoConfig {
     /// The edge that serves `device_id` (the first whose prefix matches),
     /// or `None`: the core's devices' listener does.
     pub fn edge_of(&self, device_id: &str) -> Option<&MosquittoEdge> {
-        self.edges.iter().find(|e| e.takes(device_id))
+        edge_index(&self.edges, device_id).map(|i| &self.edges[i])
     }
+}
+
+/// The index of the edge of `edges` that serves `device_id`: the first
+/// that takes it.
+pub fn edge_index(edges: &[MosquittoEdge], device_id: &str) -> Option<usize> {
+    edges.iter().position(|e| e.takes(device_id))
 }
 
 impl fmt::Debug for MosquittoConfig {

@@ -102,17 +102,6 @@ impl Files {
         ]
     }
 
-    /// Bytes of every file, the edges' too.
-    pub fn bytes(&self) -> usize {
-        let core: usize = self.each().iter().map(|(_, t)| t.len()).sum();
-        let edges: usize = self
-            .edges
-            .iter()
-            .flat_map(|e| e.each().map(|(_, t)| t.len()))
-            .sum();
-        core + edges
-    }
-
     /// Bytes of the largest one broker reads: the core's four files or an
     /// edge's two (what one reload reparses).
     pub fn largest(&self) -> usize {
@@ -133,7 +122,7 @@ pub fn render(input: &Input<'_>) -> Files {
     let mut core = Vec::new();
     let mut by_edge: Vec<Vec<&(DeviceId, String)>> = vec![Vec::new(); input.edges.len()];
     for d in &devices {
-        match input.edges.iter().position(|e| e.takes(d.0.as_str())) {
+        match broker::mosquitto::edge_index(input.edges, d.0.as_str()) {
             Some(i) => by_edge[i].push(d),
             None => core.push(d),
         }
@@ -399,13 +388,8 @@ mod tests {
         assert!(!f.edges[0].acl.contains("b-1"));
         assert!(!f.edges[1].acl.contains("a-1"));
         assert_eq!(f.edges[1].dir(), std::path::Path::new("edges/b"));
-        assert_eq!(
-            f.bytes(),
-            f.each().iter().map(|(_, t)| t.len()).sum::<usize>()
-                + f.edges
-                    .iter()
-                    .map(|e| e.passwd.len() + e.acl.len())
-                    .sum::<usize>()
-        );
+        let core = f.each().iter().map(|(_, t)| t.len()).sum::<usize>();
+        let edges = f.edges.iter().map(|e| e.passwd.len() + e.acl.len());
+        assert_eq!(f.largest(), edges.fold(core, usize::max));
     }
 }

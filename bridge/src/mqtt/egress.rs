@@ -79,6 +79,9 @@ impl Probe {
             warn!(error = %e, "block delivery probe not subscribed; blocks are paced blind");
         }
         if self.requests.is_some() {
+            // QoS 0: a request needs no durability (a device asks again
+            // after each quiet spell; one queued while the bridge was away
+            // is stale anyway) and no PUBACK round trip under a storm.
             let f = self.topics.filter(Filter::AllRequests);
             if let Err(e) = self.client.try_subscribe(f, QoS::AtMostOnce) {
                 warn!(error = %e, "block requests not subscribed; devices will not be served");

@@ -114,9 +114,10 @@ impl MqttLoop {
             Filter::AllPresence,
             Filter::OpsCommands,
         ];
-        if self.routes.blocks.is_some() {
-            f.push(Filter::AllRequests);
-        }
+        // No BlockRequests here: the egress connection takes them
+        // (mqtt/egress.rs). A persistent session that still has their
+        // subscription from an older bridge hands them to the block server
+        // through `routes.blocks`.
         if self.routes.repair.is_some() {
             f.extend([
                 Filter::AllMemberships,
@@ -128,17 +129,12 @@ impl MqttLoop {
         }
         f.into_iter()
             .map(|f| {
-                // BlockRequests at QoS 0: they need no durability (a device
-                // asks again after each quiet spell; a request queued while
-                // the bridge was away is stale anyway), and no PUBACK
-                // round trip per request under a download storm.
-                // The bridge's own retained topics at QoS 0 too: what
-                // counts is the broker's latest, and no PUBACK is owed
-                // for each echo of our own acks.
+                // The bridge's own retained topics at QoS 0: what counts is
+                // the broker's latest, and no PUBACK is owed for each echo
+                // of our own acks.
                 let qos = if matches!(
                     f,
-                    Filter::AllRequests
-                        | Filter::AllMemberships
+                    Filter::AllMemberships
                         | Filter::AllAcks
                         | Filter::AllGroupCampaigns
                         | Filter::AllGroupEmergencies
