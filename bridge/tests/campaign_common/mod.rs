@@ -260,6 +260,7 @@ pub fn quick_timing() -> Timing {
         resend_wait_ms: 500,
         resend_every_ms: 5_000,
         requests_in_flight: 4,
+        ..Timing::default()
     }
 }
 

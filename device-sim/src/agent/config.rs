@@ -63,6 +63,12 @@ pub struct Timing {
     pub resend_every_ms: u64,
     /// BlockRequests (of up to 1024 blocks each) outstanding at once.
     pub requests_in_flight: usize,
+    /// A subscription the broker refused is tried again after this (1 s),
+    /// doubling with each refusal in a row...
+    pub resubscribe_min_ms: u64,
+    /// ...up to this (60 s); each wait is drawn between half of it and
+    /// all of it (jitter).
+    pub resubscribe_max_ms: u64,
 }
 
 impl Default for Timing {
@@ -75,6 +81,8 @@ impl Default for Timing {
             resend_wait_ms: 2_000,
             resend_every_ms: 30_000,
             requests_in_flight: 4,
+            resubscribe_min_ms: 1_000,
+            resubscribe_max_ms: 60_000,
         }
     }
 }
@@ -88,6 +96,8 @@ impl Timing {
             timeout_ms: self.timeout_ms.max(120_000),
             progress_every_ms: self.progress_every_ms.max(2_000),
             requests_in_flight: self.requests_in_flight.max(1),
+            resubscribe_min_ms: self.resubscribe_min_ms.max(1),
+            resubscribe_max_ms: self.resubscribe_max_ms.max(self.resubscribe_min_ms.max(1)),
             ..self
         }
     }

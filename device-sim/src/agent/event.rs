@@ -39,6 +39,14 @@ pub enum Event {
     Block(Block),
     /// A StatusAck on `P/devices/{id}/ack`.
     Ack(StatusAck),
+    /// The broker's SUBACK for one [`Action::Subscribe`]: granted, or
+    /// refused (return code 0x80, PROTOCOL.md E1).
+    Subscribed {
+        /// The topic subscribed.
+        topic: Topic,
+        /// False: the SUBACK's failure code.
+        granted: bool,
+    },
     /// A timer set with [`Action::SetTimer`] is due.
     Timer(TimerId),
     /// The answer to [`Action::CheckImage`].
@@ -137,6 +145,9 @@ pub enum TimerId {
     Quiet,
     /// Look at a deferred campaign again.
     Relook(CampaignId),
+    /// Subscribe again to filters the broker refused, whose back-off is
+    /// over.
+    Resubscribe,
 }
 
 /// Everything needed to install one image.
@@ -286,6 +297,23 @@ pub enum Notice {
     DownloadSuspended {
         /// The campaign.
         campaign: CampaignId,
+    },
+    /// The broker refused a subscription (SUBACK 0x80); it is tried again
+    /// in `retry_in_ms`.
+    SubscribeRefused {
+        /// The topic refused.
+        topic: Topic,
+        /// Refusals in a row of this topic, 1 the first time.
+        attempt: u32,
+        /// The back-off before the next try.
+        retry_in_ms: u64,
+    },
+    /// A subscription the broker had refused is granted now.
+    SubscribeGranted {
+        /// The topic.
+        topic: Topic,
+        /// How often it was refused first.
+        refused: u32,
     },
     /// Requests were sent after a quiet spell.
     ReRequested {

@@ -11,6 +11,9 @@
 //!   rumqttd refuses it), last will = retained `Presence{online: false}`.
 //!   Each attempt waits at the shared [`Pacer`]; a lost connection backs off
 //!   with jitter.
+//! - A SUBACK is matched to the topic subscribed (`suback`) and handed to
+//!   the agent, which retries a refused one; refusals are logged once per
+//!   interval.
 //! - Publishes never await inside the loop that polls the event loop
 //!   (NOTES.md: that deadlocks): requests go through `try_*`, and those the
 //!   client's bounded channel cannot take yet wait in a local queue.
@@ -28,7 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rumqttc::{
-    AsyncClient, ClientError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, QoS,
+    AsyncClient, ClientError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions,
+    Outgoing as Written, QoS,
 };
 use schemas::msg::{Presence, WireMessage};
 use schemas::topic::{Topic, Topics};
@@ -46,6 +50,7 @@ use super::pace::{Backoff, ConnectPermit, Pacer};
 use super::policy::DeferPolicy;
 use super::state::DeviceState;
 use super::store::{DeviceStore, StoreError};
+use super::suback::{RefusalLog, Subacks};
 use super::{Agent, AgentConfig};
 
 /// Everything one device needs to run, besides its store and installer.
@@ -123,7 +128,10 @@ struct Conn {
 
 /// One queued MQTT request.
 enum Outgoing {
-    Subscribe(String),
+    Subscribe {
+        filter: String,
+        topic: Topic,
+    },
     Unsubscribe(String),
     Publish {
         topic: String,
@@ -189,6 +197,8 @@ where
         outgoing: VecDeque::new(),
         boots: 0,
         attempt: 0,
+        subacks: Subacks::default(),
+        refusals: RefusalLog::default(),
         cfg,
     };
     tokio::pin!(shutdown);
@@ -227,6 +237,9 @@ struct Device<S, I, H> {
     outgoing: VecDeque<Outgoing>,
     boots: u32,
     attempt: u32,
+    /// This connection's subscriptions awaiting their SUBACK.
+    subacks: Subacks,
+    refusals: RefusalLog,
 }
 
 impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
@@ -352,6 +365,7 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                 }
             }
             let (client, eventloop) = self.connect_options();
+            self.subacks.reset();
             let mut conn = Conn {
                 client,
                 eventloop,
@@ -481,6 +495,15 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
                                 return Ok(exit);
                             }
                         }
+                        Ok(MqttEvent::Outgoing(Written::Subscribe(pkid))) => self.subacks.sent(pkid),
+                        Ok(MqttEvent::Incoming(Incoming::SubAck(ack))) => {
+                            if let Some(ev) = self.subacks.acked(&ack) {
+                                let out = agent.handle(self.clock.now_ms(), ev);
+                                if self.perform(agent, Some(done_tx), out).await? {
+                                    return Ok(Exit::Reboot);
+                                }
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             debug!(device = %self.cfg.agent.id, error = %e, "connection lost");
@@ -592,9 +615,10 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         let mut follow = Vec::new();
         for action in actions {
             match action {
-                Action::Subscribe(t) => self
-                    .outgoing
-                    .push_back(Outgoing::Subscribe(self.cfg.topics.build(&t))),
+                Action::Subscribe(topic) => self.outgoing.push_back(Outgoing::Subscribe {
+                    filter: self.cfg.topics.build(&topic),
+                    topic,
+                }),
                 Action::Unsubscribe(t) => self
                     .outgoing
                     .push_back(Outgoing::Unsubscribe(self.cfg.topics.build(&t))),
@@ -683,9 +707,12 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
         Ok(reboot)
     }
 
-    fn log_notice(&self, n: &Notice) {
+    fn log_notice(&mut self, n: &Notice) {
         let id = &self.cfg.agent.id;
         match n {
+            Notice::SubscribeRefused { .. } | Notice::SubscribeGranted { .. } => {
+                self.refusals.note(id.as_str(), self.clock.now_ms(), n)
+            }
             Notice::BlockRejected {
                 artifact,
                 index,
@@ -742,7 +769,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
     fn drain_outgoing(&mut self, client: &AsyncClient) {
         while let Some(req) = self.outgoing.front() {
             let r = match req {
-                Outgoing::Subscribe(t) => client.try_subscribe(t.clone(), QoS::AtLeastOnce),
+                Outgoing::Subscribe { filter, .. } => {
+                    client.try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                }
                 Outgoing::Unsubscribe(t) => client.try_unsubscribe(t.clone()),
                 Outgoing::Publish {
                     topic,
@@ -752,7 +781,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
             };
             match r {
                 Ok(()) => {
-                    self.outgoing.pop_front();
+                    if let Some(Outgoing::Subscribe { topic, .. }) = self.outgoing.pop_front() {
+                        self.subacks.handed(topic);
+                    }
                 }
                 Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => break,
             }

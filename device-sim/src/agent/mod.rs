@@ -14,8 +14,9 @@
 //!   memory ([`MemoryStore`], the simulator's).
 //! - [`installer`]: installing images ([`FileInstaller`], [`MemoryInstaller`]).
 //! - [`io`]: the rumqttc I/O loop, [`run_device`]; [`classify`] turns its
-//!   incoming publishes into events; [`hooks`] let the simulator watch and
-//!   disrupt it.
+//!   incoming publishes into events; `suback` matches SUBACKs to the
+//!   topics subscribed and logs refusals once per interval; [`hooks`] let
+//!   the simulator watch and disrupt it.
 //! - `rebuild`: the I/O of whole images: installed images' hashes, E3's
 //!   rebuild of a delta's target, the image handed to the installer.
 //! - [`image`]: an image's bytes and hash ([`ImageBytes`]), where an
@@ -39,6 +40,7 @@ mod rebuild;
 pub mod state;
 pub mod steps;
 pub mod store;
+mod suback;
 pub mod tls_config;
 
 pub use config::{AgentConfig, Timing};

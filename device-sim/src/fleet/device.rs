@@ -197,6 +197,11 @@ impl Hooks for SimHooks {
             Notice::BlockRejected { .. } => {
                 self.tracker.blocks_rejected.fetch_add(1, Ordering::Relaxed);
             }
+            Notice::SubscribeRefused { .. } => {
+                self.tracker
+                    .subscriptions_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             _ => {}
         }
     }

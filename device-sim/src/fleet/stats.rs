@@ -37,6 +37,8 @@ pub struct FleetStats {
     pub blocks_rejected: u64,
     /// Payloads refused (malformed, bad names).
     pub payloads_dropped: u64,
+    /// SUBACKs that refused a subscription (0x80); the device retries it.
+    pub subscriptions_refused: u64,
     /// Bytes of Block payloads that reached the devices, both block
     /// topics, duplicates included: what the fleet downloaded.
     pub block_bytes: u64,
@@ -159,6 +161,7 @@ pub struct Tracker {
     pub(crate) power_losses: AtomicU64,
     pub(crate) blocks_rejected: AtomicU64,
     pub(crate) payloads_dropped: AtomicU64,
+    pub(crate) subscriptions_refused: AtomicU64,
     pub(crate) block_bytes: AtomicU64,
 }
 
@@ -339,6 +342,7 @@ impl Tracker {
         };
         s.blocks_rejected = self.blocks_rejected.load(Ordering::Relaxed);
         s.payloads_dropped = self.payloads_dropped.load(Ordering::Relaxed);
+        s.subscriptions_refused = self.subscriptions_refused.load(Ordering::Relaxed);
         s.block_bytes = self.block_bytes.load(Ordering::Relaxed);
         s
     }

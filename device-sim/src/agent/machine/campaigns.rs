@@ -48,6 +48,7 @@ impl Agent {
             self.held.remove(&Topic::GroupEmergency(g.clone()));
         }
         self.groups = new;
+        self.forget_unwanted_refusals();
         self.reconcile(now, out);
     }
 

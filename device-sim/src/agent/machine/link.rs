@@ -18,6 +18,7 @@ impl Agent {
         self.link = Link::Resync;
         self.groups.clear();
         self.held.clear();
+        self.refused.clear();
         let id = self.cfg.id.clone();
         for t in [
             Topic::Groups(id.clone()),
@@ -45,6 +46,7 @@ impl Agent {
     pub(super) fn on_disconnected(&mut self, now: u64, out: &mut Vec<Action>) {
         self.link = Link::Offline;
         self.resend_wait_until = None;
+        self.refused.clear();
         self.suspend(now, out);
     }
 

@@ -12,6 +12,8 @@
 //!   device takes part in (step 0), steps 1 to 5, the queue and its turns.
 //! - `download`: blocks, quiet spells, timeout (step 6), the image check
 //!   and the install (step 7).
+//! - `subscriptions`: SUBACKs that refused a subscription, retried with
+//!   back-off until granted.
 //! - `delta`: E3, delta images: the pick at accept, the refit at the turn,
 //!   the rebuild before the install.
 //! - [`control`]: E2, signed control messages: [`Agent::admit`] turns a
@@ -23,6 +25,7 @@ pub mod control;
 mod delta;
 mod download;
 mod link;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -92,6 +95,9 @@ pub struct Agent {
     /// E3: SHA-256 of each component's running image, from the I/O at
     /// boot and after each install.
     installed: BTreeMap<ComponentName, [u8; 32]>,
+    /// Subscriptions the broker refused, retried with back-off (this
+    /// connection's; at most one per topic wanted).
+    refused: Vec<subscriptions::Refused>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -170,6 +176,7 @@ impl Agent {
             resend_wait_until: None,
             dirty: false,
             installed: BTreeMap::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -254,6 +261,9 @@ impl Agent {
             }
             Event::Block(b) => self.on_block(now, b, &mut out),
             Event::Ack(a) => self.on_ack(now, a.seq, &mut out),
+            Event::Subscribed { topic, granted } => {
+                self.on_subscribed(now, topic, granted, &mut out)
+            }
             Event::Timer(id) => self.on_timer(now, id, &mut out),
             Event::ImageChecked { artifact, result } => {
                 self.on_image_checked(now, &artifact, result, &mut out)
@@ -276,6 +286,7 @@ impl Agent {
             TimerId::Resend => self.on_resend(now, out),
             TimerId::Quiet => self.on_quiet(now, out),
             TimerId::Relook(c) => self.on_relook(now, &c, out),
+            TimerId::Resubscribe => self.on_resubscribe(now, out),
         }
     }
 

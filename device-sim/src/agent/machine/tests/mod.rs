@@ -9,6 +9,7 @@ mod download;
 mod install;
 mod outbox;
 mod steps;
+mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
