@@ -144,7 +144,9 @@ async fn a_refused_group_subscription_is_retried_until_granted_and_the_campaign_
     )
     .unwrap();
     let ann = announcement("camp-suback", Kind::App, vec![img.envelope(&key)]).unwrap();
-    let mut bridge = RawClient::login(addr.port(), "ota-test", "pw").await.unwrap();
+    let mut bridge = RawClient::login(addr.port(), "ota-test", "pw")
+        .await
+        .unwrap();
     let member = Membership {
         groups: vec![g.clone()],
     };
@@ -187,6 +189,10 @@ async fn a_refused_group_subscription_is_retried_until_granted_and_the_campaign_
         )
     })
     .await;
-    assert_eq!(links.get(), 0, "heard after a reconnect, not by re-subscribing");
+    assert_eq!(
+        links.get(),
+        0,
+        "heard after a reconnect, not by re-subscribing"
+    );
     device.abort();
 }

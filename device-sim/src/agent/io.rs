@@ -710,9 +710,9 @@ impl<S: DeviceStore, I: Installer, H: Hooks> Device<S, I, H> {
     fn log_notice(&mut self, n: &Notice) {
         let id = &self.cfg.agent.id;
         match n {
-            Notice::SubscribeRefused { .. } | Notice::SubscribeGranted { .. } => {
-                self.refusals.note(id.as_str(), self.clock.now_ms(), n)
-            }
+            Notice::SubscribeRefused { .. } | Notice::SubscribeGranted { .. } => self
+                .refusals
+                .note(id.as_str(), &self.cfg.topics, self.clock.now_ms(), n),
             Notice::BlockRejected {
                 artifact,
                 index,

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use rumqttc::{SubAck, SubscribeReasonCode};
-use schemas::topic::Topic;
+use schemas::topic::{Topic, Topics};
 use tracing::{info, warn};
 
 use super::event::{Event, Notice};
@@ -78,7 +78,7 @@ pub(super) struct RefusalLog {
 
 impl RefusalLog {
     /// Logs `n` (a `SubscribeRefused` or `SubscribeGranted`) at `now_ms`.
-    pub fn note(&mut self, device: &str, now_ms: u64, n: &Notice) {
+    pub fn note(&mut self, device: &str, topics: &Topics, now_ms: u64, n: &Notice) {
         match n {
             Notice::SubscribeRefused {
                 topic,
@@ -94,7 +94,7 @@ impl RefusalLog {
                 }
                 warn!(
                     device,
-                    topic = ?topic,
+                    topic = %topics.build(topic),
                     attempt,
                     retry_in_ms,
                     refusals = self.since,
@@ -106,7 +106,12 @@ impl RefusalLog {
                 self.last_ms = Some(now_ms);
             }
             Notice::SubscribeGranted { topic, refused } => {
-                info!(device, topic = ?topic, refused, "subscription granted after refusals")
+                info!(
+                    device,
+                    topic = %topics.build(topic),
+                    refused,
+                    "subscription granted after refusals"
+                )
             }
             _ => {}
         }
