@@ -21,9 +21,9 @@ use schemas::msg::Hello;
 use schemas::{DeviceId, GroupName};
 
 pub use groups::{Group, GroupError, GroupRecord, GroupRule, Groups};
-pub use selector::{Selector, SelectorError};
+pub use selector::{Labels, Selector, SelectorError};
 
-use crate::store::DeviceRecord;
+use crate::store::{DeviceRecord, StrMap};
 
 /// How often, at most, `last_seen` alone is written to the store.
 pub const LAST_SEEN_PERSIST_SECS: u64 = 60;
@@ -111,11 +111,7 @@ impl Fleet {
     /// comes from its Presence (and will), never from a Hello, which
     /// anyone who could publish it might have sent.
     pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
-        let versions: BTreeMap<String, String> = h
-            .versions
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
+        let versions: StrMap = h.versions.iter().map(|(k, v)| (k, v)).collect();
         self.persisted_seen.insert(id.clone(), now);
         match self.devices.get_mut(id) {
             None => {
@@ -125,7 +121,7 @@ impl Fleet {
                         id: id.clone(),
                         arch: h.arch.clone(),
                         versions,
-                        labels: h.labels.clone(),
+                        labels: StrMap::from(&h.labels),
                         boot_id: h.boot_id.clone(),
                         online: self.early_presence.remove(id).unwrap_or(false),
                         first_seen: now,
@@ -148,7 +144,7 @@ impl Fleet {
                 let change = HelloChange {
                     registered: false,
                     rebooted: d.boot_id != h.boot_id,
-                    labels_changed: d.labels != h.labels,
+                    labels_changed: !d.labels.same_as(&h.labels),
                     // What the device can take (E3 features) matters
                     // as much as what it runs: persisted the same way.
                     versions_changed: d.versions != versions || d.features != h.features,
@@ -157,9 +153,13 @@ impl Fleet {
                     d.reboots += 1;
                 }
                 d.arch = h.arch.clone();
-                d.versions = versions;
+                if d.versions != versions {
+                    d.versions = versions;
+                }
                 d.features = h.features.clone();
-                d.labels = h.labels.clone();
+                if change.labels_changed {
+                    d.labels = StrMap::from(&h.labels);
+                }
                 d.boot_id = h.boot_id.clone();
                 d.last_seen = now;
                 d.last_hello = now;
@@ -307,7 +307,7 @@ impl Fleet {
 
     /// The groups a device is in now (registered or explicitly listed).
     pub fn groups_of(&self, id: &DeviceId) -> Vec<GroupName> {
-        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        static NO_LABELS: StrMap = StrMap::new();
         let labels = self
             .devices
             .get(id)

@@ -10,6 +10,7 @@
 //! - [`audit`]: every accepted or refused operator command.
 //! - [`private`]: `data_dir` and its files are 0700/0600.
 //! - [`counter`]: the director key's counter reservation (E2).
+//! - [`strmap`]: the compact labels and versions map of a device record.
 //!
 //! Inserts are in memory and take microseconds; durability comes from
 //! [`Store::flush`] (sled's `flush_async`, which fsyncs on sled's own
@@ -25,6 +26,7 @@ pub mod private;
 pub mod records;
 pub mod retained;
 pub mod status;
+pub mod strmap;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,7 @@ pub use groups::{GroupRecord, GroupStore};
 pub use records::Records;
 pub use retained::RetainedStore;
 pub use status::{CurrentState, EpochRecord, StatusStore};
+pub use strmap::StrMap;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
