@@ -9,17 +9,22 @@
 //! - [`selector`]: the label selector language and its parser.
 //! - [`groups`]: group definitions and the membership arithmetic.
 //! - [`index`]: the registered devices of each group, kept incrementally.
+//! - [`registry`]: the records by id, and the ids in order.
+//! - [`group_sets`]: one shared copy of each distinct list of groups.
 
+pub mod group_sets;
 pub mod groups;
 pub mod index;
+pub mod registry;
 pub mod selector;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use schemas::msg::Hello;
 use schemas::{DeviceId, GroupName};
 
+pub use group_sets::{GroupList, GroupSets};
 pub use groups::{Group, GroupError, GroupRecord, GroupRule, Groups};
 pub use selector::{Labels, Selector, SelectorError};
 
@@ -44,10 +49,12 @@ pub struct HelloChange {
 /// Registry, groups and published membership.
 #[derive(Debug, Default)]
 pub struct Fleet {
-    devices: BTreeMap<DeviceId, DeviceRecord>,
+    devices: registry::Registry,
     groups: Groups,
     /// The membership each device was last sent (retained on its topic).
-    published: HashMap<DeviceId, Vec<GroupName>>,
+    published: HashMap<DeviceId, GroupList>,
+    /// The distinct lists `published` holds.
+    lists: GroupSets,
     /// The `last_seen` last written to the store, per device.
     persisted_seen: HashMap<DeviceId, u64>,
     /// Presence of devices that have not said Hello yet (a device sends
@@ -78,8 +85,9 @@ impl Fleet {
         for g in groups {
             gs.put(g);
         }
-        let devices: BTreeMap<DeviceId, DeviceRecord> =
-            devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+        let devices: registry::Registry = devices.into_iter().collect();
+        let mut lists = GroupSets::default();
+        let published = intern_all(&mut lists, published);
         Self {
             persisted_seen: devices
                 .values()
@@ -89,6 +97,7 @@ impl Fleet {
             devices,
             groups: gs,
             published,
+            lists,
             early_presence: HashMap::new(),
             pending: BTreeSet::new(),
             ghosts: BTreeSet::new(),
@@ -103,7 +112,7 @@ impl Fleet {
             .filter(|id| !self.devices.contains_key(*id))
             .cloned()
             .collect();
-        self.published = published;
+        self.published = intern_all(&mut self.lists, published);
         self
     }
 
@@ -115,22 +124,19 @@ impl Fleet {
         self.persisted_seen.insert(id.clone(), now);
         match self.devices.get_mut(id) {
             None => {
-                self.devices.insert(
-                    id.clone(),
-                    DeviceRecord {
-                        id: id.clone(),
-                        arch: h.arch.clone(),
-                        versions,
-                        labels: StrMap::from(&h.labels),
-                        boot_id: h.boot_id.clone(),
-                        online: self.early_presence.remove(id).unwrap_or(false),
-                        first_seen: now,
-                        last_seen: now,
-                        last_hello: now,
-                        reboots: 0,
-                        features: h.features.clone(),
-                    },
-                );
+                self.devices.insert(DeviceRecord {
+                    id: id.clone(),
+                    arch: h.arch.clone(),
+                    versions,
+                    labels: StrMap::from(&h.labels),
+                    boot_id: h.boot_id.clone(),
+                    online: self.early_presence.remove(id).unwrap_or(false),
+                    first_seen: now,
+                    last_seen: now,
+                    last_hello: now,
+                    reboots: 0,
+                    features: h.features.clone(),
+                });
                 self.index.device(&self.groups, id, &h.labels, true);
                 self.ghosts.remove(id);
                 HelloChange {
@@ -221,10 +227,7 @@ impl Fleet {
         &'a self,
         after: Option<&DeviceId>,
     ) -> impl Iterator<Item = &'a DeviceRecord> + 'a {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.devices
-            .range::<DeviceId, _>((from, Bound::Unbounded))
-            .map(|(_, d)| d)
+        self.devices.after(after)
     }
 
     /// The registered devices of a group after `after`, by id (none for an
@@ -341,8 +344,8 @@ impl Fleet {
     }
 
     /// The membership last published to a device.
-    pub fn published(&self, id: &DeviceId) -> Option<&Vec<GroupName>> {
-        self.published.get(id)
+    pub fn published(&self, id: &DeviceId) -> Option<&[GroupName]> {
+        self.published.get(id).map(|l| &l[..])
     }
 
     /// Recomputes membership (of one device, or of every device registered,
@@ -382,17 +385,29 @@ impl Fleet {
         let mut changes = Vec::new();
         for id in scope {
             let now = self.groups_of(&id);
-            let before = self.published.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+            let before = self.published.get(&id).map(|l| &l[..]).unwrap_or(&[]);
             if now.as_slice() != before {
                 if !self.devices.contains_key(&id) {
                     self.ghosts.insert(id.clone());
                 }
-                self.published.insert(id.clone(), now.clone());
+                let list = self.lists.intern(&now);
+                self.published.insert(id.clone(), list);
                 changes.push((id, now));
             }
         }
         changes
     }
+}
+
+/// `published`, each list shared.
+fn intern_all(
+    lists: &mut GroupSets,
+    published: HashMap<DeviceId, Vec<GroupName>>,
+) -> HashMap<DeviceId, GroupList> {
+    published
+        .into_iter()
+        .map(|(id, groups)| (id, lists.intern(&groups)))
+        .collect()
 }
 
 #[cfg(test)]
