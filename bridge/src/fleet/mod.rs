@@ -55,8 +55,6 @@ pub struct Fleet {
     published: HashMap<DeviceId, GroupList>,
     /// The distinct lists `published` holds.
     lists: GroupSets,
-    /// The `last_seen` last written to the store, per device.
-    persisted_seen: HashMap<DeviceId, u64>,
     /// Presence of devices that have not said Hello yet (a device sends
     /// its Presence first), taken by their Hello. Bounded.
     early_presence: HashMap<DeviceId, bool>,
@@ -89,10 +87,6 @@ impl Fleet {
         let mut lists = GroupSets::default();
         let published = intern_all(&mut lists, published);
         Self {
-            persisted_seen: devices
-                .values()
-                .map(|d| (d.id.clone(), d.last_seen))
-                .collect(),
             index: index::GroupIndex::build(&gs, &devices),
             devices,
             groups: gs,
@@ -121,8 +115,7 @@ impl Fleet {
     /// anyone who could publish it might have sent.
     pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
         let versions: StrMap = h.versions.iter().map(|(k, v)| (k, v)).collect();
-        self.persisted_seen.insert(id.clone(), now);
-        match self.devices.get_mut(id) {
+        match self.devices.get_mut_seen(id) {
             None => {
                 self.devices.insert(DeviceRecord {
                     id: id.clone(),
@@ -146,7 +139,8 @@ impl Fleet {
                     rebooted: false,
                 }
             }
-            Some(d) => {
+            Some((d, persisted_seen)) => {
+                *persisted_seen = now;
                 let change = HelloChange {
                     registered: false,
                     rebooted: d.boot_id != h.boot_id,
@@ -180,7 +174,7 @@ impl Fleet {
     /// Applies a Presence. `None` for a device that never said Hello;
     /// otherwise whether `online` changed.
     pub fn presence(&mut self, id: &DeviceId, online: bool, now: u64) -> Option<bool> {
-        let Some(d) = self.devices.get_mut(id) else {
+        let Some((d, persisted_seen)) = self.devices.get_mut_seen(id) else {
             if self.early_presence.len() < MAX_EARLY_PRESENCE
                 || self.early_presence.contains_key(id)
             {
@@ -191,20 +185,19 @@ impl Fleet {
         let changed = d.online != online;
         d.online = online;
         d.last_seen = d.last_seen.max(now);
-        self.persisted_seen.insert(id.clone(), d.last_seen);
+        *persisted_seen = d.last_seen;
         Some(changed)
     }
 
     /// Notes traffic from a device. True when the record should be written
     /// (its stored `last_seen` is more than a minute old).
     pub fn seen(&mut self, id: &DeviceId, now: u64) -> bool {
-        let Some(d) = self.devices.get_mut(id) else {
+        let Some((d, persisted_seen)) = self.devices.get_mut_seen(id) else {
             return false;
         };
         d.last_seen = d.last_seen.max(now);
-        let stored = self.persisted_seen.get(id).copied().unwrap_or(0);
-        if now >= stored + LAST_SEEN_PERSIST_SECS {
-            self.persisted_seen.insert(id.clone(), now);
+        if now >= *persisted_seen + LAST_SEEN_PERSIST_SECS {
+            *persisted_seen = now;
             true
         } else {
             false

@@ -22,19 +22,34 @@ type Hasher = foldhash::fast::RandomState;
 /// Registered devices by id.
 #[derive(Debug, Default)]
 pub struct Registry {
-    records: HashMap<DeviceId, Box<DeviceRecord>, Hasher>,
+    records: HashMap<DeviceId, Box<Entry>, Hasher>,
     order: BTreeSet<DeviceId>,
+}
+
+/// One device: its record, and the `last_seen` last written to the store
+/// (kept here, not in a map of its own: one id fewer per device).
+#[derive(Debug)]
+struct Entry {
+    record: DeviceRecord,
+    persisted_seen: u64,
 }
 
 impl Registry {
     /// One device.
     pub fn get(&self, id: &DeviceId) -> Option<&DeviceRecord> {
-        self.records.get(id).map(|b| &**b)
+        self.records.get(id).map(|e| &e.record)
     }
 
     /// One device, to change (not its id).
     pub fn get_mut(&mut self, id: &DeviceId) -> Option<&mut DeviceRecord> {
-        self.records.get_mut(id).map(|b| &mut **b)
+        self.records.get_mut(id).map(|e| &mut e.record)
+    }
+
+    /// One device, to change, and the `last_seen` last written for it.
+    pub fn get_mut_seen(&mut self, id: &DeviceId) -> Option<(&mut DeviceRecord, &mut u64)> {
+        self.records
+            .get_mut(id)
+            .map(|e| (&mut e.record, &mut e.persisted_seen))
     }
 
     /// True when the device is registered.
@@ -42,12 +57,20 @@ impl Registry {
         self.records.contains_key(id)
     }
 
-    /// Registers (or replaces) a record under its own id.
+    /// Registers (or replaces) a record under its own id, its
+    /// `last_seen` as written.
     pub fn insert(&mut self, record: DeviceRecord) {
         if !self.records.contains_key(&record.id) {
             self.order.insert(record.id.clone());
         }
-        self.records.insert(record.id.clone(), Box::new(record));
+        let persisted_seen = record.last_seen;
+        self.records.insert(
+            record.id.clone(),
+            Box::new(Entry {
+                record,
+                persisted_seen,
+            }),
+        );
     }
 
     /// Every id, in order.
