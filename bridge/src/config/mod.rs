@@ -6,7 +6,7 @@
 //! [bridge]
 //! prefix = "ota/v1"                 # topic prefix, default "ota/v1"
 //! data_dir = "data"                 # default "data"; relative to this file
-//! cache_mib = 256                   # the database's page cache (sled), MiB; 16..=65536
+//! cache_mib = 128                   # the database's page cache (sled), MiB; 16..=65536
 //! client_id = "ota-bridge"          # the bridge's MQTT client id
 //! broker_user = "bridge"            # embedded broker with users: which one the bridge logs in as
 //! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
@@ -45,6 +45,7 @@
 //! the bottom of the bridge, so that every layer can read it).
 
 pub mod blocks;
+mod cache;
 pub mod client_tls;
 mod credentials;
 mod devices;
@@ -56,10 +57,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use raw::RawConfig;
 use schemas::keys::{Kid, SigningKey, VerifyingKey};
 use schemas::topic::Topics;
-
-use raw::RawConfig;
 
 /// Default `[bridge] client_id`.
 pub const DEFAULT_CLIENT_ID: &str = "ota-bridge";
@@ -67,9 +67,6 @@ pub const DEFAULT_CLIENT_ID: &str = "ota-bridge";
 pub const MAX_CLIENT_ID: usize = 60;
 /// Default `[bridge] data_dir`, relative to the config file.
 pub const DEFAULT_DATA_DIR: &str = "data";
-/// `[bridge] cache_mib`'s range (the default is the store's,
-/// [`crate::store::DEFAULT_CACHE_BYTES`]).
-pub const CACHE_MIB_RANGE: std::ops::RangeInclusive<u64> = 16..=65_536;
 /// Default `[bridge] command_window_secs`.
 pub const DEFAULT_COMMAND_WINDOW_SECS: u64 = 300;
 /// Default `[bridge] audit_retention_days`.
@@ -475,21 +472,8 @@ impl Validator<'_> {
                 format!("{command_window_secs} is outside 10..=86400 seconds"),
             ));
         }
-        let cache_bytes = match b.cache_mib {
-            None => crate::store::DEFAULT_CACHE_BYTES,
-            Some(m) if CACHE_MIB_RANGE.contains(&m) => m << 20,
-            Some(m) => {
-                return Err(self.err(
-                    "bridge",
-                    "cache_mib",
-                    format!(
-                        "{m} is outside {}..={} MiB (the default is 256)",
-                        CACHE_MIB_RANGE.start(),
-                        CACHE_MIB_RANGE.end()
-                    ),
-                ))
-            }
-        };
+        let cache_bytes =
+            cache::cache_bytes(b.cache_mib).map_err(|e| self.err("bridge", "cache_mib", e))?;
         let metrics_secs = b
             .metrics_interval_secs
             .unwrap_or(DEFAULT_METRICS_INTERVAL_SECS);
@@ -890,7 +874,7 @@ mod tests {
         assert_eq!(c.bridge.client_id, "ota-bridge");
         assert_eq!(c.bridge.data_dir, dir.path().join("data"));
         assert_eq!(c.bridge.command_window_secs, 300);
-        assert_eq!(c.bridge.cache_bytes, 256 << 20);
+        assert_eq!(c.bridge.cache_bytes, 128 << 20);
         assert_eq!(c.status, StatusConfig::default());
         assert!(c.bridge.operator_keys.is_empty());
         assert!(matches!(c.broker, broker::BrokerConfig::Embedded(_)));

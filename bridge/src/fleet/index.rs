@@ -88,7 +88,7 @@ fn scan(g: &Group, devices: &Registry) -> BTreeSet<DeviceId> {
     match &g.rule {
         GroupRule::Members(m) => m
             .iter()
-            .filter(|id| devices.contains_key(*id))
+            .filter(|id| devices.contains_key(id))
             .cloned()
             .collect(),
         GroupRule::Selector(s) => devices

@@ -103,7 +103,7 @@ impl Fleet {
     pub fn with_published(mut self, published: HashMap<DeviceId, Vec<GroupName>>) -> Self {
         self.ghosts = published
             .keys()
-            .filter(|id| !self.devices.contains_key(*id))
+            .filter(|id| !self.devices.contains_key(id))
             .cloned()
             .collect();
         self.published = intern_all(&mut self.lists, published);
@@ -114,7 +114,7 @@ impl Fleet {
     /// comes from its Presence (and will), never from a Hello, which
     /// anyone who could publish it might have sent.
     pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
-        let versions: StrMap = h.versions.iter().map(|(k, v)| (k, v)).collect();
+        let versions: StrMap = h.versions.iter().collect();
         match self.devices.get_mut_seen(id) {
             None => {
                 self.devices.insert(DeviceRecord {
