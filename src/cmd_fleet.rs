@@ -2,7 +2,6 @@
 //! the bridge, and the operator commands about the fleet, sent as signed
 //! commands over MQTT through `bridge::client::OpsClient`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bridge::client::OpsClient;
@@ -82,13 +81,6 @@ fn ago(then: u64) -> String {
     }
 }
 
-fn versions_text(v: &BTreeMap<String, String>) -> String {
-    v.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn names<T: std::fmt::Display>(v: &[T]) -> String {
     if v.is_empty() {
         "-".into()
@@ -110,7 +102,7 @@ fn device_rows(devices: &[DeviceView]) -> Vec<Vec<String>> {
                 r.arch.clone(),
                 if r.online { "yes".into() } else { "no".into() },
                 ago(r.last_seen),
-                versions_text(&r.versions),
+                labels_text(&r.versions),
                 names(&d.groups),
             ]
         })
@@ -238,7 +230,7 @@ impl Run for Devices {
                 println!("last seen  {}", ago(r.last_seen));
                 println!("first seen {}", ago(r.first_seen));
                 println!("boot id    {} ({} reboots seen)", r.boot_id, r.reboots);
-                println!("versions   {}", versions_text(&r.versions));
+                println!("versions   {}", labels_text(&r.versions));
                 println!("labels     {}", labels_text(&r.labels));
                 println!("groups     {}", names(&show.device.groups));
                 if show.conflicts > 0 {

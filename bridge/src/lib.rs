@@ -204,7 +204,8 @@ impl Bridge {
                 path: data_dir.clone(),
                 source,
             })?;
-        let store = blocking(move || Store::open(&data_dir)).await??;
+        let cache = config.bridge.cache_bytes;
+        let store = blocking(move || Store::open_with_cache(&data_dir, cache)).await??;
         let (ttl, counters) = (config.bridge.control_ttl, store.counter.clone());
         let d = blocking(move || director::Director::open(director_key, ttl, counters)).await??;
         info!(kid = %hex::encode(d.kid()), ttl_secs = ttl.as_secs(), "control messages are signed with the director key");

@@ -58,7 +58,7 @@ macro_rules! name_type {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
         #[serde(transparent)]
-        pub struct $ty(String);
+        pub struct $ty(compact_str::CompactString);
 
         impl $ty {
             /// What this kind of name is called in error messages.
@@ -68,7 +68,7 @@ macro_rules! name_type {
             pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
                 let s = s.into();
                 check_name($kind, &s)?;
-                Ok(Self(s))
+                Ok(Self(compact_str::CompactString::from(s)))
             }
 
             /// The name as a string slice.
@@ -78,7 +78,7 @@ macro_rules! name_type {
 
             /// The name as an owned string.
             pub fn into_string(self) -> String {
-                self.0
+                self.0.into_string()
             }
         }
 
@@ -149,8 +149,10 @@ macro_rules! name_type {
 
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::new(s).map_err(serde::de::Error::custom)
+                // Inline when short: no allocation for a typical id.
+                let s = compact_str::CompactString::deserialize(d)?;
+                check_name($kind, &s).map_err(serde::de::Error::custom)?;
+                Ok(Self(s))
             }
         }
     };

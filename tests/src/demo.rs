@@ -534,7 +534,7 @@ async fn fleet_versions(
         for (comp, ver) in &d.record.versions {
             *out.entry(comp.to_string())
                 .or_default()
-                .entry(ver.clone())
+                .entry(ver.to_string())
                 .or_default() += 1;
         }
     }

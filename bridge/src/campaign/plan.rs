@@ -255,7 +255,7 @@ pub fn compute(
                     release
                         .deltas
                         .iter()
-                        .position(|x| x.target == entry.artifact && &x.from_version == v)
+                        .position(|x| x.target == entry.artifact && x.from_version == v)
                 });
             let (artifact, size, blocks) = match delta {
                 Some(i) => {

@@ -130,7 +130,7 @@ pub fn page(
                 at: r.map(|r| r.at),
                 arch: device.map(|x| x.arch.clone()),
                 online: device.is_some_and(|x| x.online),
-                installed: device.and_then(|x| x.versions.get(component).cloned()),
+                installed: device.and_then(|x| x.versions.get(component).map(str::to_string)),
             }
         })
         .collect();

@@ -6,6 +6,7 @@
 //! [bridge]
 //! prefix = "ota/v1"                 # topic prefix, default "ota/v1"
 //! data_dir = "data"                 # default "data"; relative to this file
+//! cache_mib = 128                   # the database's page cache (sled), MiB; 16..=65536
 //! client_id = "ota-bridge"          # the bridge's MQTT client id
 //! broker_user = "bridge"            # embedded broker with users: which one the bridge logs in as
 //! operator_keys = ["keys/alice.pub"]   # public key files, relative to this file
@@ -44,6 +45,7 @@
 //! the bottom of the bridge, so that every layer can read it).
 
 pub mod blocks;
+mod cache;
 pub mod client_tls;
 mod credentials;
 mod devices;
@@ -55,10 +57,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use raw::RawConfig;
 use schemas::keys::{Kid, SigningKey, VerifyingKey};
 use schemas::topic::Topics;
-
-use raw::RawConfig;
 
 /// Default `[bridge] client_id`.
 pub const DEFAULT_CLIENT_ID: &str = "ota-bridge";
@@ -150,6 +151,8 @@ pub struct BridgeConfig {
     pub topics: Topics,
     /// Where the database lives (`data_dir/db`): what to back up.
     pub data_dir: PathBuf,
+    /// The database's page cache, in bytes (`cache_mib`).
+    pub cache_bytes: u64,
     /// The bridge's MQTT client id (and persistent session name); its
     /// publishing connection uses this plus `-out`.
     pub client_id: String,
@@ -312,6 +315,7 @@ impl Config {
             bridge: BridgeConfig {
                 topics: Topics::default(),
                 data_dir,
+                cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
                 client_id: DEFAULT_CLIENT_ID.to_string(),
                 credentials: broker.credentials().cloned(),
                 operator_keys: BTreeMap::new(),
@@ -468,6 +472,8 @@ impl Validator<'_> {
                 format!("{command_window_secs} is outside 10..=86400 seconds"),
             ));
         }
+        let cache_bytes =
+            cache::cache_bytes(b.cache_mib).map_err(|e| self.err("bridge", "cache_mib", e))?;
         let metrics_secs = b
             .metrics_interval_secs
             .unwrap_or(DEFAULT_METRICS_INTERVAL_SECS);
@@ -510,6 +516,7 @@ impl Validator<'_> {
         let bridge = BridgeConfig {
             topics,
             data_dir: self.resolve(b.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into())),
+            cache_bytes,
             client_id,
             credentials,
             operator_keys: self.keys("operator_keys", b.operator_keys.unwrap_or_default())?,
@@ -867,6 +874,7 @@ mod tests {
         assert_eq!(c.bridge.client_id, "ota-bridge");
         assert_eq!(c.bridge.data_dir, dir.path().join("data"));
         assert_eq!(c.bridge.command_window_secs, 300);
+        assert_eq!(c.bridge.cache_bytes, 128 << 20);
         assert_eq!(c.status, StatusConfig::default());
         assert!(c.bridge.operator_keys.is_empty());
         assert!(matches!(c.broker, broker::BrokerConfig::Embedded(_)));
@@ -1020,6 +1028,14 @@ mod tests {
             e.contains("audit_retention_days") && e.contains("use 0"),
             "{e}"
         );
+        let c = load_anon(dir.path(), "[bridge]\ncache_mib = 64\n").unwrap();
+        assert_eq!(c.bridge.cache_bytes, 64 << 20);
+        for bad in [0, 15, 65_537] {
+            let e = load_anon(dir.path(), &format!("[bridge]\ncache_mib = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cache_mib") && e.contains("16..=65536"), "{e}");
+        }
     }
 
     #[test]

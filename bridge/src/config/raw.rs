@@ -45,6 +45,7 @@ pub struct RawDevices {
 pub struct RawBridge {
     pub prefix: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub cache_mib: Option<u64>,
     pub client_id: Option<String>,
     pub broker_user: Option<String>,
     pub operator_keys: Option<Vec<PathBuf>>,

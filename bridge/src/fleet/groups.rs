@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::{DeviceId, GroupName};
 
-use super::selector::{Selector, SelectorError};
+use super::selector::{Labels, Selector, SelectorError};
 pub use crate::store::GroupRecord;
 
 /// Most explicit members in one group.
@@ -78,7 +78,7 @@ impl Group {
     }
 
     /// True when the device (with these labels) is in the group.
-    pub fn contains(&self, id: &DeviceId, labels: &BTreeMap<String, String>) -> bool {
+    pub fn contains(&self, id: &DeviceId, labels: &(impl Labels + ?Sized)) -> bool {
         match &self.rule {
             GroupRule::Selector(s) => s.matches(labels),
             GroupRule::Members(m) => m.contains(id),
@@ -161,7 +161,7 @@ impl Groups {
     }
 
     /// The groups a device is in, sorted.
-    pub fn groups_of(&self, id: &DeviceId, labels: &BTreeMap<String, String>) -> Vec<GroupName> {
+    pub fn groups_of(&self, id: &DeviceId, labels: &(impl Labels + ?Sized)) -> Vec<GroupName> {
         self.groups
             .values()
             .filter(|g| g.contains(id, labels))

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use schemas::{DeviceId, GroupName};
 
 use super::groups::{Group, GroupRule, Groups};
-use crate::store::DeviceRecord;
+use super::registry::Registry;
 
 /// Registered members per group.
 #[derive(Debug, Default)]
@@ -22,7 +22,7 @@ pub struct GroupIndex {
 
 impl GroupIndex {
     /// The index of `groups` over `devices` (at load).
-    pub fn build(groups: &Groups, devices: &BTreeMap<DeviceId, DeviceRecord>) -> Self {
+    pub fn build(groups: &Groups, devices: &Registry) -> Self {
         let mut ix = Self::default();
         for g in groups.iter() {
             ix.members.insert(g.name.clone(), scan(g, devices));
@@ -69,11 +69,7 @@ impl GroupIndex {
 
     /// A group was put (new or replacing one): its members recomputed.
     /// Returns the registered devices that joined or left it.
-    pub fn put_group(
-        &mut self,
-        g: &Group,
-        devices: &BTreeMap<DeviceId, DeviceRecord>,
-    ) -> BTreeSet<DeviceId> {
+    pub fn put_group(&mut self, g: &Group, devices: &Registry) -> BTreeSet<DeviceId> {
         let now = scan(g, devices);
         let before = self.members.insert(g.name.clone(), now).unwrap_or_default();
         let now = &self.members[&g.name];
@@ -88,11 +84,11 @@ impl GroupIndex {
 
 /// The registered devices of one group, by its rule: a list is looked up,
 /// a selector evaluated once per device.
-fn scan(g: &Group, devices: &BTreeMap<DeviceId, DeviceRecord>) -> BTreeSet<DeviceId> {
+fn scan(g: &Group, devices: &Registry) -> BTreeSet<DeviceId> {
     match &g.rule {
         GroupRule::Members(m) => m
             .iter()
-            .filter(|id| devices.contains_key(*id))
+            .filter(|id| devices.contains_key(id))
             .cloned()
             .collect(),
         GroupRule::Selector(s) => devices

@@ -9,21 +9,26 @@
 //! - [`selector`]: the label selector language and its parser.
 //! - [`groups`]: group definitions and the membership arithmetic.
 //! - [`index`]: the registered devices of each group, kept incrementally.
+//! - [`registry`]: the records by id, and the ids in order.
+//! - [`group_sets`]: one shared copy of each distinct list of groups.
 
+pub mod group_sets;
 pub mod groups;
 pub mod index;
+pub mod registry;
 pub mod selector;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use schemas::msg::Hello;
 use schemas::{DeviceId, GroupName};
 
+pub use group_sets::{GroupList, GroupSets};
 pub use groups::{Group, GroupError, GroupRecord, GroupRule, Groups};
-pub use selector::{Selector, SelectorError};
+pub use selector::{Labels, Selector, SelectorError};
 
-use crate::store::DeviceRecord;
+use crate::store::{DeviceRecord, StrMap};
 
 /// How often, at most, `last_seen` alone is written to the store.
 pub const LAST_SEEN_PERSIST_SECS: u64 = 60;
@@ -44,12 +49,12 @@ pub struct HelloChange {
 /// Registry, groups and published membership.
 #[derive(Debug, Default)]
 pub struct Fleet {
-    devices: BTreeMap<DeviceId, DeviceRecord>,
+    devices: registry::Registry,
     groups: Groups,
     /// The membership each device was last sent (retained on its topic).
-    published: HashMap<DeviceId, Vec<GroupName>>,
-    /// The `last_seen` last written to the store, per device.
-    persisted_seen: HashMap<DeviceId, u64>,
+    published: HashMap<DeviceId, GroupList>,
+    /// The distinct lists `published` holds.
+    lists: GroupSets,
     /// Presence of devices that have not said Hello yet (a device sends
     /// its Presence first), taken by their Hello. Bounded.
     early_presence: HashMap<DeviceId, bool>,
@@ -78,17 +83,15 @@ impl Fleet {
         for g in groups {
             gs.put(g);
         }
-        let devices: BTreeMap<DeviceId, DeviceRecord> =
-            devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+        let devices: registry::Registry = devices.into_iter().collect();
+        let mut lists = GroupSets::default();
+        let published = intern_all(&mut lists, published);
         Self {
-            persisted_seen: devices
-                .values()
-                .map(|d| (d.id.clone(), d.last_seen))
-                .collect(),
             index: index::GroupIndex::build(&gs, &devices),
             devices,
             groups: gs,
             published,
+            lists,
             early_presence: HashMap::new(),
             pending: BTreeSet::new(),
             ghosts: BTreeSet::new(),
@@ -100,10 +103,10 @@ impl Fleet {
     pub fn with_published(mut self, published: HashMap<DeviceId, Vec<GroupName>>) -> Self {
         self.ghosts = published
             .keys()
-            .filter(|id| !self.devices.contains_key(*id))
+            .filter(|id| !self.devices.contains_key(id))
             .cloned()
             .collect();
-        self.published = published;
+        self.published = intern_all(&mut self.lists, published);
         self
     }
 
@@ -111,30 +114,22 @@ impl Fleet {
     /// comes from its Presence (and will), never from a Hello, which
     /// anyone who could publish it might have sent.
     pub fn hello(&mut self, id: &DeviceId, h: &Hello, now: u64) -> HelloChange {
-        let versions: BTreeMap<String, String> = h
-            .versions
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        self.persisted_seen.insert(id.clone(), now);
-        match self.devices.get_mut(id) {
+        let versions: StrMap = h.versions.iter().collect();
+        match self.devices.get_mut_seen(id) {
             None => {
-                self.devices.insert(
-                    id.clone(),
-                    DeviceRecord {
-                        id: id.clone(),
-                        arch: h.arch.clone(),
-                        versions,
-                        labels: h.labels.clone(),
-                        boot_id: h.boot_id.clone(),
-                        online: self.early_presence.remove(id).unwrap_or(false),
-                        first_seen: now,
-                        last_seen: now,
-                        last_hello: now,
-                        reboots: 0,
-                        features: h.features.clone(),
-                    },
-                );
+                self.devices.insert(DeviceRecord {
+                    id: id.clone(),
+                    arch: h.arch.clone(),
+                    versions,
+                    labels: StrMap::from(&h.labels),
+                    boot_id: h.boot_id.clone(),
+                    online: self.early_presence.remove(id).unwrap_or(false),
+                    first_seen: now,
+                    last_seen: now,
+                    last_hello: now,
+                    reboots: 0,
+                    features: h.features.clone(),
+                });
                 self.index.device(&self.groups, id, &h.labels, true);
                 self.ghosts.remove(id);
                 HelloChange {
@@ -144,11 +139,12 @@ impl Fleet {
                     rebooted: false,
                 }
             }
-            Some(d) => {
+            Some((d, persisted_seen)) => {
+                *persisted_seen = now;
                 let change = HelloChange {
                     registered: false,
                     rebooted: d.boot_id != h.boot_id,
-                    labels_changed: d.labels != h.labels,
+                    labels_changed: !d.labels.same_as(&h.labels),
                     // What the device can take (E3 features) matters
                     // as much as what it runs: persisted the same way.
                     versions_changed: d.versions != versions || d.features != h.features,
@@ -157,9 +153,13 @@ impl Fleet {
                     d.reboots += 1;
                 }
                 d.arch = h.arch.clone();
-                d.versions = versions;
+                if d.versions != versions {
+                    d.versions = versions;
+                }
                 d.features = h.features.clone();
-                d.labels = h.labels.clone();
+                if change.labels_changed {
+                    d.labels = StrMap::from(&h.labels);
+                }
                 d.boot_id = h.boot_id.clone();
                 d.last_seen = now;
                 d.last_hello = now;
@@ -174,7 +174,7 @@ impl Fleet {
     /// Applies a Presence. `None` for a device that never said Hello;
     /// otherwise whether `online` changed.
     pub fn presence(&mut self, id: &DeviceId, online: bool, now: u64) -> Option<bool> {
-        let Some(d) = self.devices.get_mut(id) else {
+        let Some((d, persisted_seen)) = self.devices.get_mut_seen(id) else {
             if self.early_presence.len() < MAX_EARLY_PRESENCE
                 || self.early_presence.contains_key(id)
             {
@@ -185,20 +185,19 @@ impl Fleet {
         let changed = d.online != online;
         d.online = online;
         d.last_seen = d.last_seen.max(now);
-        self.persisted_seen.insert(id.clone(), d.last_seen);
+        *persisted_seen = d.last_seen;
         Some(changed)
     }
 
     /// Notes traffic from a device. True when the record should be written
     /// (its stored `last_seen` is more than a minute old).
     pub fn seen(&mut self, id: &DeviceId, now: u64) -> bool {
-        let Some(d) = self.devices.get_mut(id) else {
+        let Some((d, persisted_seen)) = self.devices.get_mut_seen(id) else {
             return false;
         };
         d.last_seen = d.last_seen.max(now);
-        let stored = self.persisted_seen.get(id).copied().unwrap_or(0);
-        if now >= stored + LAST_SEEN_PERSIST_SECS {
-            self.persisted_seen.insert(id.clone(), now);
+        if now >= *persisted_seen + LAST_SEEN_PERSIST_SECS {
+            *persisted_seen = now;
             true
         } else {
             false
@@ -221,10 +220,7 @@ impl Fleet {
         &'a self,
         after: Option<&DeviceId>,
     ) -> impl Iterator<Item = &'a DeviceRecord> + 'a {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.devices
-            .range::<DeviceId, _>((from, Bound::Unbounded))
-            .map(|(_, d)| d)
+        self.devices.after(after)
     }
 
     /// The registered devices of a group after `after`, by id (none for an
@@ -307,7 +303,7 @@ impl Fleet {
 
     /// The groups a device is in now (registered or explicitly listed).
     pub fn groups_of(&self, id: &DeviceId) -> Vec<GroupName> {
-        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        static NO_LABELS: StrMap = StrMap::new();
         let labels = self
             .devices
             .get(id)
@@ -341,8 +337,8 @@ impl Fleet {
     }
 
     /// The membership last published to a device.
-    pub fn published(&self, id: &DeviceId) -> Option<&Vec<GroupName>> {
-        self.published.get(id)
+    pub fn published(&self, id: &DeviceId) -> Option<&[GroupName]> {
+        self.published.get(id).map(|l| &l[..])
     }
 
     /// Recomputes membership (of one device, or of every device registered,
@@ -382,17 +378,29 @@ impl Fleet {
         let mut changes = Vec::new();
         for id in scope {
             let now = self.groups_of(&id);
-            let before = self.published.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+            let before = self.published.get(&id).map(|l| &l[..]).unwrap_or(&[]);
             if now.as_slice() != before {
                 if !self.devices.contains_key(&id) {
                     self.ghosts.insert(id.clone());
                 }
-                self.published.insert(id.clone(), now.clone());
+                let list = self.lists.intern(&now);
+                self.published.insert(id.clone(), list);
                 changes.push((id, now));
             }
         }
         changes
     }
+}
+
+/// `published`, each list shared.
+fn intern_all(
+    lists: &mut GroupSets,
+    published: HashMap<DeviceId, Vec<GroupName>>,
+) -> HashMap<DeviceId, GroupList> {
+    published
+        .into_iter()
+        .map(|(id, groups)| (id, lists.intern(&groups)))
+        .collect()
 }
 
 #[cfg(test)]

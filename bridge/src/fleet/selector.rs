@@ -19,6 +19,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::store::StrMap;
+
 /// Longest selector text accepted.
 pub const MAX_SELECTOR_LEN: usize = 1024;
 
@@ -39,15 +41,35 @@ pub enum Requirement {
     NotExists(String),
 }
 
+/// What a selector reads: a device's labels, as the registry keeps them
+/// ([`StrMap`]) or as a Hello or an enrollment carries them.
+pub trait Labels {
+    /// The value of label `key`.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for StrMap {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 impl Requirement {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    fn matches(&self, labels: &(impl Labels + ?Sized)) -> bool {
+        let has = |vs: &[String], x: &str| vs.iter().any(|v| v == x);
         match self {
-            Requirement::Eq(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEq(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|x| vs.contains(x)),
-            Requirement::NotIn(k, vs) => !labels.get(k).is_some_and(|x| vs.contains(x)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::NotExists(k) => !labels.contains_key(k),
+            Requirement::Eq(k, v) => labels.label(k) == Some(v.as_str()),
+            Requirement::NotEq(k, v) => labels.label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => labels.label(k).is_some_and(|x| has(vs, x)),
+            Requirement::NotIn(k, vs) => !labels.label(k).is_some_and(|x| has(vs, x)),
+            Requirement::Exists(k) => labels.label(k).is_some(),
+            Requirement::NotExists(k) => labels.label(k).is_none(),
         }
     }
 }
@@ -85,7 +107,7 @@ impl Selector {
     }
 
     /// True when the labels satisfy every requirement.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &(impl Labels + ?Sized)) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 

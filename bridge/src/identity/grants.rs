@@ -15,6 +15,8 @@ use schemas::msg::{Membership, WireMessage};
 use schemas::topic::Topic;
 use schemas::{ArtifactId, DeviceId, GroupName};
 
+use crate::fleet::{GroupList, GroupSets};
+
 /// Where an announcement was retained.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Board {
@@ -26,7 +28,9 @@ enum Board {
 /// Memberships and announced artifacts, as retained.
 #[derive(Debug, Default)]
 pub struct Grants {
-    groups: HashMap<DeviceId, Vec<GroupName>>,
+    groups: HashMap<DeviceId, GroupList>,
+    /// The distinct lists `groups` holds.
+    lists: GroupSets,
     announced: HashMap<Board, Vec<ArtifactId>>,
 }
 
@@ -49,9 +53,10 @@ impl Grants {
                 let before = if groups.is_empty() {
                     self.groups.remove(id)
                 } else {
-                    self.groups.insert(id.clone(), groups.clone())
+                    let list = self.lists.intern(&groups);
+                    self.groups.insert(id.clone(), list)
                 };
-                before.unwrap_or_default() != groups
+                before.as_deref().unwrap_or(&[]) != groups.as_slice()
             }
             Topic::GroupCampaign(g) => self.announce(Board::Campaign(g.clone()), payload),
             Topic::GroupEmergency(g) => self.announce(Board::GroupEmergency(g.clone()), payload),
@@ -72,7 +77,7 @@ impl Grants {
 
     /// The groups in the device's Membership.
     pub fn groups_of(&self, id: &DeviceId) -> &[GroupName] {
-        self.groups.get(id).map(Vec::as_slice).unwrap_or(&[])
+        self.groups.get(id).map(|l| &l[..]).unwrap_or(&[])
     }
 
     /// Is `g` in the device's Membership?

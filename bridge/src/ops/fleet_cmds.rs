@@ -101,7 +101,10 @@ fn fleet_labels(fleet: &Fleet) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
     for d in fleet.devices() {
         for (k, v) in &d.labels {
-            let values = out.entry(k.clone()).or_default();
+            let values = match out.get_mut(k) {
+                Some(v) => v,
+                None => out.entry(k.to_string()).or_default(),
+            };
             if values.len() < LABEL_VALUES_SHOWN {
                 values.insert(v);
             }
@@ -296,10 +299,12 @@ pub fn device_show(
     }))
 }
 
-/// Labels as `k=v,k=v`, for tables.
-pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+/// Labels (or versions) as `k=v,k=v`, for tables.
+pub fn labels_text<K: std::fmt::Display, V: std::fmt::Display>(
+    labels: impl IntoIterator<Item = (K, V)>,
+) -> String {
     labels
-        .iter()
+        .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")

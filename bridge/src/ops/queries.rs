@@ -87,7 +87,7 @@ impl DeviceFilter {
             && self
                 .version
                 .as_ref()
-                .is_none_or(|(c, v)| r.versions.get(c) == Some(v))
+                .is_none_or(|(c, v)| r.versions.get(c) == Some(v.as_str()))
     }
 }
 
@@ -143,12 +143,12 @@ pub fn fleet_counts(fleet: &Fleet) -> FleetCounts {
         for (component, version) in &d.versions {
             let versions = match c.by_version.get_mut(component) {
                 Some(v) => v,
-                None => c.by_version.entry(component.clone()).or_default(),
+                None => c.by_version.entry(component.to_string()).or_default(),
             };
             match versions.get_mut(version) {
                 Some(n) => *n += 1,
                 None => {
-                    versions.insert(version.clone(), 1);
+                    versions.insert(version.to_string(), 1);
                 }
             }
         }

@@ -1,11 +1,10 @@
 //! The device registry's tree: one JSON [`DeviceRecord`] per device id.
 
-use std::collections::BTreeMap;
-
 use schemas::DeviceId;
 use serde::{Deserialize, Serialize};
 
 use super::records::{Record, Records};
+use super::strmap::StrMap;
 
 const TREE: &str = "devices";
 
@@ -15,8 +14,10 @@ pub struct DeviceRecord {
     pub id: DeviceId,
     pub arch: String,
     /// Component name → installed version.
-    pub versions: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub versions: StrMap,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: StrMap,
     pub boot_id: String,
     pub online: bool,
     /// Unix seconds of the first Hello.
@@ -55,8 +56,8 @@ mod tests {
         let r = DeviceRecord {
             id: DeviceId::new("dev-1").unwrap(),
             arch: "esp32".into(),
-            versions: [("main".to_string(), "1.0.0".to_string())].into(),
-            labels: [("customer".to_string(), "acme".to_string())].into(),
+            versions: [("main", "1.0.0")].into(),
+            labels: [("customer", "acme")].into(),
             boot_id: "b1".into(),
             online: true,
             first_seen: 1,
