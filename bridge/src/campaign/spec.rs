@@ -521,14 +521,7 @@ mod unique_keys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn g(s: &str) -> GroupName {
-        GroupName::new(s).unwrap()
-    }
-
-    fn a(s: &str) -> ArtifactId {
-        ArtifactId::new(s).unwrap()
-    }
+    use crate::test_ids::{artifact as a, group as g};
 
     fn spec() -> CampaignSpec {
         CampaignSpec::new(

@@ -182,13 +182,8 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_ids::{device as d, group as g};
 
-    fn g(s: &str) -> GroupName {
-        GroupName::new(s).unwrap()
-    }
-    fn d(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()

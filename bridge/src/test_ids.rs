@@ -1,0 +1,16 @@
+//! Ids for the unit tests, from strings known to be valid (a bad one is
+//! the test's own mistake: it panics).
+
+use schemas::{ArtifactId, DeviceId, GroupName};
+
+pub fn device(s: &str) -> DeviceId {
+    DeviceId::new(s).unwrap()
+}
+
+pub fn artifact(s: &str) -> ArtifactId {
+    ArtifactId::new(s).unwrap()
+}
+
+pub fn group(s: &str) -> GroupName {
+    GroupName::new(s).unwrap()
+}
