@@ -39,7 +39,7 @@
 //! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
 //!   status, retained, audit).
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
-//! - `test_ids` (tests only): ids from strings, for the unit tests.
+//! - `testutil` (tests only): ids and labels from strings, for the unit tests.
 //! - `serve`: [`run`], `ota serve`'s life: start, wait for the signal or a
 //!   failed actor, stop.
 //! - [`metrics`]: counters, logged periodically (`counters`, the log
@@ -120,7 +120,7 @@ pub mod state;
 pub mod status;
 pub mod store;
 #[cfg(test)]
-mod test_ids;
+mod testutil;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -93,7 +93,7 @@ impl BlockCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::artifact as a;
+    use crate::testutil::artifact as a;
 
     #[test]
     fn evicts_least_recently_used_within_the_byte_bound() {

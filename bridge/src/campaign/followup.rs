@@ -235,7 +235,7 @@ pub fn check_rollback(
 mod tests {
     use super::*;
     use crate::campaign::tally::Report;
-    use crate::test_ids::device as d;
+    use crate::testutil::device as d;
 
     fn tally() -> Tally {
         let mut t = Tally::new();

@@ -79,7 +79,7 @@ impl Admission<'_> {
 pub(crate) mod tests {
     use super::*;
     use crate::fleet::Group;
-    use crate::test_ids::group as g;
+    use crate::testutil::group as g;
     use schemas::msg::Hello;
     use schemas::{ComponentName, Epoch};
 

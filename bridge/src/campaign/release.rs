@@ -158,7 +158,7 @@ pub fn attach_deltas(release: &mut Release, stored: Vec<ArtifactRecord>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::artifact as a;
+    use crate::testutil::artifact as a;
     use schemas::msg::{manifest, Kind as WireKind, Manifest};
     use schemas::ComponentName;
     use std::collections::BTreeMap;

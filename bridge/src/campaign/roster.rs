@@ -144,7 +144,7 @@ pub fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::device as id;
+    use crate::testutil::device as id;
     use schemas::msg::{ErrorCode, StatusState};
     use std::collections::HashSet;
 

@@ -521,7 +521,7 @@ mod unique_keys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::{artifact as a, group as g};
+    use crate::testutil::{artifact as a, group as g};
 
     fn spec() -> CampaignSpec {
         CampaignSpec::new(

@@ -333,7 +333,7 @@ mod tests {
     use crate::campaign::record::{DeltaEntry, ReleaseEntry};
     use crate::campaign::spec::Kind;
     use crate::campaign::tally::Report;
-    use crate::test_ids::artifact as a;
+    use crate::testutil::artifact as a;
     use schemas::msg::StatusState;
     use schemas::ComponentName;
 

@@ -182,14 +182,7 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::{device as d, group as g};
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::{device as d, group as g, labels};
 
     #[test]
     fn selector_and_list_groups() {

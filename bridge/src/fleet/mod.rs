@@ -406,7 +406,7 @@ fn intern_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::{device as d, group as g};
+    use crate::testutil::{device as d, group as g};
     use schemas::{ComponentName, Epoch};
 
     fn hello(boot: &str, labels: &[(&str, &str)]) -> Hello {

@@ -9,7 +9,7 @@ use schemas::{GroupName, RequestId};
 use super::authority::{Admission, Identity, IdentityConfig, APPLY_WAIT};
 use super::refusals::Refused;
 use super::store::{CredentialRecord, Standing};
-use crate::test_ids::device as dev;
+use crate::testutil::device as dev;
 
 struct Fixture {
     id: Identity,

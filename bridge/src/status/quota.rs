@@ -50,7 +50,7 @@ impl HelloQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::device as d;
+    use crate::testutil::device as d;
 
     #[test]
     fn a_device_past_its_quota_is_held_until_the_next_minute() {

@@ -181,7 +181,7 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::device as dev;
+    use crate::testutil::device as dev;
     use std::collections::HashSet;
 
     fn ep(s: &str) -> Epoch {

@@ -323,7 +323,7 @@ impl StatusStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_ids::device as d;
+    use crate::testutil::device as d;
 
     fn e(s: &str) -> Epoch {
         Epoch::new(s).unwrap()

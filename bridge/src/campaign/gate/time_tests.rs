@@ -3,7 +3,7 @@
 
 use super::super::spec::{Kind, WaveSpec};
 use super::*;
-use crate::test_ids::group as g;
+use crate::testutil::group as g;
 use schemas::ids::ArtifactId;
 
 const T0: u64 = 1_000_000;
