@@ -150,24 +150,16 @@ impl Run for Bench {
         plan.fanout_bytes_per_sec = self.fanout_bytes;
         plan.watched = self.watched;
         // The table says how it was made, flags included.
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        plan.command = Some(format!("ota {}", args.join(" ")));
+        plan.command = Some(command_line());
         if cfg!(debug_assertions) {
             eprintln!("note: a debug build; build with --release for the figures to record");
         }
         let progress = |s: String| eprintln!("{s}");
-        let table = rt::block_on(async move {
-            tokio::select! {
-                t = suite::run(&plan, &cmd, &progress) => Ok(t),
-                _ = rt::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
-            }
-        })??;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&table)?);
-        } else {
-            println!("{}", table.markdown());
-        }
-        Ok(())
+        run_and_print(
+            self.json,
+            async move { suite::run(&plan, &cmd, &progress).await },
+            |t| t.markdown(),
+        )
     }
 }
 
@@ -182,22 +174,41 @@ impl Bench {
             firmware_block_size: self.block_size.unwrap_or(65_536),
             connects_per_second: self.connects_per_second,
         };
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let command = Some(format!("ota {}", args.join(" ")));
+        let command = Some(command_line());
         let progress = |s: String| eprintln!("{s}");
-        let report = rt::block_on(async move {
-            tokio::select! {
-                r = scale::run(&opts, command, &progress) => Ok(r),
-                _ = rt::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
-            }
-        })??;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            println!("{}", report.markdown());
-        }
-        Ok(())
+        run_and_print(
+            self.json,
+            async move { scale::run(&opts, command, &progress).await },
+            |r| r.markdown(),
+        )
     }
+}
+
+/// `ota ARGS...` as typed: a table says how it was made, flags included.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("ota {}", args.join(" "))
+}
+
+/// Runs `bench` until it ends or Ctrl-C / SIGTERM interrupts it, and
+/// prints what it measured: as JSON with `--json`, else as `markdown`.
+fn run_and_print<T: serde::Serialize>(
+    json: bool,
+    bench: impl std::future::Future<Output = T>,
+    markdown: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    let done = rt::block_on(async move {
+        tokio::select! {
+            t = bench => Ok(t),
+            _ = rt::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        }
+    })??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!("{}", markdown(&done));
+    }
+    Ok(())
 }
 
 /// `--only` values.

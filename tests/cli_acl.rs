@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use bridge::campaign::view::CampaignStatus;
+use cli_support::ota_ok as ota;
 use device_sim::agent::SharedImages;
 use harness::attacker;
 use harness::raw::RawClient;
@@ -33,12 +34,6 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
         "metrics_interval_secs = 1\n",
         "[blocks]\nmerge_window_ms = 20\n",
     )
-}
-
-/// Runs `ota args... --config ota.toml` off the runtime; it must succeed.
-async fn ota(dir: &Path, args: &[&str]) -> cli_support::Run {
-    let args = [args, &["--config", "ota.toml"]].concat();
-    cli_support::ota_async(dir, &args).await.ok()
 }
 
 /// Waits for a `counters` line whose refusals are exactly `want`; fails
@@ -148,26 +143,7 @@ async fn an_attacker_with_one_devices_login_changes_nothing_while_a_campaign_com
     let forbidden = scene.subscribe_everywhere(&mut mallory).await.unwrap();
 
     // (d) The real campaign, and (b) reports under acme-1's name during it.
-    ota(
-        d,
-        &[
-            "campaign",
-            "create",
-            "--id",
-            "fw-6",
-            "--release",
-            "fw-6-esp32",
-            "--wave",
-            "acme=100%",
-            "--success-bar",
-            "100%",
-            "--min-sample",
-            "1",
-            "--wave-timeout",
-            "60s",
-        ],
-    )
-    .await;
+    cli_support::create_to_acme(d, "fw-6", "fw-6-esp32").await;
     // Subscribed before the start: the completion cannot be missed.
     let mut events = client.events().await.expect("the event stream");
     ota(d, &["campaign", "start", "fw-6"]).await;

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bridge::campaign::gate::{HaltReason, Phase};
 use bridge::campaign::view::CampaignStatus;
+use cli_support::ota_ok as ota;
 use device_sim::agent::{DeferPolicy, SharedImages};
 use harness::mosquitto::Mosquitto;
 use harness::raw::{Got, RawClient};
@@ -109,13 +110,6 @@ impl DeferPolicy for Hold {
     fn defer(&mut self, _now_ms: u64, _c: &CampaignId, _m: &Manifest) -> Option<u64> {
         self.0.load(Ordering::SeqCst).then_some(200)
     }
-}
-
-/// Runs `ota args... --config ota.toml` in `dir`; it must succeed.
-async fn ota(dir: &Path, args: &[&str]) -> cli_support::Run {
-    let mut all = args.to_vec();
-    all.extend(["--config", "ota.toml"]);
-    cli_support::ota_async(dir, &all).await.ok()
 }
 
 /// What a watcher saw, kept: `find` looks at it all, waiting for more.

@@ -26,6 +26,7 @@ use std::path::Path;
 
 use bridge::campaign::view::CampaignStatus;
 use bridge::ops::fleet_cmds::DeviceList;
+use cli_support::ota_ok as ota;
 use device_sim::agent::SharedImages;
 use harness::raw::RawClient;
 use rumqttc::{MqttOptions, QoS, SubscribeReasonCode};
@@ -59,12 +60,6 @@ fn setup(dir: &Path, port: u16, per_minute: u32) -> String {
     let config = std::fs::read_to_string(dir.join("ota.toml")).unwrap();
     assert!(!config.contains(token.trim()), "the config holds the token");
     token.trim().to_string()
-}
-
-/// Runs `ota args... --config ota.toml` off the runtime; it must succeed.
-async fn ota(dir: &Path, args: &[&str]) -> cli_support::Run {
-    let args = [args, &["--config", "ota.toml"]].concat();
-    cli_support::ota_async(dir, &args).await.ok()
 }
 
 /// `ota devices list --json`.
@@ -107,26 +102,7 @@ async fn run_campaign(
     id: &str,
     release: &str,
 ) -> (u64, u64) {
-    ota(
-        dir,
-        &[
-            "campaign",
-            "create",
-            "--id",
-            id,
-            "--release",
-            release,
-            "--wave",
-            "acme=100%",
-            "--success-bar",
-            "100%",
-            "--min-sample",
-            "1",
-            "--wave-timeout",
-            "60s",
-        ],
-    )
-    .await;
+    cli_support::create_to_acme(dir, id, release).await;
     let campaign = CampaignId::new(id).unwrap();
     let mut events = client.events().await.expect("the event stream");
     ota(dir, &["campaign", "start", id]).await;

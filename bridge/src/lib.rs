@@ -39,6 +39,7 @@
 //! - [`store`]: sled at `data_dir/db`, one file per domain (devices, groups,
 //!   status, retained, audit).
 //! - [`rt`]: [`unix_now`] and running work on the blocking pool.
+//! - `testutil` (tests only): ids and labels from strings, for the unit tests.
 //! - `serve`: [`run`], `ota serve`'s life: start, wait for the signal or a
 //!   failed actor, stop.
 //! - [`metrics`]: counters, logged periodically (`counters`, the log
@@ -118,6 +119,8 @@ mod serve;
 pub mod state;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod testutil;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -7,6 +7,7 @@ mod common;
 
 use blocks_common::*;
 use bridge::blocks::BlocksConfig;
+use harness::downloader::{DownloadError, DownloadReport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alone_a_device_gets_its_blocks_by_unicast() {
@@ -32,6 +33,23 @@ async fn alone_a_device_gets_its_blocks_by_unicast() {
     assert_eq!(s.refused_total(), 0);
 }
 
+/// Each download of `runs` completed with `img`: their reports.
+async fn completed(
+    runs: Vec<tokio::task::JoinHandle<Result<DownloadReport, DownloadError>>>,
+    img: &[u8],
+) -> Vec<DownloadReport> {
+    let mut reports = Vec::with_capacity(runs.len());
+    for run in runs {
+        let report = run
+            .await
+            .expect("the task")
+            .expect("the download completes");
+        assert_eq!(report.image.as_deref(), Some(img));
+        reports.push(report);
+    }
+    reports
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_devices_together_get_broadcast() {
     // A slow egress spreads the image over several merge windows, so the
@@ -55,12 +73,7 @@ async fn several_devices_together_get_broadcast() {
             tokio::spawn(async move { d.download(&m, &cfg).await })
         })
         .collect();
-    for run in runs {
-        let report = run
-            .await
-            .expect("the task")
-            .expect("the download completes");
-        assert_eq!(report.image.as_deref(), Some(img.as_slice()));
+    for report in completed(runs, &img).await {
         assert_eq!(report.rejected, 0);
         assert!(
             report.via_broadcast > 0,
@@ -94,12 +107,7 @@ async fn with_30_percent_of_blocks_lost_every_device_completes() {
         let m = m.clone();
         runs.push(tokio::spawn(async move { d.download(&m, &cfg).await }));
     }
-    for run in runs {
-        let report = run
-            .await
-            .expect("the task")
-            .expect("the download completes");
-        assert_eq!(report.image.as_deref(), Some(img.as_slice()));
+    for report in completed(runs, &img).await {
         assert!(report.dropped > 0, "blocks were dropped");
         assert!(report.requests > 1, "missing blocks were asked again");
     }

@@ -19,17 +19,13 @@ use schemas::bitmap::{requests_for_missing, BlockSet};
 use schemas::msg::{BlockRequest, Kind, WireMessage};
 use schemas::ops::Command;
 use schemas::topic::{Topic, Topics};
-use schemas::{ArtifactId, CampaignId, DeviceId};
+use schemas::{ArtifactId, DeviceId};
 use serde_json::json;
 
 const WINDOW_MS: u64 = 50;
 /// 240 blocks of 1 KiB at 40 KiB/s: a download takes about 6 s.
 const SIZE: usize = 240 * 1024;
 const EGRESS: u64 = 40 * 1024;
-
-fn cid(s: &str) -> CampaignId {
-    CampaignId::new(s).unwrap()
-}
 
 /// A raw device that asks for every block of `artifact` every 150 ms and
 /// notes when each block reaches it (on either block topic).

@@ -98,6 +98,20 @@ async fn a_broken_off_push_resumes_after_a_bridge_restart() {
         .contains("no artifact fw-resume"));
 }
 
+/// Why the bridge refuses `image`, sent whole with its manifest `env`.
+async fn refused(ops: &bridge::client::OpsClient, env: &[u8], image: &[u8]) -> String {
+    let r = ops
+        .call(Command::ArtifactUpload {
+            manifest: b64(env),
+            offset: 0,
+            data: b64(image),
+        })
+        .await
+        .expect("a reply");
+    assert!(!r.ok);
+    r.error.unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_images_and_unknown_keys_are_refused() {
     let stack = stack(BlocksConfig::default()).await;
@@ -107,16 +121,7 @@ async fn tampered_images_and_unknown_keys_are_refused() {
     // Signed by a key the bridge does not trust.
     let stranger = schemas::keys::SigningKey::from_bytes(&[99; 32]);
     let (_, env) = signed(&img, "fw-stranger", 1024, &stranger);
-    let r = ops
-        .call(Command::ArtifactUpload {
-            manifest: b64(&env),
-            offset: 0,
-            data: b64(&img),
-        })
-        .await
-        .expect("a reply");
-    assert!(!r.ok);
-    let e = r.error.unwrap_or_default();
+    let e = refused(&ops, &env, &img).await;
     assert!(
         e.contains("unknown_key") && e.contains("release_keys"),
         "{e}"
@@ -126,16 +131,7 @@ async fn tampered_images_and_unknown_keys_are_refused() {
     let (m, env) = signed(&img, "fw-tampered", 1024, &release_key());
     let mut bad = img.clone();
     bad[100] ^= 0x40;
-    let r = ops
-        .call(Command::ArtifactUpload {
-            manifest: b64(&env),
-            offset: 0,
-            data: b64(&bad),
-        })
-        .await
-        .expect("a reply");
-    assert!(!r.ok);
-    let e = r.error.unwrap_or_default();
+    let e = refused(&ops, &env, &bad).await;
     assert!(e.contains("sha256"), "{e}");
     let show = ops
         .call(Command::ArtifactShow { id: m.artifact })

@@ -12,12 +12,7 @@ use bridge::blocks::BlocksConfig;
 use campaign_common::*;
 use schemas::msg::{Kind, StatusState};
 use schemas::ops::Command;
-use schemas::CampaignId;
 use serde_json::json;
-
-fn cid(s: &str) -> CampaignId {
-    CampaignId::new(s).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stops_new_downloads_and_resume_continues() {

@@ -20,13 +20,9 @@ use schemas::msg::{
     Announcement, CampaignState, Kind, Membership, StatusAck, StatusState, WireMessage,
 };
 use schemas::ops::Command;
-use schemas::{CampaignId, DeviceId, GroupName};
+use schemas::{DeviceId, GroupName};
 use serde_json::json;
 use tokio::sync::mpsc::Receiver;
-
-fn cid(s: &str) -> CampaignId {
-    CampaignId::new(s).unwrap()
-}
 
 /// A client of the anonymous broker that publishes whatever it likes.
 async fn attacker(port: u16) -> AsyncClient {

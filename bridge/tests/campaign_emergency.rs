@@ -139,30 +139,27 @@ async fn emergency_commands_are_checked() {
                 .to_string()
         }
     };
-    let e = refused(Command::Emergency {
-        id: cid("x"),
-        release: vec![ArtifactId::new("cfg-1.0.1").unwrap()],
-        groups: vec![],
-        all: false,
-    })
-    .await;
-    assert!(e.contains("needs a target"), "{e}");
-    let e = refused(Command::Emergency {
-        id: cid("x"),
-        release: vec![ArtifactId::new("nope").unwrap()],
-        groups: vec![],
-        all: true,
-    })
-    .await;
-    assert!(e.contains("artifact nope is not stored"), "{e}");
-    let e = refused(Command::Emergency {
-        id: cid("x"),
-        release: vec![ArtifactId::new("cfg-1.0.1").unwrap()],
-        groups: vec![GroupName::new("ghosts").unwrap()],
-        all: false,
-    })
-    .await;
-    assert!(e.contains("group ghosts does not exist"), "{e}");
+    // (release, groups, all): why it is refused.
+    let cases = [
+        ("cfg-1.0.1", &[][..], false, "needs a target"),
+        ("nope", &[], true, "artifact nope is not stored"),
+        (
+            "cfg-1.0.1",
+            &["ghosts"],
+            false,
+            "group ghosts does not exist",
+        ),
+    ];
+    for (release, groups, all, want) in cases {
+        let e = refused(Command::Emergency {
+            id: cid("x"),
+            release: vec![ArtifactId::new(release).unwrap()],
+            groups: groups.iter().map(|g| GroupName::new(*g).unwrap()).collect(),
+            all,
+        })
+        .await;
+        assert!(e.contains(want), "{e}");
+    }
     // Two live emergencies for every device would share P/emergency.
     call(
         &ops,

@@ -14,12 +14,8 @@ use std::time::Duration;
 use campaign_common::*;
 use schemas::msg::{Kind, StatusState};
 use schemas::ops::Command;
-use schemas::{CampaignId, GroupName};
+use schemas::GroupName;
 use serde_json::json;
-
-fn cid(s: &str) -> CampaignId {
-    CampaignId::new(s).unwrap()
-}
 
 fn retry(id: &str, new_id: Option<&str>, only: &[&str]) -> Command {
     Command::CampaignRetry {

@@ -13,12 +13,7 @@ use std::time::Duration;
 use campaign_common::*;
 use schemas::msg::{Kind, StatusState};
 use schemas::ops::Command;
-use schemas::CampaignId;
 use serde_json::json;
-
-fn cid(s: &str) -> CampaignId {
-    CampaignId::new(s).unwrap()
-}
 
 /// The release `app-2.0.0` and its rollback `app-1.0.0-rb`, signed as a
 /// downgrade.

@@ -103,6 +103,16 @@ async fn a_retained_message_reaches_a_late_subscriber() {
     );
 }
 
+/// Why `broker::start` refuses `cfg` (off the runtime: it blocks);
+/// `started` is the failure if it does start.
+async fn start_refused(cfg: EmbeddedConfig, started: &str) -> BrokerError {
+    tokio::task::spawn_blocking(move || broker::start(&cfg))
+        .await
+        .unwrap()
+        .err()
+        .expect(started)
+}
+
 #[tokio::test]
 async fn a_taken_port_is_a_clear_error() {
     init_logs();
@@ -112,11 +122,7 @@ async fn a_taken_port_is_a_clear_error() {
         listen: addr,
         ..EmbeddedConfig::default()
     };
-    let err = tokio::task::spawn_blocking(move || broker::start(&cfg))
-        .await
-        .unwrap()
-        .err()
-        .expect("started on a taken port");
+    let err = start_refused(cfg, "started on a taken port").await;
     assert!(matches!(err, BrokerError::AddrInUse { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -131,11 +137,7 @@ async fn a_second_broker_on_the_same_port_is_refused() {
         listen: first.addr(),
         ..EmbeddedConfig::default()
     };
-    let err = tokio::task::spawn_blocking(move || broker::start(&cfg))
-        .await
-        .unwrap()
-        .err()
-        .expect("second broker started");
+    let err = start_refused(cfg, "second broker started").await;
     assert!(matches!(err, BrokerError::AddrInUse { .. }), "{err:?}");
     assert!(first.is_running());
 }

@@ -25,6 +25,7 @@
 //!   and a delta manifest from a delta payload (E3).
 //! - [`delta_zstd`]: E3's payload, a zstd frame with the installed image as
 //!   a reference prefix: making and applying it.
+//! - [`hex_bytes`]: byte strings as hex in JSON (serde `with`).
 
 pub mod bitmap;
 pub mod bucket;
@@ -32,6 +33,7 @@ pub mod cbor;
 pub mod control;
 pub mod cose;
 pub mod delta_zstd;
+pub mod hex_bytes;
 pub mod ids;
 pub mod keys;
 pub mod merkle;

@@ -119,6 +119,39 @@ pub async fn ota_async(dir: &Path, args: &[&str]) -> Run {
     .expect("the ota task")
 }
 
+/// `ota args... --config ota.toml` in `dir`, off the runtime; it must
+/// succeed.
+pub async fn ota_ok(dir: &Path, args: &[&str]) -> Run {
+    let args = [args, &["--config", "ota.toml"]].concat();
+    ota_async(dir, &args).await.ok()
+}
+
+/// `ota campaign create` of campaign `id`: `release` to all of group acme
+/// in one wave that passes on 100 % success, judged from the first
+/// report, with 60 s to report.
+pub async fn create_to_acme(dir: &Path, id: &str, release: &str) -> Run {
+    ota_ok(
+        dir,
+        &[
+            "campaign",
+            "create",
+            "--id",
+            id,
+            "--release",
+            release,
+            "--wave",
+            "acme=100%",
+            "--success-bar",
+            "100%",
+            "--min-sample",
+            "1",
+            "--wave-timeout",
+            "60s",
+        ],
+    )
+    .await
+}
+
 /// [`ota`] with `input` on its stdin.
 pub fn ota_stdin(dir: &Path, args: &[&str], input: &str) -> Run {
     use std::io::Write;

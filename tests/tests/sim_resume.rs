@@ -10,16 +10,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use device_sim::agent::{
-    AgentConfig, DeviceIoConfig, FileInstaller, FileStore, NeverDefer, Timing,
-};
+use device_sim::agent::{AgentConfig, DeviceIoConfig, FileInstaller, FileStore};
 use device_sim::testkit::{announcement, pattern_image, TestImage};
 use harness::minibridge::MiniBridge;
-use schemas::cose::TrustStore;
 use schemas::keys::SigningKey;
 use schemas::msg::{Kind, StatusState};
 use schemas::topic::{Topic, Topics};
-use schemas::{ComponentName, DeviceId, GroupName};
+use schemas::{DeviceId, GroupName};
 use sim_support::{broker, wait_for, Forward, Seen};
 use tokio::sync::mpsc;
 
@@ -27,29 +24,12 @@ const BLOCKS: u32 = 40;
 const KEPT_BEFORE_KILL: u32 = 12;
 
 fn io_config(id: &DeviceId, key: &SigningKey, port: u16) -> DeviceIoConfig {
-    DeviceIoConfig {
-        agent: Arc::new(AgentConfig {
-            id: id.clone(),
-            arch: "armv7".into(),
-            labels: [("line".to_string(), "3".to_string())].into(),
-            trust: Arc::new(TrustStore::new([key.verifying_key()])),
-            directors: Default::default(),
-            deltas: true,
-            room_bytes: None,
-            timing: Timing::default(),
-        }),
-        host: "127.0.0.1".into(),
-        port,
-        topics: Topics::default(),
-        keep_alive: Duration::from_secs(10),
-        backoff: Default::default(),
-        factory_versions: [(ComponentName::new("main").unwrap(), "1.0.0".to_string())].into(),
-        policy: Box::new(NeverDefer),
-        seed: 7,
-        pacer: None,
-        login: None,
-        tls: None,
-    }
+    let agent = AgentConfig {
+        labels: [("line".to_string(), "3".to_string())].into(),
+        deltas: true,
+        ..sim_support::agent_config(id, key, "armv7")
+    };
+    sim_support::io_config(agent, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

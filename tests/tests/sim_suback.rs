@@ -16,15 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::{Authority, ConnectVerdict, Login};
-use device_sim::agent::{AgentConfig, DeviceIoConfig, MemoryInstaller, MemoryStore, NeverDefer};
-use device_sim::agent::{Notice, Timing};
+use device_sim::agent::{DeviceIoConfig, MemoryInstaller, MemoryStore, Notice};
 use device_sim::testkit::{announcement, pattern_image, TestImage};
 use harness::raw::RawClient;
-use schemas::cose::TrustStore;
 use schemas::keys::SigningKey;
 use schemas::msg::{Kind, Membership, StatusState, WireMessage};
 use schemas::topic::{Topic, Topics};
-use schemas::{ComponentName, DeviceId, GroupName};
+use schemas::{DeviceId, GroupName};
 use sim_support::{wait_for, Forward, Seen};
 use tokio::sync::{mpsc, Notify};
 
@@ -91,27 +89,9 @@ fn broker_with(grants: Arc<Grants>) -> SocketAddr {
 
 fn io_config(id: &DeviceId, key: &SigningKey, port: u16) -> DeviceIoConfig {
     DeviceIoConfig {
-        agent: Arc::new(AgentConfig {
-            id: id.clone(),
-            arch: "esp32".into(),
-            labels: Default::default(),
-            trust: Arc::new(TrustStore::new([key.verifying_key()])),
-            directors: Default::default(),
-            deltas: false,
-            room_bytes: None,
-            timing: Timing::default(),
-        }),
-        host: "127.0.0.1".into(),
-        port,
-        topics: Topics::default(),
-        keep_alive: Duration::from_secs(10),
-        backoff: Default::default(),
-        factory_versions: [(ComponentName::new("main").unwrap(), "1.0.0".to_string())].into(),
-        policy: Box::new(NeverDefer),
         seed: 19,
-        pacer: None,
         login: Some((id.to_string(), "pw".into())),
-        tls: None,
+        ..sim_support::io_config(sim_support::agent_config(id, key, "esp32"), port)
     }
 }
 

@@ -93,10 +93,7 @@ impl BlockCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn a(s: &str) -> ArtifactId {
-        ArtifactId::new(s).unwrap()
-    }
+    use crate::testutil::artifact as a;
 
     #[test]
     fn evicts_least_recently_used_within_the_byte_bound() {

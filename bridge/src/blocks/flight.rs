@@ -242,10 +242,7 @@ fn totals(g: &Inner) -> FlightTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn art(s: &str) -> ArtifactId {
-        ArtifactId::new(s).unwrap()
-    }
+    use crate::testutil::artifact as art;
 
     #[test]
     fn a_block_back_settles_it_and_those_before_it() {

@@ -235,10 +235,7 @@ pub fn check_rollback(
 mod tests {
     use super::*;
     use crate::campaign::tally::Report;
-
-    fn d(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
+    use crate::testutil::device as d;
 
     fn tally() -> Tally {
         let mut t = Tally::new();

@@ -79,6 +79,7 @@ impl Admission<'_> {
 pub(crate) mod tests {
     use super::*;
     use crate::fleet::Group;
+    use crate::testutil::group as g;
     use schemas::msg::Hello;
     use schemas::{ComponentName, Epoch};
 
@@ -116,10 +117,6 @@ pub(crate) mod tests {
             }
         }
         f
-    }
-
-    fn g(s: &str) -> GroupName {
-        GroupName::new(s).unwrap()
     }
 
     #[test]

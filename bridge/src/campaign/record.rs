@@ -23,7 +23,7 @@ pub struct ReleaseEntry {
     pub size: u64,
     pub blocks: u32,
     /// The COSE_Sign1 manifest exactly as signed (hex in the JSON record).
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "schemas::hex_bytes")]
     pub manifest: Vec<u8>,
 }
 
@@ -39,7 +39,7 @@ pub struct DeltaEntry {
     pub blocks: u32,
     /// The full image's artifact it rebuilds.
     pub target: ArtifactId,
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "schemas::hex_bytes")]
     pub manifest: Vec<u8>,
 }
 
@@ -203,19 +203,5 @@ pub fn spec_kind(k: schemas::msg::Kind) -> Kind {
         schemas::msg::Kind::Firmware => Kind::Firmware,
         schemas::msg::Kind::App => Kind::App,
         schemas::msg::Kind::Config => Kind::Config,
-    }
-}
-
-/// Byte strings as lowercase hex in JSON.
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(b))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        hex::decode(text).map_err(serde::de::Error::custom)
     }
 }

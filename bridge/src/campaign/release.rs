@@ -158,6 +158,7 @@ pub fn attach_deltas(release: &mut Release, stored: Vec<ArtifactRecord>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::artifact as a;
     use schemas::msg::{manifest, Kind as WireKind, Manifest};
     use schemas::ComponentName;
     use std::collections::BTreeMap;
@@ -187,10 +188,6 @@ mod tests {
         };
         let key = schemas::keys::SigningKey::from_bytes(&[7; 32]);
         ArtifactRecord::new(&m, &manifest::sign(&m, &key), None, 1)
-    }
-
-    fn a(s: &str) -> ArtifactId {
-        ArtifactId::new(s).unwrap()
     }
 
     /// A delta of `full` from `from`, created at `created`.

@@ -144,12 +144,9 @@ pub fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::device as id;
     use schemas::msg::{ErrorCode, StatusState};
     use std::collections::HashSet;
-
-    fn id(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
 
     fn tally() -> Tally {
         let mut t = Tally::new();

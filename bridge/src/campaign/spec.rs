@@ -521,14 +521,7 @@ mod unique_keys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn g(s: &str) -> GroupName {
-        GroupName::new(s).unwrap()
-    }
-
-    fn a(s: &str) -> ArtifactId {
-        ArtifactId::new(s).unwrap()
-    }
+    use crate::testutil::{artifact as a, group as g};
 
     fn spec() -> CampaignSpec {
         CampaignSpec::new(
@@ -675,37 +668,38 @@ mod tests {
             edit(&mut s);
             assert_eq!(s.validate().err(), *want, "case {i}");
         }
-        let mut s = spec();
-        s.gates.failure_halt_bp = 10001;
-        assert!(matches!(
-            s.validate(),
-            Err(SpecError::GateOutOfRange {
-                field: "failure_halt_bp",
-                ..
-            })
-        ));
-        s.gates = Gates {
-            min_sample: 0,
-            ..Gates::default()
-        };
-        assert!(matches!(
-            s.validate(),
-            Err(SpecError::GateOutOfRange {
-                field: "min_sample",
-                ..
-            })
-        ));
-        s.gates = Gates {
-            wave_timeout_secs: 0,
-            ..Gates::default()
-        };
-        assert!(matches!(
-            s.validate(),
-            Err(SpecError::GateOutOfRange {
-                field: "wave_timeout_secs",
-                ..
-            })
-        ));
+        let out_of_range: &[(Edit, &str)] = &[
+            (|s| s.gates.failure_halt_bp = 10001, "failure_halt_bp"),
+            (
+                |s| {
+                    s.gates = Gates {
+                        min_sample: 0,
+                        ..Gates::default()
+                    }
+                },
+                "min_sample",
+            ),
+            (
+                |s| {
+                    s.gates = Gates {
+                        wave_timeout_secs: 0,
+                        ..Gates::default()
+                    }
+                },
+                "wave_timeout_secs",
+            ),
+        ];
+        for (edit, field) in out_of_range {
+            let mut s = spec();
+            edit(&mut s);
+            assert!(
+                matches!(
+                    s.validate(),
+                    Err(SpecError::GateOutOfRange { field: f, .. }) if f == *field
+                ),
+                "{field}"
+            );
+        }
     }
 
     #[test]

@@ -333,12 +333,9 @@ mod tests {
     use crate::campaign::record::{DeltaEntry, ReleaseEntry};
     use crate::campaign::spec::Kind;
     use crate::campaign::tally::Report;
+    use crate::testutil::artifact as a;
     use schemas::msg::StatusState;
     use schemas::ComponentName;
-
-    fn a(s: &str) -> ArtifactId {
-        ArtifactId::new(s).unwrap()
-    }
 
     #[test]
     fn paths_count_members_by_the_artifact_they_took() {

@@ -182,19 +182,7 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn g(s: &str) -> GroupName {
-        GroupName::new(s).unwrap()
-    }
-    fn d(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::{device as d, group as g, labels};
 
     #[test]
     fn selector_and_list_groups() {

@@ -406,14 +406,9 @@ fn intern_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{device as d, group as g};
     use schemas::{ComponentName, Epoch};
 
-    fn d(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
-    fn g(s: &str) -> GroupName {
-        GroupName::new(s).unwrap()
-    }
     fn hello(boot: &str, labels: &[(&str, &str)]) -> Hello {
         Hello {
             proto: 1,

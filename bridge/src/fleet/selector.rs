@@ -344,13 +344,7 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::labels;
 
     fn sel(s: &str) -> Selector {
         Selector::parse(s).unwrap_or_else(|e| panic!("{e}"))

@@ -120,9 +120,6 @@ mod tests {
         r.retire_cert();
         r.retire_cert();
         assert_eq!((r.cert_sha256.as_ref(), r.revoked_certs.len()), (None, 1));
-        s.put(&r).unwrap();
-        assert_eq!(s.get(&r.id).unwrap(), Some(r.clone()));
-        assert_eq!(s.all().unwrap(), vec![r]);
-        assert_eq!(s.get(&DeviceId::new("x").unwrap()).unwrap(), None);
+        crate::store::records::assert_round_trip(&s, r);
     }
 }

@@ -4,20 +4,17 @@ use broker::{Authority, ConnectVerdict, Login};
 use schemas::msg::{Membership, WireMessage};
 use schemas::provisioning::{generate_password, hash_password};
 use schemas::topic::{Filter, Topic, Topics};
-use schemas::{DeviceId, GroupName, RequestId};
+use schemas::{GroupName, RequestId};
 
 use super::authority::{Admission, Identity, IdentityConfig, APPLY_WAIT};
 use super::refusals::Refused;
 use super::store::{CredentialRecord, Standing};
+use crate::testutil::device as dev;
 
 struct Fixture {
     id: Identity,
     pw1: String,
     t: Topics,
-}
-
-fn dev(s: &str) -> DeviceId {
-    DeviceId::new(s).unwrap()
 }
 
 fn record(id: &str, pw: &str, standing: Standing) -> CredentialRecord {

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 use schemas::ops::MAX_PAGE;
 use schemas::{DeviceId, GroupName};
 use serde::{Deserialize, Serialize};
-use tracing::info;
 
 use super::fleet_cmds::{self, DeviceList};
-use super::identity_cmds::CredentialView;
+use super::identity_cmds::{set_standing, standing_changed};
 use super::OpsError;
 use crate::identity::Standing;
 use crate::state::{enrollment, CoreState};
@@ -106,27 +105,11 @@ pub async fn accept(
     now: u64,
 ) -> Result<serde_json::Value, OpsError> {
     let mut record = pending_record(state, &id, "accept")?;
-    record.standing = Standing::Active;
-    record.updated = now;
-    state.credentials().put(&record)?;
-    state.identity().upsert(&record);
-    state.identity().disconnect(id.as_str());
+    set_standing(state, &mut record, Standing::Active, now)?;
     if let Some((hello, at)) = state.take_held_hello(&id) {
         enrollment::register(state, &id, &hello, at).await?;
     }
-    info!(device = %id, "device accepted");
-    state
-        .event(
-            "device.accepted",
-            format!("device {id} accepted"),
-            serde_json::json!({ "device": id }),
-        )
-        .await?;
-    Ok(to_json(&CredentialView {
-        id,
-        standing: Standing::Active,
-        replaced: true,
-    }))
+    standing_changed(state, id, "accepted", Standing::Active, true).await
 }
 
 /// `devices reject ID`: a pending device is disconnected and refused from
@@ -137,23 +120,7 @@ pub async fn reject(
     now: u64,
 ) -> Result<serde_json::Value, OpsError> {
     let mut record = pending_record(state, &id, "reject")?;
-    record.standing = Standing::Revoked;
-    record.updated = now;
-    state.credentials().put(&record)?;
-    state.identity().upsert(&record);
-    state.identity().disconnect(id.as_str());
+    set_standing(state, &mut record, Standing::Revoked, now)?;
     state.take_held_hello(&id);
-    info!(device = %id, "device rejected");
-    state
-        .event(
-            "device.rejected",
-            format!("device {id} rejected"),
-            serde_json::json!({ "device": id }),
-        )
-        .await?;
-    Ok(to_json(&CredentialView {
-        id,
-        standing: Standing::Revoked,
-        replaced: true,
-    }))
+    standing_changed(state, id, "rejected", Standing::Revoked, true).await
 }

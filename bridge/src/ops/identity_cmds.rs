@@ -181,26 +181,52 @@ pub async fn revoke(
         )));
     };
     let replaced = record.standing != Standing::Revoked;
-    record.standing = Standing::Revoked;
     // Its certificate stays refused should it be provisioned again.
     record.retire_cert();
-    record.updated = now;
-    state.credentials().put(&record)?;
-    state.identity().upsert(&record);
-    state.identity().disconnect(id.as_str());
+    set_standing(state, &mut record, Standing::Revoked, now)?;
     // An external Mosquitto drops it when it reloads its files; the reply
     // waits for that (off core, `super::Ops::handle`).
-    info!(device = %id, "device revoked");
+    standing_changed(state, id, "revoked", Standing::Revoked, replaced).await
+}
+
+/// Gives `record` its `standing` at `now`: stored, known to the broker's
+/// authority, and the device disconnected, so that it logs in again under
+/// it (or is refused).
+pub(super) fn set_standing(
+    state: &mut CoreState,
+    record: &mut CredentialRecord,
+    standing: Standing,
+    now: u64,
+) -> Result<(), OpsError> {
+    record.standing = standing;
+    record.updated = now;
+    state.credentials().put(record)?;
+    state.identity().upsert(record);
+    state.identity().disconnect(record.id.as_str());
+    Ok(())
+}
+
+/// Tells the operators that device `id` was `done` (`accepted`,
+/// `rejected`, `revoked`): a log line, the event `device.<done>`, and the
+/// reply, its credentials' new `standing`.
+pub(super) async fn standing_changed(
+    state: &CoreState,
+    id: DeviceId,
+    done: &str,
+    standing: Standing,
+    replaced: bool,
+) -> Result<serde_json::Value, OpsError> {
+    info!(device = %id, "device {done}");
     state
         .event(
-            "device.revoked",
-            format!("device {id} revoked"),
+            &format!("device.{done}"),
+            format!("device {id} {done}"),
             serde_json::json!({ "device": id }),
         )
         .await?;
     Ok(to_json(&CredentialView {
         id,
-        standing: Standing::Revoked,
+        standing,
         replaced,
     }))
 }

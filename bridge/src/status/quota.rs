@@ -50,10 +50,7 @@ impl HelloQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn d(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
+    use crate::testutil::device as d;
 
     #[test]
     fn a_device_past_its_quota_is_held_until_the_next_minute() {

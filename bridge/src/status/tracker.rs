@@ -181,11 +181,9 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::device as dev;
     use std::collections::HashSet;
 
-    fn dev(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
     fn ep(s: &str) -> Epoch {
         Epoch::new(s).unwrap()
     }

@@ -66,12 +66,6 @@ mod tests {
             features: vec!["delta-zstd".into()],
             reboots: 0,
         };
-        s.devices.put(&r).unwrap();
-        assert_eq!(s.devices.get(&r.id).unwrap(), Some(r.clone()));
-        assert_eq!(s.devices.all().unwrap(), vec![r]);
-        assert_eq!(
-            s.devices.get(&DeviceId::new("nope").unwrap()).unwrap(),
-            None
-        );
+        super::super::records::assert_round_trip(&s.devices, r);
     }
 }

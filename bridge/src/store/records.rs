@@ -74,3 +74,16 @@ impl<T: Record> Records<T> {
         Ok(out)
     }
 }
+
+/// The round trip every record type keeps, on `s`: `r` put, read back
+/// alone and in `all`, and an id never put reads as `None`.
+#[cfg(test)]
+pub(crate) fn assert_round_trip<T>(s: &Records<T>, r: T)
+where
+    T: Record + Clone + PartialEq + std::fmt::Debug,
+{
+    s.put(&r).unwrap();
+    assert_eq!(s.get(r.id()).unwrap(), Some(r.clone()));
+    assert_eq!(s.all().unwrap(), vec![r]);
+    assert_eq!(s.get(&DeviceId::new("nope").unwrap()).unwrap(), None);
+}

@@ -323,10 +323,8 @@ impl StatusStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::device as d;
 
-    fn d(s: &str) -> DeviceId {
-        DeviceId::new(s).unwrap()
-    }
     fn e(s: &str) -> Epoch {
         Epoch::new(s).unwrap()
     }

@@ -62,29 +62,34 @@ pub fn signed(image: &[u8], id: &str, block_size: u32, key: &SigningKey) -> (Man
 
 /// Stores an artifact in the running bridge's store, as an upload would.
 pub async fn store(stack: &Stack, image: &[u8], id: &str, block_size: u32) -> Manifest {
-    use base64::Engine as _;
     let (m, env) = signed(image, id, block_size, &release_key());
+    upload(stack, image.to_vec(), env).await;
+    m
+}
+
+/// Stores `bytes` under its signed manifest `env`, as `ota artifact push`
+/// does (a full image or a delta payload).
+pub async fn upload(stack: &Stack, bytes: Vec<u8>, env: Vec<u8>) {
+    use base64::Engine as _;
     let store = stack.bridge().artifacts().clone();
-    let (img, b64) = (image.to_vec(), base64::engine::general_purpose::STANDARD);
+    let b64 = base64::engine::general_purpose::STANDARD;
     let trust = schemas::cose::TrustStore::new([release_key().verifying_key()]);
-    let done = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let env = b64.encode(&env);
         let mut at = 0usize;
         loop {
-            let end = (at + schemas::ops::UPLOAD_CHUNK).min(img.len());
+            let end = (at + schemas::ops::UPLOAD_CHUNK).min(bytes.len());
             let p = store
-                .accept_chunk(&trust, &env, at as u64, &b64.encode(&img[at..end]), 0)
+                .accept_chunk(&trust, &env, at as u64, &b64.encode(&bytes[at..end]), 0)
                 .expect("the chunk is accepted");
             if p.complete {
-                return p;
+                return;
             }
             at = p.received as usize;
         }
     })
     .await
     .expect("the store task");
-    assert!(done.complete);
-    m
 }
 
 /// A download device connected to the stack's broker and subscribed.

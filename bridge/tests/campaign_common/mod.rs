@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocks_common;
+pub use crate::blocks_common::upload;
 
 mod installed;
 use crate::common::{self, Stack};
@@ -117,31 +118,6 @@ pub async fn artifact_with(stack: &Stack, r: Release<'_>, tweak: impl FnOnce(&mu
     let m = build_manifest(&image, &spec).expect("a manifest");
     let env = schemas::msg::manifest::sign(&m, &blocks_common::release_key());
     upload(stack, image, env).await
-}
-
-/// Stores `bytes` under its signed manifest `env`, as `ota artifact push`
-/// does (a full image or a delta payload).
-pub async fn upload(stack: &Stack, bytes: Vec<u8>, env: Vec<u8>) {
-    use base64::Engine as _;
-    let store = stack.bridge().artifacts().clone();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let trust = TrustStore::new([blocks_common::release_key().verifying_key()]);
-    tokio::task::spawn_blocking(move || {
-        let env = b64.encode(&env);
-        let mut at = 0usize;
-        loop {
-            let end = (at + schemas::ops::UPLOAD_CHUNK).min(bytes.len());
-            let p = store
-                .accept_chunk(&trust, &env, at as u64, &b64.encode(&bytes[at..end]), 0)
-                .expect("the chunk is accepted");
-            if p.complete {
-                return;
-            }
-            at = p.received as usize;
-        }
-    })
-    .await
-    .expect("the store task");
 }
 
 /// A group of the devices whose `customer` label is `customer`.

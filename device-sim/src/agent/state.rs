@@ -131,7 +131,7 @@ pub struct OutboxEntry {
     /// The Status's seq.
     pub seq: u64,
     /// The exact payload, resent as is.
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "schemas::hex_bytes")]
     pub payload: Vec<u8>,
     /// When it was last published (same clock as `now_ms`); not saved.
     #[serde(skip)]
@@ -197,29 +197,16 @@ pub struct Job {
     pub last_progress_ms: Option<u64>,
 }
 
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(b))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        hex::decode(s).map_err(serde::de::Error::custom)
-    }
-}
-
 mod manifest_hex {
     use schemas::msg::{Manifest, WireMessage};
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(m: &Manifest, s: S) -> Result<S::Ok, S::Error> {
-        super::hex_bytes::serialize(&m.encode(), s)
+        schemas::hex_bytes::serialize(&m.encode(), s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Manifest, D::Error> {
-        let b = super::hex_bytes::deserialize(d)?;
+        let b = schemas::hex_bytes::deserialize(d)?;
         Manifest::decode(&b).map_err(serde::de::Error::custom)
     }
 }

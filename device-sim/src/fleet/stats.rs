@@ -71,6 +71,18 @@ pub struct RefusedLogin {
     pub reason: String,
 }
 
+/// Device `i` refused for `reason`, kept in `first` unless an earlier
+/// refusal is there already.
+fn keep_first(first: &mut Option<RefusedLogin>, ids: &[DeviceId], i: usize, reason: &str) {
+    if first.is_some() {
+        return;
+    }
+    *first = ids.get(i).map(|id| RefusedLogin {
+        device: id.clone(),
+        reason: reason.to_string(),
+    });
+}
+
 /// Faults injected so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Injected {
@@ -234,14 +246,7 @@ impl Tracker {
     pub fn login_refused(&self, i: usize, reason: &str) {
         self.update(|g| {
             g.stats.logins_refused += 1;
-            if g.stats.first_refused.is_none() {
-                if let Some(id) = g.ids.get(i) {
-                    g.stats.first_refused = Some(RefusedLogin {
-                        device: id.clone(),
-                        reason: reason.to_string(),
-                    });
-                }
-            }
+            keep_first(&mut g.stats.first_refused, &g.ids, i, reason);
         });
     }
 
@@ -249,14 +254,7 @@ impl Tracker {
     pub fn tls_failed(&self, i: usize, line: &str) {
         self.update(|g| {
             g.stats.tls_failures += 1;
-            if g.stats.first_tls_failure.is_none() {
-                if let Some(id) = g.ids.get(i) {
-                    g.stats.first_tls_failure = Some(RefusedLogin {
-                        device: id.clone(),
-                        reason: line.to_string(),
-                    });
-                }
-            }
+            keep_first(&mut g.stats.first_tls_failure, &g.ids, i, line);
         });
     }
 

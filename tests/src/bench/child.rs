@@ -164,18 +164,7 @@ pub async fn run_child(role: ChildRole) -> Result<(), ChildError> {
             println!("connected");
             let mut readers = tokio::task::JoinSet::new();
             for mut s in socks {
-                readers.spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut got = 0u64;
-                    while got < bytes {
-                        let n = s.read(&mut buf).await?;
-                        if n == 0 {
-                            break;
-                        }
-                        got += n as u64;
-                    }
-                    Ok::<u64, std::io::Error>(got)
-                });
+                readers.spawn(async move { read_up_to(&mut s, bytes).await });
             }
             let mut min_got = if clients == 0 { 0 } else { u64::MAX };
             while let Some(r) = readers.join_next().await {
@@ -273,6 +262,20 @@ impl ChildProc {
 }
 
 pub use crate::procfs::{cpu_seconds as cpu_secs, peak_rss, rss};
+
+/// Reads `s` until `bytes` have come or it closes: how many came.
+pub(super) async fn read_up_to(s: &mut tokio::net::TcpStream, bytes: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    Ok(got)
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::child::{ChildCmd, ChildError, ChildProc, ChildRole};
+use super::child::{read_up_to, ChildCmd, ChildError, ChildProc, ChildRole};
 
 /// What one raw fan-out run measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -53,23 +53,13 @@ pub async fn run(clients: usize, image: &[u8]) -> Result<RawFanout, RawFanoutErr
     let mut readers = Vec::with_capacity(clients);
     let mut writers = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let client = TcpStream::connect(addr).await.map_err(io)?;
+        let mut client = TcpStream::connect(addr).await.map_err(io)?;
         let (server, _) = listener.accept().await.map_err(io)?;
         server.set_nodelay(true).map_err(io)?;
         writers.push(server);
-        readers.push(tokio::spawn(async move {
-            let mut client = client;
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut got = 0u64;
-            while got < total {
-                let n = client.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                got += n as u64;
-            }
-            Ok::<u64, std::io::Error>(got)
-        }));
+        readers.push(tokio::spawn(
+            async move { read_up_to(&mut client, total).await },
+        ));
     }
 
     let started = Instant::now();

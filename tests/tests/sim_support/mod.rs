@@ -4,10 +4,16 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use device_sim::agent::{Disruption, Hooks, Notice};
+use device_sim::agent::{
+    AgentConfig, DeviceIoConfig, Disruption, Hooks, NeverDefer, Notice, Timing,
+};
+use schemas::cose::TrustStore;
+use schemas::keys::SigningKey;
+use schemas::topic::Topics;
+use schemas::{ComponentName, DeviceId};
 use tokio::sync::mpsc;
 
 /// Starts an embedded broker (one per test process is plenty; rumqttd
@@ -27,6 +33,39 @@ pub fn broker() -> SocketAddr {
         std::mem::forget(b);
         addr
     })
+}
+
+/// A device of `arch` that trusts `key`'s releases: no labels, no deltas.
+pub fn agent_config(id: &DeviceId, key: &SigningKey, arch: &str) -> AgentConfig {
+    AgentConfig {
+        id: id.clone(),
+        arch: arch.into(),
+        labels: Default::default(),
+        trust: Arc::new(TrustStore::new([key.verifying_key()])),
+        directors: Default::default(),
+        deltas: false,
+        room_bytes: None,
+        timing: Timing::default(),
+    }
+}
+
+/// `agent` on the loopback broker at `port`: factory `main` 1.0.0, never
+/// deferring, anonymous, plain TCP, seed 7.
+pub fn io_config(agent: AgentConfig, port: u16) -> DeviceIoConfig {
+    DeviceIoConfig {
+        agent: Arc::new(agent),
+        host: "127.0.0.1".into(),
+        port,
+        topics: Topics::default(),
+        keep_alive: Duration::from_secs(10),
+        backoff: Default::default(),
+        factory_versions: [(ComponentName::new("main").unwrap(), "1.0.0".to_string())].into(),
+        policy: Box::new(NeverDefer),
+        seed: 7,
+        pacer: None,
+        login: None,
+        tls: None,
+    }
 }
 
 /// What a device under test tells the test.

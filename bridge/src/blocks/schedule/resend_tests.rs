@@ -21,6 +21,14 @@ fn sched(resend_after: Duration) -> Scheduler {
     })
 }
 
+/// Devices 1 and 2 ask for all `blocks` of `a` at `asked`, and the window
+/// at `at` sends them to both: a pass. How many blocks it sent.
+fn pass(s: &mut Scheduler, a: &ArtifactId, blocks: u32, asked: Instant, at: Instant) -> usize {
+    s.want(&dev(1), a, shape(blocks), 0..blocks, asked);
+    s.want(&dev(2), a, shape(blocks), 0..blocks, asked);
+    s.take(100 * COST, 100, at).len()
+}
+
 /// What a simulated campaign of one 9-block artifact measured.
 #[derive(Debug)]
 struct Run {
@@ -118,13 +126,7 @@ fn a_device_asking_after_a_pass_gets_its_blocks_within_resend_after() {
     let t = Instant::now();
     let a = art("fw");
     let mut s = sched(ms(1000));
-    s.want(&dev(1), &a, shape(3), 0..3, t);
-    s.want(&dev(2), &a, shape(3), 0..3, t);
-    assert_eq!(
-        s.take(100 * COST, 100, t).len(),
-        3,
-        "the first pass at once"
-    );
+    assert_eq!(pass(&mut s, &a, 3, t, t), 3, "the first pass at once");
     // Asked 300 ms after it: waits for the broadcast to be 1 s old.
     s.want(&dev(3), &a, shape(3), [0, 2], t + ms(300));
     assert!(!s.is_idle());
@@ -153,9 +155,7 @@ fn asking_again_while_deferred_merges_and_turns_it_into_a_broadcast() {
     let t = Instant::now();
     let a = art("fw");
     let mut s = sched(ms(1000));
-    s.want(&dev(1), &a, shape(2), 0..2, t);
-    s.want(&dev(2), &a, shape(2), 0..2, t);
-    s.take(100 * COST, 100, t);
+    pass(&mut s, &a, 2, t, t);
     s.want(&dev(3), &a, shape(2), [0], t + ms(100));
     assert_eq!(
         s.want(&dev(4), &a, shape(2), [0, 1], t + ms(200)),
@@ -194,9 +194,7 @@ fn deferred_blocks_leave_the_window_to_others() {
     let t = Instant::now();
     let (a, b) = (art("a"), art("b"));
     let mut s = sched(ms(1000));
-    s.want(&dev(1), &a, shape(4), 0..4, t);
-    s.want(&dev(2), &a, shape(4), 0..4, t);
-    assert_eq!(s.take(100 * COST, 100, t).len(), 4);
+    assert_eq!(pass(&mut s, &a, 4, t, t), 4);
     s.want(&dev(3), &a, shape(4), 0..4, t + ms(100));
     s.want(&dev(4), &b, shape(100), 0..100, t + ms(100));
     // a's blocks wait: b has every window to itself, no turn skipped.
@@ -213,16 +211,12 @@ fn an_emergencys_blocks_go_again_at_once() {
     let e = art("e");
     let mut s = sched(ms(1000));
     s.set_emergency(&e, true);
-    s.want(&dev(1), &e, shape(2), 0..2, t);
-    s.want(&dev(2), &e, shape(2), 0..2, t);
-    s.take(100 * COST, 100, t);
+    pass(&mut s, &e, 2, t, t);
     s.want(&dev(3), &e, shape(2), 0..2, t + ms(100));
     assert_eq!(s.take(100 * COST, 100, t + ms(150)).len(), 2);
     // Deferred before the campaign became an emergency: released at once.
     let n = art("n");
-    s.want(&dev(1), &n, shape(2), 0..2, t);
-    s.want(&dev(2), &n, shape(2), 0..2, t);
-    s.take(100 * COST, 100, t + ms(150));
+    pass(&mut s, &n, 2, t, t + ms(150));
     s.want(&dev(3), &n, shape(2), 0..2, t + ms(200));
     assert!(s.take(100 * COST, 100, t + ms(300)).is_empty());
     s.set_emergency(&n, true);
@@ -234,9 +228,7 @@ fn removing_an_artifact_forgets_its_passes() {
     let t = Instant::now();
     let a = art("fw");
     let mut s = sched(ms(1000));
-    s.want(&dev(1), &a, shape(2), 0..2, t);
-    s.want(&dev(2), &a, shape(2), 0..2, t);
-    s.take(100 * COST, 100, t);
+    pass(&mut s, &a, 2, t, t);
     s.want(&dev(3), &a, shape(2), 0..2, t + ms(100));
     s.remove_artifact(&a);
     assert!(s.is_idle());

@@ -3,13 +3,10 @@
 use super::super::spec::{Kind, WaveSpec};
 use super::narrate::Pct;
 use super::*;
+use crate::testutil::group as g;
 use schemas::ids::ArtifactId;
 
 const T0: u64 = 1_000_000;
-
-fn g(s: &str) -> GroupName {
-    GroupName::new(s).unwrap()
-}
 
 fn spec(gates: Gates) -> CampaignSpec {
     let wave = WaveSpec::of;

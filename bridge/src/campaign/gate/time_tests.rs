@@ -3,13 +3,10 @@
 
 use super::super::spec::{Kind, WaveSpec};
 use super::*;
+use crate::testutil::group as g;
 use schemas::ids::ArtifactId;
 
 const T0: u64 = 1_000_000;
-
-fn g(s: &str) -> GroupName {
-    GroupName::new(s).unwrap()
-}
 
 /// Two waves: line-3 at 10 %, then line-3 and line-4 at 100 %. Sample 1,
 /// timeout 600 s.

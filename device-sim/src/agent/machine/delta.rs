@@ -97,12 +97,7 @@ impl Agent {
         result: Result<ImageDigest, String>,
         out: &mut Vec<Action>,
     ) {
-        let Some(i) = self
-            .state
-            .jobs
-            .iter()
-            .position(|j| &j.campaign == campaign && j.stage == Stage::Rebuilding)
-        else {
+        let Some(i) = self.job_at(Stage::Rebuilding, |j| &j.campaign == campaign) else {
             return;
         };
         let job = &self.state.jobs[i];

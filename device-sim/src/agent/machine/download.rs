@@ -301,12 +301,7 @@ impl Agent {
         result: Result<ImageDigest, String>,
         out: &mut Vec<Action>,
     ) {
-        let Some(i) = self
-            .state
-            .jobs
-            .iter()
-            .position(|j| &j.manifest.artifact == artifact && j.stage == Stage::Verifying)
-        else {
+        let Some(i) = self.job_at(Stage::Verifying, |j| &j.manifest.artifact == artifact) else {
             return;
         };
         let job = &self.state.jobs[i];
@@ -386,12 +381,7 @@ impl Agent {
         result: Result<(), String>,
         out: &mut Vec<Action>,
     ) {
-        let Some(i) = self
-            .state
-            .jobs
-            .iter()
-            .position(|j| &j.campaign == campaign && j.stage == Stage::Installing)
-        else {
+        let Some(i) = self.job_at(Stage::Installing, |j| &j.campaign == campaign) else {
             return;
         };
         let m = self.state.jobs[i].manifest.clone();
@@ -437,12 +427,7 @@ impl Agent {
     }
 
     pub(super) fn on_booted(&mut self, now: u64, outcome: BootOutcome, out: &mut Vec<Action>) {
-        let Some(i) = self
-            .state
-            .jobs
-            .iter()
-            .position(|j| j.stage == Stage::Rebooting)
-        else {
+        let Some(i) = self.job_at(Stage::Rebooting, |_| true) else {
             return;
         };
         let m = self.state.jobs[i].manifest.clone();

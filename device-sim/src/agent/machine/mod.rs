@@ -43,7 +43,7 @@ use schemas::{ArtifactId, CampaignId, ComponentName, GroupName, PROTOCOL_VERSION
 use super::config::AgentConfig;
 use super::event::{Action, Event, Geometry, InstallRequest, Notice, TimerId};
 use super::policy::DeferPolicy;
-use super::state::{DeviceState, OutboxEntry, Stage};
+use super::state::{DeviceState, Job, OutboxEntry, Stage};
 use super::steps::clip;
 
 /// The connection as the machine sees it.
@@ -354,6 +354,15 @@ impl Agent {
         }
     }
 
+    /// The job at `stage` that `pick` accepts: the one a result of that
+    /// stage's I/O (a hash, a rebuild, an install, a boot) belongs to.
+    fn job_at(&self, stage: Stage, pick: impl Fn(&Job) -> bool) -> Option<usize> {
+        self.state
+            .jobs
+            .iter()
+            .position(|j| j.stage == stage && pick(j))
+    }
+
     /// A terminal report: the job (if any) ends, its blocks go, the
     /// campaign is ignored from now on (step 8).
     fn finish(&mut self, now: u64, campaign: &CampaignId, r: Report, out: &mut Vec<Action>) {
@@ -390,7 +399,7 @@ impl Agent {
 }
 
 /// The install request of a job: its full image (E3: a delta's target).
-fn install_request(job: &super::state::Job) -> InstallRequest {
+fn install_request(job: &Job) -> InstallRequest {
     let m = delta::target(job);
     InstallRequest {
         campaign: job.campaign.clone(),
