@@ -33,6 +33,9 @@ use crate::ops::Ops;
 use crate::state::{campaigns, CoreError, CoreState};
 use crate::status::{HelloEffect, StatusUpdate};
 
+/// A handling longer than this is logged (debug): the stall goal (issue 19).
+const SLOW: Duration = Duration::from_millis(50);
+
 /// Capacity of each of core's inboxes.
 pub const INBOX: usize = 1024;
 
@@ -103,7 +106,7 @@ impl Core {
                         info!("publishing connection is back: republishing retained messages");
                         let t = Instant::now();
                         self.republish_retained().await?;
-                        self.worked(t);
+                        self.worked(t, "republish");
                     }
                     egress_seen |= up;
                     egress_up = up;
@@ -112,14 +115,14 @@ impl Core {
                     let t = Instant::now();
                     self.waited(due.into_std());
                     campaigns::tick(&mut self.state).await?;
-                    self.worked(t);
+                    self.worked(t, "tick");
                 }
                 due = refresh.tick(), if refresh_every.is_some() => {
                     let t = Instant::now();
                     self.waited(due.into_std());
                     let n = self.republish_retained().await?;
                     info!(retained = n, "re-signed and republished retained messages before they expire");
-                    self.worked(t);
+                    self.worked(t, "refresh");
                 }
                 // Before the busy inboxes: a query is small, and the
                 // asker gives up after a few seconds.
@@ -127,13 +130,13 @@ impl Core {
                     let t = Instant::now();
                     self.waited(q.asked);
                     self.query(q).await;
-                    self.worked(t);
+                    self.worked(t, "query");
                 }
                 // Devices the broker admitted with the enrollment token.
                 _ = self.state.identity().enrolled() => {
                     let t = Instant::now();
                     crate::state::enrollment::store_enrolled(&mut self.state).await?;
-                    self.worked(t);
+                    self.worked(t, "enrolled");
                 }
                 // Operator commands and Presence before the ingest's news:
                 // a backlog of Hellos (a fleet registering) never holds an
@@ -142,8 +145,12 @@ impl Core {
                     Some(m) => {
                         let t = Instant::now();
                         self.waited(m.arrived);
+                        let kind = match m.topic {
+                            Topic::OpsCommands => "operator command",
+                            _ => "presence",
+                        };
                         self.mqtt(m).await?;
-                        self.worked(t);
+                        self.worked(t, kind);
                     }
                     None => break,
                 },
@@ -153,7 +160,7 @@ impl Core {
                         let CoreMsg::FromIngest { sent, .. } = &m;
                         self.waited(*sent);
                         self.internal(m).await?;
-                        self.worked(t);
+                        self.worked(t, "ingest batch");
                     }
                     None => break,
                 },
@@ -163,8 +170,13 @@ impl Core {
         Ok(())
     }
 
-    fn worked(&self, since: Instant) {
-        self.state.metrics().core_worked(since.elapsed());
+    /// Counts a handling; one over [`SLOW`] is logged (debug) with its kind.
+    fn worked(&self, since: Instant, kind: &'static str) {
+        let took = since.elapsed();
+        self.state.metrics().core_worked(took);
+        if took > SLOW {
+            debug!(kind, ms = took.as_millis() as u64, "core: a slow handling");
+        }
     }
 
     /// Work that arrived at `arrived` is taken up now.
