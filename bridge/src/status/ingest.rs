@@ -102,14 +102,11 @@ fn parts(
 }
 
 /// `v` in order, in pieces of at most `n` (none for an empty `v`).
-fn chunks<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+fn chunks<T>(v: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let mut out = Vec::with_capacity(v.len().div_ceil(n));
-    while v.len() > n {
-        let rest = v.split_off(n);
-        out.push(std::mem::replace(&mut v, rest));
-    }
-    if !v.is_empty() {
-        out.push(v);
+    let mut items = v.into_iter().peekable();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(n).collect());
     }
     out
 }
