@@ -15,7 +15,7 @@
 //! from its arrival to core taking it up, with histograms of both
 //! (`/metrics`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use schemas::msg::{Hello, Membership, Presence, WireMessage};
@@ -28,8 +28,9 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{DropReason, Metrics};
 use crate::mqtt::Incoming;
+use crate::ops::prepare::{self, Prep};
 use crate::ops::queries::Query;
-use crate::ops::Ops;
+use crate::ops::{Accepted, Ops};
 use crate::state::{campaigns, CoreError, CoreState};
 use crate::status::{HelloEffect, StatusUpdate};
 
@@ -38,6 +39,17 @@ const SLOW: Duration = Duration::from_millis(50);
 
 /// Capacity of each of core's inboxes.
 pub const INBOX: usize = 1024;
+
+/// Most operator commands held while one waits for its preparation; past
+/// it core takes no MQTT message until that one has run.
+pub const MAX_HELD: usize = 256;
+
+/// A command waiting for the work it needs prepared (`ops::prepare`).
+pub(crate) struct Waiting {
+    command: schemas::ops::Command,
+    accepted: Accepted,
+    prep: Prep,
+}
 
 pub use crate::status::CoreMsg;
 
@@ -64,6 +76,10 @@ pub struct Core {
     /// The link's state: a reconnect of the publishing connection may mean
     /// a broker that restarted and lost its retained messages.
     pub(crate) link: tokio::sync::watch::Receiver<crate::mqtt::LinkState>,
+    /// The command waiting for its preparation, if one is.
+    pub(crate) waiting: Option<Waiting>,
+    /// Commands that came while one waits, in order (at most [`MAX_HELD`]).
+    pub(crate) held: VecDeque<bytes::Bytes>,
 }
 
 impl Core {
@@ -88,10 +104,23 @@ impl Core {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut egress_up = self.link.borrow().egress_connected;
         let mut egress_seen = egress_up;
+        // A slice of work over the fleet and a message take turns: neither
+        // waits behind a run of the other.
+        let mut sliced = false;
         loop {
+            let work =
+                self.waiting.is_some() || !self.held.is_empty() || self.state.has_sliced_work();
+            let was_slice = sliced;
+            sliced = false;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = std::future::ready(()), if work && !was_slice => {
+                    let t = Instant::now();
+                    self.slice().await?;
+                    self.worked(t, "slice");
+                    sliced = true;
+                }
                 changed = self.link.changed() => {
                     if changed.is_err() {
                         break;
@@ -141,7 +170,7 @@ impl Core {
                 // Operator commands and Presence before the ingest's news:
                 // a backlog of Hellos (a fleet registering) never holds an
                 // operator's command behind it.
-                m = self.mqtt.recv() => match m {
+                m = self.mqtt.recv(), if self.held.len() < MAX_HELD => match m {
                     Some(m) => {
                         let t = Instant::now();
                         self.waited(m.arrived);
@@ -164,9 +193,78 @@ impl Core {
                     }
                     None => break,
                 },
+                // Nothing else to do: the next slice.
+                _ = std::future::ready(()), if work => {
+                    let t = Instant::now();
+                    self.slice().await?;
+                    self.worked(t, "slice");
+                    sliced = true;
+                }
             }
         }
         debug!("core stopped");
+        Ok(())
+    }
+
+    /// One slice of work over the fleet; then the waiting command runs if
+    /// its preparation is done, or else the next held command begins.
+    async fn slice(&mut self) -> Result<(), CoreError> {
+        if self.waiting.is_some() || self.state.has_sliced_work() {
+            let focus = self
+                .waiting
+                .as_ref()
+                .and_then(|w| prepare::focus(&w.prep))
+                .cloned();
+            self.state.slice(focus.as_ref()).await?;
+        }
+        if let Some(w) = &self.waiting {
+            if !prepare::ready(&self.state, &w.prep) {
+                return Ok(());
+            }
+        }
+        if let Some(w) = self.waiting.take() {
+            return self.run_prepared(w).await;
+        }
+        if let Some(payload) = self.held.pop_front() {
+            self.command(&payload).await?;
+        }
+        Ok(())
+    }
+
+    /// An operator command: checked, then run at once, or once what it
+    /// needs over the whole fleet is prepared. For a fleet that one slice
+    /// covers that is at once too, within this handling.
+    async fn command(&mut self, payload: &[u8]) -> Result<(), CoreError> {
+        let Some((command, accepted)) = self.ops.accept(&mut self.state, payload).await? else {
+            return Ok(());
+        };
+        let Some(prep) = prepare::begin(&mut self.state, &command) else {
+            return self.ops.run(&mut self.state, command, accepted).await;
+        };
+        // A create and start (an emergency) takes two slices.
+        for _ in 0..2 {
+            if prepare::ready(&self.state, &prep) {
+                break;
+            }
+            self.state.slice(prepare::focus(&prep)).await?;
+        }
+        let w = Waiting {
+            command,
+            accepted,
+            prep,
+        };
+        if prepare::ready(&self.state, &w.prep) {
+            return self.run_prepared(w).await;
+        }
+        debug!(op = w.accepted.op, request = %w.accepted.request_id, "command waits for its scan of the fleet, done in slices");
+        self.waiting = Some(w);
+        Ok(())
+    }
+
+    async fn run_prepared(&mut self, w: Waiting) -> Result<(), CoreError> {
+        self.ops.run(&mut self.state, w.command, w.accepted).await?;
+        let start = prepare::focus(&w.prep);
+        self.state.campaigns_mut().1.drop_prepared(start);
         Ok(())
     }
 
@@ -325,7 +423,11 @@ impl Core {
     async fn mqtt(&mut self, m: Incoming) -> Result<(), CoreError> {
         match &m.topic {
             Topic::Presence(id) => self.presence(id, &m)?,
-            Topic::OpsCommands => self.ops.handle(&mut self.state, &m.payload).await?,
+            // After the one waiting, and those held before it: in order.
+            Topic::OpsCommands if self.waiting.is_some() || !self.held.is_empty() => {
+                self.held.push_back(m.payload.clone());
+            }
+            Topic::OpsCommands => self.command(&m.payload).await?,
             other => {
                 self.state.metrics().count_drop(DropReason::BadTopic);
                 warn!(topic = ?other, "core got a topic it does not own");

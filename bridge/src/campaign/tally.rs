@@ -27,6 +27,7 @@ use schemas::{ArtifactId, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use super::gate::WaveCounts;
+use crate::sharded::ShardedMap;
 
 /// A device's latest state in the campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +130,7 @@ pub const NO_REPORT: &str = "none";
 /// One campaign's tally.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    reports: HashMap<DeviceId, Report>,
+    reports: ShardedMap<DeviceId, Report>,
     members: HashSet<DeviceId>,
     counts: WaveCounts,
     /// Members by the artifact their latest report names.
@@ -368,10 +369,20 @@ impl Tally {
             ..WaveCounts::default()
         };
         let mut paths: HashMap<ArtifactId, u32> = HashMap::new();
-        for d in &self.members {
-            let Some(report) = self.reports.get(d) else {
-                continue;
-            };
+        // The members that reported, from the smaller side: a wave widened
+        // to 1,000,000 devices has a few thousand reports (issue 19).
+        let reported: Box<dyn Iterator<Item = &Report>> = if self.reports.len() < self.members.len()
+        {
+            Box::new(
+                self.reports
+                    .iter()
+                    .filter(|(d, _)| self.members.contains(*d))
+                    .map(|(_, r)| r),
+            )
+        } else {
+            Box::new(self.members.iter().filter_map(|d| self.reports.get(d)))
+        };
+        for report in reported {
             if let Some(a) = &report.artifact {
                 *paths.entry(a.clone()).or_default() += 1;
             }

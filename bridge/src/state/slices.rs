@@ -1,0 +1,63 @@
+//! Core's work over the whole fleet, a slice at a time (issue 19). At
+//! 1,000,000 devices a group put's selector scan, a create's pre-flight
+//! and a wave's members each take most of a second; done in one handling
+//! they held every Presence, status batch and command behind them. So
+//! each is prepared in slices of [`DEFAULT_SLICE`] devices (`[bridge]
+//! core_slice`), which core runs between its other messages
+//! ([`crate::core`]); the command that needs one waits for it
+//! ([`crate::ops::prepare`]), and then takes the finished result instead
+//! of scanning. A large group put's memberships go out the same way,
+//! [`MEMBERSHIPS_INLINE`] at once and the rest a slice at a time.
+//!
+//! The order of one slice: the group scan, then the pre-flight, then wave
+//! members (the campaign a command waits for first), then memberships.
+
+use schemas::CampaignId;
+
+use super::{CoreError, CoreState};
+
+/// Default devices per slice: about 5 to 15 ms each on this machine
+/// (`ota bench --only registry`).
+pub const DEFAULT_SLICE: usize = 16_384;
+
+/// Memberships a group put or delete publishes before it replies; the
+/// rest go out a slice of this many at a time.
+pub const MEMBERSHIPS_INLINE: usize = 1_024;
+
+impl CoreState {
+    /// True while prepared work or memberships are left.
+    pub fn has_sliced_work(&self) -> bool {
+        self.fleet.preparing()
+            || self.campaigns.has_prepared_work()
+            || self.fleet.pending_memberships() > 0
+    }
+
+    /// One slice of the work left, `focus`'s members before another
+    /// campaign's.
+    pub async fn slice(&mut self, focus: Option<&CampaignId>) -> Result<(), CoreError> {
+        let budget = self.slice;
+        if self.fleet.preparing() {
+            self.fleet.step_prepared(budget);
+            return Ok(());
+        }
+        if self.campaigns.has_prepared_work() {
+            let (ctx, c) = self.campaigns_mut();
+            c.step_prepared(&ctx, budget, focus);
+            return Ok(());
+        }
+        if self.fleet.pending_memberships() > 0 {
+            self.publish_pending_memberships().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the memberships of the first [`MEMBERSHIPS_INLINE`]
+    /// devices a group put or delete may have moved; returns how many
+    /// changed, plus those left for the next slices.
+    pub async fn publish_pending_memberships(&mut self) -> Result<usize, CoreError> {
+        let changes = self.fleet.group_membership_changes_upto(MEMBERSHIPS_INLINE);
+        let n = changes.len();
+        self.publish_memberships(changes).await?;
+        Ok(n + self.fleet.pending_memberships())
+    }
+}
