@@ -395,15 +395,33 @@ impl Core {
                         (id, hello)
                     })
                     .collect();
+                let t0 = Instant::now();
                 crate::state::enrollment::hellos(&mut self.state, &hellos, at).await?;
+                let t1 = Instant::now();
+                let seen_n = seen.len();
                 for id in seen {
                     if self.state.fleet_mut().seen(&id, at) {
                         self.state.put_device(&id)?;
                     }
                 }
+                let t2 = Instant::now();
                 campaigns::statuses(&mut self.state, &updates).await?;
+                let t3 = Instant::now();
+                let updates_n = updates.len();
                 for u in updates {
                     self.status_update(u);
+                }
+                if t0.elapsed() > SLOW {
+                    debug!(
+                        hellos = hellos.len(),
+                        hellos_ms = (t1 - t0).as_millis() as u64,
+                        seen = seen_n,
+                        seen_ms = (t2 - t1).as_millis() as u64,
+                        updates = updates_n,
+                        updates_ms = (t3 - t2).as_millis() as u64,
+                        logged_ms = t3.elapsed().as_millis() as u64,
+                        "core: a slow ingest batch, by part"
+                    );
                 }
             }
         }

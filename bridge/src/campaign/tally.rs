@@ -328,6 +328,27 @@ impl Tally {
         self.reports.get(device)
     }
 
+    /// [`Tally::breakdown`] of every member, from the smaller side: a
+    /// wave widened to 1,000,000 devices has a few thousand reports, and
+    /// the members without one are counted, not visited (issue 19).
+    pub fn members_breakdown(&self) -> Breakdown {
+        if self.reports.len() >= self.members.len() {
+            return self.breakdown(self.members.iter());
+        }
+        let reported = self
+            .reports
+            .keys()
+            .filter(|d| self.members.contains(*d));
+        let mut b = self.breakdown(reported);
+        let silent = u32::try_from(self.members.len()).unwrap_or(u32::MAX) - b.counts.members;
+        if silent > 0 {
+            b.counts.members += silent;
+            b.counts.pending += silent;
+            *b.by_state.entry(NO_REPORT.to_string()).or_default() += silent;
+        }
+        b
+    }
+
     /// Counts by state and error over `devices`.
     pub fn breakdown<'a>(&self, devices: impl IntoIterator<Item = &'a DeviceId>) -> Breakdown {
         let mut b = Breakdown::default();
@@ -514,6 +535,18 @@ mod tests {
         let incremental = t.counts();
         t.recount();
         assert_eq!(t.counts(), incremental);
+        // Counted from the reports' side (fewer than members) or from the
+        // members' (fewer than reports): the same.
+        assert_eq!(t.members_breakdown(), t.breakdown(t.members()));
+        assert_eq!(t.members_breakdown().counts, incremental);
+        for i in 100..140 {
+            t.report(&d(i), r(Success, None));
+        }
+        t.set_members((95..105).map(d).collect());
+        assert!(t.reports.len() > t.members.len());
+        assert_eq!(t.members_breakdown(), t.breakdown(t.members()));
+        t.recount();
+        assert_eq!(t.members_breakdown().counts, t.counts());
     }
 
     #[test]

@@ -212,8 +212,13 @@ pub fn status(
         };
         if !admission.everyone() {
             for (g, &cohort) in cohorts {
-                let members: Vec<&DeviceId> =
-                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect();
+                // From the smaller side: a first wave of 1 % of a group
+                // of 1,000,000 is not found by visiting the group.
+                let members: Vec<&DeviceId> = if tally.members().len() < fleet.count_in(g) {
+                    tally.members().iter().filter(|id| fleet.is_in(g, id)).collect()
+                } else {
+                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect()
+                };
                 groups.push(GroupProgress {
                     group: g.clone(),
                     cohort,
@@ -222,7 +227,7 @@ pub fn status(
                 });
             }
         }
-        current_breakdown = Some(tally.breakdown(tally.members()));
+        current_breakdown = Some(tally.members_breakdown());
     }
     CampaignStatus {
         summary: summary(r, current_breakdown.as_ref().map(|b: &Breakdown| b.counts)),
