@@ -117,8 +117,8 @@ impl Core {
                 _ = shutdown.cancelled() => break,
                 _ = std::future::ready(()), if work && !was_slice => {
                     let t = Instant::now();
-                    self.slice().await?;
-                    self.worked(t, "slice");
+                    let kind = self.slice().await?;
+                    self.worked(t, kind);
                     sliced = true;
                 }
                 changed = self.link.changed() => {
@@ -196,8 +196,8 @@ impl Core {
                 // Nothing else to do: the next slice.
                 _ = std::future::ready(()), if work => {
                     let t = Instant::now();
-                    self.slice().await?;
-                    self.worked(t, "slice");
+                    let kind = self.slice().await?;
+                    self.worked(t, kind);
                     sliced = true;
                 }
             }
@@ -206,29 +206,27 @@ impl Core {
         Ok(())
     }
 
-    /// One slice of work over the fleet; then the waiting command runs if
-    /// its preparation is done, or else the next held command begins.
-    async fn slice(&mut self) -> Result<(), CoreError> {
-        if self.waiting.is_some() || self.state.has_sliced_work() {
-            let focus = self
-                .waiting
-                .as_ref()
-                .and_then(|w| prepare::focus(&w.prep))
-                .cloned();
-            self.state.slice(focus.as_ref()).await?;
-        }
-        if let Some(w) = &self.waiting {
-            if !prepare::ready(&self.state, &w.prep) {
-                return Ok(());
-            }
-        }
+    /// One turn of the work between messages: the waiting command runs
+    /// once its preparation is done, or else the next held command
+    /// begins, or else one slice of work over the fleet. Returns what it
+    /// did, for the log of slow handlings.
+    async fn slice(&mut self) -> Result<&'static str, CoreError> {
         if let Some(w) = self.waiting.take() {
-            return self.run_prepared(w).await;
+            if prepare::ready(&self.state, &w.prep) {
+                self.run_prepared(w).await?;
+                return Ok("operator command");
+            }
+            let focus = prepare::focus(&w.prep).cloned();
+            self.waiting = Some(w);
+            self.state.slice(focus.as_ref()).await?;
+            return Ok("slice");
         }
         if let Some(payload) = self.held.pop_front() {
             self.command(&payload).await?;
+            return Ok("operator command");
         }
-        Ok(())
+        self.state.slice(None).await?;
+        Ok("slice")
     }
 
     /// An operator command: checked, then run at once, or once what it

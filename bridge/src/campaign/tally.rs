@@ -335,10 +335,7 @@ impl Tally {
         if self.reports.len() >= self.members.len() {
             return self.breakdown(self.members.iter());
         }
-        let reported = self
-            .reports
-            .keys()
-            .filter(|d| self.members.contains(*d));
+        let reported = self.reports.keys().filter(|d| self.members.contains(*d));
         let mut b = self.breakdown(reported);
         let silent = u32::try_from(self.members.len()).unwrap_or(u32::MAX) - b.counts.members;
         if silent > 0 {

@@ -211,14 +211,7 @@ pub fn status(
             emergency: r.is_emergency(),
         };
         if !admission.everyone() {
-            for (g, &cohort) in cohorts {
-                // From the smaller side: a first wave of 1 % of a group
-                // of 1,000,000 is not found by visiting the group.
-                let members: Vec<&DeviceId> = if tally.members().len() < fleet.count_in(g) {
-                    tally.members().iter().filter(|id| fleet.is_in(g, id)).collect()
-                } else {
-                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect()
-                };
+            for (g, cohort, members) in group_members(cohorts, tally, fleet) {
                 groups.push(GroupProgress {
                     group: g.clone(),
                     cohort,
@@ -275,6 +268,45 @@ pub fn status(
         }),
         now,
     }
+}
+
+/// The current wave's members in each cohort group, from the smaller
+/// side (issue 19): visiting every device of the groups costs a first wave
+/// of 1 % of 1,000,000 devices a million lookups, so when the members are
+/// fewer they are visited instead, each by the groups it was last sent
+/// (its published membership, which is behind the index only while a
+/// group put's memberships are still going out).
+fn group_members<'a>(
+    cohorts: &'a BTreeMap<GroupName, u16>,
+    tally: &'a Tally,
+    fleet: &'a Fleet,
+) -> Vec<(&'a GroupName, u16, Vec<&'a DeviceId>)> {
+    let in_groups: usize = cohorts.keys().map(|g| fleet.count_in(g)).sum();
+    if tally.members().len() >= in_groups {
+        return cohorts
+            .iter()
+            .map(|(g, &c)| {
+                (
+                    g,
+                    c,
+                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect(),
+                )
+            })
+            .collect();
+    }
+    let mut by_group: BTreeMap<&GroupName, Vec<&DeviceId>> =
+        cohorts.keys().map(|g| (g, Vec::new())).collect();
+    for d in tally.members() {
+        for g in fleet.published(d).unwrap_or(&[]) {
+            if let Some(list) = by_group.get_mut(g) {
+                list.push(d);
+            }
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|(g, list)| (g, cohorts[g], list))
+        .collect()
 }
 
 /// The paths of `release` with the members of `tally` on each; none when
