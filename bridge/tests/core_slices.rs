@@ -88,6 +88,30 @@ async fn a_campaign_over_slices_of_two_devices_runs_as_one_done_at_once() {
         3,
         "{kinds:?}"
     );
+
+    // An emergency to every device: its pre-flight and its one wave's
+    // members both in slices, before the one reply.
+    artifact(&stack, Release::config("cfg-1.0.1", "1.0.1")).await;
+    let e = call(
+        &ops,
+        Command::Emergency {
+            id: cid("fix-1"),
+            release: vec!["cfg-1.0.1".parse().unwrap()],
+            groups: vec![],
+            all: true,
+        },
+    )
+    .await;
+    assert_eq!(e.preflight.targeted, 9);
+    assert_eq!(
+        e.summary.counts.as_ref().map(|c| c.members),
+        Some(9),
+        "{e:?}"
+    );
+    wait_state(&ops, "fix-1", "completed", LONG).await;
+    for d in acme.iter().chain(&canary) {
+        assert_eq!(state(&stack, d, "fix-1"), Some(StatusState::Success), "{d}");
+    }
     devices.stop_all().await;
 }
 

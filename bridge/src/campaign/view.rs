@@ -437,4 +437,52 @@ mod tests {
         let p: PathLine = serde_json::from_value(json).unwrap();
         assert_eq!(p.from_version, None);
     }
+
+    /// The members of each cohort group are the same found from either
+    /// side: by visiting the groups, or the (fewer) members.
+    #[test]
+    fn group_members_from_either_side_agree() {
+        use crate::campaign::members::tests::fleet;
+        let mut f = fleet(&[("acme", 40), ("globex", 30)]);
+        f.put_group(
+            crate::fleet::Group::new(GroupName::new("all").unwrap(), Some("customer"), None, 1)
+                .unwrap(),
+        );
+        f.membership_changes(None);
+        let cohorts: BTreeMap<GroupName, u16> = [("acme", 5000), ("all", 1000)]
+            .into_iter()
+            .map(|(g, c)| (GroupName::new(g).unwrap(), c))
+            .collect();
+        let mut t = Tally::new();
+        let few: std::collections::HashSet<DeviceId> = f
+            .devices()
+            .map(|d| d.id.clone())
+            .filter(|id| id.as_str().ends_with('3') || id.as_str().ends_with('7'))
+            .collect();
+        t.set_members(few);
+        let sorted =
+            |v: Vec<(&GroupName, u16, Vec<&DeviceId>)>| -> Vec<(String, u16, Vec<String>)> {
+                v.into_iter()
+                    .map(|(g, c, mut m)| {
+                        m.sort();
+                        (g.to_string(), c, m.iter().map(|d| d.to_string()).collect())
+                    })
+                    .collect()
+            };
+        let got = sorted(group_members(&cohorts, &t, &f));
+        let want: Vec<(String, u16, Vec<String>)> = cohorts
+            .iter()
+            .map(|(g, &c)| {
+                let m = f
+                    .ids_in(g)
+                    .filter(|id| t.is_member(id))
+                    .map(|d| d.to_string())
+                    .collect();
+                (g.to_string(), c, m)
+            })
+            .collect();
+        assert!(t.members().len() < 70);
+        assert_eq!(got, want);
+        assert_eq!(got[1].2.len(), t.members().len(), "every member is in all");
+    }
 }

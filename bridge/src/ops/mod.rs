@@ -236,7 +236,13 @@ async fn record(
         error: error.as_ref().map(|e| e.to_string()),
         unaudited: 0,
     })?;
+    let t = std::time::Instant::now();
     store.flush().await?;
+    let flushed = t.elapsed();
+    if flushed > std::time::Duration::from_millis(20) {
+        // Core waits for the disk here (issue 19 counts it as handling).
+        tracing::debug!(op = a.op, ms = flushed.as_millis() as u64, "a command's flush was slow");
+    }
     let (request, op) = (&a.request_id, a.op);
     match &error {
         None => info!(request = %request, op, "operator command done"),
