@@ -44,6 +44,22 @@ pub const INBOX: usize = 1024;
 /// it core takes no MQTT message until that one has run.
 pub const MAX_HELD: usize = 256;
 
+/// When a handling began: the clock and the thread's CPU time.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            cpu: crate::rt::thread_cpu(),
+        }
+    }
+}
+
 /// A command waiting for the work it needs prepared (`ops::prepare`).
 pub(crate) struct Waiting {
     command: schemas::ops::Command,
@@ -116,7 +132,7 @@ impl Core {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = std::future::ready(()), if work && !was_slice => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     let kind = self.slice().await?;
                     self.worked(t, kind);
                     sliced = true;
@@ -133,7 +149,7 @@ impl Core {
                         // start. Devices that reconnect find their
                         // Membership and announcements again.
                         info!("publishing connection is back: republishing retained messages");
-                        let t = Instant::now();
+                        let t = Mark::now();
                         self.republish_retained().await?;
                         self.worked(t, "republish");
                     }
@@ -141,13 +157,13 @@ impl Core {
                     egress_up = up;
                 }
                 due = tick.tick() => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     self.waited(due.into_std());
                     campaigns::tick(&mut self.state).await?;
                     self.worked(t, "tick");
                 }
                 due = refresh.tick(), if refresh_every.is_some() => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     self.waited(due.into_std());
                     let n = self.republish_retained().await?;
                     info!(retained = n, "re-signed and republished retained messages before they expire");
@@ -156,14 +172,14 @@ impl Core {
                 // Before the busy inboxes: a query is small, and the
                 // asker gives up after a few seconds.
                 Some(q) = next_query(&mut self.queries) => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     self.waited(q.asked);
                     self.query(q).await;
                     self.worked(t, "query");
                 }
                 // Devices the broker admitted with the enrollment token.
                 _ = self.state.identity().enrolled() => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     crate::state::enrollment::store_enrolled(&mut self.state).await?;
                     self.worked(t, "enrolled");
                 }
@@ -172,7 +188,7 @@ impl Core {
                 // operator's command behind it.
                 m = self.mqtt.recv(), if self.held.len() < MAX_HELD => match m {
                     Some(m) => {
-                        let t = Instant::now();
+                        let t = Mark::now();
                         self.waited(m.arrived);
                         let kind = match m.topic {
                             Topic::OpsCommands => "operator command",
@@ -185,7 +201,7 @@ impl Core {
                 },
                 m = self.internal.recv() => match m {
                     Some(m) => {
-                        let t = Instant::now();
+                        let t = Mark::now();
                         let CoreMsg::FromIngest { sent, .. } = &m;
                         self.waited(*sent);
                         self.internal(m).await?;
@@ -195,7 +211,7 @@ impl Core {
                 },
                 // Nothing else to do: the next slice.
                 _ = std::future::ready(()), if work => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     let kind = self.slice().await?;
                     self.worked(t, kind);
                     sliced = true;
@@ -237,7 +253,10 @@ impl Core {
             return Ok(());
         };
         let Some(prep) = prepare::begin(&mut self.state, &command) else {
-            return self.ops.run(&mut self.state, command, accepted).await;
+            let (t, op) = (Mark::now(), accepted.op);
+            self.ops.run(&mut self.state, command, accepted).await?;
+            self.worked_on(t, op);
+            return Ok(());
         };
         // A create and start (an emergency) takes two slices.
         for _ in 0..2 {
@@ -260,18 +279,44 @@ impl Core {
     }
 
     async fn run_prepared(&mut self, w: Waiting) -> Result<(), CoreError> {
+        let (t, op) = (Mark::now(), w.accepted.op);
         self.ops.run(&mut self.state, w.command, w.accepted).await?;
+        self.worked_on(t, op);
         let start = prepare::focus(&w.prep);
         self.state.campaigns_mut().1.drop_prepared(start);
         Ok(())
     }
 
     /// Counts a handling; one over [`SLOW`] is logged (debug) with its kind.
-    fn worked(&self, since: Instant, kind: &'static str) {
-        let took = since.elapsed();
+    fn worked(&self, since: Mark, kind: &'static str) {
+        let took = since.at.elapsed();
         self.state.metrics().core_worked(took);
         if took > SLOW {
-            debug!(kind, ms = took.as_millis() as u64, "core: a slow handling");
+            // The thread's CPU time says how much of it was work (a
+            // handling that awaited may have moved threads: then it is
+            // a guess).
+            let cpu = crate::rt::thread_cpu().saturating_sub(since.cpu);
+            debug!(
+                kind,
+                ms = took.as_millis() as u64,
+                cpu_ms = cpu.as_millis() as u64,
+                "core: a slow handling"
+            );
+        }
+    }
+
+    /// Which command a slow operator command was (logged, not counted:
+    /// the handling around it is).
+    fn worked_on(&self, since: Mark, op: &'static str) {
+        let took = since.at.elapsed();
+        if took > SLOW {
+            let cpu = crate::rt::thread_cpu().saturating_sub(since.cpu);
+            debug!(
+                op,
+                ms = took.as_millis() as u64,
+                cpu_ms = cpu.as_millis() as u64,
+                "core: a slow command"
+            );
         }
     }
 

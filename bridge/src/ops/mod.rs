@@ -241,7 +241,11 @@ async fn record(
     let flushed = t.elapsed();
     if flushed > std::time::Duration::from_millis(20) {
         // Core waits for the disk here (issue 19 counts it as handling).
-        tracing::debug!(op = a.op, ms = flushed.as_millis() as u64, "a command's flush was slow");
+        tracing::debug!(
+            op = a.op,
+            ms = flushed.as_millis() as u64,
+            "a command's flush was slow"
+        );
     }
     let (request, op) = (&a.request_id, a.op);
     match &error {
