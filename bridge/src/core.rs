@@ -233,15 +233,18 @@ impl Core {
                 return Ok("operator command");
             }
             let focus = prepare::focus(&w.prep).cloned();
+            let prep = w.prep.clone();
             self.waiting = Some(w);
-            self.state.slice(focus.as_ref()).await?;
+            self.state
+                .slice(focus.as_ref(), |s| prepare::ready(s, &prep))
+                .await?;
             return Ok("slice");
         }
         if let Some(payload) = self.held.pop_front() {
             self.command(&payload).await?;
             return Ok("operator command");
         }
-        self.state.slice(None).await?;
+        self.state.slice(None, |_| false).await?;
         Ok("slice")
     }
 
@@ -249,21 +252,31 @@ impl Core {
     /// needs over the whole fleet is prepared. For a fleet that one slice
     /// covers that is at once too, within this handling.
     async fn command(&mut self, payload: &[u8]) -> Result<(), CoreError> {
+        let t0 = Instant::now();
         let Some((command, accepted)) = self.ops.accept(&mut self.state, payload).await? else {
             return Ok(());
         };
-        let Some(prep) = prepare::begin(&mut self.state, &command) else {
+        let t1 = Instant::now();
+        let begun = prepare::begin(&mut self.state, &command);
+        let t2 = Instant::now();
+        let Some(prep) = begun else {
             let (t, op) = (Mark::now(), accepted.op);
             self.ops.run(&mut self.state, command, accepted).await?;
             self.worked_on(t, op);
             return Ok(());
         };
-        // A create and start (an emergency) takes two slices.
-        for _ in 0..2 {
-            if prepare::ready(&self.state, &prep) {
-                break;
-            }
-            self.state.slice(prepare::focus(&prep)).await?;
+        // A fleet one slice covers is prepared within this handling.
+        self.state
+            .slice(prepare::focus(&prep), |s| prepare::ready(s, &prep))
+            .await?;
+        if t0.elapsed() > SLOW {
+            debug!(
+                op = accepted.op,
+                accept_ms = (t1 - t0).as_millis() as u64,
+                begin_ms = (t2 - t1).as_millis() as u64,
+                slices_ms = t2.elapsed().as_millis() as u64,
+                "core: a slow command's preparation, by part"
+            );
         }
         let w = Waiting {
             command,

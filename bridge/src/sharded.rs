@@ -134,6 +134,97 @@ impl<K: Hash + Eq, V> FromIterator<(K, V)> for ShardedMap<K, V> {
     }
 }
 
+/// A set of `K` in [`SHARDS`] tables: a wave's members, a pre-flight's
+/// targeted devices. Growing one to 1,000,000 ids is never one long stall,
+/// and it needs no capacity reserved ahead (allocating a table for a
+/// million ids at once took core 75 to 150 ms here).
+#[derive(Clone)]
+pub struct ShardedSet<K> {
+    map: ShardedMap<K, ()>,
+}
+
+impl<K> Default for ShardedSet<K> {
+    fn default() -> Self {
+        Self {
+            map: ShardedMap::default(),
+        }
+    }
+}
+
+impl<K: std::fmt::Debug> std::fmt::Debug for ShardedSet<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl<K> ShardedSet<K> {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every one (in no order).
+    pub fn iter(&self) -> impl Iterator<Item = &K> {
+        self.map.keys()
+    }
+}
+
+impl<K: Hash + Eq> ShardedSet<K> {
+    /// True when `k` is in.
+    pub fn contains<Q>(&self, k: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.contains_key(k)
+    }
+
+    /// Adds `k`; true when it was not in.
+    pub fn insert(&mut self, k: K) -> bool {
+        self.map.insert(k, ()).is_none()
+    }
+
+    /// Takes `k` out; true when it was in.
+    pub fn remove<Q>(&mut self, k: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.remove(k).is_some()
+    }
+}
+
+impl<K: Hash + Eq> PartialEq for ShardedSet<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|k| other.contains(k))
+    }
+}
+
+impl<K: Hash + Eq> Eq for ShardedSet<K> {}
+
+impl<K: Hash + Eq> FromIterator<K> for ShardedSet<K> {
+    fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
+        let mut s = Self::default();
+        for k in iter {
+            s.insert(k);
+        }
+        s
+    }
+}
+
+impl<'a, K> IntoIterator for &'a ShardedSet<K> {
+    type Item = &'a K;
+    type IntoIter = Box<dyn Iterator<Item = &'a K> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +252,17 @@ mod tests {
         assert_eq!(m.get("dev-1"), Some(&99));
         assert!(m.contains_key("dev-2") && !m.contains_key("nope"));
         assert!(m.shards.iter().all(|s| !s.is_empty()), "every shard used");
+    }
+
+    #[test]
+    fn a_set_is_a_set() {
+        let mut s: ShardedSet<u32> = (0..100).collect();
+        assert!(!s.insert(5) && s.insert(500));
+        assert!(s.remove(&5) && !s.remove(&5));
+        assert_eq!(s.len(), 100);
+        assert!(s.contains(&500) && !s.contains(&5));
+        let t: ShardedSet<u32> = s.iter().copied().collect();
+        assert_eq!(s, t);
+        assert_eq!((&s).into_iter().count(), 100);
     }
 }

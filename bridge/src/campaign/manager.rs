@@ -1130,9 +1130,9 @@ fn report_of(cur: &crate::store::status::CurrentState) -> Report {
         .with_artifact(cur.artifact.clone())
 }
 
-fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {
+fn current_members(r: &CampaignRecord, fleet: &Fleet) -> crate::sharded::ShardedSet<DeviceId> {
     match r.gate.current_wave() {
-        None => HashSet::new(),
+        None => Default::default(),
         Some(w) => Admission {
             campaign: r.id(),
             cohorts: r.gate.cohorts(w),

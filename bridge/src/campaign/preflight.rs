@@ -4,7 +4,7 @@
 //! `incompatible_arch`, which gating counts apart from failures
 //! (PROTOCOL.md, "What the bridge promises").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use schemas::bucket::{admitted, MAX_COHORT};
 use schemas::msg::manifest::ANY_ARCH;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::members::Admission;
 use super::plan::DeltaPlan;
 use crate::fleet::Fleet;
+use crate::sharded::ShardedSet;
 use crate::store::DeviceRecord;
 
 /// One arch among the targeted devices.
@@ -98,8 +99,9 @@ pub struct PreflightScan {
     line: Option<GroupLine>,
     cursor: Option<DeviceId>,
     /// Targeted devices, with more than one group (foldhash, not SipHash:
-    /// a fifth of a create's time at 1,000,000 devices was hashing ids).
-    members: HashSet<DeviceId, foldhash::fast::RandomState>,
+    /// a fifth of a create's time at 1,000,000 devices was hashing ids; in
+    /// shards, so that it grows a sixty-fourth at a time).
+    members: ShardedSet<DeviceId>,
     maybe: Vec<(usize, DeviceId)>,
     p: Preflight,
     done: bool,
@@ -125,7 +127,7 @@ impl PreflightScan {
             next: 0,
             line: None,
             cursor: None,
-            members: HashSet::default(),
+            members: ShardedSet::default(),
             maybe: Vec::new(),
             p: Preflight {
                 release_arches,
@@ -210,11 +212,6 @@ impl PreflightScan {
         }
         // With one group, a device its cohort does not admit is not targeted.
         let several = self.groups.len() > 1;
-        if several && self.members.capacity() == 0 {
-            // Sized once: growing it was a seventh of a create's samples.
-            self.members
-                .reserve(self.groups.iter().map(|(g, _)| fleet.count_in(g)).sum());
-        }
         while self.next < self.groups.len() {
             let (group, cohort) = self.groups[self.next].clone();
             let all = cohort >= MAX_COHORT;

@@ -13,7 +13,7 @@
 //! computation would find when it is taken. Pure but for the fleet it
 //! reads; `tests` checks it against [`Admission::members`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use schemas::bucket::{admitted, MAX_COHORT};
 use schemas::{CampaignId, DeviceId, GroupName};
@@ -21,6 +21,7 @@ use schemas::{CampaignId, DeviceId, GroupName};
 use super::members::Admission;
 use super::record::CampaignRecord;
 use crate::fleet::Fleet;
+use crate::sharded::ShardedSet;
 
 /// The members of one campaign's wave, found by a cursor.
 #[derive(Debug)]
@@ -35,7 +36,7 @@ pub struct MembersScan {
     /// The last id looked at in the group under way (or in the registry,
     /// for an emergency to every device).
     cursor: Option<DeviceId>,
-    set: HashSet<DeviceId>,
+    set: ShardedSet<DeviceId>,
     done: bool,
 }
 
@@ -56,7 +57,7 @@ impl MembersScan {
             groups,
             next: 0,
             cursor: None,
-            set: HashSet::new(),
+            set: ShardedSet::default(),
             done: false,
         }
     }
@@ -75,20 +76,6 @@ impl MembersScan {
             return true;
         }
         let mut left = budget.max(1);
-        if self.next == 0 && self.cursor.is_none() && self.set.is_empty() {
-            // Sized once, to about what the cohorts admit: a set grown to
-            // 1,000,000 ids inside one slice would stall core as the scan
-            // in one piece did.
-            let expected: usize = if self.admission().everyone() {
-                fleet.len()
-            } else {
-                self.groups
-                    .iter()
-                    .map(|(g, c)| fleet.count_in(g) * (usize::from(*c).min(10_000) + 100) / 10_000)
-                    .sum()
-            };
-            self.set.reserve(expected);
-        }
         if self.admission().everyone() {
             let mut last = None;
             for d in fleet.devices_after(self.cursor.as_ref()).take(left) {
@@ -152,7 +139,7 @@ impl MembersScan {
     }
 
     /// The members, the scan finished first if it is not.
-    pub fn finish(mut self, fleet: &Fleet) -> HashSet<DeviceId> {
+    pub fn finish(mut self, fleet: &Fleet) -> ShardedSet<DeviceId> {
         self.step(fleet, usize::MAX);
         self.set
     }
@@ -261,9 +248,9 @@ pub fn take_or_compute(
     prepared: &mut Prepared,
     r: &CampaignRecord,
     fleet: &Fleet,
-) -> HashSet<DeviceId> {
+) -> ShardedSet<DeviceId> {
     let Some(wave) = r.gate.current_wave() else {
-        return HashSet::new();
+        return ShardedSet::default();
     };
     let cohorts = r.gate.cohorts(wave);
     let emergency = r.is_emergency();

@@ -19,7 +19,7 @@
 //! of the failures are anomalies, so the failure bar halts the campaign
 //! with a reason that names them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use schemas::msg::common::{outcome, Outcome};
 use schemas::msg::{ErrorCode, StatusState};
@@ -27,7 +27,7 @@ use schemas::{ArtifactId, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use super::gate::WaveCounts;
-use crate::sharded::ShardedMap;
+use crate::sharded::{ShardedMap, ShardedSet};
 
 /// A device's latest state in the campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub const NO_REPORT: &str = "none";
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     reports: ShardedMap<DeviceId, Report>,
-    members: HashSet<DeviceId>,
+    members: ShardedSet<DeviceId>,
     counts: WaveCounts,
     /// Members by the artifact their latest report names.
     paths: HashMap<ArtifactId, u32>,
@@ -223,7 +223,7 @@ impl Tally {
 
     /// Replaces the members (a new wave, or a fleet-wide change). Returns
     /// true when the counts changed.
-    pub fn set_members(&mut self, members: HashSet<DeviceId>) -> bool {
+    pub fn set_members(&mut self, members: ShardedSet<DeviceId>) -> bool {
         self.members = members;
         let before = self.counts;
         self.recount();
@@ -256,7 +256,7 @@ impl Tally {
     }
 
     /// The members of the current wave.
-    pub fn members(&self) -> &HashSet<DeviceId> {
+    pub fn members(&self) -> &ShardedSet<DeviceId> {
         &self.members
     }
 

@@ -454,7 +454,7 @@ mod tests {
             .map(|(g, c)| (GroupName::new(g).unwrap(), c))
             .collect();
         let mut t = Tally::new();
-        let few: std::collections::HashSet<DeviceId> = f
+        let few: crate::sharded::ShardedSet<DeviceId> = f
             .devices()
             .map(|d| d.id.clone())
             .filter(|id| id.as_str().ends_with('3') || id.as_str().ends_with('7'))
