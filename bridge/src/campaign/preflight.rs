@@ -103,6 +103,8 @@ pub struct PreflightScan {
     /// shards, so that it grows a sixty-fourth at a time).
     members: ShardedSet<DeviceId>,
     maybe: Vec<(usize, DeviceId)>,
+    /// Dedup by the published memberships (decided at the first step).
+    by_published: Option<bool>,
     p: Preflight,
     done: bool,
 }
@@ -129,6 +131,7 @@ impl PreflightScan {
             cursor: None,
             members: ShardedSet::default(),
             maybe: Vec::new(),
+            by_published: None,
             p: Preflight {
                 release_arches,
                 ..Preflight::default()
@@ -212,6 +215,18 @@ impl PreflightScan {
         }
         // With one group, a device its cohort does not admit is not targeted.
         let several = self.groups.len() > 1;
+        // A device in several groups, counted once: by the groups it was
+        // last sent, when every membership is sent (no set of a million
+        // ids to build: it was half a create's time); else by a set.
+        let published = *self
+            .by_published
+            .get_or_insert_with(|| several && fleet.pending_memberships() == 0);
+        let (cohorts, campaign, emergency) = (&self.cohorts, &self.campaign, self.emergency);
+        let admits_in = |g: &GroupName, id: &DeviceId| {
+            cohorts.get(g).is_some_and(|&c| {
+                c > 0 && (c >= MAX_COHORT || admitted(campaign, id, c, emergency))
+            })
+        };
         while self.next < self.groups.len() {
             let (group, cohort) = self.groups[self.next].clone();
             let all = cohort >= MAX_COHORT;
@@ -231,12 +246,23 @@ impl PreflightScan {
                 line.devices += 1;
                 let admits =
                     cohort > 0 && (all || admitted(&self.campaign, &d.id, cohort, self.emergency));
+                let sent = || fleet.published(&d.id).unwrap_or(&[]);
                 if !admits {
-                    self.maybe.push((self.next, d.id.clone()));
+                    if !published {
+                        self.maybe.push((self.next, d.id.clone()));
+                    } else if sent().iter().any(|g| g != &group && admits_in(g, &d.id)) {
+                        line.targeted += 1;
+                    }
                     continue;
                 }
                 line.targeted += 1;
-                if !several || self.members.insert(d.id.clone()) {
+                let first = !several
+                    || if published {
+                        !sent().iter().any(|g| g < &group && admits_in(g, &d.id))
+                    } else {
+                        self.members.insert(d.id.clone())
+                    };
+                if first {
                     Self::count(&mut self.p, d, distrusts);
                 }
             }
@@ -367,11 +393,22 @@ mod tests {
     /// at once.
     #[test]
     fn a_count_in_slices_is_the_count_at_once() {
-        let mut f = fleet(&[("acme", 50), ("globex", 30)]);
-        f.put_group(
-            crate::fleet::Group::new(GroupName::new("all").unwrap(), Some("customer"), None, 1)
-                .unwrap(),
-        );
+        let build = || {
+            let mut f = fleet(&[("acme", 50), ("globex", 30)]);
+            f.put_group(
+                crate::fleet::Group::new(GroupName::new("all").unwrap(), Some("customer"), None, 1)
+                    .unwrap(),
+            );
+            f
+        };
+        // `f` has memberships still to send (deduplicated by a set),
+        // `sent` none (deduplicated by the memberships sent).
+        let f = build();
+        let mut sent = build();
+        sent.membership_changes(None);
+        sent.group_membership_changes();
+        assert!(f.pending_memberships() > 0);
+        assert_eq!(sent.pending_memberships(), 0);
         let c = CampaignId::new("camp-1").unwrap();
         for (cohorts, emergency) in [
             (vec![("acme", 3000), ("all", 5000), ("globex", 0)], false),
@@ -389,6 +426,12 @@ mod tests {
             };
             let distrusts = |id: &DeviceId, _: &str| id.as_str().ends_with('3');
             let whole = Preflight::compute(&f, a, ["esp32"], distrusts);
+            // Deduplicated by the memberships sent: the same.
+            assert_eq!(Preflight::compute(&sent, a, ["esp32"], distrusts), whole);
+            if !emergency || !cohorts.is_empty() {
+                let members = a.members(&f);
+                assert_eq!(whole.targeted as usize, members.len());
+            }
             for budget in [1, 2, 7, 1000] {
                 let mut scan = PreflightScan::new(a, ["esp32"]);
                 let mut slices = 1;
