@@ -15,7 +15,7 @@
 //! from its arrival to core taking it up, with histograms of both
 //! (`/metrics`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use schemas::msg::{Hello, Membership, Presence, WireMessage};
@@ -28,8 +28,9 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{DropReason, Metrics};
 use crate::mqtt::Incoming;
+use crate::ops::prepare::{self, Prep};
 use crate::ops::queries::Query;
-use crate::ops::Ops;
+use crate::ops::{Accepted, Ops};
 use crate::state::{campaigns, CoreError, CoreState};
 use crate::status::{HelloEffect, StatusUpdate};
 
@@ -38,6 +39,33 @@ const SLOW: Duration = Duration::from_millis(50);
 
 /// Capacity of each of core's inboxes.
 pub const INBOX: usize = 1024;
+
+/// Most operator commands held while one waits for its preparation; past
+/// it core takes no MQTT message until that one has run.
+pub const MAX_HELD: usize = 256;
+
+/// When a handling began: the clock and the thread's CPU time.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            cpu: crate::rt::thread_cpu(),
+        }
+    }
+}
+
+/// A command waiting for the work it needs prepared (`ops::prepare`).
+pub(crate) struct Waiting {
+    command: schemas::ops::Command,
+    accepted: Accepted,
+    prep: Prep,
+}
 
 pub use crate::status::CoreMsg;
 
@@ -64,6 +92,10 @@ pub struct Core {
     /// The link's state: a reconnect of the publishing connection may mean
     /// a broker that restarted and lost its retained messages.
     pub(crate) link: tokio::sync::watch::Receiver<crate::mqtt::LinkState>,
+    /// The command waiting for its preparation, if one is.
+    pub(crate) waiting: Option<Waiting>,
+    /// Commands that came while one waits, in order (at most [`MAX_HELD`]).
+    pub(crate) held: VecDeque<bytes::Bytes>,
 }
 
 impl Core {
@@ -88,10 +120,23 @@ impl Core {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut egress_up = self.link.borrow().egress_connected;
         let mut egress_seen = egress_up;
+        // A slice of work over the fleet and a message take turns: neither
+        // waits behind a run of the other.
+        let mut sliced = false;
         loop {
+            let work =
+                self.waiting.is_some() || !self.held.is_empty() || self.state.has_sliced_work();
+            let was_slice = sliced;
+            sliced = false;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = std::future::ready(()), if work && !was_slice => {
+                    let t = Mark::now();
+                    let kind = self.slice().await?;
+                    self.worked(t, kind);
+                    sliced = true;
+                }
                 changed = self.link.changed() => {
                     if changed.is_err() {
                         break;
@@ -104,7 +149,7 @@ impl Core {
                         // start. Devices that reconnect find their
                         // Membership and announcements again.
                         info!("publishing connection is back: republishing retained messages");
-                        let t = Instant::now();
+                        let t = Mark::now();
                         self.republish_retained().await?;
                         self.worked(t, "republish");
                     }
@@ -112,13 +157,13 @@ impl Core {
                     egress_up = up;
                 }
                 due = tick.tick() => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     self.waited(due.into_std());
                     campaigns::tick(&mut self.state).await?;
                     self.worked(t, "tick");
                 }
                 due = refresh.tick(), if refresh_every.is_some() => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     self.waited(due.into_std());
                     let n = self.republish_retained().await?;
                     info!(retained = n, "re-signed and republished retained messages before they expire");
@@ -127,23 +172,23 @@ impl Core {
                 // Before the busy inboxes: a query is small, and the
                 // asker gives up after a few seconds.
                 Some(q) = next_query(&mut self.queries) => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     self.waited(q.asked);
                     self.query(q).await;
                     self.worked(t, "query");
                 }
                 // Devices the broker admitted with the enrollment token.
                 _ = self.state.identity().enrolled() => {
-                    let t = Instant::now();
+                    let t = Mark::now();
                     crate::state::enrollment::store_enrolled(&mut self.state).await?;
                     self.worked(t, "enrolled");
                 }
                 // Operator commands and Presence before the ingest's news:
                 // a backlog of Hellos (a fleet registering) never holds an
                 // operator's command behind it.
-                m = self.mqtt.recv() => match m {
+                m = self.mqtt.recv(), if self.held.len() < MAX_HELD => match m {
                     Some(m) => {
-                        let t = Instant::now();
+                        let t = Mark::now();
                         self.waited(m.arrived);
                         let kind = match m.topic {
                             Topic::OpsCommands => "operator command",
@@ -156,7 +201,7 @@ impl Core {
                 },
                 m = self.internal.recv() => match m {
                     Some(m) => {
-                        let t = Instant::now();
+                        let t = Mark::now();
                         let CoreMsg::FromIngest { sent, .. } = &m;
                         self.waited(*sent);
                         self.internal(m).await?;
@@ -164,18 +209,127 @@ impl Core {
                     }
                     None => break,
                 },
+                // Nothing else to do: the next slice.
+                _ = std::future::ready(()), if work => {
+                    let t = Mark::now();
+                    let kind = self.slice().await?;
+                    self.worked(t, kind);
+                    sliced = true;
+                }
             }
         }
         debug!("core stopped");
         Ok(())
     }
 
+    /// One turn of the work between messages: the waiting command runs
+    /// once its preparation is done, or else the next held command
+    /// begins, or else one slice of work over the fleet. Returns what it
+    /// did, for the log of slow handlings.
+    async fn slice(&mut self) -> Result<&'static str, CoreError> {
+        if let Some(w) = self.waiting.take() {
+            if prepare::ready(&self.state, &w.prep) {
+                self.run_prepared(w).await?;
+                return Ok("operator command");
+            }
+            let focus = prepare::focus(&w.prep).cloned();
+            let prep = w.prep.clone();
+            self.waiting = Some(w);
+            self.state
+                .slice(focus.as_ref(), |s| prepare::ready(s, &prep))
+                .await?;
+            return Ok("slice");
+        }
+        if let Some(payload) = self.held.pop_front() {
+            self.command(&payload).await?;
+            return Ok("operator command");
+        }
+        self.state.slice(None, |_| false).await?;
+        Ok("slice")
+    }
+
+    /// An operator command: checked, then run at once, or once what it
+    /// needs over the whole fleet is prepared. For a fleet that one slice
+    /// covers that is at once too, within this handling.
+    async fn command(&mut self, payload: &[u8]) -> Result<(), CoreError> {
+        let t0 = Instant::now();
+        let Some((command, accepted)) = self.ops.accept(&mut self.state, payload).await? else {
+            return Ok(());
+        };
+        let t1 = Instant::now();
+        let begun = prepare::begin(&mut self.state, &command);
+        let t2 = Instant::now();
+        let Some(prep) = begun else {
+            let (t, op) = (Mark::now(), accepted.op);
+            self.ops.run(&mut self.state, command, accepted).await?;
+            self.worked_on(t, op);
+            return Ok(());
+        };
+        // A fleet one slice covers is prepared within this handling.
+        self.state
+            .slice(prepare::focus(&prep), |s| prepare::ready(s, &prep))
+            .await?;
+        if t0.elapsed() > SLOW {
+            debug!(
+                op = accepted.op,
+                accept_ms = (t1 - t0).as_millis() as u64,
+                begin_ms = (t2 - t1).as_millis() as u64,
+                slices_ms = t2.elapsed().as_millis() as u64,
+                "core: a slow command's preparation, by part"
+            );
+        }
+        let w = Waiting {
+            command,
+            accepted,
+            prep,
+        };
+        if prepare::ready(&self.state, &w.prep) {
+            return self.run_prepared(w).await;
+        }
+        debug!(op = w.accepted.op, request = %w.accepted.request_id, "command waits for its scan of the fleet, done in slices");
+        self.waiting = Some(w);
+        Ok(())
+    }
+
+    async fn run_prepared(&mut self, w: Waiting) -> Result<(), CoreError> {
+        let (t, op) = (Mark::now(), w.accepted.op);
+        self.ops.run(&mut self.state, w.command, w.accepted).await?;
+        self.worked_on(t, op);
+        let start = prepare::focus(&w.prep);
+        self.state.campaigns_mut().1.drop_prepared(start);
+        Ok(())
+    }
+
     /// Counts a handling; one over [`SLOW`] is logged (debug) with its kind.
-    fn worked(&self, since: Instant, kind: &'static str) {
-        let took = since.elapsed();
+    fn worked(&self, since: Mark, kind: &'static str) {
+        let took = since.at.elapsed();
         self.state.metrics().core_worked(took);
         if took > SLOW {
-            debug!(kind, ms = took.as_millis() as u64, "core: a slow handling");
+            // The thread's CPU time says how much of it was work (a
+            // handling that awaited may have moved threads: then it is
+            // a guess).
+            let cpu = crate::rt::thread_cpu().saturating_sub(since.cpu);
+            debug!(
+                kind,
+                ms = took.as_millis() as u64,
+                cpu_ms = cpu.as_millis() as u64,
+                "core: a slow handling"
+            );
+        }
+    }
+
+    /// Which command a slow operator command was (logged, not counted:
+    /// the handling around it is).
+    fn worked_on(&self, since: Mark, op: &'static str) {
+        let took = since.at.elapsed();
+        if took > SLOW {
+            let cpu = crate::rt::thread_cpu().saturating_sub(since.cpu);
+            debug!(
+                op,
+                ms = took.as_millis() as u64,
+                cpu_ms = cpu.as_millis() as u64,
+                "core: a slow command"
+            );
         }
     }
 
@@ -297,15 +451,33 @@ impl Core {
                         (id, hello)
                     })
                     .collect();
+                let t0 = Instant::now();
                 crate::state::enrollment::hellos(&mut self.state, &hellos, at).await?;
+                let t1 = Instant::now();
+                let seen_n = seen.len();
                 for id in seen {
                     if self.state.fleet_mut().seen(&id, at) {
                         self.state.put_device(&id)?;
                     }
                 }
+                let t2 = Instant::now();
                 campaigns::statuses(&mut self.state, &updates).await?;
+                let t3 = Instant::now();
+                let updates_n = updates.len();
                 for u in updates {
                     self.status_update(u);
+                }
+                if t0.elapsed() > SLOW {
+                    debug!(
+                        hellos = hellos.len(),
+                        hellos_ms = (t1 - t0).as_millis() as u64,
+                        seen = seen_n,
+                        seen_ms = (t2 - t1).as_millis() as u64,
+                        updates = updates_n,
+                        updates_ms = (t3 - t2).as_millis() as u64,
+                        logged_ms = t3.elapsed().as_millis() as u64,
+                        "core: a slow ingest batch, by part"
+                    );
                 }
             }
         }
@@ -325,7 +497,11 @@ impl Core {
     async fn mqtt(&mut self, m: Incoming) -> Result<(), CoreError> {
         match &m.topic {
             Topic::Presence(id) => self.presence(id, &m)?,
-            Topic::OpsCommands => self.ops.handle(&mut self.state, &m.payload).await?,
+            // After the one waiting, and those held before it: in order.
+            Topic::OpsCommands if self.waiting.is_some() || !self.held.is_empty() => {
+                self.held.push_back(m.payload.clone());
+            }
+            Topic::OpsCommands => self.command(&m.payload).await?,
             other => {
                 self.state.metrics().count_drop(DropReason::BadTopic);
                 warn!(topic = ?other, "core got a topic it does not own");

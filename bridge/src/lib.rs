@@ -116,6 +116,7 @@ pub mod quiet;
 pub mod repair;
 pub mod rt;
 mod serve;
+pub mod sharded;
 pub mod state;
 pub mod status;
 pub mod store;
@@ -401,12 +402,15 @@ impl Bridge {
                 campaigns,
                 identity: identity.clone(),
                 credentials,
+                slice: config.bridge.core_slice,
             }),
             ops: ops::Ops::new(auth, uploads),
             mqtt: core_mqtt_rx,
             internal: core_rx,
             queries: http.is_some().then_some(query_rx),
             link: link.clone(),
+            waiting: None,
+            held: Default::default(),
         };
         let mut actors = vec![
             (

@@ -42,7 +42,8 @@ use super::events;
 use super::followup::{self, FollowUpError, Leftover};
 use super::gate::{AnnounceState, Effect, Gate, Input, Phase, Scope, WaveCounts};
 use super::members::Admission;
-use super::preflight::Preflight;
+use super::preflight::PreflightScan;
+use super::prepared::{take_or_compute, Prepared};
 use super::record::{CampaignRecord, Release, WaveEnd};
 use super::roster;
 use super::spec::{CampaignSpec, WaveSpec, FULL_COHORT};
@@ -114,6 +115,40 @@ pub struct Campaigns {
     rollbacks_due: Vec<CampaignId>,
     /// Scheduled drafts whose start was refused (logged once).
     start_blocked: HashSet<CampaignId>,
+    /// Wave members found ahead, in slices (`super::prepared`).
+    prepared: Prepared,
+    /// The pre-flight of a create being prepared, in slices.
+    preflight: Option<(PreflightScan, Signers)>,
+}
+
+/// The key that signed each arch's manifest of a release, read once (not
+/// once per device): a device that is known not to trust its arch's is
+/// counted as unverifiable by the pre-flight.
+#[derive(Debug)]
+pub struct Signers {
+    by_arch: BTreeMap<String, Option<schemas::keys::Kid>>,
+    any: Option<schemas::keys::Kid>,
+}
+
+impl Signers {
+    fn of(release: &Release) -> Self {
+        Self {
+            by_arch: release
+                .arches()
+                .map(|a| (a.to_string(), release.signer_of(a)))
+                .collect(),
+            any: release.signer_of(schemas::msg::manifest::ANY_ARCH),
+        }
+    }
+
+    fn distrusts(&self, identity: &Identity, id: &DeviceId, arch: &str) -> bool {
+        self.by_arch
+            .get(arch)
+            .copied()
+            .unwrap_or(self.any)
+            .and_then(|kid| identity.trusts(id, &kid))
+            == Some(false)
+    }
 }
 
 impl Campaigns {
@@ -155,6 +190,8 @@ impl Campaigns {
             held: HashSet::new(),
             rollbacks_due: Vec::new(),
             start_blocked: HashSet::new(),
+            prepared: Prepared::default(),
+            preflight: None,
         })
     }
 
@@ -252,29 +289,22 @@ impl Campaigns {
         }
         let gate = Gate::new(&spec)?;
         let final_cohorts = spec.cohorts_at(usize::MAX);
-        // Each manifest's signer read once, not once per device.
-        let signers: BTreeMap<&str, Option<schemas::keys::Kid>> = release
-            .arches()
-            .map(|a| (a, release.signer_of(a)))
-            .collect();
-        let any_signer = release.signer_of(schemas::msg::manifest::ANY_ARCH);
-        let mut preflight = Preflight::compute(
-            ctx.fleet,
-            Admission {
-                campaign: &spec.id,
-                cohorts: &final_cohorts,
-                emergency: spec.emergency,
-            },
-            release.arches(),
-            |id, arch| {
-                signers
-                    .get(arch)
-                    .copied()
-                    .unwrap_or(any_signer)
-                    .and_then(|kid| ctx.identity.trusts(id, &kid))
-                    == Some(false)
-            },
-        );
+        let signers = Signers::of(&release);
+        let distrusts = |id: &DeviceId, arch: &str| signers.distrusts(ctx.identity, id, arch);
+        // The count prepared in slices for this very create, or one now.
+        let arches: Vec<&str> = release.arches().collect();
+        let scan = match self.preflight.take() {
+            Some((p, _)) if p.is_for(&spec.id, &final_cohorts, spec.emergency, &arches) => p,
+            _ => PreflightScan::new(
+                Admission {
+                    campaign: &spec.id,
+                    cohorts: &final_cohorts,
+                    emergency: spec.emergency,
+                },
+                arches,
+            ),
+        };
+        let mut preflight = scan.finish(ctx.fleet, &distrusts);
         preflight.release_kids = release.signers();
         if !release.deltas.is_empty() {
             let rules = super::plan::rules_of(&release);
@@ -406,6 +436,79 @@ impl Campaigns {
             }
         }
         Ok(())
+    }
+
+    /// Begins the pre-flight of a create of `spec` with `release`, to be
+    /// counted in slices ([`Campaigns::step_prepared`]) before the create
+    /// runs and takes it. Replaces one under way.
+    pub fn prepare_create(&mut self, spec: &CampaignSpec, release: &Release) {
+        let cohorts = spec.cohorts_at(usize::MAX);
+        let scan = PreflightScan::new(
+            Admission {
+                campaign: &spec.id,
+                cohorts: &cohorts,
+                emergency: spec.emergency,
+            },
+            release.arches(),
+        );
+        self.preflight = Some((scan, Signers::of(release)));
+    }
+
+    /// Begins finding the first wave's members of the draft `id`, to be
+    /// taken by its start. Nothing for another phase or an unknown id.
+    pub fn prepare_start(&mut self, id: &CampaignId) {
+        if let Some(e) = self.entries.get(id) {
+            if matches!(e.record.gate.phase(), Phase::Draft) {
+                self.prepared.prepare(&e.record, 0);
+            }
+        }
+    }
+
+    /// Begins finding the first wave's members of a campaign about to be
+    /// created from `spec` and started at once (an emergency).
+    pub fn prepare_spec_start(&mut self, spec: &CampaignSpec) {
+        if let Ok(gate) = Gate::new(spec) {
+            self.prepared
+                .prepare_wave(&spec.id, 0, gate.cohorts(0), spec.emergency);
+        }
+    }
+
+    /// True while a create's pre-flight, or the members of `id`'s wave,
+    /// are still being counted.
+    pub fn preparing(&self, id: Option<&CampaignId>) -> bool {
+        self.preflight.as_ref().is_some_and(|(p, _)| !p.is_done())
+            || id.is_some_and(|id| self.prepared.busy_with(id))
+    }
+
+    /// After the command that waited for it ran: a pre-flight it did not
+    /// take, and the members of `start` if it did not start, are dropped.
+    pub fn drop_prepared(&mut self, start: Option<&CampaignId>) {
+        self.preflight = None;
+        if let Some(id) = start {
+            let started = self
+                .entries
+                .get(id)
+                .is_some_and(|e| e.record.gate.current_wave().is_some());
+            if !started {
+                self.prepared.forget(id);
+            }
+        }
+    }
+
+    /// True while any prepared work is unfinished.
+    pub fn has_prepared_work(&self) -> bool {
+        self.preparing(None) || self.prepared.busy()
+    }
+
+    /// One slice of prepared work, at most `budget` devices: the create's
+    /// pre-flight first, then the wave members (`focus`'s first).
+    pub fn step_prepared(&mut self, ctx: &Ctx<'_>, budget: usize, focus: Option<&CampaignId>) {
+        if let Some((scan, signers)) = self.preflight.as_mut().filter(|(p, _)| !p.is_done()) {
+            let distrusts = |id: &DeviceId, arch: &str| signers.distrusts(ctx.identity, id, arch);
+            scan.step(ctx.fleet, budget, &distrusts);
+            return;
+        }
+        self.prepared.step(ctx.fleet, budget, focus);
     }
 
     /// `campaign start`: refused while another live campaign holds one of
@@ -639,6 +742,7 @@ impl Campaigns {
         devices: &[DeviceId],
         now: u64,
     ) -> Result<(), CampaignError> {
+        self.prepared.patch(ctx.fleet, devices);
         let mut dirty = Vec::new();
         for e in self.entries.values_mut().filter(|e| e.record.is_live()) {
             let Some(wave) = e.record.gate.current_wave() else {
@@ -844,7 +948,7 @@ impl Campaigns {
             if e.record.gate.is_finished() {
                 break;
             }
-            let members = current_members(&e.record, ctx.fleet);
+            let members = take_or_compute(&mut self.prepared, &e.record, ctx.fleet);
             e.tally.set_members(members);
             let counts = judged_counts(e);
             match e.record.gate.step(now, Input::Counts { wave, counts }) {
@@ -898,6 +1002,8 @@ impl Campaigns {
         }
         // 2. Record and retained tree, one flush, then the broker.
         self.store.put(&e.record)?;
+        // The next wave's members are found while this one runs.
+        self.prepared.plan(&e.record);
         let announced = fx.iter().any(|f| matches!(f, Effect::Announce(_)));
         let mut messages = Vec::new();
         if announced {
@@ -1024,9 +1130,9 @@ fn report_of(cur: &crate::store::status::CurrentState) -> Report {
         .with_artifact(cur.artifact.clone())
 }
 
-fn current_members(r: &CampaignRecord, fleet: &Fleet) -> HashSet<DeviceId> {
+fn current_members(r: &CampaignRecord, fleet: &Fleet) -> crate::sharded::ShardedSet<DeviceId> {
     match r.gate.current_wave() {
-        None => HashSet::new(),
+        None => Default::default(),
         Some(w) => Admission {
             campaign: r.id(),
             cohorts: r.gate.cohorts(w),

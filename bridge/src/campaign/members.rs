@@ -4,12 +4,13 @@
 //! admits it; an emergency admits every device of its groups, or every
 //! registered device when it names no group.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use schemas::bucket::{admitted, MAX_COHORT};
 use schemas::{CampaignId, DeviceId, GroupName};
 
 use crate::fleet::Fleet;
+use crate::sharded::ShardedSet;
 
 /// What decides membership: the campaign, its cohorts at one wave, and
 /// whether it is an emergency.
@@ -54,11 +55,11 @@ impl Admission<'_> {
     }
 
     /// Every registered device that takes part.
-    pub fn members(&self, fleet: &Fleet) -> HashSet<DeviceId> {
+    pub fn members(&self, fleet: &Fleet) -> ShardedSet<DeviceId> {
         if self.everyone() {
             return fleet.devices().map(|d| d.id.clone()).collect();
         }
-        let mut out = HashSet::new();
+        let mut out = ShardedSet::default();
         for (group, &cohort) in self.cohorts {
             if cohort == 0 {
                 continue;

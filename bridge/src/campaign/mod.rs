@@ -88,6 +88,7 @@ pub mod manager;
 pub mod members;
 pub mod plan;
 pub mod preflight;
+pub mod prepared;
 pub mod record;
 pub mod release;
 pub mod roster;

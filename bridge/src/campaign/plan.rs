@@ -192,7 +192,7 @@ pub fn compute(
         ..Plan::default()
     };
     let waves = spec.waves.len().max(1);
-    let mut before: HashSet<DeviceId> = HashSet::new();
+    let mut before: crate::sharded::ShardedSet<DeviceId> = Default::default();
     for w in 0..waves {
         let cohorts = spec.cohorts_at(w);
         let members = Admission {
@@ -208,7 +208,7 @@ pub fn compute(
         };
         let mut deliveries: u64 = 0;
         let mut broadcast: HashSet<&ArtifactId> = HashSet::new();
-        let mut new: Vec<&DeviceId> = members.difference(&before).collect();
+        let mut new: Vec<&DeviceId> = members.iter().filter(|d| !before.contains(*d)).collect();
         new.sort();
         for id in new {
             let Some(d) = fleet.device(id) else { continue };

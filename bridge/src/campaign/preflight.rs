@@ -4,7 +4,7 @@
 //! `incompatible_arch`, which gating counts apart from failures
 //! (PROTOCOL.md, "What the bridge promises").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use schemas::bucket::{admitted, MAX_COHORT};
 use schemas::msg::manifest::ANY_ARCH;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::members::Admission;
 use super::plan::DeltaPlan;
 use crate::fleet::Fleet;
+use crate::sharded::ShardedSet;
 use crate::store::DeviceRecord;
 
 /// One arch among the targeted devices.
@@ -71,84 +72,230 @@ impl Preflight {
         release_arches: impl IntoIterator<Item = &'a str>,
         distrusts: impl Fn(&DeviceId, &str) -> bool,
     ) -> Preflight {
+        let mut scan = PreflightScan::new(admission, release_arches);
+        scan.step(fleet, usize::MAX, &distrusts);
+        scan.finish(fleet, &distrusts)
+    }
+}
+
+/// The pre-flight's count, a slice at a time (issue 19): at 1,000,000
+/// devices the pass over the target groups is most of a second, so core
+/// runs it between its other messages while the `campaign create` waits
+/// (`crate::ops::prepare`). The count is of the fleet as each slice saw
+/// it: a device that registers behind the cursor is not counted, which
+/// an estimate made at create time can afford.
+///
+/// One pass over each target group's index, a device in several groups
+/// counted once: `maybe` holds the devices their own group's cohort does
+/// not admit, targeted if another group's does.
+#[derive(Debug)]
+pub struct PreflightScan {
+    campaign: schemas::CampaignId,
+    cohorts: BTreeMap<GroupName, u16>,
+    emergency: bool,
+    groups: Vec<(GroupName, u16)>,
+    /// The group under way, and its line so far.
+    next: usize,
+    line: Option<GroupLine>,
+    cursor: Option<DeviceId>,
+    /// Targeted devices, with more than one group (foldhash, not SipHash:
+    /// a fifth of a create's time at 1,000,000 devices was hashing ids; in
+    /// shards, so that it grows a sixty-fourth at a time).
+    members: ShardedSet<DeviceId>,
+    maybe: Vec<(usize, DeviceId)>,
+    /// Dedup by the published memberships (decided at the first step).
+    by_published: Option<bool>,
+    p: Preflight,
+    done: bool,
+}
+
+impl PreflightScan {
+    /// The count of `admission`'s final cohorts against a release for
+    /// `release_arches`, not begun.
+    pub fn new<'a>(
+        admission: Admission<'_>,
+        release_arches: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let release_arches: Vec<String> = release_arches.into_iter().map(str::to_string).collect();
-        let any = release_arches.iter().any(|a| a == ANY_ARCH);
-        let covers = |arch: &str| any || release_arches.iter().any(|a| a == arch);
-        let mut p = Preflight {
-            release_arches: release_arches.clone(),
-            ..Preflight::default()
-        };
-        // One pass over each target group's index (issue 19: no set of
-        // every member cloned, no second lookup per device); a device in
-        // several groups counted once. `maybe`: devices their own group's
-        // cohort does not admit, targeted if another group's does.
-        // Sized once: growing it was a seventh of a create's samples.
-        // foldhash, not SipHash: a fifth of a create's time at 1,000,000
-        // devices was hashing ids (`perf`, issue 19).
-        let mut members: HashSet<&DeviceId, foldhash::fast::RandomState> =
-            HashSet::with_capacity_and_hasher(
-                if admission.cohorts.len() > 1 {
-                    admission.cohorts.keys().map(|g| fleet.count_in(g)).sum()
-                } else {
-                    0
-                },
-                Default::default(),
-            );
-        let mut maybe: Vec<(&GroupName, &DeviceId)> = Vec::new();
-        let count = |p: &mut Preflight, d: &DeviceRecord| {
-            let line = match p.by_arch.get_mut(&d.arch) {
-                Some(l) => l,
-                None => p.by_arch.entry(d.arch.clone()).or_insert(ArchLine {
+        Self {
+            campaign: admission.campaign.clone(),
+            cohorts: admission.cohorts.clone(),
+            emergency: admission.emergency,
+            groups: admission
+                .cohorts
+                .iter()
+                .map(|(g, c)| (g.clone(), *c))
+                .collect(),
+            next: 0,
+            line: None,
+            cursor: None,
+            members: ShardedSet::default(),
+            maybe: Vec::new(),
+            by_published: None,
+            p: Preflight {
+                release_arches,
+                ..Preflight::default()
+            },
+            done: false,
+        }
+    }
+
+    /// True when this counts `campaign` with these final cohorts.
+    pub fn is_for(
+        &self,
+        campaign: &schemas::CampaignId,
+        cohorts: &BTreeMap<GroupName, u16>,
+        emergency: bool,
+        release_arches: &[&str],
+    ) -> bool {
+        &self.campaign == campaign
+            && &self.cohorts == cohorts
+            && self.emergency == emergency
+            && self
+                .p
+                .release_arches
+                .iter()
+                .map(String::as_str)
+                .eq(release_arches.iter().copied())
+    }
+
+    /// True once every target device is counted.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn count(p: &mut Preflight, d: &DeviceRecord, distrusts: &dyn Fn(&DeviceId, &str) -> bool) {
+        let line = match p.by_arch.get_mut(&d.arch) {
+            Some(l) => l,
+            None => {
+                let covered = p
+                    .release_arches
+                    .iter()
+                    .any(|a| a == ANY_ARCH || a == &d.arch);
+                p.by_arch.entry(d.arch.clone()).or_insert(ArchLine {
                     devices: 0,
-                    covered: covers(&d.arch),
-                }),
-            };
-            line.devices += 1;
-            p.targeted += 1;
-            if !line.covered {
-                p.uncovered += 1;
-            } else if distrusts(&d.id, &d.arch) {
-                p.unverifiable += 1;
+                    covered,
+                })
             }
         };
-        if admission.everyone() {
-            for d in fleet.devices() {
-                count(&mut p, d);
+        line.devices += 1;
+        p.targeted += 1;
+        if !line.covered {
+            p.uncovered += 1;
+        } else if distrusts(&d.id, &d.arch) {
+            p.unverifiable += 1;
+        }
+    }
+
+    /// Counts up to `budget` more devices. True once every one is.
+    pub fn step(
+        &mut self,
+        fleet: &Fleet,
+        budget: usize,
+        distrusts: &dyn Fn(&DeviceId, &str) -> bool,
+    ) -> bool {
+        if self.done {
+            return true;
+        }
+        let mut left = budget.max(1);
+        let everyone = self.emergency && self.cohorts.is_empty();
+        if everyone {
+            let mut last = None;
+            let mut n = 0;
+            for d in fleet.devices_after(self.cursor.as_ref()).take(left) {
+                Self::count(&mut self.p, d, distrusts);
+                last = Some(&d.id);
+                n += 1;
             }
-            return p;
+            match last {
+                Some(id) if n == left => self.cursor = Some(id.clone()),
+                _ => self.done = true,
+            }
+            return self.done;
         }
         // With one group, a device its cohort does not admit is not targeted.
-        let several = admission.cohorts.len() > 1;
-        for (group, &cohort) in admission.cohorts {
+        let several = self.groups.len() > 1;
+        // A device in several groups, counted once: by the groups it was
+        // last sent, when every membership is sent (no set of a million
+        // ids to build: it was half a create's time); else by a set.
+        let published = *self
+            .by_published
+            .get_or_insert_with(|| several && fleet.pending_memberships() == 0);
+        let (cohorts, campaign, emergency) = (&self.cohorts, &self.campaign, self.emergency);
+        let admits_in = |g: &GroupName, id: &DeviceId| {
+            cohorts.get(g).is_some_and(|&c| {
+                c > 0 && (c >= MAX_COHORT || admitted(campaign, id, c, emergency))
+            })
+        };
+        while self.next < self.groups.len() {
+            let (group, cohort) = self.groups[self.next].clone();
             let all = cohort >= MAX_COHORT;
-            let mut line = GroupLine {
+            let mut line = self.line.take().unwrap_or(GroupLine {
                 devices: 0,
                 targeted: 0,
                 cohort,
-            };
-            for d in fleet.devices_in_after(group, None) {
+            });
+            let mut last = None;
+            let mut n = 0;
+            for d in fleet
+                .devices_in_after(&group, self.cursor.as_ref())
+                .take(left)
+            {
+                n += 1;
+                last = Some(&d.id);
                 line.devices += 1;
-                let admits = cohort > 0
-                    && (all || admitted(admission.campaign, &d.id, cohort, admission.emergency));
+                let admits =
+                    cohort > 0 && (all || admitted(&self.campaign, &d.id, cohort, self.emergency));
+                let sent = || fleet.published(&d.id).unwrap_or(&[]);
                 if !admits {
-                    maybe.push((group, &d.id));
+                    if !published {
+                        self.maybe.push((self.next, d.id.clone()));
+                    } else if sent().iter().any(|g| g != &group && admits_in(g, &d.id)) {
+                        line.targeted += 1;
+                    }
                     continue;
                 }
                 line.targeted += 1;
-                if !several || members.insert(&d.id) {
-                    count(&mut p, d);
+                let first = !several
+                    || if published {
+                        !sent().iter().any(|g| g < &group && admits_in(g, &d.id))
+                    } else {
+                        self.members.insert(d.id.clone())
+                    };
+                if first {
+                    Self::count(&mut self.p, d, distrusts);
                 }
             }
-            p.groups.insert(group.clone(), line);
+            if n == left {
+                // The budget is spent: the next step resumes after the last.
+                self.cursor = last.cloned();
+                self.line = Some(line);
+                return false;
+            }
+            left -= n;
+            self.p.groups.insert(group, line);
+            self.next += 1;
+            self.cursor = None;
         }
-        for (group, id) in maybe {
-            if members.contains(id) {
-                if let Some(line) = p.groups.get_mut(group) {
+        self.done = true;
+        true
+    }
+
+    /// The report, the count finished first if it is not.
+    pub fn finish(
+        mut self,
+        fleet: &Fleet,
+        distrusts: &dyn Fn(&DeviceId, &str) -> bool,
+    ) -> Preflight {
+        self.step(fleet, usize::MAX, distrusts);
+        for (group, id) in &self.maybe {
+            if self.members.contains(id) {
+                if let Some(line) = self.p.groups.get_mut(&self.groups[*group].0) {
                     line.targeted += 1;
                 }
             }
         }
-        p
+        self.p
     }
 }
 
@@ -240,5 +387,60 @@ mod tests {
         // JSON for the CLI.
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["by_arch"]["armv7"]["devices"], 7);
+    }
+
+    /// Counted in slices of any size, the pre-flight is the one counted
+    /// at once.
+    #[test]
+    fn a_count_in_slices_is_the_count_at_once() {
+        let build = || {
+            let mut f = fleet(&[("acme", 50), ("globex", 30)]);
+            f.put_group(
+                crate::fleet::Group::new(GroupName::new("all").unwrap(), Some("customer"), None, 1)
+                    .unwrap(),
+            );
+            f
+        };
+        // `f` has memberships still to send (deduplicated by a set),
+        // `sent` none (deduplicated by the memberships sent).
+        let f = build();
+        let mut sent = build();
+        sent.membership_changes(None);
+        sent.group_membership_changes();
+        assert!(f.pending_memberships() > 0);
+        assert_eq!(sent.pending_memberships(), 0);
+        let c = CampaignId::new("camp-1").unwrap();
+        for (cohorts, emergency) in [
+            (vec![("acme", 3000), ("all", 5000), ("globex", 0)], false),
+            (vec![("globex", 10000)], false),
+            (vec![], true),
+        ] {
+            let cohorts: BTreeMap<GroupName, u16> = cohorts
+                .into_iter()
+                .map(|(g, c)| (GroupName::new(g).unwrap(), c))
+                .collect();
+            let a = Admission {
+                campaign: &c,
+                cohorts: &cohorts,
+                emergency,
+            };
+            let distrusts = |id: &DeviceId, _: &str| id.as_str().ends_with('3');
+            let whole = Preflight::compute(&f, a, ["esp32"], distrusts);
+            // Deduplicated by the memberships sent: the same.
+            assert_eq!(Preflight::compute(&sent, a, ["esp32"], distrusts), whole);
+            if !emergency || !cohorts.is_empty() {
+                let members = a.members(&f);
+                assert_eq!(whole.targeted as usize, members.len());
+            }
+            for budget in [1, 2, 7, 1000] {
+                let mut scan = PreflightScan::new(a, ["esp32"]);
+                let mut slices = 1;
+                while !scan.step(&f, budget, &distrusts) {
+                    slices += 1;
+                }
+                assert!(budget >= 80 || slices > 1);
+                assert_eq!(scan.finish(&f, &distrusts), whole, "budget {budget}");
+            }
+        }
     }
 }

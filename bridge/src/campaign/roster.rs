@@ -146,15 +146,10 @@ mod tests {
     use super::*;
     use crate::testutil::device as id;
     use schemas::msg::{ErrorCode, StatusState};
-    use std::collections::HashSet;
 
     fn tally() -> Tally {
         let mut t = Tally::new();
-        t.set_members(
-            (1..=5)
-                .map(|i| id(&format!("d{i}")))
-                .collect::<HashSet<_>>(),
-        );
+        t.set_members((1..=5).map(|i| id(&format!("d{i}"))).collect());
         let r = |state, error| Report::new(state, error, None, 7);
         t.report(&id("d1"), r(StatusState::Success, None));
         t.report(

@@ -19,7 +19,7 @@
 //! of the failures are anomalies, so the failure bar halts the campaign
 //! with a reason that names them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use schemas::msg::common::{outcome, Outcome};
 use schemas::msg::{ErrorCode, StatusState};
@@ -27,6 +27,7 @@ use schemas::{ArtifactId, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use super::gate::WaveCounts;
+use crate::sharded::{ShardedMap, ShardedSet};
 
 /// A device's latest state in the campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +130,8 @@ pub const NO_REPORT: &str = "none";
 /// One campaign's tally.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    reports: HashMap<DeviceId, Report>,
-    members: HashSet<DeviceId>,
+    reports: ShardedMap<DeviceId, Report>,
+    members: ShardedSet<DeviceId>,
     counts: WaveCounts,
     /// Members by the artifact their latest report names.
     paths: HashMap<ArtifactId, u32>,
@@ -222,7 +223,7 @@ impl Tally {
 
     /// Replaces the members (a new wave, or a fleet-wide change). Returns
     /// true when the counts changed.
-    pub fn set_members(&mut self, members: HashSet<DeviceId>) -> bool {
+    pub fn set_members(&mut self, members: ShardedSet<DeviceId>) -> bool {
         self.members = members;
         let before = self.counts;
         self.recount();
@@ -255,7 +256,7 @@ impl Tally {
     }
 
     /// The members of the current wave.
-    pub fn members(&self) -> &HashSet<DeviceId> {
+    pub fn members(&self) -> &ShardedSet<DeviceId> {
         &self.members
     }
 
@@ -327,6 +328,24 @@ impl Tally {
         self.reports.get(device)
     }
 
+    /// [`Tally::breakdown`] of every member, from the smaller side: a
+    /// wave widened to 1,000,000 devices has a few thousand reports, and
+    /// the members without one are counted, not visited (issue 19).
+    pub fn members_breakdown(&self) -> Breakdown {
+        if self.reports.len() >= self.members.len() {
+            return self.breakdown(self.members.iter());
+        }
+        let reported = self.reports.keys().filter(|d| self.members.contains(*d));
+        let mut b = self.breakdown(reported);
+        let silent = u32::try_from(self.members.len()).unwrap_or(u32::MAX) - b.counts.members;
+        if silent > 0 {
+            b.counts.members += silent;
+            b.counts.pending += silent;
+            *b.by_state.entry(NO_REPORT.to_string()).or_default() += silent;
+        }
+        b
+    }
+
     /// Counts by state and error over `devices`.
     pub fn breakdown<'a>(&self, devices: impl IntoIterator<Item = &'a DeviceId>) -> Breakdown {
         let mut b = Breakdown::default();
@@ -368,10 +387,20 @@ impl Tally {
             ..WaveCounts::default()
         };
         let mut paths: HashMap<ArtifactId, u32> = HashMap::new();
-        for d in &self.members {
-            let Some(report) = self.reports.get(d) else {
-                continue;
-            };
+        // The members that reported, from the smaller side: a wave widened
+        // to 1,000,000 devices has a few thousand reports (issue 19).
+        let reported: Box<dyn Iterator<Item = &Report>> = if self.reports.len() < self.members.len()
+        {
+            Box::new(
+                self.reports
+                    .iter()
+                    .filter(|(d, _)| self.members.contains(*d))
+                    .map(|(_, r)| r),
+            )
+        } else {
+            Box::new(self.members.iter().filter_map(|d| self.reports.get(d)))
+        };
+        for report in reported {
             if let Some(a) = &report.artifact {
                 *paths.entry(a.clone()).or_default() += 1;
             }
@@ -503,6 +532,18 @@ mod tests {
         let incremental = t.counts();
         t.recount();
         assert_eq!(t.counts(), incremental);
+        // Counted from the reports' side (fewer than members) or from the
+        // members' (fewer than reports): the same.
+        assert_eq!(t.members_breakdown(), t.breakdown(t.members()));
+        assert_eq!(t.members_breakdown().counts, incremental);
+        for i in 100..140 {
+            t.report(&d(i), r(Success, None));
+        }
+        t.set_members((95..105).map(d).collect());
+        assert!(t.reports.len() > t.members.len());
+        assert_eq!(t.members_breakdown(), t.breakdown(t.members()));
+        t.recount();
+        assert_eq!(t.members_breakdown().counts, t.counts());
     }
 
     #[test]

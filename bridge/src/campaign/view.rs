@@ -211,9 +211,7 @@ pub fn status(
             emergency: r.is_emergency(),
         };
         if !admission.everyone() {
-            for (g, &cohort) in cohorts {
-                let members: Vec<&DeviceId> =
-                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect();
+            for (g, cohort, members) in group_members(cohorts, tally, fleet) {
                 groups.push(GroupProgress {
                     group: g.clone(),
                     cohort,
@@ -222,7 +220,7 @@ pub fn status(
                 });
             }
         }
-        current_breakdown = Some(tally.breakdown(tally.members()));
+        current_breakdown = Some(tally.members_breakdown());
     }
     CampaignStatus {
         summary: summary(r, current_breakdown.as_ref().map(|b: &Breakdown| b.counts)),
@@ -270,6 +268,45 @@ pub fn status(
         }),
         now,
     }
+}
+
+/// The current wave's members in each cohort group, from the smaller
+/// side (issue 19): visiting every device of the groups costs a first wave
+/// of 1 % of 1,000,000 devices a million lookups, so when the members are
+/// fewer they are visited instead, each by the groups it was last sent
+/// (its published membership, which is behind the index only while a
+/// group put's memberships are still going out).
+fn group_members<'a>(
+    cohorts: &'a BTreeMap<GroupName, u16>,
+    tally: &'a Tally,
+    fleet: &'a Fleet,
+) -> Vec<(&'a GroupName, u16, Vec<&'a DeviceId>)> {
+    let in_groups: usize = cohorts.keys().map(|g| fleet.count_in(g)).sum();
+    if tally.members().len() >= in_groups {
+        return cohorts
+            .iter()
+            .map(|(g, &c)| {
+                (
+                    g,
+                    c,
+                    fleet.ids_in(g).filter(|id| tally.is_member(id)).collect(),
+                )
+            })
+            .collect();
+    }
+    let mut by_group: BTreeMap<&GroupName, Vec<&DeviceId>> =
+        cohorts.keys().map(|g| (g, Vec::new())).collect();
+    for d in tally.members() {
+        for g in fleet.published(d).unwrap_or(&[]) {
+            if let Some(list) = by_group.get_mut(g) {
+                list.push(d);
+            }
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|(g, list)| (g, cohorts[g], list))
+        .collect()
 }
 
 /// The paths of `release` with the members of `tally` on each; none when
@@ -399,5 +436,53 @@ mod tests {
         let json = serde_json::json!({"artifact": "fw-2.0.0", "arch": "esp32", "devices": 3});
         let p: PathLine = serde_json::from_value(json).unwrap();
         assert_eq!(p.from_version, None);
+    }
+
+    /// The members of each cohort group are the same found from either
+    /// side: by visiting the groups, or the (fewer) members.
+    #[test]
+    fn group_members_from_either_side_agree() {
+        use crate::campaign::members::tests::fleet;
+        let mut f = fleet(&[("acme", 40), ("globex", 30)]);
+        f.put_group(
+            crate::fleet::Group::new(GroupName::new("all").unwrap(), Some("customer"), None, 1)
+                .unwrap(),
+        );
+        f.membership_changes(None);
+        let cohorts: BTreeMap<GroupName, u16> = [("acme", 5000), ("all", 1000)]
+            .into_iter()
+            .map(|(g, c)| (GroupName::new(g).unwrap(), c))
+            .collect();
+        let mut t = Tally::new();
+        let few: crate::sharded::ShardedSet<DeviceId> = f
+            .devices()
+            .map(|d| d.id.clone())
+            .filter(|id| id.as_str().ends_with('3') || id.as_str().ends_with('7'))
+            .collect();
+        t.set_members(few);
+        let sorted =
+            |v: Vec<(&GroupName, u16, Vec<&DeviceId>)>| -> Vec<(String, u16, Vec<String>)> {
+                v.into_iter()
+                    .map(|(g, c, mut m)| {
+                        m.sort();
+                        (g.to_string(), c, m.iter().map(|d| d.to_string()).collect())
+                    })
+                    .collect()
+            };
+        let got = sorted(group_members(&cohorts, &t, &f));
+        let want: Vec<(String, u16, Vec<String>)> = cohorts
+            .iter()
+            .map(|(g, &c)| {
+                let m = f
+                    .ids_in(g)
+                    .filter(|id| t.is_member(id))
+                    .map(|d| d.to_string())
+                    .collect();
+                (g.to_string(), c, m)
+            })
+            .collect();
+        assert!(t.members().len() < 70);
+        assert_eq!(got, want);
+        assert_eq!(got[1].2.len(), t.members().len(), "every member is in all");
     }
 }

@@ -182,6 +182,11 @@ pub struct BridgeConfig {
     pub director_keys_next: BTreeMap<Kid, VerifyingKey>,
     /// How long a signed control message holds (`expires` - `issued`).
     pub control_ttl: Duration,
+    /// Devices one slice of core's work over the whole fleet covers (a
+    /// group put's selector scan, a create's pre-flight, a wave's
+    /// members): core handles its other messages between slices. Not in
+    /// the file; tests and benches set it.
+    pub core_slice: usize,
 }
 
 impl std::fmt::Debug for BridgeConfig {
@@ -326,6 +331,7 @@ impl Config {
                 director_key: None,
                 director_keys_next: BTreeMap::new(),
                 control_ttl: Duration::from_secs(DEFAULT_CONTROL_TTL_SECS),
+                core_slice: crate::state::slices::DEFAULT_SLICE,
             },
             broker,
             status: StatusConfig::default(),
@@ -527,6 +533,7 @@ impl Validator<'_> {
             director_key,
             director_keys_next,
             control_ttl: Duration::from_secs(control_ttl_secs),
+            core_slice: crate::state::slices::DEFAULT_SLICE,
         };
 
         let s = raw.status;

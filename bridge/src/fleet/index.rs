@@ -67,10 +67,17 @@ impl GroupIndex {
         }
     }
 
-    /// A group was put (new or replacing one): its members recomputed.
-    /// Returns the registered devices that joined or left it.
-    pub fn put_group(&mut self, g: &Group, devices: &Registry) -> BTreeSet<DeviceId> {
-        let now = scan(g, devices);
+    /// A group was put (new or replacing one): its members recomputed, or
+    /// `scanned` (its selector's members, found in slices beforehand:
+    /// [`super::scan`]). Returns the registered devices that joined or
+    /// left it.
+    pub fn put_group(
+        &mut self,
+        g: &Group,
+        devices: &Registry,
+        scanned: Option<BTreeSet<DeviceId>>,
+    ) -> BTreeSet<DeviceId> {
+        let now = scanned.unwrap_or_else(|| scan(g, devices));
         let before = self.members.insert(g.name.clone(), now).unwrap_or_default();
         let now = &self.members[&g.name];
         before.symmetric_difference(now).cloned().collect()

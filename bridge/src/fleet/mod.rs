@@ -11,11 +11,13 @@
 //! - [`index`]: the registered devices of each group, kept incrementally.
 //! - [`registry`]: the records by id, and the ids in order.
 //! - [`group_sets`]: one shared copy of each distinct list of groups.
+//! - [`scan`]: a group put's selector scan, run in slices by core.
 
 pub mod group_sets;
 pub mod groups;
 pub mod index;
 pub mod registry;
+pub mod scan;
 pub mod selector;
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +30,7 @@ pub use group_sets::{GroupList, GroupSets};
 pub use groups::{Group, GroupError, GroupRecord, GroupRule, Groups};
 pub use selector::{Labels, Selector, SelectorError};
 
+use crate::sharded::ShardedMap;
 use crate::store::{DeviceRecord, StrMap};
 
 /// How often, at most, `last_seen` alone is written to the store.
@@ -52,7 +55,7 @@ pub struct Fleet {
     devices: registry::Registry,
     groups: Groups,
     /// The membership each device was last sent (retained on its topic).
-    published: HashMap<DeviceId, GroupList>,
+    published: ShardedMap<DeviceId, GroupList>,
     /// The distinct lists `published` holds.
     lists: GroupSets,
     /// Presence of devices that have not said Hello yet (a device sends
@@ -66,6 +69,8 @@ pub struct Fleet {
     /// Devices sent a membership that never said Hello (listed, or once
     /// listed): a selector change may move them too.
     ghosts: BTreeSet<DeviceId>,
+    /// The selector scan of a group about to be put (see [`scan`]).
+    prepared: Option<scan::GroupScan>,
 }
 
 /// Most early Presences kept (only provisioned devices can send one once
@@ -95,6 +100,7 @@ impl Fleet {
             early_presence: HashMap::new(),
             pending: BTreeSet::new(),
             ghosts: BTreeSet::new(),
+            prepared: None,
         }
     }
 
@@ -131,6 +137,9 @@ impl Fleet {
                     features: h.features.clone(),
                 });
                 self.index.device(&self.groups, id, &h.labels, true);
+                if let Some(s) = &mut self.prepared {
+                    s.patch(id, &h.labels);
+                }
                 self.ghosts.remove(id);
                 HelloChange {
                     registered: true,
@@ -165,6 +174,9 @@ impl Fleet {
                 d.last_hello = now;
                 if change.labels_changed {
                     self.index.device(&self.groups, id, &h.labels, false);
+                    if let Some(s) = &mut self.prepared {
+                        s.patch(id, &h.labels);
+                    }
                 }
                 change
             }
@@ -256,7 +268,15 @@ impl Fleet {
     /// Creates or replaces a group; call [`Fleet::group_membership_changes`]
     /// next.
     pub fn put_group(&mut self, g: Group) -> Option<Group> {
-        let moved = self.index.put_group(&g, &self.devices);
+        // The scan prepared for this very rule, if there is one.
+        let scanned = match self.prepared.take() {
+            Some(s) if s.is_for(&g) => Some(s.finish(&self.devices)),
+            other => {
+                self.prepared = other;
+                None
+            }
+        };
+        let moved = self.index.put_group(&g, &self.devices, scanned);
         self.pending.extend(moved);
         // Listed devices that never said Hello get their membership too.
         self.pending
@@ -286,6 +306,30 @@ impl Fleet {
             .collect();
         self.pending.extend(unregistered);
         self.pending.extend(self.ghosts.iter().cloned());
+    }
+
+    /// Begins the selector scan of `g`, to be put once it is done
+    /// ([`Fleet::step_prepared`]); a list needs none. Replaces a scan
+    /// under way.
+    pub fn prepare_group(&mut self, g: &Group) {
+        self.prepared = g
+            .members()
+            .is_none()
+            .then(|| scan::GroupScan::new(g.clone()));
+    }
+
+    /// Evaluates up to `budget` more devices of the prepared scan. True
+    /// when none is left to evaluate (or there is no scan).
+    pub fn step_prepared(&mut self, budget: usize) -> bool {
+        match &mut self.prepared {
+            Some(s) => s.step(&self.devices, budget),
+            None => true,
+        }
+    }
+
+    /// True while a prepared scan has devices left to evaluate.
+    pub fn preparing(&self) -> bool {
+        self.prepared.as_ref().is_some_and(|s| !s.is_done())
     }
 
     /// Deletes a group; call [`Fleet::group_membership_changes`] next.
@@ -324,6 +368,20 @@ impl Fleet {
     /// (no record looked up). None for an unknown group.
     pub fn ids_in<'a>(&'a self, group: &GroupName) -> impl Iterator<Item = &'a DeviceId> + 'a {
         self.index.members(group).into_iter().flatten()
+    }
+
+    /// The ids of a group's registered devices after `after`, in order
+    /// (none for an unknown group): a scan resumes where it stopped.
+    pub fn ids_in_after<'a>(
+        &'a self,
+        group: &GroupName,
+        after: Option<&'a DeviceId>,
+    ) -> impl Iterator<Item = &'a DeviceId> + 'a {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.index
+            .members(group)
+            .into_iter()
+            .flat_map(move |m| m.range::<DeviceId, _>((from, Bound::Unbounded)))
     }
 
     /// How many registered devices a group has (0 for an unknown group).
@@ -370,8 +428,32 @@ impl Fleet {
     /// changes (the listed devices that never said Hello were once missed:
     /// see [`Fleet::put_group`]).
     pub fn group_membership_changes(&mut self) -> Vec<(DeviceId, Vec<GroupName>)> {
-        let pending = std::mem::take(&mut self.pending);
-        self.changes_among(pending)
+        self.group_membership_changes_upto(usize::MAX)
+    }
+
+    /// [`Fleet::group_membership_changes`] of the first `n` devices (by id)
+    /// that may have moved; the others stay for the next call. Core sends a
+    /// large group put's memberships a slice at a time.
+    pub fn group_membership_changes_upto(&mut self, n: usize) -> Vec<(DeviceId, Vec<GroupName>)> {
+        let slice = if n >= self.pending.len() {
+            std::mem::take(&mut self.pending)
+        } else {
+            let mut slice = BTreeSet::new();
+            while slice.len() < n {
+                match self.pending.pop_first() {
+                    Some(id) => slice.insert(id),
+                    None => break,
+                };
+            }
+            slice
+        };
+        self.changes_among(slice)
+    }
+
+    /// Devices whose membership a group put or delete may have changed,
+    /// not yet recomputed.
+    pub fn pending_memberships(&self) -> usize {
+        self.pending.len()
     }
 
     fn changes_among(&mut self, scope: BTreeSet<DeviceId>) -> Vec<(DeviceId, Vec<GroupName>)> {
@@ -396,7 +478,7 @@ impl Fleet {
 fn intern_all(
     lists: &mut GroupSets,
     published: HashMap<DeviceId, Vec<GroupName>>,
-) -> HashMap<DeviceId, GroupList> {
+) -> ShardedMap<DeviceId, GroupList> {
     published
         .into_iter()
         .map(|(id, groups)| (id, lists.intern(&groups)))

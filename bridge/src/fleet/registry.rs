@@ -8,21 +8,22 @@
 //! records sit in a hash map (foldhash, seeded at random per process, so
 //! ids chosen to collide cannot be computed ahead of time; and ids come
 //! only from devices the broker let in), boxed so that growing the table
-//! moves pointers, not records; the order is a set of ids beside it.
+//! moves pointers, not records; the order is a set of ids beside it. The
+//! map is in shards ([`crate::sharded`]), so that its growth past
+//! 900,000 devices is not one stall of core.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use schemas::DeviceId;
 
+use crate::sharded::ShardedMap;
 use crate::store::DeviceRecord;
-
-type Hasher = foldhash::fast::RandomState;
 
 /// Registered devices by id.
 #[derive(Debug, Default)]
 pub struct Registry {
-    records: HashMap<DeviceId, Box<Entry>, Hasher>,
+    records: ShardedMap<DeviceId, Box<Entry>>,
     order: BTreeSet<DeviceId>,
 }
 

@@ -16,6 +16,7 @@ use schemas::topic::Topic;
 use schemas::{ArtifactId, DeviceId, GroupName};
 
 use crate::fleet::{GroupList, GroupSets};
+use crate::sharded::ShardedMap;
 
 /// Where an announcement was retained.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,7 +29,9 @@ enum Board {
 /// Memberships and announced artifacts, as retained.
 #[derive(Debug, Default)]
 pub struct Grants {
-    groups: HashMap<DeviceId, GroupList>,
+    /// In shards: growing past 900,000 devices is not one long stall of
+    /// core (and of the broker's checks that wait on the same lock).
+    groups: ShardedMap<DeviceId, GroupList>,
     /// The distinct lists `groups` holds.
     lists: GroupSets,
     announced: HashMap<Board, Vec<ArtifactId>>,

@@ -277,7 +277,7 @@ fn resolve_rollback(
     Ok(Some(rb))
 }
 
-fn resolve(
+pub(crate) fn resolve(
     artifacts: &ArtifactStore,
     ids: &[schemas::ArtifactId],
     kind: Option<spec::Kind>,

@@ -167,7 +167,7 @@ pub async fn group_put(
         .await?;
     let empty = group.devices == 0 && matches!(g.rule, crate::fleet::GroupRule::Selector(_));
     let (fleet_labels, registered) = if empty {
-        (fleet_labels(state.fleet()), state.fleet().devices().count())
+        (fleet_labels(state.fleet()), state.fleet().len())
     } else {
         (BTreeMap::new(), 0)
     };
@@ -191,9 +191,7 @@ pub async fn group_delete(
         )));
     }
     state.store().groups.delete(&name)?;
-    let changes = state.fleet_mut().group_membership_changes();
-    let membership_changed = changes.len();
-    state.publish_memberships(changes).await?;
+    let membership_changed = state.publish_pending_memberships().await?;
     state
         .event(
             "group.deleted",

@@ -13,6 +13,8 @@
 //! - [`enrollment_cmds`]: enrolled devices (accept, reject, the pending list).
 //! - [`refusal_budget`]: how many refused commands a minute are audited.
 //! - [`retention`]: the audit trail's retention, pruned hourly.
+//! - [`prepare`]: what a command over the whole fleet waits for before
+//!   it runs, found by core in slices between its other messages.
 //! - [`queries`]: the HTTP listener's read-only queries, answered by core
 //!   from the same shapes (never signed, never audited, change nothing).
 //!
@@ -37,6 +39,7 @@ pub mod enrollment_cmds;
 pub mod errors;
 pub mod fleet_cmds;
 pub mod identity_cmds;
+pub mod prepare;
 pub mod queries;
 pub mod refusal_budget;
 pub mod retention;
@@ -87,15 +90,31 @@ impl Ops {
         }
     }
 
-    /// Handles one command payload. Errors returned are the bridge's own
-    /// (store, connection): they stop the bridge. Everything about the
-    /// command itself ends in a reply. An upload chunk is handed to the
-    /// upload actor, which replies: core never waits on an upload.
+    /// Handles one command payload: [`Ops::accept`], then [`Ops::run`].
     pub async fn handle(&mut self, state: &mut CoreState, payload: &[u8]) -> Result<(), CoreError> {
+        match self.accept(state, payload).await? {
+            Some((command, accepted)) => self.run(state, command, accepted).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Checks one command payload (signature, time, replay). A refusal is
+    /// audited and replied to here (`None`); an accepted command is
+    /// returned, to be [`Ops::run`] (at once, or once the work it waits
+    /// for is prepared: [`prepare`]). Errors returned are the bridge's
+    /// own (store, connection): they stop the bridge.
+    pub async fn accept(
+        &mut self,
+        state: &mut CoreState,
+        payload: &[u8],
+    ) -> Result<Option<(Command, Accepted)>, CoreError> {
         let now = crate::rt::unix_now();
         let body = match self.auth.check(payload, now) {
             Ok(b) => b,
-            Err(r) => return refuse(state, &mut self.refusals, r, now).await,
+            Err(r) => {
+                refuse(state, &mut self.refusals, r, now).await?;
+                return Ok(None);
+            }
         };
         Metrics::add(&state.metrics().commands_accepted, 1);
         let accepted = Accepted {
@@ -104,7 +123,20 @@ impl Ops {
             issued_at: body.issued_at,
             at: now,
         };
-        let result = match body.command {
+        Ok(Some((body.command, accepted)))
+    }
+
+    /// Runs an accepted command; everything about the command itself ends
+    /// in a reply. An upload chunk is handed to the upload actor, which
+    /// replies: core never waits on an upload.
+    pub async fn run(
+        &mut self,
+        state: &mut CoreState,
+        command: Command,
+        accepted: Accepted,
+    ) -> Result<(), CoreError> {
+        let now = crate::rt::unix_now();
+        let result = match command {
             Command::ArtifactUpload {
                 manifest,
                 offset,
@@ -204,7 +236,17 @@ async fn record(
         error: error.as_ref().map(|e| e.to_string()),
         unaudited: 0,
     })?;
+    let t = std::time::Instant::now();
     store.flush().await?;
+    let flushed = t.elapsed();
+    if flushed > std::time::Duration::from_millis(20) {
+        // Core waits for the disk here (issue 19 counts it as handling).
+        tracing::debug!(
+            op = a.op,
+            ms = flushed.as_millis() as u64,
+            "a command's flush was slow"
+        );
+    }
     let (request, op) = (&a.request_id, a.op);
     match &error {
         None => info!(request = %request, op, "operator command done"),

@@ -66,6 +66,7 @@ pub async fn hellos(
     hellos: &[(DeviceId, Hello)],
     at: u64,
 ) -> Result<(), CoreError> {
+    let t0 = std::time::Instant::now();
     let mut registered: Vec<(DeviceId, String)> = Vec::new();
     let mut relabelled: Vec<DeviceId> = Vec::new();
     for (id, hello) in hellos {
@@ -89,6 +90,7 @@ pub async fn hellos(
                 .count(Refused::UnknownHello, id.as_str(), "hello");
         }
     }
+    let t1 = std::time::Instant::now();
     if !registered.is_empty() {
         let ts = crate::rt::unix_now();
         let events = registered
@@ -105,11 +107,27 @@ pub async fn hellos(
         let ids: Vec<DeviceId> = registered.into_iter().map(|(id, _)| id).collect();
         campaigns::devices_changed(s, &ids).await?;
     }
+    let t2 = std::time::Instant::now();
     let mut changes = Vec::new();
     for id in &relabelled {
         changes.extend(s.fleet_mut().membership_changes(Some(id)));
     }
-    s.publish_memberships(changes).await
+    let t3 = std::time::Instant::now();
+    s.publish_memberships(changes).await?;
+    if t0.elapsed() > std::time::Duration::from_millis(50) {
+        // Which part: the fleet and the store (core's own work), or the
+        // events and memberships going out (signing on the blocking
+        // pool, then the publisher's bounded queue to the broker).
+        tracing::debug!(
+            hellos = hellos.len(),
+            fleet_ms = (t1 - t0).as_millis() as u64,
+            events_ms = (t2 - t1).as_millis() as u64,
+            groups_ms = (t3 - t2).as_millis() as u64,
+            memberships_ms = t3.elapsed().as_millis() as u64,
+            "core: slow Hellos, by part"
+        );
+    }
+    Ok(())
 }
 
 /// Stores the enrollments the broker admitted since the last call

@@ -13,6 +13,7 @@ pub mod campaigns;
 pub mod enrollment;
 pub mod error;
 pub mod rollback;
+pub mod slices;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct CoreState {
     /// The last Hello of each pending (enrolled, not yet accepted) device,
     /// and when it came: shown by `devices list`, registered at accept.
     held_hellos: HashMap<DeviceId, (Hello, u64)>,
+    /// Devices a slice of work over the fleet covers ([`slices`]).
+    slice: usize,
 }
 
 /// The parts [`CoreState::new`] puts together (loaded at start).
@@ -65,6 +68,8 @@ pub struct Parts {
     pub campaigns: Campaigns,
     pub identity: Arc<Identity>,
     pub credentials: CredentialStore,
+    /// `[bridge] core_slice`.
+    pub slice: usize,
 }
 
 impl CoreState {
@@ -81,6 +86,7 @@ impl CoreState {
             identity: p.identity,
             credentials: p.credentials,
             held_hellos: HashMap::new(),
+            slice: p.slice.max(1),
         }
     }
 
@@ -201,9 +207,7 @@ impl CoreState {
     pub async fn put_group(&mut self, g: Group) -> Result<(bool, usize), CoreError> {
         self.store.groups.put(&g.to_record())?;
         let replaced = self.fleet.put_group(g).is_some();
-        let changes = self.fleet.group_membership_changes();
-        let changed = changes.len();
-        self.publish_memberships(changes).await?;
+        let changed = self.publish_pending_memberships().await?;
         Ok((replaced, changed))
     }
 

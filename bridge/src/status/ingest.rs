@@ -59,8 +59,9 @@ pub const IDLE_YIELDS: usize = 4;
 /// `try_send` normally succeeds.
 pub const INBOX: usize = 8192;
 /// Most Hellos in one message to core (a registration costs core about
-/// 0.1 ms at 100,000 devices: a part is a few tens of milliseconds).
-pub const CORE_HELLOS: usize = 256;
+/// 0.1 ms at 100,000 devices, 0.2 ms at 1,000,000: a part of 256 was 50
+/// to 150 ms on a busy machine at that size, issue 19).
+pub const CORE_HELLOS: usize = 128;
 /// Most status updates, and most devices seen, in one message to core
 /// (at 1,000,000 devices a batch of 4,096 of each held core for 50 to
 /// 700 ms, issue 19).
