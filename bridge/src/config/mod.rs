@@ -52,6 +52,7 @@ mod devices;
 pub mod http;
 mod keys;
 pub mod raw;
+mod redacted;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_COMMAND_WINDOW_SECS: u64 = 300;
 /// Default `[bridge] audit_retention_days`.
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 90;
+/// Default `BridgeConfig::core_slice`.
+pub const DEFAULT_CORE_SLICE: usize = 65_536;
 /// Default `[bridge] metrics_interval_secs`.
 pub const DEFAULT_METRICS_INTERVAL_SECS: u64 = 60;
 /// Default `[bridge] control_ttl_secs`: 7 days.
@@ -182,58 +185,9 @@ pub struct BridgeConfig {
     pub director_keys_next: BTreeMap<Kid, VerifyingKey>,
     /// How long a signed control message holds (`expires` - `issued`).
     pub control_ttl: Duration,
-    /// Devices one slice of core's work over the whole fleet covers (a
-    /// group put's selector scan, a create's pre-flight, a wave's
-    /// members): core handles its other messages between slices. Not in
-    /// the file; tests and benches set it.
+    /// Most devices in one slice of core's work over the fleet
+    /// (`state::slices`). Not in the file: tests and benches set it.
     pub core_slice: usize,
-}
-
-impl std::fmt::Debug for BridgeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BridgeConfig")
-            .field("prefix", &self.topics.prefix())
-            .field("data_dir", &self.data_dir)
-            .field("client_id", &self.client_id)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|c| &c.username),
-            )
-            .field(
-                "operator_keys",
-                &self
-                    .operator_keys
-                    .keys()
-                    .map(hex::encode)
-                    .collect::<Vec<_>>(),
-            )
-            .field(
-                "release_keys",
-                &self
-                    .release_keys
-                    .keys()
-                    .map(hex::encode)
-                    .collect::<Vec<_>>(),
-            )
-            .field("command_window_secs", &self.command_window_secs)
-            .field(
-                "director_key",
-                &self
-                    .director_key
-                    .as_ref()
-                    .map(|k| hex::encode(schemas::keys::kid(&k.verifying_key()))),
-            )
-            .field(
-                "director_keys_next",
-                &self
-                    .director_keys_next
-                    .keys()
-                    .map(hex::encode)
-                    .collect::<Vec<_>>(),
-            )
-            .field("control_ttl", &self.control_ttl)
-            .finish()
-    }
 }
 
 /// `[status]`: the group commit.
@@ -331,7 +285,7 @@ impl Config {
                 director_key: None,
                 director_keys_next: BTreeMap::new(),
                 control_ttl: Duration::from_secs(DEFAULT_CONTROL_TTL_SECS),
-                core_slice: crate::state::slices::DEFAULT_SLICE,
+                core_slice: DEFAULT_CORE_SLICE,
             },
             broker,
             status: StatusConfig::default(),
@@ -533,7 +487,7 @@ impl Validator<'_> {
             director_key,
             director_keys_next,
             control_ttl: Duration::from_secs(control_ttl_secs),
-            core_slice: crate::state::slices::DEFAULT_SLICE,
+            core_slice: DEFAULT_CORE_SLICE,
         };
 
         let s = raw.status;

@@ -22,7 +22,7 @@ use super::{CoreError, CoreState};
 /// Default devices per slice (`[bridge] core_slice`), in steps of
 /// [`STEP`] and at most [`TURN`] long: each slice is followed by one of
 /// core's other messages, so smaller ones cost the waiting command time.
-pub const DEFAULT_SLICE: usize = 65_536;
+pub const DEFAULT_SLICE: usize = crate::config::DEFAULT_CORE_SLICE;
 
 /// Most devices in one step of a slice (a step is about 2 to 10 ms here).
 pub const STEP: usize = 4_096;
