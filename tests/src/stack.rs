@@ -437,15 +437,19 @@ impl Stack {
 }
 
 /// Waits until the bridge behind `ops` has registered `n` devices, driven
-/// by its `device.registered` events (no polling): the devices registered
-/// before the subscription are read once, then each event counts.
-/// `progress(registered)` is called as they come.
+/// by its `device.registered` events: the devices registered before the
+/// subscription are read once, then each event counts. Events are not
+/// durable (a broker may drop some for a subscriber that is behind, in a
+/// connect storm), so after [`QUIET`] without one the registry is read
+/// again. `progress(registered)` is called as they come.
 pub async fn wait_registered(
     ops: &OpsClient,
     n: usize,
     limit: Duration,
     mut progress: impl FnMut(usize),
 ) -> Result<(), WaitError> {
+    /// How long without an event before the registry is read again.
+    const QUIET: Duration = Duration::from_secs(3);
     let mut events = ops.events().await?;
     let mut seen: std::collections::HashSet<String> = ops
         .all_devices(None)
@@ -456,8 +460,16 @@ pub async fn wait_registered(
     progress(seen.len());
     let counted = tokio::time::timeout(limit, async {
         while seen.len() < n {
-            let Some(ev) = events.next().await else {
-                return;
+            let ev = match tokio::time::timeout(QUIET, events.next()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return,
+                Err(_) => {
+                    if let Ok(all) = ops.all_devices(None).await {
+                        seen.extend(all.into_iter().map(|d| d.record.id.to_string()));
+                        progress(seen.len());
+                    }
+                    continue;
+                }
             };
             if ev.kind == "device.registered" {
                 if let Some(id) = ev.data.get("device").and_then(|d| d.as_str()) {
