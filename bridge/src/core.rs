@@ -58,6 +58,17 @@ impl Mark {
             cpu: crate::rt::thread_cpu(),
         }
     }
+
+    /// Milliseconds since, and of them the thread's CPU time, when over
+    /// [`SLOW`] (a handling that awaited may have moved threads: then the
+    /// CPU time is a guess).
+    fn slow(&self) -> Option<(u64, u64)> {
+        let took = self.at.elapsed();
+        (took > SLOW).then(|| {
+            let cpu = crate::rt::thread_cpu().saturating_sub(self.cpu);
+            (took.as_millis() as u64, cpu.as_millis() as u64)
+        })
+    }
 }
 
 /// A command waiting for the work it needs prepared (`ops::prepare`).
@@ -302,34 +313,17 @@ impl Core {
 
     /// Counts a handling; one over [`SLOW`] is logged (debug) with its kind.
     fn worked(&self, since: Mark, kind: &'static str) {
-        let took = since.at.elapsed();
-        self.state.metrics().core_worked(took);
-        if took > SLOW {
-            // The thread's CPU time says how much of it was work (a
-            // handling that awaited may have moved threads: then it is
-            // a guess).
-            let cpu = crate::rt::thread_cpu().saturating_sub(since.cpu);
-            debug!(
-                kind,
-                ms = took.as_millis() as u64,
-                cpu_ms = cpu.as_millis() as u64,
-                "core: a slow handling"
-            );
+        self.state.metrics().core_worked(since.at.elapsed());
+        if let Some((ms, cpu_ms)) = since.slow() {
+            debug!(kind, ms, cpu_ms, "core: a slow handling");
         }
     }
 
     /// Which command a slow operator command was (logged, not counted:
     /// the handling around it is).
     fn worked_on(&self, since: Mark, op: &'static str) {
-        let took = since.at.elapsed();
-        if took > SLOW {
-            let cpu = crate::rt::thread_cpu().saturating_sub(since.cpu);
-            debug!(
-                op,
-                ms = took.as_millis() as u64,
-                cpu_ms = cpu.as_millis() as u64,
-                "core: a slow command"
-            );
+        if let Some((ms, cpu_ms)) = since.slow() {
+            debug!(op, ms, cpu_ms, "core: a slow command");
         }
     }
 

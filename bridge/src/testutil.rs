@@ -24,3 +24,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// Cohorts (basis points) by group from `(group, bp)` pairs.
+pub fn cohorts(pairs: &[(&str, u16)]) -> BTreeMap<GroupName, u16> {
+    pairs.iter().map(|(g, c)| (group(g), *c)).collect()
+}

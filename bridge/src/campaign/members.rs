@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use schemas::bucket::{admitted, MAX_COHORT};
+use schemas::bucket::admitted;
 use schemas::{CampaignId, DeviceId, GroupName};
 
 use crate::fleet::Fleet;
@@ -54,25 +54,16 @@ impl Admission<'_> {
             })
     }
 
-    /// Every registered device that takes part.
+    /// Every registered device that takes part: the scan of
+    /// [`super::prepared`] at once.
     pub fn members(&self, fleet: &Fleet) -> ShardedSet<DeviceId> {
-        if self.everyone() {
-            return fleet.devices().map(|d| d.id.clone()).collect();
-        }
-        let mut out = ShardedSet::default();
-        for (group, &cohort) in self.cohorts {
-            if cohort == 0 {
-                continue;
-            }
-            // A full cohort admits every device: no bucket to hash.
-            let all = cohort >= MAX_COHORT;
-            for id in fleet.ids_in(group) {
-                if all || admitted(self.campaign, id, cohort, self.emergency) {
-                    out.insert(id.clone());
-                }
-            }
-        }
-        out
+        super::prepared::MembersScan::new(
+            self.campaign.clone(),
+            0,
+            self.cohorts.clone(),
+            self.emergency,
+        )
+        .finish(fleet)
     }
 }
 

@@ -81,7 +81,7 @@ impl Preflight {
 /// The pre-flight's count, a slice at a time (issue 19): at 1,000,000
 /// devices the pass over the target groups is most of a second, so core
 /// runs it between its other messages while the `campaign create` waits
-/// (`crate::ops::prepare`). The count is of the fleet as each slice saw
+/// (the commands' `prepare` step). The count is of the fleet as each slice saw
 /// it: a device that registers behind the cursor is not counted, which
 /// an estimate made at create time can afford.
 ///
@@ -354,10 +354,7 @@ mod tests {
             vec![("acme", 0), ("all", 2000)],
             vec![("globex", 7000)],
         ] {
-            let cohorts: BTreeMap<GroupName, u16> = cohorts
-                .into_iter()
-                .map(|(g, c)| (GroupName::new(g).unwrap(), c))
-                .collect();
+            let cohorts = crate::testutil::cohorts(&cohorts);
             let a = Admission {
                 campaign: &c,
                 cohorts: &cohorts,
@@ -415,10 +412,7 @@ mod tests {
             (vec![("globex", 10000)], false),
             (vec![], true),
         ] {
-            let cohorts: BTreeMap<GroupName, u16> = cohorts
-                .into_iter()
-                .map(|(g, c)| (GroupName::new(g).unwrap(), c))
-                .collect();
+            let cohorts = crate::testutil::cohorts(&cohorts);
             let a = Admission {
                 campaign: &c,
                 cohorts: &cohorts,

@@ -11,7 +11,8 @@
 //! (or under way) are patched in as they come (`Campaigns::devices_changed`),
 //! wherever the scan's cursor stands, so the set is what a full
 //! computation would find when it is taken. Pure but for the fleet it
-//! reads; `tests` checks it against [`Admission::members`].
+//! reads; `tests` checks it against each device's own admission
+//! ([`Admission::admits_in`]). [`Admission::members`] is this scan at once.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -186,15 +187,10 @@ impl Prepared {
     /// After a step of `r`: the next wave's members are prepared while
     /// the current one runs; a finished campaign's are dropped.
     pub fn plan(&mut self, r: &CampaignRecord) {
-        let next = r.gate.current_wave().map(|w| w + 1);
-        match next {
+        match r.gate.current_wave().map(|w| w + 1) {
             Some(w) if !r.gate.is_finished() && w < r.gate.wave_count() => self.prepare(r, w),
             _ => {
-                if self.scans.get(r.id()).is_some_and(|s| Some(s.wave) != next)
-                    || r.gate.is_finished()
-                {
-                    self.scans.remove(r.id());
-                }
+                self.scans.remove(r.id());
             }
         }
     }
@@ -293,10 +289,7 @@ mod tests {
             f.put_group(
                 Group::new(GroupName::new("all").unwrap(), Some("customer"), None, 1).unwrap(),
             );
-            let cohorts: BTreeMap<GroupName, u16> = cohorts
-                .into_iter()
-                .map(|(g, c)| (GroupName::new(g).unwrap(), c))
-                .collect();
+            let cohorts = crate::testutil::cohorts(&cohorts);
             let mut scan = MembersScan::new(c.clone(), 0, cohorts.clone(), emergency);
             let mut i = 0;
             while !scan.step(&f, n) {
@@ -311,12 +304,17 @@ mod tests {
                     scan.patch(&f, d);
                 }
             }
-            let want = Admission {
+            // The oracle: each device asked on its own.
+            let a = Admission {
                 campaign: &c,
                 cohorts: &cohorts,
                 emergency,
-            }
-            .members(&f);
+            };
+            let want: ShardedSet<DeviceId> = f
+                .devices()
+                .filter(|d| a.admits_in(&f, &d.id))
+                .map(|d| d.id.clone())
+                .collect();
             assert!(i > 0, "case {n}: done in one slice");
             assert_eq!(scan.finish(&f), want, "case {n}");
         }

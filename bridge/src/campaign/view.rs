@@ -449,10 +449,7 @@ mod tests {
                 .unwrap(),
         );
         f.membership_changes(None);
-        let cohorts: BTreeMap<GroupName, u16> = [("acme", 5000), ("all", 1000)]
-            .into_iter()
-            .map(|(g, c)| (GroupName::new(g).unwrap(), c))
-            .collect();
+        let cohorts = crate::testutil::cohorts(&[("acme", 5000), ("all", 1000)]);
         let mut t = Tally::new();
         let few: crate::sharded::ShardedSet<DeviceId> = f
             .devices()

@@ -107,7 +107,7 @@ fn scan(g: &Group, devices: &Registry) -> BTreeSet<DeviceId> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::Fleet;
     use super::*;
     use rand::rngs::StdRng;
@@ -124,7 +124,7 @@ mod tests {
         "line=2,customer=initech",
     ];
 
-    fn hello(labels: BTreeMap<String, String>) -> Hello {
+    pub(in crate::fleet) fn hello(labels: BTreeMap<String, String>) -> Hello {
         Hello {
             proto: 1,
             arch: "esp32".into(),
@@ -137,7 +137,7 @@ mod tests {
         }
     }
 
-    fn random_labels(rng: &mut StdRng) -> BTreeMap<String, String> {
+    pub(in crate::fleet) fn random_labels(rng: &mut StdRng) -> BTreeMap<String, String> {
         let mut l = BTreeMap::new();
         if rng.gen_bool(0.8) {
             let c = ["acme", "globex", "initech"][rng.gen_range(0..3)];

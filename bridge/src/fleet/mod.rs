@@ -242,11 +242,7 @@ impl Fleet {
         group: &GroupName,
         after: Option<&'a DeviceId>,
     ) -> impl Iterator<Item = &'a DeviceRecord> + 'a {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.index
-            .members(group)
-            .into_iter()
-            .flat_map(move |m| m.range::<DeviceId, _>((from, Bound::Unbounded)))
+        self.ids_in_after(group, after)
             .filter_map(|id| self.devices.get(id))
     }
 

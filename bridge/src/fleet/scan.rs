@@ -1,7 +1,7 @@
 //! A selector group's members, found in slices (issue 19): a group put
 //! evaluates its selector once per registered device, which at 1,000,000
 //! devices is most of a second. Core runs the scan a slice at a time
-//! between its other messages ([`crate::core`]), then the put itself
+//! between its other messages (the core actor), then the put itself
 //! takes the finished set instead of scanning again.
 //!
 //! Devices that register or change labels while the scan is under way
@@ -96,29 +96,15 @@ impl GroupScan {
 
 #[cfg(test)]
 mod tests {
+    use super::super::index::tests::{hello as hello_with, random_labels};
     use super::super::{Fleet, Group};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use schemas::msg::Hello;
-    use schemas::{ComponentName, DeviceId, Epoch, GroupName};
-    use std::collections::BTreeMap;
+    use schemas::{DeviceId, GroupName};
 
     fn hello(rng: &mut StdRng) -> Hello {
-        let mut labels = BTreeMap::new();
-        if rng.gen_bool(0.7) {
-            let c = ["acme", "globex"][rng.gen_range(0..2)];
-            labels.insert("customer".to_string(), c.to_string());
-        }
-        Hello {
-            proto: 1,
-            arch: "esp32".into(),
-            versions: [(ComponentName::new("main").unwrap(), "1.0.0".into())].into(),
-            labels,
-            boot_id: "b1".into(),
-            epoch: Epoch::new("ep000001").unwrap(),
-            outbox: 1,
-            features: Vec::new(),
-        }
+        hello_with(random_labels(rng))
     }
 
     /// A group put prepared in slices, with devices registering and

@@ -2,9 +2,9 @@
 //! 19): a group put's selector scan, a create's pre-flight, the first
 //! wave's members of a start (and an emergency's both). [`begin`] sets it
 //! going on an accepted command; core runs it a slice at a time between
-//! its other messages (`crate::state::slices`) until [`ready`], then runs
+//! its other messages (`state::slices`) until [`ready`], then runs
 //! the command, which takes the prepared result instead of scanning.
-//! Commands that arrive meanwhile wait their turn (`crate::core`), so
+//! Commands that arrive meanwhile wait their turn (the core actor), so
 //! commands still run one after another, in order.
 //!
 //! A command that cannot be prepared (a spec that does not parse, an

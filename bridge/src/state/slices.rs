@@ -5,8 +5,8 @@
 //! each is prepared in slices of at most [`TURN`] (steps of [`STEP`]
 //! devices, at most `[bridge] core_slice` devices a slice), which core
 //! runs between its other messages
-//! ([`crate::core`]); the command that needs one waits for it
-//! ([`crate::ops::prepare`]), and then takes the finished result instead
+//! (the core actor); the command that needs one waits for it
+//! (`ops::prepare`), and then takes the finished result instead
 //! of scanning. A large group put's memberships go out the same way,
 //! [`MEMBERSHIPS`] at once and the rest as many a slice.
 //!
